@@ -1,0 +1,25 @@
+# Two commands for a fresh clone: `make quickstart` (set up, then run the quickstart recipe) and
+# `make test` (set up, then run the tests). Setup makes .venv once per lock: a second run reuses it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+
+.PHONY: setup quickstart test bench
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c requirements.lock -e '.[test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+quickstart: setup
+	$(BIN)/tvmharness run recipes/quickstart.toml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/baseline_x86.py

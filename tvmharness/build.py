@@ -1,0 +1,116 @@
+"""Relax module -> a deployable artifact directory: model.so + manifest.json, cached by content hash."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .cache import content_hash, file_hash, stage_dir
+from .errors import HarnessError, one_line
+from .frontend import to_relax
+from .models import LoadedModel
+from .provenance import git_commit, versions
+from .targets import Target
+
+MANIFEST_FORMAT = 1
+LIBRARY = "model.so"
+
+
+@dataclass
+class Artifact:
+    dir: Path
+    manifest: dict
+    cache_hit: bool
+
+    @property
+    def library(self) -> Path:
+        return self.dir / self.manifest["library"]["file"]
+
+    @property
+    def size_bytes(self) -> int:
+        return self.manifest["library"]["bytes"]
+
+    @property
+    def tuned(self) -> bool:
+        return bool(self.manifest.get("tuning_records"))
+
+
+def build_key(model: LoadedModel, target: Target, frontend: str) -> str:
+    import tvm
+
+    return content_hash("tvm-build", model.digest, frontend, target.tvm_dict, tvm.__version__)
+
+
+def load_artifact(directory: Path) -> Artifact | None:
+    """An artifact directory whose library still matches its manifest, else None."""
+    manifest_path = directory / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        library = directory / manifest["library"]["file"]
+        if manifest.get("format") == MANIFEST_FORMAT and file_hash(library) == manifest["library"]["sha256"]:
+            return Artifact(directory, manifest, cache_hit=True)
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
+def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path) -> Artifact:
+    """Import, compile and export the model for the target, or reuse the cached artifact."""
+    key = build_key(model, target, frontend)
+    directory = stage_dir(cache_dir, "tvm", key)
+    cached = load_artifact(directory)
+    if cached is not None:
+        return cached
+
+    import tvm
+
+    started = time.perf_counter()
+    mod = to_relax(model, frontend, cache_dir)
+    try:
+        executable = tvm.compile(mod, target=target.tvm_target())
+    except Exception as err:
+        raise HarnessError(f"TVM could not build '{model.name}' for {target.name}: {one_line(err)}",
+                           "check the target's settings, or report the operator named above") from None
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (LIBRARY + ".tmp.so")
+    export_kwargs = {}
+    if target.preset.cross_compiler:
+        from tvm.support import cc
+
+        if shutil.which(target.preset.cross_compiler) is None:
+            raise HarnessError(f"cross compiler '{target.preset.cross_compiler}' for target {target.name} is not installed",
+                               "install it (Debian: apt-get install gcc-aarch64-linux-gnu)")
+        export_kwargs["fcompile"] = cc.cross_compiler(target.preset.cross_compiler)
+    executable.export_library(str(tmp), **export_kwargs)
+    tmp.replace(directory / LIBRARY)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "model": model.name,
+        "model_digest": model.digest,
+        "model_source": model.source,
+        "input": {"shape": list(model.input_shape), "dtype": "float32"},
+        "frontend": frontend,
+        "target": target.describe(),
+        "tuning_records": None,
+        "library": {"file": LIBRARY, "sha256": file_hash(directory / LIBRARY), "bytes": (directory / LIBRARY).stat().st_size},
+        "build_key": key,
+        "build_seconds": round(time.perf_counter() - started, 2),
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "notes": model.notes,
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return Artifact(directory, manifest, cache_hit=False)
+
+
+def export_artifact(artifact: Artifact, out_dir: Path) -> Path:
+    """Copy an artifact directory to where a user asked for it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in (artifact.manifest["library"]["file"], "manifest.json"):
+        shutil.copy2(artifact.dir / name, out_dir / name)
+    return out_dir

@@ -1,0 +1,225 @@
+"""The command line: one command per verb, each a thin layer over the library."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import functools
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+from .errors import FAILED, HarnessError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Compile, tune and benchmark PyTorch models through Apache TVM, against PyTorch and ONNX Runtime.")
+# Piped output (CI logs, files) gets a wide page so the report table stays one line per row.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", help="target preset (repeatable); see `tvmharness targets`")]
+ModelOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", help="model (repeatable): zoo name, .pt2, .onnx or module:function")]
+EngineOpt = Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="engine (repeatable): tvm, torch, onnxruntime")]
+RepeatsOpt = Annotated[Optional[int], typer.Option("--repeats", help="timed repeats per row (at least 30)")]
+StoreOpt = Annotated[Optional[str], typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL")]
+
+
+def _friendly(command):
+    """User errors become one message and an exit code, never a traceback; a command's int is its exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            code = command(*args, **kwargs)
+        except HarnessError as e:
+            err.print(f"[bold red]error:[/bold red] {e.cause}", highlight=False)
+            if e.fix:
+                err.print(f"  [bold]fix:[/bold] {e.fix}", highlight=False)
+            code = e.exit_code
+        except KeyboardInterrupt:
+            err.print("interrupted: rows measured so far are in the store")
+            code = 130
+        except Exception as e:  # a bug, not a user error: say so briefly, the full trace on request
+            if os.environ.get("TVMHARNESS_DEBUG"):
+                traceback.print_exc()
+            err.print(f"[bold red]internal error:[/bold red] {type(e).__name__}: {e}", highlight=False)
+            err.print("  rerun with TVMHARNESS_DEBUG=1 for the traceback, and report it")
+            code = FAILED
+        if code:
+            raise typer.Exit(code)
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"tvmharness {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")] = False):
+    pass
+
+
+class _RichProgress:
+    """Shows the current step and, while timing, the repeats done (on stderr, so --json stays clean)."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.task = progress.add_task("starting", total=None)
+
+    def step(self, text: str) -> None:
+        self.progress.update(self.task, description=text, total=None, completed=0)
+
+    def repeat(self, done: int, total: int) -> None:
+        self.progress.update(self.task, total=total, completed=done)
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=True)
+
+
+def _measure(recipe, json_out: bool) -> int:
+    from .pipeline import run_recipe
+    from .report.terminal import render_run
+
+    with _progress() as progress:
+        result = run_recipe(recipe, _RichProgress(progress))
+    frame, run = result.frame(), result.store.run(result.run_id)
+    if json_out:
+        out.print_json(json.dumps({"run": run, "rows": frame.to_dict("records")}, default=str))
+    else:
+        render_run(frame, run, out)
+        err.print(f"stored {len(frame)} rows in {recipe.output.store} (run {result.run_id}) in {result.seconds:.0f} s")
+    if result.failed:
+        err.print(f"[red]{len(result.failed)} row(s) failed or disagree with the baseline; see the reasons above[/red]")
+        return FAILED
+    return 0
+
+
+@app.command()
+@_friendly
+def run(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recipes/quickstart.toml")],
+        target: TargetOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
+        repeats: RepeatsOpt = None, store: StoreOpt = None, json_out: JsonOpt = False) -> int:
+    """Run a recipe: every model x variant x target x engine, against the fp32 PyTorch baseline."""
+    from .recipe import load_recipe
+
+    return _measure(load_recipe(recipe, models=model, targets=target, engines=engine, repeats=repeats, store=store), json_out)
+
+
+@app.command()
+@_friendly
+def bench(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or module:function")],
+          target: TargetOpt = None, engine: EngineOpt = None, repeats: RepeatsOpt = None,
+          frontend: Annotated[str, typer.Option(help="torch or onnx: how a torch model reaches TVM")] = "torch",
+          store: StoreOpt = None, json_out: JsonOpt = False) -> int:
+    """Measure one model without a recipe (the defaults of a recipe apply)."""
+    from .recipe import apply_overrides, recipe_from_dict
+
+    base = recipe_from_dict({"name": f"bench {model}", "models": [model], "frontend": frontend}, "(bench)")
+    return _measure(apply_overrides(base, targets=target, engines=engine, repeats=repeats, store=store), json_out)
+
+
+@app.command()
+@_friendly
+def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or module:function")],
+            target: Annotated[str, typer.Option("--target", "-t", help="target preset")] = "x86",
+            out_dir: Annotated[Optional[Path], typer.Option("--out", help="artifact directory (default results/artifacts/MODEL-TARGET)")] = None,
+            frontend: Annotated[str, typer.Option(help="torch or onnx")] = "torch",
+            threads: Annotated[Optional[int], typer.Option(help="threads the module is built for")] = None,
+            json_out: JsonOpt = False) -> int:
+    """Build a deployable artifact: model.so and manifest.json (hashes, target, versions, git commit)."""
+    from .build import build_tvm, export_artifact
+    from .models import load_model
+    from .recipe import Measure, Recipe
+    from .targets import resolve
+
+    if frontend not in ("torch", "onnx"):
+        raise HarnessError(f"unknown frontend '{frontend}'", "use --frontend torch or --frontend onnx")
+    cache_dir = Recipe.model_fields["output"].default_factory().dir / "cache"
+    resolved = resolve(target, threads or Measure().threads)
+    with err.status(f"building {model} for {target}"):
+        artifact = build_tvm(load_model(model, cache_dir), resolved, frontend, cache_dir)
+    dest = export_artifact(artifact, out_dir or Path("results/artifacts") / f"{Path(model).stem}-{target}")
+    if json_out:
+        out.print_json(json.dumps({"dir": str(dest), "cache_hit": artifact.cache_hit, "manifest": artifact.manifest}))
+    else:
+        m = artifact.manifest
+        out.print(f"{'reused cached build' if artifact.cache_hit else 'built'} {m['model']} for {target} "
+                  f"({m['target']['tvm']}) -> {dest}/{m['library']['file']} ({m['library']['bytes'] / 1e6:.1f} MB, "
+                  f"sha256 {m['library']['sha256'][:16]}, {'tuned' if artifact.tuned else 'untuned'})")
+    return 0
+
+
+@app.command()
+@_friendly
+def targets(json_out: JsonOpt = False) -> int:
+    """List the target presets and what they expand to on this host."""
+    from .recipe import Measure
+    from .targets import presets, resolve
+
+    rows = []
+    for name, preset in sorted(presets().items()):
+        try:
+            expanded, note = resolve(name, Measure().threads).tvm_dict, ""
+        except HarnessError as e:
+            expanded, note = preset.tvm, e.cause
+        rows.append({"name": name, "arch": preset.arch, "runs_on": preset.runs_on, "description": preset.description,
+                     "tvm_target": expanded, "note": note})
+    if json_out:
+        out.print_json(json.dumps(rows))
+        return 0
+    table = Table("target", "arch", "runs on", "TVM target on this host", "description", title="target presets")
+    for r in rows:
+        table.add_row(r["name"], r["arch"], r["runs_on"], json.dumps(r["tvm_target"]), r["description"] + (f" ({r['note']})" if r["note"] else ""))
+    out.print(table)
+    return 0
+
+
+@app.command()
+@_friendly
+def models(json_out: JsonOpt = False) -> int:
+    """List the model zoo (user files: .pt2, .onnx, module:function)."""
+    from .models import ZOO
+
+    rows = [{"name": n, "input": [1, *e.image_shape], "description": e.description} for n, e in ZOO.items()]
+    if json_out:
+        out.print_json(json.dumps(rows))
+        return 0
+    table = Table("model", "input (batch 1)", "description", title="model zoo (also: path.pt2, path.onnx, module:function)")
+    for r in rows:
+        table.add_row(r["name"], "x".join(map(str, r["input"])), r["description"])
+    out.print(table)
+    return 0
+
+
+@app.command()
+@_friendly
+def doctor(json_out: JsonOpt = False) -> int:
+    """Versions, TVM build flags (LLVM, CUDA), cross compilers, CPU features, GPU."""
+    from .doctor import checks
+
+    rows = checks()
+    if json_out:
+        out.print_json(json.dumps(rows))
+        return 0
+    table = Table("check", "", "detail", "fix", title="tvmharness doctor")
+    for r in rows:
+        table.add_row(r["check"], "[green]ok[/green]" if r["ok"] else "[yellow]no[/yellow]", r["detail"], r["fix"])
+    out.print(table)
+    return 0
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,67 @@
+"""What runs a model: one interface for every engine, chosen by alias or passed as an object."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar
+
+import numpy as np
+
+from ..models import LoadedModel
+from ..targets import Target
+
+
+@dataclass
+class EngineOptions:
+    frontend: str = "torch"  # how torch models reach TVM
+    cache_dir: Path = Path("results/cache")
+    threads: int = 1
+
+
+@dataclass
+class Session:
+    """A model loaded on one engine, ready to run one batch at a time.
+
+    `run` returns the first output; `timed_call` returns a no-argument callable that runs one
+    inference on an input already bound, which is what the timing protocol repeats.
+    """
+
+    engine: str
+    run: Callable[[np.ndarray], np.ndarray]
+    bind: Callable[[np.ndarray], Callable[[], None]]
+    artifact: Path | None
+    artifact_bytes: int
+    cache_hit: bool | None  # None: nothing is built for this engine
+    threads: int
+    tuned: bool | None = None  # only meaningful for compilers
+    notes: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)  # engine-specific provenance (build key, manifest)
+
+
+class Engine(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    def version(self) -> str: ...
+
+    @abstractmethod
+    def prepare(self, model: LoadedModel, target: Target, options: EngineOptions) -> Session:
+        """Build or load the model for this engine; raises HarnessError with the reason on failure."""
+
+
+def get_engine(engine: str | Engine) -> Engine:
+    """An engine object from its alias ("tvm", "torch", "onnxruntime"), or the object itself."""
+    if isinstance(engine, Engine):
+        return engine
+    from .onnxruntime import OnnxRuntimeEngine
+    from .torch import TorchEngine
+    from .tvm import TVMEngine
+
+    registry = {e.name: e for e in (TVMEngine, TorchEngine, OnnxRuntimeEngine)}
+    if engine not in registry:
+        from ..errors import HarnessError
+
+        raise HarnessError(f"unknown engine '{engine}'; known engines: {', '.join(registry)}", "use one of those")
+    return registry[engine]()

@@ -1,0 +1,70 @@
+"""Apache TVM: the model compiled for the target and run on the Relax VM."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..build import build_tvm
+from ..errors import HarnessError
+from ..models import LoadedModel
+from ..targets import Target
+from .base import Engine, EngineOptions, Session
+
+UNTUNED_NOTE = "untuned: TVM's default CPU kernels (single-threaded, far from what tuning reaches)"
+
+
+def pin_threads(threads: int) -> int:
+    """TVM reads TVM_NUM_THREADS when its thread pool starts (its default here is 1 thread)."""
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    import tvm
+
+    return tvm.runtime.num_threads()
+
+
+class TVMEngine(Engine):
+    name = "tvm"
+
+    def version(self) -> str:
+        import tvm
+
+        return tvm.__version__
+
+    def prepare(self, model: LoadedModel, target: Target, options: EngineOptions) -> Session:
+        if target.preset.runs_on != "local":
+            raise HarnessError(f"target {target.name} runs on a remote dev kit", "remote runs need an RPC tracker")
+        threads = pin_threads(options.threads)
+        artifact = build_tvm(model, target, options.frontend, options.cache_dir)
+        import tvm
+        from tvm import relax
+
+        dev = tvm.cpu()
+        vm = relax.VirtualMachine(tvm.runtime.load_module(str(artifact.library)), dev)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            out = vm["main"](tvm.runtime.tensor(x, dev))
+            return _first(out).numpy()
+
+        def bind(x: np.ndarray):
+            # set_input/invoke_stateful is the same call sequence the RPC path uses.
+            vm.set_input("main", tvm.runtime.tensor(x, dev))
+            return lambda: vm.invoke_stateful("main")
+
+        notes = [] if artifact.tuned else [UNTUNED_NOTE]
+        if threads != options.threads:
+            notes.append(f"TVM runs {threads} threads (TVM_NUM_THREADS was set after its pool started)")
+        return Session(engine=self.name, run=run, bind=bind, artifact=artifact.library,
+                       artifact_bytes=artifact.size_bytes, cache_hit=artifact.cache_hit, threads=threads,
+                       tuned=artifact.tuned, notes=notes,
+                       details={"build_key": artifact.manifest["build_key"][:16], "artifact_dir": str(artifact.dir),
+                                "build_seconds": artifact.manifest["build_seconds"]})
+
+
+def _first(out):
+    """A Relax function returns a tuple for torch models (the frontend keeps it) and a tensor for ONNX."""
+    import tvm
+
+    while not isinstance(out, tvm.runtime.Tensor):
+        out = out[0]
+    return out

@@ -1,0 +1,59 @@
+"""Models into TVM: torch.export -> Relax, or ONNX -> Relax; and torch -> ONNX for ONNX Runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+from .cache import content_hash, stage_dir
+from .errors import HarnessError, one_line
+from .models import LoadedModel
+
+
+def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool]:
+    """The model as one self-contained .onnx file (cached by the model's digest): (path, cache_hit)."""
+    if model.onnx_path is not None:
+        return model.onnx_path, True
+    import torch
+
+    path = stage_dir(cache_dir, "onnx", content_hash("onnx", model.digest, torch.__version__)) / f"{model.name}.onnx"
+    if path.is_file():
+        return path, True
+    ep = model.exported_program()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.onnx")
+    try:
+        # The exporter prints its steps; keep the harness's own progress readable.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(ep, (), str(tmp), dynamo=True, external_data=False,
+                              input_names=["input"], verbose=False)
+    except Exception as err:
+        raise HarnessError(f"model '{model.name}' does not export to ONNX: {one_line(err)}",
+                           "use engines without onnxruntime, or fix the unsupported operator") from None
+    tmp.replace(path)
+    return path, False
+
+
+def to_relax(model: LoadedModel, frontend: str, cache_dir: Path):
+    """The model as a Relax IRModule with weights bound as constants."""
+    try:
+        if frontend == "onnx" or model.torch_module is None:
+            import onnx
+            from tvm.relax.frontend.onnx import from_onnx
+
+            path, _ = onnx_file(model, cache_dir)
+            proto = onnx.load(str(path))
+            name = next(i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer})
+            return from_onnx(proto, shape_dict={name: list(model.input_shape)}, keep_params_in_input=False)
+        from tvm.relax.frontend.torch import from_exported_program
+
+        return from_exported_program(model.exported_program(), unwrap_unit_return_tuple=False)
+    except HarnessError:
+        raise
+    except Exception as err:  # the frontends raise assorted errors for unsupported operators
+        raise HarnessError(f"TVM's {frontend} frontend cannot import '{model.name}': {one_line(err)}",
+                           "an operator is likely unsupported by TVM's Relax frontend; try the other frontend "
+                           "(recipe key frontend = \"onnx\" or \"torch\") or replace the operator") from None

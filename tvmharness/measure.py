@@ -1,0 +1,78 @@
+"""The one timing protocol every engine goes through, and the output checks against the baseline."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class Latency:
+    samples_ms: list[float]
+    median_ms: float
+    p90_ms: float
+    p10_ms: float
+    mean_ms: float
+    iqr_ms: float
+
+    @property
+    def spread(self) -> float:
+        """Relative spread: the inter-quartile range over the median."""
+        return self.iqr_ms / self.median_ms if self.median_ms else 0.0
+
+    @classmethod
+    def from_samples(cls, samples_ms: list[float]) -> "Latency":
+        a = np.asarray(samples_ms, dtype=np.float64)
+        q10, q25, q50, q75, q90 = np.percentile(a, [10, 25, 50, 75, 90])
+        return cls(samples_ms=[round(float(s), 6) for s in a], median_ms=float(q50), p90_ms=float(q90),
+                   p10_ms=float(q10), mean_ms=float(a.mean()), iqr_ms=float(q75 - q25))
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        d.pop("samples_ms")
+        d["spread"] = self.spread
+        return d
+
+
+def time_call(call: Callable[[], object], warmup: int, repeats: int,
+              on_repeat: Callable[[int, int], None] | None = None) -> Latency:
+    """Warm up, then time `repeats` single calls on the same bound input; each sample is one call."""
+    for _ in range(warmup):
+        call()
+    samples = []
+    for i in range(repeats):
+        start = time.perf_counter_ns()
+        call()
+        samples.append((time.perf_counter_ns() - start) / 1e6)
+        if on_repeat is not None:
+            on_repeat(i + 1, repeats)
+    return Latency.from_samples(samples)
+
+
+@dataclass
+class Agreement:
+    max_abs_diff: float
+    top1_agreement: float
+    within_tolerance: bool
+
+
+def agreement(reference: list[np.ndarray], outputs: list[np.ndarray], tolerance: float) -> Agreement:
+    """Compare outputs with the baseline's on the same inputs: largest absolute difference, and the
+    share of inputs whose top-1 class matches. Within tolerance: max diff <= tolerance x max |reference|."""
+    diffs = [float(np.max(np.abs(r.astype(np.float64) - o.astype(np.float64)))) for r, o in zip(reference, outputs)]
+    scale = max(float(np.max(np.abs(r))) for r in reference) or 1.0
+    top1 = [np.array_equal(_top1(r), _top1(o)) for r, o in zip(reference, outputs)]
+    worst = max(diffs)
+    return Agreement(max_abs_diff=worst, top1_agreement=float(np.mean(top1)), within_tolerance=worst <= tolerance * scale)
+
+
+def _top1(batch: np.ndarray) -> np.ndarray:
+    return np.argmax(batch.reshape(batch.shape[0], -1), axis=1)
+
+
+def accuracy(outputs: list[np.ndarray], labels: np.ndarray) -> float:
+    predicted = np.concatenate([_top1(o) for o in outputs])
+    return float(np.mean(predicted == np.asarray(labels)))

@@ -1,0 +1,224 @@
+"""The model zoo and user model files, loaded into one shape the stages share.
+
+A model spec is a zoo name (`tvmharness models`), a path to a .pt2 ExportedProgram or an .onnx
+file, or `path/to/file.py:function` / `package.module:function` returning `(nn.Module, example_input)`.
+Nothing is downloaded: torchvision models start from a seeded init.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..cache import content_hash, file_hash
+from ..data import digits_split, random_inputs
+from ..errors import HarnessError, one_line
+
+SEEDED_NOTE = "seeded init, batch-norm statistics from seeded noise: no pretrained weights are downloaded"
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    source: str  # zoo | pt2 | onnx | python
+    input_shape: tuple[int, ...]  # with the batch dimension
+    digest: str  # content hash of architecture and weights
+    torch_module: object | None = None  # an eval-mode nn.Module (None for ONNX files)
+    exported: object | None = None  # a torch.export.ExportedProgram when the file was one
+    onnx_path: Path | None = None
+    eval_set: tuple[np.ndarray, np.ndarray] | None = None  # batch-1 inputs and labels, for accuracy
+    notes: list[str] = field(default_factory=list)
+    cache_hit: bool = False  # trained weights came from the cache
+
+    @property
+    def baseline_engine(self) -> str:
+        """fp32 PyTorch when there is a torch model; ONNX Runtime for ONNX files."""
+        return "torch" if self.torch_module is not None else "onnxruntime"
+
+    def inputs(self, count: int) -> list[np.ndarray]:
+        """The inputs every engine sees: the held-out split when the model has one, else seeded noise."""
+        if self.eval_set is not None:
+            return list(self.eval_set[0])
+        return random_inputs(self.input_shape, count)
+
+    def exported_program(self):
+        """torch.export of the module on the example shape (the .pt2 itself for .pt2 files)."""
+        if self.exported is None:
+            import torch
+
+            example = torch.from_numpy(random_inputs(self.input_shape, 1)[0])
+            try:
+                self.exported = torch.export.export(self.torch_module, (example,))
+            except Exception as err:  # torch raises many types here; all mean "does not export"
+                raise HarnessError(f"model '{self.name}' does not export with torch.export: {one_line(err)}",
+                                   "make the forward pass traceable (no data-dependent Python control flow), "
+                                   "or give an .onnx file instead") from None
+        return self.exported
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    description: str
+    image_shape: tuple[int, ...]
+    factory: Callable[[Path], tuple[object, bool]]
+
+
+def _torchvision(arch: str) -> Callable[[Path], tuple[object, bool]]:
+    def build(_cache_dir: Path):
+        import torch
+        import torchvision
+
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, arch)(weights=None)
+        _calibrate_batchnorm(model, (8, 3, 224, 224))
+        return model, False
+
+    return build
+
+
+def _calibrate_batchnorm(model, shape: tuple[int, ...]) -> None:
+    """Set batch-norm statistics from seeded noise, so a seeded-init network gives input-dependent,
+    well-scaled outputs (with default statistics most give ~1e-9 logits and one class for every input)."""
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the calibration batches
+    gen = torch.Generator().manual_seed(1)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2 if norms else 0):
+            model(torch.randn(shape, generator=gen))
+    model.eval()
+
+
+def _digits(cache_dir: Path):
+    from .digits import digits_cnn
+
+    return digits_cnn(cache_dir)
+
+
+ZOO: dict[str, ZooEntry] = {
+    "digits_cnn": ZooEntry("small CNN trained here on scikit-learn digits (real accuracy)", (1, 8, 8), _digits),
+    "resnet18": ZooEntry("torchvision resnet18, " + SEEDED_NOTE, (3, 224, 224), _torchvision("resnet18")),
+    "resnet50": ZooEntry("torchvision resnet50, " + SEEDED_NOTE, (3, 224, 224), _torchvision("resnet50")),
+    "mobilenet_v2": ZooEntry("torchvision mobilenet_v2, " + SEEDED_NOTE, (3, 224, 224), _torchvision("mobilenet_v2")),
+    "squeezenet1_1": ZooEntry("torchvision squeezenet1_1, " + SEEDED_NOTE, (3, 224, 224), _torchvision("squeezenet1_1")),
+    "efficientnet_b0": ZooEntry("torchvision efficientnet_b0, " + SEEDED_NOTE, (3, 224, 224), _torchvision("efficientnet_b0")),
+}
+
+
+def torch_digest(module, input_shape: tuple[int, ...]) -> str:
+    """Architecture (its repr) and every weight's bytes."""
+    parts: list = [repr(module), list(input_shape)]
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        data = t.int_repr() if t.is_quantized else t
+        parts += [name, str(t.dtype), list(t.shape), data.numpy().tobytes()]
+    return content_hash(*parts)
+
+
+def load_model(spec: str, cache_dir: Path, batch: int = 1) -> LoadedModel:
+    """A zoo name, .pt2, .onnx or module:function -> LoadedModel. Raises HarnessError on bad specs."""
+    if spec in ZOO:
+        return _load_zoo(spec, cache_dir, batch)
+    path = Path(spec)
+    if spec.endswith(".pt2"):
+        return _load_pt2(_existing(path))
+    if spec.endswith(".onnx"):
+        return _load_onnx(_existing(path), batch)
+    if ":" in spec:
+        return _load_python(spec)
+    raise HarnessError(f"unknown model '{spec}'; zoo models: {', '.join(ZOO)}",
+                       "use a zoo name, a .pt2 or .onnx file, or module:function")
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise HarnessError(f"model file not found: {path}", "check the path (relative paths start where you run tvmharness)")
+    return path
+
+
+def _load_zoo(name: str, cache_dir: Path, batch: int) -> LoadedModel:
+    entry = ZOO[name]
+    module, cache_hit = entry.factory(cache_dir)
+    shape = (batch, *entry.image_shape)
+    model = LoadedModel(name=name, source="zoo", input_shape=shape, digest=torch_digest(module, shape),
+                        torch_module=module, cache_hit=cache_hit, notes=[entry.description])
+    if name == "digits_cnn":
+        if batch != 1:
+            raise HarnessError("digits_cnn is evaluated at batch 1", "set [measure] batch = 1 for recipes with digits_cnn")
+        _, _, x_test, y_test = digits_split()
+        model.eval_set = (x_test[:, None], y_test)  # batch-1 items: (N, 1, 1, 8, 8)
+    return model
+
+
+def _load_pt2(path: Path) -> LoadedModel:
+    import torch
+
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as err:
+        raise HarnessError(f"{path} is not a loadable ExportedProgram: {one_line(err)}",
+                           "save one with torch.export.save(torch.export.export(model, (x,)), 'model.pt2')") from None
+    specs = [s for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    if len(specs) != 1:
+        raise HarnessError(f"{path} takes {len(specs)} inputs; tvmharness measures single-input models",
+                           "export a wrapper module that takes one tensor")
+    node = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == specs[0].arg.name)
+    shape = tuple(int(d) for d in node.meta["val"].shape)
+    return LoadedModel(name=path.stem, source="pt2", input_shape=shape, digest=file_hash(path),
+                       torch_module=ep.module(), exported=ep, notes=[f"user ExportedProgram {path}"])
+
+
+def _load_onnx(path: Path, batch: int) -> LoadedModel:
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as err:
+        raise HarnessError(f"{path} is not a readable ONNX model: {one_line(err)}", "check the file") from None
+    initializers = {i.name for i in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise HarnessError(f"{path} takes {len(inputs)} inputs; tvmharness measures single-input models",
+                           "export a model with one input tensor")
+    dims = inputs[0].type.tensor_type.shape.dim
+    shape = tuple(d.dim_value if d.dim_value > 0 else batch for d in dims)
+    return LoadedModel(name=path.stem, source="onnx", input_shape=shape, digest=file_hash(path),
+                       onnx_path=path.resolve(), notes=[f"user ONNX model {path}"])
+
+
+def _load_python(spec: str) -> LoadedModel:
+    import torch
+
+    target, _, func_name = spec.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            file = _existing(Path(target))
+            mod_spec = importlib.util.spec_from_file_location(file.stem, file)
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        made = getattr(module, func_name)()
+    except HarnessError:
+        raise
+    except Exception as err:
+        raise HarnessError(f"could not make model '{spec}': {one_line(err)}",
+                           "the function must exist and return (nn.Module, example_input)") from None
+    if not (isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module)):
+        raise HarnessError(f"'{spec}' returned {type(made).__name__}, not (nn.Module, example_input)",
+                           "return the module and one example input tensor")
+    net, example = made
+    net.eval()
+    shape = tuple(example.shape)
+    return LoadedModel(name=func_name, source="python", input_shape=shape, digest=torch_digest(net, shape),
+                       torch_module=net, notes=[f"user model {spec}"])

@@ -1,0 +1,166 @@
+"""Run a recipe: models x variants x targets x engines, each row measured against the fp32 baseline
+of the same run and stored as soon as it is measured. A row that fails does not stop the others."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .compress import BASELINE, apply_variant, check_variant
+from .engines import EngineOptions, get_engine
+from .errors import HarnessError, one_line
+from .measure import accuracy, agreement, time_call
+from .models import LoadedModel, load_model
+from .provenance import snapshot
+from .recipe import Recipe
+from .results import Store
+from .targets import Target, resolve
+
+# Row statuses, as the report shows them.
+OK = "ok"
+DISAGREES = "outputs disagree"
+BUILD_FAILED = "failed to build"
+RUN_FAILED = "failed to run"
+HOST_ENGINES = ("torch", "onnxruntime")
+
+
+class Progress(Protocol):
+    def step(self, text: str) -> None: ...
+    def repeat(self, done: int, total: int) -> None: ...
+
+
+class _Silent:
+    def step(self, text: str) -> None:
+        pass
+
+    def repeat(self, done: int, total: int) -> None:
+        pass
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    recipe: Recipe
+    store: Store
+    provenance: dict
+    rows: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.rows if r["status"] != OK]
+
+    def frame(self):
+        return self.store.frame(run_id=self.run_id)
+
+
+def run_recipe(recipe: Recipe, progress: Progress | None = None) -> RunResult:
+    """Validate everything a user can get wrong first, then measure and store row by row."""
+    progress = progress or _Silent()
+    started = time.perf_counter()
+    threads = recipe.measure.threads
+    targets = [resolve(t, threads) for t in recipe.targets]
+    for variant in recipe.variants:
+        check_variant(variant)
+    models = []
+    for spec in recipe.models:
+        progress.step(f"loading model {spec}")
+        models.append(load_model(spec, recipe.cache_dir, recipe.measure.batch))
+
+    provenance = snapshot() | {"threads": threads}
+    store = Store(recipe.output.store)
+    run_id = store.start_run(recipe.name, recipe.digest(), recipe.model_dump(mode="json"), provenance)
+    result = RunResult(run_id=run_id, recipe=recipe, store=store, provenance=provenance)
+    options = EngineOptions(frontend=recipe.frontend, cache_dir=recipe.cache_dir, threads=threads)
+    try:
+        for model in models:
+            _run_model(model, targets, recipe, options, store, result, progress)
+    finally:
+        store.finish_run(run_id)
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+def _run_model(model: LoadedModel, targets: list[Target], recipe: Recipe, options: EngineOptions,
+               store: Store, result: RunResult, progress: Progress) -> None:
+    inputs = model.inputs(recipe.measure.agreement_samples)
+    host_target = next((t for t in targets if t.preset.runs_on == "local"), targets[0])
+    baseline_engine = model.baseline_engine
+    baseline = _measure(model, BASELINE, host_target, baseline_engine, True, inputs, None, recipe, options, progress)
+    _store(store, result, baseline)
+    reference = baseline.pop("_outputs", None)
+    if reference is None:
+        return  # no baseline, nothing to compare with; the row says why
+    for variant in recipe.variants:
+        variant_model = apply_variant(model, variant)
+        for target in targets:
+            for engine in recipe.engines:
+                if engine in HOST_ENGINES and (target is not host_target or (engine == baseline_engine and variant == BASELINE)):
+                    continue  # host engines run once per model, on the host; the baseline row is already there
+                row = _measure(variant_model, variant, target, engine, False, inputs, reference, recipe, options, progress)
+                row.pop("_outputs", None)
+                _compare_with_baseline(row, baseline, recipe)
+                _store(store, result, row)
+
+
+def _store(store: Store, result: RunResult, row: dict) -> None:
+    row["id"] = store.add(result.run_id, row)
+    result.rows.append(row)
+
+
+def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str, is_baseline: bool,
+             inputs, reference, recipe: Recipe, options: EngineOptions, progress: Progress) -> dict:
+    engine = get_engine(engine_name)
+    row = {"model": model.name, "variant": variant, "target": target.name, "engine": engine.name,
+           "engine_version": engine.version(), "is_baseline": is_baseline, "batch": recipe.measure.batch,
+           "status": OK, "reason": "", "target_spec": target.describe(), "details": {"notes": list(model.notes)}}
+    label = f"{model.name} / {variant} / {target.name} / {engine.name}"
+    progress.step(f"preparing {label}")
+    try:
+        session = engine.prepare(model, target, options)
+    except HarnessError as err:
+        return row | {"status": BUILD_FAILED, "reason": str(err)}
+    except Exception as err:  # a compiler crash is a row's failure, not the run's
+        return row | {"status": BUILD_FAILED, "reason": f"{type(err).__name__}: {one_line(err)}"}
+    row.update(threads=session.threads, artifact_bytes=session.artifact_bytes, cache_hit=session.cache_hit,
+               tuned=session.tuned)
+    row["details"].update(session.details, engine_notes=session.notes,
+                          artifact=str(session.artifact) if session.artifact else None)
+    progress.step(f"measuring {label}" + (" (cached build)" if session.cache_hit else ""))
+    try:
+        outputs = [session.run(x) for x in inputs]
+        latency = time_call(session.bind(inputs[0]), recipe.measure.warmup, recipe.measure.repeats, progress.repeat)
+    except Exception as err:
+        return row | {"status": RUN_FAILED, "reason": f"{type(err).__name__}: {one_line(err)}"}
+    row.update(median_ms=latency.median_ms, p90_ms=latency.p90_ms, iqr_ms=latency.iqr_ms, samples_ms=latency.samples_ms)
+    if model.eval_set is not None:
+        row["accuracy"] = accuracy(outputs, model.eval_set[1])
+    if reference is None:
+        row["_outputs"] = outputs
+        row.update(max_abs_diff=0.0, top1_agreement=1.0)
+    else:
+        agree = agreement(reference, outputs, recipe.measure.tolerance)
+        row.update(max_abs_diff=agree.max_abs_diff, top1_agreement=agree.top1_agreement)
+        if not agree.within_tolerance:
+            row.update(status=DISAGREES, reason=f"max abs diff {agree.max_abs_diff:.3g} exceeds the tolerance "
+                                                 f"({recipe.measure.tolerance:g} x the baseline's largest output)")
+    return row
+
+
+def _compare_with_baseline(row: dict, baseline: dict, recipe: Recipe) -> None:
+    """Speed-up over the baseline, and whether the row meets the recipe's goals."""
+    if row["status"] != OK or not baseline.get("median_ms"):
+        return
+    row["speedup_vs_baseline"] = baseline["median_ms"] / row["median_ms"]
+    goals, misses = recipe.thresholds, []
+    if goals.min_speedup is not None and row["speedup_vs_baseline"] < goals.min_speedup:
+        misses.append(f"speed-up {row['speedup_vs_baseline']:.2f}x < {goals.min_speedup}x")
+    if goals.max_accuracy_drop is not None and row.get("accuracy") is not None and baseline.get("accuracy") is not None:
+        drop = baseline["accuracy"] - row["accuracy"]
+        if drop > goals.max_accuracy_drop:
+            misses.append(f"accuracy drop {drop:.3f} > {goals.max_accuracy_drop}")
+    if goals.min_speedup is not None or (goals.max_accuracy_drop is not None and row.get("accuracy") is not None):
+        row["meets_goals"] = not misses
+        if misses:
+            row["details"]["goal_misses"] = misses

@@ -1,0 +1,84 @@
+"""Where a number came from: host, CPU, versions, git commit."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+
+# CPU features that decide what kernels a compiler can use on this host.
+NOTABLE_X86_FEATURES = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni",
+    "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+    "amx_tile", "amx_int8", "amx_bf16",
+)
+NOTABLE_ARM_FEATURES = ("asimd", "asimddp", "i8mm", "bf16", "sve", "sve2", "fphp", "asimdhp")
+
+PACKAGES = ("apache-tvm", "apache-tvm-ffi", "torch", "torchvision", "onnx", "onnxruntime", "numpy", "xgboost-cpu")
+
+
+@functools.cache
+def cpu_info() -> dict:
+    """Model name and the notable features of this host's CPU, from /proc/cpuinfo."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "Model name") and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    notable = NOTABLE_X86_FEATURES if platform.machine() == "x86_64" else NOTABLE_ARM_FEATURES
+    return {
+        "model": model,
+        "arch": platform.machine(),
+        "logical_cores": os.cpu_count() or 1,
+        "features": [f for f in notable if f in flags],
+    }
+
+
+@functools.cache
+def versions() -> dict:
+    out = {"python": platform.python_version(), "tvmharness": _version("tvmharness")}
+    for name in PACKAGES:
+        v = _version(name)
+        if v is not None:
+            out[name.removesuffix("-cpu")] = v
+    return out
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@functools.cache
+def git_commit() -> str:
+    """The commit of the harness code that produced a number ('+dirty' when it has local edits)."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def host() -> dict:
+    return {"hostname": socket.gethostname(), "os": platform.platform(), "cpu": cpu_info()}
+
+
+def snapshot() -> dict:
+    """Everything a run's numbers depend on outside the recipe."""
+    return {"host": host(), "versions": versions(), "git_commit": git_commit()}

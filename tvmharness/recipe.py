@@ -1,0 +1,122 @@
+"""Recipes: what to measure, as TOML validated by pydantic, with CLI overrides."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .cache import content_hash
+from .errors import HarnessError
+
+ENGINES = ("tvm", "torch", "onnxruntime")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _default_threads() -> int:
+    # Physical cores where we can count them; hyper-threads only add noise to latency.
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+class Measure(_Strict):
+    """The one timing protocol, shared by every engine."""
+
+    warmup: int = Field(5, ge=1, description="untimed runs before the repeats")
+    repeats: int = Field(30, ge=30, description="timed runs; the median and p90 come from these")
+    threads: int = Field(default_factory=_default_threads, ge=1, description="threads every engine is pinned to")
+    batch: int = Field(1, ge=1)
+    agreement_samples: int = Field(4, ge=1, description="inputs compared with the baseline (zoo models)")
+    tolerance: float = Field(1e-3, gt=0, description="max abs diff allowed, relative to the baseline's largest output")
+
+
+class Thresholds(_Strict):
+    """Goals relative to the baseline measured in the same run."""
+
+    max_accuracy_drop: float | None = Field(0.01, ge=0, description="absolute drop in accuracy (0.01 = 1 point)")
+    min_speedup: float | None = Field(None, gt=0, description="baseline latency / row latency")
+
+
+class Output(_Strict):
+    dir: Path = Path("results")
+    store: str = Field("results/history.db", description="a path to a SQLite file or any SQLAlchemy URL")
+
+
+class Recipe(_Strict):
+    name: str = "recipe"
+    description: str = ""
+    models: list[str] = Field(min_length=1)
+    variants: list[str] = Field(default_factory=lambda: ["fp32"], min_length=1)
+    targets: list[str] = Field(default_factory=lambda: ["x86"], min_length=1)
+    engines: list[Literal["tvm", "torch", "onnxruntime"]] = Field(default_factory=lambda: list(ENGINES), min_length=1)
+    frontend: Literal["torch", "onnx"] = Field("torch", description="how torch models reach TVM")
+    measure: Measure = Field(default_factory=Measure)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    output: Output = Field(default_factory=Output)
+
+    def digest(self) -> str:
+        return content_hash(self.model_dump(mode="json"))[:16]
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.output.dir / "cache"
+
+
+def _format_validation(source: str, err: ValidationError) -> HarnessError:
+    problems = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{where}'")
+        elif e["type"] == "missing":
+            problems.append(f"missing key '{where}'")
+        else:
+            problems.append(f"'{where}': {e['msg']} (got {e.get('input')!r})")
+    return HarnessError(f"invalid recipe {source}: " + "; ".join(problems),
+                        "fix those keys; `tvmharness run --help` and recipes/quickstart.toml show the schema")
+
+
+def recipe_from_dict(data: dict, source: str = "(inline)") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise _format_validation(source, err) from None
+
+
+def load_recipe(path: str | Path, *, models: list[str] | None = None, targets: list[str] | None = None,
+                engines: list[str] | None = None, repeats: int | None = None, store: str | None = None) -> Recipe:
+    """Read and validate a recipe file; non-empty overrides replace the recipe's lists."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"recipe file not found: {path}", "give the path of a .toml recipe, e.g. recipes/quickstart.toml")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise HarnessError(f"recipe {path} is not valid TOML: {err}", "fix the TOML syntax at that line") from None
+    return apply_overrides(recipe_from_dict(data, str(path)), models=models, targets=targets,
+                           engines=engines, repeats=repeats, store=store)
+
+
+def apply_overrides(recipe: Recipe, *, models=None, targets=None, engines=None, repeats=None, store=None) -> Recipe:
+    data = recipe.model_dump()
+    if models:
+        data["models"] = list(models)
+    if targets:
+        data["targets"] = list(targets)
+    if engines:
+        data["engines"] = list(engines)
+    if repeats is not None:
+        data["measure"]["repeats"] = repeats
+    if store:
+        data["output"]["store"] = store
+    return recipe_from_dict(data, "(with command-line overrides)")

@@ -1,0 +1,99 @@
+"""Target presets: data files in targets/ that expand to a TVM target, its host and where it runs."""
+
+from __future__ import annotations
+
+import os
+import platform
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import HarnessError
+from .provenance import cpu_info
+
+TARGETS_DIR = Path(__file__).resolve().parents[1] / "targets"
+
+
+class TargetPreset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    arch: Literal["x86_64", "aarch64"]
+    runs_on: Literal["local", "rpc"] = "local"
+    tvm: dict
+    host: dict | None = None
+    cross_compiler: str | None = None
+
+
+@dataclass
+class Target:
+    """A preset resolved on this host: the TVM target dict with every "auto" filled in."""
+
+    preset: TargetPreset
+    tvm_dict: dict
+    features: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.preset.name
+
+    def tvm_target(self):
+        import tvm
+
+        return tvm.target.Target(self.tvm_dict)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "tvm": self.tvm_dict, "features": self.features, "runs_on": self.preset.runs_on}
+
+
+def _search_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("TVMHARNESS_TARGETS", "").split(os.pathsep) if p]
+    return [*extra, TARGETS_DIR]
+
+
+def _read_preset(path: Path) -> TargetPreset:
+    try:
+        return TargetPreset.model_validate(tomllib.loads(path.read_text()))
+    except (tomllib.TOMLDecodeError, ValidationError) as err:
+        raise HarnessError(f"target preset {path} is invalid: {err}", "fix the preset file") from None
+
+
+def presets() -> dict[str, TargetPreset]:
+    """Every preset by name; earlier search directories win."""
+    found: dict[str, TargetPreset] = {}
+    for d in reversed(_search_dirs()):
+        for path in sorted(d.glob("*.toml")) if d.is_dir() else []:
+            preset = _read_preset(path)
+            found[preset.name] = preset
+    return found
+
+
+def resolve(name: str, threads: int) -> Target:
+    """A preset name (or a path to a preset file) -> Target, detecting "auto" values on this host."""
+    if name.endswith(".toml"):
+        if not Path(name).is_file():
+            raise HarnessError(f"target file not found: {name}", "give a preset name from `tvmharness targets` or an existing .toml")
+        preset = _read_preset(Path(name))
+    else:
+        known = presets()
+        if name not in known:
+            raise HarnessError(f"unknown target '{name}'; known targets: {', '.join(sorted(known))}",
+                               "use one of those, or add a preset file to targets/")
+        preset = known[name]
+
+    tvm_dict = dict(preset.tvm)
+    if preset.runs_on == "local" and preset.arch != platform.machine():
+        raise HarnessError(f"target '{preset.name}' runs on {preset.arch} but this host is {platform.machine()}",
+                           "pick a target for this host (see `tvmharness targets`)")
+    if tvm_dict.get("mcpu") == "auto":
+        import tvm
+
+        tvm_dict["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
+    if tvm_dict.get("num-cores") == "auto":
+        tvm_dict["num-cores"] = threads
+    features = cpu_info()["features"] if preset.runs_on == "local" else list(tvm_dict.get("mattr", []))
+    return Target(preset=preset, tvm_dict=tvm_dict, features=features)
