@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -54,6 +55,11 @@ def to_relax(model: LoadedModel, frontend: str, cache_dir: Path):
     except HarnessError:
         raise
     except Exception as err:  # the frontends raise assorted errors for unsupported operators
+        match = re.search(r"Unsupported function types \[(.*?)\]", str(err))
+        if match:
+            raise HarnessError(f"'{model.name}' uses operators TVM's Relax {frontend} frontend does not support: "
+                               f"{match.group(1)}", "replace those operators in the model, or try the other "
+                               "frontend (recipe key frontend = \"onnx\" or \"torch\")") from None
         raise HarnessError(f"TVM's {frontend} frontend cannot import '{model.name}': {one_line(err)}",
                            "an operator is likely unsupported by TVM's Relax frontend; try the other frontend "
                            "(recipe key frontend = \"onnx\" or \"torch\") or replace the operator") from None

@@ -1,0 +1,40 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# TVM's thread pool reads this once, when it starts; pin it before any test touches TVM.
+os.environ.setdefault("TVM_NUM_THREADS", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+USER_MODELS = ROOT / "tests" / "user_models.py"
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    """One results folder for the session, so the digits CNN trains once and builds are reused."""
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture
+def recipe_dict(workdir):
+    def make(**overrides) -> dict:
+        data = {
+            "name": "test",
+            "models": ["digits_cnn"],
+            "measure": {"warmup": 1, "repeats": 30, "threads": 2},
+            "output": {"dir": str(workdir), "store": str(workdir / "history.db")},
+        }
+        data.update(overrides)
+        return data
+
+    return make
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The real command line, in a subprocess: exit codes and stderr as a user sees them."""
+    env = dict(os.environ, COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "tvmharness", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=timeout, env=env)

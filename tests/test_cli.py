@@ -1,0 +1,104 @@
+"""The command line as a user meets it: exit codes, one clear message, no traceback."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, USER_MODELS, run_cli
+from tvmharness.results import Store
+
+
+@pytest.fixture(scope="module")
+def cli_dir(tmp_path_factory) -> Path:
+    """Where the CLI runs: its results/ (store and cache) lives here for the whole module."""
+    return tmp_path_factory.mktemp("cli")
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def assert_usage_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def test_unknown_target_prints_one_line_naming_it_and_the_known_ones(cli_dir):
+    proc = run_cli("run", str(ROOT / "recipes/quickstart.toml"), "--target", "sparc", cwd=cli_dir)
+    assert_usage_error(proc, "unknown target 'sparc'", "x86")
+    assert proc.stderr.strip().splitlines()[0].startswith("error: unknown target 'sparc'; known targets:")
+    assert not (cli_dir / "results" / "history.db").exists()  # nothing ran
+
+
+def test_unknown_model(cli_dir):
+    assert_usage_error(run_cli("bench", "resnet9000", cwd=cli_dir), "unknown model 'resnet9000'", "digits_cnn")
+
+
+@pytest.mark.parametrize("body, needle", [
+    ('models = ["digits_cnn"]\nbogus = 1\n', "unknown key 'bogus'"),
+    ('models = ["digits_cnn"]\n[measure]\nrepeats = "many"\n', "'measure.repeats'"),
+    ('models = ["digits_cnn"]\n[measure]\nrepeats = 5\n', "greater than or equal to 30"),
+    ('targets = ["x86"]\n', "missing key 'models'"),
+    ('models = ["digits_cnn"\n', "not valid TOML"),
+    ('models = ["digits_cnn"]\nengines = ["tensorrt"]\n', "'engines.0'"),
+])
+def test_malformed_recipes(cli_dir, body, needle):
+    recipe = write(cli_dir / "bad.toml", body)
+    assert_usage_error(run_cli("run", str(recipe), cwd=cli_dir), "invalid recipe" if "TOML" not in needle else "", needle)
+
+
+def test_missing_recipe_and_model_files(cli_dir):
+    assert_usage_error(run_cli("run", "nowhere.toml", cwd=cli_dir), "recipe file not found: nowhere.toml")
+    assert_usage_error(run_cli("bench", "missing.onnx", cwd=cli_dir), "model file not found: missing.onnx")
+
+
+def test_a_model_that_does_not_export_fails_its_rows_and_keeps_the_baseline(cli_dir):
+    store = cli_dir / "noexport.db"
+    proc = run_cli("bench", f"{USER_MODELS}:does_not_export", "--store", str(store), cwd=cli_dir)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "does not export with torch.export" in proc.stdout
+    frame = Store(str(store)).frame()
+    statuses = dict(zip(frame["engine"], frame["status"]))
+    assert statuses == {"torch": "ok", "tvm": "failed to build", "onnxruntime": "failed to build"}
+
+
+def test_an_unsupported_operator_names_it(cli_dir):
+    proc = run_cli("bench", f"{USER_MODELS}:unsupported_op", "--engine", "tvm", "--store", str(cli_dir / "op.db"), cwd=cli_dir)
+    assert proc.returncode == 1
+    assert "erfinv" in proc.stdout and "does not support" in proc.stdout
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_bench_json_and_compile(cli_dir):
+    proc = run_cli("bench", "digits_cnn", "--json", "--store", str(cli_dir / "bench.db"), cwd=cli_dir)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert {r["engine"] for r in doc["rows"]} == {"torch", "tvm", "onnxruntime"}
+    assert all(r["status"] == "ok" and r["median_ms"] > 0 for r in doc["rows"])
+    assert doc["run"]["provenance"]["host"]["cpu"]["arch"]
+
+    out = cli_dir / "artifact"
+    proc = run_cli("compile", "digits_cnn", "--target", "x86", "--out", str(out), "--json", cwd=cli_dir)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["cache_hit"] is True  # the bench above built the same thing
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (out / "model.so").stat().st_size == manifest["library"]["bytes"]
+
+
+def test_listing_commands_speak_json(cli_dir):
+    targets = json.loads(run_cli("targets", "--json", cwd=cli_dir).stdout)
+    assert any(t["name"] == "x86" and t["tvm_target"]["mcpu"] != "auto" for t in targets)
+    models = json.loads(run_cli("models", "--json", cwd=cli_dir).stdout)
+    assert {"digits_cnn", "resnet18", "mobilenet_v2"} <= {m["name"] for m in models}
+    checks = json.loads(run_cli("doctor", "--json", cwd=cli_dir).stdout)
+    names = {c["check"] for c in checks}
+    assert {"TVM LLVM backend", "CUDA device", "CPU features", "aarch64-linux-gnu-gcc"} <= names
+    cuda = next(c for c in checks if c["check"] == "CUDA device")
+    assert cuda["ok"] or cuda["detail"]  # no GPU here: the reason is given
+    assert run_cli("--version").stdout.startswith("tvmharness ")

@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from tvmharness.measure import Latency, accuracy, agreement, time_call
+
+
+def test_latency_statistics_come_from_the_samples():
+    lat = Latency.from_samples([float(i) for i in range(1, 101)])
+    assert lat.median_ms == pytest.approx(50.5)
+    assert lat.p90_ms == pytest.approx(90.1)
+    assert lat.iqr_ms == pytest.approx(49.5)
+    assert len(lat.samples_ms) == 100
+
+
+def test_time_call_runs_warmup_and_repeats():
+    calls = []
+    lat = time_call(lambda: calls.append(1), warmup=3, repeats=30)
+    assert len(calls) == 33
+    assert len(lat.samples_ms) == 30 and all(s >= 0 for s in lat.samples_ms)
+
+
+def test_agreement_flags_outputs_beyond_tolerance():
+    ref = [np.array([[1.0, 5.0, 2.0]], dtype=np.float32)]
+    close = agreement(ref, [ref[0] + 1e-5], tolerance=1e-3)
+    assert close.within_tolerance and close.top1_agreement == 1.0
+    far = agreement(ref, [np.array([[6.0, 5.0, 2.0]], dtype=np.float32)], tolerance=1e-3)
+    assert not far.within_tolerance
+    assert far.max_abs_diff == pytest.approx(5.0)
+    assert far.top1_agreement == 0.0
+
+
+def test_accuracy_counts_top1_hits():
+    outputs = [np.array([[0.1, 0.9]]), np.array([[0.8, 0.2]]), np.array([[0.3, 0.7]])]
+    assert accuracy(outputs, np.array([1, 0, 0])) == pytest.approx(2 / 3)

@@ -1,0 +1,71 @@
+import os
+
+import pytest
+
+from tests.conftest import USER_MODELS
+from tvmharness.pipeline import BUILD_FAILED, OK, run_recipe
+from tvmharness.recipe import recipe_from_dict
+
+
+@pytest.fixture(scope="module")
+def first_run(workdir):
+    recipe = recipe_from_dict({
+        "name": "pipeline", "models": ["digits_cnn"],
+        "measure": {"warmup": 1, "repeats": 30, "threads": 2},
+        "output": {"dir": str(workdir / "pipeline"), "store": str(workdir / "pipeline" / "history.db")},
+    })
+    return recipe, run_recipe(recipe)
+
+
+def test_every_engine_is_measured_against_the_torch_baseline(first_run):
+    recipe, result = first_run
+    rows = {r["engine"]: r for r in result.rows}
+    assert set(rows) == {"torch", "tvm", "onnxruntime"}
+    assert all(r["status"] == OK for r in rows.values()), [r["reason"] for r in rows.values()]
+    base = rows["torch"]
+    assert base["is_baseline"] and base["variant"] == "fp32"
+    for engine in ("tvm", "onnxruntime"):
+        row = rows[engine]
+        assert row["speedup_vs_baseline"] == pytest.approx(base["median_ms"] / row["median_ms"])
+        assert row["accuracy"] == pytest.approx(base["accuracy"], abs=0.01)
+        assert row["top1_agreement"] > 0.98
+        assert row["artifact_bytes"] > 0
+    assert base["accuracy"] > 0.9  # the digits CNN really learned the task
+    assert all(len(r["samples_ms"]) == 30 and r["threads"] == 2 for r in rows.values())
+    assert rows["tvm"]["tuned"] is False and rows["tvm"]["cache_hit"] is False
+
+
+def test_the_store_holds_what_was_measured(first_run):
+    _, result = first_run
+    frame = result.frame()
+    assert len(frame) == 3
+    by_engine = frame.set_index("engine")
+    for row in result.rows:
+        stored = by_engine.loc[row["engine"]]
+        assert stored["median_ms"] == pytest.approx(row["median_ms"])
+        assert stored["samples_ms"] == row["samples_ms"]
+    run = result.store.run(result.run_id)
+    assert run["provenance"]["threads"] == 2 and run["git_commit"]
+
+
+def test_rerun_reuses_every_build(first_run):
+    recipe, result = first_run
+    tvm_dir = next(r["details"]["artifact_dir"] for r in result.rows if r["engine"] == "tvm")
+    mtime = os.stat(os.path.join(tvm_dir, "model.so")).st_mtime_ns
+    again = run_recipe(recipe)
+    built = {r["engine"]: r["cache_hit"] for r in again.rows if r["cache_hit"] is not None}
+    assert built == {"tvm": True, "onnxruntime": True}
+    assert os.stat(os.path.join(tvm_dir, "model.so")).st_mtime_ns == mtime
+    assert len(again.frame()) == 3 and again.run_id != result.run_id
+
+
+def test_a_failing_row_does_not_stop_the_others(recipe_dict):
+    recipe = recipe_from_dict(recipe_dict(models=[f"{USER_MODELS}:unsupported_op", "digits_cnn"],
+                                          engines=["tvm", "torch"]))
+    result = run_recipe(recipe)
+    rows = {(r["model"], r["engine"]): r for r in result.rows}
+    failed = rows[("unsupported_op", "tvm")]
+    assert failed["status"] == BUILD_FAILED and "erfinv" in failed["reason"]
+    assert rows[("unsupported_op", "torch")]["status"] == OK
+    assert rows[("digits_cnn", "tvm")]["status"] == OK
+    assert len(result.frame()) == 4

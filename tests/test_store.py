@@ -1,0 +1,39 @@
+from tvmharness.provenance import snapshot
+from tvmharness.results import Store
+
+
+def _row(**kw):
+    row = {"model": "m", "variant": "fp32", "target": "x86", "engine": "tvm", "engine_version": "0.27",
+           "status": "ok", "median_ms": 2.5, "p90_ms": 3.0, "iqr_ms": 0.5, "samples_ms": [2.0, 2.5, 3.0],
+           "speedup_vs_baseline": 1.5, "artifact_bytes": 1234, "max_abs_diff": 1e-6, "top1_agreement": 1.0,
+           "threads": 2, "target_spec": {"tvm": {"kind": "llvm"}}, "details": {"notes": ["x"]}}
+    row.update(kw)
+    return row
+
+
+def test_store_round_trips_rows_with_samples_and_provenance(tmp_path):
+    path = tmp_path / "h.db"
+    store = Store(str(path))
+    run_id = store.start_run("r", "abc", {"models": ["m"]}, snapshot())
+    store.add(run_id, _row())
+    store.add(run_id, _row(engine="torch", status="failed to run", reason="boom", median_ms=None, samples_ms=None))
+    store.finish_run(run_id)
+
+    reopened = Store(str(path))  # a new process would see the same
+    frame = reopened.frame(run_id=run_id)
+    assert list(frame["engine"]) == ["tvm", "torch"]
+    first = frame.iloc[0]
+    assert first["samples_ms"] == [2.0, 2.5, 3.0]
+    assert first["median_ms"] == 2.5 and first["artifact_bytes"] == 1234
+    assert first["target_spec"] == {"tvm": {"kind": "llvm"}}
+    assert frame.iloc[1]["reason"] == "boom"
+    run = reopened.run(run_id)
+    assert run["recipe_hash"] == "abc" and run["finished"] is not None
+    assert run["provenance"]["versions"]["tvmharness"]
+
+
+def test_store_accepts_a_sqlalchemy_url(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'url.db'}")
+    run_id = store.start_run("r", "h", {}, snapshot())
+    store.add(run_id, _row())
+    assert len(store.frame()) == 1

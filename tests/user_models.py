@@ -1,0 +1,52 @@
+"""User models given as path.py:function, for the tests."""
+
+import torch
+from torch import nn
+
+
+class TinyMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def tiny_mlp():
+    torch.manual_seed(0)
+    return TinyMLP().eval(), torch.randn(1, 16)
+
+
+class DataDependent(nn.Module):
+    """Python control flow on a tensor's value: torch.export cannot capture it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.fc(x)
+        return -self.fc(x)
+
+
+def does_not_export():
+    torch.manual_seed(0)
+    return DataDependent(), torch.randn(1, 16)
+
+
+class Erfinv(nn.Module):
+    """erfinv has no converter in TVM's Relax torch frontend."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(torch.erfinv(x.clamp(-0.5, 0.5)))
+
+
+def unsupported_op():
+    torch.manual_seed(0)
+    return Erfinv(), torch.randn(1, 16)
