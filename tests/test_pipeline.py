@@ -69,3 +69,19 @@ def test_a_failing_row_does_not_stop_the_others(recipe_dict):
     assert rows[("unsupported_op", "torch")]["status"] == OK
     assert rows[("digits_cnn", "tvm")]["status"] == OK
     assert len(result.frame()) == 4
+
+
+def test_terminal_report_of_a_rerun_says_nothing_was_rebuilt(first_run):
+    from rich.console import Console
+
+    from tvmharness.report.terminal import render_run
+
+    recipe, result = first_run
+    again = run_recipe(recipe)
+    console = Console(record=True, width=220)
+    render_run(again.frame(), again.store.run(again.run_id), console)
+    text = console.export_text()
+    assert "cache: 2 of 2 builds reused, 1 of 1 trained models reused (nothing rebuilt)" in text
+    assert "UNTUNED" in text and "baseline" in text
+    assert again.provenance["git_commit"] in text and recipe.digest() in text
+    assert "avx2" in text or "features none detected" in text

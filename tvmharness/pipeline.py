@@ -88,6 +88,8 @@ def _run_model(model: LoadedModel, targets: list[Target], recipe: Recipe, option
     host_target = next((t for t in targets if t.preset.runs_on == "local"), targets[0])
     baseline_engine = model.baseline_engine
     baseline = _measure(model, BASELINE, host_target, baseline_engine, True, inputs, None, recipe, options, progress)
+    if model.cache_hit is not None:
+        baseline["details"]["trained_model_from_cache"] = model.cache_hit
     _store(store, result, baseline)
     reference = baseline.pop("_outputs", None)
     if reference is None:

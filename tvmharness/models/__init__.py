@@ -34,7 +34,7 @@ class LoadedModel:
     onnx_path: Path | None = None
     eval_set: tuple[np.ndarray, np.ndarray] | None = None  # batch-1 inputs and labels, for accuracy
     notes: list[str] = field(default_factory=list)
-    cache_hit: bool = False  # trained weights came from the cache
+    cache_hit: bool | None = None  # trained weights came from the cache (None: nothing was trained)
 
     @property
     def baseline_engine(self) -> str:
@@ -66,10 +66,10 @@ class LoadedModel:
 class ZooEntry:
     description: str
     image_shape: tuple[int, ...]
-    factory: Callable[[Path], tuple[object, bool]]
+    factory: Callable[[Path], tuple[object, bool | None]]  # -> (module, trained weights came from the cache)
 
 
-def _torchvision(arch: str) -> Callable[[Path], tuple[object, bool]]:
+def _torchvision(arch: str) -> Callable[[Path], tuple[object, bool | None]]:
     def build(_cache_dir: Path):
         import torch
         import torchvision
@@ -77,7 +77,7 @@ def _torchvision(arch: str) -> Callable[[Path], tuple[object, bool]]:
         torch.manual_seed(0)
         model = getattr(torchvision.models, arch)(weights=None)
         _calibrate_batchnorm(model, (8, 3, 224, 224))
-        return model, False
+        return model, None
 
     return build
 

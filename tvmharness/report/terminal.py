@@ -84,10 +84,12 @@ def footnotes(frame) -> list[str]:
         lines.append("UNTUNED: TVM built without tuning records uses its default CPU kernels, single-threaded and far "
                      "from what MetaSchedule tuning reaches (about 190x slower than ONNX Runtime on resnet18 here); "
                      "read these rows as a floor, not as TVM's speed")
-    builds = frame[frame["cache_hit"].notna()]
-    if len(builds):
-        reused = int(builds["cache_hit"].sum())
-        lines.append(f"cache: {reused} of {len(builds)} builds reused" + (" (nothing rebuilt)" if reused == len(builds) else ""))
+    hits = [bool(h) for h in frame["cache_hit"].dropna()]
+    trained = [d["trained_model_from_cache"] for d in frame["details"] if d and "trained_model_from_cache" in d]
+    if hits or trained:
+        parts = [f"{sum(hits)} of {len(hits)} builds reused"] + ([f"{sum(trained)} of {len(trained)} trained models reused"] if trained else [])
+        done = sum(hits) + sum(trained) == len(hits) + len(trained)
+        lines.append("cache: " + ", ".join(parts) + (" (nothing rebuilt)" if done else ""))
     return lines
 
 
