@@ -88,10 +88,10 @@ def _run_model(model: LoadedModel, targets: list[Target], recipe: Recipe, option
     host_target = next((t for t in targets if t.preset.runs_on == "local"), targets[0])
     baseline_engine = model.baseline_engine
     baseline = _measure(model, BASELINE, host_target, baseline_engine, True, inputs, None, recipe, options, progress)
+    reference = baseline.pop("_outputs", None)
     if model.cache_hit is not None:
         baseline["details"]["trained_model_from_cache"] = model.cache_hit
     _store(store, result, baseline)
-    reference = baseline.pop("_outputs", None)
     if reference is None:
         return  # no baseline, nothing to compare with; the row says why
     for variant in recipe.variants:
@@ -119,22 +119,26 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
            "status": OK, "reason": "", "target_spec": target.describe(), "details": {"notes": list(model.notes)}}
     label = f"{model.name} / {variant} / {target.name} / {engine.name}"
     progress.step(f"preparing {label}")
+    clock = time.perf_counter()
     try:
         session = engine.prepare(model, target, options)
     except HarnessError as err:
         return row | {"status": BUILD_FAILED, "reason": str(err)}
     except Exception as err:  # a compiler crash is a row's failure, not the run's
         return row | {"status": BUILD_FAILED, "reason": f"{type(err).__name__}: {one_line(err)}"}
+    row["details"]["prepare_seconds"] = round(time.perf_counter() - clock, 3)
     row.update(threads=session.threads, artifact_bytes=session.artifact_bytes, cache_hit=session.cache_hit,
                tuned=session.tuned)
     row["details"].update(session.details, engine_notes=session.notes,
                           artifact=str(session.artifact) if session.artifact else None)
     progress.step(f"measuring {label}" + (" (cached build)" if session.cache_hit else ""))
+    clock = time.perf_counter()
     try:
         outputs = [session.run(x) for x in inputs]
         latency = time_call(session.bind(inputs[0]), recipe.measure.warmup, recipe.measure.repeats, progress.repeat)
     except Exception as err:
         return row | {"status": RUN_FAILED, "reason": f"{type(err).__name__}: {one_line(err)}"}
+    row["details"]["measure_seconds"] = round(time.perf_counter() - clock, 3)
     row.update(median_ms=latency.median_ms, p90_ms=latency.p90_ms, iqr_ms=latency.iqr_ms, samples_ms=latency.samples_ms)
     if model.eval_set is not None:
         row["accuracy"] = accuracy(outputs, model.eval_set[1])
