@@ -50,3 +50,19 @@ class Erfinv(nn.Module):
 def unsupported_op():
     torch.manual_seed(0)
     return Erfinv(), torch.randn(1, 16)
+
+
+class MLPOtherHead(nn.Module):
+    """Shares TinyMLP's first layer shape (the same workload), with a different head."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 5))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def mlp_other_head():
+    torch.manual_seed(1)
+    return MLPOtherHead().eval(), torch.randn(1, 16)

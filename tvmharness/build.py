@@ -15,6 +15,7 @@ from .frontend import to_relax
 from .models import LoadedModel
 from .provenance import git_commit, versions
 from .targets import Target
+from .tune import extract_tasks, lower_for_tuning, open_database, records_dir, records_hash, tuned_task_count
 
 MANIFEST_FORMAT = 1
 LIBRARY = "model.so"
@@ -36,13 +37,14 @@ class Artifact:
 
     @property
     def tuned(self) -> bool:
+        """Built with tuning records for at least one of its tasks."""
         return bool(self.manifest.get("tuning_records"))
 
 
-def build_key(model: LoadedModel, target: Target, frontend: str) -> str:
+def build_key(model: LoadedModel, target: Target, frontend: str, records: str | None) -> str:
     import tvm
 
-    return content_hash("tvm-build", model.digest, frontend, target.tvm_dict, tvm.__version__)
+    return content_hash("tvm-build", model.digest, frontend, target.tvm_dict, tvm.__version__, records)
 
 
 def load_artifact(directory: Path) -> Artifact | None:
@@ -58,9 +60,15 @@ def load_artifact(directory: Path) -> Artifact | None:
     return None
 
 
-def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path) -> Artifact:
-    """Import, compile and export the model for the target, or reuse the cached artifact."""
-    key = build_key(model, target, frontend)
+def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path,
+              records_root: Path | None = None) -> Artifact:
+    """Import, compile and export the model for the target, or reuse the cached artifact.
+
+    With a records folder (results/tuning) that holds records for this target, the build applies
+    them (compile_relax on the un-fused module: on a fused one records silently fail to match)."""
+    records = records_dir(records_root, target) if records_root is not None else None
+    digest = records_hash(records) if records is not None else None
+    key = build_key(model, target, frontend, digest)
     directory = stage_dir(cache_dir, "tvm", key)
     cached = load_artifact(directory)
     if cached is not None:
@@ -70,8 +78,14 @@ def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path
 
     started = time.perf_counter()
     mod = to_relax(model, frontend, cache_dir)
+    tuning = None
     try:
-        executable = tvm.compile(mod, target=target.tvm_target())
+        if digest is None:
+            executable = tvm.compile(mod, target=target.tvm_target())
+        else:
+            executable, tuning = _compile_tuned(mod, target, records, digest)
+    except HarnessError:
+        raise
     except Exception as err:
         raise HarnessError(f"TVM could not build '{model.name}' for {target.name}: {one_line(err)}",
                            "check the target's settings, or report the operator named above") from None
@@ -95,7 +109,7 @@ def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path
         "input": {"shape": list(model.input_shape), "dtype": "float32"},
         "frontend": frontend,
         "target": target.describe(),
-        "tuning_records": None,
+        "tuning_records": tuning,
         "library": {"file": LIBRARY, "sha256": file_hash(directory / LIBRARY), "bytes": (directory / LIBRARY).stat().st_size},
         "build_key": key,
         "build_seconds": round(time.perf_counter() - started, 2),
@@ -106,6 +120,17 @@ def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return Artifact(directory, manifest, cache_hit=False)
+
+
+def _compile_tuned(mod, target: Target, records: Path, digest: str):
+    from tvm.s_tir.meta_schedule.relax_integration import compile_relax
+
+    database = open_database(records, target)
+    mod_pre, mod_zero = lower_for_tuning(mod, target)
+    tasks = extract_tasks(mod_zero, target)
+    tuned = tuned_task_count(database, tasks, target)
+    executable = compile_relax(database, mod_pre, target.tvm_target(), params=None)
+    return executable, {"dir": str(records), "sha256": digest, "tasks_tuned": tuned, "tasks": len(tasks)} if tuned else None
 
 
 def export_artifact(artifact: Artifact, out_dir: Path) -> Path:

@@ -22,7 +22,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="Compile, tune and benchmark PyTorch models through Apache TVM, against PyTorch and ONNX Runtime.")
 # Piped output (CI logs, files) gets a wide page so the report table stays one line per row.
 out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
+err = Console(stderr=True, log_path=False)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", help="target preset (repeatable); see `tvmharness targets`")]
@@ -89,7 +89,7 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=err, transient=True)
 
 
-def _measure(recipe, json_out: bool) -> int:
+def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
     from .pipeline import run_recipe
     from .report.terminal import render_run
 
@@ -97,7 +97,7 @@ def _measure(recipe, json_out: bool) -> int:
         result = run_recipe(recipe, _RichProgress(progress))
     frame, run = result.frame(), result.store.run(result.run_id)
     if json_out:
-        out.print_json(json.dumps({"run": run, "rows": frame.to_dict("records")}, default=str))
+        out.print_json(json.dumps((extra or {}) | {"run": run, "rows": frame.to_dict("records")}, default=str))
     else:
         render_run(frame, run, out)
         err.print(f"stored {len(frame)} rows in {recipe.output.store} (run {result.run_id}) in {result.seconds:.0f} s")
@@ -131,6 +131,87 @@ def bench(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or mo
     return _measure(apply_overrides(base, targets=target, engines=engine, repeats=repeats, store=store), json_out)
 
 
+class _TuneProgress:
+    """A bar of trials, a line per measured batch: task, its trials, its best, the model estimate."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.task = progress.add_task("starting", total=None)
+
+    def step(self, text: str) -> None:
+        self.progress.update(self.task, description=text)
+
+    def update(self, state, task) -> None:
+        estimate = state.model_estimate_ms
+        remaining = state.remaining_s
+        self.progress.update(self.task, total=state.trials_total, completed=min(state.trials_done, state.trials_total),
+                             description=f"{state.model}/{state.target}: trials"
+                                         + (f", model ≈ {estimate:.3f} ms" if estimate else "")
+                                         + (f", ~{remaining / 60:.1f} min left" if remaining else ""))
+        if task is not None:
+            best = "no valid candidate yet" if task.best_s is None else f"best {task.best_s * 1e3:.4f} ms"
+            errors = f", {task.errors} failed" if task.errors else ""
+            tasks_done = sum(t.best_s is not None for t in state.tasks)
+            self.progress.console.log(f"{task.name}: {task.trials} trials, {best}{errors} · tasks with a record "
+                                      f"{tasks_done}/{len(state.tasks)} · {state.trials_done}/{state.trials_total} trials "
+                                      f"· {state.elapsed_s:.0f} s", highlight=False)
+
+
+@app.command()
+@_friendly
+def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its models, targets and \\[tune] budget)")] = None,
+         model: ModelOpt = None, target: TargetOpt = None,
+         trials: Annotated[Optional[int], typer.Option(help="trials per model and target")] = None,
+         time_budget: Annotated[Optional[str], typer.Option("--time-budget", help="cap per model and target, e.g. 30m")] = None,
+         resume: Annotated[bool, typer.Option(help="finish the budget of an interrupted tune")] = False,
+         tracker: Annotated[Optional[str], typer.Option(help="HOST:PORT of an RPC tracker whose kits measure candidates")] = None,
+         key: Annotated[Optional[str], typer.Option(help="the dev kits' key at the tracker")] = None,
+         measure: Annotated[bool, typer.Option(help="afterwards, measure tuned vs untuned TVM vs ONNX Runtime vs PyTorch")] = True,
+         store: StoreOpt = None, json_out: JsonOpt = False) -> int:
+    """Tune models with MetaSchedule (XGBoost cost model); run, compile and bench then use the records."""
+    from .models import load_model
+    from .recipe import apply_overrides, load_recipe, recipe_from_dict
+    from .targets import resolve
+    from .tune import TuneOptions, parse_duration, tune_model
+
+    if recipe is None and not model:
+        raise HarnessError("nothing to tune", "give a recipe or --model M (and --target T)")
+    overrides = dict(models=model, targets=target, store=store, trials=trials, time_budget=time_budget)
+    if recipe is None:
+        chosen = apply_overrides(recipe_from_dict({"name": "tune", "models": model}, "(tune)"), **overrides)
+    else:
+        chosen = load_recipe(recipe, **overrides)
+    if tracker and not key:
+        raise HarnessError("--tracker needs --key: the key the dev kits registered with", "pass --key KEY")
+    budget = chosen.tune
+    options = TuneOptions(trials=budget.trials, time_budget_s=parse_duration(budget.time_budget), patience=budget.patience,
+                          resume=resume, builder_timeout_s=budget.builder_timeout, population=budget.population,
+                          tracker=tracker, key=key)
+    threads = chosen.measure.threads
+    targets_ = [resolve(t, threads) for t in chosen.targets]
+    models_ = [load_model(m, chosen.cache_dir, chosen.measure.batch) for m in chosen.models]
+    summaries = []
+    for loaded in models_:
+        for resolved in targets_:
+            with _progress() as progress:
+                result = tune_model(loaded, resolved, options, frontend=chosen.frontend, cache_dir=chosen.cache_dir,
+                                    records_root=chosen.records_root, threads=threads, progress=_TuneProgress(progress))
+            summaries.append(result.summary())
+            if not json_out:
+                tuned = sum(t.best_s is not None for t in result.tasks)
+                err.print(f"{loaded.name} on {resolved.name}: {result.trials_run} trials in {result.seconds:.0f} s; "
+                          f"{tuned} of {len(result.tasks)} tasks have records"
+                          + (f" ({len(result.skipped_known)} reused from earlier tunes)" if result.skipped_known else "")
+                          + (f"; {result.stopped}" if result.stopped else "")
+                          + f"; records {result.records_dir} (sha256 {(result.records_hash or '')[:16]})", highlight=False)
+    if not measure:
+        if json_out:
+            out.print_json(json.dumps({"tune": summaries}))
+        return 0
+    engines = ["tvm", "tvm-untuned", "torch", "onnxruntime"]
+    return _measure(apply_overrides(chosen, engines=engines), json_out, extra={"tune": summaries})
+
+
 @app.command()
 @_friendly
 def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or module:function")],
@@ -142,15 +223,16 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     """Build a deployable artifact: model.so and manifest.json (hashes, target, versions, git commit)."""
     from .build import build_tvm, export_artifact
     from .models import load_model
-    from .recipe import Measure, Recipe
+    from .recipe import recipe_from_dict
     from .targets import resolve
 
     if frontend not in ("torch", "onnx"):
         raise HarnessError(f"unknown frontend '{frontend}'", "use --frontend torch or --frontend onnx")
-    cache_dir = Recipe.model_fields["output"].default_factory().dir / "cache"
-    resolved = resolve(target, threads or Measure().threads)
+    defaults = recipe_from_dict({"models": [model]}, "(compile)")
+    resolved = resolve(target, threads or defaults.measure.threads)
     with err.status(f"building {model} for {target}"):
-        artifact = build_tvm(load_model(model, cache_dir), resolved, frontend, cache_dir)
+        artifact = build_tvm(load_model(model, defaults.cache_dir), resolved, frontend, defaults.cache_dir,
+                             defaults.records_root)
     dest = export_artifact(artifact, out_dir or Path("results/artifacts") / f"{Path(model).stem}-{target}")
     if json_out:
         out.print_json(json.dumps({"dir": str(dest), "cache_hit": artifact.cache_hit, "manifest": artifact.manifest}))

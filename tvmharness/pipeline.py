@@ -72,7 +72,8 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None) -> RunResult:
     store = Store(recipe.output.store)
     run_id = store.start_run(recipe.name, recipe.digest(), recipe.model_dump(mode="json"), provenance)
     result = RunResult(run_id=run_id, recipe=recipe, store=store, provenance=provenance)
-    options = EngineOptions(frontend=recipe.frontend, cache_dir=recipe.cache_dir, threads=threads)
+    options = EngineOptions(frontend=recipe.frontend, cache_dir=recipe.cache_dir, threads=threads,
+                            records_root=recipe.records_root)
     try:
         for model in models:
             _run_model(model, targets, recipe, options, store, result, progress)

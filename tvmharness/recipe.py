@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .cache import content_hash
 from .errors import HarnessError
 
-ENGINES = ("tvm", "torch", "onnxruntime")
+ENGINES = ("tvm", "torch", "onnxruntime")  # the default; "tvm-untuned" is there to compare tuning with
 
 
 class _Strict(BaseModel):
@@ -47,6 +47,16 @@ class Thresholds(_Strict):
     min_speedup: float | None = Field(None, gt=0, description="baseline latency / row latency")
 
 
+class Tune(_Strict):
+    """MetaSchedule budgets: sized for a 2-core machine; nightly runs accumulate records."""
+
+    trials: int = Field(64, gt=0, description="trials per model and target, spread over its tasks")
+    time_budget: str | None = Field(None, description="a cap such as 30m or 2h; unset: no cap")
+    patience: int | None = Field(256, gt=0, description="stop after this many trials without a 1% better model estimate")
+    builder_timeout: float = Field(60, gt=0, description="seconds per candidate build batch")
+    population: int = Field(128, ge=8, description="evolutionary search population")
+
+
 class Output(_Strict):
     dir: Path = Path("results")
     store: str = Field("results/history.db", description="a path to a SQLite file or any SQLAlchemy URL")
@@ -58,10 +68,11 @@ class Recipe(_Strict):
     models: list[str] = Field(min_length=1)
     variants: list[str] = Field(default_factory=lambda: ["fp32"], min_length=1)
     targets: list[str] = Field(default_factory=lambda: ["x86"], min_length=1)
-    engines: list[Literal["tvm", "torch", "onnxruntime"]] = Field(default_factory=lambda: list(ENGINES), min_length=1)
+    engines: list[Literal["tvm", "tvm-untuned", "torch", "onnxruntime"]] = Field(default_factory=lambda: list(ENGINES), min_length=1)
     frontend: Literal["torch", "onnx"] = Field("torch", description="how torch models reach TVM")
     measure: Measure = Field(default_factory=Measure)
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    tune: Tune = Field(default_factory=Tune)
     output: Output = Field(default_factory=Output)
 
     def digest(self) -> str:
@@ -70,6 +81,10 @@ class Recipe(_Strict):
     @property
     def cache_dir(self) -> Path:
         return self.output.dir / "cache"
+
+    @property
+    def records_root(self) -> Path:
+        return self.output.dir / "tuning"
 
 
 def _format_validation(source: str, err: ValidationError) -> HarnessError:
@@ -93,9 +108,8 @@ def recipe_from_dict(data: dict, source: str = "(inline)") -> Recipe:
         raise _format_validation(source, err) from None
 
 
-def load_recipe(path: str | Path, *, models: list[str] | None = None, targets: list[str] | None = None,
-                engines: list[str] | None = None, repeats: int | None = None, store: str | None = None) -> Recipe:
-    """Read and validate a recipe file; non-empty overrides replace the recipe's lists."""
+def load_recipe(path: str | Path, **overrides) -> Recipe:
+    """Read and validate a recipe file; non-empty overrides (see apply_overrides) replace its values."""
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"recipe file not found: {path}", "give the path of a .toml recipe, e.g. recipes/quickstart.toml")
@@ -103,11 +117,12 @@ def load_recipe(path: str | Path, *, models: list[str] | None = None, targets: l
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise HarnessError(f"recipe {path} is not valid TOML: {err}", "fix the TOML syntax at that line") from None
-    return apply_overrides(recipe_from_dict(data, str(path)), models=models, targets=targets,
-                           engines=engines, repeats=repeats, store=store)
+    return apply_overrides(recipe_from_dict(data, str(path)), **overrides)
 
 
-def apply_overrides(recipe: Recipe, *, models=None, targets=None, engines=None, repeats=None, store=None) -> Recipe:
+def apply_overrides(recipe: Recipe, *, models=None, targets=None, engines=None, repeats=None, store=None,
+                    trials=None, time_budget=None) -> Recipe:
+    """Command-line values replace the recipe's; the result is validated like a recipe file."""
     data = recipe.model_dump()
     if models:
         data["models"] = list(models)
@@ -119,4 +134,8 @@ def apply_overrides(recipe: Recipe, *, models=None, targets=None, engines=None, 
         data["measure"]["repeats"] = repeats
     if store:
         data["output"]["store"] = store
+    if trials is not None:
+        data["tune"]["trials"] = trials
+    if time_budget is not None:
+        data["tune"]["time_budget"] = time_budget
     return recipe_from_dict(data, "(with command-line overrides)")

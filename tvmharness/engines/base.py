@@ -18,6 +18,7 @@ class EngineOptions:
     frontend: str = "torch"  # how torch models reach TVM
     cache_dir: Path = Path("results/cache")
     threads: int = 1
+    records_root: Path | None = None  # tuning records per target (results/tuning); None: build untuned
 
 
 @dataclass
@@ -57,9 +58,9 @@ def get_engine(engine: str | Engine) -> Engine:
         return engine
     from .onnxruntime import OnnxRuntimeEngine
     from .torch import TorchEngine
-    from .tvm import TVMEngine
+    from .tvm import TVMEngine, TVMUntunedEngine
 
-    registry = {e.name: e for e in (TVMEngine, TorchEngine, OnnxRuntimeEngine)}
+    registry = {e.name: e for e in (TVMEngine, TVMUntunedEngine, TorchEngine, OnnxRuntimeEngine)}
     if engine not in registry:
         from ..errors import HarnessError
 

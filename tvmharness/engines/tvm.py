@@ -24,7 +24,10 @@ def pin_threads(threads: int) -> int:
 
 
 class TVMEngine(Engine):
+    """Built with the target's tuning records where they match the model's tasks."""
+
     name = "tvm"
+    use_records = True
 
     def version(self) -> str:
         import tvm
@@ -35,7 +38,8 @@ class TVMEngine(Engine):
         if target.preset.runs_on != "local":
             raise HarnessError(f"target {target.name} runs on a remote dev kit", "remote runs need an RPC tracker")
         threads = pin_threads(options.threads)
-        artifact = build_tvm(model, target, options.frontend, options.cache_dir)
+        records_root = options.records_root if self.use_records else None
+        artifact = build_tvm(model, target, options.frontend, options.cache_dir, records_root)
         import tvm
         from tvm import relax
 
@@ -51,14 +55,22 @@ class TVMEngine(Engine):
             vm.set_input("main", tvm.runtime.tensor(x, dev))
             return lambda: vm.invoke_stateful("main")
 
-        notes = [] if artifact.tuned else [UNTUNED_NOTE]
+        tuning = artifact.manifest.get("tuning_records")
+        notes = [f"tuned: records for {tuning['tasks_tuned']} of {tuning['tasks']} tasks"] if tuning else [UNTUNED_NOTE]
         if threads != options.threads:
             notes.append(f"TVM runs {threads} threads (TVM_NUM_THREADS was set after its pool started)")
         return Session(engine=self.name, run=run, bind=bind, artifact=artifact.library,
                        artifact_bytes=artifact.size_bytes, cache_hit=artifact.cache_hit, threads=threads,
                        tuned=artifact.tuned, notes=notes,
                        details={"build_key": artifact.manifest["build_key"][:16], "artifact_dir": str(artifact.dir),
-                                "build_seconds": artifact.manifest["build_seconds"]})
+                                "build_seconds": artifact.manifest["build_seconds"], "tuning_records": tuning})
+
+
+class TVMUntunedEngine(TVMEngine):
+    """TVM's default kernels, ignoring any records: the reference tuning is measured against."""
+
+    name = "tvm-untuned"
+    use_records = False
 
 
 def _first(out):

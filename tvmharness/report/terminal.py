@@ -47,8 +47,9 @@ def run_table(frame, run: dict) -> Table:
         notes = []
         if r["is_baseline"]:
             notes.append("baseline")
-        if r["engine"] == "tvm" and r["status"] != "failed to build":
-            notes.append("tuned" if r["tuned"] else "UNTUNED")
+        if r["engine"].startswith("tvm") and r["status"] != "failed to build":
+            tuning = (r["details"] or {}).get("tuning_records")
+            notes.append(f"tuned {tuning['tasks_tuned']}/{tuning['tasks']} tasks" if tuning else "UNTUNED")
         if _present(r["cache_hit"]) and r["status"] != "failed to build":
             notes.append("cached" if r["cache_hit"] else "built")
         if _present(r["meets_goals"]):
@@ -80,7 +81,10 @@ def footnotes(frame) -> list[str]:
         for note in (r["details"] or {}).get("notes", []):
             model_notes.setdefault(r["model"], note)
     lines += [f"{model}: {note}" for model, note in model_notes.items()]
-    if ((frame["engine"] == "tvm") & (frame["tuned"] == False)).any():  # noqa: E712 (pandas mask)
+    records = {(d["tuning_records"]["dir"], d["tuning_records"]["sha256"][:16])
+               for d in frame["details"] if d and d.get("tuning_records")}
+    lines += [f"tuning records: {path} (sha256 {sha})" for path, sha in sorted(records)]
+    if (frame["engine"].str.startswith("tvm") & (frame["tuned"] == False)).any():  # noqa: E712 (pandas mask)
         lines.append("UNTUNED: TVM built without tuning records uses its default CPU kernels, single-threaded and far "
                      "from what MetaSchedule tuning reaches (about 190x slower than ONNX Runtime on resnet18 here); "
                      "read these rows as a floor, not as TVM's speed")

@@ -1,0 +1,116 @@
+"""Tuning with the real MetaSchedule and XGBoost cost model, on tiny models and a handful of trials."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import ROOT, USER_MODELS, run_cli
+from tvmharness.engines import EngineOptions, get_engine
+from tvmharness.models import load_model
+from tvmharness.targets import resolve
+from tvmharness.tune import RECORDS, TuneOptions, records_dir, tune_model
+
+TINY = f"{USER_MODELS}:tiny_mlp"
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune")
+    target = resolve("x86", 2)
+    model = load_model(TINY, root / "cache")
+    result = tune_model(model, target, TuneOptions(trials=8), frontend="torch", cache_dir=root / "cache",
+                        records_root=root / "tuning", threads=2)
+    return root, target, model, result
+
+
+def test_a_tiny_model_tunes_and_the_tuned_build_uses_the_records(tuned):
+    root, target, model, result = tuned
+    assert result.trials_run >= 8
+    records = (result.records_dir / RECORDS).read_text().splitlines()
+    assert len(records) >= 8
+    assert any(t.best_s is not None for t in result.tasks)
+
+    options = EngineOptions(cache_dir=root / "cache", threads=2, records_root=root / "tuning")
+    session = get_engine("tvm").prepare(model, target, options)
+    assert session.tuned is True
+    tuning = session.details["tuning_records"]
+    assert tuning["tasks_tuned"] >= 1 and tuning["sha256"] == result.records_hash
+    untuned = get_engine("tvm-untuned").prepare(model, target, options)
+    assert untuned.tuned is False
+    x = np.random.default_rng(0).standard_normal((1, 16), dtype=np.float32)
+    expected = model.torch_module(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(session.run(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_second_model_reuses_shared_workloads(tuned):
+    root, target, _, first = tuned
+    known_before = {t.name for t in first.tasks if t.best_s is not None}
+    other = load_model(f"{USER_MODELS}:mlp_other_head", root / "cache")
+    result = tune_model(other, target, TuneOptions(trials=4), frontend="torch", cache_dir=root / "cache",
+                        records_root=root / "tuning", threads=2)
+    assert result.skipped_known, "the shared first layer should have been known"
+    shared = [t for t in result.tasks if t.name in result.skipped_known]
+    assert all(t.known_records > 0 and t.trials == 0 for t in shared)
+    assert set(result.skipped_known) <= known_before | {t.name for t in first.tasks}
+    new = [t for t in result.tasks if t.name not in result.skipped_known]
+    assert new and sum(t.trials for t in new) == result.trials_run > 0
+
+
+def _wait_for_records(path: Path, proc, timeout: float = 240) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.is_file() and len(path.read_text().splitlines()) >= 1:
+            return len(path.read_text().splitlines())
+        time.sleep(0.5)
+    raise AssertionError("the tune wrote no record in time")
+
+
+def test_a_killed_tune_resumes_without_losing_records(tmp_path):
+    target = resolve("x86", 2)
+    record_file = records_dir(tmp_path / "results" / "tuning", target) / RECORDS
+    args = [sys.executable, "-m", "tvmharness", "tune", "--model", TINY, "--trials", "16", "--no-measure"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        _wait_for_records(record_file, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # kill -9, the builder and runner workers with it
+        proc.wait()
+    before = record_file.read_text().splitlines()
+    assert before
+
+    resumed = run_cli("tune", "--model", TINY, "--trials", "16", "--resume", "--no-measure", "--json", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    after = record_file.read_text().splitlines()
+    assert after[: len(before)] == before  # nothing lost, nothing rewritten
+    summary = json.loads(resumed.stdout)["tune"][0]
+    assert summary["trials_run"] + len(before) >= 16 or summary["stopped"]
+
+    again = run_cli("tune", "--model", TINY, "--trials", "16", "--resume", "--no-measure", "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["tune"][0]["trials_run"] == 0
+    assert record_file.read_text().splitlines() == after
+
+
+def test_bad_tune_inputs_give_clear_errors_and_leave_the_records_intact(tmp_path):
+    for args, needle in [(("--trials", "0"), "'tune.trials'"), (("--target", "sparc"), "unknown target 'sparc'")]:
+        proc = run_cli("tune", "--model", TINY, *args, "--no-measure", cwd=tmp_path)
+        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+    target = resolve("x86", 2)
+    directory = records_dir(tmp_path / "results" / "tuning", target)
+    directory.mkdir(parents=True)
+    corrupt = b'{"this is": "not a MetaSchedule record"}\n'
+    (directory / RECORDS).write_bytes(corrupt)
+    proc = run_cli("tune", "--model", TINY, "--trials", "4", "--no-measure", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "corrupt or foreign at line 1" in proc.stderr and "Traceback" not in proc.stderr
+    assert (directory / RECORDS).read_bytes() == corrupt

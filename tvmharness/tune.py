@@ -1,0 +1,453 @@
+"""Tuning: MetaSchedule with its XGBoost cost model and evolutionary search.
+
+Records live per target (results/tuning/<target>-<key>/), in MetaSchedule's JSON database, keyed by
+workload (the structural hash of each task), not by model: a second model that shares workloads
+starts from what is known and tunes only what is new, and records accumulate run after run. The
+record file is append-only, so an interrupted tune loses nothing; `resume` finishes its budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+from .cache import content_hash
+from .errors import HarnessError, one_line
+from .frontend import to_relax
+from .models import LoadedModel
+from .targets import Target
+
+WORKLOADS = "database_workload.json"
+RECORDS = "database_tuning_record.json"
+TARGET_FILE = "target.json"
+
+
+# ---------------------------------------------------------------- the records store
+
+def records_dir(root: Path, target: Target) -> Path:
+    """One database per resolved target: records for one CPU or thread count do not fit another,
+    and MetaSchedule's lookup ignores the target, so the directory is what keeps them apart."""
+    import tvm
+
+    return Path(root) / f"{target.name}-{content_hash(target.tvm_dict, tvm.__version__)[:12]}"
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().split("\n") if path.is_file() else []
+
+
+def check_records(directory: Path, target: Target | None = None) -> None:
+    """Refuse a foreign or corrupt database with a clear message; never modify it.
+
+    The one repair: a last line cut short by a kill during an append is moved to a side file, since
+    the next append would otherwise glue a record onto it; every complete record stays."""
+    meta = directory / TARGET_FILE
+    if target is not None and meta.is_file():
+        recorded = json.loads(meta.read_text()).get("tvm")
+        if recorded != target.tvm_dict:
+            raise HarnessError(f"tuning records in {directory} are for target {recorded}, not {target.tvm_dict}",
+                               "point at the records of this target, or move that folder aside")
+    workloads = 0
+    for name, valid in ((WORKLOADS, _valid_workload), (RECORDS, _valid_record)):
+        path = directory / name
+        lines = _lines(path)
+        if lines and lines[-1] and not _parses(lines[-1], valid):  # no newline after it: an interrupted append
+            side = path.with_name(path.name + f".interrupted-{int(time.time())}")
+            side.write_text(lines[-1])
+            path.write_text("\n".join(lines[:-1]) + "\n")
+            logging.getLogger(__name__).warning("moved an incomplete last line of %s to %s", path, side)
+            lines = lines[:-1]
+        for number, line in enumerate(lines, start=1):
+            if line and not _parses(line, valid):
+                raise HarnessError(f"tuning records file {path} is corrupt or foreign at line {number}",
+                                   "it was left untouched: restore it from a copy, or move the folder aside to start afresh")
+            if line and name == RECORDS and json.loads(line)[0] >= workloads:
+                raise HarnessError(f"tuning records file {path} line {number} names workload {json.loads(line)[0]}, "
+                                   f"but {WORKLOADS} has only {workloads}", "the two files do not belong together: restore both")
+        if name == WORKLOADS:
+            workloads = sum(1 for line in lines if line)
+
+
+def _parses(line: str, valid) -> bool:
+    try:
+        return valid(json.loads(line))
+    except ValueError:
+        return False
+
+
+def _valid_workload(x) -> bool:
+    return isinstance(x, list) and len(x) == 2 and all(isinstance(v, str) for v in x)
+
+
+def _valid_record(x) -> bool:
+    return isinstance(x, list) and len(x) == 2 and isinstance(x[0], int) and isinstance(x[1], list) and len(x[1]) == 4
+
+
+def records_hash(directory: Path) -> str | None:
+    """A hash of the database's contents, for build keys and provenance."""
+    files = [directory / WORKLOADS, directory / RECORDS]
+    if not all(f.is_file() for f in files):
+        return None
+    return content_hash(*(f.read_bytes() for f in files))
+
+
+def open_database(directory: Path, target: Target):
+    from tvm.s_tir import meta_schedule as ms
+
+    directory.mkdir(parents=True, exist_ok=True)
+    check_records(directory, target)
+    meta = directory / TARGET_FILE
+    if not meta.is_file():
+        import tvm
+
+        meta.write_text(json.dumps({"target": target.name, "tvm": target.tvm_dict, "tvm_version": tvm.__version__}, indent=2) + "\n")
+    try:
+        return ms.database.JSONDatabase(work_dir=str(directory))
+    except Exception as err:  # MetaSchedule's loader raises RuntimeError on any line it cannot read
+        raise HarnessError(f"MetaSchedule cannot read the tuning records in {directory}: {one_line(err)}",
+                           "the files were left untouched: restore them, or move the folder aside") from None
+
+
+@contextlib.contextmanager
+def _exclusive(directory: Path):
+    """One tune per records folder at a time: two writers would interleave the append-only file."""
+    with open(directory / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise HarnessError(f"another tune is writing {directory}", "wait for it to finish") from None
+        yield
+
+
+# ---------------------------------------------------------------- lowering shared by tune and build
+
+def lower_for_tuning(mod, target: Target):
+    """(mod_pre, mod_zero): the module before fusion (what compile_relax must get, or records silently
+    fail to apply to fused functions) and after the zero pipeline (what tasks are extracted from)."""
+    import tvm
+    from tvm import relax
+
+    tvm_target = target.tvm_target()
+    with tvm_target:
+        mod_pre = tvm.ir.transform.Sequential([relax.transform.DecomposeOpsForInference(),
+                                               relax.transform.CanonicalizeBindings()])(mod)
+        mod_zero = relax.get_pipeline("zero")(mod_pre)
+    return mod_pre, mod_zero
+
+
+def extract_tasks(mod_zero, target: Target):
+    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks as ms_extract
+
+    return list(ms_extract(mod_zero, target.tvm_target()))
+
+
+def tuned_task_count(database, tasks, target: Target) -> int:
+    tvm_target = target.tvm_target()
+    return sum(database.query_tuning_record(t.dispatched[0], tvm_target, t.task_name) is not None for t in tasks)
+
+
+# ---------------------------------------------------------------- tuning
+
+def parse_duration(text: str | None) -> float | None:
+    """'90s', '30m', '2h', '1h30m' or plain seconds -> seconds."""
+    if text is None or text == "":
+        return None
+    text = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
+    if not parts or "".join(f"{n}{u}" for n, u in parts) != text.replace(" ", ""):
+        raise HarnessError(f"cannot read the duration '{text}'", "write it like 90s, 30m, 2h or 1h30m")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+@dataclass
+class TaskState:
+    name: str
+    weight: float
+    flop: float
+    known_records: int  # records in the database before this tune
+    trials: int = 0
+    errors: int = 0
+    best_s: float | None = None  # best measured time of one call, this tune or before
+    first_error: str = ""
+
+
+@dataclass
+class TuneState:
+    """What progress shows: trials done of the budget, tasks, best latency per task and for the model."""
+
+    model: str
+    target: str
+    trials_total: int
+    tasks: list[TaskState]
+    started: float = field(default_factory=time.perf_counter)
+    trials_done: int = 0
+    time_budget_s: float | None = None
+    stopped: str = ""
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def remaining_s(self) -> float | None:
+        """The sooner of the time budget and the trial rate's estimate."""
+        estimates = []
+        if self.trials_done:
+            estimates.append(self.elapsed_s / self.trials_done * max(0, self.trials_total - self.trials_done))
+        if self.time_budget_s is not None:
+            estimates.append(max(0.0, self.time_budget_s - self.elapsed_s))
+        return min(estimates) if estimates else None
+
+    @property
+    def model_estimate_ms(self) -> float | None:
+        """Sum over tasks of weight x best time: the model's latency once every task has a record."""
+        if any(t.best_s is None for t in self.tasks):
+            return None
+        return 1e3 * sum(t.weight * t.best_s for t in self.tasks)
+
+
+class TuneProgress(Protocol):
+    def step(self, text: str) -> None: ...
+    def update(self, state: TuneState, task: TaskState | None) -> None: ...
+
+
+class _SilentTune:
+    def step(self, text: str) -> None:
+        pass
+
+    def update(self, state: TuneState, task: TaskState | None) -> None:
+        pass
+
+
+@dataclass
+class TuneOptions:
+    trials: int = 64
+    time_budget_s: float | None = None
+    patience: int | None = None  # stop after this many trials without a 1% better model estimate
+    resume: bool = False
+    builder_timeout_s: float = 60.0
+    runner_timeout_s: float = 30.0
+    population: int = 128
+    tracker: str | None = None  # HOST:PORT of an RPC tracker whose kits measure candidates
+    key: str | None = None
+
+    def __post_init__(self):
+        if self.trials <= 0:
+            raise HarnessError(f"trials must be a positive number, got {self.trials}", "pass --trials 64 or more")
+
+
+@dataclass
+class TuneResult:
+    model: str
+    target: str
+    records_dir: Path
+    records_hash: str | None
+    tasks: list[TaskState]
+    trials_run: int
+    seconds: float
+    skipped_known: list[str]
+    stopped: str
+    session: dict
+
+    def summary(self) -> dict:
+        return {"model": self.model, "target": self.target, "records_dir": str(self.records_dir),
+                "records_hash": (self.records_hash or "")[:16], "trials_run": self.trials_run,
+                "seconds": round(self.seconds, 1), "stopped": self.stopped, "skipped_known_tasks": self.skipped_known,
+                "tasks": [{"name": t.name, "trials": t.trials, "known_records": t.known_records, "errors": t.errors,
+                           "best_ms": None if t.best_s is None else 1e3 * t.best_s, "weight": t.weight}
+                          for t in self.tasks]}
+
+
+def _session_path(directory: Path, model: LoadedModel) -> Path:
+    return directory / "sessions" / f"{model.name}-{model.digest[:12]}.json"
+
+
+def _record_count(directory: Path) -> int:
+    return sum(1 for line in _lines(directory / RECORDS) if line)
+
+
+def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, frontend: str, cache_dir: Path,
+               records_root: Path, threads: int, progress: TuneProgress | None = None) -> TuneResult:
+    """Tune a model's tasks for the target, appending to the target's records."""
+    progress = progress or _SilentTune()
+    if target.preset.runs_on == "rpc" and not options.tracker:
+        raise HarnessError(f"target {target.name} measures tuning candidates on a dev kit, and no tracker was given",
+                           "start a tracker and a kit, then pass --tracker HOST:PORT --key KEY")
+    directory = records_dir(records_root, target)
+    progress.step(f"importing {model.name} for {target.name}")
+    os.environ["TVM_NUM_THREADS"] = str(threads)  # the runner's workers inherit it
+    mod_pre, mod_zero = lower_for_tuning(to_relax(model, frontend, cache_dir), target)
+    extracted = extract_tasks(mod_zero, target)
+    if not extracted:
+        raise HarnessError(f"'{model.name}' has no tunable tasks for {target.name}", "nothing to tune")
+    directory.mkdir(parents=True, exist_ok=True)
+    with _exclusive(directory):
+        database = open_database(directory, target)
+        session_file = _session_path(directory, model)
+        known = {t.task_name: _known(database, t) for t in extracted}
+        session = _plan_session(session_file, options, extracted, known, directory)
+        to_tune = [t for t in extracted if t.task_name in session["tasks"]]
+        remaining = session["trials"] - (_record_count(directory) - session["records_at_start"])
+        states = [TaskState(t.task_name, float(t.weight), _flop(t), known[t.task_name][0], best_s=known[t.task_name][1])
+                  for t in extracted]
+        state = TuneState(model.name, target.name, max(0, remaining), states, time_budget_s=options.time_budget_s)
+        skipped = [t.task_name for t in extracted if t.task_name not in session["tasks"]]
+        if remaining <= 0 or not to_tune:
+            state.stopped = (f"nothing to do: the budget of {session['trials']} trials is spent" if to_tune
+                             else "every task already has records")
+            progress.update(state, None)
+            return _result(model, target, directory, states, 0, state, skipped, session)
+        progress.step(f"tuning {len(to_tune)} of {len(extracted)} tasks of {model.name}: {remaining} trials "
+                      f"(the first batch starts the builder workers: about 30 s)")
+        _run_meta_schedule(database, to_tune, directory, target, options, state, progress, remaining, threads)
+        session["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        session_file.write_text(json.dumps(session, indent=2) + "\n")
+        trials_run = state.trials_done
+        ok = sum(t.trials - t.errors for t in states)
+        if trials_run and ok == 0:
+            first = next((t.first_error for t in states if t.first_error), "no error message")
+            raise HarnessError(f"all {trials_run} tuning trials of {model.name} failed; the first error: {first}",
+                               "see the logs in " + str(directory / "logs") + "; a builder timeout means a slow machine: "
+                               "raise [tune] builder_timeout")
+        return _result(model, target, directory, states, trials_run, state, skipped, session)
+
+
+def _known(database, task) -> tuple[int, float | None]:
+    """(records, best seconds) the database already holds for a task's workload."""
+    mod = task.dispatched[0]
+    if not database.has_workload(mod):
+        return 0, None
+    workload = database.commit_workload(mod)
+    top = database.get_top_k(workload, 1)
+    best = min((float(s) for s in top[0].run_secs), default=None) if top and top[0].run_secs else None
+    return len(database.get_top_k(workload, 1 << 30)), best
+
+
+def _flop(task) -> float:
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    try:
+        return float(estimate_tir_flops(task.dispatched[0]))
+    except Exception:  # some tasks (reshapes, copies) have no countable arithmetic
+        return 0.0
+
+
+def _plan_session(path: Path, options: TuneOptions, extracted, known, directory: Path) -> dict:
+    """A resumed tune continues the last session's task set and budget; a new one tunes the tasks
+    whose workloads have no records yet (all of them, to improve further, when every one is known)."""
+    if options.resume and path.is_file():
+        session = json.loads(path.read_text())
+        session["resumed"] = session.get("resumed", 0) + 1
+        return session
+    new = [t.task_name for t in extracted if known[t.task_name][0] == 0]
+    session = {"trials": options.trials, "records_at_start": _record_count(directory),
+               "tasks": new or [t.task_name for t in extracted], "reused_known": bool(new) and len(new) < len(extracted),
+               "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(session, indent=2) + "\n")
+    return session
+
+
+def _result(model, target, directory, states, trials_run, state, skipped, session) -> TuneResult:
+    return TuneResult(model.name, target.name, directory, records_hash(directory), states, trials_run, state.elapsed_s,
+                      skipped, state.stopped, session)
+
+
+def _run_meta_schedule(database, tasks, directory: Path, target: Target, options: TuneOptions, state: TuneState,
+                       progress: TuneProgress, trials: int, threads: int) -> None:
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
+
+    from . import _ms_build
+
+    _reset_meta_schedule_logging()
+    log_dir = directory / "logs" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    per_iter = max(4, min(32, trials // max(1, len(tasks))))
+    contexts, weights = extracted_tasks_to_tune_contexts(
+        tasks, work_dir=str(log_dir), num_threads=threads, seed=0,
+        strategy=ms.search_strategy.EvolutionarySearch(population_size=options.population,
+                                                       init_min_unmeasured=min(50, options.population // 2)))
+    export = (functools.partial(_ms_build.export_shared_library, compiler=target.preset.cross_compiler)
+              if target.preset.cross_compiler else _ms_build.export_shared_library)
+    builder = ms.builder.LocalBuilder(max_workers=threads, timeout_sec=options.builder_timeout_s,
+                                      f_build=_ms_build.fast_build, f_export=export)
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
+    if options.tracker:
+        host, _, port = options.tracker.rpartition(":")
+        runner = ms.runner.RPCRunner(rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port),
+                                                                    tracker_key=options.key, session_timeout_sec=int(options.runner_timeout_s)),
+                                     evaluator_config=evaluator, max_workers=1)
+    else:
+        runner = ms.runner.LocalRunner(timeout_sec=options.runner_timeout_s, evaluator_config=evaluator)
+    callback = _progress_callback(state, progress, options)
+    ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(log_dir), max_trials_global=trials,
+                  num_trials_per_iter=per_iter, builder=builder, runner=runner, database=database,
+                  cost_model=ms.cost_model.XGBModel(num_warmup_samples=16, num_tuning_cores=threads),
+                  measure_callbacks=[*ms.MeasureCallback.create("default"), callback],
+                  task_scheduler=ms.task_scheduler.GradientBased(seed=0))
+
+
+def _reset_meta_schedule_logging() -> None:
+    """MetaSchedule configures its loggers on every tune and fails on the second one in a process
+    when its logger holds handlers without names; start clean. Its console handler writes to stdout,
+    so keep it to errors (stdout may carry --json); the full logs go to the files under logs/."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(logging.ERROR)
+
+
+def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOptions):
+    """A MetaSchedule measure callback: counts trials and errors, tracks the best time per task,
+    and ends the tune on the time budget or when the model estimate stops improving."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+
+    by_name = {t.name: t for t in state.tasks}
+    best_estimate = {"ms": math.inf, "at_trial": 0}
+
+    @derived_object
+    class Callback(ms.measure_callback.PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            task = by_name[task_scheduler.tasks_[task_id].ctx.task_name]
+            for built, ran in zip(builder_results, runner_results):
+                task.trials += 1
+                state.trials_done += 1
+                error = built.error_msg or ran.error_msg
+                if error or not ran.run_secs:
+                    task.errors += 1
+                    task.first_error = task.first_error or one_line(error or "no timing returned")
+                    continue
+                secs = sum(float(s) for s in ran.run_secs) / len(ran.run_secs)
+                task.best_s = secs if task.best_s is None else min(task.best_s, secs)
+            estimate = state.model_estimate_ms
+            if estimate is not None and estimate < 0.99 * best_estimate["ms"]:
+                best_estimate.update(ms=estimate, at_trial=state.trials_done)
+            stop = ""
+            if options.time_budget_s is not None and state.elapsed_s >= options.time_budget_s:
+                stop = f"time budget of {options.time_budget_s:.0f} s reached"
+            elif (options.patience and estimate is not None
+                  and state.trials_done - best_estimate["at_trial"] >= options.patience):
+                stop = f"no 1% improvement in the last {options.patience} trials"
+            if stop and not state.stopped:
+                state.stopped = stop
+                for i, record in enumerate(task_scheduler.tasks_):
+                    if not record.is_terminated:
+                        task_scheduler.terminate_task(i)
+            progress.update(state, task)
+
+    return Callback()
