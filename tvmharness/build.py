@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .cache import content_hash, file_hash, stage_dir
 from .errors import HarnessError, one_line
-from .frontend import to_relax
+from .frontend import IMPORT_VERSION, to_relax
 from .models import LoadedModel
 from .provenance import git_commit, versions
 from .targets import Target
@@ -44,7 +44,7 @@ class Artifact:
 def build_key(model: LoadedModel, target: Target, frontend: str, records: str | None) -> str:
     import tvm
 
-    return content_hash("tvm-build", model.digest, frontend, target.tvm_dict, tvm.__version__, records)
+    return content_hash("tvm-build", model.digest, IMPORT_VERSION, frontend, target.tvm_dict, tvm.__version__, records)
 
 
 def load_artifact(directory: Path) -> Artifact | None:

@@ -70,6 +70,12 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
     pass
 
 
+def _log_when_piped(progress: Progress, text: str) -> None:
+    """A bar does not render in a log file or CI: there, each step becomes a line."""
+    if not progress.console.is_terminal:
+        progress.console.log(text, highlight=False)
+
+
 class _RichProgress:
     """Shows the current step and, while timing, the repeats done (on stderr, so --json stays clean)."""
 
@@ -79,6 +85,7 @@ class _RichProgress:
 
     def step(self, text: str) -> None:
         self.progress.update(self.task, description=text, total=None, completed=0)
+        _log_when_piped(self.progress, text)
 
     def repeat(self, done: int, total: int) -> None:
         self.progress.update(self.task, total=total, completed=done)
@@ -140,6 +147,7 @@ class _TuneProgress:
 
     def step(self, text: str) -> None:
         self.progress.update(self.task, description=text)
+        _log_when_piped(self.progress, text)
 
     def update(self, state, task) -> None:
         estimate = state.model_estimate_ms

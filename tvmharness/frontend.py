@@ -12,6 +12,10 @@ from .cache import content_hash, stage_dir
 from .errors import HarnessError, one_line
 from .models import LoadedModel
 
+# Bump when what reaches TVM or ONNX Runtime from a model changes (e.g. batch-norm folding), so the
+# cached exports and builds keyed by it are redone.
+IMPORT_VERSION = 2
+
 
 def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool]:
     """The model as one self-contained .onnx file (cached by the model's digest): (path, cache_hit)."""
@@ -19,7 +23,7 @@ def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool]:
         return model.onnx_path, True
     import torch
 
-    path = stage_dir(cache_dir, "onnx", content_hash("onnx", model.digest, torch.__version__)) / f"{model.name}.onnx"
+    path = stage_dir(cache_dir, "onnx", content_hash("onnx", model.digest, torch.__version__, IMPORT_VERSION)) / f"{model.name}.onnx"
     if path.is_file():
         return path, True
     ep = model.exported_program()

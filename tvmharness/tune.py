@@ -374,7 +374,7 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
     from . import _ms_build
 
     _reset_meta_schedule_logging()
-    log_dir = directory / "logs" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    log_dir = directory / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")  # MetaSchedule logs in log_dir/logs
     per_iter = max(4, min(32, trials // max(1, len(tasks))))
     contexts, weights = extracted_tasks_to_tune_contexts(
         tasks, work_dir=str(log_dir), num_threads=threads, seed=0,
@@ -393,11 +393,46 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
     else:
         runner = ms.runner.LocalRunner(timeout_sec=options.runner_timeout_s, evaluator_config=evaluator)
     callback = _progress_callback(state, progress, options)
-    ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(log_dir), max_trials_global=trials,
-                  num_trials_per_iter=per_iter, builder=builder, runner=runner, database=database,
-                  cost_model=ms.cost_model.XGBModel(num_warmup_samples=16, num_tuning_cores=threads),
-                  measure_callbacks=[*ms.MeasureCallback.create("default"), callback],
-                  task_scheduler=ms.task_scheduler.GradientBased(seed=0))
+    with _follow_scheduler_log(log_dir / "logs", len(tasks), progress):
+        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(log_dir), max_trials_global=trials,
+                      num_trials_per_iter=per_iter, builder=builder, runner=runner, database=database,
+                      cost_model=ms.cost_model.XGBModel(num_warmup_samples=16, num_tuning_cores=threads),
+                      measure_callbacks=[*ms.MeasureCallback.create("default"), callback],
+                      task_scheduler=ms.task_scheduler.GradientBased(seed=0))
+
+
+@contextlib.contextmanager
+def _follow_scheduler_log(log_dir: Path, n_tasks: int, progress: TuneProgress):
+    """MetaSchedule reports measured batches (our callback) only when it joins them, after a whole
+    first round over every task: minutes on a large model. Its scheduler log says what it does
+    meanwhile; follow it so progress never stands still."""
+    import threading
+
+    stop = threading.Event()
+    picks = re.compile(r'picks Task #(\d+): "(.*)"')
+
+    def follow():
+        path, offset = log_dir / "tvm.s_tir.meta_schedule.logging.task_scheduler.log", 0
+        while not stop.wait(0.5):
+            if not path.is_file():
+                continue
+            with open(path) as f:
+                f.seek(offset)
+                chunk = f.read()
+                offset = f.tell()
+            for line in chunk.splitlines():
+                match = picks.search(line)
+                if match:
+                    progress.step(f"searching and building candidates for task {int(match.group(1)) + 1}/{n_tasks}: "
+                                  f"{match.group(2)}")
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _reset_meta_schedule_logging() -> None:

@@ -54,12 +54,25 @@ class LoadedModel:
 
             example = torch.from_numpy(random_inputs(self.input_shape, 1)[0])
             try:
-                self.exported = torch.export.export(self.torch_module, (example,))
+                self.exported = torch.export.export(fold_batchnorm(self.torch_module), (example,))
             except Exception as err:  # torch raises many types here; all mean "does not export"
                 raise HarnessError(f"model '{self.name}' does not export with torch.export: {one_line(err)}",
                                    "make the forward pass traceable (no data-dependent Python control flow), "
                                    "or give an .onnx file instead") from None
         return self.exported
+
+
+def fold_batchnorm(module):
+    """Eval-mode batch norm folded into the convolution before it (torch.fx), so compiled kernels do
+    not carry it as four element-wise ops after every conv. Modules fx cannot trace stay as they are."""
+    import copy
+
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(copy.deepcopy(module))
+    except Exception:  # fx tracing fails on data-dependent control flow; export reports that itself
+        return module
 
 
 @dataclass(frozen=True)
