@@ -16,7 +16,8 @@ from tests.conftest import ROOT, USER_MODELS, run_cli
 from tvmharness.engines import EngineOptions, get_engine
 from tvmharness.models import load_model
 from tvmharness.targets import resolve
-from tvmharness.tune import RECORDS, TuneOptions, records_dir, tune_model
+from tvmharness.errors import HarnessError
+from tvmharness.tune import RECORDS, TuneOptions, parse_duration, records_dir, tune_model
 
 TINY = f"{USER_MODELS}:tiny_mlp"
 
@@ -43,6 +44,7 @@ def test_a_tiny_model_tunes_and_the_tuned_build_uses_the_records(tuned):
     assert session.tuned is True
     tuning = session.details["tuning_records"]
     assert tuning["tasks_tuned"] >= 1 and tuning["sha256"] == result.records_hash
+    assert 0 < tuning["trials"] <= len(records)
     untuned = get_engine("tvm-untuned").prepare(model, target, options)
     assert untuned.tuned is False
     x = np.random.default_rng(0).standard_normal((1, 16), dtype=np.float32)
@@ -114,3 +116,10 @@ def test_bad_tune_inputs_give_clear_errors_and_leave_the_records_intact(tmp_path
     assert proc.returncode == 2, proc.stderr
     assert "corrupt or foreign at line 1" in proc.stderr and "Traceback" not in proc.stderr
     assert (directory / RECORDS).read_bytes() == corrupt
+
+
+def test_durations_read_as_people_write_them():
+    assert parse_duration("90s") == 90 and parse_duration("30m") == 1800
+    assert parse_duration("1h30m") == 5400 and parse_duration("45") == 45 and parse_duration(None) is None
+    with pytest.raises(HarnessError, match="cannot read the duration"):
+        parse_duration("soon")

@@ -128,9 +128,10 @@ def _compile_tuned(mod, target: Target, records: Path, digest: str):
     database = open_database(records, target)
     mod_pre, mod_zero = lower_for_tuning(mod, target)
     tasks = extract_tasks(mod_zero, target)
-    tuned = tuned_task_count(database, tasks, target)
+    tuned, trials = tuned_task_count(database, tasks, target)
     executable = compile_relax(database, mod_pre, target.tvm_target(), params=None)
-    return executable, {"dir": str(records), "sha256": digest, "tasks_tuned": tuned, "tasks": len(tasks)} if tuned else None
+    info = {"dir": str(records), "sha256": digest, "tasks_tuned": tuned, "tasks": len(tasks), "trials": trials}
+    return executable, info if tuned else None
 
 
 def export_artifact(artifact: Artifact, out_dir: Path) -> Path:

@@ -158,6 +158,8 @@ class _TuneProgress:
                                          + (f", ~{remaining / 60:.1f} min left" if remaining else ""))
         if task is not None:
             best = "no valid candidate yet" if task.best_s is None else f"best {task.best_s * 1e3:.4f} ms"
+            if task.best_s and task.flop:
+                best += f" ({task.flop / task.best_s / 1e9:.1f} GFLOP/s)"
             errors = f", {task.errors} failed" if task.errors else ""
             tasks_done = sum(t.best_s is not None for t in state.tasks)
             self.progress.console.log(f"{task.name}: {task.trials} trials, {best}{errors} · tasks with a record "

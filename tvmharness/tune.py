@@ -152,9 +152,11 @@ def extract_tasks(mod_zero, target: Target):
     return list(ms_extract(mod_zero, target.tvm_target()))
 
 
-def tuned_task_count(database, tasks, target: Target) -> int:
+def tuned_task_count(database, tasks, target: Target) -> tuple[int, int]:
+    """(tasks with a record the build will apply, trials recorded for the model's workloads)."""
     tvm_target = target.tvm_target()
-    return sum(database.query_tuning_record(t.dispatched[0], tvm_target, t.task_name) is not None for t in tasks)
+    tuned = sum(database.query_tuning_record(t.dispatched[0], tvm_target, t.task_name) is not None for t in tasks)
+    return tuned, sum(_known(database, t)[0] for t in tasks)
 
 
 # ---------------------------------------------------------------- tuning
@@ -289,7 +291,7 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
     directory = records_dir(records_root, target)
     progress.step(f"importing {model.name} for {target.name}")
     os.environ["TVM_NUM_THREADS"] = str(threads)  # the runner's workers inherit it
-    mod_pre, mod_zero = lower_for_tuning(to_relax(model, frontend, cache_dir), target)
+    _, mod_zero = lower_for_tuning(to_relax(model, frontend, cache_dir), target)
     extracted = extract_tasks(mod_zero, target)
     if not extracted:
         raise HarnessError(f"'{model.name}' has no tunable tasks for {target.name}", "nothing to tune")
@@ -320,7 +322,7 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
         if trials_run and ok == 0:
             first = next((t.first_error for t in states if t.first_error), "no error message")
             raise HarnessError(f"all {trials_run} tuning trials of {model.name} failed; the first error: {first}",
-                               "see the logs in " + str(directory / "logs") + "; a builder timeout means a slow machine: "
+                               "see the MetaSchedule logs in " + str(directory / "runs") + "; a builder timeout means a slow machine: "
                                "raise [tune] builder_timeout")
         return _result(model, target, directory, states, trials_run, state, skipped, session)
 

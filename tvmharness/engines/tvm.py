@@ -56,7 +56,8 @@ class TVMEngine(Engine):
             return lambda: vm.invoke_stateful("main")
 
         tuning = artifact.manifest.get("tuning_records")
-        notes = [f"tuned: records for {tuning['tasks_tuned']} of {tuning['tasks']} tasks"] if tuning else [UNTUNED_NOTE]
+        notes = ([f"tuned: records for {tuning['tasks_tuned']} of {tuning['tasks']} tasks, {tuning['trials']} trials"]
+                 if tuning else [UNTUNED_NOTE])
         if threads != options.threads:
             notes.append(f"TVM runs {threads} threads (TVM_NUM_THREADS was set after its pool started)")
         return Session(engine=self.name, run=run, bind=bind, artifact=artifact.library,

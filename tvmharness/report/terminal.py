@@ -49,7 +49,8 @@ def run_table(frame, run: dict) -> Table:
             notes.append("baseline")
         if r["engine"].startswith("tvm") and r["status"] != "failed to build":
             tuning = (r["details"] or {}).get("tuning_records")
-            notes.append(f"tuned {tuning['tasks_tuned']}/{tuning['tasks']} tasks" if tuning else "UNTUNED")
+            notes.append(f"tuned {tuning['tasks_tuned']}/{tuning['tasks']} tasks, {tuning.get('trials', '?')} trials"
+                         if tuning else "UNTUNED")
         if _present(r["cache_hit"]) and r["status"] != "failed to build":
             notes.append("cached" if r["cache_hit"] else "built")
         if _present(r["meets_goals"]):
