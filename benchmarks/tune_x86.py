@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -22,8 +25,6 @@ from tvmharness.measure import time_call
 from tvmharness.models import load_model
 from tvmharness.pipeline import run_recipe
 from tvmharness.recipe import recipe_from_dict
-from tvmharness.targets import resolve
-from tvmharness.tune import TuneOptions, parse_duration, tune_model
 
 MODELS = ["resnet18", "mobilenet_v2"]
 ENGINES = ["tvm", "tvm-untuned", "torch", "onnxruntime"]
@@ -60,6 +61,24 @@ def model_gflop(model) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def tune_in_subprocess(recipe) -> dict[str, dict]:
+    """Tune through the CLI in its own process, so that nothing MetaSchedule leaves behind (worker
+    pools, threads) shares the CPU with the measurements that follow."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tune.toml"
+        budget = recipe.tune
+        lines = [f"models = {json.dumps(recipe.models)}", f"targets = {json.dumps(recipe.targets)}",
+                 "[measure]", f"threads = {recipe.measure.threads}", "[tune]", f"trials = {budget.trials}"]
+        lines += [f"time_budget = {json.dumps(budget.time_budget)}"] if budget.time_budget else []
+        lines += ["[output]", f"dir = {json.dumps(str(recipe.output.dir.resolve()))}"]
+        path.write_text("\n".join(lines) + "\n")
+        proc = subprocess.run([sys.executable, "-m", "tvmharness", "tune", str(path), "--no-measure", "--json"],
+                              stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"tuning failed (exit {proc.returncode}); its messages are above")
+    return {s["model"]: s for s in json.loads(proc.stdout)["tune"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=256, help="trials per model this run")
@@ -74,19 +93,12 @@ def main() -> None:
                                "tune": {"trials": args.trials, "time_budget": args.time_budget},
                                "output": {"dir": args.results, "store": f"{args.results}/benchmarks.db"}})
     console = Console(width=160)
-    target = resolve("x86", args.threads)
-    tuned = {}
-    for name in MODELS:
-        model = load_model(name, recipe.cache_dir)
-        started = time.perf_counter()
-        tuned[name] = tune_model(model, target, TuneOptions(trials=args.trials, time_budget_s=parse_duration(args.time_budget),
-                                                            patience=recipe.tune.patience),
-                                 frontend="torch", cache_dir=recipe.cache_dir, records_root=recipe.records_root,
-                                 threads=args.threads)
-        console.print(f"tuned {name}: {tuned[name].trials_run} trials in {time.perf_counter() - started:.0f} s "
-                      f"({tuned[name].stopped or 'budget spent'})")
-    result = run_recipe(recipe)
+    tuned = tune_in_subprocess(recipe)
+    for res in tuned.values():
+        console.print(f"tuned {res['model']}: {res['trials_run']} trials in {res['seconds']:.0f} s "
+                      f"({res['stopped'] or 'budget spent'})")
     peak = matmul_peak_gflops(args.threads)
+    result = run_recipe(recipe)
     median = {(r["model"], r["engine"]): r.get("median_ms") for r in result.rows}
     failed = [(r["model"], r["engine"], r["reason"]) for r in result.rows if r["status"] != "ok"]
     if failed:
@@ -111,12 +123,13 @@ def main() -> None:
                       f"{rate['tvm'] / peak:.2f} / {rate['onnxruntime'] / peak:.2f}")
     console.print(table)
     for name, res in tuned.items():
-        known = [t for t in res.tasks if t.best_s is not None]
-        total = sum(t.weight * t.best_s for t in known) or 1.0
-        share = sorted(known, key=lambda t: -t.weight * t.best_s)[:5]
-        console.print(f"{name}: {len(known)}/{len(res.tasks)} tasks have records; where the tuned time goes: "
-                      + ", ".join(f"{t.name} {100 * t.weight * t.best_s / total:.0f}%" for t in share))
-    trials = {name: res.trials_run for name, res in tuned.items()}
+        known = [t for t in res["tasks"] if t["best_ms"] is not None]
+        total = sum(t["weight"] * t["best_ms"] for t in known) or 1.0
+        share = sorted(known, key=lambda t: -t["weight"] * t["best_ms"])[:5]
+        console.print(f"{name}: {len(known)}/{len(res['tasks'])} tasks have records "
+                      f"({sum(t['known_records'] + t['trials'] for t in res['tasks'])} trials in all); where the tuned time goes: "
+                      + ", ".join(f"{t['name']} {100 * t['weight'] * t['best_ms'] / total:.0f}%" for t in share))
+    trials = {name: res["trials_run"] for name, res in tuned.items()}
     print(json.dumps(figures | {"trials": sum(trials.values()), "trials_per_model": trials, "peak_gflops": round(peak, 1),
                                 "threads": args.threads}))
 

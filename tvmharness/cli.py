@@ -59,6 +59,11 @@ def _friendly(command):
     return wrapper
 
 
+def _print_json(doc) -> None:
+    """Plain JSON on stdout: no colour, no wrapping of long strings, one document."""
+    sys.stdout.write(json.dumps(doc, default=str, indent=2) + "\n")
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"tvmharness {__version__}")
@@ -104,7 +109,8 @@ def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
         result = run_recipe(recipe, _RichProgress(progress))
     frame, run = result.frame(), result.store.run(result.run_id)
     if json_out:
-        out.print_json(json.dumps((extra or {}) | {"run": run, "rows": frame.to_dict("records")}, default=str))
+        rows = json.loads(frame.to_json(orient="records", date_format="iso"))  # NaN -> null
+        _print_json((extra or {}) | {"run": run, "rows": rows})
     else:
         render_run(frame, run, out)
         err.print(f"stored {len(frame)} rows in {recipe.output.store} (run {result.run_id}) in {result.seconds:.0f} s")
@@ -216,7 +222,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
                           + f"; records {result.records_dir} (sha256 {(result.records_hash or '')[:16]})", highlight=False)
     if not measure:
         if json_out:
-            out.print_json(json.dumps({"tune": summaries}))
+            _print_json({"tune": summaries})
         return 0
     engines = ["tvm", "tvm-untuned", "torch", "onnxruntime"]
     return _measure(apply_overrides(chosen, engines=engines), json_out, extra={"tune": summaries})
@@ -245,7 +251,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
                              defaults.records_root)
     dest = export_artifact(artifact, out_dir or Path("results/artifacts") / f"{Path(model).stem}-{target}")
     if json_out:
-        out.print_json(json.dumps({"dir": str(dest), "cache_hit": artifact.cache_hit, "manifest": artifact.manifest}))
+        _print_json({"dir": str(dest), "cache_hit": artifact.cache_hit, "manifest": artifact.manifest})
     else:
         m = artifact.manifest
         out.print(f"{'reused cached build' if artifact.cache_hit else 'built'} {m['model']} for {target} "
@@ -270,7 +276,7 @@ def targets(json_out: JsonOpt = False) -> int:
         rows.append({"name": name, "arch": preset.arch, "runs_on": preset.runs_on, "description": preset.description,
                      "tvm_target": expanded, "note": note})
     if json_out:
-        out.print_json(json.dumps(rows))
+        _print_json(rows)
         return 0
     table = Table("target", "arch", "runs on", "TVM target on this host", "description", title="target presets")
     for r in rows:
@@ -287,7 +293,7 @@ def models(json_out: JsonOpt = False) -> int:
 
     rows = [{"name": n, "input": [1, *e.image_shape], "description": e.description} for n, e in ZOO.items()]
     if json_out:
-        out.print_json(json.dumps(rows))
+        _print_json(rows)
         return 0
     table = Table("model", "input (batch 1)", "description", title="model zoo (also: path.pt2, path.onnx, module:function)")
     for r in rows:
@@ -304,7 +310,7 @@ def doctor(json_out: JsonOpt = False) -> int:
 
     rows = checks()
     if json_out:
-        out.print_json(json.dumps(rows))
+        _print_json(rows)
         return 0
     table = Table("check", "", "detail", "fix", title="tvmharness doctor")
     for r in rows:
