@@ -32,7 +32,6 @@ ENGINES = ["tvm", "tvm-untuned", "torch", "onnxruntime"]
 
 def matmul_peak_gflops(threads: int, n: int = 2048, repeats: int = 30) -> float:
     """ONNX Runtime's own large MatMul: the practical peak of this CPU on these threads."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 

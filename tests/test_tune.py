@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, USER_MODELS, run_cli
+from tests.conftest import USER_MODELS, run_cli
 from tvmharness.engines import EngineOptions, get_engine
 from tvmharness.models import load_model
 from tvmharness.targets import resolve

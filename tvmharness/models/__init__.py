@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
