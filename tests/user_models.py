@@ -66,3 +66,20 @@ class MLPOtherHead(nn.Module):
 def mlp_other_head():
     torch.manual_seed(1)
     return MLPOtherHead().eval(), torch.randn(1, 16)
+
+
+class SlowConv(nn.Module):
+    """One wide convolution: about a second per call with TVM's untuned kernels, long enough to
+    interrupt a kit mid-job."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(64, 64, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x).mean(dim=(2, 3))
+
+
+def slow_conv():
+    torch.manual_seed(0)
+    return SlowConv().eval(), torch.randn(1, 64, 128, 128)

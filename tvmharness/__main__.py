@@ -1,3 +1,4 @@
 from .cli import main
 
-main()
+if __name__ == "__main__":  # the rack starts its job workers by spawning, which imports this module again
+    main()

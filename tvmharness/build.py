@@ -14,7 +14,7 @@ from .errors import HarnessError, one_line
 from .frontend import IMPORT_VERSION, to_relax
 from .models import LoadedModel
 from .provenance import git_commit, versions
-from .targets import Target
+from .targets import Target, check_toolchain
 from .tune import extract_tasks, lower_for_tuning, open_database, records_dir, records_hash, tuned_task_count
 
 MANIFEST_FORMAT = 1
@@ -95,9 +95,7 @@ def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path
     if target.preset.cross_compiler:
         from tvm.support import cc
 
-        if shutil.which(target.preset.cross_compiler) is None:
-            raise HarnessError(f"cross compiler '{target.preset.cross_compiler}' for target {target.name} is not installed",
-                               "install it (Debian: apt-get install gcc-aarch64-linux-gnu)")
+        check_toolchain(target)
         export_kwargs["fcompile"] = cc.cross_compiler(target.preset.cross_compiler)
     executable.export_library(str(tmp), **export_kwargs)
     tmp.replace(directory / LIBRARY)

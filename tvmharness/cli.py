@@ -29,6 +29,8 @@ TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", help="
 ModelOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", help="model (repeatable): zoo name, .pt2, .onnx or module:function")]
 EngineOpt = Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="engine (repeatable): tvm, torch, onnxruntime")]
 RepeatsOpt = Annotated[Optional[int], typer.Option("--repeats", help="timed repeats per row (at least 30)")]
+TrackerOpt = Annotated[Optional[str], typer.Option(help="HOST:PORT of the RPC tracker whose dev kits run remote targets")]
+KeyOpt = Annotated[Optional[str], typer.Option(help="the dev kits' key at the tracker (default: the target's usual keys)")]
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL")]
 
 
@@ -124,11 +126,13 @@ def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
 @_friendly
 def run(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recipes/quickstart.toml")],
         target: TargetOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
-        repeats: RepeatsOpt = None, store: StoreOpt = None, json_out: JsonOpt = False) -> int:
+        repeats: RepeatsOpt = None, tracker: TrackerOpt = None, key: KeyOpt = None, store: StoreOpt = None,
+        json_out: JsonOpt = False) -> int:
     """Run a recipe: every model x variant x target x engine, against the fp32 PyTorch baseline."""
     from .recipe import load_recipe
 
-    return _measure(load_recipe(recipe, models=model, targets=target, engines=engine, repeats=repeats, store=store), json_out)
+    return _measure(load_recipe(recipe, models=model, targets=target, engines=engine, repeats=repeats, store=store,
+                                tracker=tracker, key=key), json_out)
 
 
 @app.command()
@@ -180,8 +184,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
          trials: Annotated[Optional[int], typer.Option(help="trials per model and target")] = None,
          time_budget: Annotated[Optional[str], typer.Option("--time-budget", help="cap per model and target, e.g. 30m")] = None,
          resume: Annotated[bool, typer.Option(help="finish the budget of an interrupted tune")] = False,
-         tracker: Annotated[Optional[str], typer.Option(help="HOST:PORT of an RPC tracker whose kits measure candidates")] = None,
-         key: Annotated[Optional[str], typer.Option(help="the dev kits' key at the tracker")] = None,
+         tracker: TrackerOpt = None, key: KeyOpt = None,
          measure: Annotated[bool, typer.Option(help="afterwards, measure tuned vs untuned TVM vs ONNX Runtime vs PyTorch")] = True,
          store: StoreOpt = None, json_out: JsonOpt = False) -> int:
     """Tune models with MetaSchedule (XGBoost cost model); run, compile and bench then use the records."""
@@ -192,23 +195,27 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
 
     if recipe is None and not model:
         raise HarnessError("nothing to tune", "give a recipe or --model M (and --target T)")
-    overrides = dict(models=model, targets=target, store=store, trials=trials, time_budget=time_budget)
+    overrides = dict(models=model, targets=target, store=store, trials=trials, time_budget=time_budget,
+                     tracker=tracker, key=key)
     if recipe is None:
         chosen = apply_overrides(recipe_from_dict({"name": "tune", "models": model}, "(tune)"), **overrides)
     else:
         chosen = load_recipe(recipe, **overrides)
-    if tracker and not key:
-        raise HarnessError("--tracker needs --key: the key the dev kits registered with", "pass --key KEY")
     budget = chosen.tune
-    options = TuneOptions(trials=budget.trials, time_budget_s=parse_duration(budget.time_budget), patience=budget.patience,
-                          resume=resume, builder_timeout_s=budget.builder_timeout, population=budget.population,
-                          tracker=tracker, key=key)
     threads = chosen.measure.threads
     targets_ = [resolve(t, threads) for t in chosen.targets]
+    racks = _kit_racks(chosen, targets_)
     models_ = [load_model(m, chosen.cache_dir, chosen.measure.batch) for m in chosen.models]
     summaries = []
     for loaded in models_:
         for resolved in targets_:
+            rack = racks.get(resolved.name)
+            options = TuneOptions(trials=budget.trials, time_budget_s=parse_duration(budget.time_budget),
+                                  patience=budget.patience, resume=resume, builder_timeout_s=budget.builder_timeout,
+                                  population=budget.population)
+            if rack is not None:  # candidates measured on the kits: uploads and an emulated kit are slower
+                options.tracker, options.key, options.kits = str(rack.tracker), rack.key, len(rack.status().kits)
+                options.runner_timeout_s = 120.0
             with _progress() as progress:
                 result = tune_model(loaded, resolved, options, frontend=chosen.frontend, cache_dir=chosen.cache_dir,
                                     records_root=chosen.records_root, threads=threads, progress=_TuneProgress(progress))
@@ -226,6 +233,14 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
         return 0
     engines = ["tvm", "tvm-untuned", "torch", "onnxruntime"]
     return _measure(apply_overrides(chosen, engines=engines), json_out, extra={"tune": summaries})
+
+
+def _kit_racks(recipe, targets) -> dict:
+    """The kits that measure candidates for remote targets, checked before any tuning starts."""
+    from .pipeline import kit_racks
+
+    with _progress() as progress:
+        return kit_racks(recipe, targets, _RichProgress(progress))
 
 
 @app.command()
@@ -316,6 +331,102 @@ def doctor(json_out: JsonOpt = False) -> int:
     for r in rows:
         table.add_row(r["check"], "[green]ok[/green]" if r["ok"] else "[yellow]no[/yellow]", r["detail"], r["fix"])
     out.print(table)
+    return 0
+
+
+tracker_app = typer.Typer(no_args_is_help=True, help="TVM's RPC tracker: it hands free dev kits to jobs.")
+devkit_app = typer.Typer(no_args_is_help=True, help="Dev kits: TVM's RPC server registered with a tracker.")
+app.add_typer(tracker_app, name="tracker")
+app.add_typer(devkit_app, name="devkit")
+HostOpt = Annotated[str, typer.Option(help="address to listen on; anything but loopback exposes an unauthenticated server")]
+
+
+def _warn(text: str) -> None:
+    err.print(f"[bold yellow]warning:[/bold yellow] {text}", highlight=False)
+
+
+@tracker_app.command("start")
+@_friendly
+def tracker_start(host: HostOpt = "127.0.0.1",
+                  port: Annotated[int, typer.Option(help="port to listen on")] = 9190) -> int:
+    """Run TVM's RPC tracker in the foreground until Ctrl-C."""
+    from .remote.tracker import run_tracker, warn_if_wide
+
+    warning = warn_if_wide(host)
+    if warning:
+        _warn(warning)
+    err.print(f"tracker listening on {host}:{port}; start kits with `tvmharness devkit serve --tracker {host}:{port} "
+              f"--key KEY` (or `tvmharness devkit emulate aarch64 --tracker {host}:{port}`); Ctrl-C stops it", highlight=False)
+    try:
+        run_tracker(host, port)
+    except KeyboardInterrupt:
+        err.print("tracker stopped")
+    return 0
+
+
+def _threads_default() -> int:
+    from .recipe import Measure
+
+    return Measure().threads
+
+
+ThreadsOpt = Annotated[Optional[int], typer.Option(help="TVM threads on the kit (default: this machine's physical cores)")]
+PortOpt = Annotated[int, typer.Option(help="first port to try for the kit's server")]
+
+
+@devkit_app.command("serve")
+@_friendly
+def devkit_serve(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC tracker")],
+                 key: Annotated[str, typer.Option(help="the key jobs ask the tracker for, e.g. rpi4 or aarch64")],
+                 host: HostOpt = "127.0.0.1", port: PortOpt = 9090, threads: ThreadsOpt = None) -> int:
+    """Serve this machine as a dev kit (run it on the board) until Ctrl-C."""
+    from .remote.devkit import host_python, serve
+    from .remote.tracker import parse_address
+
+    return serve(parse_address(tracker), key, host_python(), host, port, threads or _threads_default(), _warn)
+
+
+@devkit_app.command("emulate")
+@_friendly
+def devkit_emulate(arch: Annotated[str, typer.Argument(help="the architecture to emulate: aarch64")],
+                   tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC tracker")],
+                   key: Annotated[str, typer.Option(help="the key jobs ask the tracker for")] = "emulated-aarch64",
+                   host: HostOpt = "127.0.0.1", port: PortOpt = 9090, threads: ThreadsOpt = None,
+                   setup_only: Annotated[bool, typer.Option("--setup-only", help="set the kit up (cached), then exit")] = False) -> int:
+    """An aarch64 dev kit emulated here (qemu-user): proves the ARM path end to end, not ARM speed."""
+    from .remote.devkit import emulated_aarch64, serve
+    from .remote.tracker import parse_address
+
+    if arch != "aarch64":
+        raise HarnessError(f"cannot emulate '{arch}'", "emulate aarch64")
+    address = parse_address(tracker)
+    with _progress() as progress:
+        kit = emulated_aarch64(_RichProgress(progress).step)
+    if setup_only:
+        err.print(f"emulated aarch64 kit ready in {kit.root}", highlight=False)
+        return 0
+    err.print(f"emulated aarch64 kit ({kit.emulated}); its rows are marked emulated", highlight=False)
+    return serve(address, key, kit, host, port, threads or _threads_default(), _warn)
+
+
+@app.command()
+@_friendly
+def devices(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC tracker")] = "127.0.0.1:9190",
+            json_out: JsonOpt = False) -> int:
+    """The tracker's dev kits: keys, kits free and busy, requests waiting."""
+    from dataclasses import asdict
+
+    from .remote.tracker import parse_address, summary
+
+    address = parse_address(tracker)
+    keys = summary(address)
+    if json_out:
+        _print_json({"tracker": str(address), "keys": [asdict(k) | {"busy": k.busy} for k in keys.values()]})
+        return 0
+    table = Table("key", "kits", "free", "busy", "waiting", "addresses", title=f"dev kits at {address}")
+    for k in keys.values():
+        table.add_row(k.key, str(len(k.kits)), str(k.free), str(k.busy), str(k.pending), " ".join(k.kits))
+    out.print(table if keys else f"no kits at {address}: start one with `tvmharness devkit serve --tracker {address} --key KEY`")
     return 0
 
 

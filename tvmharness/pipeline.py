@@ -15,7 +15,8 @@ from .models import LoadedModel, load_model
 from .provenance import snapshot
 from .recipe import Recipe
 from .results import Store
-from .targets import Target, resolve
+from .remote.rack import KitFailure, KitJob, KitResult, Rack
+from .targets import Target, check_toolchain, host_target, resolve
 
 # Row statuses, as the report shows them.
 OK = "ok"
@@ -61,6 +62,8 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None) -> RunResult:
     started = time.perf_counter()
     threads = recipe.measure.threads
     targets = [resolve(t, threads) for t in recipe.targets]
+    host = host_target(targets, threads)
+    racks = kit_racks(recipe, targets, progress)
     for variant in recipe.variants:
         check_variant(variant)
     models = []
@@ -74,33 +77,48 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None) -> RunResult:
     result = RunResult(run_id=run_id, recipe=recipe, store=store, provenance=provenance)
     options = EngineOptions(frontend=recipe.frontend, cache_dir=recipe.cache_dir, threads=threads,
                             records_root=recipe.records_root)
+    kit_rows: list[_KitRow] = []
     try:
         for model in models:
-            _run_model(model, targets, recipe, options, store, result, progress)
+            _run_model(model, targets, host, recipe, options, store, result, progress, kit_rows)
+        # Kit jobs run last, in parallel over the free kits, with the host quiet.
+        for target_name, rack in racks.items():
+            _run_on_kits([k for k in kit_rows if k.row["target"] == target_name], rack, recipe, store, result, progress)
     finally:
         store.finish_run(run_id)
         result.seconds = time.perf_counter() - started
     return result
 
 
-def _run_model(model: LoadedModel, targets: list[Target], recipe: Recipe, options: EngineOptions,
-               store: Store, result: RunResult, progress: Progress) -> None:
+def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: Recipe, options: EngineOptions,
+               store: Store, result: RunResult, progress: Progress, kit_rows: list["_KitRow"]) -> None:
     inputs = model.inputs(recipe.measure.agreement_samples)
-    host_target = next((t for t in targets if t.preset.runs_on == "local"), targets[0])
     baseline_engine = model.baseline_engine
-    baseline = _measure(model, BASELINE, host_target, baseline_engine, True, inputs, None, recipe, options, progress)
+    baseline = _measure(model, BASELINE, host, baseline_engine, True, inputs, None, recipe, options, progress)
     reference = baseline.pop("_outputs", None)
     if model.cache_hit is not None:
         baseline["details"]["trained_model_from_cache"] = model.cache_hit
     _store(store, result, baseline)
     if reference is None:
         return  # no baseline, nothing to compare with; the row says why
+    # Host engines (PyTorch, ONNX Runtime) run once per variant, on the host; compilers on every target.
+    placements = targets if host in targets else [host, *targets]
     for variant in recipe.variants:
         variant_model = apply_variant(model, variant)
-        for target in targets:
+        for target in placements:
             for engine in recipe.engines:
-                if engine in HOST_ENGINES and (target is not host_target or (engine == baseline_engine and variant == BASELINE)):
-                    continue  # host engines run once per model, on the host; the baseline row is already there
+                on_host = engine in HOST_ENGINES
+                if (on_host and (target is not host or (engine == baseline_engine and variant == BASELINE))
+                        or (not on_host and target not in targets)):
+                    continue
+                if target.preset.runs_on == "rpc":
+                    kit_row = _build_for_kit(variant_model, variant, target, engine, inputs, reference, baseline,
+                                             recipe, options, progress)
+                    if isinstance(kit_row, _KitRow):
+                        kit_rows.append(kit_row)
+                    else:
+                        _store(store, result, kit_row)
+                    continue
                 row = _measure(variant_model, variant, target, engine, False, inputs, reference, recipe, options, progress)
                 row.pop("_outputs", None)
                 _compare_with_baseline(row, baseline, recipe)
@@ -112,12 +130,16 @@ def _store(store: Store, result: RunResult, row: dict) -> None:
     result.rows.append(row)
 
 
+def _row(model: LoadedModel, variant: str, target: Target, engine, is_baseline: bool, recipe: Recipe) -> dict:
+    return {"model": model.name, "variant": variant, "target": target.name, "engine": engine.name,
+            "engine_version": engine.version(), "is_baseline": is_baseline, "batch": recipe.measure.batch,
+            "status": OK, "reason": "", "target_spec": target.describe(), "details": {"notes": list(model.notes)}}
+
+
 def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str, is_baseline: bool,
              inputs, reference, recipe: Recipe, options: EngineOptions, progress: Progress) -> dict:
     engine = get_engine(engine_name)
-    row = {"model": model.name, "variant": variant, "target": target.name, "engine": engine.name,
-           "engine_version": engine.version(), "is_baseline": is_baseline, "batch": recipe.measure.batch,
-           "status": OK, "reason": "", "target_spec": target.describe(), "details": {"notes": list(model.notes)}}
+    row = _row(model, variant, target, engine, is_baseline, recipe)
     label = f"{model.name} / {variant} / {target.name} / {engine.name}"
     progress.step(f"preparing {label}")
     clock = time.perf_counter()
@@ -140,6 +162,11 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
     except Exception as err:
         return row | {"status": RUN_FAILED, "reason": f"{type(err).__name__}: {one_line(err)}"}
     row["details"]["measure_seconds"] = round(time.perf_counter() - clock, 3)
+    _record_outputs(row, model, latency, outputs, reference, recipe)
+    return row
+
+
+def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, recipe: Recipe) -> None:
     row.update(median_ms=latency.median_ms, p90_ms=latency.p90_ms, iqr_ms=latency.iqr_ms, samples_ms=latency.samples_ms)
     if model.eval_set is not None:
         row["accuracy"] = accuracy(outputs, model.eval_set[1])
@@ -152,7 +179,101 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
         if not agree.within_tolerance:
             row.update(status=DISAGREES, reason=f"max abs diff {agree.max_abs_diff:.3g} exceeds the tolerance "
                                                  f"({recipe.measure.tolerance:g} x the baseline's largest output)")
-    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# Dev kits: built here (cross-compiled), measured on a kit the tracker hands out.
+
+@dataclass
+class _KitRow:
+    row: dict
+    job: KitJob
+    model: LoadedModel
+    reference: list
+    baseline: dict
+
+
+def kit_racks(recipe: Recipe, targets: list[Target], progress: Progress) -> dict[str, Rack]:
+    """A rack per remote target, checked before anything is measured: the tracker answers, a kit is
+    registered under the key, and that kit has the target's architecture."""
+    from .remote.tracker import parse_address, probe
+    from .remote.rack import resolve_key
+    from .tune import parse_duration
+
+    remote = [t for t in targets if t.preset.runs_on == "rpc"]
+    if not remote or all(e in HOST_ENGINES for e in recipe.engines):
+        return {}
+    devices = recipe.devices
+    if not devices.tracker:
+        raise HarnessError(f"target {remote[0].name} runs on dev kits, and no tracker was given",
+                           "pass --tracker HOST:PORT (or set tracker in the recipe's [devices]); to try it here: "
+                           "`tvmharness tracker start` and `tvmharness devkit emulate aarch64 --tracker 127.0.0.1:9190`")
+    address = parse_address(devices.tracker)
+    probe(address)
+    racks = {}
+    for target in remote:
+        check_toolchain(target)
+        rack = Rack(address, resolve_key(address, devices.key, target.preset.rpc_keys),
+                    job_timeout_s=parse_duration(devices.job_timeout), wait_s=parse_duration(devices.wait),
+                    retries=devices.retries)
+        progress.step(f"checking a kit under '{rack.key}' at {address} for target {target.name}")
+        rack.check_kit(target.preset.arch)
+        racks[target.name] = rack
+    return racks
+
+
+def _build_for_kit(model: LoadedModel, variant: str, target: Target, engine_name: str, inputs, reference,
+                   baseline: dict, recipe: Recipe, options: EngineOptions, progress: Progress) -> "_KitRow | dict":
+    from .engines.tvm import TVMEngine, describe_artifact
+
+    engine = get_engine(engine_name)
+    row = _row(model, variant, target, engine, False, recipe)
+    if not isinstance(engine, TVMEngine):
+        return row | {"status": BUILD_FAILED, "reason": f"engine {engine.name} cannot run on a dev kit"}
+    progress.step(f"building {model.name} / {variant} for {target.name} (on this host)")
+    clock = time.perf_counter()
+    try:
+        artifact = engine.build(model, target, options)
+    except HarnessError as err:
+        return row | {"status": BUILD_FAILED, "reason": str(err)}
+    except Exception as err:
+        return row | {"status": BUILD_FAILED, "reason": f"{type(err).__name__}: {one_line(err)}"}
+    notes, details = describe_artifact(artifact)
+    row.update(artifact_bytes=artifact.size_bytes, cache_hit=artifact.cache_hit, tuned=artifact.tuned)
+    row["details"].update(details, engine_notes=notes, artifact=str(artifact.library),
+                          prepare_seconds=round(time.perf_counter() - clock, 3))
+    job = KitJob(label=f"{model.name} / {variant} / {target.name} / {engine.name}", library=artifact.library,
+                 inputs=inputs, warmup=recipe.measure.warmup, repeats=recipe.measure.repeats, arch=target.preset.arch)
+    return _KitRow(row, job, model, reference, baseline)
+
+
+def _run_on_kits(kit_rows: list[_KitRow], rack: Rack, recipe: Recipe, store: Store, result: RunResult,
+                 progress: Progress) -> None:
+    by_job = {id(k.job): k for k in kit_rows}
+    for job, outcome in rack.map([k.job for k in kit_rows], lambda job, text: progress.step(f"{job.label}: {text}")):
+        pending = by_job[id(job)]
+        row = pending.row
+        row["details"]["rack"] = {"tracker": str(rack.tracker), "key": rack.key}
+        if isinstance(outcome, KitFailure):
+            row.update(status=RUN_FAILED, reason="; ".join([*outcome.attempts, str(outcome)]))
+            row["details"].update(kit=outcome.kit, kit_failure=outcome.kind)
+        else:
+            _record_kit_result(row, outcome, pending, recipe)
+        _store(store, result, row)
+
+
+def _record_kit_result(row: dict, outcome: KitResult, pending: _KitRow, recipe: Recipe) -> None:
+    info = outcome.info
+    row.update(threads=info.get("threads"))
+    row["details"].update(kit=outcome.kit, kit_info=info, upload_seconds=outcome.upload_seconds,
+                          measure_seconds=round(sum(outcome.latency.samples_ms) / 1e3, 3))
+    if outcome.attempts:
+        row["details"]["retried_after"] = outcome.attempts
+    if outcome.emulated:
+        row["details"]["emulated"] = outcome.emulated
+        row["details"]["engine_notes"].append(f"emulated by {outcome.emulated}: proves the path, not the kit's speed")
+    _record_outputs(row, pending.model, outcome.latency, outcome.outputs, pending.reference, recipe)
+    _compare_with_baseline(row, pending.baseline, recipe)
 
 
 def _compare_with_baseline(row: dict, baseline: dict, recipe: Recipe) -> None:

@@ -57,6 +57,16 @@ class Tune(_Strict):
     population: int = Field(128, ge=8, description="evolutionary search population")
 
 
+class Devices(_Strict):
+    """Dev kits behind an RPC tracker, for the targets that run on kits (see `tvmharness targets`)."""
+
+    tracker: str | None = Field(None, description="HOST:PORT of the RPC tracker")
+    key: str | None = Field(None, description="the kits' key at the tracker; unset: the target's usual keys")
+    job_timeout: str = Field("20m", description="per job once a kit has it: upload, warm-up and repeats")
+    wait: str = Field("2m", description="how long a job waits for a free kit")
+    retries: int = Field(1, ge=0, description="further kits tried when a kit dies or hangs mid-job")
+
+
 class Output(_Strict):
     dir: Path = Path("results")
     store: str = Field("results/history.db", description="a path to a SQLite file or any SQLAlchemy URL")
@@ -73,6 +83,7 @@ class Recipe(_Strict):
     measure: Measure = Field(default_factory=Measure)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     tune: Tune = Field(default_factory=Tune)
+    devices: Devices = Field(default_factory=Devices)
     output: Output = Field(default_factory=Output)
 
     def digest(self) -> str:
@@ -121,7 +132,7 @@ def load_recipe(path: str | Path, **overrides) -> Recipe:
 
 
 def apply_overrides(recipe: Recipe, *, models=None, targets=None, engines=None, repeats=None, store=None,
-                    trials=None, time_budget=None) -> Recipe:
+                    trials=None, time_budget=None, tracker=None, key=None) -> Recipe:
     """Command-line values replace the recipe's; the result is validated like a recipe file."""
     data = recipe.model_dump()
     if models:
@@ -138,4 +149,8 @@ def apply_overrides(recipe: Recipe, *, models=None, targets=None, engines=None, 
         data["tune"]["trials"] = trials
     if time_budget is not None:
         data["tune"]["time_budget"] = time_budget
+    if tracker:
+        data["devices"]["tracker"] = tracker
+    if key:
+        data["devices"]["key"] = key
     return recipe_from_dict(data, "(with command-line overrides)")

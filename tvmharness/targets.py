@@ -27,6 +27,7 @@ class TargetPreset(BaseModel):
     tvm: dict
     host: dict | None = None
     cross_compiler: str | None = None
+    rpc_keys: list[str] = []  # tracker keys this target's kits usually register under, preferred first
 
 
 @dataclass
@@ -70,6 +71,30 @@ def presets() -> dict[str, TargetPreset]:
             preset = _read_preset(path)
             found[preset.name] = preset
     return found
+
+
+def check_toolchain(target: Target) -> None:
+    """A cross target needs its compiler on this host: say so before anything is built."""
+    import shutil
+
+    compiler = target.preset.cross_compiler
+    if compiler and shutil.which(compiler) is None:
+        raise HarnessError(f"cross compiler '{compiler}' for target {target.name} is not installed",
+                           "install it (Debian: apt-get install gcc-aarch64-linux-gnu)")
+
+
+def host_target(targets: list[Target], threads: int) -> Target:
+    """Where host engines (PyTorch, ONNX Runtime) run: the recipe's first local target, or this
+    host's own preset when the recipe names only remote ones (say, --target arm)."""
+    local = [t for t in targets if t.preset.runs_on == "local"]
+    if local:
+        return local[0]
+    own = [p for p in presets().values() if p.runs_on == "local" and p.arch == platform.machine()]
+    if not own:
+        raise HarnessError(f"no local target preset for this host ({platform.machine()}) to run the baseline on",
+                           "add one to targets/ (see targets/x86.toml)")
+    detected = [p for p in own if p.tvm.get("mcpu") == "auto"]
+    return resolve((detected or own)[0].name, threads)
 
 
 def resolve(name: str, threads: int) -> Target:

@@ -245,6 +245,7 @@ class TuneOptions:
     population: int = 128
     tracker: str | None = None  # HOST:PORT of an RPC tracker whose kits measure candidates
     key: str | None = None
+    kits: int = 1  # kits under the key: candidates are measured on all of them at once
 
     def __post_init__(self):
         if self.trials <= 0:
@@ -392,7 +393,7 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
         host, _, port = options.tracker.rpartition(":")
         runner = ms.runner.RPCRunner(rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port),
                                                                     tracker_key=options.key, session_timeout_sec=int(options.runner_timeout_s)),
-                                     evaluator_config=evaluator, max_workers=1)
+                                     evaluator_config=evaluator, max_workers=options.kits)
     else:
         runner = ms.runner.LocalRunner(timeout_sec=options.runner_timeout_s, evaluator_config=evaluator)
     callback = _progress_callback(state, progress, options)

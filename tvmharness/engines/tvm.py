@@ -34,12 +34,16 @@ class TVMEngine(Engine):
 
         return tvm.__version__
 
+    def build(self, model: LoadedModel, target: Target, options: EngineOptions):
+        """The artifact for the target, built on this host (cross-compiled for a dev kit)."""
+        records_root = options.records_root if self.use_records else None
+        return build_tvm(model, target, options.frontend, options.cache_dir, records_root)
+
     def prepare(self, model: LoadedModel, target: Target, options: EngineOptions) -> Session:
         if target.preset.runs_on != "local":
-            raise HarnessError(f"target {target.name} runs on a remote dev kit", "remote runs need an RPC tracker")
+            raise HarnessError(f"target {target.name} runs on a dev kit", "measure it through a tracker: --tracker HOST:PORT")
         threads = pin_threads(options.threads)
-        records_root = options.records_root if self.use_records else None
-        artifact = build_tvm(model, target, options.frontend, options.cache_dir, records_root)
+        artifact = self.build(model, target, options)
         import tvm
         from tvm import relax
 
@@ -55,16 +59,22 @@ class TVMEngine(Engine):
             vm.set_input("main", tvm.runtime.tensor(x, dev))
             return lambda: vm.invoke_stateful("main")
 
-        tuning = artifact.manifest.get("tuning_records")
-        notes = ([f"tuned: records for {tuning['tasks_tuned']} of {tuning['tasks']} tasks, {tuning['trials']} trials"]
-                 if tuning else [UNTUNED_NOTE])
+        notes, details = describe_artifact(artifact)
         if threads != options.threads:
             notes.append(f"TVM runs {threads} threads (TVM_NUM_THREADS was set after its pool started)")
         return Session(engine=self.name, run=run, bind=bind, artifact=artifact.library,
                        artifact_bytes=artifact.size_bytes, cache_hit=artifact.cache_hit, threads=threads,
-                       tuned=artifact.tuned, notes=notes,
-                       details={"build_key": artifact.manifest["build_key"][:16], "artifact_dir": str(artifact.dir),
-                                "build_seconds": artifact.manifest["build_seconds"], "tuning_records": tuning})
+                       tuned=artifact.tuned, notes=notes, details=details)
+
+
+def describe_artifact(artifact) -> tuple[list[str], dict]:
+    """What a row says of the build it measured: tuned or not, and its provenance."""
+    tuning = artifact.manifest.get("tuning_records")
+    notes = ([f"tuned: records for {tuning['tasks_tuned']} of {tuning['tasks']} tasks, {tuning['trials']} trials"]
+             if tuning else [UNTUNED_NOTE])
+    details = {"build_key": artifact.manifest["build_key"][:16], "artifact_dir": str(artifact.dir),
+               "build_seconds": artifact.manifest["build_seconds"], "tuning_records": tuning}
+    return notes, details
 
 
 class TVMUntunedEngine(TVMEngine):

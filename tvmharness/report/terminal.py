@@ -51,6 +51,11 @@ def run_table(frame, run: dict) -> Table:
             tuning = (r["details"] or {}).get("tuning_records")
             notes.append(f"tuned {tuning['tasks_tuned']}/{tuning['tasks']} tasks, {tuning.get('trials', '?')} trials"
                          if tuning else "UNTUNED")
+        details = r["details"] or {}
+        if details.get("kit"):
+            notes.append(f"kit {details['kit']}")
+        if details.get("emulated"):
+            notes.append("EMULATED")
         if _present(r["cache_hit"]) and r["status"] != "failed to build":
             notes.append("cached" if r["cache_hit"] else "built")
         if _present(r["meets_goals"]):
@@ -89,6 +94,10 @@ def footnotes(frame) -> list[str]:
         lines.append("UNTUNED: TVM built without tuning records uses its default CPU kernels, single-threaded and far "
                      "from what MetaSchedule tuning reaches (about 190x slower than ONNX Runtime on resnet18 here); "
                      "read these rows as a floor, not as TVM's speed")
+    emulated = sorted({d["emulated"] for d in frame["details"] if d and d.get("emulated")})
+    if emulated:
+        lines.append(f"EMULATED: rows from a kit emulated on this host ({'; '.join(emulated)}) prove the path (cross-compile, "
+                     "upload, run, outputs checked against the baseline), not the speed of real ARM hardware")
     hits = [bool(h) for h in frame["cache_hit"].dropna()]
     trained = [d["trained_model_from_cache"] for d in frame["details"] if d and "trained_model_from_cache" in d]
     if hits or trained:
@@ -107,11 +116,19 @@ def provenance_lines(run: dict, frame) -> list[str]:
     versions = prov["versions"]
     threads = sorted({int(t) for t in frame["threads"].dropna()}) or [prov.get("threads")]
     targets = {r["target"]: r["target_spec"].get("tvm") for r in frame.to_dict("records")}
+    kits = {}
+    for d in frame["details"]:
+        info = (d or {}).get("kit_info")
+        if info:
+            kits[d["kit"]] = (f"{d['kit']} under '{d['rack']['key']}' at {d['rack']['tracker']} ({info.get('machine')}, "
+                              f"{info.get('hostname')}, {info.get('threads')} threads, tvm {info.get('tvm')}, python "
+                              f"{info.get('python')}{', emulated' if info.get('emulated') else ''})")
     return [
         f"host {prov['host']['hostname']} · {cpu['model']} ({cpu['arch']}, {cpu['logical_cores']} logical cores; "
         f"features {' '.join(cpu['features']) or 'none detected'}) · threads {'/'.join(map(str, threads))} · batch "
         f"{'/'.join(map(str, sorted(set(frame['batch']))))}",
         "targets " + "; ".join(f"{name} = {spec}" for name, spec in targets.items()),
+        *(f"kit {line}" for line in kits.values()),
         "versions " + " · ".join(f"{k} {v}" for k, v in versions.items() if v),
         f"git {prov['git_commit']} · recipe {run['recipe_name']} ({run['recipe_hash']}) · run {run['id']} "
         f"at {run['started']:%Y-%m-%d %H:%M:%S} · latencies are medians of the raw samples kept in the store",

@@ -1,0 +1,171 @@
+"""Dev kits on loopback: a real TVM tracker, kits served by `tvmharness devkit serve`, and the
+emulated aarch64 kit where qemu-user and the aarch64 cross compiler are installed."""
+
+import shutil
+import time
+
+import psutil
+import pytest
+
+from tvmharness.pipeline import RUN_FAILED, OK, run_recipe
+from tvmharness.recipe import recipe_from_dict
+from tvmharness.remote.loopback import LoopbackRack, free_port, stop
+
+from .conftest import ROOT, USER_MODELS, run_cli
+
+HAS_EMULATOR = shutil.which("qemu-aarch64-static") and shutil.which("aarch64-linux-gnu-gcc")
+
+
+@pytest.fixture(scope="module")
+def rack():
+    """A tracker, two x86 kits under key "x86", and the emulated aarch64 kit when it can run here."""
+    with LoopbackRack() as loopback:
+        loopback.serve("x86", 2)
+        if HAS_EMULATOR:
+            loopback.emulate()
+        yield loopback
+
+
+def _recipe(workdir, tracker, **extra) -> dict:
+    return {"name": "kits", "models": ["digits_cnn"], "engines": ["tvm", "torch"],
+            "measure": {"warmup": 1, "repeats": 30, "threads": 2},
+            "devices": {"tracker": tracker, "wait": "20s", "job_timeout": "3m"},
+            "output": {"dir": str(workdir), "store": str(workdir / "kits.db")}} | extra
+
+
+def test_tracker_and_kits_listen_on_loopback_only(rack):
+    listening = []
+    for process in rack.processes:
+        for p in [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]:
+            listening += [c.laddr.ip for c in p.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
+    assert len(listening) >= 3  # the tracker and at least two kits
+    assert set(listening) == {"127.0.0.1"}
+
+
+def test_devices_lists_the_kits_per_key(rack):
+    import json
+
+    done = run_cli("devices", "--tracker", rack.tracker, "--json")
+    assert done.returncode == 0, done.stderr
+    keys = {k["key"]: k for k in json.loads(done.stdout)["keys"]}
+    assert len(keys["x86"]["kits"]) == 2
+    assert all(kit.startswith("127.0.0.1:") for kit in keys["x86"]["kits"])
+
+
+def test_a_tiny_model_runs_on_the_kits_and_agrees_with_the_host_baseline(rack, workdir):
+    targets = ["x86-rpc", "arm"] if HAS_EMULATOR else ["x86-rpc"]
+    result = run_recipe(recipe_from_dict(_recipe(workdir, rack.tracker, targets=targets)))
+    rows = {r["target"]: r for r in result.rows}
+    baseline = rows["x86"]  # the host runs the baseline when the recipe names only remote targets
+    assert baseline["is_baseline"] and baseline["engine"] == "torch"
+    for target in targets:
+        row = rows[target]
+        assert row["status"] == OK, row["reason"]
+        assert row["details"]["kit"] in rack.kits(row["details"]["rack"]["key"])
+        assert row["accuracy"] == pytest.approx(baseline["accuracy"], abs=0.01)
+        assert row["max_abs_diff"] < 1e-3 and len(row["samples_ms"]) == 30
+    if HAS_EMULATOR:
+        assert rows["arm"]["details"]["kit_info"]["machine"] == "aarch64"
+        assert "qemu" in rows["arm"]["details"]["emulated"]
+        assert not rows["x86-rpc"]["details"].get("emulated")
+    stored = result.frame()
+    assert set(stored["target"]) == {"x86", *targets}
+
+
+@pytest.mark.skipif(not HAS_EMULATOR, reason="qemu-user-static or gcc-aarch64-linux-gnu is not installed")
+def test_the_arm_command_line_marks_rows_emulated(rack, workdir):
+    done = run_cli("run", str(ROOT / "recipes" / "quickstart.toml"), "--model", "digits_cnn", "--target", "arm",
+                   "--engine", "tvm", "--engine", "torch", "--tracker", rack.tracker, "--store", str(workdir / "cli-kits.db"))
+    assert done.returncode == 0, done.stderr
+    arm = next(line for line in done.stdout.splitlines() if " arm " in line)
+    assert " ok " in arm and "EMULATED" in arm
+    assert "EMULATED: rows from a kit emulated on this host" in done.stdout
+
+
+def test_a_kit_that_dies_mid_job_gets_a_failure_row_and_earlier_rows_stay(rack, workdir):
+    [doomed] = rack.serve("doomed")
+
+    class KillTheKitWhileTiming:
+        def step(self, text: str) -> None:
+            if "slow_conv" in text and "timing" in text:
+                stop(doomed)
+
+        def repeat(self, done: int, total: int) -> None:
+            pass
+
+    recipe = recipe_from_dict(_recipe(workdir, rack.tracker, targets=["x86-rpc"],
+                                      models=["digits_cnn", f"{USER_MODELS}:slow_conv"],
+                                      devices={"tracker": rack.tracker, "key": "doomed", "wait": "5s", "job_timeout": "3m"}))
+    result = run_recipe(recipe, KillTheKitWhileTiming())
+    kit_rows = {r["model"]: r for r in result.rows if r["target"] == "x86-rpc"}
+    assert kit_rows["digits_cnn"]["status"] == OK
+    failed = kit_rows["slow_conv"]
+    assert failed["status"] == RUN_FAILED, failed["reason"]
+    assert failed["details"]["kit"] and failed["details"]["kit"] in failed["reason"], failed["reason"]
+    assert "no kit under 'doomed'" in failed["reason"]  # the retry found no other kit
+    stored = result.frame()
+    assert len(stored) == 4 and set(stored["status"]) == {OK, RUN_FAILED}
+
+
+def test_a_session_killed_on_one_kit_is_retried_and_the_kit_comes_back(rack, workdir):
+    killed = []
+
+    def kill_session_worker():
+        for process in rack.processes[1:3]:  # `devkit serve` -> the kit's server -> a worker per session
+            for server in psutil.Process(process.pid).children():
+                for worker in server.children():
+                    worker.kill()
+                    killed.append(worker.pid)
+                    return
+
+    class KillOneSession:
+        def step(self, text: str) -> None:
+            if "slow_conv" in text and "timing" in text and not killed:
+                kill_session_worker()
+
+        def repeat(self, done: int, total: int) -> None:
+            pass
+
+    recipe = recipe_from_dict(_recipe(workdir, rack.tracker, targets=["x86-rpc"], engines=["tvm"],
+                                      models=[f"{USER_MODELS}:slow_conv"]))
+    result = run_recipe(recipe, KillOneSession())
+    row = next(r for r in result.rows if r["target"] == "x86-rpc")
+    assert killed, "no session worker was found to kill"
+    assert row["status"] == OK, row["reason"]
+    assert row["details"]["retried_after"]
+    rack.wait_for(lambda: len(rack.kits("x86")) == 2, 30, "the kit to register again")
+
+
+def test_a_dead_tracker_address_fails_in_seconds_and_touches_no_store(workdir):
+    store = workdir / "never.db"
+    started = time.monotonic()
+    done = run_cli("run", str(ROOT / "recipes" / "quickstart.toml"), "--target", "arm", "--tracker",
+                   f"127.0.0.1:{free_port()}", "--store", str(store))
+    assert done.returncode == 2
+    assert time.monotonic() - started < 30  # most of it is starting Python and importing TVM
+    assert "no RPC tracker answers at 127.0.0.1" in done.stderr and "tvmharness tracker start" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not store.exists()
+
+
+def test_a_remote_target_without_a_tracker_says_how_to_start_one(workdir):
+    done = run_cli("run", str(ROOT / "recipes" / "quickstart.toml"), "--target", "arm", "--store", str(workdir / "n.db"))
+    assert done.returncode == 2
+    assert "no tracker was given" in done.stderr and "devkit emulate aarch64" in done.stderr
+
+
+def test_an_unknown_key_names_the_keys_the_tracker_has(rack, workdir):
+    done = run_cli("run", str(ROOT / "recipes" / "quickstart.toml"), "--target", "x86-rpc", "--tracker", rack.tracker,
+                   "--key", "no-such-kit", "--store", str(workdir / "n.db"))
+    assert done.returncode == 2
+    assert "no kit under key 'no-such-kit'" in done.stderr and "x86 (2 kits)" in done.stderr
+
+
+@pytest.mark.skipif(not shutil.which("aarch64-linux-gnu-gcc"), reason="gcc-aarch64-linux-gnu is not installed")
+def test_a_kit_of_the_wrong_architecture_is_refused_before_anything_runs(rack, workdir):
+    store = workdir / "wrong.db"
+    done = run_cli("run", str(ROOT / "recipes" / "quickstart.toml"), "--target", "arm", "--tracker", rack.tracker,
+                   "--key", "x86", "--store", str(store))
+    assert done.returncode == 2
+    assert "is x86_64, but the artifact was built for aarch64" in done.stderr
+    assert not store.exists()

@@ -1,0 +1,97 @@
+"""A dev kit: TVM's RPC server registered with a tracker.
+
+This file runs on the kit's own Python (a board's, or the emulated aarch64 one), so it imports only
+the standard library and tvm. Beyond TVM's server it adds two things the harness relies on:
+- `tvmharness.kit_info`: what the kit is (architecture, emulated or not, threads), so that a job
+  sent to a kit of the wrong architecture fails with a clear message before anything is uploaded;
+- a restart in place: when a session's worker dies (its client was killed mid-job), TVM's server
+  loop raises and leaves the tracker for good; here it registers again and takes new sessions.
+"""
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import sys
+import tempfile
+import time
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracker", required=True, help="HOST:PORT of the RPC tracker")
+    parser.add_argument("--key", required=True, help="the key jobs ask the tracker for")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=9090, help="first port to try")
+    parser.add_argument("--port-end", type=int, default=0, help="last port to try (default: port + 99)")
+    parser.add_argument("--threads", type=int, default=0, help="TVM threads on the kit (0: TVM's default)")
+    parser.add_argument("--emulated", default="", help="set when the kit is emulated: says by what")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    # Each session works in a folder of its own under this one; what a killed session leaves is
+    # removed when the server registers again.
+    workdir = tempfile.mkdtemp(prefix="tvmharness-kit-")
+    tempfile.tempdir = workdir
+
+    import tvm
+    import tvm_ffi
+    from tvm.rpc import server as rpc_server
+
+    rpc_server.logger.setLevel(logging.WARNING)
+    log = logging.getLogger("tvmharness.kit")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+    @tvm_ffi.register_global_func("tvmharness.kit_info")
+    def kit_info():
+        return json.dumps({
+            "machine": platform.machine(),
+            "hostname": socket.gethostname(),
+            "python": platform.python_version(),
+            "tvm": tvm.__version__,
+            "threads": tvm.runtime.num_threads(),
+            "emulated": args.emulated,
+        })
+
+    tracker_host, _, tracker_port = args.tracker.rpartition(":")
+    sock, port = _bind(args.host, args.port, args.port_end or args.port + 99)
+    log.info("kit %s (%s%s) on %s:%d, registered with the tracker at %s", args.key, platform.machine(),
+             f", emulated by {args.emulated}" if args.emulated else "", args.host, port, args.tracker)
+    sys.stdout.flush()
+    home = os.getcwd()
+    while True:
+        try:
+            # TVM's own loop: registers with the tracker, serves one session at a time.
+            rpc_server._listen_loop(sock, port, args.key, (tracker_host, int(tracker_port)), None, None)
+        except RuntimeError as err:
+            log.warning("a session ended abnormally (%s); registering again", err)
+            os.chdir(home)
+            for name in os.listdir(workdir):
+                shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+            time.sleep(0.5)
+
+
+def _bind(host, port, port_end):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for candidate in range(port, port_end + 1):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, candidate))
+        except OSError:
+            sock.close()
+            continue
+        sock.listen(1)
+        return sock, candidate
+    sys.exit(f"no free port in {port}-{port_end} on {host}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        pass

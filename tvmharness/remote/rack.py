@@ -1,0 +1,303 @@
+"""The rack: measurement jobs sent to dev kits through the RPC tracker.
+
+The tracker does the scheduling: each job asks it for a kit under its key and gets the next free
+one, so jobs run in parallel on as many kits as are free. Each job runs in a worker process of its
+own, because a kit that hangs never answers and TVM's client has no timeout of its own: the harness
+kills the worker when the job overruns, and retries a job whose kit died or hung on another kit,
+a bounded number of times."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..errors import HarnessError, one_line
+from ..measure import Latency
+from .tracker import Address, KeyStatus, probe, summary
+
+# How a job failed, and whether another kit may succeed where this one did not.
+KIT_LOST = "kit lost"  # the kit died or dropped the connection mid-job: retry elsewhere
+KIT_HUNG = "kit hung"  # no answer within the job timeout: retry elsewhere
+NO_KIT = "no free kit"
+WRONG_ARCH = "wrong architecture"
+JOB_FAILED = "job failed"  # the model itself failed on the kit: another kit would fail the same way
+RETRYABLE = (KIT_LOST, KIT_HUNG)
+
+
+@dataclass
+class KitJob:
+    """One model measured on one kit: the library (built for the kit on the host) and its inputs."""
+
+    label: str
+    library: Path | None  # None: only ask the kit what it is
+    inputs: list[np.ndarray]  # the first output of each is compared with the baseline's
+    warmup: int
+    repeats: int
+    arch: str  # the architecture the library was built for
+
+
+@dataclass
+class KitResult:
+    kit: str  # HOST:PORT of the kit that measured it
+    info: dict  # what the kit says of itself (machine, emulated, threads, versions)
+    outputs: list[np.ndarray]
+    latency: Latency
+    upload_seconds: float
+    attempts: list[str] = field(default_factory=list)  # earlier failures that were retried
+
+    @property
+    def emulated(self) -> str:
+        return self.info.get("emulated", "")
+
+
+class KitFailure(Exception):
+    def __init__(self, kind: str, message: str, kit: str | None = None, attempts: list[str] | None = None):
+        super().__init__(message)
+        self.kind, self.kit, self.attempts = kind, kit, attempts or []
+
+
+@dataclass
+class Rack:
+    """Kits under one key at one tracker, with the limits every job runs under."""
+
+    tracker: Address
+    key: str
+    job_timeout_s: float = 900.0  # once a kit has the job: upload, load, check, warm-up and repeats
+    wait_s: float = 120.0  # for the tracker to hand out a free kit
+    retries: int = 1  # further kits tried after one died or hung
+
+    def status(self) -> KeyStatus:
+        """The kits under this key now; a clear error when there are none."""
+        keys = summary(self.tracker)
+        if self.key not in keys or not keys[self.key].kits:
+            known = ", ".join(f"{k} ({len(s.kits)} kits)" for k, s in keys.items()) or "none"
+            raise HarnessError(f"the tracker at {self.tracker} has no kit under key '{self.key}' (its keys: {known})",
+                               f"pass --key with one of its keys, or start a kit: `tvmharness devkit serve --tracker "
+                               f"{self.tracker} --key {self.key}` on the board (or `tvmharness devkit emulate aarch64 "
+                               f"--tracker {self.tracker}` here)")
+        return keys[self.key]
+
+    def run(self, job: KitJob, on_stage: Callable[[str], None] | None = None) -> KitResult:
+        """Measure one job, retrying on another kit when its kit dies or hangs."""
+        attempts: list[str] = []
+        last = None
+        for _ in range(self.retries + 1):
+            try:
+                kit, r = self._attempt(job, on_stage or (lambda _text: None))
+                return KitResult(kit=kit, info=r["info"], outputs=r["outputs"], latency=Latency.from_samples(r["samples_ms"]),
+                                 upload_seconds=r["upload_seconds"], attempts=attempts)
+            except KitFailure as failure:
+                if failure.kind not in RETRYABLE:
+                    failure.attempts, failure.kit = attempts, failure.kit or (last and last.kit)
+                    raise
+                attempts.append(str(failure) if failure.kit is None or failure.kit in str(failure)
+                                else f"kit {failure.kit}: {failure}")
+                last = failure
+        raise KitFailure(last.kind, f"gave up after {len(attempts)} attempts", last.kit, attempts)
+
+    def check_kit(self, arch: str) -> dict:
+        """Hand a kit an empty job: it answers, and it has the architecture the artifacts are built for."""
+        self.status()
+        try:
+            return self._attempt(KitJob("check", None, [], 0, 0, arch), lambda _text: None)[1]["info"]
+        except KitFailure as failure:
+            fix = {WRONG_ARCH: f"pass --key with the key of {arch} kits (`tvmharness devices --tracker {self.tracker}` lists them)",
+                   NO_KIT: "wait for the rack to free a kit, add kits, or raise wait in the recipe's [devices]"}
+            raise HarnessError(str(failure), fix.get(failure.kind, "check the kit's log; restart it if it is stuck")) from None
+
+    def map(self, jobs: list[KitJob], on_stage: Callable[[KitJob, str], None] | None = None
+            ) -> Iterator[tuple[KitJob, KitResult | KitFailure]]:
+        """Run jobs in parallel, one per kit registered under the key; yield each as it finishes."""
+        workers = max(1, min(len(jobs), len(self.status().kits)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kit-job") as pool:
+            futures = {pool.submit(self._run_caught, job, on_stage): job for job in jobs}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+
+    def _run_caught(self, job: KitJob, on_stage) -> KitResult | KitFailure:
+        try:
+            return self.run(job, (lambda text: on_stage(job, text)) if on_stage else None)
+        except KitFailure as failure:
+            return failure
+
+    def _attempt(self, job: KitJob, on_stage: Callable[[str], None]) -> tuple[str, dict]:
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared with the host's TVM
+        parent, child = ctx.Pipe(duplex=False)
+        spec = {"tracker": (self.tracker.host, self.tracker.port), "key": self.key, "wait_s": self.wait_s,
+                "session_timeout_s": self.job_timeout_s, "library": job.library and str(job.library), "inputs": job.inputs,
+                "warmup": job.warmup, "repeats": job.repeats, "arch": job.arch}
+        worker = ctx.Process(target=_job_worker, args=(spec, child), daemon=True, name=f"kit job {job.label}")
+        on_stage(f"waiting for a free kit under '{self.key}'")
+        worker.start()
+        child.close()
+        kit, deadline = None, time.monotonic() + self.wait_s + 30  # + the worker's own start-up
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if kit is None:
+                        raise KitFailure(NO_KIT, f"no kit under '{self.key}' at {self.tracker} was free within "
+                                         f"{self.wait_s:.0f} s")
+                    raise KitFailure(KIT_HUNG, f"kit {kit} did not finish the job within {self.job_timeout_s:.0f} s "
+                                     "(it hangs, or the job needs a longer timeout)", kit)
+                if not parent.poll(min(left, 1.0)):
+                    if not worker.is_alive() and not parent.poll(0):
+                        raise KitFailure(KIT_LOST, f"the job's worker ended unexpectedly (exit code {worker.exitcode})", kit)
+                    continue
+                try:
+                    message = parent.recv()
+                except EOFError:
+                    raise KitFailure(KIT_LOST, "the job's worker ended without an answer", kit) from None
+                tag = message[0]
+                if tag == "kit":
+                    kit, deadline = message[1], time.monotonic() + self.job_timeout_s
+                    on_stage(f"on kit {kit}")
+                elif tag == "stage":
+                    on_stage(f"{message[1]} on kit {kit}")
+                elif tag == "error":
+                    raise KitFailure(message[1], message[2], kit)
+                elif tag == "result":
+                    return kit, message[1]
+        finally:
+            parent.close()
+            if worker.is_alive():
+                worker.kill()
+            worker.join(5)
+
+
+def resolve_key(tracker: Address, key: str | None, preferred: list[str]) -> str:
+    """The key given, or the first of the target's usual keys that the tracker has kits under."""
+    if key:
+        return key
+    probe(tracker)
+    keys = summary(tracker)
+    for candidate in preferred:
+        if candidate in keys and keys[candidate].kits:
+            return candidate
+    have = ", ".join(keys) or "none"
+    raise HarnessError(f"the tracker at {tracker} has no kit under this target's keys ({', '.join(preferred) or 'none'}); "
+                       f"its keys: {have}",
+                       f"pass --key KEY, or start a kit: `tvmharness devkit emulate aarch64 --tracker {tracker}`")
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker process: one job, one kit. Everything it says goes through the pipe.
+
+def _job_worker(spec: dict, conn) -> None:
+    stage = "connecting to the tracker"
+    try:
+        import tvm
+        from tvm import rpc
+        from tvm.rpc import base
+
+        session, kit = _request_kit(spec, base, rpc)
+        conn.send(("kit", kit))
+        stage = "asking the kit what it is"
+        info = _kit_info(session)
+        machine = info.get("machine")
+        if machine and machine != spec["arch"]:
+            conn.send(("error", WRONG_ARCH, f"kit {kit} under key '{spec['key']}' is {machine}, "
+                                            f"but the artifact was built for {spec['arch']}"))
+            return
+        if spec["library"] is None:
+            conn.send(("result", {"info": info}))
+            return
+        stage = "uploading the model"
+        conn.send(("stage", stage))
+        started = time.perf_counter()
+        session.upload(spec["library"], "model.so")
+        stage = "loading the model"
+        try:
+            module = session.load_module("model.so")
+        except Exception as err:
+            text = one_line(err)
+            if "ELF" in text or "wrong" in text.lower() and "class" in text.lower():
+                conn.send(("error", WRONG_ARCH, f"kit {kit} cannot load a library built for {spec['arch']}: {text}"))
+            else:
+                conn.send(("error", _kind(err), f"kit {kit} could not load the model: {text}"))
+            return
+        upload_seconds = time.perf_counter() - started
+        dev = session.cpu()
+        vm = tvm.relax.VirtualMachine(module, dev)
+        stage = "running the model"
+        conn.send(("stage", stage))
+        outputs = []
+        for x in spec["inputs"]:
+            vm.set_input("main", tvm.runtime.tensor(x, dev))
+            vm.invoke_stateful("main")
+            outputs.append(_first(vm.get_outputs("main"), tvm).numpy())
+        stage = "timing the model"
+        conn.send(("stage", f"timing ({spec['repeats']} repeats)"))
+        vm.set_input("main", tvm.runtime.tensor(spec["inputs"][0], dev))
+        for _ in range(spec["warmup"]):
+            vm.invoke_stateful("main")
+        # Timed on the kit: one call per sample, like every other engine's protocol.
+        timer = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=spec["repeats"])
+        samples = [s * 1e3 for s in timer("main").results]
+        conn.send(("result", {"info": info, "outputs": outputs, "samples_ms": samples,
+                              "upload_seconds": round(upload_seconds, 3)}))
+    except _NoKit as err:
+        conn.send(("error", NO_KIT, str(err)))
+    except Exception as err:  # report any failure as the job's, with the stage it happened in
+        conn.send(("error", _kind(err), f"{stage}: {type(err).__name__}: {one_line(err)}"))
+    finally:
+        conn.close()
+
+
+class _NoKit(Exception):
+    pass
+
+
+def _request_kit(spec: dict, base, rpc):
+    """Ask the tracker for a kit and connect to it, waiting at most wait_s (the tracker itself
+    would queue the request for ever)."""
+    import socket
+    import struct
+
+    host, port = spec["tracker"]
+    sock = socket.create_connection((host, port), timeout=10)
+    try:
+        sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
+        base.recvall(sock, 4)
+        sock.settimeout(spec["wait_s"])
+        base.sendjson(sock, [base.TrackerCode.REQUEST, spec["key"], "", 1])
+        try:
+            code, (url, kit_port, matchkey) = base.recvjson(sock)
+        except TimeoutError:
+            raise _NoKit(f"no kit under '{spec['key']}' at {host}:{port} was free within {spec['wait_s']:.0f} s") from None
+        if code != base.TrackerCode.SUCCESS:
+            raise RuntimeError(f"the tracker refused the request ({code})")
+    finally:
+        sock.close()
+    session = rpc.connect(url, kit_port, matchkey, session_timeout=spec["session_timeout_s"])
+    return session, f"{url}:{kit_port}"
+
+
+def _kit_info(session) -> dict:
+    """What a kit started by this harness says of itself; a plain TVM server says nothing."""
+    import json
+
+    try:
+        return json.loads(session.get_function("tvmharness.kit_info")())
+    except Exception:
+        return {}
+
+
+def _kind(err: Exception) -> str:
+    text = str(err)
+    if "RPCSessionTimeoutError" in text:  # the kit's server ended a session that overran
+        return KIT_HUNG
+    lost = ("kShutdown", "connection", "Connection", "Broken pipe", "socket")
+    return KIT_LOST if isinstance(err, OSError) or any(w in text for w in lost) else JOB_FAILED
+
+
+def _first(out, tvm):
+    while not isinstance(out, tvm.runtime.Tensor):
+        out = out[0]
+    return out

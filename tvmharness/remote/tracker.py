@@ -1,0 +1,118 @@
+"""TVM's RPC tracker: started here, asked what kits it has, and checked for reachability first
+(TVM's own client retries a refused connection for 60 s before it says anything)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from ..errors import HarnessError
+
+DEFAULT_PORT = 9190
+PROBE_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_address(text: str, default_port: int = DEFAULT_PORT) -> Address:
+    """HOST:PORT (or HOST alone) -> Address, with a clear error for anything else."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host, port = text.strip(), str(default_port)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise HarnessError(f"'{text}' is not a tracker address", "write it as HOST:PORT, e.g. 127.0.0.1:9190")
+    return Address(host, int(port))
+
+
+def warn_if_wide(host: str) -> str | None:
+    """TVM RPC has no authentication: anyone who reaches the port can run code on the machine."""
+    try:
+        loopback = ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        loopback = False
+    if loopback:
+        return None
+    return (f"listening on {host}: TVM RPC has no authentication, so anyone who can reach this port can run "
+            "code here. Bind 127.0.0.1 and tunnel (ssh -L) unless this network is trusted.")
+
+
+def _unreachable(address: Address, why: str) -> HarnessError:
+    return HarnessError(f"no RPC tracker answers at {address} ({why})",
+                        f"start one with `tvmharness tracker start --port {address.port}`, or check --tracker")
+
+
+def probe(address: Address, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Fail within seconds when nothing listens at the address, or something that is not a tracker does."""
+    from tvm.rpc import base
+
+    try:
+        with socket.create_connection((address.host, address.port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
+            magic = struct.unpack("<i", base.recvall(sock, 4))[0]
+    except OSError as err:
+        raise _unreachable(address, err.strerror or type(err).__name__) from None
+    if magic != base.RPC_TRACKER_MAGIC:
+        raise _unreachable(address, "something else listens there")
+
+
+@dataclass
+class KeyStatus:
+    key: str
+    kits: list[str] = field(default_factory=list)  # HOST:PORT of each registered kit
+    free: int = 0
+    pending: int = 0  # requests waiting for a kit
+
+    @property
+    def busy(self) -> int:
+        return max(len(self.kits) - self.free, 0)
+
+
+def summary(address: Address) -> dict[str, KeyStatus]:
+    """The tracker's keys: kits registered under each, how many are free, how many requests wait."""
+    from tvm.rpc import base
+
+    probe(address)
+    with socket.create_connection((address.host, address.port), timeout=PROBE_TIMEOUT_S) as sock:
+        sock.settimeout(PROBE_TIMEOUT_S)
+        sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
+        base.recvall(sock, 4)
+        base.sendjson(sock, [base.TrackerCode.SUMMARY])
+        code, data = base.recvjson(sock)
+    if code != base.TrackerCode.SUCCESS:
+        raise HarnessError(f"the tracker at {address} did not answer a summary request", "check that it is a TVM RPC tracker")
+    keys: dict[str, KeyStatus] = {}
+    for server in data["server_info"]:
+        key = server["key"].split(":", 1)[1]
+        keys.setdefault(key, KeyStatus(key)).kits.append(":".join(map(str, server["addr"])))
+    for key, queue in data["queue_info"].items():
+        status = keys.setdefault(key, KeyStatus(key))
+        status.free, status.pending = queue["free"], queue["pending"]
+    return {k: v for k, v in sorted(keys.items()) if v.kits or v.pending}
+
+
+def run_tracker(host: str, port: int) -> None:
+    """Run TVM's tracker in this process until interrupted (the tracker does all the scheduling).
+    The port is bound exactly: a tracker that moved to the next free port would lose its kits."""
+    from tvm.rpc import base, tracker
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise HarnessError(f"cannot listen on {host}:{port}: {err.strerror}",
+                           "pick another --port, or stop what uses it (`tvmharness devices` tells whether it is a tracker)") from None
+    sock.listen(64)
+    tracker.logger.setLevel("WARNING")
+    tracker._tracker_server(sock, base.random_key("tracker"))  # TVM's own tracker loop, in this thread
