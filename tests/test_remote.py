@@ -169,3 +169,17 @@ def test_a_kit_of_the_wrong_architecture_is_refused_before_anything_runs(rack, w
     assert done.returncode == 2
     assert "is x86_64, but the artifact was built for aarch64" in done.stderr
     assert not store.exists()
+
+
+def test_tuning_measures_candidates_on_the_kits(rack, tmp_path):
+    import json
+
+    done = run_cli("tune", "--model", f"{USER_MODELS}:tiny_mlp", "--target", "x86-rpc", "--tracker", rack.tracker,
+                   "--trials", "4", "--no-measure", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)["tune"][0]
+    assert summary["trials_run"] >= 4
+    measured = [t for t in summary["tasks"] if t["best_ms"] is not None]
+    assert measured and all(t["errors"] == 0 for t in summary["tasks"])
+    records = list((tmp_path / "results" / "tuning").glob("x86-rpc-*/database_tuning_record.json"))
+    assert records and records[0].read_text().count("\n") >= len(measured)

@@ -217,7 +217,9 @@ def kit_racks(recipe: Recipe, targets: list[Target], progress: Progress) -> dict
                     job_timeout_s=parse_duration(devices.job_timeout), wait_s=parse_duration(devices.wait),
                     retries=devices.retries)
         progress.step(f"checking a kit under '{rack.key}' at {address} for target {target.name}")
-        rack.check_kit(target.preset.arch)
+        info = rack.check_kit(target.preset.arch)
+        if target.tvm_dict.get("kind") == "llvm" and "num-cores" not in target.tvm_dict and info.get("threads"):
+            target.tvm_dict["num-cores"] = info["threads"]  # MetaSchedule needs it; the kit knows it
         racks[target.name] = rack
     return racks
 
