@@ -4,11 +4,13 @@ The tracker does the scheduling: each job asks it for a kit under its key and ge
 one, so jobs run in parallel on as many kits as are free. Each job runs in a worker process of its
 own, because a kit that hangs never answers and TVM's client has no timeout of its own: the harness
 kills the worker when the job overruns, and retries a job whose kit died or hung on another kit,
-a bounded number of times."""
+a bounded number of times. A worker whose job ended cleanly takes the next job (starting one and
+importing TVM costs seconds, often more than a small job itself)."""
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -71,6 +73,8 @@ class Rack:
     job_timeout_s: float = 900.0  # once a kit has the job: upload, load, check, warm-up and repeats
     wait_s: float = 120.0  # for the tracker to hand out a free kit
     retries: int = 1  # further kits tried after one died or hung
+    _idle: list["_Worker"] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def status(self) -> KeyStatus:
         """The kits under this key now; a clear error when there are none."""
@@ -117,8 +121,18 @@ class Rack:
         workers = max(1, min(len(jobs), len(self.status().kits)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kit-job") as pool:
             futures = {pool.submit(self._run_caught, job, on_stage): job for job in jobs}
-            for future in as_completed(futures):
-                yield futures[future], future.result()
+            try:
+                for future in as_completed(futures):
+                    yield futures[future], future.result()
+            finally:
+                self.close()
+
+    def close(self) -> None:
+        """Stop the idle workers."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.kill()
 
     def _run_caught(self, job: KitJob, on_stage) -> KitResult | KitFailure:
         try:
@@ -127,16 +141,16 @@ class Rack:
             return failure
 
     def _attempt(self, job: KitJob, on_stage: Callable[[str], None]) -> tuple[str, dict]:
-        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared with the host's TVM
-        parent, child = ctx.Pipe(duplex=False)
         spec = {"tracker": (self.tracker.host, self.tracker.port), "key": self.key, "wait_s": self.wait_s,
                 "session_timeout_s": self.job_timeout_s, "library": job.library and str(job.library), "inputs": job.inputs,
                 "warmup": job.warmup, "repeats": job.repeats, "arch": job.arch}
-        worker = ctx.Process(target=_job_worker, args=(spec, child), daemon=True, name=f"kit job {job.label}")
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+        worker = worker or _Worker()
         on_stage(f"waiting for a free kit under '{self.key}'")
-        worker.start()
-        child.close()
-        kit, deadline = None, time.monotonic() + self.wait_s + 30  # + the worker's own start-up
+        worker.conn.send(spec)
+        kit, deadline = None, time.monotonic() + self.wait_s + 30  # + a new worker's start-up
+        clean = False  # whether the worker may take another job
         try:
             while True:
                 left = deadline - time.monotonic()
@@ -146,12 +160,12 @@ class Rack:
                                          f"{self.wait_s:.0f} s")
                     raise KitFailure(KIT_HUNG, f"kit {kit} did not finish the job within {self.job_timeout_s:.0f} s "
                                      "(it hangs, or the job needs a longer timeout)", kit)
-                if not parent.poll(min(left, 1.0)):
-                    if not worker.is_alive() and not parent.poll(0):
-                        raise KitFailure(KIT_LOST, f"the job's worker ended unexpectedly (exit code {worker.exitcode})", kit)
+                if not worker.conn.poll(min(left, 1.0)):
+                    if not worker.process.is_alive() and not worker.conn.poll(0):
+                        raise KitFailure(KIT_LOST, f"the job's worker ended unexpectedly (exit code {worker.process.exitcode})", kit)
                     continue
                 try:
-                    message = parent.recv()
+                    message = worker.conn.recv()
                 except EOFError:
                     raise KitFailure(KIT_LOST, "the job's worker ended without an answer", kit) from None
                 tag = message[0]
@@ -161,14 +175,35 @@ class Rack:
                 elif tag == "stage":
                     on_stage(f"{message[1]} on kit {kit}")
                 elif tag == "error":
+                    clean = message[1] not in RETRYABLE
                     raise KitFailure(message[1], message[2], kit)
                 elif tag == "result":
+                    clean = True
                     return kit, message[1]
         finally:
-            parent.close()
-            if worker.is_alive():
+            if clean:
+                with self._lock:
+                    self._idle.append(worker)
+            else:
                 worker.kill()
-            worker.join(5)
+
+
+class _Worker:
+    """A process that runs jobs one after another (a fresh interpreter: nothing shared with the
+    host's TVM), killed when a job overruns or its kit is lost."""
+
+    def __init__(self):
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_loop, args=(child,), daemon=True, name="kit job worker")
+        self.process.start()
+        child.close()
+
+    def kill(self) -> None:
+        self.conn.close()
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
 
 
 def resolve_key(tracker: Address, key: str | None, preferred: list[str]) -> str:
@@ -187,9 +222,22 @@ def resolve_key(tracker: Address, key: str | None, preferred: list[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The worker process: one job, one kit. Everything it says goes through the pipe.
+# The worker process: a job at a time, each on the kit the tracker hands out. Everything it says
+# goes through the pipe.
 
-def _job_worker(spec: dict, conn) -> None:
+def _worker_loop(conn) -> None:
+    import gc
+
+    while True:
+        try:
+            spec = conn.recv()
+        except (EOFError, OSError):
+            return
+        _job(spec, conn)
+        gc.collect()  # the Relax VM holds its RPC session in a reference cycle: free the kit now
+
+
+def _job(spec: dict, conn) -> None:
     stage = "connecting to the tracker"
     try:
         import tvm
@@ -246,8 +294,6 @@ def _job_worker(spec: dict, conn) -> None:
         conn.send(("error", NO_KIT, str(err)))
     except Exception as err:  # report any failure as the job's, with the stage it happened in
         conn.send(("error", _kind(err), f"{stage}: {type(err).__name__}: {one_line(err)}"))
-    finally:
-        conn.close()
 
 
 class _NoKit(Exception):
