@@ -183,3 +183,15 @@ def test_tuning_measures_candidates_on_the_kits(rack, tmp_path):
     assert measured and all(t["errors"] == 0 for t in summary["tasks"])
     records = list((tmp_path / "results" / "tuning").glob("x86-rpc-*/database_tuning_record.json"))
     assert records and records[0].read_text().count("\n") >= len(measured)
+
+
+def test_binding_beyond_loopback_warns_and_addresses_are_checked():
+    from tvmharness.errors import HarnessError
+    from tvmharness.remote.tracker import parse_address, warn_if_wide
+
+    assert warn_if_wide("127.0.0.1") is None and warn_if_wide("localhost") is None
+    assert "no authentication" in warn_if_wide("0.0.0.0")
+    assert str(parse_address("10.0.0.5:9190")) == "10.0.0.5:9190" and parse_address("kits").port == 9190
+    for bad in ("host:port", ":9190", "host:70000"):
+        with pytest.raises(HarnessError, match="not a tracker address"):
+            parse_address(bad)
