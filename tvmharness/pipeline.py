@@ -140,6 +140,11 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
     except Exception as err:
         return row | {"status": RUN_FAILED, "reason": f"{type(err).__name__}: {one_line(err)}"}
     row["details"]["measure_seconds"] = round(time.perf_counter() - clock, 3)
+    if session.profile is not None:  # after the timing, so the profiler's hook never slows a sample
+        try:
+            row["profile_ms"] = session.profile()
+        except Exception as err:  # a missing profile only loses the operator diff, not the row
+            row["details"]["profile_error"] = f"{type(err).__name__}: {one_line(err)}"
     row.update(median_ms=latency.median_ms, p90_ms=latency.p90_ms, iqr_ms=latency.iqr_ms, samples_ms=latency.samples_ms)
     if model.eval_set is not None:
         row["accuracy"] = accuracy(outputs, model.eval_set[1])
