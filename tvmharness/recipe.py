@@ -57,6 +57,18 @@ class Tune(_Strict):
     population: int = Field(128, ge=8, description="evolutionary search population")
 
 
+class Regression(_Strict):
+    """When `tvmharness nightly` calls a change in a series a regression (see report/regress.py)."""
+
+    min_effect: float = Field(0.05, ge=0, description="latency changes smaller than this share are never flagged")
+    noise_sigmas: float = Field(4.0, gt=0, description="the noise band: this many of the series' night-to-night sigmas")
+    alpha: float = Field(0.002, gt=0, lt=1, description="Mann-Whitney U p-value both runs' samples must reach")
+    window: int = Field(5, ge=1, description="earlier runs whose samples form the reference")
+    history: int = Field(20, ge=2, description="earlier runs the noise band is estimated from")
+    max_size_growth: float = Field(0.01, ge=0, description="artifact growth flagged as larger (0.01 = 1%)")
+    max_accuracy_drop: float = Field(0.005, ge=0, description="accuracy (or top-1 agreement) drop flagged as less accurate")
+
+
 class Output(_Strict):
     dir: Path = Path("results")
     store: str = Field("results/history.db", description="a path to a SQLite file or any SQLAlchemy URL")
@@ -73,6 +85,7 @@ class Recipe(_Strict):
     measure: Measure = Field(default_factory=Measure)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     tune: Tune = Field(default_factory=Tune)
+    regression: Regression = Field(default_factory=Regression)
     output: Output = Field(default_factory=Output)
 
     def digest(self) -> str:

@@ -166,12 +166,21 @@ class Store:
             r = s.get(Run, run_id)
             return {c.name: getattr(r, c.name) for c in Run.__table__.columns}
 
+    def runs(self, since: datetime | None = None) -> list[dict]:
+        """Every run (newest last), without its measurements."""
+        query = select(Run.__table__).order_by(Run.id)
+        if since is not None:
+            query = query.where(Run.started >= since)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
     def frame(self, run_id: int | None = None, since: datetime | None = None):
         """The measurements (joined with their run's provenance) as a pandas DataFrame."""
         import pandas as pd
 
         query = select(Measurement.__table__, Run.hostname, Run.cpu, Run.git_commit, Run.recipe_name,
-                       Run.recipe_hash).join(Run, Measurement.run_id == Run.id)
+                       Run.recipe_hash, Run.started.label("run_started"), Run.provenance.label("run_provenance")
+                       ).join(Run, Measurement.run_id == Run.id)
         if run_id is not None:
             query = query.where(Measurement.run_id == run_id)
         if since is not None:
