@@ -87,3 +87,15 @@ def test_size_accuracy_broken_and_new(store):
     fresh = night(store, 1.0, rng, model="brand_new")
     (n,) = judge(store.frame(), fresh)
     assert n.verdict == NEW and not n.regression
+
+
+def test_a_short_history_only_flags_changes_beyond_the_unknown_noise_band(store):
+    rng = np.random.default_rng(13)
+    night(store, 1.0, rng)
+    night(store, 1.12, rng)  # 12%: on a host whose noise is not known yet, not a verdict
+    (v,) = judge_run(store)[1]
+    assert v.verdict == SAME and v.evidence["night_sigma"] is None
+    assert v.evidence["noise_band"] == Regression().unknown_noise_band
+    night(store, 2.0, rng)  # a build twice as slow is flagged from the second night on
+    (v,) = judge_run(store)[1]
+    assert v.verdict == SLOWER

@@ -65,6 +65,8 @@ class Regression(_Strict):
     alpha: float = Field(0.002, gt=0, lt=1, description="Mann-Whitney U p-value both runs' samples must reach")
     window: int = Field(5, ge=1, description="earlier runs whose samples form the reference")
     history: int = Field(20, ge=2, description="earlier runs the noise band is estimated from")
+    min_history: int = Field(5, ge=3, description="earlier runs needed before the series' noise is estimated")
+    unknown_noise_band: float = Field(0.20, ge=0, description="the noise band while a series has fewer runs than that")
     max_size_growth: float = Field(0.01, ge=0, description="artifact growth flagged as larger (0.01 = 1%)")
     max_accuracy_drop: float = Field(0.005, ge=0, description="accuracy (or top-1 agreement) drop flagged as less accurate")
 

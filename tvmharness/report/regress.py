@@ -7,7 +7,8 @@ Latency is noisy, so a verdict needs three things at once (asv's rule, made nois
   2. the ratio of their medians is beyond the minimum effect; and
   3. beyond the series' own noise band: `noise_sigmas` x the night-to-night sigma of its medians,
      estimated robustly from successive differences of log medians (a step in the history moves
-     one difference, not the estimate).
+     one difference, not the estimate); a series with fewer than `min_history` earlier runs has
+     no estimate yet and gets the wide `unknown_noise_band`.
 Size and accuracy are deterministic: any change past the recipe's thresholds counts. Every verdict
 carries its evidence, what changed in provenance since the previous run of the series, and for
 latency the operators that moved most (from the stored per-operator profiles).
@@ -104,8 +105,10 @@ def latency_verdict(samples: list[float], history: list[list[float]], rules: Reg
     reference_ms = float(np.median([np.median(h) for h in reference_runs]))
     median_ms = float(np.median(current))
     ratio = median_ms / reference_ms
-    sigma = night_sigma(medians[-rules.history:])
-    band = max(rules.min_effect, rules.noise_sigmas * sigma if sigma is not None else 0.0)
+    # Until a series has min_history runs its noise is unknown (two or three runs can agree by
+    # chance): only changes beyond the wide unknown-noise band count.
+    sigma = night_sigma(medians[-rules.history:]) if len(medians) >= rules.min_history else None
+    band = max(rules.min_effect, rules.noise_sigmas * sigma if sigma is not None else rules.unknown_noise_band)
     p_value = float(mannwhitneyu(current, reference, alternative="two-sided").pvalue)
     evidence = {"median_ms": median_ms, "reference_ms": reference_ms, "latency_ratio": ratio,
                 "latency_change": ratio - 1, "noise_band": band, "night_sigma": sigma, "p_value": p_value,
