@@ -5,7 +5,8 @@ timed call (a busy-wait of 3%, 10% or 25% of the build's median) must be caught.
 Each night is a fresh process (import, load the module, warm up, the timing protocol's repeats), as a
 real nightly is; its samples go to a real results store, and the verdicts come from
 tvmharness.report.regress against the history nights, exactly as `tvmharness nightly` judges.
-Test nights are interleaved in a seeded random order so the host's load drifts over all of them alike.
+History and test nights are interleaved in a seeded random order, so the host's load drifts over
+all of them alike; the history is then stored first, as the earlier runs the test nights are judged by.
 
     python benchmarks/regression_detector.py [--nights 20] [--history 10] [--repeats 60]
 
@@ -109,17 +110,21 @@ def main() -> None:
         return run_id
 
     started = time.perf_counter()
-    history = []
-    for i in range(args.history):
-        console.log(f"history night {i + 1}/{args.history}")
-        history.append(record("history", run_night(artifact.library, inputs, 0.0, args)))
-    base_ms = float(np.median(store.frame()["median_ms"]))
-    plan = [0.0] * args.nights + [s for s in SLOWDOWNS for _ in range(args.nights)]
+    # The injected delays are shares of the build's median, taken from a few calibration nights.
+    calibration = [np.median(run_night(artifact.library, inputs, 0.0, args)) for _ in range(3)]
+    base_ms = float(np.median(calibration))
+    # History and test nights are measured in one shuffled order, so the history spans the same
+    # load regimes of this shared host as the nights judged against it; the store then holds the
+    # history first, as earlier runs.
+    plan = [("history", 0.0)] * args.history + [("test", 0.0)] * args.nights + \
+        [("test", s) for s in SLOWDOWNS for _ in range(args.nights)]
     random.Random(args.seed).shuffle(plan)
-    nights: list[tuple[float, int]] = []
-    for i, slowdown in enumerate(plan):
-        console.log(f"test night {i + 1}/{len(plan)}: {'A/A' if not slowdown else f'A/B +{slowdown:.0%}'}")
-        nights.append((slowdown, record(f"{slowdown:g}", run_night(artifact.library, inputs, slowdown * base_ms, args))))
+    measured = []
+    for i, (kind, slowdown) in enumerate(plan):
+        console.log(f"night {i + 1}/{len(plan)}: {kind}" + (f", A/B +{slowdown:.0%}" if slowdown else ""))
+        measured.append((kind, slowdown, run_night(artifact.library, inputs, slowdown * base_ms, args)))
+    history = [record("history", samples) for kind, _, samples in measured if kind == "history"]
+    nights = [(slowdown, record(f"{slowdown:g}", samples)) for kind, slowdown, samples in measured if kind == "test"]
     seconds = time.perf_counter() - started
 
     frame = store.frame()
@@ -142,7 +147,8 @@ def main() -> None:
     judged = verdicts(rules)
     hist_medians = [medians[r] for r in history]
     table = Table(title=f"{args.model} on TVM (x86, {args.threads} threads): {args.history} history nights, "
-                        f"{args.repeats} repeats per night, {len(plan)} test nights in {seconds:.0f} s")
+                        f"{len(nights)} test nights, {args.repeats} repeats per night, {seconds:.0f} s; "
+                        f"injected delays are shares of {base_ms:.4f} ms")
     for col in ("nights", "injected", "median change (median of nights)", "flagged slower", "flagged faster", "same"):
         table.add_column(col, justify="right")
     for slowdown in (0.0, *SLOWDOWNS):
@@ -154,7 +160,8 @@ def main() -> None:
     out = Console()
     out.print(table)
     sigma = judged[0][2]["night_sigma"]
-    out.print(f"history medians {min(hist_medians):.4f}..{max(hist_medians):.4f} ms; night-to-night sigma {sigma:.2%}; "
+    sigma_text = f"{sigma:.2%}" if sigma is not None else f"unknown (fewer than {rules.min_history} history nights)"
+    out.print(f"history medians {min(hist_medians):.4f}..{max(hist_medians):.4f} ms; night-to-night sigma {sigma_text}; "
               f"noise band ±{judged[0][2]['noise_band']:.1%} (rules: min_effect {rules.min_effect:.0%}, "
               f"noise_sigmas {rules.noise_sigmas:g}, alpha {rules.alpha:g}, window {rules.window})")
 

@@ -6,8 +6,7 @@ Latency is noisy, so a verdict needs three things at once (asv's rule, made nois
      differ by a two-sided Mann-Whitney U test at p < alpha;
   2. the ratio of their medians is beyond the minimum effect; and
   3. beyond the series' own noise band: `noise_sigmas` x the night-to-night sigma of its medians,
-     estimated robustly from successive differences of log medians (a step in the history moves
-     one difference, not the estimate); a series with fewer than `min_history` earlier runs has
+     estimated robustly (MAD) from its log medians; a series with fewer than `min_history` earlier runs has
      no estimate yet and gets the wide `unknown_noise_band`.
 Size and accuracy are deterministic: any change past the recipe's thresholds counts. Every verdict
 carries its evidence, what changed in provenance since the previous run of the series, and for
@@ -86,12 +85,17 @@ def _present(value) -> bool:
 
 
 def night_sigma(medians: list[float]) -> float | None:
-    """Night-to-night relative noise of a series: the robust sigma of successive differences of log
-    medians (MAD x 1.4826 / sqrt 2), so one step in the history barely moves it."""
+    """Night-to-night relative noise of a series (sigma of its log medians), the larger of two robust
+    estimates: from successive differences (blind to a slow drift between load regimes, but one step
+    in the history moves one difference only) and from deviations around the median level (sees the
+    regimes). Both are MAD-based, so one wild night barely moves either."""
     if len(medians) < 3:
         return None
-    diffs = np.diff(np.log(np.asarray(medians, dtype=np.float64)))
-    return float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / math.sqrt(2))
+    logs = np.log(np.asarray(medians, dtype=np.float64))
+    diffs = np.diff(logs)
+    successive = 1.4826 * np.median(np.abs(diffs - np.median(diffs))) / math.sqrt(2)
+    level = 1.4826 * np.median(np.abs(logs - np.median(logs)))
+    return float(max(successive, level))
 
 
 def latency_verdict(samples: list[float], history: list[list[float]], rules: Regression) -> tuple[str, dict]:
