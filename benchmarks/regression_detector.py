@@ -10,7 +10,8 @@ all of them alike; the history is then stored first, as the earlier runs the tes
 
     python benchmarks/regression_detector.py [--nights 20] [--history 10] [--repeats 60]
 
-Prints a table for people, a sweep of the thresholds over the same nights, and ends with one JSON line:
+The measuring protocol (repeats, warm-up, threads) and the thresholds are those of
+recipes/nightly.toml unless given. Prints a table for people, a sweep of the thresholds over the same nights, and ends with one JSON line:
 {"aa_false_positives": n, "aa_nights": n, "detected": {"3": f, "10": f, "25": f}}
 """
 
@@ -66,9 +67,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nights", type=int, default=20, help="A/A nights, and A/B nights per slowdown")
     parser.add_argument("--history", type=int, default=10, help="A nights measured first: the series' history")
-    parser.add_argument("--repeats", type=int, default=60)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "nightly.toml"),
+                        help="the nightly recipe whose [measure] protocol and [regression] rules are replayed")
+    parser.add_argument("--repeats", type=int, help="default: the recipe's")
+    parser.add_argument("--warmup", type=int, help="default: the recipe's")
+    parser.add_argument("--threads", type=int, help="default: the recipe's")
     parser.add_argument("--model", default="digits_cnn")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--night", help=argparse.SUPPRESS)
@@ -85,12 +88,16 @@ def main() -> None:
     from tvmharness.build import build_tvm
     from tvmharness.models import load_model
     from tvmharness.provenance import snapshot
-    from tvmharness.recipe import Regression
+    from tvmharness.recipe import load_recipe
     from tvmharness.report.regress import FASTER, SLOWER, judge
     from tvmharness.results import Store
     from tvmharness.targets import resolve
 
     console = Console(stderr=True)
+    recipe = load_recipe(args.recipe)
+    args.repeats = args.repeats or recipe.measure.repeats
+    args.warmup = args.warmup or recipe.measure.warmup
+    args.threads = args.threads or recipe.measure.threads
     cache = ROOT / "results" / "cache"
     model = load_model(args.model, cache, 1)
     artifact = build_tvm(model, resolve("x86", args.threads), "torch", cache, None)
@@ -130,7 +137,7 @@ def main() -> None:
     frame = store.frame()
     medians = dict(zip(frame["run_id"], frame["median_ms"]))
 
-    def verdicts(rules: Regression) -> list[tuple[float, str, dict]]:
+    def verdicts(rules) -> list[tuple[float, str, dict]]:
         out = []
         for slowdown, run_id in nights:
             (v,) = judge(frame[frame["run_id"].isin([*history, run_id])], run_id, rules)
@@ -143,7 +150,7 @@ def main() -> None:
         detected = {f"{s * 100:g}": sum(v == SLOWER for s2, v, _ in judged if s2 == s) / args.nights for s in SLOWDOWNS}
         return false_pos, len(aa), detected
 
-    rules = Regression()
+    rules = recipe.regression
     judged = verdicts(rules)
     hist_medians = [medians[r] for r in history]
     table = Table(title=f"{args.model} on TVM (x86, {args.threads} threads): {args.history} history nights, "
@@ -168,8 +175,8 @@ def main() -> None:
     sweep = Table(title="the same nights under other thresholds (min_effect x noise_sigmas)")
     for col in ("min_effect", "noise_sigmas", "A/A false positives", "3%", "10%", "25%"):
         sweep.add_column(col, justify="right")
-    for min_effect in (0.03, 0.05, 0.10):
-        for sigmas in (2.0, 3.0, 4.0, 6.0):
+    for min_effect in (0.03, 0.05, 0.08):
+        for sigmas in (2.0, 3.0, 4.0, 5.0):
             fp, n, det = rates(verdicts(rules.model_copy(update={"min_effect": min_effect, "noise_sigmas": sigmas})))
             sweep.add_row(f"{min_effect:.0%}", f"{sigmas:g}", f"{fp}/{n}", *(f"{det[k]:.0%}" for k in det))
     out.print(sweep)

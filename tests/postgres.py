@@ -25,7 +25,7 @@ def _bin(name: str) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
+def postgres_server():
     pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install tvmharness[postgres])")
     if os.environ.get("TVMHARNESS_TEST_POSTGRES_URL"):
         yield os.environ["TVMHARNESS_TEST_POSTGRES_URL"]
@@ -55,3 +55,23 @@ def postgres_url():
     finally:
         subprocess.run([*as_user, pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh, empty database on that server for one test, dropped afterwards."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"tvmharness_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

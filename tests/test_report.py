@@ -77,6 +77,8 @@ def test_report_since_and_bad_input(seeded, tmp_path):
     assert proc.returncode == 2 and "unknown format 'pdf'" in proc.stderr
     proc = run_cli("report", "--store", str(seeded), "--since", "2999-01-01")
     assert proc.returncode == 2 and "no measurements" in proc.stderr
+    everything = json.loads(run_cli("report", "--store", str(seeded), "--since", "2000-01-01", "--format", "json").stdout)
+    assert everything["regressions"] == 1 and len(everything["verdicts"]) == 3
     proc = run_cli("report", "--store", str(seeded), "--run", "99")
     assert proc.returncode == 2 and "run 99 is not in the store" in proc.stderr
 
