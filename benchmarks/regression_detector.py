@@ -8,10 +8,11 @@ tvmharness.report.regress against the history nights, exactly as `tvmharness nig
 History and test nights are interleaved in a seeded random order, so the host's load drifts over
 all of them alike; the history is then stored first, as the earlier runs the test nights are judged by.
 
-    python benchmarks/regression_detector.py [--nights 20] [--history 10] [--repeats 60]
+    python benchmarks/regression_detector.py [--nights 20] [--history 10] [--replay STORE]
 
 The measuring protocol (repeats, warm-up, threads) and the thresholds are those of
-recipes/nightly.toml unless given. Prints a table for people, a sweep of the thresholds over the same nights, and ends with one JSON line:
+recipes/nightly.toml unless given. Prints a table for people, a sweep of the thresholds over the
+same nights, and ends with one JSON line:
 {"aa_false_positives": n, "aa_nights": n, "detected": {"3": f, "10": f, "25": f}}
 """
 
@@ -63,41 +64,16 @@ def run_night(library: Path, inputs: Path, delay_ms: float, args) -> list[float]
     return json.loads(proc.stdout.strip().splitlines()[-1])["samples_ms"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--nights", type=int, default=20, help="A/A nights, and A/B nights per slowdown")
-    parser.add_argument("--history", type=int, default=10, help="A nights measured first: the series' history")
-    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "nightly.toml"),
-                        help="the nightly recipe whose [measure] protocol and [regression] rules are replayed")
-    parser.add_argument("--repeats", type=int, help="default: the recipe's")
-    parser.add_argument("--warmup", type=int, help="default: the recipe's")
-    parser.add_argument("--threads", type=int, help="default: the recipe's")
-    parser.add_argument("--model", default="digits_cnn")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--night", help=argparse.SUPPRESS)
-    parser.add_argument("--input", help=argparse.SUPPRESS)
-    parser.add_argument("--delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.night:
-        return night_main(args)
-
+def measure_nights(args, console):
+    """Measure the calibration, history and test nights; they go to a new store, history first."""
     import numpy as np
-    from rich.console import Console
-    from rich.table import Table
 
     from tvmharness.build import build_tvm
     from tvmharness.models import load_model
     from tvmharness.provenance import snapshot
-    from tvmharness.recipe import load_recipe
-    from tvmharness.report.regress import FASTER, SLOWER, judge
     from tvmharness.results import Store
     from tvmharness.targets import resolve
 
-    console = Console(stderr=True)
-    recipe = load_recipe(args.recipe)
-    args.repeats = args.repeats or recipe.measure.repeats
-    args.warmup = args.warmup or recipe.measure.warmup
-    args.threads = args.threads or recipe.measure.threads
     cache = ROOT / "results" / "cache"
     model = load_model(args.model, cache, 1)
     artifact = build_tvm(model, resolve("x86", args.threads), "torch", cache, None)
@@ -112,7 +88,7 @@ def main() -> None:
         store.add(run_id, {"model": args.model, "variant": "fp32", "target": "x86", "engine": "tvm",
                            "engine_version": "", "status": "ok", "samples_ms": samples, "threads": args.threads,
                            "median_ms": float(np.median(samples)), "artifact_bytes": artifact.size_bytes,
-                           "target_spec": {}, "details": {"night": kind}})
+                           "target_spec": {}, "details": {"night": kind, "base_ms": base_ms}})
         store.finish_run(run_id)
         return run_id
 
@@ -130,12 +106,55 @@ def main() -> None:
     for i, (kind, slowdown) in enumerate(plan):
         console.log(f"night {i + 1}/{len(plan)}: {kind}" + (f", A/B +{slowdown:.0%}" if slowdown else ""))
         measured.append((kind, slowdown, run_night(artifact.library, inputs, slowdown * base_ms, args)))
-    history = [record("history", samples) for kind, _, samples in measured if kind == "history"]
-    nights = [(slowdown, record(f"{slowdown:g}", samples)) for kind, slowdown, samples in measured if kind == "test"]
-    seconds = time.perf_counter() - started
+    for kind, slowdown, samples in sorted(measured, key=lambda m: m[0] != "history"):
+        record("history" if kind == "history" else f"{slowdown:g}", samples)
+    console.log(f"nights kept in {store.url} (judge them again with --replay {work / 'history.db'})")
+    return store, time.perf_counter() - started
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nights", type=int, default=20, help="A/A nights, and A/B nights per slowdown")
+    parser.add_argument("--history", type=int, default=10, help="A nights that form the series' history")
+    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "nightly.toml"),
+                        help="the nightly recipe whose [measure] protocol and [regression] rules are replayed")
+    parser.add_argument("--repeats", type=int, help="default: the recipe's")
+    parser.add_argument("--warmup", type=int, help="default: the recipe's")
+    parser.add_argument("--threads", type=int, help="default: the recipe's")
+    parser.add_argument("--model", default="digits_cnn")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--replay", metavar="STORE", help="judge the nights kept in a store an earlier run wrote, without measuring")
+    parser.add_argument("--night", help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.night:
+        return night_main(args)
+
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from tvmharness.recipe import load_recipe
+    from tvmharness.report.regress import FASTER, SLOWER, judge
+    from tvmharness.results import Store
+
+    console = Console(stderr=True)
+    recipe = load_recipe(args.recipe)
+    args.repeats = args.repeats or recipe.measure.repeats
+    args.warmup = args.warmup or recipe.measure.warmup
+    args.threads = args.threads or recipe.measure.threads
+    if args.replay:
+        store, seconds = Store(args.replay), None
+    else:
+        store, seconds = measure_nights(args, console)
     frame = store.frame()
     medians = dict(zip(frame["run_id"], frame["median_ms"]))
+    kinds = {r["run_id"]: r["details"]["night"] for r in frame.to_dict("records")}
+    history = [run_id for run_id, kind in kinds.items() if kind == "history"]
+    nights = [(float(kind), run_id) for run_id, kind in kinds.items() if kind != "history"]
+    args.nights = len(nights) // (1 + len(SLOWDOWNS))
+    base_ms = frame["details"].iloc[0].get("base_ms") or float(np.median([medians[r] for r in history]))
 
     def verdicts(rules) -> list[tuple[float, str, dict]]:
         out = []
@@ -153,8 +172,10 @@ def main() -> None:
     rules = recipe.regression
     judged = verdicts(rules)
     hist_medians = [medians[r] for r in history]
-    table = Table(title=f"{args.model} on TVM (x86, {args.threads} threads): {args.history} history nights, "
-                        f"{len(nights)} test nights, {args.repeats} repeats per night, {seconds:.0f} s; "
+    threads, repeats = int(frame["threads"].iloc[0]), len(frame["samples_ms"].iloc[0])
+    took = f"{seconds:.0f} s" if seconds is not None else "replayed"
+    table = Table(title=f"{args.model} on TVM (x86, {threads} threads): {len(history)} history nights, "
+                        f"{len(nights)} test nights, {repeats} repeats per night, {took}; "
                         f"injected delays are shares of {base_ms:.4f} ms")
     for col in ("nights", "injected", "median change (median of nights)", "flagged slower", "flagged faster", "same"):
         table.add_column(col, justify="right")

@@ -63,7 +63,7 @@ class Regression(_Strict):
     min_effect: float = Field(0.05, ge=0, description="latency changes smaller than this share are never flagged")
     noise_sigmas: float = Field(4.0, gt=0, description="the noise band: this many of the series' night-to-night sigmas")
     alpha: float = Field(0.002, gt=0, lt=1, description="Mann-Whitney U p-value both runs' samples must reach")
-    window: int = Field(5, ge=1, description="earlier runs whose samples form the reference")
+    window: int = Field(10, ge=1, description="earlier runs whose samples and range form the reference")
     history: int = Field(20, ge=2, description="earlier runs the noise band is estimated from")
     min_history: int = Field(5, ge=3, description="earlier runs needed before the series' noise is estimated")
     unknown_noise_band: float = Field(0.20, ge=0, description="the noise band while a series has fewer runs than that")

@@ -1,11 +1,12 @@
 """Regression verdicts: each row of a run against the history of its series (host x target x model
 x variant x engine), read only from the store.
 
-Latency is noisy, so a verdict needs three things at once (asv's rule, made noise-aware):
+Latency is noisy, so a verdict needs four things at once (asv's rule, made noise-aware):
   1. the run's raw samples and the reference's (the samples of the series' last `window` runs)
      differ by a two-sided Mann-Whitney U test at p < alpha;
   2. the ratio of their medians is beyond the minimum effect; and
-  3. beyond the series' own noise band: `noise_sigmas` x the night-to-night sigma of its medians,
+  3. beyond the range (10th to 90th percentile) of the window's run medians by the minimum effect;
+  4. beyond the series' own noise band: `noise_sigmas` x the night-to-night sigma of its medians,
      estimated robustly (MAD) from its log medians; a series with fewer than `min_history` earlier runs has
      no estimate yet and gets the wide `unknown_noise_band`.
 Size and accuracy are deterministic: any change past the recipe's thresholds counts. Every verdict
@@ -85,17 +86,13 @@ def _present(value) -> bool:
 
 
 def night_sigma(medians: list[float]) -> float | None:
-    """Night-to-night relative noise of a series (sigma of its log medians), the larger of two robust
-    estimates: from successive differences (blind to a slow drift between load regimes, but one step
-    in the history moves one difference only) and from deviations around the median level (sees the
-    regimes). Both are MAD-based, so one wild night barely moves either."""
+    """Night-to-night relative noise of a series: the robust sigma (MAD) of successive differences of
+    its log medians, divided by sqrt 2. A step in the history moves one difference, not the estimate;
+    runs that flip between modes (load on a shared host) show up in full."""
     if len(medians) < 3:
         return None
-    logs = np.log(np.asarray(medians, dtype=np.float64))
-    diffs = np.diff(logs)
-    successive = 1.4826 * np.median(np.abs(diffs - np.median(diffs))) / math.sqrt(2)
-    level = 1.4826 * np.median(np.abs(logs - np.median(logs)))
-    return float(max(successive, level))
+    diffs = np.diff(np.log(np.asarray(medians, dtype=np.float64)))
+    return float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / math.sqrt(2))
 
 
 def latency_verdict(samples: list[float], history: list[list[float]], rules: Regression) -> tuple[str, dict]:
@@ -118,9 +115,15 @@ def latency_verdict(samples: list[float], history: list[list[float]], rules: Reg
                 "latency_change": ratio - 1, "noise_band": band, "night_sigma": sigma, "p_value": p_value,
                 "alpha": rules.alpha, "reference_runs": len(reference_runs), "history_runs": len(medians[-rules.history:]),
                 "samples": len(current), "reference_samples": len(reference)}
-    if p_value < rules.alpha and math.log(ratio) > math.log1p(band):
+    # The envelope: a change must also leave the range the window's runs spanned, by the minimum
+    # effect. A host whose runs land in modes (load regimes lasting seconds, longer than one run)
+    # then needs a change beyond its modes, where a median-based band alone calls the other mode a step.
+    window_medians = [np.median(h) for h in reference_runs]
+    high, low = (float(np.percentile(window_medians, q)) for q in (90, 10))
+    evidence.update(envelope_ms=[low, high])
+    if p_value < rules.alpha and math.log(ratio) > math.log1p(band) and median_ms > high * (1 + rules.min_effect):
         return SLOWER, evidence
-    if p_value < rules.alpha and -math.log(ratio) > math.log1p(band):
+    if p_value < rules.alpha and -math.log(ratio) > math.log1p(band) and median_ms * (1 + rules.min_effect) < low:
         return FASTER, evidence
     return SAME, evidence
 
