@@ -99,3 +99,16 @@ def test_a_short_history_only_flags_changes_beyond_the_unknown_noise_band(store)
     night(store, 2.0, rng)  # a build twice as slow is flagged from the second night on
     (v,) = judge_run(store)[1]
     assert v.verdict == SLOWER
+
+
+def test_a_host_whose_runs_land_in_two_modes_flags_only_changes_beyond_them(store):
+    """Runs of one build on a shared host land in load modes ~14% apart; the other mode is not a step."""
+    rng = np.random.default_rng(21)
+    for i in range(12):
+        night(store, 1.14 if rng.random() < 0.45 else 1.0, rng)
+    night(store, 1.14, rng)  # the slow mode again, after a fast night or not
+    (v,) = judge_run(store)[1]
+    assert v.verdict == SAME, v.summary()
+    night(store, 1.14 * 1.25, rng)  # 25% beyond the slow mode
+    (v,) = judge_run(store)[1]
+    assert v.verdict == SLOWER and v.evidence["median_ms"] > v.evidence["envelope_ms"][1] * 1.05

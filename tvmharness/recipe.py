@@ -60,13 +60,11 @@ class Tune(_Strict):
 class Regression(_Strict):
     """When `tvmharness nightly` calls a change in a series a regression (see report/regress.py)."""
 
-    min_effect: float = Field(0.05, ge=0, description="latency changes smaller than this share are never flagged")
-    noise_sigmas: float = Field(4.0, gt=0, description="the noise band: this many of the series' night-to-night sigmas")
+    min_effect: float = Field(0.05, ge=0, description="how far beyond the range of the window's runs a latency change must go")
     alpha: float = Field(0.002, gt=0, lt=1, description="Mann-Whitney U p-value both runs' samples must reach")
     window: int = Field(10, ge=1, description="earlier runs whose samples and range form the reference")
-    history: int = Field(20, ge=2, description="earlier runs the noise band is estimated from")
-    min_history: int = Field(5, ge=3, description="earlier runs needed before the series' noise is estimated")
-    unknown_noise_band: float = Field(0.20, ge=0, description="the noise band while a series has fewer runs than that")
+    min_history: int = Field(5, ge=2, description="earlier runs a series needs before its own range is trusted")
+    unknown_noise_band: float = Field(0.20, ge=0, description="the change a series with fewer runs must also exceed")
     max_size_growth: float = Field(0.01, ge=0, description="artifact growth flagged as larger (0.01 = 1%)")
     max_accuracy_drop: float = Field(0.005, ge=0, description="accuracy (or top-1 agreement) drop flagged as less accurate")
 

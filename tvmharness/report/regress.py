@@ -1,14 +1,15 @@
 """Regression verdicts: each row of a run against the history of its series (host x target x model
 x variant x engine), read only from the store.
 
-Latency is noisy, so a verdict needs four things at once (asv's rule, made noise-aware):
+Latency is noisy, so a verdict needs two things at once (asv's rule, made noise-aware):
   1. the run's raw samples and the reference's (the samples of the series' last `window` runs)
-     differ by a two-sided Mann-Whitney U test at p < alpha;
-  2. the ratio of their medians is beyond the minimum effect; and
-  3. beyond the range (10th to 90th percentile) of the window's run medians by the minimum effect;
-  4. beyond the series' own noise band: `noise_sigmas` x the night-to-night sigma of its medians,
-     estimated robustly (MAD) from its log medians; a series with fewer than `min_history` earlier runs has
-     no estimate yet and gets the wide `unknown_noise_band`.
+     differ by a two-sided Mann-Whitney U test at p < alpha; and
+  2. the run's median leaves the range of the window's run medians by the minimum effect: the
+     noise band is the series' own spread, night to night, plus `min_effect`. On a shared host the
+     runs of one build land in load modes (~14% apart here, regimes lasting seconds, longer than a
+     run), so a band around the reference median alone would call the other mode a step.
+  A series with fewer than `min_history` earlier runs has not shown its spread yet: its changes
+  must also exceed the wide `unknown_noise_band`.
 Size and accuracy are deterministic: any change past the recipe's thresholds counts. Every verdict
 carries its evidence, what changed in provenance since the previous run of the series, and for
 latency the operators that moved most (from the stored per-operator profiles).
@@ -86,9 +87,8 @@ def _present(value) -> bool:
 
 
 def night_sigma(medians: list[float]) -> float | None:
-    """Night-to-night relative noise of a series: the robust sigma (MAD) of successive differences of
-    its log medians, divided by sqrt 2. A step in the history moves one difference, not the estimate;
-    runs that flip between modes (load on a shared host) show up in full."""
+    """Night-to-night relative noise of a series (evidence for the reader): the robust sigma (MAD) of
+    successive differences of its log medians, over sqrt 2; a step in the history moves one difference."""
     if len(medians) < 3:
         return None
     diffs = np.diff(np.log(np.asarray(medians, dtype=np.float64)))
@@ -99,31 +99,29 @@ def latency_verdict(samples: list[float], history: list[list[float]], rules: Reg
     """Compare a run's samples with the series' earlier runs (oldest first): the verdict and its evidence."""
     from scipy.stats import mannwhitneyu
 
-    medians = [float(np.median(h)) for h in history]
-    reference_runs = history[-rules.window:]
-    reference = np.concatenate([np.asarray(h, dtype=np.float64) for h in reference_runs])
+    window = history[-rules.window:]
+    medians = [float(np.median(h)) for h in window]
+    reference = np.concatenate([np.asarray(h, dtype=np.float64) for h in window])
     current = np.asarray(samples, dtype=np.float64)
-    reference_ms = float(np.median([np.median(h) for h in reference_runs]))
-    median_ms = float(np.median(current))
+    reference_ms, median_ms = float(np.median(medians)), float(np.median(current))
     ratio = median_ms / reference_ms
-    # Until a series has min_history runs its noise is unknown (two or three runs can agree by
-    # chance): only changes beyond the wide unknown-noise band count.
-    sigma = night_sigma(medians[-rules.history:]) if len(medians) >= rules.min_history else None
-    band = max(rules.min_effect, rules.noise_sigmas * sigma if sigma is not None else rules.unknown_noise_band)
+    low, high = min(medians), max(medians)
+    spread = max(high / reference_ms, reference_ms / low) - 1
+    band = (1 + spread) * (1 + rules.min_effect) - 1
+    if len(history) < rules.min_history:
+        band = max(band, rules.unknown_noise_band)
     p_value = float(mannwhitneyu(current, reference, alternative="two-sided").pvalue)
     evidence = {"median_ms": median_ms, "reference_ms": reference_ms, "latency_ratio": ratio,
-                "latency_change": ratio - 1, "noise_band": band, "night_sigma": sigma, "p_value": p_value,
-                "alpha": rules.alpha, "reference_runs": len(reference_runs), "history_runs": len(medians[-rules.history:]),
-                "samples": len(current), "reference_samples": len(reference)}
-    # The envelope: a change must also leave the range the window's runs spanned, by the minimum
-    # effect. A host whose runs land in modes (load regimes lasting seconds, longer than one run)
-    # then needs a change beyond its modes, where a median-based band alone calls the other mode a step.
-    window_medians = [np.median(h) for h in reference_runs]
-    high, low = (float(np.percentile(window_medians, q)) for q in (90, 10))
-    evidence.update(envelope_ms=[low, high])
-    if p_value < rules.alpha and math.log(ratio) > math.log1p(band) and median_ms > high * (1 + rules.min_effect):
+                "latency_change": ratio - 1, "noise_band": band, "envelope_ms": [low, high],
+                "night_sigma": night_sigma(medians), "p_value": p_value, "alpha": rules.alpha,
+                "reference_runs": len(window), "history_runs": len(history), "samples": len(current),
+                "reference_samples": len(reference)}
+    short = len(history) < rules.min_history
+    slower = median_ms > high * (1 + rules.min_effect) and (not short or ratio > 1 + rules.unknown_noise_band)
+    faster = median_ms * (1 + rules.min_effect) < low and (not short or ratio * (1 + rules.unknown_noise_band) < 1)
+    if p_value < rules.alpha and slower:
         return SLOWER, evidence
-    if p_value < rules.alpha and -math.log(ratio) > math.log1p(band) and median_ms * (1 + rules.min_effect) < low:
+    if p_value < rules.alpha and faster:
         return FASTER, evidence
     return SAME, evidence
 

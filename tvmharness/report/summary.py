@@ -70,8 +70,8 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
     if bad:
         lines += ["### Regressions", "", *table(bad), ""]
     lines += ["<details><summary>All verdicts</summary>", "", *table(verdicts), "", "</details>", "",
-              f"<sub>{md_escape(versions)} · latency verdicts need a Mann-Whitney U p below alpha and a change beyond "
-              f"the noise band (the larger of the minimum effect and the series' night-to-night noise)</sub>", ""]
+              f"<sub>{md_escape(versions)} · latency verdicts need a Mann-Whitney U p below alpha and a median beyond "
+              f"the noise band: the range of the series' recent runs plus the minimum effect</sub>", ""]
     return "\n".join(lines)
 
 
