@@ -1,6 +1,6 @@
 import pytest
 
-from tests.postgres import postgres_url  # noqa: F401 (fixture)
+from tests.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 from tvmharness.errors import HarnessError
 from tvmharness.provenance import snapshot
 from tvmharness.results import Store
@@ -95,7 +95,7 @@ def test_postgresql_store_migrates_a_schema_1_history_and_judges_it(postgres_url
 
     old = results_v1.Store(postgres_url)
     run_id = old.start_run("r", "abc", {}, snapshot())
-    old.add(run_id, _row())
+    old.add(run_id, _row(model="legacy"))
     store = Store(postgres_url)
     assert len(store.frame()) == 1 and store.frame().iloc[0]["samples_ms"] == [2.0, 2.5, 3.0]
     rng = np.random.default_rng(2)
