@@ -193,8 +193,7 @@ TEMPLATE = """<!DOCTYPE html>
  th, td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: middle; }
  th { background: #f4f4f4; }
  .regression { color: #b00020; font-weight: bold; } .num { text-align: right; }
- .prov { color: #555; font-size: 12px; } .charts { display: flex; flex-wrap: wrap; gap: 1em; }
- .charts > div { flex: 1 1 480px; min-width: 420px; } #js-errors { color: #b00020; }
+ .prov { color: #555; font-size: 12px; } .chart { max-width: 1000px; } #js-errors { color: #b00020; }
 </style></head>
 <body>
 <h1>tvmharness: {{ run.recipe_name }} (run {{ run.id }})</h1>
@@ -213,10 +212,8 @@ TEMPLATE = """<!DOCTYPE html>
 
 {% for t in targets %}<h2>Target {{ t.name }}</h2>
 <p class="prov">{{ t.spec }}</p>
-<div class="charts">
- <div><h3>Latency vs accuracy</h3>{{ charts(t.pareto) or "no row with both latency and accuracy" }}</div>
- <div><h3>Relative to the baseline</h3>{{ charts(t.bars) or "no measured rows" }}</div>
-</div>
+<h3>Latency vs accuracy</h3><div class="chart">{{ charts(t.pareto) or "no row with both latency and accuracy" }}</div>
+<h3>Relative to the baseline</h3><div class="chart">{{ charts(t.bars) or "no measured rows" }}</div>
 {% endfor %}
 
 {% for m in models %}<h2>Model {{ m.name }}</h2>

@@ -194,7 +194,9 @@ def operator_diff(before: dict | None, after: dict | None) -> list[dict]:
 
 def rules_of(run: dict) -> Regression:
     """The regression rules a run was made with (its stored recipe), defaults where it has none."""
-    return Regression.model_validate((run.get("recipe") or {}).get("regression") or {})
+    stored = (run.get("recipe") or {}).get("regression") or {}
+    # A run stored by another release may name rules this one does not know: those are left out.
+    return Regression.model_validate({k: v for k, v in stored.items() if k in Regression.model_fields})
 
 
 def judge_run(store, run_id: int | None = None, since=None) -> tuple[dict, list[Verdict]]:
