@@ -112,3 +112,16 @@ def test_a_host_whose_runs_land_in_two_modes_flags_only_changes_beyond_them(stor
     night(store, 1.14 * 1.25, rng)  # 25% beyond the slow mode
     (v,) = judge_run(store)[1]
     assert v.verdict == SLOWER and v.evidence["median_ms"] > v.evidence["envelope_ms"][1] * 1.05
+
+
+def test_rules_come_from_the_run_s_stored_recipe_and_unknown_ones_are_ignored(store):
+    from tvmharness.report.regress import rules_of
+
+    rng = np.random.default_rng(17)
+    recipe = {"regression": {"min_effect": 0.5, "a_rule_from_another_release": 4}}
+    for _ in range(6):
+        night(store, 1.0, rng, recipe=recipe)
+    night(store, 1.3, rng, recipe=recipe)  # 30%: slower under the default rules, not under min_effect 0.5
+    run, (v,) = judge_run(store)
+    assert rules_of(run).min_effect == 0.5
+    assert v.verdict == SAME
