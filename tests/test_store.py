@@ -1,3 +1,7 @@
+import pytest
+
+from tests.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
+from tvmharness.errors import HarnessError
 from tvmharness.provenance import snapshot
 from tvmharness.results import Store
 
@@ -37,3 +41,68 @@ def test_store_accepts_a_sqlalchemy_url(tmp_path):
     run_id = store.start_run("r", "h", {}, snapshot())
     store.add(run_id, _row())
     assert len(store.frame()) == 1
+
+
+def test_a_schema_1_store_upgrades_and_keeps_every_row(tmp_path):
+    """A store written by the release before migrations opens in this one with every row intact."""
+    import sqlite3
+
+    from tests.legacy import results_v1
+    from tvmharness.results import SCHEMA_VERSION
+
+    path = tmp_path / "old.db"
+    old = results_v1.Store(str(path))
+    run_id = old.start_run("r", "abc", {"models": ["m"]}, snapshot())
+    for i in range(5):
+        old.add(run_id, _row(median_ms=1.0 + i, samples_ms=[1.0 + i] * 3))
+    old.finish_run(run_id)
+    before = old.frame()
+
+    store = Store(str(path))
+    after = store.frame()
+    assert len(after) == len(before) == 5
+    assert list(after["median_ms"]) == list(before["median_ms"])
+    assert list(after["samples_ms"]) == list(before["samples_ms"])
+    assert after["profile_ms"].isna().all()  # the new column, empty for old rows
+    store.add(run_id, _row(profile_ms={"conv2d": 0.5}))  # and the upgraded store takes new rows
+    assert store.frame().iloc[-1]["profile_ms"] == {"conv2d": 0.5}
+    with sqlite3.connect(path) as db:
+        assert db.execute("select version from schema_info").fetchone()[0] == SCHEMA_VERSION
+    # The old release refuses the upgraded store instead of writing rows it cannot describe.
+    with pytest.raises(HarnessError, match="newer than this tvmharness"):
+        results_v1.Store(str(path))
+    Store(str(path))  # opening again is a no-op
+
+
+def test_a_store_from_a_newer_release_is_refused(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "new.db"
+    Store(str(path))
+    with sqlite3.connect(path) as db:
+        db.execute("update alembic_version set version_num = '9999'")
+    with pytest.raises(HarnessError, match="newer than this tvmharness"):
+        Store(str(path))
+
+
+def test_postgresql_store_migrates_a_schema_1_history_and_judges_it(postgres_url):
+    """A team's shared history on PostgreSQL: schema 1 written by the old release, upgraded, judged."""
+    import numpy as np
+
+    from tests.history import night
+    from tests.legacy import results_v1
+    from tvmharness.report.regress import SLOWER, judge_run
+
+    old = results_v1.Store(postgres_url)
+    run_id = old.start_run("r", "abc", {}, snapshot())
+    old.add(run_id, _row(model="legacy"))
+    store = Store(postgres_url)
+    assert len(store.frame()) == 1 and store.frame().iloc[0]["samples_ms"] == [2.0, 2.5, 3.0]
+    rng = np.random.default_rng(2)
+    for _ in range(6):
+        night(store, 1.0, rng)
+    night(store, 1.3, rng)
+    run, (verdict,) = judge_run(Store(postgres_url))
+    assert verdict.verdict == SLOWER and run["id"] == verdict.run_id
+    store.engine.dispose()
+    old.engine.dispose()

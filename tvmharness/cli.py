@@ -275,6 +275,119 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     return 0
 
 
+FORMATS = ("table", "md", "json", "csv", "junit")
+
+
+def _open_store(store: str):
+    """An existing store only: a report never creates an empty one."""
+    from .results import Store
+
+    if "://" not in store and not Path(store).is_file():
+        raise HarnessError(f"no results store at {store}", "run `tvmharness run RECIPE` or `tvmharness nightly RECIPE` "
+                           "first, or pass --store PATH_OR_URL")
+    return Store(store)
+
+
+def _since(value: Optional[str]):
+    from datetime import datetime, timezone
+
+    if value is None:
+        return None
+    try:
+        since = datetime.fromisoformat(value)
+    except ValueError:
+        raise HarnessError(f"--since {value!r} is not a date", "use an ISO date such as 2026-11-01 or 2026-11-01T06:00") from None
+    return since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+
+
+def _render_verdicts(run: dict, verdicts, frame, fmt: str, output: Optional[Path]) -> None:
+    from .report import summary
+    from .report.terminal import render_run, verdict_table
+
+    if fmt == "table":
+        if output is not None:
+            raise HarnessError("--format table prints to the terminal", "pick --format md, json, csv or junit to write a file")
+        render_run(frame[frame["run_id"] == run["id"]].reset_index(drop=True), run, out)
+        out.print(verdict_table(verdicts))
+        return
+    text = {"md": lambda: summary.markdown(run, verdicts),
+            "json": lambda: json.dumps(summary.to_json(run, verdicts), default=str, indent=2) + "\n",
+            "csv": lambda: summary.to_csv(frame, verdicts),
+            "junit": lambda: summary.junit(run, verdicts)}[fmt]()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+
+
+def _format(value: str) -> str:
+    if value not in FORMATS:
+        raise HarnessError(f"unknown format '{value}'", f"use one of {', '.join(FORMATS)}")
+    return value
+
+
+@app.command()
+@_friendly
+def report(store: Annotated[str, typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL")] = "results/history.db",
+           fmt: Annotated[str, typer.Option("--format", "-f", help="table, md, json, csv or junit")] = "table",
+           html: Annotated[Optional[Path], typer.Option("--html", help="also write a self-contained HTML report here")] = None,
+           since: Annotated[Optional[str], typer.Option(help="only rows measured since this date (history, charts, CSV)")] = None,
+           run_id: Annotated[Optional[int], typer.Option("--run", help="the run to judge (default: the newest)")] = None,
+           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the md/json/csv/junit text here")] = None) -> int:
+    """Report from the store alone: the newest run (or --run) with a verdict per series against its history."""
+    from .report.regress import judge_run
+
+    fmt = _format(fmt)
+    history = _open_store(store)
+    when = _since(since)
+    run, verdicts = judge_run(history, run_id, since=when)
+    frame = history.frame(since=when)
+    if not run or frame[frame["run_id"] == run["id"]].empty:
+        raise HarnessError(f"no measurements in {store}" + (f" since {since}" if since else ""),
+                           "run a recipe first, or widen --since")
+    _render_verdicts(run, verdicts, frame, fmt, output)
+    if html is not None:
+        from .report.html import write_html
+
+        write_html(history, html, since=when, run_id=run["id"])
+        err.print(f"wrote {html}")
+    return 0
+
+
+@app.command()
+@_friendly
+def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recipes/nightly.toml")],
+            store: StoreOpt = None, repeats: RepeatsOpt = None,
+            out_dir: Annotated[Optional[Path], typer.Option("--out", help="where summary.md, junit.xml and report.html go (default OUTPUT_DIR/nightly)")] = None,
+            fmt: Annotated[str, typer.Option("--format", "-f", help="what to print: table, md, json, csv or junit")] = "table") -> int:
+    """Run a recipe, then judge each series against its history; exit 1 when something regressed."""
+    from .pipeline import run_recipe
+    from .recipe import load_recipe
+    from .report import summary
+    from .report.html import write_html
+    from .report.regress import judge_run, regressions
+    from rich.markup import escape
+
+    fmt = _format(fmt)
+    chosen = load_recipe(recipe, repeats=repeats, store=store)
+    with _progress() as progress:
+        result = run_recipe(chosen, _RichProgress(progress))
+    run, verdicts = judge_run(result.store, result.run_id)
+    _render_verdicts(run, verdicts, result.store.frame(), fmt, None)
+    dest = out_dir or chosen.output.dir / "nightly"
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "summary.md").write_text(summary.markdown(run, verdicts))
+    (dest / "junit.xml").write_text(summary.junit(run, verdicts))
+    write_html(result.store, dest / "report.html", run_id=run["id"])
+    bad = regressions(verdicts)
+    err.print(f"run {run['id']}: {len(verdicts)} verdicts, {len(bad)} regression(s); wrote {dest}/summary.md, "
+              f"junit.xml, report.html", highlight=False)
+    for v in bad:
+        err.print(f"[red]regression[/red] {escape(v.name)}: {escape(v.summary())}", highlight=False)
+    return FAILED if bad else 0
+
+
 @app.command()
 @_friendly
 def targets(json_out: JsonOpt = False) -> int:

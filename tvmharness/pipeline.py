@@ -162,6 +162,11 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
     except Exception as err:
         return row | {"status": RUN_FAILED, "reason": f"{type(err).__name__}: {one_line(err)}"}
     row["details"]["measure_seconds"] = round(time.perf_counter() - clock, 3)
+    if session.profile is not None:  # after the timing, so the profiler's hook never slows a sample
+        try:
+            row["profile_ms"] = session.profile()
+        except Exception as err:  # a missing profile only loses the operator diff, not the row
+            row["details"]["profile_error"] = f"{type(err).__name__}: {one_line(err)}"
     _record_outputs(row, model, latency, outputs, reference, recipe)
     return row
 

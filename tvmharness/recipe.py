@@ -67,6 +67,18 @@ class Devices(_Strict):
     retries: int = Field(1, ge=0, description="further kits tried when a kit dies or hangs mid-job")
 
 
+class Regression(_Strict):
+    """When `tvmharness nightly` calls a change in a series a regression (see report/regress.py)."""
+
+    min_effect: float = Field(0.05, ge=0, description="how far beyond the range of the window's runs a latency change must go")
+    alpha: float = Field(0.002, gt=0, lt=1, description="Mann-Whitney U p-value both runs' samples must reach")
+    window: int = Field(10, ge=1, description="earlier runs whose samples and range form the reference")
+    min_history: int = Field(5, ge=2, description="earlier runs a series needs before its own range is trusted")
+    unknown_noise_band: float = Field(0.20, ge=0, description="the change a series with fewer runs must also exceed")
+    max_size_growth: float = Field(0.01, ge=0, description="artifact growth flagged as larger (0.01 = 1%)")
+    max_accuracy_drop: float = Field(0.005, ge=0, description="accuracy (or top-1 agreement) drop flagged as less accurate")
+
+
 class Output(_Strict):
     dir: Path = Path("results")
     store: str = Field("results/history.db", description="a path to a SQLite file or any SQLAlchemy URL")
@@ -84,6 +96,7 @@ class Recipe(_Strict):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     tune: Tune = Field(default_factory=Tune)
     devices: Devices = Field(default_factory=Devices)
+    regression: Regression = Field(default_factory=Regression)
     output: Output = Field(default_factory=Output)
 
     def digest(self) -> str:

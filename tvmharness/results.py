@@ -6,13 +6,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, select
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from .errors import HarnessError, one_line
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # schema_info.version: what a tvmharness without migrations checks before writing
+MIGRATIONS = "tvmharness:migrations"  # Alembic revisions; 0001 is version 1, the schema before migrations
 
 
 def _now() -> datetime:
@@ -77,6 +78,7 @@ class Measurement(Base):
     meets_goals: Mapped[bool | None] = mapped_column(nullable=True)
     target_spec: Mapped[dict] = mapped_column(JSON, default=dict)  # the resolved TVM target and CPU features
     details: Mapped[dict] = mapped_column(JSON, default=dict)  # notes, build key, artifact path
+    profile_ms: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # TVM: operator -> median ms (schema 2)
     run: Mapped[Run] = relationship(back_populates="measurements")
 
 
@@ -92,6 +94,40 @@ def store_url(store: str) -> str:
     return f"sqlite:///{path}"
 
 
+def _alembic_config(connection):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine, label: str) -> None:
+    """Bring a store to the newest schema, keeping every row. A store from before migrations
+    (tables, no alembic_version) is schema version 1: it is stamped 0001, then upgraded."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    with engine.begin() as conn:
+        tables = set(inspect(conn).get_table_names())
+        current = MigrationContext.configure(conn).get_current_revision()
+        config = _alembic_config(conn)
+        known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
+        if current is not None and current not in known:
+            version = conn.execute(select(SchemaInfo.version)).scalar()
+            raise HarnessError(f"results store {label} has schema {version} (revision {current}), newer than this "
+                               f"tvmharness ({SCHEMA_VERSION})", "upgrade tvmharness, or point --store at another file")
+        if current is None and "runs" in tables:
+            version = conn.execute(select(SchemaInfo.version)).scalar() if "schema_info" in tables else 1
+            if version != 1:
+                raise HarnessError(f"results store {label} has schema {version} but no migration history",
+                                   "point --store at another file; this one was not written by tvmharness")
+            command.stamp(config, "0001")
+        command.upgrade(config, "head")
+
+
 class Store:
     """Writes each row as soon as it is measured, so a later failure loses nothing."""
 
@@ -99,15 +135,7 @@ class Store:
         self.url = store_url(store)
         try:
             self.engine = create_engine(self.url)
-            Base.metadata.create_all(self.engine)
-            with Session(self.engine) as s:
-                info = s.get(SchemaInfo, 1)
-                if info is None:
-                    s.add(SchemaInfo(id=1, version=SCHEMA_VERSION))
-                    s.commit()
-                elif info.version > SCHEMA_VERSION:
-                    raise HarnessError(f"results store {store} has schema {info.version}, newer than this tvmharness ({SCHEMA_VERSION})",
-                                       "upgrade tvmharness, or point --store at another file")
+            migrate(self.engine, store)
         except SQLAlchemyError as err:
             raise HarnessError(f"cannot open the results store {store}: {one_line(err)}",
                                "check the path or URL and that the database is reachable") from None
@@ -138,12 +166,21 @@ class Store:
             r = s.get(Run, run_id)
             return {c.name: getattr(r, c.name) for c in Run.__table__.columns}
 
+    def runs(self, since: datetime | None = None) -> list[dict]:
+        """Every run (newest last), without its measurements."""
+        query = select(Run.__table__).order_by(Run.id)
+        if since is not None:
+            query = query.where(Run.started >= since)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
     def frame(self, run_id: int | None = None, since: datetime | None = None):
         """The measurements (joined with their run's provenance) as a pandas DataFrame."""
         import pandas as pd
 
         query = select(Measurement.__table__, Run.hostname, Run.cpu, Run.git_commit, Run.recipe_name,
-                       Run.recipe_hash).join(Run, Measurement.run_id == Run.id)
+                       Run.recipe_hash, Run.started.label("run_started"), Run.provenance.label("run_provenance")
+                       ).join(Run, Measurement.run_id == Run.id)
         if run_id is not None:
             query = query.where(Measurement.run_id == run_id)
         if since is not None:

@@ -39,6 +39,7 @@ class Session:
     tuned: bool | None = None  # only meaningful for compilers
     notes: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)  # engine-specific provenance (build key, manifest)
+    profile: Callable[[], dict[str, float]] | None = None  # per-operator median ms on the bound input
 
 
 class Engine(ABC):

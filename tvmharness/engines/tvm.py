@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -12,6 +13,8 @@ from ..models import LoadedModel
 from ..targets import Target
 from .base import Engine, EngineOptions, Session
 
+PROFILE_RUNS = 10  # calls the operator profile takes its median over (fewer for slow models, see below)
+PROFILE_BUDGET_S = 2.0
 UNTUNED_NOTE = "untuned: TVM's default CPU kernels (single-threaded, far from what tuning reaches)"
 
 
@@ -59,12 +62,15 @@ class TVMEngine(Engine):
             vm.set_input("main", tvm.runtime.tensor(x, dev))
             return lambda: vm.invoke_stateful("main")
 
+        def profile() -> dict[str, float]:
+            return profile_operators(vm, "main", PROFILE_RUNS)
+
         notes, details = describe_artifact(artifact)
         if threads != options.threads:
             notes.append(f"TVM runs {threads} threads (TVM_NUM_THREADS was set after its pool started)")
         return Session(engine=self.name, run=run, bind=bind, artifact=artifact.library,
                        artifact_bytes=artifact.size_bytes, cache_hit=artifact.cache_hit, threads=threads,
-                       tuned=artifact.tuned, notes=notes, details=details)
+                       tuned=artifact.tuned, notes=notes, profile=profile, details=details)
 
 
 def describe_artifact(artifact) -> tuple[list[str], dict]:
@@ -82,6 +88,40 @@ class TVMUntunedEngine(TVMEngine):
 
     name = "tvm-untuned"
     use_records = False
+
+
+def profile_operators(vm, func: str, runs: int, budget_s: float = PROFILE_BUDGET_S) -> dict[str, float]:
+    """Milliseconds per operator (compiled kernel) of one call of `func` on its bound input, median
+    over `runs` calls (at least 3; fewer than `runs` once `budget_s` is spent). TVM 0.27's Relax VM has no profiler (`profile=True` and `vm.profile` are gone),
+    so this times each call instruction through the VM's instrument hook; the VM's own builtins
+    (allocation, shape checks) are left out. Times include the hook's few microseconds per call:
+    compare profiles with each other, not with the end-to-end latency."""
+    per_run: list[dict[str, float]] = []
+    started: dict[str, int] = {}
+
+    def instrument(_func, symbol, before_run, _ret, *_args):
+        now = time.perf_counter_ns()
+        if symbol.startswith("vm.builtin."):
+            return 0
+        if before_run:
+            started[symbol] = now
+        elif symbol in started:
+            totals = per_run[-1]
+            totals[symbol] = totals.get(symbol, 0.0) + (now - started.pop(symbol)) / 1e6
+        return 0
+
+    vm.set_instrument(instrument)
+    deadline = time.perf_counter() + budget_s
+    try:
+        for i in range(runs):
+            if i >= 3 and time.perf_counter() > deadline:
+                break
+            per_run.append({})
+            vm.invoke_stateful(func)
+    finally:
+        vm.set_instrument(None)
+    ops = sorted(set().union(*per_run))
+    return {op: round(float(np.median([r.get(op, 0.0) for r in per_run])), 6) for op in ops}
 
 
 def _first(out):

@@ -141,3 +141,30 @@ def render_run(frame, run: dict, console: Console) -> None:
     console.print(Text("provenance", style="bold"))
     for line in provenance_lines(run, frame):
         console.print(Text("  " + line, style="dim"))
+
+
+VERDICT_STYLE = {"slower": "bold red", "broken": "bold red", "less accurate": "bold red", "larger": "yellow",
+                 "faster": "green", "smaller": "green", "more accurate": "green", "same": "dim", "new": "cyan"}
+
+
+def verdict_table(verdicts) -> Table:
+    """One line per series: the verdict, its evidence, and what changed since the series' previous run."""
+    table = Table(title="verdicts against each series' history", box=box.SIMPLE_HEAVY, title_justify="left")
+    for name in ("model", "variant", "target", "engine", "verdict", "latency", "noise band", "p", "size", "accuracy", "why"):
+        table.add_column(name, overflow="fold")
+    for v in verdicts:
+        e = v.evidence
+        latency = (f"{e['reference_ms']:.4g} → {e['median_ms']:.4g} ms ({e['latency_change']:+.1%})"
+                   if e.get("latency_ratio") is not None else "—")
+        why = [v.reason] if v.reason else []
+        why += [f"{c['what']} {c['before']} → {c['after']}" for c in v.changed]
+        if v.operators and v.aspects.get("latency") in ("slower", "faster"):
+            why.append("ops: " + ", ".join(f"{o['operator']} {o['delta_ms']:+.3g} ms" for o in v.operators[:3]))
+        table.add_row(*(Text(str(v.series[k])) for k in ("model", "variant", "target", "engine")),
+                      Text(v.verdict, style=VERDICT_STYLE.get(v.verdict, "")), latency,
+                      f"±{e['noise_band']:.1%}" if "noise_band" in e else "—",
+                      f"{e['p_value']:.2g}" if "p_value" in e else "—",
+                      f"{e['size_change']:+.1%}" if e.get("size_change") is not None else "—",
+                      f"{e['accuracy_change']:+.3f}" if e.get("accuracy_change") is not None else "—",
+                      Text("; ".join(map(str, why)) or "—"))
+    return table

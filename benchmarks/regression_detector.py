@@ -1,0 +1,210 @@
+"""How far the nightly's verdicts can be trusted on this host: A/A nights (the same TVM build measured
+again and again) must give no false regressions, and A/B nights with a slowdown injected into every
+timed call (a busy-wait of 3%, 10% or 25% of the build's median) must be caught.
+
+Each night is a fresh process (import, load the module, warm up, the timing protocol's repeats), as a
+real nightly is; its samples go to a real results store, and the verdicts come from
+tvmharness.report.regress against the history nights, exactly as `tvmharness nightly` judges.
+History and test nights are interleaved in a seeded random order, so the host's load drifts over
+all of them alike; the history is then stored first, as the earlier runs the test nights are judged by.
+
+    python benchmarks/regression_detector.py [--nights 20] [--history 10] [--replay STORE]
+
+The measuring protocol (repeats, warm-up, threads) and the thresholds are those of
+recipes/nightly.toml unless given. Prints a table for people, a sweep of the thresholds over the
+same nights, and ends with one JSON line:
+{"aa_false_positives": n, "aa_nights": n, "detected": {"3": f, "10": f, "25": f}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SLOWDOWNS = (0.03, 0.10, 0.25)
+
+
+def night_main(args) -> None:
+    """One night, in its own process: load the built module and run the timing protocol."""
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from tvmharness.measure import time_call
+
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(tvm.runtime.load_module(args.night), dev)
+    vm.set_input("main", tvm.runtime.tensor(np.load(args.input), dev))
+    delay_ns = int(args.delay_ms * 1e6)
+
+    def call():
+        vm.invoke_stateful("main")
+        if delay_ns:  # the injected slowdown: a busy-wait inside the timed call, as a slower kernel would be
+            end = time.perf_counter_ns() + delay_ns
+            while time.perf_counter_ns() < end:
+                pass
+
+    latency = time_call(call, args.warmup, args.repeats)
+    print(json.dumps({"samples_ms": latency.samples_ms}))
+
+
+def run_night(library: Path, inputs: Path, delay_ms: float, args) -> list[float]:
+    cmd = [sys.executable, __file__, "--night", str(library), "--input", str(inputs), "--delay-ms", repr(delay_ms),
+           "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return json.loads(proc.stdout.strip().splitlines()[-1])["samples_ms"]
+
+
+def measure_nights(args, console):
+    """Measure the calibration, history and test nights; they go to a new store, history first."""
+    import numpy as np
+
+    from tvmharness.build import build_tvm
+    from tvmharness.models import load_model
+    from tvmharness.provenance import snapshot
+    from tvmharness.results import Store
+    from tvmharness.targets import resolve
+
+    cache = ROOT / "results" / "cache"
+    model = load_model(args.model, cache, 1)
+    artifact = build_tvm(model, resolve("x86", args.threads), "torch", cache, None)
+    work = Path(tempfile.mkdtemp(prefix="regression-detector-"))
+    inputs = work / "input.npy"
+    np.save(inputs, model.inputs(1)[0])
+    store = Store(str(work / "history.db"))
+    provenance = snapshot() | {"threads": args.threads}
+
+    def record(kind: str, samples: list[float]) -> int:
+        run_id = store.start_run(f"regression-detector {kind}", "0" * 16, {}, provenance)
+        store.add(run_id, {"model": args.model, "variant": "fp32", "target": "x86", "engine": "tvm",
+                           "engine_version": "", "status": "ok", "samples_ms": samples, "threads": args.threads,
+                           "median_ms": float(np.median(samples)), "artifact_bytes": artifact.size_bytes,
+                           "target_spec": {}, "details": {"night": kind, "base_ms": base_ms}})
+        store.finish_run(run_id)
+        return run_id
+
+    started = time.perf_counter()
+    # The injected delays are shares of the build's median, taken from a few calibration nights.
+    calibration = [np.median(run_night(artifact.library, inputs, 0.0, args)) for _ in range(3)]
+    base_ms = float(np.median(calibration))
+    # History and test nights are measured in one shuffled order, so the history spans the same
+    # load regimes of this shared host as the nights judged against it; the store then holds the
+    # history first, as earlier runs.
+    plan = [("history", 0.0)] * args.history + [("test", 0.0)] * args.nights + \
+        [("test", s) for s in SLOWDOWNS for _ in range(args.nights)]
+    random.Random(args.seed).shuffle(plan)
+    measured = []
+    for i, (kind, slowdown) in enumerate(plan):
+        console.log(f"night {i + 1}/{len(plan)}: {kind}" + (f", A/B +{slowdown:.0%}" if slowdown else ""))
+        measured.append((kind, slowdown, run_night(artifact.library, inputs, slowdown * base_ms, args)))
+    for kind, slowdown, samples in sorted(measured, key=lambda m: m[0] != "history"):
+        record("history" if kind == "history" else f"{slowdown:g}", samples)
+    console.log(f"nights kept in {store.url} (judge them again with --replay {work / 'history.db'})")
+    return store, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nights", type=int, default=20, help="A/A nights, and A/B nights per slowdown")
+    parser.add_argument("--history", type=int, default=10, help="A nights that form the series' history")
+    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "nightly.toml"),
+                        help="the nightly recipe whose [measure] protocol and [regression] rules are replayed")
+    parser.add_argument("--repeats", type=int, help="default: the recipe's")
+    parser.add_argument("--warmup", type=int, help="default: the recipe's")
+    parser.add_argument("--threads", type=int, help="default: the recipe's")
+    parser.add_argument("--model", default="digits_cnn")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--replay", metavar="STORE", help="judge the nights kept in a store an earlier run wrote, without measuring")
+    parser.add_argument("--night", help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.night:
+        return night_main(args)
+
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from tvmharness.recipe import load_recipe
+    from tvmharness.report.regress import FASTER, SLOWER, judge
+    from tvmharness.results import Store
+
+    console = Console(stderr=True)
+    recipe = load_recipe(args.recipe)
+    args.repeats = args.repeats or recipe.measure.repeats
+    args.warmup = args.warmup or recipe.measure.warmup
+    args.threads = args.threads or recipe.measure.threads
+    if args.replay:
+        store, seconds = Store(args.replay), None
+    else:
+        store, seconds = measure_nights(args, console)
+    frame = store.frame()
+    medians = dict(zip(frame["run_id"], frame["median_ms"]))
+    kinds = {r["run_id"]: r["details"]["night"] for r in frame.to_dict("records")}
+    history = [run_id for run_id, kind in kinds.items() if kind == "history"]
+    nights = [(float(kind), run_id) for run_id, kind in kinds.items() if kind != "history"]
+    args.nights = len(nights) // (1 + len(SLOWDOWNS))
+    base_ms = frame["details"].iloc[0].get("base_ms") or float(np.median([medians[r] for r in history]))
+
+    def verdicts(rules) -> list[tuple[float, str, dict]]:
+        out = []
+        for slowdown, run_id in nights:
+            (v,) = judge(frame[frame["run_id"].isin([*history, run_id])], run_id, rules)
+            out.append((slowdown, v.verdict, v.evidence))
+        return out
+
+    def rates(judged) -> tuple[int, int, dict]:
+        aa = [v for s, v, _ in judged if s == 0.0]
+        false_pos = sum(v in (SLOWER, FASTER) for v in aa)
+        detected = {f"{s * 100:g}": sum(v == SLOWER for s2, v, _ in judged if s2 == s) / args.nights for s in SLOWDOWNS}
+        return false_pos, len(aa), detected
+
+    rules = recipe.regression
+    judged = verdicts(rules)
+    hist_medians = [medians[r] for r in history]
+    threads, repeats = int(frame["threads"].iloc[0]), len(frame["samples_ms"].iloc[0])
+    took = f"{seconds:.0f} s" if seconds is not None else "replayed"
+    table = Table(title=f"{args.model} on TVM (x86, {threads} threads): {len(history)} history nights, "
+                        f"{len(nights)} test nights, {repeats} repeats per night, {took}; "
+                        f"injected delays are shares of {base_ms:.4f} ms")
+    for col in ("nights", "injected", "median change (median of nights)", "flagged slower", "flagged faster", "same"):
+        table.add_column(col, justify="right")
+    for slowdown in (0.0, *SLOWDOWNS):
+        mine = [(v, e) for s, v, e in judged if s == slowdown]
+        changes = [e["latency_change"] for _, e in mine]
+        table.add_row("A/A" if not slowdown else "A/B", f"+{slowdown:.0%}", f"{np.median(changes):+.1%}",
+                      str(sum(v == SLOWER for v, _ in mine)), str(sum(v == FASTER for v, _ in mine)),
+                      str(sum(v not in (SLOWER, FASTER) for v, _ in mine)))
+    out = Console()
+    out.print(table)
+    sigma = judged[0][2]["night_sigma"]
+    sigma_text = f"{sigma:.2%}" if sigma is not None else f"unknown (fewer than {rules.min_history} history nights)"
+    out.print(f"history medians {min(hist_medians):.4f}..{max(hist_medians):.4f} ms; night-to-night sigma {sigma_text}; "
+              f"noise band ±{judged[0][2]['noise_band']:.1%} (rules: min_effect {rules.min_effect:.0%}, "
+              f"alpha {rules.alpha:g}, window {rules.window})")
+
+    sweep = Table(title="the same nights under other thresholds (min_effect x window)")
+    for col in ("min_effect", "window", "A/A false positives", "3%", "10%", "25%"):
+        sweep.add_column(col, justify="right")
+    for min_effect in (0.0, 0.03, 0.05, 0.08):
+        for window in (5, 10):
+            fp, n, det = rates(verdicts(rules.model_copy(update={"min_effect": min_effect, "window": window})))
+            sweep.add_row(f"{min_effect:.0%}", str(window), f"{fp}/{n}", *(f"{det[k]:.0%}" for k in det))
+    out.print(sweep)
+
+    false_pos, aa_nights, detected = rates(judged)
+    print(json.dumps({"aa_false_positives": false_pos, "aa_nights": aa_nights, "detected": detected}))
+
+
+if __name__ == "__main__":
+    main()

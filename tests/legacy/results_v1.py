@@ -1,0 +1,154 @@
+"""Frozen copy of the store as schema version 1 shipped it: tests open stores it wrote with the current code.
+
+The history store: every measurement with its provenance and raw samples, in SQLAlchemy
+(an embedded SQLite file by default, any SQLAlchemy URL such as PostgreSQL for a shared history)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from tvmharness.errors import HarnessError, one_line
+
+SCHEMA_VERSION = 1
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaInfo(Base):
+    __tablename__ = "schema_info"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class Run(Base):
+    """One invocation: a recipe over its jobs, on one host, at one commit."""
+
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    recipe_name: Mapped[str] = mapped_column(String(200))
+    recipe_hash: Mapped[str] = mapped_column(String(64))
+    recipe: Mapped[dict] = mapped_column(JSON)
+    hostname: Mapped[str] = mapped_column(String(200))
+    cpu: Mapped[str] = mapped_column(String(200))
+    git_commit: Mapped[str] = mapped_column(String(64))
+    provenance: Mapped[dict] = mapped_column(JSON)  # host, CPU features, every version
+    measurements: Mapped[list["Measurement"]] = relationship(back_populates="run")
+
+
+class Measurement(Base):
+    """One row of a report: model x variant x target x engine, measured once with raw samples."""
+
+    __tablename__ = "measurements"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    variant: Mapped[str] = mapped_column(String(200))
+    target: Mapped[str] = mapped_column(String(100))
+    engine: Mapped[str] = mapped_column(String(50))
+    engine_version: Mapped[str] = mapped_column(String(100))
+    is_baseline: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(String(30))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    threads: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    batch: Mapped[int] = mapped_column(Integer, default=1)
+    median_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    p90_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    iqr_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    samples_ms: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    speedup_vs_baseline: Mapped[float | None] = mapped_column(Float, nullable=True)
+    artifact_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_abs_diff: Mapped[float | None] = mapped_column(Float, nullable=True)
+    top1_agreement: Mapped[float | None] = mapped_column(Float, nullable=True)
+    accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tuned: Mapped[bool | None] = mapped_column(nullable=True)
+    cache_hit: Mapped[bool | None] = mapped_column(nullable=True)
+    meets_goals: Mapped[bool | None] = mapped_column(nullable=True)
+    target_spec: Mapped[dict] = mapped_column(JSON, default=dict)  # the resolved TVM target and CPU features
+    details: Mapped[dict] = mapped_column(JSON, default=dict)  # notes, build key, artifact path
+    run: Mapped[Run] = relationship(back_populates="measurements")
+
+
+COLUMNS = [c.name for c in Measurement.__table__.columns]
+
+
+def store_url(store: str) -> str:
+    """A path becomes a SQLite URL (its folder created); a URL is used as given."""
+    if "://" in store:
+        return store
+    path = Path(store)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+class Store:
+    """Writes each row as soon as it is measured, so a later failure loses nothing."""
+
+    def __init__(self, store: str):
+        self.url = store_url(store)
+        try:
+            self.engine = create_engine(self.url)
+            Base.metadata.create_all(self.engine)
+            with Session(self.engine) as s:
+                info = s.get(SchemaInfo, 1)
+                if info is None:
+                    s.add(SchemaInfo(id=1, version=SCHEMA_VERSION))
+                    s.commit()
+                elif info.version > SCHEMA_VERSION:
+                    raise HarnessError(f"results store {store} has schema {info.version}, newer than this tvmharness ({SCHEMA_VERSION})",
+                                       "upgrade tvmharness, or point --store at another file")
+        except SQLAlchemyError as err:
+            raise HarnessError(f"cannot open the results store {store}: {one_line(err)}",
+                               "check the path or URL and that the database is reachable") from None
+
+    def start_run(self, recipe_name: str, recipe_hash: str, recipe: dict, provenance: dict) -> int:
+        with Session(self.engine) as s:
+            run = Run(recipe_name=recipe_name, recipe_hash=recipe_hash, recipe=recipe,
+                      hostname=provenance["host"]["hostname"], cpu=provenance["host"]["cpu"]["model"],
+                      git_commit=provenance["git_commit"], provenance=provenance)
+            s.add(run)
+            s.commit()
+            return run.id
+
+    def add(self, run_id: int, row: dict) -> int:
+        with Session(self.engine) as s:
+            m = Measurement(run_id=run_id, **{k: v for k, v in row.items() if k in COLUMNS and k != "id"})
+            s.add(m)
+            s.commit()
+            return m.id
+
+    def finish_run(self, run_id: int) -> None:
+        with Session(self.engine) as s:
+            s.get(Run, run_id).finished = _now()
+            s.commit()
+
+    def run(self, run_id: int) -> dict:
+        with Session(self.engine) as s:
+            r = s.get(Run, run_id)
+            return {c.name: getattr(r, c.name) for c in Run.__table__.columns}
+
+    def frame(self, run_id: int | None = None, since: datetime | None = None):
+        """The measurements (joined with their run's provenance) as a pandas DataFrame."""
+        import pandas as pd
+
+        query = select(Measurement.__table__, Run.hostname, Run.cpu, Run.git_commit, Run.recipe_name,
+                       Run.recipe_hash).join(Run, Measurement.run_id == Run.id)
+        if run_id is not None:
+            query = query.where(Measurement.run_id == run_id)
+        if since is not None:
+            query = query.where(Measurement.created >= since)
+        with self.engine.connect() as conn:
+            return pd.read_sql(query.order_by(Measurement.id), conn)

@@ -1,0 +1,127 @@
+"""Verdicts on seeded histories written through the real store: steps are flagged, noise is not,
+and a verdict says what changed."""
+
+import numpy as np
+import pytest
+
+from tests.history import night
+from tvmharness.recipe import Regression
+from tvmharness.report.regress import BROKEN, FASTER, LARGER, LESS_ACCURATE, NEW, SAME, SLOWER, judge, judge_run
+from tvmharness.results import Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(str(tmp_path / "history.db"))
+
+
+def test_a_flat_noisy_history_is_never_flagged(store):
+    rng = np.random.default_rng(7)
+    runs = [night(store, 1.0, rng) for _ in range(25)]
+    frame = store.frame()
+    verdicts = [judge(frame, run_id)[0] for run_id in runs]
+    assert verdicts[0].verdict == NEW
+    assert [v.verdict for v in verdicts[1:]] == [SAME] * 24, [v.summary() for v in verdicts if v.verdict != SAME]
+
+
+@pytest.mark.parametrize("step, expected", [(1.15, SLOWER), (0.85, FASTER)])
+def test_a_step_in_a_noisy_history_is_flagged_with_its_evidence(store, step, expected):
+    rng = np.random.default_rng(11)
+    for _ in range(10):
+        night(store, 1.0, rng)
+    last = night(store, step, rng)
+    run, verdicts = judge_run(store)
+    assert run["id"] == last
+    (v,) = verdicts
+    assert v.verdict == expected and v.aspects["latency"] == expected
+    assert v.regression == (expected == SLOWER)
+    e = v.evidence
+    assert e["p_value"] < e["alpha"]
+    assert abs(e["latency_change"]) > e["noise_band"] >= Regression().min_effect
+    assert e["reference_runs"] == Regression().window and e["history_runs"] == 10
+    assert e["latency_change"] == pytest.approx(step - 1, abs=0.05)
+
+
+def test_an_old_step_is_not_flagged_again(store):
+    rng = np.random.default_rng(3)
+    for level in [1.0] * 8 + [1.2] * 6:
+        night(store, level, rng)
+    (v,) = judge_run(store)[1]
+    assert v.verdict == SAME, v.summary()
+
+
+def test_a_verdict_names_the_provenance_that_changed_and_the_operators_that_moved(store):
+    rng = np.random.default_rng(5)
+    for _ in range(6):
+        night(store, 1.0, rng)
+    night(store, 1.3, rng, tuning_sha="b" * 64, versions={"torch": "9.9.9"}, git="deadbeef",
+          profile_ms={"conv2d": 0.8, "matmul": 0.3, "add": 0.01})
+    (v,) = judge_run(store)[1]
+    assert v.verdict == SLOWER
+    changed = {c["what"]: (c["before"], c["after"]) for c in v.changed}
+    assert changed["tuning records"] == ("a" * 16, "b" * 16)
+    assert changed["torch"][1] == "9.9.9"
+    assert changed["git commit"] == ("c0ffee", "deadbeef")
+    assert "build" not in changed  # explained by the records and the commit
+    assert v.operators[0]["operator"] == "conv2d" and v.operators[0]["delta_ms"] == pytest.approx(0.3)
+    text = v.summary()
+    assert "tuning records" in text and "conv2d" in text and "slower" in text
+
+
+def test_size_accuracy_broken_and_new(store):
+    rng = np.random.default_rng(9)
+    for _ in range(4):
+        night(store, 1.0, rng)
+        night(store, 2.0, rng, model="other")
+    final = night(store, 1.0, rng, artifact_bytes=150_000, accuracy=0.90)
+    frame = store.frame()
+    (v,) = judge(frame, final)
+    assert v.aspects["size"] == LARGER and v.aspects["accuracy"] == LESS_ACCURATE
+    assert v.verdict == LESS_ACCURATE and v.regression  # the worst aspect leads
+    assert v.evidence["size_change"] == pytest.approx(0.5)
+
+    broken = night(store, 1.0, rng, model="other", status="failed to build", reason="boom", samples_ms=None)
+    (b,) = judge(store.frame(), broken)
+    assert b.verdict == BROKEN and "boom" in b.reason and b.regression
+
+    fresh = night(store, 1.0, rng, model="brand_new")
+    (n,) = judge(store.frame(), fresh)
+    assert n.verdict == NEW and not n.regression
+
+
+def test_a_short_history_only_flags_changes_beyond_the_unknown_noise_band(store):
+    rng = np.random.default_rng(13)
+    night(store, 1.0, rng)
+    night(store, 1.12, rng)  # 12%: on a host whose noise is not known yet, not a verdict
+    (v,) = judge_run(store)[1]
+    assert v.verdict == SAME and v.evidence["night_sigma"] is None
+    assert v.evidence["noise_band"] == Regression().unknown_noise_band
+    night(store, 2.0, rng)  # a build twice as slow is flagged from the second night on
+    (v,) = judge_run(store)[1]
+    assert v.verdict == SLOWER
+
+
+def test_a_host_whose_runs_land_in_two_modes_flags_only_changes_beyond_them(store):
+    """Runs of one build on a shared host land in load modes ~14% apart; the other mode is not a step."""
+    rng = np.random.default_rng(21)
+    for i in range(12):
+        night(store, 1.14 if rng.random() < 0.45 else 1.0, rng)
+    night(store, 1.14, rng)  # the slow mode again, after a fast night or not
+    (v,) = judge_run(store)[1]
+    assert v.verdict == SAME, v.summary()
+    night(store, 1.14 * 1.25, rng)  # 25% beyond the slow mode
+    (v,) = judge_run(store)[1]
+    assert v.verdict == SLOWER and v.evidence["median_ms"] > v.evidence["envelope_ms"][1] * 1.05
+
+
+def test_rules_come_from_the_run_s_stored_recipe_and_unknown_ones_are_ignored(store):
+    from tvmharness.report.regress import rules_of
+
+    rng = np.random.default_rng(17)
+    recipe = {"regression": {"min_effect": 0.5, "a_rule_from_another_release": 4}}
+    for _ in range(6):
+        night(store, 1.0, rng, recipe=recipe)
+    night(store, 1.3, rng, recipe=recipe)  # 30%: slower under the default rules, not under min_effect 0.5
+    run, (v,) = judge_run(store)
+    assert rules_of(run).min_effect == 0.5
+    assert v.verdict == SAME

@@ -1,0 +1,155 @@
+"""`tvmharness report` and `tvmharness nightly` as CI meets them: formats, exit codes, the HTML page
+in a real headless browser, and a real nightly run on the digits CNN judged against its history."""
+
+import csv
+import io
+import json
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, run_cli
+from tests.history import night
+from tvmharness.results import Store
+
+EVIL = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory) -> Path:
+    """A history where one series took a 30% step tonight, one stayed flat, and one is named like an attack."""
+    path = tmp_path_factory.mktemp("report") / "history.db"
+    store = Store(str(path))
+    rng = np.random.default_rng(4)
+    for i in range(8):
+        last = i == 7
+        run_id = night(store, 1.3 if last else 1.0, rng, model="stepped", tuning_sha=("b" if last else "a") * 64)
+        # the flat and the script-named series join the same runs, as one recipe's rows do
+        for model, level in (("flat", 2.0), (EVIL, 0.5)):
+            row = store.frame(run_id=run_id).iloc[0].to_dict()
+            drift = float(np.exp(rng.normal(0, 0.01)))
+            samples = (level * drift * np.exp(rng.normal(0, 0.03, 30))).round(6).tolist()
+            store.add(run_id, {k: row[k] for k in ("variant", "target", "engine", "engine_version", "status", "threads",
+                                                   "batch", "artifact_bytes", "accuracy", "target_spec", "details")}
+                      | {"model": model, "samples_ms": samples, "median_ms": float(np.median(samples)),
+                         "is_baseline": model == "flat", "speedup_vs_baseline": None if model == "flat" else 4.0})
+    return path
+
+
+def test_report_formats_read_the_store(seeded):
+    md = run_cli("report", "--store", str(seeded), "--format", "md")
+    assert md.returncode == 0, md.stderr
+    assert "regressions found" in md.stdout and "**slower**" in md.stdout and "tuning records" in md.stdout
+    assert EVIL not in md.stdout and "&lt;script&gt;" in md.stdout
+
+    doc = json.loads(run_cli("report", "--store", str(seeded), "--format", "json").stdout)
+    verdicts = {v["series"]["model"]: v for v in doc["verdicts"]}
+    assert verdicts["stepped"]["verdict"] == "slower" and verdicts["flat"]["verdict"] == "same"
+    assert doc["regressions"] == 1
+    assert {c["what"] for c in verdicts["stepped"]["changed"]} >= {"tuning records"}
+
+    suite = ET.fromstring(run_cli("report", "--store", str(seeded), "--format", "junit").stdout.split("?>", 1)[1])
+    assert suite.get("tests") == "3" and suite.get("failures") == "1"
+    failed = [c for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert [c.get("classname").split(".")[-1] for c in failed] == ["stepped"]
+    assert "tuning records" in failed[0].find("failure").get("message")
+
+    rows = list(csv.DictReader(io.StringIO(run_cli("report", "--store", str(seeded), "--format", "csv").stdout)))
+    assert len(rows) == 24 and {r["verdict"] for r in rows if r["run_id"] == "8"} == {"slower", "same"}
+
+    table = run_cli("report", "--store", str(seeded))
+    assert table.returncode == 0 and "slower" in table.stdout and "stepped" in table.stdout
+
+
+def test_report_since_and_bad_input(seeded, tmp_path):
+    missing = tmp_path / "nowhere.db"
+    proc = run_cli("report", "--store", str(missing))
+    assert proc.returncode == 2 and "no results store at" in proc.stderr and "Traceback" not in proc.stderr
+    assert not missing.exists()  # a report never creates a store
+    proc = run_cli("report", "--store", str(seeded), "--since", "yesterday")
+    assert proc.returncode == 2 and "is not a date" in proc.stderr
+    proc = run_cli("report", "--store", str(seeded), "--format", "pdf")
+    assert proc.returncode == 2 and "unknown format 'pdf'" in proc.stderr
+    proc = run_cli("report", "--store", str(seeded), "--since", "2999-01-01")
+    assert proc.returncode == 2 and "no measurements" in proc.stderr
+    everything = json.loads(run_cli("report", "--store", str(seeded), "--since", "2000-01-01", "--format", "json").stdout)
+    assert everything["regressions"] == 1 and len(everything["verdicts"]) == 3
+    proc = run_cli("report", "--store", str(seeded), "--run", "99")
+    assert proc.returncode == 2 and "run 99 is not in the store" in proc.stderr
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_html_report_draws_its_charts_in_headless_chromium(seeded, tmp_path):
+    page = tmp_path / "report.html"
+    proc = run_cli("report", "--store", str(seeded), "--format", "md", "--html", str(page))
+    assert proc.returncode == 0, proc.stderr
+    text = page.read_text()
+    assert "<script src=" not in text  # self-contained: plotly is inlined
+    assert EVIL not in text and "&lt;script&gt;alert(1)" in text  # escaped wherever it appears
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium); the page was written but not opened")
+    shown = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                            "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
+                           capture_output=True, text=True, timeout=120)
+    dom = shown.stdout
+    charts = int(re.search(r'data-charts="(\d+)"', dom).group(1))
+    drawn = int(re.search(r'data-charts-drawn="(\d+)"', dom).group(1))
+    # per target a Pareto chart and baseline bars, and one sparkline per series
+    assert charts == drawn == 2 + 3, dom[-2000:]
+    console = [ln for ln in shown.stderr.splitlines() if ":CONSOLE" in ln]
+    assert not console, console
+    assert re.search(r'<pre id="js-errors" hidden=""></pre>', dom)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;</h2>" in dom  # the name is text, in its model heading
+    assert "<script>alert(1)</script>" not in dom
+
+
+@pytest.fixture(scope="module")
+def nightly_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("nightly")
+    recipe = (ROOT / "recipes" / "nightly.toml").read_text()
+    recipe = recipe.replace("repeats = 60", "repeats = 30").replace('engines = ["tvm", "torch", "onnxruntime"]',
+                                                                    'engines = ["tvm", "torch"]')
+    (folder / "nightly.toml").write_text(recipe)
+    return folder
+
+
+def test_two_real_nightly_runs_give_verdicts_and_the_exit_code_follows_them(nightly_dir):
+    first = run_cli("nightly", "nightly.toml", "--format", "json", cwd=nightly_dir)
+    assert first.returncode == 0, first.stderr
+    doc = json.loads(first.stdout)
+    assert {v["verdict"] for v in doc["verdicts"]} == {"new"}
+    second = run_cli("nightly", "nightly.toml", "--format", "json", cwd=nightly_dir)
+    doc = json.loads(second.stdout)
+    assert len(doc["verdicts"]) == 2 and "new" not in {v["verdict"] for v in doc["verdicts"]}
+    assert second.returncode == (1 if doc["regressions"] else 0), second.stderr
+    tvm = next(v for v in doc["verdicts"] if v["series"]["engine"] == "tvm")
+    assert tvm["evidence"]["samples"] == 30 and tvm["evidence"]["reference_runs"] == 1
+    assert tvm["operators"], "the TVM rows carry per-operator profiles"
+    out = nightly_dir / "results" / "nightly"
+    assert (out / "summary.md").read_text().startswith("## tvmharness nightly")
+    assert ET.parse(out / "junit.xml").getroot().get("tests") == "2"
+    assert (out / "report.html").stat().st_size > 1_000_000
+
+
+def test_nightly_exits_1_on_a_regression_and_names_the_tuning_records(nightly_dir):
+    """A real run judged against a history whose builds were twice as fast with other tuning records."""
+    measured = Store(str(nightly_dir / "results" / "history.db")).frame()
+    tvm_ms = float(measured.loc[measured["engine"] == "tvm", "median_ms"].median())
+    store = nightly_dir / "faster-history.db"
+    rng = np.random.default_rng(8)
+    for _ in range(5):
+        night(Store(str(store)), tvm_ms / 2, rng, model="digits_cnn", engine="tvm", tuning_sha="f" * 64)
+    proc = run_cli("nightly", "nightly.toml", "--store", str(store), "--format", "md", cwd=nightly_dir)
+    assert proc.returncode == 1, proc.stderr
+    assert "regression digits_cnn / fp32 / x86 / tvm" in proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if "x86 / tvm" in ln)
+    assert "**slower**" in line and "tuning records ffffffffffffffff → none" in line

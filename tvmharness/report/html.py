@@ -1,0 +1,242 @@
+"""The HTML report: one self-contained file (plotly's JavaScript inlined), read only from the store.
+
+Per target: a Pareto chart of latency against accuracy (marker size: artifact size) and bars of
+every row relative to the baseline; per model: a table with full provenance and a sparkline of each
+series' history; on top, the verdicts of the run. Every string from a user goes through jinja2's
+autoescaping (tables) or html.escape (chart text, which plotly decodes back into SVG text)."""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from .regress import REGRESSIONS, judge_run
+
+SPARK = {"displayModeBar": False, "staticPlot": True, "responsive": True}
+CHART = {"displayModeBar": False, "responsive": True}
+
+
+def _present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _t(value) -> str:
+    """Chart text: plotly reads its strings as a small HTML subset, so entities keep them plain text."""
+    return html.escape(str(value), quote=False)
+
+
+def _quality(row: dict) -> tuple[str, float | None]:
+    if _present(row.get("accuracy")):
+        return "accuracy", float(row["accuracy"])
+    if _present(row.get("top1_agreement")):
+        return "top-1 agreement with the baseline", float(row["top1_agreement"])
+    return "accuracy", None
+
+
+def _figure_html(fig: go.Figure, div_id: str, config: dict) -> str:
+    return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, config=config)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both latency (lower) and quality (higher)."""
+    front = []
+    for i, (lat, q) in enumerate(points):
+        if not any((l2 <= lat and q2 >= q) and (l2 < lat or q2 > q) for j, (l2, q2) in enumerate(points) if j != i):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def pareto_chart(rows: list[dict], div_id: str) -> str | None:
+    ok = [r for r in rows if r["status"] == "ok" and _present(r.get("median_ms")) and _quality(r)[1] is not None]
+    if not ok:
+        return None
+    metric = _quality(ok[0])[0]
+    sizes = [r["artifact_bytes"] for r in ok if _present(r.get("artifact_bytes"))]
+    biggest = max(sizes) if sizes else 1
+    fig = go.Figure()
+    for engine in sorted({r["engine"] for r in ok}):
+        mine = [r for r in ok if r["engine"] == engine]
+        fig.add_trace(go.Scatter(
+            x=[r["median_ms"] for r in mine], y=[_quality(r)[1] for r in mine], mode="markers", name=_t(engine),
+            marker={"size": [10 + 30 * math.sqrt((r.get("artifact_bytes") or 0) / biggest) if _present(r.get("artifact_bytes")) else 10
+                             for r in mine], "sizemode": "diameter", "opacity": 0.75, "line": {"width": 1}},
+            text=[_t(f"{r['model']} / {r['variant']} / {r['engine']}") for r in mine],
+            customdata=[_t(f"{r['artifact_bytes'] / 1e6:.2f} MB" if _present(r.get("artifact_bytes")) else "no artifact") for r in mine],
+            hovertemplate="%{text}<br>%{x:.4g} ms · " + _t(metric) + " %{y:.3f}<br>%{customdata}<extra></extra>"))
+    points = [(r["median_ms"], _quality(r)[1]) for r in ok]
+    front = pareto_front(points)
+    fig.add_trace(go.Scatter(x=[points[i][0] for i in front], y=[points[i][1] for i in front], mode="lines",
+                             name="Pareto front", line={"dash": "dot", "color": "grey"}, hoverinfo="skip"))
+    fig.update_layout(template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 30, "b": 50},
+                      xaxis={"title": {"text": "median latency, ms (log)"}, "type": "log"},
+                      yaxis={"title": {"text": _t(metric)}}, legend={"title": {"text": "engine (marker size: artifact)"}})
+    return _figure_html(fig, div_id, CHART)
+
+
+def baseline_bars(rows: list[dict], div_id: str) -> str | None:
+    ok = [r for r in rows if r["status"] == "ok" and _present(r.get("median_ms"))]
+    if not ok:
+        return None
+    bars = []
+    for r in ok:
+        speedup = 1.0 if r["is_baseline"] else r.get("speedup_vs_baseline")
+        if _present(speedup):
+            bars.append((_t(f"{r['model']} / {r['variant']} / {r['engine']}"), float(speedup), bool(r["is_baseline"])))
+    if not bars:
+        return None
+    fig = go.Figure(go.Bar(x=[b[1] for b in bars], y=[b[0] for b in bars], orientation="h",
+                           marker={"color": ["#888" if b[2] else ("#2a9d8f" if b[1] >= 1 else "#e76f51") for b in bars]},
+                           text=[f"{b[1]:.2f}x" for b in bars], textposition="auto",
+                           hovertemplate="%{y}: %{x:.3f}x the baseline's speed<extra></extra>"))
+    fig.add_vline(x=1.0, line_dash="dash", line_color="grey")
+    fig.update_layout(template="plotly_white", height=120 + 28 * len(bars), margin={"l": 20, "r": 20, "t": 30, "b": 40},
+                      xaxis={"title": {"text": "speed-up over the fp32 baseline (baseline latency / row latency)"}},
+                      yaxis={"automargin": True})
+    return _figure_html(fig, div_id, CHART)
+
+
+def sparkline(history: list[dict], div_id: str) -> str | None:
+    points = [(r["run_started"], r["median_ms"], r["run_id"]) for r in history
+              if r["status"] == "ok" and _present(r.get("median_ms"))]
+    if not points:
+        return None
+    fig = go.Figure(go.Scatter(x=[str(p[0]) for p in points], y=[p[1] for p in points], mode="lines+markers",
+                               marker={"size": 4}, line={"width": 1.5}, customdata=[p[2] for p in points],
+                               hovertemplate="run %{customdata}: %{y:.4g} ms<extra></extra>"))
+    fig.update_layout(template="none", height=40, width=180, margin={"l": 0, "r": 0, "t": 2, "b": 2},
+                      xaxis={"visible": False}, yaxis={"visible": False}, showlegend=False)
+    return _figure_html(fig, div_id, SPARK)
+
+
+def _fmt(value, fmt: str, unit: str = "") -> str:
+    return format(value, fmt) + unit if _present(value) else "—"
+
+
+def render_html(store, since=None, run_id: int | None = None) -> str:
+    run, verdicts = judge_run(store, run_id, since=since)
+    frame = store.frame(since=since)
+    rows = frame.to_dict("records")
+    current = [r for r in rows if r["run_id"] == run["id"]]
+    by_series = {}
+    for r in rows:
+        by_series.setdefault((r["hostname"], r["target"], r["model"], r["variant"], r["engine"]), []).append(r)
+    verdict_of = {tuple(v.series.values()): v for v in verdicts}
+
+    targets = []
+    for i, target in enumerate(dict.fromkeys(r["target"] for r in current)):
+        mine = [r for r in current if r["target"] == target]
+        targets.append({"name": target, "spec": (mine[0].get("target_spec") or {}).get("tvm"),
+                        "pareto": pareto_chart(mine, f"pareto-{i}"), "bars": baseline_bars(mine, f"bars-{i}")})
+    models = []
+    for i, model in enumerate(dict.fromkeys(r["model"] for r in current)):
+        table = []
+        for j, r in enumerate(r for r in current if r["model"] == model):
+            key = (r["hostname"], r["target"], r["model"], r["variant"], r["engine"])
+            tuning = (r.get("details") or {}).get("tuning_records") or {}
+            spread = r["iqr_ms"] / r["median_ms"] / 2 if _present(r.get("iqr_ms")) and r.get("median_ms") else None
+            v = verdict_of.get(key)
+            table.append({
+                "variant": r["variant"], "target": r["target"], "engine": r["engine"],
+                "engine_version": r["engine_version"], "status": r["status"], "reason": r["reason"],
+                "median": _fmt(r.get("median_ms"), ".4g", " ms"), "p90": _fmt(r.get("p90_ms"), ".4g", " ms"),
+                "spread": _fmt(spread, ".1%"), "speedup": "baseline" if r["is_baseline"] else _fmt(r.get("speedup_vs_baseline"), ".2f", "x"),
+                "size": _fmt((r.get("artifact_bytes") or math.nan) / 1e6 if _present(r.get("artifact_bytes")) else None, ".2f", " MB"),
+                "accuracy": _fmt(r.get("accuracy"), ".2%"), "agreement": _fmt(r.get("top1_agreement"), ".0%"),
+                "max_diff": _fmt(r.get("max_abs_diff"), ".2e"), "threads": r.get("threads"), "batch": r.get("batch"),
+                "tuning": (f"{tuning.get('tasks_tuned')}/{tuning.get('tasks')} tasks, {tuning.get('trials')} trials, "
+                           f"sha256 {str(tuning.get('sha256', ''))[:16]}") if tuning else ("untuned" if r["engine"].startswith("tvm") else "—"),
+                "build": (r.get("details") or {}).get("build_key") or "—",
+                "target_spec": (r.get("target_spec") or {}).get("tvm"),
+                "verdict": v.verdict if v else "", "verdict_summary": v.summary() if v else "",
+                "regression": bool(v and v.regression),
+                "spark": sparkline(by_series.get(key, []), f"spark-{i}-{j}"), "runs": len(by_series.get(key, [])),
+            })
+        models.append({"name": model, "rows": table})
+
+    prov = run.get("provenance") or {}
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(TEMPLATE).render(
+        run=run, prov=prov, cpu=(prov.get("host") or {}).get("cpu") or {}, versions=prov.get("versions") or {},
+        verdicts=verdicts, regressions=REGRESSIONS, targets=targets, models=models, since=since,
+        plotly_js=Markup(get_plotlyjs()),
+        charts=lambda fragment: Markup(fragment) if fragment else "")
+
+
+def write_html(store, path: Path, since=None, run_id: int | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(store, since, run_id), encoding="utf-8")
+    return path
+
+
+TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>tvmharness report: {{ run.recipe_name }} run {{ run.id }}</title>
+<script>
+  // Script errors land in the page itself, where a reader (or a test) sees them.
+  window.addEventListener("error", function (e) {
+    var sink = document.getElementById("js-errors");
+    if (sink) { sink.textContent += (e.message || String(e)) + "\\n"; sink.hidden = false; }
+  });
+</script>
+<script>{{ plotly_js }}</script>
+<style>
+ body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
+ table { border-collapse: collapse; margin: .5em 0 1.5em; }
+ th, td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: middle; }
+ th { background: #f4f4f4; }
+ .regression { color: #b00020; font-weight: bold; } .num { text-align: right; }
+ .prov { color: #555; font-size: 12px; } .chart { max-width: 1000px; } #js-errors { color: #b00020; }
+</style></head>
+<body>
+<h1>tvmharness: {{ run.recipe_name }} (run {{ run.id }})</h1>
+<pre id="js-errors" hidden></pre>
+<p class="prov">host {{ run.hostname }} · {{ cpu.get("model") }} ({{ cpu.get("arch") }}, {{ cpu.get("logical_cores") }} logical cores; features
+ {{ (cpu.get("features") or []) | join(" ") }}) · threads {{ prov.get("threads", "?") }} · git {{ run.git_commit }} · recipe {{ run.recipe_name }}
+ ({{ run.recipe_hash }}) · started {{ run.started }}{% if since %} · history since {{ since }}{% endif %}<br>
+ versions: {% for k, v in versions.items() if v %}{{ k }} {{ v }}{% if not loop.last %} · {% endif %}{% endfor %}</p>
+
+<h2>Verdicts against each series' history</h2>
+<table><tr><th>model</th><th>variant</th><th>target</th><th>engine</th><th>verdict</th><th>evidence and cause</th></tr>
+{% for v in verdicts %}<tr><td>{{ v.series.model }}</td><td>{{ v.series.variant }}</td><td>{{ v.series.target }}</td>
+<td>{{ v.series.engine }}</td><td class="{{ 'regression' if v.verdict in regressions else '' }}">{{ v.verdict }}</td>
+<td>{{ v.summary() }}</td></tr>
+{% endfor %}</table>
+
+{% for t in targets %}<h2>Target {{ t.name }}</h2>
+<p class="prov">{{ t.spec }}</p>
+<h3>Latency vs accuracy</h3><div class="chart">{{ charts(t.pareto) or "no row with both latency and accuracy" }}</div>
+<h3>Relative to the baseline</h3><div class="chart">{{ charts(t.bars) or "no measured rows" }}</div>
+{% endfor %}
+
+{% for m in models %}<h2>Model {{ m.name }}</h2>
+<table><tr><th>variant</th><th>target</th><th>engine</th><th>status</th><th>median</th><th>p90</th><th>spread</th>
+<th>speed-up</th><th>size</th><th>accuracy</th><th>top-1 agree</th><th>max |diff|</th><th>verdict</th><th>history</th>
+<th>provenance</th></tr>
+{% for r in m.rows %}<tr><td>{{ r.variant }}</td><td>{{ r.target }}</td><td>{{ r.engine }}</td>
+<td>{{ r.status }}{% if r.reason %}: {{ r.reason }}{% endif %}</td><td class="num">{{ r.median }}</td><td class="num">{{ r.p90 }}</td>
+<td class="num">±{{ r.spread }}</td><td class="num">{{ r.speedup }}</td><td class="num">{{ r.size }}</td>
+<td class="num">{{ r.accuracy }}</td><td class="num">{{ r.agreement }}</td><td class="num">{{ r.max_diff }}</td>
+<td class="{{ 'regression' if r.regression else '' }}" title="{{ r.verdict_summary }}">{{ r.verdict }}</td>
+<td>{{ charts(r.spark) }}<span class="prov">{{ r.runs }} runs</span></td>
+<td class="prov">{{ r.engine }} {{ r.engine_version }} · threads {{ r.threads }} · batch {{ r.batch }} · tuning {{ r.tuning }}
+ · build {{ r.build }} · target {{ r.target_spec }}</td></tr>
+{% endfor %}</table>
+{% endfor %}
+<script>
+  // How many charts plotly drew: a reader's check, and a headless browser's.
+  window.addEventListener("load", function () {
+    var plots = Array.from(document.querySelectorAll(".js-plotly-plot"));
+    document.body.dataset.charts = plots.length;
+    document.body.dataset.chartsDrawn = plots.filter(function (p) { return p.querySelector(".main-svg"); }).length;
+  });
+</script>
+</body></html>
+"""

@@ -1,0 +1,280 @@
+"""Regression verdicts: each row of a run against the history of its series (host x target x model
+x variant x engine), read only from the store.
+
+Latency is noisy, so a verdict needs two things at once (asv's rule, made noise-aware):
+  1. the run's raw samples and the reference's (the samples of the series' last `window` runs)
+     differ by a two-sided Mann-Whitney U test at p < alpha; and
+  2. the run's median leaves the range of the window's run medians by the minimum effect: the
+     noise band is the series' own spread, night to night, plus `min_effect`. On a shared host the
+     runs of one build land in load modes (~14% apart here, regimes lasting seconds, longer than a
+     run), so a band around the reference median alone would call the other mode a step.
+  A series with fewer than `min_history` earlier runs has not shown its spread yet: its changes
+  must also exceed the wide `unknown_noise_band`.
+Size and accuracy are deterministic: any change past the recipe's thresholds counts. Every verdict
+carries its evidence, what changed in provenance since the previous run of the series, and for
+latency the operators that moved most (from the stored per-operator profiles).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..recipe import Regression
+
+SERIES = ("hostname", "target", "model", "variant", "engine")
+OK = "ok"
+
+# Verdicts, worst first: a row's verdict is the worst of its latency, size and accuracy aspects.
+BROKEN, LESS_ACCURATE, SLOWER, LARGER = "broken", "less accurate", "slower", "larger"
+FASTER, SMALLER, MORE_ACCURATE, SAME, NEW = "faster", "smaller", "more accurate", "same", "new"
+ORDER = (BROKEN, LESS_ACCURATE, SLOWER, LARGER, FASTER, SMALLER, MORE_ACCURATE, NEW, SAME)
+REGRESSIONS = {BROKEN, LESS_ACCURATE, SLOWER, LARGER}
+TOP_OPERATORS = 5
+
+
+@dataclass
+class Verdict:
+    series: dict
+    verdict: str
+    aspects: dict  # latency / size / accuracy -> verdict of that aspect
+    run_id: int
+    previous_run_id: int | None
+    evidence: dict  # effect, noise band, p-value, history size, medians, size and accuracy changes
+    changed: list[dict] = field(default_factory=list)  # provenance that differs from the previous run
+    operators: list[dict] = field(default_factory=list)  # per-operator profile diff, largest moves first
+    reason: str = ""  # a broken row's reason
+    provenance: dict = field(default_factory=dict)  # this run's: git, versions, host, target, tuning records
+
+    @property
+    def regression(self) -> bool:
+        return self.verdict in REGRESSIONS
+
+    @property
+    def name(self) -> str:
+        s = self.series
+        return f"{s['model']} / {s['variant']} / {s['target']} / {s['engine']} @ {s['hostname']}"
+
+    def summary(self) -> str:
+        """One line a person reads first: what, by how much, with what confidence, and why."""
+        e = self.evidence
+        if self.verdict == BROKEN:
+            return f"broken: {self.reason}"
+        if self.verdict == NEW:
+            return "new series: nothing earlier to compare with"
+        parts = []
+        if e.get("latency_ratio") is not None:
+            parts.append(f"latency {e['latency_change']:+.1%} (median {e['reference_ms']:.4g} -> {e['median_ms']:.4g} ms, "
+                         f"noise band ±{e['noise_band']:.1%}, p={e['p_value']:.2g}, {e['reference_runs']} earlier runs)")
+        if e.get("size_change"):
+            parts.append(f"size {e['size_change']:+.1%}")
+        if e.get("accuracy_change"):
+            parts.append(f"{e['accuracy_metric']} {e['accuracy_change']:+.3f}")
+        if self.changed:
+            parts.append("changed: " + "; ".join(f"{c['what']} {c['before']} -> {c['after']}" for c in self.changed))
+        if self.operators and self.aspects.get("latency") in (SLOWER, FASTER):
+            parts.append("operators: " + ", ".join(f"{o['operator']} {o['delta_ms']:+.3g} ms" for o in self.operators[:3]))
+        return f"{self.verdict}: " + "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"name": self.name, "regression": self.regression, "summary": self.summary()}
+
+
+def _present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def night_sigma(medians: list[float]) -> float | None:
+    """Night-to-night relative noise of a series (evidence for the reader): the robust sigma (MAD) of
+    successive differences of its log medians, over sqrt 2; a step in the history moves one difference."""
+    if len(medians) < 3:
+        return None
+    diffs = np.diff(np.log(np.asarray(medians, dtype=np.float64)))
+    return float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / math.sqrt(2))
+
+
+def latency_verdict(samples: list[float], history: list[list[float]], rules: Regression) -> tuple[str, dict]:
+    """Compare a run's samples with the series' earlier runs (oldest first): the verdict and its evidence."""
+    from scipy.stats import mannwhitneyu
+
+    window = history[-rules.window:]
+    medians = [float(np.median(h)) for h in window]
+    reference = np.concatenate([np.asarray(h, dtype=np.float64) for h in window])
+    current = np.asarray(samples, dtype=np.float64)
+    reference_ms, median_ms = float(np.median(medians)), float(np.median(current))
+    ratio = median_ms / reference_ms
+    low, high = min(medians), max(medians)
+    spread = max(high / reference_ms, reference_ms / low) - 1
+    band = (1 + spread) * (1 + rules.min_effect) - 1
+    if len(history) < rules.min_history:
+        band = max(band, rules.unknown_noise_band)
+    p_value = float(mannwhitneyu(current, reference, alternative="two-sided").pvalue)
+    evidence = {"median_ms": median_ms, "reference_ms": reference_ms, "latency_ratio": ratio,
+                "latency_change": ratio - 1, "noise_band": band, "envelope_ms": [low, high],
+                "night_sigma": night_sigma(medians), "p_value": p_value, "alpha": rules.alpha,
+                "reference_runs": len(window), "history_runs": len(history), "samples": len(current),
+                "reference_samples": len(reference)}
+    short = len(history) < rules.min_history
+    slower = median_ms > high * (1 + rules.min_effect) and (not short or ratio > 1 + rules.unknown_noise_band)
+    faster = median_ms * (1 + rules.min_effect) < low and (not short or ratio * (1 + rules.unknown_noise_band) < 1)
+    if p_value < rules.alpha and slower:
+        return SLOWER, evidence
+    if p_value < rules.alpha and faster:
+        return FASTER, evidence
+    return SAME, evidence
+
+
+def _accuracy_metric(row: dict) -> tuple[str, float | None]:
+    if _present(row.get("accuracy")):
+        return "accuracy", float(row["accuracy"])
+    if _present(row.get("top1_agreement")):
+        return "top-1 agreement", float(row["top1_agreement"])
+    return "accuracy", None
+
+
+def _flatten(prefix: str, value, out: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+
+
+def row_provenance(row: dict) -> dict:
+    """What a number depends on outside its series key, flattened: what verdicts diff between runs."""
+    prov = row.get("run_provenance") or {}
+    details = row.get("details") or {}
+    tuning = details.get("tuning_records") or {}
+    out = {
+        "git commit": row.get("git_commit"),
+        "engine version": row.get("engine_version"),
+        "tuning records": (tuning.get("sha256") or "")[:16] or "none",
+        "threads": row.get("threads"),
+        "batch": row.get("batch"),
+        "recipe": row.get("recipe_hash"),
+        "target": (row.get("target_spec") or {}).get("tvm"),
+        "build": details.get("build_key"),
+        "cpu": (prov.get("host") or {}).get("cpu", {}).get("model"),
+        "os": (prov.get("host") or {}).get("os"),
+    }
+    if tuning:
+        out["tuned tasks"] = f"{tuning.get('tasks_tuned')}/{tuning.get('tasks')} ({tuning.get('trials')} trials)"
+    for key in ("compression", "variant_config"):
+        if details.get(key) is not None:
+            _flatten(key, details[key], out)
+    if details.get("kit"):  # measured on a dev kit: which one, and what it runs
+        out["dev kit"] = details["kit"]
+        _flatten("dev kit", details.get("kit_info") or {}, out)
+    for name, version in (prov.get("versions") or {}).items():
+        out[name] = version
+    return {k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in out.items()}
+
+
+def provenance_changes(before: dict, after: dict) -> list[dict]:
+    """Keys whose value differs; the build key is left out when something that explains it changed."""
+    changed = [{"what": k, "before": before.get(k), "after": after.get(k)}
+               for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k)]
+    if len(changed) > 1:
+        changed = [c for c in changed if c["what"] != "build"]
+    return changed
+
+
+def operator_diff(before: dict | None, after: dict | None) -> list[dict]:
+    """Per-operator time before and after, largest absolute move first."""
+    if not before or not after:
+        return []
+    rows = []
+    for op in dict.fromkeys([*before, *after]):
+        b, a = before.get(op), after.get(op)
+        delta = (a or 0.0) - (b or 0.0)
+        rows.append({"operator": op, "before_ms": b, "after_ms": a, "delta_ms": delta,
+                     "change": (a / b - 1) if a is not None and b else None})
+    rows.sort(key=lambda r: abs(r["delta_ms"]), reverse=True)
+    return rows[:TOP_OPERATORS]
+
+
+def rules_of(run: dict) -> Regression:
+    """The regression rules a run was made with (its stored recipe), defaults where it has none."""
+    stored = (run.get("recipe") or {}).get("regression") or {}
+    # A run stored by another release may name rules this one does not know: those are left out.
+    return Regression.model_validate({k: v for k, v in stored.items() if k in Regression.model_fields})
+
+
+def judge_run(store, run_id: int | None = None, since=None) -> tuple[dict, list[Verdict]]:
+    """The run (default: the newest) and a verdict for each of its rows, from the store alone."""
+    runs = store.runs()
+    if not runs:
+        return {}, []
+    run = next((r for r in runs if r["id"] == run_id), None) if run_id is not None else runs[-1]
+    if run is None:
+        from ..errors import HarnessError
+
+        raise HarnessError(f"run {run_id} is not in the store", f"pick one of runs {runs[0]['id']}..{runs[-1]['id']}")
+    return run, judge(store.frame(since=since), run["id"], rules_of(run))
+
+
+def judge(frame, run_id: int, rules: Regression | None = None) -> list[Verdict]:
+    """A verdict for every row of run `run_id`, against the earlier rows of its series in `frame`
+    (a Store.frame(): rows of every run, with their run's provenance)."""
+    rules = rules or Regression()
+    rows = frame.to_dict("records")
+    earlier: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["run_id"] < run_id:
+            earlier.setdefault(tuple(r[k] for k in SERIES), []).append(r)
+    return [judge_row(r, sorted(earlier.get(tuple(r[k] for k in SERIES), []), key=lambda x: x["id"]), rules)
+            for r in rows if r["run_id"] == run_id]
+
+
+def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
+    """One row against its series' earlier rows (oldest first)."""
+    series = {k: row[k] for k in SERIES}
+    ok_history = [h for h in history if h["status"] == OK]
+    previous = ok_history[-1] if ok_history else (history[-1] if history else None)
+    verdict = Verdict(series=series, verdict=SAME, aspects={}, run_id=int(row["run_id"]),
+                      previous_run_id=int(previous["run_id"]) if previous is not None else None, evidence={},
+                      provenance=row_provenance(row))
+    if previous is not None:
+        verdict.changed = provenance_changes(row_provenance(previous), verdict.provenance)
+    if row["status"] != OK:
+        verdict.verdict, verdict.reason = BROKEN, f"{row['status']}: {row.get('reason') or ''}".rstrip(": ")
+        verdict.aspects = {"status": BROKEN}
+        return verdict
+    if not ok_history:
+        verdict.verdict, verdict.aspects = NEW, {"status": NEW}
+        return verdict
+
+    aspects, evidence = {}, {}
+    timed = [h["samples_ms"] for h in ok_history if h.get("samples_ms")]
+    if row.get("samples_ms") and timed:
+        aspects["latency"], latency = latency_verdict(row["samples_ms"], timed, rules)
+        evidence.update(latency)
+        verdict.operators = operator_diff(previous.get("profile_ms"), row.get("profile_ms"))
+    if _present(row.get("artifact_bytes")) and _present(previous.get("artifact_bytes")) and previous["artifact_bytes"]:
+        change = row["artifact_bytes"] / previous["artifact_bytes"] - 1
+        evidence.update(size_bytes=int(row["artifact_bytes"]), previous_size_bytes=int(previous["artifact_bytes"]),
+                        size_change=change)
+        aspects["size"] = LARGER if change > rules.max_size_growth else SMALLER if change < -rules.max_size_growth else SAME
+    metric, value = _accuracy_metric(row)
+    _, before = _accuracy_metric(previous)
+    if value is not None and before is not None:
+        change = value - before
+        evidence.update(accuracy_metric=metric, accuracy=value, previous_accuracy=before, accuracy_change=change)
+        aspects["accuracy"] = (LESS_ACCURATE if change < -rules.max_accuracy_drop
+                               else MORE_ACCURATE if change > rules.max_accuracy_drop else SAME)
+    verdict.aspects, verdict.evidence = aspects, evidence
+    verdict.verdict = min(aspects.values(), key=ORDER.index, default=SAME)
+    return verdict
+
+
+def regressions(verdicts: list[Verdict]) -> list[Verdict]:
+    return [v for v in verdicts if v.regression]
+
+
+def counts(verdicts: list[Verdict]) -> dict[str, int]:
+    out = {}
+    for v in verdicts:
+        out[v.verdict] = out.get(v.verdict, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: ORDER.index(kv[0])))

@@ -1,0 +1,115 @@
+"""Verdicts as CI reads them: a Markdown summary fit for a pull-request comment, JUnit XML, JSON
+and CSV. Every user string (model names, recipe fields) is escaped for its format."""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+
+from .regress import Verdict, counts
+
+ICON = {"slower": "🔴", "broken": "💥", "less accurate": "🔴", "larger": "🟠", "faster": "🟢", "smaller": "🟢",
+        "more accurate": "🟢", "same": "⚪", "new": "🆕"}
+
+
+def md_escape(value) -> str:
+    """Text that stays text in GitHub Markdown: no HTML, no table breaks, no emphasis."""
+    text = str(value)
+    for char, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "&#124;")):
+        text = text.replace(char, entity)
+    for char in "\\`*_[]":
+        text = text.replace(char, "\\" + char)
+    return text.replace("\n", " ")
+
+
+def _pct(value) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:+.1%}"
+
+
+def _latency_cell(v: Verdict) -> str:
+    e = v.evidence
+    if e.get("latency_ratio") is None:
+        return "—"
+    return (f"{e['reference_ms']:.4g} → {e['median_ms']:.4g} ms ({_pct(e['latency_change'])}; "
+            f"noise ±{e['noise_band']:.1%}, p={e['p_value']:.2g})")
+
+
+def _why(v: Verdict) -> str:
+    parts = []
+    if v.reason:
+        parts.append(v.reason)
+    if v.changed:
+        parts.append("changed: " + ", ".join(f"{c['what']} {c['before']} → {c['after']}" for c in v.changed))
+    if v.operators and v.aspects.get("latency") in ("slower", "faster"):
+        parts.append("operators: " + ", ".join(f"{o['operator']} {o['delta_ms']:+.3g} ms" for o in v.operators[:3]))
+    return md_escape("; ".join(parts)) or "—"
+
+
+def markdown(run: dict, verdicts: list[Verdict]) -> str:
+    """The nightly summary: regressions first with evidence and cause, then every verdict."""
+    bad = [v for v in verdicts if v.regression]
+    tally = ", ".join(f"{n} {k}" for k, n in counts(verdicts).items()) or "no rows"
+    head = "❌ regressions found" if bad else "✅ no regressions"
+    prov = run.get("provenance") or {}
+    versions = " · ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v)
+    lines = [f"## tvmharness nightly: {head}", "",
+             f"Run {run.get('id')} of recipe **{md_escape(run.get('recipe_name', ''))}** on "
+             f"{md_escape(run.get('hostname', ''))} ({md_escape(run.get('cpu', ''))}), git `{md_escape(run.get('git_commit', ''))}`: "
+             f"{tally}.", ""]
+
+    def table(rows: list[Verdict]) -> list[str]:
+        out = ["| | series | verdict | latency | size | accuracy | why |", "|---|---|---|---|---|---|---|"]
+        for v in rows:
+            e = v.evidence
+            acc = (f"{e['previous_accuracy']:.3f} → {e['accuracy']:.3f}" if e.get("accuracy_metric") else "—")
+            out.append(f"| {ICON.get(v.verdict, '')} | {md_escape(v.name)} | **{v.verdict}** | {_latency_cell(v)} | "
+                       f"{_pct(e.get('size_change'))} | {acc} | {_why(v)} |")
+        return out
+
+    if bad:
+        lines += ["### Regressions", "", *table(bad), ""]
+    lines += ["<details><summary>All verdicts</summary>", "", *table(verdicts), "", "</details>", "",
+              f"<sub>{md_escape(versions)} · latency verdicts need a Mann-Whitney U p below alpha and a median beyond "
+              f"the noise band: the range of the series' recent runs plus the minimum effect</sub>", ""]
+    return "\n".join(lines)
+
+
+def junit(run: dict, verdicts: list[Verdict]) -> str:
+    """One test case per series; a regression is a failure whose message is the verdict's summary."""
+    suite = ET.Element("testsuite", name=f"tvmharness nightly: {run.get('recipe_name', '')}", tests=str(len(verdicts)),
+                       failures=str(sum(v.regression for v in verdicts)), errors="0", skipped="0",
+                       timestamp=str(run.get("started", "")), hostname=str(run.get("hostname", "")))
+    props = ET.SubElement(suite, "properties")
+    for name, value in (("run", run.get("id")), ("git_commit", run.get("git_commit")), ("recipe_hash", run.get("recipe_hash"))):
+        ET.SubElement(props, "property", name=name, value=str(value))
+    for v in verdicts:
+        s = v.series
+        case = ET.SubElement(suite, "testcase", classname=f"{s['hostname']}.{s['target']}.{s['model']}",
+                             name=f"{s['variant']} / {s['engine']}", time=f"{(v.evidence.get('median_ms') or 0) / 1e3:.6f}")
+        if v.regression:
+            failure = ET.SubElement(case, "failure", message=v.summary(), type=v.verdict)
+            failure.text = json.dumps(v.to_dict(), indent=2, default=str)
+        else:
+            ET.SubElement(case, "system-out").text = v.summary()
+    return ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True)
+
+
+def to_json(run: dict, verdicts: list[Verdict]) -> dict:
+    return {"run": run, "regressions": sum(v.regression for v in verdicts), "counts": counts(verdicts),
+            "verdicts": [v.to_dict() for v in verdicts]}
+
+
+def to_csv(frame, verdicts: list[Verdict]) -> str:
+    """Every row in the frame, flat (JSON columns as JSON text), with the verdict for the judged run's rows."""
+    flat = frame.drop(columns=[c for c in ("run_provenance",) if c in frame.columns]).copy()
+    by_key = {(v.run_id, *v.series.values()): v for v in verdicts}
+    keys = zip(flat["run_id"], flat["hostname"], flat["target"], flat["model"], flat["variant"], flat["engine"])
+    found = [by_key.get(k) for k in keys]
+    flat["verdict"] = [v.verdict if v else "" for v in found]
+    flat["verdict_summary"] = [v.summary() if v else "" for v in found]
+    for col in flat.columns:
+        if flat[col].map(lambda x: isinstance(x, (dict, list))).any():
+            flat[col] = flat[col].map(lambda x: json.dumps(x) if isinstance(x, (dict, list)) else x)
+    return flat.to_csv(index=False)
+
