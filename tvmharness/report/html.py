@@ -44,6 +44,16 @@ def _figure_html(fig: go.Figure, div_id: str, config: dict) -> str:
     return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, config=config)
 
 
+def _kit(details: dict) -> str:
+    """The dev kit a row was measured on, and what it runs ("" for rows measured on this host)."""
+    if not details.get("kit"):
+        return ""
+    info = details.get("kit_info") or {}
+    what = ", ".join(str(x) for x in (info.get("machine"), info.get("hostname"), info.get("threads") and f"{info['threads']} threads",
+                                      info.get("tvm") and f"tvm {info['tvm']}", info.get("emulated") and f"emulated by {info['emulated']}") if x)
+    return f"{details['kit']} ({what})" if what else details["kit"]
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point beats on both latency (lower) and quality (higher)."""
     front = []
@@ -153,6 +163,7 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
                 "tuning": (f"{tuning.get('tasks_tuned')}/{tuning.get('tasks')} tasks, {tuning.get('trials')} trials, "
                            f"sha256 {str(tuning.get('sha256', ''))[:16]}") if tuning else ("untuned" if r["engine"].startswith("tvm") else "—"),
                 "build": (r.get("details") or {}).get("build_key") or "—",
+                "kit": _kit((r.get("details") or {})), "emulated": bool((r.get("details") or {}).get("emulated")),
                 "target_spec": (r.get("target_spec") or {}).get("tvm"),
                 "verdict": v.verdict if v else "", "verdict_summary": v.summary() if v else "",
                 "regression": bool(v and v.regression),
@@ -220,14 +231,14 @@ TEMPLATE = """<!DOCTYPE html>
 <table><tr><th>variant</th><th>target</th><th>engine</th><th>status</th><th>median</th><th>p90</th><th>spread</th>
 <th>speed-up</th><th>size</th><th>accuracy</th><th>top-1 agree</th><th>max |diff|</th><th>verdict</th><th>history</th>
 <th>provenance</th></tr>
-{% for r in m.rows %}<tr><td>{{ r.variant }}</td><td>{{ r.target }}</td><td>{{ r.engine }}</td>
+{% for r in m.rows %}<tr><td>{{ r.variant }}</td><td>{{ r.target }}{% if r.emulated %} <b title="measured on a kit emulated with qemu-user: proves the path, not the kit's speed">EMULATED</b>{% endif %}</td><td>{{ r.engine }}</td>
 <td>{{ r.status }}{% if r.reason %}: {{ r.reason }}{% endif %}</td><td class="num">{{ r.median }}</td><td class="num">{{ r.p90 }}</td>
 <td class="num">±{{ r.spread }}</td><td class="num">{{ r.speedup }}</td><td class="num">{{ r.size }}</td>
 <td class="num">{{ r.accuracy }}</td><td class="num">{{ r.agreement }}</td><td class="num">{{ r.max_diff }}</td>
 <td class="{{ 'regression' if r.regression else '' }}" title="{{ r.verdict_summary }}">{{ r.verdict }}</td>
 <td>{{ charts(r.spark) }}<span class="prov">{{ r.runs }} runs</span></td>
 <td class="prov">{{ r.engine }} {{ r.engine_version }} · threads {{ r.threads }} · batch {{ r.batch }} · tuning {{ r.tuning }}
- · build {{ r.build }} · target {{ r.target_spec }}</td></tr>
+ · build {{ r.build }} · target {{ r.target_spec }}{% if r.kit %} · dev kit {{ r.kit }}{% endif %}</td></tr>
 {% endfor %}</table>
 {% endfor %}
 <script>
