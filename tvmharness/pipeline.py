@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .compress import BASELINE, apply_variant, check_variant
+from .compress import BASELINE, NotApplicable, apply_variant, baseline_metrics, check_variant, parse_variant
 from .engines import EngineOptions, get_engine
 from .errors import HarnessError, one_line
 from .measure import accuracy, agreement, time_call
@@ -22,6 +22,8 @@ OK = "ok"
 DISAGREES = "outputs disagree"
 BUILD_FAILED = "failed to build"
 RUN_FAILED = "failed to run"
+COMPRESS_FAILED = "failed to compress"
+NOT_APPLICABLE = "not applicable"  # a technique or engine that does not fit the model; not a failure
 HOST_ENGINES = ("torch", "onnxruntime")
 
 
@@ -49,7 +51,7 @@ class RunResult:
 
     @property
     def failed(self) -> list[dict]:
-        return [r for r in self.rows if r["status"] != OK]
+        return [r for r in self.rows if r["status"] not in (OK, NOT_APPLICABLE)]
 
     def frame(self):
         return self.store.frame(run_id=self.run_id)
@@ -88,6 +90,7 @@ def _run_model(model: LoadedModel, targets: list[Target], recipe: Recipe, option
     inputs = model.inputs(recipe.measure.agreement_samples)
     host_target = next((t for t in targets if t.preset.runs_on == "local"), targets[0])
     baseline_engine = model.baseline_engine
+    model.compression = baseline_metrics(model)
     baseline = _measure(model, BASELINE, host_target, baseline_engine, True, inputs, None, recipe, options, progress)
     reference = baseline.pop("_outputs", None)
     if model.cache_hit is not None:
@@ -95,16 +98,55 @@ def _run_model(model: LoadedModel, targets: list[Target], recipe: Recipe, option
     _store(store, result, baseline)
     if reference is None:
         return  # no baseline, nothing to compare with; the row says why
-    for variant in recipe.variants:
-        variant_model = apply_variant(model, variant)
+    # (target, engine) -> the fp32 row there: what variants' sizes and speed-ups are relative to
+    fp32_rows: dict[tuple[str, str], dict] = {(host_target.name, baseline["engine"]): baseline}
+    for spec in recipe.variants:
+        variant = parse_variant(spec)
+        progress.step(f"compressing {model.name}: {variant.name}")
+        try:
+            variant_model = apply_variant(model, variant, recipe.cache_dir)
+            # Each compiled variant must agree with its own uncompressed-engine run; compression's
+            # own effect is measured against fp32 (accuracy, top-1 agreement).
+            own = reference if variant.is_baseline else _own_reference(variant_model, host_target, inputs, options)
+        except Exception as err:  # a technique that fails is that variant's row, not the run's end
+            status = NOT_APPLICABLE if isinstance(err, NotApplicable) else COMPRESS_FAILED
+            reason = str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {one_line(err)}"
+            _store(store, result, _empty_row(model, variant.name, host_target, recipe, status, reason))
+            continue
         for target in targets:
             for engine in recipe.engines:
-                if engine in HOST_ENGINES and (target is not host_target or (engine == baseline_engine and variant == BASELINE)):
+                if engine in HOST_ENGINES and (target is not host_target or (engine == baseline_engine and variant.is_baseline)):
                     continue  # host engines run once per model, on the host; the baseline row is already there
-                row = _measure(variant_model, variant, target, engine, False, inputs, reference, recipe, options, progress)
-                row.pop("_outputs", None)
-                _compare_with_baseline(row, baseline, recipe)
+                if engine == "torch" and variant_model.torch_module is None:
+                    _store(store, result, _empty_row(variant_model, variant.name, target, recipe, NOT_APPLICABLE,
+                                                     "this variant is an ONNX model (int8 from ONNX Runtime's quantizer)",
+                                                     engine))
+                    continue
+                row = _measure(variant_model, variant.name, target, engine, False, inputs, own, recipe, options, progress)
+                outputs = row.pop("_outputs", None)
+                if not variant.is_baseline and outputs is not None:
+                    fidelity = agreement(reference, outputs, recipe.measure.tolerance)
+                    row["top1_agreement"] = fidelity.top1_agreement  # compression's effect: against fp32
+                    row["details"]["max_abs_diff_vs_fp32"] = fidelity.max_abs_diff
+                    row["details"]["max_abs_diff_is_vs"] = "the variant's own PyTorch or ONNX Runtime run"
+                if variant.is_baseline and row["status"] == OK:
+                    fp32_rows[(target.name, row["engine"])] = row
+                _compare_with_baseline(row, baseline, recipe, fp32_rows.get((target.name, row["engine"])))
                 _store(store, result, row)
+
+
+def _own_reference(model: LoadedModel, host: Target, inputs, options: EngineOptions) -> list:
+    """A compressed model's outputs on its reference engine: PyTorch eager, or ONNX Runtime for an
+    ONNX (int8) variant. Compiled rows must agree with these within the tolerance."""
+    session = get_engine(model.baseline_engine).prepare(model, host, options)
+    return [session.run(x) for x in inputs]
+
+
+def _empty_row(model: LoadedModel, variant: str, target: Target, recipe: Recipe, status: str, reason: str,
+               engine: str = "—") -> dict:
+    return {"model": model.name, "variant": variant, "target": target.name, "engine": engine, "engine_version": "",
+            "is_baseline": False, "batch": recipe.measure.batch, "status": status, "reason": reason,
+            "target_spec": target.describe(), "details": {"notes": list(model.notes), **model.compression}}
 
 
 def _store(store: Store, result: RunResult, row: dict) -> None:
@@ -117,7 +159,8 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
     engine = get_engine(engine_name)
     row = {"model": model.name, "variant": variant, "target": target.name, "engine": engine.name,
            "engine_version": engine.version(), "is_baseline": is_baseline, "batch": recipe.measure.batch,
-           "status": OK, "reason": "", "target_spec": target.describe(), "details": {"notes": list(model.notes)}}
+           "status": OK, "reason": "", "target_spec": target.describe(),
+           "details": {"notes": list(model.notes), **model.compression}}
     label = f"{model.name} / {variant} / {target.name} / {engine.name}"
     progress.step(f"preparing {label}")
     clock = time.perf_counter()
@@ -143,8 +186,8 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
     row.update(median_ms=latency.median_ms, p90_ms=latency.p90_ms, iqr_ms=latency.iqr_ms, samples_ms=latency.samples_ms)
     if model.eval_set is not None:
         row["accuracy"] = accuracy(outputs, model.eval_set[1])
+    row["_outputs"] = outputs
     if reference is None:
-        row["_outputs"] = outputs
         row.update(max_abs_diff=0.0, top1_agreement=1.0)
     else:
         agree = agreement(reference, outputs, recipe.measure.tolerance)
@@ -155,19 +198,42 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
     return row
 
 
-def _compare_with_baseline(row: dict, baseline: dict, recipe: Recipe) -> None:
-    """Speed-up over the baseline, and whether the row meets the recipe's goals."""
+def _compare_with_baseline(row: dict, baseline: dict, recipe: Recipe, fp32: dict | None = None) -> None:
+    """Speed-up over the baseline, size and accuracy against fp32, and whether the row meets the
+    recipe's goals. A model without labels has no accuracy: its drop is 1 - top-1 agreement with fp32.
+    Sizes compare with the fp32 row of the same target and engine (a clustered model's compressed
+    size with the baseline's weights); speed-ups with the baseline, and in details with fp32 on the
+    same engine."""
     if row["status"] != OK or not baseline.get("median_ms"):
         return
+    details = row["details"]
     row["speedup_vs_baseline"] = baseline["median_ms"] / row["median_ms"]
+    if fp32 is not None and fp32 is not row:
+        details["speedup_vs_fp32"] = fp32["median_ms"] / row["median_ms"]
+    if details.get("compressed_bytes"):  # weights only: against the baseline's stored weights
+        size, reference_bytes = details["compressed_bytes"], baseline.get("artifact_bytes")
+    else:
+        size, reference_bytes = row.get("artifact_bytes"), (fp32 or {}).get("artifact_bytes") or baseline.get("artifact_bytes")
+    if size and reference_bytes:
+        details["size_ratio"] = size / reference_bytes
+    if row.get("accuracy") is not None and baseline.get("accuracy") is not None:
+        details["accuracy_drop"] = baseline["accuracy"] - row["accuracy"]
+    elif row.get("top1_agreement") is not None:
+        details["accuracy_drop"] = 1.0 - row["top1_agreement"]
     goals, misses = recipe.thresholds, []
     if goals.min_speedup is not None and row["speedup_vs_baseline"] < goals.min_speedup:
         misses.append(f"speed-up {row['speedup_vs_baseline']:.2f}x < {goals.min_speedup}x")
-    if goals.max_accuracy_drop is not None and row.get("accuracy") is not None and baseline.get("accuracy") is not None:
-        drop = baseline["accuracy"] - row["accuracy"]
-        if drop > goals.max_accuracy_drop:
-            misses.append(f"accuracy drop {drop:.3f} > {goals.max_accuracy_drop}")
-    if goals.min_speedup is not None or (goals.max_accuracy_drop is not None and row.get("accuracy") is not None):
+    if goals.max_accuracy_drop is not None and details.get("accuracy_drop") is not None:
+        if details["accuracy_drop"] > goals.max_accuracy_drop + 1e-9:
+            what = "accuracy drop" if row.get("accuracy") is not None else "top-1 disagreement with fp32"
+            misses.append(f"{what} {details['accuracy_drop']:.3f} > {goals.max_accuracy_drop}")
+    if goals.max_size_ratio is not None and details.get("size_ratio") is not None:
+        if details["size_ratio"] > goals.max_size_ratio:
+            misses.append(f"size {details['size_ratio']:.2f}x of fp32 > {goals.max_size_ratio}x")
+    checked = (goals.min_speedup is not None
+               or (goals.max_accuracy_drop is not None and details.get("accuracy_drop") is not None)
+               or (goals.max_size_ratio is not None and details.get("size_ratio") is not None))
+    if checked:
         row["meets_goals"] = not misses
         if misses:
-            row["details"]["goal_misses"] = misses
+            details["goal_misses"] = misses

@@ -129,7 +129,7 @@ def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> Load
         digest, onnx_path, source = file_hash(work.onnx_path), work.onnx_path, "onnx"
     return LoadedModel(name=model.name, source=source, input_shape=model.input_shape, digest=digest,
                        torch_module=module, onnx_path=onnx_path, eval_set=model.eval_set,
-                       notes=[*model.notes, *work.notes], compression=figures)
+                       notes=[*model.notes, *work.notes], compression=figures, frontend=work.frontend)
 
 
 def _inner(module):

@@ -32,7 +32,7 @@ class Work:
     onnx_path: Path | None = None
     notes: list[str] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)  # technique-specific figures (compressed_bytes, fallbacks)
-    torch_reference: bool = True  # the result still runs in PyTorch (False once it is an ONNX file)
+    frontend: str | None = None  # the TVM frontend the result needs, where the other cannot import it
 
     def require_module(self, kind: str):
         if self.module is None:
