@@ -31,6 +31,13 @@ TVM_QDQ_NOTE = ("on TVM, QuantizeLinear/DequantizeLinear become plain element-wi
                 "dequantized, and every conv/matmul runs in fp32 (no integer kernels)")
 
 
+# How far two engines' runs of one quantized model may differ, relative to the largest output:
+# engines round differently (integer requantization vs float), and one activation step that flips
+# moves the outputs by a few output steps (1/255 of the range for 8 bits); fp16 keeps ~3 digits.
+INT8_TOLERANCE = 0.02
+FP16_TOLERANCE = 0.005
+
+
 def _half_module(inner):
     from torch import nn
 
@@ -55,6 +62,7 @@ class FP16(Technique):
         module = self.clone_module(work)
         finalize_pruning(module)
         work.module = _half_module(module)
+        work.metrics["tolerance"] = FP16_TOLERANCE
         work.frontend = "onnx"  # TVM 0.27's torch frontend types an fp16 conv2d's output fp32, then fails on the bias add
         work.notes.append("fp16 weights and arithmetic (inputs and outputs fp32); reaches TVM through its ONNX frontend")
         return work
@@ -88,6 +96,7 @@ class Int8(Technique):
         ops = _integer_ops(out)
         work.module, work.onnx_path = None, out
         work.metrics["quantized_ops"] = ops
+        work.metrics["tolerance"] = INT8_TOLERANCE
         fallback = {op: n for op, n in ops["float"].items() if op in ("Conv", "Gemm", "MatMul")}
         work.notes.append(note + (f"; fp32 fallback for {fallback}" if fallback else "")
                           + (f" ({', '.join(f'{v} is not imported by TVM' for v in TVM_UNSUPPORTED_INTEGER_OPS.values())})"
