@@ -90,7 +90,7 @@ def main() -> None:
                                                           median("resnet18", int8_name, "onnxruntime"))}
     untuned = any(r.get("tuned") is False for r in rows if r["engine"] == "tvm")
     console.print(f"TVM rows {'include untuned builds (default kernels)' if untuned else 'are tuned'}; "
-                  f"int8 on TVM: QDQ imported by the ONNX frontend and legalized to float TIR. "
+                  f"int8 on TVM: QDQ imported by the ONNX frontend, conv2d/matmul rewritten to integer kernels (tvmharness.qdq). "
                   f"git {result.provenance['git_commit']}, store {args.store}")
     print(json.dumps(figures | {"threads": recipe.measure.threads, "repeats": args.repeats, "tvm_untuned": untuned}))
 

@@ -26,9 +26,6 @@ from .training import labelled_training_set
 # Operators TVM's Relax ONNX frontend (0.27) cannot import from a dynamically quantized model: the
 # dynamic int8 variant leaves them fp32 so that one model runs on every engine.
 TVM_UNSUPPORTED_INTEGER_OPS = {"Conv": "ConvInteger"}
-# In TVM 0.27, QuantizeLinear/DequantizeLinear legalize to plain TIR: int8 storage, fp32 compute.
-TVM_QDQ_NOTE = ("on TVM, QuantizeLinear/DequantizeLinear become plain element-wise TIR: weights are stored int8 and "
-                "dequantized, and every conv/matmul runs in fp32 (no integer kernels)")
 
 
 # How far two engines' runs of one quantized model may differ, relative to the largest output:
@@ -102,7 +99,10 @@ class Int8(Technique):
                           + (f" ({', '.join(f'{v} is not imported by TVM' for v in TVM_UNSUPPORTED_INTEGER_OPS.values())})"
                              if self.mode == "dynamic" else ""))
         if self.mode == "static":
-            work.notes.append(TVM_QDQ_NOTE)
+            work.metrics["tvm_int8_kernels"] = _tvm_integer_ops(out, work.base.input_shape)
+            kernels = work.metrics["tvm_int8_kernels"]
+            work.notes.append(f"on TVM: integer kernels (uint8 x int8 -> int32, one float rescale) for {kernels['integer'] or 'none'}"
+                              + (f"; dequantize -> fp32 fallback for {kernels['float_fallback']}" if kernels["float_fallback"] else ""))
         return work
 
     def calibration_data(self, base: LoadedModel) -> tuple[list[np.ndarray], str]:
@@ -194,6 +194,18 @@ def _integer_ops(path: Path) -> dict:
         elif node.op_type in ("Conv", "Gemm", "MatMul", "Add", "Mul", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu"):
             (integer if any(i in dequantized for i in node.input) else floating)[node.op_type] += 1
     return {"int8": dict(integer), "float": dict(floating)}
+
+
+def _tvm_integer_ops(path: Path, input_shape) -> dict:
+    """Which operators TVM's integer rewrite of this QDQ model runs in int8, and which stay fp32 (and why)."""
+    import onnx
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from ..qdq import integer_qdq
+
+    proto = onnx.load(str(path))
+    mod = from_onnx(proto, shape_dict={_input_name(path): list(input_shape)}, keep_params_in_input=False)
+    return integer_qdq(mod)[1].as_dict()
 
 
 def _onnx_of(module, work: Work) -> Path:
