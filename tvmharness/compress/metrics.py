@@ -23,16 +23,19 @@ def sparsity(module) -> float:
     return float(sum(int((w == 0).sum()) for w in weights) / total) if total else 0.0
 
 
-def flop_count(module, input_shape: tuple[int, ...]) -> int:
+def flop_count(module, input_shape: tuple[int, ...]) -> int | None:
     """Dense FLOPs of one forward pass (torch's own counter; a multiply-add counts as 2). Zeros left
-    by unstructured pruning still count: dense kernels compute them."""
+    by unstructured pruning still count: dense kernels compute them. None where the counter fails."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     dtype = next((p.dtype for p in module.parameters()), torch.float32)
     x = torch.zeros(input_shape, dtype=dtype)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(x)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(x)
+    except Exception:  # a user model whose forward needs other inputs: the row still gets measured
+        return None
     return int(counter.get_total_flops())
 
 
