@@ -128,7 +128,7 @@ def _run_model(model: LoadedModel, targets: list[Target], recipe: Recipe, option
                     fidelity = agreement(reference, outputs, recipe.measure.tolerance)
                     row["top1_agreement"] = fidelity.top1_agreement  # compression's effect: against fp32
                     row["details"]["max_abs_diff_vs_fp32"] = fidelity.max_abs_diff
-                    row["details"]["max_abs_diff_is_vs"] = "the variant's own PyTorch or ONNX Runtime run"
+                    row["details"]["max_abs_diff_reference"] = "the variant run by " + variant_model.baseline_engine
                 if variant.is_baseline and row["status"] == OK:
                     fp32_rows[(target.name, row["engine"])] = row
                 _compare_with_baseline(row, baseline, recipe, fp32_rows.get((target.name, row["engine"])))
