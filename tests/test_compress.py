@@ -206,3 +206,14 @@ def test_variant_rows_are_measured_stored_and_judged(workdir):
     best = text.split("best variant of digits_cnn on x86: ")[1].splitlines()[0]
     passing = {r["variant"] for r in result.rows if r["model"] == "digits_cnn" and r.get("meets_goals") is True}
     assert best.split(" on ")[0] in passing
+
+
+def test_a_bad_variant_in_a_recipe_is_one_clear_message(tmp_path):
+    from tests.conftest import run_cli
+
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text('models = ["digits_cnn"]\nvariants = ["fp32", ["prune:1.5", "int8"]]\n')
+    proc = run_cli("run", str(recipe), cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
+    assert "bad parameters in variant 'prune:1.5'" in proc.stderr and "amount" in proc.stderr
+    assert not (tmp_path / "results" / "history.db").exists()  # nothing ran
