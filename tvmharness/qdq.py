@@ -78,7 +78,7 @@ def integer_qdq(mod):
             q, scale, zp, axis = self._dequantized(expr)
             if not isinstance(q, Constant) or str(q.value.dtype) != "int8":
                 raise _NoMatch("weight is not an int8 constant")
-            if np.any(zp != 0) or axis != 0:
+            if np.any(zp != 0) or (scale.size > 1 and axis != 0):
                 raise _NoMatch("weight has a zero point or is not quantized per output channel")
             return q.value.numpy(), scale.astype(np.float32)
 
