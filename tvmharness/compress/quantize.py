@@ -30,9 +30,11 @@ TVM_UNSUPPORTED_INTEGER_OPS = {"Conv": "ConvInteger"}
 
 # How far two engines' runs of one quantized model may differ, relative to the largest output:
 # engines round differently (integer requantization vs float), and one activation step that flips
-# moves the outputs by a few output steps (1/255 of the range for 8 bits); fp16 keeps ~3 digits.
+# moves the outputs by a few output steps (1/255 of the range for 8 bits). fp16 keeps ~3 digits, and
+# TVM accumulates fp16 convolutions in fp16 where PyTorch and ONNX Runtime accumulate in fp32: on
+# resnet18 that is 0.7% of the largest output.
 INT8_TOLERANCE = 0.02
-FP16_TOLERANCE = 0.005
+FP16_TOLERANCE = 0.01
 
 
 def _half_module(inner):
@@ -61,7 +63,8 @@ class FP16(Technique):
         work.module = _half_module(module)
         work.metrics["tolerance"] = FP16_TOLERANCE
         work.frontend = "onnx"  # TVM 0.27's torch frontend types an fp16 conv2d's output fp32, then fails on the bias add
-        work.notes.append("fp16 weights and arithmetic (inputs and outputs fp32); reaches TVM through its ONNX frontend")
+        work.notes.append("fp16 weights and arithmetic (inputs and outputs fp32); reaches TVM through its ONNX frontend, "
+                          "and TVM accumulates its convolutions in fp16 (PyTorch and ONNX Runtime in fp32)")
         return work
 
 
