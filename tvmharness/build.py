@@ -66,6 +66,7 @@ def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path
 
     With a records folder (results/tuning) that holds records for this target, the build applies
     them (compile_relax on the un-fused module: on a fused one records silently fail to match)."""
+    frontend = model.frontend or frontend
     records = records_dir(records_root, target) if records_root is not None else None
     digest = records_hash(records) if records is not None else None
     key = build_key(model, target, frontend, digest)

@@ -12,9 +12,9 @@ from .cache import content_hash, stage_dir
 from .errors import HarnessError, one_line
 from .models import LoadedModel
 
-# Bump when what reaches TVM or ONNX Runtime from a model changes (e.g. batch-norm folding), so the
-# cached exports and builds keyed by it are redone.
-IMPORT_VERSION = 2
+# Bump when what reaches TVM or ONNX Runtime from a model changes (e.g. batch-norm folding, the
+# integer rewrite of QDQ models), so the cached exports and builds keyed by it are redone.
+IMPORT_VERSION = 3
 
 
 def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool]:
@@ -52,7 +52,10 @@ def to_relax(model: LoadedModel, frontend: str, cache_dir: Path):
             path, _ = onnx_file(model, cache_dir)
             proto = onnx.load(str(path))
             name = next(i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer})
-            return from_onnx(proto, shape_dict={name: list(model.input_shape)}, keep_params_in_input=False)
+            from .qdq import integer_qdq
+
+            mod = from_onnx(proto, shape_dict={name: list(model.input_shape)}, keep_params_in_input=False)
+            return integer_qdq(mod)[0]  # quantized (QDQ) models get integer conv/matmul kernels
         from tvm.relax.frontend.torch import from_exported_program
 
         return from_exported_program(model.exported_program(), unwrap_unit_return_tuple=False)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .compress import BASELINE, apply_variant, check_variant
+from .compress import BASELINE, NotApplicable, apply_variant, baseline_metrics, check_variant, parse_variant
 from .engines import EngineOptions, get_engine
 from .errors import HarnessError, one_line
 from .measure import accuracy, agreement, time_call
@@ -23,6 +23,8 @@ OK = "ok"
 DISAGREES = "outputs disagree"
 BUILD_FAILED = "failed to build"
 RUN_FAILED = "failed to run"
+COMPRESS_FAILED = "failed to compress"
+NOT_APPLICABLE = "not applicable"  # a technique or engine that does not fit the model; not a failure
 HOST_ENGINES = ("torch", "onnxruntime")
 
 
@@ -50,7 +52,7 @@ class RunResult:
 
     @property
     def failed(self) -> list[dict]:
-        return [r for r in self.rows if r["status"] != OK]
+        return [r for r in self.rows if r["status"] not in (OK, NOT_APPLICABLE)]
 
     def frame(self):
         return self.store.frame(run_id=self.run_id)
@@ -94,6 +96,7 @@ def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: 
                store: Store, result: RunResult, progress: Progress, kit_rows: list["_KitRow"]) -> None:
     inputs = model.inputs(recipe.measure.agreement_samples)
     baseline_engine = model.baseline_engine
+    model.compression = baseline_metrics(model)
     baseline = _measure(model, BASELINE, host, baseline_engine, True, inputs, None, recipe, options, progress)
     reference = baseline.pop("_outputs", None)
     if model.cache_hit is not None:
@@ -101,28 +104,87 @@ def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: 
     _store(store, result, baseline)
     if reference is None:
         return  # no baseline, nothing to compare with; the row says why
+    # (target, engine) -> the fp32 row there: what variants' sizes and speed-ups are relative to
+    fp32_rows: dict[tuple[str, str], dict] = {(host.name, baseline["engine"]): baseline}
     # Host engines (PyTorch, ONNX Runtime) run once per variant, on the host; compilers on every target.
     placements = targets if host in targets else [host, *targets]
-    for variant in recipe.variants:
-        variant_model = apply_variant(model, variant)
+    for spec in recipe.variants:
+        variant = parse_variant(spec)
+        progress.step(f"compressing {model.name}: {variant.name}")
+        try:
+            variant_model = apply_variant(model, variant, recipe.cache_dir)
+            # Each compiled variant must agree with its own uncompressed-engine run; compression's
+            # own effect is measured against fp32 (accuracy, top-1 agreement).
+            own = reference if variant.is_baseline else _own_reference(variant_model, host, inputs, options)
+        except Exception as err:  # a technique that fails is that variant's row, not the run's end
+            status = NOT_APPLICABLE if isinstance(err, NotApplicable) else COMPRESS_FAILED
+            _store(store, result, _failed(_empty_row(model, variant.name, host, recipe), status, err))
+            continue
         for target in placements:
             for engine in recipe.engines:
                 on_host = engine in HOST_ENGINES
-                if (on_host and (target is not host or (engine == baseline_engine and variant == BASELINE))
+                if (on_host and (target is not host or (engine == baseline_engine and variant.is_baseline))
                         or (not on_host and target not in targets)):
                     continue
+                if engine == "torch" and variant_model.torch_module is None:
+                    _store(store, result, _empty_row(variant_model, variant.name, target, recipe, engine) | {
+                        "status": NOT_APPLICABLE, "reason": "this variant is an ONNX model (int8 from ONNX Runtime's quantizer)"})
+                    continue
+                compare = _Comparison(variant.is_baseline, own, reference, baseline, fp32_rows)
                 if target.preset.runs_on == "rpc":
-                    kit_row = _build_for_kit(variant_model, variant, target, engine, inputs, reference, baseline,
-                                             recipe, options, progress)
+                    kit_row = _build_for_kit(variant_model, variant.name, target, engine, inputs, compare, recipe,
+                                             options, progress)
                     if isinstance(kit_row, _KitRow):
                         kit_rows.append(kit_row)
                     else:
                         _store(store, result, kit_row)
                     continue
-                row = _measure(variant_model, variant, target, engine, False, inputs, reference, recipe, options, progress)
-                row.pop("_outputs", None)
-                _compare_with_baseline(row, baseline, recipe)
+                row = _measure(variant_model, variant.name, target, engine, False, inputs, own, recipe, options, progress)
+                compare.apply(row, row.pop("_outputs", None), variant_model, recipe)
                 _store(store, result, row)
+
+
+@dataclass
+class _Comparison:
+    """What a variant's row is judged against: its own model on its reference engine (do the
+    engines agree?), fp32 (what did compression cost?), the baseline and the fp32 row on the same
+    target and engine (how much faster and smaller?)."""
+
+    is_fp32: bool
+    own: list
+    fp32_outputs: list
+    baseline: dict
+    fp32_rows: dict[tuple[str, str], dict]
+
+    def apply(self, row: dict, outputs, model: LoadedModel, recipe: Recipe) -> None:
+        if not self.is_fp32 and outputs is not None:
+            fidelity = agreement(self.fp32_outputs, outputs, recipe.measure.tolerance)
+            row["top1_agreement"] = fidelity.top1_agreement  # compression's effect: against fp32
+            row["details"]["max_abs_diff_vs_fp32"] = fidelity.max_abs_diff
+            row["details"]["max_abs_diff_reference"] = "the variant run by " + model.baseline_engine
+        key = (row["target"], row["engine"])
+        if self.is_fp32 and row["status"] == OK:
+            self.fp32_rows[key] = row
+        _compare_with_baseline(row, self.baseline, recipe, self.fp32_rows.get(key))
+
+
+def _own_reference(model: LoadedModel, host: Target, inputs, options: EngineOptions) -> list:
+    """A compressed model's outputs on its reference engine: PyTorch eager, or ONNX Runtime for an
+    ONNX (int8) variant. Compiled rows must agree with these within the tolerance."""
+    session = get_engine(model.baseline_engine).prepare(model, host, options)
+    return [session.run(x) for x in inputs]
+
+
+def _empty_row(model: LoadedModel, variant: str, target: Target, recipe: Recipe, engine: str = "—") -> dict:
+    """A row with nothing measured: a variant that could not be made, or an engine that does not apply."""
+    return {"model": model.name, "variant": variant, "target": target.name, "engine": engine, "engine_version": "",
+            "is_baseline": False, "batch": recipe.measure.batch, "status": OK, "reason": "",
+            "target_spec": target.describe(), "details": {"notes": list(model.notes), **model.compression}}
+
+
+def _failed(row: dict, status: str, err: Exception) -> dict:
+    """The row, failed with the error as its reason: a user's error as it is, a crash with its type."""
+    return row | {"status": status, "reason": str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {one_line(err)}"}
 
 
 def _store(store: Store, result: RunResult, row: dict) -> None:
@@ -131,9 +193,8 @@ def _store(store: Store, result: RunResult, row: dict) -> None:
 
 
 def _row(model: LoadedModel, variant: str, target: Target, engine, is_baseline: bool, recipe: Recipe) -> dict:
-    return {"model": model.name, "variant": variant, "target": target.name, "engine": engine.name,
-            "engine_version": engine.version(), "is_baseline": is_baseline, "batch": recipe.measure.batch,
-            "status": OK, "reason": "", "target_spec": target.describe(), "details": {"notes": list(model.notes)}}
+    return _empty_row(model, variant, target, recipe, engine.name) | {"engine_version": engine.version(),
+                                                                       "is_baseline": is_baseline}
 
 
 def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str, is_baseline: bool,
@@ -145,10 +206,8 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
     clock = time.perf_counter()
     try:
         session = engine.prepare(model, target, options)
-    except HarnessError as err:
-        return row | {"status": BUILD_FAILED, "reason": str(err)}
     except Exception as err:  # a compiler crash is a row's failure, not the run's
-        return row | {"status": BUILD_FAILED, "reason": f"{type(err).__name__}: {one_line(err)}"}
+        return _failed(row, BUILD_FAILED, err)
     row["details"]["prepare_seconds"] = round(time.perf_counter() - clock, 3)
     row.update(threads=session.threads, artifact_bytes=session.artifact_bytes, cache_hit=session.cache_hit,
                tuned=session.tuned)
@@ -160,7 +219,7 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
         outputs = [session.run(x) for x in inputs]
         latency = time_call(session.bind(inputs[0]), recipe.measure.warmup, recipe.measure.repeats, progress.repeat)
     except Exception as err:
-        return row | {"status": RUN_FAILED, "reason": f"{type(err).__name__}: {one_line(err)}"}
+        return _failed(row, RUN_FAILED, err)
     row["details"]["measure_seconds"] = round(time.perf_counter() - clock, 3)
     if session.profile is not None:  # after the timing, so the profiler's hook never slows a sample
         try:
@@ -175,15 +234,17 @@ def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, 
     row.update(median_ms=latency.median_ms, p90_ms=latency.p90_ms, iqr_ms=latency.iqr_ms, samples_ms=latency.samples_ms)
     if model.eval_set is not None:
         row["accuracy"] = accuracy(outputs, model.eval_set[1])
+    row["_outputs"] = outputs
     if reference is None:
-        row["_outputs"] = outputs
         row.update(max_abs_diff=0.0, top1_agreement=1.0)
     else:
-        agree = agreement(reference, outputs, recipe.measure.tolerance)
+        # A quantized variant's engines may differ by a few quantization steps: it sets a wider tolerance.
+        tolerance = max(recipe.measure.tolerance, model.compression.get("tolerance") or 0.0)
+        agree = agreement(reference, outputs, tolerance)
         row.update(max_abs_diff=agree.max_abs_diff, top1_agreement=agree.top1_agreement)
         if not agree.within_tolerance:
             row.update(status=DISAGREES, reason=f"max abs diff {agree.max_abs_diff:.3g} exceeds the tolerance "
-                                                 f"({recipe.measure.tolerance:g} x the baseline's largest output)")
+                                                 f"({tolerance:g} x the reference's largest output)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,8 +255,7 @@ class _KitRow:
     row: dict
     job: KitJob
     model: LoadedModel
-    reference: list
-    baseline: dict
+    compare: _Comparison
 
 
 def kit_racks(recipe: Recipe, targets: list[Target], progress: Progress) -> dict[str, Rack]:
@@ -229,8 +289,8 @@ def kit_racks(recipe: Recipe, targets: list[Target], progress: Progress) -> dict
     return racks
 
 
-def _build_for_kit(model: LoadedModel, variant: str, target: Target, engine_name: str, inputs, reference,
-                   baseline: dict, recipe: Recipe, options: EngineOptions, progress: Progress) -> "_KitRow | dict":
+def _build_for_kit(model: LoadedModel, variant: str, target: Target, engine_name: str, inputs, compare: _Comparison,
+                   recipe: Recipe, options: EngineOptions, progress: Progress) -> "_KitRow | dict":
     from .engines.tvm import TVMEngine, describe_artifact
 
     engine = get_engine(engine_name)
@@ -241,17 +301,15 @@ def _build_for_kit(model: LoadedModel, variant: str, target: Target, engine_name
     clock = time.perf_counter()
     try:
         artifact = engine.build(model, target, options)
-    except HarnessError as err:
-        return row | {"status": BUILD_FAILED, "reason": str(err)}
     except Exception as err:
-        return row | {"status": BUILD_FAILED, "reason": f"{type(err).__name__}: {one_line(err)}"}
+        return _failed(row, BUILD_FAILED, err)
     notes, details = describe_artifact(artifact)
     row.update(artifact_bytes=artifact.size_bytes, cache_hit=artifact.cache_hit, tuned=artifact.tuned)
     row["details"].update(details, engine_notes=notes, artifact=str(artifact.library),
                           prepare_seconds=round(time.perf_counter() - clock, 3))
     job = KitJob(label=f"{model.name} / {variant} / {target.name} / {engine.name}", library=artifact.library,
                  inputs=inputs, warmup=recipe.measure.warmup, repeats=recipe.measure.repeats, arch=target.preset.arch)
-    return _KitRow(row, job, model, reference, baseline)
+    return _KitRow(row, job, model, compare)
 
 
 def _run_on_kits(kit_rows: list[_KitRow], rack: Rack, recipe: Recipe, store: Store, result: RunResult,
@@ -279,23 +337,46 @@ def _record_kit_result(row: dict, outcome: KitResult, pending: _KitRow, recipe: 
     if outcome.emulated:
         row["details"]["emulated"] = outcome.emulated
         row["details"]["engine_notes"].append(f"emulated by {outcome.emulated}: proves the path, not the kit's speed")
-    _record_outputs(row, pending.model, outcome.latency, outcome.outputs, pending.reference, recipe)
-    _compare_with_baseline(row, pending.baseline, recipe)
+    _record_outputs(row, pending.model, outcome.latency, outcome.outputs, pending.compare.own, recipe)
+    pending.compare.apply(row, row.pop("_outputs", None), pending.model, recipe)
 
 
-def _compare_with_baseline(row: dict, baseline: dict, recipe: Recipe) -> None:
-    """Speed-up over the baseline, and whether the row meets the recipe's goals."""
+def _compare_with_baseline(row: dict, baseline: dict, recipe: Recipe, fp32: dict | None = None) -> None:
+    """Speed-up over the baseline, size and accuracy against fp32, and whether the row meets the
+    recipe's goals. A model without labels has no accuracy: its drop is 1 - top-1 agreement with fp32.
+    Sizes compare with the fp32 row of the same target and engine (a clustered model's compressed
+    size with the baseline's weights); speed-ups with the baseline, and in details with fp32 on the
+    same engine."""
     if row["status"] != OK or not baseline.get("median_ms"):
         return
+    details = row["details"]
     row["speedup_vs_baseline"] = baseline["median_ms"] / row["median_ms"]
+    if fp32 is not None and fp32 is not row:
+        details["speedup_vs_fp32"] = fp32["median_ms"] / row["median_ms"]
+    if details.get("compressed_bytes"):  # weights only: against the baseline's stored weights
+        size, reference_bytes = details["compressed_bytes"], baseline.get("artifact_bytes")
+    else:
+        size, reference_bytes = row.get("artifact_bytes"), (fp32 or {}).get("artifact_bytes") or baseline.get("artifact_bytes")
+    if size and reference_bytes:
+        details["size_ratio"] = size / reference_bytes
+    if row.get("accuracy") is not None and baseline.get("accuracy") is not None:
+        details["accuracy_drop"] = baseline["accuracy"] - row["accuracy"]
+    elif row.get("top1_agreement") is not None:
+        details["accuracy_drop"] = 1.0 - row["top1_agreement"]
     goals, misses = recipe.thresholds, []
     if goals.min_speedup is not None and row["speedup_vs_baseline"] < goals.min_speedup:
         misses.append(f"speed-up {row['speedup_vs_baseline']:.2f}x < {goals.min_speedup}x")
-    if goals.max_accuracy_drop is not None and row.get("accuracy") is not None and baseline.get("accuracy") is not None:
-        drop = baseline["accuracy"] - row["accuracy"]
-        if drop > goals.max_accuracy_drop:
-            misses.append(f"accuracy drop {drop:.3f} > {goals.max_accuracy_drop}")
-    if goals.min_speedup is not None or (goals.max_accuracy_drop is not None and row.get("accuracy") is not None):
+    if goals.max_accuracy_drop is not None and details.get("accuracy_drop") is not None:
+        if details["accuracy_drop"] > goals.max_accuracy_drop + 1e-9:
+            what = "accuracy drop" if row.get("accuracy") is not None else "top-1 disagreement with fp32"
+            misses.append(f"{what} {details['accuracy_drop']:.3f} > {goals.max_accuracy_drop}")
+    if goals.max_size_ratio is not None and details.get("size_ratio") is not None:
+        if details["size_ratio"] > goals.max_size_ratio:
+            misses.append(f"size {details['size_ratio']:.2f}x of fp32 > {goals.max_size_ratio}x")
+    checked = (goals.min_speedup is not None
+               or (goals.max_accuracy_drop is not None and details.get("accuracy_drop") is not None)
+               or (goals.max_size_ratio is not None and details.get("size_ratio") is not None))
+    if checked:
         row["meets_goals"] = not misses
         if misses:
-            row["details"]["goal_misses"] = misses
+            details["goal_misses"] = misses

@@ -45,6 +45,7 @@ class Thresholds(_Strict):
 
     max_accuracy_drop: float | None = Field(0.01, ge=0, description="absolute drop in accuracy (0.01 = 1 point)")
     min_speedup: float | None = Field(None, gt=0, description="baseline latency / row latency")
+    max_size_ratio: float | None = Field(None, gt=0, description="row size / the fp32 row's on the same target and engine")
 
 
 class Tune(_Strict):
@@ -88,7 +89,8 @@ class Recipe(_Strict):
     name: str = "recipe"
     description: str = ""
     models: list[str] = Field(min_length=1)
-    variants: list[str] = Field(default_factory=lambda: ["fp32"], min_length=1)
+    # An alias ("int8"), a chain joined by "+" or a list of aliases applied in order; see tvmharness.compress.
+    variants: list[str | list[str]] = Field(default_factory=lambda: ["fp32"], min_length=1)
     targets: list[str] = Field(default_factory=lambda: ["x86"], min_length=1)
     engines: list[Literal["tvm", "tvm-untuned", "torch", "onnxruntime"]] = Field(default_factory=lambda: list(ENGINES), min_length=1)
     frontend: Literal["torch", "onnx"] = Field("torch", description="how torch models reach TVM")

@@ -1,28 +1,144 @@
-"""Compression techniques as recipe variants, one registry.
+"""Compression techniques as recipe variants: one module per technique, one registry.
 
-A variant string names the technique ("fp32" is the model as given, the baseline every other
-variant is compared with)."""
+A variant is a chain of techniques applied in order, written in a recipe as a list of aliases
+(["prune:0.5", "finetune", "int8"]) or one string joined by "+" ("prune:0.5+finetune+int8", which
+is also the name rows are stored under). "fp32" is the model as given: the baseline every other
+variant is compared with. Each technique is a typed pydantic config with a version, and a variant
+round-trips to JSON (`Variant.model_dump_json` / `Variant.model_validate_json`)."""
 
 from __future__ import annotations
 
+from typing import Annotated, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
 from ..errors import HarnessError
-from ..models import LoadedModel
+from ..models import LoadedModel, torch_digest
+from .base import NotApplicable, Technique, Work, parse_alias
+from .cluster import CLUSTERS_ATTR, Cluster
+from .distill import Distill
+from .finetune import Finetune
+from .lowrank import LowRank
+from .metrics import clustered_bytes, model_metrics
+from .prune import ChannelPrune, Prune, finalize_pruning
+from .quantize import FP16, Int8
 
 BASELINE = "fp32"
+TECHNIQUES = (Prune, ChannelPrune, LowRank, Cluster, Finetune, Distill, FP16, Int8)
+REGISTRY: dict[str, type[Technique]] = {t.model_fields["kind"].default: t for t in TECHNIQUES}
+FINAL_STEPS = ("fp16", "int8")  # they end the PyTorch model (a half-precision wrapper, an ONNX file)
+
+AnyTechnique = Annotated[Union[Prune, ChannelPrune, LowRank, Cluster, Finetune, Distill, FP16, Int8],
+                         Field(discriminator="kind")]
+
+__all__ = ["BASELINE", "REGISTRY", "NotApplicable", "Variant", "apply_variant", "baseline_metrics", "check_variant",
+           "parse_variant"]
 
 
-def _identity(model: LoadedModel) -> LoadedModel:
-    return model
+class Variant(BaseModel):
+    """An ordered chain of techniques; no steps is the fp32 baseline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    steps: list[AnyTechnique] = Field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return "+".join(step.alias() for step in self.steps) or BASELINE
+
+    @property
+    def is_baseline(self) -> bool:
+        return not self.steps
+
+    def config(self) -> list[dict]:
+        """The JSON form stored with every row (kind, version and every parameter of each step)."""
+        return [step.model_dump(mode="json") for step in self.steps]
 
 
-REGISTRY = {BASELINE: _identity}
+VariantSpec = Union[str, list[str], Variant]
 
 
-def check_variant(variant: str) -> None:
-    if variant not in REGISTRY:
-        raise HarnessError(f"unknown variant '{variant}'; known variants: {', '.join(REGISTRY)}", "use one of those")
+def parse_variant(spec: VariantSpec) -> Variant:
+    """A recipe variant (an alias, a "+"-joined chain, a list of aliases) -> Variant. Raises HarnessError."""
+    if isinstance(spec, Variant):
+        return spec
+    aliases = [a for part in ([spec] if isinstance(spec, str) else list(spec)) for a in str(part).split("+")]
+    aliases = [a.strip() for a in aliases if a.strip()]
+    if not aliases:
+        raise HarnessError("an empty variant", f"write \"{BASELINE}\" for the model as given, or a technique such as \"int8\"")
+    if aliases == [BASELINE]:
+        return Variant()
+    if BASELINE in aliases:
+        raise HarnessError(f"'{BASELINE}' in the chain {aliases}: it is the model as given, not a step",
+                           f"list \"{BASELINE}\" as a variant of its own")
+    steps = [parse_alias(a, REGISTRY) for a in aliases]
+    finals = [i for i, s in enumerate(steps) if s.kind in FINAL_STEPS]
+    if finals and (len(finals) > 1 or finals[0] != len(steps) - 1):
+        raise HarnessError(f"in variant {aliases}, {steps[finals[0]].kind} must be the last step (and only one of "
+                           f"{', '.join(FINAL_STEPS)})", "put quantization last, e.g. [\"prune:0.5\", \"finetune\", \"int8\"]")
+    return Variant(steps=steps)
 
 
-def apply_variant(model: LoadedModel, variant: str) -> LoadedModel:
-    check_variant(variant)
-    return REGISTRY[variant](model)
+def check_variant(spec: VariantSpec) -> None:
+    parse_variant(spec)
+
+
+def baseline_metrics(model: LoadedModel) -> dict:
+    """Parameters, FLOPs and sparsity of the model as given (nothing for ONNX files)."""
+    if model.torch_module is None:
+        return {"compression": []}
+    return model_metrics(model.torch_module, model.input_shape) | {"compression": []}
+
+
+def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> LoadedModel:
+    """The model with the variant's techniques applied in order, as a new LoadedModel whose
+    `compression` holds the figures every row of it stores (params, flops, sparsity,
+    compressed_bytes, the config). The model given is never changed. Raises HarnessError (and
+    NotApplicable where a technique does not fit the model)."""
+    from pathlib import Path
+
+    variant = parse_variant(spec)
+    if variant.is_baseline:
+        model.compression = baseline_metrics(model)
+        return model
+    if model.torch_module is None:
+        raise NotApplicable(f"'{model.name}' is an ONNX file; compression works on PyTorch models",
+                            "give the model as a .pt2 or module:function to compress it")
+    work = Work(base=model, cache_dir=Path(cache_dir) if cache_dir is not None else Path("results/cache"),
+                module=model.torch_module)
+    last_module = model.torch_module
+    for step in variant.steps:
+        work = step.apply(work)
+        if work.module is not None:
+            last_module = work.module  # the figures are those of the last PyTorch model (int8 ends in ONNX)
+    module = work.module
+    if module is not None:
+        finalize_pruning(module)
+    figures = model_metrics(_inner(last_module), model.input_shape) if last_module is not None else {}
+    clusters = getattr(_inner(last_module), CLUSTERS_ATTR, None)
+    if clusters:
+        present = {n: k for n, k in clusters.items() if _has_weight(_inner(last_module), n)}
+        figures["compressed_bytes"] = clustered_bytes(_inner(last_module), present)
+    figures = work.metrics | figures
+    figures.setdefault("compressed_bytes", None)
+    figures["compression"] = variant.config()
+    if module is not None:
+        digest, onnx_path, source = torch_digest(module, model.input_shape), None, model.source
+    else:
+        from ..cache import file_hash
+
+        digest, onnx_path, source = file_hash(work.onnx_path), work.onnx_path, "onnx"
+    return LoadedModel(name=model.name, source=source, input_shape=model.input_shape, digest=digest,
+                       torch_module=module, onnx_path=onnx_path, eval_set=model.eval_set,
+                       notes=[*model.notes, *work.notes], compression=figures, frontend=work.frontend)
+
+
+def _inner(module):
+    """The model inside the fp16 wrapper (its parameters are what the figures count)."""
+    return getattr(module, "module", module) if type(module).__name__ == "HalfPrecision" else module
+
+
+def _has_weight(module, name: str) -> bool:
+    try:
+        return hasattr(module.get_submodule(name), "weight")
+    except AttributeError:
+        return False

@@ -34,6 +34,8 @@ class LoadedModel:
     eval_set: tuple[np.ndarray, np.ndarray] | None = None  # batch-1 inputs and labels, for accuracy
     notes: list[str] = field(default_factory=list)
     cache_hit: bool | None = None  # trained weights came from the cache (None: nothing was trained)
+    compression: dict = field(default_factory=dict)  # params, flops, sparsity, ... of a compressed variant
+    frontend: str | None = None  # the TVM frontend this model needs, where the other one cannot import it
 
     @property
     def baseline_engine(self) -> str:

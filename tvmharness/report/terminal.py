@@ -10,7 +10,10 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-STATUS_STYLE = {"ok": "green", "outputs disagree": "yellow", "failed to build": "red", "failed to run": "red"}
+from .compression import best_variants, compression_table, variant_notes
+
+STATUS_STYLE = {"ok": "green", "outputs disagree": "yellow", "failed to build": "red", "failed to run": "red",
+                "failed to compress": "red", "not applicable": "dim"}
 
 
 def _num(value, fmt: str, empty: str = "—") -> str:
@@ -138,6 +141,11 @@ def provenance_lines(run: dict, frame) -> list[str]:
 def render_run(frame, run: dict, console: Console) -> None:
     console.print(run_table(frame, run))
     console.print(Group(*[Text(line, style="dim" if not line.startswith("[") else "") for line in footnotes(frame)]))
+    compressed = compression_table(frame)
+    if compressed is not None:
+        console.print(compressed)
+        console.print(Group(*[Text(line, style="bold") for line in best_variants(frame)],
+                            *[Text(line, style="dim") for line in variant_notes(frame)]))
     console.print(Text("provenance", style="bold"))
     for line in provenance_lines(run, frame):
         console.print(Text("  " + line, style="dim"))

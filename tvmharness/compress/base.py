@@ -1,0 +1,126 @@
+"""What every compression technique shares: a typed, versioned config with a string alias, and the
+model state a chain of techniques passes along."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..errors import HarnessError
+from ..models import LoadedModel
+
+
+class NotApplicable(HarnessError):
+    """The technique does not apply to this model (e.g. distillation needs a labelled data set):
+    the variant's row says so; the run goes on and does not count it as a failure."""
+
+
+@dataclass
+class Work:
+    """The model as a chain of techniques transforms it, step by step.
+
+    `module` is the PyTorch module while the model is still one; quantization to int8 ends with an
+    ONNX file instead (`onnx_path`), since ONNX Runtime's quantizer is what makes it."""
+
+    base: LoadedModel  # the fp32 model as loaded: the teacher, the calibration and training data
+    cache_dir: Path
+    module: Any = None
+    onnx_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)  # technique-specific figures (compressed_bytes, fallbacks)
+    frontend: str | None = None  # the TVM frontend the result needs, where the other cannot import it
+
+    def require_module(self, kind: str):
+        if self.module is None:
+            raise HarnessError(f"'{kind}' works on a PyTorch model, but an earlier step made an ONNX file",
+                               "put quantization (int8, fp16) last in the variant's list")
+        return self.module
+
+
+class Technique(BaseModel):
+    """A compression step. Subclasses set `kind` (a Literal), `version` and `primary`: the field a
+    bare alias value fills ("prune:0.5" sets amount=0.5)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    primary: ClassVar[str | None] = None
+    summary: ClassVar[str] = ""
+
+    def alias(self) -> str:
+        """The canonical recipe string: kind, then the values that differ from the defaults."""
+        data = self.model_dump(exclude={"kind", "version"})
+        defaults = type(self)._defaults()
+        parts = []
+        for name, value in data.items():
+            if name in defaults and defaults[name] == value:
+                continue
+            text = _format(value)
+            parts.append(text if name == self.primary and not parts else f"{name}={text}")
+        return self.kind + (":" + ",".join(parts) if parts else "")
+
+    @classmethod
+    def _defaults(cls) -> dict:
+        return {n: f.default for n, f in cls.model_fields.items() if not f.is_required()}
+
+    def apply(self, work: Work) -> Work:
+        raise NotImplementedError
+
+    def clone_module(self, work: Work):
+        """A deep copy of the current module, so that a step never changes what another variant uses."""
+        module = work.require_module(self.kind)
+        for m in module.modules():  # a pruned weight is computed from weight_orig x mask; deepcopy needs it detached
+            for name, _ in list(m.named_parameters(recurse=False)):
+                if name.endswith("_orig") and hasattr(m, name[: -len("_orig")]):
+                    setattr(m, name[: -len("_orig")], getattr(m, name[: -len("_orig")]).detach())
+        return copy.deepcopy(module)
+
+
+def _format(value) -> str:
+    if isinstance(value, float):
+        return format(value, "g")
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def parse_alias(text: str, registry: dict[str, type[Technique]]) -> Technique:
+    """'prune:0.5,scope=global' -> Prune(amount=0.5, scope='global'). Raises HarnessError."""
+    name, _, args = text.strip().partition(":")
+    name = name.strip()
+    if name not in registry:
+        raise HarnessError(f"unknown compression technique '{name}' in variant '{text}'; known: "
+                           f"{', '.join(sorted(registry))}",
+                           "write variants like \"prune:0.5\", \"int8\", \"lowrank:energy=0.9\" (see README: Compression)")
+    cls = registry[name]
+    values: dict[str, str] = {}
+    for i, part in enumerate(p.strip() for p in args.split(",") if p.strip()):
+        key, eq, value = part.partition("=")
+        if not eq:
+            if i or cls.primary is None:
+                raise HarnessError(f"'{part}' in variant '{text}' needs a name: write key=value",
+                                   f"'{name}' takes {_fields_help(cls)}")
+            key, value = cls.primary, part
+        key = key.strip()
+        if key not in cls.model_fields or key in ("kind", "version"):
+            raise HarnessError(f"'{name}' has no parameter '{key}' (in variant '{text}')", f"'{name}' takes {_fields_help(cls)}")
+        values[key] = value.strip()
+    return validate(cls, values, text)
+
+
+def validate(cls: type[Technique], values: dict, source: str) -> Technique:
+    try:
+        return cls.model_validate(values)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or cls.__name__
+            msg = e["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {msg} (got {e.get('input')!r})" if e["type"] != "missing" else f"{where} is required")
+        raise HarnessError(f"bad parameters in variant '{source}': " + "; ".join(problems),
+                           f"'{cls.model_fields['kind'].default}' takes {_fields_help(cls)}") from None
+
+
+def _fields_help(cls: type[Technique]) -> str:
+    names = [n for n in cls.model_fields if n not in ("kind", "version")]
+    return ", ".join(f"{n}{' (the bare value)' if n == cls.primary else ''}" for n in names) or "no parameters"

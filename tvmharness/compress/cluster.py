@@ -1,0 +1,60 @@
+"""Weight clustering: each conv/linear weight replaced by the nearest of N shared values (1-D k-means
+per layer, scikit-learn). The artifact stays fp32; the compressed size (indices + centroids) is what
+a clustered model costs to store or ship with entropy-free packing."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from .base import Technique, Work
+from .metrics import clustered_bytes, weight_layers
+from .prune import finalize_pruning
+
+CLUSTERS_ATTR = "_tvmharness_clusters"  # {layer name: N}, kept on the module so a fine-tune can re-cluster
+FIT_SAMPLE = 65536  # k-means is fitted on at most this many weights per layer, then every weight assigned
+
+
+def cluster_weights(values: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Each value replaced by its nearest of (at most) n k-means centroids."""
+    from sklearn.cluster import KMeans
+
+    flat = values.reshape(-1, 1).astype(np.float64)
+    n = min(n, len(np.unique(flat)))
+    rng = np.random.default_rng(seed)
+    sample = flat if len(flat) <= FIT_SAMPLE else flat[rng.choice(len(flat), FIT_SAMPLE, replace=False)]
+    centroids = np.sort(KMeans(n_clusters=n, n_init=1, random_state=seed).fit(sample).cluster_centers_.ravel())
+    edges = (centroids[1:] + centroids[:-1]) / 2
+    return centroids[np.searchsorted(edges, flat.ravel())].reshape(values.shape).astype(values.dtype)
+
+
+def apply_clusters(module, clusters: dict[str, int]) -> None:
+    import torch
+
+    with torch.no_grad():
+        for name, n in clusters.items():
+            weight = module.get_submodule(name).weight
+            weight.copy_(torch.from_numpy(cluster_weights(weight.detach().numpy(), n)))
+
+
+class Cluster(Technique):
+    kind: Literal["cluster"] = "cluster"
+    version: Literal[1] = 1
+    clusters: int = Field(16, ge=2, le=65536, description="shared values per layer")
+    primary = "clusters"
+
+    def apply(self, work: Work) -> Work:
+        module = self.clone_module(work)
+        finalize_pruning(module)
+        names = {id(m): n for n, m in module.named_modules()}
+        clusters = {names[id(m)]: self.clusters for m in weight_layers(module)}
+        apply_clusters(module, clusters)
+        setattr(module, CLUSTERS_ATTR, clusters)
+        work.module = module
+        work.metrics["compressed_bytes"] = clustered_bytes(module, clusters)
+        work.notes.append(f"clustered the weights of {len(clusters)} layers to {self.clusters} values each "
+                          f"(k-means); compressed size {work.metrics['compressed_bytes']} B = "
+                          f"{int(np.ceil(np.log2(self.clusters)))}-bit indices + centroids")
+        return work

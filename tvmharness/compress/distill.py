@@ -1,0 +1,47 @@
+"""Knowledge distillation: a smaller student trained on the digits data with the current model as
+its teacher (soft labels at a temperature, mixed with the hard labels by alpha). The same student is
+also trained without the teacher, so the row shows what the teacher added."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import NotApplicable, Technique, Work
+from .metrics import parameter_count
+from .training import evaluate, labelled_training_set, train
+
+
+class Distill(Technique):
+    kind: Literal["distill"] = "distill"
+    version: Literal[1] = 1
+    width: int = Field(8, ge=1, description="the student digits CNN's first-layer channels (the teacher has 16)")
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1, description="weight of the teacher's soft labels; 1 - alpha for the hard labels")
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    primary = "width"
+
+    def apply(self, work: Work) -> Work:
+        from ..models.digits import DigitsCNN
+
+        if labelled_training_set(work.base) is None:
+            raise NotApplicable(f"distillation trains a student on labelled data; {work.base.name} has none here",
+                                "distil digits_cnn, or leave 'distill' out for this model")
+        teacher = work.require_module(self.kind)
+        student, alone = DigitsCNN(self.width), DigitsCNN(self.width)
+        alone.load_state_dict(student.state_dict())  # the same initial weights, the same batches
+        note = train(student, work.base, self.epochs, self.lr, teacher=teacher, temperature=self.temperature,
+                     alpha=self.alpha)
+        train(alone, work.base, self.epochs, self.lr)
+        figures = {"teacher_accuracy": evaluate(teacher, work.base), "student_accuracy": evaluate(student, work.base),
+                   "student_without_teacher_accuracy": evaluate(alone, work.base),
+                   "teacher_params": parameter_count(teacher), "student_params": parameter_count(student)}
+        work.module = student
+        work.metrics["distillation"] = figures
+        work.notes.append(f"student width {self.width} ({figures['student_params']} params vs the teacher's "
+                          f"{figures['teacher_params']}): {note}; held-out accuracy in PyTorch: teacher "
+                          f"{figures['teacher_accuracy']:.2%}, student {figures['student_accuracy']:.2%}, the same student "
+                          f"without the teacher {figures['student_without_teacher_accuracy']:.2%}")
+        return work

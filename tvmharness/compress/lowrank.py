@@ -1,0 +1,80 @@
+"""Low-rank factorization: each Linear and (ungrouped) Conv2d weight split by truncated SVD into two
+smaller layers (a k x k conv to `rank` channels, then a 1x1 conv back), by rank or by energy kept."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import Technique, Work
+from .prune import finalize_pruning
+
+
+def set_submodule(root, name: str, new) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, new)
+
+
+class LowRank(Technique):
+    kind: Literal["lowrank"] = "lowrank"
+    version: Literal[1] = 1
+    rank: int | None = Field(None, ge=1, description="keep this many singular values per layer")
+    energy: float | None = Field(None, gt=0, le=1, description="keep the fewest singular values whose squares sum to this share")
+    primary = "energy"
+
+    @model_validator(mode="after")
+    def _one_criterion(self):
+        if (self.rank is None) == (self.energy is None):
+            raise ValueError("give exactly one of rank=N or energy=F (e.g. lowrank:energy=0.9)")
+        return self
+
+    def chosen_rank(self, singular_values) -> int:
+        import torch
+
+        if self.rank is not None:
+            return min(self.rank, len(singular_values))
+        share = torch.cumsum(singular_values ** 2, 0) / torch.sum(singular_values ** 2)
+        return int(torch.searchsorted(share, torch.tensor(self.energy * (1 - 1e-6))).item()) + 1
+
+    def apply(self, work: Work) -> Work:
+        import torch
+        from torch import nn
+
+        module = self.clone_module(work)
+        finalize_pruning(module)
+        factored, kept = [], 0
+        for name, layer in list(module.named_modules()):
+            if isinstance(layer, nn.Linear):
+                matrix = layer.weight.detach()
+            elif isinstance(layer, nn.Conv2d) and layer.groups == 1:
+                matrix = layer.weight.detach().reshape(layer.out_channels, -1)
+            else:
+                continue
+            u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+            r = self.chosen_rank(s)
+            rows, cols = matrix.shape
+            if r * (rows + cols) >= rows * cols:
+                kept += 1  # factoring would not make this layer smaller
+                continue
+            root = torch.sqrt(s[:r])
+            first_w, second_w = root[:, None] * vh[:r], u[:, :r] * root[None, :]
+            if isinstance(layer, nn.Linear):
+                first = nn.Linear(layer.in_features, r, bias=False)
+                second = nn.Linear(r, layer.out_features, bias=layer.bias is not None)
+                first.weight.data, second.weight.data = first_w.contiguous(), second_w.contiguous()
+            else:
+                first = nn.Conv2d(layer.in_channels, r, layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+                                  bias=False, padding_mode=layer.padding_mode)
+                second = nn.Conv2d(r, layer.out_channels, 1, bias=layer.bias is not None)
+                first.weight.data = first_w.reshape(r, *layer.weight.shape[1:]).contiguous()
+                second.weight.data = second_w.reshape(layer.out_channels, r, 1, 1).contiguous()
+            if layer.bias is not None:
+                second.bias.data = layer.bias.detach().clone()
+            set_submodule(module, name, nn.Sequential(first, second))
+            factored.append(f"{name}:{r}/{min(rows, cols)}")
+        work.module = module.eval()
+        work.notes.append(f"SVD-factored {len(factored)} layers (name:rank/full rank {' '.join(factored) or 'none'})"
+                          + (f"; {kept} left whole (factoring would not shrink them)" if kept else ""))
+        work.metrics["lowrank_layers"] = factored
+        return work

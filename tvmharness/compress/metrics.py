@@ -1,0 +1,60 @@
+"""What a compressed model is made of: parameters, FLOPs, sparsity, compressed size."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def weight_layers(module) -> list:
+    """The layers compression works on: convolutions and fully connected layers."""
+    from torch import nn
+
+    return [m for m in module.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+
+
+def parameter_count(module) -> int:
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def sparsity(module) -> float:
+    """The share of zeros in the conv and linear weights."""
+    weights = [m.weight.detach() for m in weight_layers(module)]
+    total = sum(w.numel() for w in weights)
+    return float(sum(int((w == 0).sum()) for w in weights) / total) if total else 0.0
+
+
+def flop_count(module, input_shape: tuple[int, ...]) -> int | None:
+    """Dense FLOPs of one forward pass (torch's own counter; a multiply-add counts as 2). Zeros left
+    by unstructured pruning still count: dense kernels compute them. None where the counter fails."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    dtype = next((p.dtype for p in module.parameters()), torch.float32)
+    x = torch.zeros(input_shape, dtype=dtype)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(x)
+    except Exception:  # a user model whose forward needs other inputs: the row still gets measured
+        return None
+    return int(counter.get_total_flops())
+
+
+def model_metrics(module, input_shape: tuple[int, ...]) -> dict:
+    return {"params": parameter_count(module), "flops": flop_count(module, input_shape),
+            "sparsity": round(sparsity(module), 6)}
+
+
+def clustered_bytes(module, clustered: dict[str, int]) -> int:
+    """Storage of a weight-clustered model as the literature counts it: each clustered layer's weight
+    as cluster indices (ceil(log2 N) bits each) plus N fp32 centroids; every other parameter fp32."""
+    total_bits = 0
+    for name, param in module.named_parameters():
+        layer = name.rsplit(".", 1)[0]
+        if name.endswith("weight") and layer in clustered:
+            n = clustered[layer]
+            total_bits += param.numel() * max(1, int(np.ceil(np.log2(n)))) + n * 32
+        else:
+            total_bits += param.numel() * 32
+    for buffer in module.buffers():
+        total_bits += buffer.numel() * buffer.element_size() * 8
+    return int(np.ceil(total_bits / 8))

@@ -1,0 +1,93 @@
+"""Pruning: unstructured magnitude pruning (torch.nn.utils.prune) and structured channel pruning
+(torch-pruning), which removes whole channels so that the network really gets smaller."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import Technique, Work
+from .metrics import sparsity, weight_layers
+from .training import train
+
+
+def finalize_pruning(module) -> None:
+    """Make pruning masks permanent (weight = weight_orig x mask, the hooks removed). Until then a
+    later fine-tune keeps the pruned weights at zero."""
+    from torch.nn.utils import prune
+
+    for m in module.modules():
+        if prune.is_pruned(m):
+            for name in [n[: -len("_orig")] for n, _ in m.named_parameters(recurse=False) if n.endswith("_orig")]:
+                prune.remove(m, name)
+
+
+class Prune(Technique):
+    """Unstructured L1-magnitude pruning of conv and linear weights: per layer or global, at once or
+    gradually (a cubic schedule over `steps`, each followed by `epochs` of fine-tuning)."""
+
+    kind: Literal["prune"] = "prune"
+    version: Literal[1] = 1
+    amount: float = Field(gt=0, lt=1, description="share of weights set to zero")
+    scope: Literal["layer", "global"] = "layer"
+    schedule: Literal["oneshot", "gradual"] = "oneshot"
+    steps: int = Field(3, ge=1, description="gradual: pruning steps")
+    epochs: int = Field(1, ge=1, description="gradual: fine-tuning epochs after each step")
+    lr: float = Field(1e-3, gt=0)
+    primary = "amount"
+
+    def apply(self, work: Work) -> Work:
+        from torch.nn.utils import prune
+
+        module = self.clone_module(work)
+        layers = weight_layers(module)
+        if self.schedule == "oneshot":
+            targets = [self.amount]
+        else:  # Zhu & Gupta's cubic schedule: prune fast first, then slowly as fewer weights remain
+            targets = [self.amount * (1 - (1 - (i + 1) / self.steps) ** 3) for i in range(self.steps)]
+        done = 0.0
+        notes = []
+        for target in targets:
+            step = (target - done) / (1 - done)  # torch.nn.utils.prune's amount counts what is still unpruned
+            if self.scope == "global":
+                prune.global_unstructured([(m, "weight") for m in layers], pruning_method=prune.L1Unstructured, amount=step)
+            else:
+                for m in layers:
+                    prune.l1_unstructured(m, "weight", amount=step)
+            done = target
+            if self.schedule == "gradual":
+                notes.append(train(module, work.base, self.epochs, self.lr))
+        work.module = module
+        work.notes.append(f"pruned {self.amount:.0%} of conv/linear weights ({self.scope}, {self.schedule}); "
+                          f"sparsity {sparsity(module):.1%}" + (f"; {notes[-1]} after each of {self.steps} steps" if notes else ""))
+        return work
+
+
+class ChannelPrune(Technique):
+    """Structured pruning with torch-pruning: removes the `amount` share of output channels of each
+    conv/linear layer by L1 magnitude (dependencies such as residual adds and flatten followed), so
+    the network has fewer parameters and FLOPs. The classifier's output layer is kept."""
+
+    kind: Literal["channels"] = "channels"
+    version: Literal[1] = 1
+    amount: float = Field(gt=0, lt=1, description="share of channels removed per layer")
+    scope: Literal["layer", "global"] = "layer"
+    primary = "amount"
+
+    def apply(self, work: Work) -> Work:
+        import torch
+        import torch_pruning as tp
+        from torch import nn
+
+        module = self.clone_module(work)
+        finalize_pruning(module)
+        example = torch.zeros(work.base.input_shape)
+        outputs = [m for m in weight_layers(module) if isinstance(m, nn.Linear)][-1:]
+        pruner = tp.pruner.MetaPruner(module, example, importance=tp.importance.MagnitudeImportance(p=1),
+                                      pruning_ratio=self.amount, global_pruning=self.scope == "global",
+                                      ignored_layers=outputs)
+        pruner.step()
+        work.module = module.eval()
+        work.notes.append(f"removed {self.amount:.0%} of channels ({self.scope}, L1 magnitude, torch-pruning)")
+        return work

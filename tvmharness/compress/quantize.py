@@ -1,0 +1,222 @@
+"""Quantization: fp16 (PyTorch casts; float in, float out) and int8 post-training quantization with
+ONNX Runtime's quantizer, static (QDQ: per-channel int8 weights, per-tensor activations calibrated on
+real inputs with MinMax, Entropy or Percentile) or dynamic. An int8 variant is an ONNX model, run by
+ONNX Runtime and by TVM through its ONNX frontend."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from ..cache import content_hash, file_hash, stage_dir
+from ..data import random_inputs
+from ..errors import HarnessError, one_line
+from ..models import LoadedModel, torch_digest
+from .base import Technique, Work
+from .prune import finalize_pruning
+from .training import labelled_training_set
+
+# Operators TVM's Relax ONNX frontend (0.27) cannot import from a dynamically quantized model: the
+# dynamic int8 variant leaves them fp32 so that one model runs on every engine.
+TVM_UNSUPPORTED_INTEGER_OPS = {"Conv": "ConvInteger"}
+
+
+# How far two engines' runs of one quantized model may differ, relative to the largest output:
+# engines round differently (integer requantization vs float), and one activation step that flips
+# moves the outputs by a few output steps (1/255 of the range for 8 bits). fp16 keeps ~3 digits, and
+# TVM accumulates fp16 convolutions in fp16 where PyTorch and ONNX Runtime accumulate in fp32: on
+# resnet18 that is 0.7% of the largest output.
+INT8_TOLERANCE = 0.02
+FP16_TOLERANCE = 0.01
+
+
+def _half_module(inner):
+    from torch import nn
+
+    class HalfPrecision(nn.Module):
+        """fp16 weights and arithmetic inside; fp32 at the edges, like every other variant."""
+
+        def __init__(self, module):
+            super().__init__()
+            self.module = module.half()
+
+        def forward(self, x):
+            return self.module(x.half()).float()
+
+    return HalfPrecision(inner).eval()
+
+
+class FP16(Technique):
+    kind: Literal["fp16"] = "fp16"
+    version: Literal[1] = 1
+
+    def apply(self, work: Work) -> Work:
+        module = self.clone_module(work)
+        finalize_pruning(module)
+        work.module = _half_module(module)
+        work.metrics["tolerance"] = FP16_TOLERANCE
+        work.frontend = "onnx"  # TVM 0.27's torch frontend types an fp16 conv2d's output fp32, then fails on the bias add
+        work.notes.append("fp16 weights and arithmetic (inputs and outputs fp32); reaches TVM through its ONNX frontend, "
+                          "and TVM accumulates its convolutions in fp16 (PyTorch and ONNX Runtime in fp32)")
+        return work
+
+
+class Int8(Technique):
+    kind: Literal["int8"] = "int8"
+    version: Literal[1] = 1
+    mode: Literal["static", "dynamic"] = "static"
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    samples: int = Field(64, ge=1, description="static: calibration inputs (the training split, or seeded model inputs)")
+    per_channel: bool = True
+    activations: Literal["uint8", "int8"] = "uint8"
+    primary = "mode"
+
+    def apply(self, work: Work) -> Work:
+        module = self.clone_module(work)
+        finalize_pruning(module)
+        fp32_path = _onnx_of(module, work)
+        key = content_hash("int8", file_hash(fp32_path), self.model_dump(mode="json"), _ort_version())
+        out = stage_dir(work.cache_dir, "int8", key) / f"{work.base.name}-int8.onnx"
+        if self.mode == "static":
+            data, source = self.calibration_data(work.base)
+            note = (f"int8 static QDQ: per-{'channel' if self.per_channel else 'tensor'} int8 weights, per-tensor "
+                    f"{self.activations} activations, {self.calibration} calibration on {len(data)} {source}")
+        else:
+            data, note = None, "int8 dynamic: int8 weights, activations quantized at run time"
+        if not out.is_file():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self._quantize(fp32_path, out, data)
+        ops = _integer_ops(out)
+        work.module, work.onnx_path = None, out
+        work.metrics["quantized_ops"] = ops
+        work.metrics["tolerance"] = INT8_TOLERANCE
+        fallback = {op: n for op, n in ops["float"].items() if op in ("Conv", "Gemm", "MatMul")}
+        work.notes.append(note + (f"; fp32 fallback for {fallback}" if fallback else "")
+                          + (f" ({', '.join(f'{v} is not imported by TVM' for v in TVM_UNSUPPORTED_INTEGER_OPS.values())})"
+                             if self.mode == "dynamic" else ""))
+        if self.mode == "static":
+            work.metrics["tvm_int8_kernels"] = _tvm_integer_ops(out, work.base.input_shape)
+            kernels = work.metrics["tvm_int8_kernels"]
+            work.notes.append(f"on TVM: integer kernels (uint8 x int8 -> int32, one float rescale) for {kernels['integer'] or 'none'}"
+                              + (f"; dequantize -> fp32 fallback for {kernels['float_fallback']}" if kernels["float_fallback"] else ""))
+        return work
+
+    def calibration_data(self, base: LoadedModel) -> tuple[list[np.ndarray], str]:
+        """Real inputs: the training split (never the held-out one); seeded inputs of the model's
+        shape where there is no data set (a seed apart from the agreement inputs)."""
+        labelled = labelled_training_set(base)
+        if labelled is not None:
+            return [x[None] for x in labelled[0][: self.samples]], f"{base.name} training images"
+        return random_inputs(base.input_shape, self.samples, seed=7), "seeded model inputs (no data set for this model)"
+
+    def _quantize(self, fp32_path: Path, out: Path, data) -> None:
+        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                              quantize_dynamic, quantize_static)
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        prepared = out.with_suffix(".pre.onnx")
+        weight_type = QuantType.QInt8
+        try:
+            with _quiet():
+                quant_pre_process(str(fp32_path), str(prepared))
+                if self.mode == "dynamic":
+                    ops = [op for op in ("MatMul", "Gemm", "Conv") if op not in TVM_UNSUPPORTED_INTEGER_OPS]
+                    quantize_dynamic(str(prepared), str(out), weight_type=weight_type, per_channel=self.per_channel,
+                                     op_types_to_quantize=ops)
+                else:
+                    name = _input_name(prepared)
+
+                    class Reader(CalibrationDataReader):
+                        def __init__(self):
+                            self.items = iter(data)
+
+                        def get_next(self):
+                            item = next(self.items, None)
+                            return None if item is None else {name: item}
+
+                    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                              "percentile": CalibrationMethod.Percentile}[self.calibration]
+                    quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                                    per_channel=self.per_channel, weight_type=weight_type,
+                                    activation_type=QuantType.QUInt8 if self.activations == "uint8" else QuantType.QInt8,
+                                    calibrate_method=method)
+        except Exception as err:  # the quantizer raises assorted errors for graphs it cannot handle
+            raise HarnessError(f"ONNX Runtime could not quantize the model to int8 ({self.mode}): {one_line(err)}",
+                               "try int8:dynamic, or quantize fewer layers") from None
+        finally:
+            prepared.unlink(missing_ok=True)
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The quantizer prints calibration progress to stdout and logs warnings; keep the report clean."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _input_name(path: Path) -> str:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    initializers = {i.name for i in proto.graph.initializer}
+    return next(i.name for i in proto.graph.input if i.name not in initializers)
+
+
+def _integer_ops(path: Path) -> dict:
+    """Which compute operators got int8 inputs (QDQ: fed by DequantizeLinear; dynamic: *Integer ops)
+    and which stayed float: the per-operator fallback a report names."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    integer, floating = collections.Counter(), collections.Counter()
+    for node in graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Cast", "Reshape", "Flatten"):
+            continue
+        if node.op_type.endswith("Integer") or node.op_type.startswith("QLinear"):
+            integer[node.op_type] += 1
+        elif node.op_type in ("Conv", "Gemm", "MatMul", "Add", "Mul", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu"):
+            (integer if any(i in dequantized for i in node.input) else floating)[node.op_type] += 1
+    return {"int8": dict(integer), "float": dict(floating)}
+
+
+def _tvm_integer_ops(path: Path, input_shape) -> dict:
+    """Which operators TVM's integer rewrite of this QDQ model runs in int8, and which stay fp32 (and why)."""
+    import onnx
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from ..qdq import integer_qdq
+
+    proto = onnx.load(str(path))
+    mod = from_onnx(proto, shape_dict={_input_name(path): list(input_shape)}, keep_params_in_input=False)
+    return integer_qdq(mod)[1].as_dict()
+
+
+def _onnx_of(module, work: Work) -> Path:
+    """The current module as an fp32 ONNX file (the harness's one exporter, cached by content)."""
+    from ..frontend import onnx_file
+
+    base = work.base
+    current = LoadedModel(name=base.name, source=base.source, input_shape=base.input_shape,
+                          digest=torch_digest(module, base.input_shape), torch_module=module)
+    path, _ = onnx_file(current, work.cache_dir)
+    return path

@@ -1,0 +1,138 @@
+"""Integer kernels for quantized (QDQ) ONNX models in TVM.
+
+TVM 0.27's ONNX frontend imports QuantizeLinear/DequantizeLinear, and they legalize to plain TIR:
+a QDQ model runs dequantize -> fp32 conv/matmul -> quantize, with int8 storage and no integer
+arithmetic. This Relax rewrite turns each conv2d / matmul whose inputs are a dequantized activation
+and a dequantized constant weight into an integer operation on the quantized values (uint8/int8 x
+int8, int32 accumulation) followed by one float rescale (activation scale x per-channel weight
+scale) that the following bias add and quantize fuse into:
+
+    conv2d(dequant(xq, sx, zx), dequant(Wq, sw, 0))
+      = sx * sw[oc] * (conv2d_int32(pad(xq, zx), Wq) - zx * sum(Wq[oc]))
+
+The activation is padded with its zero point (so padding means the real value 0) and the zero point
+correction is a per-channel constant. Operators that do not match (other layouts, a weight zero
+point, a non-constant weight) stay as they were: dequantize -> fp32, and are counted as such."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+VERSION = 1
+
+
+@dataclass
+class RewriteReport:
+    integer: dict = field(default_factory=dict)  # op -> count rewritten to integer kernels
+    float_fallback: dict = field(default_factory=dict)  # op -> count left dequantize -> fp32, with why
+
+    def as_dict(self) -> dict:
+        return {"integer": self.integer, "float_fallback": self.float_fallback, "version": VERSION}
+
+
+def integer_qdq(mod):
+    """(rewritten module, RewriteReport). A module without dequantize comes back unchanged."""
+    import tvm
+    from tvm import relax
+    from tvm.ir.expr import Constant
+
+    report = RewriteReport()
+    if "R.dequantize" not in mod.script(show_meta=False):
+        return mod, report
+
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            name = getattr(call.op, "name", "")
+            if name not in ("relax.nn.conv2d", "relax.matmul"):
+                return call
+            kind = "conv2d" if name == "relax.nn.conv2d" else "matmul"
+            try:
+                new = self._rewrite(call, kind)
+            except _NoMatch as why:
+                if why.counted:
+                    report.float_fallback[f"{kind}: {why}"] = report.float_fallback.get(f"{kind}: {why}", 0) + 1
+                return call
+            report.integer[kind] = report.integer.get(kind, 0) + 1
+            return new
+
+        def _dequantized(self, expr):
+            """(quantized input, scale ndarray, zero point ndarray, axis) of a dequantize binding."""
+            bound = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+            if not (isinstance(bound, relax.Call) and getattr(bound.op, "name", "") == "relax.dequantize"):
+                raise _NoMatch("input is not dequantized", counted=False)
+            q, scale, zp = bound.args
+            if not (isinstance(scale, Constant) and isinstance(zp, Constant)):
+                raise _NoMatch("scale or zero point is not a constant")
+            return q, scale.value.numpy(), zp.value.numpy(), int(bound.attrs.axis)
+
+        def _weight(self, expr, transposed: bool):
+            bound = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+            if transposed:
+                if not (isinstance(bound, relax.Call) and getattr(bound.op, "name", "") == "relax.permute_dims"):
+                    raise _NoMatch("weight is not a transposed constant")
+                expr = bound.args[0]
+            q, scale, zp, axis = self._dequantized(expr)
+            if not isinstance(q, Constant) or str(q.value.dtype) != "int8":
+                raise _NoMatch("weight is not an int8 constant")
+            if np.any(zp != 0) or (scale.size > 1 and axis != 0):
+                raise _NoMatch("weight has a zero point or is not quantized per output channel")
+            return q.value.numpy(), scale.astype(np.float32)
+
+        def _rewrite(self, call, kind):
+            xq, sx, zx, _ = self._dequantized(call.args[0])
+            if sx.size != 1 or zx.size != 1:
+                raise _NoMatch("activation is not quantized per tensor")
+            dtype = str(xq.ty.dtype)
+            if dtype not in ("uint8", "int8"):
+                raise _NoMatch(f"activation is {dtype}")
+            zx = int(zx.reshape(-1)[0])
+            if kind == "conv2d":
+                wq, sw = self._weight(call.args[1], transposed=False)
+                attrs = call.attrs
+                if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+                    raise _NoMatch("layout is not NCHW/OIHW")
+                top, left, bottom, right = (int(p) for p in attrs.padding)
+                data = xq
+                if top or left or bottom or right:
+                    data = self.builder_.emit(relax.op.nn.pad(xq, [0, 0, 0, 0, top, bottom, left, right],
+                                                              pad_value=float(zx)))
+                acc = self.builder_.emit(relax.op.nn.conv2d(
+                    data, relax.const(wq), strides=attrs.strides, padding=0, dilation=attrs.dilation,
+                    groups=attrs.groups, data_layout="NCHW", kernel_layout="OIHW", out_dtype="int32"))
+                shape = (1, -1, 1, 1)
+                wsum = wq.astype(np.int64).sum(axis=(1, 2, 3))
+            else:
+                wq, sw = self._weight(call.args[1], transposed=True)  # Gemm: (out, in), used transposed
+                if len(call.args[0].ty.shape) != 2:
+                    raise _NoMatch("matmul input is not 2-D")
+                acc = self.builder_.emit(relax.op.matmul(xq, relax.const(np.ascontiguousarray(wq.T)), out_dtype="int32"))
+                shape = (1, -1)
+                wsum = wq.astype(np.int64).sum(axis=1)
+            if zx:
+                correction = relax.const((zx * wsum).astype(np.int32).reshape(shape))
+                acc = self.builder_.emit(relax.op.subtract(acc, correction))
+            scale = (float(sx.reshape(-1)[0]) * sw.reshape(-1)).astype(np.float32).reshape(shape)
+            out = relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale))
+            return out
+
+    @tvm.ir.transform.module_pass(opt_level=0, name="IntegerQDQ")
+    def rewrite(mod, _ctx):
+        rewriter = Rewriter(mod)
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+        return rewriter.builder_.get()
+
+    mod = rewrite(mod)
+    mod = relax.transform.DeadCodeElimination()(mod)
+    return mod, report
+
+
+class _NoMatch(Exception):
+    def __init__(self, why: str, counted: bool = True):
+        super().__init__(why)
+        self.counted = counted

@@ -1,0 +1,91 @@
+"""The compression part of a run's report: each variant against fp32 on the same target and engine
+(speed-up, size, accuracy), what it is made of (parameters, FLOPs, sparsity, compressed size),
+pass/fail against the recipe's goals, and the best passing variant per model and target."""
+
+from __future__ import annotations
+
+import math
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+BASELINE = "fp32"
+
+
+def _present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _fmt(value, fmt: str, suffix: str = "") -> str:
+    return format(value, fmt) + suffix if _present(value) else "—"
+
+
+def _variant_rows(frame) -> list[dict]:
+    return [r for r in frame.to_dict("records") if r["variant"] != BASELINE]
+
+
+def compression_table(frame) -> Table | None:
+    rows = _variant_rows(frame)
+    if not rows:
+        return None
+    table = Table(title="compression: each variant against fp32 on the same target and engine", box=box.SIMPLE_HEAVY,
+                  title_justify="left")
+    for name, justify in [("model", "left"), ("variant", "left"), ("target", "left"), ("engine", "left"),
+                          ("goals", "left"), ("speed-up vs fp32", "right"), ("size vs fp32", "right"),
+                          ("accuracy drop", "right"), ("params", "right"), ("MFLOPs", "right"), ("sparsity", "right"),
+                          ("compressed", "right")]:
+        table.add_column(name, justify=justify, overflow="fold")
+    for r in rows:
+        d = r["details"] or {}
+        if r["status"] != "ok":
+            goals = Text(r["status"], style="dim" if r["status"] == "not applicable" else "red")
+        elif _present(r["meets_goals"]):
+            goals = Text("pass" if r["meets_goals"] else "fail", style="green" if r["meets_goals"] else "yellow")
+        else:
+            goals = Text("no goals")
+        drop = d.get("accuracy_drop")
+        table.add_row(r["model"], r["variant"], r["target"], r["engine"], goals,
+                      _fmt(d.get("speedup_vs_fp32"), ".2f", "x"), _fmt(d.get("size_ratio"), ".2f", "x"),
+                      _fmt(100 * drop if _present(drop) else None, "+.1f", " pts"),
+                      _fmt(d.get("params"), ","), _fmt(d["flops"] / 1e6 if _present(d.get("flops")) else None, ".2f"),
+                      _fmt(d.get("sparsity"), ".0%"),
+                      _fmt(d["compressed_bytes"] / 1024 if _present(d.get("compressed_bytes")) else None, ".1f", " KB"))
+    return table
+
+
+def best_variants(frame) -> list[str]:
+    """Per model and target: the passing variant with the lowest latency, on whichever engine."""
+    lines = []
+    rows = _variant_rows(frame)
+    for model, target in sorted({(r["model"], r["target"]) for r in rows}):
+        passing = [r for r in rows if r["model"] == model and r["target"] == target and r["status"] == "ok"
+                   and r["meets_goals"] is True]
+        if not passing:
+            lines.append(f"best variant of {model} on {target}: none passes the goals")
+            continue
+        best = min(passing, key=lambda r: r["median_ms"])
+        d = best["details"] or {}
+        figures = [f"{best['median_ms']:.3f} ms", f"{best['speedup_vs_baseline']:.2f}x the baseline"]
+        if _present(d.get("speedup_vs_fp32")):
+            figures.append(f"{d['speedup_vs_fp32']:.2f}x fp32 {best['engine']}")
+        if _present(d.get("size_ratio")):
+            figures.append(f"size {d['size_ratio']:.2f}x")
+        if _present(d.get("accuracy_drop")):
+            figures.append(f"accuracy drop {100 * d['accuracy_drop']:+.1f} pts")
+        lines.append(f"best variant of {model} on {target}: {best['variant']} on {best['engine']} ({', '.join(figures)})")
+    return lines
+
+
+def variant_notes(frame) -> list[str]:
+    """What each variant did (the notes its techniques left), once per model and variant."""
+    lines, seen = [], set()
+    own = {r["model"]: len((r["details"] or {}).get("notes", [])) for r in frame.to_dict("records") if r["is_baseline"]}
+    for r in _variant_rows(frame):
+        key = (r["model"], r["variant"])
+        notes = (r["details"] or {}).get("notes", [])[own.get(r["model"], 1):]  # after the model's own notes
+        if key in seen or not notes:
+            continue
+        seen.add(key)
+        lines.append(f"{r['model']} / {r['variant']}: " + "; ".join(notes))
+    return lines
