@@ -33,6 +33,9 @@ def main(argv=None):
 
     if args.threads:
         os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    if args.threads and args.threads < (os.cpu_count() or 1):
+        # TVM pins its workers to the first cores: kits sharing a machine would all run on core 0.
+        os.environ.setdefault("TVM_BIND_THREADS", "0")
     # Each session works in a folder of its own under this one; what a killed session leaves is
     # removed when the server registers again.
     workdir = tempfile.mkdtemp(prefix="tvmharness-kit-")
