@@ -121,7 +121,7 @@ def emulated_aarch64(progress: Callable[[str], None] = lambda _t: None) -> KitPy
 def _kit_python(root: Path, qemu: str) -> KitPython:
     rootfs = root / "rootfs"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-           "PYTHONPATH": str(root / "site"), "QEMU_LD_PREFIX": str(rootfs), "PYTHONNOUSERSITE": "1"}
+           "PYTHONPATH": str(root / "site"), "PYTHONNOUSERSITE": "1"}
     return KitPython(command=[qemu, "-L", str(rootfs), str(rootfs / "usr/bin/python3.11")], env=env,
                      emulated=f"qemu-user ({Path(qemu).name}) on {platform.machine()}", root=root)
 

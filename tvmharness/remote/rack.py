@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import HarnessError, one_line
 from ..measure import Latency
-from .tracker import Address, KeyStatus, probe, summary
+from .tracker import Address, KeyStatus, connect, summary
 
 # How a job failed, and whether another kit may succeed where this one did not.
 KIT_LOST = "kit lost"  # the kit died or dropped the connection mid-job: retry elsewhere
@@ -141,7 +141,7 @@ class Rack:
             return failure
 
     def _attempt(self, job: KitJob, on_stage: Callable[[str], None]) -> tuple[str, dict]:
-        spec = {"tracker": (self.tracker.host, self.tracker.port), "key": self.key, "wait_s": self.wait_s,
+        spec = {"tracker": self.tracker, "key": self.key, "wait_s": self.wait_s,
                 "session_timeout_s": self.job_timeout_s, "library": job.library and str(job.library), "inputs": job.inputs,
                 "warmup": job.warmup, "repeats": job.repeats, "arch": job.arch}
         with self._lock:
@@ -210,7 +210,6 @@ def resolve_key(tracker: Address, key: str | None, preferred: list[str]) -> str:
     """The key given, or the first of the target's usual keys that the tracker has kits under."""
     if key:
         return key
-    probe(tracker)
     keys = summary(tracker)
     for candidate in preferred:
         if candidate in keys and keys[candidate].kits:
@@ -303,24 +302,15 @@ class _NoKit(Exception):
 def _request_kit(spec: dict, base, rpc):
     """Ask the tracker for a kit and connect to it, waiting at most wait_s (the tracker itself
     would queue the request for ever)."""
-    import socket
-    import struct
-
-    host, port = spec["tracker"]
-    sock = socket.create_connection((host, port), timeout=10)
-    try:
-        sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
-        base.recvall(sock, 4)
+    with connect(spec["tracker"], timeout=10) as sock:
         sock.settimeout(spec["wait_s"])
         base.sendjson(sock, [base.TrackerCode.REQUEST, spec["key"], "", 1])
         try:
             code, (url, kit_port, matchkey) = base.recvjson(sock)
         except TimeoutError:
-            raise _NoKit(f"no kit under '{spec['key']}' at {host}:{port} was free within {spec['wait_s']:.0f} s") from None
+            raise _NoKit(f"no kit under '{spec['key']}' at {spec['tracker']} was free within {spec['wait_s']:.0f} s") from None
         if code != base.TrackerCode.SUCCESS:
             raise RuntimeError(f"the tracker refused the request ({code})")
-    finally:
-        sock.close()
     session = rpc.connect(url, kit_port, matchkey, session_timeout=spec["session_timeout_s"])
     return session, f"{url}:{kit_port}"
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import struct
@@ -45,24 +46,33 @@ def warn_if_wide(host: str) -> str | None:
             "code here. Bind 127.0.0.1 and tunnel (ssh -L) unless this network is trusted.")
 
 
-def _unreachable(address: Address, why: str) -> HarnessError:
+@contextlib.contextmanager
+def connect(address: Address, timeout: float = PROBE_TIMEOUT_S):
+    """A socket to the tracker, past TVM's handshake. Raises OSError when nothing answers within the
+    timeout, or what answers is not a tracker."""
+    from tvm.rpc import base
+
+    with socket.create_connection((address.host, address.port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
+        if struct.unpack("<i", base.recvall(sock, 4))[0] != base.RPC_TRACKER_MAGIC:
+            raise ConnectionError("something else listens there")
+        yield sock
+
+
+def _unreachable(address: Address, err: OSError) -> HarnessError:
+    why = err.strerror or str(err) or type(err).__name__
     return HarnessError(f"no RPC tracker answers at {address} ({why})",
                         f"start one with `tvmharness tracker start --port {address.port}`, or check --tracker")
 
 
 def probe(address: Address, timeout: float = PROBE_TIMEOUT_S) -> None:
     """Fail within seconds when nothing listens at the address, or something that is not a tracker does."""
-    from tvm.rpc import base
-
     try:
-        with socket.create_connection((address.host, address.port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
-            magic = struct.unpack("<i", base.recvall(sock, 4))[0]
+        with connect(address, timeout):
+            pass
     except OSError as err:
-        raise _unreachable(address, err.strerror or type(err).__name__) from None
-    if magic != base.RPC_TRACKER_MAGIC:
-        raise _unreachable(address, "something else listens there")
+        raise _unreachable(address, err) from None
 
 
 @dataclass
@@ -81,13 +91,12 @@ def summary(address: Address) -> dict[str, KeyStatus]:
     """The tracker's keys: kits registered under each, how many are free, how many requests wait."""
     from tvm.rpc import base
 
-    probe(address)
-    with socket.create_connection((address.host, address.port), timeout=PROBE_TIMEOUT_S) as sock:
-        sock.settimeout(PROBE_TIMEOUT_S)
-        sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
-        base.recvall(sock, 4)
-        base.sendjson(sock, [base.TrackerCode.SUMMARY])
-        code, data = base.recvjson(sock)
+    try:
+        with connect(address) as sock:
+            base.sendjson(sock, [base.TrackerCode.SUMMARY])
+            code, data = base.recvjson(sock)
+    except OSError as err:
+        raise _unreachable(address, err) from None
     if code != base.TrackerCode.SUCCESS:
         raise HarnessError(f"the tracker at {address} did not answer a summary request", "check that it is a TVM RPC tracker")
     keys: dict[str, KeyStatus] = {}
