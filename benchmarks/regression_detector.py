@@ -10,7 +10,7 @@ all of them alike; the history is then stored first, as the earlier runs the tes
 
     python benchmarks/regression_detector.py [--nights 20] [--history 10] [--replay STORE]
 
-The measuring protocol (repeats, warm-up, threads) and the thresholds are those of
+The measuring protocol (repeats, span, warm-up, threads) and the thresholds are those of
 recipes/nightly.toml unless given. Prints a table for people, a sweep of the thresholds over the
 same nights, and ends with one JSON line:
 {"aa_false_positives": n, "aa_nights": n, "detected": {"3": f, "10": f, "25": f}}
@@ -53,13 +53,14 @@ def night_main(args) -> None:
             while time.perf_counter_ns() < end:
                 pass
 
-    latency = time_call(call, args.warmup, args.repeats)
+    latency = time_call(call, args.warmup, args.repeats, args.span_s)
     print(json.dumps({"samples_ms": latency.samples_ms}))
 
 
 def run_night(library: Path, inputs: Path, delay_ms: float, args) -> list[float]:
     cmd = [sys.executable, __file__, "--night", str(library), "--input", str(inputs), "--delay-ms", repr(delay_ms),
-           "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+           "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
+           "--span-s", repr(args.span_s)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     return json.loads(proc.stdout.strip().splitlines()[-1])["samples_ms"]
 
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="default: the recipe's")
     parser.add_argument("--warmup", type=int, help="default: the recipe's")
     parser.add_argument("--threads", type=int, help="default: the recipe's")
+    parser.add_argument("--span-s", type=float, help="default: the recipe's")
     parser.add_argument("--model", default="digits_cnn")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--replay", metavar="STORE", help="judge the nights kept in a store an earlier run wrote, without measuring")
@@ -144,6 +146,7 @@ def main() -> None:
     args.repeats = args.repeats or recipe.measure.repeats
     args.warmup = args.warmup or recipe.measure.warmup
     args.threads = args.threads or recipe.measure.threads
+    args.span_s = recipe.measure.span_s if args.span_s is None else args.span_s
     if args.replay:
         store, seconds = Store(args.replay), None
     else:

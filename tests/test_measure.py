@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from tvmharness.measure import Latency, accuracy, agreement, time_call
+import time
+
+from tvmharness.measure import Latency, accuracy, agreement, paced, time_call
 
 
 def test_latency_statistics_come_from_the_samples():
@@ -17,6 +19,20 @@ def test_time_call_runs_warmup_and_repeats():
     lat = time_call(lambda: calls.append(1), warmup=3, repeats=30)
     assert len(calls) == 33
     assert len(lat.samples_ms) == 30 and all(s >= 0 for s in lat.samples_ms)
+
+
+def test_paced_samples_are_due_evenly_over_the_span_and_the_model_keeps_running_between():
+    begun, due, busy = time.monotonic(), [], []
+    for i in paced(repeats=4, span_s=0.6, keep_running=lambda: busy.append(1)):
+        due.append(time.monotonic() - begun)
+    assert all(t >= i * 0.15 - 1e-3 for i, t in enumerate(due))  # each sample on time, never early
+    assert len(busy) > 100  # the gaps were filled with untimed calls, not sleep
+
+
+def test_paced_time_call_keeps_one_call_per_sample():
+    calls = []
+    lat = time_call(lambda: calls.append(1), warmup=2, repeats=30, span_s=0.3)
+    assert len(lat.samples_ms) == 30 and len(calls) > 2 + 30 + 100
 
 
 def test_agreement_flags_outputs_beyond_tolerance():

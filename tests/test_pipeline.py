@@ -85,3 +85,21 @@ def test_terminal_report_of_a_rerun_says_nothing_was_rebuilt(first_run):
     assert "UNTUNED" in text and "baseline" in text
     assert again.provenance["git_commit"] in text and recipe.digest() in text
     assert "avx2" in text or "features none detected" in text
+
+
+def test_torch_compile_row_agrees_with_eager(recipe_dict):
+    result = run_recipe(recipe_from_dict(recipe_dict(engines=["torch", "torch-compile"])))
+    rows = {r["engine"]: r for r in result.rows}
+    compiled = rows["torch-compile"]
+    assert compiled["status"] == OK, compiled["reason"]
+    assert compiled["max_abs_diff"] < 1e-4 and compiled["top1_agreement"] == 1.0
+    assert compiled["details"]["engine_notes"][0] == "torch.compile (inductor)"
+    assert compiled["speedup_vs_baseline"] == pytest.approx(rows["torch"]["median_ms"] / compiled["median_ms"])
+
+
+def test_paced_rows_span_the_asked_time(recipe_dict):
+    recipe = recipe_from_dict(recipe_dict(engines=["onnxruntime"], measure={"warmup": 1, "repeats": 30, "threads": 2,
+                                                                          "span_s": 1.5}))
+    row = next(r for r in run_recipe(recipe).rows if r["engine"] == "onnxruntime")
+    assert row["status"] == OK and len(row["samples_ms"]) == 30
+    assert row["details"]["measure_seconds"] >= 1.5 * 29 / 30  # the last sample is due 29/30 of the span in

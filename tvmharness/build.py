@@ -17,8 +17,9 @@ from .provenance import git_commit, versions
 from .targets import Target, check_toolchain
 from .tune import extract_tasks, lower_for_tuning, open_database, records_dir, records_hash, tuned_task_count
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: cuda_source
 LIBRARY = "model.so"
+KERNELS = "kernels.cu"  # a GPU target's CUDA source, as the library carries it
 
 
 @dataclass
@@ -100,6 +101,9 @@ def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path
         export_kwargs["fcompile"] = cc.cross_compiler(target.preset.cross_compiler)
     executable.export_library(str(tmp), **export_kwargs)
     tmp.replace(directory / LIBRARY)
+    kernels = _cuda_source(executable.mod)
+    if kernels is not None:
+        (directory / KERNELS).write_text(kernels)
     manifest = {
         "format": MANIFEST_FORMAT,
         "model": model.name,
@@ -110,6 +114,7 @@ def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path
         "target": target.describe(),
         "tuning_records": tuning,
         "library": {"file": LIBRARY, "sha256": file_hash(directory / LIBRARY), "bytes": (directory / LIBRARY).stat().st_size},
+        "cuda_source": KERNELS if kernels is not None else None,
         "build_key": key,
         "build_seconds": round(time.perf_counter() - started, 2),
         "versions": versions(),
@@ -119,6 +124,19 @@ def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return Artifact(directory, manifest, cache_hit=False)
+
+
+def _cuda_source(module) -> str | None:
+    """The CUDA C++ of a GPU build's kernels. TVM 0.27 keeps a CUDA module as source, and its CUDA
+    runtime compiles it (NVRTC) when the library loads on the GPU; kept beside the library, it can
+    be read, and compiled with nvcc to check it without a GPU."""
+    if module.kind == "cuda":
+        return module.inspect_source("")
+    for imported in module.imports:
+        found = _cuda_source(imported)
+        if found is not None:
+            return found
+    return None
 
 
 def _compile_tuned(mod, target: Target, records: Path, digest: str):
@@ -136,6 +154,7 @@ def _compile_tuned(mod, target: Target, records: Path, digest: str):
 def export_artifact(artifact: Artifact, out_dir: Path) -> Path:
     """Copy an artifact directory to where a user asked for it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (artifact.manifest["library"]["file"], "manifest.json"):
-        shutil.copy2(artifact.dir / name, out_dir / name)
+    for name in (artifact.manifest["library"]["file"], "manifest.json", artifact.manifest.get("cuda_source")):
+        if name:
+            shutil.copy2(artifact.dir / name, out_dir / name)
     return out_dir

@@ -401,14 +401,14 @@ def targets(json_out: JsonOpt = False) -> int:
             expanded, note = resolve(name, Measure().threads).tvm_dict, ""
         except HarnessError as e:
             expanded, note = preset.tvm, e.cause
-        rows.append({"name": name, "arch": preset.arch, "runs_on": preset.runs_on, "description": preset.description,
-                     "tvm_target": expanded, "note": note})
+        rows.append({"name": name, "arch": preset.arch, "runs_on": preset.runs_on, "device": preset.device,
+                     "description": preset.description, "tvm_target": expanded, "note": note})
     if json_out:
         _print_json(rows)
         return 0
-    table = Table("target", "arch", "runs on", "TVM target on this host", "description", title="target presets")
+    table = Table("target", "host arch", "runs on", "TVM target on this host", "description", title="target presets")
     for r in rows:
-        table.add_row(r["name"], r["arch"], r["runs_on"], json.dumps(r["tvm_target"]), r["description"] + (f" ({r['note']})" if r["note"] else ""))
+        table.add_row(r["name"], r["arch"], r["runs_on"] + (", GPU" if r["device"] == "cuda" else ""), json.dumps(r["tvm_target"]), r["description"] + (f" ({r['note']})" if r["note"] else ""))
     out.print(table)
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+from .gpu import NO_GPU_FIX, cuda_status, ort_cuda_status, torch_cuda_status
 from .provenance import cpu_info, versions
 
 
@@ -25,29 +26,6 @@ def _tool_version(tool: str) -> str | None:
         return path
 
 
-def cuda_status() -> tuple[bool, str]:
-    """Whether TVM can run CUDA code here, and why not."""
-    import tvm
-
-    if tvm.support.libinfo().get("USE_CUDA") != "ON":
-        return False, "this TVM build has no CUDA support (USE_CUDA is OFF)"
-    if shutil.which("nvidia-smi") is None and not _has_driver():
-        return False, "no NVIDIA driver on this machine (no nvidia-smi, no libcuda): no usable GPU"
-    try:
-        dev = tvm.cuda(0)
-        if not dev.exist:
-            return False, "the NVIDIA driver is present but TVM sees no CUDA device"
-        return True, f"{dev.device_name}, compute capability {dev.compute_version}"
-    except Exception as err:  # the CUDA runtime raises when its library cannot load
-        return False, f"TVM's CUDA runtime could not start: {err}"
-
-
-def _has_driver() -> bool:
-    import ctypes.util
-
-    return ctypes.util.find_library("cuda") is not None
-
-
 def checks() -> list[dict]:
     import tvm
 
@@ -59,10 +37,13 @@ def checks() -> list[dict]:
                          "install an apache-tvm wheel built with LLVM"))
     result.append(_check("TVM CUDA code generator", tvm.get_global_func("target.build.cuda", allow_missing=True) is not None,
                          f"USE_CUDA={info.get('USE_CUDA')}", "install an apache-tvm wheel built with CUDA"))
-    usable, why = cuda_status()
-    result.append(_check("CUDA device", usable, why, "run on a machine with an NVIDIA GPU and driver for the cuda target"))
+    status = cuda_status()
+    result.append(_check("CUDA device (TVM)", status.usable, status.reason, NO_GPU_FIX))
+    for name, (usable, why) in (("CUDA in PyTorch", torch_cuda_status()), ("CUDA in ONNX Runtime", ort_cuda_status())):
+        result.append(_check(name, usable, why, "see README 'GPU machines' for the CUDA builds to install"))
     nvcc = _tool_version("nvcc")
-    result.append(_check("nvcc", nvcc is not None, nvcc or "not found", "install the CUDA toolkit to compile CUDA modules"))
+    result.append(_check("nvcc", nvcc is not None, nvcc or "not found",
+                         "install the CUDA toolkit where CUDA modules are loaded (TVM compiles their kernels with NVRTC then)"))
     result.append(_check("CPU", True, f"{cpu['model']} ({cpu['arch']}, {cpu['logical_cores']} logical cores)"))
     result.append(_check("CPU features", bool(cpu["features"]), " ".join(cpu["features"]) or "none detected",
                          "no SIMD features detected: TVM kernels will be slow"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -37,13 +37,28 @@ class Latency:
         return d
 
 
-def time_call(call: Callable[[], object], warmup: int, repeats: int,
+def paced(repeats: int, span_s: float, keep_running: Callable[[], object]) -> Iterator[int]:
+    """Yield 0..repeats-1, each when it is due: spread evenly over `span_s` seconds, with
+    `keep_running` (an untimed call of the model) called until then. A shared host switches between
+    load modes (~15% apart here) every second or so, and a row timed within milliseconds sees only
+    one; spread over seconds it sees them all. The machine never idles between samples: after a
+    pause (sleep) the next calls run ~15% slower here, a mode of its own."""
+    start = time.monotonic()
+    for i in range(repeats):
+        due = start + i * span_s / repeats
+        while time.monotonic() < due:
+            keep_running()
+        yield i
+
+
+def time_call(call: Callable[[], object], warmup: int, repeats: int, span_s: float = 0.0,
               on_repeat: Callable[[int, int], None] | None = None) -> Latency:
-    """Warm up, then time `repeats` single calls on the same bound input; each sample is one call."""
+    """Warm up, then time `repeats` single calls on the same bound input, spread over `span_s`
+    seconds of running (see paced); each sample is one call."""
     for _ in range(warmup):
         call()
     samples = []
-    for i in range(repeats):
+    for i in paced(repeats, span_s, call):
         start = time.perf_counter_ns()
         call()
         samples.append((time.perf_counter_ns() - start) / 1e6)

@@ -25,7 +25,7 @@ BUILD_FAILED = "failed to build"
 RUN_FAILED = "failed to run"
 COMPRESS_FAILED = "failed to compress"
 NOT_APPLICABLE = "not applicable"  # a technique or engine that does not fit the model; not a failure
-HOST_ENGINES = ("torch", "onnxruntime")
+HOST_ENGINES = ("torch", "torch-compile", "onnxruntime")
 
 
 class Progress(Protocol):
@@ -106,8 +106,10 @@ def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: 
         return  # no baseline, nothing to compare with; the row says why
     # (target, engine) -> the fp32 row there: what variants' sizes and speed-ups are relative to
     fp32_rows: dict[tuple[str, str], dict] = {(host.name, baseline["engine"]): baseline}
-    # Host engines (PyTorch, ONNX Runtime) run once per variant, on the host; compilers on every target.
+    # Host engines (PyTorch, ONNX Runtime) run once per variant on the host, and again on each local
+    # GPU target (the GPU baselines); compilers on every target.
     placements = targets if host in targets else [host, *targets]
+    local_gpus = [t for t in targets if t.on_gpu and t.preset.runs_on == "local" and t is not host]
     for spec in recipe.variants:
         variant = parse_variant(spec)
         progress.step(f"compressing {model.name}: {variant.name}")
@@ -123,10 +125,11 @@ def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: 
         for target in placements:
             for engine in recipe.engines:
                 on_host = engine in HOST_ENGINES
-                if (on_host and (target is not host or (engine == baseline_engine and variant.is_baseline))
-                        or (not on_host and target not in targets)):
+                if on_host and target is host and engine == baseline_engine and variant.is_baseline:
+                    continue  # the baseline row itself
+                if (on_host and target is not host and target not in local_gpus) or (not on_host and target not in targets):
                     continue
-                if engine == "torch" and variant_model.torch_module is None:
+                if engine.startswith("torch") and variant_model.torch_module is None:
                     _store(store, result, _empty_row(variant_model, variant.name, target, recipe, engine) | {
                         "status": NOT_APPLICABLE, "reason": "this variant is an ONNX model (int8 from ONNX Runtime's quantizer)"})
                     continue
@@ -217,7 +220,8 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
     clock = time.perf_counter()
     try:
         outputs = [session.run(x) for x in inputs]
-        latency = time_call(session.bind(inputs[0]), recipe.measure.warmup, recipe.measure.repeats, progress.repeat)
+        m = recipe.measure
+        latency = time_call(session.bind(inputs[0]), m.warmup, m.repeats, m.span_s, progress.repeat)
     except Exception as err:
         return _failed(row, RUN_FAILED, err)
     row["details"]["measure_seconds"] = round(time.perf_counter() - clock, 3)
@@ -260,7 +264,7 @@ class _KitRow:
 
 def kit_racks(recipe: Recipe, targets: list[Target], progress: Progress) -> dict[str, Rack]:
     """A rack per remote target, checked before anything is measured: the tracker answers, a kit is
-    registered under the key, and that kit has the target's architecture."""
+    registered under the key, and that kit has the target's architecture (and a GPU for a GPU target)."""
     from .remote.tracker import parse_address, probe
     from .remote.rack import resolve_key
     from .tune import parse_duration
@@ -283,6 +287,10 @@ def kit_racks(recipe: Recipe, targets: list[Target], progress: Progress) -> dict
                     retries=devices.retries)
         progress.step(f"checking a kit under '{rack.key}' at {address} for target {target.name}")
         info = rack.check_kit(target.preset.arch)
+        if target.on_gpu and not info.get("cuda"):
+            raise HarnessError(f"the kit under '{rack.key}' has no usable CUDA GPU, and target {target.name} runs its "
+                               "kernels on one", "serve the kit on the board with TVM's CUDA runtime and the driver "
+                               "(JetPack), or pass --key with the key of GPU kits")
         if target.tvm_dict.get("kind") == "llvm" and "num-cores" not in target.tvm_dict and info.get("threads"):
             target.tvm_dict["num-cores"] = info["threads"]  # MetaSchedule needs it; the kit knows it
         racks[target.name] = rack
@@ -308,7 +316,8 @@ def _build_for_kit(model: LoadedModel, variant: str, target: Target, engine_name
     row["details"].update(details, engine_notes=notes, artifact=str(artifact.library),
                           prepare_seconds=round(time.perf_counter() - clock, 3))
     job = KitJob(label=f"{model.name} / {variant} / {target.name} / {engine.name}", library=artifact.library,
-                 inputs=inputs, warmup=recipe.measure.warmup, repeats=recipe.measure.repeats, arch=target.preset.arch)
+                 inputs=inputs, warmup=recipe.measure.warmup, repeats=recipe.measure.repeats, arch=target.preset.arch,
+                 span_s=recipe.measure.span_s, device=target.preset.device)
     return _KitRow(row, job, model, compare)
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .cache import content_hash
 from .errors import HarnessError
 
-ENGINES = ("tvm", "torch", "onnxruntime")  # the default; "tvm-untuned" is there to compare tuning with
+ENGINES = ("tvm", "torch", "onnxruntime")  # the default; "tvm-untuned" compares tuning, "torch-compile" TorchInductor
 
 
 class _Strict(BaseModel):
@@ -34,6 +34,8 @@ class Measure(_Strict):
 
     warmup: int = Field(5, ge=1, description="untimed runs before the repeats")
     repeats: int = Field(30, ge=30, description="timed runs; the median and p90 come from these")
+    span_s: float = Field(0.0, ge=0, description="the repeats are spread over this many seconds of running "
+                          "(untimed runs between them), so a row sees the host's load modes rather than one")
     threads: int = Field(default_factory=_default_threads, ge=1, description="threads every engine is pinned to")
     batch: int = Field(1, ge=1)
     agreement_samples: int = Field(4, ge=1, description="inputs compared with the baseline (zoo models)")
@@ -92,7 +94,7 @@ class Recipe(_Strict):
     # An alias ("int8"), a chain joined by "+" or a list of aliases applied in order; see tvmharness.compress.
     variants: list[str | list[str]] = Field(default_factory=lambda: ["fp32"], min_length=1)
     targets: list[str] = Field(default_factory=lambda: ["x86"], min_length=1)
-    engines: list[Literal["tvm", "tvm-untuned", "torch", "onnxruntime"]] = Field(default_factory=lambda: list(ENGINES), min_length=1)
+    engines: list[Literal["tvm", "tvm-untuned", "torch", "torch-compile", "onnxruntime"]] = Field(default_factory=lambda: list(ENGINES), min_length=1)
     frontend: Literal["torch", "onnx"] = Field("torch", description="how torch models reach TVM")
     measure: Measure = Field(default_factory=Measure)
     thresholds: Thresholds = Field(default_factory=Thresholds)

@@ -24,8 +24,9 @@ class TargetPreset(BaseModel):
     description: str = ""
     arch: Literal["x86_64", "aarch64"]
     runs_on: Literal["local", "rpc"] = "local"
+    device: Literal["cpu", "cuda"] = "cpu"  # where the model's kernels run; arch is the host CPU's
     tvm: dict
-    host: dict | None = None
+    host: dict | None = None  # the TVM host target of a GPU target (its CPU-side code)
     cross_compiler: str | None = None
     rpc_keys: list[str] = []  # tracker keys this target's kits usually register under, preferred first
 
@@ -47,8 +48,13 @@ class Target:
 
         return tvm.target.Target(self.tvm_dict)
 
+    @property
+    def on_gpu(self) -> bool:
+        return self.preset.device == "cuda"
+
     def describe(self) -> dict:
-        return {"name": self.name, "tvm": self.tvm_dict, "features": self.features, "runs_on": self.preset.runs_on}
+        return {"name": self.name, "tvm": self.tvm_dict, "features": self.features, "runs_on": self.preset.runs_on,
+                "device": self.preset.device}
 
 
 def _search_dirs() -> list[Path]:
@@ -110,15 +116,29 @@ def resolve(name: str, threads: int) -> Target:
                                "use one of those, or add a preset file to targets/")
         preset = known[name]
 
-    tvm_dict = dict(preset.tvm)
     if preset.runs_on == "local" and preset.arch != platform.machine():
         raise HarnessError(f"target '{preset.name}' runs on {preset.arch} but this host is {platform.machine()}",
                            "pick a target for this host (see `tvmharness targets`)")
+    tvm_dict = _detect(dict(preset.tvm), threads)
+    if preset.host is not None:
+        tvm_dict["host"] = _detect(dict(preset.host), threads)
+    if preset.runs_on == "local":
+        features = cpu_info()["features"]
+    else:
+        features = list((tvm_dict.get("host") or tvm_dict).get("mattr", []))
+    return Target(preset=preset, tvm_dict=tvm_dict, features=features)
+
+
+def _detect(tvm_dict: dict, threads: int) -> dict:
+    """Fill a TVM target dict's "auto" values in from this machine (a GPU's from GPU 0)."""
+    if tvm_dict.get("kind") == "cuda" and tvm_dict.get("arch") == "auto":
+        from .gpu import detected_cuda_target
+
+        tvm_dict = detected_cuda_target() | {k: v for k, v in tvm_dict.items() if k not in ("kind", "arch")}
     if tvm_dict.get("mcpu") == "auto":
         import tvm
 
         tvm_dict["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
     if tvm_dict.get("num-cores") == "auto":
         tvm_dict["num-cores"] = threads
-    features = cpu_info()["features"] if preset.runs_on == "local" else list(tvm_dict.get("mattr", []))
-    return Target(preset=preset, tvm_dict=tvm_dict, features=features)
+    return tvm_dict

@@ -58,10 +58,10 @@ def get_engine(engine: str | Engine) -> Engine:
     if isinstance(engine, Engine):
         return engine
     from .onnxruntime import OnnxRuntimeEngine
-    from .torch import TorchEngine
+    from .torch import TorchCompileEngine, TorchEngine
     from .tvm import TVMEngine, TVMUntunedEngine
 
-    registry = {e.name: e for e in (TVMEngine, TVMUntunedEngine, TorchEngine, OnnxRuntimeEngine)}
+    registry = {e.name: e for e in (TVMEngine, TVMUntunedEngine, TorchEngine, TorchCompileEngine, OnnxRuntimeEngine)}
     if engine not in registry:
         from ..errors import HarnessError
 

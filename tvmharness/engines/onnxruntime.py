@@ -1,4 +1,4 @@
-"""ONNX Runtime, CPU execution provider, on the host."""
+"""ONNX Runtime on the target's device: the CPU execution provider, or the CUDA one for a cuda target."""
 
 from __future__ import annotations
 
@@ -24,20 +24,39 @@ class OnnxRuntimeEngine(Engine):
 
         if target.preset.runs_on != "local":
             raise HarnessError(f"the onnxruntime engine runs on this host, not on target {target.name}", "drop it for remote targets")
+        if target.on_gpu:
+            from ..gpu import ort_cuda_status
+
+            usable, why = ort_cuda_status()
+            if not usable:
+                raise HarnessError(f"the onnxruntime engine cannot run on target {target.name}: {why}",
+                                   "install onnxruntime-gpu (README: 'GPU machines'), or drop the engine")
         path, cache_hit = onnx_file(model, options.cache_dir)
         so = ort.SessionOptions()
         so.intra_op_num_threads = options.threads
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
-        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        provider = "CUDAExecutionProvider" if target.on_gpu else "CPUExecutionProvider"
+        session = ort.InferenceSession(str(path), so, providers=[provider])
+        if session.get_providers()[0] != provider:  # ORT falls back to the CPU silently; never a fake GPU row
+            raise HarnessError(f"onnxruntime could not start its {provider} (it offered {session.get_providers()})",
+                               "check the CUDA and cuDNN versions onnxruntime-gpu needs against the driver's")
         name = session.get_inputs()[0].name
 
         def run(x: np.ndarray) -> np.ndarray:
             return session.run(None, {name: x})[0]
 
         def bind(x: np.ndarray):
-            feed = {name: x}
-            return lambda: session.run(None, feed)
+            if not target.on_gpu:
+                feed = {name: x}
+                return lambda: session.run(None, feed)
+            # On the GPU the input stays on the device and the outputs are left there, as TVM's and
+            # PyTorch's are; run_with_iobinding returns once the outputs are computed.
+            binding = session.io_binding()
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+            for output in session.get_outputs():
+                binding.bind_output(output.name, "cuda")
+            return lambda: session.run_with_iobinding(binding)
 
         return Session(engine=self.name, run=run, bind=bind, artifact=path, artifact_bytes=path.stat().st_size,
-                       cache_hit=cache_hit, threads=options.threads, notes=["CPUExecutionProvider"])
+                       cache_hit=cache_hit, threads=options.threads, notes=[provider])

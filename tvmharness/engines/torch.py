@@ -1,7 +1,9 @@
-"""PyTorch eager on the host CPU: the fp32 baseline."""
+"""PyTorch on the target's device (this CPU, or the GPU of a cuda target): eager, the fp32
+baseline, and `torch.compile` (TorchInductor) where it works."""
 
 from __future__ import annotations
 
+import copy
 import io
 
 import numpy as np
@@ -14,6 +16,7 @@ from .base import Engine, EngineOptions, Session
 
 class TorchEngine(Engine):
     name = "torch"
+    compiled = False
 
     def version(self) -> str:
         import torch
@@ -24,30 +27,58 @@ class TorchEngine(Engine):
         import torch
 
         if model.torch_module is None:
-            raise HarnessError(f"'{model.name}' is an ONNX file; the torch engine needs a torch model",
+            raise HarnessError(f"'{model.name}' is an ONNX file; the {self.name} engine needs a torch model",
                                "measure it with tvm and onnxruntime, or give a .pt2 file")
         if target.preset.runs_on != "local":
-            raise HarnessError(f"the torch engine runs on this host, not on target {target.name}", "drop it for remote targets")
+            raise HarnessError(f"the {self.name} engine runs on this host, not on target {target.name}", "drop it for remote targets")
         torch.set_num_threads(options.threads)
-        module = model.torch_module
+        module, notes, sync = model.torch_module, ["eager"], None
+        if target.on_gpu:
+            from ..gpu import torch_cuda_status
+
+            usable, why = torch_cuda_status()
+            if not usable:
+                raise HarnessError(f"the {self.name} engine cannot run on target {target.name}: {why}",
+                                   "install a CUDA build of PyTorch (README: 'GPU machines'), or drop the engine")
+            # fp32 means fp32: TF32 convolutions (cuDNN's default) would differ from the other engines by ~1e-3.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+            module, sync = copy.deepcopy(module).to("cuda"), torch.cuda.synchronize
+            notes = ["eager", f"GPU: {torch.cuda.get_device_name(0)}"]
+        device = "cuda" if target.on_gpu else "cpu"
+        if self.compiled:
+            module, notes[0] = torch.compile(module), "torch.compile (inductor)"
+
+        def forward(tensor):
+            with torch.inference_mode():
+                return module(tensor)
 
         def run(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return _first(module(torch.from_numpy(x))).numpy()
+            return _first(forward(torch.from_numpy(x).to(device))).cpu().numpy()
 
         def bind(x: np.ndarray):
-            tensor = torch.from_numpy(x)
+            tensor = torch.from_numpy(x).to(device)
+            if sync is None:
+                return lambda: forward(tensor)
 
-            def call():
-                with torch.inference_mode():
-                    module(tensor)
+            def call():  # a GPU call returns before its kernels finish: time until they have
+                forward(tensor)
+                sync()
 
             return call
 
         buffer = io.BytesIO()
-        torch.save(module.state_dict(), buffer)
+        torch.save(model.torch_module.state_dict(), buffer)
         return Session(engine=self.name, run=run, bind=bind, artifact=None, artifact_bytes=buffer.tell(),
-                       cache_hit=None, threads=torch.get_num_threads(), notes=["eager"])
+                       cache_hit=None, threads=torch.get_num_threads(), notes=notes)
+
+
+class TorchCompileEngine(TorchEngine):
+    """torch.compile's default backend (TorchInductor): compiled on the first call, which the
+    agreement check makes before anything is timed."""
+
+    name = "torch-compile"
+    compiled = True
 
 
 def _first(out):

@@ -16,6 +16,7 @@ from .base import Engine, EngineOptions, Session
 PROFILE_RUNS = 10  # calls the operator profile takes its median over (fewer for slow models, see below)
 PROFILE_BUDGET_S = 2.0
 UNTUNED_NOTE = "untuned: TVM's default CPU kernels (single-threaded, far from what tuning reaches)"
+UNTUNED_GPU_NOTE = "untuned: TVM's default GPU schedules (dlight rules, far from what tuning reaches)"
 
 
 def pin_threads(threads: int) -> int:
@@ -46,11 +47,17 @@ class TVMEngine(Engine):
         if target.preset.runs_on != "local":
             raise HarnessError(f"target {target.name} runs on a dev kit", "measure it through a tracker: --tracker HOST:PORT")
         threads = pin_threads(options.threads)
+        if target.on_gpu:
+            from ..gpu import require_cuda
+
+            require_cuda(f"target {target.name}")
         artifact = self.build(model, target, options)
         import tvm
         from tvm import relax
 
-        dev = tvm.cpu()
+        dev = tvm.cuda(0) if target.on_gpu else tvm.cpu()
+        sync = dev.sync if target.on_gpu else None  # a GPU call returns before its kernels finish
+        # On a GPU the CUDA kernels are compiled (NVRTC) here, when the module loads.
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(artifact.library)), dev)
 
         def run(x: np.ndarray) -> np.ndarray:
@@ -60,10 +67,17 @@ class TVMEngine(Engine):
         def bind(x: np.ndarray):
             # set_input/invoke_stateful is the same call sequence the RPC path uses.
             vm.set_input("main", tvm.runtime.tensor(x, dev))
-            return lambda: vm.invoke_stateful("main")
+            if sync is None:
+                return lambda: vm.invoke_stateful("main")
+
+            def call():
+                vm.invoke_stateful("main")
+                sync()
+
+            return call
 
         def profile() -> dict[str, float]:
-            return profile_operators(vm, "main", PROFILE_RUNS)
+            return profile_operators(vm, "main", PROFILE_RUNS, sync=sync)
 
         notes, details = describe_artifact(artifact)
         if threads != options.threads:
@@ -77,7 +91,7 @@ def describe_artifact(artifact) -> tuple[list[str], dict]:
     """What a row says of the build it measured: tuned or not, and its provenance."""
     tuning = artifact.manifest.get("tuning_records")
     notes = ([f"tuned: records for {tuning['tasks_tuned']} of {tuning['tasks']} tasks, {tuning['trials']} trials"]
-             if tuning else [UNTUNED_NOTE])
+             if tuning else [UNTUNED_GPU_NOTE if artifact.manifest["target"].get("device") == "cuda" else UNTUNED_NOTE])
     details = {"build_key": artifact.manifest["build_key"][:16], "artifact_dir": str(artifact.dir),
                "build_seconds": artifact.manifest["build_seconds"], "tuning_records": tuning}
     return notes, details
@@ -90,19 +104,22 @@ class TVMUntunedEngine(TVMEngine):
     use_records = False
 
 
-def profile_operators(vm, func: str, runs: int, budget_s: float = PROFILE_BUDGET_S) -> dict[str, float]:
+def profile_operators(vm, func: str, runs: int, budget_s: float = PROFILE_BUDGET_S, sync=None) -> dict[str, float]:
     """Milliseconds per operator (compiled kernel) of one call of `func` on its bound input, median
     over `runs` calls (at least 3; fewer than `runs` once `budget_s` is spent). TVM 0.27's Relax VM has no profiler (`profile=True` and `vm.profile` are gone),
     so this times each call instruction through the VM's instrument hook; the VM's own builtins
     (allocation, shape checks) are left out. Times include the hook's few microseconds per call:
-    compare profiles with each other, not with the end-to-end latency."""
+    compare profiles with each other, not with the end-to-end latency. On a GPU (`sync` given) the
+    device is synchronized around each kernel, so a kernel's time is its own, not its launch's."""
     per_run: list[dict[str, float]] = []
     started: dict[str, int] = {}
 
     def instrument(_func, symbol, before_run, _ret, *_args):
-        now = time.perf_counter_ns()
         if symbol.startswith("vm.builtin."):
             return 0
+        if sync is not None:
+            sync()
+        now = time.perf_counter_ns()
         if before_run:
             started[symbol] = now
         elif symbol in started:

@@ -50,8 +50,16 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     @tvm_ffi.register_global_func("tvmharness.kit_info")
+    def cuda():
+        try:  # a Jetson's GPU; None where TVM's CUDA runtime is absent or sees no device
+            dev = tvm.cuda(0)
+            return f"{dev.device_name} (sm_{dev.compute_version.replace('.', '')})" if dev.exist else None
+        except Exception:
+            return None
+
     def kit_info():
         return json.dumps({
+            "cuda": cuda(),
             "machine": platform.machine(),
             "hostname": socket.gethostname(),
             "python": platform.python_version(),

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import HarnessError, one_line
-from ..measure import Latency
+from ..measure import Latency, paced
 from .tracker import Address, KeyStatus, connect, summary
 
 # How a job failed, and whether another kit may succeed where this one did not.
@@ -42,6 +42,8 @@ class KitJob:
     warmup: int
     repeats: int
     arch: str  # the architecture the library was built for
+    span_s: float = 0.0  # the timing protocol's spread (tvmharness.measure.paced)
+    device: str = "cpu"  # or "cuda": the kit's GPU runs the kernels
 
 
 @dataclass
@@ -143,7 +145,7 @@ class Rack:
     def _attempt(self, job: KitJob, on_stage: Callable[[str], None]) -> tuple[str, dict]:
         spec = {"tracker": self.tracker, "key": self.key, "wait_s": self.wait_s,
                 "session_timeout_s": self.job_timeout_s, "library": job.library and str(job.library), "inputs": job.inputs,
-                "warmup": job.warmup, "repeats": job.repeats, "arch": job.arch}
+                "warmup": job.warmup, "repeats": job.repeats, "span_s": job.span_s, "arch": job.arch, "device": job.device}
         with self._lock:
             worker = self._idle.pop() if self._idle else None
         worker = worker or _Worker()
@@ -270,8 +272,8 @@ def _job(spec: dict, conn) -> None:
                 conn.send(("error", _kind(err), f"kit {kit} could not load the model: {text}"))
             return
         upload_seconds = time.perf_counter() - started
-        dev = session.cpu()
-        vm = tvm.relax.VirtualMachine(module, dev)
+        dev = session.cuda(0) if spec["device"] == "cuda" else session.cpu()
+        vm = tvm.relax.VirtualMachine(module, dev)  # on a GPU kit its TVM compiles the kernels now (NVRTC)
         stage = "running the model"
         conn.send(("stage", stage))
         outputs = []
@@ -284,9 +286,10 @@ def _job(spec: dict, conn) -> None:
         vm.set_input("main", tvm.runtime.tensor(spec["inputs"][0], dev))
         for _ in range(spec["warmup"]):
             vm.invoke_stateful("main")
-        # Timed on the kit: one call per sample, like every other engine's protocol.
-        timer = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=spec["repeats"])
-        samples = [s * 1e3 for s in timer("main").results]
+        # Timed on the kit: one call per sample, paced, like every other engine's protocol.
+        timer = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=1)
+        samples = [timer("main").results[0] * 1e3
+                   for _ in paced(spec["repeats"], spec["span_s"], lambda: vm.invoke_stateful("main"))]
         conn.send(("result", {"info": info, "outputs": outputs, "samples_ms": samples,
                               "upload_seconds": round(upload_seconds, 3)}))
     except _NoKit as err:

@@ -1,0 +1,135 @@
+"""CUDA: what works without a GPU (building for one, saying clearly why nothing runs), and on a
+machine with one, the quickstart and a tiny tune on it. GPU tests skip with the reason doctor gives."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, run_cli
+from tvmharness.engines import get_engine
+from tvmharness.engines.base import EngineOptions
+from tvmharness.errors import HarnessError
+from tvmharness.gpu import cuda_status
+from tvmharness.models import load_model
+from tvmharness.pipeline import run_recipe
+from tvmharness.recipe import recipe_from_dict
+from tvmharness.results import Store
+from tvmharness.targets import Target, TargetPreset
+
+GPU = cuda_status()
+needs_gpu = pytest.mark.skipif(not GPU.usable, reason=f"no usable GPU: {GPU.reason}")
+needs_no_gpu = pytest.mark.skipif(GPU.usable, reason=f"a GPU is here ({GPU.reason}): the no-GPU messages cannot show")
+ELF_MACHINE_AARCH64 = 183
+
+
+@needs_no_gpu
+def test_cuda_target_without_a_gpu_says_why_and_measures_nothing(tmp_path):
+    for command in (["run", str(ROOT / "recipes/quickstart.toml")], ["tune", "--model", "digits_cnn"]):
+        proc = run_cli(*command, "--target", "cuda", "--store", str(tmp_path / "h.db"), cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr + proc.stdout
+        assert proc.stderr.strip().startswith("error: no usable GPU for the cuda target: "), proc.stderr
+        assert GPU.reason.split(":")[0] in " ".join(proc.stderr.split())  # the cause, as doctor names it
+        assert "fix:" in proc.stderr
+        assert not (tmp_path / "h.db").exists()
+
+
+@needs_no_gpu
+def test_doctor_says_why_cuda_is_unusable():
+    proc = run_cli("doctor", "--json")
+    assert proc.returncode == 0, proc.stderr
+    checks = {c["check"]: c for c in json.loads(proc.stdout)}
+    device = checks["CUDA device (TVM)"]
+    assert device["ok"] is False and device["detail"] == GPU.reason and "GPU" in device["fix"]
+    assert checks["TVM CUDA code generator"]["ok"] is True  # the wheel can build for a GPU it cannot run
+    assert {"CUDA in PyTorch", "CUDA in ONNX Runtime"} <= set(checks)
+
+
+def _gpu_target_here() -> Target:
+    """A GPU target that needs no detection, so it resolves on any machine."""
+    preset = TargetPreset(name="cuda-sm90", arch="x86_64", runs_on="local", device="cuda",
+                          tvm={"kind": "cuda", "arch": "sm_90"}, host={"kind": "llvm"})
+    return Target(preset=preset, tvm_dict={"kind": "cuda", "arch": "sm_90", "host": {"kind": "llvm"}})
+
+
+@needs_no_gpu
+@pytest.mark.parametrize("engine, cause", [("tvm", "no usable GPU"), ("torch", "PyTorch"),
+                                           ("torch-compile", "PyTorch"), ("onnxruntime", "onnxruntime")])
+def test_an_engine_asked_for_the_gpu_refuses_rather_than_run_on_the_cpu(workdir, engine, cause):
+    model = load_model("digits_cnn", workdir / "cache")
+    with pytest.raises(HarnessError) as err:
+        get_engine(engine).prepare(model, _gpu_target_here(), EngineOptions(cache_dir=workdir / "cache"))
+    assert cause in err.value.cause and "cuda-sm90" in err.value.cause
+
+
+@needs_no_gpu
+def test_a_gpu_target_without_a_gpu_stores_failed_rows_that_say_why(recipe_dict, workdir, tmp_path):
+    preset = tmp_path / "cuda-sm90.toml"
+    preset.write_text('name = "cuda-sm90"\narch = "x86_64"\ndevice = "cuda"\n[tvm]\nkind = "cuda"\narch = "sm_90"\n'
+                      '[host]\nkind = "llvm"\n')
+    result = run_recipe(recipe_from_dict(recipe_dict(targets=[str(preset)]) | {
+        "output": {"dir": str(workdir), "store": str(tmp_path / "h.db")}}))
+    rows = Store(str(tmp_path / "h.db")).frame()
+    assert len(rows) == len(result.rows) >= 1
+    assert set(rows["status"]) == {"failed to build"}  # the baseline (PyTorch on the GPU) could not start: no CPU stand-in
+    assert rows["median_ms"].isna().all()
+    assert "PyTorch" in rows["reason"].iloc[0] and "GPU" in rows["reason"].iloc[0]
+
+
+def test_jetson_orin_artifact_is_built_here_without_a_gpu(tmp_path):
+    out = tmp_path / "orin"
+    proc = run_cli("compile", "digits_cnn", "--target", "jetson-orin", "--out", str(out), "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["target"]["device"] == "cuda" and manifest["target"]["tvm"]["arch"] == "sm_87"
+    assert manifest["target"]["tvm"]["host"]["mtriple"] == "aarch64-linux-gnu"
+    header = (out / "model.so").read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == ELF_MACHINE_AARCH64
+    kernels = (out / manifest["cuda_source"]).read_text()
+    assert kernels.count("__global__") >= 4  # two convolutions and two dense layers, fused with their activations
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (the CUDA toolkit) is not installed here")
+def test_jetson_orin_kernels_compile_for_sm87_with_nvcc(tmp_path):
+    out = tmp_path / "orin"
+    assert run_cli("compile", "digits_cnn", "--target", "jetson-orin", "--out", str(out), cwd=tmp_path).returncode == 0
+    proc = subprocess.run(["nvcc", "-arch=sm_87", "-cubin", "-w", "-o", str(tmp_path / "k.cubin"), str(out / "kernels.cu")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "k.cubin").read_bytes()[:4] == b"\x7fELF"
+
+
+@needs_gpu
+def test_quickstart_digits_on_the_gpu_agrees_with_the_gpu_baselines(tmp_path):
+    store = tmp_path / "h.db"
+    proc = run_cli("run", str(ROOT / "recipes/quickstart.toml"), "--target", "cuda", "--model", "digits_cnn",
+                   "--store", str(store), "--json", cwd=tmp_path, timeout=1200)
+    rows = {r["engine"]: r for r in json.loads(proc.stdout)["rows"]}
+    assert set(rows) == {"tvm", "torch", "onnxruntime"}
+    for engine in ("tvm", "torch"):
+        assert rows[engine]["status"] == "ok", rows[engine]
+        assert rows[engine]["max_abs_diff"] < 1e-3 and rows[engine]["median_ms"] > 0
+    assert any("GPU" in n for n in rows["torch"]["details"]["engine_notes"])
+    # ONNX Runtime's CUDA provider is optional (onnxruntime-gpu): ok on the GPU, or a row that says why
+    ort = rows["onnxruntime"]
+    assert ort["status"] == "ok" and ort["details"]["engine_notes"] == ["CUDAExecutionProvider"] or "CUDA" in ort["reason"]
+
+
+@needs_gpu
+def test_tiny_tune_on_the_gpu_builds_with_its_records(tmp_path):
+    recipe = recipe_from_dict({"name": "gpu-tune", "models": ["digits_cnn"], "targets": ["cuda"], "engines": ["tvm", "torch"],
+                               "measure": {"warmup": 2, "repeats": 30}, "tune": {"trials": 16},
+                               "output": {"dir": str(tmp_path), "store": str(tmp_path / "h.db")}})
+    from tvmharness.targets import resolve
+    from tvmharness.tune import TuneOptions, tune_model
+
+    model = load_model("digits_cnn", recipe.cache_dir)
+    tuned = tune_model(model, resolve("cuda", 1), TuneOptions(trials=16), frontend="torch", cache_dir=recipe.cache_dir,
+                       records_root=recipe.records_root, threads=4)
+    assert tuned.trials_run > 0
+    rows = {r["engine"]: r for r in run_recipe(recipe).rows}
+    assert rows["tvm"]["status"] == "ok" and rows["tvm"]["tuned"], rows["tvm"]
+    assert np.isfinite(rows["tvm"]["median_ms"]) and rows["tvm"]["max_abs_diff"] < 1e-3

@@ -1,0 +1,96 @@
+"""Whether this machine can run CUDA code, and why not: for TVM, PyTorch and ONNX Runtime alike.
+
+TVM 0.27 builds CUDA modules anywhere (its code generator is in the compiler library and emits
+CUDA C++); TVM's CUDA runtime (libtvm_runtime_cuda.so) compiles that source with NVRTC when the
+module is loaded, and it loads only where the NVIDIA driver's libcuda.so.1 is installed. So a
+build for a GPU (or a Jetson) can happen on a machine without one; running needs the GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from dataclasses import dataclass
+
+from .errors import HarnessError
+
+NO_GPU_FIX = ("run the cuda target on a machine with an NVIDIA GPU and its driver (README: 'GPU machines'); "
+              "`tvmharness doctor` shows what is missing")
+
+
+@dataclass(frozen=True)
+class CudaStatus:
+    usable: bool
+    reason: str  # why not, or what the GPU is
+    name: str = ""
+    arch: str = ""  # sm_XY
+
+
+def _driver_error() -> str | None:
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return None
+    except OSError as err:
+        return str(err)
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_status() -> CudaStatus:
+    """TVM's view, checked cause by cause: built with CUDA, driver library, runtime loaded, a device."""
+    import tvm
+
+    if tvm.support.libinfo().get("USE_CUDA") != "ON":
+        return CudaStatus(False, "this TVM build has no CUDA support (USE_CUDA is OFF)")
+    driver = _driver_error()
+    if driver is not None:
+        return CudaStatus(False, f"no NVIDIA driver here: libcuda.so.1 does not load ({driver})")
+    import tvm.backend.cuda  # noqa: F401  (loads TVM's CUDA runtime where the driver is)
+
+    if not tvm.runtime.enabled("cuda"):
+        return CudaStatus(False, "TVM's CUDA runtime (libtvm_runtime_cuda.so) did not load beside the driver")
+    try:
+        dev = tvm.cuda(0)
+        if not dev.exist:
+            return CudaStatus(False, "the NVIDIA driver is installed but no CUDA device is visible")
+        return CudaStatus(True, f"{dev.device_name}, compute capability {dev.compute_version}", dev.device_name,
+                          "sm_" + dev.compute_version.replace(".", ""))
+    except Exception as err:  # the driver raises when it cannot start (no device node, version mismatch)
+        return CudaStatus(False, f"the CUDA driver could not start: {err}")
+
+
+def require_cuda(what: str) -> CudaStatus:
+    status = cuda_status()
+    if not status.usable:
+        raise HarnessError(f"no usable GPU for {what}: {status.reason}", NO_GPU_FIX)
+    return status
+
+
+def detected_cuda_target() -> dict:
+    """The TVM target dict of GPU 0: its architecture and the limits MetaSchedule schedules by."""
+    require_cuda("the cuda target")
+    import tvm
+
+    dev = tvm.cuda(0)
+    return {"kind": "cuda", "arch": "sm_" + dev.compute_version.replace(".", ""),
+            "max_threads_per_block": dev.max_threads_per_block,
+            "max_shared_memory_per_block": dev.max_shared_memory_per_block,
+            "thread_warp_size": dev.warp_size, "registers_per_block": 65536}
+
+
+def torch_cuda_status() -> tuple[bool, str]:
+    import torch
+
+    if torch.version.cuda is None:
+        return False, f"PyTorch {torch.__version__} is a CPU build (install a CUDA build: README 'GPU machines')"
+    if not torch.cuda.is_available():
+        return False, f"PyTorch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU"
+    return True, f"PyTorch {torch.__version__} on {torch.cuda.get_device_name(0)}"
+
+
+def ort_cuda_status() -> tuple[bool, str]:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False, (f"onnxruntime {ort.__version__} has no CUDA execution provider "
+                       "(install onnxruntime-gpu in its place: README 'GPU machines')")
+    return True, f"onnxruntime {ort.__version__} with the CUDA execution provider"
