@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from .errors import HarnessError
 
-NO_GPU_FIX = ("run the cuda target on a machine with an NVIDIA GPU and its driver (README: 'GPU machines'); "
-              "`tvmharness doctor` shows what is missing")
+NO_GPU_FIX = "run the cuda target on a machine with an NVIDIA GPU and its driver (README: 'GPU machines')"
 
 
 @dataclass(frozen=True)
@@ -44,9 +43,7 @@ def cuda_status() -> CudaStatus:
     driver = _driver_error()
     if driver is not None:
         return CudaStatus(False, f"no NVIDIA driver here: libcuda.so.1 does not load ({driver})")
-    import tvm.backend.cuda  # noqa: F401  (loads TVM's CUDA runtime where the driver is)
-
-    if not tvm.runtime.enabled("cuda"):
+    if not tvm.runtime.enabled("cuda"):  # `import tvm` loads its CUDA runtime where the driver is
         return CudaStatus(False, "TVM's CUDA runtime (libtvm_runtime_cuda.so) did not load beside the driver")
     try:
         dev = tvm.cuda(0)
@@ -61,7 +58,7 @@ def cuda_status() -> CudaStatus:
 def require_cuda(what: str) -> CudaStatus:
     status = cuda_status()
     if not status.usable:
-        raise HarnessError(f"no usable GPU for {what}: {status.reason}", NO_GPU_FIX)
+        raise HarnessError(f"no usable GPU for {what}: {status.reason}", NO_GPU_FIX + "; `tvmharness doctor` shows the rest")
     return status
 
 
