@@ -4,7 +4,9 @@ timed call (a busy-wait of 3%, 10% or 25% of the build's median) must be caught.
 
 Each night is a fresh process (import, load the module, warm up, the timing protocol's repeats), as a
 real nightly is; its samples go to a real results store, and the verdicts come from
-tvmharness.report.regress against the history nights, exactly as `tvmharness nightly` judges.
+tvmharness.report.regress against the history nights, exactly as `tvmharness nightly` judges: a
+night whose latency moved is measured again (a fresh process, then) and the change stands only if
+the second night agrees.
 History and test nights are interleaved in a seeded random order, so the host's load drifts over
 all of them alike; the history is then stored first, as the earlier runs the test nights are judged by.
 
@@ -84,12 +86,12 @@ def measure_nights(args, console):
     store = Store(str(work / "history.db"))
     provenance = snapshot() | {"threads": args.threads}
 
-    def record(kind: str, samples: list[float]) -> int:
+    def record(kind: str, samples: list[float], confirms: int | None = None) -> int:
         run_id = store.start_run(f"regression-detector {kind}", "0" * 16, {}, provenance)
         store.add(run_id, {"model": args.model, "variant": "fp32", "target": "x86", "engine": "tvm",
                            "engine_version": "", "status": "ok", "samples_ms": samples, "threads": args.threads,
                            "median_ms": float(np.median(samples)), "artifact_bytes": artifact.size_bytes,
-                           "target_spec": {}, "details": {"night": kind, "base_ms": base_ms}})
+                           "target_spec": {}, "details": {"night": kind, "base_ms": base_ms, "confirms": confirms}})
         store.finish_run(run_id)
         return run_id
 
@@ -110,7 +112,13 @@ def measure_nights(args, console):
     for kind, slowdown, samples in sorted(measured, key=lambda m: m[0] != "history"):
         record("history" if kind == "history" else f"{slowdown:g}", samples)
     console.log(f"nights kept in {store.url} (judge them again with --replay {work / 'history.db'})")
-    return store, time.perf_counter() - started
+
+    def confirmation(slowdown: float, confirms: int) -> int:
+        """Measure a night again, as `tvmharness nightly` does when latency moved."""
+        console.log(f"confirming night {confirms}" + (f" (A/B +{slowdown:.0%})" if slowdown else " (A/A)"))
+        return record("confirm", run_night(artifact.library, inputs, slowdown * base_ms, args), confirms)
+
+    return store, time.perf_counter() - started, confirmation
 
 
 def main() -> None:
@@ -138,7 +146,7 @@ def main() -> None:
     from rich.table import Table
 
     from tvmharness.recipe import load_recipe
-    from tvmharness.report.regress import FASTER, SLOWER, judge
+    from tvmharness.report.regress import FASTER, SLOWER, confirm, fast_latency, judge, needs_confirmation
     from tvmharness.results import Store
 
     console = Console(stderr=True)
@@ -148,21 +156,35 @@ def main() -> None:
     args.threads = args.threads or recipe.measure.threads
     args.span_s = recipe.measure.span_s if args.span_s is None else args.span_s
     if args.replay:
-        store, seconds = Store(args.replay), None
+        store, seconds, confirmation = Store(args.replay), None, None
     else:
-        store, seconds = measure_nights(args, console)
+        store, seconds, confirmation = measure_nights(args, console)
     frame = store.frame()
     medians = dict(zip(frame["run_id"], frame["median_ms"]))
     kinds = {r["run_id"]: r["details"]["night"] for r in frame.to_dict("records")}
+    confirmations = {r["details"]["confirms"]: r["run_id"] for r in frame.to_dict("records") if r["details"]["night"] == "confirm"}
     history = [run_id for run_id, kind in kinds.items() if kind == "history"]
-    nights = [(float(kind), run_id) for run_id, kind in kinds.items() if kind != "history"]
+    nights = [(float(kind), run_id) for run_id, kind in kinds.items() if kind not in ("history", "confirm")]
     args.nights = len(nights) // (1 + len(SLOWDOWNS))
     base_ms = frame["details"].iloc[0].get("base_ms") or float(np.median([medians[r] for r in history]))
 
-    def verdicts(rules) -> list[tuple[float, str, dict]]:
+    def first(run_id: int, rules, earlier=()):
+        (v,) = judge(frame[frame["run_id"].isin([*history, *earlier, run_id])], run_id, rules)
+        return v
+
+    def verdicts(rules, confirmed: bool = True) -> list[tuple[float, str, dict]]:
+        """Each test night's verdict; with `confirmed`, a latency change stands only if a second
+        night (measured now if the store has none) agrees, judged with the first as its latest run."""
+        nonlocal frame
         out = []
         for slowdown, run_id in nights:
-            (v,) = judge(frame[frame["run_id"].isin([*history, run_id])], run_id, rules)
+            v = first(run_id, rules)
+            if confirmed and needs_confirmation(v):
+                if run_id not in confirmations and confirmation is not None:
+                    confirmations[run_id] = confirmation(slowdown, run_id)
+                    frame = store.frame()
+                again = confirmations.get(run_id)
+                v = confirm(v, first(again, rules, [run_id]) if again is not None else None)
             out.append((slowdown, v.verdict, v.evidence))
         return out
 
@@ -174,34 +196,35 @@ def main() -> None:
 
     rules = recipe.regression
     judged = verdicts(rules)
-    hist_medians = [medians[r] for r in history]
+    hist_levels = [fast_latency(frame.loc[frame["run_id"] == r, "samples_ms"].iloc[0]) for r in history]
     threads, repeats = int(frame["threads"].iloc[0]), len(frame["samples_ms"].iloc[0])
     took = f"{seconds:.0f} s" if seconds is not None else "replayed"
     table = Table(title=f"{args.model} on TVM (x86, {threads} threads): {len(history)} history nights, "
                         f"{len(nights)} test nights, {repeats} repeats per night, {took}; "
                         f"injected delays are shares of {base_ms:.4f} ms")
-    for col in ("nights", "injected", "median change (median of nights)", "flagged slower", "flagged faster", "same"):
+    for col in ("nights", "injected", "p10 change (median of nights)", "flagged slower", "flagged faster", "same",
+                "changes not confirmed"):
         table.add_column(col, justify="right")
     for slowdown in (0.0, *SLOWDOWNS):
         mine = [(v, e) for s, v, e in judged if s == slowdown]
         changes = [e["latency_change"] for _, e in mine]
         table.add_row("A/A" if not slowdown else "A/B", f"+{slowdown:.0%}", f"{np.median(changes):+.1%}",
                       str(sum(v == SLOWER for v, _ in mine)), str(sum(v == FASTER for v, _ in mine)),
-                      str(sum(v not in (SLOWER, FASTER) for v, _ in mine)))
+                      str(sum(v not in (SLOWER, FASTER) for v, _ in mine)), str(sum(e.get("confirmed") is False for _, e in mine)))
     out = Console()
     out.print(table)
     sigma = judged[0][2]["night_sigma"]
     sigma_text = f"{sigma:.2%}" if sigma is not None else f"unknown (fewer than {rules.min_history} history nights)"
-    out.print(f"history medians {min(hist_medians):.4f}..{max(hist_medians):.4f} ms; night-to-night sigma {sigma_text}; "
+    out.print(f"history p10 {min(hist_levels):.4f}..{max(hist_levels):.4f} ms; night-to-night sigma {sigma_text}; "
               f"noise band ±{judged[0][2]['noise_band']:.1%} (rules: min_effect {rules.min_effect:.0%}, "
               f"alpha {rules.alpha:g}, window {rules.window})")
 
-    sweep = Table(title="the same nights under other thresholds (min_effect x window)")
+    sweep = Table(title="the first measurements alone (no confirmation) under other thresholds (min_effect x window)")
     for col in ("min_effect", "window", "A/A false positives", "3%", "10%", "25%"):
         sweep.add_column(col, justify="right")
     for min_effect in (0.0, 0.03, 0.05, 0.08):
         for window in (5, 10):
-            fp, n, det = rates(verdicts(rules.model_copy(update={"min_effect": min_effect, "window": window})))
+            fp, n, det = rates(verdicts(rules.model_copy(update={"min_effect": min_effect, "window": window}), confirmed=False))
             sweep.add_row(f"{min_effect:.0%}", str(window), f"{fp}/{n}", *(f"{det[k]:.0%}" for k in det))
     out.print(sweep)
 

@@ -16,11 +16,14 @@ NIGHT_SIGMA = 0.015  # night-to-night drift of a series' level
 
 def night(store: Store, level_ms: float, rng: np.random.Generator, *, model: str = "m", engine: str = "tvm",
           versions: dict | None = None, tuning_sha: str = "a" * 64, git: str = "c0ffee", recipe: dict | None = None,
-          **row) -> int:
-    """One run with one row, its samples drawn around `level_ms` times that night's drift."""
+          confirms: int | None = None, **row) -> int:
+    """One run with one row, its samples drawn around `level_ms` times that night's drift
+    (`confirms`: the run it measures again, as a nightly's confirmation does)."""
     prov = copy.deepcopy(snapshot())
     prov["versions"].update(versions or {})
     prov["git_commit"] = git
+    if confirms is not None:
+        prov["confirms_run"] = confirms
     run_id = store.start_run("nightly", "h" * 16, recipe or {}, prov)
     drift = float(np.exp(rng.normal(0.0, NIGHT_SIGMA)))
     samples = (level_ms * drift * np.exp(rng.normal(0.0, WITHIN_RUN_SIGMA, 30))).round(6).tolist()

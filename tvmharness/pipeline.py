@@ -58,8 +58,9 @@ class RunResult:
         return self.store.frame(run_id=self.run_id)
 
 
-def run_recipe(recipe: Recipe, progress: Progress | None = None) -> RunResult:
-    """Validate everything a user can get wrong first, then measure and store row by row."""
+def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int | None = None) -> RunResult:
+    """Validate everything a user can get wrong first, then measure and store row by row.
+    `confirms`: the run this one measures again (a nightly's confirmation of a latency change)."""
     progress = progress or _Silent()
     started = time.perf_counter()
     threads = recipe.measure.threads
@@ -73,7 +74,7 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None) -> RunResult:
         progress.step(f"loading model {spec}")
         models.append(load_model(spec, recipe.cache_dir, recipe.measure.batch))
 
-    provenance = snapshot() | {"threads": threads}
+    provenance = snapshot() | {"threads": threads} | ({"confirms_run": confirms} if confirms is not None else {})
     store = Store(recipe.output.store)
     run_id = store.start_run(recipe.name, recipe.digest(), recipe.model_dump(mode="json"), provenance)
     result = RunResult(run_id=run_id, recipe=recipe, store=store, provenance=provenance)

@@ -73,10 +73,10 @@ class Devices(_Strict):
 class Regression(_Strict):
     """When `tvmharness nightly` calls a change in a series a regression (see report/regress.py)."""
 
-    min_effect: float = Field(0.05, ge=0, description="how far beyond the range of the window's runs a latency change must go")
+    min_effect: float = Field(0.05, ge=0, description="the least latency change called slower or faster (0.05 = 5%)")
     alpha: float = Field(0.002, gt=0, lt=1, description="Mann-Whitney U p-value both runs' samples must reach")
-    window: int = Field(10, ge=1, description="earlier runs whose samples and range form the reference")
-    min_history: int = Field(5, ge=2, description="earlier runs a series needs before its own range is trusted")
+    window: int = Field(10, ge=1, description="earlier runs whose samples form the reference")
+    min_history: int = Field(5, ge=2, description="earlier runs a series needs before its own noise is trusted")
     unknown_noise_band: float = Field(0.20, ge=0, description="the change a series with fewer runs must also exceed")
     max_size_growth: float = Field(0.01, ge=0, description="artifact growth flagged as larger (0.01 = 1%)")
     max_accuracy_drop: float = Field(0.005, ge=0, description="accuracy (or top-1 agreement) drop flagged as less accurate")

@@ -1,15 +1,21 @@
 """Regression verdicts: each row of a run against the history of its series (host x target x model
 x variant x engine), read only from the store.
 
-Latency is noisy, so a verdict needs two things at once (asv's rule, made noise-aware):
+Latency is noisy, so a verdict needs two things at once:
   1. the run's raw samples and the reference's (the samples of the series' last `window` runs)
      differ by a two-sided Mann-Whitney U test at p < alpha; and
-  2. the run's median leaves the range of the window's run medians by the minimum effect: the
-     noise band is the series' own spread, night to night, plus `min_effect`. On a shared host the
-     runs of one build land in load modes (~14% apart here, regimes lasting seconds, longer than a
-     run), so a band around the reference median alone would call the other mode a step.
+  2. the run's fast-mode latency (the 10th percentile of its samples) is off the reference level
+     (the median of the last three runs' 10th percentiles: one odd night does not move it, and
+     after a step the step's own runs soon form it, so an old step is not flagged again) by more
+     than the noise band: `min_effect`, or three times the series' night-to-night sigma over the
+     window where that is larger.
+  Why the 10th percentile: a shared host runs a model in load modes ~15% apart that last seconds;
+  interference only adds time, so the low quantile of samples spread over seconds (`[measure]
+  span_s`) tracks the build, while the median tracks how long the host was busy that night.
   A series with fewer than `min_history` earlier runs has not shown its spread yet: its changes
-  must also exceed the wide `unknown_noise_band`.
+  must also exceed the wide `unknown_noise_band`. A night spent wholly in the slow mode still
+  looks like a ~15% step, so `tvmharness nightly` measures again before it calls latency slower
+  or faster, and keeps the verdict only when the second run agrees (`confirm`).
 Size and accuracy are deterministic: any change past the recipe's thresholds counts. Every verdict
 carries its evidence, what changed in provenance since the previous run of the series, and for
 latency the operators that moved most (from the stored per-operator profiles).
@@ -18,7 +24,7 @@ latency the operators that moved most (from the stored per-operator profiles).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -66,8 +72,9 @@ class Verdict:
             return "new series: nothing earlier to compare with"
         parts = []
         if e.get("latency_ratio") is not None:
-            parts.append(f"latency {e['latency_change']:+.1%} (median {e['reference_ms']:.4g} -> {e['median_ms']:.4g} ms, "
-                         f"noise band ±{e['noise_band']:.1%}, p={e['p_value']:.2g}, {e['reference_runs']} earlier runs)")
+            parts.append(f"latency {e['latency_change']:+.1%} ({e['statistic']} {e['reference_ms']:.4g} -> {e['latency_ms']:.4g} ms, "
+                         f"noise band ±{e['noise_band']:.1%}, p={e['p_value']:.2g}, {e['reference_runs']} earlier runs"
+                         f"{confirmation(e)})")
         if e.get("size_change"):
             parts.append(f"size {e['size_change']:+.1%}")
         if e.get("accuracy_change"):
@@ -95,35 +102,66 @@ def night_sigma(medians: list[float]) -> float | None:
     return float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / math.sqrt(2))
 
 
+LOW_QUANTILE = 10  # percent: the latency the verdicts compare (see the module's docstring)
+RECENT_RUNS = 3  # the runs whose median level is the reference
+
+
+def fast_latency(samples: list[float]) -> float:
+    return float(np.percentile(np.asarray(samples, dtype=np.float64), LOW_QUANTILE))
+
+
 def latency_verdict(samples: list[float], history: list[list[float]], rules: Regression) -> tuple[str, dict]:
     """Compare a run's samples with the series' earlier runs (oldest first): the verdict and its evidence."""
     from scipy.stats import mannwhitneyu
 
     window = history[-rules.window:]
-    medians = [float(np.median(h)) for h in window]
+    levels = [fast_latency(h) for h in window]
     reference = np.concatenate([np.asarray(h, dtype=np.float64) for h in window])
     current = np.asarray(samples, dtype=np.float64)
-    reference_ms, median_ms = float(np.median(medians)), float(np.median(current))
-    ratio = median_ms / reference_ms
-    low, high = min(medians), max(medians)
-    spread = max(high / reference_ms, reference_ms / low) - 1
-    band = (1 + spread) * (1 + rules.min_effect) - 1
-    if len(history) < rules.min_history:
+    reference_ms, latency_ms = float(np.median(levels[-RECENT_RUNS:])), fast_latency(samples)
+    ratio = latency_ms / reference_ms
+    sigma = night_sigma(levels)
+    band = max(rules.min_effect, 3 * sigma if sigma is not None else 0.0)
+    short = len(history) < rules.min_history
+    if short:
         band = max(band, rules.unknown_noise_band)
     p_value = float(mannwhitneyu(current, reference, alternative="two-sided").pvalue)
-    evidence = {"median_ms": median_ms, "reference_ms": reference_ms, "latency_ratio": ratio,
-                "latency_change": ratio - 1, "noise_band": band, "envelope_ms": [low, high],
-                "night_sigma": night_sigma(medians), "p_value": p_value, "alpha": rules.alpha,
+    evidence = {"statistic": f"p{LOW_QUANTILE}", "latency_ms": latency_ms, "reference_ms": reference_ms,
+                "median_ms": float(np.median(current)), "latency_ratio": ratio, "latency_change": ratio - 1,
+                "noise_band": band, "night_sigma": sigma, "p_value": p_value, "alpha": rules.alpha,
                 "reference_runs": len(window), "history_runs": len(history), "samples": len(current),
                 "reference_samples": len(reference)}
-    short = len(history) < rules.min_history
-    slower = median_ms > high * (1 + rules.min_effect) and (not short or ratio > 1 + rules.unknown_noise_band)
-    faster = median_ms * (1 + rules.min_effect) < low and (not short or ratio * (1 + rules.unknown_noise_band) < 1)
-    if p_value < rules.alpha and slower:
+    if p_value < rules.alpha and ratio > 1 + band:
         return SLOWER, evidence
-    if p_value < rules.alpha and faster:
+    if p_value < rules.alpha and ratio * (1 + band) < 1:
         return FASTER, evidence
     return SAME, evidence
+
+
+def confirmation(evidence: dict) -> str:
+    """What the second measurement of a latency change said, if one was taken."""
+    if "confirmed" not in evidence:
+        return ""
+    if evidence["confirmed"]:
+        return "; confirmed by a second run"
+    change = evidence.get("confirmation_change")
+    return "; not confirmed by a second run" + (f" ({change:+.1%})" if change is not None else "")
+
+
+def needs_confirmation(verdict: Verdict) -> bool:
+    return verdict.aspects.get("latency") in (SLOWER, FASTER)
+
+
+def confirm(first: Verdict, second: Verdict | None) -> Verdict:
+    """A latency change stands only when a second measurement of the series (judged against the
+    same history) moves the same way; otherwise that aspect is "same" and the evidence says why."""
+    if not needs_confirmation(first):
+        return first
+    agreed = second is not None and second.aspects.get("latency") == first.aspects["latency"]
+    evidence = first.evidence | {"confirmed": agreed, "confirmation_run_id": second.run_id if second else None,
+                                 "confirmation_change": second.evidence.get("latency_change") if second else None}
+    aspects = first.aspects if agreed else first.aspects | {"latency": SAME}
+    return replace(first, aspects=aspects, evidence=evidence, verdict=min(aspects.values(), key=ORDER.index))
 
 
 def _accuracy_metric(row: dict) -> tuple[str, float | None]:
@@ -203,16 +241,29 @@ def rules_of(run: dict) -> Regression:
 
 
 def judge_run(store, run_id: int | None = None, since=None) -> tuple[dict, list[Verdict]]:
-    """The run (default: the newest) and a verdict for each of its rows, from the store alone."""
+    """The run (default: the newest that is not a confirmation) and a verdict for each of its rows,
+    from the store alone; latency changes are kept only where the run's confirmation, if the store
+    holds one, agrees (see confirm)."""
     runs = store.runs()
     if not runs:
         return {}, []
-    run = next((r for r in runs if r["id"] == run_id), None) if run_id is not None else runs[-1]
+    first_runs = [r for r in runs if _confirms(r) is None] or runs
+    run = next((r for r in runs if r["id"] == run_id), None) if run_id is not None else first_runs[-1]
     if run is None:
         from ..errors import HarnessError
 
         raise HarnessError(f"run {run_id} is not in the store", f"pick one of runs {runs[0]['id']}..{runs[-1]['id']}")
-    return run, judge(store.frame(since=since), run["id"], rules_of(run))
+    frame, rules = store.frame(since=since), rules_of(run)
+    verdicts = judge(frame, run["id"], rules)
+    again = next((r for r in runs if _confirms(r) == run["id"]), None)
+    if again is not None:
+        second = {tuple(v.series.values()): v for v in judge(frame, again["id"], rules)}
+        verdicts = [confirm(v, second.get(tuple(v.series.values()))) for v in verdicts]
+    return run, verdicts
+
+
+def _confirms(run: dict) -> int | None:
+    return (run.get("provenance") or {}).get("confirms_run")
 
 
 def judge(frame, run_id: int, rules: Regression | None = None) -> list[Verdict]:

@@ -7,7 +7,7 @@ import json
 import math
 import xml.etree.ElementTree as ET
 
-from .regress import Verdict, counts
+from .regress import Verdict, confirmation, counts
 
 ICON = {"slower": "🔴", "broken": "💥", "less accurate": "🔴", "larger": "🟠", "faster": "🟢", "smaller": "🟢",
         "more accurate": "🟢", "same": "⚪", "new": "🆕"}
@@ -31,8 +31,8 @@ def _latency_cell(v: Verdict) -> str:
     e = v.evidence
     if e.get("latency_ratio") is None:
         return "—"
-    return (f"{e['reference_ms']:.4g} → {e['median_ms']:.4g} ms ({_pct(e['latency_change'])}; "
-            f"noise ±{e['noise_band']:.1%}, p={e['p_value']:.2g})")
+    return (f"{e['statistic']} {e['reference_ms']:.4g} → {e['latency_ms']:.4g} ms ({_pct(e['latency_change'])}; "
+            f"noise ±{e['noise_band']:.1%}, p={e['p_value']:.2g}{confirmation(e)})")
 
 
 def _why(v: Verdict) -> str:
@@ -70,8 +70,9 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
     if bad:
         lines += ["### Regressions", "", *table(bad), ""]
     lines += ["<details><summary>All verdicts</summary>", "", *table(verdicts), "", "</details>", "",
-              f"<sub>{md_escape(versions)} · latency verdicts need a Mann-Whitney U p below alpha and a median beyond "
-              f"the noise band: the range of the series' recent runs plus the minimum effect</sub>", ""]
+              f"<sub>{md_escape(versions)} · latency verdicts need a Mann-Whitney U p below alpha, a 10th percentile "
+              f"beyond the noise band (the minimum effect, or 3 sigma of the series' recent runs), and a second "
+              f"measurement that agrees</sub>", ""]
     return "\n".join(lines)
 
 

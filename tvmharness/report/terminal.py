@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .compression import best_variants, compression_table, variant_notes
+from .regress import confirmation
 
 STATUS_STYLE = {"ok": "green", "outputs disagree": "yellow", "failed to build": "red", "failed to run": "red",
                 "failed to compress": "red", "not applicable": "dim"}
@@ -162,7 +163,8 @@ def verdict_table(verdicts) -> Table:
         table.add_column(name, overflow="fold")
     for v in verdicts:
         e = v.evidence
-        latency = (f"{e['reference_ms']:.4g} → {e['median_ms']:.4g} ms ({e['latency_change']:+.1%})"
+        latency = (f"{e['statistic']} {e['reference_ms']:.4g} → {e['latency_ms']:.4g} ms ({e['latency_change']:+.1%}"
+                   f"{confirmation(e)})"
                    if e.get("latency_ratio") is not None else "—")
         why = [v.reason] if v.reason else []
         why += [f"{c['what']} {c['before']} → {c['after']}" for c in v.changed]
