@@ -66,10 +66,10 @@ def host_probe() -> None:
 
 
 def time_call(call: Callable[[], object], warmup: int, repeats: int, span_s: float = 0.0,
-              on_repeat: Callable[[int, int], None] | None = None, probe: bool = True) -> Latency:
+              on_repeat: Callable[[int, int], None] | None = None) -> Latency:
     """Warm up, then time `repeats` single calls on the same bound input, spread over `span_s`
     seconds of running (see paced); each sample is one call. A paced row also times the host probe
-    right after each sample (`probe`: the call runs on this CPU, not on a GPU)."""
+    right after each sample."""
     for _ in range(warmup):
         call()
     samples, probes = [], []
@@ -77,7 +77,7 @@ def time_call(call: Callable[[], object], warmup: int, repeats: int, span_s: flo
         start = time.perf_counter_ns()
         call()
         samples.append((time.perf_counter_ns() - start) / 1e6)
-        if span_s and probe:
+        if span_s:
             start = time.perf_counter_ns()
             host_probe()
             probes.append(round((time.perf_counter_ns() - start) / 1e6, 6))

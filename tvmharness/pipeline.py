@@ -222,8 +222,7 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
     try:
         outputs = [session.run(x) for x in inputs]
         m = recipe.measure
-        latency = time_call(session.bind(inputs[0]), m.warmup, m.repeats, m.span_s, progress.repeat,
-                            probe=not target.on_gpu)
+        latency = time_call(session.bind(inputs[0]), m.warmup, m.repeats, m.span_s, progress.repeat)
     except Exception as err:
         return _failed(row, RUN_FAILED, err)
     row["details"]["measure_seconds"] = round(time.perf_counter() - clock, 3)
