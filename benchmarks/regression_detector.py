@@ -56,16 +56,15 @@ def night_main(args) -> None:
                 pass
 
     latency = time_call(call, args.warmup, args.repeats, args.span_s)
-    print(json.dumps({"samples_ms": latency.samples_ms, "probe_ms": latency.probe_ms}))
+    print(json.dumps({"samples_ms": latency.samples_ms}))
 
 
-def run_night(library: Path, inputs: Path, delay_ms: float, args) -> dict:
-    """One night in a fresh process: {"samples_ms": [...], "probe_ms": [...] or None}."""
+def run_night(library: Path, inputs: Path, delay_ms: float, args) -> list[float]:
     cmd = [sys.executable, __file__, "--night", str(library), "--input", str(inputs), "--delay-ms", repr(delay_ms),
            "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
            "--span-s", repr(args.span_s)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])["samples_ms"]
 
 
 def measure_nights(args, console):
@@ -87,20 +86,18 @@ def measure_nights(args, console):
     store = Store(str(work / "history.db"))
     provenance = snapshot() | {"threads": args.threads}
 
-    def record(kind: str, night: dict, confirms: int | None = None) -> int:
-        samples = night["samples_ms"]
+    def record(kind: str, samples: list[float], confirms: int | None = None) -> int:
         run_id = store.start_run(f"regression-detector {kind}", "0" * 16, {}, provenance)
         store.add(run_id, {"model": args.model, "variant": "fp32", "target": "x86", "engine": "tvm",
                            "engine_version": "", "status": "ok", "samples_ms": samples, "threads": args.threads,
                            "median_ms": float(np.median(samples)), "artifact_bytes": artifact.size_bytes,
-                           "target_spec": {}, "details": {"night": kind, "base_ms": base_ms, "confirms": confirms,
-                                                          "host_probe_ms": night["probe_ms"]}})
+                           "target_spec": {}, "details": {"night": kind, "base_ms": base_ms, "confirms": confirms}})
         store.finish_run(run_id)
         return run_id
 
     started = time.perf_counter()
     # The injected delays are shares of the build's median, taken from a few calibration nights.
-    calibration = [np.median(run_night(artifact.library, inputs, 0.0, args)["samples_ms"]) for _ in range(3)]
+    calibration = [np.median(run_night(artifact.library, inputs, 0.0, args)) for _ in range(3)]
     base_ms = float(np.median(calibration))
     # History and test nights are measured in one shuffled order, so the history spans the same
     # load regimes of this shared host as the nights judged against it; the store then holds the
@@ -112,8 +109,8 @@ def measure_nights(args, console):
     for i, (kind, slowdown) in enumerate(plan):
         console.log(f"night {i + 1}/{len(plan)}: {kind}" + (f", A/B +{slowdown:.0%}" if slowdown else ""))
         measured.append((kind, slowdown, run_night(artifact.library, inputs, slowdown * base_ms, args)))
-    for kind, slowdown, night in sorted(measured, key=lambda m: m[0] != "history"):
-        record("history" if kind == "history" else f"{slowdown:g}", night)
+    for kind, slowdown, samples in sorted(measured, key=lambda m: m[0] != "history"):
+        record("history" if kind == "history" else f"{slowdown:g}", samples)
     console.log(f"nights kept in {store.url} (judge them again with --replay {work / 'history.db'})")
 
     def confirmation(slowdown: float, confirms: int) -> int:
@@ -205,7 +202,7 @@ def main() -> None:
     table = Table(title=f"{args.model} on TVM (x86, {threads} threads): {len(history)} history nights, "
                         f"{len(nights)} test nights, {repeats} repeats per night, {took}; "
                         f"injected delays are shares of {base_ms:.4f} ms")
-    for col in ("nights", "injected", "level change (median of nights)", "flagged slower", "flagged faster", "same",
+    for col in ("nights", "injected", "p10 change (median of nights)", "flagged slower", "flagged faster", "same",
                 "changes not confirmed"):
         table.add_column(col, justify="right")
     for slowdown in (0.0, *SLOWDOWNS):
@@ -218,8 +215,7 @@ def main() -> None:
     out.print(table)
     sigma = judged[0][2]["night_sigma"]
     sigma_text = f"{sigma:.2%}" if sigma is not None else f"unknown (fewer than {rules.min_history} history nights)"
-    out.print(f"history p10 {min(hist_levels):.4f}..{max(hist_levels):.4f} ms; levels by {judged[0][2]['statistic']}; "
-              f"night-to-night sigma {sigma_text}; "
+    out.print(f"history p10 {min(hist_levels):.4f}..{max(hist_levels):.4f} ms; night-to-night sigma {sigma_text}; "
               f"noise band ±{judged[0][2]['noise_band']:.1%} (rules: min_effect {rules.min_effect:.0%}, "
               f"alpha {rules.alpha:g}, window {rules.window})")
 

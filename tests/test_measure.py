@@ -29,12 +29,10 @@ def test_paced_samples_are_due_evenly_over_the_span_and_the_model_keeps_running_
     assert len(busy) > 100  # the gaps were filled with untimed calls, not sleep
 
 
-def test_paced_time_call_keeps_one_call_per_sample_and_times_the_host_probe_beside_each():
+def test_paced_time_call_keeps_one_call_per_sample():
     calls = []
     lat = time_call(lambda: calls.append(1), warmup=2, repeats=30, span_s=0.3)
     assert len(lat.samples_ms) == 30 and len(calls) > 2 + 30 + 100
-    assert len(lat.probe_ms) == 30 and min(lat.probe_ms) > 0.01  # a real workload, not a no-op
-    assert time_call(lambda: None, warmup=1, repeats=30).probe_ms is None  # unpaced rows stay as they were
 
 
 def test_agreement_flags_outputs_beyond_tolerance():

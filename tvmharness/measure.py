@@ -17,7 +17,6 @@ class Latency:
     p10_ms: float
     mean_ms: float
     iqr_ms: float
-    probe_ms: list[float] | None = None  # the host probe timed right after each sample (paced rows)
 
     @property
     def spread(self) -> float:
@@ -34,7 +33,6 @@ class Latency:
     def summary(self) -> dict:
         d = asdict(self)
         d.pop("samples_ms")
-        d.pop("probe_ms")
         d["spread"] = self.spread
         return d
 
@@ -53,39 +51,20 @@ def paced(repeats: int, span_s: float, keep_running: Callable[[], object]) -> It
         yield i
 
 
-_PROBE_MATRIX = np.random.default_rng(0).standard_normal((96, 96)).astype(np.float32)
-
-
-def host_probe() -> None:
-    """A fixed CPU workload (~0.2 ms, one thread) whose time follows the host's load modes: timed
-    next to each sample, it tells a slower build from a slower host (both moved 19% over a minute
-    here while their ratio stayed within 2.5%)."""
-    x = _PROBE_MATRIX
-    for _ in range(8):
-        x = np.tanh(x @ _PROBE_MATRIX)
-
-
 def time_call(call: Callable[[], object], warmup: int, repeats: int, span_s: float = 0.0,
               on_repeat: Callable[[int, int], None] | None = None) -> Latency:
     """Warm up, then time `repeats` single calls on the same bound input, spread over `span_s`
-    seconds of running (see paced); each sample is one call. A paced row also times the host probe
-    right after each sample."""
+    seconds of running (see paced); each sample is one call."""
     for _ in range(warmup):
         call()
-    samples, probes = [], []
+    samples = []
     for i in paced(repeats, span_s, call):
         start = time.perf_counter_ns()
         call()
         samples.append((time.perf_counter_ns() - start) / 1e6)
-        if span_s:
-            start = time.perf_counter_ns()
-            host_probe()
-            probes.append(round((time.perf_counter_ns() - start) / 1e6, 6))
         if on_repeat is not None:
             on_repeat(i + 1, repeats)
-    latency = Latency.from_samples(samples)
-    latency.probe_ms = probes or None
-    return latency
+    return Latency.from_samples(samples)
 
 
 @dataclass

@@ -237,8 +237,6 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
 
 def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, recipe: Recipe) -> None:
     row.update(median_ms=latency.median_ms, p90_ms=latency.p90_ms, iqr_ms=latency.iqr_ms, samples_ms=latency.samples_ms)
-    if latency.probe_ms:
-        row["details"]["host_probe_ms"] = latency.probe_ms
     if model.eval_set is not None:
         row["accuracy"] = accuracy(outputs, model.eval_set[1])
     row["_outputs"] = outputs

@@ -4,15 +4,14 @@ x variant x engine), read only from the store.
 Latency is noisy, so a verdict needs two things at once:
   1. the run's raw samples and the reference's (the samples of the series' last `window` runs)
      differ by a two-sided Mann-Whitney U test at p < alpha; and
-  2. the run's level (below) is off the reference level
-     (the median of the last three runs' levels: one odd night does not move it, and
+  2. the run's fast-mode latency (the 10th percentile of its samples) is off the reference level
+     (the median of the last three runs' 10th percentiles: one odd night does not move it, and
      after a step the step's own runs soon form it, so an old step is not flagged again) by more
      than the noise band: `min_effect`, or three times the series' night-to-night sigma over the
      window where that is larger.
-  Where the runs were paced (`[measure] span_s`), each sample comes with a host probe timed right
-  after it (tvmharness.measure.host_probe), and the level is the median ratio of sample to probe:
-  a shared host runs everything in load modes ~15% apart that last seconds to minutes, and the
-  ratio cancels them. Without probes the level is the 10th percentile: interference only adds time.
+  Why the 10th percentile: a shared host runs a model in load modes ~15% apart that last seconds;
+  interference only adds time, so the low quantile of samples spread over seconds (`[measure]
+  span_s`) tracks the build, while the median tracks how long the host was busy that night.
   A series with fewer than `min_history` earlier runs has not shown its spread yet: its changes
   must also exceed the wide `unknown_noise_band`. A night spent wholly in the slow mode still
   looks like a ~15% step, so `tvmharness nightly` measures again before it calls latency slower
@@ -73,9 +72,9 @@ class Verdict:
             return "new series: nothing earlier to compare with"
         parts = []
         if e.get("latency_ratio") is not None:
-            parts.append(f"latency {e['latency_change']:+.1%} by {e['statistic']} (p10 {e['reference_ms']:.4g} -> "
-                         f"{e['latency_ms']:.4g} ms, noise band ±{e['noise_band']:.1%}, p={e['p_value']:.2g}, "
-                         f"{e['reference_runs']} earlier runs{confirmation(e)})")
+            parts.append(f"latency {e['latency_change']:+.1%} ({e['statistic']} {e['reference_ms']:.4g} -> {e['latency_ms']:.4g} ms, "
+                         f"noise band ±{e['noise_band']:.1%}, p={e['p_value']:.2g}, {e['reference_runs']} earlier runs"
+                         f"{confirmation(e)})")
         if e.get("size_change"):
             parts.append(f"size {e['size_change']:+.1%}")
         if e.get("accuracy_change"):
@@ -103,52 +102,35 @@ def night_sigma(medians: list[float]) -> float | None:
     return float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / math.sqrt(2))
 
 
-LOW_QUANTILE = 10  # percent: a run's level where it has no host probe (see the module's docstring)
+LOW_QUANTILE = 10  # percent: the latency the verdicts compare (see the module's docstring)
 RECENT_RUNS = 3  # the runs whose median level is the reference
-BY_PROBE, BY_LOW_QUANTILE = "ratio to the host probe", f"p{LOW_QUANTILE}"
 
 
 def fast_latency(samples: list[float]) -> float:
     return float(np.percentile(np.asarray(samples, dtype=np.float64), LOW_QUANTILE))
 
 
-def _per_probe(timing: tuple) -> np.ndarray | None:
-    samples, probe = timing
-    if not probe or len(probe) != len(samples):
-        return None
-    return np.asarray(samples, dtype=np.float64) / np.asarray(probe, dtype=np.float64)
-
-
-def latency_verdict(run: tuple, history: list[tuple], rules: Regression) -> tuple[str, dict]:
-    """Compare a run's timing (samples, host probe samples or None) with the series' earlier runs'
-    (oldest first): the verdict and its evidence. Where every run has its host probe, each sample is
-    taken relative to the probe timed right after it, and a run's level is the median of those
-    ratios (the host's speed cancels); otherwise its level is the 10th percentile of its samples."""
+def latency_verdict(samples: list[float], history: list[list[float]], rules: Regression) -> tuple[str, dict]:
+    """Compare a run's samples with the series' earlier runs (oldest first): the verdict and its evidence."""
     from scipy.stats import mannwhitneyu
 
     window = history[-rules.window:]
-    ratios = [_per_probe(t) for t in (*window, run)]
-    if all(r is not None for r in ratios):
-        values, level, statistic = ratios, np.median, BY_PROBE
-    else:
-        values = [np.asarray(t[0], dtype=np.float64) for t in (*window, run)]
-        values, level, statistic = values, fast_latency, BY_LOW_QUANTILE
-    *earlier, current = values
-    levels = [float(level(v)) for v in earlier]
-    reference_level, run_level = float(np.median(levels[-RECENT_RUNS:])), float(level(current))
-    ratio = run_level / reference_level
+    levels = [fast_latency(h) for h in window]
+    reference = np.concatenate([np.asarray(h, dtype=np.float64) for h in window])
+    current = np.asarray(samples, dtype=np.float64)
+    reference_ms, latency_ms = float(np.median(levels[-RECENT_RUNS:])), fast_latency(samples)
+    ratio = latency_ms / reference_ms
     sigma = night_sigma(levels)
     band = max(rules.min_effect, 3 * sigma if sigma is not None else 0.0)
-    if len(history) < rules.min_history:
+    short = len(history) < rules.min_history
+    if short:
         band = max(band, rules.unknown_noise_band)
-    p_value = float(mannwhitneyu(current, np.concatenate(earlier), alternative="two-sided").pvalue)
-    samples = run[0]
-    evidence = {"statistic": statistic, "latency_ms": fast_latency(samples),
-                "reference_ms": float(np.median([fast_latency(t[0]) for t in window[-RECENT_RUNS:]])),
-                "median_ms": float(np.median(samples)), "latency_ratio": ratio, "latency_change": ratio - 1,
+    p_value = float(mannwhitneyu(current, reference, alternative="two-sided").pvalue)
+    evidence = {"statistic": f"p{LOW_QUANTILE}", "latency_ms": latency_ms, "reference_ms": reference_ms,
+                "median_ms": float(np.median(current)), "latency_ratio": ratio, "latency_change": ratio - 1,
                 "noise_band": band, "night_sigma": sigma, "p_value": p_value, "alpha": rules.alpha,
-                "reference_runs": len(window), "history_runs": len(history), "samples": len(samples),
-                "reference_samples": sum(len(t[0]) for t in window)}
+                "reference_runs": len(window), "history_runs": len(history), "samples": len(current),
+                "reference_samples": len(reference)}
     if p_value < rules.alpha and ratio > 1 + band:
         return SLOWER, evidence
     if p_value < rules.alpha and ratio * (1 + band) < 1:
@@ -316,9 +298,9 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         return verdict
 
     aspects, evidence = {}, {}
-    timed = [_timing(h) for h in ok_history if h.get("samples_ms")]
+    timed = [h["samples_ms"] for h in ok_history if h.get("samples_ms")]
     if row.get("samples_ms") and timed:
-        aspects["latency"], latency = latency_verdict(_timing(row), timed, rules)
+        aspects["latency"], latency = latency_verdict(row["samples_ms"], timed, rules)
         evidence.update(latency)
         verdict.operators = operator_diff(previous.get("profile_ms"), row.get("profile_ms"))
     if _present(row.get("artifact_bytes")) and _present(previous.get("artifact_bytes")) and previous["artifact_bytes"]:
@@ -336,10 +318,6 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
     verdict.aspects, verdict.evidence = aspects, evidence
     verdict.verdict = min(aspects.values(), key=ORDER.index, default=SAME)
     return verdict
-
-
-def _timing(row: dict) -> tuple:
-    return row["samples_ms"], (row.get("details") or {}).get("host_probe_ms")
 
 
 def regressions(verdicts: list[Verdict]) -> list[Verdict]:

@@ -31,7 +31,7 @@ def _latency_cell(v: Verdict) -> str:
     e = v.evidence
     if e.get("latency_ratio") is None:
         return "—"
-    return (f"p10 {e['reference_ms']:.4g} → {e['latency_ms']:.4g} ms ({_pct(e['latency_change'])} by {e['statistic']}; "
+    return (f"{e['statistic']} {e['reference_ms']:.4g} → {e['latency_ms']:.4g} ms ({_pct(e['latency_change'])}; "
             f"noise ±{e['noise_band']:.1%}, p={e['p_value']:.2g}{confirmation(e)})")
 
 

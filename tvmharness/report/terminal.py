@@ -163,8 +163,8 @@ def verdict_table(verdicts) -> Table:
         table.add_column(name, overflow="fold")
     for v in verdicts:
         e = v.evidence
-        latency = (f"p10 {e['reference_ms']:.4g} → {e['latency_ms']:.4g} ms ({e['latency_change']:+.1%} by "
-                   f"{e['statistic']}{confirmation(e)})"
+        latency = (f"{e['statistic']} {e['reference_ms']:.4g} → {e['latency_ms']:.4g} ms ({e['latency_change']:+.1%}"
+                   f"{confirmation(e)})"
                    if e.get("latency_ratio") is not None else "—")
         why = [v.reason] if v.reason else []
         why += [f"{c['what']} {c['before']} → {c['after']}" for c in v.changed]
