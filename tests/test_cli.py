@@ -98,7 +98,7 @@ def test_listing_commands_speak_json(cli_dir):
     assert {"digits_cnn", "resnet18", "mobilenet_v2"} <= {m["name"] for m in models}
     checks = json.loads(run_cli("doctor", "--json", cwd=cli_dir).stdout)
     names = {c["check"] for c in checks}
-    assert {"TVM LLVM backend", "CUDA device", "CPU features", "aarch64-linux-gnu-gcc"} <= names
-    cuda = next(c for c in checks if c["check"] == "CUDA device")
+    assert {"TVM LLVM backend", "CUDA device (TVM)", "CPU features", "aarch64-linux-gnu-gcc"} <= names
+    cuda = next(c for c in checks if c["check"] == "CUDA device (TVM)")
     assert cuda["ok"] or cuda["detail"]  # no GPU here: the reason is given
     assert run_cli("--version").stdout.startswith("tvmharness ")
