@@ -49,7 +49,6 @@ def main(argv=None):
     log = logging.getLogger("tvmharness.kit")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
-    @tvm_ffi.register_global_func("tvmharness.kit_info")
     def cuda():
         try:  # a Jetson's GPU; None where TVM's CUDA runtime is absent or sees no device
             dev = tvm.cuda(0)
@@ -57,6 +56,7 @@ def main(argv=None):
         except Exception:
             return None
 
+    @tvm_ffi.register_global_func("tvmharness.kit_info")
     def kit_info():
         return json.dumps({
             "cuda": cuda(),
