@@ -66,6 +66,7 @@ def test_a_tiny_model_runs_on_the_kits_and_agrees_with_the_host_baseline(rack, w
         assert row["max_abs_diff"] < 1e-3 and len(row["samples_ms"]) == 30
     if HAS_EMULATOR:
         assert rows["arm"]["details"]["kit_info"]["machine"] == "aarch64"
+        assert rows["arm"]["details"]["kit_info"]["cuda"] is None  # kits say whether they have a GPU
         assert "qemu" in rows["arm"]["details"]["emulated"]
         assert not rows["x86-rpc"]["details"].get("emulated")
     stored = result.frame()
