@@ -84,6 +84,16 @@ def test_the_arm_command_line_marks_rows_emulated(rack, workdir):
     assert "EMULATED: rows from a kit emulated on this host" in done.stdout
 
 
+def test_paced_rows_run_on_a_kit_one_request_per_sample(rack, workdir):
+    recipe = _recipe(workdir, rack.tracker, targets=["x86-rpc"], engines=["tvm"])
+    recipe["measure"] |= {"span_s": 3.0}
+    started = time.perf_counter()
+    row = next(r for r in run_recipe(recipe_from_dict(recipe)).rows if r["target"] == "x86-rpc")
+    assert row["status"] == OK, row["reason"]
+    assert len(row["samples_ms"]) == 30 and row["max_abs_diff"] < 1e-3
+    assert time.perf_counter() - started >= 3.0 * 29 / 30  # the kit's samples were spread over the span
+
+
 def test_a_kit_that_dies_mid_job_gets_a_failure_row_and_earlier_rows_stay(rack, workdir):
     [doomed] = rack.serve("doomed")
 
