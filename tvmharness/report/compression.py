@@ -4,21 +4,17 @@ pass/fail against the recipe's goals, and the best passing variant per model and
 
 from __future__ import annotations
 
-import math
-
 from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from . import present
+
 BASELINE = "fp32"
 
 
-def _present(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
 def _fmt(value, fmt: str, suffix: str = "") -> str:
-    return format(value, fmt) + suffix if _present(value) else "—"
+    return format(value, fmt) + suffix if present(value) else "—"
 
 
 def _variant_rows(frame) -> list[dict]:
@@ -40,17 +36,17 @@ def compression_table(frame) -> Table | None:
         d = r["details"] or {}
         if r["status"] != "ok":
             goals = Text(r["status"], style="dim" if r["status"] == "not applicable" else "red")
-        elif _present(r["meets_goals"]):
+        elif present(r["meets_goals"]):
             goals = Text("pass" if r["meets_goals"] else "fail", style="green" if r["meets_goals"] else "yellow")
         else:
             goals = Text("no goals")
         drop = d.get("accuracy_drop")
         table.add_row(r["model"], r["variant"], r["target"], r["engine"], goals,
                       _fmt(d.get("speedup_vs_fp32"), ".2f", "x"), _fmt(d.get("size_ratio"), ".2f", "x"),
-                      _fmt(100 * drop if _present(drop) else None, "+.1f", " pts"),
-                      _fmt(d.get("params"), ","), _fmt(d["flops"] / 1e6 if _present(d.get("flops")) else None, ".2f"),
+                      _fmt(100 * drop if present(drop) else None, "+.1f", " pts"),
+                      _fmt(d.get("params"), ","), _fmt(d["flops"] / 1e6 if present(d.get("flops")) else None, ".2f"),
                       _fmt(d.get("sparsity"), ".0%"),
-                      _fmt(d["compressed_bytes"] / 1024 if _present(d.get("compressed_bytes")) else None, ".1f", " KB"))
+                      _fmt(d["compressed_bytes"] / 1024 if present(d.get("compressed_bytes")) else None, ".1f", " KB"))
     return table
 
 
@@ -67,11 +63,11 @@ def best_variants(frame) -> list[str]:
         best = min(passing, key=lambda r: r["median_ms"])
         d = best["details"] or {}
         figures = [f"{best['median_ms']:.3f} ms", f"{best['speedup_vs_baseline']:.2f}x the baseline"]
-        if _present(d.get("speedup_vs_fp32")):
+        if present(d.get("speedup_vs_fp32")):
             figures.append(f"{d['speedup_vs_fp32']:.2f}x fp32 {best['engine']}")
-        if _present(d.get("size_ratio")):
+        if present(d.get("size_ratio")):
             figures.append(f"size {d['size_ratio']:.2f}x")
-        if _present(d.get("accuracy_drop")):
+        if present(d.get("accuracy_drop")):
             figures.append(f"accuracy drop {100 * d['accuracy_drop']:+.1f} pts")
         lines.append(f"best variant of {model} on {target}: {best['variant']} on {best['engine']} ({', '.join(figures)})")
     return lines

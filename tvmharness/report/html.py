@@ -17,14 +17,11 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from .regress import REGRESSIONS, judge_run
+from . import present
+from .regress import REGRESSIONS, accuracy_metric, judge_run
 
 SPARK = {"displayModeBar": False, "staticPlot": True, "responsive": True}
 CHART = {"displayModeBar": False, "responsive": True}
-
-
-def _present(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def _t(value) -> str:
@@ -33,11 +30,9 @@ def _t(value) -> str:
 
 
 def _quality(row: dict) -> tuple[str, float | None]:
-    if _present(row.get("accuracy")):
-        return "accuracy", float(row["accuracy"])
-    if _present(row.get("top1_agreement")):
-        return "top-1 agreement with the baseline", float(row["top1_agreement"])
-    return "accuracy", None
+    """The chart's quality axis: accuracy where the model has data, else agreement with the baseline."""
+    metric, value = accuracy_metric(row)
+    return (metric if metric == "accuracy" else f"{metric} with the baseline"), value
 
 
 def _figure_html(fig: go.Figure, div_id: str, config: dict) -> str:
@@ -64,21 +59,21 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 def pareto_chart(rows: list[dict], div_id: str) -> str | None:
-    ok = [r for r in rows if r["status"] == "ok" and _present(r.get("median_ms")) and _quality(r)[1] is not None]
+    ok = [r for r in rows if r["status"] == "ok" and present(r.get("median_ms")) and _quality(r)[1] is not None]
     if not ok:
         return None
     metric = _quality(ok[0])[0]
-    sizes = [r["artifact_bytes"] for r in ok if _present(r.get("artifact_bytes"))]
+    sizes = [r["artifact_bytes"] for r in ok if present(r.get("artifact_bytes"))]
     biggest = max(sizes) if sizes else 1
     fig = go.Figure()
     for engine in sorted({r["engine"] for r in ok}):
         mine = [r for r in ok if r["engine"] == engine]
         fig.add_trace(go.Scatter(
             x=[r["median_ms"] for r in mine], y=[_quality(r)[1] for r in mine], mode="markers", name=_t(engine),
-            marker={"size": [10 + 30 * math.sqrt((r.get("artifact_bytes") or 0) / biggest) if _present(r.get("artifact_bytes")) else 10
+            marker={"size": [10 + 30 * math.sqrt((r.get("artifact_bytes") or 0) / biggest) if present(r.get("artifact_bytes")) else 10
                              for r in mine], "sizemode": "diameter", "opacity": 0.75, "line": {"width": 1}},
             text=[_t(f"{r['model']} / {r['variant']} / {r['engine']}") for r in mine],
-            customdata=[_t(f"{r['artifact_bytes'] / 1e6:.2f} MB" if _present(r.get("artifact_bytes")) else "no artifact") for r in mine],
+            customdata=[_t(f"{r['artifact_bytes'] / 1e6:.2f} MB" if present(r.get("artifact_bytes")) else "no artifact") for r in mine],
             hovertemplate="%{text}<br>%{x:.4g} ms · " + _t(metric) + " %{y:.3f}<br>%{customdata}<extra></extra>"))
     points = [(r["median_ms"], _quality(r)[1]) for r in ok]
     front = pareto_front(points)
@@ -91,13 +86,13 @@ def pareto_chart(rows: list[dict], div_id: str) -> str | None:
 
 
 def baseline_bars(rows: list[dict], div_id: str) -> str | None:
-    ok = [r for r in rows if r["status"] == "ok" and _present(r.get("median_ms"))]
+    ok = [r for r in rows if r["status"] == "ok" and present(r.get("median_ms"))]
     if not ok:
         return None
     bars = []
     for r in ok:
         speedup = 1.0 if r["is_baseline"] else r.get("speedup_vs_baseline")
-        if _present(speedup):
+        if present(speedup):
             bars.append((_t(f"{r['model']} / {r['variant']} / {r['engine']}"), float(speedup), bool(r["is_baseline"])))
     if not bars:
         return None
@@ -114,7 +109,7 @@ def baseline_bars(rows: list[dict], div_id: str) -> str | None:
 
 def sparkline(history: list[dict], div_id: str) -> str | None:
     points = [(r["run_started"], r["median_ms"], r["run_id"]) for r in history
-              if r["status"] == "ok" and _present(r.get("median_ms"))]
+              if r["status"] == "ok" and present(r.get("median_ms"))]
     if not points:
         return None
     fig = go.Figure(go.Scatter(x=[str(p[0]) for p in points], y=[p[1] for p in points], mode="lines+markers",
@@ -126,7 +121,7 @@ def sparkline(history: list[dict], div_id: str) -> str | None:
 
 
 def _fmt(value, fmt: str, unit: str = "") -> str:
-    return format(value, fmt) + unit if _present(value) else "—"
+    return format(value, fmt) + unit if present(value) else "—"
 
 
 def render_html(store, since=None, run_id: int | None = None) -> str:
@@ -150,14 +145,14 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
         for j, r in enumerate(r for r in current if r["model"] == model):
             key = (r["hostname"], r["target"], r["model"], r["variant"], r["engine"])
             tuning = (r.get("details") or {}).get("tuning_records") or {}
-            spread = r["iqr_ms"] / r["median_ms"] / 2 if _present(r.get("iqr_ms")) and r.get("median_ms") else None
+            spread = r["iqr_ms"] / r["median_ms"] / 2 if present(r.get("iqr_ms")) and r.get("median_ms") else None
             v = verdict_of.get(key)
             table.append({
                 "variant": r["variant"], "target": r["target"], "engine": r["engine"],
                 "engine_version": r["engine_version"], "status": r["status"], "reason": r["reason"],
                 "median": _fmt(r.get("median_ms"), ".4g", " ms"), "p90": _fmt(r.get("p90_ms"), ".4g", " ms"),
                 "spread": _fmt(spread, ".1%"), "speedup": "baseline" if r["is_baseline"] else _fmt(r.get("speedup_vs_baseline"), ".2f", "x"),
-                "size": _fmt((r.get("artifact_bytes") or math.nan) / 1e6 if _present(r.get("artifact_bytes")) else None, ".2f", " MB"),
+                "size": _fmt((r.get("artifact_bytes") or math.nan) / 1e6 if present(r.get("artifact_bytes")) else None, ".2f", " MB"),
                 "accuracy": _fmt(r.get("accuracy"), ".2%"), "agreement": _fmt(r.get("top1_agreement"), ".0%"),
                 "max_diff": _fmt(r.get("max_abs_diff"), ".2e"), "threads": r.get("threads"), "batch": r.get("batch"),
                 "tuning": (f"{tuning.get('tasks_tuned')}/{tuning.get('tasks')} tasks, {tuning.get('trials')} trials, "

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from ..recipe import Regression
+from . import present
 
 SERIES = ("hostname", "target", "model", "variant", "engine")
 OK = "ok"
@@ -87,10 +88,6 @@ class Verdict:
 
     def to_dict(self) -> dict:
         return asdict(self) | {"name": self.name, "regression": self.regression, "summary": self.summary()}
-
-
-def _present(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def night_sigma(medians: list[float]) -> float | None:
@@ -164,10 +161,10 @@ def confirm(first: Verdict, second: Verdict | None) -> Verdict:
     return replace(first, aspects=aspects, evidence=evidence, verdict=min(aspects.values(), key=ORDER.index))
 
 
-def _accuracy_metric(row: dict) -> tuple[str, float | None]:
-    if _present(row.get("accuracy")):
+def accuracy_metric(row: dict) -> tuple[str, float | None]:
+    if present(row.get("accuracy")):
         return "accuracy", float(row["accuracy"])
-    if _present(row.get("top1_agreement")):
+    if present(row.get("top1_agreement")):
         return "top-1 agreement", float(row["top1_agreement"])
     return "accuracy", None
 
@@ -303,13 +300,13 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         aspects["latency"], latency = latency_verdict(row["samples_ms"], timed, rules)
         evidence.update(latency)
         verdict.operators = operator_diff(previous.get("profile_ms"), row.get("profile_ms"))
-    if _present(row.get("artifact_bytes")) and _present(previous.get("artifact_bytes")) and previous["artifact_bytes"]:
+    if present(row.get("artifact_bytes")) and present(previous.get("artifact_bytes")) and previous["artifact_bytes"]:
         change = row["artifact_bytes"] / previous["artifact_bytes"] - 1
         evidence.update(size_bytes=int(row["artifact_bytes"]), previous_size_bytes=int(previous["artifact_bytes"]),
                         size_change=change)
         aspects["size"] = LARGER if change > rules.max_size_growth else SMALLER if change < -rules.max_size_growth else SAME
-    metric, value = _accuracy_metric(row)
-    _, before = _accuracy_metric(previous)
+    metric, value = accuracy_metric(row)
+    _, before = accuracy_metric(previous)
     if value is not None and before is not None:
         change = value - before
         evidence.update(accuracy_metric=metric, accuracy=value, previous_accuracy=before, accuracy_change=change)

@@ -4,9 +4,9 @@ and CSV. Every user string (model names, recipe fields) is escaped for its forma
 from __future__ import annotations
 
 import json
-import math
 import xml.etree.ElementTree as ET
 
+from . import present
 from .regress import Verdict, confirmation, counts
 
 ICON = {"slower": "🔴", "broken": "💥", "less accurate": "🔴", "larger": "🟠", "faster": "🟢", "smaller": "🟢",
@@ -24,7 +24,7 @@ def md_escape(value) -> str:
 
 
 def _pct(value) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:+.1%}"
+    return f"{value:+.1%}" if present(value) else "—"
 
 
 def _latency_cell(v: Verdict) -> str:

@@ -3,13 +3,12 @@ ratios, a status with its reason, and the provenance every number carries."""
 
 from __future__ import annotations
 
-import math
-
 from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from . import present
 from .compression import best_variants, compression_table, variant_notes
 from .regress import confirmation
 
@@ -18,22 +17,18 @@ STATUS_STYLE = {"ok": "green", "outputs disagree": "yellow", "failed to build": 
 
 
 def _num(value, fmt: str, empty: str = "—") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if not present(value):
         return empty
     return format(value, fmt)
 
 
 def _size(n) -> str:
-    if n is None or (isinstance(n, float) and math.isnan(n)):
+    if not present(n):
         return "—"
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-
-
-def _present(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def run_table(frame, run: dict) -> Table:
@@ -60,15 +55,15 @@ def run_table(frame, run: dict) -> Table:
             notes.append(f"kit {details['kit']}")
         if details.get("emulated"):
             notes.append("EMULATED")
-        if _present(r["cache_hit"]) and r["status"] != "failed to build":
+        if present(r["cache_hit"]) and r["status"] != "failed to build":
             notes.append("cached" if r["cache_hit"] else "built")
-        if _present(r["meets_goals"]):
+        if present(r["meets_goals"]):
             notes.append("goals met" if r["meets_goals"] else "goals missed")
         if r["is_baseline"] and r["status"] == "ok":
             speedup = "1.00x"
         else:
-            speedup = _num(r["speedup_vs_baseline"], ".2f") + ("x" if _present(r["speedup_vs_baseline"]) else "")
-        spread = f"±{100 * r['iqr_ms'] / r['median_ms'] / 2:.1f}%" if _present(r["iqr_ms"]) and r["median_ms"] else "—"
+            speedup = _num(r["speedup_vs_baseline"], ".2f") + ("x" if present(r["speedup_vs_baseline"]) else "")
+        spread = f"±{100 * r['iqr_ms'] / r['median_ms'] / 2:.1f}%" if present(r["iqr_ms"]) and r["median_ms"] else "—"
         table.add_row(r["model"], r["variant"], r["target"], r["engine"], status,
                       _num(r["median_ms"], ".3f"), _num(r["p90_ms"], ".3f"), spread,
                       speedup,
