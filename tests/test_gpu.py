@@ -17,7 +17,7 @@ from tvmharness.models import load_model
 from tvmharness.pipeline import run_recipe
 from tvmharness.recipe import recipe_from_dict
 from tvmharness.results import Store
-from tvmharness.targets import Target, TargetPreset
+from tvmharness.targets import resolve
 
 GPU = cuda_status()
 needs_gpu = pytest.mark.skipif(not GPU.usable, reason=f"no usable GPU: {GPU.reason}")
@@ -48,29 +48,28 @@ def test_doctor_says_why_cuda_is_unusable():
     assert {"CUDA in PyTorch", "CUDA in ONNX Runtime"} <= set(checks)
 
 
-def _gpu_target_here() -> Target:
+@pytest.fixture(scope="module")
+def gpu_preset(tmp_path_factory):
     """A GPU target that needs no detection, so it resolves on any machine."""
-    preset = TargetPreset(name="cuda-sm90", arch="x86_64", runs_on="local", device="cuda",
-                          tvm={"kind": "cuda", "arch": "sm_90"}, host={"kind": "llvm"})
-    return Target(preset=preset, tvm_dict={"kind": "cuda", "arch": "sm_90", "host": {"kind": "llvm"}})
+    path = tmp_path_factory.mktemp("targets") / "cuda-sm90.toml"
+    path.write_text('name = "cuda-sm90"\narch = "x86_64"\ndevice = "cuda"\n[tvm]\nkind = "cuda"\narch = "sm_90"\n'
+                    '[host]\nkind = "llvm"\n')
+    return path
 
 
 @needs_no_gpu
 @pytest.mark.parametrize("engine, cause", [("tvm", "no usable GPU"), ("torch", "PyTorch"),
                                            ("torch-compile", "PyTorch"), ("onnxruntime", "onnxruntime")])
-def test_an_engine_asked_for_the_gpu_refuses_rather_than_run_on_the_cpu(workdir, engine, cause):
+def test_an_engine_asked_for_the_gpu_refuses_rather_than_run_on_the_cpu(workdir, gpu_preset, engine, cause):
     model = load_model("digits_cnn", workdir / "cache")
     with pytest.raises(HarnessError) as err:
-        get_engine(engine).prepare(model, _gpu_target_here(), EngineOptions(cache_dir=workdir / "cache"))
+        get_engine(engine).prepare(model, resolve(str(gpu_preset), 1), EngineOptions(cache_dir=workdir / "cache"))
     assert cause in err.value.cause and "cuda-sm90" in err.value.cause
 
 
 @needs_no_gpu
-def test_a_gpu_target_without_a_gpu_stores_failed_rows_that_say_why(recipe_dict, workdir, tmp_path):
-    preset = tmp_path / "cuda-sm90.toml"
-    preset.write_text('name = "cuda-sm90"\narch = "x86_64"\ndevice = "cuda"\n[tvm]\nkind = "cuda"\narch = "sm_90"\n'
-                      '[host]\nkind = "llvm"\n')
-    result = run_recipe(recipe_from_dict(recipe_dict(targets=[str(preset)]) | {
+def test_a_gpu_target_without_a_gpu_stores_failed_rows_that_say_why(recipe_dict, workdir, gpu_preset, tmp_path):
+    result = run_recipe(recipe_from_dict(recipe_dict(targets=[str(gpu_preset)]) | {
         "output": {"dir": str(workdir), "store": str(tmp_path / "h.db")}}))
     rows = Store(str(tmp_path / "h.db")).frame()
     assert len(rows) == len(result.rows) >= 1
@@ -123,7 +122,6 @@ def test_tiny_tune_on_the_gpu_builds_with_its_records(tmp_path):
     recipe = recipe_from_dict({"name": "gpu-tune", "models": ["digits_cnn"], "targets": ["cuda"], "engines": ["tvm", "torch"],
                                "measure": {"warmup": 2, "repeats": 30}, "tune": {"trials": 16},
                                "output": {"dir": str(tmp_path), "store": str(tmp_path / "h.db")}})
-    from tvmharness.targets import resolve
     from tvmharness.tune import TuneOptions, tune_model
 
     model = load_model("digits_cnn", recipe.cache_dir)
