@@ -5,8 +5,9 @@ timed call (a busy-wait of 3%, 10% or 25% of the build's median) must be caught.
 Each night is a fresh process (import, load the module, warm up, the timing protocol's repeats), as a
 real nightly is; its samples go to a real results store, and the verdicts come from
 tvmharness.report.regress against the history nights, exactly as `tvmharness nightly` judges: a
-night whose latency moved is measured again (a fresh process, then) and the change stands only if
-the second night agrees.
+night whose latency moved is confirmed as the nightly confirms a TVM build, by an A/B in a fresh
+process (the history's build and the night's, the injected delay in the latter only, timed in turns
+by tvmharness.measure.time_interleaved), and the change stands only if the A/B agrees.
 History and test nights are interleaved in a seeded random order, so the host's load drifts over
 all of them alike; the history is then stored first, as the earlier runs the test nights are judged by.
 
@@ -35,7 +36,8 @@ SLOWDOWNS = (0.03, 0.10, 0.25)
 
 
 def night_main(args) -> None:
-    """One night, in its own process: load the built module and run the timing protocol."""
+    """One night, in its own process: load the built module and run the timing protocol; with
+    --ab, the night's build (with the delay) and the history's (without) in turns."""
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     import numpy as np
     import tvm
@@ -43,28 +45,38 @@ def night_main(args) -> None:
 
     from tvmharness.measure import time_call
 
+    from tvmharness.measure import time_interleaved
+
     dev = tvm.cpu()
-    vm = relax.VirtualMachine(tvm.runtime.load_module(args.night), dev)
-    vm.set_input("main", tvm.runtime.tensor(np.load(args.input), dev))
-    delay_ns = int(args.delay_ms * 1e6)
 
-    def call():
-        vm.invoke_stateful("main")
-        if delay_ns:  # the injected slowdown: a busy-wait inside the timed call, as a slower kernel would be
-            end = time.perf_counter_ns() + delay_ns
-            while time.perf_counter_ns() < end:
-                pass
+    def build(delay_ms: float):
+        vm = relax.VirtualMachine(tvm.runtime.load_module(args.night), dev)
+        vm.set_input("main", tvm.runtime.tensor(np.load(args.input), dev))
+        delay_ns = int(delay_ms * 1e6)
 
-    latency = time_call(call, args.warmup, args.repeats, args.span_s)
-    print(json.dumps({"samples_ms": latency.samples_ms}))
+        def call():
+            vm.invoke_stateful("main")
+            if delay_ns:  # the injected slowdown: a busy-wait inside the timed call, as a slower kernel would be
+                end = time.perf_counter_ns() + delay_ns
+                while time.perf_counter_ns() < end:
+                    pass
+
+        return call
+
+    if args.ab:  # as pipeline.confirm_latency: tonight's build first, the earlier one beside it
+        night, history = time_interleaved([build(args.delay_ms), build(0.0)], args.warmup, args.repeats, args.span_s)
+        print(json.dumps({"samples_ms": night.samples_ms, "reference_samples_ms": history.samples_ms}))
+    else:
+        latency = time_call(build(args.delay_ms), args.warmup, args.repeats, args.span_s)
+        print(json.dumps({"samples_ms": latency.samples_ms}))
 
 
-def run_night(library: Path, inputs: Path, delay_ms: float, args) -> list[float]:
+def run_night(library: Path, inputs: Path, delay_ms: float, args, ab: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--night", str(library), "--input", str(inputs), "--delay-ms", repr(delay_ms),
            "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
-           "--span-s", repr(args.span_s)]
+           "--span-s", repr(args.span_s)] + (["--ab"] if ab else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    return json.loads(proc.stdout.strip().splitlines()[-1])["samples_ms"]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def measure_nights(args, console):
@@ -86,18 +98,19 @@ def measure_nights(args, console):
     store = Store(str(work / "history.db"))
     provenance = snapshot() | {"threads": args.threads}
 
-    def record(kind: str, samples: list[float], confirms: int | None = None) -> int:
+    def record(kind: str, samples: list[float], confirms: int | None = None, ab_reference: dict | None = None) -> int:
         run_id = store.start_run(f"regression-detector {kind}", "0" * 16, {}, provenance)
         store.add(run_id, {"model": args.model, "variant": "fp32", "target": "x86", "engine": "tvm",
                            "engine_version": "", "status": "ok", "samples_ms": samples, "threads": args.threads,
                            "median_ms": float(np.median(samples)), "artifact_bytes": artifact.size_bytes,
-                           "target_spec": {}, "details": {"night": kind, "base_ms": base_ms, "confirms": confirms}})
+                           "target_spec": {}, "details": {"night": kind, "base_ms": base_ms, "confirms": confirms,
+                                                          "ab_reference": ab_reference}})
         store.finish_run(run_id)
         return run_id
 
     started = time.perf_counter()
     # The injected delays are shares of the build's median, taken from a few calibration nights.
-    calibration = [np.median(run_night(artifact.library, inputs, 0.0, args)) for _ in range(3)]
+    calibration = [np.median(run_night(artifact.library, inputs, 0.0, args)["samples_ms"]) for _ in range(3)]
     base_ms = float(np.median(calibration))
     # History and test nights are measured in one shuffled order, so the history spans the same
     # load regimes of this shared host as the nights judged against it; the store then holds the
@@ -108,15 +121,17 @@ def measure_nights(args, console):
     measured = []
     for i, (kind, slowdown) in enumerate(plan):
         console.log(f"night {i + 1}/{len(plan)}: {kind}" + (f", A/B +{slowdown:.0%}" if slowdown else ""))
-        measured.append((kind, slowdown, run_night(artifact.library, inputs, slowdown * base_ms, args)))
+        measured.append((kind, slowdown, run_night(artifact.library, inputs, slowdown * base_ms, args)["samples_ms"]))
     for kind, slowdown, samples in sorted(measured, key=lambda m: m[0] != "history"):
         record("history" if kind == "history" else f"{slowdown:g}", samples)
     console.log(f"nights kept in {store.url} (judge them again with --replay {work / 'history.db'})")
 
-    def confirmation(slowdown: float, confirms: int) -> int:
-        """Measure a night again, as `tvmharness nightly` does when latency moved."""
+    def confirmation(slowdown: float, confirms: int, reference_run: int) -> int:
+        """Confirm a night whose latency moved by an A/B against the history's build, as `tvmharness
+        nightly` confirms a TVM build."""
         console.log(f"confirming night {confirms}" + (f" (A/B +{slowdown:.0%})" if slowdown else " (A/A)"))
-        return record("confirm", run_night(artifact.library, inputs, slowdown * base_ms, args), confirms)
+        ab = run_night(artifact.library, inputs, slowdown * base_ms, args, ab=True)
+        return record("confirm", ab["samples_ms"], confirms, {"run_id": reference_run, "samples_ms": ab["reference_samples_ms"]})
 
     return store, time.perf_counter() - started, confirmation
 
@@ -137,6 +152,7 @@ def main() -> None:
     parser.add_argument("--night", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--ab", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.night:
         return night_main(args)
@@ -181,7 +197,7 @@ def main() -> None:
             v = first(run_id, rules)
             if confirmed and needs_confirmation(v):
                 if run_id not in confirmations and confirmation is not None:
-                    confirmations[run_id] = confirmation(slowdown, run_id)
+                    confirmations[run_id] = confirmation(slowdown, run_id, max(history))
                     frame = store.frame()
                 again = confirmations.get(run_id)
                 v = confirm(v, first(again, rules, [run_id]) if again is not None else None)

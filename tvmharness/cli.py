@@ -362,8 +362,8 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
             out_dir: Annotated[Optional[Path], typer.Option("--out", help="where summary.md, junit.xml and report.html go (default OUTPUT_DIR/nightly)")] = None,
             fmt: Annotated[str, typer.Option("--format", "-f", help="what to print: table, md, json, csv or junit")] = "table") -> int:
     """Run a recipe, then judge each series against its history; exit 1 when something regressed."""
-    from .pipeline import run_recipe
-    from .recipe import apply_overrides, load_recipe
+    from .pipeline import confirm_latency, run_recipe
+    from .recipe import load_recipe
     from .report import summary
     from .report.html import write_html
     from .report.regress import judge_run, needs_confirmation, regressions
@@ -375,10 +375,10 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
         result = run_recipe(chosen, _RichProgress(progress))
         run, verdicts = judge_run(result.store, result.run_id)
         suspects = [v for v in verdicts if needs_confirmation(v)]
-        if suspects:  # a night in the host's slow mode looks like a step: measure those engines again
+        if suspects:  # a spell of host load looks like a step: measure those series again
             err.print(f"latency moved in {len(suspects)} series; measuring again to confirm", highlight=False)
-            run_recipe(apply_overrides(chosen, engines=sorted({v.series["engine"] for v in suspects})),
-                       _RichProgress(progress), confirms=result.run_id)
+            confirm_latency(chosen, result.run_id, [(v.series, v.previous_run_id) for v in suspects],
+                            _RichProgress(progress))
             run, verdicts = judge_run(result.store, result.run_id)  # now with the confirmation
     _render_verdicts(run, verdicts, result.store.frame(), fmt, None)
     dest = out_dir or chosen.output.dir / "nightly"

@@ -55,16 +55,32 @@ def time_call(call: Callable[[], object], warmup: int, repeats: int, span_s: flo
               on_repeat: Callable[[int, int], None] | None = None) -> Latency:
     """Warm up, then time `repeats` single calls on the same bound input, spread over `span_s`
     seconds of running (see paced); each sample is one call."""
+    return time_interleaved([call], warmup, repeats, span_s, on_repeat)[0]
+
+
+def time_interleaved(calls: list[Callable[[], object]], warmup: int, repeats: int, span_s: float = 0.0,
+                     on_repeat: Callable[[int, int], None] | None = None) -> list[Latency]:
+    """time_call for several calls at once, in turns: each sample times every call once, back to
+    back, the order rotating from sample to sample, so whatever the host does in that window it
+    does to all of them alike. Their latencies compare within one run: an A/B of two builds."""
     for _ in range(warmup):
-        call()
-    samples = []
-    for i in paced(repeats, span_s, call):
-        start = time.perf_counter_ns()
-        call()
-        samples.append((time.perf_counter_ns() - start) / 1e6)
+        for call in calls:
+            call()
+
+    def keep_running():
+        for call in calls:
+            call()
+
+    samples: list[list[float]] = [[] for _ in calls]
+    for i in paced(repeats, span_s, keep_running):
+        for k in range(len(calls)):
+            j = (i + k) % len(calls)
+            start = time.perf_counter_ns()
+            calls[j]()
+            samples[j].append((time.perf_counter_ns() - start) / 1e6)
         if on_repeat is not None:
             on_repeat(i + 1, repeats)
-    return Latency.from_samples(samples)
+    return [Latency.from_samples(s) for s in samples]
 
 
 @dataclass

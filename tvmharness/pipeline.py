@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
+from .build import Artifact, load_artifact
 from .compress import BASELINE, NotApplicable, apply_variant, baseline_metrics, check_variant, parse_variant
 from .engines import EngineOptions, get_engine
 from .errors import HarnessError, one_line
-from .measure import accuracy, agreement, time_call
+from .measure import accuracy, agreement, time_call, time_interleaved
 from .models import LoadedModel, load_model
 from .provenance import snapshot
-from .recipe import Recipe
+from .recipe import Recipe, apply_overrides
 from .results import Store
 from .remote.rack import KitFailure, KitJob, KitResult, Rack
 from .targets import Target, check_toolchain, host_target, resolve
@@ -26,6 +28,7 @@ RUN_FAILED = "failed to run"
 COMPRESS_FAILED = "failed to compress"
 NOT_APPLICABLE = "not applicable"  # a technique or engine that does not fit the model; not a failure
 HOST_ENGINES = ("torch", "torch-compile", "onnxruntime")
+AB_ENGINES = ("tvm", "tvm-untuned")  # an earlier build loads beside tonight's: confirmed by an A/B
 
 
 class Progress(Protocol):
@@ -91,6 +94,98 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
         store.finish_run(run_id)
         result.seconds = time.perf_counter() - started
     return result
+
+
+def confirm_latency(recipe: Recipe, run_id: int, moved: list[tuple[dict, int | None]],
+                    progress: Progress | None = None) -> None:
+    """Measure again the series whose latency moved in run `run_id` (each: its series key and the
+    run it was compared with), in runs stored as confirmations of it (provenance `confirms_run`).
+
+    A TVM build measured on this host gets an A/B: it and the build of the run it was compared
+    with, both loaded here and timed in turns (time_interleaved), so a spell of host load, which
+    can last minutes, slows both alike and only a change of the build remains. Where that is not
+    possible (the earlier build is gone from the cache; PyTorch or ONNX Runtime, whose earlier
+    versions cannot load beside tonight's; a dev kit), the recipe's rows of that engine are
+    measured again instead."""
+    progress = progress or _Silent()
+    store = Store(recipe.output.store)
+    rows = store.frame().to_dict("records")
+
+    def row_of(run: int | None, series: dict) -> dict | None:
+        return next((r for r in rows if r["run_id"] == run and all(r[k] == v for k, v in series.items())), None)
+
+    pairs, again = [], set()
+    for series, previous_run in moved:
+        tonight, before = row_of(run_id, series), row_of(previous_run, series)
+        builds = _ab_builds(tonight, before, recipe)
+        if builds is None:
+            again.add(series["engine"])
+        else:
+            pairs.append((tonight, before, *builds))
+    if pairs:
+        confirmation = store.start_run(recipe.name, recipe.digest(), recipe.model_dump(mode="json"),
+                                       snapshot() | {"threads": recipe.measure.threads, "confirms_run": run_id})
+        try:
+            models: dict[str, LoadedModel] = {}
+            for tonight, before, build, earlier in pairs:
+                row = _measure_ab(tonight, before, build, earlier, recipe, models, progress)
+                if row is None:
+                    again.add(tonight["engine"])
+                else:
+                    store.add(confirmation, row)
+        finally:
+            store.finish_run(confirmation)
+    if again:
+        run_recipe(apply_overrides(recipe, engines=sorted(again)), progress, confirms=run_id)
+
+
+def _ab_builds(tonight: dict | None, before: dict | None, recipe: Recipe):
+    """(tonight's artifact, the earlier one) when both are TVM builds for this host still in the cache."""
+    if tonight is None or before is None or tonight["engine"] not in AB_ENGINES:
+        return None
+    if resolve(tonight["target"], recipe.measure.threads).preset.runs_on != "local":
+        return None
+    found = [load_artifact(Path(d)) if d else None
+             for d in ((tonight.get("details") or {}).get("artifact_dir"), (before.get("details") or {}).get("artifact_dir"))]
+    return None if None in found else tuple(found)
+
+
+def _measure_ab(tonight: dict, before: dict, build: Artifact, earlier: Artifact, recipe: Recipe,
+                models: dict[str, LoadedModel], progress: Progress) -> dict | None:
+    """Tonight's build and the earlier one timed in turns on the input the night was measured on:
+    tonight's row again, with this window's samples of both; None when the model is not in the
+    recipe any more or a build does not run (then the series is measured again instead)."""
+    if tonight["model"] not in models:
+        for spec in recipe.models:
+            loaded = load_model(spec, recipe.cache_dir, recipe.measure.batch)
+            models[loaded.name] = loaded
+    if tonight["model"] not in models:
+        return None
+    label = f"{tonight['model']} / {tonight['variant']} / {tonight['target']} / {tonight['engine']}"
+    progress.step(f"A/B of {label}: this build and run {before['run_id']}'s, in turns")
+    m = recipe.measure
+    try:
+        x = models[tonight["model"]].inputs(m.agreement_samples)[0]
+        engine, target = get_engine(tonight["engine"]), resolve(tonight["target"], m.threads)
+        calls = [engine.open(a, target, m.threads).bind(x) for a in (build, earlier)]
+        latency, reference = time_interleaved(calls, m.warmup, m.repeats, m.span_s, progress.repeat)
+    except Exception as err:
+        progress.step(f"A/B of {label} failed ({type(err).__name__}: {one_line(err)}); measuring it again instead")
+        return None
+    row = {k: _plain(tonight[k]) for k in ("model", "variant", "target", "engine", "engine_version", "is_baseline",
+                                           "threads", "batch", "artifact_bytes", "tuned", "target_spec")}
+    row.update(status=OK, median_ms=latency.median_ms, p90_ms=latency.p90_ms, iqr_ms=latency.iqr_ms,
+               samples_ms=latency.samples_ms)
+    row["details"] = {k: tonight["details"].get(k) for k in ("build_key", "artifact_dir", "tuning_records")} | {
+        "ab_reference": {"run_id": int(before["run_id"]), "build_key": before["details"].get("build_key"),
+                         "artifact_dir": str(earlier.dir), "samples_ms": reference.samples_ms}}
+    return row
+
+
+def _plain(value):
+    """A value read back through pandas as the store takes it: numpy scalars as Python's, NaN as None."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and value != value else value
 
 
 def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: Recipe, options: EngineOptions,

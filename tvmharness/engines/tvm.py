@@ -44,14 +44,22 @@ class TVMEngine(Engine):
         return build_tvm(model, target, options.frontend, options.cache_dir, records_root)
 
     def prepare(self, model: LoadedModel, target: Target, options: EngineOptions) -> Session:
+        self._ready(target, options.threads)  # before the build: a missing GPU is the cause to report
+        return self.open(self.build(model, target, options), target, options.threads)
+
+    def _ready(self, target: Target, threads: int) -> int:
         if target.preset.runs_on != "local":
             raise HarnessError(f"target {target.name} runs on a dev kit", "measure it through a tracker: --tracker HOST:PORT")
-        threads = pin_threads(options.threads)
+        running = pin_threads(threads)
         if target.on_gpu:
             from ..gpu import require_cuda
 
             require_cuda(f"target {target.name}")
-        artifact = self.build(model, target, options)
+        return running
+
+    def open(self, artifact, target: Target, threads: int) -> Session:
+        """A session on a built artifact: this build, or an earlier one still in the cache."""
+        running = self._ready(target, threads)
         import tvm
         from tvm import relax
 
@@ -80,10 +88,10 @@ class TVMEngine(Engine):
             return profile_operators(vm, "main", PROFILE_RUNS, sync=sync)
 
         notes, details = describe_artifact(artifact)
-        if threads != options.threads:
-            notes.append(f"TVM runs {threads} threads (TVM_NUM_THREADS was set after its pool started)")
+        if running != threads:
+            notes.append(f"TVM runs {running} threads (TVM_NUM_THREADS was set after its pool started)")
         return Session(engine=self.name, run=run, bind=bind, artifact=artifact.library,
-                       artifact_bytes=artifact.size_bytes, cache_hit=artifact.cache_hit, threads=threads,
+                       artifact_bytes=artifact.size_bytes, cache_hit=artifact.cache_hit, threads=running,
                        tuned=artifact.tuned, notes=notes, profile=profile, details=details)
 
 

@@ -14,8 +14,11 @@ Latency is noisy, so a verdict needs two things at once:
   span_s`) tracks the build, while the median tracks how long the host was busy that night.
   A series with fewer than `min_history` earlier runs has not shown its spread yet: its changes
   must also exceed the wide `unknown_noise_band`. A night spent wholly in the slow mode still
-  looks like a ~15% step, so `tvmharness nightly` measures again before it calls latency slower
-  or faster, and keeps the verdict only when the second run agrees (`confirm`).
+  looks like a ~15% step, and a slow spell of the host can last minutes, so `tvmharness nightly`
+  measures again before it calls latency slower or faster, and keeps the verdict only when the
+  second measurement agrees (`confirm`). For a TVM build that second measurement is an A/B: the
+  build and the one it was compared with, timed in turns in one process (`ab_latency_verdict`),
+  so the host's load falls on both alike and only a change of the build remains.
 Size and accuracy are deterministic: any change past the recipe's thresholds counts. Every verdict
 carries its evidence, what changed in provenance since the previous run of the series, and for
 latency the operators that moved most (from the stored per-operator profiles).
@@ -135,14 +138,35 @@ def latency_verdict(samples: list[float], history: list[list[float]], rules: Reg
     return SAME, evidence
 
 
+def ab_latency_verdict(samples: list[float], reference: list[float], rules: Regression, reference_run: int) -> tuple[str, dict]:
+    """A build against the build of run `reference_run`, their samples taken in turns in one
+    window (measure.time_interleaved): the 10th percentiles compared, the pairs by a Wilcoxon
+    signed-rank test. No night-to-night noise enters such a comparison, so its band is min_effect."""
+    from scipy.stats import wilcoxon
+
+    current, before = np.asarray(samples, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    latency_ms, reference_ms = fast_latency(samples), fast_latency(reference)
+    ratio = latency_ms / reference_ms
+    paired = np.log(current) - np.log(before)
+    p_value = float(wilcoxon(paired).pvalue) if np.any(paired) else 1.0
+    evidence = {"statistic": f"p{LOW_QUANTILE}", "latency_ms": latency_ms, "reference_ms": reference_ms,
+                "median_ms": float(np.median(current)), "latency_ratio": ratio, "latency_change": ratio - 1,
+                "noise_band": rules.min_effect, "p_value": p_value, "alpha": rules.alpha, "samples": len(current),
+                "reference_samples": len(before), "ab_reference_run": reference_run}
+    if p_value < rules.alpha and ratio > 1 + rules.min_effect:
+        return SLOWER, evidence
+    if p_value < rules.alpha and ratio * (1 + rules.min_effect) < 1:
+        return FASTER, evidence
+    return SAME, evidence
+
+
 def confirmation(evidence: dict) -> str:
     """What the second measurement of a latency change said, if one was taken."""
     if "confirmed" not in evidence:
         return ""
-    if evidence["confirmed"]:
-        return "; confirmed by a second run"
     change = evidence.get("confirmation_change")
-    return "; not confirmed by a second run" + (f" ({change:+.1%})" if change is not None else "")
+    return (f"; {'confirmed' if evidence['confirmed'] else 'not confirmed'} by {evidence['confirmation']}"
+            + (f" ({change:+.1%})" if change is not None else ""))
 
 
 def needs_confirmation(verdict: Verdict) -> bool:
@@ -150,13 +174,18 @@ def needs_confirmation(verdict: Verdict) -> bool:
 
 
 def confirm(first: Verdict, second: Verdict | None) -> Verdict:
-    """A latency change stands only when a second measurement of the series (judged against the
-    same history) moves the same way; otherwise that aspect is "same" and the evidence says why."""
+    """A latency change stands only when a second measurement of the series moves the same way
+    (judged against the same history, or an A/B against the build it was compared with);
+    otherwise that aspect is "same" and the evidence says why."""
     if not needs_confirmation(first):
         return first
     agreed = second is not None and second.aspects.get("latency") == first.aspects["latency"]
+    ab_run = second.evidence.get("ab_reference_run") if second else None
     evidence = first.evidence | {"confirmed": agreed, "confirmation_run_id": second.run_id if second else None,
-                                 "confirmation_change": second.evidence.get("latency_change") if second else None}
+                                 "confirmation": (f"an A/B in turns with run {ab_run}'s build" if ab_run is not None
+                                                  else "a second run"),
+                                 "confirmation_change": second.evidence.get("latency_change") if second else None,
+                                 "confirmation_p_value": second.evidence.get("p_value") if second else None}
     aspects = first.aspects if agreed else first.aspects | {"latency": SAME}
     return replace(first, aspects=aspects, evidence=evidence, verdict=min(aspects.values(), key=ORDER.index))
 
@@ -252,15 +281,23 @@ def judge_run(store, run_id: int | None = None, since=None) -> tuple[dict, list[
         raise HarnessError(f"run {run_id} is not in the store", f"pick one of runs {runs[0]['id']}..{runs[-1]['id']}")
     frame, rules = store.frame(since=since), rules_of(run)
     verdicts = judge(frame, run["id"], rules)
-    again = next((r for r in runs if _confirms(r) == run["id"]), None)
-    if again is not None:
-        second = {tuple(v.series.values()): v for v in judge(frame, again["id"], rules)}
+    second: dict[tuple, Verdict] = {}
+    for again in (r for r in runs if _confirms(r) == run["id"]):
+        for v in judge(frame, again["id"], rules):
+            key = tuple(v.series.values())
+            if key not in second or "ab_reference_run" in v.evidence:  # an A/B outranks a second run
+                second[key] = v
+    if second:
         verdicts = [confirm(v, second.get(tuple(v.series.values()))) for v in verdicts]
     return run, verdicts
 
 
 def _confirms(run: dict) -> int | None:
     return (run.get("provenance") or {}).get("confirms_run")
+
+
+def _is_confirmation(row: dict) -> bool:
+    return _confirms({"provenance": row.get("run_provenance")}) is not None
 
 
 def judge(frame, run_id: int, rules: Regression | None = None) -> list[Verdict]:
@@ -270,7 +307,7 @@ def judge(frame, run_id: int, rules: Regression | None = None) -> list[Verdict]:
     rows = frame.to_dict("records")
     earlier: dict[tuple, list[dict]] = {}
     for r in rows:
-        if r["run_id"] < run_id:
+        if r["run_id"] < run_id and not _is_confirmation(r):  # one night, one point of history
             earlier.setdefault(tuple(r[k] for k in SERIES), []).append(r)
     return [judge_row(r, sorted(earlier.get(tuple(r[k] for k in SERIES), []), key=lambda x: x["id"]), rules)
             for r in rows if r["run_id"] == run_id]
@@ -296,7 +333,11 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
 
     aspects, evidence = {}, {}
     timed = [h["samples_ms"] for h in ok_history if h.get("samples_ms")]
-    if row.get("samples_ms") and timed:
+    ab = (row.get("details") or {}).get("ab_reference")
+    if row.get("samples_ms") and ab:  # a confirmation's A/B: judged within its own window
+        aspects["latency"], latency = ab_latency_verdict(row["samples_ms"], ab["samples_ms"], rules, ab["run_id"])
+        evidence.update(latency)
+    elif row.get("samples_ms") and timed:
         aspects["latency"], latency = latency_verdict(row["samples_ms"], timed, rules)
         evidence.update(latency)
         verdict.operators = operator_diff(previous.get("profile_ms"), row.get("profile_ms"))

@@ -72,7 +72,7 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
     lines += ["<details><summary>All verdicts</summary>", "", *table(verdicts), "", "</details>", "",
               f"<sub>{md_escape(versions)} · latency verdicts need a Mann-Whitney U p below alpha, a 10th percentile "
               f"beyond the noise band (the minimum effect, or 3 sigma of the series' recent runs), and a second "
-              f"measurement that agrees</sub>", ""]
+              f"measurement that agrees (for a TVM build, an A/B in turns with the build it was compared with)</sub>", ""]
     return "\n".join(lines)
 
 
