@@ -3,7 +3,7 @@ import pytest
 
 import time
 
-from tvmharness.measure import Latency, accuracy, agreement, paced, time_call
+from tvmharness.measure import Latency, accuracy, agreement, paced, time_call, time_interleaved
 
 
 def test_latency_statistics_come_from_the_samples():
@@ -33,6 +33,24 @@ def test_paced_time_call_keeps_one_call_per_sample():
     calls = []
     lat = time_call(lambda: calls.append(1), warmup=2, repeats=30, span_s=0.3)
     assert len(lat.samples_ms) == 30 and len(calls) > 2 + 30 + 100
+
+
+def test_interleaved_calls_are_timed_in_turns_each_sample_its_own():
+    order = []
+
+    def call(name: str, busy_s: float):
+        def run():
+            order.append(name)
+            end = time.perf_counter() + busy_s
+            while time.perf_counter() < end:
+                pass
+        return run
+
+    slow, quick = time_interleaved([call("a", 0.004), call("b", 0.0)], warmup=1, repeats=6)
+    assert len(slow.samples_ms) == len(quick.samples_ms) == 6
+    assert min(slow.samples_ms) >= 4.0 > max(quick.samples_ms)  # each call's time in its own samples
+    timed = order[2:]  # after one warm-up of each
+    assert [timed[i:i + 2] for i in range(0, 12, 2)] == [["a", "b"], ["b", "a"]] * 3  # the order turns
 
 
 def test_agreement_flags_outputs_beyond_tolerance():

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from tests.conftest import USER_MODELS
-from tvmharness.pipeline import BUILD_FAILED, OK, run_recipe
+from tvmharness.pipeline import BUILD_FAILED, OK, confirm_latency, run_recipe
 from tvmharness.recipe import recipe_from_dict
 
 
@@ -103,3 +103,30 @@ def test_paced_rows_span_the_asked_time(recipe_dict):
     row = next(r for r in run_recipe(recipe).rows if r["engine"] == "onnxruntime")
     assert row["status"] == OK and len(row["samples_ms"]) == 30
     assert row["details"]["measure_seconds"] >= 1.5 * 29 / 30  # the last sample is due 29/30 of the span in
+
+
+def test_a_moved_tvm_series_is_confirmed_by_an_a_b_and_the_others_are_measured_again(first_run):
+    """What `nightly` does when latency moved: the TVM build and the build of the run it was compared
+    with (here the same one, in the cache) timed in turns; ONNX Runtime's rows measured again."""
+    from tvmharness.report.regress import SAME, SERIES, judge
+
+    recipe, result = first_run
+    again = run_recipe(recipe)
+    frame = again.frame()
+    moved = [({k: r[k] for k in SERIES}, result.run_id) for r in frame.to_dict("records") if r["engine"] in ("tvm", "onnxruntime")]
+    confirm_latency(recipe, again.run_id, moved)
+    confirmations = [r for r in again.store.runs() if r["provenance"].get("confirms_run") == again.run_id]
+    assert len(confirmations) == 2
+    ab_run, second_run = (c["id"] for c in confirmations)
+    everything = again.store.frame()
+    (ab,) = everything[everything["run_id"] == ab_run].to_dict("records")
+    tonight = frame[frame["engine"] == "tvm"].iloc[0]
+    reference = ab["details"]["ab_reference"]
+    assert ab["engine"] == "tvm" and reference["run_id"] == result.run_id
+    assert len(ab["samples_ms"]) == len(reference["samples_ms"]) == 30
+    assert reference["artifact_dir"] == ab["details"]["artifact_dir"] == tonight["details"]["artifact_dir"]
+    (v,) = [v for v in judge(everything, ab_run) if v.series["engine"] == "tvm"]
+    assert v.evidence["ab_reference_run"] == result.run_id and v.aspects["latency"] == SAME, v.summary()
+    assert abs(v.evidence["latency_change"]) < 0.05  # the same build, in turns: no change
+    measured_again = set(everything.loc[everything["run_id"] == second_run, "engine"])
+    assert measured_again == {"torch", "onnxruntime"}  # the engine, with the baseline it is measured against

@@ -151,6 +151,56 @@ def test_the_store_s_confirmation_run_decides_the_night_s_verdict(store, again, 
     assert v.verdict == expected and v.evidence["confirmed"] is (expected == SLOWER)
 
 
+def _ab_pairs(rng, change: float) -> tuple[list[float], list[float]]:
+    """An A/B window on a shared host: each pair of samples in one load mode, the modes ~30% apart
+    and changing from pair to pair; the night's build `change` off the earlier one."""
+    host = np.where(rng.random(60) < 0.5, 1.3, 1.0)
+    earlier = host * np.exp(rng.normal(0.0, 0.01, 60))
+    tonight = host * (1 + change) * np.exp(rng.normal(0.0, 0.01, 60))
+    return tonight.round(6).tolist(), earlier.round(6).tolist()
+
+
+@pytest.mark.parametrize("change, expected", [(0.10, SLOWER), (0.01, SAME), (-0.15, FASTER)])
+def test_an_a_b_in_turns_is_judged_within_its_window(store, change, expected):
+    """A confirmation that timed tonight's build and the earlier one in turns: the host's modes fall
+    on both alike, so only the build's own change counts, against min_effect alone."""
+    rng = np.random.default_rng(31)
+    earlier = [night(store, 1.0, rng) for _ in range(6)][-1]
+    first = night(store, 1.0 + change, rng)
+    samples, reference = _ab_pairs(rng, change)
+    again = night(store, 1.0, rng, confirms=first, samples_ms=samples,
+                  details={"ab_reference": {"run_id": earlier, "samples_ms": reference}})
+    (v,) = judge(store.frame(), again)
+    assert v.aspects["latency"] == expected and v.evidence["ab_reference_run"] == earlier
+    assert v.evidence["latency_change"] == pytest.approx(change, abs=0.02)
+    assert v.evidence["noise_band"] == Regression().min_effect
+
+
+@pytest.mark.parametrize("change, expected", [(0.0, SAME), (0.3, SLOWER)])
+def test_an_a_b_confirmation_outranks_a_second_run(store, change, expected):
+    rng = np.random.default_rng(37)
+    earlier = [night(store, 1.0, rng) for _ in range(8)][-1]
+    first = night(store, 1.3, rng)
+    night(store, 1.3 - change, rng, confirms=first)  # a second run, in the same spell as the first
+    samples, reference = _ab_pairs(rng, change)
+    night(store, 1.0, rng, confirms=first, samples_ms=samples,
+          details={"ab_reference": {"run_id": earlier, "samples_ms": reference}})
+    run, (v,) = judge_run(store)
+    assert run["id"] == first and v.verdict == expected
+    assert v.evidence["confirmed"] is (expected == SLOWER)
+    said = "; confirmed" if expected == SLOWER else "; not confirmed"
+    assert f"{said} by an A/B in turns with run {earlier}'s build (" in v.summary()
+
+
+def test_a_confirmation_is_not_a_night_of_history(store):
+    rng = np.random.default_rng(41)
+    nights = [night(store, 1.0, rng) for _ in range(5)]
+    night(store, 1.0, rng, confirms=nights[-1])
+    last = night(store, 1.0, rng)
+    (v,) = judge(store.frame(), last)
+    assert v.evidence["history_runs"] == 5 and v.previous_run_id == nights[-1]
+
+
 def test_rules_come_from_the_run_s_stored_recipe_and_unknown_ones_are_ignored(store):
     from tvmharness.report.regress import rules_of
 

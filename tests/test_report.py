@@ -141,6 +141,42 @@ def test_two_real_nightly_runs_give_verdicts_and_the_exit_code_follows_them(nigh
     assert (out / "report.html").stat().st_size > 1_000_000
 
 
+def test_tuning_then_losing_the_records_is_confirmed_by_a_b_against_the_earlier_build(tmp_path):
+    """The done-when of the nightly, for real: tuning makes the TVM row faster and losing the records
+    makes it slower; each change is confirmed by an A/B of the night's build and the earlier one
+    (both in the cache), and the second exits 1 naming the tuning records."""
+    recipe = (ROOT / "recipes" / "nightly.toml").read_text()
+    recipe = recipe.replace("repeats = 60", "repeats = 30").replace("span_s = 8", "span_s = 1").replace(
+        'engines = ["tvm", "torch", "onnxruntime"]', 'engines = ["tvm"]').replace(
+        "min_history = 5", "min_history = 3").replace("unknown_noise_band = 0.20", "unknown_noise_band = 0.10")
+    assert "min_history = 3" in recipe and "unknown_noise_band = 0.10" in recipe
+    (tmp_path / "nightly.toml").write_text(recipe)
+
+    def tvm_verdict(proc) -> dict:
+        return next(v for v in json.loads(proc.stdout)["verdicts"] if v["series"]["engine"] == "tvm")
+
+    assert run_cli("nightly", "nightly.toml", "--format", "json", cwd=tmp_path).returncode == 0
+    tuned = run_cli("tune", "nightly.toml", "--trials", "16", "--no-measure", cwd=tmp_path)
+    assert tuned.returncode == 0, tuned.stderr
+    faster = run_cli("nightly", "nightly.toml", "--format", "json", cwd=tmp_path)
+    v = tvm_verdict(faster)
+    assert faster.returncode == 0 and v["verdict"] == "faster", v["summary"]
+    runs = Store(str(tmp_path / "results" / "history.db")).runs()
+    assert f"; confirmed by an A/B in turns with run {runs[0]['id']}'s build" in v["summary"]
+    assert v["evidence"]["confirmation_change"] < -0.05
+    for _ in range(2):  # the tuned build again: whatever the first look says, the A/B finds no change
+        again = run_cli("nightly", "nightly.toml", "--format", "json", cwd=tmp_path)
+        assert again.returncode == 0 and tvm_verdict(again)["verdict"] == "same", tvm_verdict(again)["summary"]
+    shutil.rmtree(tmp_path / "results" / "tuning")
+    slower = run_cli("nightly", "nightly.toml", "--format", "json", cwd=tmp_path)
+    v = tvm_verdict(slower)
+    assert slower.returncode == 1 and v["verdict"] == "slower", v["summary"]
+    previous = [r for r in Store(str(tmp_path / "results" / "history.db")).runs()
+                if "confirms_run" not in r["provenance"]][-2]
+    assert f"; confirmed by an A/B in turns with run {previous['id']}'s build" in v["summary"]
+    assert any(c["what"] == "tuning records" and c["after"] == "none" for c in v["changed"])
+
+
 def test_nightly_exits_1_on_a_regression_and_names_the_tuning_records(nightly_dir):
     """A real run judged against a history whose builds were twice as fast with other tuning records."""
     measured = Store(str(nightly_dir / "results" / "history.db")).frame()

@@ -18,7 +18,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from . import present
-from .regress import REGRESSIONS, accuracy_metric, judge_run
+from .regress import REGRESSIONS, accuracy_metric, is_confirmation, judge_run
 
 SPARK = {"displayModeBar": False, "staticPlot": True, "responsive": True}
 CHART = {"displayModeBar": False, "responsive": True}
@@ -131,7 +131,8 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
     current = [r for r in rows if r["run_id"] == run["id"]]
     by_series = {}
     for r in rows:
-        by_series.setdefault((r["hostname"], r["target"], r["model"], r["variant"], r["engine"]), []).append(r)
+        if not is_confirmation(r):  # one night, one point
+            by_series.setdefault((r["hostname"], r["target"], r["model"], r["variant"], r["engine"]), []).append(r)
     verdict_of = {tuple(v.series.values()): v for v in verdicts}
 
     targets = []

@@ -296,7 +296,7 @@ def _confirms(run: dict) -> int | None:
     return (run.get("provenance") or {}).get("confirms_run")
 
 
-def _is_confirmation(row: dict) -> bool:
+def is_confirmation(row: dict) -> bool:
     return _confirms({"provenance": row.get("run_provenance")}) is not None
 
 
@@ -307,7 +307,7 @@ def judge(frame, run_id: int, rules: Regression | None = None) -> list[Verdict]:
     rows = frame.to_dict("records")
     earlier: dict[tuple, list[dict]] = {}
     for r in rows:
-        if r["run_id"] < run_id and not _is_confirmation(r):  # one night, one point of history
+        if r["run_id"] < run_id and not is_confirmation(r):  # one night, one point of history
             earlier.setdefault(tuple(r[k] for k in SERIES), []).append(r)
     return [judge_row(r, sorted(earlier.get(tuple(r[k] for k in SERIES), []), key=lambda x: x["id"]), rules)
             for r in rows if r["run_id"] == run_id]
