@@ -192,6 +192,20 @@ def test_an_a_b_confirmation_outranks_a_second_run(store, change, expected):
     assert f"{said} by an A/B in turns with run {earlier}'s build (" in v.summary()
 
 
+def test_a_return_to_an_old_level_is_flagged_though_the_window_holds_both(store):
+    """Records lost after a tuning: the window holds untuned and tuned nights, the reference is the
+    tuned level, and the night's samples are told from the tuned runs' (not from a pool of both)."""
+    rng = np.random.default_rng(43)
+    for level in (1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1):
+        night(store, level, rng)
+    (v,) = judge_run(store)[1]
+    assert v.verdict == SAME
+    night(store, 0.97, rng)  # a little faster than the untuned nights were
+    (v,) = judge_run(store)[1]
+    assert v.verdict == SLOWER and v.evidence["reference_samples"] == 3 * 30, v.summary()
+    assert v.evidence["night_sigma"] is not None and v.evidence["noise_band"] < 0.2  # one step, not noise
+
+
 def test_a_confirmation_is_not_a_night_of_history(store):
     rng = np.random.default_rng(41)
     nights = [night(store, 1.0, rng) for _ in range(5)]

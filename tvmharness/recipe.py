@@ -75,7 +75,7 @@ class Regression(_Strict):
 
     min_effect: float = Field(0.05, ge=0, description="the least latency change called slower or faster (0.05 = 5%)")
     alpha: float = Field(0.002, gt=0, lt=1, description="Mann-Whitney U p-value both runs' samples must reach")
-    window: int = Field(10, ge=1, description="earlier runs whose samples form the reference")
+    window: int = Field(10, ge=1, description="earlier runs the night-to-night sigma is taken over")
     min_history: int = Field(5, ge=2, description="earlier runs a series needs before its own noise is trusted")
     unknown_noise_band: float = Field(0.20, ge=0, description="the change a series with fewer runs must also exceed")
     max_size_growth: float = Field(0.01, ge=0, description="artifact growth flagged as larger (0.01 = 1%)")

@@ -2,13 +2,13 @@
 x variant x engine), read only from the store.
 
 Latency is noisy, so a verdict needs two things at once:
-  1. the run's raw samples and the reference's (the samples of the series' last `window` runs)
+  1. the run's raw samples and the reference's (the samples of the series' last three runs)
      differ by a two-sided Mann-Whitney U test at p < alpha; and
   2. the run's fast-mode latency (the 10th percentile of its samples) is off the reference level
      (the median of the last three runs' 10th percentiles: one odd night does not move it, and
      after a step the step's own runs soon form it, so an old step is not flagged again) by more
-     than the noise band: `min_effect`, or three times the series' night-to-night sigma over the
-     window where that is larger.
+     than the noise band: `min_effect`, or three times the series' night-to-night sigma over its
+     last `window` runs where that is larger.
   Why the 10th percentile: a shared host runs a model in load modes ~15% apart that last seconds;
   interference only adds time, so the low quantile of samples spread over seconds (`[measure]
   span_s`) tracks the build, while the median tracks how long the host was busy that night.
@@ -96,7 +96,7 @@ class Verdict:
 def night_sigma(medians: list[float]) -> float | None:
     """Night-to-night relative noise of a series (evidence for the reader): the robust sigma (MAD) of
     successive differences of its log medians, over sqrt 2; a step in the history moves one difference."""
-    if len(medians) < 3:
+    if len(medians) < 4:  # from two differences a step cannot be told from noise
         return None
     diffs = np.diff(np.log(np.asarray(medians, dtype=np.float64)))
     return float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / math.sqrt(2))
@@ -116,7 +116,9 @@ def latency_verdict(samples: list[float], history: list[list[float]], rules: Reg
 
     window = history[-rules.window:]
     levels = [fast_latency(h) for h in window]
-    reference = np.concatenate([np.asarray(h, dtype=np.float64) for h in window])
+    # The samples of the runs the reference level is taken from: a window reaching back past an
+    # earlier step would mix two builds' samples, and the test would not separate a return to the old one.
+    reference = np.concatenate([np.asarray(h, dtype=np.float64) for h in window[-RECENT_RUNS:]])
     current = np.asarray(samples, dtype=np.float64)
     reference_ms, latency_ms = float(np.median(levels[-RECENT_RUNS:])), fast_latency(samples)
     ratio = latency_ms / reference_ms
