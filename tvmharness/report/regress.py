@@ -299,7 +299,8 @@ def _confirms(run: dict) -> int | None:
 
 
 def is_confirmation(row: dict) -> bool:
-    return _confirms({"provenance": row.get("run_provenance")}) is not None
+    """A row of a run that confirms another (a Store.frame() row carries its run's provenance)."""
+    return (row.get("run_provenance") or {}).get("confirms_run") is not None
 
 
 def judge(frame, run_id: int, rules: Regression | None = None) -> list[Verdict]:
