@@ -43,9 +43,7 @@ def night_main(args) -> None:
     import tvm
     from tvm import relax
 
-    from tvmharness.measure import time_call
-
-    from tvmharness.measure import time_interleaved
+    from tvmharness.measure import time_call, time_interleaved
 
     dev = tvm.cpu()
 
