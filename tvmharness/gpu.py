@@ -64,11 +64,11 @@ def require_cuda(what: str) -> CudaStatus:
 
 def detected_cuda_target() -> dict:
     """The TVM target dict of GPU 0: its architecture and the limits MetaSchedule schedules by."""
-    require_cuda("the cuda target")
+    status = require_cuda("the cuda target")
     import tvm
 
     dev = tvm.cuda(0)
-    return {"kind": "cuda", "arch": "sm_" + dev.compute_version.replace(".", ""),
+    return {"kind": "cuda", "arch": status.arch,
             "max_threads_per_block": dev.max_threads_per_block,
             "max_shared_memory_per_block": dev.max_shared_memory_per_block,
             "thread_warp_size": dev.warp_size, "registers_per_block": 65536}

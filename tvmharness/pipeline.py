@@ -117,7 +117,7 @@ def confirm_latency(recipe: Recipe, run_id: int, moved: list[tuple[dict, int | N
     pairs, again = [], set()
     for series, previous_run in moved:
         tonight, before = row_of(run_id, series), row_of(previous_run, series)
-        builds = _ab_builds(tonight, before, recipe)
+        builds = _ab_builds(tonight, before)
         if builds is None:
             again.add(series["engine"])
         else:
@@ -139,11 +139,11 @@ def confirm_latency(recipe: Recipe, run_id: int, moved: list[tuple[dict, int | N
         run_recipe(apply_overrides(recipe, engines=sorted(again)), progress, confirms=run_id)
 
 
-def _ab_builds(tonight: dict | None, before: dict | None, recipe: Recipe):
+def _ab_builds(tonight: dict | None, before: dict | None):
     """(tonight's artifact, the earlier one) when both are TVM builds for this host still in the cache."""
     if tonight is None or before is None or tonight["engine"] not in AB_ENGINES:
         return None
-    if resolve(tonight["target"], recipe.measure.threads).preset.runs_on != "local":
+    if (tonight.get("target_spec") or {}).get("runs_on") != "local":  # as the row's target was resolved
         return None
     found = [load_artifact(Path(d)) if d else None
              for d in ((tonight.get("details") or {}).get("artifact_dir"), (before.get("details") or {}).get("artifact_dir"))]
