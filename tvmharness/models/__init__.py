@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -83,10 +84,35 @@ class ZooEntry:
     factory: Callable[[Path], tuple[object, bool | None]]  # -> (module, trained weights came from the cache)
 
 
+_TORCHVISION_OPS: list = []  # the op library must live as long as the process, or its schemas go
+
+
+def _import_torchvision():
+    """Import torchvision beside a torch it was not built for (its wheel is a CUDA build; the CPU
+    torch lacks the CUDA libraries its C++ ops link to). Its import then fails declaring a fake nms
+    for an operator that never loaded. The zoo uses only its model definitions, so declare the
+    detection ops it registers, without kernels; where its ops load, nothing is declared."""
+    import torch
+
+    if not _TORCHVISION_OPS and "torchvision" not in sys.modules:
+        ops = Path(importlib.util.find_spec("torchvision").origin).parent
+        try:
+            torch.ops.load_library(next(ops.glob("_C.*so")))
+        except (OSError, StopIteration):
+            library = torch.library.Library("torchvision", "DEF")
+            for op in ("nms", "qnms"):
+                library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+            _TORCHVISION_OPS.append(library)
+    import torchvision
+
+    return torchvision
+
+
 def _torchvision(arch: str) -> Callable[[Path], tuple[object, bool | None]]:
     def build(_cache_dir: Path):
         import torch
-        import torchvision
+
+        torchvision = _import_torchvision()
 
         torch.manual_seed(0)
         model = getattr(torchvision.models, arch)(weights=None)
