@@ -34,6 +34,14 @@ def test_unknown_target_prints_one_line_naming_it_and_the_known_ones(cli_dir):
     assert not (cli_dir / "results" / "history.db").exists()  # nothing ran
 
 
+def test_a_preset_whose_device_does_not_fit_its_tvm_kind_is_refused_by_name(cli_dir):
+    preset = write(cli_dir / "gpu-on-cpu.toml", 'name = "gpu-on-cpu"\narch = "x86_64"\n[tvm]\nkind = "cuda"\narch = "sm_86"\n')
+    proc = run_cli("compile", "digits_cnn", "--target", str(preset), cwd=cli_dir)
+    assert_usage_error(proc, "gpu-on-cpu.toml is invalid")
+    message = " ".join(proc.stderr.split())
+    assert 'device = "cpu" does not fit [tvm] kind = "cuda"' in message  # the section's brackets survive the terminal
+
+
 def test_unknown_model(cli_dir):
     assert_usage_error(run_cli("bench", "resnet9000", cwd=cli_dir), "unknown model 'resnet9000'", "digits_cnn")
 

@@ -4,25 +4,30 @@ machine with one, the quickstart and a tiny tune on it. GPU tests skip with the 
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.conftest import ROOT, run_cli
 from tvmharness.engines import get_engine
+from tvmharness.build import _cuda_source
 from tvmharness.engines.base import EngineOptions
 from tvmharness.errors import HarnessError
+from tvmharness.frontend import to_relax
 from tvmharness.gpu import cuda_status
 from tvmharness.models import load_model
 from tvmharness.pipeline import run_recipe
 from tvmharness.recipe import recipe_from_dict
 from tvmharness.results import Store
 from tvmharness.targets import resolve
+from tvmharness.tune import TuneOptions, candidate_builder, extract_tasks, lower_for_tuning, tune_contexts
 
 GPU = cuda_status()
 needs_gpu = pytest.mark.skipif(not GPU.usable, reason=f"no usable GPU: {GPU.reason}")
 needs_no_gpu = pytest.mark.skipif(GPU.usable, reason=f"a GPU is here ({GPU.reason}): the no-GPU messages cannot show")
 ELF_MACHINE_AARCH64 = 183
+ELF_MACHINE_X86_64 = 62
 
 
 @needs_no_gpu
@@ -89,6 +94,52 @@ def test_jetson_orin_artifact_is_built_here_without_a_gpu(tmp_path):
     assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == ELF_MACHINE_AARCH64
     kernels = (out / manifest["cuda_source"]).read_text()
     assert kernels.count("__global__") >= 4  # two convolutions and two dense layers, fused with their activations
+
+
+@pytest.fixture(scope="module", params=["arch-only", "jetson-orin"])
+def gpu_candidates(request, workdir, tmp_path_factory):
+    """The half of a CUDA tune that needs no GPU: the tune's own search spaces and builder. One
+    candidate per task, built here for a preset that names only an arch, and for the Jetson's aarch64 host."""
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+
+    name = "jetson-orin"
+    if request.param == "arch-only":
+        name = str(tmp_path_factory.mktemp("targets") / "cuda-sm86.toml")
+        Path(name).write_text('name = "cuda-sm86"\narch = "x86_64"\ndevice = "cuda"\n[tvm]\nkind = "cuda"\narch = "sm_86"\n'
+                              '[host]\nkind = "llvm"\n')
+    target = resolve(name, 1)
+    model = load_model("digits_cnn", workdir / "cache")
+    _, mod_zero = lower_for_tuning(to_relax(model, "torch", workdir / "cache"), target)
+    tasks = extract_tasks(mod_zero, target)
+    options = TuneOptions(trials=8)
+    contexts, _ = tune_contexts(tasks, target, options, tmp_path_factory.mktemp("ms"), 1)
+    inputs = [BuilderInput(ctx.generate_design_space()[0].mod, target.tvm_target()) for ctx in contexts]
+    return target, tasks, inputs, candidate_builder(target, options, 2).build(inputs)
+
+
+def test_gpu_tuning_candidates_are_generated_and_built_without_a_gpu(gpu_candidates):
+    target, tasks, _, built = gpu_candidates
+    assert target.tvm_dict["max_threads_per_block"] == 1024  # filled in where the preset names only an arch
+    assert [b.error_msg for b in built] == [None] * len(tasks)
+    machine = ELF_MACHINE_AARCH64 if target.preset.cross_compiler else ELF_MACHINE_X86_64
+    for task, b in zip(tasks, built):
+        library = Path(b.artifact_path).read_bytes()
+        assert library[:4] == b"\x7fELF" and int.from_bytes(library[18:20], "little") == machine
+        if "conv2d" in task.task_name:
+            assert b"__global__" in library and b"threadIdx" in library  # a kernel bound to GPU threads
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (the CUDA toolkit) is not installed here")
+def test_gpu_tuning_candidates_compile_with_nvcc(gpu_candidates, tmp_path):
+    from tvmharness._ms_build import fast_build
+
+    target, tasks, inputs, _ = gpu_candidates
+    conv = next(i for t, i in zip(tasks, inputs) if "conv2d" in t.task_name)
+    (tmp_path / "k.cu").write_text(_cuda_source(fast_build(conv.mod, conv.target, None)))
+    arch = target.tvm_dict["arch"]
+    proc = subprocess.run(["nvcc", f"-arch={arch}", "-cubin", "-w", "-o", str(tmp_path / "k.cubin"), str(tmp_path / "k.cu")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (the CUDA toolkit) is not installed here")

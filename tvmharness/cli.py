@@ -12,8 +12,10 @@ from typing import Annotated, Optional
 import functools
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .errors import FAILED, HarnessError
@@ -42,9 +44,9 @@ def _friendly(command):
         try:
             code = command(*args, **kwargs)
         except HarnessError as e:
-            err.print(f"[bold red]error:[/bold red] {e.cause}", highlight=False)
+            err.print(f"[bold red]error:[/bold red] {escape(e.cause)}", highlight=False)
             if e.fix:
-                err.print(f"  [bold]fix:[/bold] {e.fix}", highlight=False)
+                err.print(f"  [bold]fix:[/bold] {escape(e.fix)}", highlight=False)
             code = e.exit_code
         except KeyboardInterrupt:
             err.print("interrupted: rows measured so far are in the store")
@@ -52,7 +54,7 @@ def _friendly(command):
         except Exception as e:  # a bug, not a user error: say so briefly, the full trace on request
             if os.environ.get("TVMHARNESS_DEBUG"):
                 traceback.print_exc()
-            err.print(f"[bold red]internal error:[/bold red] {type(e).__name__}: {e}", highlight=False)
+            err.print(f"[bold red]internal error:[/bold red] {type(e).__name__}: {escape(str(e))}", highlight=False)
             err.print("  rerun with TVMHARNESS_DEBUG=1 for the traceback, and report it")
             code = FAILED
         if code:
@@ -367,7 +369,6 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
     from .report import summary
     from .report.html import write_html
     from .report.regress import judge_run, needs_confirmation, regressions
-    from rich.markup import escape
 
     fmt = _format(fmt)
     chosen = load_recipe(recipe, repeats=repeats, store=store)
@@ -414,7 +415,8 @@ def targets(json_out: JsonOpt = False) -> int:
         return 0
     table = Table("target", "host arch", "runs on", "TVM target on this host", "description", title="target presets")
     for r in rows:
-        table.add_row(r["name"], r["arch"], r["runs_on"] + (", GPU" if r["device"] == "cuda" else ""), json.dumps(r["tvm_target"]), r["description"] + (f" ({r['note']})" if r["note"] else ""))
+        table.add_row(r["name"], r["arch"], r["runs_on"] + (", GPU" if r["device"] == "cuda" else ""), Text(json.dumps(r["tvm_target"])),
+                      Text(r["description"] + (f" ({r['note']})" if r["note"] else "")))
     out.print(table)
     return 0
 
@@ -448,7 +450,7 @@ def doctor(json_out: JsonOpt = False) -> int:
         return 0
     table = Table("check", "", "detail", "fix", title="tvmharness doctor")
     for r in rows:
-        table.add_row(r["check"], "[green]ok[/green]" if r["ok"] else "[yellow]no[/yellow]", r["detail"], r["fix"])
+        table.add_row(r["check"], "[green]ok[/green]" if r["ok"] else "[yellow]no[/yellow]", Text(r["detail"]), Text(r["fix"]))
     out.print(table)
     return 0
 
@@ -461,7 +463,7 @@ HostOpt = Annotated[str, typer.Option(help="address to listen on; anything but l
 
 
 def _warn(text: str) -> None:
-    err.print(f"[bold yellow]warning:[/bold yellow] {text}", highlight=False)
+    err.print(f"[bold yellow]warning:[/bold yellow] {escape(text)}", highlight=False)
 
 
 @tracker_app.command("start")

@@ -23,3 +23,20 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     line = lines[0] if lines else text
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def validation_problems(err, top: str = "(top level)") -> str:
+    """A pydantic ValidationError as one line, each problem naming its key."""
+    problems = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or top
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{where}'")
+        elif e["type"] == "missing":
+            problems.append(f"missing key '{where}'")
+        elif e["type"] == "value_error" and not e["loc"]:  # a check across keys: its message names them
+            problems.append(msg)
+        else:
+            problems.append(f"'{where}': {msg} (got {e.get('input')!r})")
+    return "; ".join(problems)

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .cache import content_hash
-from .errors import HarnessError
+from .errors import HarnessError, validation_problems
 
 ENGINES = ("tvm", "torch", "onnxruntime")  # the default; "tvm-untuned" compares tuning, "torch-compile" TorchInductor
 
@@ -116,16 +116,7 @@ class Recipe(_Strict):
 
 
 def _format_validation(source: str, err: ValidationError) -> HarnessError:
-    problems = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{where}'")
-        elif e["type"] == "missing":
-            problems.append(f"missing key '{where}'")
-        else:
-            problems.append(f"'{where}': {e['msg']} (got {e.get('input')!r})")
-    return HarnessError(f"invalid recipe {source}: " + "; ".join(problems),
+    return HarnessError(f"invalid recipe {source}: {validation_problems(err)}",
                         "fix those keys; `tvmharness run --help` and recipes/quickstart.toml show the schema")
 
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from .errors import HarnessError
+from .errors import HarnessError, validation_problems
 from .provenance import cpu_info
 
 TARGETS_DIR = Path(__file__).resolve().parents[1] / "targets"
@@ -29,6 +29,14 @@ class TargetPreset(BaseModel):
     host: dict | None = None  # the TVM host target of a GPU target (its CPU-side code)
     cross_compiler: str | None = None
     rpc_keys: list[str] = []  # tracker keys this target's kits usually register under, preferred first
+
+    @model_validator(mode="after")
+    def _device_fits_tvm_kind(self):
+        kind = self.tvm.get("kind")
+        if (kind == "cuda") != (self.device == "cuda"):
+            raise ValueError(f'device = "{self.device}" does not fit [tvm] kind = "{kind}": a GPU target has '
+                             'device = "cuda" and kind = "cuda", a CPU target neither')
+        return self
 
 
 @dataclass
@@ -65,8 +73,11 @@ def _search_dirs() -> list[Path]:
 def _read_preset(path: Path) -> TargetPreset:
     try:
         return TargetPreset.model_validate(tomllib.loads(path.read_text()))
-    except (tomllib.TOMLDecodeError, ValidationError) as err:
-        raise HarnessError(f"target preset {path} is invalid: {err}", "fix the preset file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise HarnessError(f"target preset {path} is not valid TOML: {err}", "fix the TOML syntax at that line") from None
+    except ValidationError as err:
+        raise HarnessError(f"target preset {path} is invalid: {validation_problems(err)}",
+                           "fix the preset file; targets/*.toml show the schema") from None
 
 
 def presets() -> dict[str, TargetPreset]:
@@ -129,12 +140,19 @@ def resolve(name: str, threads: int) -> Target:
     return Target(preset=preset, tvm_dict=tvm_dict, features=features)
 
 
+# Limits every NVIDIA GPU since sm_30 shares. MetaSchedule schedules by them and stops without them
+# ("missing attribute max_threads_per_block"), so a preset that names only an arch gets these.
+CUDA_LIMITS = {"max_threads_per_block": 1024, "max_shared_memory_per_block": 49152, "thread_warp_size": 32}
+
+
 def _detect(tvm_dict: dict, threads: int) -> dict:
     """Fill a TVM target dict's "auto" values in from this machine (a GPU's from GPU 0)."""
     if tvm_dict.get("kind") == "cuda" and tvm_dict.get("arch") == "auto":
         from .gpu import detected_cuda_target
 
         tvm_dict = detected_cuda_target() | {k: v for k, v in tvm_dict.items() if k not in ("kind", "arch")}
+    elif tvm_dict.get("kind") == "cuda":
+        tvm_dict = tvm_dict | {k: v for k, v in CUDA_LIMITS.items() if k not in tvm_dict}
     if tvm_dict.get("mcpu") == "auto":
         import tvm
 

@@ -372,22 +372,11 @@ def _result(model, target, directory, states, trials_run, state, skipped, sessio
 def _run_meta_schedule(database, tasks, directory: Path, target: Target, options: TuneOptions, state: TuneState,
                        progress: TuneProgress, trials: int, threads: int) -> None:
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
 
-    from . import _ms_build
-
-    _reset_meta_schedule_logging()
-    _load_tensor_intrinsics(gpu=target.tvm_dict.get("kind") == "cuda")
     log_dir = directory / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")  # MetaSchedule logs in log_dir/logs
     per_iter = max(4, min(32, trials // max(1, len(tasks))))
-    contexts, weights = extracted_tasks_to_tune_contexts(
-        tasks, work_dir=str(log_dir), num_threads=threads, seed=0,
-        strategy=ms.search_strategy.EvolutionarySearch(population_size=options.population,
-                                                       init_min_unmeasured=min(50, options.population // 2)))
-    export = (functools.partial(_ms_build.export_shared_library, compiler=target.preset.cross_compiler)
-              if target.preset.cross_compiler else _ms_build.export_shared_library)
-    builder = ms.builder.LocalBuilder(max_workers=threads, timeout_sec=options.builder_timeout_s,
-                                      f_build=_ms_build.fast_build, f_export=export)
+    contexts, weights = tune_contexts(tasks, target, options, log_dir, threads)
+    builder = candidate_builder(target, options, threads)
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
     if options.tracker:
         host, _, port = options.tracker.rpartition(":")
@@ -403,6 +392,32 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
                       cost_model=ms.cost_model.XGBModel(num_warmup_samples=16, num_tuning_cores=threads),
                       measure_callbacks=[*ms.MeasureCallback.create("default"), callback],
                       task_scheduler=ms.task_scheduler.GradientBased(seed=0))
+
+
+def tune_contexts(tasks, target: Target, options: TuneOptions, log_dir: Path, threads: int):
+    """MetaSchedule's tune contexts (the search space and evolutionary search of each task) and the
+    tasks' weights."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
+
+    _reset_meta_schedule_logging()
+    _load_tensor_intrinsics(gpu=target.on_gpu)
+    return extracted_tasks_to_tune_contexts(
+        tasks, work_dir=str(log_dir), num_threads=threads, seed=0,
+        strategy=ms.search_strategy.EvolutionarySearch(population_size=options.population,
+                                                       init_min_unmeasured=min(50, options.population // 2)))
+
+
+def candidate_builder(target: Target, options: TuneOptions, threads: int):
+    """The builder of tuning candidates: shared libraries here, cross-compiled for a kit's CPU."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from . import _ms_build
+
+    export = (functools.partial(_ms_build.export_shared_library, compiler=target.preset.cross_compiler)
+              if target.preset.cross_compiler else _ms_build.export_shared_library)
+    return ms.builder.LocalBuilder(max_workers=threads, timeout_sec=options.builder_timeout_s,
+                                   f_build=_ms_build.fast_build, f_export=export)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..errors import HarnessError
+from ..errors import HarnessError, validation_problems
 from ..models import LoadedModel
 
 
@@ -112,12 +112,7 @@ def validate(cls: type[Technique], values: dict, source: str) -> Technique:
     try:
         return cls.model_validate(values)
     except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"]) or cls.__name__
-            msg = e["msg"].removeprefix("Value error, ")
-            problems.append(f"{where}: {msg} (got {e.get('input')!r})" if e["type"] != "missing" else f"{where} is required")
-        raise HarnessError(f"bad parameters in variant '{source}': " + "; ".join(problems),
+        raise HarnessError(f"bad parameters in variant '{source}': {validation_problems(err)}",
                            f"'{cls.model_fields['kind'].default}' takes {_fields_help(cls)}") from None
 
 

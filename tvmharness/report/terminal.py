@@ -64,11 +64,11 @@ def run_table(frame, run: dict) -> Table:
         else:
             speedup = _num(r["speedup_vs_baseline"], ".2f") + ("x" if present(r["speedup_vs_baseline"]) else "")
         spread = f"±{100 * r['iqr_ms'] / r['median_ms'] / 2:.1f}%" if present(r["iqr_ms"]) and r["median_ms"] else "—"
-        table.add_row(r["model"], r["variant"], r["target"], r["engine"], status,
+        table.add_row(*(Text(str(r[k])) for k in ("model", "variant", "target", "engine")), status,
                       _num(r["median_ms"], ".3f"), _num(r["p90_ms"], ".3f"), spread,
                       speedup,
                       _size(r["artifact_bytes"]), _num(r["max_abs_diff"], ".2e"),
-                      _num(r["top1_agreement"], ".0%"), _num(r["accuracy"], ".2%"), ", ".join(notes))
+                      _num(r["top1_agreement"], ".0%"), _num(r["accuracy"], ".2%"), Text(", ".join(notes)))
     return table
 
 
