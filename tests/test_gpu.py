@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, run_cli
+from tvmharness.build import build_tvm
 from tvmharness.engines import get_engine
-from tvmharness.build import _cuda_source
 from tvmharness.engines.base import EngineOptions
 from tvmharness.errors import HarnessError
 from tvmharness.frontend import to_relax
@@ -21,7 +21,8 @@ from tvmharness.pipeline import run_recipe
 from tvmharness.recipe import recipe_from_dict
 from tvmharness.results import Store
 from tvmharness.targets import resolve
-from tvmharness.tune import TuneOptions, candidate_builder, extract_tasks, lower_for_tuning, tune_contexts
+from tvmharness.tune import (TuneOptions, candidate_builder, extract_tasks, lower_for_tuning, open_database, records_dir,
+                             tune_contexts)
 
 GPU = cuda_status()
 needs_gpu = pytest.mark.skipif(not GPU.usable, reason=f"no usable GPU: {GPU.reason}")
@@ -97,9 +98,10 @@ def test_jetson_orin_artifact_is_built_here_without_a_gpu(tmp_path):
 
 
 @pytest.fixture(scope="module", params=["arch-only", "jetson-orin"])
-def gpu_candidates(request, workdir, tmp_path_factory):
-    """The half of a CUDA tune that needs no GPU: the tune's own search spaces and builder. One
-    candidate per task, built here for a preset that names only an arch, and for the Jetson's aarch64 host."""
+def gpu_search(request, workdir, tmp_path_factory):
+    """The half of a CUDA tune that needs no GPU, for a preset that names only an arch and for the
+    Jetson (aarch64 host code): the tune's own search contexts pick candidates for every task (what a
+    tune would measure next), and its builder builds them."""
     from tvm.s_tir.meta_schedule.builder import BuilderInput
 
     name = "jetson-orin"
@@ -111,14 +113,18 @@ def gpu_candidates(request, workdir, tmp_path_factory):
     model = load_model("digits_cnn", workdir / "cache")
     _, mod_zero = lower_for_tuning(to_relax(model, "torch", workdir / "cache"), target)
     tasks = extract_tasks(mod_zero, target)
-    options = TuneOptions(trials=8)
+    options = TuneOptions(trials=8, population=48)
     contexts, _ = tune_contexts(tasks, target, options, tmp_path_factory.mktemp("ms"), 1)
-    inputs = [BuilderInput(ctx.generate_design_space()[0].mod, target.tvm_target()) for ctx in contexts]
-    return target, tasks, inputs, candidate_builder(target, options, 2).build(inputs)
+    candidates = []
+    for context in contexts:
+        context.pre_tuning(max_trials=2, num_trials_per_iter=2)
+        candidates.append(context.generate_measure_candidates()[0])
+    built = candidate_builder(target, options, 2).build([BuilderInput(c.sch.mod, target.tvm_target()) for c in candidates])
+    return target, model, tasks, candidates, built
 
 
-def test_gpu_tuning_candidates_are_generated_and_built_without_a_gpu(gpu_candidates):
-    target, tasks, _, built = gpu_candidates
+def test_gpu_tuning_candidates_are_searched_and_built_without_a_gpu(gpu_search):
+    target, _, tasks, _, built = gpu_search
     assert target.tvm_dict["max_threads_per_block"] == 1024  # filled in where the preset names only an arch
     assert [b.error_msg for b in built] == [None] * len(tasks)
     machine = ELF_MACHINE_AARCH64 if target.preset.cross_compiler else ELF_MACHINE_X86_64
@@ -130,15 +136,24 @@ def test_gpu_tuning_candidates_are_generated_and_built_without_a_gpu(gpu_candida
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (the CUDA toolkit) is not installed here")
-def test_gpu_tuning_candidates_compile_with_nvcc(gpu_candidates, tmp_path):
-    from tvmharness._ms_build import fast_build
+def test_a_tuned_gpu_build_applies_the_records_and_its_kernels_compile_with_nvcc(gpu_search, workdir, tmp_path):
+    """Records as a tune writes them, from the searched candidates; their times are placeholders, as
+    nothing ran here. What is checked is the build: every task's record applied, kernels that compile."""
+    from tvm.s_tir import meta_schedule as ms
 
-    target, tasks, inputs, _ = gpu_candidates
-    conv = next(i for t, i in zip(tasks, inputs) if "conv2d" in t.task_name)
-    (tmp_path / "k.cu").write_text(_cuda_source(fast_build(conv.mod, conv.target, None)))
-    arch = target.tvm_dict["arch"]
-    proc = subprocess.run(["nvcc", f"-arch={arch}", "-cubin", "-w", "-o", str(tmp_path / "k.cubin"), str(tmp_path / "k.cu")],
-                          capture_output=True, text=True, timeout=300)
+    target, model, tasks, candidates, _ = gpu_search
+    database = open_database(records_dir(tmp_path / "tuning", target), target)
+    for task, candidate in zip(tasks, candidates):
+        workload = database.commit_workload(task.dispatched[0])
+        database.commit_tuning_record(ms.database.TuningRecord(candidate.sch.trace, workload, [1e-5], target.tvm_target(),
+                                                               candidate.args_info))
+    artifact = build_tvm(model, target, "torch", workdir / "cache", records_root=tmp_path / "tuning")
+    assert artifact.manifest["tuning_records"]["tasks_tuned"] == len(tasks)
+    untuned = build_tvm(model, target, "torch", workdir / "cache")
+    kernels = artifact.dir / artifact.manifest["cuda_source"]
+    assert kernels.read_text() != (untuned.dir / untuned.manifest["cuda_source"]).read_text()
+    proc = subprocess.run(["nvcc", f"-arch={target.tvm_dict['arch']}", "-cubin", "-w", "-o", str(tmp_path / "k.cubin"),
+                           str(kernels)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
