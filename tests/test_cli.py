@@ -64,6 +64,18 @@ def test_missing_recipe_and_model_files(cli_dir):
     assert_usage_error(run_cli("bench", "missing.onnx", cwd=cli_dir), "model file not found: missing.onnx")
 
 
+@pytest.mark.parametrize("command", [("bench", "digits_cnn", "--store", "/proc/none/h.db"),
+                                     ("compile", "digits_cnn", "--out", "/proc/none/artifact")])
+def test_a_path_that_cannot_be_written_is_named(cli_dir, command):
+    assert_usage_error(run_cli(*command, cwd=cli_dir), "cannot use /proc/none", "fix:")
+
+
+def test_a_store_url_whose_driver_is_missing_names_the_module(cli_dir):
+    proc = run_cli("report", "--store", "postgresql+pg8000://u@127.0.0.1:1/db", cwd=cli_dir)
+    assert_usage_error(proc)
+    assert "needs the Python module 'pg8000'" in " ".join(proc.stderr.split())
+
+
 def test_a_model_that_does_not_export_fails_its_rows_and_keeps_the_baseline(cli_dir):
     store = cli_dir / "noexport.db"
     proc = run_cli("bench", f"{USER_MODELS}:does_not_export", "--store", str(store), cwd=cli_dir)

@@ -44,23 +44,38 @@ def _friendly(command):
         try:
             code = command(*args, **kwargs)
         except HarnessError as e:
-            err.print(f"[bold red]error:[/bold red] {escape(e.cause)}", highlight=False)
-            if e.fix:
-                err.print(f"  [bold]fix:[/bold] {escape(e.fix)}", highlight=False)
-            code = e.exit_code
+            code = _user_error(e)
         except KeyboardInterrupt:
             err.print("interrupted: rows measured so far are in the store")
             code = 130
-        except Exception as e:  # a bug, not a user error: say so briefly, the full trace on request
-            if os.environ.get("TVMHARNESS_DEBUG"):
-                traceback.print_exc()
-            err.print(f"[bold red]internal error:[/bold red] {type(e).__name__}: {escape(str(e))}", highlight=False)
-            err.print("  rerun with TVMHARNESS_DEBUG=1 for the traceback, and report it")
-            code = FAILED
+        except OSError as e:
+            if e.filename is None:  # not about a path the user gave
+                code = _internal_error(e)
+            else:
+                code = _user_error(HarnessError(f"cannot use {e.filename}: {e.strerror or e}",
+                                                "check that the path exists and this user may write there, or give another"))
+        except Exception as e:
+            code = _internal_error(e)
         if code:
             raise typer.Exit(code)
 
     return wrapper
+
+
+def _user_error(e: HarnessError) -> int:
+    err.print(f"[bold red]error:[/bold red] {escape(e.cause)}", highlight=False)
+    if e.fix:
+        err.print(f"  [bold]fix:[/bold] {escape(e.fix)}", highlight=False)
+    return e.exit_code
+
+
+def _internal_error(e: Exception) -> int:
+    """A bug, not a user error: say so briefly, the full trace on request."""
+    if os.environ.get("TVMHARNESS_DEBUG"):
+        traceback.print_exc()
+    err.print(f"[bold red]internal error:[/bold red] {type(e).__name__}: {escape(str(e))}", highlight=False)
+    err.print("  rerun with TVMHARNESS_DEBUG=1 for the traceback, and report it")
+    return FAILED
 
 
 def _print_json(doc) -> None:

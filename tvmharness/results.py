@@ -139,6 +139,10 @@ class Store:
         except SQLAlchemyError as err:
             raise HarnessError(f"cannot open the results store {store}: {one_line(err)}",
                                "check the path or URL and that the database is reachable") from None
+        except ImportError as err:  # the URL names (or defaults to) a database driver that is not installed
+            raise HarnessError(f"the results store {store} needs the Python module '{err.name}', which is not installed",
+                               "install it, or for PostgreSQL `pip install tvmharness[postgres]` and a "
+                               "postgresql+psycopg2:// URL") from None
 
     def start_run(self, recipe_name: str, recipe_hash: str, recipe: dict, provenance: dict) -> int:
         with Session(self.engine) as s:
