@@ -25,11 +25,11 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def validation_problems(err, top: str = "(top level)") -> str:
+def validation_problems(err) -> str:
     """A pydantic ValidationError as one line, each problem naming its key."""
     problems = []
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or top
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             problems.append(f"unknown key '{where}'")
