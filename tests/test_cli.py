@@ -87,6 +87,15 @@ def test_a_model_that_does_not_export_fails_its_rows_and_keeps_the_baseline(cli_
     assert statuses == {"torch": "ok", "tvm": "failed to build", "onnxruntime": "failed to build"}
 
 
+def test_a_model_with_a_scalar_output_is_measured_on_every_engine(cli_dir):
+    store = cli_dir / "scalar.db"
+    proc = run_cli("bench", f"{USER_MODELS}:sum_output", "--store", str(store), cwd=cli_dir)
+    assert proc.returncode == 0, proc.stderr
+    frame = Store(str(store)).frame()
+    assert dict(zip(frame["engine"], frame["status"])) == {"torch": "ok", "tvm": "ok", "onnxruntime": "ok"}
+    assert (frame["max_abs_diff"] < 1e-4).all()
+
+
 def test_an_unsupported_operator_names_it(cli_dir):
     proc = run_cli("bench", f"{USER_MODELS}:unsupported_op", "--engine", "tvm", "--store", str(cli_dir / "op.db"), cwd=cli_dir)
     assert proc.returncode == 1

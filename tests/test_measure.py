@@ -63,6 +63,14 @@ def test_agreement_flags_outputs_beyond_tolerance():
     assert far.top1_agreement == 0.0
 
 
+def test_agreement_refuses_outputs_of_another_shape_and_takes_scalars():
+    ref = [np.array([[1.0, 5.0, 2.0]], dtype=np.float32)]
+    with pytest.raises(ValueError, match=r"shape \[3\] differs from the baseline's \[1, 3\]"):
+        agreement(ref, [ref[0][0]], tolerance=1e-3)  # would broadcast to a diff of 0
+    scalar = agreement([np.array(2.0)], [np.array(2.0 + 1e-6)], tolerance=1e-3)
+    assert scalar.within_tolerance and scalar.top1_agreement == 1.0
+
+
 def test_accuracy_counts_top1_hits():
     outputs = [np.array([[0.1, 0.9]]), np.array([[0.8, 0.2]]), np.array([[0.3, 0.7]])]
     assert accuracy(outputs, np.array([1, 0, 0])) == pytest.approx(2 / 3)

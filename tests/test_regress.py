@@ -6,8 +6,8 @@ import pytest
 
 from tests.history import night
 from tvmharness.recipe import Regression
-from tvmharness.report.regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, NEW, SAME, SLOWER, confirm, judge,
-                                       judge_run, needs_confirmation)
+from tvmharness.report.regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, NEW, NOT_APPLICABLE, SAME, SLOWER, confirm,
+                                       judge, judge_run, needs_confirmation)
 from tvmharness.results import Store
 
 
@@ -88,6 +88,20 @@ def test_size_accuracy_broken_and_new(store):
     fresh = night(store, 1.0, rng, model="brand_new")
     (n,) = judge(store.frame(), fresh)
     assert n.verdict == NEW and not n.regression
+
+
+def test_a_row_that_does_not_apply_is_no_regression_and_junit_skips_it(store):
+    from tvmharness.report.summary import junit, markdown
+
+    rng = np.random.default_rng(3)
+    night(store, 1.0, rng, engine="torch", variant="int8")
+    run_id = night(store, 1.0, rng, engine="torch", variant="int8", status=NOT_APPLICABLE, samples_ms=None,
+                   reason="this variant is an ONNX model")
+    (v,) = judge(store.frame(), run_id)
+    assert v.verdict == NOT_APPLICABLE and not v.regression and "ONNX model" in v.summary()
+    run = store.run(run_id)
+    assert 'failures="0"' in junit(run, [v]) and 'skipped="1"' in junit(run, [v])
+    assert "regressions found" not in markdown(run, [v])
 
 
 def test_a_short_history_only_flags_changes_beyond_the_unknown_noise_band(store):

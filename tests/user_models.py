@@ -83,3 +83,19 @@ class SlowConv(nn.Module):
 def slow_conv():
     torch.manual_seed(0)
     return SlowConv().eval(), torch.randn(1, 64, 128, 128)
+
+
+class SumOutput(nn.Module):
+    """One number out (a score, a loss): no batch, no classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.linear(x).sum()
+
+
+def sum_output():
+    torch.manual_seed(0)
+    return SumOutput().eval(), torch.randn(1, 16)

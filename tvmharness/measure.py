@@ -92,7 +92,11 @@ class Agreement:
 
 def agreement(reference: list[np.ndarray], outputs: list[np.ndarray], tolerance: float) -> Agreement:
     """Compare outputs with the baseline's on the same inputs: largest absolute difference, and the
-    share of inputs whose top-1 class matches. Within tolerance: max diff <= tolerance x max |reference|."""
+    share of inputs whose top-1 class matches. Within tolerance: max diff <= tolerance x max |reference|.
+    Outputs of another shape than the reference's raise ValueError (broadcasting would hide it)."""
+    for r, o in zip(reference, outputs):
+        if r.shape != o.shape:
+            raise ValueError(f"output shape {list(o.shape)} differs from the baseline's {list(r.shape)}")
     diffs = [float(np.max(np.abs(r.astype(np.float64) - o.astype(np.float64)))) for r, o in zip(reference, outputs)]
     scale = max(float(np.max(np.abs(r))) for r in reference) or 1.0
     top1 = [np.array_equal(_top1(r), _top1(o)) for r, o in zip(reference, outputs)]
@@ -101,6 +105,7 @@ def agreement(reference: list[np.ndarray], outputs: list[np.ndarray], tolerance:
 
 
 def _top1(batch: np.ndarray) -> np.ndarray:
+    batch = np.atleast_1d(batch)  # a scalar output (a loss, a sum) is one "class"
     return np.argmax(batch.reshape(batch.shape[0], -1), axis=1)
 
 

@@ -340,7 +340,11 @@ def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, 
     else:
         # A quantized variant's engines may differ by a few quantization steps: it sets a wider tolerance.
         tolerance = max(recipe.measure.tolerance, model.compression.get("tolerance") or 0.0)
-        agree = agreement(reference, outputs, tolerance)
+        try:
+            agree = agreement(reference, outputs, tolerance)
+        except ValueError as err:
+            row.update(status=DISAGREES, reason=f"outputs cannot be compared with the baseline's: {one_line(err)}")
+            return
         row.update(max_abs_diff=agree.max_abs_diff, top1_agreement=agree.top1_agreement)
         if not agree.within_tolerance:
             row.update(status=DISAGREES, reason=f"max abs diff {agree.max_abs_diff:.3g} exceeds the tolerance "

@@ -40,7 +40,8 @@ OK = "ok"
 # Verdicts, worst first: a row's verdict is the worst of its latency, size and accuracy aspects.
 BROKEN, LESS_ACCURATE, SLOWER, LARGER = "broken", "less accurate", "slower", "larger"
 FASTER, SMALLER, MORE_ACCURATE, SAME, NEW = "faster", "smaller", "more accurate", "same", "new"
-ORDER = (BROKEN, LESS_ACCURATE, SLOWER, LARGER, FASTER, SMALLER, MORE_ACCURATE, NEW, SAME)
+NOT_APPLICABLE = "not applicable"  # the row status: a technique or engine that does not fit the model, not a failure
+ORDER = (BROKEN, LESS_ACCURATE, SLOWER, LARGER, FASTER, SMALLER, MORE_ACCURATE, NEW, SAME, NOT_APPLICABLE)
 REGRESSIONS = {BROKEN, LESS_ACCURATE, SLOWER, LARGER}
 TOP_OPERATORS = 5
 
@@ -55,7 +56,7 @@ class Verdict:
     evidence: dict  # effect, noise band, p-value, history size, medians, size and accuracy changes
     changed: list[dict] = field(default_factory=list)  # provenance that differs from the previous run
     operators: list[dict] = field(default_factory=list)  # per-operator profile diff, largest moves first
-    reason: str = ""  # a broken row's reason
+    reason: str = ""  # why a row is broken or not applicable
     provenance: dict = field(default_factory=dict)  # this run's: git, versions, host, target, tuning records
 
     @property
@@ -70,8 +71,8 @@ class Verdict:
     def summary(self) -> str:
         """One line a person reads first: what, by how much, with what confidence, and why."""
         e = self.evidence
-        if self.verdict == BROKEN:
-            return f"broken: {self.reason}"
+        if self.verdict in (BROKEN, NOT_APPLICABLE):
+            return f"{self.verdict}: {self.reason}"
         if self.verdict == NEW:
             return "new series: nothing earlier to compare with"
         parts = []
@@ -326,6 +327,9 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
                       provenance=row_provenance(row))
     if previous is not None:
         verdict.changed = provenance_changes(row_provenance(previous), verdict.provenance)
+    if row["status"] == NOT_APPLICABLE:
+        verdict.verdict, verdict.reason, verdict.aspects = NOT_APPLICABLE, row.get("reason") or "", {"status": NOT_APPLICABLE}
+        return verdict
     if row["status"] != OK:
         verdict.verdict, verdict.reason = BROKEN, f"{row['status']}: {row.get('reason') or ''}".rstrip(": ")
         verdict.aspects = {"status": BROKEN}

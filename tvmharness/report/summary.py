@@ -7,10 +7,10 @@ import json
 import xml.etree.ElementTree as ET
 
 from . import present
-from .regress import Verdict, confirmation, counts
+from .regress import NOT_APPLICABLE, Verdict, confirmation, counts
 
 ICON = {"slower": "🔴", "broken": "💥", "less accurate": "🔴", "larger": "🟠", "faster": "🟢", "smaller": "🟢",
-        "more accurate": "🟢", "same": "⚪", "new": "🆕"}
+        "more accurate": "🟢", "same": "⚪", "new": "🆕", "not applicable": "➖"}
 
 
 def md_escape(value) -> str:
@@ -79,7 +79,8 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
 def junit(run: dict, verdicts: list[Verdict]) -> str:
     """One test case per series; a regression is a failure whose message is the verdict's summary."""
     suite = ET.Element("testsuite", name=f"tvmharness nightly: {run.get('recipe_name', '')}", tests=str(len(verdicts)),
-                       failures=str(sum(v.regression for v in verdicts)), errors="0", skipped="0",
+                       failures=str(sum(v.regression for v in verdicts)), errors="0",
+                       skipped=str(sum(v.verdict == NOT_APPLICABLE for v in verdicts)),
                        timestamp=str(run.get("started", "")), hostname=str(run.get("hostname", "")))
     props = ET.SubElement(suite, "properties")
     for name, value in (("run", run.get("id")), ("git_commit", run.get("git_commit")), ("recipe_hash", run.get("recipe_hash"))):
@@ -91,6 +92,8 @@ def junit(run: dict, verdicts: list[Verdict]) -> str:
         if v.regression:
             failure = ET.SubElement(case, "failure", message=v.summary(), type=v.verdict)
             failure.text = json.dumps(v.to_dict(), indent=2, default=str)
+        elif v.verdict == NOT_APPLICABLE:
+            ET.SubElement(case, "skipped", message=v.summary())
         else:
             ET.SubElement(case, "system-out").text = v.summary()
     return ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True)

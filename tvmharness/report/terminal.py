@@ -148,7 +148,8 @@ def render_run(frame, run: dict, console: Console) -> None:
 
 
 VERDICT_STYLE = {"slower": "bold red", "broken": "bold red", "less accurate": "bold red", "larger": "yellow",
-                 "faster": "green", "smaller": "green", "more accurate": "green", "same": "dim", "new": "cyan"}
+                 "faster": "green", "smaller": "green", "more accurate": "green", "same": "dim", "new": "cyan",
+                 "not applicable": "dim"}
 
 
 def verdict_table(verdicts) -> Table:
