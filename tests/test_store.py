@@ -36,6 +36,20 @@ def test_store_round_trips_rows_with_samples_and_provenance(tmp_path):
     assert run["provenance"]["versions"]["tvmharness"]
 
 
+def test_since_honours_the_offset_it_is_given(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    store = Store(str(tmp_path / "h.db"))
+    before = datetime.now(timezone.utc) - timedelta(minutes=1)
+    run_id = store.start_run("r", "abc", {}, snapshot())
+    store.add(run_id, _row())
+    after = before + timedelta(minutes=2)
+    for zone in (timezone(timedelta(hours=5)), timezone(timedelta(hours=-5))):
+        assert [r["id"] for r in store.runs(since=before.astimezone(zone))] == [run_id]
+        assert store.runs(since=after.astimezone(zone)) == [] and store.frame(since=after.astimezone(zone)).empty
+    assert len(store.frame(since=before.replace(tzinfo=None))) == 1  # a time without an offset is UTC
+
+
 def test_store_accepts_a_sqlalchemy_url(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'url.db'}")
     run_id = store.start_run("r", "h", {}, snapshot())

@@ -20,6 +20,11 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _utc(moment: datetime) -> datetime:
+    """Times are stored in UTC, and SQLite keeps no offset: compare in UTC (a naive time is UTC)."""
+    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -174,7 +179,7 @@ class Store:
         """Every run (newest last), without its measurements."""
         query = select(Run.__table__).order_by(Run.id)
         if since is not None:
-            query = query.where(Run.started >= since)
+            query = query.where(Run.started >= _utc(since))
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
@@ -188,6 +193,6 @@ class Store:
         if run_id is not None:
             query = query.where(Measurement.run_id == run_id)
         if since is not None:
-            query = query.where(Measurement.created >= since)
+            query = query.where(Measurement.created >= _utc(since))
         with self.engine.connect() as conn:
             return pd.read_sql(query.order_by(Measurement.id), conn)
