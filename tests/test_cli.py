@@ -88,9 +88,10 @@ def test_a_model_that_does_not_export_fails_its_rows_and_keeps_the_baseline(cli_
 
 
 def test_a_model_with_a_scalar_output_is_measured_on_every_engine(cli_dir):
-    store = cli_dir / "scalar.db"
+    store = cli_dir / "[v2]" / "scalar.db"
     proc = run_cli("bench", f"{USER_MODELS}:sum_output", "--store", str(store), cwd=cli_dir)
     assert proc.returncode == 0, proc.stderr
+    assert f"in {store} (run 1)" in " ".join(proc.stderr.split())  # brackets in a path are not terminal markup
     frame = Store(str(store)).frame()
     assert dict(zip(frame["engine"], frame["status"])) == {"torch": "ok", "tvm": "ok", "onnxruntime": "ok"}
     assert (frame["max_abs_diff"] < 1e-4).all()

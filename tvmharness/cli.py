@@ -97,7 +97,7 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
 def _log_when_piped(progress: Progress, text: str) -> None:
     """A bar does not render in a log file or CI: there, each step becomes a line."""
     if not progress.console.is_terminal:
-        progress.console.log(text, highlight=False)
+        progress.console.log(text, markup=False, highlight=False)
 
 
 class _RichProgress:
@@ -116,7 +116,7 @@ class _RichProgress:
 
 
 def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    return Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=err, transient=True)
 
 
@@ -132,7 +132,7 @@ def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
         _print_json((extra or {}) | {"run": run, "rows": rows})
     else:
         render_run(frame, run, out)
-        err.print(f"stored {len(frame)} rows in {recipe.output.store} (run {result.run_id}) in {result.seconds:.0f} s")
+        err.print(f"stored {len(frame)} rows in {recipe.output.store} (run {result.run_id}) in {result.seconds:.0f} s", markup=False)
     if result.failed:
         err.print(f"[red]{len(result.failed)} row(s) failed or disagree with the baseline; see the reasons above[/red]")
         return FAILED
@@ -243,7 +243,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
                           f"{tuned} of {len(result.tasks)} tasks have records"
                           + (f" ({len(result.skipped_known)} reused from earlier tunes)" if result.skipped_known else "")
                           + (f"; {result.stopped}" if result.stopped else "")
-                          + f"; records {result.records_dir} (sha256 {(result.records_hash or '')[:16]})", highlight=False)
+                          + f"; records {result.records_dir} (sha256 {(result.records_hash or '')[:16]})", markup=False, highlight=False)
     if not measure:
         if json_out:
             _print_json({"tune": summaries})
@@ -288,7 +288,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
         m = artifact.manifest
         out.print(f"{'reused cached build' if artifact.cache_hit else 'built'} {m['model']} for {target} "
                   f"({m['target']['tvm']}) -> {dest}/{m['library']['file']} ({m['library']['bytes'] / 1e6:.1f} MB, "
-                  f"sha256 {m['library']['sha256'][:16]}, {'tuned' if artifact.tuned else 'untuned'})")
+                  f"sha256 {m['library']['sha256'][:16]}, {'tuned' if artifact.tuned else 'untuned'})", markup=False)
     return 0
 
 
@@ -368,7 +368,7 @@ def report(store: Annotated[str, typer.Option("--store", help="results store: a 
         from .report.html import write_html
 
         write_html(history, html, since=when, run_id=run["id"])
-        err.print(f"wrote {html}")
+        err.print(f"wrote {html}", markup=False)
     return 0
 
 
@@ -404,7 +404,7 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
     write_html(result.store, dest / "report.html", run_id=run["id"])
     bad = regressions(verdicts)
     err.print(f"run {run['id']}: {len(verdicts)} verdicts, {len(bad)} regression(s); wrote {dest}/summary.md, "
-              f"junit.xml, report.html", highlight=False)
+              f"junit.xml, report.html", markup=False, highlight=False)
     for v in bad:
         err.print(f"[red]regression[/red] {escape(v.name)}: {escape(v.summary())}", highlight=False)
     return FAILED if bad else 0
@@ -539,7 +539,7 @@ def devkit_emulate(arch: Annotated[str, typer.Argument(help="the architecture to
     with _progress() as progress:
         kit = emulated_aarch64(_RichProgress(progress).step)
     if setup_only:
-        err.print(f"emulated aarch64 kit ready in {kit.root}", highlight=False)
+        err.print(f"emulated aarch64 kit ready in {kit.root}", markup=False, highlight=False)
         return 0
     err.print(f"emulated aarch64 kit ({kit.emulated}); its rows are marked emulated", highlight=False)
     return serve(address, key, kit, host, port, threads or _threads_default(), _warn)

@@ -33,7 +33,7 @@ def _size(n) -> str:
 
 def run_table(frame, run: dict) -> Table:
     baseline_engines = sorted(set(frame.loc[frame["is_baseline"], "engine"])) or ["baseline"]
-    table = Table(title=f"{run['recipe_name']}: run {run['id']}", box=box.SIMPLE_HEAVY, title_justify="left")
+    table = Table(title=Text(f"{run['recipe_name']}: run {run['id']}"), box=box.SIMPLE_HEAVY, title_justify="left")
     for name, justify in [("model", "left"), ("variant", "left"), ("target", "left"), ("engine", "left"),
                           ("status", "left"), ("median ms", "right"), ("p90 ms", "right"), ("spread", "right"),
                           (f"speed-up vs {'/'.join(baseline_engines)}", "right"), ("size", "right"),
