@@ -59,6 +59,19 @@ def test_malformed_recipes(cli_dir, body, needle):
     assert_usage_error(run_cli("run", str(recipe), cwd=cli_dir), "invalid recipe" if "TOML" not in needle else "", needle)
 
 
+def test_a_user_model_whose_example_is_not_a_float_tensor_is_refused(cli_dir):
+    proc = run_cli("bench", f"{USER_MODELS}:token_ids", cwd=cli_dir)
+    assert_usage_error(proc, "gave a torch.int64 tensor as its example input", "floating-point example tensor")
+
+
+@pytest.mark.parametrize("command, option", [(("tracker", "start", "--port", "70000"), "--port"),
+                                             (("compile", "digits_cnn", "--threads", "0"), "--threads"),
+                                             (("devkit", "serve", "--tracker", "127.0.0.1:9190", "--key", "k", "--threads", "-2"),
+                                              "--threads")])
+def test_out_of_range_numbers_are_refused_before_anything_starts(cli_dir, command, option):
+    assert_usage_error(run_cli(*command, cwd=cli_dir), f"Invalid value for '{option}'")
+
+
 def test_missing_recipe_and_model_files(cli_dir):
     assert_usage_error(run_cli("run", "nowhere.toml", cwd=cli_dir), "recipe file not found: nowhere.toml")
     assert_usage_error(run_cli("bench", "missing.onnx", cwd=cli_dir), "model file not found: missing.onnx")

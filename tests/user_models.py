@@ -99,3 +99,8 @@ class SumOutput(nn.Module):
 def sum_output():
     torch.manual_seed(0)
     return SumOutput().eval(), torch.randn(1, 16)
+
+
+def token_ids():
+    """An embedding fed integer ids: not a float input."""
+    return nn.Embedding(100, 8).eval(), torch.tensor([[1, 2, 3]])

@@ -266,7 +266,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
             target: Annotated[str, typer.Option("--target", "-t", help="target preset")] = "x86",
             out_dir: Annotated[Optional[Path], typer.Option("--out", help="artifact directory (default results/artifacts/MODEL-TARGET)")] = None,
             frontend: Annotated[str, typer.Option(help="torch or onnx")] = "torch",
-            threads: Annotated[Optional[int], typer.Option(help="threads the module is built for")] = None,
+            threads: Annotated[Optional[int], typer.Option(min=1, help="threads the module is built for")] = None,
             json_out: JsonOpt = False) -> int:
     """Build a deployable artifact: model.so and manifest.json (hashes, target, versions, git commit)."""
     from .build import build_tvm, export_artifact
@@ -484,7 +484,7 @@ def _warn(text: str) -> None:
 @tracker_app.command("start")
 @_friendly
 def tracker_start(host: HostOpt = "127.0.0.1",
-                  port: Annotated[int, typer.Option(help="port to listen on")] = 9190) -> int:
+                  port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 9190) -> int:
     """Run TVM's RPC tracker in the foreground until Ctrl-C."""
     from .remote.tracker import run_tracker, warn_if_wide
 
@@ -506,8 +506,8 @@ def _threads_default() -> int:
     return Measure().threads
 
 
-ThreadsOpt = Annotated[Optional[int], typer.Option(help="TVM threads on the kit (default: this machine's physical cores)")]
-PortOpt = Annotated[int, typer.Option(help="first port to try for the kit's server")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(min=1, help="TVM threads on the kit (default: this machine's physical cores)")]
+PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="first port to try for the kit's server")]
 
 
 @devkit_app.command("serve")

@@ -258,6 +258,10 @@ def _load_python(spec: str) -> LoadedModel:
         raise HarnessError(f"'{spec}' returned {type(made).__name__}, not (nn.Module, example_input)",
                            "return the module and one example input tensor")
     net, example = made
+    if not (isinstance(example, torch.Tensor) and example.is_floating_point()):
+        what = f"a {example.dtype} tensor" if isinstance(example, torch.Tensor) else type(example).__name__
+        raise HarnessError(f"'{spec}' gave {what} as its example input; the engines are fed one float32 tensor "
+                           "of the example's shape", "return one floating-point example tensor, e.g. torch.randn(1, 3, 224, 224)")
     net.eval()
     shape = tuple(example.shape)
     return LoadedModel(name=func_name, source="python", input_shape=shape, digest=torch_digest(net, shape),
