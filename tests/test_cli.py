@@ -83,6 +83,14 @@ def test_a_path_that_cannot_be_written_is_named(cli_dir, command):
     assert_usage_error(run_cli(*command, cwd=cli_dir), "cannot use /proc/none", "fix:")
 
 
+def test_a_report_never_creates_or_changes_a_store(cli_dir):
+    missing, empty = cli_dir / "missing.db", cli_dir / "empty.db"
+    empty.touch()
+    for store in (f"sqlite:///{missing}", str(empty)):
+        assert_usage_error(run_cli("report", "--store", store, cwd=cli_dir), "no results store at")
+    assert not missing.exists() and empty.stat().st_size == 0
+
+
 def test_a_store_url_whose_driver_is_missing_names_the_module(cli_dir):
     proc = run_cli("report", "--store", "postgresql+pg8000://u@127.0.0.1:1/db", cwd=cli_dir)
     assert_usage_error(proc)

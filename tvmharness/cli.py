@@ -297,9 +297,19 @@ FORMATS = ("table", "md", "json", "csv", "junit")
 
 def _open_store(store: str):
     """An existing store only: a report never creates an empty one."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     from .results import Store
 
-    if "://" not in store and not Path(store).is_file():
+    path = Path(store)
+    if "://" in store:
+        try:
+            url = make_url(store)
+            path = Path(url.database) if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") else None
+        except ArgumentError:
+            path = None  # Store names what is wrong with the URL
+    if path is not None and not (path.is_file() and path.stat().st_size):
         raise HarnessError(f"no results store at {store}", "run `tvmharness run RECIPE` or `tvmharness nightly RECIPE` "
                            "first, or pass --store PATH_OR_URL")
     return Store(store)
