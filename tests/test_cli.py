@@ -78,9 +78,11 @@ def test_missing_recipe_and_model_files(cli_dir):
 
 
 @pytest.mark.parametrize("command", [("bench", "digits_cnn", "--store", "/proc/none/h.db"),
-                                     ("compile", "digits_cnn", "--out", "/proc/none/artifact")])
+                                     ("compile", "digits_cnn", "--out", "/proc/none/artifact"),
+                                     ("nightly", str(ROOT / "recipes/nightly.toml"), "--out", "/proc/none/nightly")])
 def test_a_path_that_cannot_be_written_is_named(cli_dir, command):
     assert_usage_error(run_cli(*command, cwd=cli_dir), "cannot use /proc/none", "fix:")
+    assert not (cli_dir / "results" / "history.db").exists()  # refused before anything was measured
 
 
 def test_a_report_never_creates_or_changes_a_store(cli_dir):

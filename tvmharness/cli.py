@@ -397,6 +397,10 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
 
     fmt = _format(fmt)
     chosen = load_recipe(recipe, repeats=repeats, store=store)
+    dest = out_dir or chosen.output.dir / "nightly"
+    dest.mkdir(parents=True, exist_ok=True)  # before measuring: a bad --out must not cost a night
+    if not os.access(dest, os.W_OK):
+        raise HarnessError(f"cannot write the nightly's files to {dest}", "pass --out a folder this user may write")
     with _progress() as progress:
         result = run_recipe(chosen, _RichProgress(progress))
         run, verdicts = judge_run(result.store, result.run_id)
@@ -407,8 +411,6 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
                             _RichProgress(progress))
             run, verdicts = judge_run(result.store, result.run_id)  # now with the confirmation
     _render_verdicts(run, verdicts, result.store.frame(), fmt, None)
-    dest = out_dir or chosen.output.dir / "nightly"
-    dest.mkdir(parents=True, exist_ok=True)
     (dest / "summary.md").write_text(summary.markdown(run, verdicts))
     (dest / "junit.xml").write_text(summary.junit(run, verdicts))
     write_html(result.store, dest / "report.html", run_id=run["id"])
