@@ -187,7 +187,8 @@ def test_variant_rows_are_measured_stored_and_judged(workdir):
     assert int8_ort["status"] == OK and int8_ort["details"]["size_ratio"] < 0.5
     assert int8_ort["meets_goals"] is (int8_ort["details"]["accuracy_drop"] <= 0.02)
     assert rows[("digits_cnn", "int8:samples=16", "tvm")]["status"] == OK  # agrees with ONNX Runtime's int8
-    assert rows[("digits_cnn", "int8:samples=16", "torch")]["status"] == NOT_APPLICABLE
+    int8_torch = rows[("digits_cnn", "int8:samples=16", "torch")]
+    assert int8_torch["status"] == NOT_APPLICABLE and "variant int8:samples=16 is one" in int8_torch["reason"]
     assert rows[("tiny_mlp", "distill:epochs=2", "—")]["status"] == NOT_APPLICABLE
     assert rows[("tiny_mlp", "prune:0.5+finetune:2", "tvm")]["status"] == OK  # data-free fine-tune on noise
     assert not [r for r in result.failed], [(r["variant"], r["engine"], r["reason"]) for r in result.failed]

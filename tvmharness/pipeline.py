@@ -227,7 +227,9 @@ def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: 
                     continue
                 if engine.startswith("torch") and variant_model.torch_module is None:
                     _store(store, result, _empty_row(variant_model, variant.name, target, recipe, engine) | {
-                        "status": NOT_APPLICABLE, "reason": "this variant is an ONNX model (int8 from ONNX Runtime's quantizer)"})
+                        "status": NOT_APPLICABLE, "reason": "PyTorch cannot run an ONNX model: " + (
+                            "this model was given as one" if variant.is_baseline else
+                            f"variant {variant.name} is one (ONNX Runtime's quantizer makes ONNX)")})
                     continue
                 compare = _Comparison(variant.is_baseline, own, reference, baseline, fp32_rows)
                 if target.preset.runs_on == "rpc":
