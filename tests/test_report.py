@@ -83,6 +83,22 @@ def test_report_since_and_bad_input(seeded, tmp_path):
     assert proc.returncode == 2 and "run 99 is not in the store" in proc.stderr
 
 
+def test_a_pareto_chart_never_puts_accuracy_and_agreement_on_one_axis():
+    from tvmharness.report.html import pareto_chart
+
+    def row(model, engine, ms, **quality):
+        return {"status": "ok", "model": model, "variant": "fp32", "engine": engine, "median_ms": ms,
+                "artifact_bytes": 1000, "accuracy": None, "top1_agreement": None} | quality
+
+    rows = [row("digits_cnn", "tvm", 0.2, accuracy=0.97), row("digits_cnn", "torch", 0.3, accuracy=0.97),
+            row("resnet18", "tvm", 9.0, top1_agreement=1.0), row("resnet18", "onnxruntime", 8.0, top1_agreement=1.0)]
+    html = pareto_chart(rows, "p")
+    assert html.count('id="p-') == 2
+    first, second = html.split('id="p-1"')
+    assert "accuracy: digits_cnn" in first and "resnet18" not in first
+    assert "top-1 agreement with the baseline: resnet18" in second and "digits_cnn" not in second
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 

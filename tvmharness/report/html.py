@@ -59,10 +59,17 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 def pareto_chart(rows: list[dict], div_id: str) -> str | None:
+    """Latency against quality, with the Pareto front: one chart per quality metric, since a model's
+    accuracy and another's agreement with its baseline are not one scale."""
     ok = [r for r in rows if r["status"] == "ok" and present(r.get("median_ms")) and _quality(r)[1] is not None]
-    if not ok:
-        return None
-    metric = _quality(ok[0])[0]
+    by_metric: dict[str, list[dict]] = {}
+    for r in ok:
+        by_metric.setdefault(_quality(r)[0], []).append(r)
+    charts = [_pareto_figure(group, metric, f"{div_id}-{i}") for i, (metric, group) in enumerate(by_metric.items())]
+    return "\n".join(charts) or None
+
+
+def _pareto_figure(ok: list[dict], metric: str, div_id: str) -> str:
     sizes = [r["artifact_bytes"] for r in ok if present(r.get("artifact_bytes"))]
     biggest = max(sizes) if sizes else 1
     fig = go.Figure()
@@ -79,7 +86,9 @@ def pareto_chart(rows: list[dict], div_id: str) -> str | None:
     front = pareto_front(points)
     fig.add_trace(go.Scatter(x=[points[i][0] for i in front], y=[points[i][1] for i in front], mode="lines",
                              name="Pareto front", line={"dash": "dot", "color": "grey"}, hoverinfo="skip"))
-    fig.update_layout(template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 30, "b": 50},
+    models = ", ".join(dict.fromkeys(r["model"] for r in ok))
+    fig.update_layout(template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 40, "b": 50},
+                      title={"text": _t(f"{metric}: {models}"), "font": {"size": 13}},
                       xaxis={"title": {"text": "median latency, ms (log)"}, "type": "log"},
                       yaxis={"title": {"text": _t(metric)}}, legend={"title": {"text": "engine (marker size: artifact)"}})
     return _figure_html(fig, div_id, CHART)
