@@ -99,6 +99,19 @@ def test_a_pareto_chart_never_puts_accuracy_and_agreement_on_one_axis():
     assert "top-1 agreement with the baseline: resnet18" in second and "digits_cnn" not in second
 
 
+def test_the_untuned_note_gives_the_run_s_own_gap_to_onnx_runtime(tmp_path):
+    from tvmharness.provenance import snapshot
+    from tvmharness.report.terminal import footnotes
+
+    store = Store(str(tmp_path / "h.db"))
+    run_id = store.start_run("r", "h" * 16, {}, snapshot())
+    for engine, ms, tuned in (("tvm", 19.0, False), ("onnxruntime", 1.0, None)):
+        store.add(run_id, {"model": "m", "variant": "fp32", "target": "x86", "engine": engine, "status": "ok",
+                           "engine_version": "1", "median_ms": ms, "samples_ms": [ms], "tuned": tuned, "threads": 2})
+    (note,) = [line for line in footnotes(store.frame(run_id=run_id)) if line.startswith("UNTUNED")]
+    assert "up to 19x ONNX Runtime's latency: m on x86" in note
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 

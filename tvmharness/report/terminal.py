@@ -72,6 +72,20 @@ def run_table(frame, run: dict) -> Table:
     return table
 
 
+def _untuned_gap(frame, untuned) -> str:
+    """How far this run's untuned TVM rows are from ONNX Runtime on the same model, variant and target."""
+    key = ["model", "variant", "target"]
+    ort = frame[(frame["engine"] == "onnxruntime") & (frame["status"] == "ok")][key + ["median_ms"]]
+    pairs = untuned[untuned["status"] == "ok"][key + ["median_ms"]].merge(ort, on=key, suffixes=("", "_ort"))
+    if pairs.empty:
+        return ""
+    ratios = pairs["median_ms"] / pairs["median_ms_ort"]
+    worst = pairs.loc[ratios.idxmax()]
+    if ratios.max() <= 1:
+        return ""
+    return f" (in this run up to {ratios.max():.3g}x ONNX Runtime's latency: {worst['model']} on {worst['target']})"
+
+
 def footnotes(frame) -> list[str]:
     """Reasons for failed rows, the notes every reader needs, and the cache summary."""
     lines = []
@@ -89,10 +103,11 @@ def footnotes(frame) -> list[str]:
     records = {(d["tuning_records"]["dir"], d["tuning_records"]["sha256"][:16])
                for d in frame["details"] if d and d.get("tuning_records")}
     lines += [f"tuning records: {path} (sha256 {sha})" for path, sha in sorted(records)]
-    if (frame["engine"].str.startswith("tvm") & (frame["tuned"] == False)).any():  # noqa: E712 (pandas mask)
-        lines.append("UNTUNED: TVM built without tuning records uses its default CPU kernels, single-threaded and far "
-                     "from what MetaSchedule tuning reaches (about 190x slower than ONNX Runtime on resnet18 here); "
-                     "read these rows as a floor, not as TVM's speed")
+    untuned = frame[frame["engine"].str.startswith("tvm") & (frame["tuned"] == False)]  # noqa: E712 (pandas mask)
+    if len(untuned):
+        lines.append("UNTUNED: TVM built without tuning records uses its default kernels (on a CPU, single-threaded), "
+                     f"far from what MetaSchedule tuning reaches{_untuned_gap(frame, untuned)}; read these rows as a "
+                     "floor, not as TVM's speed")
     emulated = sorted({d["emulated"] for d in frame["details"] if d and d.get("emulated")})
     if emulated:
         lines.append(f"EMULATED: rows from a kit emulated on this host ({'; '.join(emulated)}) prove the path (cross-compile, "
