@@ -53,6 +53,7 @@ def test_unknown_model(cli_dir):
     ('targets = ["x86"]\n', "missing key 'models'"),
     ('models = ["digits_cnn"\n', "not valid TOML"),
     ('models = ["digits_cnn"]\nengines = ["tensorrt"]\n', "'engines.0'"),
+    ('models = ["digits_cnn", "digits_cnn"]\n', 'models lists "digits_cnn" more than once'),
 ])
 def test_malformed_recipes(cli_dir, body, needle):
     recipe = write(cli_dir / "bad.toml", body)

@@ -149,6 +149,7 @@ def test_a_chain_applies_in_order_and_round_trips_to_json(digits, workdir):
 @pytest.mark.parametrize("spec, needle", [
     ("prune:1.0", "amount"),
     ("prune:0.5,foo=1", "no parameter 'foo'"),
+    ("prune:amount=0.5,amount=0.3", "'amount' is given twice"),
     ("lowrank:rank=0", "rank"),
     ("lowrank", "exactly one of rank=N or energy=F"),
     ("sparsify:0.5", "unknown compression technique 'sparsify'"),

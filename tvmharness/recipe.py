@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .cache import content_hash
 from .errors import HarnessError, validation_problems
@@ -102,6 +103,15 @@ class Recipe(_Strict):
     devices: Devices = Field(default_factory=Devices)
     regression: Regression = Field(default_factory=Regression)
     output: Output = Field(default_factory=Output)
+
+    @model_validator(mode="after")
+    def _each_once(self):
+        for key in ("models", "variants", "targets", "engines"):
+            values = [json.dumps(v) for v in getattr(self, key)]
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:  # each would be measured and judged twice, as two series of one name
+                raise ValueError(f"{key} lists {', '.join(twice)} more than once: give each once")
+        return self
 
     def digest(self) -> str:
         return content_hash(self.model_dump(mode="json"))[:16]

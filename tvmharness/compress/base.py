@@ -104,6 +104,8 @@ def parse_alias(text: str, registry: dict[str, type[Technique]]) -> Technique:
         key = key.strip()
         if key not in cls.model_fields or key in ("kind", "version"):
             raise HarnessError(f"'{name}' has no parameter '{key}' (in variant '{text}')", f"'{name}' takes {_fields_help(cls)}")
+        if key in values:
+            raise HarnessError(f"'{key}' is given twice in variant '{text}'", "give each parameter once")
         values[key] = value.strip()
     return validate(cls, values, text)
 
