@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,11 +204,16 @@ def _load_zoo(name: str, cache_dir: Path, batch: int) -> LoadedModel:
 def _load_pt2(path: Path) -> LoadedModel:
     import torch
 
+    export_log = logging.getLogger("torch.export")
+    level = export_log.level
+    export_log.setLevel(logging.ERROR)  # it logs a traceback before raising
     try:
         ep = torch.export.load(str(path))
     except Exception as err:
         raise HarnessError(f"{path} is not a loadable ExportedProgram: {one_line(err)}",
                            "save one with torch.export.save(torch.export.export(model, (x,)), 'model.pt2')") from None
+    finally:
+        export_log.setLevel(level)
     specs = [s for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     if len(specs) != 1:
         raise HarnessError(f"{path} takes {len(specs)} inputs; tvmharness measures single-input models",
