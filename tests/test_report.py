@@ -112,6 +112,12 @@ def test_the_untuned_note_gives_the_run_s_own_gap_to_onnx_runtime(tmp_path):
     assert "up to 19x ONNX Runtime's latency: m on x86" in note
 
 
+def test_sizes_are_printed_in_decimal_units_everywhere():
+    from tvmharness.report import size_text
+
+    assert [size_text(n) for n in (None, 48, 303_376, 45_000_000)] == ["—", "48 B", "303.4 kB", "45.0 MB"]
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -6,3 +6,14 @@ import math
 def present(value) -> bool:
     """A stored number that is there: not None, not NaN (pandas' empty cell)."""
     return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def size_text(n) -> str:
+    """Bytes in decimal units (kB = 1000 B, MB = 10^6 B), as the HTML report and `compile` print them."""
+    if not present(n):
+        return "—"
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"

@@ -8,7 +8,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from . import present
+from . import present, size_text
 
 BASELINE = "fp32"
 
@@ -46,7 +46,7 @@ def compression_table(frame) -> Table | None:
                       _fmt(100 * drop if present(drop) else None, "+.1f", " pts"),
                       _fmt(d.get("params"), ","), _fmt(d["flops"] / 1e6 if present(d.get("flops")) else None, ".2f"),
                       _fmt(d.get("sparsity"), ".0%"),
-                      _fmt(d["compressed_bytes"] / 1024 if present(d.get("compressed_bytes")) else None, ".1f", " KB"))
+                      size_text(d.get("compressed_bytes")))
     return table
 
 

@@ -8,7 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from . import present
+from . import present, size_text
 from .compression import best_variants, compression_table, variant_notes
 from .regress import confirmation
 
@@ -20,15 +20,6 @@ def _num(value, fmt: str, empty: str = "—") -> str:
     if not present(value):
         return empty
     return format(value, fmt)
-
-
-def _size(n) -> str:
-    if not present(n):
-        return "—"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
 
 
 def run_table(frame, run: dict) -> Table:
@@ -67,7 +58,7 @@ def run_table(frame, run: dict) -> Table:
         table.add_row(*(Text(str(r[k])) for k in ("model", "variant", "target", "engine")), status,
                       _num(r["median_ms"], ".3f"), _num(r["p90_ms"], ".3f"), spread,
                       speedup,
-                      _size(r["artifact_bytes"]), _num(r["max_abs_diff"], ".2e"),
+                      size_text(r["artifact_bytes"]), _num(r["max_abs_diff"], ".2e"),
                       _num(r["top1_agreement"], ".0%"), _num(r["accuracy"], ".2%"), Text(", ".join(notes)))
     return table
 
