@@ -51,6 +51,14 @@ def test_channel_pruning_makes_the_network_smaller(digits, workdir):
     assert outputs(pruned.torch_module, digits).shape == (len(digits.eval_set[1]), 10)
 
 
+def test_channel_pruning_of_a_model_with_only_its_output_layer_does_not_apply(workdir):
+    from tvmharness.compress import NotApplicable
+
+    model = load_model(f"{USER_MODELS}:one_linear", workdir / "cache")
+    with pytest.raises(NotApplicable, match="no channel of one_linear can be removed"):
+        apply_variant(model, "channels:0.5", workdir / "cache")
+
+
 def test_low_rank_factors_layers_to_the_rank_asked(digits, workdir):
     ranked = apply_variant(digits, "lowrank:rank=4", workdir / "cache").torch_module
     factored = [m for m in ranked.modules() if isinstance(m, nn.Sequential) and len(m) == 2

@@ -121,5 +121,7 @@ def test_bad_tune_inputs_give_clear_errors_and_leave_the_records_intact(tmp_path
 def test_durations_read_as_people_write_them():
     assert parse_duration("90s") == 90 and parse_duration("30m") == 1800
     assert parse_duration("1h30m") == 5400 and parse_duration("45") == 45 and parse_duration(None) is None
+    with pytest.raises(HarnessError, match="leaves no time to tune"):
+        parse_duration("0m")
     with pytest.raises(HarnessError, match="cannot read the duration"):
         parse_duration("soon")

@@ -104,3 +104,9 @@ def sum_output():
 def token_ids():
     """An embedding fed integer ids: not a float input."""
     return nn.Embedding(100, 8).eval(), torch.tensor([[1, 2, 3]])
+
+
+def one_linear():
+    """Only the output layer, which channel pruning keeps."""
+    torch.manual_seed(0)
+    return nn.Linear(16, 4).eval(), torch.randn(1, 16)

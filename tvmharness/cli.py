@@ -184,7 +184,7 @@ class _TuneProgress:
                                          + (f", model ≈ {estimate:.3f} ms" if estimate else "")
                                          + (f", ~{remaining / 60:.1f} min left" if remaining else ""))
         if task is not None:
-            best = "no valid candidate yet" if task.best_s is None else f"best {task.best_s * 1e3:.4f} ms"
+            best = "no valid candidate yet" if task.best_s is None else f"best {task.best_s * 1e3:.4g} ms"
             if task.best_s and task.flop:
                 best += f" ({task.flop / task.best_s / 1e9:.1f} GFLOP/s)"
             errors = f", {task.errors} failed" if task.errors else ""

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Technique, Work
+from .base import NotApplicable, Technique, Work
 from .metrics import sparsity, weight_layers
 from .training import train
 
@@ -87,7 +87,13 @@ class ChannelPrune(Technique):
         pruner = tp.pruner.MetaPruner(module, example, importance=tp.importance.MagnitudeImportance(p=1),
                                       pruning_ratio=self.amount, global_pruning=self.scope == "global",
                                       ignored_layers=outputs)
+        before = sum(p.numel() for p in module.parameters())
         pruner.step()
+        after = sum(p.numel() for p in module.parameters())
+        if after == before:
+            raise NotApplicable(f"no channel of {work.base.name} can be removed: the output layer is kept, and no other "
+                                "layer's channels are prunable", "use unstructured pruning (prune:0.5) for this model")
         work.module = module.eval()
-        work.notes.append(f"removed {self.amount:.0%} of channels ({self.scope}, L1 magnitude, torch-pruning)")
+        work.notes.append(f"removed {self.amount:.0%} of channels ({self.scope}, L1 magnitude, torch-pruning): "
+                          f"{before:,} -> {after:,} parameters")
         return work

@@ -335,7 +335,7 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         verdict.aspects = {"status": BROKEN}
         return verdict
     if not ok_history:
-        verdict.verdict, verdict.aspects = NEW, {"status": NEW}
+        verdict.verdict, verdict.aspects, verdict.evidence = NEW, {"status": NEW}, {"median_ms": row.get("median_ms")}
         return verdict
 
     aspects, evidence = {}, {}

@@ -53,7 +53,7 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
     head = "❌ regressions found" if bad else "✅ no regressions"
     prov = run.get("provenance") or {}
     versions = " · ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v)
-    lines = [f"## tvmharness nightly: {head}", "",
+    lines = [f"## tvmharness: {head}", "",
              f"Run {run.get('id')} of recipe **{md_escape(run.get('recipe_name', ''))}** on "
              f"{md_escape(run.get('hostname', ''))} ({md_escape(run.get('cpu', ''))}), git `{md_escape(run.get('git_commit', ''))}`: "
              f"{tally}.", ""]
@@ -78,7 +78,7 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
 
 def junit(run: dict, verdicts: list[Verdict]) -> str:
     """One test case per series; a regression is a failure whose message is the verdict's summary."""
-    suite = ET.Element("testsuite", name=f"tvmharness nightly: {run.get('recipe_name', '')}", tests=str(len(verdicts)),
+    suite = ET.Element("testsuite", name=f"tvmharness: {run.get('recipe_name', '')}", tests=str(len(verdicts)),
                        failures=str(sum(v.regression for v in verdicts)), errors="0",
                        skipped=str(sum(v.verdict == NOT_APPLICABLE for v in verdicts)),
                        timestamp=str(run.get("started", "")), hostname=str(run.get("hostname", "")))
