@@ -171,7 +171,7 @@ def test_two_real_nightly_runs_give_verdicts_and_the_exit_code_follows_them(nigh
     assert tvm["evidence"]["samples"] == 30 and tvm["evidence"]["reference_runs"] == 1
     assert tvm["operators"], "the TVM rows carry per-operator profiles"
     out = nightly_dir / "results" / "nightly"
-    assert (out / "summary.md").read_text().startswith("## tvmharness nightly")
+    assert (out / "summary.md").read_text().startswith("## tvmharness: ")
     assert ET.parse(out / "junit.xml").getroot().get("tests") == "2"
     assert (out / "report.html").stat().st_size > 1_000_000
 
