@@ -62,6 +62,20 @@ def test_x86_preset_detects_the_host_cpu():
     assert str(target.tvm_target().kind) == "llvm"
 
 
+def test_a_user_model_with_several_outputs_says_which_one_is_compared(tmp_path, workdir):
+    from tests.conftest import USER_MODELS
+    from tests.user_models import two_heads
+
+    module, example = two_heads()
+    pt2 = tmp_path / "two.pt2"
+    torch.export.save(torch.export.export(module, (example,)), str(pt2))
+    onnx_path = tmp_path / "two.onnx"
+    torch.onnx.export(module, (example,), str(onnx_path), dynamo=True, external_data=False)
+    for spec in (f"{USER_MODELS}:two_heads", str(pt2), str(onnx_path)):
+        assert "returns 2 outputs: each engine is compared on the first" in load_model(spec, workdir / "cache").notes[0]
+    assert "outputs" not in load_model(f"{USER_MODELS}:tiny_mlp", workdir / "cache").notes[0]
+
+
 def test_unknown_target_names_the_known_ones():
     with pytest.raises(HarnessError) as err:
         resolve("nope", 2)

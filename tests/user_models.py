@@ -110,3 +110,20 @@ def one_linear():
     """Only the output layer, which channel pruning keeps."""
     torch.manual_seed(0)
     return nn.Linear(16, 4).eval(), torch.randn(1, 16)
+
+
+class TwoHeads(nn.Module):
+    """Logits and an embedding: two outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Linear(16, 8), nn.Linear(8, 4)
+
+    def forward(self, x):
+        features = torch.relu(self.body(x))
+        return self.head(features), features
+
+
+def two_heads():
+    torch.manual_seed(0)
+    return TwoHeads().eval(), torch.randn(1, 16)

@@ -221,7 +221,9 @@ def _load_pt2(path: Path) -> LoadedModel:
     node = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == specs[0].arg.name)
     shape = tuple(int(d) for d in node.meta["val"].shape)
     return LoadedModel(name=path.stem, source="pt2", input_shape=shape, digest=file_hash(path),
-                       torch_module=ep.module(), exported=ep, notes=[f"user ExportedProgram {path}"])
+                       torch_module=ep.module(), exported=ep,
+                       notes=[f"user ExportedProgram {path}" + _outputs_note(
+                           sum(s.kind.name == "USER_OUTPUT" for s in ep.graph_signature.output_specs))])
 
 
 def _load_onnx(path: Path, batch: int) -> LoadedModel:
@@ -239,7 +241,23 @@ def _load_onnx(path: Path, batch: int) -> LoadedModel:
     dims = inputs[0].type.tensor_type.shape.dim
     shape = tuple(d.dim_value if d.dim_value > 0 else batch for d in dims)
     return LoadedModel(name=path.stem, source="onnx", input_shape=shape, digest=file_hash(path),
-                       onnx_path=path.resolve(), notes=[f"user ONNX model {path}"])
+                       onnx_path=path.resolve(), notes=[f"user ONNX model {path}" + _outputs_note(len(proto.graph.output))])
+
+
+def _outputs_note(count: int) -> str:
+    """Every engine returns a model's first output; say so where there are more."""
+    return f" (returns {count} outputs: each engine is compared on the first)" if count > 1 else ""
+
+
+def _count_outputs(net, example) -> int:
+    import torch
+
+    try:
+        with torch.no_grad():
+            out = net(example)
+    except Exception:  # the baseline's own run reports it, as a row
+        return 1
+    return len(out) if isinstance(out, (tuple, list)) else 1
 
 
 def _load_python(spec: str) -> LoadedModel:
@@ -271,4 +289,4 @@ def _load_python(spec: str) -> LoadedModel:
     net.eval()
     shape = tuple(example.shape)
     return LoadedModel(name=func_name, source="python", input_shape=shape, digest=torch_digest(net, shape),
-                       torch_module=net, notes=[f"user model {spec}"])
+                       torch_module=net, notes=[f"user model {spec}" + _outputs_note(_count_outputs(net, example))])
