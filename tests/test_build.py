@@ -1,5 +1,6 @@
 import json
 import platform
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,15 +63,19 @@ def test_x86_preset_detects_the_host_cpu():
     assert str(target.tvm_target().kind) == "llvm"
 
 
+def _as_pt2_and_onnx(module, example, stem: Path) -> tuple[Path, Path]:
+    """The module saved as a user would: an ExportedProgram and an ONNX file."""
+    pt2, onnx_path = stem.with_suffix(".pt2"), stem.with_suffix(".onnx")
+    torch.export.save(torch.export.export(module, (example,)), str(pt2))
+    torch.onnx.export(module, (example,), str(onnx_path), dynamo=True, external_data=False)
+    return pt2, onnx_path
+
+
 def test_a_user_model_with_several_outputs_says_which_one_is_compared(tmp_path, workdir):
     from tests.conftest import USER_MODELS
     from tests.user_models import two_heads
 
-    module, example = two_heads()
-    pt2 = tmp_path / "two.pt2"
-    torch.export.save(torch.export.export(module, (example,)), str(pt2))
-    onnx_path = tmp_path / "two.onnx"
-    torch.onnx.export(module, (example,), str(onnx_path), dynamo=True, external_data=False)
+    pt2, onnx_path = _as_pt2_and_onnx(*two_heads(), tmp_path / "two")
     for spec in (f"{USER_MODELS}:two_heads", str(pt2), str(onnx_path)):
         assert "returns 2 outputs: each engine is compared on the first" in load_model(spec, workdir / "cache").notes[0]
     assert "outputs" not in load_model(f"{USER_MODELS}:tiny_mlp", workdir / "cache").notes[0]
@@ -86,10 +91,7 @@ def test_user_pt2_and_onnx_files_load(tmp_path, workdir):
     from tests.user_models import tiny_mlp
 
     module, example = tiny_mlp()
-    pt2 = tmp_path / "mlp.pt2"
-    torch.export.save(torch.export.export(module, (example,)), str(pt2))
-    onnx_path = tmp_path / "mlp.onnx"
-    torch.onnx.export(module, (example,), str(onnx_path), dynamo=True, external_data=False)
+    pt2, onnx_path = _as_pt2_and_onnx(module, example, tmp_path / "mlp")
 
     from_pt2 = load_model(str(pt2), workdir / "cache")
     assert from_pt2.input_shape == (1, 16) and from_pt2.baseline_engine == "torch"
