@@ -166,11 +166,13 @@ def parse_duration(text: str | None) -> float | None:
     if text is None or text == "":
         return None
     text = str(text).strip().lower()
-    plain = re.fullmatch(r"\d+(\.\d+)?", text) is not None
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text + ("s" if plain else ""))
-    if not plain and (not parts or "".join(f"{n}{u}" for n, u in parts) != text.replace(" ", "")):
-        raise HarnessError(f"cannot read the duration '{text}'", "write it like 90s, 30m, 2h or 1h30m")
-    seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
+        if not parts or "".join(f"{n}{u}" for n, u in parts) != text.replace(" ", ""):
+            raise HarnessError(f"cannot read the duration '{text}'", "write it like 90s, 30m, 2h or 1h30m")
+        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
     if seconds <= 0:
         raise HarnessError(f"a time budget of '{text}' leaves no time to tune", "give a positive duration, e.g. 30m")
     return seconds

@@ -71,9 +71,9 @@ def _untuned_gap(frame, untuned) -> str:
     if pairs.empty:
         return ""
     ratios = pairs["median_ms"] / pairs["median_ms_ort"]
-    worst = pairs.loc[ratios.idxmax()]
     if ratios.max() <= 1:
         return ""
+    worst = pairs.loc[ratios.idxmax()]
     return f" (in this run up to {ratios.max():.3g}x ONNX Runtime's latency: {worst['model']} on {worst['target']})"
 
 
