@@ -26,7 +26,7 @@ def test_both_frontends_build_and_agree_with_torch(digits, workdir, frontend):
     images = digits.eval_set[0][:32]
     with torch.no_grad():
         expected = [digits.torch_module(torch.from_numpy(x)).numpy() for x in images]
-    got = [session.run(x) for x in images]
+    got = [session.run(x)[0] for x in images]
     assert max(float(np.abs(e - g).max()) for e, g in zip(expected, got)) < 1e-4
     assert [int(e.argmax()) for e in expected] == [int(g.argmax()) for g in got]
     assert session.tuned is False and session.threads == 2
@@ -71,13 +71,23 @@ def _as_pt2_and_onnx(module, example, stem: Path) -> tuple[Path, Path]:
     return pt2, onnx_path
 
 
-def test_a_user_model_with_several_outputs_says_which_one_is_compared(tmp_path, workdir):
+def test_every_output_of_a_user_model_reaches_every_engine(tmp_path, workdir):
     from tests.conftest import USER_MODELS
     from tests.user_models import two_heads
 
-    pt2, onnx_path = _as_pt2_and_onnx(*two_heads(), tmp_path / "two")
-    for spec in (f"{USER_MODELS}:two_heads", str(pt2), str(onnx_path)):
-        assert "returns 2 outputs: each engine is compared on the first" in load_model(spec, workdir / "cache").notes[0]
+    module, example = two_heads()
+    pt2, onnx_path = _as_pt2_and_onnx(module, example, tmp_path / "two")
+    expected = [t.detach().numpy() for t in module(example)]
+    target, options = resolve("x86", 2), EngineOptions(cache_dir=workdir / "cache", threads=2)
+    for spec, engines in ((f"{USER_MODELS}:two_heads", ["torch", "onnxruntime", "tvm"]), (str(pt2), ["torch", "tvm"]),
+                          (str(onnx_path), ["onnxruntime", "tvm"])):
+        model = load_model(spec, workdir / "cache")
+        assert "returns 2 outputs: every one is checked against the baseline" in model.notes[0]
+        for engine in engines:
+            got = get_engine(engine).prepare(model, target, options).run(example.numpy())
+            assert [g.shape for g in got] == [(1, 4), (1, 8)], (spec, engine)
+            for g, e in zip(got, expected):
+                np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
     assert "outputs" not in load_model(f"{USER_MODELS}:tiny_mlp", workdir / "cache").notes[0]
 
 
@@ -103,5 +113,5 @@ def test_user_pt2_and_onnx_files_load(tmp_path, workdir):
     x = example.numpy()
     expected = module(example).detach().numpy()
     for model in (from_pt2, from_onnx):
-        got = get_engine("tvm").prepare(model, target, options).run(x)
+        (got,) = get_engine("tvm").prepare(model, target, options).run(x)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

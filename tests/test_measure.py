@@ -1,9 +1,10 @@
-import numpy as np
-import pytest
-
 import time
 
-from tvmharness.measure import Latency, accuracy, agreement, paced, time_call, time_interleaved
+import numpy as np
+import pytest
+import torch
+
+from tvmharness.measure import Latency, accuracy, agreement, output_arrays, paced, time_call, time_interleaved
 
 
 def test_latency_statistics_come_from_the_samples():
@@ -54,23 +55,45 @@ def test_interleaved_calls_are_timed_in_turns_each_sample_its_own():
 
 
 def test_agreement_flags_outputs_beyond_tolerance():
-    ref = [np.array([[1.0, 5.0, 2.0]], dtype=np.float32)]
-    close = agreement(ref, [ref[0] + 1e-5], tolerance=1e-3)
+    ref = [[np.array([[1.0, 5.0, 2.0]], dtype=np.float32)]]
+    close = agreement(ref, [[ref[0][0] + 1e-5]], tolerance=1e-3)
     assert close.within_tolerance and close.top1_agreement == 1.0
-    far = agreement(ref, [np.array([[6.0, 5.0, 2.0]], dtype=np.float32)], tolerance=1e-3)
+    far = agreement(ref, [[np.array([[6.0, 5.0, 2.0]], dtype=np.float32)]], tolerance=1e-3)
     assert not far.within_tolerance
     assert far.max_abs_diff == pytest.approx(5.0)
     assert far.top1_agreement == 0.0
 
 
 def test_agreement_refuses_outputs_of_another_shape_and_takes_scalars():
-    ref = [np.array([[1.0, 5.0, 2.0]], dtype=np.float32)]
+    ref = [[np.array([[1.0, 5.0, 2.0]], dtype=np.float32)]]
     with pytest.raises(ValueError, match=r"shape \[3\] differs from the baseline's \[1, 3\]"):
-        agreement(ref, [ref[0][0]], tolerance=1e-3)  # would broadcast to a diff of 0
-    scalar = agreement([np.array(2.0)], [np.array(2.0 + 1e-6)], tolerance=1e-3)
+        agreement(ref, [[ref[0][0][0]]], tolerance=1e-3)  # would broadcast to a diff of 0
+    scalar = agreement([[np.array(2.0)]], [[np.array(2.0 + 1e-6)]], tolerance=1e-3)
     assert scalar.within_tolerance and scalar.top1_agreement == 1.0
 
 
+def test_agreement_checks_every_output_on_its_own_scale():
+    logits, boxes = np.array([[1.0, 5.0, 2.0]]), np.array([[0.0, 0.0, 300.0, 400.0]])
+    ref = [[logits, boxes]]
+    assert agreement(ref, [[logits + 1e-4, boxes + 0.1]], tolerance=1e-3).within_tolerance
+    # 0.01 is far inside 1e-3 x 400 (the boxes' scale), but far outside 1e-3 x 5 for the logits.
+    off = agreement(ref, [[logits + 0.01, boxes]], tolerance=1e-3)
+    assert not off.within_tolerance and (off.output, off.outputs) == (0, 2)
+    second = agreement(ref, [[logits, boxes + 1.0]], tolerance=1e-3)  # only the second output is off
+    assert not second.within_tolerance and second.output == 1 and second.max_abs_diff == pytest.approx(1.0)
+    assert second.top1_agreement == 1.0  # top-1 reads the first output
+    with pytest.raises(ValueError, match="1 outputs where the baseline gives 2"):
+        agreement(ref, [[logits]], tolerance=1e-3)
+    with pytest.raises(ValueError, match=r"output 2's shape \[4\] differs"):
+        agreement(ref, [[logits, boxes[0]]], tolerance=1e-3)
+
+
+def test_output_arrays_flattens_in_export_order():
+    t = torch.arange(3.0)
+    out = output_arrays((t, {"a": t + 1, "b": [t + 2, 7.0]}), torch.is_tensor, lambda x: x.numpy())
+    assert [a.tolist() for a in out] == [[0, 1, 2], [1, 2, 3], [2, 3, 4], 7.0]
+
+
 def test_accuracy_counts_top1_hits():
-    outputs = [np.array([[0.1, 0.9]]), np.array([[0.8, 0.2]]), np.array([[0.3, 0.7]])]
+    outputs = [[np.array([[0.1, 0.9]])], [np.array([[0.8, 0.2]])], [np.array([[0.3, 0.7]])]]
     assert accuracy(outputs, np.array([1, 0, 0])) == pytest.approx(2 / 3)

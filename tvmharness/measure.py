@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator
 
@@ -83,25 +84,48 @@ def time_interleaved(calls: list[Callable[[], object]], warmup: int, repeats: in
     return [Latency.from_samples(s) for s in samples]
 
 
+def output_arrays(out, is_tensor: Callable[[object], bool], to_numpy: Callable[[object], np.ndarray]) -> list[np.ndarray]:
+    """Every output of one call as numpy arrays, in order: nested tuples, lists (TVM's arrays too)
+    and dict values flattened as torch.export and ONNX export number them."""
+    if is_tensor(out):
+        return [np.asarray(to_numpy(out))]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, Sequence) and not isinstance(out, str):
+        return [a for item in out for a in output_arrays(item, is_tensor, to_numpy)]
+    return [np.asarray(out)]  # a plain number
+
+
 @dataclass
 class Agreement:
-    max_abs_diff: float
+    max_abs_diff: float  # of the output furthest outside (or least inside) its tolerance
     top1_agreement: float
     within_tolerance: bool
+    output: int  # which output max_abs_diff is of
+    outputs: int  # how many each input gives
 
 
-def agreement(reference: list[np.ndarray], outputs: list[np.ndarray], tolerance: float) -> Agreement:
-    """Compare outputs with the baseline's on the same inputs: largest absolute difference, and the
-    share of inputs whose top-1 class matches. Within tolerance: max diff <= tolerance x max |reference|.
-    Outputs of another shape than the reference's raise ValueError (broadcasting would hide it)."""
-    for r, o in zip(reference, outputs):
-        if r.shape != o.shape:
-            raise ValueError(f"output shape {list(o.shape)} differs from the baseline's {list(r.shape)}")
-    diffs = [float(np.max(np.abs(r.astype(np.float64) - o.astype(np.float64)))) for r, o in zip(reference, outputs)]
-    scale = max(float(np.max(np.abs(r))) for r in reference) or 1.0
-    top1 = [np.array_equal(_top1(r), _top1(o)) for r, o in zip(reference, outputs)]
-    worst = max(diffs)
-    return Agreement(max_abs_diff=worst, top1_agreement=float(np.mean(top1)), within_tolerance=worst <= tolerance * scale)
+def agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]], tolerance: float) -> Agreement:
+    """Compare outputs with the baseline's on the same inputs (one list of outputs per input). Every
+    output must be within tolerance: its largest absolute difference <= tolerance x the largest
+    |value| of that output in the reference (a box in pixels and a score in [0, 1] each on its own
+    scale). Top-1 agreement: the share of inputs whose first output picks the same class. Another
+    number of outputs, or an output of another shape, raises ValueError (broadcasting would hide it)."""
+    count = len(reference[0])
+    for ref, out in zip(reference, outputs):
+        if len(out) != len(ref):
+            raise ValueError(f"{len(out)} outputs where the baseline gives {len(ref)}")
+        for k, (r, o) in enumerate(zip(ref, out)):
+            if r.shape != o.shape:
+                which = f"output {k + 1}'s shape" if count > 1 else "output shape"
+                raise ValueError(f"{which} {list(o.shape)} differs from the baseline's {list(r.shape)}")
+    diffs = [max(float(np.max(np.abs(ref[k].astype(np.float64) - out[k].astype(np.float64)), initial=0.0))
+                 for ref, out in zip(reference, outputs)) for k in range(count)]
+    scales = [max(float(np.max(np.abs(ref[k]), initial=0.0)) for ref in reference) or 1.0 for k in range(count)]
+    worst = max(range(count), key=lambda k: diffs[k] / scales[k])
+    top1 = [np.array_equal(_top1(ref[0]), _top1(out[0])) for ref, out in zip(reference, outputs)]
+    return Agreement(max_abs_diff=diffs[worst], top1_agreement=float(np.mean(top1)),
+                     within_tolerance=diffs[worst] <= tolerance * scales[worst], output=worst, outputs=count)
 
 
 def _top1(batch: np.ndarray) -> np.ndarray:
@@ -109,6 +133,7 @@ def _top1(batch: np.ndarray) -> np.ndarray:
     return np.argmax(batch.reshape(batch.shape[0], -1), axis=1)
 
 
-def accuracy(outputs: list[np.ndarray], labels: np.ndarray) -> float:
-    predicted = np.concatenate([_top1(o) for o in outputs])
+def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
+    """The share of inputs whose first output picks the labelled class."""
+    predicted = np.concatenate([_top1(out[0]) for out in outputs])
     return float(np.mean(predicted == np.asarray(labels)))

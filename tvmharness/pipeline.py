@@ -348,9 +348,13 @@ def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, 
             row.update(status=DISAGREES, reason=f"outputs cannot be compared with the baseline's: {one_line(err)}")
             return
         row.update(max_abs_diff=agree.max_abs_diff, top1_agreement=agree.top1_agreement)
+        which = ""
+        if agree.outputs > 1:
+            row["details"]["max_abs_diff_output"] = f"{agree.output + 1} of {agree.outputs}"
+            which = f"output {agree.output + 1} of {agree.outputs}: "
         if not agree.within_tolerance:
-            row.update(status=DISAGREES, reason=f"max abs diff {agree.max_abs_diff:.3g} exceeds the tolerance "
-                                                 f"({tolerance:g} x the reference's largest output)")
+            row.update(status=DISAGREES, reason=f"{which}max abs diff {agree.max_abs_diff:.3g} exceeds the tolerance "
+                                                 f"({tolerance:g} x that output's largest value in the reference)")
 
 
 # ---------------------------------------------------------------------------------------------

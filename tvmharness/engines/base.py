@@ -25,12 +25,13 @@ class EngineOptions:
 class Session:
     """A model loaded on one engine, ready to run one batch at a time.
 
-    `run` returns the first output; `timed_call` returns a no-argument callable that runs one
-    inference on an input already bound, which is what the timing protocol repeats.
+    `run` returns every output of one call, in order (measure.output_arrays); `bind` returns a
+    no-argument callable that runs one inference on an input already bound, which is what the
+    timing protocol repeats.
     """
 
     engine: str
-    run: Callable[[np.ndarray], np.ndarray]
+    run: Callable[[np.ndarray], list[np.ndarray]]
     bind: Callable[[np.ndarray], Callable[[], None]]
     artifact: Path | None
     artifact_bytes: int

@@ -43,8 +43,8 @@ class OnnxRuntimeEngine(Engine):
                                "check the CUDA and cuDNN versions onnxruntime-gpu needs against the driver's")
         name = session.get_inputs()[0].name
 
-        def run(x: np.ndarray) -> np.ndarray:
-            return session.run(None, {name: x})[0]
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            return session.run(None, {name: x})
 
         def bind(x: np.ndarray):
             if not target.on_gpu:

@@ -9,6 +9,7 @@ import io
 import numpy as np
 
 from ..errors import HarnessError
+from ..measure import output_arrays
 from ..models import LoadedModel
 from ..targets import Target
 from .base import Engine, EngineOptions, Session
@@ -53,8 +54,8 @@ class TorchEngine(Engine):
             with torch.inference_mode():
                 return module(tensor)
 
-        def run(x: np.ndarray) -> np.ndarray:
-            return _first(forward(torch.from_numpy(x).to(device))).cpu().numpy()
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            return output_arrays(forward(torch.from_numpy(x).to(device)), torch.is_tensor, lambda t: t.cpu().numpy())
 
         def bind(x: np.ndarray):
             tensor = torch.from_numpy(x).to(device)
@@ -79,7 +80,3 @@ class TorchCompileEngine(TorchEngine):
 
     name = "torch-compile"
     compiled = True
-
-
-def _first(out):
-    return out[0] if isinstance(out, (tuple, list)) else out

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..build import build_tvm
 from ..errors import HarnessError
+from ..measure import output_arrays
 from ..models import LoadedModel
 from ..targets import Target
 from .base import Engine, EngineOptions, Session
@@ -68,9 +69,9 @@ class TVMEngine(Engine):
         # On a GPU the CUDA kernels are compiled (NVRTC) here, when the module loads.
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(artifact.library)), dev)
 
-        def run(x: np.ndarray) -> np.ndarray:
+        def run(x: np.ndarray) -> list[np.ndarray]:
             out = vm["main"](tvm.runtime.tensor(x, dev))
-            return _first(out).numpy()
+            return output_arrays(out, lambda o: isinstance(o, tvm.runtime.Tensor), lambda t: t.numpy())
 
         def bind(x: np.ndarray):
             # set_input/invoke_stateful is the same call sequence the RPC path uses.
@@ -147,12 +148,3 @@ def profile_operators(vm, func: str, runs: int, budget_s: float = PROFILE_BUDGET
         vm.set_instrument(None)
     ops = sorted(set().union(*per_run))
     return {op: round(float(np.median([r.get(op, 0.0) for r in per_run])), 6) for op in ops}
-
-
-def _first(out):
-    """A Relax function returns a tuple for torch models (the frontend keeps it) and a tensor for ONNX."""
-    import tvm
-
-    while not isinstance(out, tvm.runtime.Tensor):
-        out = out[0]
-    return out

@@ -20,6 +20,7 @@ import numpy as np
 from ..cache import content_hash, file_hash
 from ..data import digits_split, random_inputs
 from ..errors import HarnessError, one_line
+from ..measure import output_arrays
 
 SEEDED_NOTE = "seeded init, batch-norm statistics from seeded noise: no pretrained weights are downloaded"
 
@@ -245,8 +246,9 @@ def _load_onnx(path: Path, batch: int) -> LoadedModel:
 
 
 def _outputs_note(count: int) -> str:
-    """Every engine returns a model's first output; say so where there are more."""
-    return f" (returns {count} outputs: each engine is compared on the first)" if count > 1 else ""
+    """Every output is checked against the baseline, but accuracy and top-1 read only the first."""
+    return (f" (returns {count} outputs: every one is checked against the baseline; accuracy and top-1 "
+            "agreement read the first)" if count > 1 else "")
 
 
 def _count_outputs(net, example) -> int:
@@ -257,7 +259,7 @@ def _count_outputs(net, example) -> int:
             out = net(example)
     except Exception:  # the baseline's own run reports it, as a row
         return 1
-    return len(out) if isinstance(out, (tuple, list)) else 1
+    return len(output_arrays(out, torch.is_tensor, lambda t: t.numpy()))
 
 
 def _load_python(spec: str) -> LoadedModel:

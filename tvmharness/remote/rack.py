@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import HarnessError, one_line
-from ..measure import Latency, paced
+from ..measure import Latency, output_arrays, paced
 from .tracker import Address, KeyStatus, connect, summary
 
 # How a job failed, and whether another kit may succeed where this one did not.
@@ -50,7 +50,7 @@ class KitJob:
 class KitResult:
     kit: str  # HOST:PORT of the kit that measured it
     info: dict  # what the kit says of itself (machine, emulated, threads, versions)
-    outputs: list[np.ndarray]
+    outputs: list[list[np.ndarray]]  # every output, per input
     latency: Latency
     upload_seconds: float
     attempts: list[str] = field(default_factory=list)  # earlier failures that were retried
@@ -280,7 +280,7 @@ def _job(spec: dict, conn) -> None:
         for x in spec["inputs"]:
             vm.set_input("main", tvm.runtime.tensor(x, dev))
             vm.invoke_stateful("main")
-            outputs.append(_first(vm.get_outputs("main"), tvm).numpy())
+            outputs.append(output_arrays(vm.get_outputs("main"), lambda o: isinstance(o, tvm.runtime.Tensor), lambda t: t.numpy()))
         stage = "timing the model"
         conn.send(("stage", f"timing ({spec['repeats']} repeats)"))
         vm.set_input("main", tvm.runtime.tensor(spec["inputs"][0], dev))
@@ -339,9 +339,3 @@ def _kind(err: Exception) -> str:
         return KIT_HUNG
     lost = ("kShutdown", "connection", "Connection", "Broken pipe", "socket")
     return KIT_LOST if isinstance(err, OSError) or any(w in text for w in lost) else JOB_FAILED
-
-
-def _first(out, tvm):
-    while not isinstance(out, tvm.runtime.Tensor):
-        out = out[0]
-    return out
