@@ -60,6 +60,17 @@ def test_malformed_recipes(cli_dir, body, needle):
     assert_usage_error(run_cli("run", str(recipe), cwd=cli_dir), "invalid recipe" if "TOML" not in needle else "", needle)
 
 
+@pytest.mark.parametrize("command, needle", [
+    (("run", str(ROOT / "recipes/quickstart.toml"), "--repeats", "5"), "'--repeats': Input should be greater than or equal to 30"),
+    (("bench", "digits_cnn", "--engine", "tvm", "--engine", "tensorrt"), "'--engine': Input should be 'tvm'"),
+])
+def test_a_bad_flag_value_is_named_by_its_flag(cli_dir, command, needle):
+    proc = run_cli(*command, "--store", str(cli_dir / "flags.db"), cwd=cli_dir)
+    assert_usage_error(proc, "invalid command-line value")
+    assert needle in " ".join(proc.stderr.split())
+    assert not (cli_dir / "flags.db").exists()  # nothing ran
+
+
 def test_a_user_model_whose_example_is_not_a_float_tensor_is_refused(cli_dir):
     proc = run_cli("bench", f"{USER_MODELS}:token_ids", cwd=cli_dir)
     assert_usage_error(proc, "gave a torch.int64 tensor as its example input", "floating-point example tensor")

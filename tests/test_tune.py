@@ -49,7 +49,8 @@ def test_a_tiny_model_tunes_and_the_tuned_build_uses_the_records(tuned):
     assert untuned.tuned is False
     x = np.random.default_rng(0).standard_normal((1, 16), dtype=np.float32)
     expected = model.torch_module(torch.from_numpy(x)).detach().numpy()
-    np.testing.assert_allclose(session.run(x), expected, rtol=1e-4, atol=1e-5)
+    (got,) = session.run(x)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_a_second_model_reuses_shared_workloads(tuned):
@@ -103,7 +104,7 @@ def test_a_killed_tune_resumes_without_losing_records(tmp_path):
 
 
 def test_bad_tune_inputs_give_clear_errors_and_leave_the_records_intact(tmp_path):
-    for args, needle in [(("--trials", "0"), "'tune.trials'"), (("--target", "sparc"), "unknown target 'sparc'")]:
+    for args, needle in [(("--trials", "0"), "'--trials'"), (("--target", "sparc"), "unknown target 'sparc'")]:
         proc = run_cli("tune", "--model", TINY, *args, "--no-measure", cwd=tmp_path)
         assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 

@@ -25,11 +25,13 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def validation_problems(err) -> str:
-    """A pydantic ValidationError as one line, each problem naming its key."""
+def validation_problems(err, names: dict[tuple, str] | None = None) -> str:
+    """A pydantic ValidationError as one line, each problem naming its key, or the name `names`
+    gives a key path (a command-line flag) for every problem under it."""
     problems = []
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        named = [name for path, name in (names or {}).items() if tuple(e["loc"][:len(path)]) == path]
+        where = named[0] if named else ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             problems.append(f"unknown key '{where}'")

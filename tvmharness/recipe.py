@@ -149,26 +149,29 @@ def load_recipe(path: str | Path, **overrides) -> Recipe:
     return apply_overrides(recipe_from_dict(data, str(path)), **overrides)
 
 
-def apply_overrides(recipe: Recipe, *, models=None, targets=None, engines=None, repeats=None, store=None,
-                    trials=None, time_budget=None, tracker=None, key=None) -> Recipe:
-    """Command-line values replace the recipe's; the result is validated like a recipe file."""
-    data = recipe.model_dump()
-    if models:
-        data["models"] = list(models)
-    if targets:
-        data["targets"] = list(targets)
-    if engines:
-        data["engines"] = list(engines)
-    if repeats is not None:
-        data["measure"]["repeats"] = repeats
-    if store:
-        data["output"]["store"] = store
-    if trials is not None:
-        data["tune"]["trials"] = trials
-    if time_budget is not None:
-        data["tune"]["time_budget"] = time_budget
-    if tracker:
-        data["devices"]["tracker"] = tracker
-    if key:
-        data["devices"]["key"] = key
-    return recipe_from_dict(data, "(with command-line overrides)")
+# What each command-line override sets in a recipe, and the flag that gives it.
+OVERRIDES = {"models": (("models",), "--model"), "targets": (("targets",), "--target"),
+             "engines": (("engines",), "--engine"), "repeats": (("measure", "repeats"), "--repeats"),
+             "store": (("output", "store"), "--store"), "trials": (("tune", "trials"), "--trials"),
+             "time_budget": (("tune", "time_budget"), "--time-budget"),
+             "tracker": (("devices", "tracker"), "--tracker"), "key": (("devices", "key"), "--key")}
+
+
+def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
+    """Command-line values (the keys of OVERRIDES; None or empty: not given) replace the recipe's.
+    The result is validated like a recipe file; a bad value is named by its flag."""
+    data, flags = recipe.model_dump(), {}
+    for name, value in overrides.items():
+        if value is None or (isinstance(value, (str, list, tuple)) and not value):
+            continue
+        (*parents, key), flag = OVERRIDES[name]
+        section = data
+        for parent in parents:
+            section = section[parent]
+        section[key] = list(value) if isinstance(value, (list, tuple)) else value
+        flags[(*parents, key)] = flag
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise HarnessError(f"invalid command-line value: {validation_problems(err, flags)}",
+                           "fix that value; the command's --help lists what each flag takes") from None
