@@ -102,6 +102,15 @@ def test_a_path_that_cannot_be_written_is_named(cli_dir, command):
     assert not (cli_dir / "results" / "history.db").exists()  # refused before anything was measured
 
 
+@pytest.mark.parametrize("command", [("run", str(ROOT / "recipes/quickstart.toml")), ("tune", "--model", "digits_cnn")])
+def test_a_store_that_is_a_folder_is_refused_before_any_work(cli_dir, command):
+    folder = cli_dir / "a-folder"
+    folder.mkdir(exist_ok=True)
+    proc = run_cli(*command, "--store", str(folder), cwd=cli_dir)
+    assert_usage_error(proc, "is a folder", "history.db")
+    assert "trials" not in proc.stderr  # refused before any tuning
+
+
 def test_a_report_never_creates_or_changes_a_store(cli_dir):
     missing, empty = cli_dir / "missing.db", cli_dir / "empty.db"
     empty.touch()

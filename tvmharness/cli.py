@@ -207,6 +207,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     """Tune models with MetaSchedule (XGBoost cost model); run, compile and bench then use the records."""
     from .models import load_model
     from .recipe import apply_overrides, load_recipe, recipe_from_dict
+    from .results import Store
     from .targets import resolve
     from .tune import TuneOptions, parse_duration, tune_model
 
@@ -223,6 +224,8 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     targets_ = [resolve(t, threads) for t in chosen.targets]
     racks = _kit_racks(chosen, targets_)
     models_ = [load_model(m, chosen.cache_dir, chosen.measure.batch) for m in chosen.models]
+    if measure:  # a store that cannot be opened is found now, not after the tune
+        Store(chosen.output.store)
     summaries = []
     for loaded in models_:
         for resolved in targets_:

@@ -95,6 +95,8 @@ def store_url(store: str) -> str:
     if "://" in store:
         return store
     path = Path(store)
+    if path.is_dir():
+        raise HarnessError(f"the results store {store} is a folder", f"give a file in it, e.g. {path / 'history.db'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
 
