@@ -84,15 +84,15 @@ def time_interleaved(calls: list[Callable[[], object]], warmup: int, repeats: in
     return [Latency.from_samples(s) for s in samples]
 
 
-def output_arrays(out, is_tensor: Callable[[object], bool], to_numpy: Callable[[object], np.ndarray]) -> list[np.ndarray]:
+def output_arrays(out, tensor_type: type, to_numpy: Callable[[object], np.ndarray] = lambda t: t.numpy()) -> list[np.ndarray]:
     """Every output of one call as numpy arrays, in order: nested tuples, lists (TVM's arrays too)
     and dict values flattened as torch.export and ONNX export number them."""
-    if is_tensor(out):
+    if isinstance(out, tensor_type):
         return [np.asarray(to_numpy(out))]
     if isinstance(out, dict):
         out = list(out.values())
     if isinstance(out, Sequence) and not isinstance(out, str):
-        return [a for item in out for a in output_arrays(item, is_tensor, to_numpy)]
+        return [a for item in out for a in output_arrays(item, tensor_type, to_numpy)]
     return [np.asarray(out)]  # a plain number
 
 

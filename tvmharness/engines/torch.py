@@ -55,7 +55,7 @@ class TorchEngine(Engine):
                 return module(tensor)
 
         def run(x: np.ndarray) -> list[np.ndarray]:
-            return output_arrays(forward(torch.from_numpy(x).to(device)), torch.is_tensor, lambda t: t.cpu().numpy())
+            return output_arrays(forward(torch.from_numpy(x).to(device)), torch.Tensor, lambda t: t.cpu().numpy())
 
         def bind(x: np.ndarray):
             tensor = torch.from_numpy(x).to(device)

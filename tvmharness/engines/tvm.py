@@ -71,7 +71,7 @@ class TVMEngine(Engine):
 
         def run(x: np.ndarray) -> list[np.ndarray]:
             out = vm["main"](tvm.runtime.tensor(x, dev))
-            return output_arrays(out, lambda o: isinstance(o, tvm.runtime.Tensor), lambda t: t.numpy())
+            return output_arrays(out, tvm.runtime.Tensor)
 
         def bind(x: np.ndarray):
             # set_input/invoke_stateful is the same call sequence the RPC path uses.
