@@ -59,6 +59,28 @@ def test_channel_pruning_of_a_model_with_only_its_output_layer_does_not_apply(wo
         apply_variant(model, "channels:0.5", workdir / "cache")
 
 
+def test_techniques_that_cannot_apply_say_why_and_the_run_goes_on(tmp_path):
+    from tests.user_models import tiny_mlp
+
+    module, example = tiny_mlp()
+    pt2 = tmp_path / "exported.pt2"
+    torch.export.save(torch.export.export(module, (example,)), str(pt2))
+    recipe = recipe_from_dict({"name": "n/a", "models": [f"{USER_MODELS}:two_heads", str(pt2)],
+                               "variants": ["fp32", "channels:0.5", "prune:0.5", "fp16"], "engines": ["torch"],
+                               "output": {"dir": str(tmp_path), "store": str(tmp_path / "h.db")}})
+    rows = {(r["model"], r["variant"]): r for r in run_recipe(recipe).rows}
+    # Pruning one of two_heads' inner layers would shrink its second output, the features.
+    assert rows[("two_heads", "channels:0.5")]["status"] == NOT_APPLICABLE
+    assert "outputs from shapes [[1, 4], [1, 8]] to [[1, 4], [1, 4]]" in rows[("two_heads", "channels:0.5")]["reason"]
+    # torch.export keeps the weights of a .pt2 but not its nn.Linear layers, which pruning works on.
+    for variant in ("channels:0.5", "prune:0.5"):
+        assert rows[("exported", variant)]["status"] == NOT_APPLICABLE
+        assert "an ExportedProgram (.pt2) keeps its weights but not its layers" in rows[("exported", variant)]["reason"]
+    ok = {key for key, r in rows.items() if r["status"] == OK}
+    assert ok == {("two_heads", "fp32"), ("two_heads", "prune:0.5"), ("two_heads", "fp16"), ("exported", "fp32"),
+                  ("exported", "fp16")}
+
+
 def test_low_rank_factors_layers_to_the_rank_asked(digits, workdir):
     ranked = apply_variant(digits, "lowrank:rank=4", workdir / "cache").torch_module
     factored = [m for m in ranked.modules() if isinstance(m, nn.Sequential) and len(m) == 2

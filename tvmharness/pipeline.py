@@ -214,6 +214,7 @@ def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: 
             # Each compiled variant must agree with its own uncompressed-engine run; compression's
             # own effect is measured against fp32 (accuracy, top-1 agreement).
             own = reference if variant.is_baseline else _own_reference(variant_model, host, inputs, options)
+            _check_output_shapes(own, reference, variant.name)
         except Exception as err:  # a technique that fails is that variant's row, not the run's end
             status = NOT_APPLICABLE if isinstance(err, NotApplicable) else COMPRESS_FAILED
             _store(store, result, _failed(_empty_row(model, variant.name, host, recipe), status, err))
@@ -259,14 +260,28 @@ class _Comparison:
 
     def apply(self, row: dict, outputs, model: LoadedModel, recipe: Recipe) -> None:
         if not self.is_fp32 and outputs is not None:
-            fidelity = agreement(self.fp32_outputs, outputs, recipe.measure.tolerance)
-            row["top1_agreement"] = fidelity.top1_agreement  # compression's effect: against fp32
-            row["details"]["max_abs_diff_vs_fp32"] = fidelity.max_abs_diff
-            row["details"]["max_abs_diff_reference"] = "the variant run by " + model.baseline_engine
+            try:
+                fidelity = agreement(self.fp32_outputs, outputs, recipe.measure.tolerance)
+            except ValueError:  # outputs of other shapes: the row already disagrees with its own reference
+                fidelity = None
+            if fidelity is not None:
+                row["top1_agreement"] = fidelity.top1_agreement  # compression's effect: against fp32
+                row["details"]["max_abs_diff_vs_fp32"] = fidelity.max_abs_diff
+                row["details"]["max_abs_diff_reference"] = "the variant run by " + model.baseline_engine
         key = (row["target"], row["engine"])
         if self.is_fp32 and row["status"] == OK:
             self.fp32_rows[key] = row
         _compare_with_baseline(row, self.baseline, recipe, self.fp32_rows.get(key))
+
+
+def _check_output_shapes(outputs: list, fp32_outputs: list, variant: str) -> None:
+    """A variant must give the outputs fp32 gives: channel pruning can shrink an output that is
+    also an inner layer's result (a model returning its features)."""
+    got, want = [o.shape for o in outputs[0]], [o.shape for o in fp32_outputs[0]]
+    if got != want:
+        raise NotApplicable(f"variant {variant} changes the model's outputs from shapes {[list(s) for s in want]} to "
+                            f"{[list(s) for s in got]}", "leave it out for this model; unstructured pruning (prune:0.5) "
+                            "keeps every shape")
 
 
 def _own_reference(model: LoadedModel, host: Target, inputs, options: EngineOptions) -> list:

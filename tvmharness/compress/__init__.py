@@ -19,7 +19,7 @@ from .cluster import CLUSTERS_ATTR, Cluster
 from .distill import Distill
 from .finetune import Finetune
 from .lowrank import LowRank
-from .metrics import clustered_bytes, model_metrics
+from .metrics import clustered_bytes, model_metrics, weight_layers
 from .prune import ChannelPrune, Prune, finalize_pruning
 from .quantize import FP16, Int8
 
@@ -107,6 +107,8 @@ def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> Load
                 module=model.torch_module)
     last_module = model.torch_module
     for step in variant.steps:
+        if step.on_layers and work.module is not None and not weight_layers(work.module):
+            raise _no_layers(model, step.kind)
         work = step.apply(work)
         if work.module is not None:
             last_module = work.module  # the figures are those of the last PyTorch model (int8 ends in ONNX)
@@ -130,6 +132,14 @@ def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> Load
     return LoadedModel(name=model.name, source=source, input_shape=model.input_shape, digest=digest,
                        torch_module=module, onnx_path=onnx_path, eval_set=model.eval_set,
                        notes=[*model.notes, *work.notes], compression=figures, frontend=work.frontend)
+
+
+def _no_layers(model: LoadedModel, kind: str) -> NotApplicable:
+    if model.source == "pt2":  # torch.export keeps the weights but not the nn.Module classes around them
+        return NotApplicable(f"'{kind}' works on nn.Conv and nn.Linear layers, and an ExportedProgram (.pt2) "
+                             "keeps its weights but not its layers", "give the model as path/to/file.py:function to compress it")
+    return NotApplicable(f"'{kind}' works on nn.Conv and nn.Linear layers, and {model.name} has none",
+                         "leave it out for this model; int8 and fp16 still apply")
 
 
 def _inner(module):

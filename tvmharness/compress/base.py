@@ -48,6 +48,7 @@ class Technique(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     primary: ClassVar[str | None] = None
     summary: ClassVar[str] = ""
+    on_layers: ClassVar[bool] = False  # works on the model's nn.Conv and nn.Linear layers
 
     def alias(self) -> str:
         """The canonical recipe string: kind, then the values that differ from the defaults."""

@@ -44,6 +44,7 @@ class Cluster(Technique):
     version: Literal[1] = 1
     clusters: int = Field(16, ge=2, le=65536, description="shared values per layer")
     primary = "clusters"
+    on_layers = True
 
     def apply(self, work: Work) -> Work:
         module = self.clone_module(work)

@@ -20,6 +20,7 @@ class Finetune(Technique):
     epochs: int = Field(3, ge=1, description="passes over the training split (or over the noise batches)")
     lr: float = Field(1e-3, gt=0)
     primary = "epochs"
+    on_layers = True
 
     def apply(self, work: Work) -> Work:
         module = self.clone_module(work)

@@ -22,6 +22,7 @@ class LowRank(Technique):
     rank: int | None = Field(None, ge=1, description="keep this many singular values per layer")
     energy: float | None = Field(None, gt=0, le=1, description="keep the fewest singular values whose squares sum to this share")
     primary = "energy"
+    on_layers = True
 
     @model_validator(mode="after")
     def _one_criterion(self):

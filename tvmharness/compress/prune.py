@@ -36,6 +36,7 @@ class Prune(Technique):
     epochs: int = Field(1, ge=1, description="gradual: fine-tuning epochs after each step")
     lr: float = Field(1e-3, gt=0)
     primary = "amount"
+    on_layers = True
 
     def apply(self, work: Work) -> Work:
         from torch.nn.utils import prune
@@ -74,6 +75,7 @@ class ChannelPrune(Technique):
     amount: float = Field(gt=0, lt=1, description="share of channels removed per layer")
     scope: Literal["layer", "global"] = "layer"
     primary = "amount"
+    on_layers = True
 
     def apply(self, work: Work) -> Work:
         import torch

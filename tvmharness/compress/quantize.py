@@ -38,7 +38,9 @@ FP16_TOLERANCE = 0.01
 
 
 def _half_module(inner):
+    import torch
     from torch import nn
+    from torch.utils._pytree import tree_map_only
 
     class HalfPrecision(nn.Module):
         """fp16 weights and arithmetic inside; fp32 at the edges, like every other variant."""
@@ -47,8 +49,8 @@ def _half_module(inner):
             super().__init__()
             self.module = module.half()
 
-        def forward(self, x):
-            return self.module(x.half()).float()
+        def forward(self, x):  # every output back to fp32, of a model with several too
+            return tree_map_only(torch.Tensor, lambda t: t.float(), self.module(x.half()))
 
     return HalfPrecision(inner).eval()
 
