@@ -181,3 +181,10 @@ def test_listing_commands_speak_json(cli_dir):
     cuda = next(c for c in checks if c["check"] == "CUDA device (TVM)")
     assert cuda["ok"] or cuda["detail"]  # no GPU here: the reason is given
     assert run_cli("--version").stdout.startswith("tvmharness ")
+
+
+def test_an_error_s_terminal_colours_do_not_reach_a_reason():
+    from tvmharness.errors import one_line
+
+    # torch.onnx.export colours its step lines; a row's reason goes into JUnit XML and Markdown.
+    assert one_line(RuntimeError("\x1b[96mThis is step 3/3\x1b[0m: export failed\nmore")) == "This is step 3/3: export failed"

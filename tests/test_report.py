@@ -45,6 +45,7 @@ def test_report_formats_read_the_store(seeded):
     md = run_cli("report", "--store", str(seeded), "--format", "md")
     assert md.returncode == 0, md.stderr
     assert "regressions found" in md.stdout and "**slower**" in md.stdout and "tuning records" in md.stdout
+    assert "unconfirmed: no second measurement" in md.stdout  # the history has no confirmation run
     assert EVIL not in md.stdout and "&lt;script&gt;" in md.stdout
 
     doc = json.loads(run_cli("report", "--store", str(seeded), "--format", "json").stdout)
@@ -52,6 +53,7 @@ def test_report_formats_read_the_store(seeded):
     assert verdicts["stepped"]["verdict"] == "slower" and verdicts["flat"]["verdict"] == "same"
     assert doc["regressions"] == 1
     assert {c["what"] for c in verdicts["stepped"]["changed"]} >= {"tuning records"}
+    assert verdicts["stepped"]["evidence"]["confirmed"] is None and "confirmed" not in verdicts["flat"]["evidence"]
 
     suite = ET.fromstring(run_cli("report", "--store", str(seeded), "--format", "junit").stdout.split("?>", 1)[1])
     assert suite.get("tests") == "3" and suite.get("failures") == "1"
@@ -64,6 +66,23 @@ def test_report_formats_read_the_store(seeded):
 
     table = run_cli("report", "--store", str(seeded))
     assert table.returncode == 0 and "slower" in table.stdout and "stepped" in table.stdout
+
+
+def test_json_and_junit_stay_valid_with_missing_numbers_and_control_characters(tmp_path):
+    store = Store(str(tmp_path / "h.db"))
+    for _ in range(2):  # a broken row: no threads, no samples, and a control character in its reason
+        night(store, 1.0, np.random.default_rng(0), model="broken", status="failed to build", reason="step \x07 3/3 failed",
+              threads=None, samples_ms=None, median_ms=None, p90_ms=None, iqr_ms=None)
+    doc = run_cli("report", "--store", str(tmp_path / "h.db"), "--format", "json").stdout
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    verdict = json.loads(doc, parse_constant=refuse)["verdicts"][0]
+    assert verdict["verdict"] == "broken" and verdict["provenance"]["threads"] is None
+    junit = run_cli("report", "--store", str(tmp_path / "h.db"), "--format", "junit").stdout
+    case = ET.fromstring(junit.split("?>", 1)[1]).find("testcase")
+    assert "step  3/3 failed" in ET.tostring(case, encoding="unicode")
 
 
 def test_report_since_and_bad_input(seeded, tmp_path):

@@ -80,7 +80,19 @@ def _internal_error(e: Exception) -> int:
 
 def _print_json(doc) -> None:
     """Plain JSON on stdout: no colour, no wrapping of long strings, one document."""
-    sys.stdout.write(json.dumps(doc, default=str, indent=2) + "\n")
+    sys.stdout.write(_json_text(doc))
+
+
+def _json_text(doc) -> str:
+    """JSON that strict parsers read: a missing number (NaN, as pandas reads it back) is null."""
+    def plain(value):
+        if isinstance(value, float) and value != value:
+            return None
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+    return json.dumps(plain(doc), default=str, indent=2, allow_nan=False) + "\n"
 
 
 def _version(value: bool) -> None:
@@ -341,7 +353,7 @@ def _render_verdicts(run: dict, verdicts, frame, fmt: str, output: Optional[Path
         out.print(verdict_table(verdicts))
         return
     text = {"md": lambda: summary.markdown(run, verdicts),
-            "json": lambda: json.dumps(summary.to_json(run, verdicts), default=str, indent=2) + "\n",
+            "json": lambda: _json_text(summary.to_json(run, verdicts)),
             "csv": lambda: summary.to_csv(frame, verdicts),
             "junit": lambda: summary.junit(run, verdicts)}[fmt]()
     if output is None:

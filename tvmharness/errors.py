@@ -1,5 +1,7 @@
 """Errors a user can cause and fix: each names the cause and the fix, and maps to an exit code."""
 
+import re
+
 USAGE = 2  # bad recipe, unknown name, missing file
 FAILED = 1  # the work ran but something in it failed
 
@@ -17,9 +19,12 @@ class HarnessError(Exception):
         return f"{self.cause} ({self.fix})" if self.fix else self.cause
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colours some libraries put in their errors
+
+
 def one_line(exc: BaseException, limit: int = 300) -> str:
-    """The first meaningful line of an exception, for a row's reason."""
-    text = str(exc).strip() or type(exc).__name__
+    """The first meaningful line of an exception, for a row's reason, without terminal colours."""
+    text = ANSI_ESCAPE.sub("", str(exc)).strip() or type(exc).__name__
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     line = lines[0] if lines else text
     return line if len(line) <= limit else line[: limit - 3] + "..."

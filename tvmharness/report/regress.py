@@ -164,9 +164,11 @@ def ab_latency_verdict(samples: list[float], reference: list[float], rules: Regr
 
 
 def confirmation(evidence: dict) -> str:
-    """What the second measurement of a latency change said, if one was taken."""
+    """What the second measurement of a latency change said, or that none was taken."""
     if "confirmed" not in evidence:
         return ""
+    if evidence["confirmed"] is None:
+        return "; unconfirmed: no second measurement (`nightly` takes one)"
     change = evidence.get("confirmation_change")
     return (f"; {'confirmed' if evidence['confirmed'] else 'not confirmed'} by {evidence['confirmation']}"
             + (f" ({change:+.1%})" if change is not None else ""))
@@ -292,6 +294,9 @@ def judge_run(store, run_id: int | None = None, since=None) -> tuple[dict, list[
                 second[key] = v
     if second:
         verdicts = [confirm(v, second.get(tuple(v.series.values()))) for v in verdicts]
+    else:  # nobody measured this run again (a `run`, a `bench`): its latency changes stand, marked so
+        verdicts = [replace(v, evidence=v.evidence | {"confirmed": None}) if needs_confirmation(v) else v
+                    for v in verdicts]
     return run, verdicts
 
 

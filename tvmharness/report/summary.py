@@ -4,6 +4,7 @@ and CSV. Every user string (model names, recipe fields) is escaped for its forma
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 
 from . import present
@@ -72,7 +73,8 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
     lines += ["<details><summary>All verdicts</summary>", "", *table(verdicts), "", "</details>", "",
               f"<sub>{md_escape(versions)} · latency verdicts need a Mann-Whitney U p below alpha, a 10th percentile "
               f"beyond the noise band (the minimum effect, or 3 sigma of the series' recent runs), and a second "
-              f"measurement that agrees (for a TVM build, an A/B in turns with the build it was compared with)</sub>", ""]
+              f"measurement that agrees where the run has one (`nightly` takes one; for a TVM build, an A/B in turns "
+              f"with the build it was compared with); a change without one says \"unconfirmed\"</sub>", ""]
     return "\n".join(lines)
 
 
@@ -96,7 +98,8 @@ def junit(run: dict, verdicts: list[Verdict]) -> str:
             ET.SubElement(case, "skipped", message=v.summary())
         else:
             ET.SubElement(case, "system-out").text = v.summary()
-    return ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True)
+    text = ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True)
+    return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", "", text)  # control characters XML 1.0 forbids
 
 
 def to_json(run: dict, verdicts: list[Verdict]) -> dict:
