@@ -71,6 +71,16 @@ def test_a_bad_flag_value_is_named_by_its_flag(cli_dir, command, needle):
     assert not (cli_dir / "flags.db").exists()  # nothing ran
 
 
+def test_one_variant_or_model_name_given_twice_is_refused(cli_dir):
+    recipe = write(cli_dir / "twice.toml", 'models = ["digits_cnn"]\nvariants = ["fp32", "prune:0.5", ["prune:0.50"]]\n')
+    assert_usage_error(run_cli("run", str(recipe), cwd=cli_dir), '"prune:0.5" and ["prune:0.50"] are the same variant (prune:0.5)')
+    write(cli_dir / "other.py", "import torch\n\ndef tiny_mlp():\n    return torch.nn.Linear(16, 4).eval(), torch.randn(1, 16)\n")
+    recipe = write(cli_dir / "twice.toml", f'models = ["{USER_MODELS}:tiny_mlp", "{cli_dir / "other.py"}:tiny_mlp"]\n')
+    proc = run_cli("run", str(recipe), "--store", str(cli_dir / "twice.db"), cwd=cli_dir)
+    assert_usage_error(proc, "are both named 'tiny_mlp'", "rename one")
+    assert not (cli_dir / "twice.db").exists()  # refused before anything was measured
+
+
 def test_a_user_model_whose_example_is_not_a_float_tensor_is_refused(cli_dir):
     proc = run_cli("bench", f"{USER_MODELS}:token_ids", cwd=cli_dir)
     assert_usage_error(proc, "gave a torch.int64 tensor as its example input", "floating-point example tensor")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .build import Artifact, load_artifact
-from .compress import BASELINE, NotApplicable, apply_variant, baseline_metrics, check_variant, parse_variant
+from .compress import BASELINE, NotApplicable, apply_variant, baseline_metrics, check_variants, parse_variant
 from .engines import EngineOptions, get_engine
 from .errors import HarnessError, one_line
 from .measure import accuracy, agreement, time_call, time_interleaved
@@ -70,12 +70,15 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     targets = [resolve(t, threads) for t in recipe.targets]
     host = host_target(targets, threads)
     racks = kit_racks(recipe, targets, progress)
-    for variant in recipe.variants:
-        check_variant(variant)
-    models = []
+    check_variants(recipe.variants)
+    models: list[LoadedModel] = []
     for spec in recipe.models:
         progress.step(f"loading model {spec}")
         models.append(load_model(spec, recipe.cache_dir, recipe.measure.batch))
+        same = [m for m in models[:-1] if m.name == models[-1].name]
+        if same:  # rows, verdicts and history know a model by its name
+            raise HarnessError(f"models {recipe.models[models.index(same[0])]} and {spec} are both named "
+                               f"'{models[-1].name}'", "rename one of the files (or functions)")
 
     provenance = snapshot() | {"threads": threads} | ({"confirms_run": confirms} if confirms is not None else {})
     store = Store(recipe.output.store)

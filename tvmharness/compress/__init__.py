@@ -8,6 +8,7 @@ round-trips to JSON (`Variant.model_dump_json` / `Variant.model_validate_json`).
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Union
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,7 +32,7 @@ FINAL_STEPS = ("fp16", "int8")  # they end the PyTorch model (a half-precision w
 AnyTechnique = Annotated[Union[Prune, ChannelPrune, LowRank, Cluster, Finetune, Distill, FP16, Int8],
                          Field(discriminator="kind")]
 
-__all__ = ["BASELINE", "REGISTRY", "NotApplicable", "Variant", "apply_variant", "baseline_metrics", "check_variant",
+__all__ = ["BASELINE", "REGISTRY", "NotApplicable", "Variant", "apply_variant", "baseline_metrics", "check_variants",
            "parse_variant"]
 
 
@@ -78,8 +79,16 @@ def parse_variant(spec: VariantSpec) -> Variant:
     return Variant(steps=steps)
 
 
-def check_variant(spec: VariantSpec) -> None:
-    parse_variant(spec)
+def check_variants(specs: list[VariantSpec]) -> None:
+    """Every variant parses, and no two are one variant spelled two ways ("prune:0.5" and
+    "prune:0.50", "cluster" and "cluster:16"): each would be measured and judged as the same series."""
+    seen: dict[str, VariantSpec] = {}
+    for spec in specs:
+        name = parse_variant(spec).name
+        if name in seen:
+            raise HarnessError(f"variants {json.dumps(seen[name])} and {json.dumps(spec)} are the same variant ({name})",
+                               "give each variant once")
+        seen[name] = spec
 
 
 def baseline_metrics(model: LoadedModel) -> dict:
