@@ -20,7 +20,8 @@ def _tool_version(tool: str) -> str | None:
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
         lines = (out.stdout or out.stderr).strip().splitlines()
-        line = next((ln for ln in lines if any(c.isdigit() for c in ln)), lines[0] if lines else "present")
+        numbered = [ln for ln in lines if any(c.isdigit() for c in ln)]  # nvcc: a copyright year, then "release 13.0"
+        line = next((ln for ln in numbered if "release" in ln), numbered[0] if numbered else lines[0] if lines else "present")
         return f"{path}: {line.strip()}"
     except (OSError, subprocess.SubprocessError):
         return path

@@ -30,20 +30,31 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+UNION_BRANCHES = {"str", "int", "float", "bool"}  # pydantic names a union's branch in the location
+
+
 def validation_problems(err, names: dict[tuple, str] | None = None) -> str:
     """A pydantic ValidationError as one line, each problem naming its key, or the name `names`
-    gives a key path (a command-line flag) for every problem under it."""
-    problems = []
+    gives a key path (a command-line flag) for every problem under it. A value that fits none of a
+    union's types is one problem ("a valid string or a valid list")."""
+    problems: dict[str, list[str]] = {}  # what is wrong, by where (a union's branches share a place)
+    inputs: dict[str, object] = {}
     for e in err.errors():
-        named = [name for path, name in (names or {}).items() if tuple(e["loc"][:len(path)]) == path]
-        where = named[0] if named else ".".join(str(p) for p in e["loc"]) or "(top level)"
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and (p in UNION_BRANCHES or "[" in p)))
+        named = [name for path, name in (names or {}).items() if loc[:len(path)] == path]
+        where = named[0] if named else ".".join(str(p) for p in loc) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{where}'")
+            problems.setdefault(f"unknown key '{where}'", [])
         elif e["type"] == "missing":
-            problems.append(f"missing key '{where}'")
-        elif e["type"] == "value_error" and not e["loc"]:  # a check across keys: its message names them
-            problems.append(msg)
+            problems.setdefault(f"missing key '{where}'", [])
+        elif e["type"] == "value_error" and not loc:  # a check across keys: its message names them
+            problems.setdefault(msg, [])
         else:
-            problems.append(f"'{where}': {msg} (got {e.get('input')!r})")
-    return "; ".join(problems)
+            problems.setdefault(f"'{where}': ", []).append(msg)
+            inputs[f"'{where}': "] = e.get("input")
+    texts = []
+    for head, msgs in problems.items():
+        what = msgs[0] + "".join(" or " + m.removeprefix("Input should be ") for m in msgs[1:]) if msgs else ""
+        texts.append(head + (f"{what} (got {inputs[head]!r})" if msgs else ""))
+    return "; ".join(texts)

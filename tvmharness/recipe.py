@@ -127,7 +127,7 @@ class Recipe(_Strict):
 
 def _format_validation(source: str, err: ValidationError) -> HarnessError:
     return HarnessError(f"invalid recipe {source}: {validation_problems(err)}",
-                        "fix those keys; `tvmharness run --help` and recipes/quickstart.toml show the schema")
+                        "fix those keys; recipes/quickstart.toml and README's 'Recipes' show every key")
 
 
 def recipe_from_dict(data: dict, source: str = "(inline)") -> Recipe:
