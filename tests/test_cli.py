@@ -188,6 +188,27 @@ def test_bench_json_and_compile(cli_dir):
     assert (out / "model.so").stat().st_size == manifest["library"]["bytes"]
 
 
+def test_compile_ships_a_compressed_variant_that_loads_and_runs(cli_dir):
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from tvmharness.measure import output_arrays
+
+    for variant, folder, frontend in (("prune:0.5", "digits_cnn-prune_0.5-x86", "torch"),
+                                      ("int8", "digits_cnn-int8-onnx-x86", "onnx")):
+        proc = run_cli("compile", "digits_cnn", "--variant", variant, cwd=cli_dir)
+        assert proc.returncode == 0, proc.stderr
+        out = cli_dir / "results" / "artifacts" / folder  # each variant in a folder of its own
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert [step["kind"] for step in manifest["compression"]] == [variant.split(":")[0]]
+        assert manifest["frontend"] == frontend  # int8 is an ONNX model: it has only that way into TVM
+        vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / "model.so")), tvm.cpu())
+        x = np.zeros(manifest["input"]["shape"], np.float32)
+        assert [o.shape for o in output_arrays(vm["main"](tvm.runtime.tensor(x)), tvm.runtime.Tensor)] == [(1, 10)]
+    assert_usage_error(run_cli("compile", "digits_cnn", "--variant", "prune:2", cwd=cli_dir), "bad parameters in variant 'prune:2'")
+
+
 def test_listing_commands_speak_json(cli_dir):
     targets = json.loads(run_cli("targets", "--json", cwd=cli_dir).stdout)
     assert any(t["name"] == "x86" and t["tvm_target"]["mcpu"] != "auto" for t in targets)

@@ -67,7 +67,8 @@ def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path
 
     With a records folder (results/tuning) that holds records for this target, the build applies
     them (compile_relax on the un-fused module: on a fused one records silently fail to match)."""
-    frontend = model.frontend or frontend
+    # An ONNX file (the user's, or an int8 variant) has only the one way in, whatever was asked.
+    frontend = model.frontend or ("onnx" if model.torch_module is None else frontend)
     records = records_dir(records_root, target) if records_root is not None else None
     digest = records_hash(records) if records is not None else None
     key = build_key(model, target, frontend, digest)
@@ -109,11 +110,13 @@ def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path
         "model": model.name,
         "model_digest": model.digest,
         "model_source": model.source,
+        "compression": model.compression.get("compression") or [],  # each step's kind and parameters
         "input": {"shape": list(model.input_shape), "dtype": "float32"},
         "frontend": frontend,
         "target": target.describe(),
         "tuning_records": tuning,
         "library": {"file": LIBRARY, "sha256": file_hash(directory / LIBRARY), "bytes": (directory / LIBRARY).stat().st_size},
+        "load": "vm = tvm.relax.VirtualMachine(tvm.runtime.load_module('model.so'), device); outputs = vm['main'](input)",
         "cuda_source": KERNELS if kernels is not None else None,
         "build_key": key,
         "build_seconds": round(time.perf_counter() - started, 2),

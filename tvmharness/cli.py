@@ -279,24 +279,36 @@ def _kit_racks(recipe, targets) -> dict:
 @_friendly
 def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or module:function")],
             target: Annotated[str, typer.Option("--target", "-t", help="target preset")] = "x86",
-            out_dir: Annotated[Optional[Path], typer.Option("--out", help="artifact directory (default results/artifacts/MODEL-TARGET)")] = None,
+            variant: Annotated[str, typer.Option(help="compression variant, e.g. int8 or prune:0.5+finetune")] = "fp32",
+            out_dir: Annotated[Optional[Path], typer.Option("--out", help="artifact directory (default results/artifacts/MODEL[-VARIANT][-onnx]-TARGET)")] = None,
             frontend: Annotated[str, typer.Option(help="torch or onnx")] = "torch",
             threads: Annotated[Optional[int], typer.Option(min=1, help="threads the module is built for")] = None,
             json_out: JsonOpt = False) -> int:
-    """Build a deployable artifact: model.so and manifest.json (hashes, target, versions, git commit)."""
+    """Build a deployable artifact: model.so and manifest.json (hashes, target, compression, versions, git commit)."""
+    import re
+
     from .build import build_tvm, export_artifact
+    from .compress import apply_variant, parse_variant
     from .models import load_model
     from .recipe import recipe_from_dict
     from .targets import resolve
 
     if frontend not in ("torch", "onnx"):
         raise HarnessError(f"unknown frontend '{frontend}'", "use --frontend torch or --frontend onnx")
+    chosen = parse_variant(variant)
     defaults = recipe_from_dict({"models": [model]}, "(compile)")
     resolved = resolve(target, threads or defaults.measure.threads)
+    loaded = load_model(model, defaults.cache_dir)
+    if not chosen.is_baseline:
+        with err.status(f"compressing {model}: {chosen.name}"):
+            loaded = apply_variant(loaded, chosen, defaults.cache_dir)
     with err.status(f"building {model} for {target}"):
-        artifact = build_tvm(load_model(model, defaults.cache_dir), resolved, frontend, defaults.cache_dir,
-                             defaults.records_root)
-    dest = export_artifact(artifact, out_dir or Path("results/artifacts") / f"{Path(model).stem}-{target}")
+        artifact = build_tvm(loaded, resolved, frontend, defaults.cache_dir, defaults.records_root)
+    if out_dir is None:  # one folder per model, variant, frontend and target: none overwrites another
+        parts = [Path(model).stem, *([] if chosen.is_baseline else [re.sub(r"[^\w.-]+", "_", chosen.name)]),
+                 *([] if artifact.manifest["frontend"] == "torch" else [artifact.manifest["frontend"]]), resolved.name]
+        out_dir = Path("results/artifacts") / "-".join(parts)
+    dest = export_artifact(artifact, out_dir)
     if json_out:
         _print_json({"dir": str(dest), "cache_hit": artifact.cache_hit, "manifest": artifact.manifest})
     else:
