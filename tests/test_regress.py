@@ -69,6 +69,16 @@ def test_a_verdict_names_the_provenance_that_changed_and_the_operators_that_move
     assert "tuning records" in text and "conv2d" in text and "slower" in text
 
 
+def test_a_model_edited_in_place_is_named_as_the_change(store):
+    rng = np.random.default_rng(6)
+    details = {"build_key": "k", "model_digest": "1" * 64}  # a user's model.py, the same path every night
+    for _ in range(4):
+        night(store, 1.0, rng, engine="torch", details=details)
+    night(store, 1.0, rng, engine="torch", details=details | {"model_digest": "2" * 64})
+    (v,) = judge_run(store)[1]
+    assert {c["what"]: (c["before"], c["after"]) for c in v.changed} == {"model": ("1" * 16, "2" * 16)}
+
+
 def test_size_accuracy_broken_and_new(store):
     rng = np.random.default_rng(9)
     for _ in range(4):

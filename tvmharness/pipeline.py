@@ -179,7 +179,8 @@ def _measure_ab(tonight: dict, before: dict, build: Artifact, earlier: Artifact,
                                            "threads", "batch", "artifact_bytes", "tuned", "target_spec")}
     row.update(status=OK, median_ms=latency.median_ms, p90_ms=latency.p90_ms, iqr_ms=latency.iqr_ms,
                samples_ms=latency.samples_ms)
-    row["details"] = {k: tonight["details"].get(k) for k in ("build_key", "artifact_dir", "tuning_records")} | {
+    row["details"] = {k: tonight["details"].get(k) for k in ("build_key", "artifact_dir", "tuning_records", "compression",
+                                                              "model_digest")} | {
         "ab_reference": {"run_id": int(before["run_id"]), "build_key": before["details"].get("build_key"),
                          "artifact_dir": str(earlier.dir), "samples_ms": reference.samples_ms}}
     return row
@@ -298,7 +299,8 @@ def _empty_row(model: LoadedModel, variant: str, target: Target, recipe: Recipe,
     """A row with nothing measured: a variant that could not be made, or an engine that does not apply."""
     return {"model": model.name, "variant": variant, "target": target.name, "engine": engine, "engine_version": "",
             "is_baseline": False, "batch": recipe.measure.batch, "status": OK, "reason": "",
-            "target_spec": target.describe(), "details": {"notes": list(model.notes), **model.compression}}
+            "target_spec": target.describe(), "details": {"notes": list(model.notes), "model_digest": model.digest,
+                                                          **model.compression}}
 
 
 def _failed(row: dict, status: str, err: Exception) -> dict:

@@ -228,6 +228,8 @@ def row_provenance(row: dict) -> dict:
         "cpu": (prov.get("host") or {}).get("cpu", {}).get("model"),
         "os": (prov.get("host") or {}).get("os"),
     }
+    if details.get("model_digest"):  # the model's weights and graph (a user's file edited in place)
+        out["model"] = details["model_digest"][:16]
     if tuning:
         out["tuned tasks"] = f"{tuning.get('tasks_tuned')}/{tuning.get('tasks')} ({tuning.get('trials')} trials)"
     for key in ("compression", "variant_config"):
