@@ -186,6 +186,8 @@ def test_a_chain_applies_in_order_and_round_trips_to_json(digits, workdir):
     ("int8:samples=0", "samples"),
     (["int8", "prune:0.5"], "must be the last step"),
     (["fp32", "int8"], "not a step"),
+    ("int8:dynamic,calibration=entropy", "'calibration' applies only with mode=static"),  # it would change nothing
+    ("prune:0.5,steps=5", "'steps' applies only with schedule=gradual"),
 ])
 def test_bad_variants_fail_with_a_clear_message(spec, needle):
     with pytest.raises(HarnessError) as err:

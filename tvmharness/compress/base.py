@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ..errors import HarnessError, validation_problems
 from ..models import LoadedModel
@@ -49,6 +49,17 @@ class Technique(BaseModel):
     primary: ClassVar[str | None] = None
     summary: ClassVar[str] = ""
     on_layers: ClassVar[bool] = False  # works on the model's nn.Conv and nn.Linear layers
+    # Parameters that act only with another's value (steps only in a gradual schedule): set otherwise,
+    # they would change nothing but the variant's name, and make a series of their own.
+    only_with: ClassVar[dict[str, tuple[str, str]]] = {}
+
+    @model_validator(mode="after")
+    def _no_idle_parameters(self):
+        defaults = type(self)._defaults()
+        for name, (other, value) in self.only_with.items():
+            if getattr(self, name) != defaults[name] and getattr(self, other) != value:
+                raise ValueError(f"'{name}' applies only with {other}={value}")
+        return self
 
     def alias(self) -> str:
         """The canonical recipe string: kind, then the values that differ from the defaults."""

@@ -37,6 +37,7 @@ class Prune(Technique):
     lr: float = Field(1e-3, gt=0)
     primary = "amount"
     on_layers = True
+    only_with = {"steps": ("schedule", "gradual"), "epochs": ("schedule", "gradual"), "lr": ("schedule", "gradual")}
 
     def apply(self, work: Work) -> Work:
         from torch.nn.utils import prune

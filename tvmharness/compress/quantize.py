@@ -79,6 +79,7 @@ class Int8(Technique):
     per_channel: bool = True
     activations: Literal["uint8", "int8"] = "uint8"
     primary = "mode"
+    only_with = {"calibration": ("mode", "static"), "samples": ("mode", "static"), "activations": ("mode", "static")}
 
     def apply(self, work: Work) -> Work:
         module = self.clone_module(work)
