@@ -131,6 +131,29 @@ def test_the_untuned_note_gives_the_run_s_own_gap_to_onnx_runtime(tmp_path):
     assert "up to 19x ONNX Runtime's latency: m on x86" in note
 
 
+def test_a_row_timed_while_the_host_was_busy_is_marked_unsteady(tmp_path):
+    from types import SimpleNamespace
+
+    from tvmharness.measure import Latency
+    from tvmharness.pipeline import _record_outputs
+    from tvmharness.provenance import snapshot
+    from tvmharness.recipe import recipe_from_dict
+    from tvmharness.report.terminal import footnotes
+
+    recipe, model = recipe_from_dict({"models": ["m"]}), SimpleNamespace(eval_set=None, compression={})
+    store = Store(str(tmp_path / "h.db"))
+    run_id = store.start_run("r", "h" * 16, {}, snapshot())
+    # steady: a few slow calls; busy: most calls waited, only the fastest few show the model's own time
+    for engine, samples in (("tvm", [1.0] * 25 + [3.0] * 5), ("torch", [1.0] * 5 + [3.0] * 25)):
+        row = {"model": "m", "variant": "fp32", "target": "x86", "engine": engine, "status": "ok",
+               "engine_version": "1", "threads": 2, "details": {}}
+        _record_outputs(row, model, Latency.from_samples(samples), [], None, recipe)
+        row.pop("_outputs")
+        store.add(run_id, row)
+    (note,) = [line for line in footnotes(store.frame(run_id=run_id)) if line.startswith("UNSTEADY")]
+    assert "m / fp32 / torch 3x" in note and "tvm" not in note
+
+
 def test_sizes_are_printed_in_decimal_units_everywhere():
     from tvmharness.report import size_text
 

@@ -23,6 +23,7 @@ from .targets import Target, check_toolchain, host_target, resolve
 # Row statuses, as the report shows them.
 OK = "ok"
 DISAGREES = "outputs disagree"
+UNSTEADY = 1.5  # a median this far above the fastest tenth of its samples: the host was busy, not the model
 BUILD_FAILED = "failed to build"
 RUN_FAILED = "failed to run"
 COMPRESS_FAILED = "failed to compress"
@@ -354,6 +355,8 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
 
 def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, recipe: Recipe) -> None:
     row.update(median_ms=latency.median_ms, p90_ms=latency.p90_ms, iqr_ms=latency.iqr_ms, samples_ms=latency.samples_ms)
+    if latency.p10_ms and latency.median_ms > UNSTEADY * latency.p10_ms:  # most calls waited for something else
+        row["details"]["unsteady"] = round(latency.median_ms / latency.p10_ms, 2)
     if model.eval_set is not None:
         row["accuracy"] = accuracy(outputs, model.eval_set[1])
     row["_outputs"] = outputs

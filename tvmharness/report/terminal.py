@@ -46,6 +46,8 @@ def run_table(frame, run: dict) -> Table:
             notes.append(f"kit {details['kit']}")
         if details.get("emulated"):
             notes.append("EMULATED")
+        if details.get("unsteady"):
+            notes.append("UNSTEADY")
         if present(r["cache_hit"]) and r["status"] != "failed to build":
             notes.append("cached" if r["cache_hit"] else "built")
         if present(r["meets_goals"]):
@@ -99,6 +101,11 @@ def footnotes(frame) -> list[str]:
         lines.append("UNTUNED: TVM built without tuning records uses its default kernels (on a CPU, single-threaded), "
                      f"far from what MetaSchedule tuning reaches{_untuned_gap(frame, untuned)}; read these rows as a "
                      "floor, not as TVM's speed")
+    unsteady = [f"{r['model']} / {r['variant']} / {r['engine']} {r['details']['unsteady']:.3g}x"
+                for r in frame.to_dict("records") if (r["details"] or {}).get("unsteady")]
+    if unsteady:
+        lines.append(f"UNSTEADY: the median is far above the fastest tenth of the samples ({', '.join(unsteady)}): "
+                     "something else had the host while they ran; measure them again before reading their latency")
     emulated = sorted({d["emulated"] for d in frame["details"] if d and d.get("emulated")})
     if emulated:
         lines.append(f"EMULATED: rows from a kit emulated on this host ({'; '.join(emulated)}) prove the path (cross-compile, "
