@@ -58,7 +58,9 @@ def to_relax(model: LoadedModel, frontend: str, cache_dir: Path):
             return integer_qdq(mod)[0]  # quantized (QDQ) models get integer conv/matmul kernels
         from tvm.relax.frontend.torch import from_exported_program
 
-        return from_exported_program(model.exported_program(), unwrap_unit_return_tuple=False)
+        with warnings.catch_warnings():  # torch's own pytree code warns about itself when a program is copied
+            warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+            return from_exported_program(model.exported_program(), unwrap_unit_return_tuple=False)
     except HarnessError:
         raise
     except Exception as err:  # the frontends raise assorted errors for unsupported operators

@@ -7,7 +7,9 @@ Nothing is downloaded: torchvision models start from a seeded init.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import importlib.util
 import logging
 import sys
@@ -58,12 +60,29 @@ class LoadedModel:
 
             example = torch.from_numpy(random_inputs(self.input_shape, 1)[0])
             try:
-                self.exported = torch.export.export(fold_batchnorm(self.torch_module), (example,))
+                with quiet_torch_export():
+                    self.exported = torch.export.export(fold_batchnorm(self.torch_module), (example,))
             except Exception as err:  # torch raises many types here; all mean "does not export"
                 raise HarnessError(f"model '{self.name}' does not export with torch.export: {one_line(err)}",
                                    "make the forward pass traceable (no data-dependent Python control flow), "
                                    "or give an .onnx file instead") from None
         return self.exported
+
+
+@contextlib.contextmanager
+def quiet_torch_export():
+    """torch.export logs a traceback and prints the graph it stopped in before it raises; the
+    error itself, which the caller turns into one message, says what is wrong."""
+    loggers = [logging.getLogger(n) for n in ("torch.export", "torch.fx.experimental.symbolic_shapes")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
 
 
 def fold_batchnorm(module):
@@ -205,16 +224,12 @@ def _load_zoo(name: str, cache_dir: Path, batch: int) -> LoadedModel:
 def _load_pt2(path: Path) -> LoadedModel:
     import torch
 
-    export_log = logging.getLogger("torch.export")
-    level = export_log.level
-    export_log.setLevel(logging.ERROR)  # it logs a traceback before raising
     try:
-        ep = torch.export.load(str(path))
+        with quiet_torch_export():
+            ep = torch.export.load(str(path))
     except Exception as err:
         raise HarnessError(f"{path} is not a loadable ExportedProgram: {one_line(err)}",
                            "save one with torch.export.save(torch.export.export(model, (x,)), 'model.pt2')") from None
-    finally:
-        export_log.setLevel(level)
     specs = [s for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     if len(specs) != 1:
         raise HarnessError(f"{path} takes {len(specs)} inputs; tvmharness measures single-input models",
