@@ -23,13 +23,13 @@ from .targets import Target, check_toolchain, host_target, resolve
 # Row statuses, as the report shows them.
 OK = "ok"
 DISAGREES = "outputs disagree"
-UNSTEADY = 1.5  # a median this far above the fastest tenth of its samples: the host was busy, not the model
 BUILD_FAILED = "failed to build"
 RUN_FAILED = "failed to run"
 COMPRESS_FAILED = "failed to compress"
 NOT_APPLICABLE = "not applicable"  # a technique or engine that does not fit the model; not a failure
 HOST_ENGINES = ("torch", "torch-compile", "onnxruntime")
 AB_ENGINES = ("tvm", "tvm-untuned")  # an earlier build loads beside tonight's: confirmed by an A/B
+UNSTEADY = 1.5  # a median this far above the fastest tenth of its samples: the host was busy, not the model
 
 
 class Progress(Protocol):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import io
 import importlib.util
+import io
 import logging
 import sys
 from dataclasses import dataclass, field
