@@ -17,7 +17,7 @@ from tvmharness.engines import EngineOptions, get_engine
 from tvmharness.models import load_model
 from tvmharness.targets import resolve
 from tvmharness.errors import HarnessError
-from tvmharness.tune import RECORDS, TuneOptions, parse_duration, records_dir, tune_model
+from tvmharness.tune import RECORDS, TARGET_FILE, TuneOptions, parse_duration, records_dir, tune_model
 
 TINY = f"{USER_MODELS}:tiny_mlp"
 
@@ -103,6 +103,29 @@ def test_a_killed_tune_resumes_without_losing_records(tmp_path):
     assert record_file.read_text().splitlines() == after
 
 
+def test_a_time_budget_or_a_ctrl_c_ends_a_tune_cleanly_and_keeps_its_records(tmp_path):
+    record_file = records_dir(tmp_path / "results" / "tuning", resolve("x86", 2)) / RECORDS
+    # The budget runs out while MetaSchedule is joining a task's batch (it crashed there).
+    budget = run_cli("tune", "--model", TINY, "--trials", "200", "--time-budget", "5s", "--no-measure", "--json",
+                     cwd=tmp_path)
+    assert budget.returncode == 0, budget.stderr
+    summary = json.loads(budget.stdout)["tune"][0]
+    assert summary["stopped"] == "time budget of 5 s reached" and 0 < summary["trials_run"] < 200
+    kept = len(record_file.read_text().splitlines())
+    assert kept > 0
+
+    args = [sys.executable, "-m", "tvmharness", "tune", "--model", TINY, "--trials", "400", "--no-measure"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(record_file.read_text().splitlines()) <= kept:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in stderr and "internal error" not in stderr, stderr
+    assert len(record_file.read_text().splitlines()) > kept  # what it tuned before the Ctrl-C is kept
+
+
 def test_bad_tune_inputs_give_clear_errors_and_leave_the_records_intact(tmp_path):
     for args, needle in [(("--trials", "0"), "'--trials'"), (("--target", "sparc"), "unknown target 'sparc'")]:
         proc = run_cli("tune", "--model", TINY, *args, "--no-measure", cwd=tmp_path)
@@ -117,6 +140,10 @@ def test_bad_tune_inputs_give_clear_errors_and_leave_the_records_intact(tmp_path
     assert proc.returncode == 2, proc.stderr
     assert "corrupt or foreign at line 1" in proc.stderr and "Traceback" not in proc.stderr
     assert (directory / RECORDS).read_bytes() == corrupt
+
+    (directory / TARGET_FILE).write_text("not json")
+    proc = run_cli("tune", "--model", TINY, "--trials", "4", "--no-measure", cwd=tmp_path)
+    assert proc.returncode == 2 and "target.json is corrupt" in proc.stderr and "internal error" not in proc.stderr, proc.stderr
 
 
 def test_durations_read_as_people_write_them():

@@ -46,7 +46,8 @@ def _friendly(command):
         except HarnessError as e:
             code = _user_error(e)
         except KeyboardInterrupt:
-            err.print("interrupted: rows measured so far are in the store")
+            err.print("interrupted: the rows measured and tuning records written so far are kept "
+                      "(`tvmharness tune --resume` continues a tune)")
             code = 130
         except OSError as e:
             if e.filename is None:  # not about a path the user gave

@@ -16,11 +16,13 @@ import logging
 import math
 import os
 import re
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from .cache import content_hash
 from .errors import HarnessError, one_line
@@ -54,10 +56,14 @@ def check_records(directory: Path, target: Target | None = None) -> None:
     the next append would otherwise glue a record onto it; every complete record stays."""
     meta = directory / TARGET_FILE
     if target is not None and meta.is_file():
-        recorded = json.loads(meta.read_text()).get("tvm")
+        try:
+            recorded = json.loads(meta.read_text()).get("tvm")
+        except (ValueError, AttributeError):
+            raise HarnessError(f"{meta} is corrupt: it should name the target these records were tuned for",
+                               "it was left untouched: restore it from a copy, or move the folder aside to start afresh") from None
         if recorded != target.tvm_dict:
             raise HarnessError(f"tuning records in {directory} are for target {recorded}, not {target.tvm_dict}",
-                               "point at the records of this target, or move that folder aside")
+                               "move that folder aside (or set [output] dir to another folder) to tune this target afresh")
     workloads = 0
     for name, valid in ((WORKLOADS, _valid_workload), (RECORDS, _valid_record)):
         path = directory / name
@@ -202,6 +208,7 @@ class TuneState:
     trials_done: int = 0
     time_budget_s: float | None = None
     stopped: str = ""
+    on_batch: Callable[[], None] | None = None  # after each batch of measurements is counted
 
     @property
     def elapsed_s(self) -> float:
@@ -307,10 +314,18 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
         known = {t.task_name: _known(database, t) for t in extracted}
         session = _plan_session(session_file, options, extracted, known, directory)
         to_tune = [t for t in extracted if t.task_name in session["tasks"]]
-        remaining = session["trials"] - (_record_count(directory) - session["records_at_start"])
+        # The session's own trials, saved after each batch: the records file also gains other models' trials.
+        done_before = session.get("trials_done", _record_count(directory) - session["records_at_start"])
+        remaining = session["trials"] - done_before
         states = [TaskState(t.task_name, float(t.weight), _flop(t), known[t.task_name][0], best_s=known[t.task_name][1])
                   for t in extracted]
         state = TuneState(model.name, target.name, max(0, remaining), states, time_budget_s=options.time_budget_s)
+
+        def save_progress():
+            session["trials_done"] = done_before + state.trials_done
+            session_file.write_text(json.dumps(session, indent=2) + "\n")
+
+        state.on_batch = save_progress
         skipped = [t.task_name for t in extracted if t.task_name not in session["tasks"]]
         if remaining <= 0 or not to_tune:
             state.stopped = (f"nothing to do: the budget of {session['trials']} trials is spent" if to_tune
@@ -321,7 +336,7 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
                       f"(the first batch starts the builder workers: about 30 s)")
         _run_meta_schedule(database, to_tune, directory, target, options, state, progress, remaining, threads)
         session["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        session_file.write_text(json.dumps(session, indent=2) + "\n")
+        save_progress()
         trials_run = state.trials_done
         ok = sum(t.trials - t.errors for t in states)
         if trials_run and ok == 0:
@@ -360,7 +375,7 @@ def _plan_session(path: Path, options: TuneOptions, extracted, known, directory:
         session["resumed"] = session.get("resumed", 0) + 1
         return session
     new = [t.task_name for t in extracted if known[t.task_name][0] == 0]
-    session = {"trials": options.trials, "records_at_start": _record_count(directory),
+    session = {"trials": options.trials, "records_at_start": _record_count(directory), "trials_done": 0,
                "tasks": new or [t.task_name for t in extracted], "reused_known": bool(new) and len(new) < len(extracted),
                "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -390,12 +405,42 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
     else:
         runner = ms.runner.LocalRunner(timeout_sec=options.runner_timeout_s, evaluator_config=evaluator)
     callback = _progress_callback(state, progress, options)
-    with _follow_scheduler_log(log_dir / "logs", len(tasks), progress):
-        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(log_dir), max_trials_global=trials,
-                      num_trials_per_iter=per_iter, builder=builder, runner=runner, database=database,
-                      cost_model=ms.cost_model.XGBModel(num_warmup_samples=16, num_tuning_cores=threads),
-                      measure_callbacks=[*ms.MeasureCallback.create("default"), callback],
-                      task_scheduler=ms.task_scheduler.GradientBased(seed=0))
+    with _follow_scheduler_log(log_dir / "logs", len(tasks), progress), _noting_interrupts() as interrupted:
+        try:
+            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(log_dir), max_trials_global=trials,
+                          num_trials_per_iter=per_iter, builder=builder, runner=runner, database=database,
+                          cost_model=ms.cost_model.XGBModel(num_warmup_samples=16, num_tuning_cores=threads),
+                          measure_callbacks=[*ms.MeasureCallback.create("default"), callback],
+                          task_scheduler=ms.task_scheduler.GradientBased(seed=0))
+        except Exception:
+            if interrupted():  # TVM hands a Ctrl-C in its loop back as an empty RuntimeError
+                raise KeyboardInterrupt from None
+            if not state.stopped:  # else: the callback ended the loop (_StopTuning), its records are kept
+                raise
+
+
+class _StopTuning(Exception):
+    """Ends MetaSchedule's loop from a measure callback. Terminating its tasks there instead fails
+    when the loop terminates the task it is joining ("Check failed: !task->is_terminated")."""
+
+
+@contextlib.contextmanager
+def _noting_interrupts():
+    """Yields whether Ctrl-C came; it still raises KeyboardInterrupt, as Python's own handler does."""
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield lambda: False
+        return
+
+    def handler(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(seen)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def tune_contexts(tasks, target: Target, options: TuneOptions, log_dir: Path, threads: int):
@@ -517,6 +562,8 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
                     continue
                 secs = sum(float(s) for s in ran.run_secs) / len(ran.run_secs)
                 task.best_s = secs if task.best_s is None else min(task.best_s, secs)
+            if state.on_batch is not None:
+                state.on_batch()
             estimate = state.model_estimate_ms
             if estimate is not None and estimate < 0.99 * best_estimate["ms"]:
                 best_estimate.update(ms=estimate, at_trial=state.trials_done)
@@ -526,11 +573,9 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
             elif (options.patience and estimate is not None
                   and state.trials_done - best_estimate["at_trial"] >= options.patience):
                 stop = f"no 1% improvement in the last {options.patience} trials"
+            progress.update(state, task)
             if stop and not state.stopped:
                 state.stopped = stop
-                for i, record in enumerate(task_scheduler.tasks_):
-                    if not record.is_terminated:
-                        task_scheduler.terminate_task(i)
-            progress.update(state, task)
+                raise _StopTuning(stop)
 
     return Callback()
