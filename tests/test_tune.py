@@ -122,7 +122,9 @@ def test_a_time_budget_or_a_ctrl_c_ends_a_tune_cleanly_and_keeps_its_records(tmp
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted" in stderr and "internal error" not in stderr, stderr
+    # 130, or ended by the SIGINT itself when one reaches it again on the way out (a shell says 130 too)
+    assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, stderr)
+    assert "interrupted" in stderr and "internal error" not in stderr, stderr
     assert len(record_file.read_text().splitlines()) > kept  # what it tuned before the Ctrl-C is kept
 
 
