@@ -10,6 +10,7 @@ import pytest
 from tvmharness.pipeline import RUN_FAILED, OK, run_recipe
 from tvmharness.recipe import recipe_from_dict
 from tvmharness.remote.loopback import LoopbackRack, free_port, stop
+from tvmharness.report.terminal import footnotes
 
 from .conftest import ROOT, USER_MODELS, run_cli
 
@@ -145,6 +146,8 @@ def test_a_session_killed_on_one_kit_is_retried_and_the_kit_comes_back(rack, wor
     assert killed, "no session worker was found to kill"
     assert row["status"] == OK, row["reason"]
     assert row["details"]["retried_after"]
+    (note,) = [line for line in footnotes(result.frame()) if line.startswith("RETRIED")]
+    assert f"slow_conv / fp32 / tvm was measured on kit {row['details']['kit']} after " in note
     rack.wait_for(lambda: len(rack.kits("x86")) == 2, 30, "the kit to register again")
 
 

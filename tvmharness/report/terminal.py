@@ -48,6 +48,8 @@ def run_table(frame, run: dict) -> Table:
             notes.append("EMULATED")
         if details.get("unsteady"):
             notes.append("UNSTEADY")
+        if details.get("retried_after"):
+            notes.append("RETRIED")
         if present(r["cache_hit"]) and r["status"] != "failed to build":
             notes.append("cached" if r["cache_hit"] else "built")
         if present(r["meets_goals"]):
@@ -106,6 +108,10 @@ def footnotes(frame) -> list[str]:
     if unsteady:
         lines.append(f"UNSTEADY: the median is far above the fastest tenth of the samples ({', '.join(unsteady)}): "
                      "something else had the host while they ran; measure them again before reading their latency")
+    for r in frame.to_dict("records"):
+        if (r["details"] or {}).get("retried_after"):
+            lines.append(f"RETRIED: {r['model']} / {r['variant']} / {r['engine']} was measured on kit {r['details']['kit']} "
+                         f"after {'; '.join(r['details']['retried_after'])}")
     emulated = sorted({d["emulated"] for d in frame["details"] if d and d.get("emulated")})
     if emulated:
         lines.append(f"EMULATED: rows from a kit emulated on this host ({'; '.join(emulated)}) prove the path (cross-compile, "
