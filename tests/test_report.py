@@ -266,7 +266,7 @@ def test_nightly_exits_1_on_a_regression_and_names_the_tuning_records(nightly_di
     assert proc.returncode == 1, proc.stderr
     assert "regression digits_cnn / fp32 / x86 / tvm" in proc.stderr
     line = next(ln for ln in proc.stdout.splitlines() if "x86 / tvm" in ln)
-    assert "**slower**" in line and "tuning records ffffffffffffffff → none" in line
+    assert "**slower**" in line and "tuning records ffffffffffffffff → none" in line, (line, proc.stderr[-3000:])
     assert "measuring again to confirm" in proc.stderr and "confirmed by a second run" in line
     runs = Store(str(store)).runs()
     assert runs[-1]["provenance"]["confirms_run"] == runs[-2]["id"]  # the second measurement is kept too
