@@ -268,8 +268,8 @@ class _Comparison:
             try:
                 fidelity = agreement(self.fp32_outputs, outputs, recipe.measure.tolerance)
             except ValueError:  # outputs of other shapes: the row already disagrees with its own reference
-                fidelity = None
-            if fidelity is not None:
+                pass
+            else:
                 row["top1_agreement"] = fidelity.top1_agreement  # compression's effect: against fp32
                 row["details"]["max_abs_diff_vs_fp32"] = fidelity.max_abs_diff
                 row["details"]["max_abs_diff_reference"] = "the variant run by " + model.baseline_engine

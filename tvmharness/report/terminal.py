@@ -84,14 +84,15 @@ def _untuned_gap(frame, untuned) -> str:
 def footnotes(frame) -> list[str]:
     """Reasons for failed rows, the notes every reader needs, and the cache summary."""
     lines = []
-    for i, r in enumerate(frame.to_dict("records"), start=1):
+    rows = frame.to_dict("records")
+    for i, r in enumerate(rows, start=1):
         if r["reason"]:
             lines.append(f"[{i}] {r['model']} / {r['engine']}: {r['reason']}")
         misses = (r["details"] or {}).get("goal_misses")
         if misses:
             lines.append(f"    {r['model']} / {r['variant']} / {r['engine']} misses goals: {'; '.join(misses)}")
     model_notes = {}
-    for r in frame.to_dict("records"):
+    for r in rows:
         for note in (r["details"] or {}).get("notes", []):
             model_notes.setdefault(r["model"], note)
     lines += [f"{model}: {note}" for model, note in model_notes.items()]
@@ -104,11 +105,11 @@ def footnotes(frame) -> list[str]:
                      f"far from what MetaSchedule tuning reaches{_untuned_gap(frame, untuned)}; read these rows as a "
                      "floor, not as TVM's speed")
     unsteady = [f"{r['model']} / {r['variant']} / {r['engine']} {r['details']['unsteady']:.3g}x"
-                for r in frame.to_dict("records") if (r["details"] or {}).get("unsteady")]
+                for r in rows if (r["details"] or {}).get("unsteady")]
     if unsteady:
         lines.append(f"UNSTEADY: the median is far above the fastest tenth of the samples ({', '.join(unsteady)}): "
                      "something else had the host while they ran; measure them again before reading their latency")
-    for r in frame.to_dict("records"):
+    for r in rows:
         if (r["details"] or {}).get("retried_after"):
             lines.append(f"RETRIED: {r['model']} / {r['variant']} / {r['engine']} was measured on kit {r['details']['kit']} "
                          f"after {'; '.join(r['details']['retried_after'])}")
