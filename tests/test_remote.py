@@ -10,6 +10,7 @@ import pytest
 from tvmharness.pipeline import RUN_FAILED, OK, run_recipe
 from tvmharness.recipe import recipe_from_dict
 from tvmharness.remote.loopback import LoopbackRack, free_port, stop
+from tvmharness.remote.tracker import parse_address, summary
 from tvmharness.report.terminal import footnotes
 
 from .conftest import ROOT, USER_MODELS, run_cli
@@ -108,16 +109,61 @@ def test_a_kit_that_dies_mid_job_gets_a_failure_row_and_earlier_rows_stay(rack, 
 
     recipe = recipe_from_dict(_recipe(workdir, rack.tracker, targets=["x86-rpc"],
                                       models=["digits_cnn", f"{USER_MODELS}:slow_conv"],
-                                      devices={"tracker": rack.tracker, "key": "doomed", "wait": "5s", "job_timeout": "3m"}))
+                                      devices={"tracker": rack.tracker, "key": "doomed", "wait": "10m",
+                                               "job_timeout": "3m"}))
+    started = time.monotonic()
     result = run_recipe(recipe, KillTheKitWhileTiming())
+    assert time.monotonic() - started < 300  # the retry saw that no kit was left; it did not wait the 10 minutes
     kit_rows = {r["model"]: r for r in result.rows if r["target"] == "x86-rpc"}
     assert kit_rows["digits_cnn"]["status"] == OK
     failed = kit_rows["slow_conv"]
     assert failed["status"] == RUN_FAILED, failed["reason"]
     assert failed["details"]["kit"] and failed["details"]["kit"] in failed["reason"], failed["reason"]
-    assert "no kit under 'doomed'" in failed["reason"]  # the retry found no other kit
+    assert f"no kit under 'doomed' at {rack.tracker} is registered any more" in failed["reason"], failed["reason"]
     stored = result.frame()
     assert len(stored) == 4 and set(stored["status"]) == {OK, RUN_FAILED}
+
+
+def test_ctrl_c_during_kit_jobs_stops_them_at_once_and_keeps_what_came_back(rack, workdir):
+    """A Ctrl-C while a row is stored: the running job is stopped, the queued ones dropped, and a job
+    that finished meanwhile is still handed over."""
+    from tvmharness.engines import EngineOptions, get_engine
+    from tvmharness.models import load_model
+    from tvmharness.remote.rack import KitJob, KitResult, Rack
+    from tvmharness.targets import resolve
+
+    model = load_model("digits_cnn", workdir / "cache")
+    target = resolve("x86-rpc", 1)
+    library = get_engine("tvm").build(model, target, EngineOptions(cache_dir=workdir / "cache")).library
+    inputs = model.inputs(1)
+
+    def job(label: str, span_s: float = 0.0) -> KitJob:
+        return KitJob(label, library, inputs, warmup=1, repeats=30, arch=target.preset.arch, span_s=span_s)
+
+    # Two kits: "first" and "long" start at once; "second" runs after "first", then "third"; "queued" waits.
+    jobs = [job("first"), job("long", span_s=120.0), job("second"), job("third", span_s=120.0), job("queued")]
+    stages, handed = [], []
+
+    def on_stage(kit_job: KitJob, text: str) -> None:
+        stages.append((kit_job.label, text))
+
+    def on_result(kit_job: KitJob, outcome) -> None:
+        handed.append((kit_job.label, outcome))
+        if kit_job.label == "first":  # storing this row is slow; Ctrl-C comes after "second" has finished
+            deadline = time.monotonic() + 60
+            while not any(label == "third" for label, _ in stages) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            raise KeyboardInterrupt
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        Rack(parse_address(rack.tracker), "x86", wait_s=60).run_all(jobs, on_result, on_stage)
+    assert time.monotonic() - started < 90  # "long" alone spreads its samples over 120 s
+    assert [label for label, _ in handed] == ["first", "second"]
+    assert all(isinstance(outcome, KitResult) for _, outcome in handed)
+    assert any(label == "third" for label, _ in stages) and not any(label == "queued" for label, _ in stages)
+    # The stopped job's session ends, and both kits serve the next run.
+    rack.wait_for(lambda: summary(parse_address(rack.tracker))["x86"].free == 2, 60, "both kits to be free again")
 
 
 def test_a_session_killed_on_one_kit_is_retried_and_the_kit_comes_back(rack, workdir):
@@ -198,6 +244,26 @@ def test_tuning_measures_candidates_on_the_kits(rack, tmp_path):
     assert measured and all(t["errors"] == 0 for t in summary["tasks"])
     records = list((tmp_path / "results" / "tuning").glob("x86-rpc-*/database_tuning_record.json"))
     assert records and records[0].read_text().count("\n") >= len(measured)
+
+
+def test_a_tune_whose_kits_are_gone_stops_with_a_clear_error(rack, tmp_path):
+    from tvmharness.errors import HarnessError
+    from tvmharness.models import load_model
+    from tvmharness.targets import resolve
+    from tvmharness.tune import TuneOptions, tune_model
+
+    stop(rack.serve("fleeting")[0])
+    rack.wait_for(lambda: not rack.kits("fleeting"), 30, "the kit to leave the tracker")
+    model = load_model(f"{USER_MODELS}:tiny_mlp", tmp_path / "cache")
+    options = TuneOptions(trials=4, tracker=rack.tracker, key="fleeting", kit_wait_s=600)
+    target = resolve("x86-rpc", 2)
+    target.tvm_dict["num-cores"] = 1  # what the kit would say it has (pipeline.kit_racks asks it)
+    started = time.monotonic()
+    with pytest.raises(HarnessError, match=f"no kit under 'fleeting' at {rack.tracker} is registered any more") as caught:
+        tune_model(model, target, options, frontend="torch", cache_dir=tmp_path / "cache",
+                   records_root=tmp_path / "tuning", threads=2)
+    assert time.monotonic() - started < 300  # MetaSchedule's own runner would wait for a kit for ever
+    assert "tvmharness tune --resume" in caught.value.fix and "Traceback" not in caught.value.cause
 
 
 def test_binding_beyond_loopback_warns_and_addresses_are_checked():

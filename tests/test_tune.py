@@ -53,6 +53,27 @@ def test_a_tiny_model_tunes_and_the_tuned_build_uses_the_records(tuned):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_an_untuned_build_points_at_the_records_tuned_at_another_thread_count(tuned):
+    root, target, model, result = tuned
+    options = EngineOptions(cache_dir=root / "cache", threads=1, records_root=root / "tuning")
+    session = get_engine("tvm").prepare(model, resolve("x86", 1), options)
+    assert session.tuned is False  # records for 2 threads do not fit 1
+    assert session.details["records_at_other_threads"] == {str(result.records_dir): 2}
+    assert any(f"{result.records_dir} holds records for x86 tuned at 2 threads" in note for note in session.notes)
+    assert "records_at_other_threads" not in get_engine("tvm").prepare(model, target, options).details
+
+    from tvmharness.pipeline import run_recipe
+    from tvmharness.recipe import recipe_from_dict
+    from tvmharness.report.terminal import footnotes
+
+    recipe = recipe_from_dict({"name": "one-thread", "models": [TINY], "engines": ["tvm"], "targets": ["x86"],
+                               "measure": {"warmup": 1, "repeats": 30, "threads": 1},
+                               "output": {"dir": str(root), "store": str(root / "one-thread.db")}})
+    lines = footnotes(run_recipe(recipe).frame())
+    assert (f"UNTUNED: {result.records_dir} holds records for x86 tuned at 2 threads, which builds for another thread "
+            "count cannot use: set [measure] threads = 2 in the recipe") in "\n".join(lines), lines
+
+
 def test_a_second_model_reuses_shared_workloads(tuned):
     root, target, _, first = tuned
     known_before = {t.name for t in first.tasks if t.best_s is not None}
@@ -79,28 +100,37 @@ def _wait_for_records(path: Path, proc, timeout: float = 240) -> int:
 def test_a_killed_tune_resumes_without_losing_records(tmp_path):
     target = resolve("x86", 2)
     record_file = records_dir(tmp_path / "results" / "tuning", target) / RECORDS
-    args = [sys.executable, "-m", "tvmharness", "tune", "--model", TINY, "--trials", "16", "--no-measure"]
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        _wait_for_records(record_file, proc)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # kill -9, the builder and runner workers with it
-        proc.wait()
+    # --resume with nothing to resume starts a new tune, and says so.
+    args = [sys.executable, "-m", "tvmharness", "tune", "--model", TINY, "--trials", "16", "--resume", "--no-measure"]
+    log = tmp_path / "first.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        try:
+            _wait_for_records(record_file, proc)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # kill -9, the builder and runner workers with it
+            proc.wait()
+    assert "nothing to resume: no interrupted tune of tiny_mlp" in log.read_text(), log.read_text()
     before = record_file.read_text().splitlines()
     assert before
 
-    resumed = run_cli("tune", "--model", TINY, "--trials", "16", "--resume", "--no-measure", "--json", cwd=tmp_path)
+    resumed = run_cli("tune", "--model", TINY, "--resume", "--no-measure", "--json", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     after = record_file.read_text().splitlines()
     assert after[: len(before)] == before  # nothing lost, nothing rewritten
     summary = json.loads(resumed.stdout)["tune"][0]
     assert summary["trials_run"] + len(before) >= 16 or summary["stopped"]
+    assert summary["notes"][0].startswith("resumed the tune started") and "of its 16 trials were done" in summary["notes"][0]
 
-    again = run_cli("tune", "--model", TINY, "--trials", "16", "--resume", "--no-measure", "--json", cwd=tmp_path)
+    again = run_cli("tune", "--model", TINY, "--resume", "--no-measure", "--json", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["tune"][0]["trials_run"] == 0
     assert record_file.read_text().splitlines() == after
+
+    more = run_cli("tune", "--model", TINY, "--resume", "--trials", "20", "--no-measure", "--json", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    assert json.loads(more.stdout)["tune"][0]["trials_run"] >= 4  # --trials gives the session a new total
+    assert record_file.read_text().splitlines()[: len(after)] == after
 
 
 def test_a_time_budget_or_a_ctrl_c_ends_a_tune_cleanly_and_keeps_its_records(tmp_path):

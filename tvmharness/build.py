@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,7 +15,8 @@ from .frontend import IMPORT_VERSION, to_relax
 from .models import LoadedModel
 from .provenance import git_commit, versions
 from .targets import Target, check_toolchain
-from .tune import extract_tasks, lower_for_tuning, open_database, records_dir, records_hash, tuned_task_count
+from .tune import (extract_tasks, lower_for_tuning, open_database, records_at_other_threads, records_dir, records_hash,
+                   tuned_task_count)
 
 MANIFEST_FORMAT = 2  # 2: cuda_source
 LIBRARY = "model.so"
@@ -27,6 +28,8 @@ class Artifact:
     dir: Path
     manifest: dict
     cache_hit: bool
+    # An untuned build: this target's records tuned at other thread counts, which it cannot use.
+    records_elsewhere: list[tuple[Path, int]] = field(default_factory=list)
 
     @property
     def library(self) -> Path:
@@ -67,6 +70,14 @@ def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path
 
     With a records folder (results/tuning) that holds records for this target, the build applies
     them (compile_relax on the un-fused module: on a fused one records silently fail to match)."""
+    artifact = _build_or_load(model, target, frontend, cache_dir, records_root)
+    if not artifact.tuned and records_root is not None:
+        artifact.records_elsewhere = records_at_other_threads(records_root, target)
+    return artifact
+
+
+def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir: Path,
+                   records_root: Path | None) -> Artifact:
     # An ONNX file (the user's, or an int8 variant) has only the one way in, whatever was asked.
     frontend = model.frontend or ("onnx" if model.torch_module is None else frontend)
     records = records_dir(records_root, target) if records_root is not None else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import traceback
 from pathlib import Path
@@ -211,7 +212,8 @@ class _TuneProgress:
 @_friendly
 def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its models, targets and \\[tune] budget)")] = None,
          model: ModelOpt = None, target: TargetOpt = None,
-         trials: Annotated[Optional[int], typer.Option(help="trials per model and target")] = None,
+         trials: Annotated[Optional[int], typer.Option(help="trials per model and target (with --resume: the "
+                                                       "interrupted tune's new total)")] = None,
          time_budget: Annotated[Optional[str], typer.Option("--time-budget", help="cap per model and target, e.g. 30m")] = None,
          resume: Annotated[bool, typer.Option(help="finish the budget of an interrupted tune")] = False,
          tracker: TrackerOpt = None, key: KeyOpt = None,
@@ -244,10 +246,11 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
         for resolved in targets_:
             rack = racks.get(resolved.name)
             options = TuneOptions(trials=budget.trials, time_budget_s=parse_duration(budget.time_budget),
-                                  patience=budget.patience, resume=resume, builder_timeout_s=budget.builder_timeout,
-                                  population=budget.population)
+                                  patience=budget.patience, resume=resume, resume_trials=trials,
+                                  builder_timeout_s=budget.builder_timeout, population=budget.population)
             if rack is not None:  # candidates measured on the kits: uploads and an emulated kit are slower
                 options.tracker, options.key, options.kits = str(rack.tracker), rack.key, len(rack.status().kits)
+                options.kit_wait_s = rack.wait_s
                 options.runner_timeout_s = 120.0
             with _progress() as progress:
                 result = tune_model(loaded, resolved, options, frontend=chosen.frontend, cache_dir=chosen.cache_dir,
@@ -258,7 +261,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
                 err.print(f"{loaded.name} on {resolved.name}: {result.trials_run} trials in {result.seconds:.0f} s; "
                           f"{tuned} of {len(result.tasks)} tasks have records"
                           + (f" ({len(result.skipped_known)} reused from earlier tunes)" if result.skipped_known else "")
-                          + (f"; {result.stopped}" if result.stopped else "")
+                          + (f"; {result.stopped}" if result.stopped else "") + "".join(f"; {n}" for n in result.notes)
                           + f"; records {result.records_dir} (sha256 {(result.records_hash or '')[:16]})", markup=False, highlight=False)
     if not measure:
         if json_out:
@@ -531,8 +534,9 @@ def tracker_start(host: HostOpt = "127.0.0.1",
     warning = warn_if_wide(host)
     if warning:
         _warn(warning)
-    err.print(f"tracker listening on {host}:{port}; start kits with `tvmharness devkit serve --tracker {host}:{port} "
-              f"--key KEY` (or `tvmharness devkit emulate aarch64 --tracker {host}:{port}`); Ctrl-C stops it", highlight=False)
+    reach = socket.gethostname() if host in ("0.0.0.0", "::") else host  # what a board dials, not "any address"
+    err.print(f"tracker listening on {host}:{port}; start kits with `tvmharness devkit serve --tracker {reach}:{port} "
+              f"--key KEY` (or `tvmharness devkit emulate aarch64 --tracker {reach}:{port}`); Ctrl-C stops it", highlight=False)
     try:
         run_tracker(host, port)
     except KeyboardInterrupt:

@@ -455,7 +455,8 @@ def _build_for_kit(model: LoadedModel, variant: str, target: Target, engine_name
 def _run_on_kits(kit_rows: list[_KitRow], rack: Rack, recipe: Recipe, store: Store, result: RunResult,
                  progress: Progress) -> None:
     by_job = {id(k.job): k for k in kit_rows}
-    for job, outcome in rack.map([k.job for k in kit_rows], lambda job, text: progress.step(f"{job.label}: {text}")):
+
+    def store_outcome(job: KitJob, outcome: KitResult | KitFailure) -> None:
         pending = by_job[id(job)]
         row = pending.row
         row["details"]["rack"] = {"tracker": str(rack.tracker), "key": rack.key}
@@ -465,6 +466,8 @@ def _run_on_kits(kit_rows: list[_KitRow], rack: Rack, recipe: Recipe, store: Sto
         else:
             _record_kit_result(row, outcome, pending, recipe)
         _store(store, result, row)
+
+    rack.run_all([k.job for k in kit_rows], store_outcome, lambda job, text: progress.step(f"{job.label}: {text}"))
 
 
 def _record_kit_result(row: dict, outcome: KitResult, pending: _KitRow, recipe: Recipe) -> None:

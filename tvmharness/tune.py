@@ -108,6 +108,25 @@ def records_hash(directory: Path) -> str | None:
     return content_hash(*(f.read_bytes() for f in files))
 
 
+def records_at_other_threads(root: Path, target: Target) -> list[tuple[Path, int]]:
+    """Records folders of this target tuned for another thread count: a build here cannot use them
+    (records_dir), but whoever tuned at 4 threads and runs at 2 should hear where they are."""
+    def without_cores(tvm_dict: dict) -> dict:
+        return {k: v for k, v in tvm_dict.items() if k != "num-cores"}
+
+    own, found = records_dir(root, target), []
+    for directory in sorted(Path(root).glob(f"{target.name}-*")):
+        if directory == own or directory.name.rsplit("-", 1)[0] != target.name or records_hash(directory) is None:
+            continue
+        try:
+            tvm_dict = json.loads((directory / TARGET_FILE).read_text())["tvm"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if "num-cores" in tvm_dict and without_cores(tvm_dict) == without_cores(target.tvm_dict):
+            found.append((directory, tvm_dict["num-cores"]))
+    return found
+
+
 def open_database(directory: Path, target: Target):
     from tvm.s_tir import meta_schedule as ms
 
@@ -208,6 +227,7 @@ class TuneState:
     trials_done: int = 0
     time_budget_s: float | None = None
     stopped: str = ""
+    kits_lost: bool = False  # stopped because no kit measured a whole batch: the tune cannot go on
     on_batch: Callable[[], None] | None = None  # after each batch of measurements is counted
 
     @property
@@ -251,12 +271,14 @@ class TuneOptions:
     time_budget_s: float | None = None
     patience: int | None = None  # stop after this many trials without a 1% better model estimate
     resume: bool = False
+    resume_trials: int | None = None  # with resume: the session's new total budget (--trials given)
     builder_timeout_s: float = 60.0
     runner_timeout_s: float = 30.0
     population: int = 128
     tracker: str | None = None  # HOST:PORT of an RPC tracker whose kits measure candidates
     key: str | None = None
     kits: int = 1  # kits under the key: candidates are measured on all of them at once
+    kit_wait_s: float = 120.0  # for the tracker to hand out a free kit
 
     def __post_init__(self):
         if self.trials <= 0:
@@ -275,11 +297,13 @@ class TuneResult:
     skipped_known: list[str]
     stopped: str
     session: dict
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
         return {"model": self.model, "target": self.target, "records_dir": str(self.records_dir),
                 "records_hash": (self.records_hash or "")[:16], "trials_run": self.trials_run,
-                "seconds": round(self.seconds, 1), "stopped": self.stopped, "skipped_known_tasks": self.skipped_known,
+                "seconds": round(self.seconds, 1), "stopped": self.stopped, "notes": self.notes,
+                "skipped_known_tasks": self.skipped_known,
                 "tasks": [{"name": t.name, "trials": t.trials, "known_records": t.known_records, "errors": t.errors,
                            "best_ms": None if t.best_s is None else 1e3 * t.best_s, "weight": t.weight}
                           for t in self.tasks]}
@@ -317,6 +341,15 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
         # The session's own trials, saved after each batch: the records file also gains other models' trials.
         done_before = session.get("trials_done", _record_count(directory) - session["records_at_start"])
         remaining = session["trials"] - done_before
+        if not options.resume:
+            notes = []
+        elif "resumed" in session:
+            notes = [f"resumed the tune started {session['started']}: {done_before} of its {session['trials']} trials "
+                     "were done"]
+        else:
+            notes = [f"nothing to resume: no interrupted tune of {model.name} in {directory}, so a new one started"]
+        for note in notes:
+            progress.step(note)
         states = [TaskState(t.task_name, float(t.weight), _flop(t), known[t.task_name][0], best_s=known[t.task_name][1])
                   for t in extracted]
         state = TuneState(model.name, target.name, max(0, remaining), states, time_budget_s=options.time_budget_s)
@@ -331,20 +364,25 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
             state.stopped = (f"nothing to do: the budget of {session['trials']} trials is spent" if to_tune
                              else "every task already has records")
             progress.update(state, None)
-            return _result(model, target, directory, states, 0, state, skipped, session)
+            return _result(model, target, directory, states, 0, state, skipped, session, notes)
         progress.step(f"tuning {len(to_tune)} of {len(extracted)} tasks of {model.name}: {remaining} trials "
                       f"(the first batch starts the builder workers: about 30 s)")
         _run_meta_schedule(database, to_tune, directory, target, options, state, progress, remaining, threads)
-        session["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        save_progress()
         trials_run = state.trials_done
         ok = sum(t.trials - t.errors for t in states)
+        if state.kits_lost:
+            save_progress()
+            raise HarnessError(f"{state.stopped}; the tune stopped after {ok} measured trials (their records are kept)",
+                               f"start a kit under '{options.key}' (`tvmharness devices --tracker {options.tracker}` lists "
+                               "the kits), then continue with `tvmharness tune --resume`")
+        session["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        save_progress()
         if trials_run and ok == 0:
             first = next((t.first_error for t in states if t.first_error), "no error message")
             raise HarnessError(f"all {trials_run} tuning trials of {model.name} failed; the first error: {first}",
                                "see the MetaSchedule logs in " + str(directory / "runs") + "; a builder timeout means a slow machine: "
                                "raise [tune] builder_timeout")
-        return _result(model, target, directory, states, trials_run, state, skipped, session)
+        return _result(model, target, directory, states, trials_run, state, skipped, session, notes)
 
 
 def _known(database, task) -> tuple[int, float | None]:
@@ -373,6 +411,7 @@ def _plan_session(path: Path, options: TuneOptions, extracted, known, directory:
     if options.resume and path.is_file():
         session = json.loads(path.read_text())
         session["resumed"] = session.get("resumed", 0) + 1
+        session["trials"] = options.resume_trials or session["trials"]
         return session
     new = [t.task_name for t in extracted if known[t.task_name][0] == 0]
     session = {"trials": options.trials, "records_at_start": _record_count(directory), "trials_done": 0,
@@ -383,9 +422,9 @@ def _plan_session(path: Path, options: TuneOptions, extracted, known, directory:
     return session
 
 
-def _result(model, target, directory, states, trials_run, state, skipped, session) -> TuneResult:
+def _result(model, target, directory, states, trials_run, state, skipped, session, notes) -> TuneResult:
     return TuneResult(model.name, target.name, directory, records_hash(directory), states, trials_run, state.elapsed_s,
-                      skipped, state.stopped, session)
+                      skipped, state.stopped, session, notes)
 
 
 def _run_meta_schedule(database, tasks, directory: Path, target: Target, options: TuneOptions, state: TuneState,
@@ -401,7 +440,8 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
         host, _, port = options.tracker.rpartition(":")
         runner = ms.runner.RPCRunner(rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port),
                                                                     tracker_key=options.key, session_timeout_sec=int(options.runner_timeout_s)),
-                                     evaluator_config=evaluator, max_workers=options.kits)
+                                     evaluator_config=evaluator, max_workers=options.kits,
+                                     f_create_session=functools.partial(_kit_session, wait_s=options.kit_wait_s))
     else:
         runner = ms.runner.LocalRunner(timeout_sec=options.runner_timeout_s, evaluator_config=evaluator)
     callback = _progress_callback(state, progress, options)
@@ -417,6 +457,15 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
                 raise KeyboardInterrupt from None
             if not state.stopped:  # else: the callback ended the loop (_StopTuning), its records are kept
                 raise
+
+
+def _kit_session(rpc_config, wait_s: float):
+    """The session a candidate is measured in: MetaSchedule's own asks the tracker for a kit and waits
+    for ever; this one gives up after wait_s, or within seconds once the key has no kit left."""
+    from .remote.tracker import Address, request_kit
+
+    return request_kit(Address(rpc_config.tracker_host, rpc_config.tracker_port), rpc_config.tracker_key, wait_s,
+                       rpc_config.session_timeout_sec)[0]
 
 
 class _StopTuning(Exception):
@@ -552,6 +601,7 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
     class Callback(ms.measure_callback.PyMeasureCallback):
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             task = by_name[task_scheduler.tasks_[task_id].ctx.task_name]
+            no_kit = [r.error_msg for r in runner_results if r.error_msg and f"no kit under '{options.key}'" in r.error_msg]
             for built, ran in zip(builder_results, runner_results):
                 task.trials += 1
                 state.trials_done += 1
@@ -568,7 +618,10 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
             if estimate is not None and estimate < 0.99 * best_estimate["ms"]:
                 best_estimate.update(ms=estimate, at_trial=state.trials_done)
             stop = ""
-            if options.time_budget_s is not None and state.elapsed_s >= options.time_budget_s:
+            if no_kit and len(no_kit) == len(runner_results):  # every candidate waited in vain: so would the next
+                state.kits_lost = True
+                stop = no_kit[0][no_kit[0].rindex("no kit under"):].splitlines()[0]  # past the traceback
+            elif options.time_budget_s is not None and state.elapsed_s >= options.time_budget_s:
                 stop = f"time budget of {options.time_budget_s:.0f} s reached"
             elif (options.patience and estimate is not None
                   and state.trials_done - best_estimate["at_trial"] >= options.patience):

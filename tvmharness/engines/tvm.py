@@ -101,8 +101,14 @@ def describe_artifact(artifact) -> tuple[list[str], dict]:
     tuning = artifact.manifest.get("tuning_records")
     notes = ([f"tuned: records for {tuning['tasks_tuned']} of {tuning['tasks']} tasks, {tuning['trials']} trials"]
              if tuning else [UNTUNED_GPU_NOTE if artifact.manifest["target"].get("device") == "cuda" else UNTUNED_NOTE])
+    elsewhere = {str(directory): cores for directory, cores in artifact.records_elsewhere}
+    built_for = artifact.manifest["target"]
+    notes += [f"{directory} holds records for {built_for['name']} tuned at {cores} threads, which this build for "
+              f"{built_for['tvm'].get('num-cores')} threads cannot use" for directory, cores in elsewhere.items()]
     details = {"build_key": artifact.manifest["build_key"][:16], "artifact_dir": str(artifact.dir),
                "build_seconds": artifact.manifest["build_seconds"], "tuning_records": tuning}
+    if elsewhere:
+        details["records_at_other_threads"] = elsewhere
     return notes, details
 
 

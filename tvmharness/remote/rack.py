@@ -15,13 +15,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from ..errors import HarnessError, one_line
 from ..measure import Latency, output_arrays, paced
-from .tracker import Address, KeyStatus, connect, summary
+from .tracker import Address, KeyStatus, NoKitError, request_kit, summary
 
 # How a job failed, and whether another kit may succeed where this one did not.
 KIT_LOST = "kit lost"  # the kit died or dropped the connection mid-job: retry elsewhere
@@ -76,7 +76,9 @@ class Rack:
     wait_s: float = 120.0  # for the tracker to hand out a free kit
     retries: int = 1  # further kits tried after one died or hung
     _idle: list["_Worker"] = field(default_factory=list, repr=False)
+    _busy: set["_Worker"] = field(default_factory=set, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, repr=False)  # run_all was interrupted
 
     def status(self) -> KeyStatus:
         """The kits under this key now; a clear error when there are none."""
@@ -117,17 +119,35 @@ class Rack:
                    NO_KIT: "wait for the rack to free a kit, add kits, or raise wait in the recipe's [devices]"}
             raise HarnessError(str(failure), fix.get(failure.kind, "check the kit's log; restart it if it is stuck")) from None
 
-    def map(self, jobs: list[KitJob], on_stage: Callable[[KitJob, str], None] | None = None
-            ) -> Iterator[tuple[KitJob, KitResult | KitFailure]]:
-        """Run jobs in parallel, one per kit registered under the key; yield each as it finishes."""
+    def run_all(self, jobs: list[KitJob], on_result: Callable[[KitJob, KitResult | KitFailure], None],
+                on_stage: Callable[[KitJob, str], None] | None = None) -> None:
+        """Run jobs in parallel, one per kit registered under the key, handing each to on_result as it
+        finishes. On Ctrl-C (or any error) the jobs not started are dropped and the running ones stopped
+        at once; results that came back meanwhile are still handed over."""
         workers = max(1, min(len(jobs), len(self.status().kits)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kit-job") as pool:
-            futures = {pool.submit(self._run_caught, job, on_stage): job for job in jobs}
-            try:
-                for future in as_completed(futures):
-                    yield futures[future], future.result()
-            finally:
-                self.close()
+        self._stopping.clear()
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kit-job")
+        futures = {pool.submit(self._run_caught, job, on_stage): job for job in jobs}
+        handed = set()
+        try:
+            for future in as_completed(futures):
+                handed.add(future)
+                on_result(futures[future], future.result())
+        except BaseException:
+            self._stopping.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            with self._lock:
+                for worker in self._busy:
+                    worker.process.kill()
+            for future, job in futures.items():
+                if future not in handed and future.done() and not future.cancelled():
+                    outcome = future.exception() or future.result()
+                    if isinstance(outcome, KitResult):
+                        on_result(job, outcome)
+            raise
+        finally:
+            pool.shutdown(wait=False)
+            self.close()
 
     def close(self) -> None:
         """Stop the idle workers."""
@@ -147,8 +167,10 @@ class Rack:
                 "session_timeout_s": self.job_timeout_s, "library": job.library and str(job.library), "inputs": job.inputs,
                 "warmup": job.warmup, "repeats": job.repeats, "span_s": job.span_s, "arch": job.arch, "device": job.device}
         with self._lock:
-            worker = self._idle.pop() if self._idle else None
-        worker = worker or _Worker()
+            if self._stopping.is_set():  # checked under the lock run_all stops the busy workers under
+                raise KitFailure(JOB_FAILED, "stopped: the run was interrupted")
+            worker = self._idle.pop() if self._idle else _Worker()
+            self._busy.add(worker)
         on_stage(f"waiting for a free kit under '{self.key}'")
         worker.conn.send(spec)
         kit, deadline = None, time.monotonic() + self.wait_s + 30  # + a new worker's start-up
@@ -183,10 +205,12 @@ class Rack:
                     clean = True
                     return kit, message[1]
         finally:
-            if clean:
-                with self._lock:
+            with self._lock:
+                self._busy.discard(worker)
+                clean = clean and not self._stopping.is_set()
+                if clean:
                     self._idle.append(worker)
-            else:
+            if not clean:
                 worker.kill()
 
 
@@ -228,6 +252,9 @@ def resolve_key(tracker: Address, key: str | None, preferred: list[str]) -> str:
 
 def _worker_loop(conn) -> None:
     import gc
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole process group: the host stops us
 
     while True:
         try:
@@ -242,10 +269,8 @@ def _job(spec: dict, conn) -> None:
     stage = "connecting to the tracker"
     try:
         import tvm
-        from tvm import rpc
-        from tvm.rpc import base
 
-        session, kit = _request_kit(spec, base, rpc)
+        session, kit = request_kit(spec["tracker"], spec["key"], spec["wait_s"], spec["session_timeout_s"])
         conn.send(("kit", kit))
         stage = "asking the kit what it is"
         info = _kit_info(session)
@@ -297,30 +322,10 @@ def _job(spec: dict, conn) -> None:
             samples = [s * 1e3 for s in timer("main").results]
         conn.send(("result", {"info": info, "outputs": outputs, "samples_ms": samples,
                               "upload_seconds": round(upload_seconds, 3)}))
-    except _NoKit as err:
+    except NoKitError as err:
         conn.send(("error", NO_KIT, str(err)))
     except Exception as err:  # report any failure as the job's, with the stage it happened in
         conn.send(("error", _kind(err), f"{stage}: {type(err).__name__}: {one_line(err)}"))
-
-
-class _NoKit(Exception):
-    pass
-
-
-def _request_kit(spec: dict, base, rpc):
-    """Ask the tracker for a kit and connect to it, waiting at most wait_s (the tracker itself
-    would queue the request for ever)."""
-    with connect(spec["tracker"], timeout=10) as sock:
-        sock.settimeout(spec["wait_s"])
-        base.sendjson(sock, [base.TrackerCode.REQUEST, spec["key"], "", 1])
-        try:
-            code, (url, kit_port, matchkey) = base.recvjson(sock)
-        except TimeoutError:
-            raise _NoKit(f"no kit under '{spec['key']}' at {spec['tracker']} was free within {spec['wait_s']:.0f} s") from None
-        if code != base.TrackerCode.SUCCESS:
-            raise RuntimeError(f"the tracker refused the request ({code})")
-    session = rpc.connect(url, kit_port, matchkey, session_timeout=spec["session_timeout_s"])
-    return session, f"{url}:{kit_port}"
 
 
 def _kit_info(session) -> dict:

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import select
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
 
 from ..errors import HarnessError
 
 DEFAULT_PORT = 9190
 PROBE_TIMEOUT_S = 3.0
+# A kit whose session died leaves the tracker and registers again within a second: only a key
+# empty for longer than this has lost its kits.
+GONE_AFTER_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,37 @@ def summary(address: Address) -> dict[str, KeyStatus]:
         status = keys.setdefault(key, KeyStatus(key))
         status.free, status.pending = queue["free"], queue["pending"]
     return {k: v for k, v in sorted(keys.items()) if v.kits or v.pending}
+
+
+class NoKitError(Exception):
+    """No kit under the key was free within the wait, or none is registered under it any more."""
+
+
+def request_kit(address: Address, key: str, wait_s: float, session_timeout_s: float):
+    """A session on the next free kit under the key, and that kit's HOST:PORT. TVM's own request
+    waits for ever; this one gives up after wait_s, or within seconds once no kit is registered
+    under the key (the last one died or left), and says which."""
+    from tvm import rpc
+    from tvm.rpc import base
+
+    deadline, empty_since = time.monotonic() + wait_s, None
+    with connect(address, timeout=10) as sock:
+        base.sendjson(sock, [base.TrackerCode.REQUEST, key, "", 1])
+        while not select.select([sock], [], [], 1.0)[0]:
+            now = time.monotonic()
+            if now >= deadline:
+                raise NoKitError(f"no kit under '{key}' at {address} was free within {wait_s:.0f} s")
+            status = summary(address).get(key)
+            if status and status.kits:
+                empty_since = None
+            elif empty_since is None:
+                empty_since = now
+            elif now - empty_since >= GONE_AFTER_S:
+                raise NoKitError(f"no kit under '{key}' at {address} is registered any more: the last one died or left")
+        code, (url, kit_port, matchkey) = base.recvjson(sock)
+        if code != base.TrackerCode.SUCCESS:
+            raise RuntimeError(f"the tracker refused the request ({code})")
+    return rpc.connect(url, kit_port, matchkey, session_timeout=session_timeout_s), f"{url}:{kit_port}"
 
 
 def run_tracker(host: str, port: int) -> None:

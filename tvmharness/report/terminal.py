@@ -104,6 +104,12 @@ def footnotes(frame) -> list[str]:
         lines.append("UNTUNED: TVM built without tuning records uses its default kernels (on a CPU, single-threaded), "
                      f"far from what MetaSchedule tuning reaches{_untuned_gap(frame, untuned)}; read these rows as a "
                      "floor, not as TVM's speed")
+        elsewhere = {(directory, cores, r["target"]) for r in untuned.to_dict("records")
+                     for directory, cores in ((r["details"] or {}).get("records_at_other_threads") or {}).items()}
+        lines += [f"UNTUNED: {directory} holds records for {target} tuned at {cores} threads, which builds for another "
+                  f"thread count cannot use: set [measure] threads = {cores} in the recipe, or tune at this run's "
+                  "thread count"
+                  for directory, cores, target in sorted(elsewhere)]
     unsteady = [f"{r['model']} / {r['variant']} / {r['engine']} {r['details']['unsteady']:.3g}x"
                 for r in rows if (r["details"] or {}).get("unsteady")]
     if unsteady:
