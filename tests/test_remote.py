@@ -246,6 +246,21 @@ def test_tuning_measures_candidates_on_the_kits(rack, tmp_path):
     assert records and records[0].read_text().count("\n") >= len(measured)
 
 
+def test_requests_for_a_key_whose_kits_are_gone_fail_within_seconds(rack):
+    from tvmharness.remote.tracker import GONE_AFTER_S, NoKitError, request_kit
+
+    stop(rack.serve("gone")[0])
+    rack.wait_for(lambda: not rack.kits("gone"), 30, "the kit to leave the tracker")
+    took = []
+    for _ in range(3):
+        started = time.monotonic()
+        with pytest.raises(NoKitError, match=f"no kit under 'gone' at {rack.tracker} is registered any more"):
+            request_kit(parse_address(rack.tracker), "gone", wait_s=600, session_timeout_s=60)
+        took.append(time.monotonic() - started)
+    # The first waits out a kit that may be registering again; the requests queued behind it need not.
+    assert GONE_AFTER_S <= took[0] < 30 and max(took[1:]) < 2, took
+
+
 def test_a_tune_whose_kits_are_gone_stops_with_a_clear_error(rack, tmp_path):
     from tvmharness.errors import HarnessError
     from tvmharness.models import load_model

@@ -59,7 +59,7 @@ def test_an_untuned_build_points_at_the_records_tuned_at_another_thread_count(tu
     session = get_engine("tvm").prepare(model, resolve("x86", 1), options)
     assert session.tuned is False  # records for 2 threads do not fit 1
     assert session.details["records_at_other_threads"] == {str(result.records_dir): 2}
-    assert any(f"{result.records_dir} holds records for x86 tuned at 2 threads" in note for note in session.notes)
+    assert any(f"{result.records_dir} holds records for x86 tuned at thread count 2" in note for note in session.notes)
     assert "records_at_other_threads" not in get_engine("tvm").prepare(model, target, options).details
 
     from tvmharness.pipeline import run_recipe
@@ -70,8 +70,8 @@ def test_an_untuned_build_points_at_the_records_tuned_at_another_thread_count(tu
                                "measure": {"warmup": 1, "repeats": 30, "threads": 1},
                                "output": {"dir": str(root), "store": str(root / "one-thread.db")}})
     lines = footnotes(run_recipe(recipe).frame())
-    assert (f"UNTUNED: {result.records_dir} holds records for x86 tuned at 2 threads, which builds for another thread "
-            "count cannot use: set [measure] threads = 2 in the recipe") in "\n".join(lines), lines
+    assert (f"UNTUNED: {result.records_dir} holds records for x86 tuned at thread count 2, which builds for another "
+            "thread count cannot use: set [measure] threads = 2 in the recipe") in "\n".join(lines), lines
 
 
 def test_a_second_model_reuses_shared_workloads(tuned):

@@ -111,18 +111,23 @@ def records_hash(directory: Path) -> str | None:
 def records_at_other_threads(root: Path, target: Target) -> list[tuple[Path, int]]:
     """Records folders of this target tuned for another thread count: a build here cannot use them
     (records_dir), but whoever tuned at 4 threads and runs at 2 should hear where they are."""
+    import tvm
+
     def without_cores(tvm_dict: dict) -> dict:
         return {k: v for k, v in tvm_dict.items() if k != "num-cores"}
 
-    own, found = records_dir(root, target), []
+    found = []
     for directory in sorted(Path(root).glob(f"{target.name}-*")):
-        if directory == own or directory.name.rsplit("-", 1)[0] != target.name or records_hash(directory) is None:
+        records = directory / RECORDS
+        if directory.name.rsplit("-", 1)[0] != target.name or not records.is_file() or not records.stat().st_size:
             continue
         try:
-            tvm_dict = json.loads((directory / TARGET_FILE).read_text())["tvm"]
+            meta = json.loads((directory / TARGET_FILE).read_text())
+            tvm_dict, version = meta["tvm"], meta.get("tvm_version")
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if "num-cores" in tvm_dict and without_cores(tvm_dict) == without_cores(target.tvm_dict):
+        if (version == tvm.__version__ and tvm_dict.get("num-cores") not in (None, target.tvm_dict.get("num-cores"))
+                and without_cores(tvm_dict) == without_cores(target.tvm_dict)):
             found.append((directory, tvm_dict["num-cores"]))
     return found
 
@@ -372,8 +377,10 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
         ok = sum(t.trials - t.errors for t in states)
         if state.kits_lost:
             save_progress()
-            raise HarnessError(f"{state.stopped}; the tune stopped after {ok} measured trials (their records are kept)",
-                               f"start a kit under '{options.key}' (`tvmharness devices --tracker {options.tracker}` lists "
+            kept = f"the tune stopped after {ok} measured trials (their records are kept)" if ok else "no trial was measured"
+            fix = (f"start a kit under '{options.key}'" if "registered any more" in state.stopped
+                   else f"free a kit under '{options.key}', or raise wait in the recipe's [devices]")
+            raise HarnessError(f"{state.stopped}; {kept}", f"{fix} (`tvmharness devices --tracker {options.tracker}` lists "
                                "the kits), then continue with `tvmharness tune --resume`")
         session["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         save_progress()
@@ -601,8 +608,13 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
     class Callback(ms.measure_callback.PyMeasureCallback):
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             task = by_name[task_scheduler.tasks_[task_id].ctx.task_name]
-            no_kit = [r.error_msg for r in runner_results if r.error_msg and f"no kit under '{options.key}'" in r.error_msg]
+            built_ok = sum(1 for built in builder_results if not built.error_msg)
+            # Candidates that found no kit were never measured: they spend no budget (--resume gets it back).
+            no_kit = [ran.error_msg for built, ran in zip(builder_results, runner_results)
+                      if not built.error_msg and f"no kit under '{options.key}'" in (ran.error_msg or "")]
             for built, ran in zip(builder_results, runner_results):
+                if not built.error_msg and f"no kit under '{options.key}'" in (ran.error_msg or ""):
+                    continue
                 task.trials += 1
                 state.trials_done += 1
                 error = built.error_msg or ran.error_msg
@@ -618,7 +630,7 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
             if estimate is not None and estimate < 0.99 * best_estimate["ms"]:
                 best_estimate.update(ms=estimate, at_trial=state.trials_done)
             stop = ""
-            if no_kit and len(no_kit) == len(runner_results):  # every candidate waited in vain: so would the next
+            if no_kit and len(no_kit) == built_ok:  # every candidate sent to a kit waited in vain: so would the next
                 state.kits_lost = True
                 stop = no_kit[0][no_kit[0].rindex("no kit under"):].splitlines()[0]  # past the traceback
             elif options.time_budget_s is not None and state.elapsed_s >= options.time_budget_s:

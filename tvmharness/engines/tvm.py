@@ -103,8 +103,8 @@ def describe_artifact(artifact) -> tuple[list[str], dict]:
              if tuning else [UNTUNED_GPU_NOTE if artifact.manifest["target"].get("device") == "cuda" else UNTUNED_NOTE])
     elsewhere = {str(directory): cores for directory, cores in artifact.records_elsewhere}
     built_for = artifact.manifest["target"]
-    notes += [f"{directory} holds records for {built_for['name']} tuned at {cores} threads, which this build for "
-              f"{built_for['tvm'].get('num-cores')} threads cannot use" for directory, cores in elsewhere.items()]
+    notes += [f"{directory} holds records for {built_for['name']} tuned at thread count {cores}, which this build for "
+              f"thread count {built_for['tvm'].get('num-cores')} cannot use" for directory, cores in elsewhere.items()]
     details = {"build_key": artifact.manifest["build_key"][:16], "artifact_dir": str(artifact.dir),
                "build_seconds": artifact.manifest["build_seconds"], "tuning_records": tuning}
     if elsewhere:

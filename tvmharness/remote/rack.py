@@ -10,6 +10,7 @@ importing TVM costs seconds, often more than a small job itself)."""
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -133,17 +134,17 @@ class Rack:
             for future in as_completed(futures):
                 handed.add(future)
                 on_result(futures[future], future.result())
-        except BaseException:
+        except BaseException as stop:
+            # Those finished before the stop fails the others (a job that raised is a bug: leave it out).
+            came_back = [f for f in futures if f.done() and f not in handed and f.exception() is None]
             self._stopping.set()
             pool.shutdown(wait=False, cancel_futures=True)
             with self._lock:
                 for worker in self._busy:
                     worker.process.kill()
-            for future, job in futures.items():
-                if future not in handed and future.done() and not future.cancelled():
-                    outcome = future.exception() or future.result()
-                    if isinstance(outcome, KitResult):
-                        on_result(job, outcome)
+            if isinstance(stop, KeyboardInterrupt):  # (any other error would only repeat on the next row)
+                for future in came_back:
+                    on_result(futures[future], future.result())
             raise
         finally:
             pool.shutdown(wait=False)
@@ -172,11 +173,16 @@ class Rack:
             worker = self._idle.pop() if self._idle else _Worker()
             self._busy.add(worker)
         on_stage(f"waiting for a free kit under '{self.key}'")
-        worker.conn.send(spec)
         kit, deadline = None, time.monotonic() + self.wait_s + 30  # + a new worker's start-up
         clean = False  # whether the worker may take another job
         try:
+            try:
+                worker.conn.send(spec)
+            except OSError as err:  # an idle worker that died meanwhile
+                raise KitFailure(KIT_LOST, f"the job's worker ended before the job ({err})") from None
             while True:
+                if self._stopping.is_set():
+                    raise KitFailure(JOB_FAILED, "stopped: the run was interrupted", kit)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     if kit is None:
@@ -252,10 +258,8 @@ def resolve_key(tracker: Address, key: str | None, preferred: list[str]) -> str:
 
 def _worker_loop(conn) -> None:
     import gc
-    import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole process group: the host stops us
-
     while True:
         try:
             spec = conn.recv()

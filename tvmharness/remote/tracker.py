@@ -18,6 +18,7 @@ PROBE_TIMEOUT_S = 3.0
 # A kit whose session died leaves the tracker and registers again within a second: only a key
 # empty for longer than this has lost its kits.
 GONE_AFTER_S = 5.0
+_empty_since: dict[tuple[str, str], float] = {}  # (tracker, key) -> when this process first saw no kit there
 
 
 @dataclass(frozen=True)
@@ -125,20 +126,23 @@ def request_kit(address: Address, key: str, wait_s: float, session_timeout_s: fl
     from tvm import rpc
     from tvm.rpc import base
 
-    deadline, empty_since = time.monotonic() + wait_s, None
+    deadline, seen = time.monotonic() + wait_s, (str(address), key)
     with connect(address, timeout=10) as sock:
         base.sendjson(sock, [base.TrackerCode.REQUEST, key, "", 1])
-        while not select.select([sock], [], [], 1.0)[0]:
+        while True:
+            # Remembered across requests: once a key has been empty that long, the jobs and tuning
+            # candidates queued behind this one fail at once instead of each waiting the same seconds.
             now = time.monotonic()
-            if now >= deadline:
-                raise NoKitError(f"no kit under '{key}' at {address} was free within {wait_s:.0f} s")
             status = summary(address).get(key)
             if status and status.kits:
-                empty_since = None
-            elif empty_since is None:
-                empty_since = now
-            elif now - empty_since >= GONE_AFTER_S:
+                _empty_since.pop(seen, None)
+            elif now - _empty_since.setdefault(seen, now) >= GONE_AFTER_S:
                 raise NoKitError(f"no kit under '{key}' at {address} is registered any more: the last one died or left")
+            if now >= deadline:
+                raise NoKitError(f"no kit under '{key}' at {address} was free within {wait_s:.0f} s")
+            if select.select([sock], [], [], 1.0)[0]:
+                break
+        _empty_since.pop(seen, None)
         code, (url, kit_port, matchkey) = base.recvjson(sock)
         if code != base.TrackerCode.SUCCESS:
             raise RuntimeError(f"the tracker refused the request ({code})")

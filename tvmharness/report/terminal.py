@@ -106,8 +106,8 @@ def footnotes(frame) -> list[str]:
                      "floor, not as TVM's speed")
         elsewhere = {(directory, cores, r["target"]) for r in untuned.to_dict("records")
                      for directory, cores in ((r["details"] or {}).get("records_at_other_threads") or {}).items()}
-        lines += [f"UNTUNED: {directory} holds records for {target} tuned at {cores} threads, which builds for another "
-                  f"thread count cannot use: set [measure] threads = {cores} in the recipe, or tune at this run's "
+        lines += [f"UNTUNED: {directory} holds records for {target} tuned at thread count {cores}, which builds for "
+                  f"another thread count cannot use: set [measure] threads = {cores} in the recipe, or tune at this run's "
                   "thread count"
                   for directory, cores, target in sorted(elsewhere)]
     unsteady = [f"{r['model']} / {r['variant']} / {r['engine']} {r['details']['unsteady']:.3g}x"
