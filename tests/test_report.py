@@ -98,6 +98,13 @@ def test_report_since_and_bad_input(seeded, tmp_path):
     assert proc.returncode == 2 and "no measurements" in proc.stderr
     everything = json.loads(run_cli("report", "--store", str(seeded), "--since", "2000-01-01", "--format", "json").stdout)
     assert everything["regressions"] == 1 and len(everything["verdicts"]) == 3
+    # --since trims what is shown, not the history a verdict weighs: tonight alone still reads "slower", not "new".
+    tonight = Store(str(seeded)).runs()[-1]["started"].isoformat()
+    recent = json.loads(run_cli("report", "--store", str(seeded), "--since", tonight, "--format", "json").stdout)
+    assert recent["verdicts"] == everything["verdicts"]
+    rows = [run_cli("report", "--store", str(seeded), *since, "--format", "csv").stdout.count("\n")
+            for since in ([], ["--since", tonight])]
+    assert rows[1] < rows[0]  # the CSV holds tonight's rows only
     proc = run_cli("report", "--store", str(seeded), "--run", "99")
     assert proc.returncode == 2 and "run 99 is not in the store" in proc.stderr
 

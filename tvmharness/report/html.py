@@ -134,7 +134,7 @@ def _fmt(value, fmt: str, unit: str = "") -> str:
 
 
 def render_html(store, since=None, run_id: int | None = None) -> str:
-    run, verdicts = judge_run(store, run_id, since=since)
+    run, verdicts = judge_run(store, run_id)
     frame = store.frame(since=since)
     rows = frame.to_dict("records")
     current = [r for r in rows if r["run_id"] == run["id"]]

@@ -273,10 +273,10 @@ def rules_of(run: dict) -> Regression:
     return Regression.model_validate({k: v for k, v in stored.items() if k in Regression.model_fields})
 
 
-def judge_run(store, run_id: int | None = None, since=None) -> tuple[dict, list[Verdict]]:
-    """The run (default: the newest that is not a confirmation) and a verdict for each of its rows,
-    from the store alone; latency changes are kept only where the run's confirmation, if the store
-    holds one, agrees (see confirm)."""
+def judge_run(store, run_id: int | None = None) -> tuple[dict, list[Verdict]]:
+    """The run (default: the newest that is not a confirmation) and a verdict for each of its rows
+    against the series' whole history, from the store alone; latency changes are kept only where the
+    run's confirmation, if the store holds one, agrees (see confirm)."""
     runs = store.runs()
     if not runs:
         return {}, []
@@ -286,7 +286,7 @@ def judge_run(store, run_id: int | None = None, since=None) -> tuple[dict, list[
         from ..errors import HarnessError
 
         raise HarnessError(f"run {run_id} is not in the store", f"pick one of runs {runs[0]['id']}..{runs[-1]['id']}")
-    frame, rules = store.frame(since=since), rules_of(run)
+    frame, rules = store.frame(), rules_of(run)
     verdicts = judge(frame, run["id"], rules)
     second: dict[tuple, Verdict] = {}
     for again in (r for r in runs if _confirms(r) == run["id"]):
