@@ -287,6 +287,9 @@ def test_binding_beyond_loopback_warns_and_addresses_are_checked():
 
     assert warn_if_wide("127.0.0.1") is None and warn_if_wide("localhost") is None
     assert "no authentication" in warn_if_wide("0.0.0.0")
+    # A kit on loopback that registers with a tracker across the network could never be reached.
+    done = run_cli("devkit", "serve", "--tracker", "192.0.2.1:9190", "--key", "rpi4")
+    assert done.returncode == 2 and "pass --host 0.0.0.0" in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert str(parse_address("10.0.0.5:9190")) == "10.0.0.5:9190" and parse_address("kits").port == 9190
     for bad in ("host:port", ":9190", "host:70000"):
         with pytest.raises(HarnessError, match="not a tracker address"):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import HarnessError
-from .tracker import Address, probe, warn_if_wide
+from .tracker import Address, is_loopback, probe, warn_if_wide
 
 KIT_SERVER = Path(__file__).with_name("kit_server.py")
 EMULATED_KEY = "emulated-aarch64"
@@ -49,6 +49,12 @@ def host_python() -> KitPython:
 def serve(tracker: Address, key: str, kit: KitPython, host: str = "127.0.0.1", port: int = 9090,
           threads: int = 0, on_warning: Callable[[str], None] = print) -> int:
     """Run a kit in the foreground until interrupted; returns the server's exit code."""
+    if is_loopback(host) and not is_loopback(tracker.host):
+        # The tracker hands out the address it sees the kit at; a kit on loopback is not there.
+        raise HarnessError(f"the tracker at {tracker} is reached over the network, and this kit would listen on {host}, "
+                           "where the host the tracker sends jobs from cannot reach it",
+                           "pass --host 0.0.0.0 (or this board's address) to serve the network; keep the rack on a "
+                           "trusted network, since TVM RPC has no authentication")
     probe(tracker)
     warning = warn_if_wide(host)
     if warning:

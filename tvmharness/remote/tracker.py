@@ -40,13 +40,16 @@ def parse_address(text: str, default_port: int = DEFAULT_PORT) -> Address:
     return Address(host, int(port))
 
 
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
 def warn_if_wide(host: str) -> str | None:
     """TVM RPC has no authentication: anyone who reaches the port can run code on the machine."""
-    try:
-        loopback = ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
-    except (OSError, ValueError):
-        loopback = False
-    if loopback:
+    if is_loopback(host):
         return None
     return (f"listening on {host}: TVM RPC has no authentication, so anyone who can reach this port can run "
             "code here. Bind 127.0.0.1 and tunnel (ssh -L) unless this network is trusted.")
