@@ -74,6 +74,16 @@ def test_an_untuned_build_points_at_the_records_tuned_at_another_thread_count(tu
             "thread count cannot use: set [measure] threads = 2 in the recipe") in "\n".join(lines), lines
 
 
+def test_a_model_none_of_whose_tasks_were_tuned_gets_the_untuned_build(tuned):
+    root, target, _, _ = tuned
+    other = load_model(f"{USER_MODELS}:one_linear", root / "cache")  # shares no workload with tiny_mlp
+    options = EngineOptions(cache_dir=root / "cache", threads=2, records_root=root / "tuning")
+    with_records = get_engine("tvm").build(other, target, options)
+    untuned = get_engine("tvm-untuned").build(other, target, options)
+    assert not with_records.tuned
+    assert with_records.manifest["library"]["sha256"] == untuned.manifest["library"]["sha256"]
+
+
 def test_a_second_model_reuses_shared_workloads(tuned):
     root, target, _, first = tuned
     known_before = {t.name for t in first.tasks if t.best_s is not None}

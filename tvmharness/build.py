@@ -160,9 +160,12 @@ def _compile_tuned(mod, target: Target, records: Path, digest: str):
     mod_pre, mod_zero = lower_for_tuning(mod, target)
     tasks = extract_tasks(mod_zero, target)
     tuned, trials = tuned_task_count(database, tasks, target)
+    if not tuned:  # records of other models only: the very build tvm-untuned measures, not another untuned one
+        import tvm
+
+        return tvm.compile(mod, target=target.tvm_target()), None
     executable = compile_relax(database, mod_pre, target.tvm_target(), params=None)
-    info = {"dir": str(records), "sha256": digest, "tasks_tuned": tuned, "tasks": len(tasks), "trials": trials}
-    return executable, info if tuned else None
+    return executable, {"dir": str(records), "sha256": digest, "tasks_tuned": tuned, "tasks": len(tasks), "trials": trials}
 
 
 def export_artifact(artifact: Artifact, out_dir: Path) -> Path:
