@@ -210,6 +210,19 @@ def test_compile_ships_a_compressed_variant_that_loads_and_runs(cli_dir):
     assert_usage_error(run_cli("compile", "digits_cnn", "--variant", "prune:2", cwd=cli_dir), "bad parameters in variant 'prune:2'")
 
 
+def test_compile_keeps_two_functions_of_one_file_and_two_thread_counts_apart(cli_dir):
+    from tvmharness.recipe import Measure
+
+    other = Measure().threads + 1  # not the default thread count
+    for spec, threads in ((f"{USER_MODELS}:tiny_mlp", []), (f"{USER_MODELS}:mlp_other_head", []),
+                          (f"{USER_MODELS}:tiny_mlp", ["--threads", str(other)])):
+        proc = run_cli("compile", spec, *threads, "--json", cwd=cli_dir)
+        assert proc.returncode == 0, proc.stderr
+    folders = {p.name: json.loads((p / "manifest.json").read_text()) for p in (cli_dir / "results" / "artifacts").glob("*mlp*")}
+    assert folders["tiny_mlp-x86"]["model"] == "tiny_mlp" and folders["mlp_other_head-x86"]["model"] == "mlp_other_head"
+    assert folders[f"tiny_mlp-x86-{other}threads"]["target"]["tvm"]["num-cores"] == other
+
+
 def test_listing_commands_speak_json(cli_dir):
     targets = json.loads(run_cli("targets", "--json", cwd=cli_dir).stdout)
     assert any(t["name"] == "x86" and t["tvm_target"]["mcpu"] != "auto" for t in targets)

@@ -284,7 +284,7 @@ def _kit_racks(recipe, targets) -> dict:
 def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or module:function")],
             target: Annotated[str, typer.Option("--target", "-t", help="target preset")] = "x86",
             variant: Annotated[str, typer.Option(help="compression variant, e.g. int8 or prune:0.5+finetune")] = "fp32",
-            out_dir: Annotated[Optional[Path], typer.Option("--out", help="artifact directory (default results/artifacts/MODEL[-VARIANT][-onnx]-TARGET)")] = None,
+            out_dir: Annotated[Optional[Path], typer.Option("--out", help="artifact directory (default results/artifacts/MODEL[-VARIANT][-onnx]-TARGET[-Nthreads])")] = None,
             frontend: Annotated[str, typer.Option(help="torch or onnx")] = "torch",
             threads: Annotated[Optional[int], typer.Option(min=1, help="threads the module is built for")] = None,
             json_out: JsonOpt = False) -> int:
@@ -303,14 +303,16 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     defaults = recipe_from_dict({"models": [model]}, "(compile)")
     resolved = resolve(target, threads or defaults.measure.threads)
     loaded = load_model(model, defaults.cache_dir)
+    name = loaded.name
     if not chosen.is_baseline:
         with err.status(f"compressing {model}: {chosen.name}"):
             loaded = apply_variant(loaded, chosen, defaults.cache_dir)
     with err.status(f"building {model} for {target}"):
         artifact = build_tvm(loaded, resolved, frontend, defaults.cache_dir, defaults.records_root)
-    if out_dir is None:  # one folder per model, variant, frontend and target: none overwrites another
-        parts = [Path(model).stem, *([] if chosen.is_baseline else [re.sub(r"[^\w.-]+", "_", chosen.name)]),
-                 *([] if artifact.manifest["frontend"] == "torch" else [artifact.manifest["frontend"]]), resolved.name]
+    if out_dir is None:  # one folder per model, variant, frontend, target and thread count: none overwrites another
+        parts = [name, *([] if chosen.is_baseline else [re.sub(r"[^\w.-]+", "_", chosen.name)]),
+                 *([] if artifact.manifest["frontend"] == "torch" else [artifact.manifest["frontend"]]), resolved.name,
+                 *([f"{threads}threads"] if threads and threads != defaults.measure.threads else [])]
         out_dir = Path("results/artifacts") / "-".join(parts)
     dest = export_artifact(artifact, out_dir)
     if json_out:
