@@ -17,7 +17,8 @@ from tvmharness.engines import EngineOptions, get_engine
 from tvmharness.models import load_model
 from tvmharness.targets import resolve
 from tvmharness.errors import HarnessError
-from tvmharness.tune import RECORDS, TARGET_FILE, TuneOptions, parse_duration, records_dir, tune_model
+from tvmharness.recipe import parse_duration
+from tvmharness.tune import RECORDS, TARGET_FILE, TuneOptions, records_dir, tune_model
 
 TINY = f"{USER_MODELS}:tiny_mlp"
 
@@ -191,7 +192,15 @@ def test_bad_tune_inputs_give_clear_errors_and_leave_the_records_intact(tmp_path
 def test_durations_read_as_people_write_them():
     assert parse_duration("90s") == 90 and parse_duration("30m") == 1800
     assert parse_duration("1h30m") == 5400 and parse_duration("45") == 45 and parse_duration(None) is None
-    with pytest.raises(HarnessError, match="leaves no time to tune"):
+    with pytest.raises(HarnessError, match="leaves no time"):
         parse_duration("0m")
     with pytest.raises(HarnessError, match="cannot read the duration"):
         parse_duration("soon")
+    # A recipe's durations are read when it loads, not hours later when a tune or a kit job needs them.
+    from tvmharness.recipe import recipe_from_dict
+
+    for section, key in (("tune", "time_budget"), ("devices", "wait"), ("devices", "job_timeout")):
+        with pytest.raises(HarnessError, match=f"'{section}.{key}': cannot read the duration '30 minutes'"):
+            recipe_from_dict({"models": ["digits_cnn"], section: {key: "30 minutes"}}, "(test)")
+    proc = run_cli("tune", "--model", TINY, "--time-budget", "soon", "--no-measure")
+    assert proc.returncode == 2 and "'--time-budget': cannot read the duration 'soon'" in proc.stderr, proc.stderr

@@ -224,7 +224,8 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     from .recipe import apply_overrides, load_recipe, recipe_from_dict
     from .results import Store
     from .targets import resolve
-    from .tune import TuneOptions, parse_duration, tune_model
+    from .recipe import parse_duration
+    from .tune import TuneOptions, tune_model
 
     if recipe is None and not model:
         raise HarnessError("nothing to tune", "give a recipe or --model M (and --target T)")

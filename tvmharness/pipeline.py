@@ -396,7 +396,7 @@ def kit_racks(recipe: Recipe, targets: list[Target], progress: Progress) -> dict
     registered under the key, and that kit has the target's architecture (and a GPU for a GPU target)."""
     from .remote.tracker import parse_address, probe
     from .remote.rack import resolve_key
-    from .tune import parse_duration
+    from .recipe import parse_duration
 
     remote = [t for t in targets if t.preset.runs_on == "rpc"]
     if not remote or all(e in HOST_ENGINES for e in recipe.engines):

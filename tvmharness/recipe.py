@@ -4,16 +4,34 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .cache import content_hash
 from .errors import HarnessError, validation_problems
 
 ENGINES = ("tvm", "torch", "onnxruntime")  # the default; "tvm-untuned" compares tuning, "torch-compile" TorchInductor
+
+
+def parse_duration(text: str | None) -> float | None:
+    """'90s', '30m', '2h', '1h30m' or plain seconds -> seconds."""
+    if text is None or text == "":
+        return None
+    text = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
+        if not parts or "".join(f"{n}{u}" for n, u in parts) != text.replace(" ", ""):
+            raise HarnessError(f"cannot read the duration '{text}'", "write it like 90s, 30m, 2h or 1h30m")
+        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if seconds <= 0:
+        raise HarnessError(f"a duration of '{text}' leaves no time", "give a positive duration, e.g. 30m")
+    return seconds
 
 
 class _Strict(BaseModel):
@@ -51,6 +69,15 @@ class Thresholds(_Strict):
     max_size_ratio: float | None = Field(None, gt=0, description="row size / the fp32 row's on the same target and engine")
 
 
+def _duration(value: str | None) -> str | None:
+    """A recipe's duration, read when the recipe loads rather than when a tune or a kit job needs it."""
+    try:
+        parse_duration(value)
+    except HarnessError as err:
+        raise ValueError(f"{err.cause} ({err.fix})") from None
+    return value
+
+
 class Tune(_Strict):
     """MetaSchedule budgets: sized for a 2-core machine; nightly runs accumulate records."""
 
@@ -59,6 +86,11 @@ class Tune(_Strict):
     patience: int | None = Field(256, gt=0, description="stop after this many trials without a 1% better model estimate")
     builder_timeout: float = Field(60, gt=0, description="seconds per candidate build batch")
     population: int = Field(128, ge=8, description="evolutionary search population")
+
+    @field_validator("time_budget")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        return _duration(value)
 
 
 class Devices(_Strict):
@@ -69,6 +101,11 @@ class Devices(_Strict):
     job_timeout: str = Field("20m", description="per job once a kit has it: upload, warm-up and repeats")
     wait: str = Field("2m", description="how long a job waits for a free kit")
     retries: int = Field(1, ge=0, description="further kits tried when a kit dies or hangs mid-job")
+
+    @field_validator("job_timeout", "wait")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        return _duration(value)
 
 
 class Regression(_Strict):

@@ -191,23 +191,6 @@ def tuned_task_count(database, tasks, target: Target) -> tuple[int, int]:
 
 # ---------------------------------------------------------------- tuning
 
-def parse_duration(text: str | None) -> float | None:
-    """'90s', '30m', '2h', '1h30m' or plain seconds -> seconds."""
-    if text is None or text == "":
-        return None
-    text = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        seconds = float(text)
-    else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
-        if not parts or "".join(f"{n}{u}" for n, u in parts) != text.replace(" ", ""):
-            raise HarnessError(f"cannot read the duration '{text}'", "write it like 90s, 30m, 2h or 1h30m")
-        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-    if seconds <= 0:
-        raise HarnessError(f"a time budget of '{text}' leaves no time to tune", "give a positive duration, e.g. 30m")
-    return seconds
-
-
 @dataclass
 class TaskState:
     name: str
