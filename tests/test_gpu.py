@@ -19,7 +19,6 @@ from tvmharness.gpu import cuda_status
 from tvmharness.models import load_model
 from tvmharness.pipeline import run_recipe
 from tvmharness.recipe import recipe_from_dict
-from tvmharness.results import Store
 from tvmharness.targets import resolve
 from tvmharness.tune import (TuneOptions, candidate_builder, extract_tasks, lower_for_tuning, open_database, records_dir,
                              tune_contexts)
@@ -74,14 +73,18 @@ def test_an_engine_asked_for_the_gpu_refuses_rather_than_run_on_the_cpu(workdir,
 
 
 @needs_no_gpu
-def test_a_gpu_target_without_a_gpu_stores_failed_rows_that_say_why(recipe_dict, workdir, gpu_preset, tmp_path):
-    result = run_recipe(recipe_from_dict(recipe_dict(targets=[str(gpu_preset)]) | {
-        "output": {"dir": str(workdir), "store": str(tmp_path / "h.db")}}))
-    rows = Store(str(tmp_path / "h.db")).frame()
-    assert len(rows) == len(result.rows) >= 1
-    assert set(rows["status"]) == {"failed to build"}  # the baseline (PyTorch on the GPU) could not start: no CPU stand-in
-    assert rows["median_ms"].isna().all()
-    assert "PyTorch" in rows["reason"].iloc[0] and "GPU" in rows["reason"].iloc[0]
+def test_a_gpu_preset_that_names_its_arch_refuses_before_measuring_without_a_gpu(recipe_dict, workdir, gpu_preset, tmp_path):
+    """It resolves without a GPU (building for one needs none), but measuring on it does: no stored
+    row, no CPU stand-in, the cause doctor names."""
+    with pytest.raises(HarnessError, match=f"no usable GPU for target cuda-sm90: {GPU.reason.split(':')[0]}"):
+        run_recipe(recipe_from_dict(recipe_dict(targets=[str(gpu_preset)]) | {
+            "output": {"dir": str(workdir), "store": str(tmp_path / "h.db")}}))
+    assert not (tmp_path / "h.db").exists()
+    from tvmharness.tune import tune_model
+
+    with pytest.raises(HarnessError, match="no usable GPU for target cuda-sm90"):
+        tune_model(load_model("digits_cnn", workdir / "cache"), resolve(str(gpu_preset), 1), TuneOptions(trials=4),
+                   frontend="torch", cache_dir=workdir / "cache", records_root=tmp_path / "tuning", threads=1)
 
 
 def test_jetson_orin_artifact_is_built_here_without_a_gpu(tmp_path):

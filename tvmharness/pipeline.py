@@ -70,6 +70,7 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     threads = recipe.measure.threads
     targets = [resolve(t, threads) for t in recipe.targets]
     host = host_target(targets, threads)
+    _check_local_gpus(targets)
     racks = kit_racks(recipe, targets, progress)
     check_variants(recipe.variants)
     models: list[LoadedModel] = []
@@ -80,6 +81,8 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
         if same:  # rows, verdicts and history know a model by its name
             raise HarnessError(f"models {recipe.models[models.index(same[0])]} and {spec} are both named "
                                f"'{models[-1].name}'", "rename one of the files (or functions)")
+        if host.on_gpu:
+            _check_gpu_baseline(models[-1], host)
 
     provenance = snapshot() | {"threads": threads} | ({"confirms_run": confirms} if confirms is not None else {})
     store = Store(recipe.output.store)
@@ -98,6 +101,28 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
         store.finish_run(run_id)
         result.seconds = time.perf_counter() - started
     return result
+
+
+def _check_local_gpus(targets: list[Target]) -> None:
+    """A GPU target measured here needs the GPU: say so before anything runs (a preset that names
+    its arch resolves without one, and building for a GPU needs none)."""
+    from .gpu import require_cuda
+
+    for target in targets:
+        if target.on_gpu and target.preset.runs_on == "local":
+            require_cuda(f"target {target.name}")
+
+
+def _check_gpu_baseline(model: LoadedModel, host: Target) -> None:
+    """The baseline runs on the first local target; on a GPU it needs its engine's GPU build, and
+    without a baseline no other row of the model could be measured."""
+    from .gpu import ort_cuda_status, torch_cuda_status
+
+    usable, reason = torch_cuda_status() if model.baseline_engine == "torch" else ort_cuda_status()
+    if not usable:
+        raise HarnessError(f"the baseline of {model.name} ({model.baseline_engine}) runs on target {host.name}, and "
+                           f"{reason}", "install the GPU builds (README 'GPU machines'), or name a CPU target first "
+                           "(--target x86 --target " + host.name + ") so the baseline runs there")
 
 
 def confirm_latency(recipe: Recipe, run_id: int, moved: list[tuple[dict, int | None]],
