@@ -36,10 +36,16 @@ def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool]:
             torch.onnx.export(ep, (), str(tmp), dynamo=True, external_data=False,
                               input_names=["input"], verbose=False)
     except Exception as err:
-        raise HarnessError(f"model '{model.name}' does not export to ONNX: {one_line(err)}",
+        raise HarnessError(f"model '{model.name}' does not export to ONNX: {_export_cause(err)}",
                            "use engines without onnxruntime, or fix the unsupported operator") from None
     tmp.replace(path)
     return path, False
+
+
+def _export_cause(err: Exception) -> str:
+    """torch.onnx's error leads with its own next steps; the cause is under "## Exception summary"."""
+    summary = str(err).partition("## Exception summary")[2].strip()
+    return one_line(re.sub(r"^<class '[^']+'>: ", "", summary.splitlines()[0]) if summary else err)
 
 
 def to_relax(model: LoadedModel, frontend: str, cache_dir: Path):
