@@ -11,6 +11,7 @@ from tvmharness.pipeline import RUN_FAILED, OK, run_recipe
 from tvmharness.recipe import recipe_from_dict
 from tvmharness.remote.loopback import LoopbackRack, free_port, stop
 from tvmharness.remote.tracker import parse_address, summary
+from tvmharness.results import Store
 from tvmharness.report.terminal import footnotes
 
 from .conftest import ROOT, USER_MODELS, run_cli
@@ -84,6 +85,15 @@ def test_the_arm_command_line_marks_rows_emulated(rack, workdir):
     at = next(i for i, line in enumerate(lines) if " arm " in line)
     assert " ok " in lines[at] and "EMULATED" in " ".join(lines[at:at + 3])  # the notes column may wrap
     assert "EMULATED: rows from a kit emulated on this host" in done.stdout
+
+
+def test_bench_measures_one_model_on_the_kits(rack, workdir):
+    store = workdir / "bench-kits.db"
+    done = run_cli("bench", "digits_cnn", "--target", "x86-rpc", "--engine", "tvm", "--engine", "torch",
+                   "--tracker", rack.tracker, "--key", "x86", "--store", str(store))
+    assert done.returncode == 0, done.stderr
+    row = next(r for r in Store(str(store)).frame().to_dict("records") if r["target"] == "x86-rpc")
+    assert row["status"] == OK and row["details"]["kit"] in rack.kits("x86")
 
 
 def test_paced_rows_run_on_a_kit_one_request_per_sample(rack, workdir):

@@ -171,12 +171,13 @@ def run(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recipes/q
 def bench(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or module:function")],
           target: TargetOpt = None, engine: EngineOpt = None, repeats: RepeatsOpt = None,
           frontend: Annotated[str, typer.Option(help="torch or onnx: how a torch model reaches TVM")] = "torch",
-          store: StoreOpt = None, json_out: JsonOpt = False) -> int:
+          tracker: TrackerOpt = None, key: KeyOpt = None, store: StoreOpt = None, json_out: JsonOpt = False) -> int:
     """Measure one model without a recipe (the defaults of a recipe apply)."""
     from .recipe import apply_overrides, recipe_from_dict
 
-    base = recipe_from_dict({"name": f"bench {model}", "models": [model], "frontend": frontend}, "(bench)")
-    return _measure(apply_overrides(base, targets=target, engines=engine, repeats=repeats, store=store), json_out)
+    base = recipe_from_dict({"name": f"bench {model}", "models": [model]}, "(bench)")
+    return _measure(apply_overrides(base, targets=target, engines=engine, repeats=repeats, store=store, frontend=frontend,
+                                    tracker=tracker, key=key), json_out)
 
 
 class _TuneProgress:

@@ -431,7 +431,7 @@ def kit_racks(recipe: Recipe, targets: list[Target], progress: Progress) -> dict
         kit = ("`tvmharness devkit emulate aarch64 --tracker 127.0.0.1:9190`" if remote[0].preset.arch == "aarch64"
                else "`tvmharness devkit serve --tracker 127.0.0.1:9190 --key KEY`")
         raise HarnessError(f"target {remote[0].name} runs on dev kits, and no tracker was given",
-                           "give the tracker (`run`/`tune --tracker HOST:PORT`, or tracker in the recipe's [devices]); "
+                           "give the tracker (`--tracker HOST:PORT` on run, bench or tune, or tracker in the recipe's [devices]); "
                            f"to try it here: `tvmharness tracker start` and {kit}")
     address = parse_address(devices.tracker)
     probe(address)

@@ -191,7 +191,8 @@ OVERRIDES = {"models": (("models",), "--model"), "targets": (("targets",), "--ta
              "engines": (("engines",), "--engine"), "repeats": (("measure", "repeats"), "--repeats"),
              "store": (("output", "store"), "--store"), "trials": (("tune", "trials"), "--trials"),
              "time_budget": (("tune", "time_budget"), "--time-budget"),
-             "tracker": (("devices", "tracker"), "--tracker"), "key": (("devices", "key"), "--key")}
+             "tracker": (("devices", "tracker"), "--tracker"), "key": (("devices", "key"), "--key"),
+             "frontend": (("frontend",), "--frontend")}
 
 
 def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
