@@ -74,7 +74,7 @@ def to_relax(model: LoadedModel, frontend: str, cache_dir: Path):
         if match:
             raise HarnessError(f"'{model.name}' uses operators TVM's Relax {frontend} frontend does not support: "
                                f"{match.group(1)}", "replace those operators in the model, or try the other "
-                               "frontend (recipe key frontend = \"onnx\" or \"torch\")") from None
+                               "frontend (--frontend onnx or torch, or the recipe key frontend)") from None
         raise HarnessError(f"TVM's {frontend} frontend cannot import '{model.name}': {one_line(err)}",
                            "an operator is likely unsupported by TVM's Relax frontend; try the other frontend "
-                           "(recipe key frontend = \"onnx\" or \"torch\") or replace the operator") from None
+                           "(--frontend onnx or torch, or the recipe key frontend) or replace the operator") from None

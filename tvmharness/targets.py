@@ -124,7 +124,8 @@ def resolve(name: str, threads: int) -> Target:
         known = presets()
         if name not in known:
             raise HarnessError(f"unknown target '{name}'; known targets: {', '.join(sorted(known))}",
-                               "use one of those, or add a preset file to targets/")
+                               "use one of those, give a preset file (--target path/to/board.toml), or put preset files "
+                               "in a folder named by TVMHARNESS_TARGETS")
         preset = known[name]
 
     if preset.runs_on == "local" and preset.arch != platform.machine():
