@@ -178,6 +178,11 @@ def test_html_report_draws_its_charts_in_headless_chromium(seeded, tmp_path):
     text = page.read_text()
     assert "<script src=" not in text  # self-contained: plotly is inlined
     assert EVIL not in text and "&lt;script&gt;alert(1)" in text  # escaped wherever it appears
+    # The terminal's flags and notes are on the page too, and a past run's history ends with that run.
+    assert "<h2>Notes</h2>" in text and "<li>tuning records: " in text and "tuned 10/10 tasks" in text
+    first = tmp_path / "first.html"
+    assert run_cli("report", "--store", str(seeded), "--run", "1", "--html", str(first)).returncode == 0
+    assert "8 runs" in text and "8 runs" not in first.read_text() and ">1 run<" in first.read_text()
     browser = _chromium()
     if browser is None:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium); the page was written but not opened")

@@ -19,6 +19,7 @@ from plotly.offline import get_plotlyjs
 
 from . import present
 from .regress import REGRESSIONS, accuracy_metric, is_confirmation, judge_run
+from .terminal import footnotes, row_notes
 
 SPARK = {"displayModeBar": False, "staticPlot": True, "responsive": True}
 CHART = {"displayModeBar": False, "responsive": True}
@@ -140,7 +141,7 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
     current = [r for r in rows if r["run_id"] == run["id"]]
     by_series = {}
     for r in rows:
-        if not is_confirmation(r):  # one night, one point
+        if not is_confirmation(r) and r["run_id"] <= run["id"]:  # one night, one point; none after the judged run
             by_series.setdefault((r["hostname"], r["target"], r["model"], r["variant"], r["engine"]), []).append(r)
     verdict_of = {tuple(v.series.values()): v for v in verdicts}
 
@@ -161,10 +162,10 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
                 "variant": r["variant"], "target": r["target"], "engine": r["engine"],
                 "engine_version": r["engine_version"], "status": r["status"], "reason": r["reason"],
                 "median": _fmt(r.get("median_ms"), ".4g", " ms"), "p90": _fmt(r.get("p90_ms"), ".4g", " ms"),
-                "spread": _fmt(spread, ".1%"), "speedup": "baseline" if r["is_baseline"] else _fmt(r.get("speedup_vs_baseline"), ".2f", "x"),
+                "spread": "±" + _fmt(spread, ".1%") if spread is not None else "—", "notes": ", ".join(row_notes(r)), "speedup": "baseline" if r["is_baseline"] else _fmt(r.get("speedup_vs_baseline"), ".2f", "x"),
                 "size": _fmt((r.get("artifact_bytes") or math.nan) / 1e6 if present(r.get("artifact_bytes")) else None, ".2f", " MB"),
                 "accuracy": _fmt(r.get("accuracy"), ".2%"), "agreement": _fmt(r.get("top1_agreement"), ".0%"),
-                "max_diff": _fmt(r.get("max_abs_diff"), ".2e"), "threads": r.get("threads"), "batch": r.get("batch"),
+                "max_diff": _fmt(r.get("max_abs_diff"), ".2e"), "threads": int(r["threads"]) if present(r.get("threads")) else "—", "batch": r.get("batch"),
                 "tuning": (f"{tuning.get('tasks_tuned')}/{tuning.get('tasks')} tasks, {tuning.get('trials')} trials, "
                            f"sha256 {str(tuning.get('sha256', ''))[:16]}") if tuning else ("untuned" if r["engine"].startswith("tvm") else "—"),
                 "build": (r.get("details") or {}).get("build_key") or "—",
@@ -181,6 +182,7 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
     return env.from_string(TEMPLATE).render(
         run=run, prov=prov, cpu=(prov.get("host") or {}).get("cpu") or {}, versions=prov.get("versions") or {},
         verdicts=verdicts, regressions=REGRESSIONS, targets=targets, models=models, since=since,
+        notes=footnotes(frame[frame["run_id"] == run["id"]]),
         plotly_js=Markup(get_plotlyjs()),
         charts=lambda fragment: Markup(fragment) if fragment else "")
 
@@ -232,16 +234,18 @@ TEMPLATE = """<!DOCTYPE html>
 <h3>Relative to the baseline</h3><div class="chart">{{ charts(t.bars) or "no measured rows" }}</div>
 {% endfor %}
 
+{% if notes %}<h2>Notes</h2>
+<ul>{% for line in notes %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 {% for m in models %}<h2>Model {{ m.name }}</h2>
 <table><tr><th>variant</th><th>target</th><th>engine</th><th>status</th><th>median</th><th>p90</th><th>spread</th>
 <th>speed-up</th><th>size</th><th>accuracy</th><th>top-1 agree</th><th>max |diff|</th><th>verdict</th><th>history</th>
 <th>provenance</th></tr>
 {% for r in m.rows %}<tr><td>{{ r.variant }}</td><td>{{ r.target }}{% if r.emulated %} <b title="measured on a kit emulated with qemu-user: proves the path, not the kit's speed">EMULATED</b>{% endif %}</td><td>{{ r.engine }}</td>
-<td>{{ r.status }}{% if r.reason %}: {{ r.reason }}{% endif %}</td><td class="num">{{ r.median }}</td><td class="num">{{ r.p90 }}</td>
-<td class="num">±{{ r.spread }}</td><td class="num">{{ r.speedup }}</td><td class="num">{{ r.size }}</td>
+<td>{{ r.status }}{% if r.reason %}: {{ r.reason }}{% endif %}{% if r.notes %}<br><span class="prov">{{ r.notes }}</span>{% endif %}</td><td class="num">{{ r.median }}</td><td class="num">{{ r.p90 }}</td>
+<td class="num">{{ r.spread }}</td><td class="num">{{ r.speedup }}</td><td class="num">{{ r.size }}</td>
 <td class="num">{{ r.accuracy }}</td><td class="num">{{ r.agreement }}</td><td class="num">{{ r.max_diff }}</td>
 <td class="{{ 'regression' if r.regression else '' }}" title="{{ r.verdict_summary }}">{{ r.verdict }}</td>
-<td>{{ charts(r.spark) }}<span class="prov">{{ r.runs }} runs</span></td>
+<td>{{ charts(r.spark) }}<span class="prov">{{ r.runs }} run{{ "s" if r.runs != 1 }}</span></td>
 <td class="prov">{{ r.engine }} {{ r.engine_version }} · threads {{ r.threads }} · batch {{ r.batch }} · tuning {{ r.tuning }}
  · build {{ r.build }} · target {{ r.target_spec }}{% if r.kit %} · dev kit {{ r.kit }}{% endif %}</td></tr>
 {% endfor %}</table>

@@ -22,6 +22,31 @@ def _num(value, fmt: str, empty: str = "—") -> str:
     return format(value, fmt)
 
 
+def row_notes(r: dict) -> list[str]:
+    """The flags a reader needs beside a row's numbers (the footnotes say what each means)."""
+    notes = []
+    if r["is_baseline"]:
+        notes.append("baseline")
+    if r["engine"].startswith("tvm") and r["status"] != "failed to build":
+        tuning = (r["details"] or {}).get("tuning_records")
+        notes.append(f"tuned {tuning['tasks_tuned']}/{tuning['tasks']} tasks, {tuning.get('trials', '?')} trials"
+                     if tuning else "UNTUNED")
+    details = r["details"] or {}
+    if details.get("kit"):
+        notes.append(f"kit {details['kit']}")
+    if details.get("emulated"):
+        notes.append("EMULATED")
+    if details.get("unsteady"):
+        notes.append("UNSTEADY")
+    if details.get("retried_after"):
+        notes.append("RETRIED")
+    if present(r["cache_hit"]) and r["status"] != "failed to build":
+        notes.append("cached" if r["cache_hit"] else "built")
+    if present(r["meets_goals"]):
+        notes.append("goals met" if r["meets_goals"] else "goals missed")
+    return notes
+
+
 def run_table(frame, run: dict) -> Table:
     baseline_engines = sorted(set(frame.loc[frame["is_baseline"], "engine"])) or ["baseline"]
     table = Table(title=Text(f"{run['recipe_name']}: run {run['id']}"), box=box.SIMPLE_HEAVY, title_justify="left")
@@ -34,26 +59,7 @@ def run_table(frame, run: dict) -> Table:
         status = Text(r["status"], style=STATUS_STYLE.get(r["status"], ""))
         if r["reason"]:
             status.append(f" [{i}]")
-        notes = []
-        if r["is_baseline"]:
-            notes.append("baseline")
-        if r["engine"].startswith("tvm") and r["status"] != "failed to build":
-            tuning = (r["details"] or {}).get("tuning_records")
-            notes.append(f"tuned {tuning['tasks_tuned']}/{tuning['tasks']} tasks, {tuning.get('trials', '?')} trials"
-                         if tuning else "UNTUNED")
-        details = r["details"] or {}
-        if details.get("kit"):
-            notes.append(f"kit {details['kit']}")
-        if details.get("emulated"):
-            notes.append("EMULATED")
-        if details.get("unsteady"):
-            notes.append("UNSTEADY")
-        if details.get("retried_after"):
-            notes.append("RETRIED")
-        if present(r["cache_hit"]) and r["status"] != "failed to build":
-            notes.append("cached" if r["cache_hit"] else "built")
-        if present(r["meets_goals"]):
-            notes.append("goals met" if r["meets_goals"] else "goals missed")
+        notes = row_notes(r)
         if r["is_baseline"] and r["status"] == "ok":
             speedup = "1.00x"
         else:
