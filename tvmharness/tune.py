@@ -597,10 +597,10 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
             task = by_name[task_scheduler.tasks_[task_id].ctx.task_name]
             built_ok = sum(1 for built in builder_results if not built.error_msg)
             # Candidates that found no kit were never measured: they spend no budget (--resume gets it back).
-            no_kit = [ran.error_msg for built, ran in zip(builder_results, runner_results)
+            no_kit = [i for i, (built, ran) in enumerate(zip(builder_results, runner_results))
                       if not built.error_msg and f"no kit under '{options.key}'" in (ran.error_msg or "")]
-            for built, ran in zip(builder_results, runner_results):
-                if not built.error_msg and f"no kit under '{options.key}'" in (ran.error_msg or ""):
+            for i, (built, ran) in enumerate(zip(builder_results, runner_results)):
+                if i in no_kit:
                     continue
                 task.trials += 1
                 state.trials_done += 1
@@ -619,7 +619,8 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
             stop = ""
             if no_kit and len(no_kit) == built_ok:  # every candidate sent to a kit waited in vain: so would the next
                 state.kits_lost = True
-                stop = no_kit[0][no_kit[0].rindex("no kit under"):].splitlines()[0]  # past the traceback
+                error = runner_results[no_kit[0]].error_msg
+                stop = error[error.rindex("no kit under"):].splitlines()[0]  # past the traceback
             elif options.time_budget_s is not None and state.elapsed_s >= options.time_budget_s:
                 stop = f"time budget of {options.time_budget_s:.0f} s reached"
             elif (options.patience and estimate is not None

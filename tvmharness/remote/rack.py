@@ -124,7 +124,7 @@ class Rack:
                 on_stage: Callable[[KitJob, str], None] | None = None) -> None:
         """Run jobs in parallel, one per kit registered under the key, handing each to on_result as it
         finishes. On Ctrl-C (or any error) the jobs not started are dropped and the running ones stopped
-        at once; results that came back meanwhile are still handed over."""
+        at once; on Ctrl-C the results that had come back are still handed over."""
         workers = max(1, min(len(jobs), len(self.status().kits)))
         self._stopping.clear()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kit-job")
