@@ -79,6 +79,13 @@ def test_techniques_that_cannot_apply_say_why_and_the_run_goes_on(tmp_path):
     ok = {key for key, r in rows.items() if r["status"] == OK}
     assert ok == {("two_heads", "fp32"), ("two_heads", "prune:0.5"), ("two_heads", "fp16"), ("exported", "fp32"),
                   ("exported", "fp16")}
+    # The HTML report carries the compression table and its notes, as the terminal's does.
+    from tvmharness.report.html import render_html
+    from tvmharness.results import Store
+
+    page = render_html(Store(str(tmp_path / "h.db")))
+    assert "<h2>Compression: each variant against fp32 on the same target and engine</h2>" in page
+    assert page.count("<td>not applicable</td>") == 3 and "best variant of two_heads on x86" in page
 
 
 def test_low_rank_factors_layers_to_the_rank_asked(digits, workdir):

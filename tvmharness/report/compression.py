@@ -21,32 +21,40 @@ def _variant_rows(frame) -> list[dict]:
     return [r for r in frame.to_dict("records") if r["variant"] != BASELINE]
 
 
+COLUMNS = [("model", "left"), ("variant", "left"), ("target", "left"), ("engine", "left"), ("goals", "left"),
+           ("speed-up vs fp32", "right"), ("size vs fp32", "right"), ("accuracy drop", "right"), ("params", "right"),
+           ("MFLOPs", "right"), ("sparsity", "right"), ("compressed", "right")]
+GOALS_STYLE = {"pass": "green", "fail": "yellow", "no goals": "", "not applicable": "dim"}  # another status: red
+
+
+def compression_rows(frame) -> list[list[str]]:
+    """Each variant against fp32 on the same target and engine, as the cells of COLUMNS."""
+    cells = []
+    for r in _variant_rows(frame):
+        d = r["details"] or {}
+        if r["status"] != "ok":
+            goals = r["status"]
+        else:
+            goals = ("pass" if r["meets_goals"] else "fail") if present(r["meets_goals"]) else "no goals"
+        drop = d.get("accuracy_drop")
+        cells.append([r["model"], r["variant"], r["target"], r["engine"], goals,
+                      _fmt(d.get("speedup_vs_fp32"), ".2f", "x"), _fmt(d.get("size_ratio"), ".2f", "x"),
+                      _fmt(100 * drop if present(drop) else None, "+.1f", " pts"),
+                      _fmt(d.get("params"), ","), _fmt(d["flops"] / 1e6 if present(d.get("flops")) else None, ".2f"),
+                      _fmt(d.get("sparsity"), ".0%"), size_text(d.get("compressed_bytes"))])
+    return cells
+
+
 def compression_table(frame) -> Table | None:
-    rows = _variant_rows(frame)
+    rows = compression_rows(frame)
     if not rows:
         return None
     table = Table(title="compression: each variant against fp32 on the same target and engine", box=box.SIMPLE_HEAVY,
                   title_justify="left")
-    for name, justify in [("model", "left"), ("variant", "left"), ("target", "left"), ("engine", "left"),
-                          ("goals", "left"), ("speed-up vs fp32", "right"), ("size vs fp32", "right"),
-                          ("accuracy drop", "right"), ("params", "right"), ("MFLOPs", "right"), ("sparsity", "right"),
-                          ("compressed", "right")]:
+    for name, justify in COLUMNS:
         table.add_column(name, justify=justify, overflow="fold")
-    for r in rows:
-        d = r["details"] or {}
-        if r["status"] != "ok":
-            goals = Text(r["status"], style="dim" if r["status"] == "not applicable" else "red")
-        elif present(r["meets_goals"]):
-            goals = Text("pass" if r["meets_goals"] else "fail", style="green" if r["meets_goals"] else "yellow")
-        else:
-            goals = Text("no goals")
-        drop = d.get("accuracy_drop")
-        table.add_row(r["model"], r["variant"], r["target"], r["engine"], goals,
-                      _fmt(d.get("speedup_vs_fp32"), ".2f", "x"), _fmt(d.get("size_ratio"), ".2f", "x"),
-                      _fmt(100 * drop if present(drop) else None, "+.1f", " pts"),
-                      _fmt(d.get("params"), ","), _fmt(d["flops"] / 1e6 if present(d.get("flops")) else None, ".2f"),
-                      _fmt(d.get("sparsity"), ".0%"),
-                      size_text(d.get("compressed_bytes")))
+    for cells in rows:
+        table.add_row(*cells[:4], Text(cells[4], style=GOALS_STYLE.get(cells[4], "red")), *cells[5:])
     return table
 
 

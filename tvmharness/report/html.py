@@ -19,6 +19,7 @@ from plotly.offline import get_plotlyjs
 
 from . import present
 from .regress import REGRESSIONS, accuracy_metric, is_confirmation, judge_run
+from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
 from .terminal import footnotes, row_notes
 
 SPARK = {"displayModeBar": False, "staticPlot": True, "responsive": True}
@@ -177,12 +178,15 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
             })
         models.append({"name": model, "rows": table})
 
+    tonight = frame[frame["run_id"] == run["id"]]
     prov = run.get("provenance") or {}
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(TEMPLATE).render(
         run=run, prov=prov, cpu=(prov.get("host") or {}).get("cpu") or {}, versions=prov.get("versions") or {},
         verdicts=verdicts, regressions=REGRESSIONS, targets=targets, models=models, since=since,
-        notes=footnotes(frame[frame["run_id"] == run["id"]]),
+        notes=footnotes(tonight), compression={"columns": [name for name, _ in COMPRESSION_COLUMNS],
+                                                 "rows": compression_rows(tonight), "best": best_variants(tonight),
+                                                 "notes": variant_notes(tonight)},
         plotly_js=Markup(get_plotlyjs()),
         charts=lambda fragment: Markup(fragment) if fragment else "")
 
@@ -236,6 +240,11 @@ TEMPLATE = """<!DOCTYPE html>
 
 {% if notes %}<h2>Notes</h2>
 <ul>{% for line in notes %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
+{% if compression.rows %}<h2>Compression: each variant against fp32 on the same target and engine</h2>
+<table><tr>{% for name in compression.columns %}<th>{{ name }}</th>{% endfor %}</tr>
+{% for cells in compression.rows %}<tr>{% for cell in cells %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}</table>
+<ul>{% for line in compression.best %}<li><b>{{ line }}</b></li>{% endfor %}
+{% for line in compression.notes %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 {% for m in models %}<h2>Model {{ m.name }}</h2>
 <table><tr><th>variant</th><th>target</th><th>engine</th><th>status</th><th>median</th><th>p90</th><th>spread</th>
 <th>speed-up</th><th>size</th><th>accuracy</th><th>top-1 agree</th><th>max |diff|</th><th>verdict</th><th>history</th>
