@@ -103,8 +103,10 @@ def test_out_of_range_numbers_are_refused_before_anything_starts(cli_dir, comman
     assert_usage_error(run_cli(*command, cwd=cli_dir), f"Invalid value for '{option}'")
 
 
-def test_a_bad_bench_flag_is_named_by_its_flag(cli_dir):
-    assert_usage_error(run_cli("bench", "digits_cnn", "--frontend", "tf", cwd=cli_dir), "invalid command-line value: '--frontend'")
+def test_a_bad_frontend_flag_is_named_by_its_flag(cli_dir):
+    for command in ("bench", "compile"):
+        assert_usage_error(run_cli(command, "digits_cnn", "--frontend", "tf", cwd=cli_dir),
+                           "invalid command-line value: '--frontend'")
 
 
 def test_a_file_that_is_not_an_exported_program_is_one_message(cli_dir):

@@ -2,6 +2,7 @@
 machine with one, the quickstart and a tiny tune on it. GPU tests skip with the reason doctor gives."""
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -76,7 +77,7 @@ def test_an_engine_asked_for_the_gpu_refuses_rather_than_run_on_the_cpu(workdir,
 def test_a_gpu_preset_that_names_its_arch_refuses_before_measuring_without_a_gpu(recipe_dict, workdir, gpu_preset, tmp_path):
     """It resolves without a GPU (building for one needs none), but measuring on it does: no stored
     row, no CPU stand-in, the cause doctor names."""
-    with pytest.raises(HarnessError, match=f"no usable GPU for target cuda-sm90: {GPU.reason.split(':')[0]}"):
+    with pytest.raises(HarnessError, match=re.escape(f"no usable GPU for target cuda-sm90: {GPU.reason.split(':')[0]}")):
         run_recipe(recipe_from_dict(recipe_dict(targets=[str(gpu_preset)]) | {
             "output": {"dir": str(workdir), "store": str(tmp_path / "h.db")}}))
     assert not (tmp_path / "h.db").exists()

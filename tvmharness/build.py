@@ -88,14 +88,12 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
     if cached is not None:
         return cached
 
-    import tvm
-
     started = time.perf_counter()
     mod = to_relax(model, frontend, cache_dir)
     tuning = None
     try:
         if digest is None:
-            executable = tvm.compile(mod, target=target.tvm_target())
+            executable = _compile_untuned(mod, target)
         else:
             executable, tuning = _compile_tuned(mod, target, records, digest)
     except HarnessError:
@@ -153,6 +151,12 @@ def _cuda_source(module) -> str | None:
     return None
 
 
+def _compile_untuned(mod, target: Target):
+    import tvm
+
+    return tvm.compile(mod, target=target.tvm_target())
+
+
 def _compile_tuned(mod, target: Target, records: Path, digest: str):
     from tvm.s_tir.meta_schedule.relax_integration import compile_relax
 
@@ -161,9 +165,7 @@ def _compile_tuned(mod, target: Target, records: Path, digest: str):
     tasks = extract_tasks(mod_zero, target)
     tuned, trials = tuned_task_count(database, tasks, target)
     if not tuned:  # records of other models only: the very build tvm-untuned measures, not another untuned one
-        import tvm
-
-        return tvm.compile(mod, target=target.tvm_target()), None
+        return _compile_untuned(mod, target), None
     executable = compile_relax(database, mod_pre, target.tvm_target(), params=None)
     return executable, {"dir": str(records), "sha256": digest, "tasks_tuned": tuned, "tasks": len(tasks), "trials": trials}
 

@@ -296,13 +296,11 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     from .build import build_tvm, export_artifact
     from .compress import apply_variant, parse_variant
     from .models import load_model
-    from .recipe import recipe_from_dict
+    from .recipe import apply_overrides, recipe_from_dict
     from .targets import resolve
 
-    if frontend not in ("torch", "onnx"):
-        raise HarnessError(f"unknown frontend '{frontend}'", "use --frontend torch or --frontend onnx")
+    defaults = apply_overrides(recipe_from_dict({"models": [model]}, "(compile)"), frontend=frontend)
     chosen = parse_variant(variant)
-    defaults = recipe_from_dict({"models": [model]}, "(compile)")
     resolved = resolve(target, threads or defaults.measure.threads)
     loaded = load_model(model, defaults.cache_dir)
     name = loaded.name

@@ -56,5 +56,6 @@ def validation_problems(err, names: dict[tuple, str] | None = None) -> str:
     texts = []
     for head, msgs in problems.items():
         what = msgs[0] + "".join(" or " + m.removeprefix("Input should be ") for m in msgs[1:]) if msgs else ""
-        texts.append(head + (f"{what} (got {inputs[head]!r})" if msgs else ""))
+        got = f" (got {inputs[head]!r})" if msgs and repr(inputs[head]) not in what else ""  # unless it says it
+        texts.append(head + what + got)
     return "; ".join(texts)

@@ -62,6 +62,13 @@ def require_cuda(what: str) -> CudaStatus:
     return status
 
 
+def check_local_gpu(target) -> None:
+    """A GPU target measured on this machine needs its GPU: say so before anything runs (a preset
+    that names its arch resolves without one, and building for a GPU needs none)."""
+    if target.on_gpu and target.preset.runs_on == "local":
+        require_cuda(f"target {target.name}")
+
+
 def detected_cuda_target() -> dict:
     """The TVM target dict of GPU 0: its architecture and the limits MetaSchedule schedules by."""
     status = require_cuda("the cuda target")

@@ -12,6 +12,7 @@ from .build import Artifact, load_artifact
 from .compress import BASELINE, NotApplicable, apply_variant, baseline_metrics, check_variants, parse_variant
 from .engines import EngineOptions, get_engine
 from .errors import HarnessError, one_line
+from .gpu import check_local_gpu
 from .measure import accuracy, agreement, time_call, time_interleaved
 from .models import LoadedModel, load_model
 from .provenance import snapshot
@@ -70,7 +71,8 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     threads = recipe.measure.threads
     targets = [resolve(t, threads) for t in recipe.targets]
     host = host_target(targets, threads)
-    _check_local_gpus(targets)
+    for target in targets:
+        check_local_gpu(target)
     racks = kit_racks(recipe, targets, progress)
     check_variants(recipe.variants)
     models: list[LoadedModel] = []
@@ -101,16 +103,6 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
         store.finish_run(run_id)
         result.seconds = time.perf_counter() - started
     return result
-
-
-def _check_local_gpus(targets: list[Target]) -> None:
-    """A GPU target measured here needs the GPU: say so before anything runs (a preset that names
-    its arch resolves without one, and building for a GPU needs none)."""
-    from .gpu import require_cuda
-
-    for target in targets:
-        if target.on_gpu and target.preset.runs_on == "local":
-            require_cuda(f"target {target.name}")
 
 
 def _check_gpu_baseline(model: LoadedModel, host: Target) -> None:

@@ -74,7 +74,7 @@ def _duration(value: str | None) -> str | None:
     try:
         parse_duration(value)
     except HarnessError as err:
-        raise ValueError(f"{err.cause} ({err.fix})") from None
+        raise ValueError(f"{err.cause}: {err.fix}") from None
     return value
 
 

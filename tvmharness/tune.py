@@ -27,6 +27,7 @@ from typing import Callable, Protocol
 from .cache import content_hash
 from .errors import HarnessError, one_line
 from .frontend import to_relax
+from .gpu import check_local_gpu
 from .models import LoadedModel
 from .targets import Target
 
@@ -312,10 +313,7 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
     if target.preset.runs_on == "rpc" and not options.tracker:
         raise HarnessError(f"target {target.name} measures tuning candidates on a dev kit, and no tracker was given",
                            "start a tracker and a kit, then pass --tracker HOST:PORT --key KEY")
-    if target.on_gpu and target.preset.runs_on == "local":  # its candidates are measured on this GPU
-        from .gpu import require_cuda
-
-        require_cuda(f"target {target.name}")
+    check_local_gpu(target)  # its candidates are measured on this machine's GPU
     directory = records_dir(records_root, target)
     progress.step(f"importing {model.name} for {target.name}")
     os.environ["TVM_NUM_THREADS"] = str(threads)  # the runner's workers inherit it

@@ -49,7 +49,7 @@ def host_python() -> KitPython:
 def serve(tracker: Address, key: str, kit: KitPython, host: str = "127.0.0.1", port: int = 9090,
           threads: int = 0, on_warning: Callable[[str], None] = print) -> int:
     """Run a kit in the foreground until interrupted; returns the server's exit code."""
-    if is_loopback(host) and not is_loopback(tracker.host):
+    if is_loopback(host) and is_loopback(tracker.host) is False:  # (a name that does not resolve: probe says so)
         # The tracker hands out the address it sees the kit at; a kit on loopback is not there.
         raise HarnessError(f"the tracker at {tracker} is reached over the network, and this kit would listen on {host}, "
                            "where the host the tracker sends jobs from cannot reach it",

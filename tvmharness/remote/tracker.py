@@ -40,11 +40,12 @@ def parse_address(text: str, default_port: int = DEFAULT_PORT) -> Address:
     return Address(host, int(port))
 
 
-def is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool | None:
+    """None: the name does not resolve here."""
     try:
         return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
     except (OSError, ValueError):
-        return False
+        return None
 
 
 def warn_if_wide(host: str) -> str | None:

@@ -170,7 +170,7 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
                 "tuning": (f"{tuning.get('tasks_tuned')}/{tuning.get('tasks')} tasks, {tuning.get('trials')} trials, "
                            f"sha256 {str(tuning.get('sha256', ''))[:16]}") if tuning else ("untuned" if r["engine"].startswith("tvm") else "—"),
                 "build": (r.get("details") or {}).get("build_key") or "—",
-                "kit": _kit((r.get("details") or {})), "emulated": bool((r.get("details") or {}).get("emulated")),
+                "kit": _kit((r.get("details") or {})),
                 "target_spec": (r.get("target_spec") or {}).get("tvm"),
                 "verdict": v.verdict if v else "", "verdict_summary": v.summary() if v else "",
                 "regression": bool(v and v.regression),
@@ -184,7 +184,8 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
     return env.from_string(TEMPLATE).render(
         run=run, prov=prov, cpu=(prov.get("host") or {}).get("cpu") or {}, versions=prov.get("versions") or {},
         verdicts=verdicts, regressions=REGRESSIONS, targets=targets, models=models, since=since,
-        notes=footnotes(tonight), compression={"columns": [name for name, _ in COMPRESSION_COLUMNS],
+        notes=[line for line in footnotes(tonight) if not line.startswith("[")],  # reasons sit in the status cells
+        compression={"columns": [name for name, _ in COMPRESSION_COLUMNS],
                                                  "rows": compression_rows(tonight), "best": best_variants(tonight),
                                                  "notes": variant_notes(tonight)},
         plotly_js=Markup(get_plotlyjs()),
@@ -249,7 +250,7 @@ TEMPLATE = """<!DOCTYPE html>
 <table><tr><th>variant</th><th>target</th><th>engine</th><th>status</th><th>median</th><th>p90</th><th>spread</th>
 <th>speed-up</th><th>size</th><th>accuracy</th><th>top-1 agree</th><th>max |diff|</th><th>verdict</th><th>history</th>
 <th>provenance</th></tr>
-{% for r in m.rows %}<tr><td>{{ r.variant }}</td><td>{{ r.target }}{% if r.emulated %} <b title="measured on a kit emulated with qemu-user: proves the path, not the kit's speed">EMULATED</b>{% endif %}</td><td>{{ r.engine }}</td>
+{% for r in m.rows %}<tr><td>{{ r.variant }}</td><td>{{ r.target }}</td><td>{{ r.engine }}</td>
 <td>{{ r.status }}{% if r.reason %}: {{ r.reason }}{% endif %}{% if r.notes %}<br><span class="prov">{{ r.notes }}</span>{% endif %}</td><td class="num">{{ r.median }}</td><td class="num">{{ r.p90 }}</td>
 <td class="num">{{ r.spread }}</td><td class="num">{{ r.speedup }}</td><td class="num">{{ r.size }}</td>
 <td class="num">{{ r.accuracy }}</td><td class="num">{{ r.agreement }}</td><td class="num">{{ r.max_diff }}</td>
