@@ -163,10 +163,12 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
                 "variant": r["variant"], "target": r["target"], "engine": r["engine"],
                 "engine_version": r["engine_version"], "status": r["status"], "reason": r["reason"],
                 "median": _fmt(r.get("median_ms"), ".4g", " ms"), "p90": _fmt(r.get("p90_ms"), ".4g", " ms"),
-                "spread": "±" + _fmt(spread, ".1%") if spread is not None else "—", "notes": ", ".join(row_notes(r)), "speedup": "baseline" if r["is_baseline"] else _fmt(r.get("speedup_vs_baseline"), ".2f", "x"),
+                "spread": "±" + _fmt(spread, ".1%") if spread is not None else "—", "notes": ", ".join(row_notes(r)),
+                "speedup": "baseline" if r["is_baseline"] else _fmt(r.get("speedup_vs_baseline"), ".2f", "x"),
                 "size": _fmt((r.get("artifact_bytes") or math.nan) / 1e6 if present(r.get("artifact_bytes")) else None, ".2f", " MB"),
                 "accuracy": _fmt(r.get("accuracy"), ".2%"), "agreement": _fmt(r.get("top1_agreement"), ".0%"),
-                "max_diff": _fmt(r.get("max_abs_diff"), ".2e"), "threads": int(r["threads"]) if present(r.get("threads")) else "—", "batch": r.get("batch"),
+                "max_diff": _fmt(r.get("max_abs_diff"), ".2e"), "batch": r.get("batch"),
+                "threads": int(r["threads"]) if present(r.get("threads")) else "—",
                 "tuning": (f"{tuning.get('tasks_tuned')}/{tuning.get('tasks')} tasks, {tuning.get('trials')} trials, "
                            f"sha256 {str(tuning.get('sha256', ''))[:16]}") if tuning else ("untuned" if r["engine"].startswith("tvm") else "—"),
                 "build": (r.get("details") or {}).get("build_key") or "—",
@@ -185,9 +187,8 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
         run=run, prov=prov, cpu=(prov.get("host") or {}).get("cpu") or {}, versions=prov.get("versions") or {},
         verdicts=verdicts, regressions=REGRESSIONS, targets=targets, models=models, since=since,
         notes=[line for line in footnotes(tonight) if not line.startswith("[")],  # reasons sit in the status cells
-        compression={"columns": [name for name, _ in COMPRESSION_COLUMNS],
-                                                 "rows": compression_rows(tonight), "best": best_variants(tonight),
-                                                 "notes": variant_notes(tonight)},
+        compression={"columns": [name for name, _ in COMPRESSION_COLUMNS], "rows": compression_rows(tonight),
+                     "best": best_variants(tonight), "notes": variant_notes(tonight)},
         plotly_js=Markup(get_plotlyjs()),
         charts=lambda fragment: Markup(fragment) if fragment else "")
 
