@@ -139,7 +139,8 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
     run, verdicts = judge_run(store, run_id)
     frame = store.frame(since=since)
     rows = frame.to_dict("records")
-    current = [r for r in rows if r["run_id"] == run["id"]]
+    tonight = frame[frame["run_id"] == run["id"]]  # the judged run's rows, for the tables and the notes alike
+    current = tonight.to_dict("records")
     by_series = {}
     for r in rows:
         if not is_confirmation(r) and r["run_id"] <= run["id"]:  # one night, one point; none after the judged run
@@ -180,7 +181,6 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
             })
         models.append({"name": model, "rows": table})
 
-    tonight = frame[frame["run_id"] == run["id"]]
     prov = run.get("provenance") or {}
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(TEMPLATE).render(
