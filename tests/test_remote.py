@@ -289,6 +289,7 @@ def test_a_tune_whose_kits_are_gone_stops_with_a_clear_error(rack, tmp_path):
                    records_root=tmp_path / "tuning", threads=2)
     assert time.monotonic() - started < 300  # MetaSchedule's own runner would wait for a kit for ever
     assert "tvmharness tune --resume" in caught.value.fix and "Traceback" not in caught.value.cause
+    assert caught.value.fix.startswith("start a kit under 'fleeting'")  # not 'free a kit': none is left
 
 
 def test_binding_beyond_loopback_warns_and_addresses_are_checked():

@@ -29,6 +29,7 @@ from .errors import HarnessError, one_line
 from .frontend import to_relax
 from .gpu import check_local_gpu
 from .models import LoadedModel
+from .remote.tracker import KITS_GONE
 from .targets import Target
 
 WORKLOADS = "database_workload.json"
@@ -363,7 +364,7 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
         if state.kits_lost:
             save_progress()
             kept = f"the tune stopped after {ok} measured trials (their records are kept)" if ok else "no trial was measured"
-            fix = (f"start a kit under '{options.key}'" if "registered any more" in state.stopped
+            fix = (f"start a kit under '{options.key}'" if state.stopped.endswith(KITS_GONE)
                    else f"free a kit under '{options.key}', or raise wait in the recipe's [devices]")
             raise HarnessError(f"{state.stopped}; {kept}", f"{fix} (`tvmharness devices --tracker {options.tracker}` lists "
                                "the kits), then continue with `tvmharness tune --resume`")

@@ -18,6 +18,7 @@ PROBE_TIMEOUT_S = 3.0
 # A kit whose session died leaves the tracker and registers again within a second: only a key
 # empty for longer than this has lost its kits.
 GONE_AFTER_S = 5.0
+KITS_GONE = "is registered any more: the last one died or left"  # ends a NoKitError that waiting cannot fix
 _empty_since: dict[tuple[str, str], float] = {}  # (tracker, key) -> when this process first saw no kit there
 
 
@@ -141,7 +142,7 @@ def request_kit(address: Address, key: str, wait_s: float, session_timeout_s: fl
             if status and status.kits:
                 _empty_since.pop(seen, None)
             elif now - _empty_since.setdefault(seen, now) >= GONE_AFTER_S:
-                raise NoKitError(f"no kit under '{key}' at {address} is registered any more: the last one died or left")
+                raise NoKitError(f"no kit under '{key}' at {address} {KITS_GONE}")
             if now >= deadline:
                 raise NoKitError(f"no kit under '{key}' at {address} was free within {wait_s:.0f} s")
             if select.select([sock], [], [], 1.0)[0]:
