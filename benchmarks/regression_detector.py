@@ -92,7 +92,7 @@ def measure_nights(args, console):
     artifact = build_tvm(model, resolve("x86", args.threads), "torch", cache, None)
     work = Path(tempfile.mkdtemp(prefix="regression-detector-"))
     inputs = work / "input.npy"
-    np.save(inputs, model.inputs(1)[0])
+    np.save(inputs, model.samples(1)[0][0])  # digits_cnn takes one input
     store = Store(str(work / "history.db"))
     provenance = snapshot() | {"threads": args.threads}
 

@@ -33,13 +33,13 @@ from tvmharness.targets import resolve  # noqa: E402
 REPEATS = 30
 
 
-def _bound_locally(library: Path, x):
-    """The very library the kit gets, loaded in this process, with the input bound as on the kit."""
+def _bound_locally(library: Path, feed):
+    """The very library the kit gets, loaded in this process, with the inputs bound as on the kit."""
     import tvm
     from tvm import relax
 
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
-    vm.set_input("main", tvm.runtime.tensor(x, tvm.cpu()))
+    vm.set_input("main", *(tvm.runtime.tensor(a, tvm.cpu()) for a in feed))
     return lambda: vm.invoke_stateful("main")
 
 
@@ -59,7 +59,7 @@ def main() -> None:
         latency = []
         for name in args.models:
             model = load_model(name, cache, 1)
-            inputs = model.inputs(1)[:1]
+            inputs = model.samples(1)[:1]
             library = build_tvm(model, remote_x86, "torch", cache).library
             local_ms = time_call(_bound_locally(library, inputs[0]), 5, REPEATS).median_ms
             kit = rack.run(KitJob(name, library, inputs, 5, REPEATS, "x86_64"))
@@ -69,7 +69,7 @@ def main() -> None:
         # Throughput: the same small job, many times, first with one kit free, then two.
         model = load_model(args.job_model, cache, 1)
         library = build_tvm(model, remote_x86, "torch", cache).library
-        jobs = [KitJob(f"job {i}", library, model.inputs(1)[:1], 5, REPEATS, "x86_64") for i in range(args.jobs)]
+        jobs = [KitJob(f"job {i}", library, model.samples(1)[:1], 5, REPEATS, "x86_64") for i in range(args.jobs)]
         throughput = {}
         for kits in (1, 2):
             one_key = f"bench-{kits}"

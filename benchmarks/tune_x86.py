@@ -51,13 +51,9 @@ def matmul_peak_gflops(threads: int, n: int = 2048, repeats: int = 30) -> float:
 
 def model_gflop(model) -> float:
     """FLOPs of one forward pass (multiply and add counted separately), from PyTorch's counter."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    from tvmharness.compress.metrics import flop_count
 
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model.torch_module(torch.zeros(model.input_shape))
-    return counter.get_total_flops() / 1e9
+    return flop_count(model.torch_module, model.example()) / 1e9
 
 
 def tune_in_subprocess(recipe) -> dict[str, dict]:

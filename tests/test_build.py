@@ -26,7 +26,7 @@ def test_both_frontends_build_and_agree_with_torch(digits, workdir, frontend):
     images = digits.eval_set[0][:32]
     with torch.no_grad():
         expected = [digits.torch_module(torch.from_numpy(x)).numpy() for x in images]
-    got = [session.run(x)[0] for x in images]
+    got = [session.run((x,))[0] for x in images]
     assert max(float(np.abs(e - g).max()) for e, g in zip(expected, got)) < 1e-4
     assert [int(e.argmax()) for e in expected] == [int(g.argmax()) for g in got]
     assert session.tuned is False and session.threads == 2
@@ -84,11 +84,46 @@ def test_every_output_of_a_user_model_reaches_every_engine(tmp_path, workdir):
         model = load_model(spec, workdir / "cache")
         assert "returns 2 outputs: every one is checked against the baseline" in model.notes[0]
         for engine in engines:
-            got = get_engine(engine).prepare(model, target, options).run(example.numpy())
+            got = get_engine(engine).prepare(model, target, options).run((example.numpy(),))
             assert [g.shape for g in got] == [(1, 4), (1, 8)], (spec, engine)
             for g, e in zip(got, expected):
                 np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
     assert "outputs" not in load_model(f"{USER_MODELS}:tiny_mlp", workdir / "cache").notes[0]
+
+
+def test_a_model_of_several_inputs_and_dtypes_reaches_every_engine(tmp_path, workdir):
+    """Token ids (int64, an embedding lookup) and a float mask, from each kind of model file."""
+    from tests.conftest import USER_MODELS
+    from tests.user_models import token_classifier
+
+    module, example = token_classifier()
+    pt2 = tmp_path / "tokens.pt2"
+    torch.export.save(torch.export.export(module, example), str(pt2))
+    onnx_path = tmp_path / "tokens.onnx"
+    torch.onnx.export(module, example, str(onnx_path), input_names=["ids", "mask"], dynamo=False,
+                      dynamic_axes={"ids": {0: "batch"}, "mask": {0: "batch"}})
+    target, options = resolve("x86", 2), EngineOptions(cache_dir=workdir / "cache", threads=2)
+    low, high = int(example[0].min()), int(example[0].max())
+    for spec, engines, value_range in ((f"{USER_MODELS}:token_classifier", ["torch", "onnxruntime", "tvm"], (low, high)),
+                                       (str(pt2), ["torch", "tvm"], (low, high)),  # a .pt2 keeps its example
+                                       (str(onnx_path), ["onnxruntime", "tvm"], None)):  # an .onnx file has none
+        model = load_model(spec, workdir / "cache", batch=3)
+        ids, mask = model.inputs
+        assert (ids.name, ids.dtype, ids.value_range, mask.name, mask.dtype) == ("ids", "int64", value_range, "mask", "float32")
+        assert ids.shape == mask.shape == ((3, 12) if spec.endswith(".onnx") else (1, 12))  # a dynamic batch takes the recipe's
+        feeds = model.samples(3)
+        seeded = np.stack([f[0] for f in feeds])
+        assert seeded.dtype == np.int64 and seeded.min() >= (value_range or (0, 1))[0] and seeded.max() <= (value_range or (0, 1))[1]
+        assert len(np.unique(seeded)) > 1
+        for engine in engines:
+            session = get_engine(engine).prepare(model, target, options)
+            for feed in feeds:
+                (got,) = session.run(feed)
+                expected = module(*(torch.from_numpy(a) for a in feed)).detach().numpy()
+                np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=f"{spec} on {engine}")
+    manifest = get_engine("tvm").build(load_model(f"{USER_MODELS}:token_classifier", workdir / "cache"), target, options).manifest
+    assert manifest["inputs"] == [{"name": "ids", "shape": [1, 12], "dtype": "int64", "value_range": [low, high]},
+                                  {"name": "mask", "shape": [1, 12], "dtype": "float32"}]
 
 
 def test_unknown_target_names_the_known_ones():
@@ -104,14 +139,14 @@ def test_user_pt2_and_onnx_files_load(tmp_path, workdir):
     pt2, onnx_path = _as_pt2_and_onnx(module, example, tmp_path / "mlp")
 
     from_pt2 = load_model(str(pt2), workdir / "cache")
-    assert from_pt2.input_shape == (1, 16) and from_pt2.baseline_engine == "torch"
+    assert [i.shape for i in from_pt2.inputs] == [(1, 16)] and from_pt2.baseline_engine == "torch"
     from_onnx = load_model(str(onnx_path), workdir / "cache")
-    assert from_onnx.input_shape == (1, 16) and from_onnx.baseline_engine == "onnxruntime"
+    assert [i.shape for i in from_onnx.inputs] == [(1, 16)] and from_onnx.baseline_engine == "onnxruntime"
 
     target = resolve("x86", 2)
     options = EngineOptions(cache_dir=workdir / "cache", threads=2)
     x = example.numpy()
     expected = module(example).detach().numpy()
     for model in (from_pt2, from_onnx):
-        (got,) = get_engine("tvm").prepare(model, target, options).run(x)
+        (got,) = get_engine("tvm").prepare(model, target, options).run((x,))
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

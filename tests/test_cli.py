@@ -90,9 +90,27 @@ def test_one_variant_or_model_name_given_twice_is_refused(cli_dir):
     assert not (cli_dir / "twice.db").exists()  # refused before anything was measured
 
 
-def test_a_user_model_whose_example_is_not_a_float_tensor_is_refused(cli_dir):
-    proc = run_cli("bench", f"{USER_MODELS}:token_ids", cwd=cli_dir)
-    assert_usage_error(proc, "gave a torch.int64 tensor as its example input", "floating-point example tensor")
+def test_a_user_model_whose_example_is_not_tensors_is_refused(cli_dir):
+    proc = run_cli("bench", f"{USER_MODELS}:keyword_example", cwd=cli_dir)
+    assert_usage_error(proc, "gave dict as its example", "a tuple of tensors in forward's order")
+
+
+def test_dynamic_sizes_other_than_the_batch_are_refused_by_input_and_dimension(cli_dir):
+    import torch
+
+    from tests.user_models import token_classifier
+
+    module, example = token_classifier()
+    onnx_path = cli_dir / "dynamic_seq.onnx"
+    torch.onnx.export(module, example, str(onnx_path), input_names=["ids", "mask"], dynamo=False,
+                      dynamic_axes={"ids": {0: "batch", 1: "seq"}, "mask": {0: "batch", 1: "seq"}})
+    proc = run_cli("bench", str(onnx_path), cwd=cli_dir)
+    assert_usage_error(proc, "dimension 1 of input 'ids' is dynamic ('seq')", "fixed sizes for every dimension but the first")
+    pt2 = cli_dir / "dynamic_seq.pt2"
+    seq = torch.export.Dim("seq")
+    torch.export.save(torch.export.export(module, example, dynamic_shapes=({1: seq}, {1: seq})), str(pt2))
+    proc = run_cli("bench", str(pt2), cwd=cli_dir)
+    assert_usage_error(proc, "was exported with dynamic shapes (input 'ids'", "without dynamic_shapes")
 
 
 @pytest.mark.parametrize("command, option", [(("tracker", "start", "--port", "70000"), "--port"),
@@ -216,7 +234,7 @@ def test_compile_ships_a_compressed_variant_that_loads_and_runs(cli_dir):
         assert [step["kind"] for step in manifest["compression"]] == [variant.split(":")[0]]
         assert manifest["frontend"] == frontend  # int8 is an ONNX model: it has only that way into TVM
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / "model.so")), tvm.cpu())
-        x = np.zeros(manifest["input"]["shape"], np.float32)
+        x = np.zeros(manifest["inputs"][0]["shape"], np.float32)
         assert [o.shape for o in output_arrays(vm["main"](tvm.runtime.tensor(x)), tvm.runtime.Tensor)] == [(1, 10)]
     assert_usage_error(run_cli("compile", "digits_cnn", "--variant", "prune:2", cwd=cli_dir), "bad parameters in variant 'prune:2'")
 

@@ -88,6 +88,24 @@ def test_techniques_that_cannot_apply_say_why_and_the_run_goes_on(tmp_path):
     assert page.count("<td>not applicable</td>") == 3 and "best variant of two_heads on x86" in page
 
 
+def test_a_model_of_several_inputs_is_compressed_and_each_variant_agrees_on_every_engine(tmp_path):
+    """int8 calibrates on seeded ids within the example's range and a float mask; fp16 halves the
+    mask but not the ids; pruning and fine-tuning trace the model with both inputs."""
+    recipe = recipe_from_dict({"name": "tokens", "models": [f"{USER_MODELS}:token_classifier"],
+                               "variants": ["fp32", "int8", "fp16", "prune:0.5+finetune:1", "lowrank:rank=2"],
+                               "engines": ["tvm", "torch", "onnxruntime"], "measure": {"repeats": 30, "threads": 2},
+                               "output": {"dir": str(tmp_path), "store": str(tmp_path / "h.db")}})
+    rows = run_recipe(recipe).rows
+    measured = {(r["variant"], r["engine"]): r for r in rows if r["status"] != NOT_APPLICABLE}
+    assert set(measured) == {(v, e) for v in ("fp32", "fp16", "prune:0.5+finetune:1", "lowrank:rank=2") for e in ("tvm", "torch", "onnxruntime")} | {
+        ("int8", "tvm"), ("int8", "onnxruntime")}  # PyTorch cannot run the quantizer's ONNX
+    for key, row in measured.items():
+        assert row["status"] == OK, (key, row["reason"])  # OK: within tolerance of its own uncompressed engine
+        assert row["details"]["inputs"][0]["dtype"] == "int64" and row["details"]["flops"] > 0
+    assert measured[("prune:0.5+finetune:1", "torch")]["details"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert measured[("int8", "tvm")]["details"]["tvm_int8_kernels"]["integer"]
+
+
 def test_low_rank_factors_layers_to_the_rank_asked(digits, workdir):
     ranked = apply_variant(digits, "lowrank:rank=4", workdir / "cache").torch_module
     factored = [m for m in ranked.modules() if isinstance(m, nn.Sequential) and len(m) == 2

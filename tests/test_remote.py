@@ -96,6 +96,14 @@ def test_bench_measures_one_model_on_the_kits(rack, workdir):
     assert row["status"] == OK and row["details"]["kit"] in rack.kits("x86")
 
 
+def test_a_model_of_several_inputs_runs_on_a_kit(rack, workdir):
+    recipe = _recipe(workdir, rack.tracker, targets=["x86-rpc"], models=[f"{USER_MODELS}:token_classifier"],
+                     measure={"warmup": 1, "repeats": 30, "threads": 2, "agreement_samples": 3})
+    rows = {r["target"]: r for r in run_recipe(recipe_from_dict(recipe)).rows}
+    assert rows["x86-rpc"]["status"] == OK, rows["x86-rpc"]["reason"]
+    assert rows["x86-rpc"]["max_abs_diff"] < 1e-5 and rows["x86-rpc"]["details"]["kit"] in rack.kits("x86")
+
+
 def test_paced_rows_run_on_a_kit_one_request_per_sample(rack, workdir):
     recipe = _recipe(workdir, rack.tracker, targets=["x86-rpc"], engines=["tvm"])
     recipe["measure"] |= {"span_s": 3.0}
@@ -145,7 +153,7 @@ def test_ctrl_c_during_kit_jobs_stops_them_at_once_and_keeps_what_came_back(rack
     model = load_model("digits_cnn", workdir / "cache")
     target = resolve("x86-rpc", 1)
     library = get_engine("tvm").build(model, target, EngineOptions(cache_dir=workdir / "cache")).library
-    inputs = model.inputs(1)
+    inputs = model.samples(1)
 
     def job(label: str, span_s: float = 0.0) -> KitJob:
         return KitJob(label, library, inputs, warmup=1, repeats=30, arch=target.preset.arch, span_s=span_s)

@@ -50,7 +50,7 @@ def test_a_tiny_model_tunes_and_the_tuned_build_uses_the_records(tuned):
     assert untuned.tuned is False
     x = np.random.default_rng(0).standard_normal((1, 16), dtype=np.float32)
     expected = model.torch_module(torch.from_numpy(x)).detach().numpy()
-    (got,) = session.run(x)
+    (got,) = session.run((x,))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 

@@ -101,9 +101,9 @@ def sum_output():
     return SumOutput().eval(), torch.randn(1, 16)
 
 
-def token_ids():
-    """An embedding fed integer ids: not a float input."""
-    return nn.Embedding(100, 8).eval(), torch.tensor([[1, 2, 3]])
+def keyword_example():
+    """An example given as keywords, which the engines cannot feed by position."""
+    return TinyMLP().eval(), {"x": torch.randn(1, 16)}
 
 
 def one_linear():
@@ -127,3 +127,22 @@ class TwoHeads(nn.Module):
 def two_heads():
     torch.manual_seed(0)
     return TwoHeads().eval(), torch.randn(1, 16)
+
+
+class TokenClassifier(nn.Module):
+    """Two inputs of two dtypes, as a text model takes them: int64 token ids (an embedding lookup,
+    which needs ids within its vocabulary) and a float mask over the positions."""
+
+    def __init__(self, vocab: int = 50):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 16)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, ids, mask):
+        pooled = (self.embed(ids) * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+        return self.fc(pooled)
+
+
+def token_classifier():
+    torch.manual_seed(0)
+    return TokenClassifier().eval(), (torch.randint(0, 50, (1, 12)), torch.ones(1, 12))

@@ -18,7 +18,7 @@ from .targets import Target, check_toolchain
 from .tune import (extract_tasks, lower_for_tuning, open_database, records_at_other_threads, records_dir, records_hash,
                    tuned_task_count)
 
-MANIFEST_FORMAT = 2  # 2: cuda_source
+MANIFEST_FORMAT = 3  # 2: cuda_source; 3: inputs (every input's name, shape and dtype)
 LIBRARY = "model.so"
 KERNELS = "kernels.cu"  # a GPU target's CUDA source, as the library carries it
 
@@ -120,12 +120,12 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
         "model_digest": model.digest,
         "model_source": model.source,
         "compression": model.compression.get("compression") or [],  # each step's kind and parameters
-        "input": {"shape": list(model.input_shape), "dtype": "float32"},
+        "inputs": [i.describe() for i in model.inputs],
         "frontend": frontend,
         "target": target.describe(),
         "tuning_records": tuning,
         "library": {"file": LIBRARY, "sha256": file_hash(directory / LIBRARY), "bytes": (directory / LIBRARY).stat().st_size},
-        "load": "vm = tvm.relax.VirtualMachine(tvm.runtime.load_module('model.so'), device); outputs = vm['main'](input)",
+        "load": "vm = tvm.relax.VirtualMachine(tvm.runtime.load_module('model.so'), device); outputs = vm['main'](*inputs)",
         "cuda_source": KERNELS if kernels is not None else None,
         "build_key": key,
         "build_seconds": round(time.perf_counter() - started, 2),

@@ -3,10 +3,37 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
 SEED = 0
+
+Feed = tuple[np.ndarray, ...]  # one call's inputs, in the order the model takes them
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One input a model takes: name, shape (with the batch dimension) and dtype. Seeded inputs of
+    an integer or bool dtype are drawn from `value_range` (inclusive; the example's values, since
+    token ids and indices must stay in range), from {0, 1} where no example gave it; float inputs
+    are standard normal."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    value_range: tuple[int, int] | None = None
+
+    @property
+    def is_float(self) -> bool:
+        return np.dtype(self.dtype).kind == "f"
+
+    def with_batch(self, batch: int) -> "ModelInput":
+        return ModelInput(self.name, (batch, *self.shape[1:]), self.dtype, self.value_range)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype} | (
+            {"value_range": list(self.value_range)} if self.value_range is not None else {})
 
 
 @functools.cache
@@ -22,7 +49,15 @@ def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x_train, y_train, x_test, y_test
 
 
-def random_inputs(shape: tuple[int, ...], count: int, seed: int = SEED) -> list[np.ndarray]:
-    """Seeded standard-normal inputs, for agreement checks on models with no data set here."""
+def random_feeds(inputs: tuple[ModelInput, ...], count: int, seed: int = SEED) -> list[Feed]:
+    """Seeded inputs for models with no data set here (agreement checks, calibration, examples):
+    standard normal for float inputs, uniform over `value_range` for integer and bool ones."""
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal(shape, dtype=np.float32) for _ in range(count)]
+
+    def draw(spec: ModelInput) -> np.ndarray:
+        if spec.is_float:
+            return rng.standard_normal(spec.shape, dtype=np.float32).astype(spec.dtype, copy=False)
+        low, high = spec.value_range or (0, 1)
+        return rng.integers(low, high, size=spec.shape, endpoint=True).astype(spec.dtype)
+
+    return [tuple(draw(spec) for spec in inputs) for _ in range(count)]

@@ -34,12 +34,19 @@ def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool]:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(ep, (), str(tmp), dynamo=True, external_data=False,
-                              input_names=["input"], verbose=False)
+                              input_names=[i.name for i in model.inputs], verbose=False)
     except Exception as err:
         raise HarnessError(f"model '{model.name}' does not export to ONNX: {_export_cause(err)}",
                            "use engines without onnxruntime, or fix the unsupported operator") from None
     tmp.replace(path)
     return path, False
+
+
+def onnx_shapes(proto, inputs) -> dict[str, list[int]]:
+    """TVM's ONNX importer's shape_dict: the graph's inputs (by position) at the shapes measured."""
+    initializers = {t.name for t in proto.graph.initializer}
+    names = [i.name for i in proto.graph.input if i.name not in initializers]
+    return {name: list(i.shape) for name, i in zip(names, inputs)}
 
 
 def _export_cause(err: Exception) -> str:
@@ -57,10 +64,9 @@ def to_relax(model: LoadedModel, frontend: str, cache_dir: Path):
 
             path, _ = onnx_file(model, cache_dir)
             proto = onnx.load(str(path))
-            name = next(i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer})
             from .qdq import integer_qdq
 
-            mod = from_onnx(proto, shape_dict={name: list(model.input_shape)}, keep_params_in_input=False)
+            mod = from_onnx(proto, shape_dict=onnx_shapes(proto, model.inputs), keep_params_in_input=False)
             return integer_qdq(mod)[0]  # quantized (QDQ) models get integer conv/matmul kernels
         from tvm.relax.frontend.torch import from_exported_program
 

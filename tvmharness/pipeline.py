@@ -186,9 +186,9 @@ def _measure_ab(tonight: dict, before: dict, build: Artifact, earlier: Artifact,
     progress.step(f"A/B of {label}: this build and run {before['run_id']}'s, in turns")
     m = recipe.measure
     try:
-        x = models[tonight["model"]].inputs(m.agreement_samples)[0]
+        feed = models[tonight["model"]].samples(m.agreement_samples)[0]
         engine, target = get_engine(tonight["engine"]), resolve(tonight["target"], m.threads)
-        calls = [engine.open(a, target, m.threads).bind(x) for a in (build, earlier)]
+        calls = [engine.open(a, target, m.threads).bind(feed) for a in (build, earlier)]
         latency, reference = time_interleaved(calls, m.warmup, m.repeats, m.span_s, progress.repeat)
     except Exception as err:
         progress.step(f"A/B of {label} failed ({type(err).__name__}: {one_line(err)}); measuring it again instead")
@@ -212,7 +212,7 @@ def _plain(value):
 
 def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: Recipe, options: EngineOptions,
                store: Store, result: RunResult, progress: Progress, kit_rows: list["_KitRow"]) -> None:
-    inputs = model.inputs(recipe.measure.agreement_samples)
+    inputs = model.samples(recipe.measure.agreement_samples)
     baseline_engine = model.baseline_engine
     model.compression = baseline_metrics(model)
     baseline = _measure(model, BASELINE, host, baseline_engine, True, inputs, None, recipe, options, progress)
@@ -318,6 +318,7 @@ def _empty_row(model: LoadedModel, variant: str, target: Target, recipe: Recipe,
     return {"model": model.name, "variant": variant, "target": target.name, "engine": engine, "engine_version": "",
             "is_baseline": False, "batch": recipe.measure.batch, "status": OK, "reason": "",
             "target_spec": target.describe(), "details": {"notes": list(model.notes), "model_digest": model.digest,
+                                                          "inputs": [i.describe() for i in model.inputs],
                                                           **model.compression}}
 
 

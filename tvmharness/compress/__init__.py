@@ -95,7 +95,7 @@ def baseline_metrics(model: LoadedModel) -> dict:
     """Parameters, FLOPs and sparsity of the model as given (nothing for ONNX files)."""
     if model.torch_module is None:
         return {"compression": []}
-    return model_metrics(model.torch_module, model.input_shape) | {"compression": []}
+    return model_metrics(model.torch_module, model.example()) | {"compression": []}
 
 
 def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> LoadedModel:
@@ -124,7 +124,7 @@ def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> Load
     module = work.module
     if module is not None:
         finalize_pruning(module)
-    figures = model_metrics(_inner(last_module), model.input_shape) if last_module is not None else {}
+    figures = model_metrics(_inner(last_module), model.example()) if last_module is not None else {}
     clusters = getattr(_inner(last_module), CLUSTERS_ATTR, None)
     if clusters:
         present = {n: k for n, k in clusters.items() if _has_weight(_inner(last_module), n)}
@@ -133,12 +133,12 @@ def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> Load
     figures.setdefault("compressed_bytes", None)
     figures["compression"] = variant.config()
     if module is not None:
-        digest, onnx_path, source = torch_digest(module, model.input_shape), None, model.source
+        digest, onnx_path, source = torch_digest(module, model.inputs), None, model.source
     else:
         from ..cache import file_hash
 
         digest, onnx_path, source = file_hash(work.onnx_path), work.onnx_path, "onnx"
-    return LoadedModel(name=model.name, source=source, input_shape=model.input_shape, digest=digest,
+    return LoadedModel(name=model.name, source=source, inputs=model.inputs, digest=digest,
                        torch_module=module, onnx_path=onnx_path, eval_set=model.eval_set,
                        notes=[*model.notes, *work.notes], compression=figures, frontend=work.frontend)
 

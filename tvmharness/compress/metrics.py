@@ -23,24 +23,25 @@ def sparsity(module) -> float:
     return float(sum(int((w == 0).sum()) for w in weights) / total) if total else 0.0
 
 
-def flop_count(module, input_shape: tuple[int, ...]) -> int | None:
-    """Dense FLOPs of one forward pass (torch's own counter; a multiply-add counts as 2). Zeros left
-    by unstructured pruning still count: dense kernels compute them. None where the counter fails."""
+def flop_count(module, example: tuple) -> int | None:
+    """Dense FLOPs of one forward pass on `example` (one tensor per input; torch's own counter, a
+    multiply-add counts as 2). Zeros left by unstructured pruning still count: dense kernels compute
+    them. None where the counter fails."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     dtype = next((p.dtype for p in module.parameters()), torch.float32)
-    x = torch.zeros(input_shape, dtype=dtype)
+    example = tuple(t.to(dtype) if t.is_floating_point() else t for t in example)  # an fp16 module takes fp16
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            module(x)
-    except Exception:  # a user model whose forward needs other inputs: the row still gets measured
+            module(*example)
+    except Exception:  # an operator the counter cannot trace: the row still gets measured
         return None
     return int(counter.get_total_flops())
 
 
-def model_metrics(module, input_shape: tuple[int, ...]) -> dict:
-    return {"params": parameter_count(module), "flops": flop_count(module, input_shape),
+def model_metrics(module, example: tuple) -> dict:
+    return {"params": parameter_count(module), "flops": flop_count(module, example),
             "sparsity": round(sparsity(module), 6)}
 
 

@@ -79,15 +79,13 @@ class ChannelPrune(Technique):
     on_layers = True
 
     def apply(self, work: Work) -> Work:
-        import torch
         import torch_pruning as tp
         from torch import nn
 
         module = self.clone_module(work)
         finalize_pruning(module)
-        example = torch.zeros(work.base.input_shape)
         outputs = [m for m in weight_layers(module) if isinstance(m, nn.Linear)][-1:]
-        pruner = tp.pruner.MetaPruner(module, example, importance=tp.importance.MagnitudeImportance(p=1),
+        pruner = tp.pruner.MetaPruner(module, work.base.example(), importance=tp.importance.MagnitudeImportance(p=1),
                                       pruning_ratio=self.amount, global_pruning=self.scope == "global",
                                       ignored_layers=outputs)
         before = sum(p.numel() for p in module.parameters())

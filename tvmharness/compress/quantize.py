@@ -12,11 +12,10 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 from ..cache import content_hash, file_hash, stage_dir
-from ..data import random_inputs
+from ..data import Feed, ModelInput, random_feeds
 from ..errors import HarnessError, one_line
 from ..models import LoadedModel, torch_digest
 from .base import Technique, Work
@@ -49,8 +48,9 @@ def _half_module(inner):
             super().__init__()
             self.module = module.half()
 
-        def forward(self, x):  # every output back to fp32, of a model with several too
-            return tree_map_only(torch.Tensor, lambda t: t.float(), self.module(x.half()))
+        def forward(self, *inputs):  # float inputs to fp16 (integer ones as they are); every output back to fp32
+            halved = (t.half() if t.is_floating_point() else t for t in inputs)
+            return tree_map_only(torch.Tensor, lambda t: t.float(), self.module(*halved))
 
     return HalfPrecision(inner).eval()
 
@@ -65,7 +65,7 @@ class FP16(Technique):
         work.module = _half_module(module)
         work.metrics["tolerance"] = FP16_TOLERANCE
         work.frontend = "onnx"  # TVM 0.27's torch frontend types an fp16 conv2d's output fp32, then fails on the bias add
-        work.notes.append("fp16 weights and arithmetic (inputs and outputs fp32); reaches TVM through its ONNX frontend, "
+        work.notes.append("fp16 weights and arithmetic (float inputs and outputs fp32); reaches TVM through its ONNX frontend, "
                           "and TVM accumulates its convolutions in fp16 (PyTorch and ONNX Runtime in fp32)")
         return work
 
@@ -105,19 +105,19 @@ class Int8(Technique):
                           + (f" ({', '.join(f'{v} is not imported by TVM' for v in TVM_UNSUPPORTED_INTEGER_OPS.values())})"
                              if self.mode == "dynamic" else ""))
         if self.mode == "static":
-            work.metrics["tvm_int8_kernels"] = _tvm_integer_ops(out, work.base.input_shape)
+            work.metrics["tvm_int8_kernels"] = _tvm_integer_ops(out, work.base.inputs)
             kernels = work.metrics["tvm_int8_kernels"]
             work.notes.append(f"on TVM: integer kernels (uint8 x int8 -> int32, one float rescale) for {kernels['integer'] or 'none'}"
                               + (f"; dequantize -> fp32 fallback for {kernels['float_fallback']}" if kernels["float_fallback"] else ""))
         return work
 
-    def calibration_data(self, base: LoadedModel) -> tuple[list[np.ndarray], str]:
+    def calibration_data(self, base: LoadedModel) -> tuple[list[Feed], str]:
         """Real inputs: the training split (never the held-out one); seeded inputs of the model's
         shape where there is no data set (a seed apart from the agreement inputs)."""
         labelled = labelled_training_set(base)
         if labelled is not None:
-            return [x[None] for x in labelled[0][: self.samples]], f"{base.name} training images"
-        return random_inputs(base.input_shape, self.samples, seed=7), "seeded model inputs (no data set for this model)"
+            return [(x[None],) for x in labelled[0][: self.samples]], f"{base.name} training images"
+        return random_feeds(base.inputs, self.samples, seed=7), "seeded model inputs (no data set for this model)"
 
     def _quantize(self, fp32_path: Path, out: Path, data) -> None:
         from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
@@ -134,7 +134,7 @@ class Int8(Technique):
                     quantize_dynamic(str(prepared), str(out), weight_type=weight_type, per_channel=self.per_channel,
                                      op_types_to_quantize=ops)
                 else:
-                    name = _input_name(prepared)
+                    names = _input_names(prepared)
 
                     class Reader(CalibrationDataReader):
                         def __init__(self):
@@ -142,7 +142,7 @@ class Int8(Technique):
 
                         def get_next(self):
                             item = next(self.items, None)
-                            return None if item is None else {name: item}
+                            return None if item is None else dict(zip(names, item))
 
                     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                               "percentile": CalibrationMethod.Percentile}[self.calibration]
@@ -176,12 +176,12 @@ def _quiet():
         root.setLevel(level)
 
 
-def _input_name(path: Path) -> str:
+def _input_names(path: Path) -> list[str]:
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
     initializers = {i.name for i in proto.graph.initializer}
-    return next(i.name for i in proto.graph.input if i.name not in initializers)
+    return [i.name for i in proto.graph.input if i.name not in initializers]
 
 
 def _integer_ops(path: Path) -> dict:
@@ -202,15 +202,16 @@ def _integer_ops(path: Path) -> dict:
     return {"int8": dict(integer), "float": dict(floating)}
 
 
-def _tvm_integer_ops(path: Path, input_shape) -> dict:
+def _tvm_integer_ops(path: Path, inputs: tuple[ModelInput, ...]) -> dict:
     """Which operators TVM's integer rewrite of this QDQ model runs in int8, and which stay fp32 (and why)."""
     import onnx
     from tvm.relax.frontend.onnx import from_onnx
 
+    from ..frontend import onnx_shapes
     from ..qdq import integer_qdq
 
     proto = onnx.load(str(path))
-    mod = from_onnx(proto, shape_dict={_input_name(path): list(input_shape)}, keep_params_in_input=False)
+    mod = from_onnx(proto, shape_dict=onnx_shapes(proto, inputs), keep_params_in_input=False)
     return integer_qdq(mod)[1].as_dict()
 
 
@@ -219,7 +220,7 @@ def _onnx_of(module, work: Work) -> Path:
     from ..frontend import onnx_file
 
     base = work.base
-    current = LoadedModel(name=base.name, source=base.source, input_shape=base.input_shape,
-                          digest=torch_digest(module, base.input_shape), torch_module=module)
+    current = LoadedModel(name=base.name, source=base.source, inputs=base.inputs,
+                          digest=torch_digest(module, base.inputs), torch_module=module)
     path, _ = onnx_file(current, work.cache_dir)
     return path

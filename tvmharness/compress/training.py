@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..data import digits_split, random_inputs
+from ..data import digits_split, random_feeds
 from ..models import LoadedModel
 
 BATCH = 64
@@ -39,8 +39,9 @@ def train(module, base: LoadedModel, epochs: int, lr: float, teacher=None, tempe
     if labelled is None:
         teacher = teacher if teacher is not None else base.torch_module
         alpha = 1.0
-        xs = torch.from_numpy(np.stack(random_inputs((NOISE_BATCH, *base.input_shape[1:]),
-                                                     NOISE_BATCHES_PER_EPOCH, seed=seed + 101)))
+        batch_inputs = tuple(i.with_batch(NOISE_BATCH) for i in base.inputs)
+        xs = [tuple(torch.from_numpy(a) for a in feed)
+              for feed in random_feeds(batch_inputs, NOISE_BATCHES_PER_EPOCH, seed=seed + 101)]
         ys = None
         note = (f"trained {epochs} epoch(s) to match the fp32 model on seeded noise "
                 f"({NOISE_BATCHES_PER_EPOCH} batches of {NOISE_BATCH}; no labelled data for {base.name})")
@@ -58,18 +59,17 @@ def train(module, base: LoadedModel, epochs: int, lr: float, teacher=None, tempe
     if teacher is not None:
         teacher.eval()
     for _ in range(epochs):
-        batches = ([xs[i] for i in range(len(xs))] if ys is None else
-                   [idx for idx in torch.randperm(len(xs), generator=gen).split(BATCH)])
+        batches = xs if ys is None else list(torch.randperm(len(xs), generator=gen).split(BATCH))
         for batch in batches:
-            x, y = (batch, None) if ys is None else (xs[batch], ys[batch])
+            x, y = (batch, None) if ys is None else ((xs[batch],), ys[batch])  # x: one tensor per model input
             opt.zero_grad()
-            logits = module(x)
+            logits = module(*x)
             loss = 0.0
             if y is not None and alpha < 1.0:
                 loss = (1.0 - alpha) * F.cross_entropy(logits, y)
             if teacher is not None and alpha > 0.0:
                 with torch.no_grad():
-                    soft = F.softmax(teacher(x) / temperature, dim=-1)
+                    soft = F.softmax(teacher(*x) / temperature, dim=-1)
                 loss = loss + alpha * temperature ** 2 * F.kl_div(F.log_softmax(logits / temperature, dim=-1), soft,
                                                                  reduction="batchmean")
             loss.backward()

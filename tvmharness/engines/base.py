@@ -9,6 +9,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
+from ..data import Feed
 from ..models import LoadedModel
 from ..targets import Target
 
@@ -25,14 +26,14 @@ class EngineOptions:
 class Session:
     """A model loaded on one engine, ready to run one batch at a time.
 
-    `run` returns every output of one call, in order (measure.output_arrays); `bind` returns a
-    no-argument callable that runs one inference on an input already bound, which is what the
-    timing protocol repeats.
+    `run` takes one call's inputs (a Feed: one array per model input) and returns every output, in
+    order (measure.output_arrays); `bind` returns a no-argument callable that runs one inference on
+    inputs already bound, which is what the timing protocol repeats.
     """
 
     engine: str
-    run: Callable[[np.ndarray], list[np.ndarray]]
-    bind: Callable[[np.ndarray], Callable[[], None]]
+    run: Callable[[Feed], list[np.ndarray]]
+    bind: Callable[[Feed], Callable[[], None]]
     artifact: Path | None
     artifact_bytes: int
     cache_hit: bool | None  # None: nothing is built for this engine

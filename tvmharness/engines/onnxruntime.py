@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data import Feed
 from ..errors import HarnessError
 from ..frontend import onnx_file
 from ..models import LoadedModel
@@ -41,19 +42,20 @@ class OnnxRuntimeEngine(Engine):
         if session.get_providers()[0] != provider:  # ORT falls back to the CPU silently; never a fake GPU row
             raise HarnessError(f"onnxruntime could not start its {provider} (it offered {session.get_providers()})",
                                "check the CUDA and cuDNN versions onnxruntime-gpu needs against the driver's")
-        name = session.get_inputs()[0].name
+        names = [i.name for i in session.get_inputs()]  # the graph's inputs, in the order the model takes them
 
-        def run(x: np.ndarray) -> list[np.ndarray]:
-            return session.run(None, {name: x})
+        def run(feed: Feed) -> list[np.ndarray]:
+            return session.run(None, dict(zip(names, feed)))
 
-        def bind(x: np.ndarray):
+        def bind(feed: Feed):
             if not target.on_gpu:
-                feed = {name: x}
-                return lambda: session.run(None, feed)
-            # On the GPU the input stays on the device and the outputs are left there, as TVM's and
+                by_name = dict(zip(names, feed))
+                return lambda: session.run(None, by_name)
+            # On the GPU the inputs stay on the device and the outputs are left there, as TVM's and
             # PyTorch's are; run_with_iobinding returns once the outputs are computed.
             binding = session.io_binding()
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+            for name, array in zip(names, feed):
+                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
             for output in session.get_outputs():
                 binding.bind_output(output.name, "cuda")
             return lambda: session.run_with_iobinding(binding)

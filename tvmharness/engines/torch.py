@@ -8,6 +8,7 @@ import io
 
 import numpy as np
 
+from ..data import Feed
 from ..errors import HarnessError
 from ..measure import output_arrays
 from ..models import LoadedModel
@@ -50,20 +51,23 @@ class TorchEngine(Engine):
         if self.compiled:
             module, notes[0] = torch.compile(module), "torch.compile (inductor)"
 
-        def forward(tensor):
+        def forward(tensors):
             with torch.inference_mode():
-                return module(tensor)
+                return module(*tensors)
 
-        def run(x: np.ndarray) -> list[np.ndarray]:
-            return output_arrays(forward(torch.from_numpy(x).to(device)), torch.Tensor, lambda t: t.cpu().numpy())
+        def on_device(feed: Feed) -> list:
+            return [torch.from_numpy(a).to(device) for a in feed]
 
-        def bind(x: np.ndarray):
-            tensor = torch.from_numpy(x).to(device)
+        def run(feed: Feed) -> list[np.ndarray]:
+            return output_arrays(forward(on_device(feed)), torch.Tensor, lambda t: t.cpu().numpy())
+
+        def bind(feed: Feed):
+            tensors = on_device(feed)
             if sync is None:
-                return lambda: forward(tensor)
+                return lambda: forward(tensors)
 
             def call():  # a GPU call returns before its kernels finish: time until they have
-                forward(tensor)
+                forward(tensors)
                 sync()
 
             return call

@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from ..build import build_tvm
+from ..data import Feed
 from ..errors import HarnessError
 from ..measure import output_arrays
 from ..models import LoadedModel
@@ -69,13 +70,13 @@ class TVMEngine(Engine):
         # On a GPU the CUDA kernels are compiled (NVRTC) here, when the module loads.
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(artifact.library)), dev)
 
-        def run(x: np.ndarray) -> list[np.ndarray]:
-            out = vm["main"](tvm.runtime.tensor(x, dev))
+        def run(feed: Feed) -> list[np.ndarray]:
+            out = vm["main"](*(tvm.runtime.tensor(a, dev) for a in feed))
             return output_arrays(out, tvm.runtime.Tensor)
 
-        def bind(x: np.ndarray):
+        def bind(feed: Feed):
             # set_input/invoke_stateful is the same call sequence the RPC path uses.
-            vm.set_input("main", tvm.runtime.tensor(x, dev))
+            vm.set_input("main", *(tvm.runtime.tensor(a, dev) for a in feed))
             if sync is None:
                 return lambda: vm.invoke_stateful("main")
 

@@ -1,7 +1,8 @@
 """The model zoo and user model files, loaded into one shape the stages share.
 
 A model spec is a zoo name (`tvmharness models`), a path to a .pt2 ExportedProgram or an .onnx
-file, or `path/to/file.py:function` / `package.module:function` returning `(nn.Module, example_input)`.
+file, or `path/to/file.py:function` / `package.module:function` returning `(nn.Module, example)`, the
+example one tensor or a tuple of them (one per input of `forward`, float, integer or bool).
 Nothing is downloaded: torchvision models start from a seeded init.
 """
 
@@ -20,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from ..cache import content_hash, file_hash
-from ..data import digits_split, random_inputs
+from ..data import Feed, ModelInput, digits_split, random_feeds
 from ..errors import HarnessError, one_line
 from ..measure import output_arrays
 
@@ -31,7 +32,7 @@ SEEDED_NOTE = "seeded init, batch-norm statistics from seeded noise: no pretrain
 class LoadedModel:
     name: str
     source: str  # zoo | pt2 | onnx | python
-    input_shape: tuple[int, ...]  # with the batch dimension
+    inputs: tuple[ModelInput, ...]  # what forward takes, in order, each with its batch dimension
     digest: str  # content hash of architecture and weights
     torch_module: object | None = None  # an eval-mode nn.Module (None for ONNX files)
     exported: object | None = None  # a torch.export.ExportedProgram when the file was one
@@ -47,21 +48,28 @@ class LoadedModel:
         """fp32 PyTorch when there is a torch model; ONNX Runtime for ONNX files."""
         return "torch" if self.torch_module is not None else "onnxruntime"
 
-    def inputs(self, count: int) -> list[np.ndarray]:
-        """The inputs every engine sees: the held-out split when the model has one, else seeded noise."""
+    def samples(self, count: int) -> list[Feed]:
+        """The inputs every engine sees: the held-out split when the model has one, else seeded ones."""
         if self.eval_set is not None:
-            return list(self.eval_set[0])
-        return random_inputs(self.input_shape, count)
+            return [(x,) for x in self.eval_set[0]]
+        return random_feeds(self.inputs, count)
+
+    def example(self, batch: int | None = None) -> tuple:
+        """One seeded call's inputs as torch tensors (at another batch size if given): what export,
+        FLOP counting and structured pruning trace the model with."""
+        import torch
+
+        specs = self.inputs if batch is None else tuple(i.with_batch(batch) for i in self.inputs)
+        return tuple(torch.from_numpy(a) for a in random_feeds(specs, 1)[0])
 
     def exported_program(self):
-        """torch.export of the module on the example shape (the .pt2 itself for .pt2 files)."""
+        """torch.export of the module on the example shapes (the .pt2 itself for .pt2 files)."""
         if self.exported is None:
             import torch
 
-            example = torch.from_numpy(random_inputs(self.input_shape, 1)[0])
             try:
                 with quiet_torch_export():
-                    self.exported = torch.export.export(fold_batchnorm(self.torch_module), (example,))
+                    self.exported = torch.export.export(fold_batchnorm(self.torch_module), self.example())
             except Exception as err:  # torch raises many types here; all mean "does not export"
                 raise HarnessError(f"model '{self.name}' does not export with torch.export: {one_line(err)}",
                                    "make the forward pass traceable (no data-dependent Python control flow), "
@@ -176,9 +184,11 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
-def torch_digest(module, input_shape: tuple[int, ...]) -> str:
-    """Architecture (its repr) and every weight's bytes."""
-    parts: list = [repr(module), list(input_shape)]
+def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
+    """Architecture (its repr), the inputs it is measured on, and every weight's bytes."""
+    # A model of one float input keeps the digest it had when models took only that (its history).
+    single = len(inputs) == 1 and inputs[0].dtype == "float32"
+    parts: list = [repr(module), list(inputs[0].shape) if single else [i.describe() for i in inputs]]
     for name, tensor in module.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         data = t.int_repr() if t.is_quantized else t
@@ -210,8 +220,8 @@ def _existing(path: Path) -> Path:
 def _load_zoo(name: str, cache_dir: Path, batch: int) -> LoadedModel:
     entry = ZOO[name]
     module, cache_hit = entry.factory(cache_dir)
-    shape = (batch, *entry.image_shape)
-    model = LoadedModel(name=name, source="zoo", input_shape=shape, digest=torch_digest(module, shape),
+    inputs = (ModelInput("input", (batch, *entry.image_shape)),)
+    model = LoadedModel(name=name, source="zoo", inputs=inputs, digest=torch_digest(module, inputs),
                         torch_module=module, cache_hit=cache_hit, notes=[entry.description])
     if name == "digits_cnn":
         if batch != 1:
@@ -230,13 +240,19 @@ def _load_pt2(path: Path) -> LoadedModel:
     except Exception as err:
         raise HarnessError(f"{path} is not a loadable ExportedProgram: {one_line(err)}",
                            "save one with torch.export.save(torch.export.export(model, (x,)), 'model.pt2')") from None
-    specs = [s for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
-    if len(specs) != 1:
-        raise HarnessError(f"{path} takes {len(specs)} inputs; tvmharness measures single-input models",
-                           "export a wrapper module that takes one tensor")
-    node = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == specs[0].arg.name)
-    shape = tuple(int(d) for d in node.meta["val"].shape)
-    return LoadedModel(name=path.stem, source="pt2", input_shape=shape, digest=file_hash(path),
+    names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    values = {n.name: n.meta["val"] for n in ep.graph.nodes if n.op == "placeholder"}
+    examples = list(ep.example_inputs[0]) if ep.example_inputs and not ep.example_inputs[1] else [None] * len(names)
+    inputs = []
+    for name, example in zip(names, examples):
+        value = values[name]
+        if not isinstance(value, torch.Tensor):
+            raise HarnessError(f"{path}: input '{name}' is not a tensor", "export a model whose inputs are all tensors")
+        if not all(isinstance(d, int) for d in value.shape):
+            raise HarnessError(f"{path} was exported with dynamic shapes (input '{name}' is {list(value.shape)})",
+                               "export it with static shapes: torch.export.export(model, example) without dynamic_shapes")
+        inputs.append(_model_input(name, value if example is None else example, tuple(value.shape), example is not None))
+    return LoadedModel(name=path.stem, source="pt2", inputs=tuple(inputs), digest=file_hash(path),
                        torch_module=ep.module(), exported=ep,
                        notes=[f"user ExportedProgram {path}" + _outputs_note(
                            sum(s.kind.name == "USER_OUTPUT" for s in ep.graph_signature.output_specs))])
@@ -249,15 +265,39 @@ def _load_onnx(path: Path, batch: int) -> LoadedModel:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as err:
         raise HarnessError(f"{path} is not a readable ONNX model: {one_line(err)}", "check the file") from None
+    from onnx.helper import tensor_dtype_to_np_dtype
+
     initializers = {i.name for i in proto.graph.initializer}
-    inputs = [i for i in proto.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise HarnessError(f"{path} takes {len(inputs)} inputs; tvmharness measures single-input models",
-                           "export a model with one input tensor")
-    dims = inputs[0].type.tensor_type.shape.dim
-    shape = tuple(d.dim_value if d.dim_value > 0 else batch for d in dims)
-    return LoadedModel(name=path.stem, source="onnx", input_shape=shape, digest=file_hash(path),
+    inputs = []
+    for graph_input in (i for i in proto.graph.input if i.name not in initializers):
+        tensor = graph_input.type.tensor_type
+        shape = []
+        for k, d in enumerate(tensor.shape.dim):
+            if d.dim_value > 0:
+                shape.append(d.dim_value)
+            elif k == 0:  # a dynamic batch dimension takes the recipe's batch
+                shape.append(batch)
+            else:
+                raise HarnessError(f"{path}: dimension {k} of input '{graph_input.name}' is dynamic "
+                                   f"('{d.dim_param or '?'}'); only the batch dimension may be",
+                                   "export the model with fixed sizes for every dimension but the first")
+        dtype = np.dtype(tensor_dtype_to_np_dtype(tensor.elem_type)).name
+        inputs.append(ModelInput(graph_input.name, tuple(shape), dtype))  # no example values: integers from {0, 1}
+    return LoadedModel(name=path.stem, source="onnx", inputs=tuple(inputs), digest=file_hash(path),
                        onnx_path=path.resolve(), notes=[f"user ONNX model {path}" + _outputs_note(len(proto.graph.output))])
+
+
+def _model_input(name: str, example, shape: tuple[int, ...], known_values: bool) -> ModelInput:
+    """A float example is fed as float32 (the harness's fp32 baseline); an integer or bool one keeps
+    its dtype, and seeded inputs stay within the example's values (indices must stay in range)."""
+    dtype = str(example.dtype).removeprefix("torch.")
+    if example.is_floating_point():
+        return ModelInput(name, shape, "float32")
+    if example.is_complex():
+        raise HarnessError(f"input '{name}' is {dtype}; the engines take float, integer and bool inputs",
+                           "give the model real-valued inputs")
+    values = (int(example.min()), int(example.max())) if known_values and example.numel() else None
+    return ModelInput(name, shape, dtype, values)
 
 
 def _outputs_note(count: int) -> str:
@@ -266,12 +306,12 @@ def _outputs_note(count: int) -> str:
             "agreement read the first)" if count > 1 else "")
 
 
-def _count_outputs(net, example) -> int:
+def _count_outputs(net, examples: tuple) -> int:
     import torch
 
     try:
         with torch.no_grad():
-            out = net(example)
+            out = net(*examples)
     except Exception:  # the baseline's own run reports it, as a row
         return 1
     return len(output_arrays(out, torch.Tensor))
@@ -294,16 +334,30 @@ def _load_python(spec: str) -> LoadedModel:
         raise
     except Exception as err:
         raise HarnessError(f"could not make model '{spec}': {one_line(err)}",
-                           "the function must exist and return (nn.Module, example_input)") from None
+                           "the function must exist and return (nn.Module, example)") from None
     if not (isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module)):
-        raise HarnessError(f"'{spec}' returned {type(made).__name__}, not (nn.Module, example_input)",
-                           "return the module and one example input tensor")
+        raise HarnessError(f"'{spec}' returned {type(made).__name__}, not (nn.Module, example)",
+                           "return the module and its example input: one tensor, or a tuple of tensors")
     net, example = made
-    if not (isinstance(example, torch.Tensor) and example.is_floating_point()):
-        what = f"a {example.dtype} tensor" if isinstance(example, torch.Tensor) else type(example).__name__
-        raise HarnessError(f"'{spec}' gave {what} as its example input; the engines are fed one float32 tensor "
-                           "of the example's shape", "return one floating-point example tensor, e.g. torch.randn(1, 3, 224, 224)")
+    examples = tuple(example) if isinstance(example, (tuple, list)) else (example,)
+    if not examples or not all(isinstance(e, torch.Tensor) for e in examples):
+        what = ", ".join(type(e).__name__ for e in examples) or "nothing"
+        raise HarnessError(f"'{spec}' gave {what} as its example; the engines take tensors, one per input of forward",
+                           "return one example tensor, or a tuple of tensors in forward's order (no dicts or keywords)")
     net.eval()
-    shape = tuple(example.shape)
-    return LoadedModel(name=func_name, source="python", input_shape=shape, digest=torch_digest(net, shape),
-                       torch_module=net, notes=[f"user model {spec}" + _outputs_note(_count_outputs(net, example))])
+    names = _forward_names(net, len(examples))
+    inputs = tuple(_model_input(name, e, tuple(e.shape), True) for name, e in zip(names, examples))
+    return LoadedModel(name=func_name, source="python", inputs=inputs, digest=torch_digest(net, inputs),
+                       torch_module=net, notes=[f"user model {spec}" + _outputs_note(_count_outputs(net, examples))])
+
+
+def _forward_names(net, count: int) -> list[str]:
+    """forward's parameter names, which the ONNX export and the artifact's manifest name inputs by."""
+    import inspect
+
+    try:
+        names = [p.name for p in inspect.signature(net.forward).parameters.values()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        names = []
+    return names[:count] if len(names) >= count else [f"input{k}" for k in range(count)]

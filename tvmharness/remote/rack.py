@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..data import Feed
 from ..errors import HarnessError, one_line
 from ..measure import Latency, output_arrays, paced
 from .tracker import Address, KeyStatus, NoKitError, request_kit, summary
@@ -39,7 +40,7 @@ class KitJob:
 
     label: str
     library: Path | None  # None: only ask the kit what it is
-    inputs: list[np.ndarray]  # the first output of each is compared with the baseline's
+    inputs: list[Feed]  # each call's inputs; every output of each is compared with the baseline's
     warmup: int
     repeats: int
     arch: str  # the architecture the library was built for
@@ -306,13 +307,13 @@ def _job(spec: dict, conn) -> None:
         stage = "running the model"
         conn.send(("stage", stage))
         outputs = []
-        for x in spec["inputs"]:
-            vm.set_input("main", tvm.runtime.tensor(x, dev))
+        for feed in spec["inputs"]:
+            vm.set_input("main", *(tvm.runtime.tensor(a, dev) for a in feed))
             vm.invoke_stateful("main")
             outputs.append(output_arrays(vm.get_outputs("main"), tvm.runtime.Tensor))
         stage = "timing the model"
         conn.send(("stage", f"timing ({spec['repeats']} repeats)"))
-        vm.set_input("main", tvm.runtime.tensor(spec["inputs"][0], dev))
+        vm.set_input("main", *(tvm.runtime.tensor(a, dev) for a in spec["inputs"][0]))
         for _ in range(spec["warmup"]):
             vm.invoke_stateful("main")
         # Timed on the kit: one call per sample, like every other engine's protocol; all in one

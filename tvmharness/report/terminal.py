@@ -87,6 +87,19 @@ def _untuned_gap(frame, untuned) -> str:
     return f" (in this run up to {ratios.max():.3g}x ONNX Runtime's latency: {worst['model']} on {worst['target']})"
 
 
+def input_line(inputs: list[dict]) -> str:
+    """A model's inputs as the rows measured them, and where seeded integer values came from."""
+    parts = []
+    for i in inputs:
+        part = f"{i['name']} {i['dtype']} {'x'.join(map(str, i['shape']))}"
+        if not i["dtype"].startswith("float"):
+            low, high = i.get("value_range") or (0, 1)
+            part += (f" (seeded in [{low}, {high}], the example's range)" if i.get("value_range") else
+                     f" (seeded in [{low}, {high}]: no example gave its range; give the model as file.py:function)")
+        parts.append(part)
+    return "; ".join(parts)
+
+
 def footnotes(frame) -> list[str]:
     """Reasons for failed rows, the notes every reader needs, and the cache summary."""
     lines = []
@@ -102,6 +115,9 @@ def footnotes(frame) -> list[str]:
         for note in (r["details"] or {}).get("notes", []):
             model_notes.setdefault(r["model"], note)
     lines += [f"{model}: {note}" for model, note in model_notes.items()]
+    model_inputs = {r["model"]: (r["details"] or {}).get("inputs") for r in rows}
+    lines += [f"{model} takes {input_line(inputs)}" for model, inputs in model_inputs.items()
+              if inputs and (len(inputs) > 1 or not inputs[0]["dtype"].startswith("float"))]
     records = {(d["tuning_records"]["dir"], d["tuning_records"]["sha256"][:16])
                for d in frame["details"] if d and d.get("tuning_records")}
     lines += [f"tuning records: {path} (sha256 {sha})" for path, sha in sorted(records)]
