@@ -121,8 +121,12 @@ def test_a_model_of_several_inputs_and_dtypes_reaches_every_engine(tmp_path, wor
                 (got,) = session.run(feed)
                 expected = module(*(torch.from_numpy(a) for a in feed)).detach().numpy()
                 np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=f"{spec} on {engine}")
+    # A dynamic batch is part of what is built: the same file at two batch sizes is two builds, and rows say which.
+    at_one, at_three = (load_model(str(onnx_path), workdir / "cache", batch=b) for b in (1, 3))
+    assert (at_one.batch, at_three.batch) == (1, 3) and at_one.digest != at_three.digest
     manifest = get_engine("tvm").build(load_model(f"{USER_MODELS}:token_classifier", workdir / "cache"), target, options).manifest
-    assert manifest["inputs"] == [{"name": "ids", "shape": [1, 12], "dtype": "int64", "value_range": [low, high]},
+    assert manifest["inputs"] == [{"name": "ids", "shape": [1, 12], "dtype": "int64", "value_range": [low, high],
+                                   "range_from": "the example"},
                                   {"name": "mask", "shape": [1, 12], "dtype": "float32"}]
 
 

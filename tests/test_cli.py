@@ -55,6 +55,8 @@ def test_unknown_model(cli_dir):
     ('models = ["digits_cnn"\n', "not valid TOML"),
     ('models = ["digits_cnn"]\nengines = ["tensorrt"]\n', "'engines.0'"),
     ('models = ["digits_cnn", "digits_cnn"]\n', 'models lists "digits_cnn" more than once'),
+    ('models = ["digits_cnn"]\n[inputs.ids]\nsize = [1, 128]\n', "unknown key 'inputs.ids.size'"),
+    ('models = ["digits_cnn"]\n[inputs.ids]\nrange = [0]\n', "'inputs.ids.range'"),
 ])
 def test_malformed_recipes(cli_dir, body, needle):
     recipe = write(cli_dir / "bad.toml", body)
@@ -95,7 +97,10 @@ def test_a_user_model_whose_example_is_not_tensors_is_refused(cli_dir):
     assert_usage_error(proc, "gave dict as its example", "a tuple of tensors in forward's order")
 
 
-def test_dynamic_sizes_other_than_the_batch_are_refused_by_input_and_dimension(cli_dir):
+def test_dynamic_sizes_are_named_until_given_and_then_measured_at_them(cli_dir):
+    """A sequence length left dynamic in an .onnx or .pt2 file: refused with the input, the dimension
+    and the flag that fixes it; given with --input-shape (and token ids' range with --input-range),
+    every engine runs the model at those sizes."""
     import torch
 
     from tests.user_models import token_classifier
@@ -104,13 +109,33 @@ def test_dynamic_sizes_other_than_the_batch_are_refused_by_input_and_dimension(c
     onnx_path = cli_dir / "dynamic_seq.onnx"
     torch.onnx.export(module, example, str(onnx_path), input_names=["ids", "mask"], dynamo=False,
                       dynamic_axes={"ids": {0: "batch", 1: "seq"}, "mask": {0: "batch", 1: "seq"}})
-    proc = run_cli("bench", str(onnx_path), cwd=cli_dir)
-    assert_usage_error(proc, "dimension 1 of input 'ids' is dynamic ('seq')", "fixed sizes for every dimension but the first")
     pt2 = cli_dir / "dynamic_seq.pt2"
     seq = torch.export.Dim("seq")
     torch.export.save(torch.export.export(module, example, dynamic_shapes=({1: seq}, {1: seq})), str(pt2))
-    proc = run_cli("bench", str(pt2), cwd=cli_dir)
-    assert_usage_error(proc, "was exported with dynamic shapes (input 'ids'", "without dynamic_shapes")
+    for path in (onnx_path, pt2):
+        proc = run_cli("bench", str(path), cwd=cli_dir)
+        assert_usage_error(proc, "dimension 1 of input 'ids' of", "is dynamic", "--input-shape ids=1xN")
+    store = cli_dir / "dynamic.db"
+    for path in (onnx_path, pt2):
+        proc = run_cli("bench", str(path), "--input-shape", "ids=1x20", "--input-shape", "mask=1x20", "--input-range",
+                       "ids=0..49", "--store", str(store), cwd=cli_dir)
+        assert proc.returncode == 0, proc.stderr
+        assert "takes ids int64 1x20 (seeded in [0, 49], from [inputs]); mask float32 1x20" in " ".join(proc.stdout.split())
+    rows = Store(str(store)).frame()
+    assert set(rows["status"]) == {"ok", "not applicable"} and (rows["status"] == "ok").sum() == 5  # no torch for an .onnx
+    assert all(r["details"]["inputs"][0]["shape"] == [1, 20] for r in rows.to_dict("records"))
+    proc = run_cli("compile", str(pt2), "--input-shape", "ids=1x20", "--input-shape", "mask=1x20", cwd=cli_dir)
+    assert proc.returncode == 0 and "reused cached build" in proc.stdout, proc.stderr
+    manifest = json.loads((cli_dir / "results/artifacts/dynamic_seq-x86-ids1x20-mask1x20/manifest.json").read_text())
+    assert [i["shape"] for i in manifest["inputs"]] == [[1, 20], [1, 20]]
+    for flags, needles in ((("--input-shape", "ids=1x20x2"), ("[inputs.ids] shape [1, 20, 2] has 3 sizes", "give 2 sizes")),
+                           (("--input-shape", "ids=3x20", "--input-shape", "mask=3x20"), ("changes sizes", "export it at the sizes wanted")),
+                           (("--input-range", "mask=0..1"), ("range is for integer and bool inputs", "drop the range of 'mask'")),
+                           (("--input-shape", "idz=1x20"), ("names 'idz', which no model takes", "ids, mask")),
+                           (("--input-range", "ids=9..1"), ("'--input-range ids': [9, 1] is empty",)),
+                           (("--input-shape", "ids=1by20"), ("cannot read --input-shape 'ids=1by20'", "ids=1x128"))):
+        sizes = ("--input-shape", "ids=1x20", "--input-shape", "mask=1x20")  # the flags after them win
+        assert_usage_error(run_cli("bench", str(pt2), *sizes, *flags, cwd=cli_dir), *needles)
 
 
 @pytest.mark.parametrize("command, option", [(("tracker", "start", "--port", "70000"), "--port"),

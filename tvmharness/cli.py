@@ -35,6 +35,10 @@ RepeatsOpt = Annotated[Optional[int], typer.Option("--repeats", help="timed repe
 TrackerOpt = Annotated[Optional[str], typer.Option(help="HOST:PORT of the RPC tracker whose dev kits run remote targets")]
 KeyOpt = Annotated[Optional[str], typer.Option(help="the dev kits' key at the tracker (default: the target's usual keys)")]
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL")]
+InputShapeOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", help="NAME=1x128 (repeatable): a model "
+                                                            "input's sizes, the batch first, e.g. a dynamic sequence length")]
+InputRangeOpt = Annotated[Optional[list[str]], typer.Option("--input-range", help="NAME=0..30521 (repeatable): the "
+                                                            "values an integer input is seeded from, e.g. token ids")]
 
 
 def _friendly(command):
@@ -158,12 +162,12 @@ def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
 def run(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recipes/quickstart.toml")],
         target: TargetOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
         repeats: RepeatsOpt = None, tracker: TrackerOpt = None, key: KeyOpt = None, store: StoreOpt = None,
-        json_out: JsonOpt = False) -> int:
+        input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None, json_out: JsonOpt = False) -> int:
     """Run a recipe: every model x variant x target x engine, against the fp32 PyTorch baseline."""
-    from .recipe import load_recipe
+    from .recipe import load_recipe, parse_input_flags
 
     return _measure(load_recipe(recipe, models=model, targets=target, engines=engine, repeats=repeats, store=store,
-                                tracker=tracker, key=key), json_out)
+                                tracker=tracker, key=key, inputs=parse_input_flags(input_shape, input_range)), json_out)
 
 
 @app.command()
@@ -171,13 +175,14 @@ def run(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recipes/q
 def bench(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or module:function")],
           target: TargetOpt = None, engine: EngineOpt = None, repeats: RepeatsOpt = None,
           frontend: Annotated[str, typer.Option(help="torch or onnx: how a torch model reaches TVM")] = "torch",
-          tracker: TrackerOpt = None, key: KeyOpt = None, store: StoreOpt = None, json_out: JsonOpt = False) -> int:
+          tracker: TrackerOpt = None, key: KeyOpt = None, store: StoreOpt = None,
+          input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None, json_out: JsonOpt = False) -> int:
     """Measure one model without a recipe (the defaults of a recipe apply)."""
-    from .recipe import apply_overrides, recipe_from_dict
+    from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
 
     base = recipe_from_dict({"name": f"bench {model}", "models": [model]}, "(bench)")
     return _measure(apply_overrides(base, targets=target, engines=engine, repeats=repeats, store=store, frontend=frontend,
-                                    tracker=tracker, key=key), json_out)
+                                    tracker=tracker, key=key, inputs=parse_input_flags(input_shape, input_range)), json_out)
 
 
 class _TuneProgress:
@@ -219,10 +224,11 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
          resume: Annotated[bool, typer.Option(help="finish the budget of an interrupted tune")] = False,
          tracker: TrackerOpt = None, key: KeyOpt = None,
          measure: Annotated[bool, typer.Option(help="afterwards, measure tuned vs untuned TVM vs ONNX Runtime vs PyTorch")] = True,
-         store: StoreOpt = None, json_out: JsonOpt = False) -> int:
+         store: StoreOpt = None, input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None,
+         json_out: JsonOpt = False) -> int:
     """Tune models with MetaSchedule (XGBoost cost model); run, compile and bench then use the records."""
-    from .models import load_model
-    from .recipe import apply_overrides, load_recipe, recipe_from_dict
+    from .models import check_input_settings, load_model
+    from .recipe import apply_overrides, load_recipe, parse_input_flags, recipe_from_dict
     from .results import Store
     from .targets import resolve
     from .recipe import parse_duration
@@ -231,7 +237,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     if recipe is None and not model:
         raise HarnessError("nothing to tune", "give a recipe or --model M (and --target T)")
     overrides = dict(models=model, targets=target, store=store, trials=trials, time_budget=time_budget,
-                     tracker=tracker, key=key)
+                     tracker=tracker, key=key, inputs=parse_input_flags(input_shape, input_range))
     if recipe is None:
         chosen = apply_overrides(recipe_from_dict({"name": "tune", "models": model}, "(tune)"), **overrides)
     else:
@@ -240,7 +246,8 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     threads = chosen.measure.threads
     targets_ = [resolve(t, threads) for t in chosen.targets]
     racks = _kit_racks(chosen, targets_)
-    models_ = [load_model(m, chosen.cache_dir, chosen.measure.batch) for m in chosen.models]
+    models_ = [load_model(m, chosen.cache_dir, chosen.measure.batch, chosen.input_settings) for m in chosen.models]
+    check_input_settings(models_, chosen.input_settings)
     if measure:  # a store that cannot be opened is found now, not after the tune
         Store(chosen.output.store)
     summaries = []
@@ -286,33 +293,36 @@ def _kit_racks(recipe, targets) -> dict:
 def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or module:function")],
             target: Annotated[str, typer.Option("--target", "-t", help="target preset")] = "x86",
             variant: Annotated[str, typer.Option(help="compression variant, e.g. int8 or prune:0.5+finetune")] = "fp32",
-            out_dir: Annotated[Optional[Path], typer.Option("--out", help="artifact directory (default results/artifacts/MODEL[-VARIANT][-onnx]-TARGET[-Nthreads])")] = None,
+            out_dir: Annotated[Optional[Path], typer.Option("--out", help="artifact directory (default results/artifacts/MODEL[-VARIANT][-onnx]-TARGET[-Nthreads][-NAME1x128])")] = None,
             frontend: Annotated[str, typer.Option(help="torch or onnx")] = "torch",
             threads: Annotated[Optional[int], typer.Option(min=1, help="threads the module is built for")] = None,
-            json_out: JsonOpt = False) -> int:
+            input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None, json_out: JsonOpt = False) -> int:
     """Build a deployable artifact: model.so and manifest.json (hashes, target, compression, versions, git commit)."""
     import re
 
     from .build import build_tvm, export_artifact
     from .compress import apply_variant, parse_variant
-    from .models import load_model
-    from .recipe import apply_overrides, recipe_from_dict
+    from .models import check_input_settings, load_model
+    from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
     from .targets import resolve
 
-    defaults = apply_overrides(recipe_from_dict({"models": [model]}, "(compile)"), frontend=frontend)
+    defaults = apply_overrides(recipe_from_dict({"models": [model]}, "(compile)"), frontend=frontend,
+                               inputs=parse_input_flags(input_shape, input_range))
     chosen = parse_variant(variant)
     resolved = resolve(target, threads or defaults.measure.threads)
-    loaded = load_model(model, defaults.cache_dir)
+    loaded = load_model(model, defaults.cache_dir, defaults.measure.batch, defaults.input_settings)
+    check_input_settings([loaded], defaults.input_settings)
     name = loaded.name
     if not chosen.is_baseline:
         with err.status(f"compressing {model}: {chosen.name}"):
             loaded = apply_variant(loaded, chosen, defaults.cache_dir)
     with err.status(f"building {model} for {target}"):
         artifact = build_tvm(loaded, resolved, frontend, defaults.cache_dir, defaults.records_root)
-    if out_dir is None:  # one folder per model, variant, frontend, target and thread count: none overwrites another
+    if out_dir is None:  # one folder per model, variant, frontend, target, thread count and input sizes asked
         parts = [name, *([] if chosen.is_baseline else [re.sub(r"[^\w.-]+", "_", chosen.name)]),
                  *([] if artifact.manifest["frontend"] == "torch" else [artifact.manifest["frontend"]]), resolved.name,
-                 *([f"{threads}threads"] if threads and threads != defaults.measure.threads else [])]
+                 *([f"{threads}threads"] if threads and threads != defaults.measure.threads else []),
+                 *(re.sub(r"[^\w.-]+", "_", text.replace("=", "")) for text in input_shape or [])]
         out_dir = Path("results/artifacts") / "-".join(parts)
     dest = export_artifact(artifact, out_dir)
     if json_out:

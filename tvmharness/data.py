@@ -15,25 +15,26 @@ Feed = tuple[np.ndarray, ...]  # one call's inputs, in the order the model takes
 @dataclass(frozen=True)
 class ModelInput:
     """One input a model takes: name, shape (with the batch dimension) and dtype. Seeded inputs of
-    an integer or bool dtype are drawn from `value_range` (inclusive; the example's values, since
-    token ids and indices must stay in range), from {0, 1} where no example gave it; float inputs
-    are standard normal."""
+    an integer or bool dtype are drawn from `value_range` (inclusive: the example's values or a
+    recipe's [inputs] range, since token ids and indices must stay in range; `range_from` says
+    which), from {0, 1} where neither gave one; float inputs are standard normal."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str = "float32"
     value_range: tuple[int, int] | None = None
+    range_from: str | None = None  # "the example" or "[inputs]"
 
     @property
     def is_float(self) -> bool:
         return np.dtype(self.dtype).kind == "f"
 
     def with_batch(self, batch: int) -> "ModelInput":
-        return ModelInput(self.name, (batch, *self.shape[1:]), self.dtype, self.value_range)
+        return ModelInput(self.name, (batch, *self.shape[1:]), self.dtype, self.value_range, self.range_from)
 
     def describe(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype} | (
-            {"value_range": list(self.value_range)} if self.value_range is not None else {})
+            {"value_range": list(self.value_range), "range_from": self.range_from} if self.value_range is not None else {})
 
 
 @functools.cache

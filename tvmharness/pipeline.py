@@ -14,7 +14,7 @@ from .engines import EngineOptions, get_engine
 from .errors import HarnessError, one_line
 from .gpu import check_local_gpu
 from .measure import accuracy, agreement, time_call, time_interleaved
-from .models import LoadedModel, load_model
+from .models import LoadedModel, check_input_settings, load_model
 from .provenance import snapshot
 from .recipe import Recipe, apply_overrides
 from .results import Store
@@ -78,13 +78,14 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     models: list[LoadedModel] = []
     for spec in recipe.models:
         progress.step(f"loading model {spec}")
-        models.append(load_model(spec, recipe.cache_dir, recipe.measure.batch))
+        models.append(load_model(spec, recipe.cache_dir, recipe.measure.batch, recipe.input_settings))
         same = [m for m in models[:-1] if m.name == models[-1].name]
         if same:  # rows, verdicts and history know a model by its name
             raise HarnessError(f"models {recipe.models[models.index(same[0])]} and {spec} are both named "
                                f"'{models[-1].name}'", "rename one of the files (or functions)")
         if host.on_gpu:
             _check_gpu_baseline(models[-1], host)
+    check_input_settings(models, recipe.input_settings)
 
     provenance = snapshot() | {"threads": threads} | ({"confirms_run": confirms} if confirms is not None else {})
     store = Store(recipe.output.store)
@@ -178,7 +179,7 @@ def _measure_ab(tonight: dict, before: dict, build: Artifact, earlier: Artifact,
     recipe any more or a build does not run (then the series is measured again instead)."""
     if tonight["model"] not in models:
         for spec in recipe.models:
-            loaded = load_model(spec, recipe.cache_dir, recipe.measure.batch)
+            loaded = load_model(spec, recipe.cache_dir, recipe.measure.batch, recipe.input_settings)
             models[loaded.name] = loaded
     if tonight["model"] not in models:
         return None
@@ -316,7 +317,7 @@ def _own_reference(model: LoadedModel, host: Target, inputs, options: EngineOpti
 def _empty_row(model: LoadedModel, variant: str, target: Target, recipe: Recipe, engine: str = "—") -> dict:
     """A row with nothing measured: a variant that could not be made, or an engine that does not apply."""
     return {"model": model.name, "variant": variant, "target": target.name, "engine": engine, "engine_version": "",
-            "is_baseline": False, "batch": recipe.measure.batch, "status": OK, "reason": "",
+            "is_baseline": False, "batch": model.batch, "status": OK, "reason": "",
             "target_spec": target.describe(), "details": {"notes": list(model.notes), "model_digest": model.digest,
                                                           "inputs": [i.describe() for i in model.inputs],
                                                           **model.compression}}

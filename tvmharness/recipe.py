@@ -7,7 +7,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -120,6 +120,38 @@ class Regression(_Strict):
     max_accuracy_drop: float = Field(0.005, ge=0, description="accuracy (or top-1 agreement) drop flagged as less accurate")
 
 
+class InputSetting(_Strict):
+    """One model input's sizes and seeded values, by the input's name (README: 'Models')."""
+
+    shape: list[Annotated[int, Field(ge=1)]] | None = Field(None, min_length=1, description="every size, the batch "
+                                                            "first: fills a file's dynamic sizes, or reshapes a zoo or "
+                                                            "file.py:function model's input")
+    range: list[int] | None = Field(None, min_length=2, max_length=2,
+                                    description="[low, high] that an integer input's seeded values come from")
+
+    @field_validator("range")
+    @classmethod
+    def _ordered(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and value[0] > value[1]:
+            raise ValueError(f"[{value[0]}, {value[1]}] is empty: give [low, high] with low <= high")
+        return value
+
+
+def parse_input_flags(shapes: list[str] | None, ranges: list[str] | None) -> dict[str, dict]:
+    """--input-shape NAME=1x128 and --input-range NAME=0..30521 as [inputs] settings."""
+    settings: dict[str, dict] = {}
+    for flag, texts, pattern, read in (
+            ("--input-shape", shapes, r"(\d+)(x\d+)*", lambda v: [int(d) for d in v.split("x")]),
+            ("--input-range", ranges, r"-?\d+\.\.-?\d+", lambda v: [int(n) for n in v.split("..")])):
+        for text in texts or []:
+            name, _, value = text.partition("=")
+            if not name or not re.fullmatch(pattern, value):
+                example = "ids=1x128" if flag == "--input-shape" else "ids=0..30521"
+                raise HarnessError(f"cannot read {flag} '{text}'", f"write it as NAME=VALUE, e.g. {flag} {example}")
+            settings.setdefault(name, {})["shape" if flag == "--input-shape" else "range"] = read(value)
+    return settings
+
+
 class Output(_Strict):
     dir: Path = Path("results")
     store: str = Field("results/history.db", description="a path to a SQLite file or any SQLAlchemy URL")
@@ -134,6 +166,7 @@ class Recipe(_Strict):
     targets: list[str] = Field(default_factory=lambda: ["x86"], min_length=1)
     engines: list[Literal["tvm", "tvm-untuned", "torch", "torch-compile", "onnxruntime"]] = Field(default_factory=lambda: list(ENGINES), min_length=1)
     frontend: Literal["torch", "onnx"] = Field("torch", description="how torch models reach TVM")
+    inputs: dict[str, InputSetting] = Field(default_factory=dict, description="model inputs' sizes and values, by name")
     measure: Measure = Field(default_factory=Measure)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     tune: Tune = Field(default_factory=Tune)
@@ -151,7 +184,15 @@ class Recipe(_Strict):
         return self
 
     def digest(self) -> str:
-        return content_hash(self.model_dump(mode="json"))[:16]
+        data = self.model_dump(mode="json")
+        if not data["inputs"]:  # recipes without [inputs] keep the hash they had before it existed
+            del data["inputs"]
+        return content_hash(data)[:16]
+
+    @property
+    def input_settings(self) -> dict[str, dict]:
+        """[inputs] as load_model takes it: {name: {"shape": [...] or None, "range": (low, high) or None}}."""
+        return {name: setting.model_dump() for name, setting in self.inputs.items()}
 
     @property
     def cache_dir(self) -> Path:
@@ -192,7 +233,7 @@ OVERRIDES = {"models": (("models",), "--model"), "targets": (("targets",), "--ta
              "store": (("output", "store"), "--store"), "trials": (("tune", "trials"), "--trials"),
              "time_budget": (("tune", "time_budget"), "--time-budget"),
              "tracker": (("devices", "tracker"), "--tracker"), "key": (("devices", "key"), "--key"),
-             "frontend": (("frontend",), "--frontend")}
+             "frontend": (("frontend",), "--frontend"), "inputs": (("inputs",), "--input-")}  # --input-shape, --input-range
 
 
 def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
@@ -206,8 +247,13 @@ def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
         section = data
         for parent in parents:
             section = section[parent]
-        section[key] = list(value) if isinstance(value, (list, tuple)) else value
-        flags[(*parents, key)] = flag
+        if isinstance(value, dict):  # [inputs]: a flag sets one field of one input; the recipe's others stay
+            for input_name, fields in value.items():
+                section[key].setdefault(input_name, {}).update(fields)
+                flags.update({(*parents, key, input_name, f): f"{flag}{f} {input_name}" for f in fields})
+        else:
+            section[key] = list(value) if isinstance(value, (list, tuple)) else value
+            flags[(*parents, key)] = flag
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:

@@ -44,6 +44,12 @@ class LoadedModel:
     frontend: str | None = None  # the TVM frontend this model needs, where the other one cannot import it
 
     @property
+    def batch(self) -> int:
+        """The first size of the first input: what the rows' batch column records."""
+        shape = self.inputs[0].shape if self.inputs else ()
+        return shape[0] if shape else 1
+
+    @property
     def baseline_engine(self) -> str:
         """fp32 PyTorch when there is a torch model; ONNX Runtime for ONNX files."""
         return "torch" if self.torch_module is not None else "onnxruntime"
@@ -188,7 +194,7 @@ def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
     """Architecture (its repr), the inputs it is measured on, and every weight's bytes."""
     # A model of one float input keeps the digest it had when models took only that (its history).
     single = len(inputs) == 1 and inputs[0].dtype == "float32"
-    parts: list = [repr(module), list(inputs[0].shape) if single else [i.describe() for i in inputs]]
+    parts: list = [repr(module), list(inputs[0].shape) if single else [[i.name, list(i.shape), i.dtype] for i in inputs]]
     for name, tensor in module.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         data = t.int_repr() if t.is_quantized else t
@@ -196,19 +202,32 @@ def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
     return content_hash(*parts)
 
 
-def load_model(spec: str, cache_dir: Path, batch: int = 1) -> LoadedModel:
-    """A zoo name, .pt2, .onnx or module:function -> LoadedModel. Raises HarnessError on bad specs."""
+def load_model(spec: str, cache_dir: Path, batch: int = 1, settings: dict[str, dict] | None = None) -> LoadedModel:
+    """A zoo name, .pt2, .onnx or module:function -> LoadedModel. `batch` is the first size of zoo
+    models' inputs and of a file's dynamic first dimension; `settings` (a recipe's [inputs], by input
+    name) give sizes and integer ranges. Raises HarnessError on bad specs."""
+    settings = settings or {}
     if spec in ZOO:
-        return _load_zoo(spec, cache_dir, batch)
+        return _load_zoo(spec, cache_dir, batch, settings)
     path = Path(spec)
     if spec.endswith(".pt2"):
-        return _load_pt2(_existing(path))
+        return _load_pt2(_existing(path), batch, settings)
     if spec.endswith(".onnx"):
-        return _load_onnx(_existing(path), batch)
+        return _load_onnx(_existing(path), batch, settings)
     if ":" in spec:
-        return _load_python(spec)
+        return _load_python(spec, settings)
     raise HarnessError(f"unknown model '{spec}'; zoo models: {', '.join(ZOO)}",
                        "use a zoo name, a .pt2 or .onnx file, or module:function")
+
+
+def check_input_settings(models: list[LoadedModel], settings: dict[str, dict]) -> None:
+    """An [inputs] name that no model takes is a typo, not a setting to ignore."""
+    names = {i.name for m in models for i in m.inputs}
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        raise HarnessError(f"[inputs] (or --input-shape/--input-range) names {', '.join(repr(n) for n in unknown)}, "
+                           f"which no model takes; the models' inputs are {', '.join(sorted(names))}",
+                           "use those names (README: 'Models')")
 
 
 def _existing(path: Path) -> Path:
@@ -217,21 +236,74 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def _load_zoo(name: str, cache_dir: Path, batch: int) -> LoadedModel:
+def _settle(where: str, found: list[ModelInput], settings: dict[str, dict], batch: int,
+            fixed: bool) -> tuple[ModelInput, ...]:
+    """The shapes measured. `found` may hold dynamic sizes (their names, as strings): a setting's
+    shape fills them, a dynamic first size is the batch, any other is refused. A file's own static
+    sizes are `fixed` (its graph is built for them); a torch module's may be reshaped."""
+    settled = []
+    for i in found:
+        setting = settings.get(i.name) or {}
+        shape = tuple(i.shape)
+        if setting.get("shape"):
+            asked = tuple(setting["shape"])
+            if len(asked) != len(shape):
+                raise HarnessError(f"[inputs.{i.name}] shape {list(asked)} has {len(asked)} sizes, and input '{i.name}' "
+                                   f"of {where} has {len(shape)} dimensions", f"give {len(shape)} sizes, the batch first")
+            clash = [k for k, (a, d) in enumerate(zip(asked, shape)) if fixed and isinstance(d, int) and a != d]
+            if clash:
+                raise HarnessError(f"[inputs.{i.name}] shape {list(asked)} changes sizes {where} fixes: input "
+                                   f"'{i.name}' is {_shape_text(shape)}",
+                                   "a file's static sizes are its graph's: export it at the sizes wanted, or with "
+                                   "those dimensions dynamic")
+            shape = asked
+        elif shape and isinstance(shape[0], str):
+            shape = (batch, *shape[1:])
+        dynamic = [k for k, d in enumerate(shape) if isinstance(d, str)]
+        if dynamic:
+            sizes = [d if isinstance(d, int) else "N" for d in shape]
+            raise HarnessError(f"dimension {dynamic[0]} of input '{i.name}' of {where} is dynamic ('{shape[dynamic[0]]}'), "
+                               f"and TVM builds for fixed sizes: input '{i.name}' is {_shape_text(shape)}",
+                               f"give its sizes: [inputs.{i.name}] shape = [{', '.join(map(str, sizes))}] in the recipe, "
+                               f"or --input-shape {i.name}={'x'.join(map(str, sizes))}")
+        value_range, range_from = i.value_range, i.range_from
+        if setting.get("range"):
+            if i.is_float:
+                raise HarnessError(f"[inputs.{i.name}] range is for integer and bool inputs, and input '{i.name}' of "
+                                   f"{where} is {i.dtype} (seeded standard normal)", f"drop the range of '{i.name}'")
+            value_range, range_from = tuple(setting["range"]), "[inputs]"
+        settled.append(ModelInput(i.name, shape, i.dtype, value_range, range_from))
+    return tuple(settled)
+
+
+def _shape_text(shape) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
+
+
+def _file_digest(path: Path, found: list[ModelInput], inputs: tuple[ModelInput, ...]) -> str:
+    """The file's bytes, and the sizes measured where the file leaves some open (one file at two batch
+    sizes is two builds). A file with static shapes keeps its plain hash."""
+    if [i.shape for i in found] == [i.shape for i in inputs]:
+        return file_hash(path)
+    return content_hash(file_hash(path), [[i.name, list(i.shape)] for i in inputs])
+
+
+def _load_zoo(name: str, cache_dir: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
     entry = ZOO[name]
     module, cache_hit = entry.factory(cache_dir)
-    inputs = (ModelInput("input", (batch, *entry.image_shape)),)
+    inputs = _settle(name, [ModelInput("input", ("batch", *entry.image_shape))], settings, batch, fixed=False)
     model = LoadedModel(name=name, source="zoo", inputs=inputs, digest=torch_digest(module, inputs),
                         torch_module=module, cache_hit=cache_hit, notes=[entry.description])
     if name == "digits_cnn":
-        if batch != 1:
-            raise HarnessError("digits_cnn is evaluated at batch 1", "set [measure] batch = 1 for recipes with digits_cnn")
+        if inputs[0].shape != (1, 1, 8, 8):
+            raise HarnessError(f"digits_cnn is evaluated on its 8x8 test images at batch 1, not {_shape_text(inputs[0].shape)}",
+                               "set [measure] batch = 1 (and no [inputs.input] shape) for recipes with digits_cnn")
         _, _, x_test, y_test = digits_split()
         model.eval_set = (x_test[:, None], y_test)  # batch-1 items: (N, 1, 1, 8, 8)
     return model
 
 
-def _load_pt2(path: Path) -> LoadedModel:
+def _load_pt2(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
     import torch
 
     try:
@@ -243,22 +315,23 @@ def _load_pt2(path: Path) -> LoadedModel:
     names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     values = {n.name: n.meta["val"] for n in ep.graph.nodes if n.op == "placeholder"}
     examples = list(ep.example_inputs[0]) if ep.example_inputs and not ep.example_inputs[1] else [None] * len(names)
-    inputs = []
+    found = []
     for name, example in zip(names, examples):
         value = values[name]
         if not isinstance(value, torch.Tensor):
             raise HarnessError(f"{path}: input '{name}' is not a tensor", "export a model whose inputs are all tensors")
-        if not all(isinstance(d, int) for d in value.shape):
-            raise HarnessError(f"{path} was exported with dynamic shapes (input '{name}' is {list(value.shape)})",
-                               "export it with static shapes: torch.export.export(model, example) without dynamic_shapes")
-        inputs.append(_model_input(name, value if example is None else example, tuple(value.shape), example is not None))
-    return LoadedModel(name=path.stem, source="pt2", inputs=tuple(inputs), digest=file_hash(path),
-                       torch_module=ep.module(), exported=ep,
+        shape = tuple(d if isinstance(d, int) else str(d) for d in value.shape)  # a dynamic size by its symbol
+        found.append(_model_input(name, value if example is None else example, shape, example is not None))
+    inputs = _settle(str(path), found, settings, batch, fixed=True)
+    static = [i.shape for i in found] == [i.shape for i in inputs]
+    # Dynamic sizes made fixed: the program is exported again at those sizes (TVM builds for fixed ones).
+    return LoadedModel(name=path.stem, source="pt2", inputs=inputs, digest=_file_digest(path, found, inputs),
+                       torch_module=ep.module(), exported=ep if static else None,
                        notes=[f"user ExportedProgram {path}" + _outputs_note(
                            sum(s.kind.name == "USER_OUTPUT" for s in ep.graph_signature.output_specs))])
 
 
-def _load_onnx(path: Path, batch: int) -> LoadedModel:
+def _load_onnx(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
     import onnx
 
     try:
@@ -268,26 +341,18 @@ def _load_onnx(path: Path, batch: int) -> LoadedModel:
     from onnx.helper import tensor_dtype_to_np_dtype
 
     initializers = {i.name for i in proto.graph.initializer}
-    inputs = []
+    found = []
     for graph_input in (i for i in proto.graph.input if i.name not in initializers):
         tensor = graph_input.type.tensor_type
-        shape = []
-        for k, d in enumerate(tensor.shape.dim):
-            if d.dim_value > 0:
-                shape.append(d.dim_value)
-            elif k == 0:  # a dynamic batch dimension takes the recipe's batch
-                shape.append(batch)
-            else:
-                raise HarnessError(f"{path}: dimension {k} of input '{graph_input.name}' is dynamic "
-                                   f"('{d.dim_param or '?'}'); only the batch dimension may be",
-                                   "export the model with fixed sizes for every dimension but the first")
+        shape = tuple(d.dim_value if d.dim_value > 0 else (d.dim_param or "?") for d in tensor.shape.dim)
         dtype = np.dtype(tensor_dtype_to_np_dtype(tensor.elem_type)).name
-        inputs.append(ModelInput(graph_input.name, tuple(shape), dtype))  # no example values: integers from {0, 1}
-    return LoadedModel(name=path.stem, source="onnx", inputs=tuple(inputs), digest=file_hash(path),
+        found.append(ModelInput(graph_input.name, shape, dtype))  # no example values: integers from {0, 1}
+    inputs = _settle(str(path), found, settings, batch, fixed=True)
+    return LoadedModel(name=path.stem, source="onnx", inputs=inputs, digest=_file_digest(path, found, inputs),
                        onnx_path=path.resolve(), notes=[f"user ONNX model {path}" + _outputs_note(len(proto.graph.output))])
 
 
-def _model_input(name: str, example, shape: tuple[int, ...], known_values: bool) -> ModelInput:
+def _model_input(name: str, example, shape: tuple, known_values: bool) -> ModelInput:
     """A float example is fed as float32 (the harness's fp32 baseline); an integer or bool one keeps
     its dtype, and seeded inputs stay within the example's values (indices must stay in range)."""
     dtype = str(example.dtype).removeprefix("torch.")
@@ -296,8 +361,9 @@ def _model_input(name: str, example, shape: tuple[int, ...], known_values: bool)
     if example.is_complex():
         raise HarnessError(f"input '{name}' is {dtype}; the engines take float, integer and bool inputs",
                            "give the model real-valued inputs")
-    values = (int(example.min()), int(example.max())) if known_values and example.numel() else None
-    return ModelInput(name, shape, dtype, values)
+    if not (known_values and example.numel()):
+        return ModelInput(name, shape, dtype)
+    return ModelInput(name, shape, dtype, (int(example.min()), int(example.max())), "the example")
 
 
 def _outputs_note(count: int) -> str:
@@ -317,7 +383,7 @@ def _count_outputs(net, examples: tuple) -> int:
     return len(output_arrays(out, torch.Tensor))
 
 
-def _load_python(spec: str) -> LoadedModel:
+def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
     import torch
 
     target, _, func_name = spec.rpartition(":")
@@ -346,7 +412,8 @@ def _load_python(spec: str) -> LoadedModel:
                            "return one example tensor, or a tuple of tensors in forward's order (no dicts or keywords)")
     net.eval()
     names = _forward_names(net, len(examples))
-    inputs = tuple(_model_input(name, e, tuple(e.shape), True) for name, e in zip(names, examples))
+    found = [_model_input(name, e, tuple(e.shape), True) for name, e in zip(names, examples)]
+    inputs = _settle(spec, found, settings, batch=1, fixed=False)  # batch: unused, an example has no dynamic size
     return LoadedModel(name=func_name, source="python", inputs=inputs, digest=torch_digest(net, inputs),
                        torch_module=net, notes=[f"user model {spec}" + _outputs_note(_count_outputs(net, examples))])
 

@@ -94,8 +94,9 @@ def input_line(inputs: list[dict]) -> str:
         part = f"{i['name']} {i['dtype']} {'x'.join(map(str, i['shape']))}"
         if not i["dtype"].startswith("float"):
             low, high = i.get("value_range") or (0, 1)
-            part += (f" (seeded in [{low}, {high}], the example's range)" if i.get("value_range") else
-                     f" (seeded in [{low}, {high}]: no example gave its range; give the model as file.py:function)")
+            part += (f" (seeded in [{low}, {high}], from {i.get('range_from') or 'the example'})" if i.get("value_range") else
+                     f" (seeded in [{low}, {high}]: nothing gave its range; set [inputs.{i['name']}] range, or "
+                     f"--input-range {i['name']}=LOW..HIGH)")
         parts.append(part)
     return "; ".join(parts)
 
@@ -116,8 +117,7 @@ def footnotes(frame) -> list[str]:
             model_notes.setdefault(r["model"], note)
     lines += [f"{model}: {note}" for model, note in model_notes.items()]
     model_inputs = {r["model"]: (r["details"] or {}).get("inputs") for r in rows}
-    lines += [f"{model} takes {input_line(inputs)}" for model, inputs in model_inputs.items()
-              if inputs and (len(inputs) > 1 or not inputs[0]["dtype"].startswith("float"))]
+    lines += [f"{model} takes {input_line(inputs)}" for model, inputs in model_inputs.items() if inputs]
     records = {(d["tuning_records"]["dir"], d["tuning_records"]["sha256"][:16])
                for d in frame["details"] if d and d.get("tuning_records")}
     lines += [f"tuning records: {path} (sha256 {sha})" for path, sha in sorted(records)]
