@@ -10,6 +10,7 @@ from torch import nn
 from tests.conftest import USER_MODELS
 from tvmharness.compress import REGISTRY, Variant, apply_variant, parse_variant
 from tvmharness.compress.metrics import sparsity, weight_layers
+from tvmharness.compress.quantize import INT8_TOLERANCE
 from tvmharness.compress.training import evaluate
 from tvmharness.errors import HarnessError
 from tvmharness.models import load_model
@@ -104,6 +105,51 @@ def test_a_model_of_several_inputs_is_compressed_and_each_variant_agrees_on_ever
         assert row["details"]["inputs"][0]["dtype"] == "int64" and row["details"]["flops"] > 0
     assert measured[("prune:0.5+finetune:1", "torch")]["details"]["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert measured[("int8", "tvm")]["details"]["tvm_int8_kernels"]["integer"]
+
+
+def test_a_transformer_s_flops_count_its_attention_and_layers_its_modules_read_stay_whole(tmp_path, workdir):
+    """nn.TransformerEncoderLayer runs one fused kernel at inference, which torch's FLOP counter does
+    not see, and reads its Linear layers' weights itself, so they cannot be swapped for factored ones."""
+    from tvmharness.compress import baseline_metrics
+    from tvmharness.compress.base import NotApplicable
+    from tvmharness.engines import EngineOptions, get_engine
+    from tvmharness.targets import resolve
+
+    model = load_model(f"{USER_MODELS}:tiny_transformer", workdir / "cache")
+    assert [(i.name, i.dtype, i.value_range) for i in model.inputs] == [("input_ids", "int64", model.inputs[0].value_range),
+                                                                        ("attention_mask", "int64", (0, 1))]
+    # in_proj 16->48, out_proj 16->16, linear1 16->64, linear2 64->16: 2 x 3072 FLOPs per token, 8 tokens
+    assert baseline_metrics(model)["flops"] >= 2 * 3072 * 8
+    read = "encoder.layers.0.self_attn.out_proj encoder.layers.0.linear1 encoder.layers.0.linear2"
+    factored = apply_variant(model, parse_variant("lowrank:rank=2"), workdir / "cache")  # the head is called: factored
+    assert factored.compression["lowrank_layers"] == ["head:2/4"]
+    assert f"left whole as their modules read their weights: {read}" in factored.notes[-1]
+    with pytest.raises(NotApplicable) as err:  # at rank 4 the head would not shrink: nothing is left to factor
+        apply_variant(model, parse_variant("lowrank:rank=4"), workdir / "cache")
+    assert f"read their weights ({read})" in err.value.cause
+    # Padding masks of seeded zeros and ones reach TVM's attention as they reach PyTorch's.
+    session = get_engine("tvm").prepare(model, resolve("x86", 2), EngineOptions(cache_dir=workdir / "cache", threads=2))
+    feeds = model.samples(3)
+    assert {int(v) for f in feeds for v in f[1].ravel()} == {0, 1}
+    for feed in feeds:
+        expected = model.torch_module(*(torch.from_numpy(a) for a in feed)).detach().numpy()
+        np.testing.assert_allclose(session.run(feed)[0], expected, rtol=1e-4, atol=1e-5)
+    # int8: the Linear layers on 3-D activations (their weights stored (in, out)) get integer kernels in
+    # TVM; the two attention products of activations stay fp32, and the outputs agree with ONNX Runtime's.
+    quantized = apply_variant(model, parse_variant("int8"), workdir / "cache")
+    kernels = quantized.compression["tvm_int8_kernels"]
+    assert kernels["integer"] == {"matmul": 5}  # in_proj, out_proj, linear1, linear2, head
+    assert kernels["float_fallback"] == {"matmul: both inputs are activations (e.g. attention scores), not an "
+                                         "activation and a weight": 2}
+    tvm_int8 = get_engine("tvm").prepare(quantized, resolve("x86", 2), EngineOptions(cache_dir=workdir / "cache", threads=2))
+    ort_int8 = get_engine("onnxruntime").prepare(quantized, resolve("x86", 2), EngineOptions(cache_dir=workdir / "cache", threads=2))
+    fp32 = [model.torch_module(*(torch.from_numpy(a) for a in feed)).detach().numpy() for feed in feeds]
+    scale = max(float(np.abs(f).max()) for f in fp32)
+    for feed, reference in zip(feeds, fp32):
+        ours, theirs = tvm_int8.run(feed)[0], ort_int8.run(feed)[0]
+        assert np.abs(ours - theirs).max() <= INT8_TOLERANCE * np.abs(theirs).max()
+        # The padding mask's -inf stays float: quantized, it made both engines' int8 models noise
+        assert np.abs(ours - reference).max() <= 0.1 * scale
 
 
 def test_low_rank_factors_layers_to_the_rank_asked(digits, workdir):

@@ -146,3 +146,27 @@ class TokenClassifier(nn.Module):
 def token_classifier():
     torch.manual_seed(0)
     return TokenClassifier().eval(), (torch.randint(0, 50, (1, 12)), torch.ones(1, 12))
+
+
+class TinyTransformer(nn.Module):
+    """A text classifier on nn.TransformerEncoder: token ids and a padding mask (the first position,
+    a CLS token, always attended), attention whose modules read their layers' weights directly."""
+
+    def __init__(self, vocab: int = 50, width: int = 16, seq: int = 8):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        layer = nn.TransformerEncoderLayer(width, 2, 4 * width, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, input_ids, attention_mask):
+        padding = attention_mask == 0
+        padding = torch.cat([torch.zeros_like(padding[:, :1]), padding[:, 1:]], dim=1)
+        x = self.encoder(self.embed(input_ids), src_key_padding_mask=padding)
+        return self.head(x[:, 0])
+
+
+def tiny_transformer():
+    torch.manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 0, 0]])
+    return TinyTransformer().eval(), (torch.randint(0, 50, (1, 8)), mask)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-VERSION = 1
+VERSION = 2  # 2: MatMul weights stored (in, out), on N-D inputs (Linear layers of transformers)
 
 
 @dataclass
@@ -69,18 +69,26 @@ def integer_qdq(mod):
                 raise _NoMatch("scale or zero point is not a constant")
             return q, scale.value.numpy(), zp.value.numpy(), int(bound.attrs.axis)
 
-        def _weight(self, expr, transposed: bool):
+        def _weight(self, expr, matmul: bool):
+            """(int8 weight with output channels first, per-channel scale). A matmul's weight is
+            (in, out): a Gemm's (out, in) constant transposed, or a MatMul's (in, out) constant as
+            the exporter stores it for a Linear layer on N-D inputs (output channels on axis 1)."""
             bound = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
-            if transposed:
-                if not (isinstance(bound, relax.Call) and getattr(bound.op, "name", "") == "relax.permute_dims"):
-                    raise _NoMatch("weight is not a transposed constant")
-                expr = bound.args[0]
+            out_axis = 0
+            if matmul:
+                if isinstance(bound, relax.Call) and getattr(bound.op, "name", "") == "relax.permute_dims":
+                    expr = bound.args[0]
+                else:
+                    out_axis = 1
             q, scale, zp, axis = self._dequantized(expr)
-            if not isinstance(q, Constant) or str(q.value.dtype) != "int8":
-                raise _NoMatch("weight is not an int8 constant")
-            if np.any(zp != 0) or (scale.size > 1 and axis != 0):
+            if not isinstance(q, Constant):
+                raise _NoMatch("both inputs are activations (e.g. attention scores), not an activation and a weight")
+            if str(q.value.dtype) != "int8" or (matmul and q.value.numpy().ndim != 2):
+                raise _NoMatch("weight is not an int8 constant matrix" if matmul else "weight is not an int8 constant")
+            if np.any(zp != 0) or (scale.size > 1 and axis != out_axis):
                 raise _NoMatch("weight has a zero point or is not quantized per output channel")
-            return q.value.numpy(), scale.astype(np.float32)
+            wq = q.value.numpy()
+            return (wq.T if out_axis == 1 else wq), scale.astype(np.float32)
 
         def _rewrite(self, call, kind):
             xq, sx, zx, _ = self._dequantized(call.args[0])
@@ -91,7 +99,7 @@ def integer_qdq(mod):
                 raise _NoMatch(f"activation is {dtype}")
             zx = int(zx.reshape(-1)[0])
             if kind == "conv2d":
-                wq, sw = self._weight(call.args[1], transposed=False)
+                wq, sw = self._weight(call.args[1], matmul=False)
                 attrs = call.attrs
                 if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
                     raise _NoMatch("layout is not NCHW/OIHW")
@@ -106,9 +114,7 @@ def integer_qdq(mod):
                 shape = (1, -1, 1, 1)
                 wsum = wq.astype(np.int64).sum(axis=(1, 2, 3))
             else:
-                wq, sw = self._weight(call.args[1], transposed=True)  # Gemm: (out, in), used transposed
-                if len(call.args[0].ty.shape) != 2:
-                    raise _NoMatch("matmul input is not 2-D")
+                wq, sw = self._weight(call.args[1], matmul=True)  # (out, in), used transposed
                 acc = self.builder_.emit(relax.op.matmul(xq, relax.const(np.ascontiguousarray(wq.T)), out_dtype="int32"))
                 shape = (1, -1)
                 wsum = wq.astype(np.int64).sum(axis=1)

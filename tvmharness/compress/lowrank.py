@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import Technique, Work
+from .base import NotApplicable, Technique, Work
 from .prune import finalize_pruning
 
 
@@ -44,7 +44,8 @@ class LowRank(Technique):
 
         module = self.clone_module(work)
         finalize_pruning(module)
-        factored, kept = [], 0
+        example = work.base.example()
+        factored, kept, read = [], 0, []
         for name, layer in list(module.named_modules()):
             if isinstance(layer, nn.Linear):
                 matrix = layer.weight.detach()
@@ -73,9 +74,21 @@ class LowRank(Technique):
             if layer.bias is not None:
                 second.bias.data = layer.bias.detach().clone()
             set_submodule(module, name, nn.Sequential(first, second))
+            try:
+                with torch.no_grad():
+                    module(*example)
+            except Exception:  # its parent reads its weight (attention, transformer layers): it stays whole
+                set_submodule(module, name, layer)
+                read.append(name)
+                continue
             factored.append(f"{name}:{r}/{min(rows, cols)}")
+        if read and not factored:
+            raise NotApplicable(f"no layer of {work.base.name} can be factored: the modules around its layers read their "
+                                f"weights ({' '.join(read)}), as nn.MultiheadAttention and nn.TransformerEncoderLayer do",
+                                "factor a model whose layers are called, or leave lowrank out for this model")
         work.module = module.eval()
         work.notes.append(f"SVD-factored {len(factored)} layers (name:rank/full rank {' '.join(factored) or 'none'})"
-                          + (f"; {kept} left whole (factoring would not shrink them)" if kept else ""))
+                          + (f"; {kept} left whole (factoring would not shrink them)" if kept else "")
+                          + (f"; left whole as their modules read their weights: {' '.join(read)}" if read else ""))
         work.metrics["lowrank_layers"] = factored
         return work

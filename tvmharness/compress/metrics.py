@@ -32,11 +32,16 @@ def flop_count(module, example: tuple) -> int | None:
 
     dtype = next((p.dtype for p in module.parameters()), torch.float32)
     example = tuple(t.to(dtype) if t.is_floating_point() else t for t in example)  # an fp16 module takes fp16
+    # Transformer layers' inference fast path is one fused kernel the counter does not count.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             module(*example)
     except Exception:  # an operator the counter cannot trace: the row still gets measured
         return None
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return int(counter.get_total_flops())
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -79,17 +80,21 @@ class ChannelPrune(Technique):
     on_layers = True
 
     def apply(self, work: Work) -> Work:
+        import warnings
+
         import torch_pruning as tp
         from torch import nn
 
         module = self.clone_module(work)
         finalize_pruning(module)
         outputs = [m for m in weight_layers(module) if isinstance(m, nn.Linear)][-1:]
-        pruner = tp.pruner.MetaPruner(module, work.base.example(), importance=tp.importance.MagnitudeImportance(p=1),
-                                      pruning_ratio=self.amount, global_pruning=self.scope == "global",
-                                      ignored_layers=outputs)
         before = sum(p.numel() for p in module.parameters())
-        pruner.step()
+        with warnings.catch_warnings(record=True) as caught:  # what torch-pruning assumed goes to the row's notes
+            warnings.simplefilter("always")
+            pruner = tp.pruner.MetaPruner(module, work.base.example(), importance=tp.importance.MagnitudeImportance(p=1),
+                                          pruning_ratio=self.amount, global_pruning=self.scope == "global",
+                                          ignored_layers=outputs)
+            pruner.step()
         after = sum(p.numel() for p in module.parameters())
         if after == before:
             raise NotApplicable(f"no channel of {work.base.name} can be removed: the output layer is kept, and no other "
@@ -97,4 +102,6 @@ class ChannelPrune(Technique):
         work.module = module.eval()
         work.notes.append(f"removed {self.amount:.0%} of channels ({self.scope}, L1 magnitude, torch-pruning): "
                           f"{before:,} -> {after:,} parameters")
+        work.notes += sorted({"torch-pruning: " + " ".join(str(w.message).split()) for w in caught
+                              if w.filename.startswith(str(Path(tp.__file__).parent))})
         return work

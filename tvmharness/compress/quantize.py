@@ -10,6 +10,8 @@ import contextlib
 import io
 import logging
 from pathlib import Path
+
+import numpy as np
 from typing import Literal
 
 from pydantic import Field
@@ -33,6 +35,7 @@ TVM_UNSUPPORTED_INTEGER_OPS = {"Conv": "ConvInteger"}
 # TVM accumulates fp16 convolutions in fp16 where PyTorch and ONNX Runtime accumulate in fp32: on
 # resnet18 that is 0.7% of the largest output.
 INT8_TOLERANCE = 0.02
+QUANTIZER_VERSION = 2  # 2: operators on tensors that are not finite (attention masks of -inf) stay float
 FP16_TOLERANCE = 0.01
 
 
@@ -85,7 +88,7 @@ class Int8(Technique):
         module = self.clone_module(work)
         finalize_pruning(module)
         fp32_path = _onnx_of(module, work)
-        key = content_hash("int8", file_hash(fp32_path), self.model_dump(mode="json"), _ort_version())
+        key = content_hash("int8", file_hash(fp32_path), self.model_dump(mode="json"), _ort_version(), QUANTIZER_VERSION)
         out = stage_dir(work.cache_dir, "int8", key) / f"{work.base.name}-int8.onnx"
         if self.mode == "static":
             data, source = self.calibration_data(work.base)
@@ -149,7 +152,7 @@ class Int8(Technique):
                     quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ,
                                     per_channel=self.per_channel, weight_type=weight_type,
                                     activation_type=QuantType.QUInt8 if self.activations == "uint8" else QuantType.QInt8,
-                                    calibrate_method=method)
+                                    calibrate_method=method, nodes_to_exclude=_non_finite_nodes(prepared, data))
         except Exception as err:  # the quantizer raises assorted errors for graphs it cannot handle
             raise HarnessError(f"ONNX Runtime could not quantize the model to int8 ({self.mode}): {one_line(err)}",
                                "try int8:dynamic, or quantize fewer layers") from None
@@ -174,6 +177,36 @@ def _quiet():
             yield
     finally:
         root.setLevel(level)
+
+
+def _non_finite_nodes(path: Path, feeds: list) -> list[str]:
+    """The operators that make or take a tensor holding -inf, inf or NaN on any calibration input (an
+    attention mask of -inf): its range has no scale, and quantizing it makes noise. They stay float.
+    Unnamed operators get names here (the file is rewritten), since the quantizer excludes by name."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    for k, node in enumerate(model.graph.node):
+        node.name = node.name or f"{node.op_type}_{k}"
+    onnx.save(model, str(path))
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    for node in probe.graph.node:
+        probe.graph.output.extend(onnx.ValueInfoProto(name=o) for o in node.output if o and o not in known)
+        known.update(node.output)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    bad = {t.name for t in model.graph.initializer if t.data_type in (1, 10, 11, 16)  # float, half, double, bfloat16
+           and not np.all(np.isfinite(onnx.numpy_helper.to_array(t)))}
+    for feed in feeds:
+        for name, value in zip(outputs, session.run(None, dict(zip(names, feed)))):
+            value = np.asarray(value)
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                bad.add(name)
+    return [n.name for n in model.graph.node if bad & (set(n.input) | set(n.output))]
 
 
 def _input_names(path: Path) -> list[str]:
