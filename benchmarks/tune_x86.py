@@ -53,7 +53,10 @@ def model_gflop(model) -> float:
     """FLOPs of one forward pass (multiply and add counted separately), from PyTorch's counter."""
     from tvmharness.compress.metrics import flop_count
 
-    return flop_count(model.torch_module, model.example()) / 1e9
+    flops = flop_count(model.torch_module, model.example())
+    if flops is None:
+        raise SystemExit(f"torch's FLOP counter cannot count {model.name}")
+    return flops / 1e9
 
 
 def tune_in_subprocess(recipe) -> dict[str, dict]:

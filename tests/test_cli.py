@@ -72,6 +72,19 @@ def test_a_value_of_no_allowed_type_is_one_problem():
     assert "'variants.0': Input should be a valid string or a valid list (got 3)" == err.value.cause.split(": ", 1)[1]
 
 
+def test_input_settings_for_models_a_run_leaves_out_are_not_typos():
+    """--model narrows a recipe: its [inputs] may be for the models left out, and only names given on
+    the command line must then match a model measured."""
+    from tvmharness.recipe import apply_overrides, recipe_from_dict
+
+    recipe = recipe_from_dict({"models": ["tokens.onnx", "digits_cnn"], "inputs": {"ids": {"shape": [1, 128]}}})
+    assert recipe.inputs_to_match == {"ids"}
+    narrowed = apply_overrides(recipe, models=["digits_cnn"])
+    assert narrowed.inputs_to_match == set() and narrowed.input_settings["ids"]["shape"] == [1, 128]
+    typed = apply_overrides(narrowed, inputs={"mask": {"range": [0, 1]}}, repeats=40)
+    assert typed.inputs_to_match == {"mask"} and set(typed.inputs) == {"ids", "mask"}
+
+
 @pytest.mark.parametrize("command, needle", [
     (("run", str(ROOT / "recipes/quickstart.toml"), "--repeats", "5"), "'--repeats': Input should be greater than or equal to 30"),
     (("bench", "digits_cnn", "--engine", "tvm", "--engine", "tensorrt"), "'--engine': Input should be 'tvm'"),
@@ -133,6 +146,7 @@ def test_dynamic_sizes_are_named_until_given_and_then_measured_at_them(cli_dir):
                            (("--input-range", "mask=0..1"), ("range is for integer and bool inputs", "drop the range of 'mask'")),
                            (("--input-shape", "idz=1x20"), ("names 'idz', which no model takes", "ids, mask")),
                            (("--input-range", "ids=9..1"), ("'--input-range ids': [9, 1] is empty",)),
+                           (("--input-range", "ids=0..9223372036854775808"), ("does not fit input 'ids'", "int64")),
                            (("--input-shape", "ids=1by20"), ("cannot read --input-shape 'ids=1by20'", "ids=1x128"))):
         sizes = ("--input-shape", "ids=1x20", "--input-shape", "mask=1x20")  # the flags after them win
         assert_usage_error(run_cli("bench", str(pt2), *sizes, *flags, cwd=cli_dir), *needles)

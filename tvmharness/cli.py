@@ -247,7 +247,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     targets_ = [resolve(t, threads) for t in chosen.targets]
     racks = _kit_racks(chosen, targets_)
     models_ = [load_model(m, chosen.cache_dir, chosen.measure.batch, chosen.input_settings) for m in chosen.models]
-    check_input_settings(models_, chosen.input_settings)
+    check_input_settings(models_, chosen.inputs_to_match)
     if measure:  # a store that cannot be opened is found now, not after the tune
         Store(chosen.output.store)
     summaries = []
@@ -311,7 +311,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     chosen = parse_variant(variant)
     resolved = resolve(target, threads or defaults.measure.threads)
     loaded = load_model(model, defaults.cache_dir, defaults.measure.batch, defaults.input_settings)
-    check_input_settings([loaded], defaults.input_settings)
+    check_input_settings([loaded], defaults.inputs_to_match)
     name = loaded.name
     if not chosen.is_baseline:
         with err.status(f"compressing {model}: {chosen.name}"):

@@ -50,6 +50,19 @@ def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x_train, y_train, x_test, y_test
 
 
+def feed_dict(inputs: tuple[ModelInput, ...], feed: Feed, wanted: list[str]) -> dict[str, np.ndarray]:
+    """One call's inputs by the names an ONNX graph takes (ONNX Runtime, the quantizer). An exporter
+    drops an input the model never reads; a graph input the model does not have is an error."""
+    from .errors import HarnessError
+
+    given = dict(zip((i.name for i in inputs), feed, strict=True))
+    missing = [name for name in wanted if name not in given]
+    if missing:
+        raise HarnessError(f"the ONNX graph takes inputs {missing}, which the model's inputs ({', '.join(given)}) do not "
+                           "include", "give the model's inputs the graph's names")
+    return {name: given[name] for name in wanted}
+
+
 def random_feeds(inputs: tuple[ModelInput, ...], count: int, seed: int = SEED) -> list[Feed]:
     """Seeded inputs for models with no data set here (agreement checks, calibration, examples):
     standard normal for float inputs, uniform over `value_range` for integer and bool ones."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .cache import content_hash, stage_dir
 from .errors import HarnessError, one_line
-from .models import LoadedModel
+from .models import LoadedModel, graph_inputs
 
 # Bump when what reaches TVM or ONNX Runtime from a model changes (e.g. batch-norm folding, the
 # integer rewrite of QDQ models), so the cached exports and builds keyed by it are redone.
@@ -43,10 +43,9 @@ def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool]:
 
 
 def onnx_shapes(proto, inputs) -> dict[str, list[int]]:
-    """TVM's ONNX importer's shape_dict: the graph's inputs (by position) at the shapes measured."""
-    initializers = {t.name for t in proto.graph.initializer}
-    names = [i.name for i in proto.graph.input if i.name not in initializers]
-    return {name: list(i.shape) for name, i in zip(names, inputs)}
+    """TVM's ONNX importer's shape_dict: the graph's inputs at the shapes measured."""
+    names = {i.name for i in graph_inputs(proto.graph)}
+    return {i.name: list(i.shape) for i in inputs if i.name in names}
 
 
 def _export_cause(err: Exception) -> str:

@@ -85,7 +85,7 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
                                f"'{models[-1].name}'", "rename one of the files (or functions)")
         if host.on_gpu:
             _check_gpu_baseline(models[-1], host)
-    check_input_settings(models, recipe.input_settings)
+    check_input_settings(models, recipe.inputs_to_match)
 
     provenance = snapshot() | {"threads": threads} | ({"confirms_run": confirms} if confirms is not None else {})
     store = Store(recipe.output.store)

@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .cache import content_hash
 from .errors import HarnessError, validation_problems
@@ -140,15 +140,13 @@ class InputSetting(_Strict):
 def parse_input_flags(shapes: list[str] | None, ranges: list[str] | None) -> dict[str, dict]:
     """--input-shape NAME=1x128 and --input-range NAME=0..30521 as [inputs] settings."""
     settings: dict[str, dict] = {}
-    for flag, texts, pattern, read in (
-            ("--input-shape", shapes, r"(\d+)(x\d+)*", lambda v: [int(d) for d in v.split("x")]),
-            ("--input-range", ranges, r"-?\d+\.\.-?\d+", lambda v: [int(n) for n in v.split("..")])):
+    for key, texts, pattern, separator, example in (("shape", shapes, r"\d+(x\d+)*", "x", "ids=1x128"),
+                                                    ("range", ranges, r"-?\d+\.\.-?\d+", "..", "ids=0..30521")):
         for text in texts or []:
             name, _, value = text.partition("=")
             if not name or not re.fullmatch(pattern, value):
-                example = "ids=1x128" if flag == "--input-shape" else "ids=0..30521"
-                raise HarnessError(f"cannot read {flag} '{text}'", f"write it as NAME=VALUE, e.g. {flag} {example}")
-            settings.setdefault(name, {})["shape" if flag == "--input-shape" else "range"] = read(value)
+                raise HarnessError(f"cannot read --input-{key} '{text}'", f"write it as NAME=VALUE, e.g. --input-{key} {example}")
+            settings.setdefault(name, {})[key] = [int(n) for n in value.split(separator)]
     return settings
 
 
@@ -173,6 +171,9 @@ class Recipe(_Strict):
     devices: Devices = Field(default_factory=Devices)
     regression: Regression = Field(default_factory=Regression)
     output: Output = Field(default_factory=Output)
+    # [inputs] names given on the command line when --model narrowed the recipe: the only ones that
+    # must match a model measured (the recipe's own may be for the models left out). None: all.
+    _names_to_match: set[str] | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _each_once(self):
@@ -188,6 +189,11 @@ class Recipe(_Strict):
         if not data["inputs"]:  # recipes without [inputs] keep the hash they had before it existed
             del data["inputs"]
         return content_hash(data)[:16]
+
+    @property
+    def inputs_to_match(self) -> set[str]:
+        """The [inputs] names some model measured must take (a name none takes is a typo)."""
+        return set(self.inputs) if self._names_to_match is None else self._names_to_match
 
     @property
     def input_settings(self) -> dict[str, dict]:
@@ -255,7 +261,10 @@ def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
             section[key] = list(value) if isinstance(value, (list, tuple)) else value
             flags[(*parents, key)] = flag
     try:
-        return Recipe.model_validate(data)
+        result = Recipe.model_validate(data)
     except ValidationError as err:
         raise HarnessError(f"invalid command-line value: {validation_problems(err, flags)}",
                            "fix that value; the command's --help lists what each flag takes") from None
+    if recipe._names_to_match is not None or overrides.get("models"):
+        result._names_to_match = (recipe._names_to_match or set()) | set(overrides.get("inputs") or {})
+    return result

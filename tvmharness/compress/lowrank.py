@@ -44,8 +44,7 @@ class LowRank(Technique):
 
         module = self.clone_module(work)
         finalize_pruning(module)
-        example = work.base.example()
-        factored, kept, read = [], 0, []
+        swaps, kept = [], 0  # (name, layer, its factored pair, "name:rank/full rank")
         for name, layer in list(module.named_modules()):
             if isinstance(layer, nn.Linear):
                 matrix = layer.weight.detach()
@@ -73,15 +72,9 @@ class LowRank(Technique):
                 second.weight.data = second_w.reshape(layer.out_channels, r, 1, 1).contiguous()
             if layer.bias is not None:
                 second.bias.data = layer.bias.detach().clone()
-            set_submodule(module, name, nn.Sequential(first, second))
-            try:
-                with torch.no_grad():
-                    module(*example)
-            except Exception:  # its parent reads its weight (attention, transformer layers): it stays whole
-                set_submodule(module, name, layer)
-                read.append(name)
-                continue
-            factored.append(f"{name}:{r}/{min(rows, cols)}")
+            swaps.append((name, layer, nn.Sequential(first, second), f"{name}:{r}/{min(rows, cols)}"))
+        read = self._swap(module, swaps, work.base.example())
+        factored = [label for name, _, _, label in swaps if name not in read]
         if read and not factored:
             raise NotApplicable(f"no layer of {work.base.name} can be factored: the modules around its layers read their "
                                 f"weights ({' '.join(read)}), as nn.MultiheadAttention and nn.TransformerEncoderLayer do",
@@ -92,3 +85,32 @@ class LowRank(Technique):
                           + (f"; left whole as their modules read their weights: {' '.join(read)}" if read else ""))
         work.metrics["lowrank_layers"] = factored
         return work
+
+    @staticmethod
+    def _swap(module, swaps: list, example: tuple) -> list[str]:
+        """Put the factored pairs in; a module that reads a layer's weight rather than calling it
+        (attention, transformer layers' fast path) fails on the pair, and that layer stays whole.
+        One forward pass when none does; one per layer otherwise. Returns the layers left whole."""
+        import torch
+
+        def runs() -> bool:
+            try:
+                with torch.no_grad():
+                    module(*example)
+            except AttributeError:  # "'Sequential' object has no attribute 'weight'"
+                return False
+            return True
+
+        for name, _, pair, _ in swaps:
+            set_submodule(module, name, pair)
+        if runs():
+            return []
+        read = []
+        for name, layer, _, _ in swaps:
+            set_submodule(module, name, layer)
+        for name, layer, pair, _ in swaps:
+            set_submodule(module, name, pair)
+            if not runs():
+                set_submodule(module, name, layer)
+                read.append(name)
+        return read

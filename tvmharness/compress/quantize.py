@@ -10,16 +10,15 @@ import contextlib
 import io
 import logging
 from pathlib import Path
-
-import numpy as np
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from ..cache import content_hash, file_hash, stage_dir
-from ..data import Feed, ModelInput, random_feeds
+from ..data import Feed, ModelInput, feed_dict, random_feeds
 from ..errors import HarnessError, one_line
-from ..models import LoadedModel, torch_digest
+from ..models import LoadedModel, graph_inputs, torch_digest
 from .base import Technique, Work
 from .prune import finalize_pruning
 from .training import labelled_training_set
@@ -35,8 +34,8 @@ TVM_UNSUPPORTED_INTEGER_OPS = {"Conv": "ConvInteger"}
 # TVM accumulates fp16 convolutions in fp16 where PyTorch and ONNX Runtime accumulate in fp32: on
 # resnet18 that is 0.7% of the largest output.
 INT8_TOLERANCE = 0.02
-QUANTIZER_VERSION = 2  # 2: operators on tensors that are not finite (attention masks of -inf) stay float
 FP16_TOLERANCE = 0.01
+QUANTIZER_VERSION = 2  # 2: operators on tensors that are not finite (attention masks of -inf) stay float
 
 
 def _half_module(inner):
@@ -88,7 +87,8 @@ class Int8(Technique):
         module = self.clone_module(work)
         finalize_pruning(module)
         fp32_path = _onnx_of(module, work)
-        key = content_hash("int8", file_hash(fp32_path), self.model_dump(mode="json"), _ort_version(), QUANTIZER_VERSION)
+        key = content_hash("int8", file_hash(fp32_path), self.model_dump(mode="json"), _ort_version(), QUANTIZER_VERSION,
+                           [i.describe() for i in work.base.inputs])  # the seeded calibration inputs' ranges
         out = stage_dir(work.cache_dir, "int8", key) / f"{work.base.name}-int8.onnx"
         if self.mode == "static":
             data, source = self.calibration_data(work.base)
@@ -98,7 +98,7 @@ class Int8(Technique):
             data, note = None, "int8 dynamic: int8 weights, activations quantized at run time"
         if not out.is_file():
             out.parent.mkdir(parents=True, exist_ok=True)
-            self._quantize(fp32_path, out, data)
+            self._quantize(fp32_path, out, data, work.base.inputs)
         ops = _integer_ops(out)
         work.module, work.onnx_path = None, out
         work.metrics["quantized_ops"] = ops
@@ -122,7 +122,8 @@ class Int8(Technique):
             return [(x[None],) for x in labelled[0][: self.samples]], f"{base.name} training images"
         return random_feeds(base.inputs, self.samples, seed=7), "seeded model inputs (no data set for this model)"
 
-    def _quantize(self, fp32_path: Path, out: Path, data) -> None:
+    def _quantize(self, fp32_path: Path, out: Path, data, inputs: tuple[ModelInput, ...]) -> None:
+        import onnx
         from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                               quantize_dynamic, quantize_static)
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -137,22 +138,22 @@ class Int8(Technique):
                     quantize_dynamic(str(prepared), str(out), weight_type=weight_type, per_channel=self.per_channel,
                                      op_types_to_quantize=ops)
                 else:
-                    names = _input_names(prepared)
+                    names = [i.name for i in graph_inputs(onnx.load(str(prepared), load_external_data=False).graph)]
+                    feeds = [feed_dict(inputs, item, names) for item in data]
 
                     class Reader(CalibrationDataReader):
                         def __init__(self):
-                            self.items = iter(data)
+                            self.items = iter(feeds)
 
                         def get_next(self):
-                            item = next(self.items, None)
-                            return None if item is None else dict(zip(names, item))
+                            return next(self.items, None)
 
                     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                               "percentile": CalibrationMethod.Percentile}[self.calibration]
                     quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ,
                                     per_channel=self.per_channel, weight_type=weight_type,
                                     activation_type=QuantType.QUInt8 if self.activations == "uint8" else QuantType.QInt8,
-                                    calibrate_method=method, nodes_to_exclude=_non_finite_nodes(prepared, data))
+                                    calibrate_method=method, nodes_to_exclude=_non_finite_nodes(prepared, feeds))
         except Exception as err:  # the quantizer raises assorted errors for graphs it cannot handle
             raise HarnessError(f"ONNX Runtime could not quantize the model to int8 ({self.mode}): {one_line(err)}",
                                "try int8:dynamic, or quantize fewer layers") from None
@@ -179,7 +180,7 @@ def _quiet():
         root.setLevel(level)
 
 
-def _non_finite_nodes(path: Path, feeds: list) -> list[str]:
+def _non_finite_nodes(path: Path, feeds: list[dict]) -> list[str]:
     """The operators that make or take a tensor holding -inf, inf or NaN on any calibration input (an
     attention mask of -inf): its range has no scale, and quantizing it makes noise. They stay float.
     Unnamed operators get names here (the file is rewritten), since the quantizer excludes by name."""
@@ -197,24 +198,15 @@ def _non_finite_nodes(path: Path, feeds: list) -> list[str]:
         probe.graph.output.extend(onnx.ValueInfoProto(name=o) for o in node.output if o and o not in known)
         known.update(node.output)
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     bad = {t.name for t in model.graph.initializer if t.data_type in (1, 10, 11, 16)  # float, half, double, bfloat16
            and not np.all(np.isfinite(onnx.numpy_helper.to_array(t)))}
     for feed in feeds:
-        for name, value in zip(outputs, session.run(None, dict(zip(names, feed)))):
+        for name, value in zip(outputs, session.run(None, feed)):
             value = np.asarray(value)
             if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
                 bad.add(name)
     return [n.name for n in model.graph.node if bad & (set(n.input) | set(n.output))]
-
-
-def _input_names(path: Path) -> list[str]:
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    initializers = {i.name for i in proto.graph.initializer}
-    return [i.name for i in proto.graph.input if i.name not in initializers]
 
 
 def _integer_ops(path: Path) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import Feed
+from ..data import Feed, feed_dict
 from ..errors import HarnessError
 from ..frontend import onnx_file
 from ..models import LoadedModel
@@ -42,19 +42,19 @@ class OnnxRuntimeEngine(Engine):
         if session.get_providers()[0] != provider:  # ORT falls back to the CPU silently; never a fake GPU row
             raise HarnessError(f"onnxruntime could not start its {provider} (it offered {session.get_providers()})",
                                "check the CUDA and cuDNN versions onnxruntime-gpu needs against the driver's")
-        names = [i.name for i in session.get_inputs()]  # the graph's inputs, in the order the model takes them
+        names = [i.name for i in session.get_inputs()]
 
         def run(feed: Feed) -> list[np.ndarray]:
-            return session.run(None, dict(zip(names, feed)))
+            return session.run(None, feed_dict(model.inputs, feed, names))
 
         def bind(feed: Feed):
+            by_name = feed_dict(model.inputs, feed, names)
             if not target.on_gpu:
-                by_name = dict(zip(names, feed))
                 return lambda: session.run(None, by_name)
             # On the GPU the inputs stay on the device and the outputs are left there, as TVM's and
             # PyTorch's are; run_with_iobinding returns once the outputs are computed.
             binding = session.io_binding()
-            for name, array in zip(names, feed):
+            for name, array in by_name.items():
                 binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
             for output in session.get_outputs():
                 binding.bind_output(output.name, "cuda")

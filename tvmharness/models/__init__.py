@@ -60,13 +60,12 @@ class LoadedModel:
             return [(x,) for x in self.eval_set[0]]
         return random_feeds(self.inputs, count)
 
-    def example(self, batch: int | None = None) -> tuple:
-        """One seeded call's inputs as torch tensors (at another batch size if given): what export,
-        FLOP counting and structured pruning trace the model with."""
+    def example(self) -> tuple:
+        """One seeded call's inputs as torch tensors: what export, FLOP counting and structured
+        pruning trace the model with."""
         import torch
 
-        specs = self.inputs if batch is None else tuple(i.with_batch(batch) for i in self.inputs)
-        return tuple(torch.from_numpy(a) for a in random_feeds(specs, 1)[0])
+        return tuple(torch.from_numpy(a) for a in random_feeds(self.inputs, 1)[0])
 
     def exported_program(self):
         """torch.export of the module on the example shapes (the .pt2 itself for .pt2 files)."""
@@ -220,10 +219,10 @@ def load_model(spec: str, cache_dir: Path, batch: int = 1, settings: dict[str, d
                        "use a zoo name, a .pt2 or .onnx file, or module:function")
 
 
-def check_input_settings(models: list[LoadedModel], settings: dict[str, dict]) -> None:
+def check_input_settings(models: list[LoadedModel], names_to_match: set[str]) -> None:
     """An [inputs] name that no model takes is a typo, not a setting to ignore."""
     names = {i.name for m in models for i in m.inputs}
-    unknown = sorted(set(settings) - names)
+    unknown = sorted(names_to_match - names)
     if unknown:
         raise HarnessError(f"[inputs] (or --input-shape/--input-range) names {', '.join(repr(n) for n in unknown)}, "
                            f"which no model takes; the models' inputs are {', '.join(sorted(names))}",
@@ -272,6 +271,14 @@ def _settle(where: str, found: list[ModelInput], settings: dict[str, dict], batc
                 raise HarnessError(f"[inputs.{i.name}] range is for integer and bool inputs, and input '{i.name}' of "
                                    f"{where} is {i.dtype} (seeded standard normal)", f"drop the range of '{i.name}'")
             value_range, range_from = tuple(setting["range"]), "[inputs]"
+            if i.dtype == "bool":
+                raise HarnessError(f"[inputs.{i.name}] range is for integer inputs, and input '{i.name}' of {where} "
+                                   "is bool (seeded False or True)", f"drop the range of '{i.name}'")
+            bounds = np.iinfo(i.dtype)
+            if value_range[0] < bounds.min or value_range[1] > bounds.max:
+                raise HarnessError(f"[inputs.{i.name}] range {list(value_range)} does not fit input '{i.name}' of "
+                                   f"{where}, which is {i.dtype} ([{bounds.min}, {bounds.max}])",
+                                   f"give a range within [{bounds.min}, {bounds.max}]")
         settled.append(ModelInput(i.name, shape, i.dtype, value_range, range_from))
     return tuple(settled)
 
@@ -280,12 +287,18 @@ def _shape_text(shape) -> str:
     return "[" + ", ".join(map(str, shape)) + "]"
 
 
-def _file_digest(path: Path, found: list[ModelInput], inputs: tuple[ModelInput, ...]) -> str:
+def _file_digest(path: Path, inputs: tuple[ModelInput, ...], static: bool) -> str:
     """The file's bytes, and the sizes measured where the file leaves some open (one file at two batch
-    sizes is two builds). A file with static shapes keeps its plain hash."""
-    if [i.shape for i in found] == [i.shape for i in inputs]:
+    sizes is two builds). A file whose shapes are all its own keeps its plain hash."""
+    if static:
         return file_hash(path)
     return content_hash(file_hash(path), [[i.name, list(i.shape)] for i in inputs])
+
+
+def graph_inputs(graph) -> list:
+    """An ONNX graph's inputs, less the initializers some exporters also list as inputs."""
+    initializers = {t.name for t in graph.initializer}
+    return [i for i in graph.input if i.name not in initializers]
 
 
 def _load_zoo(name: str, cache_dir: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
@@ -314,7 +327,8 @@ def _load_pt2(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
                            "save one with torch.export.save(torch.export.export(model, (x,)), 'model.pt2')") from None
     names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     values = {n.name: n.meta["val"] for n in ep.graph.nodes if n.op == "placeholder"}
-    examples = list(ep.example_inputs[0]) if ep.example_inputs and not ep.example_inputs[1] else [None] * len(names)
+    kept = torch.utils._pytree.tree_leaves(ep.example_inputs) if ep.example_inputs else []
+    examples = kept if len(kept) == len(names) else [None] * len(names)  # values where the program kept them
     found = []
     for name, example in zip(names, examples):
         value = values[name]
@@ -325,7 +339,7 @@ def _load_pt2(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
     inputs = _settle(str(path), found, settings, batch, fixed=True)
     static = [i.shape for i in found] == [i.shape for i in inputs]
     # Dynamic sizes made fixed: the program is exported again at those sizes (TVM builds for fixed ones).
-    return LoadedModel(name=path.stem, source="pt2", inputs=inputs, digest=_file_digest(path, found, inputs),
+    return LoadedModel(name=path.stem, source="pt2", inputs=inputs, digest=_file_digest(path, inputs, static),
                        torch_module=ep.module(), exported=ep if static else None,
                        notes=[f"user ExportedProgram {path}" + _outputs_note(
                            sum(s.kind.name == "USER_OUTPUT" for s in ep.graph_signature.output_specs))])
@@ -340,15 +354,15 @@ def _load_onnx(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel
         raise HarnessError(f"{path} is not a readable ONNX model: {one_line(err)}", "check the file") from None
     from onnx.helper import tensor_dtype_to_np_dtype
 
-    initializers = {i.name for i in proto.graph.initializer}
     found = []
-    for graph_input in (i for i in proto.graph.input if i.name not in initializers):
+    for graph_input in graph_inputs(proto.graph):
         tensor = graph_input.type.tensor_type
         shape = tuple(d.dim_value if d.dim_value > 0 else (d.dim_param or "?") for d in tensor.shape.dim)
         dtype = np.dtype(tensor_dtype_to_np_dtype(tensor.elem_type)).name
         found.append(ModelInput(graph_input.name, shape, dtype))  # no example values: integers from {0, 1}
     inputs = _settle(str(path), found, settings, batch, fixed=True)
-    return LoadedModel(name=path.stem, source="onnx", inputs=inputs, digest=_file_digest(path, found, inputs),
+    static = [i.shape for i in found] == [i.shape for i in inputs]
+    return LoadedModel(name=path.stem, source="onnx", inputs=inputs, digest=_file_digest(path, inputs, static),
                        onnx_path=path.resolve(), notes=[f"user ONNX model {path}" + _outputs_note(len(proto.graph.output))])
 
 

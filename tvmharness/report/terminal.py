@@ -92,7 +92,9 @@ def input_line(inputs: list[dict]) -> str:
     parts = []
     for i in inputs:
         part = f"{i['name']} {i['dtype']} {'x'.join(map(str, i['shape']))}"
-        if not i["dtype"].startswith("float"):
+        if i["dtype"] == "bool":
+            part += " (seeded False or True)"
+        elif not i["dtype"].startswith("float"):
             low, high = i.get("value_range") or (0, 1)
             part += (f" (seeded in [{low}, {high}], from {i.get('range_from') or 'the example'})" if i.get("value_range") else
                      f" (seeded in [{low}, {high}]: nothing gave its range; set [inputs.{i['name']}] range, or "
