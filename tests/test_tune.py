@@ -99,6 +99,26 @@ def test_a_second_model_reuses_shared_workloads(tuned):
     assert new and sum(t.trials for t in new) == result.trials_run > 0
 
 
+def test_compression_variants_are_tuned_as_what_they_compile_to(tmp_path):
+    """A user compresses, then tunes: int8 compiles to integer kernels that fp32's records do not
+    cover, so the variant is tuned itself and its build uses those records. A technique that does not
+    fit the model is skipped with its reason, and TVM's native warnings stay out of the terminal."""
+    from tvmharness.compress import apply_variant, parse_variant
+
+    proc = run_cli("tune", "--model", TINY, "--variant", "int8", "--variant", "distill", "--trials", "8",
+                   "--no-measure", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (summary,) = json.loads(proc.stdout)["tune"]
+    assert summary["variant"] == "int8" and summary["trials_run"] >= 8
+    assert "tiny_mlp / distill: not tuned: distillation trains a student on labelled data" in " ".join(proc.stderr.split())
+    assert "Warning" not in proc.stderr and "IndexError" not in proc.stderr
+    target = resolve("x86", 2)
+    int8 = apply_variant(load_model(TINY, tmp_path / "results/cache"), parse_variant("int8"), tmp_path / "results/cache")
+    session = get_engine("tvm").prepare(int8, target, EngineOptions(cache_dir=tmp_path / "results/cache", threads=2,
+                                                                     records_root=tmp_path / "results/tuning"))
+    assert session.tuned is True and session.details["tuning_records"]["tasks_tuned"] >= 1
+
+
 def _wait_for_records(path: Path, proc, timeout: float = 240) -> int:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .cache import content_hash, file_hash, stage_dir
 from .errors import HarnessError, one_line
-from .frontend import IMPORT_VERSION, to_relax
+from .frontend import IMPORT_VERSION, frontend_for, to_relax
 from .models import LoadedModel
 from .provenance import git_commit, versions
 from .targets import Target, check_toolchain
@@ -78,8 +78,7 @@ def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path
 
 def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir: Path,
                    records_root: Path | None) -> Artifact:
-    # An ONNX file (the user's, or an int8 variant) has only the one way in, whatever was asked.
-    frontend = model.frontend or ("onnx" if model.torch_module is None else frontend)
+    frontend = frontend_for(model, frontend)
     records = records_dir(records_root, target) if records_root is not None else None
     digest = records_hash(records) if records is not None else None
     key = build_key(model, target, frontend, digest)

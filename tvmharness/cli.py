@@ -218,15 +218,19 @@ class _TuneProgress:
 @_friendly
 def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its models, targets and \\[tune] budget)")] = None,
          model: ModelOpt = None, target: TargetOpt = None,
-         trials: Annotated[Optional[int], typer.Option(help="trials per model and target (with --resume: the "
+         variant: Annotated[Optional[list[str]], typer.Option("--variant", help="compression variant to tune (repeatable, "
+                                                              "e.g. int8); default: the recipe's variants, or fp32")] = None,
+         trials: Annotated[Optional[int], typer.Option(help="trials per model, variant and target (with --resume: the "
                                                        "interrupted tune's new total)")] = None,
-         time_budget: Annotated[Optional[str], typer.Option("--time-budget", help="cap per model and target, e.g. 30m")] = None,
+         time_budget: Annotated[Optional[str], typer.Option("--time-budget", help="cap per model, variant and target, e.g. 30m")] = None,
          resume: Annotated[bool, typer.Option(help="finish the budget of an interrupted tune")] = False,
          tracker: TrackerOpt = None, key: KeyOpt = None,
          measure: Annotated[bool, typer.Option(help="afterwards, measure tuned vs untuned TVM vs ONNX Runtime vs PyTorch")] = True,
          store: StoreOpt = None, input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None,
          json_out: JsonOpt = False) -> int:
-    """Tune models with MetaSchedule (XGBoost cost model); run, compile and bench then use the records."""
+    """Tune models and their compression variants with MetaSchedule (XGBoost cost model); run, compile
+    and bench then use the records."""
+    from .compress import NotApplicable, apply_variant, check_variants, parse_variant
     from .models import check_input_settings, load_model
     from .recipe import apply_overrides, load_recipe, parse_input_flags, recipe_from_dict
     from .results import Store
@@ -236,7 +240,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
 
     if recipe is None and not model:
         raise HarnessError("nothing to tune", "give a recipe or --model M (and --target T)")
-    overrides = dict(models=model, targets=target, store=store, trials=trials, time_budget=time_budget,
+    overrides = dict(models=model, variants=variant, targets=target, store=store, trials=trials, time_budget=time_budget,
                      tracker=tracker, key=key, inputs=parse_input_flags(input_shape, input_range))
     if recipe is None:
         chosen = apply_overrides(recipe_from_dict({"name": "tune", "models": model}, "(tune)"), **overrides)
@@ -245,13 +249,22 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     budget = chosen.tune
     threads = chosen.measure.threads
     targets_ = [resolve(t, threads) for t in chosen.targets]
+    check_variants(chosen.variants)
     racks = _kit_racks(chosen, targets_)
     models_ = [load_model(m, chosen.cache_dir, chosen.measure.batch, chosen.input_settings) for m in chosen.models]
     check_input_settings(models_, chosen.inputs_to_match)
     if measure:  # a store that cannot be opened is found now, not after the tune
         Store(chosen.output.store)
     summaries = []
-    for loaded in models_:
+    for loaded, spec in ((m, v) for m in models_ for v in chosen.variants):
+        chosen_variant = parse_variant(spec)
+        label = loaded.name if chosen_variant.is_baseline else f"{loaded.name} / {chosen_variant.name}"
+        try:  # a variant is tuned as what it compiles to: its own shapes, and int8's integer kernels
+            with err.status(f"compressing {label}"):
+                compressed = apply_variant(loaded, chosen_variant, chosen.cache_dir)
+        except NotApplicable as why:
+            err.print(f"{label}: not tuned: {why.cause}", markup=False, highlight=False)
+            continue
         for resolved in targets_:
             rack = racks.get(resolved.name)
             options = TuneOptions(trials=budget.trials, time_budget_s=parse_duration(budget.time_budget),
@@ -262,12 +275,12 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
                 options.kit_wait_s = rack.wait_s
                 options.runner_timeout_s = 120.0
             with _progress() as progress:
-                result = tune_model(loaded, resolved, options, frontend=chosen.frontend, cache_dir=chosen.cache_dir,
+                result = tune_model(compressed, resolved, options, frontend=chosen.frontend, cache_dir=chosen.cache_dir,
                                     records_root=chosen.records_root, threads=threads, progress=_TuneProgress(progress))
-            summaries.append(result.summary())
+            summaries.append(result.summary() | {"variant": chosen_variant.name})
             if not json_out:
                 tuned = sum(t.best_s is not None for t in result.tasks)
-                err.print(f"{loaded.name} on {resolved.name}: {result.trials_run} trials in {result.seconds:.0f} s; "
+                err.print(f"{label} on {resolved.name}: {result.trials_run} trials in {result.seconds:.0f} s; "
                           f"{tuned} of {len(result.tasks)} tasks have records"
                           + (f" ({len(result.skipped_known)} reused from earlier tunes)" if result.skipped_known else "")
                           + (f"; {result.stopped}" if result.stopped else "") + "".join(f"; {n}" for n in result.notes)

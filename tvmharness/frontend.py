@@ -54,10 +54,17 @@ def _export_cause(err: Exception) -> str:
     return one_line(re.sub(r"^<class '[^']+'>: ", "", summary.splitlines()[0]) if summary else err)
 
 
+def frontend_for(model: LoadedModel, asked: str) -> str:
+    """The frontend a model reaches TVM through: an ONNX file (the user's, an int8 variant) has only
+    the one way in, and a variant may need one (fp16: onnx), whatever was asked."""
+    return model.frontend or ("onnx" if model.torch_module is None else asked)
+
+
 def to_relax(model: LoadedModel, frontend: str, cache_dir: Path):
     """The model as a Relax IRModule with weights bound as constants."""
+    frontend = frontend_for(model, frontend)
     try:
-        if frontend == "onnx" or model.torch_module is None:
+        if frontend == "onnx":
             import onnx
             from tvm.relax.frontend.onnx import from_onnx
 

@@ -81,7 +81,7 @@ def _duration(value: str | None) -> str | None:
 class Tune(_Strict):
     """MetaSchedule budgets: sized for a 2-core machine; nightly runs accumulate records."""
 
-    trials: int = Field(64, gt=0, description="trials per model and target, spread over its tasks")
+    trials: int = Field(64, gt=0, description="trials per model, variant and target, spread over its tasks")
     time_budget: str | None = Field(None, description="a cap such as 30m or 2h; unset: no cap")
     patience: int | None = Field(256, gt=0, description="stop after this many trials without a 1% better model estimate")
     builder_timeout: float = Field(60, gt=0, description="seconds per candidate build batch")
@@ -234,7 +234,7 @@ def load_recipe(path: str | Path, **overrides) -> Recipe:
 
 
 # What each command-line override sets in a recipe, and the flag that gives it.
-OVERRIDES = {"models": (("models",), "--model"), "targets": (("targets",), "--target"),
+OVERRIDES = {"models": (("models",), "--model"), "variants": (("variants",), "--variant"), "targets": (("targets",), "--target"),
              "engines": (("engines",), "--engine"), "repeats": (("measure", "repeats"), "--repeats"),
              "store": (("output", "store"), "--store"), "trials": (("tune", "trials"), "--trials"),
              "time_budget": (("tune", "time_budget"), "--time-budget"),

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -358,7 +359,11 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
             return _result(model, target, directory, states, 0, state, skipped, session, notes)
         progress.step(f"tuning {len(to_tune)} of {len(extracted)} tasks of {model.name}: {remaining} trials "
                       f"(the first batch starts the builder workers: about 30 s)")
-        _run_meta_schedule(database, to_tune, directory, target, options, state, progress, remaining, threads)
+        native_log = _run_meta_schedule(database, to_tune, directory, target, options, state, progress, remaining, threads)
+        if native_log.is_file() and native_log.stat().st_size:
+            lines = len(native_log.read_bytes().splitlines())
+            notes.append(f"TVM's own warnings during the search ({lines} lines, e.g. tensorize attempts that do not fit "
+                         f"int8 kernels) are in {native_log}")
         trials_run = state.trials_done
         ok = sum(t.trials - t.errors for t in states)
         if state.kits_lost:
@@ -421,7 +426,8 @@ def _result(model, target, directory, states, trials_run, state, skipped, sessio
 
 
 def _run_meta_schedule(database, tasks, directory: Path, target: Target, options: TuneOptions, state: TuneState,
-                       progress: TuneProgress, trials: int, threads: int) -> None:
+                       progress: TuneProgress, trials: int, threads: int) -> Path:
+    """Run the search; returns the file TVM's native (C++) warnings went to."""
     from tvm.s_tir import meta_schedule as ms
 
     log_dir = directory / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")  # MetaSchedule logs in log_dir/logs
@@ -438,7 +444,9 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
     else:
         runner = ms.runner.LocalRunner(timeout_sec=options.runner_timeout_s, evaluator_config=evaluator)
     callback = _progress_callback(state, progress, options)
-    with _follow_scheduler_log(log_dir / "logs", len(tasks), progress), _noting_interrupts() as interrupted:
+    native_log = log_dir / "tvm-native.log"
+    with (_follow_scheduler_log(log_dir / "logs", len(tasks), progress), _noting_interrupts() as interrupted,
+          _native_stderr_to(native_log)):
         try:
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(log_dir), max_trials_global=trials,
                           num_trials_per_iter=per_iter, builder=builder, runner=runner, database=database,
@@ -450,6 +458,28 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
                 raise KeyboardInterrupt from None
             if not state.stopped:  # else: the callback ended the loop (_StopTuning), its records are kept
                 raise
+    return native_log
+
+
+@contextlib.contextmanager
+def _native_stderr_to(path: Path):
+    """TVM's C++ code logs to file descriptor 2: an int8 tune prints hundreds of warnings there (each
+    tensorize attempt that does not fit, with its IR), burying the progress. They go to `path`, and
+    Python's own stderr (the progress, errors) keeps the terminal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    python_stderr = sys.stderr
+    sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1, encoding=getattr(python_stderr, "encoding", None))
+    try:
+        yield
+    finally:
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        os.dup2(terminal, 2)
+        os.close(terminal)
 
 
 def _kit_session(rpc_config, wait_s: float):
