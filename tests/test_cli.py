@@ -296,6 +296,9 @@ def test_listing_commands_speak_json(cli_dir):
     assert any(t["name"] == "x86" and t["tvm_target"]["mcpu"] != "auto" for t in targets)
     models = json.loads(run_cli("models", "--json", cwd=cli_dir).stdout)
     assert {"digits_cnn", "resnet18", "mobilenet_v2"} <= {m["name"] for m in models}
+    bert = next(m for m in models if m["name"] == "bert_tiny")
+    assert [(i["name"], i["dtype"], i["shape"]) for i in bert["inputs"]] == [("input_ids", "int64", [1, 128]),
+                                                                           ("attention_mask", "int64", [1, 128])]
     checks = json.loads(run_cli("doctor", "--json", cwd=cli_dir).stdout)
     names = {c["check"] for c in checks}
     assert {"TVM LLVM backend", "CUDA device (TVM)", "CPU features", "aarch64-linux-gnu-gcc"} <= names

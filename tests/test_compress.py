@@ -152,6 +152,20 @@ def test_a_transformer_s_flops_count_its_attention_and_layers_its_modules_read_s
         assert np.abs(ours - reference).max() <= 0.1 * scale
 
 
+def test_the_zoo_s_text_model_and_its_int8_variant_agree_on_every_engine(tmp_path):
+    """bert_tiny: token ids within its vocabulary and a padding mask reach TVM, PyTorch and ONNX
+    Runtime; its int8 output (a range wide against its values) agrees within a few quantization steps."""
+    recipe = recipe_from_dict({"name": "text", "models": ["bert_tiny"], "variants": ["fp32", "int8"],
+                               "engines": ["tvm", "torch", "onnxruntime"], "measure": {"repeats": 30, "threads": 2},
+                               "output": {"dir": str(tmp_path), "store": str(tmp_path / "h.db")}})
+    rows = {(r["variant"], r["engine"]): r for r in run_recipe(recipe).rows}
+    for key in (("fp32", "torch"), ("fp32", "tvm"), ("fp32", "onnxruntime"), ("int8", "tvm"), ("int8", "onnxruntime")):
+        assert rows[key]["status"] == OK, (key, rows[key]["reason"])
+    int8 = rows[("int8", "tvm")]["details"]
+    assert int8["tolerance_floors"][0] > 0 and int8["flops"] > 50e6  # attention and feed-forward layers counted
+    assert int8["tvm_int8_kernels"]["integer"]["matmul"] >= 8
+
+
 def test_low_rank_factors_layers_to_the_rank_asked(digits, workdir):
     ranked = apply_variant(digits, "lowrank:rank=4", workdir / "cache").torch_module
     factored = [m for m in ranked.modules() if isinstance(m, nn.Sequential) and len(m) == 2

@@ -97,3 +97,13 @@ def test_output_arrays_flattens_in_export_order():
 def test_accuracy_counts_top1_hits():
     outputs = [[np.array([[0.1, 0.9]])], [np.array([[0.8, 0.2]])], [np.array([[0.3, 0.7]])]]
     assert accuracy(outputs, np.array([1, 0, 0])) == pytest.approx(2 / 3)
+
+
+def test_a_quantized_output_may_differ_by_a_few_of_its_steps():
+    """An int8 output whose range is wide against its values: two steps of 0.0037 are 2.2% of 0.34."""
+    ref = [[np.array([[0.321, 0.336]], dtype=np.float32)]]
+    out = [[np.array([[0.325, 0.343]], dtype=np.float32)]]
+    assert not agreement(ref, out, tolerance=0.02).within_tolerance
+    assert agreement(ref, out, tolerance=0.02, floors=[3 * 0.00365]).within_tolerance
+    assert not agreement(ref, [[np.array([[0.321, 0.356]], dtype=np.float32)]], tolerance=0.02,
+                         floors=[3 * 0.00365]).within_tolerance  # five steps off

@@ -510,14 +510,16 @@ def targets(json_out: JsonOpt = False) -> int:
 def models(json_out: JsonOpt = False) -> int:
     """List the model zoo (user files: .pt2, .onnx, module:function)."""
     from .models import ZOO
+    from .report.terminal import input_line
 
-    rows = [{"name": n, "input": [1, *e.image_shape], "description": e.description} for n, e in ZOO.items()]
+    rows = [{"name": n, "inputs": [i.with_batch(1).describe() for i in e.inputs], "description": e.description}
+            for n, e in ZOO.items()]
     if json_out:
         _print_json(rows)
         return 0
-    table = Table("model", "input (batch 1)", "description", title="model zoo (also: path.pt2, path.onnx, module:function)")
+    table = Table("model", "inputs (batch 1)", "description", title="model zoo (also: path.pt2, path.onnx, module:function)")
     for r in rows:
-        table.add_row(r["name"], "x".join(map(str, r["input"])), r["description"])
+        table.add_row(r["name"], input_line(r["inputs"]), r["description"])
     out.print(table)
     return 0
 

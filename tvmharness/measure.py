@@ -105,12 +105,14 @@ class Agreement:
     outputs: int  # how many each input gives
 
 
-def agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]], tolerance: float) -> Agreement:
+def agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]], tolerance: float,
+              floors: list[float] | None = None) -> Agreement:
     """Compare outputs with the baseline's on the same inputs (one list of outputs per input). Every
     output must be within tolerance: its largest absolute difference <= tolerance x the largest
     |value| of that output in the reference (a box in pixels and a score in [0, 1] each on its own
-    scale). Top-1 agreement: the share of inputs whose first output picks the same class. Another
-    number of outputs, or an output of another shape, raises ValueError (broadcasting would hide it)."""
+    scale), or <= its floor where one is given (a quantized output may differ by a few of its steps).
+    Top-1 agreement: the share of inputs whose first output picks the same class. Another number of
+    outputs, or an output of another shape, raises ValueError (broadcasting would hide it)."""
     count = len(reference[0])
     for ref, out in zip(reference, outputs):
         if len(out) != len(ref):
@@ -122,10 +124,11 @@ def agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]
     diffs = [max(float(np.max(np.abs(ref[k].astype(np.float64) - out[k].astype(np.float64)), initial=0.0))
                  for ref, out in zip(reference, outputs)) for k in range(count)]
     scales = [max(float(np.max(np.abs(ref[k]), initial=0.0)) for ref in reference) or 1.0 for k in range(count)]
-    worst = max(range(count), key=lambda k: diffs[k] / scales[k])
+    allowed = [max(tolerance * scales[k], (floors or [])[k] if k < len(floors or []) else 0.0) for k in range(count)]
+    worst = max(range(count), key=lambda k: diffs[k] / allowed[k] if allowed[k] else diffs[k] / scales[k])
     top1 = [np.array_equal(_top1(ref[0]), _top1(out[0])) for ref, out in zip(reference, outputs)]
     return Agreement(max_abs_diff=diffs[worst], top1_agreement=float(np.mean(top1)),
-                     within_tolerance=diffs[worst] <= tolerance * scales[worst], output=worst, outputs=count)
+                     within_tolerance=diffs[worst] <= allowed[worst], output=worst, outputs=count)
 
 
 def _top1(batch: np.ndarray) -> np.ndarray:

@@ -384,8 +384,9 @@ def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, 
     else:
         # A quantized variant's engines may differ by a few quantization steps: it sets a wider tolerance.
         tolerance = max(recipe.measure.tolerance, model.compression.get("tolerance") or 0.0)
+        floors = model.compression.get("tolerance_floors") or []  # int8: a few of each output's quantization steps
         try:
-            agree = agreement(reference, outputs, tolerance)
+            agree = agreement(reference, outputs, tolerance, floors)
         except ValueError as err:
             row.update(status=DISAGREES, reason=f"outputs cannot be compared with the baseline's: {one_line(err)}")
             return
@@ -396,7 +397,10 @@ def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, 
             which = f"output {agree.output + 1} of {agree.outputs}: "
         if not agree.within_tolerance:
             row.update(status=DISAGREES, reason=f"{which}max abs diff {agree.max_abs_diff:.3g} exceeds the tolerance "
-                                                 f"({tolerance:g} x that output's largest value in the reference)")
+                                                 f"({tolerance:g} x that output's largest value in the reference"
+                                                 + (f", or {floors[agree.output]:.3g}: a few of its quantization steps"
+                                                    if agree.output < len(floors) and floors[agree.output] else "")
+                                                 + ")")
 
 
 # ---------------------------------------------------------------------------------------------

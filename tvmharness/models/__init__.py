@@ -114,8 +114,12 @@ def fold_batchnorm(module):
 @dataclass(frozen=True)
 class ZooEntry:
     description: str
-    image_shape: tuple[int, ...]
+    inputs: tuple[ModelInput, ...]  # "batch" for the first size: [measure] batch
     factory: Callable[[Path], tuple[object, bool | None]]  # -> (module, trained weights came from the cache)
+
+
+def _image(*shape: int) -> tuple[ModelInput, ...]:
+    return (ModelInput("input", ("batch", *shape)),)
 
 
 _TORCHVISION_OPS: list = []  # the op library must live as long as the process, or its schemas go
@@ -179,13 +183,26 @@ def _digits(cache_dir: Path):
     return digits_cnn(cache_dir)
 
 
+def _bert_tiny(_cache_dir: Path):
+    from .text import bert_tiny
+
+    return bert_tiny(), None
+
+
+def _text(sequence: int, vocabulary: int) -> tuple[ModelInput, ...]:
+    return (ModelInput("input_ids", ("batch", sequence), "int64", (0, vocabulary - 1), "the vocabulary"),
+            ModelInput("attention_mask", ("batch", sequence), "int64", (0, 1), "a padding mask"))
+
+
 ZOO: dict[str, ZooEntry] = {
-    "digits_cnn": ZooEntry("small CNN trained here on scikit-learn digits (real accuracy)", (1, 8, 8), _digits),
-    "resnet18": ZooEntry("torchvision resnet18, " + SEEDED_NOTE, (3, 224, 224), _torchvision("resnet18")),
-    "resnet50": ZooEntry("torchvision resnet50, " + SEEDED_NOTE, (3, 224, 224), _torchvision("resnet50")),
-    "mobilenet_v2": ZooEntry("torchvision mobilenet_v2, " + SEEDED_NOTE, (3, 224, 224), _torchvision("mobilenet_v2")),
-    "squeezenet1_1": ZooEntry("torchvision squeezenet1_1, " + SEEDED_NOTE, (3, 224, 224), _torchvision("squeezenet1_1")),
-    "efficientnet_b0": ZooEntry("torchvision efficientnet_b0, " + SEEDED_NOTE, (3, 224, 224), _torchvision("efficientnet_b0")),
+    "digits_cnn": ZooEntry("small CNN trained here on scikit-learn digits (real accuracy)", _image(1, 8, 8), _digits),
+    "resnet18": ZooEntry("torchvision resnet18, " + SEEDED_NOTE, _image(3, 224, 224), _torchvision("resnet18")),
+    "resnet50": ZooEntry("torchvision resnet50, " + SEEDED_NOTE, _image(3, 224, 224), _torchvision("resnet50")),
+    "mobilenet_v2": ZooEntry("torchvision mobilenet_v2, " + SEEDED_NOTE, _image(3, 224, 224), _torchvision("mobilenet_v2")),
+    "squeezenet1_1": ZooEntry("torchvision squeezenet1_1, " + SEEDED_NOTE, _image(3, 224, 224), _torchvision("squeezenet1_1")),
+    "efficientnet_b0": ZooEntry("torchvision efficientnet_b0, " + SEEDED_NOTE, _image(3, 224, 224), _torchvision("efficientnet_b0")),
+    "bert_tiny": ZooEntry("text classifier of BERT-tiny's shape (2 layers, width 128, 2 heads, 128 tokens, token ids and "
+                          "an attention mask), seeded init: no pretrained weights are downloaded", _text(128, 30522), _bert_tiny),
 }
 
 
@@ -304,7 +321,7 @@ def graph_inputs(graph) -> list:
 def _load_zoo(name: str, cache_dir: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
     entry = ZOO[name]
     module, cache_hit = entry.factory(cache_dir)
-    inputs = _settle(name, [ModelInput("input", ("batch", *entry.image_shape))], settings, batch, fixed=False)
+    inputs = _settle(name, list(entry.inputs), settings, batch, fixed=False)
     model = LoadedModel(name=name, source="zoo", inputs=inputs, digest=torch_digest(module, inputs),
                         torch_module=module, cache_hit=cache_hit, notes=[entry.description])
     if name == "digits_cnn":
