@@ -124,8 +124,9 @@ def agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]
     diffs = [max(float(np.max(np.abs(ref[k].astype(np.float64) - out[k].astype(np.float64)), initial=0.0))
                  for ref, out in zip(reference, outputs)) for k in range(count)]
     scales = [max(float(np.max(np.abs(ref[k]), initial=0.0)) for ref in reference) or 1.0 for k in range(count)]
-    allowed = [max(tolerance * scales[k], (floors or [])[k] if k < len(floors or []) else 0.0) for k in range(count)]
-    worst = max(range(count), key=lambda k: diffs[k] / allowed[k] if allowed[k] else diffs[k] / scales[k])
+    floors = list(floors or []) + [0.0] * count
+    allowed = [max(tolerance * scales[k], floors[k]) for k in range(count)]
+    worst = max(range(count), key=lambda k: diffs[k] / allowed[k])
     top1 = [np.array_equal(_top1(ref[0]), _top1(out[0])) for ref, out in zip(reference, outputs)]
     return Agreement(max_abs_diff=diffs[worst], top1_agreement=float(np.mean(top1)),
                      within_tolerance=diffs[worst] <= allowed[worst], output=worst, outputs=count)
