@@ -119,7 +119,7 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
         "model_digest": model.digest,
         "model_source": model.source,
         "compression": model.compression.get("compression") or [],  # each step's kind and parameters
-        "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in model.inputs],  # what to feed
+        "inputs": [i.signature() for i in model.inputs],  # what to feed
         "frontend": frontend,
         "target": target.describe(),
         "tuning_records": tuning,

@@ -32,8 +32,12 @@ class ModelInput:
     def with_batch(self, batch: int) -> "ModelInput":
         return ModelInput(self.name, (batch, *self.shape[1:]), self.dtype, self.value_range, self.range_from)
 
+    def signature(self) -> dict:
+        """What a compiled model takes: name, shape, dtype (not how its values are seeded)."""
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
     def describe(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype} | (
+        return self.signature() | (
             {"value_range": list(self.value_range), "range_from": self.range_from} if self.value_range is not None else {})
 
 

@@ -103,11 +103,14 @@ class Int8(Technique):
         if not out.is_file():
             out.parent.mkdir(parents=True, exist_ok=True)
             self._quantize(fp32_path, out, data, work.base.inputs)
-        ops = _integer_ops(out)
+        import onnx
+
+        graph = onnx.load(str(out)).graph  # read once: which ops are int8, and each output's step
+        ops = _integer_ops(graph)
         work.module, work.onnx_path = None, out
         work.metrics["quantized_ops"] = ops
         work.metrics["tolerance"] = INT8_TOLERANCE
-        work.metrics["tolerance_floors"] = [OUTPUT_STEPS_ALLOWED * s if s else 0.0 for s in _output_steps(out)]
+        work.metrics["tolerance_floors"] = [OUTPUT_STEPS_ALLOWED * s if s else 0.0 for s in _output_steps(graph)]
         fallback = {op: n for op, n in ops["float"].items() if op in ("Conv", "Gemm", "MatMul")}
         work.notes.append(note + (f"; fp32 fallback for {fallback}" if fallback else "")
                           + (f" ({', '.join(f'{v} is not imported by TVM' for v in TVM_UNSUPPORTED_INTEGER_OPS.values())})"
@@ -214,12 +217,11 @@ def _non_finite_nodes(path: Path, feeds: list[dict]) -> list[str]:
     return [n.name for n in model.graph.node if bad & (set(n.input) | set(n.output))]
 
 
-def _output_steps(path: Path) -> list[float | None]:
+def _output_steps(graph) -> list[float | None]:
     """Each graph output's quantization step: the scale of the DequantizeLinear that makes it (None
     for an output that is not quantized)."""
     import onnx
 
-    graph = onnx.load(str(path)).graph
     constants = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
     made_by = {o: node for node in graph.node for o in node.output}
     steps = []
@@ -230,12 +232,9 @@ def _output_steps(path: Path) -> list[float | None]:
     return steps
 
 
-def _integer_ops(path: Path) -> dict:
+def _integer_ops(graph) -> dict:
     """Which compute operators got int8 inputs (QDQ: fed by DequantizeLinear; dynamic: *Integer ops)
     and which stayed float: the per-operator fallback a report names."""
-    import onnx
-
-    graph = onnx.load(str(path)).graph
     dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     integer, floating = collections.Counter(), collections.Counter()
     for node in graph.node:

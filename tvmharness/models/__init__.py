@@ -210,7 +210,7 @@ def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
     """Architecture (its repr), the inputs it is measured on, and every weight's bytes."""
     # A model of one float input keeps the digest it had when models took only that (its history).
     single = len(inputs) == 1 and inputs[0].dtype == "float32"
-    parts: list = [repr(module), list(inputs[0].shape) if single else [[i.name, list(i.shape), i.dtype] for i in inputs]]
+    parts: list = [repr(module), list(inputs[0].shape) if single else [i.signature() for i in inputs]]
     for name, tensor in module.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         data = t.int_repr() if t.is_quantized else t
@@ -309,7 +309,7 @@ def _file_digest(path: Path, inputs: tuple[ModelInput, ...], static: bool) -> st
     sizes is two builds). A file whose shapes are all its own keeps its plain hash."""
     if static:
         return file_hash(path)
-    return content_hash(file_hash(path), [[i.name, list(i.shape)] for i in inputs])
+    return content_hash(file_hash(path), [i.signature() for i in inputs])
 
 
 def graph_inputs(graph) -> list:
