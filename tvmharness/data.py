@@ -15,15 +15,16 @@ Feed = tuple[np.ndarray, ...]  # one call's inputs, in the order the model takes
 @dataclass(frozen=True)
 class ModelInput:
     """One input a model takes: name, shape (with the batch dimension) and dtype. Seeded inputs of
-    an integer or bool dtype are drawn from `value_range` (inclusive: the example's values or a
-    recipe's [inputs] range, since token ids and indices must stay in range; `range_from` says
-    which), from {0, 1} where neither gave one; float inputs are standard normal."""
+    an integer or bool dtype are drawn from `value_range` (inclusive: the example's values, the rows
+    of the table an ONNX input indexes, or a recipe's [inputs] range, since token ids and indices
+    must stay in range; `range_from` says which), from {0, 1} where none gave one; float inputs
+    are standard normal."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str = "float32"
     value_range: tuple[int, int] | None = None
-    range_from: str | None = None  # "the example" or "[inputs]"
+    range_from: str | None = None  # "the example", "[inputs]" or "<table>'s N rows"
 
     @property
     def is_float(self) -> bool:

@@ -371,16 +371,46 @@ def _load_onnx(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel
         raise HarnessError(f"{path} is not a readable ONNX model: {one_line(err)}", "check the file") from None
     from onnx.helper import tensor_dtype_to_np_dtype
 
-    found = []
+    found, lookups = [], _lookup_ranges(proto.graph)
     for graph_input in graph_inputs(proto.graph):
         tensor = graph_input.type.tensor_type
         shape = tuple(d.dim_value if d.dim_value > 0 else (d.dim_param or "?") for d in tensor.shape.dim)
         dtype = np.dtype(tensor_dtype_to_np_dtype(tensor.elem_type)).name
-        found.append(ModelInput(graph_input.name, shape, dtype))  # no example values: integers from {0, 1}
+        value_range, range_from = lookups.get(graph_input.name, (None, None))  # else integers from {0, 1}
+        found.append(ModelInput(graph_input.name, shape, dtype, value_range, range_from))
     inputs = _settle(str(path), found, settings, batch, fixed=True)
     static = [i.shape for i in found] == [i.shape for i in inputs]
     return LoadedModel(name=path.stem, source="onnx", inputs=inputs, digest=_file_digest(path, inputs, static),
                        onnx_path=path.resolve(), notes=[f"user ONNX model {path}" + _outputs_note(len(proto.graph.output))])
+
+
+_SAME_VALUES = {"Cast", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}  # ops that move ids, not change them
+
+
+def _lookup_ranges(graph) -> dict[str, tuple[tuple[int, int], str]]:
+    """An ONNX file carries no example values, but an integer input that indexes a table of the graph's
+    own (an embedding's Gather) must stay within its rows: that is the range it is seeded from."""
+    import onnx
+
+    rows = {t.name: t.dims[0] for t in graph.initializer if t.dims}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            readers.setdefault(name, []).append((node, position))
+    ranges = {}
+    for graph_input in graph_inputs(graph):
+        tables, names = [], [graph_input.name]
+        while names:
+            for node, position in readers.get(names.pop(), []):
+                if node.op_type in _SAME_VALUES and position == 0:
+                    names += list(node.output)
+                elif node.op_type == "Gather" and position == 1 and node.input[0] in rows and not any(
+                        a.name == "axis" and onnx.helper.get_attribute_value(a) != 0 for a in node.attribute):
+                    tables.append((rows[node.input[0]], node.input[0]))
+        if tables:
+            count, table = min(tables)
+            ranges[graph_input.name] = ((0, count - 1), f"{table}'s {count} rows")
+    return ranges
 
 
 def _model_input(name: str, example, shape: tuple, known_values: bool) -> ModelInput:
