@@ -170,3 +170,19 @@ def tiny_transformer():
     torch.manual_seed(0)
     mask = torch.tensor([[1, 1, 1, 1, 1, 1, 0, 0]])
     return TinyTransformer().eval(), (torch.randint(0, 50, (1, 8)), mask)
+
+
+class FixedBatch(nn.Module):
+    """A forward built for its example's batch alone: it reshapes to batch 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Linear(16, 32), nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x.reshape(1, 16))))
+
+
+def fixed_batch():
+    torch.manual_seed(0)
+    return FixedBatch().eval(), torch.randn(1, 16)

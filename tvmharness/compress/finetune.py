@@ -16,7 +16,7 @@ class Finetune(Technique):
     re-clustered to their N values afterwards."""
 
     kind: Literal["finetune"] = "finetune"
-    version: Literal[1] = 1
+    version: Literal[2] = 2  # 2: on seeded noise, every output is matched (squared error), not the first's softmax
     epochs: int = Field(3, ge=1, description="passes over the training split (or over the noise batches)")
     lr: float = Field(1e-3, gt=0)
     primary = "epochs"

@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..data import digits_split, random_feeds
+from ..data import ModelInput, digits_split, random_feeds
 from ..models import LoadedModel
 
 BATCH = 64
@@ -30,7 +30,8 @@ def train(module, base: LoadedModel, epochs: int, lr: float, teacher=None, tempe
           alpha: float = 0.0, seed: int = 0, after_step: Callable[[], None] | None = None) -> str:
     """Train `module` in place; returns a note saying on what. With labels, the loss is cross-entropy,
     mixed with alpha x the softened teacher's KL divergence (x T^2) when a teacher is given. Without
-    labels, the loss is the KL divergence to the teacher (default: the fp32 model) on seeded noise."""
+    labels, it is the squared error to every output of the teacher (default: the fp32 model) on
+    seeded noise, each relative to that output's mean square."""
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -38,13 +39,10 @@ def train(module, base: LoadedModel, epochs: int, lr: float, teacher=None, tempe
     labelled = labelled_training_set(base)
     if labelled is None:
         teacher = teacher if teacher is not None else base.torch_module
-        alpha = 1.0
-        batch_inputs = tuple(i.with_batch(NOISE_BATCH) for i in base.inputs)
-        xs = [tuple(torch.from_numpy(a) for a in feed)
-              for feed in random_feeds(batch_inputs, NOISE_BATCHES_PER_EPOCH, seed=seed + 101)]
+        xs, batch = _noise_batches(module, base.inputs, seed, epochs)
         ys = None
         note = (f"trained {epochs} epoch(s) to match the fp32 model on seeded noise "
-                f"({NOISE_BATCHES_PER_EPOCH} batches of {NOISE_BATCH}; no labelled data for {base.name})")
+                f"({len(xs[0])} new batches of {batch} each; no labelled data for {base.name})")
     else:
         xs, ys = torch.from_numpy(labelled[0]), torch.from_numpy(labelled[1])
         note = f"trained {epochs} epoch(s) on the {base.name} training split" + (
@@ -58,26 +56,57 @@ def train(module, base: LoadedModel, epochs: int, lr: float, teacher=None, tempe
             m.eval()
     if teacher is not None:
         teacher.eval()
-    for _ in range(epochs):
-        batches = xs if ys is None else list(torch.randperm(len(xs), generator=gen).split(BATCH))
+    for epoch in range(epochs):
+        batches = xs[epoch] if ys is None else list(torch.randperm(len(xs), generator=gen).split(BATCH))
         for batch in batches:
             x, y = (batch, None) if ys is None else ((xs[batch],), ys[batch])  # x: one tensor per model input
             opt.zero_grad()
-            logits = module(*x)
-            loss = 0.0
-            if y is not None and alpha < 1.0:
-                loss = (1.0 - alpha) * F.cross_entropy(logits, y)
-            if teacher is not None and alpha > 0.0:
-                with torch.no_grad():
-                    soft = F.softmax(teacher(*x) / temperature, dim=-1)
-                loss = loss + alpha * temperature ** 2 * F.kl_div(F.log_softmax(logits / temperature, dim=-1), soft,
-                                                                 reduction="batchmean")
+            outputs = _float_outputs(module(*x))
+            with torch.no_grad():
+                targets = _float_outputs(teacher(*x)) if teacher is not None else []
+            if y is None:  # match every output, each on its own scale (a softmax would not pin embeddings' level)
+                loss = sum(F.mse_loss(out, target) / target.square().mean().clamp(min=1e-12)
+                           for out, target in zip(outputs, targets, strict=True))
+            else:  # labels classify with the first output; a teacher's softened first output guides it
+                loss = (1.0 - alpha) * F.cross_entropy(outputs[0], y)
+                if targets and alpha > 0.0:
+                    soft = F.softmax(targets[0] / temperature, dim=-1)
+                    loss = loss + alpha * temperature ** 2 * F.kl_div(F.log_softmax(outputs[0] / temperature, dim=-1),
+                                                                     soft, reduction="batchmean")
             loss.backward()
             opt.step()
             if after_step is not None:
                 after_step()
     module.eval()
     return note
+
+
+def _noise_batches(module, inputs: tuple[ModelInput, ...], seed: int, epochs: int) -> tuple[list[list[tuple]], int]:
+    """Each epoch's seeded noise (new each epoch, so the model learns the fp32 function, not a few
+    samples), in batches of NOISE_BATCH, one tensor per input. A model built for its example's batch
+    alone (it reshapes to it) gets as many samples in batches of its own size."""
+    import torch
+
+    def draw(batch: int, count: int) -> list[list[tuple]]:
+        shaped = tuple(i.with_batch(batch) for i in inputs)
+        feeds = [tuple(torch.from_numpy(a) for a in feed) for feed in random_feeds(shaped, count * epochs, seed=seed + 101)]
+        return [feeds[k * count:(k + 1) * count] for k in range(epochs)]
+
+    own = inputs[0].shape[0] if inputs[0].shape else 1
+    xs = draw(NOISE_BATCH, NOISE_BATCHES_PER_EPOCH)
+    try:
+        with torch.no_grad():
+            module.eval()(*xs[0][0])
+        return xs, NOISE_BATCH
+    except Exception:  # any error a fixed-batch forward raises; at its own batch it runs, as the baseline did
+        return draw(own, max(1, NOISE_BATCHES_PER_EPOCH * NOISE_BATCH // own)), own
+
+
+def _float_outputs(out) -> list:
+    """A call's outputs, flattened as export numbers them, less integer ones (indices): what a loss reads."""
+    import torch
+
+    return [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor) and t.is_floating_point()]
 
 
 def evaluate(module, base: LoadedModel) -> float | None:
