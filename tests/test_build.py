@@ -42,6 +42,7 @@ def test_artifact_directory_has_library_and_manifest(digits, workdir):
     assert manifest["versions"]["apache-tvm"].startswith("0.27")
     assert manifest["model_digest"] == digits.digest
     assert {"git_commit", "created", "build_key", "frontend"} <= set(manifest)
+    assert manifest["tvm_warnings"] == [] and not (artifact.dir / "tvm-native.log").exists()  # a clean build keeps no log
     # A library edited after the build no longer matches its manifest: it is not reused.
     with open(artifact.library, "ab") as f:
         f.write(b"tampered")
@@ -106,14 +107,15 @@ def test_a_model_of_several_inputs_and_dtypes_reaches_every_engine(tmp_path, wor
     low, high = int(example[0].min()), int(example[0].max())
     for spec, engines, value_range in ((f"{USER_MODELS}:token_classifier", ["torch", "onnxruntime", "tvm"], (low, high)),
                                        (str(pt2), ["torch", "tvm"], (low, high)),  # a .pt2 keeps its example
-                                       (str(onnx_path), ["onnxruntime", "tvm"], None)):  # an .onnx file has none
+                                       (str(onnx_path), ["onnxruntime", "tvm"], (0, 49))):  # an .onnx: its embedding's rows
         model = load_model(spec, workdir / "cache", batch=3)
         ids, mask = model.inputs
         assert (ids.name, ids.dtype, ids.value_range, mask.name, mask.dtype) == ("ids", "int64", value_range, "mask", "float32")
+        assert ids.range_from == ("embed.weight's 50 rows" if spec.endswith(".onnx") else "the example")
         assert ids.shape == mask.shape == ((3, 12) if spec.endswith(".onnx") else (1, 12))  # a dynamic batch takes the recipe's
         feeds = model.samples(3)
         seeded = np.stack([f[0] for f in feeds])
-        assert seeded.dtype == np.int64 and seeded.min() >= (value_range or (0, 1))[0] and seeded.max() <= (value_range or (0, 1))[1]
+        assert seeded.dtype == np.int64 and seeded.min() >= value_range[0] and seeded.max() <= value_range[1]
         assert len(np.unique(seeded)) > 1
         for engine in engines:
             session = get_engine(engine).prepare(model, target, options)
@@ -124,9 +126,13 @@ def test_a_model_of_several_inputs_and_dtypes_reaches_every_engine(tmp_path, wor
     # A dynamic batch is part of what is built: the same file at two batch sizes is two builds, and rows say which.
     at_one, at_three = (load_model(str(onnx_path), workdir / "cache", batch=b) for b in (1, 3))
     assert (at_one.batch, at_three.batch) == (1, 3) and at_one.digest != at_three.digest
-    manifest = get_engine("tvm").build(load_model(f"{USER_MODELS}:token_classifier", workdir / "cache"), target, options).manifest
-    assert manifest["inputs"] == [{"name": "ids", "shape": [1, 12], "dtype": "int64"},
-                                  {"name": "mask", "shape": [1, 12], "dtype": "float32"}]
+    artifact = get_engine("tvm").build(load_model(f"{USER_MODELS}:token_classifier", workdir / "cache"), target, options)
+    assert artifact.manifest["inputs"] == [{"name": "ids", "shape": [1, 12], "dtype": "int64"},
+                                           {"name": "mask", "shape": [1, 12], "dtype": "float32"}]
+    # TVM's C++ code warns on stderr that its embedding lookup does not check bounds: kept with the build, counted
+    (warning,) = artifact.manifest["tvm_warnings"]
+    assert warning["message"].startswith("Fast mode segfaults when there are out-of-bounds indices") and warning["count"] >= 1
+    assert warning["message"] in (artifact.dir / "tvm-native.log").read_text()
 
 
 def test_unknown_target_names_the_known_ones():

@@ -15,12 +15,13 @@ from .frontend import IMPORT_VERSION, frontend_for, to_relax
 from .models import LoadedModel
 from .provenance import git_commit, versions
 from .targets import Target, check_toolchain
-from .tune import (extract_tasks, lower_for_tuning, open_database, records_at_other_threads, records_dir, records_hash,
-                   tuned_task_count)
+from .tune import (extract_tasks, lower_for_tuning, native_stderr_to, native_warnings, open_database,
+                   records_at_other_threads, records_dir, records_hash, tuned_task_count)
 
 MANIFEST_FORMAT = 3  # 2: cuda_source; 3: inputs (every input's name, shape and dtype)
 LIBRARY = "model.so"
 KERNELS = "kernels.cu"  # a GPU target's CUDA source, as the library carries it
+NATIVE_LOG = "tvm-native.log"  # TVM's C++ warnings during the build, kept in the build's cache folder
 
 
 @dataclass
@@ -88,28 +89,23 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
         return cached
 
     started = time.perf_counter()
-    mod = to_relax(model, frontend, cache_dir)
-    tuning = None
-    try:
-        if digest is None:
-            executable = _compile_untuned(mod, target)
-        else:
-            executable, tuning = _compile_tuned(mod, target, records, digest)
-    except HarnessError:
-        raise
-    except Exception as err:
-        raise HarnessError(f"TVM could not build '{model.name}' for {target.name}: {one_line(err)}",
-                           "check the target's settings, or report the operator named above") from None
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (LIBRARY + ".tmp.so")
-    export_kwargs = {}
-    if target.preset.cross_compiler:
-        from tvm.support import cc
+    native_log = directory / NATIVE_LOG
+    native_log.unlink(missing_ok=True)
+    with native_stderr_to(native_log):
+        executable, tuning = _compile(model, to_relax(model, frontend, cache_dir), target, records, digest, native_log)
+        tmp = directory / (LIBRARY + ".tmp.so")
+        export_kwargs = {}
+        if target.preset.cross_compiler:
+            from tvm.support import cc
 
-        check_toolchain(target)
-        export_kwargs["fcompile"] = cc.cross_compiler(target.preset.cross_compiler)
-    executable.export_library(str(tmp), **export_kwargs)
+            check_toolchain(target)
+            export_kwargs["fcompile"] = cc.cross_compiler(target.preset.cross_compiler)
+        executable.export_library(str(tmp), **export_kwargs)
     tmp.replace(directory / LIBRARY)
+    warnings = native_warnings(native_log)
+    if not native_log.stat().st_size:
+        native_log.unlink()
     kernels = _cuda_source(executable.mod)
     if kernels is not None:
         (directory / KERNELS).write_text(kernels)
@@ -128,6 +124,7 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
         "cuda_source": KERNELS if kernels is not None else None,
         "build_key": key,
         "build_seconds": round(time.perf_counter() - started, 2),
+        "tvm_warnings": warnings,  # what TVM's C++ code warned of while building (its log: tvm-native.log)
         "versions": versions(),
         "git_commit": git_commit(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -148,6 +145,19 @@ def _cuda_source(module) -> str | None:
         if found is not None:
             return found
     return None
+
+
+def _compile(model: LoadedModel, mod, target: Target, records: Path | None, digest: str | None, log: Path):
+    """The executable, and the tuning records it applied (None when untuned)."""
+    try:
+        if digest is None:
+            return _compile_untuned(mod, target), None
+        return _compile_tuned(mod, target, records, digest)
+    except HarnessError:
+        raise
+    except Exception as err:
+        raise HarnessError(f"TVM could not build '{model.name}' for {target.name}: {one_line(err)}",
+                           f"check the target's settings, or report the operator it names (TVM's own log: {log})") from None
 
 
 def _compile_untuned(mod, target: Target):

@@ -446,7 +446,7 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
     callback = _progress_callback(state, progress, options)
     native_log = log_dir / "tvm-native.log"
     with (_follow_scheduler_log(log_dir / "logs", len(tasks), progress), _noting_interrupts() as interrupted,
-          _native_stderr_to(native_log)):
+          native_stderr_to(native_log)):
         try:
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(log_dir), max_trials_global=trials,
                           num_trials_per_iter=per_iter, builder=builder, runner=runner, database=database,
@@ -462,10 +462,11 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
 
 
 @contextlib.contextmanager
-def _native_stderr_to(path: Path):
+def native_stderr_to(path: Path):
     """TVM's C++ code logs to file descriptor 2: an int8 tune prints hundreds of warnings there (each
-    tensorize attempt that does not fit, with its IR), burying the progress. They go to `path`, and
-    Python's own stderr (the progress, errors) keeps the terminal."""
+    tensorize attempt that does not fit, with its IR), and a build with an embedding one per lookup,
+    burying the progress. They go to `path`, and Python's own stderr (the progress, errors) keeps
+    the terminal."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()
     terminal = os.dup(2)
@@ -476,10 +477,25 @@ def _native_stderr_to(path: Path):
     try:
         yield
     finally:
-        sys.stderr.close()
-        sys.stderr = python_stderr
+        redirected, sys.stderr = sys.stderr, python_stderr  # swapped back before closing: a progress thread may write
+        redirected.close()
         os.dup2(terminal, 2)
         os.close(terminal)
+
+
+_WARNING = re.compile(rb"Warning: (.+)")
+
+
+def native_warnings(path: Path) -> list[dict]:
+    """The distinct warnings in a native log, in first-seen order, with how often each came."""
+    counts: dict[str, int] = {}
+    if path.is_file():
+        for line in path.read_bytes().splitlines():
+            found = _WARNING.search(line)
+            if found:
+                message = found.group(1).decode(errors="replace").strip()
+                counts[message] = counts.get(message, 0) + 1
+    return [{"message": message, "count": count} for message, count in counts.items()]
 
 
 def _kit_session(rpc_config, wait_s: float):

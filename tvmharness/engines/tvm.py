@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from ..build import build_tvm
+from ..build import NATIVE_LOG, build_tvm
 from ..data import Feed
 from ..errors import HarnessError
 from ..measure import output_arrays
@@ -110,6 +110,9 @@ def describe_artifact(artifact) -> tuple[list[str], dict]:
                "build_seconds": artifact.manifest["build_seconds"], "tuning_records": tuning}
     if elsewhere:
         details["records_at_other_threads"] = elsewhere
+    if artifact.manifest.get("tvm_warnings"):  # builds cached before the manifest kept them have none
+        details["tvm_warnings"] = artifact.manifest["tvm_warnings"]
+        details["tvm_log"] = str(artifact.dir / NATIVE_LOG)
     return notes, details
 
 

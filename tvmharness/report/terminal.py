@@ -134,6 +134,12 @@ def footnotes(frame) -> list[str]:
                   f"another thread count cannot use: set [measure] threads = {cores} in the recipe, or tune at this run's "
                   "thread count"
                   for directory, cores, target in sorted(elsewhere)]
+    warned = {}
+    for r in rows:
+        for w in (r["details"] or {}).get("tvm_warnings") or []:
+            warned.setdefault((r["model"], r["variant"], r["target"], w["message"]), (w["count"], r["details"]["tvm_log"]))
+    lines += [f"TVM WARNED building {model} / {variant} for {target} ({count}x): {message} (its log: {log})"
+              for (model, variant, target, message), (count, log) in warned.items()]
     unsteady = [f"{r['model']} / {r['variant']} / {r['engine']} {r['details']['unsteady']:.3g}x"
                 for r in rows if (r["details"] or {}).get("unsteady")]
     if unsteady:
