@@ -23,7 +23,7 @@ def digits(workdir):
 def test_both_frontends_build_and_agree_with_torch(digits, workdir, frontend):
     target = resolve("x86", 2)
     session = get_engine("tvm").prepare(digits, target, EngineOptions(frontend=frontend, cache_dir=workdir / "cache", threads=2))
-    images = digits.eval_set[0][:32]
+    images = digits.eval_data.arrays[0][:32, None]  # batch-1 calls
     with torch.no_grad():
         expected = [digits.torch_module(torch.from_numpy(x)).numpy() for x in images]
     got = [session.run((x,))[0] for x in images]

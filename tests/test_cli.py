@@ -78,11 +78,20 @@ def test_input_settings_for_models_a_run_leaves_out_are_not_typos():
     from tvmharness.recipe import apply_overrides, recipe_from_dict
 
     recipe = recipe_from_dict({"models": ["tokens.onnx", "digits_cnn"], "inputs": {"ids": {"shape": [1, 128]}}})
-    assert recipe.inputs_to_match == {"ids"}
+    assert recipe.names_to_match("inputs") == {"ids"}
     narrowed = apply_overrides(recipe, models=["digits_cnn"])
-    assert narrowed.inputs_to_match == set() and narrowed.input_settings["ids"]["shape"] == [1, 128]
+    assert narrowed.names_to_match("inputs") == set() and narrowed.input_settings["ids"]["shape"] == [1, 128]
     typed = apply_overrides(narrowed, inputs={"mask": {"range": [0, 1]}}, repeats=40)
-    assert typed.inputs_to_match == {"mask"} and set(typed.inputs) == {"ids", "mask"}
+    assert typed.names_to_match("inputs") == {"mask"} and set(typed.inputs) == {"ids", "mask"}
+    with_data = recipe_from_dict({"models": ["tokens.onnx", "digits_cnn"], "data": {"tokens": {"eval": "val.npz"}}})
+    assert with_data.names_to_match("data") == {"tokens"}
+    narrowed = apply_overrides(with_data, models=["digits_cnn"], data={"digits_cnn": {"train": "mine.npz"}})
+    assert narrowed.names_to_match("data") == {"digits_cnn"} and narrowed.data["tokens"].eval == "val.npz"
+
+
+def test_data_flags_name_the_model_a_command_takes(cli_dir):
+    proc = run_cli("bench", f"{USER_MODELS}:tiny_mlp", "--eval-data", "missing.npz", cwd=cli_dir)
+    assert_usage_error(proc, "eval data for tiny_mlp not found: missing.npz", "relative paths start where you run")
 
 
 @pytest.mark.parametrize("command, needle", [

@@ -25,7 +25,7 @@ def digits(workdir):
 
 def outputs(module, model) -> torch.Tensor:
     with torch.no_grad():
-        return module(torch.from_numpy(np.concatenate(list(model.eval_set[0]))))
+        return module(torch.from_numpy(model.eval_data.arrays[0]))
 
 
 def test_unstructured_pruning_reaches_its_sparsity_per_layer_and_globally(digits, workdir):
@@ -49,7 +49,7 @@ def test_channel_pruning_makes_the_network_smaller(digits, workdir):
     base = digits.compression or apply_variant(digits, "fp32").compression
     assert pruned.compression["params"] < 0.35 * base["params"]
     assert pruned.compression["flops"] < 0.35 * base["flops"]
-    assert outputs(pruned.torch_module, digits).shape == (len(digits.eval_set[1]), 10)
+    assert outputs(pruned.torch_module, digits).shape == (len(digits.eval_data), 10)
 
 
 def test_channel_pruning_of_a_model_with_only_its_output_layer_does_not_apply(workdir):
@@ -259,7 +259,7 @@ def test_the_integer_rewrite_computes_what_the_qdq_graph_does(digits, workdir):
     assert 'out_dtype="int32"' in mod.script(show_meta=False)
     vm = relax.VirtualMachine(tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"})), tvm.cpu())
     session = ort.InferenceSession(str(quantized.onnx_path), providers=["CPUExecutionProvider"])
-    x = np.concatenate(list(digits.eval_set[0]))[:64]
+    x = digits.eval_data.arrays[0][:64]
     ours = np.concatenate([vm["main"](tvm.runtime.tensor(x[i : i + 1])).numpy() for i in range(len(x))])
     theirs = np.concatenate([session.run(None, {"input": x[i : i + 1]})[0] for i in range(len(x))])
     assert np.mean(ours.argmax(1) == theirs.argmax(1)) >= 0.98

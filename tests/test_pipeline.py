@@ -130,3 +130,113 @@ def test_a_moved_tvm_series_is_confirmed_by_an_a_b_and_the_others_are_measured_a
     assert abs(v.evidence["latency_change"]) < 0.05  # the same build, in turns: no change
     measured_again = set(everything.loc[everything["run_id"] == second_run, "engine"])
     assert measured_again == {"torch", "onnxruntime"}  # the engine, with the baseline it is measured against
+
+
+@pytest.fixture
+def own_data(tmp_path):
+    """tiny_mlp's held-out samples, labelled so that fp32 scores exactly 30 of 40, and 64 training
+    samples labelled with its own classes, as a user saves them."""
+    import numpy as np
+    import torch
+
+    from tests.user_models import tiny_mlp
+
+    module, _ = tiny_mlp()
+    rng = np.random.default_rng(3)
+    x, x_train = rng.standard_normal((40, 16), dtype=np.float32), rng.standard_normal((64, 16), dtype=np.float32)
+    with torch.no_grad():
+        labels, train_labels = (module(torch.from_numpy(a)).argmax(-1).numpy() for a in (x, x_train))
+    labels[30:] = (labels[30:] + 1) % 10
+    np.savez(tmp_path / "eval.npz", x=x, labels=labels)
+    np.savez(tmp_path / "train.npz", x=x_train, labels=train_labels)
+    np.savez(tmp_path / "unlabelled.npz", x=x_train)
+    return tmp_path
+
+
+def test_a_model_s_own_data_is_what_every_engine_is_fed_and_what_its_variants_train_on(own_data):
+    from tvmharness.report.terminal import footnotes
+
+    recipe = recipe_from_dict({"name": "own data", "models": [f"{USER_MODELS}:tiny_mlp"],
+                               "variants": ["fp32", "int8", "prune:0.5+finetune:1"], "engines": ["tvm", "torch", "onnxruntime"],
+                               "data": {"tiny_mlp": {"eval": str(own_data / "eval.npz"), "train": str(own_data / "train.npz")}},
+                               "measure": {"repeats": 30, "threads": 2},
+                               "output": {"dir": str(own_data), "store": str(own_data / "h.db")}})
+    result = run_recipe(recipe)
+    rows = {(r["variant"], r["engine"]): r for r in result.rows}
+    for engine in ("tvm", "torch", "onnxruntime"):  # every engine scored on the file's labels, not on seeded inputs
+        assert rows[("fp32", engine)]["accuracy"] == 0.75, engine
+    assert rows[("int8", "tvm")]["status"] == OK and rows[("int8", "tvm")]["accuracy"] is not None
+    (int8_note,) = [n for n in rows[("int8", "tvm")]["details"]["notes"] if "calibration on" in n]
+    assert f"calibration on 64 calls of {own_data / 'train.npz'} (64 samples, labelled)" in int8_note
+    assert (f"trained 1 epoch(s) on {own_data / 'train.npz'} (64 samples, labelled), in batches of 64"
+            in rows[("prune:0.5+finetune:1", "torch")]["details"]["notes"][-1])
+    data = rows[("fp32", "tvm")]["details"]["data"]
+    assert data["eval"]["source"] == f"{own_data / 'eval.npz'} (40 samples, labelled)" and len(data["eval"]["sha256"]) == 16
+    assert any(line.startswith(f"tiny_mlp: every engine is fed {own_data / 'eval.npz'} (40 samples, labelled), sha256 ")
+               for line in footnotes(result.frame()))
+    # Samples without labels: every engine is fed them and variants learn to match fp32 on them; no accuracy
+    unlabelled = str(own_data / "unlabelled.npz")
+    rows = run_recipe(recipe_from_dict(recipe.model_dump(mode="json") | {
+        "data": {"tiny_mlp": {"eval": unlabelled, "train": unlabelled}}, "variants": ["fp32", "prune:0.5+finetune:1"],
+        "engines": ["torch"]})).rows
+    assert all(r.get("accuracy") is None and r["status"] == OK for r in rows)
+    assert "to match the fp32 model on " + str(own_data / "unlabelled.npz") in rows[-1]["details"]["notes"][-1]
+
+
+@pytest.mark.parametrize("arrays, data, needles", [
+    ({"inputs": (40, 16)}, {}, ("eval data", "holds arrays ['inputs'], and tiny_mlp takes inputs ['x'] (no array for ['x'])",
+                                "np.savez('bad.npz', x=..., labels=...)")),
+    ({"x": (40, 15)}, {}, ("array 'x' is [40, 15], samples of [15], and input 'x' of tiny_mlp takes [1, 16]: samples of [16]",)),
+    ({"x": (40, 16), "labels": (39,)}, {}, ("holds [39, 40] samples in its arrays",)),
+    ({"x": (40, 16), "labels": (40, 10)}, {}, ("'labels' is int64 [40, 10], not one class id per sample",)),
+    ({"x": (40, 16)}, {"nope": {"eval": "bad.npz"}}, ("[data] names 'nope', and the models are called tiny_mlp",)),
+    (None, {}, ("eval data for tiny_mlp not found:",)),
+])
+def test_a_data_set_that_does_not_fit_its_model_is_refused_naming_what_and_how(tmp_path, arrays, data, needles):
+    import numpy as np
+
+    from tvmharness.errors import HarnessError
+    from tvmharness.pipeline import load_models
+
+    path = tmp_path / "bad.npz"
+    if arrays is not None:
+        np.savez(path, **{name: np.zeros(shape, dtype=np.int64 if name == "labels" else np.float32)
+                          for name, shape in arrays.items()})
+    recipe = recipe_from_dict({"models": [f"{USER_MODELS}:tiny_mlp"],
+                               "data": data or {"tiny_mlp": {"eval": str(path)}}})
+    with pytest.raises(HarnessError) as err:
+        load_models(recipe)
+    for needle in needles:
+        assert needle in str(err.value), str(err.value)
+
+
+def test_a_data_set_is_fed_in_whole_batches_with_their_labels():
+    import numpy as np
+
+    from tvmharness.data import data_set
+
+    data = data_set("d", (np.arange(10 * 2, dtype=np.float32).reshape(10, 2),), np.arange(10))
+    feeds = data.feeds(3)  # a last partial batch is left out: TVM builds for one batch size
+    assert [f[0].shape for f in feeds] == [(3, 2)] * 3 and feeds[1][0][0].tolist() == [6.0, 7.0]
+    assert data.labels_fed(3).tolist() == list(range(9))
+    assert data.digest != data_set("d", (np.arange(10 * 2, dtype=np.float32).reshape(10, 2),), np.arange(1, 11)).digest
+
+
+def test_token_ids_past_the_vocabulary_are_refused_before_tvm_reads_past_its_table(tmp_path):
+    """TVM's embedding lookup does not check bounds: an id past the table would crash the run."""
+    import numpy as np
+
+    from tvmharness.errors import HarnessError
+    from tvmharness.pipeline import load_models
+
+    ids = np.zeros((2, 128), dtype=np.int64)
+    ids[1, 5] = 30522
+    np.savez(tmp_path / "text.npz", input_ids=ids, attention_mask=np.ones((2, 128), dtype=np.int64))
+    recipe = recipe_from_dict({"models": ["bert_tiny"], "data": {"bert_tiny": {"eval": str(tmp_path / "text.npz")}}})
+    with pytest.raises(HarnessError) as err:
+        load_models(recipe)
+    assert "array 'input_ids' holds values in [0, 30522], and input 'input_ids' of bert_tiny takes [0, 30521] (the vocabulary)" in str(err.value)
+    ids[1, 5] = 30521
+    np.savez(tmp_path / "text.npz", input_ids=ids, attention_mask=np.ones((2, 128), dtype=np.int64))
+    (model,) = load_models(recipe)
+    assert len(model.samples(4)) == 2 and model.eval_labels is None

@@ -147,7 +147,7 @@ def test_a_row_timed_while_the_host_was_busy_is_marked_unsteady(tmp_path):
     from tvmharness.recipe import recipe_from_dict
     from tvmharness.report.terminal import footnotes
 
-    recipe, model = recipe_from_dict({"models": ["m"]}), SimpleNamespace(eval_set=None, compression={})
+    recipe, model = recipe_from_dict({"models": ["m"]}), SimpleNamespace(eval_labels=None, compression={})
     store = Store(str(tmp_path / "h.db"))
     run_id = store.start_run("r", "h" * 16, {}, snapshot())
     # steady: a few slow calls; busy: most calls waited, only the fastest few show the model's own time

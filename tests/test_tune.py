@@ -110,7 +110,7 @@ def test_compression_variants_are_tuned_as_what_they_compile_to(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (summary,) = json.loads(proc.stdout)["tune"]
     assert summary["variant"] == "int8" and summary["trials_run"] >= 8
-    assert "tiny_mlp / distill: not tuned: distillation trains a student on labelled data" in " ".join(proc.stderr.split())
+    assert "tiny_mlp / distill: not tuned: distillation trains a smaller digits CNN as the student, which only digits_cnn's task fits" in " ".join(proc.stderr.split())
     assert "Warning" not in proc.stderr and "IndexError" not in proc.stderr
     target = resolve("x86", 2)
     int8 = apply_variant(load_model(TINY, tmp_path / "results/cache"), parse_variant("int8"), tmp_path / "results/cache")

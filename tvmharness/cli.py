@@ -39,6 +39,18 @@ InputShapeOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", hel
                                                             "input's sizes, the batch first, e.g. a dynamic sequence length")]
 InputRangeOpt = Annotated[Optional[list[str]], typer.Option("--input-range", help="NAME=0..30521 (repeatable): the "
                                                             "values an integer input is seeded from, e.g. token ids")]
+EvalDataOpt = Annotated[Optional[str], typer.Option("--eval-data", help=".npz of held-out samples, one array per input "
+                                                    "(and 'labels'): fed to every engine, accuracy where labelled")]
+TrainDataOpt = Annotated[Optional[str], typer.Option("--train-data", help=".npz of training samples (and 'labels'): "
+                                                     "fine-tuning and int8 calibration of variants")]
+
+
+def _data_flags(model: str, eval_data: str | None, train_data: str | None) -> dict:
+    """--eval-data and --train-data as the recipe's [data.NAME] of the one model a command takes."""
+    from .models import model_name
+
+    fields = {k: v for k, v in (("eval", eval_data), ("train", train_data)) if v}
+    return {model_name(model): fields} if fields else {}
 
 
 def _friendly(command):
@@ -176,13 +188,15 @@ def bench(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or mo
           target: TargetOpt = None, engine: EngineOpt = None, repeats: RepeatsOpt = None,
           frontend: Annotated[str, typer.Option(help="torch or onnx: how a torch model reaches TVM")] = "torch",
           tracker: TrackerOpt = None, key: KeyOpt = None, store: StoreOpt = None,
-          input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None, json_out: JsonOpt = False) -> int:
+          input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None, eval_data: EvalDataOpt = None,
+          train_data: TrainDataOpt = None, json_out: JsonOpt = False) -> int:
     """Measure one model without a recipe (the defaults of a recipe apply)."""
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
 
     base = recipe_from_dict({"name": f"bench {model}", "models": [model]}, "(bench)")
     return _measure(apply_overrides(base, targets=target, engines=engine, repeats=repeats, store=store, frontend=frontend,
-                                    tracker=tracker, key=key, inputs=parse_input_flags(input_shape, input_range)), json_out)
+                                    tracker=tracker, key=key, inputs=parse_input_flags(input_shape, input_range),
+                                    data=_data_flags(model, eval_data, train_data)), json_out)
 
 
 class _TuneProgress:
@@ -231,7 +245,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     """Tune models and their compression variants with MetaSchedule (XGBoost cost model); run, compile
     and bench then use the records."""
     from .compress import NotApplicable, apply_variant, check_variants, parse_variant
-    from .models import check_input_settings, load_model
+    from .pipeline import load_models
     from .recipe import apply_overrides, load_recipe, parse_input_flags, recipe_from_dict
     from .results import Store
     from .targets import resolve
@@ -251,8 +265,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     targets_ = [resolve(t, threads) for t in chosen.targets]
     check_variants(chosen.variants)
     racks = _kit_racks(chosen, targets_)
-    models_ = [load_model(m, chosen.cache_dir, chosen.measure.batch, chosen.input_settings) for m in chosen.models]
-    check_input_settings(models_, chosen.inputs_to_match)
+    models_ = load_models(chosen)
     if measure:  # a store that cannot be opened is found now, not after the tune
         Store(chosen.output.store)
     summaries = []
@@ -309,22 +322,22 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
             out_dir: Annotated[Optional[Path], typer.Option("--out", help="artifact directory (default results/artifacts/MODEL[-VARIANT][-onnx]-TARGET[-Nthreads][-NAME1x128])")] = None,
             frontend: Annotated[str, typer.Option(help="torch or onnx")] = "torch",
             threads: Annotated[Optional[int], typer.Option(min=1, help="threads the module is built for")] = None,
-            input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None, json_out: JsonOpt = False) -> int:
+            input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None, train_data: TrainDataOpt = None,
+            json_out: JsonOpt = False) -> int:
     """Build a deployable artifact: model.so and manifest.json (hashes, target, compression, versions, git commit)."""
     import re
 
     from .build import build_tvm, export_artifact
     from .compress import apply_variant, parse_variant
-    from .models import check_input_settings, load_model
+    from .pipeline import load_models
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
     from .targets import resolve
 
     defaults = apply_overrides(recipe_from_dict({"models": [model]}, "(compile)"), frontend=frontend,
-                               inputs=parse_input_flags(input_shape, input_range))
+                               inputs=parse_input_flags(input_shape, input_range), data=_data_flags(model, None, train_data))
     chosen = parse_variant(variant)
     resolved = resolve(target, threads or defaults.measure.threads)
-    loaded = load_model(model, defaults.cache_dir, defaults.measure.batch, defaults.input_settings)
-    check_input_settings([loaded], defaults.inputs_to_match)
+    (loaded,) = load_models(defaults)
     name = loaded.name
     if not chosen.is_baseline:
         with err.status(f"compressing {model}: {chosen.name}"):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 SEED = 0
 
 Feed = tuple[np.ndarray, ...]  # one call's inputs, in the order the model takes them
+FROM_EXAMPLE = "the example"  # a range seen in an example, not a bound the model sets
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class ModelInput:
     shape: tuple[int, ...]
     dtype: str = "float32"
     value_range: tuple[int, int] | None = None
-    range_from: str | None = None  # "the example", "[inputs]" or "<table>'s N rows"
+    range_from: str | None = None  # FROM_EXAMPLE, "[inputs]", "<table>'s N rows", a zoo model's vocabulary
 
     @property
     def is_float(self) -> bool:
@@ -40,6 +42,95 @@ class ModelInput:
     def describe(self) -> dict:
         return self.signature() | (
             {"value_range": list(self.value_range), "range_from": self.range_from} if self.value_range is not None else {})
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """Real samples of a model's inputs, one array per input with the samples first, and their class
+    labels where known: a held-out set (accuracy, agreement) or a training set (fine-tuning, int8
+    calibration). `source` is what the report calls it."""
+
+    source: str
+    arrays: tuple[np.ndarray, ...]
+    labels: np.ndarray | None
+    digest: str
+
+    def __len__(self) -> int:
+        return len(self.arrays[0])
+
+    def feeds(self, batch: int) -> list[Feed]:
+        """Calls of `batch` samples each, in order; a last partial batch is left out (TVM builds for
+        one batch size)."""
+        return [tuple(a[k:k + batch] for a in self.arrays) for k in range(0, len(self) - batch + 1, batch)]
+
+    def labels_fed(self, batch: int) -> np.ndarray:
+        """The labels of the samples `feeds(batch)` holds."""
+        return self.labels[: len(self) - len(self) % batch]
+
+
+def data_set(source: str, arrays: tuple[np.ndarray, ...], labels: np.ndarray | None) -> DataSet:
+    from .cache import content_hash
+
+    parts = [[a.dtype.str, list(a.shape), a.tobytes()] for a in (*arrays, *([labels] if labels is not None else []))]
+    return DataSet(source, arrays, labels, content_hash(*[p for part in parts for p in part]))
+
+
+LABELS = "labels"  # the array of class labels in a data set file
+
+
+def load_data_set(path: str, inputs: tuple[ModelInput, ...], model: str, role: str) -> DataSet:
+    """An .npz of one array per model input, named as the input, samples first (each sample one
+    call's input without its batch), and optionally `labels`: class ids, one per sample."""
+    from .errors import HarnessError, one_line
+
+    save = (f"save one array per input, samples first, named as the inputs, with the labels if there are: "
+            f"np.savez('{Path(path).name}', {', '.join(f'{i.name}=...' for i in inputs)}, {LABELS}=...)")
+    if not Path(path).is_file():
+        raise HarnessError(f"{role} data for {model} not found: {path}", "check the path (relative paths start where you run "
+                                                                        "tvmharness)")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            found = {name: stored[name] for name in stored.files}
+    except Exception as err:  # numpy raises several types for a file that is not an .npz
+        raise HarnessError(f"{role} data {path} is not a readable .npz file: {one_line(err)}", save) from None
+    names = [i.name for i in inputs]
+    missing = [n for n in names if n not in found]
+    unknown = sorted(set(found) - set(names) - {LABELS})
+    if missing or unknown:
+        raise HarnessError(f"{role} data {path} holds arrays {sorted(found)}, and {model} takes inputs {names}"
+                           + (f" (no array for {missing})" if missing else "")
+                           + (f" ({unknown} are neither an input nor '{LABELS}')" if unknown else ""), save)
+    arrays = []
+    for spec in inputs:
+        array, sample = found[spec.name], tuple(spec.shape[1:])
+        if array.ndim < 1 or array.shape[1:] != sample:
+            raise HarnessError(f"{role} data {path}: array '{spec.name}' is {list(array.shape)}, samples of "
+                               f"{list(array.shape[1:])}, and input '{spec.name}' of {model} takes {list(spec.shape)}: "
+                               f"samples of {list(sample)}", save)
+        if array.dtype.kind not in ("fiu" if spec.is_float else "biu"):  # float ids would be rounded: refused
+            raise HarnessError(f"{role} data {path}: array '{spec.name}' is {array.dtype}, and input '{spec.name}' of "
+                               f"{model} is {spec.dtype}", f"save '{spec.name}' as {spec.dtype}")
+        if spec.value_range is not None and spec.range_from != FROM_EXAMPLE and array.size:
+            low, high = int(array.min()), int(array.max())
+            if low < spec.value_range[0] or high > spec.value_range[1]:  # an id past a table crashes TVM's lookup
+                raise HarnessError(f"{role} data {path}: array '{spec.name}' holds values in [{low}, {high}], and input "
+                                   f"'{spec.name}' of {model} takes [{spec.value_range[0]}, {spec.value_range[1]}] "
+                                   f"({spec.range_from})", "give values within that range (or a wider [inputs] range)")
+        arrays.append(np.ascontiguousarray(array.astype(spec.dtype, copy=False)))
+    counts = {len(a) for a in arrays}
+    labels = found.get(LABELS)
+    if labels is not None:
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise HarnessError(f"{role} data {path}: '{LABELS}' is {labels.dtype} {list(labels.shape)}, not one class id per sample",
+                               f"save '{LABELS}' as integers, one per sample")
+        counts.add(len(labels))
+        labels = labels.astype(np.int64)
+    batch = inputs[0].shape[0] if inputs[0].shape else 1
+    if len(counts) > 1 or min(counts) < batch:
+        raise HarnessError(f"{role} data {path} holds {sorted(counts)} samples in its arrays" if len(counts) > 1 else
+                           f"{role} data {path} holds {min(counts)} samples, fewer than one batch of {batch}",
+                           "give every array (and the labels) the same number of samples, at least one batch")
+    return data_set(f"{path} ({min(counts)} samples{', labelled' if labels is not None else ''})", tuple(arrays), labels)
 
 
 @functools.cache

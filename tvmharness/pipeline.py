@@ -14,7 +14,7 @@ from .engines import EngineOptions, get_engine
 from .errors import HarnessError, one_line
 from .gpu import check_local_gpu
 from .measure import accuracy, agreement, time_call, time_interleaved
-from .models import LoadedModel, check_input_settings, load_model
+from .models import LoadedModel, attach_data, check_input_settings, load_model
 from .provenance import snapshot
 from .recipe import Recipe, apply_overrides
 from .results import Store
@@ -63,6 +63,29 @@ class RunResult:
         return self.store.frame(run_id=self.run_id)
 
 
+def load_models(recipe: Recipe, progress: Progress | None = None) -> list[LoadedModel]:
+    """The recipe's models at its input settings, with their [data]; a setting or data set that fits
+    none of them is refused."""
+    models: list[LoadedModel] = []
+    for spec in recipe.models:
+        (progress or _Silent()).step(f"loading model {spec}")
+        models.append(load_model(spec, recipe.cache_dir, recipe.measure.batch, recipe.input_settings))
+        same = [m for m in models[:-1] if m.name == models[-1].name]
+        if same:  # rows, verdicts and history know a model by its name
+            raise HarnessError(f"models {recipe.models[models.index(same[0])]} and {spec} are both named "
+                               f"'{models[-1].name}'", "rename one of the files (or functions)")
+    check_input_settings(models, recipe.names_to_match("inputs"))
+    names = {m.name for m in models}
+    unknown = sorted(recipe.names_to_match("data") - names)
+    if unknown:
+        raise HarnessError(f"[data] names {', '.join(repr(n) for n in unknown)}, and the models are called "
+                           f"{', '.join(sorted(names))}", "name a model's data by what rows call it: a zoo name, a "
+                                                          "file's stem or a function's name")
+    for model in models:
+        attach_data(model, recipe.data[model.name].model_dump() if model.name in recipe.data else {})
+    return models
+
+
 def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int | None = None) -> RunResult:
     """Validate everything a user can get wrong first, then measure and store row by row.
     `confirms`: the run this one measures again (a nightly's confirmation of a latency change)."""
@@ -75,17 +98,9 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
         check_local_gpu(target)
     racks = kit_racks(recipe, targets, progress)
     check_variants(recipe.variants)
-    models: list[LoadedModel] = []
-    for spec in recipe.models:
-        progress.step(f"loading model {spec}")
-        models.append(load_model(spec, recipe.cache_dir, recipe.measure.batch, recipe.input_settings))
-        same = [m for m in models[:-1] if m.name == models[-1].name]
-        if same:  # rows, verdicts and history know a model by its name
-            raise HarnessError(f"models {recipe.models[models.index(same[0])]} and {spec} are both named "
-                               f"'{models[-1].name}'", "rename one of the files (or functions)")
-        if host.on_gpu:
-            _check_gpu_baseline(models[-1], host)
-    check_input_settings(models, recipe.inputs_to_match)
+    models = load_models(recipe, progress)
+    for model in models if host.on_gpu else []:
+        _check_gpu_baseline(model, host)
 
     provenance = snapshot() | {"threads": threads} | ({"confirms_run": confirms} if confirms is not None else {})
     store = Store(recipe.output.store)
@@ -178,9 +193,7 @@ def _measure_ab(tonight: dict, before: dict, build: Artifact, earlier: Artifact,
     tonight's row again, with this window's samples of both; None when the model is not in the
     recipe any more or a build does not run (then the series is measured again instead)."""
     if tonight["model"] not in models:
-        for spec in recipe.models:
-            loaded = load_model(spec, recipe.cache_dir, recipe.measure.batch, recipe.input_settings)
-            models[loaded.name] = loaded
+        models.update((m.name, m) for m in load_models(recipe))
     if tonight["model"] not in models:
         return None
     label = f"{tonight['model']} / {tonight['variant']} / {tonight['target']} / {tonight['engine']}"
@@ -320,7 +333,14 @@ def _empty_row(model: LoadedModel, variant: str, target: Target, recipe: Recipe,
             "is_baseline": False, "batch": model.batch, "status": OK, "reason": "",
             "target_spec": target.describe(), "details": {"notes": list(model.notes), "model_digest": model.digest,
                                                           "inputs": [i.describe() for i in model.inputs],
-                                                          **model.compression}}
+                                                          "data": data_provenance(model), **model.compression}}
+
+
+def data_provenance(model: LoadedModel) -> dict:
+    """Which samples a row's outputs and accuracy (eval) and its variant's training and calibration
+    (train) came from, by content hash; seeded inputs where there were none."""
+    return {role: {"source": d.source, "sha256": d.digest[:16]} if d is not None else None
+            for role, d in (("eval", model.eval_data), ("train", model.train_data))}
 
 
 def _failed(row: dict, status: str, err: Exception) -> dict:
@@ -376,8 +396,8 @@ def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, 
     row.update(median_ms=latency.median_ms, p90_ms=latency.p90_ms, iqr_ms=latency.iqr_ms, samples_ms=latency.samples_ms)
     if latency.p10_ms and latency.median_ms > UNSTEADY * latency.p10_ms:  # most calls waited for something else
         row["details"]["unsteady"] = round(latency.median_ms / latency.p10_ms, 2)
-    if model.eval_set is not None:
-        row["accuracy"] = accuracy(outputs, model.eval_set[1])
+    if model.eval_labels is not None:
+        row["accuracy"] = accuracy(outputs, model.eval_labels)
     row["_outputs"] = outputs
     if reference is None:
         row.update(max_abs_diff=0.0, top1_agreement=1.0)

@@ -150,6 +150,14 @@ def parse_input_flags(shapes: list[str] | None, ranges: list[str] | None) -> dic
     return settings
 
 
+class DataSetting(_Strict):
+    """A model's own samples, by the model's name (README: 'Your data')."""
+
+    eval: str | None = Field(None, description=".npz of held-out samples, labelled or not: what every engine is fed, "
+                                               "and accuracy where labelled")
+    train: str | None = Field(None, description=".npz of training samples: fine-tuning and int8 calibration")
+
+
 class Output(_Strict):
     dir: Path = Path("results")
     store: str = Field("results/history.db", description="a path to a SQLite file or any SQLAlchemy URL")
@@ -165,15 +173,16 @@ class Recipe(_Strict):
     engines: list[Literal["tvm", "tvm-untuned", "torch", "torch-compile", "onnxruntime"]] = Field(default_factory=lambda: list(ENGINES), min_length=1)
     frontend: Literal["torch", "onnx"] = Field("torch", description="how torch models reach TVM")
     inputs: dict[str, InputSetting] = Field(default_factory=dict, description="model inputs' sizes and values, by name")
+    data: dict[str, DataSetting] = Field(default_factory=dict, description="models' own samples, by model name")
     measure: Measure = Field(default_factory=Measure)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     tune: Tune = Field(default_factory=Tune)
     devices: Devices = Field(default_factory=Devices)
     regression: Regression = Field(default_factory=Regression)
     output: Output = Field(default_factory=Output)
-    # [inputs] names given on the command line when --model narrowed the recipe: the only ones that
-    # must match a model measured (the recipe's own may be for the models left out). None: all.
-    _names_to_match: set[str] | None = PrivateAttr(None)
+    # [inputs] and [data] names given on the command line when --model narrowed the recipe: the only
+    # ones that must match a model measured (the recipe's own may be for the models left out). None: all.
+    _names_to_match: dict[str, set[str]] | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _each_once(self):
@@ -186,14 +195,15 @@ class Recipe(_Strict):
 
     def digest(self) -> str:
         data = self.model_dump(mode="json")
-        if not data["inputs"]:  # recipes without [inputs] keep the hash they had before it existed
-            del data["inputs"]
+        for section in ("inputs", "data"):  # recipes without them keep the hash they had before they existed
+            if not data[section]:
+                del data[section]
         return content_hash(data)[:16]
 
-    @property
-    def inputs_to_match(self) -> set[str]:
-        """The [inputs] names some model measured must take (a name none takes is a typo)."""
-        return set(self.inputs) if self._names_to_match is None else self._names_to_match
+    def names_to_match(self, section: str) -> set[str]:
+        """The [inputs] names some model measured must take, or the [data] names one must have (a name
+        none has is a typo)."""
+        return set(getattr(self, section)) if self._names_to_match is None else self._names_to_match[section]
 
     @property
     def input_settings(self) -> dict[str, dict]:
@@ -239,7 +249,8 @@ OVERRIDES = {"models": (("models",), "--model"), "variants": (("variants",), "--
              "store": (("output", "store"), "--store"), "trials": (("tune", "trials"), "--trials"),
              "time_budget": (("tune", "time_budget"), "--time-budget"),
              "tracker": (("devices", "tracker"), "--tracker"), "key": (("devices", "key"), "--key"),
-             "frontend": (("frontend",), "--frontend"), "inputs": (("inputs",), "--input-")}  # --input-shape, --input-range
+             "frontend": (("frontend",), "--frontend"), "inputs": (("inputs",), "--input-{field} {name}"),
+             "data": (("data",), "--{field}-data")}  # a table's flags name one field of one entry
 
 
 def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
@@ -253,10 +264,10 @@ def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
         section = data
         for parent in parents:
             section = section[parent]
-        if isinstance(value, dict):  # [inputs]: a flag sets one field of one input; the recipe's others stay
-            for input_name, fields in value.items():
-                section[key].setdefault(input_name, {}).update(fields)
-                flags.update({(*parents, key, input_name, f): f"{flag}{f} {input_name}" for f in fields})
+        if isinstance(value, dict):  # [inputs], [data]: a flag sets one field of one entry; the recipe's others stay
+            for entry, fields in value.items():
+                section[key].setdefault(entry, {}).update(fields)
+                flags.update({(*parents, key, entry, f): flag.format(field=f, name=entry) for f in fields})
         else:
             section[key] = list(value) if isinstance(value, (list, tuple)) else value
             flags[(*parents, key)] = flag
@@ -266,5 +277,6 @@ def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
         raise HarnessError(f"invalid command-line value: {validation_problems(err, flags)}",
                            "fix that value; the command's --help lists what each flag takes") from None
     if recipe._names_to_match is not None or overrides.get("models"):
-        result._names_to_match = (recipe._names_to_match or set()) | set(overrides.get("inputs") or {})
+        before = recipe._names_to_match or {"inputs": set(), "data": set()}
+        result._names_to_match = {section: before[section] | set(overrides.get(section) or {}) for section in before}
     return result

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from .base import NotApplicable, Technique, Work
 from .metrics import parameter_count
-from .training import evaluate, labelled_training_set, train
+from .training import evaluate, train
 
 
 class Distill(Technique):
@@ -26,9 +26,9 @@ class Distill(Technique):
     def apply(self, work: Work) -> Work:
         from ..models.digits import DigitsCNN
 
-        if labelled_training_set(work.base) is None:
-            raise NotApplicable(f"distillation trains a student on labelled data; {work.base.name} has none here",
-                                "distil digits_cnn, or leave 'distill' out for this model")
+        if (work.base.source, work.base.name) != ("zoo", "digits_cnn"):
+            raise NotApplicable(f"distillation trains a smaller digits CNN as the student, which only digits_cnn's task fits, "
+                                f"not {work.base.name}'s", "distil digits_cnn, or leave 'distill' out for this model")
         teacher = work.require_module(self.kind)
         student, alone = DigitsCNN(self.width), DigitsCNN(self.width)
         alone.load_state_dict(student.state_dict())  # the same initial weights, the same batches

@@ -21,7 +21,6 @@ from ..errors import HarnessError, one_line
 from ..models import LoadedModel, graph_inputs, torch_digest
 from .base import Technique, Work
 from .prune import finalize_pruning
-from .training import labelled_training_set
 
 # Operators TVM's Relax ONNX frontend (0.27) cannot import from a dynamically quantized model: the
 # dynamic int8 variant leaves them fp32 so that one model runs on every engine.
@@ -91,8 +90,10 @@ class Int8(Technique):
         module = self.clone_module(work)
         finalize_pruning(module)
         fp32_path = _onnx_of(module, work)
+        calibration = (work.base.train_data or work.base.eval_data) if self.mode == "static" else None
         key = content_hash("int8", file_hash(fp32_path), self.model_dump(mode="json"), _ort_version(), QUANTIZER_VERSION,
-                           [i.describe() for i in work.base.inputs])  # the seeded calibration inputs' ranges
+                           [i.describe() for i in work.base.inputs],  # the seeded calibration inputs' ranges
+                           *([calibration.digest] if calibration is not None else []))
         out = stage_dir(work.cache_dir, "int8", key) / f"{work.base.name}-int8.onnx"
         if self.mode == "static":
             data, source = self.calibration_data(work.base)
@@ -123,11 +124,14 @@ class Int8(Technique):
         return work
 
     def calibration_data(self, base: LoadedModel) -> tuple[list[Feed], str]:
-        """Real inputs: the training split (never the held-out one); seeded inputs of the model's
-        shape where there is no data set (a seed apart from the agreement inputs)."""
-        labelled = labelled_training_set(base)
-        if labelled is not None:
-            return [(x[None],) for x in labelled[0][: self.samples]], f"{base.name} training images"
+        """Real inputs where there are some: the training samples, else the held-out ones (said in the
+        note: accuracy measured on what calibrated may read a little high); seeded inputs of the
+        model's shape where there are none (a seed apart from the agreement inputs)."""
+        if base.train_data is not None:
+            return base.train_data.feeds(base.batch)[: self.samples], f"calls of {base.train_data.source}"
+        if base.eval_data is not None:
+            return (base.eval_data.feeds(base.batch)[: self.samples],
+                    f"calls of {base.eval_data.source}, the held-out data: no training data was given")
         return random_feeds(base.inputs, self.samples, seed=7), "seeded model inputs (no data set for this model)"
 
     def _quantize(self, fp32_path: Path, out: Path, data, inputs: tuple[ModelInput, ...]) -> None:

@@ -1,16 +1,15 @@
 """The one training loop fine-tuning, gradual pruning and distillation share.
 
-A model with a labelled training split (the digits CNN) trains on it. A model without one (the
-seeded-init zoo) can only be trained to match its fp32 self on seeded noise inputs (data-free
-distillation); the row's notes say which it was."""
+A model with labelled training data (the digits CNN's split, or a recipe's [data] train file with
+labels) trains on it. One with unlabelled training samples is trained to match its fp32 self on
+them, and one with none on seeded noise inputs (data-free distillation); the row's notes say which
+it was."""
 
 from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
-
-from ..data import ModelInput, digits_split, random_feeds
+from ..data import DataSet, random_feeds
 from ..models import LoadedModel
 
 BATCH = 64
@@ -18,36 +17,29 @@ NOISE_BATCHES_PER_EPOCH = 8
 NOISE_BATCH = 4
 
 
-def labelled_training_set(model: LoadedModel) -> tuple[np.ndarray, np.ndarray] | None:
-    """(x_train, y_train) where the model has real training data, else None."""
-    if model.source == "zoo" and model.name == "digits_cnn":
-        x_train, y_train, _, _ = digits_split()
-        return x_train, y_train
-    return None
-
-
 def train(module, base: LoadedModel, epochs: int, lr: float, teacher=None, temperature: float = 4.0,
           alpha: float = 0.0, seed: int = 0, after_step: Callable[[], None] | None = None) -> str:
     """Train `module` in place; returns a note saying on what. With labels, the loss is cross-entropy,
     mixed with alpha x the softened teacher's KL divergence (x T^2) when a teacher is given. Without
-    labels, it is the squared error to every output of the teacher (default: the fp32 model) on
-    seeded noise, each relative to that output's mean square."""
+    labels, it is the squared error to every output of the teacher (default: the fp32 model), each
+    relative to that output's mean square."""
     import torch
     from torch import nn
     from torch.nn import functional as F
 
-    labelled = labelled_training_set(base)
-    if labelled is None:
+    data = base.train_data
+    labelled = data is not None and data.labels is not None
+    if not labelled:
         teacher = teacher if teacher is not None else base.torch_module
-        xs, batch = _noise_batches(module, base.inputs, seed, epochs)
-        ys = None
-        note = (f"trained {epochs} epoch(s) to match the fp32 model on seeded noise "
-                f"({len(xs[0])} new batches of {batch} each; no labelled data for {base.name})")
+    epochs_batches, batch = _batches(module, base, data, epochs, seed)
+    if data is None:
+        note = (f"trained {epochs} epoch(s) to match the fp32 model on seeded noise ({len(epochs_batches[0])} new "
+                f"batches of {batch} each; no training data for {base.name})")
+    elif not labelled:
+        note = f"trained {epochs} epoch(s) to match the fp32 model on {data.source}, in batches of {batch}"
     else:
-        xs, ys = torch.from_numpy(labelled[0]), torch.from_numpy(labelled[1])
-        note = f"trained {epochs} epoch(s) on the {base.name} training split" + (
-            f" with a teacher (T={temperature:g}, alpha={alpha:g})" if teacher is not None else "")
-    gen = torch.Generator().manual_seed(seed)
+        note = f"trained {epochs} epoch(s) on {data.source}, in batches of {batch}" + (
+            f", with a teacher (T={temperature:g}, alpha={alpha:g})" if teacher is not None else "")
     torch.manual_seed(seed)
     opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=lr)
     module.train()
@@ -56,10 +48,8 @@ def train(module, base: LoadedModel, epochs: int, lr: float, teacher=None, tempe
             m.eval()
     if teacher is not None:
         teacher.eval()
-    for epoch in range(epochs):
-        batches = xs[epoch] if ys is None else list(torch.randperm(len(xs), generator=gen).split(BATCH))
-        for batch in batches:
-            x, y = (batch, None) if ys is None else ((xs[batch],), ys[batch])  # x: one tensor per model input
+    for batches in epochs_batches:
+        for x, y in batches:  # x: one tensor per model input
             opt.zero_grad()
             outputs = _float_outputs(module(*x))
             with torch.no_grad():
@@ -81,25 +71,37 @@ def train(module, base: LoadedModel, epochs: int, lr: float, teacher=None, tempe
     return note
 
 
-def _noise_batches(module, inputs: tuple[ModelInput, ...], seed: int, epochs: int) -> tuple[list[list[tuple]], int]:
-    """Each epoch's seeded noise (new each epoch, so the model learns the fp32 function, not a few
-    samples), in batches of NOISE_BATCH, one tensor per input. A model built for its example's batch
-    alone (it reshapes to it) gets as many samples in batches of its own size."""
+def _batches(module, base: LoadedModel, data: DataSet | None, epochs: int, seed: int) -> tuple[list[list[tuple]], int]:
+    """Each epoch's batches of (inputs, labels or None): the training samples reshuffled in batches of
+    BATCH, or new seeded noise in batches of NOISE_BATCH (new each epoch, so the model learns the fp32
+    function, not a few samples). A model built for its example's batch alone (it reshapes to it)
+    gets batches of its own size."""
     import torch
 
-    def draw(batch: int, count: int) -> list[list[tuple]]:
-        shaped = tuple(i.with_batch(batch) for i in inputs)
+    def noise(size: int) -> list[list[tuple]]:
+        count = max(1, NOISE_BATCHES_PER_EPOCH * NOISE_BATCH // size)
+        shaped = tuple(i.with_batch(size) for i in base.inputs)
         feeds = [tuple(torch.from_numpy(a) for a in feed) for feed in random_feeds(shaped, count * epochs, seed=seed + 101)]
-        return [feeds[k * count:(k + 1) * count] for k in range(epochs)]
+        return [[(x, None) for x in feeds[k * count:(k + 1) * count]] for k in range(epochs)]
 
-    own = inputs[0].shape[0] if inputs[0].shape else 1
-    xs = draw(NOISE_BATCH, NOISE_BATCHES_PER_EPOCH)
+    def shuffled(size: int, whole: bool) -> list[list[tuple]]:
+        gen = torch.Generator().manual_seed(seed)
+        arrays = [torch.from_numpy(a) for a in data.arrays]
+        labels = torch.from_numpy(data.labels) if data.labels is not None else None
+        out = []
+        for _ in range(epochs):
+            picks = [p for p in torch.randperm(len(data), generator=gen).split(size) if not whole or len(p) == size]
+            out.append([(tuple(a[p] for a in arrays), labels[p] if labels is not None else None) for p in picks])
+        return out
+
+    size = BATCH if data is not None else NOISE_BATCH
+    epochs_batches = shuffled(size, False) if data is not None else noise(size)
     try:
         with torch.no_grad():
-            module.eval()(*xs[0][0])
-        return xs, NOISE_BATCH
+            module.eval()(*epochs_batches[0][0][0])
+        return epochs_batches, size
     except Exception:  # any error a fixed-batch forward raises; at its own batch it runs, as the baseline did
-        return draw(own, max(1, NOISE_BATCHES_PER_EPOCH * NOISE_BATCH // own)), own
+        return (shuffled(base.batch, True) if data is not None else noise(base.batch)), base.batch
 
 
 def _float_outputs(out) -> list:
@@ -110,12 +112,13 @@ def _float_outputs(out) -> list:
 
 
 def evaluate(module, base: LoadedModel) -> float | None:
-    """Held-out accuracy in PyTorch, where the model has labels."""
+    """Held-out accuracy in PyTorch, where the model's held-out data has labels."""
     import torch
 
-    if base.eval_set is None:
+    labels = base.eval_labels
+    if labels is None:
         return None
-    x, y = base.eval_set
     with torch.no_grad():
-        logits = module(torch.from_numpy(np.concatenate(list(x))))
-    return float((logits.argmax(-1).numpy() == y).mean())
+        predicted = [_float_outputs(module(*(torch.from_numpy(a) for a in feed)))[0].argmax(-1).reshape(-1)
+                     for feed in base.eval_data.feeds(base.batch)]
+    return float((torch.cat(predicted).numpy() == labels).mean())

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from ..cache import content_hash, file_hash
-from ..data import Feed, ModelInput, digits_split, random_feeds
+from ..data import FROM_EXAMPLE, DataSet, Feed, ModelInput, data_set, digits_split, load_data_set, random_feeds
 from ..errors import HarnessError, one_line
 from ..measure import output_arrays
 
@@ -37,7 +37,8 @@ class LoadedModel:
     torch_module: object | None = None  # an eval-mode nn.Module (None for ONNX files)
     exported: object | None = None  # a torch.export.ExportedProgram when the file was one
     onnx_path: Path | None = None
-    eval_set: tuple[np.ndarray, np.ndarray] | None = None  # batch-1 inputs and labels, for accuracy
+    eval_data: DataSet | None = None  # held-out samples (labelled: accuracy), what every engine is fed
+    train_data: DataSet | None = None  # training samples: fine-tuning, distillation, int8 calibration
     notes: list[str] = field(default_factory=list)
     cache_hit: bool | None = None  # trained weights came from the cache (None: nothing was trained)
     compression: dict = field(default_factory=dict)  # params, flops, sparsity, ... of a compressed variant
@@ -55,10 +56,18 @@ class LoadedModel:
         return "torch" if self.torch_module is not None else "onnxruntime"
 
     def samples(self, count: int) -> list[Feed]:
-        """The inputs every engine sees: the held-out split when the model has one, else seeded ones."""
-        if self.eval_set is not None:
-            return [(x,) for x in self.eval_set[0]]
+        """The inputs every engine sees: every batch of the held-out data when the model has some,
+        else `count` seeded ones."""
+        if self.eval_data is not None:
+            return self.eval_data.feeds(self.batch)
         return random_feeds(self.inputs, count)
+
+    @property
+    def eval_labels(self) -> np.ndarray | None:
+        """The labels of the samples `samples` feeds, where the held-out data has labels."""
+        if self.eval_data is None or self.eval_data.labels is None:
+            return None
+        return self.eval_data.labels_fed(self.batch)
 
     def example(self) -> tuple:
         """One seeded call's inputs as torch tensors: what export, FLOP counting and structured
@@ -236,6 +245,24 @@ def load_model(spec: str, cache_dir: Path, batch: int = 1, settings: dict[str, d
                        "use a zoo name, a .pt2 or .onnx file, or module:function")
 
 
+def model_name(spec: str) -> str:
+    """What rows call the model a spec loads: a zoo name, a file's stem, a function's name."""
+    if spec in ZOO:
+        return spec
+    if spec.endswith((".pt2", ".onnx")):
+        return Path(spec).stem
+    return spec.rpartition(":")[2]
+
+
+def attach_data(model: LoadedModel, setting: dict) -> None:
+    """A recipe's [data.NAME] (eval, train: .npz paths) for the model: its own samples replace seeded
+    ones (and the digits split, for digits_cnn)."""
+    if setting.get("eval"):
+        model.eval_data = load_data_set(setting["eval"], model.inputs, model.name, "eval")
+    if setting.get("train"):
+        model.train_data = load_data_set(setting["train"], model.inputs, model.name, "train")
+
+
 def check_input_settings(models: list[LoadedModel], names_to_match: set[str]) -> None:
     """An [inputs] name that no model takes is a typo, not a setting to ignore."""
     names = {i.name for m in models for i in m.inputs}
@@ -325,11 +352,13 @@ def _load_zoo(name: str, cache_dir: Path, batch: int, settings: dict[str, dict])
     model = LoadedModel(name=name, source="zoo", inputs=inputs, digest=torch_digest(module, inputs),
                         torch_module=module, cache_hit=cache_hit, notes=[entry.description])
     if name == "digits_cnn":
-        if inputs[0].shape != (1, 1, 8, 8):
-            raise HarnessError(f"digits_cnn is evaluated on its 8x8 test images at batch 1, not {_shape_text(inputs[0].shape)}",
-                               "set [measure] batch = 1 (and no [inputs.input] shape) for recipes with digits_cnn")
-        _, _, x_test, y_test = digits_split()
-        model.eval_set = (x_test[:, None], y_test)  # batch-1 items: (N, 1, 1, 8, 8)
+        if inputs[0].shape[1:] != (1, 8, 8):
+            raise HarnessError(f"digits_cnn takes 8x8 images of one channel, not {_shape_text(inputs[0].shape)}",
+                               "leave out [inputs.input] shape for digits_cnn")
+        x_train, y_train, x_test, y_test = digits_split()
+        model.eval_data = data_set(f"scikit-learn digits, held-out split ({len(y_test)} images, labelled)", (x_test,), y_test)
+        model.train_data = data_set(f"scikit-learn digits, training split ({len(y_train)} images, labelled)", (x_train,),
+                                    y_train)
     return model
 
 
@@ -356,7 +385,7 @@ def _load_pt2(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
     inputs = _settle(str(path), found, settings, batch, fixed=True)
     static = [i.shape for i in found] == [i.shape for i in inputs]
     # Dynamic sizes made fixed: the program is exported again at those sizes (TVM builds for fixed ones).
-    return LoadedModel(name=path.stem, source="pt2", inputs=inputs, digest=_file_digest(path, inputs, static),
+    return LoadedModel(name=model_name(str(path)), source="pt2", inputs=inputs, digest=_file_digest(path, inputs, static),
                        torch_module=ep.module(), exported=ep if static else None,
                        notes=[f"user ExportedProgram {path}" + _outputs_note(
                            sum(s.kind.name == "USER_OUTPUT" for s in ep.graph_signature.output_specs))])
@@ -380,7 +409,7 @@ def _load_onnx(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel
         found.append(ModelInput(graph_input.name, shape, dtype, value_range, range_from))
     inputs = _settle(str(path), found, settings, batch, fixed=True)
     static = [i.shape for i in found] == [i.shape for i in inputs]
-    return LoadedModel(name=path.stem, source="onnx", inputs=inputs, digest=_file_digest(path, inputs, static),
+    return LoadedModel(name=model_name(str(path)), source="onnx", inputs=inputs, digest=_file_digest(path, inputs, static),
                        onnx_path=path.resolve(), notes=[f"user ONNX model {path}" + _outputs_note(len(proto.graph.output))])
 
 
@@ -424,7 +453,7 @@ def _model_input(name: str, example, shape: tuple, known_values: bool) -> ModelI
                            "give the model real-valued inputs")
     if not (known_values and example.numel()):
         return ModelInput(name, shape, dtype)
-    return ModelInput(name, shape, dtype, (int(example.min()), int(example.max())), "the example")
+    return ModelInput(name, shape, dtype, (int(example.min()), int(example.max())), FROM_EXAMPLE)
 
 
 def _outputs_note(count: int) -> str:
@@ -447,7 +476,7 @@ def _count_outputs(net, examples: tuple) -> int:
 def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
     import torch
 
-    target, _, func_name = spec.rpartition(":")
+    target, func_name = spec.rpartition(":")[0], model_name(spec)
     try:
         if target.endswith(".py"):
             file = _existing(Path(target))

@@ -87,19 +87,29 @@ def _untuned_gap(frame, untuned) -> str:
     return f" (in this run up to {ratios.max():.3g}x ONNX Runtime's latency: {worst['model']} on {worst['target']})"
 
 
-def input_line(inputs: list[dict]) -> str:
-    """A model's inputs as the rows measured them, and where seeded integer values came from."""
+def input_line(inputs: list[dict], seeded: bool = True) -> str:
+    """A model's inputs as the rows measured them, and where seeded integer values came from (when
+    the rows were fed seeded inputs, not the model's own data)."""
     parts = []
     for i in inputs:
         part = f"{i['name']} {i['dtype']} {'x'.join(map(str, i['shape']))}"
-        if i["dtype"] == "bool":
+        if seeded and i["dtype"] == "bool":
             part += " (seeded False or True)"
-        elif not i["dtype"].startswith("float"):
+        elif seeded and not i["dtype"].startswith("float"):
             low, high = i.get("value_range") or (0, 1)
             part += (f" (seeded in [{low}, {high}], from {i.get('range_from') or 'the example'})" if i.get("value_range") else
                      f" (seeded in [{low}, {high}]: nothing gave its range; set [inputs.{i['name']}] range, or "
                      f"--input-range {i['name']}=LOW..HIGH)")
         parts.append(part)
+    return "; ".join(parts)
+
+
+def data_line(data: dict) -> str:
+    """Which real samples a model's rows were fed (eval) and its variants trained on (train)."""
+    parts = []
+    for role, text in (("eval", "every engine is fed"), ("train", "its variants train and calibrate on")):
+        if data.get(role):
+            parts.append(f"{text} {data[role]['source']}, sha256 {data[role]['sha256']}")
     return "; ".join(parts)
 
 
@@ -119,7 +129,10 @@ def footnotes(frame) -> list[str]:
             model_notes.setdefault(r["model"], note)
     lines += [f"{model}: {note}" for model, note in model_notes.items()]
     model_inputs = {r["model"]: (r["details"] or {}).get("inputs") for r in rows}
-    lines += [f"{model} takes {input_line(inputs)}" for model, inputs in model_inputs.items() if inputs]
+    model_data = {r["model"]: (r["details"] or {}).get("data") or {} for r in rows}
+    lines += [f"{model} takes {input_line(inputs, seeded=not model_data[model].get('eval'))}"
+              for model, inputs in model_inputs.items() if inputs]
+    lines += [f"{model}: {data_line(data)}" for model, data in model_data.items() if any(data.values())]
     records = {(d["tuning_records"]["dir"], d["tuning_records"]["sha256"][:16])
                for d in frame["details"] if d and d.get("tuning_records")}
     lines += [f"tuning records: {path} (sha256 {sha})" for path, sha in sorted(records)]
