@@ -171,8 +171,8 @@ def test_a_model_s_own_data_is_what_every_engine_is_fed_and_what_its_variants_tr
     assert (f"trained 1 epoch(s) on {own_data / 'train.npz'} (64 samples, labelled), in batches of 64"
             in rows[("prune:0.5+finetune:1", "torch")]["details"]["notes"][-1])
     data = rows[("fp32", "tvm")]["details"]["data"]
-    assert data["eval"]["source"] == f"{own_data / 'eval.npz'} (40 samples, labelled)" and len(data["eval"]["sha256"]) == 16
-    assert any(line.startswith(f"tiny_mlp: every engine is fed {own_data / 'eval.npz'} (40 samples, labelled), sha256 ")
+    assert data["eval"]["source"] == f"{own_data / 'eval.npz'} (40 samples, labelled)" and len(data["eval"]["content_hash"]) == 16
+    assert any(line.startswith(f"tiny_mlp: every engine is fed {own_data / 'eval.npz'} (40 samples, labelled), content hash ")
                for line in footnotes(result.frame()))
     # Samples without labels: every engine is fed them and variants learn to match fp32 on them; no accuracy
     unlabelled = str(own_data / "unlabelled.npz")
@@ -240,3 +240,41 @@ def test_token_ids_past_the_vocabulary_are_refused_before_tvm_reads_past_its_tab
     np.savez(tmp_path / "text.npz", input_ids=ids, attention_mask=np.ones((2, 128), dtype=np.int64))
     (model,) = load_models(recipe)
     assert len(model.samples(4)) == 2 and model.eval_labels is None
+
+
+def test_each_engine_s_peak_memory_is_measured_in_a_process_of_its_own(tmp_path):
+    """A model of 16 MiB of weights: each engine's process holds them once it has run (TVM's library,
+    ONNX Runtime's session, the ExportedProgram), and its peak is at least what it holds."""
+    from tvmharness.report.terminal import footnotes
+
+    recipe = recipe_from_dict({"models": [f"{USER_MODELS}:wide_linear"], "engines": ["tvm", "torch", "onnxruntime"],
+                               "measure": {"repeats": 30, "threads": 2, "memory": True},
+                               "output": {"dir": str(tmp_path), "store": str(tmp_path / "h.db")}})
+    result = run_recipe(recipe)
+    for row in result.rows:
+        memory = row["details"]["memory"]
+        assert 15 <= memory["resident_mb"] <= memory["peak_mb"] < 200, (row["engine"], memory)
+    assert any(line.startswith("peak MB: the peak resident memory of a fresh process") for line in footnotes(result.frame()))
+
+
+def test_labels_that_do_not_fit_the_first_output_fail_its_rows_saying_why(own_data):
+    import numpy as np
+
+    x = np.load(own_data / "eval.npz")["x"]
+    np.savez(own_data / "twelve.npz", x=x, labels=np.arange(40) % 12)  # tiny_mlp has 10 classes
+    recipe = recipe_from_dict({"models": [f"{USER_MODELS}:tiny_mlp"], "engines": ["torch", "onnxruntime"],
+                               "data": {"tiny_mlp": {"eval": str(own_data / "twelve.npz")}},
+                               "output": {"dir": str(own_data), "store": str(own_data / "h.db")}})
+    rows = run_recipe(recipe).rows
+    assert [r["status"] for r in rows] == ["failed to run"] * 2
+    assert "labels (40, in [0, 11]) do not fit the first output's 40 samples of 10 classes" in rows[0]["reason"]
+
+
+def test_an_inputs_range_past_the_vocabulary_is_refused():
+    from tvmharness.errors import HarnessError
+    from tvmharness.pipeline import load_models
+
+    recipe = recipe_from_dict({"models": ["bert_tiny"], "inputs": {"input_ids": {"range": [0, 40000]}}})
+    with pytest.raises(HarnessError) as err:
+        load_models(recipe)
+    assert "[inputs.input_ids] range [0, 40000] goes past [0, 30521] (the vocabulary)" in str(err.value)

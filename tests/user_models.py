@@ -186,3 +186,9 @@ class FixedBatch(nn.Module):
 def fixed_batch():
     torch.manual_seed(0)
     return FixedBatch().eval(), torch.randn(1, 16)
+
+
+def wide_linear():
+    """16 MiB of fp32 weights: enough to see in a process's resident memory."""
+    torch.manual_seed(0)
+    return nn.Linear(2048, 2048).eval(), torch.randn(1, 2048)

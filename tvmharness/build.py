@@ -182,7 +182,8 @@ def _compile_tuned(mod, target: Target, records: Path, digest: str):
 def export_artifact(artifact: Artifact, out_dir: Path) -> Path:
     """Copy an artifact directory to where a user asked for it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (artifact.manifest["library"]["file"], "manifest.json", artifact.manifest.get("cuda_source")):
+    for name in (artifact.manifest["library"]["file"], "manifest.json", artifact.manifest.get("cuda_source"),
+                 NATIVE_LOG if artifact.manifest.get("tvm_warnings") else None):
         if name:
             shutil.copy2(artifact.dir / name, out_dir / name)
     return out_dir

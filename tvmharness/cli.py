@@ -32,6 +32,8 @@ TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", help="
 ModelOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", help="model (repeatable): zoo name, .pt2, .onnx or module:function")]
 EngineOpt = Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="engine (repeatable): tvm, tvm-untuned, torch, torch-compile, onnxruntime")]
 RepeatsOpt = Annotated[Optional[int], typer.Option("--repeats", help="timed repeats per row (at least 30)")]
+MemoryOpt = Annotated[Optional[bool], typer.Option("--memory/--no-memory", help="also measure each row's peak memory, "
+                                                   "in a process of its own (default: the recipe's [measure] memory)")]
 TrackerOpt = Annotated[Optional[str], typer.Option(help="HOST:PORT of the RPC tracker whose dev kits run remote targets")]
 KeyOpt = Annotated[Optional[str], typer.Option(help="the dev kits' key at the tracker (default: the target's usual keys)")]
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL")]
@@ -173,30 +175,33 @@ def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
 @_friendly
 def run(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recipes/quickstart.toml")],
         target: TargetOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
-        repeats: RepeatsOpt = None, tracker: TrackerOpt = None, key: KeyOpt = None, store: StoreOpt = None,
-        input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None, json_out: JsonOpt = False) -> int:
+        repeats: RepeatsOpt = None, memory: MemoryOpt = None, tracker: TrackerOpt = None, key: KeyOpt = None,
+        store: StoreOpt = None, input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None,
+        json_out: JsonOpt = False) -> int:
     """Run a recipe: every model x variant x target x engine, against the fp32 PyTorch baseline."""
     from .recipe import load_recipe, parse_input_flags
 
-    return _measure(load_recipe(recipe, models=model, targets=target, engines=engine, repeats=repeats, store=store,
-                                tracker=tracker, key=key, inputs=parse_input_flags(input_shape, input_range)), json_out)
+    return _measure(load_recipe(recipe, models=model, targets=target, engines=engine, repeats=repeats, memory=memory,
+                                store=store, tracker=tracker, key=key, inputs=parse_input_flags(input_shape, input_range)),
+                    json_out)
 
 
 @app.command()
 @_friendly
 def bench(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or module:function")],
-          target: TargetOpt = None, engine: EngineOpt = None, repeats: RepeatsOpt = None,
+          target: TargetOpt = None, engine: EngineOpt = None, repeats: RepeatsOpt = None, memory: MemoryOpt = None,
           frontend: Annotated[str, typer.Option(help="torch or onnx: how a torch model reaches TVM")] = "torch",
           tracker: TrackerOpt = None, key: KeyOpt = None, store: StoreOpt = None,
           input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None, eval_data: EvalDataOpt = None,
-          train_data: TrainDataOpt = None, json_out: JsonOpt = False) -> int:
+          json_out: JsonOpt = False) -> int:
     """Measure one model without a recipe (the defaults of a recipe apply)."""
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
 
     base = recipe_from_dict({"name": f"bench {model}", "models": [model]}, "(bench)")
-    return _measure(apply_overrides(base, targets=target, engines=engine, repeats=repeats, store=store, frontend=frontend,
-                                    tracker=tracker, key=key, inputs=parse_input_flags(input_shape, input_range),
-                                    data=_data_flags(model, eval_data, train_data)), json_out)
+    return _measure(apply_overrides(base, targets=target, engines=engine, repeats=repeats, memory=memory, store=store,
+                                    frontend=frontend, tracker=tracker, key=key,
+                                    inputs=parse_input_flags(input_shape, input_range),
+                                    data=_data_flags(model, eval_data, None)), json_out)
 
 
 class _TuneProgress:

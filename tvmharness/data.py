@@ -78,7 +78,7 @@ def data_set(source: str, arrays: tuple[np.ndarray, ...], labels: np.ndarray | N
 LABELS = "labels"  # the array of class labels in a data set file
 
 
-def load_data_set(path: str, inputs: tuple[ModelInput, ...], model: str, role: str) -> DataSet:
+def load_data_set(path: str, inputs: tuple[ModelInput, ...], batch: int, model: str, role: str) -> DataSet:
     """An .npz of one array per model input, named as the input, samples first (each sample one
     call's input without its batch), and optionally `labels`: class ids, one per sample."""
     from .errors import HarnessError, one_line
@@ -102,6 +102,10 @@ def load_data_set(path: str, inputs: tuple[ModelInput, ...], model: str, role: s
                            + (f" ({unknown} are neither an input nor '{LABELS}')" if unknown else ""), save)
     arrays = []
     for spec in inputs:
+        if not spec.shape or spec.shape[0] != batch:
+            raise HarnessError(f"input '{spec.name}' of {model} is {list(spec.shape)}, not batch-first (the batch is "
+                               f"{batch}), and a data set's samples are fed {batch} to a call along the first dimension",
+                               f"measure {model} on seeded inputs (leave out its [data] {role})")
         array, sample = found[spec.name], tuple(spec.shape[1:])
         if array.ndim < 1 or array.shape[1:] != sample:
             raise HarnessError(f"{role} data {path}: array '{spec.name}' is {list(array.shape)}, samples of "
@@ -115,7 +119,8 @@ def load_data_set(path: str, inputs: tuple[ModelInput, ...], model: str, role: s
             if low < spec.value_range[0] or high > spec.value_range[1]:  # an id past a table crashes TVM's lookup
                 raise HarnessError(f"{role} data {path}: array '{spec.name}' holds values in [{low}, {high}], and input "
                                    f"'{spec.name}' of {model} takes [{spec.value_range[0]}, {spec.value_range[1]}] "
-                                   f"({spec.range_from})", "give values within that range (or a wider [inputs] range)")
+                                   f"({spec.range_from})", "give values within that range" + (
+                                       " (or a wider [inputs] range)" if spec.range_from == "[inputs]" else ""))
         arrays.append(np.ascontiguousarray(array.astype(spec.dtype, copy=False)))
     counts = {len(a) for a in arrays}
     labels = found.get(LABELS)
@@ -125,7 +130,6 @@ def load_data_set(path: str, inputs: tuple[ModelInput, ...], model: str, role: s
                                f"save '{LABELS}' as integers, one per sample")
         counts.add(len(labels))
         labels = labels.astype(np.int64)
-    batch = inputs[0].shape[0] if inputs[0].shape else 1
     if len(counts) > 1 or min(counts) < batch:
         raise HarnessError(f"{role} data {path} holds {sorted(counts)} samples in its arrays" if len(counts) > 1 else
                            f"{role} data {path} holds {min(counts)} samples, fewer than one batch of {batch}",

@@ -42,6 +42,20 @@ def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool]:
     return path, False
 
 
+def pt2_file(model: LoadedModel, cache_dir: Path) -> Path:
+    """The model's ExportedProgram saved as a .pt2 (cached by the model's digest): what a process of
+    its own loads to run the model in PyTorch."""
+    import torch
+
+    path = stage_dir(cache_dir, "pt2", content_hash("pt2", model.digest, torch.__version__)) / f"{model.name}.pt2"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.pt2")
+        torch.export.save(model.exported_program(), str(tmp))
+        tmp.replace(path)
+    return path
+
+
 def onnx_shapes(proto, inputs) -> dict[str, list[int]]:
     """TVM's ONNX importer's shape_dict: the graph's inputs at the shapes measured."""
     names = {i.name for i in graph_inputs(proto.graph)}

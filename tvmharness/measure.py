@@ -138,6 +138,20 @@ def _top1(batch: np.ndarray) -> np.ndarray:
 
 
 def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
-    """The share of inputs whose first output picks the labelled class."""
-    predicted = np.concatenate([_top1(out[0]) for out in outputs])
-    return float(np.mean(predicted == np.asarray(labels)))
+    """The share of samples whose first output, (batch, classes) per call, picks the labelled class.
+    Raises HarnessError when the labels cannot score that output."""
+    from .errors import HarnessError
+
+    firsts = [np.asarray(out[0]) for out in outputs]
+    fix = "give labels for a classifier whose first output is (batch, classes), or save the data without 'labels'"
+    odd = next((f.shape for f in firsts if f.ndim != 2), None)
+    if odd is not None:
+        raise HarnessError(f"the data's labels score a first output of (batch, classes), and this model's is "
+                           f"{list(odd)} per call", fix)
+    predicted = np.concatenate([f.argmax(axis=1) for f in firsts])
+    labels = np.asarray(labels)
+    classes = firsts[0].shape[1]
+    if len(predicted) != len(labels) or labels.min() < 0 or labels.max() >= classes:
+        raise HarnessError(f"the data's labels ({len(labels)}, in [{labels.min()}, {labels.max()}]) do not fit the first "
+                           f"output's {len(predicted)} samples of {classes} classes", fix)
+    return float(np.mean(predicted == labels))

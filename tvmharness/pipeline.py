@@ -13,7 +13,9 @@ from .compress import BASELINE, NotApplicable, apply_variant, baseline_metrics, 
 from .engines import EngineOptions, get_engine
 from .errors import HarnessError, one_line
 from .gpu import check_local_gpu
+from .frontend import pt2_file
 from .measure import accuracy, agreement, time_call, time_interleaved
+from .memory import ENGINES as MEMORY_ENGINES, peak_memory_mb
 from .models import LoadedModel, attach_data, check_input_settings, load_model
 from .provenance import snapshot
 from .recipe import Recipe, apply_overrides
@@ -212,7 +214,7 @@ def _measure_ab(tonight: dict, before: dict, build: Artifact, earlier: Artifact,
     row.update(status=OK, median_ms=latency.median_ms, p90_ms=latency.p90_ms, iqr_ms=latency.iqr_ms,
                samples_ms=latency.samples_ms)
     row["details"] = {k: tonight["details"].get(k) for k in ("build_key", "artifact_dir", "tuning_records", "compression",
-                                                              "model_digest")} | {
+                                                              "model_digest", "inputs", "data")} | {
         "ab_reference": {"run_id": int(before["run_id"]), "build_key": before["details"].get("build_key"),
                          "artifact_dir": str(earlier.dir), "samples_ms": reference.samples_ms}}
     return row
@@ -338,8 +340,8 @@ def _empty_row(model: LoadedModel, variant: str, target: Target, recipe: Recipe,
 
 def data_provenance(model: LoadedModel) -> dict:
     """Which samples a row's outputs and accuracy (eval) and its variant's training and calibration
-    (train) came from, by content hash; seeded inputs where there were none."""
-    return {role: {"source": d.source, "sha256": d.digest[:16]} if d is not None else None
+    (train) came from, by the hash of their arrays (not of the file); seeded inputs where there were none."""
+    return {role: {"source": d.source, "content_hash": d.digest[:16]} if d is not None else None
             for role, d in (("eval", model.eval_data), ("train", model.train_data))}
 
 
@@ -389,15 +391,31 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
         except Exception as err:  # a missing profile only loses the operator diff, not the row
             row["details"]["profile_error"] = f"{type(err).__name__}: {one_line(err)}"
     _record_outputs(row, model, latency, outputs, reference, recipe)
+    if recipe.measure.memory:
+        progress.step(f"measuring the memory of {label} in a process of its own")
+        _record_memory(row, model, target, session, inputs[0], options)
     return row
+
+
+def _record_memory(row: dict, model: LoadedModel, target: Target, session, feed, options: EngineOptions) -> None:
+    """Peak and resident memory of loading and running the row's artifact in a fresh process (on this
+    host's CPU: a GPU's memory is not the process's, and a kit's process is on the kit)."""
+    if target.on_gpu or session.engine not in MEMORY_ENGINES:
+        row["details"]["memory_error"] = ("measured for this host's CPU rows of " + ", ".join(MEMORY_ENGINES)
+                                          + f", not {session.engine} on {target.name}")
+        return
+    try:
+        artifact = session.artifact if session.engine != "torch" else pt2_file(model, options.cache_dir)
+        by_name = {i.name: a for i, a in zip(model.inputs, feed)}
+        row["details"]["memory"] = peak_memory_mb(session.engine, artifact, by_name, session.threads)
+    except Exception as err:  # a missing figure is said in the row, not a failed row
+        row["details"]["memory_error"] = str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {one_line(err)}"
 
 
 def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, recipe: Recipe) -> None:
     row.update(median_ms=latency.median_ms, p90_ms=latency.p90_ms, iqr_ms=latency.iqr_ms, samples_ms=latency.samples_ms)
     if latency.p10_ms and latency.median_ms > UNSTEADY * latency.p10_ms:  # most calls waited for something else
         row["details"]["unsteady"] = round(latency.median_ms / latency.p10_ms, 2)
-    if model.eval_labels is not None:
-        row["accuracy"] = accuracy(outputs, model.eval_labels)
     row["_outputs"] = outputs
     if reference is None:
         row.update(max_abs_diff=0.0, top1_agreement=1.0)
@@ -421,6 +439,11 @@ def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, 
                                                  + (f", or {floors[agree.output]:.3g}: a few of its quantization steps"
                                                     if agree.output < len(floors) and floors[agree.output] else "")
                                                  + ")")
+    if model.eval_labels is not None:
+        try:
+            row["accuracy"] = accuracy(outputs, model.eval_labels)
+        except HarnessError as err:  # labels that do not fit the model's output: the row says so, the run goes on
+            row.update(status=RUN_FAILED, reason=str(err))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -57,7 +57,8 @@ class Measure(_Strict):
                           "(untimed runs between them), so a row sees the host's load modes rather than one")
     threads: int = Field(default_factory=_default_threads, ge=1, description="threads every engine is pinned to")
     batch: int = Field(1, ge=1)
-    agreement_samples: int = Field(4, ge=1, description="inputs compared with the baseline (zoo models)")
+    agreement_samples: int = Field(4, ge=1, description="seeded inputs compared with the baseline (models without [data] eval)")
+    memory: bool = Field(False, description="also measure each row's peak memory, in a process of its own (seconds a row)")
     tolerance: float = Field(1e-3, gt=0, description="max abs diff allowed, relative to the baseline's largest output")
 
 
@@ -249,7 +250,7 @@ OVERRIDES = {"models": (("models",), "--model"), "variants": (("variants",), "--
              "store": (("output", "store"), "--store"), "trials": (("tune", "trials"), "--trials"),
              "time_budget": (("tune", "time_budget"), "--time-budget"),
              "tracker": (("devices", "tracker"), "--tracker"), "key": (("devices", "key"), "--key"),
-             "frontend": (("frontend",), "--frontend"), "inputs": (("inputs",), "--input-{field} {name}"),
+             "frontend": (("frontend",), "--frontend"), "memory": (("measure", "memory"), "--memory"), "inputs": (("inputs",), "--input-{field} {name}"),
              "data": (("data",), "--{field}-data")}  # a table's flags name one field of one entry
 
 

@@ -29,6 +29,9 @@ class Distill(Technique):
         if (work.base.source, work.base.name) != ("zoo", "digits_cnn"):
             raise NotApplicable(f"distillation trains a smaller digits CNN as the student, which only digits_cnn's task fits, "
                                 f"not {work.base.name}'s", "distil digits_cnn, or leave 'distill' out for this model")
+        if work.base.train_data is None or work.base.train_data.labels is None:
+            raise NotApplicable("distillation compares a student trained with and without its teacher on labelled data, and "
+                                "digits_cnn's [data] train has no labels", "give its training data labels, or leave 'distill' out")
         teacher = work.require_module(self.kind)
         student, alone = DigitsCNN(self.width), DigitsCNN(self.width)
         alone.load_state_dict(student.state_dict())  # the same initial weights, the same batches

@@ -80,7 +80,7 @@ class Int8(Technique):
     version: Literal[1] = 1
     mode: Literal["static", "dynamic"] = "static"
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
-    samples: int = Field(64, ge=1, description="static: calibration inputs (the training split, or seeded model inputs)")
+    samples: int = Field(64, ge=1, description="static: calibration calls (of the model's training data, else its held-out data, else seeded inputs)")
     per_channel: bool = True
     activations: Literal["uint8", "int8"] = "uint8"
     primary = "mode"
@@ -90,7 +90,8 @@ class Int8(Technique):
         module = self.clone_module(work)
         finalize_pruning(module)
         fp32_path = _onnx_of(module, work)
-        calibration = (work.base.train_data or work.base.eval_data) if self.mode == "static" else None
+        calibration = work.base.train_data if work.base.train_data is not None else work.base.eval_data
+        calibration = calibration if self.mode == "static" else None
         key = content_hash("int8", file_hash(fp32_path), self.model_dump(mode="json"), _ort_version(), QUANTIZER_VERSION,
                            [i.describe() for i in work.base.inputs],  # the seeded calibration inputs' ranges
                            *([calibration.digest] if calibration is not None else []))

@@ -10,7 +10,10 @@ from __future__ import annotations
 from typing import Callable
 
 from ..data import DataSet, random_feeds
+from ..errors import HarnessError
+from ..measure import accuracy, output_arrays
 from ..models import LoadedModel
+from .base import NotApplicable
 
 BATCH = 64
 NOISE_BATCHES_PER_EPOCH = 8
@@ -52,12 +55,18 @@ def train(module, base: LoadedModel, epochs: int, lr: float, teacher=None, tempe
         for x, y in batches:  # x: one tensor per model input
             opt.zero_grad()
             outputs = _float_outputs(module(*x))
+            if not outputs:
+                raise NotApplicable(f"{base.name} returns no float output to train against", "leave fine-tuning out for it")
             with torch.no_grad():
                 targets = _float_outputs(teacher(*x)) if teacher is not None else []
             if y is None:  # match every output, each on its own scale (a softmax would not pin embeddings' level)
-                loss = sum(F.mse_loss(out, target) / target.square().mean().clamp(min=1e-12)
+                loss = sum(F.mse_loss(out, target) / target.square().mean().clamp(min=1e-6)
                            for out, target in zip(outputs, targets, strict=True))
             else:  # labels classify with the first output; a teacher's softened first output guides it
+                if outputs[0].ndim != 2:
+                    raise HarnessError(f"{data.source}'s labels train a first output of (batch, classes), and "
+                                       f"{base.name}'s is {list(outputs[0].shape)}",
+                                       "give labels for a classifier, or save the training data without 'labels'")
                 loss = (1.0 - alpha) * F.cross_entropy(outputs[0], y)
                 if targets and alpha > 0.0:
                     soft = F.softmax(targets[0] / temperature, dim=-1)
@@ -118,7 +127,7 @@ def evaluate(module, base: LoadedModel) -> float | None:
     labels = base.eval_labels
     if labels is None:
         return None
-    with torch.no_grad():
-        predicted = [_float_outputs(module(*(torch.from_numpy(a) for a in feed)))[0].argmax(-1).reshape(-1)
-                     for feed in base.eval_data.feeds(base.batch)]
-    return float((torch.cat(predicted).numpy() == labels).mean())
+    with torch.no_grad():  # scored as the rows are (measure.accuracy)
+        outputs = [output_arrays(module(*(torch.from_numpy(a) for a in feed)), torch.Tensor)
+                   for feed in base.eval_data.feeds(base.batch)]
+    return accuracy(outputs, labels)

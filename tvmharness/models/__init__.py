@@ -258,9 +258,9 @@ def attach_data(model: LoadedModel, setting: dict) -> None:
     """A recipe's [data.NAME] (eval, train: .npz paths) for the model: its own samples replace seeded
     ones (and the digits split, for digits_cnn)."""
     if setting.get("eval"):
-        model.eval_data = load_data_set(setting["eval"], model.inputs, model.name, "eval")
+        model.eval_data = load_data_set(setting["eval"], model.inputs, model.batch, model.name, "eval")
     if setting.get("train"):
-        model.train_data = load_data_set(setting["train"], model.inputs, model.name, "train")
+        model.train_data = load_data_set(setting["train"], model.inputs, model.batch, model.name, "train")
 
 
 def check_input_settings(models: list[LoadedModel], names_to_match: set[str]) -> None:
@@ -323,6 +323,11 @@ def _settle(where: str, found: list[ModelInput], settings: dict[str, dict], batc
                 raise HarnessError(f"[inputs.{i.name}] range {list(value_range)} does not fit input '{i.name}' of "
                                    f"{where}, which is {i.dtype} ([{bounds.min}, {bounds.max}])",
                                    f"give a range within [{bounds.min}, {bounds.max}]")
+            bound = i.value_range if i.range_from not in (None, FROM_EXAMPLE) else None  # a table's rows, a vocabulary
+            if bound and (value_range[0] < bound[0] or value_range[1] > bound[1]):
+                raise HarnessError(f"[inputs.{i.name}] range {list(value_range)} goes past [{bound[0]}, {bound[1]}] "
+                                   f"({i.range_from}) that input '{i.name}' of {where} indexes, and TVM's lookups do not "
+                                   "check bounds", f"give a range within [{bound[0]}, {bound[1]}]")
         settled.append(ModelInput(i.name, shape, i.dtype, value_range, range_from))
     return tuple(settled)
 

@@ -20,7 +20,7 @@ from plotly.offline import get_plotlyjs
 from . import present
 from .regress import REGRESSIONS, accuracy_metric, is_confirmation, judge_run
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
-from .terminal import footnotes, row_notes
+from .terminal import footnotes, peak_memory, row_notes
 
 SPARK = {"displayModeBar": False, "staticPlot": True, "responsive": True}
 CHART = {"displayModeBar": False, "responsive": True}
@@ -167,6 +167,7 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
                 "spread": "±" + _fmt(spread, ".1%") if spread is not None else "—", "notes": ", ".join(row_notes(r)),
                 "speedup": "baseline" if r["is_baseline"] else _fmt(r.get("speedup_vs_baseline"), ".2f", "x"),
                 "size": _fmt((r.get("artifact_bytes") or math.nan) / 1e6 if present(r.get("artifact_bytes")) else None, ".2f", " MB"),
+                "memory": _fmt(peak_memory(r.get("details")), ".1f", " MB"),
                 "accuracy": _fmt(r.get("accuracy"), ".2%"), "agreement": _fmt(r.get("top1_agreement"), ".0%"),
                 "max_diff": _fmt(r.get("max_abs_diff"), ".2e"), "batch": r.get("batch"),
                 "threads": int(r["threads"]) if present(r.get("threads")) else "—",
@@ -249,11 +250,11 @@ TEMPLATE = """<!DOCTYPE html>
 {% for line in compression.notes %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 {% for m in models %}<h2>Model {{ m.name }}</h2>
 <table><tr><th>variant</th><th>target</th><th>engine</th><th>status</th><th>median</th><th>p90</th><th>spread</th>
-<th>speed-up</th><th>size</th><th>accuracy</th><th>top-1 agree</th><th>max |diff|</th><th>verdict</th><th>history</th>
+<th>speed-up</th><th>size</th><th>peak memory</th><th>accuracy</th><th>top-1 agree</th><th>max |diff|</th><th>verdict</th><th>history</th>
 <th>provenance</th></tr>
 {% for r in m.rows %}<tr><td>{{ r.variant }}</td><td>{{ r.target }}</td><td>{{ r.engine }}</td>
 <td>{{ r.status }}{% if r.reason %}: {{ r.reason }}{% endif %}{% if r.notes %}<br><span class="prov">{{ r.notes }}</span>{% endif %}</td><td class="num">{{ r.median }}</td><td class="num">{{ r.p90 }}</td>
-<td class="num">{{ r.spread }}</td><td class="num">{{ r.speedup }}</td><td class="num">{{ r.size }}</td>
+<td class="num">{{ r.spread }}</td><td class="num">{{ r.speedup }}</td><td class="num">{{ r.size }}</td><td class="num">{{ r.memory }}</td>
 <td class="num">{{ r.accuracy }}</td><td class="num">{{ r.agreement }}</td><td class="num">{{ r.max_diff }}</td>
 <td class="{{ 'regression' if r.regression else '' }}" title="{{ r.verdict_summary }}">{{ r.verdict }}</td>
 <td>{{ charts(r.spark) }}<span class="prov">{{ r.runs }} run{{ "s" if r.runs != 1 }}</span></td>

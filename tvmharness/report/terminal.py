@@ -12,6 +12,7 @@ from . import present, size_text
 from .compression import best_variants, compression_table, variant_notes
 from .regress import confirmation
 
+WARNINGS_SHOWN = 5  # distinct TVM build warnings printed; the rest are counted
 STATUS_STYLE = {"ok": "green", "outputs disagree": "yellow", "failed to build": "red", "failed to run": "red",
                 "failed to compress": "red", "not applicable": "dim"}
 
@@ -47,12 +48,19 @@ def row_notes(r: dict) -> list[str]:
     return notes
 
 
+def peak_memory(details: dict | None) -> float | None:
+    """A row's peak memory in MB, where it was measured."""
+    return ((details or {}).get("memory") or {}).get("peak_mb")
+
+
 def run_table(frame, run: dict) -> Table:
     baseline_engines = sorted(set(frame.loc[frame["is_baseline"], "engine"])) or ["baseline"]
     table = Table(title=Text(f"{run['recipe_name']}: run {run['id']}"), box=box.SIMPLE_HEAVY, title_justify="left")
+    with_memory = any(peak_memory(d) is not None for d in frame["details"])
     for name, justify in [("model", "left"), ("variant", "left"), ("target", "left"), ("engine", "left"),
                           ("status", "left"), ("median ms", "right"), ("p90 ms", "right"), ("spread", "right"),
                           (f"speed-up vs {'/'.join(baseline_engines)}", "right"), ("size", "right"),
+                          *([("peak MB", "right")] if with_memory else []),
                           ("max |diff|", "right"), ("top-1 agree", "right"), ("accuracy", "right"), ("notes", "left")]:
         table.add_column(name, justify=justify, overflow="fold")
     for i, r in enumerate(frame.to_dict("records"), start=1):
@@ -68,7 +76,8 @@ def run_table(frame, run: dict) -> Table:
         table.add_row(*(Text(str(r[k])) for k in ("model", "variant", "target", "engine")), status,
                       _num(r["median_ms"], ".3f"), _num(r["p90_ms"], ".3f"), spread,
                       speedup,
-                      size_text(r["artifact_bytes"]), _num(r["max_abs_diff"], ".2e"),
+                      size_text(r["artifact_bytes"]), *([_num(peak_memory(r["details"]), ".1f")] if with_memory else []),
+                      _num(r["max_abs_diff"], ".2e"),
                       _num(r["top1_agreement"], ".0%"), _num(r["accuracy"], ".2%"), Text(", ".join(notes)))
     return table
 
@@ -109,7 +118,7 @@ def data_line(data: dict) -> str:
     parts = []
     for role, text in (("eval", "every engine is fed"), ("train", "its variants train and calibrate on")):
         if data.get(role):
-            parts.append(f"{text} {data[role]['source']}, sha256 {data[role]['sha256']}")
+            parts.append(f"{text} {data[role]['source']}, content hash {data[role]['content_hash']}")
     return "; ".join(parts)
 
 
@@ -152,7 +161,20 @@ def footnotes(frame) -> list[str]:
         for w in (r["details"] or {}).get("tvm_warnings") or []:
             warned.setdefault((r["model"], r["variant"], r["target"], w["message"]), (w["count"], r["details"]["tvm_log"]))
     lines += [f"TVM WARNED building {model} / {variant} for {target} ({count}x): {message} (its log: {log})"
-              for (model, variant, target, message), (count, log) in warned.items()]
+              for (model, variant, target, message), (count, log) in list(warned.items())[:WARNINGS_SHOWN]]
+    if len(warned) > WARNINGS_SHOWN:
+        lines.append(f"TVM WARNED {len(warned) - WARNINGS_SHOWN} more times (other messages or builds): each row's "
+                     "details.tvm_warnings and tvm_log hold them")
+    if any(peak_memory(r["details"]) is not None for r in rows):
+        lines.append("peak MB: the peak resident memory of a fresh process loading and running the row's artifact (TVM's "
+                     "model.so, the ONNX file, PyTorch's ExportedProgram) on this host's CPU, above what its runtime holds "
+                     "before loading it: weights, activations and the runtime's buffers for the model")
+    missing: dict[str, list[str]] = {}
+    for r in rows:
+        reason = (r["details"] or {}).get("memory_error")
+        if reason:
+            missing.setdefault(reason, []).append(f"{r['model']} / {r['variant']} / {r['engine']}")
+    lines += [f"peak MB not measured for {', '.join(labels)}: {reason}" for reason, labels in missing.items()]
     unsteady = [f"{r['model']} / {r['variant']} / {r['engine']} {r['details']['unsteady']:.3g}x"
                 for r in rows if (r["details"] or {}).get("unsteady")]
     if unsteady:

@@ -1,0 +1,106 @@
+"""Peak memory of running a model, the figure an edge board's RAM must hold.
+
+A fresh process imports the engine's runtime, notes its resident memory, loads the row's artifact
+(TVM's model.so, the ONNX file, the ExportedProgram), runs it, and reports its peak resident memory
+(Linux's high-water mark) above that mark: weights, activations and what the runtime allocates for
+the model, and nothing of the harness or the other engines. Run as a module, this file is that process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import HarnessError, one_line
+
+CALLS = 5  # a runtime may allocate on its first calls, and keep it (TVM's VM plans storage once)
+ENGINES = ("tvm", "tvm-untuned", "onnxruntime", "torch")
+
+
+def peak_memory_mb(engine: str, artifact: Path, feed: dict[str, np.ndarray], threads: int,
+                   timeout_s: float = 300) -> dict:
+    """{"peak_mb", "resident_mb"} of running `artifact` on `engine` in a process of its own, over
+    what the runtime holds before it loads anything. Raises HarnessError when the probe fails."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = Path(tmp) / "inputs.npz"
+        np.savez(inputs, **feed)  # by input name, in the model's order
+        proc = subprocess.run([sys.executable, "-m", "tvmharness.memory", engine, str(artifact), str(inputs), str(threads)],
+                              capture_output=True, text=True, timeout=timeout_s)
+    if proc.returncode != 0:
+        raise HarnessError(f"measuring the memory of {artifact.name} on {engine} failed: "
+                           f"{one_line(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode)}",
+                           "run the row again; TVMHARNESS_DEBUG=1 shows the probe's traceback")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise HarnessError(f"/proc/self/status has no {field}", "memory is measured on Linux only")
+
+
+def _load(engine: str, artifact: str, threads: int):
+    """The engine's runtime imported first (not counted), then a loader for the artifact."""
+    if engine.startswith("tvm"):
+        import os
+
+        os.environ["TVM_NUM_THREADS"] = str(threads)
+        import tvm
+        from tvm import relax
+
+        def load():
+            vm = relax.VirtualMachine(tvm.runtime.load_module(artifact), tvm.cpu())
+            return lambda feed: vm["main"](*(tvm.runtime.tensor(a) for a in feed.values()))
+
+        return load
+    if engine == "onnxruntime":
+        import onnxruntime as ort
+
+        def load():
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            session = ort.InferenceSession(artifact, options, providers=["CPUExecutionProvider"])
+            names = [i.name for i in session.get_inputs()]  # an exporter drops inputs the model never reads
+            return lambda feed: session.run(None, {name: feed[name] for name in names})
+
+        return load
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def load():
+        module = torch.export.load(artifact).module()
+
+        def call(feed):
+            with torch.inference_mode():
+                return module(*(torch.from_numpy(a) for a in feed.values()))
+
+        return call
+
+    return load
+
+
+def _probe(engine: str, artifact: str, inputs: str, threads: int) -> dict:
+    with np.load(inputs) as stored:
+        feed = {name: stored[name] for name in stored.files}
+    load = _load(engine, artifact, threads)
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap back to the system: the mark starts from live memory
+    base = _kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets the high-water mark to the current resident size
+    run = load()
+    for _ in range(CALLS):
+        run(feed)
+    return {"peak_mb": round((_kb("VmHWM") - base) / 1024, 2), "resident_mb": round((_kb("VmRSS") - base) / 1024, 2)}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_probe(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))))
