@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import HarnessError, one_line
 
-CALLS = 5  # a runtime may allocate on its first calls, and keep it (TVM's VM plans storage once)
+CALLS = 3  # a runtime allocates on its first calls and keeps it (TVM's VM plans storage once, ORT grows an arena)
 ENGINES = ("tvm", "tvm-untuned", "onnxruntime", "torch")
 
 
