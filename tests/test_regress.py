@@ -6,7 +6,7 @@ import pytest
 
 from tests.history import night
 from tvmharness.recipe import Regression
-from tvmharness.report.regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, NEW, NOT_APPLICABLE, SAME, SLOWER, confirm,
+from tvmharness.report.regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, NEW, NOT_APPLICABLE, SAME, SLOWER, SMALLER, confirm,
                                        judge, judge_run, needs_confirmation)
 from tvmharness.results import Store
 
@@ -98,6 +98,24 @@ def test_size_accuracy_broken_and_new(store):
     fresh = night(store, 1.0, rng, model="brand_new")
     (n,) = judge(store.frame(), fresh)
     assert n.verdict == NEW and not n.regression
+
+
+def test_peak_memory_that_grows_past_its_threshold_and_floor_is_larger(store):
+    from tvmharness.report import size_cell
+
+    rng = np.random.default_rng(11)
+    for _ in range(4):
+        night(store, 1.0, rng, details={"memory": {"peak_mb": 100.0}})
+        night(store, 1.0, rng, model="tiny", details={"memory": {"peak_mb": 2.0}})
+    for peak, expected in ((103.0, SAME), (115.0, LARGER), (90.0, SMALLER)):  # each against the night before
+        run = night(store, 1.0, rng, details={"memory": {"peak_mb": peak}})
+        (v,) = judge(store.frame(), run)
+        assert v.aspects["memory"] == expected, peak
+    assert v.verdict == SMALLER and "peak memory -21.7% (115.0 -> 90.0 MB)" in v.summary()
+    assert size_cell(v.evidence) == "+0.0%; peak memory -21.7%"
+    run = night(store, 1.0, rng, model="tiny", details={"memory": {"peak_mb": 2.6}})
+    (tiny,) = judge(store.frame(), run)
+    assert tiny.aspects["memory"] == SAME  # +30%, but 0.6 MB: within what the probe itself moves
 
 
 def test_a_row_that_does_not_apply_is_no_regression_and_junit_skips_it(store):

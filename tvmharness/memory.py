@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,8 +32,10 @@ def peak_memory_mb(engine: str, artifact: Path, feed: dict[str, np.ndarray], thr
     with tempfile.TemporaryDirectory() as tmp:
         inputs = Path(tmp) / "inputs.npz"
         np.savez(inputs, **feed)  # by input name, in the model's order
+        # One malloc arena: with one per thread, ONNX Runtime's peak on resnet18 took 142 or 162 MB from run to
+        # run, by which thread ran which op; with one it is the same every run, and the higher of the two.
         proc = subprocess.run([sys.executable, "-m", "tvmharness.memory", engine, str(artifact), str(inputs), str(threads)],
-                              capture_output=True, text=True, timeout=timeout_s)
+                              capture_output=True, text=True, timeout=timeout_s, env=os.environ | {"MALLOC_ARENA_MAX": "1"})
     if proc.returncode != 0:
         raise HarnessError(f"measuring the memory of {artifact.name} on {engine} failed: "
                            f"{one_line(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode)}",
@@ -50,8 +53,6 @@ def _kb(field: str) -> int:
 def _load(engine: str, artifact: str, threads: int):
     """The engine's runtime imported first (not counted), then a loader for the artifact."""
     if engine.startswith("tvm"):
-        import os
-
         os.environ["TVM_NUM_THREADS"] = str(threads)
         import tvm
         from tvm import relax

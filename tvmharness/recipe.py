@@ -118,6 +118,8 @@ class Regression(_Strict):
     min_history: int = Field(5, ge=2, description="earlier runs a series needs before its own noise is trusted")
     unknown_noise_band: float = Field(0.20, ge=0, description="the change a series with fewer runs must also exceed")
     max_size_growth: float = Field(0.01, ge=0, description="artifact growth flagged as larger (0.01 = 1%)")
+    max_memory_growth: float = Field(0.05, ge=0, description="peak memory growth flagged as larger (0.05 = 5%, and at "
+                                                             "least 1 MB), where [measure] memory is on")
     max_accuracy_drop: float = Field(0.005, ge=0, description="accuracy (or top-1 agreement) drop flagged as less accurate")
 
 

@@ -20,7 +20,8 @@ from plotly.offline import get_plotlyjs
 from . import present
 from .regress import REGRESSIONS, accuracy_metric, is_confirmation, judge_run
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
-from .terminal import footnotes, peak_memory, row_notes
+from . import peak_memory
+from .terminal import footnotes, row_notes
 
 SPARK = {"displayModeBar": False, "staticPlot": True, "responsive": True}
 CHART = {"displayModeBar": False, "responsive": True}

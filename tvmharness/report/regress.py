@@ -32,25 +32,26 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from ..recipe import Regression
-from . import present
+from . import peak_memory, present
 
 SERIES = ("hostname", "target", "model", "variant", "engine")
 OK = "ok"
 
-# Verdicts, worst first: a row's verdict is the worst of its latency, size and accuracy aspects.
+# Verdicts, worst first: a row's verdict is the worst of its latency, size, memory and accuracy aspects.
 BROKEN, LESS_ACCURATE, SLOWER, LARGER = "broken", "less accurate", "slower", "larger"
 FASTER, SMALLER, MORE_ACCURATE, SAME, NEW = "faster", "smaller", "more accurate", "same", "new"
 NOT_APPLICABLE = "not applicable"  # the row status: a technique or engine that does not fit the model, not a failure
 ORDER = (BROKEN, LESS_ACCURATE, SLOWER, LARGER, FASTER, SMALLER, MORE_ACCURATE, NEW, SAME, NOT_APPLICABLE)
 REGRESSIONS = {BROKEN, LESS_ACCURATE, SLOWER, LARGER}
 TOP_OPERATORS = 5
+MEMORY_FLOOR_MB = 1.0  # a peak-memory move smaller than this is the probe's own noise, whatever its share
 
 
 @dataclass
 class Verdict:
     series: dict
     verdict: str
-    aspects: dict  # latency / size / accuracy -> verdict of that aspect
+    aspects: dict  # latency / size / memory / accuracy -> verdict of that aspect
     run_id: int
     previous_run_id: int | None
     evidence: dict  # effect, noise band, p-value, history size, medians, size and accuracy changes
@@ -82,6 +83,8 @@ class Verdict:
                          f"{confirmation(e)})")
         if e.get("size_change"):
             parts.append(f"size {e['size_change']:+.1%}")
+        if e.get("memory_change"):
+            parts.append(f"peak memory {e['memory_change']:+.1%} ({e['previous_peak_mb']:.1f} -> {e['peak_mb']:.1f} MB)")
         if e.get("accuracy_change"):
             parts.append(f"{e['accuracy_metric']} {e['accuracy_change']:+.3f}")
         if self.changed:
@@ -360,6 +363,12 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         evidence.update(size_bytes=int(row["artifact_bytes"]), previous_size_bytes=int(previous["artifact_bytes"]),
                         size_change=change)
         aspects["size"] = LARGER if change > rules.max_size_growth else SMALLER if change < -rules.max_size_growth else SAME
+    memory, before = peak_memory(row.get("details")), peak_memory(previous.get("details"))
+    if memory is not None and before:
+        change = memory / before - 1
+        evidence.update(peak_mb=memory, previous_peak_mb=before, memory_change=change)
+        moved = abs(memory - before) > MEMORY_FLOOR_MB and abs(change) > rules.max_memory_growth
+        aspects["memory"] = SAME if not moved else LARGER if change > 0 else SMALLER
     metric, value = accuracy_metric(row)
     _, before = accuracy_metric(previous)
     if value is not None and before is not None:

@@ -7,7 +7,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
-from . import present
+from . import present, size_cell
 from .regress import NOT_APPLICABLE, Verdict, confirmation, counts
 
 ICON = {"slower": "🔴", "broken": "💥", "less accurate": "🔴", "larger": "🟠", "faster": "🟢", "smaller": "🟢",
@@ -65,7 +65,7 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
             e = v.evidence
             acc = (f"{e['previous_accuracy']:.3f} → {e['accuracy']:.3f}" if e.get("accuracy_metric") else "—")
             out.append(f"| {ICON.get(v.verdict, '')} | {md_escape(v.name)} | **{v.verdict}** | {_latency_cell(v)} | "
-                       f"{_pct(e.get('size_change'))} | {acc} | {_why(v)} |")
+                       f"{size_cell(e)} | {acc} | {_why(v)} |")
         return out
 
     if bad:

@@ -8,7 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from . import present, size_text
+from . import peak_memory, present, size_cell, size_text
 from .compression import best_variants, compression_table, variant_notes
 from .regress import confirmation
 
@@ -46,11 +46,6 @@ def row_notes(r: dict) -> list[str]:
     if present(r["meets_goals"]):
         notes.append("goals met" if r["meets_goals"] else "goals missed")
     return notes
-
-
-def peak_memory(details: dict | None) -> float | None:
-    """A row's peak memory in MB, where it was measured."""
-    return ((details or {}).get("memory") or {}).get("peak_mb")
 
 
 def run_table(frame, run: dict) -> Table:
@@ -261,7 +256,7 @@ def verdict_table(verdicts) -> Table:
                       Text(v.verdict, style=VERDICT_STYLE.get(v.verdict, "")), latency,
                       f"±{e['noise_band']:.1%}" if "noise_band" in e else "—",
                       f"{e['p_value']:.2g}" if "p_value" in e else "—",
-                      f"{e['size_change']:+.1%}" if e.get("size_change") is not None else "—",
+                      size_cell(e),
                       f"{e['accuracy_change']:+.3f}" if e.get("accuracy_change") is not None else "—",
                       Text("; ".join(map(str, why)) or "—"))
     return table
