@@ -69,6 +69,7 @@ class DataSet:
 
 
 def data_set(source: str, arrays: tuple[np.ndarray, ...], labels: np.ndarray | None) -> DataSet:
+    """A DataSet, hashed over its arrays' dtypes, shapes and bytes (what cached int8 calibrations key on)."""
     from .cache import content_hash
 
     parts = [[a.dtype.str, list(a.shape), a.tobytes()] for a in (*arrays, *([labels] if labels is not None else []))]

@@ -25,7 +25,7 @@ CALLS = 3  # a runtime allocates on its first calls and keeps it (TVM's VM plans
 ENGINES = ("tvm", "tvm-untuned", "onnxruntime", "torch")
 
 
-def peak_memory_mb(engine: str, artifact: Path, feed: dict[str, np.ndarray], threads: int,
+def measure_memory(engine: str, artifact: Path, feed: dict[str, np.ndarray], threads: int,
                    timeout_s: float = 300) -> dict:
     """{"peak_mb", "resident_mb"} of running `artifact` on `engine` in a process of its own, over
     what the runtime holds before it loads anything. Raises HarnessError when the probe fails."""
@@ -37,9 +37,10 @@ def peak_memory_mb(engine: str, artifact: Path, feed: dict[str, np.ndarray], thr
         proc = subprocess.run([sys.executable, "-m", "tvmharness.memory", engine, str(artifact), str(inputs), str(threads)],
                               capture_output=True, text=True, timeout=timeout_s, env=os.environ | {"MALLOC_ARENA_MAX": "1"})
     if proc.returncode != 0:
-        raise HarnessError(f"measuring the memory of {artifact.name} on {engine} failed: "
-                           f"{one_line(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode)}",
-                           "run the row again; TVMHARNESS_DEBUG=1 shows the probe's traceback")
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        raise HarnessError(f"measuring the memory of {artifact} on {engine} failed: {one_line(last)}",
+                           f"run the probe by hand to see all it says: python -m tvmharness.memory {engine} {artifact} "
+                           f"INPUTS.npz {threads}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

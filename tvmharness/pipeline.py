@@ -15,7 +15,7 @@ from .errors import HarnessError, one_line
 from .gpu import check_local_gpu
 from .frontend import pt2_file
 from .measure import accuracy, agreement, time_call, time_interleaved
-from .memory import ENGINES as MEMORY_ENGINES, peak_memory_mb
+from .memory import ENGINES as MEMORY_ENGINES, measure_memory
 from .models import LoadedModel, attach_data, check_input_settings, load_model
 from .provenance import snapshot
 from .recipe import Recipe, apply_overrides
@@ -407,7 +407,7 @@ def _record_memory(row: dict, model: LoadedModel, target: Target, session, feed,
     try:
         artifact = session.artifact if session.engine != "torch" else pt2_file(model, options.cache_dir)
         by_name = {i.name: a for i, a in zip(model.inputs, feed)}
-        row["details"]["memory"] = peak_memory_mb(session.engine, artifact, by_name, session.threads)
+        row["details"]["memory"] = measure_memory(session.engine, artifact, by_name, session.threads)
     except Exception as err:  # a missing figure is said in the row, not a failed row
         row["details"]["memory_error"] = str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {one_line(err)}"
 

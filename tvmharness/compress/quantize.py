@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from ..cache import content_hash, file_hash, stage_dir
-from ..data import Feed, ModelInput, feed_dict, random_feeds
+from ..data import DataSet, Feed, ModelInput, feed_dict, random_feeds
 from ..errors import HarnessError, one_line
 from ..models import LoadedModel, graph_inputs, torch_digest
 from .base import Technique, Work
@@ -90,8 +90,7 @@ class Int8(Technique):
         module = self.clone_module(work)
         finalize_pruning(module)
         fp32_path = _onnx_of(module, work)
-        calibration = work.base.train_data if work.base.train_data is not None else work.base.eval_data
-        calibration = calibration if self.mode == "static" else None
+        calibration = _calibration_set(work.base) if self.mode == "static" else None
         key = content_hash("int8", file_hash(fp32_path), self.model_dump(mode="json"), _ort_version(), QUANTIZER_VERSION,
                            [i.describe() for i in work.base.inputs],  # the seeded calibration inputs' ranges
                            *([calibration.digest] if calibration is not None else []))
@@ -128,11 +127,10 @@ class Int8(Technique):
         """Real inputs where there are some: the training samples, else the held-out ones (said in the
         note: accuracy measured on what calibrated may read a little high); seeded inputs of the
         model's shape where there are none (a seed apart from the agreement inputs)."""
-        if base.train_data is not None:
-            return base.train_data.feeds(base.batch)[: self.samples], f"calls of {base.train_data.source}"
-        if base.eval_data is not None:
-            return (base.eval_data.feeds(base.batch)[: self.samples],
-                    f"calls of {base.eval_data.source}, the held-out data: no training data was given")
+        data = _calibration_set(base)
+        if data is not None:
+            return data.feeds(base.batch)[: self.samples], f"calls of {data.source}" + (
+                "" if data is base.train_data else ", the held-out data: no training data was given")
         return random_feeds(base.inputs, self.samples, seed=7), "seeded model inputs (no data set for this model)"
 
     def _quantize(self, fp32_path: Path, out: Path, data, inputs: tuple[ModelInput, ...]) -> None:
@@ -172,6 +170,11 @@ class Int8(Technique):
                                "try int8:dynamic, or quantize fewer layers") from None
         finally:
             prepared.unlink(missing_ok=True)
+
+
+def _calibration_set(base: LoadedModel) -> DataSet | None:
+    """The samples static int8 calibrates on: the training data, else the held-out data."""
+    return base.train_data if base.train_data is not None else base.eval_data
 
 
 def _ort_version() -> str:
