@@ -68,6 +68,10 @@ def _friendly(command):
             err.print("interrupted: the rows measured and tuning records written so far are kept "
                       "(`tvmharness tune --resume` continues a tune)")
             code = 130
+            if command.__name__ == "tune":  # freeing an interrupted MetaSchedule search can corrupt the heap
+                sys.stdout.flush()          # ("corrupted double-linked list", once in many Ctrl-Cs); its records
+                sys.stderr.flush()          # are on disk, so the process ends here, before anything is freed
+                os._exit(code)
         except OSError as e:
             if e.filename is None:  # not about a path the user gave
                 code = _internal_error(e)
