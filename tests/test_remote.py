@@ -85,6 +85,10 @@ def test_the_arm_command_line_marks_rows_emulated(rack, workdir):
     at = next(i for i, line in enumerate(lines) if " arm " in line)
     assert " ok " in lines[at] and "EMULATED" in " ".join(lines[at:at + 3])  # the notes column may wrap
     assert "EMULATED: rows from a kit emulated on this host" in done.stdout
+    text = " ".join(done.stdout.split())  # the quickstart measures peak memory: the host's rows, not the kit's
+    assert "peak MB: the peak resident memory of a fresh process" in text
+    assert "peak MB not measured for digits_cnn / fp32 / tvm: measured for this host's CPU rows of" in text
+    assert "not tvm on dev kit " in text
 
 
 def test_bench_measures_one_model_on_the_kits(rack, workdir):

@@ -397,12 +397,15 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
     return row
 
 
+def _memory_elsewhere(engine: str, target: str) -> str:
+    return f"measured for this host's CPU rows of {', '.join(MEMORY_ENGINES)}, not {engine} on {target}"
+
+
 def _record_memory(row: dict, model: LoadedModel, target: Target, session, feed, options: EngineOptions) -> None:
     """Peak and resident memory of loading and running the row's artifact in a fresh process (on this
     host's CPU: a GPU's memory is not the process's, and a kit's process is on the kit)."""
     if target.on_gpu or session.engine not in MEMORY_ENGINES:
-        row["details"]["memory_error"] = ("measured for this host's CPU rows of " + ", ".join(MEMORY_ENGINES)
-                                          + f", not {session.engine} on {target.name}")
+        row["details"]["memory_error"] = _memory_elsewhere(session.engine, target.name)
         return
     try:
         artifact = session.artifact if session.engine != "torch" else pt2_file(model, options.cache_dir)
@@ -547,6 +550,8 @@ def _record_kit_result(row: dict, outcome: KitResult, pending: _KitRow, recipe: 
         row["details"]["emulated"] = outcome.emulated
         row["details"]["engine_notes"].append(f"emulated by {outcome.emulated}: proves the path, not the kit's speed")
     _record_outputs(row, pending.model, outcome.latency, outcome.outputs, pending.compare.own, recipe)
+    if recipe.measure.memory:  # the kit's process is on the kit
+        row["details"]["memory_error"] = _memory_elsewhere(row["engine"], f"dev kit {outcome.kit}")
     pending.compare.apply(row, row.pop("_outputs", None), pending.model, recipe)
 
 
