@@ -254,7 +254,7 @@ def test_each_engine_s_peak_memory_is_measured_in_a_process_of_its_own(tmp_path)
     for row in result.rows:
         memory = row["details"]["memory"]
         assert 15 <= memory["resident_mb"] <= memory["peak_mb"] < 200, (row["engine"], memory)
-    assert any(line.startswith("peak MB: the peak resident memory of a fresh process") for line in footnotes(result.frame()))
+    assert any(line.startswith("peak MB: the peak resident memory of a process loading") for line in footnotes(result.frame()))
 
 
 def test_labels_that_do_not_fit_the_first_output_fail_its_rows_saying_why(own_data):

@@ -85,10 +85,39 @@ def test_the_arm_command_line_marks_rows_emulated(rack, workdir):
     at = next(i for i, line in enumerate(lines) if " arm " in line)
     assert " ok " in lines[at] and "EMULATED" in " ".join(lines[at:at + 3])  # the notes column may wrap
     assert "EMULATED: rows from a kit emulated on this host" in done.stdout
-    text = " ".join(done.stdout.split())  # the quickstart measures peak memory: the host's rows, not the kit's
-    assert "peak MB: the peak resident memory of a fresh process" in text
-    assert "peak MB not measured for digits_cnn / fp32 / tvm: measured for this host's CPU rows of" in text
-    assert "not tvm on dev kit " in text
+    text = " ".join(done.stdout.split())  # the quickstart measures peak memory: the kit measures its own
+    assert "peak MB: the peak resident memory of a process loading and running the row's artifact" in text
+    assert "peak MB not measured" not in text
+    row = next(r for r in Store(str(workdir / "cli-kits.db")).frame().to_dict("records") if r["target"] == "arm")
+    assert row["details"]["memory"]["peak_mb"] > 0
+
+
+def test_a_kit_measures_the_peak_memory_of_loading_and_running_the_model(rack, workdir):
+    """16 MiB of weights: the kit's process holds them, as the host's probe of the same library does. A
+    kit served by TVM's own server has no probe: its row says so and is measured all the same."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    plain = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", rack.tracker, "--key", "plain",
+                              "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)], start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        rack.wait_for(lambda: rack.kits("plain"), 60, "TVM's own server")
+        rows = {}
+        for key in ("x86", "plain"):
+            recipe = _recipe(workdir, rack.tracker, models=[f"{USER_MODELS}:wide_linear"], engines=["tvm"],
+                             targets=["x86", "x86-rpc"], devices={"tracker": rack.tracker, "key": key, "wait": "60s"})
+            recipe["measure"] |= {"memory": True}
+            rows[key] = {r["target"]: r for r in run_recipe(recipe_from_dict(recipe)).rows}
+    finally:
+        stop(plain)
+    host, kit = rows["x86"]["x86"]["details"]["memory"], rows["x86"]["x86-rpc"]["details"]["memory"]
+    assert kit["peak_mb"] >= 16 and host["peak_mb"] >= 16
+    assert abs(kit["peak_mb"] - host["peak_mb"]) < 8  # the same library; the kit adds its RPC session's buffers
+    plain_row = rows["plain"]["x86-rpc"]
+    assert plain_row["status"] == OK and "memory" not in plain_row["details"]
+    assert "does not measure memory (a TVM RPC server of its own" in plain_row["details"]["memory_error"]
 
 
 def test_bench_measures_one_model_on_the_kits(rack, workdir):

@@ -8,8 +8,6 @@ the model, and nothing of the harness or the other engines. Run as a module, thi
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import json
 import os
 import subprocess
@@ -20,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HarnessError, one_line
+from .remote.kit_server import MEMORY_CALLS, mark_memory, memory_since  # the kit's own probe: one way to read a peak
 
-CALLS = 3  # a runtime allocates on its first calls and keeps it (TVM's VM plans storage once, ORT grows an arena)
 ENGINES = ("tvm", "tvm-untuned", "onnxruntime", "torch")
 
 
@@ -42,13 +40,6 @@ def measure_memory(engine: str, artifact: Path, feed: dict[str, np.ndarray], thr
                            f"run the probe by hand to see all it says: python -m tvmharness.memory {engine} {artifact} "
                            f"INPUTS.npz {threads}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise HarnessError(f"/proc/self/status has no {field}", "memory is measured on Linux only")
 
 
 def _load(engine: str, artifact: str, threads: int):
@@ -108,14 +99,11 @@ def _probe(engine: str, artifact: str, inputs: str, threads: int) -> dict:
     with np.load(inputs) as stored:
         feed = {name: stored[name] for name in stored.files}
     load = _load(engine, artifact, threads)
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap back to the system: the mark starts from live memory
-    base = _kb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # resets the high-water mark to the current resident size
+    base = mark_memory()
     run = load()
-    for _ in range(CALLS):
+    for _ in range(MEMORY_CALLS):
         run(feed)
-    return {"peak_mb": round((_kb("VmHWM") - base) / 1024, 2), "resident_mb": round((_kb("VmRSS") - base) / 1024, 2)}
+    return memory_since(base)
 
 
 if __name__ == "__main__":

@@ -398,12 +398,13 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
 
 
 def _memory_elsewhere(engine: str, target: str) -> str:
-    return f"measured for this host's CPU rows of {', '.join(MEMORY_ENGINES)}, not {engine} on {target}"
+    return (f"measured for CPU rows of {', '.join(MEMORY_ENGINES)} (on this host or a dev kit), "
+            f"not {engine} on {target}")
 
 
 def _record_memory(row: dict, model: LoadedModel, target: Target, session, feed, options: EngineOptions) -> None:
-    """Peak and resident memory of loading and running the row's artifact in a fresh process (on this
-    host's CPU: a GPU's memory is not the process's, and a kit's process is on the kit)."""
+    """Peak and resident memory of loading and running the row's artifact in a fresh process (on a
+    CPU: a GPU's memory is not the process's)."""
     if target.on_gpu or session.engine not in MEMORY_ENGINES:
         row["details"]["memory_error"] = _memory_elsewhere(session.engine, target.name)
         return
@@ -517,7 +518,8 @@ def _build_for_kit(model: LoadedModel, variant: str, target: Target, engine_name
                           prepare_seconds=round(time.perf_counter() - clock, 3))
     job = KitJob(label=f"{model.name} / {variant} / {target.name} / {engine.name}", library=artifact.library,
                  inputs=inputs, warmup=recipe.measure.warmup, repeats=recipe.measure.repeats, arch=target.preset.arch,
-                 span_s=recipe.measure.span_s, device=target.preset.device)
+                 span_s=recipe.measure.span_s, device=target.preset.device,
+                 memory=recipe.measure.memory and not target.on_gpu)
     return _KitRow(row, job, model, compare)
 
 
@@ -550,8 +552,10 @@ def _record_kit_result(row: dict, outcome: KitResult, pending: _KitRow, recipe: 
         row["details"]["emulated"] = outcome.emulated
         row["details"]["engine_notes"].append(f"emulated by {outcome.emulated}: proves the path, not the kit's speed")
     _record_outputs(row, pending.model, outcome.latency, outcome.outputs, pending.compare.own, recipe)
-    if recipe.measure.memory:  # the kit's process is on the kit
-        row["details"]["memory_error"] = _memory_elsewhere(row["engine"], f"dev kit {outcome.kit}")
+    if outcome.memory:  # the session's process on the kit, from before the library was loaded
+        row["details"]["memory"] = outcome.memory
+    elif recipe.measure.memory:
+        row["details"]["memory_error"] = outcome.memory_error or _memory_elsewhere(row["engine"], f"{row['target']}'s GPU")
     pending.compare.apply(row, row.pop("_outputs", None), pending.model, recipe)
 
 

@@ -1,14 +1,19 @@
 """A dev kit: TVM's RPC server registered with a tracker.
 
 This file runs on the kit's own Python (a board's, or the emulated aarch64 one), so it imports only
-the standard library and tvm. Beyond TVM's server it adds two things the harness relies on:
+the standard library and tvm. Beyond TVM's server it adds three things the harness relies on:
 - `tvmharness.kit_info`: what the kit is (architecture, emulated or not, threads), so that a job
   sent to a kit of the wrong architecture fails with a clear message before anything is uploaded;
+- `tvmharness.memory_mark` and `tvmharness.memory_since`: the peak resident memory of the session's
+  process from a mark on (Linux's high-water mark), what a model takes of the board's RAM to load and
+  run (each session is a process of its own, forked from the server's);
 - a restart in place: when a session's worker dies (its client was killed mid-job), TVM's server
   loop raises and leaves the tracker for good; here it registers again and takes new sessions.
 """
 
 import argparse
+import ctypes
+import gc
 import json
 import logging
 import os
@@ -18,6 +23,9 @@ import socket
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+MEMORY_CALLS = 3  # a runtime allocates on its first calls and keeps it (TVM's VM plans storage once, ORT grows an arena)
 
 
 def main(argv=None):
@@ -68,6 +76,14 @@ def main(argv=None):
             "emulated": args.emulated,
         })
 
+    @tvm_ffi.register_global_func("tvmharness.memory_mark")
+    def _memory_mark():
+        return mark_memory()
+
+    @tvm_ffi.register_global_func("tvmharness.memory_since")
+    def _memory_since(base_kb):
+        return json.dumps(memory_since(base_kb))
+
     tracker_host, _, tracker_port = args.tracker.rpartition(":")
     sock, port = _bind(args.host, args.port, args.port_end or args.port + 99)
     log.info("kit %s (%s%s) on %s:%d, registered with the tracker at %s", args.key, platform.machine(),
@@ -84,6 +100,33 @@ def main(argv=None):
             for name in os.listdir(workdir):
                 shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
             time.sleep(0.5)
+
+
+def status_kb(field):
+    """A figure of this process's /proc/self/status, in kB (VmRSS: resident now; VmHWM: its peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}: memory is measured on Linux only")
+
+
+def mark_memory():
+    """Resident kB now, with freed heap handed back first and the high-water mark reset to it: the
+    mark a peak is measured from."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap back to the system: the mark starts from live memory
+    except (OSError, AttributeError):  # not glibc: the mark includes freed heap, the peak reads a little low
+        pass
+    base = status_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets the high-water mark to the current resident size
+    return base
+
+
+def memory_since(base_kb):
+    """{"peak_mb", "resident_mb"}: the high-water mark and resident memory now, above the mark."""
+    return {"peak_mb": round((status_kb("VmHWM") - base_kb) / 1024, 2),
+            "resident_mb": round((status_kb("VmRSS") - base_kb) / 1024, 2)}
 
 
 def _bind(host, port, port_end):

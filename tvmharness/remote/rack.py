@@ -9,6 +9,7 @@ importing TVM costs seconds, often more than a small job itself)."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import signal
 import threading
@@ -23,6 +24,7 @@ import numpy as np
 from ..data import Feed
 from ..errors import HarnessError, one_line
 from ..measure import Latency, output_arrays, paced
+from .kit_server import MEMORY_CALLS
 from .tracker import Address, KeyStatus, NoKitError, request_kit, summary
 
 # How a job failed, and whether another kit may succeed where this one did not.
@@ -46,6 +48,7 @@ class KitJob:
     arch: str  # the architecture the library was built for
     span_s: float = 0.0  # the timing protocol's spread (tvmharness.measure.paced)
     device: str = "cpu"  # or "cuda": the kit's GPU runs the kernels
+    memory: bool = False  # also the peak memory of loading and running the library on the kit
 
 
 @dataclass
@@ -56,6 +59,8 @@ class KitResult:
     latency: Latency
     upload_seconds: float
     attempts: list[str] = field(default_factory=list)  # earlier failures that were retried
+    memory: dict | None = None  # {"peak_mb", "resident_mb"} where the job asked for it and the kit measured it
+    memory_error: str | None = None  # why the kit did not
 
     @property
     def emulated(self) -> str:
@@ -101,7 +106,8 @@ class Rack:
             try:
                 kit, r = self._attempt(job, on_stage or (lambda _text: None))
                 return KitResult(kit=kit, info=r["info"], outputs=r["outputs"], latency=Latency.from_samples(r["samples_ms"]),
-                                 upload_seconds=r["upload_seconds"], attempts=attempts)
+                                 upload_seconds=r["upload_seconds"], attempts=attempts, memory=r.get("memory"),
+                                 memory_error=r.get("memory_error"))
             except KitFailure as failure:
                 if failure.kind not in RETRYABLE:
                     failure.attempts, failure.kit = attempts, failure.kit or (last and last.kit)
@@ -167,7 +173,8 @@ class Rack:
     def _attempt(self, job: KitJob, on_stage: Callable[[str], None]) -> tuple[str, dict]:
         spec = {"tracker": self.tracker, "key": self.key, "wait_s": self.wait_s,
                 "session_timeout_s": self.job_timeout_s, "library": job.library and str(job.library), "inputs": job.inputs,
-                "warmup": job.warmup, "repeats": job.repeats, "span_s": job.span_s, "arch": job.arch, "device": job.device}
+                "warmup": job.warmup, "repeats": job.repeats, "span_s": job.span_s, "arch": job.arch, "device": job.device,
+                "memory": job.memory}
         with self._lock:
             if self._stopping.is_set():  # checked under the lock run_all stops the busy workers under
                 raise KitFailure(JOB_FAILED, "stopped: the run was interrupted")
@@ -291,6 +298,7 @@ def _job(spec: dict, conn) -> None:
         conn.send(("stage", stage))
         started = time.perf_counter()
         session.upload(spec["library"], "model.so")
+        memory = _memory_mark(session, kit) if spec["memory"] else {}
         stage = "loading the model"
         try:
             module = session.load_module("model.so")
@@ -311,6 +319,13 @@ def _job(spec: dict, conn) -> None:
             vm.set_input("main", *(tvm.runtime.tensor(a, dev) for a in feed))
             vm.invoke_stateful("main")
             outputs.append(output_arrays(vm.get_outputs("main"), tvm.runtime.Tensor))
+        if "base_kb" in memory:  # the peak of loading the model and its first calls, as the host's probe reads it
+            for _ in range(MEMORY_CALLS - len(spec["inputs"])):
+                vm.invoke_stateful("main")
+            try:
+                memory = {"memory": json.loads(session.get_function("tvmharness.memory_since")(memory["base_kb"]))}
+            except Exception as err:
+                memory = {"memory_error": f"kit {kit} could not read its peak memory: {one_line(err)}"}
         stage = "timing the model"
         conn.send(("stage", f"timing ({spec['repeats']} repeats)"))
         vm.set_input("main", *(tvm.runtime.tensor(a, dev) for a in spec["inputs"][0]))
@@ -326,7 +341,7 @@ def _job(spec: dict, conn) -> None:
             timer = vm.time_evaluator("invoke_stateful", dev, number=1, repeat=spec["repeats"])
             samples = [s * 1e3 for s in timer("main").results]
         conn.send(("result", {"info": info, "outputs": outputs, "samples_ms": samples,
-                              "upload_seconds": round(upload_seconds, 3)}))
+                              "upload_seconds": round(upload_seconds, 3), **memory}))
     except NoKitError as err:
         conn.send(("error", NO_KIT, str(err)))
     except Exception as err:  # report any failure as the job's, with the stage it happened in
@@ -335,12 +350,24 @@ def _job(spec: dict, conn) -> None:
 
 def _kit_info(session) -> dict:
     """What a kit started by this harness says of itself; a plain TVM server says nothing."""
-    import json
-
     try:
         return json.loads(session.get_function("tvmharness.kit_info")())
     except Exception:
         return {}
+
+
+def _memory_mark(session, kit: str) -> dict:
+    """{"base_kb"}: the kit's resident memory before the model is loaded, its peak reset to it; or
+    {"memory_error"} saying why the kit cannot (the row goes on without the figure)."""
+    try:
+        mark = session.get_function("tvmharness.memory_mark")
+    except Exception:
+        return {"memory_error": f"kit {kit} does not measure memory (a TVM RPC server of its own, not "
+                                "`tvmharness devkit serve`)"}
+    try:
+        return {"base_kb": mark()}
+    except Exception as err:  # e.g. /proc/self/clear_refs not writable on the board's kernel
+        return {"memory_error": f"kit {kit} could not mark its memory: {one_line(err)}"}
 
 
 def _kind(err: Exception) -> str:

@@ -161,9 +161,10 @@ def footnotes(frame) -> list[str]:
         lines.append(f"TVM WARNED {len(warned) - WARNINGS_SHOWN} more times (other messages or builds): each row's "
                      "details.tvm_warnings and tvm_log hold them")
     if any(peak_memory(r["details"]) is not None for r in rows):
-        lines.append("peak MB: the peak resident memory of a fresh process loading and running the row's artifact (TVM's "
-                     "model.so, the ONNX file, PyTorch's ExportedProgram) on this host's CPU, above what its runtime holds "
-                     "before loading it: weights, activations and the runtime's buffers for the model")
+        lines.append("peak MB: the peak resident memory of a process loading and running the row's artifact (TVM's "
+                     "model.so, the ONNX file, PyTorch's ExportedProgram), above what its runtime holds before loading "
+                     "it: weights, activations and the runtime's buffers for the model; on this host's CPU a fresh "
+                     "process, on a dev kit its RPC session's (which adds that session's buffers for inputs and outputs)")
     missing: dict[str, list[str]] = {}
     for r in rows:
         reason = (r["details"] or {}).get("memory_error")
