@@ -114,9 +114,21 @@ def test_compression_variants_are_tuned_as_what_they_compile_to(tmp_path):
     assert "Warning" not in proc.stderr and "IndexError" not in proc.stderr
     target = resolve("x86", 2)
     int8 = apply_variant(load_model(TINY, tmp_path / "results/cache"), parse_variant("int8"), tmp_path / "results/cache")
-    session = get_engine("tvm").prepare(int8, target, EngineOptions(cache_dir=tmp_path / "results/cache", threads=2,
-                                                                     records_root=tmp_path / "results/tuning"))
-    assert session.tuned is True and session.details["tuning_records"]["tasks_tuned"] >= 1
+    options = EngineOptions(cache_dir=tmp_path / "results/cache", threads=2, records_root=tmp_path / "results/tuning")
+    tuning = get_engine("tvm").prepare(int8, target, options).details["tuning_records"]
+    assert tuning["tasks_tuned"] >= 1
+    # The records hold kernels, not calibrations: int8 calibrated on the user's own samples (other
+    # scales and zero points in every layer) reuses each of them.
+    from tvmharness.pipeline import load_models
+    from tvmharness.recipe import recipe_from_dict
+
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "train.npz", x=(4 * rng.normal(size=(32, 16)) + 1).astype(np.float32))
+    (own,) = load_models(recipe_from_dict({"name": "own", "models": [TINY], "data": {"tiny_mlp": {"train": str(tmp_path / "train.npz")}}}))
+    recalibrated = apply_variant(own, parse_variant("int8"), tmp_path / "results/cache")
+    assert recalibrated.digest != int8.digest
+    again = get_engine("tvm").prepare(recalibrated, target, options).details["tuning_records"]
+    assert (again["tasks_tuned"], again["tasks"]) == (tuning["tasks_tuned"], tuning["tasks"])
 
 
 def _wait_for_records(path: Path, proc, timeout: float = 240) -> int:

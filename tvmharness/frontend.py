@@ -14,7 +14,7 @@ from .models import LoadedModel, graph_inputs
 
 # Bump when what reaches TVM or ONNX Runtime from a model changes (e.g. batch-norm folding, the
 # integer rewrite of QDQ models), so the cached exports and builds keyed by it are redone.
-IMPORT_VERSION = 4
+IMPORT_VERSION = 5  # 5: QDQ scales and zero points as tensors (qdq.VERSION 3)
 
 
 def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool]:

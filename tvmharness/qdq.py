@@ -12,7 +12,13 @@ scale) that the following bias add and quantize fuse into:
 
 The activation is padded with its zero point (so padding means the real value 0) and the zero point
 correction is a per-channel constant. Operators that do not match (other layouts, a weight zero
-point, a non-constant weight) stay as they were: dequantize -> fp32, and are counted as such."""
+point, a non-constant weight) stay as they were: dequantize -> fp32, and are counted as such.
+
+Every per-tensor scale and zero point then becomes a one-element tensor, which the kernels read as an
+argument: a scalar would be compiled into its kernel as a literal, so each layer's calibration would be
+part of its MetaSchedule workload, and int8 recalibrated on other data, or a retrained model, would
+find none of its tuning records (nor would two layers of one shape share a task). Only the zero point
+an activation is padded with stays a literal (pad's value is an attribute), and it is 0 after a ReLU."""
 
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-VERSION = 2  # 2: MatMul weights stored (in, out), on N-D inputs (Linear layers of transformers)
+VERSION = 3  # 2: MatMul weights stored (in, out), on N-D inputs (Linear layers of transformers); 3: singleton qparams
 
 
 @dataclass
@@ -133,8 +139,31 @@ def integer_qdq(mod):
                 rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
         return rewriter.builder_.get()
 
+    @relax.expr_functor.mutator
+    class Singletons(relax.PyExprMutator):
+        """A per-tensor scale or zero point as a one-element tensor, not a scalar: TVM inlines a scalar
+        constant into the kernel as a literal, making each layer's calibration part of its workload."""
+
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if getattr(call.op, "name", "") not in ("relax.quantize", "relax.dequantize"):
+                return call
+            data, *qparams = call.args
+            if not all(isinstance(q, Constant) and q.value.numpy().ndim == 0 for q in qparams):
+                return call
+            singletons = [relax.const(q.value.numpy().reshape(1)) for q in qparams]
+            return relax.Call(call.op, [data, *singletons], call.attrs, call.ty_args, call.span)
+
+    @tvm.ir.transform.module_pass(opt_level=0, name="SingletonQParams")
+    def singletons(mod, _ctx):
+        mutator = Singletons(mod)
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+        return mutator.builder_.get()
+
     mod = rewrite(mod)
-    mod = relax.transform.DeadCodeElimination()(mod)
+    mod = singletons(relax.transform.DeadCodeElimination()(mod))
     return mod, report
 
 
