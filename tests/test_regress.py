@@ -178,7 +178,10 @@ def test_a_change_stands_only_when_a_second_measurement_agrees(store):
     third = night(store, 1.14, rng)  # a real step: measured again, still slower
     (v3,) = judge(store.frame()[store.frame()["run_id"] != second], third)
     assert confirm(v1, v3).verdict == SLOWER and confirm(v1, v3).evidence["confirmed"] is True
-    assert confirm(v1, None).verdict == SAME  # nothing measured again: nothing confirmed
+    # The series was not measured again (its second measurement failed): the change is said, unconfirmed.
+    unmeasured = confirm(v1, None)
+    assert unmeasured.verdict == SLOWER and unmeasured.evidence["confirmed"] is None
+    assert "unconfirmed: it was not measured again" in unmeasured.summary()
 
 
 @pytest.mark.parametrize("again, expected", [(1.0, SAME), (1.3, SLOWER)])
@@ -268,3 +271,77 @@ def test_rules_come_from_the_run_s_stored_recipe_and_unknown_ones_are_ignored(st
     run, (v,) = judge_run(store)
     assert rules_of(run).min_effect == 0.5
     assert v.verdict == SAME
+
+
+def test_a_confirmation_is_judged_against_the_history_of_the_run_it_confirms(store):
+    """A real step on a short history, measured again at the same level: judged against the night it
+    confirms as well, the second run's reference would be half the step, and the step would vanish."""
+    rng = np.random.default_rng(47)
+    night(store, 1.0, rng)
+    first = night(store, 1.45, rng)
+    night(store, 1.45, rng, confirms=first)
+    run, (v,) = judge_run(store)
+    assert run["id"] == first and v.verdict == SLOWER and v.evidence["confirmed"] is True, v.summary()
+    assert v.evidence["confirmation_change"] == pytest.approx(0.45, abs=0.05)
+
+
+def test_another_setup_is_another_history(store):
+    """Nightly runs at 1 thread, a bench at 2 between them, an emulated kit standing in for the board:
+    none is judged against the others, and the report says why a row has no history."""
+    rng = np.random.default_rng(53)
+    for _ in range(6):
+        night(store, 1.0, rng, threads=1)
+    bench = night(store, 0.6, rng, threads=2)
+    (v,) = judge(store.frame(), bench)
+    assert v.verdict == NEW and v.evidence["setup_changed"] == [{"what": "threads", "before": 1, "after": 2}]
+    assert "new setup (threads 1 -> 2 since run 6)" in v.summary()
+    run = night(store, 1.0, rng, threads=1)
+    (v,) = judge(store.frame(), run)
+    assert v.verdict == SAME and v.evidence["history_runs"] == 6, v.summary()
+
+    board = {"kit": "10.0.0.5:9090", "kit_info": {"machine": "aarch64", "emulated": ""}}
+    emulated = {"kit": "127.0.0.1:9091", "kit_info": {"machine": "aarch64", "emulated": "qemu-aarch64-static"},
+                "emulated": "qemu-aarch64-static"}
+    for _ in range(3):
+        night(store, 5.0, rng, model="kit", details=board)
+    run = night(store, 60.0, rng, model="kit", details=emulated)
+    (v,) = judge(store.frame(), run)
+    assert v.verdict == NEW and v.evidence["setup_changed"][0]["after"] == "emulated"
+    assert v.target == "x86 (EMULATED)" and "x86 (EMULATED)" in v.name
+
+
+def test_each_figure_is_compared_with_the_last_run_that_has_it(store):
+    """A night whose memory probe failed (or a run without eval data) skips nothing: the next night
+    is compared with the last run that measured it; accuracy only with the same measure."""
+    rng = np.random.default_rng(59)
+    for _ in range(2):
+        night(store, 1.0, rng, details={"memory": {"peak_mb": 100.0}})
+    gap = night(store, 1.0, rng, details={"memory_error": "the probe failed"}, top1_agreement=1.0, accuracy=None)
+    run = night(store, 1.0, rng, details={"memory": {"peak_mb": 160.0}})
+    (v,) = judge(store.frame(), run)
+    assert v.aspects["memory"] == LARGER and v.evidence["memory_run_id"] == gap - 1
+    assert v.aspects["accuracy"] == SAME and v.evidence["accuracy_run_id"] == gap - 1  # not the top-1 night
+    # Labelled data arrives: accuracy 0.90 is not "less accurate" than a top-1 agreement of 1.0.
+    for _ in range(2):
+        night(store, 1.0, rng, model="text", accuracy=None, top1_agreement=1.0,
+              details={"threads": 2, "data": {"eval": None, "train": None}})
+    run = night(store, 1.0, rng, model="text", accuracy=0.90, top1_agreement=1.0,
+                                      details={"data": {"eval": {"source": "val.npz", "content_hash": "ab12"}, "train": None}})
+    (v,) = judge(store.frame(), run)
+    assert "accuracy" not in v.aspects and v.verdict == SAME, v.summary()
+    changed = {c["what"]: (c["before"], c["after"]) for c in v.changed}
+    assert changed["eval data"] == ("seeded", "val.npz (ab12)")
+    assert "threads" not in changed  # a row without threads (NaN in the frame) is no change
+
+
+def test_a_cause_that_came_a_night_before_the_step_is_still_named(store):
+    rng = np.random.default_rng(61)
+    for _ in range(6):
+        night(store, 1.0, rng, versions={"torch": "2.9"})
+    night(store, 1.0, rng, versions={"torch": "2.10"})  # the new torch, its effect not seen yet
+    run = night(store, 1.0, rng, versions={"torch": "2.10"})
+    (v,) = judge(store.frame(), run)
+    changed = {c["what"]: c for c in v.changed}
+    assert changed["torch"]["before"] == "2.9" and changed["torch"]["run"] == v.previous_run_id
+    assert f"torch 2.9 -> 2.10 (since run {v.previous_run_id})" in v.summary()
+    assert "git commit" not in changed

@@ -60,9 +60,12 @@ def test_report_formats_read_the_store(seeded):
     failed = [c for c in suite.iter("testcase") if c.find("failure") is not None]
     assert [c.get("classname").split(".")[-1] for c in failed] == ["stepped"]
     assert "tuning records" in failed[0].find("failure").get("message")
+    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert properties["apache-tvm_version"] and properties["torch_version"] and properties["cpu"]  # what the numbers ran on
 
     rows = list(csv.DictReader(io.StringIO(run_cli("report", "--store", str(seeded), "--format", "csv").stdout)))
     assert len(rows) == 24 and {r["verdict"] for r in rows if r["run_id"] == "8"} == {"slower", "same"}
+    assert rows[0]["apache-tvm_version"] and rows[0]["onnxruntime_version"] and rows[0]["confirms_run"] == ""
 
     table = run_cli("report", "--store", str(seeded))
     assert table.returncode == 0 and "slower" in table.stdout and "stepped" in table.stdout
@@ -274,8 +277,9 @@ def test_nightly_exits_1_on_a_regression_and_names_the_tuning_records(nightly_di
     tvm_ms = float(np.percentile(np.concatenate(measured.loc[measured["engine"] == "tvm", "samples_ms"].tolist()), 10))
     store = nightly_dir / "faster-history.db"
     rng = np.random.default_rng(8)
+    threads = int(measured.loc[measured["engine"] == "tvm", "threads"].iloc[0])  # measured like tonight: one history
     for _ in range(5):
-        night(Store(str(store)), tvm_ms / 2, rng, model="digits_cnn", engine="tvm", tuning_sha="f" * 64)
+        night(Store(str(store)), tvm_ms / 2, rng, model="digits_cnn", engine="tvm", tuning_sha="f" * 64, threads=threads)
     proc = run_cli("nightly", "nightly.toml", "--store", str(store), "--format", "md", cwd=nightly_dir)
     assert proc.returncode == 1, proc.stderr
     assert "regression digits_cnn / fp32 / x86 / tvm" in proc.stderr

@@ -486,8 +486,12 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
         suspects = [v for v in verdicts if needs_confirmation(v)]
         if suspects:  # a spell of host load looks like a step: measure those series again
             err.print(f"latency moved in {len(suspects)} series; measuring again to confirm", highlight=False)
-            confirm_latency(chosen, result.run_id, [(v.series, v.previous_run_id) for v in suspects],
-                            _RichProgress(progress))
+            try:
+                confirm_latency(chosen, result.run_id, [(v.series, v.previous_run_id) for v in suspects],
+                                _RichProgress(progress))
+            except Exception as e:  # the night's rows are stored: its reports still go out, those changes unconfirmed
+                cause = e.cause if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
+                err.print(f"measuring again failed ({cause}); those changes stay unconfirmed", markup=False, highlight=False)
             run, verdicts = judge_run(result.store, result.run_id)  # now with the confirmation
     _render_verdicts(run, verdicts, result.store.frame(), fmt, None)
     (dest / "summary.md").write_text(summary.markdown(run, verdicts))

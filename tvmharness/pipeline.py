@@ -179,8 +179,13 @@ def confirm_latency(recipe: Recipe, run_id: int, moved: list[tuple[dict, int | N
 
 
 def _ab_builds(tonight: dict | None, before: dict | None):
-    """(tonight's artifact, the earlier one) when both are TVM builds for this host still in the cache."""
+    """(tonight's artifact, the earlier one) when both are TVM builds for this host still in the cache
+    and run in the same TVM at the same threads: the earlier build is loaded in tonight's runtime, so
+    a change of TVM itself (or of threads) would slow or speed both sides, and only a second run sees it.
+    The same build on both sides is an answer too: nothing changed since that run."""
     if tonight is None or before is None or tonight["engine"] not in AB_ENGINES:
+        return None
+    if _plain(tonight.get("threads")) != _plain(before.get("threads")) or tonight.get("engine_version") != before.get("engine_version"):
         return None
     if (tonight.get("target_spec") or {}).get("runs_on") != "local":  # as the row's target was resolved
         return None

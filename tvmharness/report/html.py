@@ -231,7 +231,7 @@ TEMPLATE = """<!DOCTYPE html>
 
 <h2>Verdicts against each series' history</h2>
 <table><tr><th>model</th><th>variant</th><th>target</th><th>engine</th><th>verdict</th><th>evidence and cause</th></tr>
-{% for v in verdicts %}<tr><td>{{ v.series.model }}</td><td>{{ v.series.variant }}</td><td>{{ v.series.target }}</td>
+{% for v in verdicts %}<tr><td>{{ v.series.model }}</td><td>{{ v.series.variant }}</td><td>{{ v.target }}</td>
 <td>{{ v.series.engine }}</td><td class="{{ 'regression' if v.verdict in regressions else '' }}">{{ v.verdict }}</td>
 <td>{{ v.summary() }}</td></tr>
 {% endfor %}</table>

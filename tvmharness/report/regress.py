@@ -67,13 +67,26 @@ class Verdict:
     @property
     def name(self) -> str:
         s = self.series
-        return f"{s['model']} / {s['variant']} / {s['target']} / {s['engine']} @ {s['hostname']}"
+        return f"{s['model']} / {s['variant']} / {self.target} / {s['engine']} @ {s['hostname']}"
+
+    @property
+    def target(self) -> str:
+        """The series' target, marked where an emulated kit measured it (its numbers prove the path, not speed)."""
+        return self.series["target"] + (" (EMULATED)" if self.provenance.get("dev kit.emulated") else "")
+
+    def changes(self, arrow: str = "->") -> list[str]:
+        """What changed against the reference runs, and since which run where it came before tonight."""
+        return [f"{c['what']} {c['before']} {arrow} {c['after']}" + (f" (since run {c['run']})" if c.get("run") else "")
+                for c in self.changed]
 
     def summary(self) -> str:
         """One line a person reads first: what, by how much, with what confidence, and why."""
         e = self.evidence
         if self.verdict in (BROKEN, NOT_APPLICABLE):
             return f"{self.verdict}: {self.reason}"
+        if self.verdict == NEW and e.get("setup_changed"):
+            moved = "; ".join(f"{c['what']} {c['before']} -> {c['after']}" for c in e["setup_changed"])
+            return f"new setup ({moved} since run {e['setup_run_id']}): nothing measured this way to compare with"
         if self.verdict == NEW:
             return "new series: nothing earlier to compare with"
         parts = []
@@ -88,7 +101,7 @@ class Verdict:
         if e.get("accuracy_change"):
             parts.append(f"{e['accuracy_metric']} {e['accuracy_change']:+.3f}")
         if self.changed:
-            parts.append("changed: " + "; ".join(f"{c['what']} {c['before']} -> {c['after']}" for c in self.changed))
+            parts.append("changed: " + "; ".join(self.changes()))
         if self.operators and self.aspects.get("latency") in (SLOWER, FASTER):
             parts.append("operators: " + ", ".join(f"{o['operator']} {o['delta_ms']:+.3g} ms" for o in self.operators[:3]))
         return f"{self.verdict}: " + "; ".join(parts)
@@ -171,7 +184,7 @@ def confirmation(evidence: dict) -> str:
     if "confirmed" not in evidence:
         return ""
     if evidence["confirmed"] is None:
-        return "; unconfirmed: no second measurement (`nightly` takes one)"
+        return f"; unconfirmed: {evidence.get('unconfirmed_why') or 'no second measurement (`nightly` takes one)'}"
     change = evidence.get("confirmation_change")
     return (f"; {'confirmed' if evidence['confirmed'] else 'not confirmed'} by {evidence['confirmation']}"
             + (f" ({change:+.1%})" if change is not None else ""))
@@ -187,6 +200,9 @@ def confirm(first: Verdict, second: Verdict | None) -> Verdict:
     otherwise that aspect is "same" and the evidence says why."""
     if not needs_confirmation(first):
         return first
+    if second is None or second.verdict == BROKEN:  # the series was not measured again: said, not dismissed
+        why = "its second measurement failed" if second is not None else "it was not measured again (see the nightly's log)"
+        return replace(first, evidence=first.evidence | {"confirmed": None, "unconfirmed_why": why})
     agreed = second is not None and second.aspects.get("latency") == first.aspects["latency"]
     ab_run = second.evidence.get("ab_reference_run") if second else None
     evidence = first.evidence | {"confirmed": agreed, "confirmation_run_id": second.run_id if second else None,
@@ -214,6 +230,29 @@ def _flatten(prefix: str, value, out: dict) -> None:
         out[prefix] = value
 
 
+def _plain(value):
+    """A store value as Python's: NaN (pandas' missing) as None, a whole float as int."""
+    if isinstance(value, float):
+        return None if value != value else int(value) if value.is_integer() else value
+    return value.item() if hasattr(value, "item") else value
+
+
+def setup_of(row: dict) -> dict:
+    """How a row was measured beyond its series key. Runs of another setup are another history (a
+    quickstart's 2 threads against a nightly's 1, a resnet at 160x160, an emulated kit standing in for
+    the board): never compared, so never a false step. None: not recorded (an older row), matches any."""
+    details = row.get("details") or {}
+    inputs = details.get("inputs")
+    return {"threads": _plain(row.get("threads")),
+            "inputs": ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))} {i['dtype']}" for i in inputs) if inputs else None,
+            "dev kit": ("emulated" if details.get("emulated") else "native") if details.get("kit") else None}
+
+
+def setup_changes(before: dict, after: dict) -> list[dict]:
+    return [{"what": k, "before": before[k], "after": after[k]} for k in after
+            if before.get(k) is not None and after[k] is not None and before[k] != after[k]]
+
+
 def row_provenance(row: dict) -> dict:
     """What a number depends on outside its series key, flattened: what verdicts diff between runs."""
     prov = row.get("run_provenance") or {}
@@ -223,8 +262,8 @@ def row_provenance(row: dict) -> dict:
         "git commit": row.get("git_commit"),
         "engine version": row.get("engine_version"),
         "tuning records": (tuning.get("sha256") or "")[:16] or "none",
-        "threads": row.get("threads"),
-        "batch": row.get("batch"),
+        "threads": _plain(row.get("threads")),
+        "batch": _plain(row.get("batch")),
         "recipe": row.get("recipe_hash"),
         "target": (row.get("target_spec") or {}).get("tvm"),
         "build": details.get("build_key"),
@@ -235,6 +274,8 @@ def row_provenance(row: dict) -> dict:
         out["model"] = details["model_digest"][:16]
     if tuning:
         out["tuned tasks"] = f"{tuning.get('tasks_tuned')}/{tuning.get('tasks')} ({tuning.get('trials')} trials)"
+    for role, data in (details.get("data") or {}).items():  # the samples fed and trained on, by content
+        out[f"{role} data"] = f"{data['source']} ({data['content_hash']})" if data else "seeded"
     for key in ("compression", "variant_config"):
         if details.get(key) is not None:
             _flatten(key, details[key], out)
@@ -293,7 +334,7 @@ def judge_run(store, run_id: int | None = None) -> tuple[dict, list[Verdict]]:
     verdicts = judge(frame, run["id"], rules)
     second: dict[tuple, Verdict] = {}
     for again in (r for r in runs if _confirms(r) == run["id"]):
-        for v in judge(frame, again["id"], rules):
+        for v in judge(frame, again["id"], rules, history_before=run["id"]):
             key = tuple(v.series.values())
             if key not in second or "ab_reference_run" in v.evidence:  # an A/B outranks a second run
                 second[key] = v
@@ -314,29 +355,42 @@ def is_confirmation(row: dict) -> bool:
     return (row.get("run_provenance") or {}).get("confirms_run") is not None
 
 
-def judge(frame, run_id: int, rules: Regression | None = None) -> list[Verdict]:
+def judge(frame, run_id: int, rules: Regression | None = None, history_before: int | None = None) -> list[Verdict]:
     """A verdict for every row of run `run_id`, against the earlier rows of its series in `frame`
-    (a Store.frame(): rows of every run, with their run's provenance)."""
+    (a Store.frame(): rows of every run, with their run's provenance): those of runs before
+    `history_before` when given (a confirmation is judged against the history of the run it confirms,
+    not against that run's own first measurement)."""
     rules = rules or Regression()
     rows = frame.to_dict("records")
     earlier: dict[tuple, list[dict]] = {}
+    cutoff = run_id if history_before is None else history_before
     for r in rows:
-        if r["run_id"] < run_id and not is_confirmation(r):  # one night, one point of history
+        if r["run_id"] < cutoff and not is_confirmation(r):  # one night, one point of history
             earlier.setdefault(tuple(r[k] for k in SERIES), []).append(r)
     return [judge_row(r, sorted(earlier.get(tuple(r[k] for k in SERIES), []), key=lambda x: x["id"]), rules)
             for r in rows if r["run_id"] == run_id]
 
 
 def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
-    """One row against its series' earlier rows (oldest first)."""
+    """One row against its series' earlier rows (oldest first) measured the same way (setup_of)."""
     series = {k: row[k] for k in SERIES}
+    setup = setup_of(row)
+    ok_anyhow = [h for h in history if h["status"] == OK]
+    history = [h for h in history if not setup_changes(setup_of(h), setup)]
     ok_history = [h for h in history if h["status"] == OK]
     previous = ok_history[-1] if ok_history else (history[-1] if history else None)
     verdict = Verdict(series=series, verdict=SAME, aspects={}, run_id=int(row["run_id"]),
                       previous_run_id=int(previous["run_id"]) if previous is not None else None, evidence={},
                       provenance=row_provenance(row))
-    if previous is not None:
-        verdict.changed = provenance_changes(row_provenance(previous), verdict.provenance)
+    if previous is not None:  # against every reference run, not only the last: a cause may come a night early
+        references = [(int(r["run_id"]), row_provenance(r)) for r in ok_history[-RECENT_RUNS:] or [previous]]
+        changes: dict[str, dict] = {}
+        for _, earlier in references:  # oldest first: "before" is the oldest reference's value
+            for c in provenance_changes(earlier, verdict.provenance):
+                changes.setdefault(c["what"], c)
+        for c in changes.values():  # the reference run that already had tonight's value, if one did
+            c["run"] = next((run for run, earlier in references if earlier.get(c["what"]) == c["after"]), None)
+        verdict.changed = list(changes.values())
     if row["status"] == NOT_APPLICABLE:
         verdict.verdict, verdict.reason, verdict.aspects = NOT_APPLICABLE, row.get("reason") or "", {"status": NOT_APPLICABLE}
         return verdict
@@ -346,6 +400,9 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         return verdict
     if not ok_history:
         verdict.verdict, verdict.aspects, verdict.evidence = NEW, {"status": NEW}, {"median_ms": row.get("median_ms")}
+        if ok_anyhow:  # measured before, but not this way: no history to judge against, and the report says why
+            verdict.evidence["setup_changed"] = setup_changes(setup_of(ok_anyhow[-1]), setup)
+            verdict.evidence["setup_run_id"] = int(ok_anyhow[-1]["run_id"])
         return verdict
 
     aspects, evidence = {}, {}
@@ -358,22 +415,30 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         aspects["latency"], latency = latency_verdict(row["samples_ms"], timed, rules)
         evidence.update(latency)
         verdict.operators = operator_diff(previous.get("profile_ms"), row.get("profile_ms"))
-    if present(row.get("artifact_bytes")) and present(previous.get("artifact_bytes")) and previous["artifact_bytes"]:
-        change = row["artifact_bytes"] / previous["artifact_bytes"] - 1
-        evidence.update(size_bytes=int(row["artifact_bytes"]), previous_size_bytes=int(previous["artifact_bytes"]),
-                        size_change=change)
+
+    def last_with(figure):  # each figure against the latest earlier run that has it (a run without it skips nothing)
+        return next(((h, figure(h)) for h in reversed(ok_history) if figure(h) is not None), (None, None))
+
+    size = lambda r: r["artifact_bytes"] if present(r.get("artifact_bytes")) and r["artifact_bytes"] else None
+    before_row, before = last_with(size)
+    if size(row) is not None and before is not None:
+        change = row["artifact_bytes"] / before - 1
+        evidence.update(size_bytes=int(row["artifact_bytes"]), previous_size_bytes=int(before), size_change=change,
+                        size_run_id=int(before_row["run_id"]))
         aspects["size"] = LARGER if change > rules.max_size_growth else SMALLER if change < -rules.max_size_growth else SAME
-    memory, before = peak_memory(row.get("details")), peak_memory(previous.get("details"))
-    if memory is not None and before:
+    memory = peak_memory(row.get("details"))
+    before_row, before = last_with(lambda r: peak_memory(r.get("details")) or None)
+    if memory is not None and before is not None:
         change = memory / before - 1
-        evidence.update(peak_mb=memory, previous_peak_mb=before, memory_change=change)
+        evidence.update(peak_mb=memory, previous_peak_mb=before, memory_change=change, memory_run_id=int(before_row["run_id"]))
         moved = abs(memory - before) > MEMORY_FLOOR_MB and abs(change) > rules.max_memory_growth
         aspects["memory"] = SAME if not moved else LARGER if change > 0 else SMALLER
-    metric, value = accuracy_metric(row)
-    _, before = accuracy_metric(previous)
+    metric, value = accuracy_metric(row)  # compared only with the same measure: accuracy is not top-1 agreement
+    before_row, before = last_with(lambda r: accuracy_metric(r)[1] if accuracy_metric(r)[0] == metric else None)
     if value is not None and before is not None:
         change = value - before
-        evidence.update(accuracy_metric=metric, accuracy=value, previous_accuracy=before, accuracy_change=change)
+        evidence.update(accuracy_metric=metric, accuracy=value, previous_accuracy=before, accuracy_change=change,
+                        accuracy_run_id=int(before_row["run_id"]))
         aspects["accuracy"] = (LESS_ACCURATE if change < -rules.max_accuracy_drop
                                else MORE_ACCURATE if change > rules.max_accuracy_drop else SAME)
     verdict.aspects, verdict.evidence = aspects, evidence

@@ -41,7 +41,7 @@ def _why(v: Verdict) -> str:
     if v.reason:
         parts.append(v.reason)
     if v.changed:
-        parts.append("changed: " + ", ".join(f"{c['what']} {c['before']} → {c['after']}" for c in v.changed))
+        parts.append("changed: " + ", ".join(v.changes("→")))
     if v.operators and v.aspects.get("latency") in ("slower", "faster"):
         parts.append("operators: " + ", ".join(f"{o['operator']} {o['delta_ms']:+.3g} ms" for o in v.operators[:3]))
     return md_escape("; ".join(parts)) or "—"
@@ -85,11 +85,14 @@ def junit(run: dict, verdicts: list[Verdict]) -> str:
                        skipped=str(sum(v.verdict == NOT_APPLICABLE for v in verdicts)),
                        timestamp=str(run.get("started", "")), hostname=str(run.get("hostname", "")))
     props = ET.SubElement(suite, "properties")
-    for name, value in (("run", run.get("id")), ("git_commit", run.get("git_commit")), ("recipe_hash", run.get("recipe_hash"))):
+    prov = run.get("provenance") or {}
+    for name, value in (("run", run.get("id")), ("git_commit", run.get("git_commit")), ("recipe_hash", run.get("recipe_hash")),
+                        ("cpu", ((prov.get("host") or {}).get("cpu") or {}).get("model")), ("os", (prov.get("host") or {}).get("os")),
+                        *((f"{k}_version", v) for k, v in (prov.get("versions") or {}).items())):
         ET.SubElement(props, "property", name=name, value=str(value))
     for v in verdicts:
         s = v.series
-        case = ET.SubElement(suite, "testcase", classname=f"{s['hostname']}.{s['target']}.{s['model']}",
+        case = ET.SubElement(suite, "testcase", classname=f"{s['hostname']}.{v.target}.{s['model']}",
                              name=f"{s['variant']} / {s['engine']}", time=f"{(v.evidence.get('median_ms') or 0) / 1e3:.6f}")
         if v.regression:
             failure = ET.SubElement(case, "failure", message=v.summary(), type=v.verdict)
@@ -110,6 +113,13 @@ def to_json(run: dict, verdicts: list[Verdict]) -> dict:
 def to_csv(frame, verdicts: list[Verdict]) -> str:
     """Every row in the frame, flat (JSON columns as JSON text), with the verdict for the judged run's rows."""
     flat = frame.drop(columns=[c for c in ("run_provenance",) if c in frame.columns]).copy()
+    if "run_provenance" in frame.columns:  # the run's versions and host, and which run a confirmation re-measured
+        prov = frame["run_provenance"].map(lambda p: p or {})
+        flat["confirms_run"] = prov.map(lambda p: p.get("confirms_run"))
+        flat["cpu"] = prov.map(lambda p: ((p.get("host") or {}).get("cpu") or {}).get("model"))
+        flat["os"] = prov.map(lambda p: (p.get("host") or {}).get("os"))
+        for name in sorted({k for p in prov for k in (p.get("versions") or {})}):
+            flat[f"{name}_version"] = prov.map(lambda p, name=name: (p.get("versions") or {}).get(name))
     by_key = {(v.run_id, *v.series.values()): v for v in verdicts}
     keys = zip(flat["run_id"], flat["hostname"], flat["target"], flat["model"], flat["variant"], flat["engine"])
     found = [by_key.get(k) for k in keys]

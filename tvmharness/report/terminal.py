@@ -250,10 +250,10 @@ def verdict_table(verdicts) -> Table:
                    f"{confirmation(e)})"
                    if e.get("latency_ratio") is not None else "—")
         why = [v.reason] if v.reason else []
-        why += [f"{c['what']} {c['before']} → {c['after']}" for c in v.changed]
+        why += v.changes("→")
         if v.operators and v.aspects.get("latency") in ("slower", "faster"):
             why.append("ops: " + ", ".join(f"{o['operator']} {o['delta_ms']:+.3g} ms" for o in v.operators[:3]))
-        table.add_row(*(Text(str(v.series[k])) for k in ("model", "variant", "target", "engine")),
+        table.add_row(*(Text(str(x)) for x in (v.series["model"], v.series["variant"], v.target, v.series["engine"])),
                       Text(v.verdict, style=VERDICT_STYLE.get(v.verdict, "")), latency,
                       f"±{e['noise_band']:.1%}" if "noise_band" in e else "—",
                       f"{e['p_value']:.2g}" if "p_value" in e else "—",
