@@ -182,13 +182,13 @@ def main() -> None:
     args.nights = len(nights) // (1 + len(SLOWDOWNS))
     base_ms = frame["details"].iloc[0].get("base_ms") or float(np.median([medians[r] for r in history]))
 
-    def first(run_id: int, rules, earlier=()):
-        (v,) = judge(frame[frame["run_id"].isin([*history, *earlier, run_id])], run_id, rules)
+    def first(run_id: int, rules):
+        (v,) = judge(frame[frame["run_id"].isin([*history, run_id])], run_id, rules)
         return v
 
     def verdicts(rules, confirmed: bool = True) -> list[tuple[float, str, dict]]:
         """Each test night's verdict; with `confirmed`, a latency change stands only if a second
-        night (measured now if the store has none) agrees, judged with the first as its latest run."""
+        night (measured now if the store has none) agrees, judged against the same history as the first."""
         nonlocal frame
         out = []
         for slowdown, run_id in nights:
@@ -198,7 +198,7 @@ def main() -> None:
                     confirmations[run_id] = confirmation(slowdown, run_id, max(history))
                     frame = store.frame()
                 again = confirmations.get(run_id)
-                v = confirm(v, first(again, rules, [run_id]) if again is not None else None)
+                v = confirm(v, first(again, rules) if again is not None else None)
             out.append((slowdown, v.verdict, v.evidence))
         return out
 
