@@ -183,6 +183,20 @@ def test_a_file_that_is_not_an_exported_program_is_one_message(cli_dir):
     assert_usage_error(proc, "junk.pt2 is not a loadable ExportedProgram", "torch.export.save")  # and no traceback
 
 
+def test_a_module_beside_the_user_is_found_by_the_installed_command(cli_dir):
+    """`tvmharness compile mymodels:build` in the folder of mymodels.py, as `python -m` would find it."""
+    import subprocess
+    import sys
+
+    write(cli_dir / "mymodels.py", "import torch\n\ndef build():\n    return torch.nn.Linear(4, 2).eval(), torch.randn(1, 4)\n")
+    command = Path(sys.executable).with_name("tvmharness")  # the console script: its folder, not cwd, is on sys.path
+    proc = subprocess.run([str(command), "compile", "mymodels:build", "--out", "mine"], capture_output=True, text=True,
+                          cwd=cli_dir, timeout=300)
+    assert proc.returncode == 0 and (cli_dir / "mine" / "model.so").is_file(), proc.stderr
+    assert_usage_error(run_cli("compile", "theirmodels:build", cwd=cli_dir), "no module 'theirmodels' here",
+                       "path/to/theirmodels.py:build")
+
+
 def test_missing_recipe_and_model_files(cli_dir):
     assert_usage_error(run_cli("run", "nowhere.toml", cwd=cli_dir), "recipe file not found: nowhere.toml")
     assert_usage_error(run_cli("bench", "missing.onnx", cwd=cli_dir), "model file not found: missing.onnx")

@@ -295,6 +295,12 @@ def test_tuning_measures_candidates_on_the_kits(rack, tmp_path):
     assert measured and all(t["errors"] == 0 for t in summary["tasks"])
     records = list((tmp_path / "results" / "tuning").glob("x86-rpc-*/database_tuning_record.json"))
     assert records and records[0].read_text().count("\n") >= len(measured)
+    # The deployable artifact, built without a kit, is built for the kits' thread count and uses the records.
+    built = run_cli("compile", f"{USER_MODELS}:tiny_mlp", "--target", "x86-rpc", "--json", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    artifact = json.loads(built.stdout)
+    assert artifact["manifest"]["tuning_records"]["tasks_tuned"] >= 1
+    assert any(n.startswith("built for 1 threads, the thread count x86-rpc's records were tuned at") for n in artifact["notes"])
 
 
 def test_requests_for_a_key_whose_kits_are_gone_fail_within_seconds(rack):

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .cache import content_hash, file_hash, stage_dir
-from .errors import HarnessError, one_line
+from .errors import FAILED, HarnessError, one_line
 from .frontend import IMPORT_VERSION, frontend_for, to_relax
 from .models import LoadedModel
 from .provenance import git_commit, versions
@@ -75,6 +75,23 @@ def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path
     if not artifact.tuned and records_root is not None:
         artifact.records_elsewhere = records_at_other_threads(records_root, target)
     return artifact
+
+
+def fit_kit_threads(target: Target, threads: int | None, records_root: Path) -> str | None:
+    """A dev-kit target built without its kit (compile) is built for `threads`, else for the one thread
+    count its records were tuned at on the kits (which said theirs), so the artifact uses them; a run
+    learns it from the kit itself. A note saying which, or None."""
+    if target.preset.runs_on != "rpc" or target.tvm_dict.get("kind") != "llvm" or "num-cores" in target.tvm_dict:
+        return None
+    if threads:
+        target.tvm_dict["num-cores"] = threads
+        return None
+    counts = sorted({cores for _, cores in records_at_other_threads(records_root, target)})
+    if len(counts) != 1:
+        return None
+    target.tvm_dict["num-cores"] = counts[0]
+    return (f"built for {counts[0]} threads, the thread count {target.name}'s records were tuned at on its kits "
+            "(--threads N builds for another)")
 
 
 def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir: Path,
@@ -157,7 +174,8 @@ def _compile(model: LoadedModel, mod, target: Target, records: Path | None, dige
         raise
     except Exception as err:
         raise HarnessError(f"TVM could not build '{model.name}' for {target.name}: {one_line(err)}",
-                           f"check the target's settings, or report the operator it names (TVM's own log: {log})") from None
+                           f"check the target's settings, or report the operator it names (TVM's own log: {log})",
+                           exit_code=FAILED) from None
 
 
 def _compile_untuned(mod, target: Target):

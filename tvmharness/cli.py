@@ -336,16 +336,19 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     """Build a deployable artifact: model.so and manifest.json (hashes, target, compression, versions, git commit)."""
     import re
 
-    from .build import build_tvm, export_artifact
+    from .build import NATIVE_LOG, build_tvm, export_artifact, fit_kit_threads
     from .compress import apply_variant, parse_variant
+    from .engines.tvm import describe_artifact
     from .pipeline import load_models
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
-    from .targets import resolve
+    from .targets import check_toolchain, resolve
 
     defaults = apply_overrides(recipe_from_dict({"models": [model]}, "(compile)"), frontend=frontend,
                                inputs=parse_input_flags(input_shape, input_range), data=_data_flags(model, None, train_data))
     chosen = parse_variant(variant)
     resolved = resolve(target, threads or defaults.measure.threads)
+    check_toolchain(resolved)  # before minutes of TVM compiling, not after
+    threads_note = fit_kit_threads(resolved, threads, defaults.records_root)
     (loaded,) = load_models(defaults)
     name = loaded.name
     if not chosen.is_baseline:
@@ -360,13 +363,20 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
                  *(re.sub(r"[^\w.-]+", "_", text.replace("=", "")) for text in input_shape or [])]
         out_dir = Path("results/artifacts") / "-".join(parts)
     dest = export_artifact(artifact, out_dir)
+    # What a deployer must know: how it was tuned (or where records it missed are), what the compression
+    # did (int8's calibration data), and what TVM warned of.
+    build_notes, _ = describe_artifact(artifact)
+    notes = [*([threads_note] if threads_note else []), *build_notes, *loaded.notes,
+             *(f"TVM warned ({w['count']}x): {w['message']} (its log: {dest / NATIVE_LOG})" for w in artifact.manifest.get("tvm_warnings") or [])]
     if json_out:
-        _print_json({"dir": str(dest), "cache_hit": artifact.cache_hit, "manifest": artifact.manifest})
+        _print_json({"dir": str(dest), "cache_hit": artifact.cache_hit, "notes": notes, "manifest": artifact.manifest})
     else:
         m = artifact.manifest
         out.print(f"{'reused cached build' if artifact.cache_hit else 'built'} {m['model']} for {target} "
                   f"({m['target']['tvm']}) -> {dest}/{m['library']['file']} ({m['library']['bytes'] / 1e6:.1f} MB, "
                   f"sha256 {m['library']['sha256'][:16]}, {'tuned' if artifact.tuned else 'untuned'})", markup=False)
+        for note in notes:
+            out.print(f"  {note}", markup=False, highlight=False)
     return 0
 
 

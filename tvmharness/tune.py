@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from .cache import content_hash
-from .errors import HarnessError, one_line
+from .errors import FAILED, HarnessError, one_line
 from .frontend import to_relax
 from .gpu import check_local_gpu
 from .models import LoadedModel
@@ -372,14 +372,14 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
             fix = (f"start a kit under '{options.key}'" if state.stopped.endswith(KITS_GONE)
                    else f"free a kit under '{options.key}', or raise wait in the recipe's [devices]")
             raise HarnessError(f"{state.stopped}; {kept}", f"{fix} (`tvmharness devices --tracker {options.tracker}` lists "
-                               "the kits), then continue with `tvmharness tune --resume`")
+                               "the kits), then continue with `tvmharness tune --resume`", exit_code=FAILED)
         session["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         save_progress()
         if trials_run and ok == 0:
             first = next((t.first_error for t in states if t.first_error), "no error message")
             raise HarnessError(f"all {trials_run} tuning trials of {model.name} failed; the first error: {first}",
                                "see the MetaSchedule logs in " + str(directory / "runs") + "; a builder timeout means a slow machine: "
-                               "raise [tune] builder_timeout")
+                               "raise [tune] builder_timeout", exit_code=FAILED)
         return _result(model, target, directory, states, trials_run, state, skipped, session, notes)
 
 

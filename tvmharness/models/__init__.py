@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import io
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -489,10 +490,19 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
             module = importlib.util.module_from_spec(mod_spec)
             mod_spec.loader.exec_module(module)
         else:
+            if os.getcwd() not in sys.path:  # as `python -m` finds a module beside you; the console script would not
+                sys.path.insert(0, os.getcwd())
             module = importlib.import_module(target)
         made = getattr(module, func_name)()
     except HarnessError:
         raise
+    except ModuleNotFoundError as err:
+        if not err.name or not (target == err.name or target.startswith(err.name + ".")):  # a module it imports
+            raise HarnessError(f"could not make model '{spec}': {one_line(err)}",
+                               f"install the package it imports ({err.name})") from None
+        raise HarnessError(f"could not make model '{spec}': no module '{target}' here ({os.getcwd()}) or installed",
+                           f"give the file instead (path/to/{target.replace('.', '/')}.py:{func_name}), or run from "
+                           "the folder that holds it") from None
     except Exception as err:
         raise HarnessError(f"could not make model '{spec}': {one_line(err)}",
                            "the function must exist and return (nn.Module, example)") from None
