@@ -190,6 +190,8 @@ def test_a_model_s_own_data_is_what_every_engine_is_fed_and_what_its_variants_tr
     ({"x": (40, 16), "labels": (39,)}, {}, ("holds [39, 40] samples in its arrays",)),
     ({"x": (40, 16), "labels": (40, 10)}, {}, ("'labels' is int64 [40, 10], not one class id per sample",)),
     ({"x": (40, 16)}, {"nope": {"eval": "bad.npz"}}, ("[data] names 'nope', and the models are called tiny_mlp",)),
+    ({"x": ((40, 16), "uint8")}, {}, ("array 'x' is uint8, and input 'x' of tiny_mlp is float32",
+                                      "save 'x' as float32, scaled as the model takes it")),
     (None, {}, ("eval data for tiny_mlp not found:",)),
 ])
 def test_a_data_set_that_does_not_fit_its_model_is_refused_naming_what_and_how(tmp_path, arrays, data, needles):
@@ -200,7 +202,8 @@ def test_a_data_set_that_does_not_fit_its_model_is_refused_naming_what_and_how(t
 
     path = tmp_path / "bad.npz"
     if arrays is not None:
-        np.savez(path, **{name: np.zeros(shape, dtype=np.int64 if name == "labels" else np.float32)
+        np.savez(path, **{name: np.zeros(*shape) if isinstance(shape[0], tuple)  # (shape, dtype)
+                          else np.zeros(shape, dtype=np.int64 if name == "labels" else np.float32)
                           for name, shape in arrays.items()})
     recipe = recipe_from_dict({"models": [f"{USER_MODELS}:tiny_mlp"],
                                "data": data or {"tiny_mlp": {"eval": str(path)}}})

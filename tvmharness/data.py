@@ -112,9 +112,13 @@ def load_data_set(path: str, inputs: tuple[ModelInput, ...], batch: int, model: 
             raise HarnessError(f"{role} data {path}: array '{spec.name}' is {list(array.shape)}, samples of "
                                f"{list(array.shape[1:])}, and input '{spec.name}' of {model} takes {list(spec.shape)}: "
                                f"samples of {list(sample)}", save)
-        if array.dtype.kind not in ("fiu" if spec.is_float else "biu"):  # float ids would be rounded: refused
+        # Float ids would be rounded, and integer samples of a float input are raw (pixels 0..255 where the
+        # model was trained on normalized values): each is refused, not converted.
+        if array.dtype.kind not in ("f" if spec.is_float else "biu"):
             raise HarnessError(f"{role} data {path}: array '{spec.name}' is {array.dtype}, and input '{spec.name}' of "
-                               f"{model} is {spec.dtype}", f"save '{spec.name}' as {spec.dtype}")
+                               f"{model} is {spec.dtype}",
+                               f"save '{spec.name}' as {spec.dtype}" + (", scaled as the model takes it (e.g. normalized "
+                                                                         "pixels, not 0..255)" if spec.is_float else ""))
         if spec.value_range is not None and spec.range_from != FROM_EXAMPLE and array.size:
             low, high = int(array.min()), int(array.max())
             if low < spec.value_range[0] or high > spec.value_range[1]:  # an id past a table crashes TVM's lookup

@@ -71,7 +71,11 @@ def check_local_gpu(target) -> None:
 
 def detected_cuda_target() -> dict:
     """The TVM target dict of GPU 0: its architecture and the limits MetaSchedule schedules by."""
-    status = require_cuda("the cuda target")
+    status = cuda_status()
+    if not status.usable:  # building needs no GPU, only an arch: say how to give one
+        raise HarnessError(f"no usable GPU for the cuda target: {status.reason}; it reads its arch from this machine's GPU",
+                           NO_GPU_FIX + "; to build a GPU module here (compile), name its arch: --target jetson-orin, or "
+                           "a preset of your own with [tvm] kind = \"cuda\", arch = \"sm_86\" and device = \"cuda\"")
     import tvm
 
     dev = tvm.cuda(0)
