@@ -283,6 +283,16 @@ def test_bench_json_and_compile(cli_dir):
     assert (out / "model.so").stat().st_size == manifest["library"]["bytes"]
 
 
+def test_bench_measures_a_variant_at_the_threads_asked(cli_dir):
+    proc = run_cli("bench", "digits_cnn", "--variant", "int8", "--engine", "onnxruntime", "--threads", "1", "--json",
+                   "--store", str(cli_dir / "variant.db"), cwd=cli_dir)
+    assert proc.returncode == 0, proc.stderr
+    rows = {(r["variant"], r["engine"]): r for r in json.loads(proc.stdout)["rows"]}
+    assert set(rows) == {("fp32", "torch"), ("fp32", "onnxruntime"), ("int8", "onnxruntime")}  # fp32: what int8 is judged by
+    assert all(r["status"] == "ok" and r["threads"] == 1 for r in rows.values())
+    assert rows[("int8", "onnxruntime")]["details"]["accuracy_drop"] < 0.05
+
+
 def test_compile_ships_a_compressed_variant_that_loads_and_runs(cli_dir):
     import numpy as np
     import tvm

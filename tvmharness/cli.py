@@ -33,7 +33,11 @@ ModelOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", help="mo
 EngineOpt = Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="engine (repeatable): tvm, tvm-untuned, torch, torch-compile, onnxruntime")]
 RepeatsOpt = Annotated[Optional[int], typer.Option("--repeats", help="timed repeats per row (at least 30)")]
 MemoryOpt = Annotated[Optional[bool], typer.Option("--memory/--no-memory", help="also measure each row's peak memory, "
-                                                   "in a process of its own (default: the recipe's [measure] memory)")]
+                                                   "in a process of its own (default: the recipe's \\[measure] memory)")]
+PinnedThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="threads every engine is pinned to (default: "
+                                                   "the recipe's \\[measure] threads, else this host's physical cores)")]
+VariantsOpt = Annotated[Optional[list[str]], typer.Option("--variant", help="compression variant (repeatable), e.g. int8 "
+                                                          "or prune:0.5+finetune, measured beside fp32")]
 TrackerOpt = Annotated[Optional[str], typer.Option(help="HOST:PORT of the RPC tracker whose dev kits run remote targets")]
 KeyOpt = Annotated[Optional[str], typer.Option(help="the dev kits' key at the tracker (default: the target's usual keys)")]
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL")]
@@ -179,33 +183,35 @@ def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
 @_friendly
 def run(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recipes/quickstart.toml")],
         target: TargetOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
-        repeats: RepeatsOpt = None, memory: MemoryOpt = None, tracker: TrackerOpt = None, key: KeyOpt = None,
-        store: StoreOpt = None, input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None,
+        repeats: RepeatsOpt = None, threads: PinnedThreadsOpt = None, memory: MemoryOpt = None, tracker: TrackerOpt = None,
+        key: KeyOpt = None, store: StoreOpt = None, input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None,
         json_out: JsonOpt = False) -> int:
     """Run a recipe: every model x variant x target x engine, against the fp32 PyTorch baseline."""
     from .recipe import load_recipe, parse_input_flags
 
-    return _measure(load_recipe(recipe, models=model, targets=target, engines=engine, repeats=repeats, memory=memory,
-                                store=store, tracker=tracker, key=key, inputs=parse_input_flags(input_shape, input_range)),
-                    json_out)
+    return _measure(load_recipe(recipe, models=model, targets=target, engines=engine, repeats=repeats, threads=threads,
+                                memory=memory, store=store, tracker=tracker, key=key,
+                                inputs=parse_input_flags(input_shape, input_range)), json_out)
 
 
 @app.command()
 @_friendly
 def bench(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or module:function")],
-          target: TargetOpt = None, engine: EngineOpt = None, repeats: RepeatsOpt = None, memory: MemoryOpt = None,
+          target: TargetOpt = None, engine: EngineOpt = None, variant: VariantsOpt = None, repeats: RepeatsOpt = None,
+          threads: PinnedThreadsOpt = None, memory: MemoryOpt = None,
           frontend: Annotated[str, typer.Option(help="torch or onnx: how a torch model reaches TVM")] = "torch",
           tracker: TrackerOpt = None, key: KeyOpt = None, store: StoreOpt = None,
           input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None, eval_data: EvalDataOpt = None,
-          json_out: JsonOpt = False) -> int:
+          train_data: TrainDataOpt = None, json_out: JsonOpt = False) -> int:
     """Measure one model without a recipe (the defaults of a recipe apply)."""
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
 
     base = recipe_from_dict({"name": f"bench {model}", "models": [model]}, "(bench)")
-    return _measure(apply_overrides(base, targets=target, engines=engine, repeats=repeats, memory=memory, store=store,
-                                    frontend=frontend, tracker=tracker, key=key,
+    variants = ["fp32", *(v for v in variant if v != "fp32")] if variant else None  # fp32 is what variants are judged against
+    return _measure(apply_overrides(base, targets=target, engines=engine, variants=variants, repeats=repeats, threads=threads,
+                                    memory=memory, store=store, frontend=frontend, tracker=tracker, key=key,
                                     inputs=parse_input_flags(input_shape, input_range),
-                                    data=_data_flags(model, eval_data, None)), json_out)
+                                    data=_data_flags(model, eval_data, train_data)), json_out)
 
 
 class _TuneProgress:
@@ -247,7 +253,9 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
                                                        "interrupted tune's new total)")] = None,
          time_budget: Annotated[Optional[str], typer.Option("--time-budget", help="cap per model, variant and target, e.g. 30m")] = None,
          resume: Annotated[bool, typer.Option(help="finish the budget of an interrupted tune")] = False,
-         tracker: TrackerOpt = None, key: KeyOpt = None,
+         threads: PinnedThreadsOpt = None, tracker: TrackerOpt = None, key: KeyOpt = None,
+         frontend: Annotated[Optional[str], typer.Option(help="torch or onnx: the import whose workloads are tuned "
+                                                         "(default: the recipe's, else torch)")] = None,
          measure: Annotated[bool, typer.Option(help="afterwards, measure tuned vs untuned TVM vs ONNX Runtime vs PyTorch")] = True,
          store: StoreOpt = None, input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None,
          json_out: JsonOpt = False) -> int:
@@ -264,7 +272,8 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     if recipe is None and not model:
         raise HarnessError("nothing to tune", "give a recipe or --model M (and --target T)")
     overrides = dict(models=model, variants=variant, targets=target, store=store, trials=trials, time_budget=time_budget,
-                     tracker=tracker, key=key, inputs=parse_input_flags(input_shape, input_range))
+                     threads=threads, tracker=tracker, key=key, frontend=frontend,
+                     inputs=parse_input_flags(input_shape, input_range))
     if recipe is None:
         chosen = apply_overrides(recipe_from_dict({"name": "tune", "models": model}, "(tune)"), **overrides)
     else:
@@ -614,7 +623,7 @@ def _threads_default() -> int:
     return Measure().threads
 
 
-ThreadsOpt = Annotated[Optional[int], typer.Option(min=1, help="TVM threads on the kit (default: this machine's physical cores)")]
+KitThreadsOpt = Annotated[Optional[int], typer.Option(min=1, help="TVM threads on the kit (default: this machine's physical cores)")]
 PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="first port to try for the kit's server")]
 
 
@@ -622,7 +631,7 @@ PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="first port to try 
 @_friendly
 def devkit_serve(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC tracker")],
                  key: Annotated[str, typer.Option(help="the key jobs ask the tracker for, e.g. rpi4 or aarch64")],
-                 host: HostOpt = "127.0.0.1", port: PortOpt = 9090, threads: ThreadsOpt = None) -> int:
+                 host: HostOpt = "127.0.0.1", port: PortOpt = 9090, threads: KitThreadsOpt = None) -> int:
     """Serve this machine as a dev kit (run it on the board) until Ctrl-C."""
     from .remote.devkit import host_python, serve
     from .remote.tracker import parse_address
@@ -635,7 +644,7 @@ def devkit_serve(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC
 def devkit_emulate(arch: Annotated[str, typer.Argument(help="the architecture to emulate: aarch64")],
                    tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC tracker")],
                    key: Annotated[str, typer.Option(help="the key jobs ask the tracker for")] = "emulated-aarch64",
-                   host: HostOpt = "127.0.0.1", port: PortOpt = 9090, threads: ThreadsOpt = None,
+                   host: HostOpt = "127.0.0.1", port: PortOpt = 9090, threads: KitThreadsOpt = None,
                    setup_only: Annotated[bool, typer.Option("--setup-only", help="set the kit up (cached), then exit")] = False) -> int:
     """An aarch64 dev kit emulated here (qemu-user): proves the ARM path end to end, not ARM speed."""
     from .remote.devkit import emulated_aarch64, serve

@@ -249,6 +249,7 @@ def load_recipe(path: str | Path, **overrides) -> Recipe:
 # What each command-line override sets in a recipe, and the flag that gives it.
 OVERRIDES = {"models": (("models",), "--model"), "variants": (("variants",), "--variant"), "targets": (("targets",), "--target"),
              "engines": (("engines",), "--engine"), "repeats": (("measure", "repeats"), "--repeats"),
+             "threads": (("measure", "threads"), "--threads"),
              "store": (("output", "store"), "--store"), "trials": (("tune", "trials"), "--trials"),
              "time_budget": (("tune", "time_budget"), "--time-budget"),
              "tracker": (("devices", "tracker"), "--tracker"), "key": (("devices", "key"), "--key"),
