@@ -236,3 +236,15 @@ def test_durations_read_as_people_write_them():
             recipe_from_dict({"models": ["digits_cnn"], section: {key: "30 minutes"}}, "(test)")
     proc = run_cli("tune", "--model", TINY, "--time-budget", "soon", "--no-measure")
     assert proc.returncode == 2 and "'--time-budget': cannot read the duration 'soon'" in proc.stderr, proc.stderr
+
+
+def test_a_tune_that_fails_does_not_stop_the_others(tmp_path):
+    """An overnight list of tunes: the model that cannot be imported is reported, the other is tuned."""
+    proc = run_cli("tune", "--model", f"{USER_MODELS}:does_not_export", "--model", TINY, "--trials", "4",
+                   "--no-measure", "--json", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr  # the failed one's own exit code: a model that does not export
+    doc = json.loads(proc.stdout)
+    assert [s["model"] for s in doc["tune"]] == ["tiny_mlp"] and doc["tune"][0]["trials_run"] >= 4
+    (failure,) = doc["failed"]
+    assert failure["model"] == "does_not_export" and failure["target"] == "x86" and "export" in failure["error"]
+    assert "1 tune(s) failed" in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr

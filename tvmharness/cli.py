@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .errors import FAILED, HarnessError
+from .errors import FAILED, HarnessError, one_line
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Compile, tune and benchmark PyTorch models through Apache TVM, against PyTorch and ONNX Runtime.")
@@ -286,7 +286,15 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     models_ = load_models(chosen)
     if measure:  # a store that cannot be opened is found now, not after the tune
         Store(chosen.output.store)
-    summaries = []
+    summaries, failures = [], []  # one tune that fails does not stop the others (an overnight list of them)
+
+    def failed(label: str, error: Exception, target: str | None = None) -> None:
+        cause = error.cause if isinstance(error, HarnessError) else f"{type(error).__name__}: {one_line(error)}"
+        failures.append({"model": label, "target": target, "error": cause,
+                         "exit_code": error.exit_code if isinstance(error, HarnessError) else FAILED})
+        err.print(f"[red]{escape(label)}{escape(f' on {target}') if target else ''}: not tuned:[/red] {escape(str(error))}",
+                  highlight=False)
+
     for loaded, spec in ((m, v) for m in models_ for v in chosen.variants):
         chosen_variant = parse_variant(spec)
         label = loaded.name if chosen_variant.is_baseline else f"{loaded.name} / {chosen_variant.name}"
@@ -295,6 +303,9 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
                 compressed = apply_variant(loaded, chosen_variant, chosen.cache_dir)
         except NotApplicable as why:
             err.print(f"{label}: not tuned: {why.cause}", markup=False, highlight=False)
+            continue
+        except Exception as error:
+            failed(label, error)
             continue
         for resolved in targets_:
             rack = racks.get(resolved.name)
@@ -305,9 +316,13 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
                 options.tracker, options.key, options.kits = str(rack.tracker), rack.key, len(rack.status().kits)
                 options.kit_wait_s = rack.wait_s
                 options.runner_timeout_s = 120.0
-            with _progress() as progress:
-                result = tune_model(compressed, resolved, options, frontend=chosen.frontend, cache_dir=chosen.cache_dir,
-                                    records_root=chosen.records_root, threads=threads, progress=_TuneProgress(progress))
+            try:
+                with _progress() as progress:
+                    result = tune_model(compressed, resolved, options, frontend=chosen.frontend, cache_dir=chosen.cache_dir,
+                                        records_root=chosen.records_root, threads=threads, progress=_TuneProgress(progress))
+            except Exception as error:  # its records so far are kept; the next model, variant or target goes on
+                failed(label, error, resolved.name)
+                continue
             summaries.append(result.summary() | {"variant": chosen_variant.name})
             if not json_out:
                 tuned = sum(t.best_s is not None for t in result.tasks)
@@ -316,12 +331,16 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
                           + (f" ({len(result.skipped_known)} reused from earlier tunes)" if result.skipped_known else "")
                           + (f"; {result.stopped}" if result.stopped else "") + "".join(f"; {n}" for n in result.notes)
                           + f"; records {result.records_dir} (sha256 {(result.records_hash or '')[:16]})", markup=False, highlight=False)
+    code = max((f["exit_code"] for f in failures), default=0)
+    if failures:
+        err.print(f"[red]{len(failures)} tune(s) failed[/red]: " + escape("; ".join(
+            f"{f['model']}{' on ' + f['target'] if f['target'] else ''}: {f['error']}" for f in failures)), highlight=False)
     if not measure:
         if json_out:
-            _print_json({"tune": summaries})
-        return 0
+            _print_json({"tune": summaries, "failed": failures})
+        return code
     engines = ["tvm", "tvm-untuned", "torch", "onnxruntime"]
-    return _measure(apply_overrides(chosen, engines=engines), json_out, extra={"tune": summaries})
+    return max(code, _measure(apply_overrides(chosen, engines=engines), json_out, extra={"tune": summaries, "failed": failures}))
 
 
 def _kit_racks(recipe, targets) -> dict:
