@@ -361,3 +361,26 @@ def test_a_bad_variant_in_a_recipe_is_one_clear_message(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
     assert "bad parameters in variant 'prune:1.5'" in proc.stderr and "amount" in proc.stderr
     assert not (tmp_path / "results" / "history.db").exists()  # nothing ran
+
+
+def test_an_onnx_file_is_quantized_to_int8_as_it_is(digits, workdir):
+    """Many edge models arrive as ONNX: ONNX Runtime's quantizer takes the file itself; TVM runs the
+    result on integer kernels and agrees with ONNX Runtime's int8. Techniques that need PyTorch say so."""
+    import shutil
+
+    from tvmharness.frontend import onnx_file
+
+    path = workdir / "digits_file.onnx"
+    shutil.copy(onnx_file(digits, workdir / "cache")[0], path)
+    recipe = recipe_from_dict({"name": "onnx-int8", "models": [str(path)], "variants": ["fp32", "int8", "prune:0.5"],
+                               "engines": ["tvm", "onnxruntime"], "measure": {"repeats": 30, "threads": 2},
+                               "output": {"dir": str(workdir), "store": str(workdir / "onnx-int8.db")}})
+    rows = {(r["variant"], r["engine"]): r for r in run_recipe(recipe).rows}
+    for engine in ("tvm", "onnxruntime"):
+        row = rows[("int8", engine)]
+        assert row["status"] == OK, row["reason"]
+        assert row["details"]["quantized_ops"]["int8"]["Conv"] >= 2, row["details"]["quantized_ops"]
+    assert rows[("int8", "tvm")]["details"]["tvm_int8_kernels"]["integer"]["conv2d"] >= 2
+    assert rows[("int8", "tvm")]["details"]["accuracy_drop"] < 0.05  # top-1 agreement with the fp32 file
+    pruned = rows[("prune:0.5", "—")]
+    assert pruned["status"] == NOT_APPLICABLE and "only int8" in pruned["reason"]

@@ -109,11 +109,12 @@ def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> Load
     if variant.is_baseline:
         model.compression = baseline_metrics(model)
         return model
-    if model.torch_module is None:
-        raise NotApplicable(f"'{model.name}' is an ONNX file; compression works on PyTorch models",
-                            "give the model as a .pt2 or module:function to compress it")
+    if model.torch_module is None and any(step.kind != "int8" for step in variant.steps):
+        raise NotApplicable(f"'{model.name}' is an ONNX file; of the techniques only int8 (ONNX Runtime's quantizer) "
+                            "works on one, the others on PyTorch models",
+                            "give the model as a .pt2 or module:function to compress it otherwise")
     work = Work(base=model, cache_dir=Path(cache_dir) if cache_dir is not None else Path("results/cache"),
-                module=model.torch_module)
+                module=model.torch_module, onnx_path=model.onnx_path if model.torch_module is None else None)
     last_module = model.torch_module
     for step in variant.steps:
         if step.on_layers and work.module is not None and not weight_layers(work.module):

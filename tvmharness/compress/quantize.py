@@ -87,9 +87,12 @@ class Int8(Technique):
     only_with = {"calibration": ("mode", "static"), "samples": ("mode", "static"), "activations": ("mode", "static")}
 
     def apply(self, work: Work) -> Work:
-        module = self.clone_module(work)
-        finalize_pruning(module)
-        fp32_path = _onnx_of(module, work)
+        if work.module is None and work.onnx_path is not None and work.onnx_path == work.base.onnx_path:
+            fp32_path = work.onnx_path  # an .onnx file as given: the quantizer takes it as it is
+        else:
+            module = self.clone_module(work)
+            finalize_pruning(module)
+            fp32_path = _onnx_of(module, work)
         calibration = _calibration_set(work.base) if self.mode == "static" else None
         key = content_hash("int8", file_hash(fp32_path), self.model_dump(mode="json"), _ort_version(), QUANTIZER_VERSION,
                            [i.describe() for i in work.base.inputs],  # the seeded calibration inputs' ranges
