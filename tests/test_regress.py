@@ -345,3 +345,12 @@ def test_a_cause_that_came_a_night_before_the_step_is_still_named(store):
     assert changed["torch"]["before"] == "2.9" and changed["torch"]["run"] == v.previous_run_id
     assert f"torch 2.9 -> 2.10 (since run {v.previous_run_id})" in v.summary()
     assert "git commit" not in changed
+
+
+def test_a_host_label_keeps_a_runner_s_series_whatever_its_hostname(store, monkeypatch):
+    rng = np.random.default_rng(67)
+    monkeypatch.setenv("TVMHARNESS_HOST", "nightly-runner")
+    for _ in range(2):
+        night(store, 1.0, rng)
+    (v,) = judge_run(store)[1]
+    assert v.series["hostname"] == "nightly-runner" and v.verdict == SAME

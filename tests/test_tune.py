@@ -72,7 +72,7 @@ def test_an_untuned_build_points_at_the_records_tuned_at_another_thread_count(tu
                                "output": {"dir": str(root), "store": str(root / "one-thread.db")}})
     lines = footnotes(run_recipe(recipe).frame())
     assert (f"UNTUNED: {result.records_dir} holds records for x86 tuned at thread count 2, which builds for another "
-            "thread count cannot use: set [measure] threads = 2 in the recipe") in "\n".join(lines), lines
+            "thread count cannot use: measure at --threads 2 (or [measure] threads = 2 in the recipe)") in "\n".join(lines), lines
 
 
 def test_a_model_none_of_whose_tasks_were_tuned_gets_the_untuned_build(tuned):

@@ -75,8 +75,11 @@ def git_commit() -> str:
         return "unknown"
 
 
+HOST_LABEL = "TVMHARNESS_HOST"  # the name a host's series go under, where its hostname changes (a CI runner, a container)
+
+
 def host() -> dict:
-    return {"hostname": socket.gethostname(), "os": platform.platform(), "cpu": cpu_info()}
+    return {"hostname": os.environ.get(HOST_LABEL) or socket.gethostname(), "os": platform.platform(), "cpu": cpu_info()}
 
 
 def snapshot() -> dict:

@@ -148,8 +148,8 @@ def footnotes(frame) -> list[str]:
         elsewhere = {(directory, cores, r["target"]) for r in untuned.to_dict("records")
                      for directory, cores in ((r["details"] or {}).get("records_at_other_threads") or {}).items()}
         lines += [f"UNTUNED: {directory} holds records for {target} tuned at thread count {cores}, which builds for "
-                  f"another thread count cannot use: set [measure] threads = {cores} in the recipe, or tune at this run's "
-                  "thread count"
+                  f"another thread count cannot use: measure at --threads {cores} (or [measure] threads = {cores} in the "
+                  "recipe), or tune at this run's thread count"
                   for directory, cores, target in sorted(elsewhere)]
     warned = {}
     for r in rows:
