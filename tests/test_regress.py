@@ -122,14 +122,21 @@ def test_a_row_that_does_not_apply_is_no_regression_and_junit_skips_it(store):
     from tvmharness.report.summary import junit, markdown
 
     rng = np.random.default_rng(3)
-    night(store, 1.0, rng, engine="torch", variant="int8")
-    run_id = night(store, 1.0, rng, engine="torch", variant="int8", status=NOT_APPLICABLE, samples_ms=None,
-                   reason="this variant is an ONNX model")
+    for _ in range(2):  # PyTorch never runs an int8 variant (an ONNX model): each night, not applicable
+        run_id = night(store, 1.0, rng, engine="torch", variant="int8", status=NOT_APPLICABLE, samples_ms=None,
+                       reason="this variant is an ONNX model")
     (v,) = judge(store.frame(), run_id)
     assert v.verdict == NOT_APPLICABLE and not v.regression and "ONNX model" in v.summary()
     run = store.run(run_id)
     assert 'failures="0"' in junit(run, [v]) and 'skipped="1"' in junit(run, [v])
     assert "regressions found" not in markdown(run, [v])
+    # A variant that was measured before and now does not apply (the model changed under it) is lost: broken.
+    night(store, 1.0, rng, engine="tvm", variant="channels:0.5")
+    run_id = night(store, 1.0, rng, engine="tvm", variant="channels:0.5", status=NOT_APPLICABLE, samples_ms=None,
+                   reason="a pruned layer's result is also an output")
+    (lost,) = judge(store.frame(), run_id)
+    assert lost.verdict == BROKEN and lost.regression
+    assert f"measured until run {run_id - 1}, now not applicable: a pruned layer's" in lost.summary()
 
 
 def test_a_short_history_only_flags_changes_beyond_the_unknown_noise_band(store):

@@ -391,6 +391,10 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         for c in changes.values():  # the reference run that already had tonight's value, if one did
             c["run"] = next((run for run, earlier in references if earlier.get(c["what"]) == c["after"]), None)
         verdict.changed = list(changes.values())
+    if row["status"] == NOT_APPLICABLE and ok_history:  # it ran before: a variant or engine lost is a regression
+        verdict.verdict, verdict.aspects = BROKEN, {"status": BROKEN}
+        verdict.reason = f"measured until run {int(ok_history[-1]['run_id'])}, now not applicable: {row.get('reason') or ''}"
+        return verdict
     if row["status"] == NOT_APPLICABLE:
         verdict.verdict, verdict.reason, verdict.aspects = NOT_APPLICABLE, row.get("reason") or "", {"status": NOT_APPLICABLE}
         return verdict
