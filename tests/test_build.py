@@ -64,6 +64,23 @@ def test_x86_preset_detects_the_host_cpu():
     assert str(target.tvm_target().kind) == "llvm"
 
 
+def test_a_command_that_names_no_target_measures_on_this_host_s_own_preset(monkeypatch):
+    """On the board itself (a Jetson's or a Pi's Linux), the default is its aarch64 CPU, not x86."""
+    from tvmharness.recipe import recipe_from_dict
+    from tvmharness.targets import own_preset
+
+    if platform.machine() == "x86_64":
+        assert own_preset() == "x86" and recipe_from_dict({"models": ["digits_cnn"]}).targets == ["x86"]
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert own_preset() == "aarch64" and recipe_from_dict({"models": ["digits_cnn"]}).targets == ["aarch64"]
+    target = resolve("aarch64", 4)
+    assert target.preset.runs_on == "local" and target.tvm_dict["mtriple"] == "aarch64-linux-gnu"
+    assert target.tvm_dict["num-cores"] == 4 and target.tvm_dict["mcpu"] != "auto"
+    monkeypatch.setattr(platform, "machine", lambda: "riscv64")
+    with pytest.raises(HarnessError, match=r"no local target preset for this host \(riscv64\)"):
+        own_preset()
+
+
 def _as_pt2_and_onnx(module, example, stem: Path) -> tuple[Path, Path]:
     """The module saved as a user would: an ExportedProgram and an ONNX file."""
     pt2, onnx_path = stem.with_suffix(".pt2"), stem.with_suffix(".onnx")

@@ -354,7 +354,8 @@ def _kit_racks(recipe, targets) -> dict:
 @app.command()
 @_friendly
 def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or module:function")],
-            target: Annotated[str, typer.Option("--target", "-t", help="target preset")] = "x86",
+            target: Annotated[Optional[str], typer.Option("--target", "-t", help="target preset (default: this host's, "
+                                                          "x86 or aarch64)")] = None,
             variant: Annotated[str, typer.Option(help="compression variant, e.g. int8 or prune:0.5+finetune")] = "fp32",
             out_dir: Annotated[Optional[Path], typer.Option("--out", help="artifact directory (default results/artifacts/MODEL[-VARIANT][-onnx]-TARGET[-Nthreads][-NAME1x128])")] = None,
             frontend: Annotated[str, typer.Option(help="torch or onnx")] = "torch",
@@ -374,6 +375,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     defaults = apply_overrides(recipe_from_dict({"models": [model]}, "(compile)"), frontend=frontend,
                                inputs=parse_input_flags(input_shape, input_range), data=_data_flags(model, None, train_data))
     chosen = parse_variant(variant)
+    target = target or defaults.targets[0]
     resolved = resolve(target, threads or defaults.measure.threads)
     check_toolchain(resolved)  # before minutes of TVM compiling, not after
     threads_note = fit_kit_threads(resolved, threads, defaults.records_root)

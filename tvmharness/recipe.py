@@ -172,7 +172,7 @@ class Recipe(_Strict):
     models: list[str] = Field(min_length=1)
     # An alias ("int8"), a chain joined by "+" or a list of aliases applied in order; see tvmharness.compress.
     variants: list[str | list[str]] = Field(default_factory=lambda: ["fp32"], min_length=1)
-    targets: list[str] = Field(default_factory=lambda: ["x86"], min_length=1)
+    targets: list[str] = Field(default_factory=lambda: [_own_preset()], min_length=1)  # this host's CPU
     engines: list[Literal["tvm", "tvm-untuned", "torch", "torch-compile", "onnxruntime"]] = Field(default_factory=lambda: list(ENGINES), min_length=1)
     frontend: Literal["torch", "onnx"] = Field("torch", description="how torch models reach TVM")
     inputs: dict[str, InputSetting] = Field(default_factory=dict, description="model inputs' sizes and values, by name")
@@ -244,6 +244,12 @@ def load_recipe(path: str | Path, **overrides) -> Recipe:
     except tomllib.TOMLDecodeError as err:
         raise HarnessError(f"recipe {path} is not valid TOML: {err}", "fix the TOML syntax at that line") from None
     return apply_overrides(recipe_from_dict(data, str(path)), **overrides)
+
+
+def _own_preset() -> str:
+    from .targets import own_preset
+
+    return own_preset()
 
 
 # What each command-line override sets in a recipe, and the flag that gives it.

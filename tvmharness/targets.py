@@ -106,12 +106,18 @@ def host_target(targets: list[Target], threads: int) -> Target:
     local = [t for t in targets if t.preset.runs_on == "local"]
     if local:
         return local[0]
+    return resolve(own_preset(), threads)
+
+
+def own_preset() -> str:
+    """The name of this host's own preset (one that runs here and detects its CPU): x86, or aarch64
+    on a board. What a recipe or command that names no target measures on."""
     own = [p for p in presets().values() if p.runs_on == "local" and p.arch == platform.machine()]
     if not own:
-        raise HarnessError(f"no local target preset for this host ({platform.machine()}) to run the baseline on",
-                           "add one to targets/ (see targets/x86.toml)")
+        raise HarnessError(f"no local target preset for this host ({platform.machine()})",
+                           "add one to targets/ (see targets/x86.toml and targets/aarch64.toml)")
     detected = [p for p in own if p.tvm.get("mcpu") == "auto"]
-    return resolve((detected or own)[0].name, threads)
+    return (detected or own)[0].name
 
 
 def resolve(name: str, threads: int) -> Target:
