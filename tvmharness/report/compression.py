@@ -21,6 +21,11 @@ def _variant_rows(frame) -> list[dict]:
     return [r for r in frame.to_dict("records") if r["variant"] != BASELINE]
 
 
+def _target(row: dict) -> str:
+    """The row's target, marked where an emulated kit measured it: its latencies prove the path, not speed."""
+    return row["target"] + (" (EMULATED)" if (row["details"] or {}).get("emulated") else "")
+
+
 COLUMNS = [("model", "left"), ("variant", "left"), ("target", "left"), ("engine", "left"), ("goals", "left"),
            ("speed-up vs fp32", "right"), ("size vs fp32", "right"), ("accuracy drop", "right"), ("params", "right"),
            ("MFLOPs", "right"), ("sparsity", "right"), ("compressed", "right")]
@@ -37,7 +42,7 @@ def compression_rows(frame) -> list[list[str]]:
         else:
             goals = ("pass" if r["meets_goals"] else "fail") if present(r["meets_goals"]) else "no goals"
         drop = d.get("accuracy_drop")
-        cells.append([r["model"], r["variant"], r["target"], r["engine"], goals,
+        cells.append([r["model"], r["variant"], _target(r), r["engine"], goals,
                       _fmt(d.get("speedup_vs_fp32"), ".2f", "x"), _fmt(d.get("size_ratio"), ".2f", "x"),
                       _fmt(100 * drop if present(drop) else None, "+.1f", " pts"),
                       _fmt(d.get("params"), ","), _fmt(d["flops"] / 1e6 if present(d.get("flops")) else None, ".2f"),
@@ -62,8 +67,8 @@ def best_variants(frame) -> list[str]:
     """Per model and target: the passing variant with the lowest latency, on whichever engine."""
     lines = []
     rows = _variant_rows(frame)
-    for model, target in sorted({(r["model"], r["target"]) for r in rows}):
-        passing = [r for r in rows if r["model"] == model and r["target"] == target and r["status"] == "ok"
+    for model, target in sorted({(r["model"], _target(r)) for r in rows}):
+        passing = [r for r in rows if r["model"] == model and _target(r) == target and r["status"] == "ok"
                    and r["meets_goals"] is True]
         if not passing:
             lines.append(f"best variant of {model} on {target}: none passes the goals")

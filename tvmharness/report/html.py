@@ -151,7 +151,8 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
     targets = []
     for i, target in enumerate(dict.fromkeys(r["target"] for r in current)):
         mine = [r for r in current if r["target"] == target]
-        targets.append({"name": target, "spec": (mine[0].get("target_spec") or {}).get("tvm"),
+        emulated = any((r.get("details") or {}).get("emulated") for r in mine)  # its latencies prove the path, not speed
+        targets.append({"name": target + (" (EMULATED)" if emulated else ""), "spec": (mine[0].get("target_spec") or {}).get("tvm"),
                         "pareto": pareto_chart(mine, f"pareto-{i}"), "bars": baseline_bars(mine, f"bars-{i}")})
     models = []
     for i, model in enumerate(dict.fromkeys(r["model"] for r in current)):
