@@ -301,7 +301,10 @@ def test_another_setup_is_another_history(store):
     bench = night(store, 0.6, rng, threads=2)
     (v,) = judge(store.frame(), bench)
     assert v.verdict == NEW and v.evidence["setup_changed"] == [{"what": "threads", "before": 1, "after": 2}]
-    assert "new setup (threads 1 -> 2 since run 6)" in v.summary()
+    assert "new setup (threads 1 -> 2; run 6 was the last measured the old way)" in v.summary()
+    from tvmharness.report.summary import markdown
+
+    assert "new setup (threads 1 → 2; run 6 was the last measured the old way)" in markdown(store.run(bench), [v])
     run = night(store, 1.0, rng, threads=1)
     (v,) = judge(store.frame(), run)
     assert v.verdict == SAME and v.evidence["history_runs"] == 6, v.summary()
@@ -315,6 +318,14 @@ def test_another_setup_is_another_history(store):
     (v,) = judge(store.frame(), run)
     assert v.verdict == NEW and v.evidence["setup_changed"][0]["after"] == "emulated"
     assert v.target == "x86 (EMULATED)" and "x86 (EMULATED)" in v.name
+    # The board slows down; the second measurement lands on the emulated kit: no answer, so the change stays.
+    for _ in range(3):
+        night(store, 5.0, rng, model="kit", details=board)
+    first = night(store, 6.5, rng, model="kit", details=board)
+    night(store, 60.0, rng, model="kit", details=emulated, confirms=first)
+    (kept,) = judge_run(store, first)[1]
+    assert kept.verdict == SLOWER and kept.evidence["confirmed"] is None, kept.summary()
+    assert "unconfirmed: its second measurement was taken another way (dev kit native -> emulated)" in kept.summary()
 
 
 def test_each_figure_is_compared_with_the_last_run_that_has_it(store):
@@ -329,16 +340,16 @@ def test_each_figure_is_compared_with_the_last_run_that_has_it(store):
     assert v.aspects["memory"] == LARGER and v.evidence["memory_run_id"] == gap - 1
     assert v.aspects["accuracy"] == SAME and v.evidence["accuracy_run_id"] == gap - 1  # not the top-1 night
     # Labelled data arrives: accuracy 0.90 is not "less accurate" than a top-1 agreement of 1.0.
-    for _ in range(2):
-        night(store, 1.0, rng, model="text", accuracy=None, top1_agreement=1.0,
-              details={"threads": 2, "data": {"eval": None, "train": None}})
-    run = night(store, 1.0, rng, model="text", accuracy=0.90, top1_agreement=1.0,
-                                      details={"data": {"eval": {"source": "val.npz", "content_hash": "ab12"}, "train": None}})
+    for _ in range(2):  # a row without threads (a kit that did not say): NaN in the frame, matching any
+        night(store, 1.0, rng, model="text", accuracy=None, top1_agreement=1.0, threads=None,
+              details={"data": {"eval": None, "train": None}})
+    run = night(store, 1.0, rng, model="text", accuracy=0.90, top1_agreement=1.0, threads=None,
+                details={"data": {"eval": {"source": "val.npz", "content_hash": "ab12"}, "train": None}})
     (v,) = judge(store.frame(), run)
     assert "accuracy" not in v.aspects and v.verdict == SAME, v.summary()
     changed = {c["what"]: (c["before"], c["after"]) for c in v.changed}
     assert changed["eval data"] == ("seeded", "val.npz (ab12)")
-    assert "threads" not in changed  # a row without threads (NaN in the frame) is no change
+    assert "threads" not in changed and v.previous_run_id is not None  # not a change, nor another setup
 
 
 def test_a_cause_that_came_a_night_before_the_step_is_still_named(store):
@@ -352,6 +363,11 @@ def test_a_cause_that_came_a_night_before_the_step_is_still_named(store):
     assert changed["torch"]["before"] == "2.9" and changed["torch"]["run"] == v.previous_run_id
     assert f"torch 2.9 -> 2.10 (since run {v.previous_run_id})" in v.summary()
     assert "git commit" not in changed
+    night(store, 1.0, rng, versions={"torch": "2.9"})  # back, a night before this one
+    run = night(store, 1.0, rng, versions={"torch": "2.9"})
+    (v,) = judge(store.frame(), run)
+    (torch,) = [c for c in v.changed if c["what"] == "torch"]
+    assert (torch["before"], torch["after"], torch["run"]) == ("2.10", "2.9", v.previous_run_id)
 
 
 def test_a_host_label_keeps_a_runner_s_series_whatever_its_hostname(store, monkeypatch):

@@ -280,7 +280,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
         chosen = load_recipe(recipe, **overrides)
     budget = chosen.tune
     threads = chosen.measure.threads
-    targets_ = [resolve(t, threads) for t in chosen.targets]
+    targets_ = [resolve(t, threads) for t in chosen.target_names()]
     check_variants(chosen.variants)
     racks = _kit_racks(chosen, targets_)
     models_ = load_models(chosen)
@@ -375,7 +375,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     defaults = apply_overrides(recipe_from_dict({"models": [model]}, "(compile)"), frontend=frontend,
                                inputs=parse_input_flags(input_shape, input_range), data=_data_flags(model, None, train_data))
     chosen = parse_variant(variant)
-    target = target or defaults.targets[0]
+    target = target or defaults.target_names()[0]
     resolved = resolve(target, threads or defaults.measure.threads)
     check_toolchain(resolved)  # before minutes of TVM compiling, not after
     threads_note = fit_kit_threads(resolved, threads, defaults.records_root)
@@ -526,13 +526,14 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
         suspects = [v for v in verdicts if needs_confirmation(v)]
         if suspects:  # a spell of host load looks like a step: measure those series again
             err.print(f"latency moved in {len(suspects)} series; measuring again to confirm", highlight=False)
+            failure = None
             try:
                 confirm_latency(chosen, result.run_id, [(v.series, v.previous_run_id) for v in suspects],
                                 _RichProgress(progress))
             except Exception as e:  # the night's rows are stored: its reports still go out, those changes unconfirmed
-                cause = e.cause if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
-                err.print(f"measuring again failed ({cause}); those changes stay unconfirmed", markup=False, highlight=False)
-            run, verdicts = judge_run(result.store, result.run_id)  # now with the confirmation
+                failure = f"measuring again failed: {e.cause if isinstance(e, HarnessError) else f'{type(e).__name__}: {one_line(e)}'}"
+                err.print(f"{failure}; those changes stay unconfirmed", markup=False, highlight=False)
+            run, verdicts = judge_run(result.store, result.run_id, unconfirmed_why=failure)  # now with the confirmation
     _render_verdicts(run, verdicts, result.store.frame(), fmt, None)
     (dest / "summary.md").write_text(summary.markdown(run, verdicts))
     (dest / "junit.xml").write_text(summary.junit(run, verdicts))

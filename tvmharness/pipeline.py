@@ -94,7 +94,7 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     progress = progress or _Silent()
     started = time.perf_counter()
     threads = recipe.measure.threads
-    targets = [resolve(t, threads) for t in recipe.targets]
+    targets = [resolve(t, threads) for t in recipe.target_names()]
     host = host_target(targets, threads)
     for target in targets:
         check_local_gpu(target)

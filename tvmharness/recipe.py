@@ -172,7 +172,7 @@ class Recipe(_Strict):
     models: list[str] = Field(min_length=1)
     # An alias ("int8"), a chain joined by "+" or a list of aliases applied in order; see tvmharness.compress.
     variants: list[str | list[str]] = Field(default_factory=lambda: ["fp32"], min_length=1)
-    targets: list[str] = Field(default_factory=lambda: [_own_preset()], min_length=1)  # this host's CPU
+    targets: list[str] = Field(default_factory=list)  # none: this host's own preset (target_names)
     engines: list[Literal["tvm", "tvm-untuned", "torch", "torch-compile", "onnxruntime"]] = Field(default_factory=lambda: list(ENGINES), min_length=1)
     frontend: Literal["torch", "onnx"] = Field("torch", description="how torch models reach TVM")
     inputs: dict[str, InputSetting] = Field(default_factory=dict, description="model inputs' sizes and values, by name")
@@ -197,11 +197,19 @@ class Recipe(_Strict):
         return self
 
     def digest(self) -> str:
-        data = self.model_dump(mode="json")
+        data = self.model_dump(mode="json") | {"targets": self.target_names()}  # as measured
         for section in ("inputs", "data"):  # recipes without them keep the hash they had before they existed
             if not data[section]:
                 del data[section]
         return content_hash(data)[:16]
+
+    def target_names(self) -> list[str]:
+        """The recipe's targets, or this host's own preset (x86, or aarch64 on a board) where it names none."""
+        if self.targets:
+            return list(self.targets)
+        from .targets import own_preset
+
+        return [own_preset()]
 
     def names_to_match(self, section: str) -> set[str]:
         """The [inputs] names some model measured must take, or the [data] names one must have (a name
@@ -244,12 +252,6 @@ def load_recipe(path: str | Path, **overrides) -> Recipe:
     except tomllib.TOMLDecodeError as err:
         raise HarnessError(f"recipe {path} is not valid TOML: {err}", "fix the TOML syntax at that line") from None
     return apply_overrides(recipe_from_dict(data, str(path)), **overrides)
-
-
-def _own_preset() -> str:
-    from .targets import own_preset
-
-    return own_preset()
 
 
 # What each command-line override sets in a recipe, and the flag that gives it.

@@ -362,8 +362,8 @@ def _memory_mark(session, kit: str) -> dict:
     try:
         mark = session.get_function("tvmharness.memory_mark")
     except Exception:
-        return {"memory_error": f"kit {kit} does not measure memory (a TVM RPC server of its own, not "
-                                "`tvmharness devkit serve`)"}
+        return {"memory_error": f"kit {kit} does not measure memory: TVM's own RPC server, or a `tvmharness devkit "
+                                "serve` older than this harness (serve it again with this one)"}
     try:
         return {"base_kb": mark()}
     except Exception as err:  # e.g. /proc/self/clear_refs not writable on the board's kernel

@@ -55,10 +55,11 @@ class Verdict:
     run_id: int
     previous_run_id: int | None
     evidence: dict  # effect, noise band, p-value, history size, medians, size and accuracy changes
-    changed: list[dict] = field(default_factory=list)  # provenance that differs from the previous run
+    changed: list[dict] = field(default_factory=list)  # provenance that differs from the reference runs
     operators: list[dict] = field(default_factory=list)  # per-operator profile diff, largest moves first
     reason: str = ""  # why a row is broken or not applicable
     provenance: dict = field(default_factory=dict)  # this run's: git, versions, host, target, tuning records
+    setup: dict = field(default_factory=dict)  # how it was measured (setup_of): another setup, another history
 
     @property
     def regression(self) -> bool:
@@ -74,6 +75,14 @@ class Verdict:
         """The series' target, marked where an emulated kit measured it (its numbers prove the path, not speed)."""
         return self.series["target"] + (" (EMULATED)" if self.provenance.get("dev kit.emulated") else "")
 
+    def new_setup(self, arrow: str = "->") -> str:
+        """Why a series measured before is new: the setup that changed ("" where none did)."""
+        e = self.evidence
+        if not e.get("setup_changed"):
+            return ""
+        moved = "; ".join(f"{c['what']} {c['before']} {arrow} {c['after']}" for c in e["setup_changed"])
+        return f"new setup ({moved}; run {e['setup_run_id']} was the last measured the old way)"
+
     def changes(self, arrow: str = "->") -> list[str]:
         """What changed against the reference runs, and since which run where it came before tonight."""
         return [f"{c['what']} {c['before']} {arrow} {c['after']}" + (f" (since run {c['run']})" if c.get("run") else "")
@@ -85,8 +94,7 @@ class Verdict:
         if self.verdict in (BROKEN, NOT_APPLICABLE):
             return f"{self.verdict}: {self.reason}"
         if self.verdict == NEW and e.get("setup_changed"):
-            moved = "; ".join(f"{c['what']} {c['before']} -> {c['after']}" for c in e["setup_changed"])
-            return f"new setup ({moved} since run {e['setup_run_id']}): nothing measured this way to compare with"
+            return f"{self.new_setup()}: nothing measured this way to compare with"
         if self.verdict == NEW:
             return "new series: nothing earlier to compare with"
         parts = []
@@ -200,8 +208,13 @@ def confirm(first: Verdict, second: Verdict | None) -> Verdict:
     otherwise that aspect is "same" and the evidence says why."""
     if not needs_confirmation(first):
         return first
-    if second is None or second.verdict == BROKEN:  # the series was not measured again: said, not dismissed
-        why = "its second measurement failed" if second is not None else "it was not measured again (see the nightly's log)"
+    other_way = setup_changes(first.setup, second.setup) if second is not None else []
+    if second is None or other_way or "latency" not in second.aspects:  # not measured again as it was: said, not dismissed
+        why = ("it was not measured again (see the nightly's log)" if second is None
+               else "its second measurement was taken another way ("
+               + "; ".join(f"{c['what']} {c['before']} -> {c['after']}" for c in other_way) + ")" if other_way
+               else "its second measurement failed" if second.verdict == BROKEN
+               else "its second measurement has no latency")
         return replace(first, evidence=first.evidence | {"confirmed": None, "unconfirmed_why": why})
     agreed = second is not None and second.aspects.get("latency") == first.aspects["latency"]
     ab_run = second.evidence.get("ab_reference_run") if second else None
@@ -240,10 +253,12 @@ def _plain(value):
 def setup_of(row: dict) -> dict:
     """How a row was measured beyond its series key. Runs of another setup are another history (a
     quickstart's 2 threads against a nightly's 1, a resnet at 160x160, an emulated kit standing in for
-    the board): never compared, so never a false step. None: not recorded (an older row), matches any."""
+    the board, another CPU under one host label): never compared, so never a false step. None: not
+    recorded (an older row), matches any."""
     details = row.get("details") or {}
     inputs = details.get("inputs")
-    return {"threads": _plain(row.get("threads")),
+    cpu = (((row.get("run_provenance") or {}).get("host") or {}).get("cpu") or {}).get("model")
+    return {"cpu": cpu or None, "threads": _plain(row.get("threads")),
             "inputs": ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))} {i['dtype']}" for i in inputs) if inputs else None,
             "dev kit": ("emulated" if details.get("emulated") else "native") if details.get("kit") else None}
 
@@ -287,10 +302,22 @@ def row_provenance(row: dict) -> dict:
     return {k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in out.items()}
 
 
-def provenance_changes(before: dict, after: dict) -> list[dict]:
-    """Keys whose value differs; the build key is left out when something that explains it changed."""
-    changed = [{"what": k, "before": before.get(k), "after": after.get(k)}
-               for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k)]
+def provenance_changes(references: list[tuple[int, dict]], after: dict) -> list[dict]:
+    """What differs from the reference runs ((run id, row_provenance), oldest first): each key whose
+    value tonight is not that of every reference run, with the value before the latest stretch of
+    tonight's value and, where that stretch began before tonight, its first run ("run"). The build
+    key is left out when something that explains it changed."""
+    changed = []
+    for what in dict.fromkeys([k for _, prov in references for k in prov] + list(after)):
+        values = [prov.get(what) for _, prov in references]
+        start = len(values)
+        while start and values[start - 1] == after.get(what):
+            start -= 1
+        if start:
+            change = {"what": what, "before": values[start - 1], "after": after.get(what)}
+            if start < len(values):
+                change["run"] = references[start][0]
+            changed.append(change)
     if len(changed) > 1:
         changed = [c for c in changed if c["what"] != "build"]
     return changed
@@ -317,10 +344,11 @@ def rules_of(run: dict) -> Regression:
     return Regression.model_validate({k: v for k, v in stored.items() if k in Regression.model_fields})
 
 
-def judge_run(store, run_id: int | None = None) -> tuple[dict, list[Verdict]]:
+def judge_run(store, run_id: int | None = None, unconfirmed_why: str | None = None) -> tuple[dict, list[Verdict]]:
     """The run (default: the newest that is not a confirmation) and a verdict for each of its rows
     against the series' whole history, from the store alone; latency changes are kept only where the
-    run's confirmation, if the store holds one, agrees (see confirm)."""
+    run's confirmation, if the store holds one, agrees (see confirm). `unconfirmed_why`: why a run
+    has none (a nightly whose second measurement failed), said in each change it leaves unconfirmed."""
     runs = store.runs()
     if not runs:
         return {}, []
@@ -341,8 +369,8 @@ def judge_run(store, run_id: int | None = None) -> tuple[dict, list[Verdict]]:
     if second:
         verdicts = [confirm(v, second.get(tuple(v.series.values()))) for v in verdicts]
     else:  # nobody measured this run again (a `run`, a `bench`): its latency changes stand, marked so
-        verdicts = [replace(v, evidence=v.evidence | {"confirmed": None}) if needs_confirmation(v) else v
-                    for v in verdicts]
+        unconfirmed = {"confirmed": None} | ({"unconfirmed_why": unconfirmed_why} if unconfirmed_why else {})
+        verdicts = [replace(v, evidence=v.evidence | unconfirmed) if needs_confirmation(v) else v for v in verdicts]
     return run, verdicts
 
 
@@ -381,16 +409,10 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
     previous = ok_history[-1] if ok_history else (history[-1] if history else None)
     verdict = Verdict(series=series, verdict=SAME, aspects={}, run_id=int(row["run_id"]),
                       previous_run_id=int(previous["run_id"]) if previous is not None else None, evidence={},
-                      provenance=row_provenance(row))
+                      provenance=row_provenance(row), setup=setup)
     if previous is not None:  # against every reference run, not only the last: a cause may come a night early
         references = [(int(r["run_id"]), row_provenance(r)) for r in ok_history[-RECENT_RUNS:] or [previous]]
-        changes: dict[str, dict] = {}
-        for _, earlier in references:  # oldest first: "before" is the oldest reference's value
-            for c in provenance_changes(earlier, verdict.provenance):
-                changes.setdefault(c["what"], c)
-        for c in changes.values():  # the reference run that already had tonight's value, if one did
-            c["run"] = next((run for run, earlier in references if earlier.get(c["what"]) == c["after"]), None)
-        verdict.changed = list(changes.values())
+        verdict.changed = provenance_changes(references, verdict.provenance)
     if row["status"] == NOT_APPLICABLE and ok_history:  # it ran before: a variant or engine lost is a regression
         verdict.verdict, verdict.aspects = BROKEN, {"status": BROKEN}
         verdict.reason = f"measured until run {int(ok_history[-1]['run_id'])}, now not applicable: {row.get('reason') or ''}"

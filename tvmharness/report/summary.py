@@ -37,9 +37,7 @@ def _latency_cell(v: Verdict) -> str:
 
 
 def _why(v: Verdict) -> str:
-    parts = []
-    if v.reason:
-        parts.append(v.reason)
+    parts = [text for text in (v.reason, v.new_setup("→")) if text]
     if v.changed:
         parts.append("changed: " + ", ".join(v.changes("→")))
     if v.operators and v.aspects.get("latency") in ("slower", "faster"):
@@ -115,7 +113,8 @@ def to_csv(frame, verdicts: list[Verdict]) -> str:
     flat = frame.drop(columns=[c for c in ("run_provenance",) if c in frame.columns]).copy()
     if "run_provenance" in frame.columns:  # the run's versions and host, and which run a confirmation re-measured
         prov = frame["run_provenance"].map(lambda p: p or {})
-        flat["confirms_run"] = prov.map(lambda p: p.get("confirms_run"))
+        flat["confirms_run"] = prov.map(lambda p: p.get("confirms_run")).astype("Int64")  # blank, not NaN or 3.0
+        flat["emulated"] = frame["details"].map(lambda d: (d or {}).get("emulated") or "")
         flat["cpu"] = prov.map(lambda p: ((p.get("host") or {}).get("cpu") or {}).get("model"))
         flat["os"] = prov.map(lambda p: (p.get("host") or {}).get("os"))
         for name in sorted({k for p in prov for k in (p.get("versions") or {})}):

@@ -249,7 +249,7 @@ def verdict_table(verdicts) -> Table:
         latency = (f"{e['statistic']} {e['reference_ms']:.4g} → {e['latency_ms']:.4g} ms ({e['latency_change']:+.1%}"
                    f"{confirmation(e)})"
                    if e.get("latency_ratio") is not None else "—")
-        why = [v.reason] if v.reason else []
+        why = [text for text in (v.reason, v.new_setup("→")) if text]
         why += v.changes("→")
         if v.operators and v.aspects.get("latency") in ("slower", "faster"):
             why.append("ops: " + ", ".join(f"{o['operator']} {o['delta_ms']:+.3g} ms" for o in v.operators[:3]))
