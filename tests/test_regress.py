@@ -377,3 +377,13 @@ def test_a_host_label_keeps_a_runner_s_series_whatever_its_hostname(store, monke
         night(store, 1.0, rng)
     (v,) = judge_run(store)[1]
     assert v.series["hostname"] == "nightly-runner" and v.verdict == SAME
+
+
+def test_a_nightly_whose_second_measurement_failed_says_so(store):
+    rng = np.random.default_rng(71)
+    for _ in range(6):
+        night(store, 1.0, rng)
+    night(store, 1.3, rng)
+    (v,) = judge_run(store, unconfirmed_why="measuring again failed: no kit under 'aarch64' is registered any more")[1]
+    assert v.verdict == SLOWER and v.evidence["confirmed"] is None
+    assert "unconfirmed: measuring again failed: no kit under 'aarch64'" in v.summary()
