@@ -18,7 +18,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from . import present
-from .regress import REGRESSIONS, accuracy_metric, is_confirmation, judge_run
+from .regress import REGRESSIONS, accuracy_metric, is_confirmation, judge_run, setup_changes, setup_of
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
 from . import peak_memory
 from .terminal import footnotes, row_notes
@@ -159,6 +159,7 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
         table = []
         for j, r in enumerate(r for r in current if r["model"] == model):
             key = (r["hostname"], r["target"], r["model"], r["variant"], r["engine"])
+            history = [h for h in by_series.get(key, []) if not setup_changes(setup_of(h), setup_of(r))]  # as verdicts see it
             tuning = (r.get("details") or {}).get("tuning_records") or {}
             spread = r["iqr_ms"] / r["median_ms"] / 2 if present(r.get("iqr_ms")) and r.get("median_ms") else None
             v = verdict_of.get(key)
@@ -180,7 +181,7 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
                 "target_spec": (r.get("target_spec") or {}).get("tvm"),
                 "verdict": v.verdict if v else "", "verdict_summary": v.summary() if v else "",
                 "regression": bool(v and v.regression),
-                "spark": sparkline(by_series.get(key, []), f"spark-{i}-{j}"), "runs": len(by_series.get(key, [])),
+                "spark": sparkline(history, f"spark-{i}-{j}"), "runs": len(history),
             })
         models.append({"name": model, "rows": table})
 
