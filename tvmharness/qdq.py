@@ -40,7 +40,6 @@ class RewriteReport:
 
 def integer_qdq(mod):
     """(rewritten module, RewriteReport). A module without dequantize comes back unchanged."""
-    import tvm
     from tvm import relax
     from tvm.ir.expr import Constant
 
@@ -131,14 +130,6 @@ def integer_qdq(mod):
             out = relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale))
             return out
 
-    @tvm.ir.transform.module_pass(opt_level=0, name="IntegerQDQ")
-    def rewrite(mod, _ctx):
-        rewriter = Rewriter(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
-
     @relax.expr_functor.mutator
     class Singletons(relax.PyExprMutator):
         """A per-tensor scale or zero point as a one-element tensor, not a scalar: TVM inlines a scalar
@@ -154,16 +145,15 @@ def integer_qdq(mod):
             singletons = [relax.const(q.value.numpy().reshape(1)) for q in qparams]
             return relax.Call(call.op, [data, *singletons], call.attrs, call.ty_args, call.span)
 
-    @tvm.ir.transform.module_pass(opt_level=0, name="SingletonQParams")
-    def singletons(mod, _ctx):
-        mutator = Singletons(mod)
+    def each_function(mutator_class, mod):
+        mutator = mutator_class(mod)
         for gvar, func in mod.functions_items():
             if isinstance(func, relax.Function):
                 mutator.builder_.update_func(gvar, mutator.visit_expr(func))
         return mutator.builder_.get()
 
-    mod = rewrite(mod)
-    mod = singletons(relax.transform.DeadCodeElimination()(mod))
+    mod = each_function(Rewriter, mod)
+    mod = each_function(Singletons, relax.transform.DeadCodeElimination()(mod))
     return mod, report
 
 
