@@ -1,5 +1,5 @@
 """Regression verdicts: each row of a run against the history of its series (host x target x model
-x variant x engine), read only from the store.
+x variant x engine), the runs measured the same way (setup_of), read only from the store.
 
 Latency is noisy, so a verdict needs two things at once:
   1. the run's raw samples and the reference's (the samples of the series' last three runs)
@@ -19,9 +19,10 @@ Latency is noisy, so a verdict needs two things at once:
   second measurement agrees (`confirm`). For a TVM build that second measurement is an A/B: the
   build and the one it was compared with, timed in turns in one process (`ab_latency_verdict`),
   so the host's load falls on both alike and only a change of the build remains.
-Size and accuracy are deterministic: any change past the recipe's thresholds counts. Every verdict
-carries its evidence, what changed in provenance since the previous run of the series, and for
-latency the operators that moved most (from the stored per-operator profiles).
+Size, memory and accuracy are deterministic: any change past the recipe's thresholds counts, each
+against the last run that has the figure. Every verdict carries its evidence, what changed in
+provenance against the reference runs, and for latency the operators that moved most (from the
+stored per-operator profiles).
 """
 
 from __future__ import annotations
@@ -205,24 +206,25 @@ def needs_confirmation(verdict: Verdict) -> bool:
 def confirm(first: Verdict, second: Verdict | None) -> Verdict:
     """A latency change stands only when a second measurement of the series moves the same way
     (judged against the same history, or an A/B against the build it was compared with);
-    otherwise that aspect is "same" and the evidence says why."""
+    otherwise that aspect is "same" and the evidence says why. Where there is no second measurement
+    taken as the first was (none, a failed one, another setup), the change stands, "unconfirmed"."""
     if not needs_confirmation(first):
         return first
     other_way = setup_changes(first.setup, second.setup) if second is not None else []
-    if second is None or other_way or "latency" not in second.aspects:  # not measured again as it was: said, not dismissed
+    if second is None or other_way or "latency" not in second.aspects:
         why = ("it was not measured again (see the nightly's log)" if second is None
                else "its second measurement was taken another way ("
                + "; ".join(f"{c['what']} {c['before']} -> {c['after']}" for c in other_way) + ")" if other_way
                else "its second measurement failed" if second.verdict == BROKEN
                else "its second measurement has no latency")
         return replace(first, evidence=first.evidence | {"confirmed": None, "unconfirmed_why": why})
-    agreed = second is not None and second.aspects.get("latency") == first.aspects["latency"]
-    ab_run = second.evidence.get("ab_reference_run") if second else None
-    evidence = first.evidence | {"confirmed": agreed, "confirmation_run_id": second.run_id if second else None,
+    agreed = second.aspects["latency"] == first.aspects["latency"]
+    ab_run = second.evidence.get("ab_reference_run")
+    evidence = first.evidence | {"confirmed": agreed, "confirmation_run_id": second.run_id,
                                  "confirmation": (f"an A/B in turns with run {ab_run}'s build" if ab_run is not None
                                                   else "a second run"),
-                                 "confirmation_change": second.evidence.get("latency_change") if second else None,
-                                 "confirmation_p_value": second.evidence.get("p_value") if second else None}
+                                 "confirmation_change": second.evidence.get("latency_change"),
+                                 "confirmation_p_value": second.evidence.get("p_value")}
     aspects = first.aspects if agreed else first.aspects | {"latency": SAME}
     return replace(first, aspects=aspects, evidence=evidence, verdict=min(aspects.values(), key=ORDER.index))
 
@@ -445,7 +447,9 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
     def last_with(figure):  # each figure against the latest earlier run that has it (a run without it skips nothing)
         return next(((h, figure(h)) for h in reversed(ok_history) if figure(h) is not None), (None, None))
 
-    size = lambda r: r["artifact_bytes"] if present(r.get("artifact_bytes")) and r["artifact_bytes"] else None
+    def size(r):
+        return r["artifact_bytes"] if present(r.get("artifact_bytes")) and r["artifact_bytes"] else None
+
     before_row, before = last_with(size)
     if size(row) is not None and before is not None:
         change = row["artifact_bytes"] / before - 1
