@@ -111,10 +111,10 @@ def to_json(run: dict, verdicts: list[Verdict]) -> dict:
 def to_csv(frame, verdicts: list[Verdict]) -> str:
     """Every row in the frame, flat (JSON columns as JSON text), with the verdict for the judged run's rows."""
     flat = frame.drop(columns=[c for c in ("run_provenance",) if c in frame.columns]).copy()
+    flat["emulated"] = frame["details"].map(lambda d: (d or {}).get("emulated") or "")  # its latency proves the path only
     if "run_provenance" in frame.columns:  # the run's versions and host, and which run a confirmation re-measured
         prov = frame["run_provenance"].map(lambda p: p or {})
         flat["confirms_run"] = prov.map(lambda p: p.get("confirms_run")).astype("Int64")  # blank, not NaN or 3.0
-        flat["emulated"] = frame["details"].map(lambda d: (d or {}).get("emulated") or "")
         flat["cpu"] = prov.map(lambda p: ((p.get("host") or {}).get("cpu") or {}).get("model"))
         flat["os"] = prov.map(lambda p: (p.get("host") or {}).get("os"))
         for name in sorted({k for p in prov for k in (p.get("versions") or {})}):
