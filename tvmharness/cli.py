@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .errors import FAILED, HarnessError, one_line
+from .errors import FAILED, HarnessError, reason
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Compile, tune and benchmark PyTorch models through Apache TVM, against PyTorch and ONNX Runtime.")
@@ -289,8 +289,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     summaries, failures = [], []  # one tune that fails does not stop the others (an overnight list of them)
 
     def failed(label: str, error: Exception, target: str | None = None) -> None:
-        cause = error.cause if isinstance(error, HarnessError) else f"{type(error).__name__}: {one_line(error)}"
-        failures.append({"model": label, "target": target, "error": cause,
+        failures.append({"model": label, "target": target, "error": reason(error, fix=False),
                          "exit_code": error.exit_code if isinstance(error, HarnessError) else FAILED})
         err.print(f"[red]{escape(label)}{escape(f' on {target}') if target else ''}: not tuned:[/red] {escape(str(error))}",
                   highlight=False)
@@ -531,7 +530,7 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
                 confirm_latency(chosen, result.run_id, [(v.series, v.previous_run_id) for v in suspects],
                                 _RichProgress(progress))
             except Exception as e:  # the night's rows are stored: its reports still go out, those changes unconfirmed
-                failure = f"measuring again failed: {e.cause if isinstance(e, HarnessError) else f'{type(e).__name__}: {one_line(e)}'}"
+                failure = f"measuring again failed: {reason(e, fix=False)}"
                 err.print(f"{failure}; those changes stay unconfirmed", markup=False, highlight=False)
             run, verdicts = judge_run(result.store, result.run_id, unconfirmed_why=failure)  # now with the confirmation
     _render_verdicts(run, verdicts, result.store.frame(), fmt, None)

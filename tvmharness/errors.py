@@ -30,6 +30,14 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def reason(err: BaseException, fix: bool = True) -> str:
+    """An error as a row or a summary says it: a user's error as it is (its cause alone without `fix`),
+    anything else, a crash, with its type."""
+    if isinstance(err, HarnessError):
+        return str(err) if fix else err.cause
+    return f"{type(err).__name__}: {one_line(err)}"
+
+
 UNION_BRANCHES = {"str", "int", "float", "bool"}  # pydantic names a union's branch in the location
 
 

@@ -11,7 +11,7 @@ from typing import Protocol
 from .build import Artifact, load_artifact
 from .compress import BASELINE, NotApplicable, apply_variant, baseline_metrics, check_variants, parse_variant
 from .engines import EngineOptions, get_engine
-from .errors import HarnessError, one_line
+from .errors import HarnessError, one_line, reason
 from .gpu import check_local_gpu
 from .frontend import pt2_file
 from .measure import accuracy, agreement, time_call, time_interleaved
@@ -19,7 +19,7 @@ from .memory import ENGINES as MEMORY_ENGINES, measure_memory
 from .models import LoadedModel, attach_data, check_input_settings, load_model
 from .provenance import snapshot
 from .recipe import Recipe, apply_overrides
-from .results import Store
+from .results import Store, plain
 from .remote.rack import KitFailure, KitJob, KitResult, Rack
 from .targets import Target, check_toolchain, host_target, resolve
 
@@ -128,10 +128,10 @@ def _check_gpu_baseline(model: LoadedModel, host: Target) -> None:
     without a baseline no other row of the model could be measured."""
     from .gpu import ort_cuda_status, torch_cuda_status
 
-    usable, reason = torch_cuda_status() if model.baseline_engine == "torch" else ort_cuda_status()
+    usable, why = torch_cuda_status() if model.baseline_engine == "torch" else ort_cuda_status()
     if not usable:
         raise HarnessError(f"the baseline of {model.name} ({model.baseline_engine}) runs on target {host.name}, and "
-                           f"{reason}", "install the GPU builds (README 'GPU machines'), or name a CPU target first "
+                           f"{why}", "install the GPU builds (README 'GPU machines'), or name a CPU target first "
                            "(--target x86 --target " + host.name + ") so the baseline runs there")
 
 
@@ -185,7 +185,7 @@ def _ab_builds(tonight: dict | None, before: dict | None):
     The same build on both sides is an answer too: nothing changed since that run."""
     if tonight is None or before is None or tonight["engine"] not in AB_ENGINES:
         return None
-    if _plain(tonight.get("threads")) != _plain(before.get("threads")) or tonight.get("engine_version") != before.get("engine_version"):
+    if plain(tonight.get("threads")) != plain(before.get("threads")) or tonight.get("engine_version") != before.get("engine_version"):
         return None
     if (tonight.get("target_spec") or {}).get("runs_on") != "local":  # as the row's target was resolved
         return None
@@ -214,7 +214,7 @@ def _measure_ab(tonight: dict, before: dict, build: Artifact, earlier: Artifact,
     except Exception as err:
         progress.step(f"A/B of {label} failed ({type(err).__name__}: {one_line(err)}); measuring it again instead")
         return None
-    row = {k: _plain(tonight[k]) for k in ("model", "variant", "target", "engine", "engine_version", "is_baseline",
+    row = {k: plain(tonight[k]) for k in ("model", "variant", "target", "engine", "engine_version", "is_baseline",
                                            "threads", "batch", "artifact_bytes", "tuned", "target_spec")}
     row.update(status=OK, median_ms=latency.median_ms, p90_ms=latency.p90_ms, iqr_ms=latency.iqr_ms,
                samples_ms=latency.samples_ms)
@@ -223,12 +223,6 @@ def _measure_ab(tonight: dict, before: dict, build: Artifact, earlier: Artifact,
         "ab_reference": {"run_id": int(before["run_id"]), "build_key": before["details"].get("build_key"),
                          "artifact_dir": str(earlier.dir), "samples_ms": reference.samples_ms}}
     return row
-
-
-def _plain(value):
-    """A value read back through pandas as the store takes it: numpy scalars as Python's, NaN as None."""
-    value = value.item() if hasattr(value, "item") else value
-    return None if isinstance(value, float) and value != value else value
 
 
 def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: Recipe, options: EngineOptions,
@@ -352,7 +346,7 @@ def data_provenance(model: LoadedModel) -> dict:
 
 def _failed(row: dict, status: str, err: Exception) -> dict:
     """The row, failed with the error as its reason: a user's error as it is, a crash with its type."""
-    return row | {"status": status, "reason": str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {one_line(err)}"}
+    return row | {"status": status, "reason": reason(err)}
 
 
 def _store(store: Store, result: RunResult, row: dict) -> None:
@@ -418,7 +412,7 @@ def _record_memory(row: dict, model: LoadedModel, target: Target, session, feed,
         by_name = {i.name: a for i, a in zip(model.inputs, feed)}
         row["details"]["memory"] = measure_memory(session.engine, artifact, by_name, session.threads)
     except Exception as err:  # a missing figure is said in the row, not a failed row
-        row["details"]["memory_error"] = str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {one_line(err)}"
+        row["details"]["memory_error"] = reason(err)
 
 
 def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, recipe: Recipe) -> None:

@@ -90,6 +90,15 @@ class Measurement(Base):
 COLUMNS = [c.name for c in Measurement.__table__.columns]
 
 
+def plain(value):
+    """A value of a Store.frame() row as Python's, as the store takes it back: numpy scalars as Python's,
+    NaN (pandas' missing value) as None, a whole float (an int column with a gap) as int."""
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float):
+        return None if value != value else int(value) if value.is_integer() else value
+    return value
+
+
 def store_url(store: str) -> str:
     """A path becomes a SQLite URL (its folder created); a URL is used as given."""
     if "://" in store:

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from ..recipe import Regression
+from ..results import plain
 from . import peak_memory, present
 
 SERIES = ("hostname", "target", "model", "variant", "engine")
@@ -245,13 +246,6 @@ def _flatten(prefix: str, value, out: dict) -> None:
         out[prefix] = value
 
 
-def _plain(value):
-    """A store value as Python's: NaN (pandas' missing) as None, a whole float as int."""
-    if isinstance(value, float):
-        return None if value != value else int(value) if value.is_integer() else value
-    return value.item() if hasattr(value, "item") else value
-
-
 def setup_of(row: dict) -> dict:
     """How a row was measured beyond its series key. Runs of another setup are another history (a
     quickstart's 2 threads against a nightly's 1, a resnet at 160x160, an emulated kit standing in for
@@ -260,7 +254,7 @@ def setup_of(row: dict) -> dict:
     details = row.get("details") or {}
     inputs = details.get("inputs")
     cpu = (((row.get("run_provenance") or {}).get("host") or {}).get("cpu") or {}).get("model")
-    return {"cpu": cpu or None, "threads": _plain(row.get("threads")),
+    return {"cpu": cpu or None, "threads": plain(row.get("threads")),
             "inputs": ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))} {i['dtype']}" for i in inputs) if inputs else None,
             "dev kit": ("emulated" if details.get("emulated") else "native") if details.get("kit") else None}
 
@@ -279,8 +273,8 @@ def row_provenance(row: dict) -> dict:
         "git commit": row.get("git_commit"),
         "engine version": row.get("engine_version"),
         "tuning records": (tuning.get("sha256") or "")[:16] or "none",
-        "threads": _plain(row.get("threads")),
-        "batch": _plain(row.get("batch")),
+        "threads": plain(row.get("threads")),
+        "batch": plain(row.get("batch")),
         "recipe": row.get("recipe_hash"),
         "target": (row.get("target_spec") or {}).get("tvm"),
         "build": details.get("build_key"),
