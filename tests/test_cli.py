@@ -283,6 +283,11 @@ def test_bench_json_and_compile(cli_dir):
     assert (out / "model.so").stat().st_size == manifest["library"]["bytes"]
 
 
+def test_bench_refuses_training_data_without_a_variant_to_train(cli_dir):
+    assert_usage_error(run_cli("bench", "digits_cnn", "--train-data", "train.npz", cwd=cli_dir),
+                       "--train-data is what variants train and calibrate on", "add --variant")
+
+
 def test_bench_measures_a_variant_at_the_threads_asked(cli_dir):
     proc = run_cli("bench", "digits_cnn", "--variant", "int8", "--engine", "onnxruntime", "--threads", "1", "--json",
                    "--store", str(cli_dir / "variant.db"), cwd=cli_dir)

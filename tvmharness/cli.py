@@ -206,6 +206,9 @@ def bench(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or mo
     """Measure one model without a recipe (the defaults of a recipe apply)."""
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
 
+    if train_data and not [v for v in variant or [] if v != "fp32"]:  # it would change nothing measured
+        raise HarnessError("--train-data is what variants train and calibrate on (finetune, int8), and this bench "
+                           "measures no variant", "add --variant (e.g. --variant int8), or leave --train-data out")
     base = recipe_from_dict({"name": f"bench {model}", "models": [model]}, "(bench)")
     variants = ["fp32", *(v for v in variant if v != "fp32")] if variant else None  # fp32 is what variants are judged against
     return _measure(apply_overrides(base, targets=target, engines=engine, variants=variants, repeats=repeats, threads=threads,
