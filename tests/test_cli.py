@@ -80,7 +80,7 @@ def test_input_settings_for_models_a_run_leaves_out_are_not_typos():
     recipe = recipe_from_dict({"models": ["tokens.onnx", "digits_cnn"], "inputs": {"ids": {"shape": [1, 128]}}})
     assert recipe.names_to_match("inputs") == {"ids"}
     narrowed = apply_overrides(recipe, models=["digits_cnn"])
-    assert narrowed.names_to_match("inputs") == set() and narrowed.input_settings["ids"]["shape"] == [1, 128]
+    assert narrowed.names_to_match("inputs") == set() and narrowed.input_settings("tokens")["ids"]["shape"] == [1, 128]
     typed = apply_overrides(narrowed, inputs={"mask": {"range": [0, 1]}}, repeats=40)
     assert typed.names_to_match("inputs") == {"mask"} and set(typed.inputs) == {"ids", "mask"}
     with_data = recipe_from_dict({"models": ["tokens.onnx", "digits_cnn"], "data": {"tokens": {"eval": "val.npz"}}})

@@ -281,3 +281,37 @@ def test_an_inputs_range_past_the_vocabulary_is_refused():
     with pytest.raises(HarnessError) as err:
         load_models(recipe)
     assert "[inputs.input_ids] range [0, 40000] goes past [0, 30521] (the vocabulary)" in str(err.value)
+
+
+def test_inputs_of_one_model_are_set_apart_from_another_models_of_the_same_name():
+    """Two text models both take input_ids: [inputs.MODEL.NAME] sets one model's sizes and values, and
+    [inputs.NAME] the others'; a table for a model or an input that is not there is refused."""
+    from tvmharness.errors import HarnessError
+    from tvmharness.pipeline import load_models
+    from tvmharness.recipe import apply_overrides
+
+    transformer = f"{USER_MODELS}:tiny_transformer"
+    recipe = recipe_from_dict({"models": ["bert_tiny", transformer], "inputs": {
+        "attention_mask": {"range": [1, 1]},
+        "bert_tiny": {"input_ids": {"shape": [1, 64]}, "attention_mask": {"shape": [1, 64]}},
+        "tiny_transformer": {"input_ids": {"range": [0, 49]}}}})
+    bert, tiny = ({i.name: i for i in m.inputs} for m in load_models(recipe))
+    assert bert["input_ids"].shape == (1, 64) and bert["input_ids"].value_range == (0, 30521)  # its vocabulary, still
+    assert bert["attention_mask"].shape == (1, 64) and bert["attention_mask"].value_range == (1, 1)  # [inputs.NAME] too
+    assert tiny["input_ids"].shape == (1, 8) and tiny["input_ids"].value_range == (0, 49)
+    assert tiny["attention_mask"].value_range == (1, 1)
+
+    for inputs, needle in (({"tiny_transformer": {"ids": {"range": [0, 9]}}},
+                            "[inputs.tiny_transformer] names 'ids', which tiny_transformer does not take; its inputs are "
+                            "attention_mask, input_ids"),
+                           ({"bert_tini": {"input_ids": {"range": [0, 9]}}},
+                            "[inputs.bert_tini] is a table of a model's inputs, and no model is called 'bert_tini'"),
+                           ({"bert_tiny": {"input_ids": {"range": [0, 40000]}}},
+                            "[inputs.bert_tiny.input_ids] range [0, 40000] goes past [0, 30521] (the vocabulary)")):
+        with pytest.raises(HarnessError) as err:
+            load_models(recipe_from_dict({"models": ["bert_tiny", transformer], "inputs": inputs}))
+        assert needle in err.value.cause
+    # --model narrows the recipe: a table for a model left out is not a typo; a flag sets every model's input
+    narrowed = apply_overrides(recipe, models=[transformer], inputs={"input_ids": {"range": [0, 9]}})
+    (tiny,) = load_models(narrowed)
+    assert {i.name: i.value_range for i in tiny.inputs}["input_ids"] == (0, 9)

@@ -16,7 +16,7 @@ from .gpu import check_local_gpu
 from .frontend import pt2_file
 from .measure import accuracy, agreement, time_call, time_interleaved
 from .memory import ENGINES as MEMORY_ENGINES, measure_memory
-from .models import LoadedModel, attach_data, check_input_settings, load_model
+from .models import LoadedModel, attach_data, check_input_settings, load_model, model_name
 from .provenance import snapshot
 from .recipe import Recipe, apply_overrides
 from .results import Store, plain
@@ -71,12 +71,12 @@ def load_models(recipe: Recipe, progress: Progress | None = None) -> list[Loaded
     models: list[LoadedModel] = []
     for spec in recipe.models:
         (progress or _Silent()).step(f"loading model {spec}")
-        models.append(load_model(spec, recipe.cache_dir, recipe.measure.batch, recipe.input_settings))
+        models.append(load_model(spec, recipe.cache_dir, recipe.measure.batch, recipe.input_settings(model_name(spec))))
         same = [m for m in models[:-1] if m.name == models[-1].name]
         if same:  # rows, verdicts and history know a model by its name
             raise HarnessError(f"models {recipe.models[models.index(same[0])]} and {spec} are both named "
                                f"'{models[-1].name}'", "rename one of the files (or functions)")
-    check_input_settings(models, recipe.names_to_match("inputs"))
+    check_input_settings(models, {name: recipe.inputs[name] for name in recipe.names_to_match("inputs")})
     names = {m.name for m in models}
     unknown = sorted(recipe.names_to_match("data") - names)
     if unknown:

@@ -7,9 +7,10 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError, field_validator,
+                      model_validator)
 
 from .cache import content_hash
 from .errors import HarnessError, validation_problems
@@ -140,6 +141,19 @@ class InputSetting(_Strict):
         return value
 
 
+def _inputs_entry_kind(value) -> str:
+    """[inputs.NAME] is one input's setting; [inputs.MODEL.NAME] tables are one model's. The tags
+    hold '[' so that error messages leave them out of the key's place (errors.validation_problems)."""
+    if isinstance(value, dict) and value and all(isinstance(v, (dict, InputSetting)) for v in value.values()):
+        return "[a model's inputs]"
+    return "[an input]"
+
+
+InputsEntry = Annotated[Union[Annotated[InputSetting, Tag("[an input]")],
+                              Annotated[dict[str, InputSetting], Tag("[a model's inputs]")]],
+                        Discriminator(_inputs_entry_kind)]
+
+
 def parse_input_flags(shapes: list[str] | None, ranges: list[str] | None) -> dict[str, dict]:
     """--input-shape NAME=1x128 and --input-range NAME=0..30521 as [inputs] settings."""
     settings: dict[str, dict] = {}
@@ -175,7 +189,8 @@ class Recipe(_Strict):
     targets: list[str] = Field(default_factory=list)  # none: this host's own preset (target_names)
     engines: list[Literal["tvm", "tvm-untuned", "torch", "torch-compile", "onnxruntime"]] = Field(default_factory=lambda: list(ENGINES), min_length=1)
     frontend: Literal["torch", "onnx"] = Field("torch", description="how torch models reach TVM")
-    inputs: dict[str, InputSetting] = Field(default_factory=dict, description="model inputs' sizes and values, by name")
+    inputs: dict[str, InputsEntry] = Field(default_factory=dict, description="model inputs' sizes and values, by input "
+                                           "name ([inputs.NAME]) or for one model ([inputs.MODEL.NAME])")
     data: dict[str, DataSetting] = Field(default_factory=dict, description="models' own samples, by model name")
     measure: Measure = Field(default_factory=Measure)
     thresholds: Thresholds = Field(default_factory=Thresholds)
@@ -216,10 +231,16 @@ class Recipe(_Strict):
         none has is a typo)."""
         return set(getattr(self, section)) if self._names_to_match is None else self._names_to_match[section]
 
-    @property
-    def input_settings(self) -> dict[str, dict]:
-        """[inputs] as load_model takes it: {name: {"shape": [...] or None, "range": (low, high) or None}}."""
-        return {name: setting.model_dump() for name, setting in self.inputs.items()}
+    def input_settings(self, model: str) -> dict[str, dict]:
+        """[inputs] for the model of that name, as load_model takes them: {input name: {"shape", "range",
+        "key" (the recipe's table, for messages)}}. A field of [inputs.MODEL.NAME] wins over [inputs.NAME]'s."""
+        settings = {name: setting.model_dump() | {"key": f"inputs.{name}"}
+                    for name, setting in self.inputs.items() if isinstance(setting, InputSetting)}
+        own = self.inputs.get(model)
+        for name, setting in (own.items() if isinstance(own, dict) else ()):
+            fields = {k: v for k, v in setting.model_dump().items() if v is not None}
+            settings[name] = settings.get(name, {"shape": None, "range": None}) | fields | {"key": f"inputs.{model}.{name}"}
+        return settings
 
     @property
     def cache_dir(self) -> Path:
@@ -279,6 +300,10 @@ def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
         if isinstance(value, dict):  # [inputs], [data]: a flag sets one field of one entry; the recipe's others stay
             for entry, fields in value.items():
                 section[key].setdefault(entry, {}).update(fields)
+                if name == "inputs":  # a flag gives an input its value in every model, [inputs.MODEL.NAME] too
+                    for table in section[key].values():
+                        if _inputs_entry_kind(table) != "[an input]" and entry in table:
+                            table[entry].update(fields)
                 flags.update({(*parents, key, entry, f): flag.format(field=f, name=entry) for f in fields})
         else:
             section[key] = list(value) if isinstance(value, (list, tuple)) else value

@@ -230,8 +230,8 @@ def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
 
 def load_model(spec: str, cache_dir: Path, batch: int = 1, settings: dict[str, dict] | None = None) -> LoadedModel:
     """A zoo name, .pt2, .onnx or module:function -> LoadedModel. `batch` is the first size of zoo
-    models' inputs and of a file's dynamic first dimension; `settings` (a recipe's [inputs], by input
-    name) give sizes and integer ranges. Raises HarnessError on bad specs."""
+    models' inputs and of a file's dynamic first dimension; `settings` (a recipe's [inputs] for this
+    model, by input name: Recipe.input_settings) give sizes and integer ranges. Raises HarnessError on bad specs."""
     settings = settings or {}
     if spec in ZOO:
         return _load_zoo(spec, cache_dir, batch, settings)
@@ -264,10 +264,23 @@ def attach_data(model: LoadedModel, setting: dict) -> None:
         model.train_data = load_data_set(setting["train"], model.inputs, model.batch, model.name, "train")
 
 
-def check_input_settings(models: list[LoadedModel], names_to_match: set[str]) -> None:
-    """An [inputs] name that no model takes is a typo, not a setting to ignore."""
+def check_input_settings(models: list[LoadedModel], entries: dict[str, object]) -> None:
+    """An [inputs] entry that fits no model is a typo, not a setting to ignore: an input name (an
+    [inputs.NAME] setting) no model takes, or a model's table ([inputs.MODEL.NAME], a dict) that
+    names no model or an input its model does not take."""
     names = {i.name for m in models for i in m.inputs}
-    unknown = sorted(names_to_match - names)
+    by_model = {m.name: {i.name for i in m.inputs} for m in models}
+    for model, settings in sorted((k, v) for k, v in entries.items() if isinstance(v, dict)):
+        if model not in by_model:
+            raise HarnessError(f"[inputs.{model}] is a table of a model's inputs, and no model is called '{model}'; "
+                               f"the models are {', '.join(sorted(by_model))}",
+                               "name the model as rows call it (a zoo name, a file's stem or a function's name), "
+                               f"or give shape or range in [inputs.{model}] for an input of that name")
+        unknown = sorted(set(settings) - by_model[model])
+        if unknown:
+            raise HarnessError(f"[inputs.{model}] names {', '.join(repr(n) for n in unknown)}, which {model} does not "
+                               f"take; its inputs are {', '.join(sorted(by_model[model]))}", "use those names (README: 'Models')")
+    unknown = sorted(n for n, v in entries.items() if not isinstance(v, dict) and n not in names)
     if unknown:
         raise HarnessError(f"[inputs] (or --input-shape/--input-range) names {', '.join(repr(n) for n in unknown)}, "
                            f"which no model takes; the models' inputs are {', '.join(sorted(names))}",
@@ -288,15 +301,16 @@ def _settle(where: str, found: list[ModelInput], settings: dict[str, dict], batc
     settled = []
     for i in found:
         setting = settings.get(i.name) or {}
+        table = "[" + (setting.get("key") or f"inputs.{i.name}") + "]"  # the recipe's table that gave it, for messages
         shape = tuple(i.shape)
         if setting.get("shape"):
             asked = tuple(setting["shape"])
             if len(asked) != len(shape):
-                raise HarnessError(f"[inputs.{i.name}] shape {list(asked)} has {len(asked)} sizes, and input '{i.name}' "
+                raise HarnessError(f"{table} shape {list(asked)} has {len(asked)} sizes, and input '{i.name}' "
                                    f"of {where} has {len(shape)} dimensions", f"give {len(shape)} sizes, the batch first")
             clash = [k for k, (a, d) in enumerate(zip(asked, shape)) if fixed and isinstance(d, int) and a != d]
             if clash:
-                raise HarnessError(f"[inputs.{i.name}] shape {list(asked)} changes sizes {where} fixes: input "
+                raise HarnessError(f"{table} shape {list(asked)} changes sizes {where} fixes: input "
                                    f"'{i.name}' is {_shape_text(shape)}",
                                    "a file's static sizes are its graph's: export it at the sizes wanted, or with "
                                    "those dimensions dynamic")
@@ -313,20 +327,20 @@ def _settle(where: str, found: list[ModelInput], settings: dict[str, dict], batc
         value_range, range_from = i.value_range, i.range_from
         if setting.get("range"):
             if i.is_float:
-                raise HarnessError(f"[inputs.{i.name}] range is for integer and bool inputs, and input '{i.name}' of "
+                raise HarnessError(f"{table} range is for integer and bool inputs, and input '{i.name}' of "
                                    f"{where} is {i.dtype} (seeded standard normal)", f"drop the range of '{i.name}'")
             value_range, range_from = tuple(setting["range"]), "[inputs]"
             if i.dtype == "bool":
-                raise HarnessError(f"[inputs.{i.name}] range is for integer inputs, and input '{i.name}' of {where} "
+                raise HarnessError(f"{table} range is for integer inputs, and input '{i.name}' of {where} "
                                    "is bool (seeded False or True)", f"drop the range of '{i.name}'")
             bounds = np.iinfo(i.dtype)
             if value_range[0] < bounds.min or value_range[1] > bounds.max:
-                raise HarnessError(f"[inputs.{i.name}] range {list(value_range)} does not fit input '{i.name}' of "
+                raise HarnessError(f"{table} range {list(value_range)} does not fit input '{i.name}' of "
                                    f"{where}, which is {i.dtype} ([{bounds.min}, {bounds.max}])",
                                    f"give a range within [{bounds.min}, {bounds.max}]")
             bound = i.value_range if i.range_from not in (None, FROM_EXAMPLE) else None  # a table's rows, a vocabulary
             if bound and (value_range[0] < bound[0] or value_range[1] > bound[1]):
-                raise HarnessError(f"[inputs.{i.name}] range {list(value_range)} goes past [{bound[0]}, {bound[1]}] "
+                raise HarnessError(f"{table} range {list(value_range)} goes past [{bound[0]}, {bound[1]}] "
                                    f"({i.range_from}) that input '{i.name}' of {where} indexes, and TVM's lookups do not "
                                    "check bounds", f"give a range within [{bound[0]}, {bound[1]}]")
         settled.append(ModelInput(i.name, shape, i.dtype, value_range, range_from))
