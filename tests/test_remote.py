@@ -76,6 +76,29 @@ def test_a_tiny_model_runs_on_the_kits_and_agrees_with_the_host_baseline(rack, w
     assert set(stored["target"]) == {"x86", *targets}
 
 
+def test_a_variant_back_from_its_kit_before_fp32_is_still_compared_with_fp32(rack, workdir, monkeypatch):
+    """Kits finish in any order: here every result is handed over in reverse (the variant first), and
+    the variant's speed-up and size are still against fp32 on the same kit target, not the host's."""
+    import tvmharness.pipeline as pipeline
+
+    class ReversedRack(pipeline.Rack):
+        def run_all(self, jobs, on_result, on_stage=None):
+            came_back = []
+            super().run_all(jobs, lambda job, outcome: came_back.append((job, outcome)), on_stage)
+            for job, outcome in reversed(came_back):
+                on_result(job, outcome)
+
+    monkeypatch.setattr(pipeline, "Rack", ReversedRack)
+    result = run_recipe(recipe_from_dict(_recipe(workdir, rack.tracker, targets=["x86-rpc"], engines=["tvm"],
+                                                 variants=["fp32", "prune:0.5"])))
+    rows = {(r["target"], r["variant"]): r for r in result.rows}
+    fp32, pruned = rows[("x86-rpc", "fp32")], rows[("x86-rpc", "prune:0.5")]
+    assert fp32["status"] == pruned["status"] == OK
+    assert pruned["details"]["speedup_vs_fp32"] == pytest.approx(fp32["median_ms"] / pruned["median_ms"])
+    assert pruned["details"]["size_ratio"] == pytest.approx(pruned["artifact_bytes"] / fp32["artifact_bytes"])
+    assert [r["variant"] for r in result.rows if r["target"] == "x86-rpc"] == ["fp32", "prune:0.5"]
+
+
 @pytest.mark.skipif(not HAS_EMULATOR, reason="qemu-user-static or gcc-aarch64-linux-gnu is not installed")
 def test_the_arm_command_line_marks_rows_emulated(rack, workdir):
     done = run_cli("run", str(ROOT / "recipes" / "quickstart.toml"), "--model", "digits_cnn", "--target", "arm",

@@ -525,9 +525,12 @@ def _build_for_kit(model: LoadedModel, variant: str, target: Target, engine_name
 def _run_on_kits(kit_rows: list[_KitRow], rack: Rack, recipe: Recipe, store: Store, result: RunResult,
                  progress: Progress) -> None:
     by_job = {id(k.job): k for k in kit_rows}
+    # A variant's speed-up and size are against the fp32 row of its target and engine, and kits finish
+    # in any order: a variant that comes back first waits for that row (or for the end, if it fails).
+    fp32_due = {(k.row["target"], k.row["engine"]) for k in kit_rows if k.compare.is_fp32}
+    waiting: dict[tuple[str, str], list[tuple[_KitRow, KitResult | KitFailure]]] = {}
 
-    def store_outcome(job: KitJob, outcome: KitResult | KitFailure) -> None:
-        pending = by_job[id(job)]
+    def store_row(pending: _KitRow, outcome: KitResult | KitFailure) -> None:
         row = pending.row
         row["details"]["rack"] = {"tracker": str(rack.tracker), "key": rack.key}
         if isinstance(outcome, KitFailure):
@@ -537,7 +540,23 @@ def _run_on_kits(kit_rows: list[_KitRow], rack: Rack, recipe: Recipe, store: Sto
             _record_kit_result(row, outcome, pending, recipe)
         _store(store, result, row)
 
-    rack.run_all([k.job for k in kit_rows], store_outcome, lambda job, text: progress.step(f"{job.label}: {text}"))
+    def store_outcome(job: KitJob, outcome: KitResult | KitFailure) -> None:
+        pending = by_job[id(job)]
+        key = (pending.row["target"], pending.row["engine"])
+        if not pending.compare.is_fp32 and key in fp32_due:
+            waiting.setdefault(key, []).append((pending, outcome))
+            return
+        store_row(pending, outcome)
+        if pending.compare.is_fp32:
+            fp32_due.discard(key)
+            for held in waiting.pop(key, []):
+                store_row(*held)
+
+    try:
+        rack.run_all([k.job for k in kit_rows], store_outcome, lambda job, text: progress.step(f"{job.label}: {text}"))
+    finally:  # a stopped run still stores every row that came back
+        for held in [h for rows in waiting.values() for h in rows]:
+            store_row(*held)
 
 
 def _record_kit_result(row: dict, outcome: KitResult, pending: _KitRow, recipe: Recipe) -> None:
