@@ -178,3 +178,18 @@ def test_user_pt2_and_onnx_files_load(tmp_path, workdir):
     for model in (from_pt2, from_onnx):
         (got,) = get_engine("tvm").prepare(model, target, options).run((x,))
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_forward_edited_with_the_same_layers_and_weights_is_another_model(tmp_path):
+    """The user's own code is part of a model's digest, so its caches (ONNX export, int8, TVM build)
+    are not reused for a model that now computes something else; a zoo model's digest is its weights'."""
+    source = ("import torch\nfrom torch import nn\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+              "        super().__init__()\n        self.fc = nn.Linear(4, 2)\n\n    def forward(self, x):\n"
+              "        return torch.relu(self.fc(x))\n\ndef net():\n    torch.manual_seed(0)\n"
+              "    return Net().eval(), torch.randn(1, 4)\n")
+    file = tmp_path / "mine.py"
+    file.write_text(source)
+    before = load_model(f"{file}:net", tmp_path)
+    assert load_model(f"{file}:net", tmp_path).digest == before.digest
+    file.write_text(source.replace("torch.relu", "torch.sigmoid"))
+    assert load_model(f"{file}:net", tmp_path).digest != before.digest

@@ -52,6 +52,21 @@ def test_channel_pruning_makes_the_network_smaller(digits, workdir):
     assert outputs(pruned.torch_module, digits).shape == (len(digits.eval_data), 10)
 
 
+def test_channel_pruning_keeps_the_layers_that_give_the_outputs_whatever_their_kind(workdir):
+    """squeezenet's classifier is a conv, resnet18's a Linear: each keeps its 1000 classes."""
+    from tvmharness.compress.prune import output_layers
+
+    for name, head in (("squeezenet1_1", "classifier.1"), ("resnet18", "fc")):
+        model = load_model(name, workdir / "cache")
+        names = {id(m): n for n, m in model.torch_module.named_modules()}
+        assert [names[id(m)] for m in output_layers(model.torch_module, model.example())] == [head]
+    pruned = apply_variant(model, "channels:0.5", workdir / "cache")  # resnet18
+    assert pruned.compression["params"] < 0.4 * apply_variant(model, "fp32").compression["params"]
+    assert pruned.torch_module(*model.example()).shape == (1, 1000)
+    squeezenet = load_model("squeezenet1_1", workdir / "cache")
+    assert apply_variant(squeezenet, "channels:0.5", workdir / "cache").torch_module(*squeezenet.example()).shape == (1, 1000)
+
+
 def test_channel_pruning_of_a_model_with_only_its_output_layer_does_not_apply(workdir):
     from tvmharness.compress import NotApplicable
 
@@ -70,9 +85,9 @@ def test_techniques_that_cannot_apply_say_why_and_the_run_goes_on(tmp_path):
                                "variants": ["fp32", "channels:0.5", "prune:0.5", "fp16"], "engines": ["torch"],
                                "output": {"dir": str(tmp_path), "store": str(tmp_path / "h.db")}})
     rows = {(r["model"], r["variant"]): r for r in run_recipe(recipe).rows}
-    # Pruning one of two_heads' inner layers would shrink its second output, the features.
+    # Both of two_heads' layers give an output (the logits, the features): neither may lose channels.
     assert rows[("two_heads", "channels:0.5")]["status"] == NOT_APPLICABLE
-    assert "outputs from shapes [[1, 4], [1, 8]] to [[1, 4], [1, 4]]" in rows[("two_heads", "channels:0.5")]["reason"]
+    assert "no channel of two_heads can be removed" in rows[("two_heads", "channels:0.5")]["reason"]
     # torch.export keeps the weights of a .pt2 but not its nn.Linear layers, which pruning works on.
     for variant in ("channels:0.5", "prune:0.5"):
         assert rows[("exported", variant)]["status"] == NOT_APPLICABLE
@@ -198,9 +213,14 @@ def test_low_rank_factors_layers_to_the_rank_asked(digits, workdir):
     assert len(factored) == 4
     for first, _second in factored:
         assert (first.out_channels if isinstance(first, nn.Conv2d) else first.out_features) == 4
-    kept = apply_variant(digits, "lowrank:energy=0.9999", workdir / "cache")
+    kept = apply_variant(digits, "lowrank:energy=0.95", workdir / "cache")
+    assert kept.compression["lowrank_layers"] == ["classifier.1:50/64"]  # the one layer smaller at 95% of its energy
     agree = (outputs(kept.torch_module, digits).argmax(1) == outputs(digits.torch_module, digits).argmax(1)).float().mean()
-    assert agree > 0.98  # keeping (almost) all the energy keeps the function
+    assert agree > 0.98  # keeping most of the energy keeps the function
+    from tvmharness.compress import NotApplicable
+
+    with pytest.raises(NotApplicable, match="no layer of digits_cnn gets smaller factored at rank 64"):
+        apply_variant(digits, "lowrank:rank=64", workdir / "cache")  # it would be fp32 under another name
 
 
 def test_clustering_leaves_n_values_per_layer_and_reports_the_compressed_size(digits, workdir):
@@ -212,6 +232,10 @@ def test_clustering_leaves_n_values_per_layer_and_reports_the_compressed_size(di
     # a fine-tune after clustering re-clusters, so the claim still holds
     tuned = apply_variant(digits, "cluster:4+finetune:1", workdir / "cache").torch_module
     assert all(len(torch.unique(m.weight)) <= 4 for m in weight_layers(tuned))
+    # pruned zeros stay zero through clustering and the fine-tune after it (zero is one of the N values)
+    chain = apply_variant(digits, "prune:0.5+cluster:16+finetune:1", workdir / "cache")
+    assert chain.compression["sparsity"] == pytest.approx(0.5, abs=0.005)
+    assert all(len(torch.unique(m.weight)) <= 16 for m in weight_layers(chain.torch_module))
 
 
 def test_distillation_trains_a_smaller_student_and_reports_both_trainings(digits, workdir):
@@ -221,6 +245,19 @@ def test_distillation_trains_a_smaller_student_and_reports_both_trainings(digits
     assert student.compression["params"] == figures["student_params"]
     assert 0.5 < figures["student_accuracy"] <= 1.0 and 0.5 < figures["student_without_teacher_accuracy"] <= 1.0
     assert figures["teacher_accuracy"] > 0.95
+
+
+def test_distillation_is_the_same_every_time_and_says_when_it_has_nothing_to_score(digits, workdir):
+    import dataclasses
+
+    unlabelled = dataclasses.replace(digits, eval_data=dataclasses.replace(digits.eval_data, labels=None))
+    student = apply_variant(unlabelled, "distill:width=4,epochs=1", workdir / "cache")
+    assert student.compression["distillation"]["student_accuracy"] is None
+    assert "no held-out labels to score them on" in student.notes[-1]
+    torch.rand(7)  # the student starts from seeded weights, whatever drew from torch's random state before it
+    again = apply_variant(unlabelled, "distill:width=4,epochs=1", workdir / "cache")
+    assert all(torch.equal(a, b) for a, b in zip(student.torch_module.state_dict().values(),
+                                                 again.torch_module.state_dict().values()))
 
 
 def test_int8_static_stores_int8_weights_that_tvm_imports(digits, workdir):
@@ -281,7 +318,7 @@ def test_a_chain_applies_in_order_and_round_trips_to_json(digits, workdir):
     result = apply_variant(digits, variant, workdir / "cache")
     assert result.compression["sparsity"] == pytest.approx(0.5, abs=0.005)  # pruned before it was quantized
     assert [c["kind"] for c in result.compression["compression"]] == ["prune", "finetune", "int8"]
-    assert [c["version"] for c in result.compression["compression"]] == [1, 2, 1]
+    assert [c["version"] for c in result.compression["compression"]] == [1, 3, 1]
     for kind, cls in REGISTRY.items():
         assert cls.model_fields["version"].default >= 1, kind
 

@@ -18,16 +18,22 @@ FIT_SAMPLE = 65536  # k-means is fitted on at most this many weights per layer, 
 
 
 def cluster_weights(values: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """Each value replaced by its nearest of (at most) n k-means centroids."""
+    """Each value replaced by its nearest of (at most) n k-means centroids. Exact zeros (pruned
+    weights) stay zero, zero being one of the n values: k-means would move them to a centroid near
+    zero and undo the pruning (Deep Compression's prune -> cluster)."""
     from sklearn.cluster import KMeans
 
-    flat = values.reshape(-1, 1).astype(np.float64)
-    n = min(n, len(np.unique(flat)))
-    rng = np.random.default_rng(seed)
-    sample = flat if len(flat) <= FIT_SAMPLE else flat[rng.choice(len(flat), FIT_SAMPLE, replace=False)]
-    centroids = np.sort(KMeans(n_clusters=n, n_init=1, random_state=seed).fit(sample).cluster_centers_.ravel())
-    edges = (centroids[1:] + centroids[:-1]) / 2
-    return centroids[np.searchsorted(edges, flat.ravel())].reshape(values.shape).astype(values.dtype)
+    flat = values.ravel().astype(np.float64)
+    nonzero = flat != 0
+    kept = flat[nonzero]
+    n = min(n - (not nonzero.all()), len(np.unique(kept)))
+    result = np.zeros_like(flat)
+    if n >= 1:
+        rng = np.random.default_rng(seed)
+        sample = kept if len(kept) <= FIT_SAMPLE else kept[rng.choice(len(kept), FIT_SAMPLE, replace=False)]
+        centroids = np.sort(KMeans(n_clusters=n, n_init=1, random_state=seed).fit(sample.reshape(-1, 1)).cluster_centers_.ravel())
+        result[nonzero] = centroids[np.searchsorted((centroids[1:] + centroids[:-1]) / 2, kept)]
+    return result.reshape(values.shape).astype(values.dtype)
 
 
 def apply_clusters(module, clusters: dict[str, int]) -> None:
@@ -41,7 +47,7 @@ def apply_clusters(module, clusters: dict[str, int]) -> None:
 
 class Cluster(Technique):
     kind: Literal["cluster"] = "cluster"
-    version: Literal[1] = 1
+    version: Literal[2] = 2  # 2: exact zeros (pruned weights) stay zero
     clusters: int = Field(16, ge=2, le=65536, description="shared values per layer")
     primary = "clusters"
     on_layers = True

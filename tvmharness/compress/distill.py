@@ -15,7 +15,7 @@ from .training import evaluate, train
 
 class Distill(Technique):
     kind: Literal["distill"] = "distill"
-    version: Literal[1] = 1
+    version: Literal[2] = 2  # 2: the student's initial weights are seeded (were torch's global random state)
     width: int = Field(8, ge=1, description="the student digits CNN's first-layer channels (the teacher has 16)")
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.7, ge=0, le=1, description="weight of the teacher's soft labels; 1 - alpha for the hard labels")
@@ -24,6 +24,8 @@ class Distill(Technique):
     primary = "width"
 
     def apply(self, work: Work) -> Work:
+        import torch
+
         from ..models.digits import DigitsCNN
 
         if (work.base.source, work.base.name) != ("zoo", "digits_cnn"):
@@ -33,6 +35,7 @@ class Distill(Technique):
             raise NotApplicable("distillation compares a student trained with and without its teacher on labelled data, and "
                                 "digits_cnn's [data] train has no labels", "give its training data labels, or leave 'distill' out")
         teacher = work.require_module(self.kind)
+        torch.manual_seed(0)  # the same student whatever ran before it in this process
         student, alone = DigitsCNN(self.width), DigitsCNN(self.width)
         alone.load_state_dict(student.state_dict())  # the same initial weights, the same batches
         note = train(student, work.base, self.epochs, self.lr, teacher=teacher, temperature=self.temperature,
@@ -43,8 +46,9 @@ class Distill(Technique):
                    "teacher_params": parameter_count(teacher), "student_params": parameter_count(student)}
         work.module = student
         work.metrics["distillation"] = figures
+        scores = ("held-out accuracy in PyTorch: teacher {teacher_accuracy:.2%}, student {student_accuracy:.2%}, the same "
+                  "student without the teacher {student_without_teacher_accuracy:.2%}".format(**figures)
+                  if figures["teacher_accuracy"] is not None else "no held-out labels to score them on")
         work.notes.append(f"student width {self.width} ({figures['student_params']} params vs the teacher's "
-                          f"{figures['teacher_params']}): {note}; held-out accuracy in PyTorch: teacher "
-                          f"{figures['teacher_accuracy']:.2%}, student {figures['student_accuracy']:.2%}, the same student "
-                          f"without the teacher {figures['student_without_teacher_accuracy']:.2%}")
+                          f"{figures['teacher_params']}): {note}; {scores}")
         return work

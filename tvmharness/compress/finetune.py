@@ -8,23 +8,37 @@ from pydantic import Field
 
 from .base import Technique, Work
 from .cluster import CLUSTERS_ATTR, apply_clusters
+from .metrics import weight_layers
 from .training import train
 
 
 class Finetune(Technique):
-    """Pruned weights stay zero (the pruning masks are still in place); clustered layers are
+    """Pruned weights stay zero (by the pruning masks where still in place, else by keeping every
+    zero weight zero: after clustering, which made the masks permanent); clustered layers are
     re-clustered to their N values afterwards."""
 
     kind: Literal["finetune"] = "finetune"
-    version: Literal[2] = 2  # 2: on seeded noise, every output is matched (squared error), not the first's softmax
+    version: Literal[3] = 3  # 2: on seeded noise, every output is matched (squared error), not the first's softmax;
+    # 3: zero weights stay zero where no pruning mask keeps them (after clustering)
     epochs: int = Field(3, ge=1, description="passes over the training split (or over the noise batches)")
     lr: float = Field(1e-3, gt=0)
     primary = "epochs"
     on_layers = True
 
     def apply(self, work: Work) -> Work:
+        import torch
+        from torch.nn.utils import prune
+
         module = self.clone_module(work)
-        note = train(module, work.base, self.epochs, self.lr)
+        zeros = [(m.weight, m.weight != 0) for m in weight_layers(module)
+                 if not prune.is_pruned(m) and bool((m.weight == 0).any())]
+
+        def keep_zeros() -> None:
+            with torch.no_grad():
+                for weight, kept in zeros:
+                    weight.mul_(kept)
+
+        note = train(module, work.base, self.epochs, self.lr, after_step=keep_zeros if zeros else None)
         clusters = getattr(module, CLUSTERS_ATTR, None)
         if clusters:
             apply_clusters(module, clusters)

@@ -79,6 +79,11 @@ class LowRank(Technique):
             raise NotApplicable(f"no layer of {work.base.name} can be factored: the modules around its layers read their "
                                 f"weights ({' '.join(read)}), as nn.MultiheadAttention and nn.TransformerEncoderLayer do",
                                 "factor a model whose layers are called, or leave lowrank out for this model")
+        if not factored:  # the variant would be fp32 measured again under another name
+            criterion = f"rank {self.rank}" if self.rank is not None else f"energy {self.energy:g}"
+            raise NotApplicable(f"no layer of {work.base.name} gets smaller factored at {criterion}: each of its Linear "
+                                "and ungrouped Conv2d layers would keep as many weights, or it has none",
+                                "keep less energy or a lower rank, or leave lowrank out for this model")
         work.module = module.eval()
         work.notes.append(f"SVD-factored {len(factored)} layers (name:rank/full rank {' '.join(factored) or 'none'})"
                           + (f"; {kept} left whole (factoring would not shrink them)" if kept else "")

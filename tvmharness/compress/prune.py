@@ -67,13 +67,41 @@ class Prune(Technique):
         return work
 
 
+def output_layers(module, example: tuple) -> list:
+    """The conv/linear layers whose results reach the model's outputs through no other such layer
+    (a classifier's last Linear, squeezenet's final conv, both ends of a residual output): autograd's
+    graph walked back from every output, stopping at the first layer result on each path."""
+    import torch
+
+    results = {}  # the autograd node that made each layer's result -> the layer
+    hooks = [m.register_forward_hook(lambda m, _, out: results.__setitem__(out.grad_fn, m)) for m in weight_layers(module)]
+    try:
+        with torch.enable_grad():
+            outputs = module(*example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    found, seen = {}, set()
+    stack = [t.grad_fn for t in torch.utils._pytree.tree_leaves(outputs) if isinstance(t, torch.Tensor)]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node in results:
+            found[id(results[node])] = results[node]
+        else:
+            stack.extend(n for n, _ in node.next_functions)
+    return list(found.values())
+
+
 class ChannelPrune(Technique):
     """Structured pruning with torch-pruning: removes the `amount` share of output channels of each
     conv/linear layer by L1 magnitude (dependencies such as residual adds and flatten followed), so
-    the network has fewer parameters and FLOPs. The classifier's output layer is kept."""
+    the network has fewer parameters and FLOPs. The layers that give the model's outputs keep theirs."""
 
     kind: Literal["channels"] = "channels"
-    version: Literal[1] = 1
+    version: Literal[2] = 2  # 2: every layer that gives an output keeps its channels (was: the last Linear)
     amount: float = Field(gt=0, lt=1, description="share of channels removed per layer")
     scope: Literal["layer", "global"] = "layer"
     primary = "amount"
@@ -83,11 +111,10 @@ class ChannelPrune(Technique):
         import warnings
 
         import torch_pruning as tp
-        from torch import nn
 
         module = self.clone_module(work)
         finalize_pruning(module)
-        outputs = [m for m in weight_layers(module) if isinstance(m, nn.Linear)][-1:]
+        outputs = output_layers(module, work.base.example())
         before = sum(p.numel() for p in module.parameters())
         with warnings.catch_warnings(record=True) as caught:  # what torch-pruning assumed goes to the row's notes
             warnings.simplefilter("always")
@@ -97,8 +124,9 @@ class ChannelPrune(Technique):
             pruner.step()
         after = sum(p.numel() for p in module.parameters())
         if after == before:
-            raise NotApplicable(f"no channel of {work.base.name} can be removed: the output layer is kept, and no other "
-                                "layer's channels are prunable", "use unstructured pruning (prune:0.5) for this model")
+            raise NotApplicable(f"no channel of {work.base.name} can be removed: the layers that give its outputs keep "
+                                "their channels, and no other layer's are prunable",
+                                "use unstructured pruning (prune:0.5) for this model")
         work.module = module.eval()
         work.notes.append(f"removed {self.amount:.0%} of channels ({self.scope}, L1 magnitude, torch-pruning): "
                           f"{before:,} -> {after:,} parameters")

@@ -104,9 +104,11 @@ class Int8(Technique):
                     f"{self.activations} activations, {self.calibration} calibration on {len(data)} {source}")
         else:
             data, note = None, "int8 dynamic: int8 weights, activations quantized at run time"
-        if not out.is_file():
+        if not out.is_file():  # written whole or not at all: a stopped run leaves no half a model to reuse
             out.parent.mkdir(parents=True, exist_ok=True)
-            self._quantize(fp32_path, out, data, work.base.inputs)
+            partial = out.with_suffix(".partial.onnx")
+            self._quantize(fp32_path, partial, data, work.base.inputs)
+            partial.replace(out)
         import onnx
 
         graph = onnx.load(str(out)).graph  # read once: which ops are int8, and each output's step

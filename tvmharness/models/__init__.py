@@ -217,7 +217,8 @@ ZOO: dict[str, ZooEntry] = {
 
 
 def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
-    """Architecture (its repr), the inputs it is measured on, and every weight's bytes."""
+    """Architecture (its repr), the inputs it is measured on, every weight's bytes, and the user's own
+    code the layers run (a forward edited with no layer or weight changed is another model)."""
     # A model of one float input keeps the digest it had when models took only that (its history).
     single = len(inputs) == 1 and inputs[0].dtype == "float32"
     parts: list = [repr(module), list(inputs[0].shape) if single else [i.signature() for i in inputs]]
@@ -225,7 +226,19 @@ def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
         t = tensor.detach().cpu().contiguous()
         data = t.int_repr() if t.is_quantized else t
         parts += [name, str(t.dtype), list(t.shape), data.numpy().tobytes()]
-    return content_hash(*parts)
+    return content_hash(*parts, *_own_code(module))
+
+
+def _own_code(module) -> list[str]:
+    """The hashes of the files that define the module's classes' forward, where those are the user's:
+    not installed packages' (torch, torchvision: their versions are in every row) nor the harness's
+    (its commit is), so zoo models keep their digests."""
+    import sysconfig
+
+    shipped = tuple(str(Path(p).resolve()) for p in {*sysconfig.get_paths().values(), Path(__file__).parents[1]})
+    files = {getattr(getattr(type(m), "forward", None), "__code__", None) for m in module.modules()}
+    files = {Path(code.co_filename) for code in files if code is not None}
+    return sorted(file_hash(f) for f in files if f.is_file() and not str(f.resolve()).startswith(shipped))
 
 
 def load_model(spec: str, cache_dir: Path, batch: int = 1, settings: dict[str, dict] | None = None) -> LoadedModel:
