@@ -42,6 +42,17 @@ def test_unstructured_pruning_reaches_its_sparsity_per_layer_and_globally(digits
     assert sparsity(digits.torch_module) == 0.0  # the model given is untouched
 
 
+def test_pruned_attention_layers_train_like_the_others(workdir):
+    """nn.MultiheadAttention reads out_proj's weight without calling out_proj: gradual pruning trains
+    through it (it crashed on the second step), and a fine-tune trains it, its pruned zeros kept."""
+    model = load_model(f"{USER_MODELS}:tiny_transformer", workdir / "cache")
+    gradual = apply_variant(model, "prune:0.5,schedule=gradual,steps=2,epochs=1", workdir / "cache")
+    assert sparsity(gradual.torch_module) == pytest.approx(0.5, abs=0.01)
+    pruned, tuned = (apply_variant(model, v, workdir / "cache").torch_module.encoder.layers[0].self_attn.out_proj.weight
+                     for v in ("prune:0.5", "prune:0.5+finetune:1"))
+    assert not torch.equal(pruned, tuned) and bool(((pruned == 0) == (tuned == 0)).all())
+
+
 def test_channel_pruning_makes_the_network_smaller(digits, workdir):
     pruned = apply_variant(digits, "channels:0.5", workdir / "cache")
     convs = [m for m in pruned.torch_module.modules() if isinstance(m, nn.Conv2d)]
@@ -88,6 +99,8 @@ def test_techniques_that_cannot_apply_say_why_and_the_run_goes_on(tmp_path):
     # Both of two_heads' layers give an output (the logits, the features): neither may lose channels.
     assert rows[("two_heads", "channels:0.5")]["status"] == NOT_APPLICABLE
     assert "no channel of two_heads can be removed" in rows[("two_heads", "channels:0.5")]["reason"]
+    assert rows[("two_heads", "channels:0.5")]["details"]["compression"][0]["kind"] == "channels"  # not fp32's figures
+    assert "params" not in rows[("two_heads", "channels:0.5")]["details"]
     # torch.export keeps the weights of a .pt2 but not its nn.Linear layers, which pruning works on.
     for variant in ("channels:0.5", "prune:0.5"):
         assert rows[("exported", variant)]["status"] == NOT_APPLICABLE
@@ -236,6 +249,9 @@ def test_clustering_leaves_n_values_per_layer_and_reports_the_compressed_size(di
     chain = apply_variant(digits, "prune:0.5+cluster:16+finetune:1", workdir / "cache")
     assert chain.compression["sparsity"] == pytest.approx(0.5, abs=0.005)
     assert all(len(torch.unique(m.weight)) <= 16 for m in weight_layers(chain.torch_module))
+    # fp16 after clustering stores half-precision weights, not cluster indices: no compressed size is claimed
+    half = apply_variant(digits, "cluster:16+fp16", workdir / "cache")
+    assert half.compression["compressed_bytes"] is None and "no compressed size: fp16 after clustering" in half.notes[-1]
 
 
 def test_distillation_trains_a_smaller_student_and_reports_both_trainings(digits, workdir):
@@ -280,6 +296,19 @@ def test_int8_static_stores_int8_weights_that_tvm_imports(digits, workdir):
     script = to_relax(quantized, "onnx", workdir / "cache").script(show_meta=False)
     assert script.count('out_dtype="int32"') == 4
     assert not any("R.dequantize(metadata" in line and "axis=0" in line and ", 3, 3)" in line for line in script.splitlines())
+
+
+def test_an_int8_model_tvm_cannot_import_is_still_onnx_runtimes_to_run(digits, workdir, monkeypatch):
+    """TVM's importer failing on the quantized graph costs TVM's rows (they say why), not the variant."""
+    import tvmharness.compress.quantize as quantize
+
+    def importer_fails(*_):
+        raise RuntimeError("no converter for QLinearFoo")
+
+    monkeypatch.setattr(quantize, "_tvm_integer_ops", importer_fails)
+    quantized = apply_variant(digits, "int8:samples=8", workdir / "cache")
+    assert quantized.onnx_path.is_file() and "tvm_int8_kernels" not in quantized.compression
+    assert "its ONNX importer could not read the int8 model (no converter for QLinearFoo)" in quantized.notes[-1]
 
 
 def test_the_integer_rewrite_computes_what_the_qdq_graph_does(digits, workdir):

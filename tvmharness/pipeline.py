@@ -254,7 +254,11 @@ def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: 
             _check_output_shapes(own, reference, variant.name)
         except Exception as err:  # a technique that fails is that variant's row, not the run's end
             status = NOT_APPLICABLE if isinstance(err, NotApplicable) else COMPRESS_FAILED
-            _store(store, result, _failed(_empty_row(model, variant.name, host, recipe), status, err))
+            failed = _empty_row(model, variant.name, host, recipe)
+            for key in model.compression:  # fp32's figures are not the variant's; its config is
+                failed["details"].pop(key, None)
+            failed["details"]["compression"] = variant.config()
+            _store(store, result, _failed(failed, status, err))
             continue
         for target in placements:
             for engine in recipe.engines:

@@ -125,13 +125,19 @@ def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> Load
     module = work.module
     if module is not None:
         finalize_pruning(module)
-    figures = model_metrics(_inner(last_module), model.example()) if last_module is not None else {}
-    clusters = getattr(_inner(last_module), CLUSTERS_ATTR, None)
+    figures = work.metrics | (model_metrics(_inner(last_module), model.example()) if last_module is not None else {})
+    # A clustered model's size as indices + centroids, where nothing after the clustering changed how its
+    # weights are stored (a fine-tune re-clusters; fp16, int8 or a distilled student do not keep them so).
+    kinds = [step.kind for step in variant.steps]
+    after = kinds[len(kinds) - kinds[::-1].index("cluster"):] if "cluster" in kinds else []
+    clusters = getattr(_inner(last_module), CLUSTERS_ATTR, None) if set(after) <= {"finetune"} else None
+    figures["compressed_bytes"] = None
     if clusters:
         present = {n: k for n, k in clusters.items() if _has_weight(_inner(last_module), n)}
         figures["compressed_bytes"] = clustered_bytes(_inner(last_module), present)
-    figures = work.metrics | figures
-    figures.setdefault("compressed_bytes", None)
+    elif "cluster" in kinds:
+        work.notes.append(f"no compressed size: {', '.join(sorted(set(after) - {'finetune'}))} after clustering stores "
+                          "the weights otherwise than as cluster indices")
     figures["compression"] = variant.config()
     if module is not None:
         digest, onnx_path, source = torch_digest(module, model.inputs), None, model.source

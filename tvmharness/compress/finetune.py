@@ -19,7 +19,8 @@ class Finetune(Technique):
 
     kind: Literal["finetune"] = "finetune"
     version: Literal[3] = 3  # 2: on seeded noise, every output is matched (squared error), not the first's softmax;
-    # 3: zero weights stay zero where no pruning mask keeps them (after clustering)
+    # 3: zero weights stay zero where no pruning mask keeps them (after clustering); pruned layers read
+    # without a call (attention's out_proj) train too
     epochs: int = Field(3, ge=1, description="passes over the training split (or over the noise batches)")
     lr: float = Field(1e-3, gt=0)
     primary = "epochs"

@@ -54,6 +54,7 @@ def train(module, base: LoadedModel, epochs: int, lr: float, teacher=None, tempe
     for batches in epochs_batches:
         for x, y in batches:  # x: one tensor per model input
             opt.zero_grad()
+            _apply_pruning_masks(module)
             outputs = _float_outputs(module(*x))
             if not outputs:
                 raise NotApplicable(f"{base.name} returns no float output to train against", "leave fine-tuning out for it")
@@ -76,8 +77,22 @@ def train(module, base: LoadedModel, epochs: int, lr: float, teacher=None, tempe
             opt.step()
             if after_step is not None:
                 after_step()
+    _apply_pruning_masks(module)
     module.eval()
     return note
+
+
+def _apply_pruning_masks(module) -> None:
+    """weight = weight_orig x mask for every pruned layer, now. Pruning's hook does it when a layer is
+    called, but some modules read a layer's weight without calling it (nn.MultiheadAttention's
+    out_proj): there the weight would stay the tensor of the first step (its graph freed after one
+    backward) and weight_orig would never learn."""
+    from torch.nn.utils import prune
+
+    for m in module.modules():
+        for hook in list(m._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                hook(m, None)
 
 
 def _batches(module, base: LoadedModel, data: DataSet | None, epochs: int, seed: int) -> tuple[list[list[tuple]], int]:
