@@ -298,6 +298,21 @@ def test_int8_static_stores_int8_weights_that_tvm_imports(digits, workdir):
     assert not any("R.dequantize(metadata" in line and "axis=0" in line and ", 3, 3)" in line for line in script.splitlines())
 
 
+def test_int8_calibrates_on_calls_from_across_a_sorted_data_set(digits):
+    """A training file sorted by class must not calibrate on its first class alone."""
+    import dataclasses
+
+    from tvmharness.compress.quantize import Int8
+    from tvmharness.data import data_set
+
+    ordered = np.repeat(np.arange(100, dtype=np.float32), 64).reshape(100, 1, 8, 8)  # sample k is all k
+    model = dataclasses.replace(digits, train_data=data_set("sorted.npz", (ordered,), np.arange(100) // 10))
+    feeds, source = Int8(samples=8).calibration_data(model)
+    picked = [float(feed[0][0, 0, 0, 0]) for feed in feeds]
+    assert len(set(picked)) == 8 and max(picked) - min(picked) > 50 and "picked at random from its 100" in source
+    assert Int8(samples=8).calibration_data(model)[0][0][0].tobytes() == feeds[0][0].tobytes()  # the same picks each time
+
+
 def test_an_int8_model_tvm_cannot_import_is_still_onnx_runtimes_to_run(digits, workdir, monkeypatch):
     """TVM's importer failing on the quantized graph costs TVM's rows (they say why), not the variant."""
     import tvmharness.compress.quantize as quantize
@@ -347,7 +362,7 @@ def test_a_chain_applies_in_order_and_round_trips_to_json(digits, workdir):
     result = apply_variant(digits, variant, workdir / "cache")
     assert result.compression["sparsity"] == pytest.approx(0.5, abs=0.005)  # pruned before it was quantized
     assert [c["kind"] for c in result.compression["compression"]] == ["prune", "finetune", "int8"]
-    assert [c["version"] for c in result.compression["compression"]] == [1, 3, 1]
+    assert [c["version"] for c in result.compression["compression"]] == [1, 3, 2]
     for kind, cls in REGISTRY.items():
         assert cls.model_fields["version"].default >= 1, kind
 

@@ -77,7 +77,7 @@ class FP16(Technique):
 
 class Int8(Technique):
     kind: Literal["int8"] = "int8"
-    version: Literal[1] = 1
+    version: Literal[2] = 2  # 2: calibration calls picked across the whole data set, not its first ones
     mode: Literal["static", "dynamic"] = "static"
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     samples: int = Field(64, ge=1, description="static: calibration calls (of the model's training data, else its held-out data, else seeded inputs)")
@@ -138,9 +138,12 @@ class Int8(Technique):
         note: accuracy measured on what calibrated may read a little high); seeded inputs of the
         model's shape where there are none (a seed apart from the agreement inputs)."""
         data = _calibration_set(base)
-        if data is not None:
-            return data.feeds(base.batch)[: self.samples], f"calls of {data.source}" + (
-                "" if data is base.train_data else ", the held-out data: no training data was given")
+        if data is not None:  # seeded picks across the whole set: a file sorted by class calibrates on every class
+            feeds = data.feeds(base.batch)
+            picked = sorted(np.random.default_rng(0).permutation(len(feeds))[: self.samples])
+            return [feeds[i] for i in picked], (f"calls of {data.source}" + (
+                f" (picked at random from its {len(feeds)})" if len(picked) < len(feeds) else "") + (
+                "" if data is base.train_data else ", the held-out data: no training data was given"))
         return random_feeds(base.inputs, self.samples, seed=7), "seeded model inputs (no data set for this model)"
 
     def _quantize(self, fp32_path: Path, out: Path, data, inputs: tuple[ModelInput, ...]) -> None:
