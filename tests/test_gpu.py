@@ -201,3 +201,15 @@ def test_tiny_tune_on_the_gpu_builds_with_its_records(tmp_path):
     rows = {r["engine"]: r for r in run_recipe(recipe).rows}
     assert rows["tvm"]["status"] == "ok" and rows["tvm"]["tuned"], rows["tvm"]
     assert np.isfinite(rows["tvm"]["median_ms"]) and rows["tvm"]["max_abs_diff"] < 1e-3
+
+
+def test_a_run_names_the_gpu_its_numbers_depend_on_where_there_is_one():
+    from tvmharness.provenance import snapshot
+
+    host = snapshot()["host"]
+    if not GPU.usable:  # a CPU host's provenance is what it was: nothing to name
+        assert "gpu" not in host
+        return
+    gpu = host["gpu"]
+    assert gpu["name"] == GPU.name and gpu["arch"] == GPU.arch and gpu["memory_gb"] > 1
+    assert re.fullmatch(r"\d+\.\d", gpu["driver"])

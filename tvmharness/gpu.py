@@ -55,6 +55,35 @@ def cuda_status() -> CudaStatus:
         return CudaStatus(False, f"the CUDA driver could not start: {err}")
 
 
+def gpu_provenance() -> dict | None:
+    """GPU 0 as a GPU row's numbers depend on it: name, architecture, memory, driver and the CUDA
+    PyTorch was built for. None where no GPU is usable (a CPU host's provenance stays as it was)."""
+    status = cuda_status()
+    if not status.usable:
+        return None
+    import tvm
+
+    dev = tvm.cuda(0)
+    info = {"name": status.name, "arch": status.arch, "memory_gb": round(dev.total_global_memory / 2**30, 1),
+            "driver": _driver_version(dev.driver_version)}
+    try:
+        import torch
+
+        info["torch_cuda"] = torch.version.cuda
+    except ImportError:
+        pass
+    return info
+
+
+def _driver_version(code) -> str:
+    """CUDA's driver API version, 13000 -> '13.0' (what the driver supports, as cudaDriverGetVersion says)."""
+    try:
+        code = int(code)
+    except (TypeError, ValueError):
+        return str(code)
+    return f"{code // 1000}.{code % 1000 // 10}"
+
+
 def require_cuda(what: str) -> CudaStatus:
     status = cuda_status()
     if not status.usable:

@@ -83,5 +83,8 @@ def host() -> dict:
 
 
 def snapshot() -> dict:
-    """Everything a run's numbers depend on outside the recipe."""
-    return {"host": host(), "versions": versions(), "git_commit": git_commit()}
+    """Everything a run's numbers depend on outside the recipe (and the GPU, where this host has one)."""
+    from .gpu import gpu_provenance
+
+    gpu = gpu_provenance()
+    return {"host": host() | ({"gpu": gpu} if gpu else {}), "versions": versions(), "git_commit": git_commit()}
