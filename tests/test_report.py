@@ -288,3 +288,35 @@ def test_nightly_exits_1_on_a_regression_and_names_the_tuning_records(nightly_di
     assert "measuring again to confirm" in proc.stderr and "confirmed by a second run" in line
     runs = Store(str(store)).runs()
     assert runs[-1]["provenance"]["confirms_run"] == runs[-2]["id"]  # the second measurement is kept too
+
+
+def _one_run(path: Path, rows: list[dict]) -> Store:
+    """A store holding one run of the given rows (each a model's rows on x86 unless it says otherwise)."""
+    from tvmharness.provenance import snapshot
+
+    store = Store(str(path))
+    run_id = store.start_run("r", "h" * 16, {}, snapshot())
+    for row in rows:
+        store.add(run_id, {"model": "m", "variant": "fp32", "target": "x86", "engine": "tvm", "engine_version": "1",
+                           "status": "ok", "threads": 2, "median_ms": 1.0, "samples_ms": [1.0], "details": {}} | row)
+    return store
+
+
+def test_every_report_names_the_baseline_its_speed_ups_are_against(tmp_path):
+    """A GPU row's speed-up is over the host's fp32 baseline, not over fp32 on the GPU: the header says which."""
+    from rich.console import Console
+
+    from tvmharness.report.html import render_html
+    from tvmharness.report.terminal import run_table
+
+    store = _one_run(tmp_path / "h.db", [
+        {"engine": "torch", "is_baseline": True, "median_ms": 2.0},
+        {"target": "cuda", "median_ms": 0.5, "speedup_vs_baseline": 4.0},
+        {"target": "cuda", "variant": "int8", "median_ms": 0.25, "speedup_vs_baseline": 8.0, "meets_goals": True}])
+    console = Console(record=True, width=400)
+    console.print(run_table(store.frame(), store.runs()[-1]))
+    assert "speed-up vs torch fp32 on x86" in console.export_text()
+    page = render_html(store)
+    assert "<th>speed-up vs torch fp32 on x86</th>" in page
+    assert "<h3>Relative to torch fp32 on x86</h3>" in page and "speed-up over torch fp32 on x86" in page
+    assert "best variant of m on cuda: int8 on tvm (0.250 ms, 8.00x torch fp32 on x86" in page

@@ -8,7 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from . import peak_memory, present, size_cell, size_text
+from . import baseline_label, peak_memory, present, size_cell, size_text
 from .compression import best_variants, compression_table, variant_notes
 from .regress import confirmation
 
@@ -49,12 +49,11 @@ def row_notes(r: dict) -> list[str]:
 
 
 def run_table(frame, run: dict) -> Table:
-    baseline_engines = sorted(set(frame.loc[frame["is_baseline"], "engine"])) or ["baseline"]
     table = Table(title=Text(f"{run['recipe_name']}: run {run['id']}"), box=box.SIMPLE_HEAVY, title_justify="left")
     with_memory = any(peak_memory(d) is not None for d in frame["details"])
     for name, justify in [("model", "left"), ("variant", "left"), ("target", "left"), ("engine", "left"),
                           ("status", "left"), ("median ms", "right"), ("p90 ms", "right"), ("spread", "right"),
-                          (f"speed-up vs {'/'.join(baseline_engines)}", "right"), ("size", "right"),
+                          (f"speed-up vs {baseline_label(frame.to_dict('records'))}", "right"), ("size", "right"),
                           *([("peak MB", "right")] if with_memory else []),
                           ("max |diff|", "right"), ("top-1 agree", "right"), ("accuracy", "right"), ("notes", "left")]:
         table.add_column(name, justify=justify, overflow="fold")
