@@ -128,6 +128,20 @@ def test_a_pareto_chart_never_puts_accuracy_and_agreement_on_one_axis():
     assert "top-1 agreement with the baseline: resnet18" in second and "digits_cnn" not in second
 
 
+def test_a_pareto_front_is_one_model_s():
+    """A faster, more accurate model does not push another model's variants off their own front."""
+    from tvmharness.report.html import pareto_chart
+
+    def row(model, variant, ms, accuracy):
+        return {"status": "ok", "model": model, "variant": variant, "engine": "tvm", "median_ms": ms,
+                "artifact_bytes": 1000, "accuracy": accuracy, "top1_agreement": None}
+
+    html = pareto_chart([row("big", "int8", 1.0, 0.90), row("big", "fp32", 2.0, 0.95), row("small", "fp32", 0.5, 0.99)], "p")
+    big, small = html.split('id="p-1"')
+    assert "accuracy: big" in big and "small" not in big and "accuracy: small" in small
+    assert '"name":"Pareto front","x":[1.0,2.0],"y":[0.9,0.95]' in big
+
+
 def test_the_untuned_note_gives_the_run_s_own_gap_to_onnx_runtime(tmp_path):
     from tvmharness.provenance import snapshot
     from tvmharness.report.terminal import footnotes
@@ -195,8 +209,8 @@ def test_html_report_draws_its_charts_in_headless_chromium(seeded, tmp_path):
     dom = shown.stdout
     charts = int(re.search(r'data-charts="(\d+)"', dom).group(1))
     drawn = int(re.search(r'data-charts-drawn="(\d+)"', dom).group(1))
-    # per target a Pareto chart and baseline bars, and one sparkline per series
-    assert charts == drawn == 2 + 3, dom[-2000:]
+    # per target a Pareto chart for each of its 3 models and baseline bars, and one sparkline per series
+    assert charts == drawn == 3 + 1 + 3, dom[-2000:]
     console = [ln for ln in shown.stderr.splitlines() if ":CONSOLE" in ln]
     assert not console, console
     assert re.search(r'<pre id="js-errors" hidden=""></pre>', dom)

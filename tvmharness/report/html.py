@@ -1,8 +1,8 @@
 """The HTML report: one self-contained file (plotly's JavaScript inlined), read only from the store.
 
-Per target: a Pareto chart of latency against accuracy (marker size: artifact size) and bars of
-every row relative to the baseline; per model: a table with full provenance and a sparkline of each
-series' history; on top, the verdicts of the run. Every string from a user goes through jinja2's
+Per target: a Pareto chart of latency against accuracy per model (marker size: artifact size) and
+bars of every row relative to the baseline; per model: a table with full provenance and a sparkline
+of each series' history; on top, the verdicts of the run. Every string from a user goes through jinja2's
 autoescaping (tables) or html.escape (chart text, which plotly decodes back into SVG text)."""
 
 from __future__ import annotations
@@ -62,17 +62,18 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 def pareto_chart(rows: list[dict], div_id: str) -> str | None:
-    """Latency against quality, with the Pareto front: one chart per quality metric, since a model's
-    accuracy and another's agreement with its baseline are not one scale."""
+    """Latency against quality, with the Pareto front: one chart per model and quality metric, since
+    the choice is among one model's variants and engines, and accuracy and agreement with the
+    baseline are not one scale."""
     ok = [r for r in rows if r["status"] == "ok" and present(r.get("median_ms")) and _quality(r)[1] is not None]
-    by_metric: dict[str, list[dict]] = {}
+    groups: dict[tuple[str, str], list[dict]] = {}
     for r in ok:
-        by_metric.setdefault(_quality(r)[0], []).append(r)
-    charts = [_pareto_figure(group, metric, f"{div_id}-{i}") for i, (metric, group) in enumerate(by_metric.items())]
+        groups.setdefault((r["model"], _quality(r)[0]), []).append(r)
+    charts = [_pareto_figure(group, model, metric, f"{div_id}-{i}") for i, ((model, metric), group) in enumerate(groups.items())]
     return "\n".join(charts) or None
 
 
-def _pareto_figure(ok: list[dict], metric: str, div_id: str) -> str:
+def _pareto_figure(ok: list[dict], model: str, metric: str, div_id: str) -> str:
     sizes = [r["artifact_bytes"] for r in ok if present(r.get("artifact_bytes"))]
     biggest = max(sizes) if sizes else 1
     fig = go.Figure()
@@ -89,9 +90,8 @@ def _pareto_figure(ok: list[dict], metric: str, div_id: str) -> str:
     front = pareto_front(points)
     fig.add_trace(go.Scatter(x=[points[i][0] for i in front], y=[points[i][1] for i in front], mode="lines",
                              name="Pareto front", line={"dash": "dot", "color": "grey"}, hoverinfo="skip"))
-    models = ", ".join(dict.fromkeys(r["model"] for r in ok))
     fig.update_layout(template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 40, "b": 50},
-                      title={"text": _t(f"{metric}: {models}"), "font": {"size": 13}},
+                      title={"text": _t(f"{metric}: {model}"), "font": {"size": 13}},
                       xaxis={"title": {"text": "median latency, ms (log)"}, "type": "log"},
                       yaxis={"title": {"text": _t(metric)}}, legend={"title": {"text": "engine (marker size: artifact)"}})
     return _figure_html(fig, div_id, CHART)
