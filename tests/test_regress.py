@@ -387,3 +387,17 @@ def test_a_nightly_whose_second_measurement_failed_says_so(store):
     (v,) = judge_run(store, unconfirmed_why="measuring again failed: no kit under 'aarch64' is registered any more")[1]
     assert v.verdict == SLOWER and v.evidence["confirmed"] is None
     assert "unconfirmed: measuring again failed: no kit under 'aarch64'" in v.summary()
+
+
+def test_a_run_stopped_before_its_first_row_is_not_the_report_s_default(store):
+    from tvmharness.errors import HarnessError
+    from tvmharness.provenance import snapshot
+
+    rng = np.random.default_rng(73)
+    last = [night(store, 1.0, rng) for _ in range(2)][-1]
+    empty = store.start_run("nightly", "h" * 16, {}, snapshot())  # Ctrl-C before the first row
+    run, (v,) = judge_run(store)
+    assert run["id"] == last and v.verdict == SAME
+    with pytest.raises(HarnessError) as err:
+        judge_run(store, empty)
+    assert f"run {empty} has no measurements" in str(err.value) and f"--run {last}" in err.value.fix

@@ -334,3 +334,14 @@ def test_every_report_names_the_baseline_its_speed_ups_are_against(tmp_path):
     assert "<th>speed-up vs torch fp32 on x86</th>" in page
     assert "<h3>Relative to torch fp32 on x86</h3>" in page and "speed-up over torch fp32 on x86" in page
     assert "best variant of m on cuda: int8 on tvm (0.250 ms, 8.00x torch fp32 on x86" in page
+
+
+def test_report_passes_over_a_run_stopped_before_its_first_row(tmp_path):
+    from tvmharness.provenance import snapshot
+
+    store = _one_run(tmp_path / "h.db", [{"is_baseline": True}])
+    store.start_run("r", "h" * 16, {}, snapshot())  # Ctrl-C before the first row
+    doc = json.loads(run_cli("report", "--store", str(tmp_path / "h.db"), "--format", "json").stdout)
+    assert doc["run"]["id"] == 1 and len(doc["verdicts"]) == 1
+    proc = run_cli("report", "--store", str(tmp_path / "h.db"), "--run", "2")
+    assert proc.returncode == 2 and "run 2 has no measurements" in proc.stderr and "--run 1" in proc.stderr

@@ -341,20 +341,26 @@ def rules_of(run: dict) -> Regression:
 
 
 def judge_run(store, run_id: int | None = None, unconfirmed_why: str | None = None) -> tuple[dict, list[Verdict]]:
-    """The run (default: the newest that is not a confirmation) and a verdict for each of its rows
-    against the series' whole history, from the store alone; latency changes are kept only where the
-    run's confirmation, if the store holds one, agrees (see confirm). `unconfirmed_why`: why a run
-    has none (a nightly whose second measurement failed), said in each change it leaves unconfirmed."""
-    runs = store.runs()
-    if not runs:
-        return {}, []
-    first_runs = [r for r in runs if _confirms(r) is None] or runs
-    run = next((r for r in runs if r["id"] == run_id), None) if run_id is not None else first_runs[-1]
-    if run is None:
-        from ..errors import HarnessError
+    """The run (default: the newest with rows that is not a confirmation) and a verdict for each of its
+    rows against the series' whole history, from the store alone; latency changes are kept only where
+    the run's confirmation, if the store holds one, agrees (see confirm). `unconfirmed_why`: why a run
+    has none (a nightly whose second measurement failed), said in each change it leaves unconfirmed.
+    ({}, []) where no run has rows."""
+    from ..errors import HarnessError
 
+    runs, frame = store.runs(), store.frame()
+    ids = set(frame["run_id"])  # a run stopped before its first row (Ctrl-C) has none
+    measured = [r for r in runs if r["id"] in ids]
+    if not measured:
+        return {}, []
+    newest = ([r for r in measured if _confirms(r) is None] or measured)[-1]
+    run = next((r for r in runs if r["id"] == run_id), None) if run_id is not None else newest
+    if run is None:
         raise HarnessError(f"run {run_id} is not in the store", f"pick one of runs {runs[0]['id']}..{runs[-1]['id']}")
-    frame, rules = store.frame(), rules_of(run)
+    if run["id"] not in ids:
+        raise HarnessError(f"run {run_id} has no measurements (it stopped before its first row)",
+                           f"the newest run with measurements is run {newest['id']}; pass --run {newest['id']} or leave --run out")
+    rules = rules_of(run)
     verdicts = judge(frame, run["id"], rules)
     second: dict[tuple, Verdict] = {}
     for again in (r for r in runs if _confirms(r) == run["id"]):
