@@ -479,8 +479,9 @@ def _format(value: str) -> str:
 def report(store: Annotated[str, typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL")] = "results/history.db",
            fmt: Annotated[str, typer.Option("--format", "-f", help="table, md, json, csv or junit")] = "table",
            html: Annotated[Optional[Path], typer.Option("--html", help="also write a self-contained HTML report here")] = None,
-           since: Annotated[Optional[str], typer.Option(help="only rows measured since this date in the history, charts "
-                                                        "and CSV (verdicts still weigh the whole history)")] = None,
+           since: Annotated[Optional[str], typer.Option(help="show the history only from this date: the HTML's sparklines "
+                                                        "and the CSV's rows of other runs (the judged run is shown whole, and "
+                                                        "verdicts still weigh the whole history)")] = None,
            run_id: Annotated[Optional[int], typer.Option("--run", help="the run to judge (default: the newest with measurements)")] = None,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the md/json/csv/junit text here")] = None) -> int:
     """Report from the store alone: the newest run with measurements (or --run) with a verdict per series against its history."""
@@ -490,11 +491,9 @@ def report(store: Annotated[str, typer.Option("--store", help="results store: a 
     history = _open_store(store)
     when = _since(since)
     run, verdicts = judge_run(history, run_id)
-    frame = history.frame(since=when)
     if not run:
         raise HarnessError(f"no measurements in {store}", "run a recipe first")
-    if frame[frame["run_id"] == run["id"]].empty:
-        raise HarnessError(f"no measurements in {store} since {since}", "widen --since")
+    frame = history.frame(since=when, whole_run=run["id"])
     _render_verdicts(run, verdicts, frame, fmt, output)
     if html is not None:
         from .report.html import write_html

@@ -138,7 +138,7 @@ def _fmt(value, fmt: str, unit: str = "") -> str:
 
 def render_html(store, since=None, run_id: int | None = None) -> str:
     run, verdicts = judge_run(store, run_id)
-    frame = store.frame(since=since)
+    frame = store.frame(since=since, whole_run=run["id"])  # --since trims the history, never the run
     rows = frame.to_dict("records")
     tonight = frame[frame["run_id"] == run["id"]]  # the judged run's rows, for the tables and the notes alike
     current = tonight.to_dict("records")
