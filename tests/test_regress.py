@@ -401,3 +401,21 @@ def test_a_run_stopped_before_its_first_row_is_not_the_report_s_default(store):
     with pytest.raises(HarnessError) as err:
         judge_run(store, empty)
     assert f"run {empty} has no measurements" in str(err.value) and f"--run {last}" in err.value.fix
+
+
+def test_the_verdict_tables_name_the_accuracy_measure(store):
+    """A model without labels is judged on top-1 agreement with fp32: the tables say so, not "accuracy"."""
+    from rich.console import Console
+
+    from tvmharness.report.summary import markdown
+    from tvmharness.report.terminal import verdict_table
+
+    rng = np.random.default_rng(79)
+    for agreement in (1.0, 1.0, 0.9):
+        run = night(store, 1.0, rng, accuracy=None, top1_agreement=agreement)
+    (v,) = judge(store.frame(), run)
+    assert v.aspects["accuracy"] == LESS_ACCURATE
+    assert "| top-1 agreement 1.000 → 0.900 |" in markdown(store.run(run), [v])
+    console = Console(record=True, width=400)
+    console.print(verdict_table([v]))
+    assert "top-1 agreement -0.100" in console.export_text()

@@ -257,6 +257,6 @@ def verdict_table(verdicts) -> Table:
                       f"±{e['noise_band']:.1%}" if "noise_band" in e else "—",
                       f"{e['p_value']:.2g}" if "p_value" in e else "—",
                       size_cell(e),
-                      f"{e['accuracy_change']:+.3f}" if e.get("accuracy_change") is not None else "—",
+                      f"{e['accuracy_metric']} {e['accuracy_change']:+.3f}" if e.get("accuracy_change") is not None else "—",
                       Text("; ".join(map(str, why)) or "—"))
     return table
