@@ -351,3 +351,30 @@ def test_report_passes_over_a_run_stopped_before_its_first_row(tmp_path):
     assert doc["run"]["id"] == 1 and len(doc["verdicts"]) == 1
     proc = run_cli("report", "--store", str(tmp_path / "h.db"), "--run", "2")
     assert proc.returncode == 2 and "run 2 has no measurements" in proc.stderr and "--run 1" in proc.stderr
+
+
+def test_user_text_stays_text_in_the_terminal_and_markdown_tables(tmp_path):
+    """Model, variant and target names and a failure's reason are a user's text: never rich markup
+    (`net[v2]` would print "net", `[/tmp/x]` would raise) nor markdown that breaks a table's row."""
+    from rich.console import Console
+
+    from tvmharness.report.regress import judge_run
+    from tvmharness.report.summary import markdown
+    from tvmharness.report.terminal import render_run, verdict_table
+
+    rng = np.random.default_rng(83)
+    store = Store(str(tmp_path / "h.db"))
+    for level in (1.0,) * 6 + (1.3,):
+        run_id = night(store, level, rng, model="net[v2]", variant="[/tmp/x]", target="[bold]kit")
+    store.add(run_id, {"model": "net[v2]", "variant": "fp32", "target": "[bold]kit", "engine": "torch",
+                       "engine_version": "1", "status": "ok", "is_baseline": True, "median_ms": 1.0})
+    failure = "measuring again failed: [/tmp/x] | no kit"
+    run, verdicts = judge_run(store, unconfirmed_why=failure)
+    console = Console(record=True, width=400)
+    render_run(store.frame(run_id=run_id), run, console)
+    console.print(verdict_table(verdicts))
+    text = console.export_text()
+    assert "net[v2]" in text and "[bold]kit" in text and "speed-up vs torch fp32 on [bold]kit" in text
+    assert "compression" in text and text.count("[/tmp/x]") >= 2 and failure in text
+    row = next(line for line in markdown(run, verdicts).splitlines() if "**slower**" in line)
+    assert row.count("|") == 8 and "\\[/tmp/x\\] &#124; no kit" in row

@@ -59,7 +59,7 @@ def compression_table(frame) -> Table | None:
     for name, justify in COLUMNS:
         table.add_column(name, justify=justify, overflow="fold")
     for cells in rows:
-        table.add_row(*cells[:4], Text(cells[4], style=GOALS_STYLE.get(cells[4], "red")), *cells[5:])
+        table.add_row(*map(Text, cells[:4]), Text(cells[4], style=GOALS_STYLE.get(cells[4], "red")), *cells[5:])  # text, not markup
     return table
 
 

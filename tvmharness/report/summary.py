@@ -32,8 +32,8 @@ def _latency_cell(v: Verdict) -> str:
     e = v.evidence
     if e.get("latency_ratio") is None:
         return "—"
-    return (f"{e['statistic']} {e['reference_ms']:.4g} → {e['latency_ms']:.4g} ms ({_pct(e['latency_change'])}; "
-            f"noise ±{e['noise_band']:.1%}, p={e['p_value']:.2g}{confirmation(e)})")
+    return md_escape(f"{e['statistic']} {e['reference_ms']:.4g} → {e['latency_ms']:.4g} ms ({_pct(e['latency_change'])}; "
+                     f"noise ±{e['noise_band']:.1%}, p={e['p_value']:.2g}{confirmation(e)})")  # it may hold a reason
 
 
 def _why(v: Verdict) -> str:

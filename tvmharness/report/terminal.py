@@ -56,7 +56,7 @@ def run_table(frame, run: dict) -> Table:
                           (f"speed-up vs {baseline_label(frame.to_dict('records'))}", "right"), ("size", "right"),
                           *([("peak MB", "right")] if with_memory else []),
                           ("max |diff|", "right"), ("top-1 agree", "right"), ("accuracy", "right"), ("notes", "left")]:
-        table.add_column(name, justify=justify, overflow="fold")
+        table.add_column(Text(name), justify=justify, overflow="fold")  # the baseline's names are text, not markup
     for i, r in enumerate(frame.to_dict("records"), start=1):
         status = Text(r["status"], style=STATUS_STYLE.get(r["status"], ""))
         if r["reason"]:
@@ -253,7 +253,7 @@ def verdict_table(verdicts) -> Table:
         if v.operators and v.aspects.get("latency") in ("slower", "faster"):
             why.append("ops: " + ", ".join(f"{o['operator']} {o['delta_ms']:+.3g} ms" for o in v.operators[:3]))
         table.add_row(*(Text(str(x)) for x in (v.series["model"], v.series["variant"], v.target, v.series["engine"])),
-                      Text(v.verdict, style=VERDICT_STYLE.get(v.verdict, "")), latency,
+                      Text(v.verdict, style=VERDICT_STYLE.get(v.verdict, "")), Text(latency),  # it may hold a reason
                       f"±{e['noise_band']:.1%}" if "noise_band" in e else "—",
                       f"{e['p_value']:.2g}" if "p_value" in e else "—",
                       size_cell(e),
