@@ -419,3 +419,18 @@ def test_the_verdict_tables_name_the_accuracy_measure(store):
     console = Console(record=True, width=400)
     console.print(verdict_table([v]))
     assert "top-1 agreement -0.100" in console.export_text()
+
+
+def test_junit_gives_an_iso_timestamp_and_no_property_without_a_value(store):
+    import re
+    import xml.etree.ElementTree as ET
+
+    from tvmharness.report.summary import junit
+
+    rng = np.random.default_rng(89)
+    for _ in range(2):
+        run_id = night(store, 1.0, rng, versions={"tvmharness": None})  # run from a checkout: no version
+    suite = ET.fromstring(junit(store.run(run_id), judge(store.frame(), run_id)).split("?>", 1)[1])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", suite.get("timestamp")), suite.get("timestamp")
+    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert "tvmharness_version" not in properties and "None" not in properties.values() and properties["git_commit"]
