@@ -40,6 +40,7 @@ def test_a_step_in_a_noisy_history_is_flagged_with_its_evidence(store, step, exp
     assert e["p_value"] < e["alpha"]
     assert abs(e["latency_change"]) > e["noise_band"] >= Regression().min_effect
     assert e["reference_runs"] == Regression().window and e["history_runs"] == 10
+    assert "reference: last 3 of 10 earlier runs" in v.summary()  # the level's runs, not the sigma's window
     assert e["latency_change"] == pytest.approx(step - 1, abs=0.05)
 
 
@@ -144,7 +145,7 @@ def test_a_short_history_only_flags_changes_beyond_the_unknown_noise_band(store)
     night(store, 1.0, rng)
     night(store, 1.12, rng)  # 12%: on a host whose noise is not known yet, not a verdict
     (v,) = judge_run(store)[1]
-    assert v.verdict == SAME and v.evidence["night_sigma"] is None
+    assert v.verdict == SAME and v.evidence["night_sigma"] is None and "reference: 1 earlier run)" in v.summary()
     assert v.evidence["noise_band"] == Regression().unknown_noise_band
     night(store, 2.0, rng)  # a build twice as slow is flagged from the second night on
     (v,) = judge_run(store)[1]
@@ -226,6 +227,7 @@ def test_an_a_b_in_turns_is_judged_within_its_window(store, change, expected):
     assert v.aspects["latency"] == expected and v.evidence["ab_reference_run"] == earlier
     assert v.evidence["latency_change"] == pytest.approx(change, abs=0.02)
     assert v.evidence["noise_band"] == Regression().min_effect
+    assert f"A/B in turns with run {earlier}'s build" in v.summary()  # `report --run` on the confirmation
 
 
 @pytest.mark.parametrize("change, expected", [(0.0, SAME), (0.3, SLOWER)])

@@ -102,8 +102,7 @@ class Verdict:
         parts = []
         if e.get("latency_ratio") is not None:
             parts.append(f"latency {e['latency_change']:+.1%} ({e['statistic']} {e['reference_ms']:.4g} -> {e['latency_ms']:.4g} ms, "
-                         f"noise band ±{e['noise_band']:.1%}, p={e['p_value']:.2g}, {e['reference_runs']} earlier runs"
-                         f"{confirmation(e)})")
+                         f"noise band ±{e['noise_band']:.1%}, p={e['p_value']:.2g}, {reference_runs(e)}{confirmation(e)})")
         if e.get("size_change"):
             parts.append(f"size {e['size_change']:+.1%}")
         if e.get("memory_change"):
@@ -187,6 +186,15 @@ def ab_latency_verdict(samples: list[float], reference: list[float], rules: Regr
     if p_value < rules.alpha and ratio * (1 + rules.min_effect) < 1:
         return FASTER, evidence
     return SAME, evidence
+
+
+def reference_runs(evidence: dict) -> str:
+    """What a latency was compared with: the runs whose level is the reference, out of the series'
+    earlier runs (the noise band's sigma reaches further back), or the build of an A/B."""
+    if "ab_reference_run" in evidence:
+        return f"A/B in turns with run {evidence['ab_reference_run']}'s build"
+    n, level = evidence["history_runs"], min(RECENT_RUNS, evidence["reference_runs"])
+    return f"reference: last {level} of {n} earlier runs" if level < n else f"reference: {n} earlier run{'s' if n > 1 else ''}"
 
 
 def confirmation(evidence: dict) -> str:
