@@ -40,6 +40,7 @@ def test_a_step_in_a_noisy_history_is_flagged_with_its_evidence(store, step, exp
     assert e["p_value"] < e["alpha"]
     assert abs(e["latency_change"]) > e["noise_band"] >= Regression().min_effect
     assert e["reference_runs"] == Regression().window and e["history_runs"] == 10
+    assert "reference: last 3 of 10 earlier runs" in v.summary()  # the level's runs, not the sigma's window
     assert e["latency_change"] == pytest.approx(step - 1, abs=0.05)
 
 
@@ -144,7 +145,7 @@ def test_a_short_history_only_flags_changes_beyond_the_unknown_noise_band(store)
     night(store, 1.0, rng)
     night(store, 1.12, rng)  # 12%: on a host whose noise is not known yet, not a verdict
     (v,) = judge_run(store)[1]
-    assert v.verdict == SAME and v.evidence["night_sigma"] is None
+    assert v.verdict == SAME and v.evidence["night_sigma"] is None and "reference: 1 earlier run)" in v.summary()
     assert v.evidence["noise_band"] == Regression().unknown_noise_band
     night(store, 2.0, rng)  # a build twice as slow is flagged from the second night on
     (v,) = judge_run(store)[1]
@@ -226,6 +227,7 @@ def test_an_a_b_in_turns_is_judged_within_its_window(store, change, expected):
     assert v.aspects["latency"] == expected and v.evidence["ab_reference_run"] == earlier
     assert v.evidence["latency_change"] == pytest.approx(change, abs=0.02)
     assert v.evidence["noise_band"] == Regression().min_effect
+    assert f"A/B in turns with run {earlier}'s build" in v.summary()  # `report --run` on the confirmation
 
 
 @pytest.mark.parametrize("change, expected", [(0.0, SAME), (0.3, SLOWER)])
@@ -387,3 +389,50 @@ def test_a_nightly_whose_second_measurement_failed_says_so(store):
     (v,) = judge_run(store, unconfirmed_why="measuring again failed: no kit under 'aarch64' is registered any more")[1]
     assert v.verdict == SLOWER and v.evidence["confirmed"] is None
     assert "unconfirmed: measuring again failed: no kit under 'aarch64'" in v.summary()
+
+
+def test_a_run_stopped_before_its_first_row_is_not_the_report_s_default(store):
+    from tvmharness.errors import HarnessError
+    from tvmharness.provenance import snapshot
+
+    rng = np.random.default_rng(73)
+    last = [night(store, 1.0, rng) for _ in range(2)][-1]
+    empty = store.start_run("nightly", "h" * 16, {}, snapshot())  # Ctrl-C before the first row
+    run, (v,) = judge_run(store)
+    assert run["id"] == last and v.verdict == SAME
+    with pytest.raises(HarnessError) as err:
+        judge_run(store, empty)
+    assert f"run {empty} has no measurements" in str(err.value) and f"--run {last}" in err.value.fix
+
+
+def test_the_verdict_tables_name_the_accuracy_measure(store):
+    """A model without labels is judged on top-1 agreement with fp32: the tables say so, not "accuracy"."""
+    from rich.console import Console
+
+    from tvmharness.report.summary import markdown
+    from tvmharness.report.terminal import verdict_table
+
+    rng = np.random.default_rng(79)
+    for agreement in (1.0, 1.0, 0.9):
+        run = night(store, 1.0, rng, accuracy=None, top1_agreement=agreement)
+    (v,) = judge(store.frame(), run)
+    assert v.aspects["accuracy"] == LESS_ACCURATE
+    assert "| top-1 agreement 1.000 → 0.900 |" in markdown(store.run(run), [v])
+    console = Console(record=True, width=400)
+    console.print(verdict_table([v]))
+    assert "top-1 agreement -0.100" in console.export_text()
+
+
+def test_junit_gives_an_iso_timestamp_and_no_property_without_a_value(store):
+    import re
+    import xml.etree.ElementTree as ET
+
+    from tvmharness.report.summary import junit
+
+    rng = np.random.default_rng(89)
+    for _ in range(2):
+        run_id = night(store, 1.0, rng, versions={"tvmharness": None})  # run from a checkout: no version
+    suite = ET.fromstring(junit(store.run(run_id), judge(store.frame(), run_id)).split("?>", 1)[1])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", suite.get("timestamp")), suite.get("timestamp")
+    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert "tvmharness_version" not in properties and "None" not in properties.values() and properties["git_commit"]

@@ -97,8 +97,6 @@ def test_report_since_and_bad_input(seeded, tmp_path):
     assert proc.returncode == 2 and "is not a date" in proc.stderr
     proc = run_cli("report", "--store", str(seeded), "--format", "pdf")
     assert proc.returncode == 2 and "unknown format 'pdf'" in proc.stderr
-    proc = run_cli("report", "--store", str(seeded), "--since", "2999-01-01")
-    assert proc.returncode == 2 and "no measurements" in proc.stderr
     everything = json.loads(run_cli("report", "--store", str(seeded), "--since", "2000-01-01", "--format", "json").stdout)
     assert everything["regressions"] == 1 and len(everything["verdicts"]) == 3
     # --since trims what is shown, not the history a verdict weighs: tonight alone still reads "slower", not "new".
@@ -108,6 +106,14 @@ def test_report_since_and_bad_input(seeded, tmp_path):
     rows = [run_cli("report", "--store", str(seeded), *since, "--format", "csv").stdout.count("\n")
             for since in ([], ["--since", tonight])]
     assert rows[1] < rows[0]  # the CSV holds tonight's rows only
+    # The judged run is shown whole, wherever --since falls: after its first rows, or after it.
+    cut = str(Store(str(seeded)).frame(run_id=8)["created"].iloc[-1])
+    for since in (cut, "2999-01-01"):
+        rows = list(csv.DictReader(io.StringIO(run_cli("report", "--store", str(seeded), "--since", since, "--format", "csv").stdout)))
+        assert [r["model"] for r in rows] == ["stepped", "flat", EVIL], since
+    page = tmp_path / "cut.html"
+    assert run_cli("report", "--store", str(seeded), "--since", cut, "--html", str(page)).returncode == 0
+    assert "<h2>Model stepped</h2>" in page.read_text() and ">1 run<" in page.read_text()  # tonight's point alone
     proc = run_cli("report", "--store", str(seeded), "--run", "99")
     assert proc.returncode == 2 and "run 99 is not in the store" in proc.stderr
 
@@ -126,6 +132,20 @@ def test_a_pareto_chart_never_puts_accuracy_and_agreement_on_one_axis():
     first, second = html.split('id="p-1"')
     assert "accuracy: digits_cnn" in first and "resnet18" not in first
     assert "top-1 agreement with the baseline: resnet18" in second and "digits_cnn" not in second
+
+
+def test_a_pareto_front_is_one_model_s():
+    """A faster, more accurate model does not push another model's variants off their own front."""
+    from tvmharness.report.html import pareto_chart
+
+    def row(model, variant, ms, accuracy):
+        return {"status": "ok", "model": model, "variant": variant, "engine": "tvm", "median_ms": ms,
+                "artifact_bytes": 1000, "accuracy": accuracy, "top1_agreement": None}
+
+    html = pareto_chart([row("big", "int8", 1.0, 0.90), row("big", "fp32", 2.0, 0.95), row("small", "fp32", 0.5, 0.99)], "p")
+    big, small = html.split('id="p-1"')
+    assert "accuracy: big" in big and "small" not in big and "accuracy: small" in small
+    assert '"name":"Pareto front","x":[1.0,2.0],"y":[0.9,0.95]' in big
 
 
 def test_the_untuned_note_gives_the_run_s_own_gap_to_onnx_runtime(tmp_path):
@@ -195,8 +215,8 @@ def test_html_report_draws_its_charts_in_headless_chromium(seeded, tmp_path):
     dom = shown.stdout
     charts = int(re.search(r'data-charts="(\d+)"', dom).group(1))
     drawn = int(re.search(r'data-charts-drawn="(\d+)"', dom).group(1))
-    # per target a Pareto chart and baseline bars, and one sparkline per series
-    assert charts == drawn == 2 + 3, dom[-2000:]
+    # per target a Pareto chart for each of its 3 models and baseline bars, and one sparkline per series
+    assert charts == drawn == 3 + 1 + 3, dom[-2000:]
     console = [ln for ln in shown.stderr.splitlines() if ":CONSOLE" in ln]
     assert not console, console
     assert re.search(r'<pre id="js-errors" hidden=""></pre>', dom)
@@ -288,3 +308,73 @@ def test_nightly_exits_1_on_a_regression_and_names_the_tuning_records(nightly_di
     assert "measuring again to confirm" in proc.stderr and "confirmed by a second run" in line
     runs = Store(str(store)).runs()
     assert runs[-1]["provenance"]["confirms_run"] == runs[-2]["id"]  # the second measurement is kept too
+
+
+def _one_run(path: Path, rows: list[dict]) -> Store:
+    """A store holding one run of the given rows (each a model's rows on x86 unless it says otherwise)."""
+    from tvmharness.provenance import snapshot
+
+    store = Store(str(path))
+    run_id = store.start_run("r", "h" * 16, {}, snapshot())
+    for row in rows:
+        store.add(run_id, {"model": "m", "variant": "fp32", "target": "x86", "engine": "tvm", "engine_version": "1",
+                           "status": "ok", "threads": 2, "median_ms": 1.0, "samples_ms": [1.0], "details": {}} | row)
+    return store
+
+
+def test_every_report_names_the_baseline_its_speed_ups_are_against(tmp_path):
+    """A GPU row's speed-up is over the host's fp32 baseline, not over fp32 on the GPU: the header says which."""
+    from rich.console import Console
+
+    from tvmharness.report.html import render_html
+    from tvmharness.report.terminal import run_table
+
+    store = _one_run(tmp_path / "h.db", [
+        {"engine": "torch", "is_baseline": True, "median_ms": 2.0},
+        {"target": "cuda", "median_ms": 0.5, "speedup_vs_baseline": 4.0},
+        {"target": "cuda", "variant": "int8", "median_ms": 0.25, "speedup_vs_baseline": 8.0, "meets_goals": True}])
+    console = Console(record=True, width=400)
+    console.print(run_table(store.frame(), store.runs()[-1]))
+    assert "speed-up vs torch fp32 on x86" in console.export_text()
+    page = render_html(store)
+    assert "<th>speed-up vs torch fp32 on x86</th>" in page
+    assert "<h3>Relative to torch fp32 on x86</h3>" in page and "speed-up over torch fp32 on x86" in page
+    assert "best variant of m on cuda: int8 on tvm (0.250 ms, 8.00x torch fp32 on x86" in page
+
+
+def test_report_passes_over_a_run_stopped_before_its_first_row(tmp_path):
+    from tvmharness.provenance import snapshot
+
+    store = _one_run(tmp_path / "h.db", [{"is_baseline": True}])
+    store.start_run("r", "h" * 16, {}, snapshot())  # Ctrl-C before the first row
+    doc = json.loads(run_cli("report", "--store", str(tmp_path / "h.db"), "--format", "json").stdout)
+    assert doc["run"]["id"] == 1 and len(doc["verdicts"]) == 1
+    proc = run_cli("report", "--store", str(tmp_path / "h.db"), "--run", "2")
+    assert proc.returncode == 2 and "run 2 has no measurements" in proc.stderr and "--run 1" in proc.stderr
+
+
+def test_user_text_stays_text_in_the_terminal_and_markdown_tables(tmp_path):
+    """Model, variant and target names and a failure's reason are a user's text: never rich markup
+    (`net[v2]` would print "net", `[/tmp/x]` would raise) nor markdown that breaks a table's row."""
+    from rich.console import Console
+
+    from tvmharness.report.regress import judge_run
+    from tvmharness.report.summary import markdown
+    from tvmharness.report.terminal import render_run, verdict_table
+
+    rng = np.random.default_rng(83)
+    store = Store(str(tmp_path / "h.db"))
+    for level in (1.0,) * 6 + (1.3,):
+        run_id = night(store, level, rng, model="net[v2]", variant="[/tmp/x]", target="[bold]kit")
+    store.add(run_id, {"model": "net[v2]", "variant": "fp32", "target": "[bold]kit", "engine": "torch",
+                       "engine_version": "1", "status": "ok", "is_baseline": True, "median_ms": 1.0})
+    failure = "measuring again failed: [/tmp/x] | no kit"
+    run, verdicts = judge_run(store, unconfirmed_why=failure)
+    console = Console(record=True, width=400)
+    render_run(store.frame(run_id=run_id), run, console)
+    console.print(verdict_table(verdicts))
+    text = console.export_text()
+    assert "net[v2]" in text and "[bold]kit" in text and "speed-up vs torch fp32 on [bold]kit" in text
+    assert "compression" in text and text.count("[/tmp/x]") >= 2 and failure in text
+    row = next(line for line in markdown(run, verdicts).splitlines() if "**slower**" in line)
+    assert row.count("|") == 8 and "\\[/tmp/x\\] &#124; no kit" in row

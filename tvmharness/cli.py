@@ -479,21 +479,21 @@ def _format(value: str) -> str:
 def report(store: Annotated[str, typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL")] = "results/history.db",
            fmt: Annotated[str, typer.Option("--format", "-f", help="table, md, json, csv or junit")] = "table",
            html: Annotated[Optional[Path], typer.Option("--html", help="also write a self-contained HTML report here")] = None,
-           since: Annotated[Optional[str], typer.Option(help="only rows measured since this date in the history, charts "
-                                                        "and CSV (verdicts still weigh the whole history)")] = None,
-           run_id: Annotated[Optional[int], typer.Option("--run", help="the run to judge (default: the newest)")] = None,
+           since: Annotated[Optional[str], typer.Option(help="show the history only from this date: the HTML's sparklines "
+                                                        "and the CSV's rows of other runs (the judged run is shown whole, and "
+                                                        "verdicts still weigh the whole history)")] = None,
+           run_id: Annotated[Optional[int], typer.Option("--run", help="the run to judge (default: the newest with measurements)")] = None,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the md/json/csv/junit text here")] = None) -> int:
-    """Report from the store alone: the newest run (or --run) with a verdict per series against its history."""
+    """Report from the store alone: the newest run with measurements (or --run) with a verdict per series against its history."""
     from .report.regress import judge_run
 
     fmt = _format(fmt)
     history = _open_store(store)
     when = _since(since)
     run, verdicts = judge_run(history, run_id)
-    frame = history.frame(since=when)
-    if not run or frame[frame["run_id"] == run["id"]].empty:
-        raise HarnessError(f"no measurements in {store}" + (f" since {since}" if since else ""),
-                           "run a recipe first, or widen --since")
+    if not run:
+        raise HarnessError(f"no measurements in {store}", "run a recipe first")
+    frame = history.frame(since=when, whole_run=run["id"])
     _render_verdicts(run, verdicts, frame, fmt, output)
     if html is not None:
         from .report.html import write_html

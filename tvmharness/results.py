@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, inspect, select
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, inspect, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
@@ -194,8 +194,10 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
-    def frame(self, run_id: int | None = None, since: datetime | None = None):
-        """The measurements (joined with their run's provenance) as a pandas DataFrame."""
+    def frame(self, run_id: int | None = None, since: datetime | None = None, whole_run: int | None = None):
+        """The measurements (joined with their run's provenance) as a pandas DataFrame: those of run
+        `run_id`, or those measured since `since` and every row of run `whole_run` (a report's
+        judged run, which --since never cuts)."""
         import pandas as pd
 
         query = select(Measurement.__table__, Run.hostname, Run.cpu, Run.git_commit, Run.recipe_name,
@@ -204,6 +206,6 @@ class Store:
         if run_id is not None:
             query = query.where(Measurement.run_id == run_id)
         if since is not None:
-            query = query.where(Measurement.created >= _utc(since))
+            query = query.where(or_(Measurement.created >= _utc(since), Measurement.run_id == whole_run))
         with self.engine.connect() as conn:
             return pd.read_sql(query.order_by(Measurement.id), conn)

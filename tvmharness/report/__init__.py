@@ -13,6 +13,19 @@ def peak_memory(details: dict | None) -> float | None:
     return ((details or {}).get("memory") or {}).get("peak_mb")
 
 
+def baseline_label(rows: list[dict]) -> str:
+    """What the rows' speed-ups are against, from their run's baseline rows: e.g. "torch fp32 on x86".
+    Every row's speed-up is over its model's baseline on that target, a GPU or dev kit row's too."""
+    base = [r for r in rows if r["is_baseline"]]
+    if not base:
+        return "the baseline"
+
+    def each(key: str) -> str:
+        return "/".join(dict.fromkeys(str(r[key]) for r in base))
+
+    return f"{each('engine')} {each('variant')} on {each('target')}"
+
+
 def size_cell(evidence: dict) -> str:
     """A verdict's artifact size change, and its peak memory change where memory was measured."""
     parts = [f"{evidence['size_change']:+.1%}" if present(evidence.get("size_change")) else "—"]

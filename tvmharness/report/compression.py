@@ -8,7 +8,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from . import present, size_text
+from . import baseline_label, present, size_text
 
 BASELINE = "fp32"
 
@@ -59,14 +59,14 @@ def compression_table(frame) -> Table | None:
     for name, justify in COLUMNS:
         table.add_column(name, justify=justify, overflow="fold")
     for cells in rows:
-        table.add_row(*cells[:4], Text(cells[4], style=GOALS_STYLE.get(cells[4], "red")), *cells[5:])
+        table.add_row(*map(Text, cells[:4]), Text(cells[4], style=GOALS_STYLE.get(cells[4], "red")), *cells[5:])  # text, not markup
     return table
 
 
 def best_variants(frame) -> list[str]:
     """Per model and target: the passing variant with the lowest latency, on whichever engine."""
     lines = []
-    rows = _variant_rows(frame)
+    rows, every = _variant_rows(frame), frame.to_dict("records")
     for model, target in sorted({(r["model"], _target(r)) for r in rows}):
         passing = [r for r in rows if r["model"] == model and _target(r) == target and r["status"] == "ok"
                    and r["meets_goals"] is True]
@@ -75,7 +75,8 @@ def best_variants(frame) -> list[str]:
             continue
         best = min(passing, key=lambda r: r["median_ms"])
         d = best["details"] or {}
-        figures = [f"{best['median_ms']:.3f} ms", f"{best['speedup_vs_baseline']:.2f}x the baseline"]
+        baseline = baseline_label([r for r in every if r["model"] == model])
+        figures = [f"{best['median_ms']:.3f} ms", f"{best['speedup_vs_baseline']:.2f}x {baseline}"]
         if present(d.get("speedup_vs_fp32")):
             figures.append(f"{d['speedup_vs_fp32']:.2f}x fp32 {best['engine']}")
         if present(d.get("size_ratio")):

@@ -1,8 +1,8 @@
 """The HTML report: one self-contained file (plotly's JavaScript inlined), read only from the store.
 
-Per target: a Pareto chart of latency against accuracy (marker size: artifact size) and bars of
-every row relative to the baseline; per model: a table with full provenance and a sparkline of each
-series' history; on top, the verdicts of the run. Every string from a user goes through jinja2's
+Per target: a Pareto chart of latency against accuracy per model (marker size: artifact size) and
+bars of every row relative to the baseline; per model: a table with full provenance and a sparkline
+of each series' history; on top, the verdicts of the run. Every string from a user goes through jinja2's
 autoescaping (tables) or html.escape (chart text, which plotly decodes back into SVG text)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from . import present
+from . import baseline_label, present
 from .regress import REGRESSIONS, accuracy_metric, is_confirmation, judge_run, setup_changes, setup_of
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
 from . import peak_memory
@@ -62,17 +62,18 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 def pareto_chart(rows: list[dict], div_id: str) -> str | None:
-    """Latency against quality, with the Pareto front: one chart per quality metric, since a model's
-    accuracy and another's agreement with its baseline are not one scale."""
+    """Latency against quality, with the Pareto front: one chart per model and quality metric, since
+    the choice is among one model's variants and engines, and accuracy and agreement with the
+    baseline are not one scale."""
     ok = [r for r in rows if r["status"] == "ok" and present(r.get("median_ms")) and _quality(r)[1] is not None]
-    by_metric: dict[str, list[dict]] = {}
+    groups: dict[tuple[str, str], list[dict]] = {}
     for r in ok:
-        by_metric.setdefault(_quality(r)[0], []).append(r)
-    charts = [_pareto_figure(group, metric, f"{div_id}-{i}") for i, (metric, group) in enumerate(by_metric.items())]
+        groups.setdefault((r["model"], _quality(r)[0]), []).append(r)
+    charts = [_pareto_figure(group, model, metric, f"{div_id}-{i}") for i, ((model, metric), group) in enumerate(groups.items())]
     return "\n".join(charts) or None
 
 
-def _pareto_figure(ok: list[dict], metric: str, div_id: str) -> str:
+def _pareto_figure(ok: list[dict], model: str, metric: str, div_id: str) -> str:
     sizes = [r["artifact_bytes"] for r in ok if present(r.get("artifact_bytes"))]
     biggest = max(sizes) if sizes else 1
     fig = go.Figure()
@@ -89,15 +90,14 @@ def _pareto_figure(ok: list[dict], metric: str, div_id: str) -> str:
     front = pareto_front(points)
     fig.add_trace(go.Scatter(x=[points[i][0] for i in front], y=[points[i][1] for i in front], mode="lines",
                              name="Pareto front", line={"dash": "dot", "color": "grey"}, hoverinfo="skip"))
-    models = ", ".join(dict.fromkeys(r["model"] for r in ok))
     fig.update_layout(template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 40, "b": 50},
-                      title={"text": _t(f"{metric}: {models}"), "font": {"size": 13}},
+                      title={"text": _t(f"{metric}: {model}"), "font": {"size": 13}},
                       xaxis={"title": {"text": "median latency, ms (log)"}, "type": "log"},
                       yaxis={"title": {"text": _t(metric)}}, legend={"title": {"text": "engine (marker size: artifact)"}})
     return _figure_html(fig, div_id, CHART)
 
 
-def baseline_bars(rows: list[dict], div_id: str) -> str | None:
+def baseline_bars(rows: list[dict], div_id: str, baseline: str) -> str | None:
     ok = [r for r in rows if r["status"] == "ok" and present(r.get("median_ms"))]
     if not ok:
         return None
@@ -114,7 +114,7 @@ def baseline_bars(rows: list[dict], div_id: str) -> str | None:
                            hovertemplate="%{y}: %{x:.3f}x the baseline's speed<extra></extra>"))
     fig.add_vline(x=1.0, line_dash="dash", line_color="grey")
     fig.update_layout(template="plotly_white", height=120 + 28 * len(bars), margin={"l": 20, "r": 20, "t": 30, "b": 40},
-                      xaxis={"title": {"text": "speed-up over the fp32 baseline (baseline latency / row latency)"}},
+                      xaxis={"title": {"text": _t(f"speed-up over {baseline} (baseline latency / row latency)")}},
                       yaxis={"automargin": True})
     return _figure_html(fig, div_id, CHART)
 
@@ -138,7 +138,7 @@ def _fmt(value, fmt: str, unit: str = "") -> str:
 
 def render_html(store, since=None, run_id: int | None = None) -> str:
     run, verdicts = judge_run(store, run_id)
-    frame = store.frame(since=since)
+    frame = store.frame(since=since, whole_run=run["id"])  # --since trims the history, never the run
     rows = frame.to_dict("records")
     tonight = frame[frame["run_id"] == run["id"]]  # the judged run's rows, for the tables and the notes alike
     current = tonight.to_dict("records")
@@ -151,9 +151,12 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
     targets = []
     for i, target in enumerate(dict.fromkeys(r["target"] for r in current)):
         mine = [r for r in current if r["target"] == target]
+        # its models' baseline rows, which sit on the host's target (this one or another)
+        baseline = baseline_label([r for r in current if r["model"] in {m["model"] for m in mine}])
         emulated = any((r.get("details") or {}).get("emulated") for r in mine)  # its latencies prove the path, not speed
         targets.append({"name": target + (" (EMULATED)" if emulated else ""), "spec": (mine[0].get("target_spec") or {}).get("tvm"),
-                        "pareto": pareto_chart(mine, f"pareto-{i}"), "bars": baseline_bars(mine, f"bars-{i}")})
+                        "pareto": pareto_chart(mine, f"pareto-{i}"), "bars": baseline_bars(mine, f"bars-{i}", baseline),
+                        "baseline": baseline})
     models = []
     for i, model in enumerate(dict.fromkeys(r["model"] for r in current)):
         table = []
@@ -183,7 +186,7 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
                 "regression": bool(v and v.regression),
                 "spark": sparkline(history, f"spark-{i}-{j}"), "runs": len(history),
             })
-        models.append({"name": model, "rows": table})
+        models.append({"name": model, "rows": table, "baseline": baseline_label([r for r in current if r["model"] == model])})
 
     prov = run.get("provenance") or {}
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
@@ -241,7 +244,7 @@ TEMPLATE = """<!DOCTYPE html>
 {% for t in targets %}<h2>Target {{ t.name }}</h2>
 <p class="prov">{{ t.spec }}</p>
 <h3>Latency vs accuracy</h3><div class="chart">{{ charts(t.pareto) or "no row with both latency and accuracy" }}</div>
-<h3>Relative to the baseline</h3><div class="chart">{{ charts(t.bars) or "no measured rows" }}</div>
+<h3>Relative to {{ t.baseline }}</h3><div class="chart">{{ charts(t.bars) or "no measured rows" }}</div>
 {% endfor %}
 
 {% if notes %}<h2>Notes</h2>
@@ -253,7 +256,7 @@ TEMPLATE = """<!DOCTYPE html>
 {% for line in compression.notes %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 {% for m in models %}<h2>Model {{ m.name }}</h2>
 <table><tr><th>variant</th><th>target</th><th>engine</th><th>status</th><th>median</th><th>p90</th><th>spread</th>
-<th>speed-up</th><th>size</th><th>peak memory</th><th>accuracy</th><th>top-1 agree</th><th>max |diff|</th><th>verdict</th><th>history</th>
+<th>speed-up vs {{ m.baseline }}</th><th>size</th><th>peak memory</th><th>accuracy</th><th>top-1 agree</th><th>max |diff|</th><th>verdict</th><th>history</th>
 <th>provenance</th></tr>
 {% for r in m.rows %}<tr><td>{{ r.variant }}</td><td>{{ r.target }}</td><td>{{ r.engine }}</td>
 <td>{{ r.status }}{% if r.reason %}: {{ r.reason }}{% endif %}{% if r.notes %}<br><span class="prov">{{ r.notes }}</span>{% endif %}</td><td class="num">{{ r.median }}</td><td class="num">{{ r.p90 }}</td>

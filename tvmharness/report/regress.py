@@ -102,8 +102,7 @@ class Verdict:
         parts = []
         if e.get("latency_ratio") is not None:
             parts.append(f"latency {e['latency_change']:+.1%} ({e['statistic']} {e['reference_ms']:.4g} -> {e['latency_ms']:.4g} ms, "
-                         f"noise band ±{e['noise_band']:.1%}, p={e['p_value']:.2g}, {e['reference_runs']} earlier runs"
-                         f"{confirmation(e)})")
+                         f"noise band ±{e['noise_band']:.1%}, p={e['p_value']:.2g}, {reference_runs(e)}{confirmation(e)})")
         if e.get("size_change"):
             parts.append(f"size {e['size_change']:+.1%}")
         if e.get("memory_change"):
@@ -187,6 +186,15 @@ def ab_latency_verdict(samples: list[float], reference: list[float], rules: Regr
     if p_value < rules.alpha and ratio * (1 + rules.min_effect) < 1:
         return FASTER, evidence
     return SAME, evidence
+
+
+def reference_runs(evidence: dict) -> str:
+    """What a latency was compared with: the runs whose level is the reference, out of the series'
+    earlier runs (the noise band's sigma reaches further back), or the build of an A/B."""
+    if "ab_reference_run" in evidence:
+        return f"A/B in turns with run {evidence['ab_reference_run']}'s build"
+    n, level = evidence["history_runs"], min(RECENT_RUNS, evidence["reference_runs"])
+    return f"reference: last {level} of {n} earlier runs" if level < n else f"reference: {n} earlier run{'s' if n > 1 else ''}"
 
 
 def confirmation(evidence: dict) -> str:
@@ -341,20 +349,26 @@ def rules_of(run: dict) -> Regression:
 
 
 def judge_run(store, run_id: int | None = None, unconfirmed_why: str | None = None) -> tuple[dict, list[Verdict]]:
-    """The run (default: the newest that is not a confirmation) and a verdict for each of its rows
-    against the series' whole history, from the store alone; latency changes are kept only where the
-    run's confirmation, if the store holds one, agrees (see confirm). `unconfirmed_why`: why a run
-    has none (a nightly whose second measurement failed), said in each change it leaves unconfirmed."""
-    runs = store.runs()
-    if not runs:
-        return {}, []
-    first_runs = [r for r in runs if _confirms(r) is None] or runs
-    run = next((r for r in runs if r["id"] == run_id), None) if run_id is not None else first_runs[-1]
-    if run is None:
-        from ..errors import HarnessError
+    """The run (default: the newest with rows that is not a confirmation) and a verdict for each of its
+    rows against the series' whole history, from the store alone; latency changes are kept only where
+    the run's confirmation, if the store holds one, agrees (see confirm). `unconfirmed_why`: why a run
+    has none (a nightly whose second measurement failed), said in each change it leaves unconfirmed.
+    ({}, []) where no run has rows."""
+    from ..errors import HarnessError
 
+    runs, frame = store.runs(), store.frame()
+    ids = set(frame["run_id"])  # a run stopped before its first row (Ctrl-C) has none
+    measured = [r for r in runs if r["id"] in ids]
+    if not measured:
+        return {}, []
+    newest = ([r for r in measured if _confirms(r) is None] or measured)[-1]
+    run = next((r for r in runs if r["id"] == run_id), None) if run_id is not None else newest
+    if run is None:
         raise HarnessError(f"run {run_id} is not in the store", f"pick one of runs {runs[0]['id']}..{runs[-1]['id']}")
-    frame, rules = store.frame(), rules_of(run)
+    if run["id"] not in ids:
+        raise HarnessError(f"run {run_id} has no measurements (it stopped before its first row)",
+                           f"the newest run with measurements is run {newest['id']}; pass --run {newest['id']} or leave --run out")
+    rules = rules_of(run)
     verdicts = judge(frame, run["id"], rules)
     second: dict[tuple, Verdict] = {}
     for again in (r for r in runs if _confirms(r) == run["id"]):

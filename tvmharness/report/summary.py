@@ -32,8 +32,8 @@ def _latency_cell(v: Verdict) -> str:
     e = v.evidence
     if e.get("latency_ratio") is None:
         return "—"
-    return (f"{e['statistic']} {e['reference_ms']:.4g} → {e['latency_ms']:.4g} ms ({_pct(e['latency_change'])}; "
-            f"noise ±{e['noise_band']:.1%}, p={e['p_value']:.2g}{confirmation(e)})")
+    return md_escape(f"{e['statistic']} {e['reference_ms']:.4g} → {e['latency_ms']:.4g} ms ({_pct(e['latency_change'])}; "
+                     f"noise ±{e['noise_band']:.1%}, p={e['p_value']:.2g}{confirmation(e)})")  # it may hold a reason
 
 
 def _why(v: Verdict) -> str:
@@ -61,7 +61,8 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
         out = ["| | series | verdict | latency | size | accuracy | why |", "|---|---|---|---|---|---|---|"]
         for v in rows:
             e = v.evidence
-            acc = (f"{e['previous_accuracy']:.3f} → {e['accuracy']:.3f}" if e.get("accuracy_metric") else "—")
+            acc = (f"{e['accuracy_metric']} {e['previous_accuracy']:.3f} → {e['accuracy']:.3f}"  # a model without labels: top-1 agreement
+                   if e.get("accuracy_metric") else "—")
             out.append(f"| {ICON.get(v.verdict, '')} | {md_escape(v.name)} | **{v.verdict}** | {_latency_cell(v)} | "
                        f"{size_cell(e)} | {acc} | {_why(v)} |")
         return out
@@ -78,16 +79,19 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
 
 def junit(run: dict, verdicts: list[Verdict]) -> str:
     """One test case per series; a regression is a failure whose message is the verdict's summary."""
+    started = run.get("started")
     suite = ET.Element("testsuite", name=f"tvmharness: {run.get('recipe_name', '')}", tests=str(len(verdicts)),
                        failures=str(sum(v.regression for v in verdicts)), errors="0",
                        skipped=str(sum(v.verdict == NOT_APPLICABLE for v in verdicts)),
-                       timestamp=str(run.get("started", "")), hostname=str(run.get("hostname", "")))
+                       timestamp=started.isoformat(timespec="seconds") if started else "",  # ISO 8601, as JUnit's schema has it
+                       hostname=str(run.get("hostname", "")))
     props = ET.SubElement(suite, "properties")
     prov = run.get("provenance") or {}
     for name, value in (("run", run.get("id")), ("git_commit", run.get("git_commit")), ("recipe_hash", run.get("recipe_hash")),
                         ("cpu", ((prov.get("host") or {}).get("cpu") or {}).get("model")), ("os", (prov.get("host") or {}).get("os")),
                         *((f"{k}_version", v) for k, v in (prov.get("versions") or {}).items())):
-        ET.SubElement(props, "property", name=name, value=str(value))
+        if value is not None:  # not known (tvmharness run from a checkout has no version): left out, not "None"
+            ET.SubElement(props, "property", name=name, value=str(value))
     for v in verdicts:
         s = v.series
         case = ET.SubElement(suite, "testcase", classname=f"{s['hostname']}.{v.target}.{s['model']}",

@@ -8,7 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from . import peak_memory, present, size_cell, size_text
+from . import baseline_label, peak_memory, present, size_cell, size_text
 from .compression import best_variants, compression_table, variant_notes
 from .regress import confirmation
 
@@ -49,15 +49,14 @@ def row_notes(r: dict) -> list[str]:
 
 
 def run_table(frame, run: dict) -> Table:
-    baseline_engines = sorted(set(frame.loc[frame["is_baseline"], "engine"])) or ["baseline"]
     table = Table(title=Text(f"{run['recipe_name']}: run {run['id']}"), box=box.SIMPLE_HEAVY, title_justify="left")
     with_memory = any(peak_memory(d) is not None for d in frame["details"])
     for name, justify in [("model", "left"), ("variant", "left"), ("target", "left"), ("engine", "left"),
                           ("status", "left"), ("median ms", "right"), ("p90 ms", "right"), ("spread", "right"),
-                          (f"speed-up vs {'/'.join(baseline_engines)}", "right"), ("size", "right"),
+                          (f"speed-up vs {baseline_label(frame.to_dict('records'))}", "right"), ("size", "right"),
                           *([("peak MB", "right")] if with_memory else []),
                           ("max |diff|", "right"), ("top-1 agree", "right"), ("accuracy", "right"), ("notes", "left")]:
-        table.add_column(name, justify=justify, overflow="fold")
+        table.add_column(Text(name), justify=justify, overflow="fold")  # the baseline's names are text, not markup
     for i, r in enumerate(frame.to_dict("records"), start=1):
         status = Text(r["status"], style=STATUS_STYLE.get(r["status"], ""))
         if r["reason"]:
@@ -254,10 +253,10 @@ def verdict_table(verdicts) -> Table:
         if v.operators and v.aspects.get("latency") in ("slower", "faster"):
             why.append("ops: " + ", ".join(f"{o['operator']} {o['delta_ms']:+.3g} ms" for o in v.operators[:3]))
         table.add_row(*(Text(str(x)) for x in (v.series["model"], v.series["variant"], v.target, v.series["engine"])),
-                      Text(v.verdict, style=VERDICT_STYLE.get(v.verdict, "")), latency,
+                      Text(v.verdict, style=VERDICT_STYLE.get(v.verdict, "")), Text(latency),  # it may hold a reason
                       f"±{e['noise_band']:.1%}" if "noise_band" in e else "—",
                       f"{e['p_value']:.2g}" if "p_value" in e else "—",
                       size_cell(e),
-                      f"{e['accuracy_change']:+.3f}" if e.get("accuracy_change") is not None else "—",
+                      f"{e['accuracy_metric']} {e['accuracy_change']:+.3f}" if e.get("accuracy_change") is not None else "—",
                       Text("; ".join(map(str, why)) or "—"))
     return table
