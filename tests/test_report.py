@@ -342,6 +342,28 @@ def test_every_report_names_the_baseline_its_speed_ups_are_against(tmp_path):
     assert "best variant of m on cuda: int8 on tvm (0.250 ms, 8.00x torch fp32 on x86" in page
 
 
+def test_a_run_on_a_gpu_host_names_its_gpu_in_every_report(tmp_path):
+    from tvmharness.provenance import snapshot
+    from tvmharness.report.html import render_html
+    from tvmharness.report.regress import judge_run
+    from tvmharness.report.summary import markdown
+    from tvmharness.report.terminal import provenance_lines
+
+    store = Store(str(tmp_path / "h.db"))
+    prov = snapshot()
+    prov["host"]["gpu"] = {"name": "NVIDIA H100 80GB HBM3", "arch": "sm_90", "memory_gb": 79.1, "driver": "13.0",
+                           "torch_cuda": "13.0"}
+    run_id = store.start_run("r", "h" * 16, {}, prov)
+    store.add(run_id, {"model": "m", "variant": "fp32", "target": "cuda", "engine": "tvm", "engine_version": "1",
+                       "status": "ok", "threads": 2, "batch": 1, "median_ms": 1.0, "samples_ms": [1.0], "details": {},
+                       "target_spec": {"tvm": {"kind": "cuda", "arch": "sm_90"}}})
+    named = "GPU NVIDIA H100 80GB HBM3 (sm_90, 79.1 GB; driver for CUDA 13.0; PyTorch built for CUDA 13.0)"
+    run = store.runs()[-1]
+    assert named in provenance_lines(run, store.frame())[0]
+    assert named in render_html(store)
+    assert named.replace("_", "\\_") in markdown(*judge_run(store, run_id))  # markdown escapes sm_90
+
+
 def test_report_passes_over_a_run_stopped_before_its_first_row(tmp_path):
     from tvmharness.provenance import snapshot
 

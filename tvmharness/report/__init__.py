@@ -26,6 +26,15 @@ def baseline_label(rows: list[dict]) -> str:
     return f"{each('engine')} {each('variant')} on {each('target')}"
 
 
+def gpu_text(provenance: dict | None) -> str:
+    """The run's GPU as provenance names it ("" where the host had none usable)."""
+    gpu = ((provenance or {}).get("host") or {}).get("gpu")
+    if not gpu:
+        return ""
+    return (f"GPU {gpu.get('name')} ({gpu.get('arch')}, {gpu.get('memory_gb')} GB; driver for CUDA {gpu.get('driver')}"
+            + (f"; PyTorch built for CUDA {gpu['torch_cuda']}" if gpu.get("torch_cuda") else "") + ")")
+
+
 def size_cell(evidence: dict) -> str:
     """A verdict's artifact size change, and its peak memory change where memory was measured."""
     parts = [f"{evidence['size_change']:+.1%}" if present(evidence.get("size_change")) else "—"]

@@ -7,7 +7,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
-from . import present, size_cell
+from . import gpu_text, present, size_cell
 from .regress import NOT_APPLICABLE, Verdict, confirmation, counts
 
 ICON = {"slower": "🔴", "broken": "💥", "less accurate": "🔴", "larger": "🟠", "faster": "🟢", "smaller": "🟢",
@@ -52,9 +52,10 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
     head = "❌ regressions found" if bad else "✅ no regressions"
     prov = run.get("provenance") or {}
     versions = " · ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v)
+    machine = ", ".join(filter(None, [run.get("cpu", ""), gpu_text(prov)]))
     lines = [f"## tvmharness: {head}", "",
              f"Run {run.get('id')} of recipe **{md_escape(run.get('recipe_name', ''))}** on "
-             f"{md_escape(run.get('hostname', ''))} ({md_escape(run.get('cpu', ''))}), git `{md_escape(run.get('git_commit', ''))}`: "
+             f"{md_escape(run.get('hostname', ''))} ({md_escape(machine)}), git `{md_escape(run.get('git_commit', ''))}`: "
              f"{tally}.", ""]
 
     def table(rows: list[Verdict]) -> list[str]:

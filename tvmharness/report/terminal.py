@@ -8,7 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from . import baseline_label, peak_memory, present, size_cell, size_text
+from . import baseline_label, gpu_text, peak_memory, present, size_cell, size_text
 from .compression import best_variants, compression_table, variant_notes
 from .regress import confirmation
 
@@ -211,7 +211,7 @@ def provenance_lines(run: dict, frame) -> list[str]:
     return [
         f"host {prov['host']['hostname']} · {cpu['model']} ({cpu['arch']}, {cpu['logical_cores']} logical cores; "
         f"features {' '.join(cpu['features']) or 'none detected'}) · threads {'/'.join(map(str, threads))} · batch "
-        f"{'/'.join(map(str, sorted(set(frame['batch']))))}",
+        f"{'/'.join(map(str, sorted(set(frame['batch']))))}" + (f" · {gpu_text(prov)}" if gpu_text(prov) else ""),
         "targets " + "; ".join(f"{name} = {spec}" for name, spec in targets.items()),
         *(f"kit {line}" for line in kits.values()),
         "versions " + " · ".join(f"{k} {v}" for k, v in versions.items() if v),
