@@ -64,6 +64,15 @@ def test_agreement_flags_outputs_beyond_tolerance():
     assert far.top1_agreement == 0.0
 
 
+def test_agreement_never_passes_nan_or_an_infinity_the_baseline_does_not_have():
+    logits, features = np.array([[0.1, 0.9]], dtype=np.float32), np.ones((1, 4), dtype=np.float32)
+    nan = agreement([[logits, features]], [[logits, np.full((1, 4), np.nan, dtype=np.float32)]], tolerance=1e-3)
+    assert not nan.within_tolerance and nan.output == 1 and nan.max_abs_diff == np.inf
+    assert not agreement([[features]], [[features * np.inf]], tolerance=1e-3).within_tolerance
+    same = np.array([[np.inf, np.nan, 1.0]])  # where the baseline has them too, they agree
+    assert agreement([[same]], [[same.copy()]], tolerance=1e-3).within_tolerance
+
+
 def test_agreement_refuses_outputs_of_another_shape_and_takes_scalars():
     ref = [[np.array([[1.0, 5.0, 2.0]], dtype=np.float32)]]
     with pytest.raises(ValueError, match=r"shape \[3\] differs from the baseline's \[1, 3\]"):

@@ -121,15 +121,25 @@ def agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]
             if r.shape != o.shape:
                 which = f"output {k + 1}'s shape" if count > 1 else "output shape"
                 raise ValueError(f"{which} {list(o.shape)} differs from the baseline's {list(r.shape)}")
-    diffs = [max(float(np.max(np.abs(ref[k].astype(np.float64) - out[k].astype(np.float64)), initial=0.0))
-                 for ref, out in zip(reference, outputs)) for k in range(count)]
-    scales = [max(float(np.max(np.abs(ref[k]), initial=0.0)) for ref in reference) or 1.0 for k in range(count)]
+    diffs = [max(_max_diff(ref[k], out[k]) for ref, out in zip(reference, outputs)) for k in range(count)]
+    scales = [max(float(np.max(np.abs(ref[k][np.isfinite(ref[k])]), initial=0.0)) for ref in reference) or 1.0
+              for k in range(count)]
     floors = list(floors or []) + [0.0] * count
     allowed = [max(tolerance * scales[k], floors[k]) for k in range(count)]
     worst = max(range(count), key=lambda k: diffs[k] / allowed[k])
     top1 = [np.array_equal(_top1(ref[0]), _top1(out[0])) for ref, out in zip(reference, outputs)]
     return Agreement(max_abs_diff=diffs[worst], top1_agreement=float(np.mean(top1)),
                      within_tolerance=diffs[worst] <= allowed[worst], output=worst, outputs=count)
+
+
+def _max_diff(ref: np.ndarray, out: np.ndarray) -> float:
+    """The largest absolute difference; inf where one has NaN or an infinity the other has not (a NaN
+    would otherwise compare as neither larger nor smaller, and pass)."""
+    r, o = ref.astype(np.float64), out.astype(np.float64)
+    same = (r == o) | (np.isnan(r) & np.isnan(o))
+    with np.errstate(invalid="ignore"):  # inf - inf
+        diff = np.where(same, 0.0, np.abs(r - o))
+    return float(np.max(np.nan_to_num(diff, nan=np.inf), initial=0.0))
 
 
 def _top1(batch: np.ndarray) -> np.ndarray:

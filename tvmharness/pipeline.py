@@ -3,6 +3,7 @@ of the same run and stored as soon as it is measured. A row that fails does not 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -435,12 +436,16 @@ def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, 
         except ValueError as err:
             row.update(status=DISAGREES, reason=f"outputs cannot be compared with the baseline's: {one_line(err)}")
             return
-        row.update(max_abs_diff=agree.max_abs_diff, top1_agreement=agree.top1_agreement)
+        finite = math.isfinite(agree.max_abs_diff)  # else NaN or an infinity where the baseline has a number
+        row.update(max_abs_diff=agree.max_abs_diff if finite else None, top1_agreement=agree.top1_agreement)
         which = ""
         if agree.outputs > 1:
             row["details"]["max_abs_diff_output"] = f"{agree.output + 1} of {agree.outputs}"
             which = f"output {agree.output + 1} of {agree.outputs}: "
-        if not agree.within_tolerance:
+        if not finite:
+            row.update(status=DISAGREES, reason=f"{which}NaN or infinite values where the baseline's are finite (or the "
+                                                 "other way round)")
+        elif not agree.within_tolerance:
             row.update(status=DISAGREES, reason=f"{which}max abs diff {agree.max_abs_diff:.3g} exceeds the tolerance "
                                                  f"({tolerance:g} x that output's largest value in the reference"
                                                  + (f", or {floors[agree.output]:.3g}: a few of its quantization steps"
