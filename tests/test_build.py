@@ -193,3 +193,27 @@ def test_a_forward_edited_with_the_same_layers_and_weights_is_another_model(tmp_
     assert load_model(f"{file}:net", tmp_path).digest == before.digest
     file.write_text(source.replace("torch.relu", "torch.sigmoid"))
     assert load_model(f"{file}:net", tmp_path).digest != before.digest
+
+
+def test_an_onnx_model_with_its_weights_beside_it_is_another_model_when_they_change(tmp_path):
+    """Weights saved as ONNX external data change in the file beside the .onnx, not in it."""
+    import onnx
+
+    from tests.user_models import tiny_mlp
+    from tvmharness.errors import HarnessError
+
+    module, example = tiny_mlp()
+    plain = tmp_path / "plain.onnx"
+    torch.onnx.export(module, (example,), str(plain), dynamo=False)
+    proto = onnx.load(str(plain))
+    path = tmp_path / "mlp.onnx"
+    onnx.save_model(proto, str(path), save_as_external_data=True, location="mlp.onnx.data", size_threshold=0)
+    before = load_model(str(path), tmp_path)
+    assert (tmp_path / "mlp.onnx.data").is_file() and load_model(str(path), tmp_path).digest == before.digest
+    weights = bytearray((tmp_path / "mlp.onnx.data").read_bytes())
+    weights[:4] = np.float32(1.5).tobytes()  # retrained: the graph file stays byte for byte the same
+    (tmp_path / "mlp.onnx.data").write_bytes(bytes(weights))
+    assert load_model(str(path), tmp_path).digest != before.digest
+    (tmp_path / "mlp.onnx.data").unlink()
+    with pytest.raises(HarnessError, match=r"keeps its weights in mlp.onnx.data \(ONNX external data\)"):
+        load_model(str(path), tmp_path)

@@ -364,12 +364,28 @@ def _shape_text(shape) -> str:
     return "[" + ", ".join(map(str, shape)) + "]"
 
 
-def _file_digest(path: Path, inputs: tuple[ModelInput, ...], static: bool) -> str:
-    """The file's bytes, and the sizes measured where the file leaves some open (one file at two batch
-    sizes is two builds). A file whose shapes are all its own keeps its plain hash."""
+def _file_digest(path: Path, inputs: tuple[ModelInput, ...], static: bool, beside: list[Path] = ()) -> str:
+    """The file's bytes (and those of the files `beside` it that hold its weights), and the sizes
+    measured where the file leaves some open (one file at two batch sizes is two builds). A file whose
+    shapes are all its own keeps its plain hash."""
+    own = file_hash(path) if not beside else content_hash(file_hash(path), *(file_hash(f) for f in beside))
     if static:
-        return file_hash(path)
-    return content_hash(file_hash(path), [i.signature() for i in inputs])
+        return own
+    return content_hash(own, [i.signature() for i in inputs])
+
+
+def _external_data(proto, path: Path) -> list[Path]:
+    """The files an ONNX model keeps its weights in beside it (external data): retrained weights
+    change them, not the .onnx."""
+    from onnx.external_data_helper import uses_external_data
+
+    locations = {entry.value for t in proto.graph.initializer if uses_external_data(t)
+                 for entry in t.external_data if entry.key == "location"}
+    missing = [location for location in sorted(locations) if not (path.parent / location).is_file()]
+    if missing:
+        raise HarnessError(f"{path} keeps its weights in {', '.join(missing)} (ONNX external data), and that is not "
+                           f"beside it in {path.parent}", "keep the weights file next to the .onnx, as it was saved")
+    return [path.parent / location for location in sorted(locations)]
 
 
 def graph_inputs(graph) -> list:
@@ -442,7 +458,8 @@ def _load_onnx(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel
         found.append(ModelInput(graph_input.name, shape, dtype, value_range, range_from))
     inputs = _settle(str(path), found, settings, batch, fixed=True)
     static = [i.shape for i in found] == [i.shape for i in inputs]
-    return LoadedModel(name=model_name(str(path)), source="onnx", inputs=inputs, digest=_file_digest(path, inputs, static),
+    return LoadedModel(name=model_name(str(path)), source="onnx", inputs=inputs,
+                       digest=_file_digest(path, inputs, static, _external_data(proto, path)),
                        onnx_path=path.resolve(), notes=[f"user ONNX model {path}" + _outputs_note(len(proto.graph.output))])
 
 
