@@ -214,6 +214,11 @@ def test_an_onnx_model_with_its_weights_beside_it_is_another_model_when_they_cha
     weights[:4] = np.float32(1.5).tobytes()  # retrained: the graph file stays byte for byte the same
     (tmp_path / "mlp.onnx.data").write_bytes(bytes(weights))
     assert load_model(str(path), tmp_path).digest != before.digest
+    from tvmharness.engines import EngineOptions, get_engine
+    from tvmharness.targets import resolve
+
+    session = get_engine("onnxruntime").prepare(before, resolve("x86", 1), EngineOptions(cache_dir=tmp_path))
+    assert session.artifact_bytes == path.stat().st_size + len(weights)  # the weights beside it are its size too
     (tmp_path / "mlp.onnx.data").unlink()
     with pytest.raises(HarnessError, match=r"keeps its weights in mlp.onnx.data \(ONNX external data\)"):
         load_model(str(path), tmp_path)

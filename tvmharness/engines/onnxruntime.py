@@ -7,7 +7,7 @@ import numpy as np
 from ..data import Feed, feed_dict
 from ..errors import HarnessError
 from ..frontend import onnx_file
-from ..models import LoadedModel
+from ..models import LoadedModel, onnx_weights_files
 from ..targets import Target
 from .base import Engine, EngineOptions, Session
 
@@ -38,7 +38,8 @@ class OnnxRuntimeEngine(Engine):
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
         provider = "CUDAExecutionProvider" if target.on_gpu else "CPUExecutionProvider"
-        session = ort.InferenceSession(str(path), so, providers=[provider])
+        # TF32 off on the GPU, as for PyTorch: fp32 means fp32 (ORT's CUDA provider has it on by default)
+        session = ort.InferenceSession(str(path), so, providers=[(provider, {"use_tf32": "0"}) if target.on_gpu else provider])
         if session.get_providers()[0] != provider:  # ORT falls back to the CPU silently; never a fake GPU row
             raise HarnessError(f"onnxruntime could not start its {provider} (it offered {session.get_providers()})",
                                "check the CUDA and cuDNN versions onnxruntime-gpu needs against the driver's")
@@ -60,5 +61,6 @@ class OnnxRuntimeEngine(Engine):
                 binding.bind_output(output.name, "cuda")
             return lambda: session.run_with_iobinding(binding)
 
-        return Session(engine=self.name, run=run, bind=bind, artifact=path, artifact_bytes=path.stat().st_size,
+        size = sum(f.stat().st_size for f in [path, *onnx_weights_files(path)])  # weights kept beside it count too
+        return Session(engine=self.name, run=run, bind=bind, artifact=path, artifact_bytes=size,
                        cache_hit=cache_hit, threads=options.threads, notes=[provider])

@@ -374,6 +374,13 @@ def _file_digest(path: Path, inputs: tuple[ModelInput, ...], static: bool, besid
     return content_hash(own, [i.signature() for i in inputs])
 
 
+def onnx_weights_files(path: Path) -> list[Path]:
+    """The files beside an .onnx that hold its weights (ONNX external data), none for most."""
+    import onnx
+
+    return _external_data(onnx.load(str(path), load_external_data=False), Path(path))
+
+
 def _external_data(proto, path: Path) -> list[Path]:
     """The files an ONNX model keeps its weights in beside it (external data): retrained weights
     change them, not the .onnx."""
