@@ -193,6 +193,15 @@ def test_a_forward_edited_with_the_same_layers_and_weights_is_another_model(tmp_
     assert load_model(f"{file}:net", tmp_path).digest == before.digest
     file.write_text(source.replace("torch.relu", "torch.sigmoid"))
     assert load_model(f"{file}:net", tmp_path).digest != before.digest
+    # a torchvision model whose own step is overridden: forward is torchvision's, the edit the user's
+    resnet = ("import torch\nfrom torchvision.models.resnet import BasicBlock, ResNet\n\nclass Net(ResNet):\n"
+              "    def _forward_impl(self, x):\n        return super()._forward_impl(x) * 2\n\ndef net():\n"
+              "    torch.manual_seed(0)\n    return Net(BasicBlock, [1, 1, 1, 1], num_classes=4).eval(), "
+              "torch.randn(1, 3, 32, 32)\n")
+    file.write_text(resnet)
+    before = load_model(f"{file}:net", tmp_path)
+    file.write_text(resnet.replace("* 2", "* 3"))
+    assert load_model(f"{file}:net", tmp_path).digest != before.digest
 
 
 def test_an_onnx_model_with_its_weights_beside_it_is_another_model_when_they_change(tmp_path):

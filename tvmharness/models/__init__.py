@@ -230,14 +230,16 @@ def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
 
 
 def _own_code(module) -> list[str]:
-    """The hashes of the files that define the module's classes' forward, where those are the user's:
-    not installed packages' (torch, torchvision: their versions are in every row) nor the harness's
-    (its commit is), so zoo models keep their digests."""
+    """The hashes of the files that define the methods of the module's classes (and of the classes
+    they derive from: a torchvision ResNet whose _forward_impl is overridden), where those are the
+    user's: not installed packages' (torch, torchvision: their versions are in every row) nor the
+    harness's (its commit is), so zoo models keep their digests. A helper function in another file
+    of the user's is not seen."""
     import sysconfig
 
     shipped = tuple(str(Path(p).resolve()) for p in {*sysconfig.get_paths().values(), Path(__file__).parents[1]})
-    files = {getattr(getattr(type(m), "forward", None), "__code__", None) for m in module.modules()}
-    files = {Path(code.co_filename) for code in files if code is not None}
+    classes = {cls for m in module.modules() for cls in type(m).__mro__}
+    files = {Path(f.__code__.co_filename) for cls in classes for f in vars(cls).values() if hasattr(f, "__code__")}
     return sorted(file_hash(f) for f in files if f.is_file() and not str(f.resolve()).startswith(shipped))
 
 
@@ -534,6 +536,7 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
     import torch
 
     target, func_name = spec.rpartition(":")[0], model_name(spec)
+    _import_torchvision()  # a user's model file may build on torchvision's, which cannot import plainly here
     try:
         if target.endswith(".py"):
             file = _existing(Path(target))
