@@ -283,6 +283,21 @@ def test_bench_json_and_compile(cli_dir):
     assert (out / "model.so").stat().st_size == manifest["library"]["bytes"]
 
 
+def test_compile_with_a_linker_that_fails_says_which_and_keeps_nothing(cli_dir):
+    """TVM compiles, then a C compiler links the library: its failure is one message naming it."""
+    linker = cli_dir / "broken-cc"
+    linker.write_text("#!/bin/sh\necho 'ld: cannot find -lmissing' >&2\nexit 1\n")
+    linker.chmod(0o755)
+    preset = write(cli_dir / "x86-broken-cc.toml", f'name = "x86-broken-cc"\narch = "x86_64"\ncross_compiler = "{linker}"\n'
+                                                   '[tvm]\nkind = "llvm"\n')
+    out = cli_dir / "never"
+    proc = run_cli("compile", "digits_cnn", "--target", str(preset), "--out", str(out), cwd=cli_dir)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    message = " ".join(proc.stderr.split())
+    assert f"linking 'digits_cnn' for x86-broken-cc with {linker} failed" in message and "fix:" in message
+    assert not out.exists()
+
+
 def test_bench_refuses_training_data_without_a_variant_to_train(cli_dir):
     assert_usage_error(run_cli("bench", "digits_cnn", "--train-data", "train.npz", cwd=cli_dir),
                        "--train-data is what variants train and calibrate on", "add --variant")

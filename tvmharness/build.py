@@ -49,7 +49,9 @@ class Artifact:
 def build_key(model: LoadedModel, target: Target, frontend: str, records: str | None) -> str:
     import tvm
 
-    return content_hash("tvm-build", model.digest, IMPORT_VERSION, frontend, target.tvm_dict, tvm.__version__, records)
+    linker = [target.preset.cross_compiler] if target.preset.cross_compiler else []  # another toolchain, another .so
+    return content_hash("tvm-build", model.digest, IMPORT_VERSION, frontend, target.tvm_dict, tvm.__version__, records,
+                        *linker)
 
 
 def load_artifact(directory: Path) -> Artifact | None:
@@ -118,7 +120,13 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
 
             check_toolchain(target)
             export_kwargs["fcompile"] = cc.cross_compiler(target.preset.cross_compiler)
-        executable.export_library(str(tmp), **export_kwargs)
+        try:
+            executable.export_library(str(tmp), **export_kwargs)
+        except Exception as err:  # the C compiler that links the library: missing, or failing on it
+            compiler = target.preset.cross_compiler or "the host's C++ compiler (g++)"
+            raise HarnessError(f"linking '{model.name}' for {target.name} with {compiler} failed: {one_line(err)}",
+                               "install that compiler (Debian: apt-get install g++, or gcc-aarch64-linux-gnu for "
+                               f"aarch64 targets), or read its error in {native_log}", exit_code=FAILED) from None
     tmp.replace(directory / LIBRARY)
     warnings = native_warnings(native_log)
     if not native_log.stat().st_size:
