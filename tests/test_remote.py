@@ -362,6 +362,46 @@ def test_a_tune_whose_kits_are_gone_stops_with_a_clear_error(rack, tmp_path):
     assert caught.value.fix.startswith("start a kit under 'fleeting'")  # not 'free a kit': none is left
 
 
+def test_a_kit_that_stops_answering_mid_tune_costs_a_candidate_not_the_night(rack, tmp_path):
+    """A board that loses power or its network never closes its connections: here the kit's processes
+    are stopped (SIGSTOP), so the candidate sent to it waits for an answer that never comes."""
+    import os
+    import signal
+    import threading
+
+    from tvmharness.errors import HarnessError
+    from tvmharness.models import load_model
+    from tvmharness.targets import resolve
+    from tvmharness.tune import TuneOptions, tune_model
+
+    model = load_model(f"{USER_MODELS}:tiny_mlp", tmp_path / "cache")
+    options = TuneOptions(trials=4, tracker=rack.tracker, key="stalled", kit_wait_s=5, runner_timeout_s=5)
+    target = resolve("x86-rpc", 2)
+    target.tvm_dict["num-cores"] = 1
+    outcome = []
+
+    def tune():
+        try:
+            tune_model(model, target, options, frontend="torch", cache_dir=tmp_path / "cache",
+                       records_root=tmp_path / "tuning", threads=2)
+        except Exception as err:
+            outcome.append(err)
+
+    [stalled] = rack.serve("stalled")
+    os.killpg(stalled.pid, signal.SIGSTOP)
+    thread = threading.Thread(target=tune, daemon=True)
+    try:
+        thread.start()
+        thread.join(300)
+    finally:
+        stop(stalled)  # a killed kit closes its connections: a tune still waiting on it ends now
+    assert not thread.is_alive(), "the tune still waited on the kit that stopped answering"
+    (error,) = outcome
+    assert isinstance(error, HarnessError), error
+    assert f"no kit under 'stalled' at {rack.tracker} was free within 5 s" in error.cause
+    assert "tvmharness tune --resume" in error.fix
+
+
 def test_binding_beyond_loopback_warns_and_addresses_are_checked():
     from tvmharness.errors import HarnessError
     from tvmharness.remote.tracker import parse_address, warn_if_wide

@@ -436,11 +436,7 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
     builder = candidate_builder(target, options, threads)
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
     if options.tracker:
-        host, _, port = options.tracker.rpartition(":")
-        runner = ms.runner.RPCRunner(rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port),
-                                                                    tracker_key=options.key, session_timeout_sec=int(options.runner_timeout_s)),
-                                     evaluator_config=evaluator, max_workers=options.kits,
-                                     f_create_session=functools.partial(_kit_session, wait_s=options.kit_wait_s))
+        runner = kit_runner(options, evaluator)
     else:
         runner = ms.runner.LocalRunner(timeout_sec=options.runner_timeout_s, evaluator_config=evaluator)
     callback = _progress_callback(state, progress, options)
@@ -496,6 +492,32 @@ def native_warnings(path: Path) -> list[dict]:
                 message = found.group(1).decode(errors="replace").strip()
                 counts[message] = counts.get(message, 0) + 1
     return [{"message": message, "count": count} for message, count in counts.items()]
+
+
+# Past waiting for a kit and its session's own timeout: connecting to the tracker and the kit (seconds each).
+KIT_MARGIN_S = 30.0
+
+
+def kit_runner(options: TuneOptions, evaluator):
+    """MetaSchedule's RPC runner, one worker per kit, each candidate bounded in time. Its own pool waits
+    for a worker for ever, and a kit that stops answering mid-measurement (a board that loses power or
+    its network) never closes the connection: the candidate would block the tune in a receive. Here a
+    worker still busy after the wait for a kit, the session's timeout and a margin is killed, and the
+    candidate fails (a kit that merely overran ends its session itself before that). The hung kit is
+    no longer free at the tracker, so the candidates after it find no kit and the tune stops as when
+    the kits are gone."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.support.popen_pool import PopenPoolExecutor
+
+    host, _, port = options.tracker.rpartition(":")
+    runner = ms.runner.RPCRunner(rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port),
+                                                                tracker_key=options.key, session_timeout_sec=int(options.runner_timeout_s)),
+                                 evaluator_config=evaluator, max_workers=options.kits,
+                                 f_create_session=functools.partial(_kit_session, wait_s=options.kit_wait_s))
+    runner.pool.shutdown()  # RPCRunner takes no timeout: its pool is replaced by one with a timeout
+    runner.pool = PopenPoolExecutor(max_workers=options.kits,
+                                    timeout=options.kit_wait_s + options.runner_timeout_s + KIT_MARGIN_S)
+    return runner
 
 
 def _kit_session(rpc_config, wait_s: float):
@@ -640,10 +662,10 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
     class Callback(ms.measure_callback.PyMeasureCallback):
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             task = by_name[task_scheduler.tasks_[task_id].ctx.task_name]
-            built_ok = sum(1 for built in builder_results if not built.error_msg)
             # Candidates that found no kit were never measured: they spend no budget (--resume gets it back).
             no_kit = [i for i, (built, ran) in enumerate(zip(builder_results, runner_results))
                       if not built.error_msg and f"no kit under '{options.key}'" in (ran.error_msg or "")]
+            measured = 0
             for i, (built, ran) in enumerate(zip(builder_results, runner_results)):
                 if i in no_kit:
                     continue
@@ -654,6 +676,7 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
                     task.errors += 1
                     task.first_error = task.first_error or one_line(error or "no timing returned")
                     continue
+                measured += 1
                 secs = sum(float(s) for s in ran.run_secs) / len(ran.run_secs)
                 task.best_s = secs if task.best_s is None else min(task.best_s, secs)
             if state.on_batch is not None:
@@ -662,7 +685,9 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
             if estimate is not None and estimate < 0.99 * best_estimate["ms"]:
                 best_estimate.update(ms=estimate, at_trial=state.trials_done)
             stop = ""
-            if no_kit and len(no_kit) == built_ok:  # every candidate sent to a kit waited in vain: so would the next
+            # Candidates that waited for a kit in vain, and none measured (those that reached a kit found it
+            # hung or leaving): so would the next batch.
+            if no_kit and not measured:
                 state.kits_lost = True
                 error = runner_results[no_kit[0]].error_msg
                 stop = error[error.rindex("no kit under"):].splitlines()[0]  # past the traceback
