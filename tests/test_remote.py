@@ -271,6 +271,58 @@ def test_a_session_killed_on_one_kit_is_retried_and_the_kit_comes_back(rack, wor
     rack.wait_for(lambda: len(rack.kits("x86")) == 2, 30, "the kit to register again")
 
 
+def test_a_kit_the_host_cannot_reach_is_a_lost_kit_named_by_its_address(rack, workdir):
+    """The tracker hands out the address a kit registered (here TVM's own server saying 127.0.0.2, where
+    nothing listens): the job fails within seconds, retryable, naming the kit, and the next kit serves it."""
+    import subprocess
+    import sys
+
+    from tvmharness.engines import EngineOptions, get_engine
+    from tvmharness.models import load_model
+    from tvmharness.remote.rack import KIT_LOST, KitFailure, KitJob, Rack
+    from tvmharness.targets import resolve
+
+    model = load_model("digits_cnn", workdir / "cache")
+    library = get_engine("tvm").build(model, resolve("x86-rpc", 1), EngineOptions(cache_dir=workdir / "cache")).library
+    job = KitJob("astray", library, model.samples(1), warmup=1, repeats=5, arch="x86_64")
+    address = parse_address(rack.tracker)
+
+    def only_it_is_free():  # a kit handed out and never reached registers again after some seconds
+        status = summary(address).get("astray")
+        return status and status.kits == [unreachable] and status.free == 1
+
+    port = free_port()
+    astray = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", rack.tracker, "--key", "astray",
+                               "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1),
+                               "--custom-addr", "127.0.0.2"], start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kits = Rack(address, "astray", wait_s=30)
+    try:
+        rack.wait_for(lambda: rack.kits("astray"), 60, "TVM's own server")
+        [unreachable] = rack.kits("astray")
+        assert unreachable == f"127.0.0.2:{port}"
+        unreached = f"kit {unreachable} under 'astray' cannot be reached from this host (Connection refused)"
+        # Each good kit registers after it: the tracker hands out the unreachable one first.
+        [good] = rack.serve("astray")
+        assert kits.check_kit("x86_64")["machine"] == "x86_64"  # the run's check goes on to the next kit
+        stop(good)
+        rack.wait_for(only_it_is_free, 30, "the unreachable kit alone")
+        [good] = rack.serve("astray")
+        result = kits.run(job)
+        assert result.kit != unreachable and result.kit in rack.kits("astray") and result.attempts == [unreached]
+        stop(good)
+        rack.wait_for(only_it_is_free, 30, "the unreachable kit alone")
+        kits.retries = 0
+        started = time.monotonic()
+        with pytest.raises(KitFailure) as caught:
+            kits.run(job)
+        assert time.monotonic() - started < 30
+        assert caught.value.kind == KIT_LOST and caught.value.kit == unreachable and caught.value.attempts == [unreached]
+    finally:
+        kits.close()
+        stop(astray)
+
+
 def test_a_dead_tracker_address_fails_in_seconds_and_touches_no_store(workdir):
     store = workdir / "never.db"
     started = time.monotonic()

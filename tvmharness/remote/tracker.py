@@ -11,7 +11,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from ..errors import HarnessError
+from ..errors import HarnessError, one_line
 
 DEFAULT_PORT = 9190
 PROBE_TIMEOUT_S = 3.0
@@ -124,6 +124,23 @@ class NoKitError(Exception):
     """No kit under the key was free within the wait, or none is registered under it any more."""
 
 
+class KitUnreachable(Exception):
+    """The tracker handed out a kit this host cannot open a session on: another kit may do."""
+
+    def __init__(self, kit: str, message: str):
+        super().__init__(message)
+        self.kit = kit
+
+
+def _reach(host: str, port: int) -> None:
+    """Fail within seconds when the kit's address does not answer from here (a firewall drops it, or
+    the kit registered an address this host has no route to): TVM's own connect waits out the
+    system's TCP timeout, two minutes. The 4 bytes sent are not TVM's RPC magic, so the kit's server
+    drops the connection and goes on waiting for the session the tracker matched it with."""
+    with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as sock:
+        sock.sendall(struct.pack("<i", 0))
+
+
 def request_kit(address: Address, key: str, wait_s: float, session_timeout_s: float):
     """A session on the next free kit under the key, and that kit's HOST:PORT. TVM's own request
     waits for ever; this one gives up after wait_s, or within seconds once no kit is registered
@@ -151,7 +168,16 @@ def request_kit(address: Address, key: str, wait_s: float, session_timeout_s: fl
         code, (url, kit_port, matchkey) = base.recvjson(sock)
         if code != base.TrackerCode.SUCCESS:
             raise RuntimeError(f"the tracker refused the request ({code})")
-    return rpc.connect(url, kit_port, matchkey, session_timeout=session_timeout_s), f"{url}:{kit_port}"
+    kit = f"{url}:{kit_port}"
+    try:
+        _reach(url, kit_port)
+    except OSError as err:
+        why = err.strerror or str(err) or type(err).__name__
+        raise KitUnreachable(kit, f"kit {kit} under '{key}' cannot be reached from this host ({why})") from None
+    try:
+        return rpc.connect(url, kit_port, matchkey, session_timeout=session_timeout_s), kit
+    except Exception as err:
+        raise KitUnreachable(kit, f"kit {kit} under '{key}' did not open a session: {one_line(err)}") from None
 
 
 def run_tracker(host: str, port: int) -> None:
