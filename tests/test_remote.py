@@ -454,6 +454,35 @@ def test_a_kit_that_stops_answering_mid_tune_costs_a_candidate_not_the_night(rac
     assert "tvmharness tune --resume" in error.fix
 
 
+def test_a_tracker_outage_stops_a_tune_and_spends_none_of_its_budget(tmp_path):
+    import json
+
+    from tvmharness.errors import HarnessError
+    from tvmharness.models import load_model
+    from tvmharness.targets import resolve
+    from tvmharness.tune import TuneOptions, tune_model
+
+    class TrackerDiesAtTheStart:
+        def step(self, text: str) -> None:
+            stop(own.processes[0])  # each candidate asks the tracker for a kit: it is gone for all of them
+
+        def update(self, state, task) -> None:
+            pass
+
+    model = load_model(f"{USER_MODELS}:tiny_mlp", tmp_path / "cache")
+    target = resolve("x86-rpc", 2)
+    target.tvm_dict["num-cores"] = 1
+    with LoopbackRack() as own:
+        own.serve("x86")
+        options = TuneOptions(trials=4, tracker=own.tracker, key="x86", kit_wait_s=60)
+        with pytest.raises(HarnessError, match=f"no RPC tracker answers at {own.tracker}") as caught:
+            tune_model(model, target, options, frontend="torch", cache_dir=tmp_path / "cache",
+                       records_root=tmp_path / "tuning", threads=2, progress=TrackerDiesAtTheStart())
+    assert caught.value.fix.startswith("start the tracker again") and "tvmharness tune --resume" in caught.value.fix
+    [session] = (tmp_path / "tuning").glob("x86-rpc-*/sessions/*.json")
+    assert json.loads(session.read_text())["trials_done"] == 0  # --resume has the whole budget left
+
+
 def test_binding_beyond_loopback_warns_and_addresses_are_checked():
     from tvmharness.errors import HarnessError
     from tvmharness.remote.tracker import parse_address, warn_if_wide

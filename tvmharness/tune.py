@@ -30,7 +30,7 @@ from .errors import FAILED, HarnessError, one_line
 from .frontend import to_relax
 from .gpu import check_local_gpu
 from .models import LoadedModel
-from .remote.tracker import KITS_GONE
+from .remote.tracker import KITS_GONE, TRACKER_GONE
 from .targets import Target
 
 WORKLOADS = "database_workload.json"
@@ -218,7 +218,7 @@ class TuneState:
     trials_done: int = 0
     time_budget_s: float | None = None
     stopped: str = ""
-    kits_lost: bool = False  # stopped because no kit measured a whole batch: the tune cannot go on
+    kits_lost: bool = False  # stopped: a batch found no kit (or no tracker) to measure on, so would the next
     on_batch: Callable[[], None] | None = None  # after each batch of measurements is counted
 
     @property
@@ -369,8 +369,13 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
         if state.kits_lost:
             save_progress()
             kept = f"the tune stopped after {ok} measured trials (their records are kept)" if ok else "no trial was measured"
-            fix = (f"start a kit under '{options.key}'" if state.stopped.endswith(KITS_GONE)
-                   else f"free a kit under '{options.key}', or raise wait in the recipe's [devices]")
+            if state.stopped.startswith(TRACKER_GONE):
+                fix = (f"start the tracker again (`tvmharness tracker start --port {options.tracker.rpartition(':')[2]}`; "
+                       "kits served by `tvmharness devkit serve` register again)")
+            elif state.stopped.endswith(KITS_GONE):
+                fix = f"start a kit under '{options.key}'"
+            else:
+                fix = f"free a kit under '{options.key}', or raise wait in the recipe's [devices]"
             raise HarnessError(f"{state.stopped}; {kept}", f"{fix} (`tvmharness devices --tracker {options.tracker}` lists "
                                "the kits), then continue with `tvmharness tune --resume`", exit_code=FAILED)
         session["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -662,9 +667,11 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
     class Callback(ms.measure_callback.PyMeasureCallback):
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             task = by_name[task_scheduler.tasks_[task_id].ctx.task_name]
-            # Candidates that found no kit were never measured: they spend no budget (--resume gets it back).
+            # Candidates that found no kit (or no tracker to ask for one) were never measured: they spend
+            # no budget (--resume gets it back).
+            why = (f"no kit under '{options.key}'", TRACKER_GONE)
             no_kit = [i for i, (built, ran) in enumerate(zip(builder_results, runner_results))
-                      if not built.error_msg and f"no kit under '{options.key}'" in (ran.error_msg or "")]
+                      if not built.error_msg and any(w in (ran.error_msg or "") for w in why)]
             measured = 0
             for i, (built, ran) in enumerate(zip(builder_results, runner_results)):
                 if i in no_kit:
@@ -690,7 +697,7 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
             if no_kit and not measured:
                 state.kits_lost = True
                 error = runner_results[no_kit[0]].error_msg
-                stop = error[error.rindex("no kit under"):].splitlines()[0]  # past the traceback
+                stop = error[max(error.rfind(w) for w in why):].splitlines()[0]  # past the traceback
             elif options.time_budget_s is not None and state.elapsed_s >= options.time_budget_s:
                 stop = f"time budget of {options.time_budget_s:.0f} s reached"
             elif (options.patience and estimate is not None
