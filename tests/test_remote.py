@@ -198,6 +198,30 @@ def test_a_kit_that_dies_mid_job_gets_a_failure_row_and_earlier_rows_stay(rack, 
     assert len(stored) == 4 and set(stored["status"]) == {OK, RUN_FAILED}
 
 
+def test_kits_that_leave_during_the_builds_fail_their_rows_and_the_rows_are_stored(rack, workdir):
+    [leaving] = rack.serve("leaving")
+
+    class KitLeavesDuringTheBuild:
+        def step(self, text: str) -> None:
+            if "(on this host)" in text and rack.kits("leaving"):  # building for the kit, after it was checked
+                stop(leaving)
+                rack.wait_for(lambda: not rack.kits("leaving"), 30, "the kit to leave the tracker")
+
+        def repeat(self, done: int, total: int) -> None:
+            pass
+
+    store = workdir / "leaving.db"
+    recipe = _recipe(workdir, rack.tracker, targets=["x86-rpc"], engines=["tvm"],
+                     devices={"tracker": rack.tracker, "key": "leaving", "wait": "20s"})
+    recipe["output"]["store"] = str(store)
+    result = run_recipe(recipe_from_dict(recipe), KitLeavesDuringTheBuild())
+    row = next(r for r in Store(str(store)).frame().to_dict("records") if r["target"] == "x86-rpc")
+    assert row["status"] == RUN_FAILED and row["details"]["kit_failure"] == "no free kit"
+    assert f"no kit under 'leaving' at {rack.tracker} is registered any more" in row["reason"], row["reason"]
+    assert row["artifact_bytes"]  # built: what the build says is kept
+    assert len(result.rows) == len(Store(str(store)).frame())
+
+
 def test_ctrl_c_during_kit_jobs_stops_them_at_once_and_keeps_what_came_back(rack, workdir):
     """A Ctrl-C while a row is stored: the running job is stopped, the queued ones dropped, and a job
     that finished meanwhile is still handed over."""

@@ -25,7 +25,7 @@ from ..data import Feed
 from ..errors import HarnessError, one_line
 from ..measure import Latency, output_arrays, paced
 from .kit_server import MEMORY_CALLS
-from .tracker import Address, KeyStatus, KitUnreachable, NoKitError, request_kit, summary
+from .tracker import KITS_GONE, TRACKER_GONE, Address, KeyStatus, KitUnreachable, NoKitError, request_kit, summary
 
 # How a job failed, and whether another kit may succeed where this one did not.
 KIT_LOST = "kit lost"  # the kit died, dropped the connection mid-job, or cannot be reached: retry elsewhere
@@ -136,9 +136,18 @@ class Rack:
     def run_all(self, jobs: list[KitJob], on_result: Callable[[KitJob, KitResult | KitFailure], None],
                 on_stage: Callable[[KitJob, str], None] | None = None) -> None:
         """Run jobs in parallel, one per kit registered under the key, handing each to on_result as it
-        finishes. On Ctrl-C (or any error) the jobs not started are dropped and the running ones stopped
-        at once; on Ctrl-C the results that had come back are still handed over."""
-        workers = max(1, min(len(jobs), len(self.status().kits)))
+        finishes. When no kit is left under the key (they left during the host's builds), every job is
+        handed over as a failure saying so. On Ctrl-C (or any error) the jobs not started are dropped
+        and the running ones stopped at once; on Ctrl-C the results that had come back are still
+        handed over."""
+        try:
+            kits = len(self.status().kits)
+        except HarnessError as gone:  # the kits (or the tracker) left during the host's builds
+            why = gone.cause if gone.cause.startswith(TRACKER_GONE) else f"no kit under '{self.key}' at {self.tracker} {KITS_GONE}"
+            for job in jobs:
+                on_result(job, KitFailure(NO_KIT, why))
+            return
+        workers = max(1, min(len(jobs), kits))
         self._stopping.clear()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kit-job")
         futures = {pool.submit(self._run_caught, job, on_stage): job for job in jobs}
