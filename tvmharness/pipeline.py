@@ -532,6 +532,8 @@ def _run_on_kits(kit_rows: list[_KitRow], rack: Rack, recipe: Recipe, store: Sto
 
     def store_row(pending: _KitRow, outcome: KitResult | KitFailure) -> None:
         row = pending.row
+        if "id" in row:  # stored already: handed over again after a Ctrl-C that came as it returned
+            return
         row["details"]["rack"] = {"tracker": str(rack.tracker), "key": rack.key}
         if isinstance(outcome, KitFailure):
             row.update(status=RUN_FAILED, reason="; ".join([*outcome.attempts, str(outcome)]))

@@ -138,8 +138,8 @@ class Rack:
         """Run jobs in parallel, one per kit registered under the key, handing each to on_result as it
         finishes. When no kit is left under the key (they left during the host's builds), every job is
         handed over as a failure saying so. On Ctrl-C (or any error) the jobs not started are dropped
-        and the running ones stopped at once; on Ctrl-C the results that had come back are still
-        handed over."""
+        and the running ones stopped at once; on Ctrl-C the results that had come back and were not
+        handed over yet (an on_result that was interrupted included) are still handed over."""
         try:
             kits = len(self.status().kits)
         except HarnessError as gone:  # the kits (or the tracker) left during the host's builds
@@ -154,8 +154,8 @@ class Rack:
         handed = set()
         try:
             for future in as_completed(futures):
-                handed.add(future)
                 on_result(futures[future], future.result())
+                handed.add(future)  # only now: a Ctrl-C inside on_result hands the result over again below
         except BaseException as stop:
             # Those finished before the stop fails the others (a job that raised is a bug: leave it out).
             came_back = [f for f in futures if f.done() and f not in handed and f.exception() is None]
