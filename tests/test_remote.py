@@ -385,6 +385,34 @@ def test_a_kit_of_the_wrong_architecture_is_refused_before_anything_runs(rack, w
     assert not store.exists()
 
 
+def test_a_kit_whose_python_is_32_bit_on_a_64_bit_kernel_is_refused(rack):
+    """A 32-bit userland on a 64-bit kernel: platform.machine() still says the kernel's architecture.
+    The kit says its Python's pointer width too; here a kit's Python is made to say 4-byte pointers."""
+    import subprocess
+    import sys
+
+    from tvmharness.errors import HarnessError
+    from tvmharness.remote.devkit import KIT_SERVER
+    from tvmharness.remote.rack import Rack
+
+    narrow = ("import ctypes, runpy, struct, sys; size = struct.calcsize; "  # (ctypes checks its own sizes on import)
+              "struct.calcsize = lambda f: 4 if f == 'P' else size(f); "
+              "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    kit = subprocess.Popen([sys.executable, "-c", narrow, str(KIT_SERVER), "--tracker", rack.tracker, "--key", "narrow",
+                            "--port", str(free_port())], start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        rack.wait_for(lambda: rack.kits("narrow"), 60, "the kit")
+        with pytest.raises(HarnessError) as caught:
+            Rack(parse_address(rack.tracker), "narrow", wait_s=30).check_kit("x86_64")
+    finally:
+        stop(kit)
+    assert "runs a 32-bit Python on its x86_64 kernel, but the artifact was built for x86_64 (64-bit)" in caught.value.cause
+    assert "pass --key with the key of x86_64 kits" in caught.value.fix
+    info = Rack(parse_address(rack.tracker), "x86", wait_s=30).check_kit("x86_64")
+    assert info["machine"] == "x86_64" and info["bits"] == 64
+
+
 def test_tuning_measures_candidates_on_the_kits(rack, tmp_path):
     import json
 

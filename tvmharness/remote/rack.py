@@ -300,11 +300,16 @@ def _job(spec: dict, conn) -> None:
         session, kit = request_kit(spec["tracker"], spec["key"], spec["wait_s"], spec["session_timeout_s"])
         conn.send(("kit", kit))
         stage = "asking the kit what it is"
-        info = _kit_info(session)
-        machine = info.get("machine")
+        info = _kit_info(session)  # (TVM's own server says nothing: then loading the library is the check)
+        machine, bits = info.get("machine"), info.get("bits")
         if machine and machine != spec["arch"]:
             conn.send(("error", WRONG_ARCH, f"kit {kit} under key '{spec['key']}' is {machine}, "
                                             f"but the artifact was built for {spec['arch']}"))
+            return
+        width = 64 if spec["arch"].endswith("64") else 32
+        if bits and bits != width:  # e.g. a 32-bit userland on a 64-bit kernel, which says aarch64 all the same
+            conn.send(("error", WRONG_ARCH, f"kit {kit} under key '{spec['key']}' runs a {bits}-bit Python on its "
+                                            f"{machine} kernel, but the artifact was built for {spec['arch']} ({width}-bit)"))
             return
         if spec["library"] is None:
             conn.send(("result", {"info": info}))
