@@ -350,6 +350,19 @@ def test_a_kit_the_host_cannot_reach_is_a_lost_kit_named_by_its_address(rack, wo
         stop(astray)
 
 
+def test_devkit_serve_stops_its_kit_on_sigterm_and_sighup(rack):
+    import os
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        [serving] = rack.serve("signalled")
+        [server] = psutil.Process(serving.pid).children()
+        os.kill(serving.pid, signum)  # to `devkit serve` alone, as a service manager's stop or a closed terminal
+        assert serving.wait(30) == 0
+        server.wait(30)  # (psutil.TimeoutExpired if the kit's server outlived it)
+        rack.wait_for(lambda: not rack.kits("signalled"), 30, "the kit to leave the tracker")
+
+
 def test_a_dead_tracker_address_fails_in_seconds_and_touches_no_store(workdir):
     store = workdir / "never.db"
     started = time.monotonic()
