@@ -446,6 +446,34 @@ def test_tuning_measures_candidates_on_the_kits(rack, tmp_path):
     assert any(n.startswith("built for 1 threads, the thread count x86-rpc's records were tuned at") for n in artifact["notes"])
 
 
+def test_records_tuned_on_an_emulated_kit_stand_apart_from_a_real_boards(tmp_path):
+    from tvmharness.targets import resolve
+    from tvmharness.tune import records_dir
+
+    real, emulated = resolve("arm", 2), resolve("arm", 2)
+    emulated.emulated = "qemu-user (qemu-aarch64-static) on x86_64"
+    assert records_dir(tmp_path, real).name.startswith("arm-") and "emulated" not in records_dir(tmp_path, real).name
+    assert records_dir(tmp_path, emulated).name.startswith("arm-emulated-")
+
+
+@pytest.mark.skipif(not HAS_EMULATOR, reason="qemu-user-static or gcc-aarch64-linux-gnu is not installed")
+def test_a_tune_on_the_emulated_kit_says_so_and_a_boards_build_never_uses_its_records(rack, tmp_path):
+    import json
+
+    done = run_cli("tune", "--model", f"{USER_MODELS}:tiny_mlp", "--target", "arm", "--tracker", rack.tracker,
+                   "--trials", "4", "--no-measure", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)["tune"][0]
+    records = tmp_path / summary["records_dir"]  # (relative to where tune ran)
+    assert "qemu" in summary["emulated"] and records.name.startswith("arm-emulated-")
+    assert any(t["best_ms"] is not None for t in summary["tasks"])
+    # Built for a board at the kit's thread count: the same TVM target, and none of the emulated records.
+    threads = json.loads((records / "target.json").read_text())["tvm"]["num-cores"]
+    built = run_cli("compile", f"{USER_MODELS}:tiny_mlp", "--target", "arm", "--threads", str(threads), "--json", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    assert json.loads(built.stdout)["manifest"]["tuning_records"] is None
+
+
 def test_requests_for_a_key_whose_kits_are_gone_fail_within_seconds(rack):
     from tvmharness.remote.tracker import GONE_AFTER_S, NoKitError, request_kit
 

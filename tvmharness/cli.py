@@ -328,7 +328,9 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
             summaries.append(result.summary() | {"variant": chosen_variant.name})
             if not json_out:
                 tuned = sum(t.best_s is not None for t in result.tasks)
-                err.print(f"{label} on {resolved.name}: {result.trials_run} trials in {result.seconds:.0f} s; "
+                emulated = f" (EMULATED kit, {result.emulated}: its timings prove the path, not the board's speed)"
+                err.print(f"{label} on {resolved.name}{emulated if result.emulated else ''}: "
+                          f"{result.trials_run} trials in {result.seconds:.0f} s; "
                           f"{tuned} of {len(result.tasks)} tasks have records"
                           + (f" ({len(result.skipped_known)} reused from earlier tunes)" if result.skipped_known else "")
                           + (f"; {result.stopped}" if result.stopped else "") + "".join(f"; {n}" for n in result.notes)

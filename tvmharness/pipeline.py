@@ -493,6 +493,7 @@ def kit_racks(recipe: Recipe, targets: list[Target], progress: Progress) -> dict
                                "(JetPack), or pass --key with the key of GPU kits")
         if target.tvm_dict.get("kind") == "llvm" and "num-cores" not in target.tvm_dict and info.get("threads"):
             target.tvm_dict["num-cores"] = info["threads"]  # MetaSchedule needs it; the kit knows it
+        target.emulated = info.get("emulated") or ""  # tuning records timed under an emulator stand apart
         racks[target.name] = rack
     return racks
 

@@ -42,10 +42,16 @@ TARGET_FILE = "target.json"
 
 def records_dir(root: Path, target: Target) -> Path:
     """One database per resolved target: records for one CPU or thread count do not fit another,
-    and MetaSchedule's lookup ignores the target, so the directory is what keeps them apart."""
+    and MetaSchedule's lookup ignores the target, so the directory is what keeps them apart. So are
+    records timed on an emulated kit (TARGET-emulated-HASH): its speeds say nothing of a board's."""
     import tvm
 
-    return Path(root) / f"{target.name}-{content_hash(target.tvm_dict, tvm.__version__)[:12]}"
+    emulated = ["emulated"] if target.emulated else []
+    return Path(root) / f"{_records_prefix(target)}-{content_hash(target.tvm_dict, tvm.__version__, *emulated)[:12]}"
+
+
+def _records_prefix(target: Target) -> str:
+    return f"{target.name}-emulated" if target.emulated else target.name
 
 
 def _lines(path: Path) -> list[str]:
@@ -120,9 +126,10 @@ def records_at_other_threads(root: Path, target: Target) -> list[tuple[Path, int
         return {k: v for k, v in tvm_dict.items() if k != "num-cores"}
 
     found = []
-    for directory in sorted(Path(root).glob(f"{target.name}-*")):
+    prefix = _records_prefix(target)
+    for directory in sorted(Path(root).glob(f"{prefix}-*")):
         records = directory / RECORDS
-        if directory.name.rsplit("-", 1)[0] != target.name or not records.is_file() or not records.stat().st_size:
+        if directory.name.rsplit("-", 1)[0] != prefix or not records.is_file() or not records.stat().st_size:
             continue
         try:
             meta = json.loads((directory / TARGET_FILE).read_text())
@@ -144,7 +151,8 @@ def open_database(directory: Path, target: Target):
     if not meta.is_file():
         import tvm
 
-        meta.write_text(json.dumps({"target": target.name, "tvm": target.tvm_dict, "tvm_version": tvm.__version__}, indent=2) + "\n")
+        meta.write_text(json.dumps({"target": target.name, "tvm": target.tvm_dict, "tvm_version": tvm.__version__,
+                                    **({"emulated": target.emulated} if target.emulated else {})}, indent=2) + "\n")
     try:
         return ms.database.JSONDatabase(work_dir=str(directory))
     except Exception as err:  # MetaSchedule's loader raises RuntimeError on any line it cannot read
@@ -289,9 +297,10 @@ class TuneResult:
     stopped: str
     session: dict
     notes: list[str] = field(default_factory=list)
+    emulated: str = ""  # what emulated the kit the candidates were timed on: its records prove the path, not speed
 
     def summary(self) -> dict:
-        return {"model": self.model, "target": self.target, "records_dir": str(self.records_dir),
+        return {"model": self.model, "target": self.target, "emulated": self.emulated, "records_dir": str(self.records_dir),
                 "records_hash": (self.records_hash or "")[:16], "trials_run": self.trials_run,
                 "seconds": round(self.seconds, 1), "stopped": self.stopped, "notes": self.notes,
                 "skipped_known_tasks": self.skipped_known,
@@ -427,7 +436,7 @@ def _plan_session(path: Path, options: TuneOptions, extracted, known, directory:
 
 def _result(model, target, directory, states, trials_run, state, skipped, session, notes) -> TuneResult:
     return TuneResult(model.name, target.name, directory, records_hash(directory), states, trials_run, state.elapsed_s,
-                      skipped, state.stopped, session, notes)
+                      skipped, state.stopped, session, notes, target.emulated)
 
 
 def _run_meta_schedule(database, tasks, directory: Path, target: Target, options: TuneOptions, state: TuneState,
