@@ -198,9 +198,33 @@ def test_a_kit_that_dies_mid_job_gets_a_failure_row_and_earlier_rows_stay(rack, 
     assert len(stored) == 4 and set(stored["status"]) == {OK, RUN_FAILED}
 
 
+def test_kits_that_leave_during_the_builds_fail_their_rows_and_the_rows_are_stored(rack, workdir):
+    [leaving] = rack.serve("leaving")
+
+    class KitLeavesDuringTheBuild:
+        def step(self, text: str) -> None:
+            if "(on this host)" in text and rack.kits("leaving"):  # building for the kit, after it was checked
+                stop(leaving)
+                rack.wait_for(lambda: not rack.kits("leaving"), 30, "the kit to leave the tracker")
+
+        def repeat(self, done: int, total: int) -> None:
+            pass
+
+    store = workdir / "leaving.db"
+    recipe = _recipe(workdir, rack.tracker, targets=["x86-rpc"], engines=["tvm"],
+                     devices={"tracker": rack.tracker, "key": "leaving", "wait": "20s"})
+    recipe["output"]["store"] = str(store)
+    result = run_recipe(recipe_from_dict(recipe), KitLeavesDuringTheBuild())
+    row = next(r for r in Store(str(store)).frame().to_dict("records") if r["target"] == "x86-rpc")
+    assert row["status"] == RUN_FAILED and row["details"]["kit_failure"] == "no free kit"
+    assert f"no kit under 'leaving' at {rack.tracker} is registered any more" in row["reason"], row["reason"]
+    assert row["artifact_bytes"]  # built: what the build says is kept
+    assert len(result.rows) == len(Store(str(store)).frame())
+
+
 def test_ctrl_c_during_kit_jobs_stops_them_at_once_and_keeps_what_came_back(rack, workdir):
-    """A Ctrl-C while a row is stored: the running job is stopped, the queued ones dropped, and a job
-    that finished meanwhile is still handed over."""
+    """A Ctrl-C while a row is stored: the running job is stopped, the queued ones dropped, and the
+    row being stored and a job that finished meanwhile are still handed over."""
     from tvmharness.engines import EngineOptions, get_engine
     from tvmharness.models import load_model
     from tvmharness.remote.rack import KitJob, KitResult, Rack
@@ -221,13 +245,16 @@ def test_ctrl_c_during_kit_jobs_stops_them_at_once_and_keeps_what_came_back(rack
     def on_stage(kit_job: KitJob, text: str) -> None:
         stages.append((kit_job.label, text))
 
+    interrupted = []
+
     def on_result(kit_job: KitJob, outcome) -> None:
-        handed.append((kit_job.label, outcome))
-        if kit_job.label == "first":  # storing this row is slow; Ctrl-C comes after "second" has finished
+        if kit_job.label == "first" and not interrupted:  # storing it is slow; Ctrl-C comes after "second" finished
+            interrupted.append(kit_job.label)
             deadline = time.monotonic() + 60
             while not any(label == "third" for label, _ in stages) and time.monotonic() < deadline:
                 time.sleep(0.1)
             raise KeyboardInterrupt
+        handed.append((kit_job.label, outcome))
 
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
@@ -271,6 +298,71 @@ def test_a_session_killed_on_one_kit_is_retried_and_the_kit_comes_back(rack, wor
     rack.wait_for(lambda: len(rack.kits("x86")) == 2, 30, "the kit to register again")
 
 
+def test_a_kit_the_host_cannot_reach_is_a_lost_kit_named_by_its_address(rack, workdir):
+    """The tracker hands out the address a kit registered (here TVM's own server saying 127.0.0.2, where
+    nothing listens): the job fails within seconds, retryable, naming the kit, and the next kit serves it."""
+    import subprocess
+    import sys
+
+    from tvmharness.engines import EngineOptions, get_engine
+    from tvmharness.models import load_model
+    from tvmharness.remote.rack import KIT_LOST, KitFailure, KitJob, Rack
+    from tvmharness.targets import resolve
+
+    model = load_model("digits_cnn", workdir / "cache")
+    library = get_engine("tvm").build(model, resolve("x86-rpc", 1), EngineOptions(cache_dir=workdir / "cache")).library
+    job = KitJob("astray", library, model.samples(1), warmup=1, repeats=5, arch="x86_64")
+    address = parse_address(rack.tracker)
+
+    def only_it_is_free():  # a kit handed out and never reached registers again after some seconds
+        status = summary(address).get("astray")
+        return status and status.kits == [unreachable] and status.free == 1
+
+    port = free_port()
+    astray = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", rack.tracker, "--key", "astray",
+                               "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1),
+                               "--custom-addr", "127.0.0.2"], start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kits = Rack(address, "astray", wait_s=30)
+    try:
+        rack.wait_for(lambda: rack.kits("astray"), 60, "TVM's own server")
+        [unreachable] = rack.kits("astray")
+        assert unreachable == f"127.0.0.2:{port}"
+        unreached = f"kit {unreachable} under 'astray' cannot be reached from this host (Connection refused)"
+        # Each good kit registers after it: the tracker hands out the unreachable one first.
+        [good] = rack.serve("astray")
+        assert kits.check_kit("x86_64")["machine"] == "x86_64"  # the run's check goes on to the next kit
+        stop(good)
+        rack.wait_for(only_it_is_free, 30, "the unreachable kit alone")
+        [good] = rack.serve("astray")
+        result = kits.run(job)
+        assert result.kit != unreachable and result.kit in rack.kits("astray") and result.attempts == [unreached]
+        stop(good)
+        rack.wait_for(only_it_is_free, 30, "the unreachable kit alone")
+        kits.retries = 0
+        started = time.monotonic()
+        with pytest.raises(KitFailure) as caught:
+            kits.run(job)
+        assert time.monotonic() - started < 30
+        assert caught.value.kind == KIT_LOST and caught.value.kit == unreachable and caught.value.attempts == [unreached]
+    finally:
+        kits.close()
+        stop(astray)
+
+
+def test_devkit_serve_stops_its_kit_on_sigterm_and_sighup(rack):
+    import os
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        [serving] = rack.serve("signalled")
+        [server] = psutil.Process(serving.pid).children()
+        os.kill(serving.pid, signum)  # to `devkit serve` alone, as a service manager's stop or a closed terminal
+        assert serving.wait(30) == 0
+        server.wait(30)  # (psutil.TimeoutExpired if the kit's server outlived it)
+        rack.wait_for(lambda: not rack.kits("signalled"), 30, "the kit to leave the tracker")
+
+
 def test_a_dead_tracker_address_fails_in_seconds_and_touches_no_store(workdir):
     store = workdir / "never.db"
     started = time.monotonic()
@@ -306,6 +398,34 @@ def test_a_kit_of_the_wrong_architecture_is_refused_before_anything_runs(rack, w
     assert not store.exists()
 
 
+def test_a_kit_whose_python_is_32_bit_on_a_64_bit_kernel_is_refused(rack):
+    """A 32-bit userland on a 64-bit kernel: platform.machine() still says the kernel's architecture.
+    The kit says its Python's pointer width too; here a kit's Python is made to say 4-byte pointers."""
+    import subprocess
+    import sys
+
+    from tvmharness.errors import HarnessError
+    from tvmharness.remote.devkit import KIT_SERVER
+    from tvmharness.remote.rack import Rack
+
+    narrow = ("import ctypes, runpy, struct, sys; size = struct.calcsize; "  # (ctypes checks its own sizes on import)
+              "struct.calcsize = lambda f: 4 if f == 'P' else size(f); "
+              "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    kit = subprocess.Popen([sys.executable, "-c", narrow, str(KIT_SERVER), "--tracker", rack.tracker, "--key", "narrow",
+                            "--port", str(free_port())], start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        rack.wait_for(lambda: rack.kits("narrow"), 60, "the kit")
+        with pytest.raises(HarnessError) as caught:
+            Rack(parse_address(rack.tracker), "narrow", wait_s=30).check_kit("x86_64")
+    finally:
+        stop(kit)
+    assert "runs a 32-bit Python on its x86_64 kernel, but the artifact was built for x86_64 (64-bit)" in caught.value.cause
+    assert "pass --key with the key of x86_64 kits" in caught.value.fix
+    info = Rack(parse_address(rack.tracker), "x86", wait_s=30).check_kit("x86_64")
+    assert info["machine"] == "x86_64" and info["bits"] == 64
+
+
 def test_tuning_measures_candidates_on_the_kits(rack, tmp_path):
     import json
 
@@ -324,6 +444,34 @@ def test_tuning_measures_candidates_on_the_kits(rack, tmp_path):
     artifact = json.loads(built.stdout)
     assert artifact["manifest"]["tuning_records"]["tasks_tuned"] >= 1
     assert any(n.startswith("built for 1 threads, the thread count x86-rpc's records were tuned at") for n in artifact["notes"])
+
+
+def test_records_tuned_on_an_emulated_kit_stand_apart_from_a_real_boards(tmp_path):
+    from tvmharness.targets import resolve
+    from tvmharness.tune import records_dir
+
+    real, emulated = resolve("arm", 2), resolve("arm", 2)
+    emulated.emulated = "qemu-user (qemu-aarch64-static) on x86_64"
+    assert records_dir(tmp_path, real).name.startswith("arm-") and "emulated" not in records_dir(tmp_path, real).name
+    assert records_dir(tmp_path, emulated).name.startswith("arm-emulated-")
+
+
+@pytest.mark.skipif(not HAS_EMULATOR, reason="qemu-user-static or gcc-aarch64-linux-gnu is not installed")
+def test_a_tune_on_the_emulated_kit_says_so_and_a_boards_build_never_uses_its_records(rack, tmp_path):
+    import json
+
+    done = run_cli("tune", "--model", f"{USER_MODELS}:tiny_mlp", "--target", "arm", "--tracker", rack.tracker,
+                   "--trials", "4", "--no-measure", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)["tune"][0]
+    records = tmp_path / summary["records_dir"]  # (relative to where tune ran)
+    assert "qemu" in summary["emulated"] and records.name.startswith("arm-emulated-")
+    assert any(t["best_ms"] is not None for t in summary["tasks"])
+    # Built for a board at the kit's thread count: the same TVM target, and none of the emulated records.
+    threads = json.loads((records / "target.json").read_text())["tvm"]["num-cores"]
+    built = run_cli("compile", f"{USER_MODELS}:tiny_mlp", "--target", "arm", "--threads", str(threads), "--json", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    assert json.loads(built.stdout)["manifest"]["tuning_records"] is None
 
 
 def test_requests_for_a_key_whose_kits_are_gone_fail_within_seconds(rack):
@@ -360,6 +508,75 @@ def test_a_tune_whose_kits_are_gone_stops_with_a_clear_error(rack, tmp_path):
     assert time.monotonic() - started < 300  # MetaSchedule's own runner would wait for a kit for ever
     assert "tvmharness tune --resume" in caught.value.fix and "Traceback" not in caught.value.cause
     assert caught.value.fix.startswith("start a kit under 'fleeting'")  # not 'free a kit': none is left
+
+
+def test_a_kit_that_stops_answering_mid_tune_costs_a_candidate_not_the_night(rack, tmp_path):
+    """A board that loses power or its network never closes its connections: here the kit's processes
+    are stopped (SIGSTOP), so the candidate sent to it waits for an answer that never comes."""
+    import os
+    import signal
+    import threading
+
+    from tvmharness.errors import HarnessError
+    from tvmharness.models import load_model
+    from tvmharness.targets import resolve
+    from tvmharness.tune import TuneOptions, tune_model
+
+    model = load_model(f"{USER_MODELS}:tiny_mlp", tmp_path / "cache")
+    options = TuneOptions(trials=4, tracker=rack.tracker, key="stalled", kit_wait_s=5, runner_timeout_s=5)
+    target = resolve("x86-rpc", 2)
+    target.tvm_dict["num-cores"] = 1
+    outcome = []
+
+    def tune():
+        try:
+            tune_model(model, target, options, frontend="torch", cache_dir=tmp_path / "cache",
+                       records_root=tmp_path / "tuning", threads=2)
+        except Exception as err:
+            outcome.append(err)
+
+    [stalled] = rack.serve("stalled")
+    os.killpg(stalled.pid, signal.SIGSTOP)
+    thread = threading.Thread(target=tune, daemon=True)
+    try:
+        thread.start()
+        thread.join(300)
+    finally:
+        stop(stalled)  # a killed kit closes its connections: a tune still waiting on it ends now
+    assert not thread.is_alive(), "the tune still waited on the kit that stopped answering"
+    (error,) = outcome
+    assert isinstance(error, HarnessError), error
+    assert f"no kit under 'stalled' at {rack.tracker} was free within 5 s" in error.cause
+    assert "tvmharness tune --resume" in error.fix
+
+
+def test_a_tracker_outage_stops_a_tune_and_spends_none_of_its_budget(tmp_path):
+    import json
+
+    from tvmharness.errors import HarnessError
+    from tvmharness.models import load_model
+    from tvmharness.targets import resolve
+    from tvmharness.tune import TuneOptions, tune_model
+
+    class TrackerDiesAtTheStart:
+        def step(self, text: str) -> None:
+            stop(own.processes[0])  # each candidate asks the tracker for a kit: it is gone for all of them
+
+        def update(self, state, task) -> None:
+            pass
+
+    model = load_model(f"{USER_MODELS}:tiny_mlp", tmp_path / "cache")
+    target = resolve("x86-rpc", 2)
+    target.tvm_dict["num-cores"] = 1
+    with LoopbackRack() as own:
+        own.serve("x86")
+        options = TuneOptions(trials=4, tracker=own.tracker, key="x86", kit_wait_s=60)
+        with pytest.raises(HarnessError, match=f"no RPC tracker answers at {own.tracker}") as caught:
+            tune_model(model, target, options, frontend="torch", cache_dir=tmp_path / "cache",
+                       records_root=tmp_path / "tuning", threads=2, progress=TrackerDiesAtTheStart())
+    assert caught.value.fix.startswith("start the tracker again") and "tvmharness tune --resume" in caught.value.fix
+    [session] = (tmp_path / "tuning").glob("x86-rpc-*/sessions/*.json")
+    assert json.loads(session.read_text())["trials_done"] == 0  # --resume has the whole budget left
 
 
 def test_binding_beyond_loopback_warns_and_addresses_are_checked():

@@ -314,11 +314,11 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
             options = TuneOptions(trials=budget.trials, time_budget_s=parse_duration(budget.time_budget),
                                   patience=budget.patience, resume=resume, resume_trials=trials,
                                   builder_timeout_s=budget.builder_timeout, population=budget.population)
-            if rack is not None:  # candidates measured on the kits: uploads and an emulated kit are slower
-                options.tracker, options.key, options.kits = str(rack.tracker), rack.key, len(rack.status().kits)
-                options.kit_wait_s = rack.wait_s
-                options.runner_timeout_s = 120.0
-            try:
+            try:  # (the kits may have left since the last tune: then this one fails, and the next is tried)
+                if rack is not None:  # candidates measured on the kits: uploads and an emulated kit are slower
+                    options.tracker, options.key, options.kits = str(rack.tracker), rack.key, len(rack.status().kits)
+                    options.kit_wait_s = rack.wait_s
+                    options.runner_timeout_s = 120.0
                 with _progress() as progress:
                     result = tune_model(compressed, resolved, options, frontend=chosen.frontend, cache_dir=chosen.cache_dir,
                                         records_root=chosen.records_root, threads=threads, progress=_TuneProgress(progress))
@@ -328,7 +328,9 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
             summaries.append(result.summary() | {"variant": chosen_variant.name})
             if not json_out:
                 tuned = sum(t.best_s is not None for t in result.tasks)
-                err.print(f"{label} on {resolved.name}: {result.trials_run} trials in {result.seconds:.0f} s; "
+                emulated = f" (EMULATED kit, {result.emulated}: its timings prove the path, not the board's speed)"
+                err.print(f"{label} on {resolved.name}{emulated if result.emulated else ''}: "
+                          f"{result.trials_run} trials in {result.seconds:.0f} s; "
                           f"{tuned} of {len(result.tasks)} tasks have records"
                           + (f" ({len(result.skipped_known)} reused from earlier tunes)" if result.skipped_known else "")
                           + (f"; {result.stopped}" if result.stopped else "") + "".join(f"; {n}" for n in result.notes)

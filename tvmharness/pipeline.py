@@ -502,6 +502,7 @@ def kit_racks(recipe: Recipe, targets: list[Target], progress: Progress) -> dict
                                "(JetPack), or pass --key with the key of GPU kits")
         if target.tvm_dict.get("kind") == "llvm" and "num-cores" not in target.tvm_dict and info.get("threads"):
             target.tvm_dict["num-cores"] = info["threads"]  # MetaSchedule needs it; the kit knows it
+        target.emulated = info.get("emulated") or ""  # tuning records timed under an emulator stand apart
         racks[target.name] = rack
     return racks
 
@@ -541,6 +542,8 @@ def _run_on_kits(kit_rows: list[_KitRow], rack: Rack, recipe: Recipe, store: Sto
 
     def store_row(pending: _KitRow, outcome: KitResult | KitFailure) -> None:
         row = pending.row
+        if "id" in row:  # stored already: handed over again after a Ctrl-C that came as it returned
+            return
         row["details"]["rack"] = {"tracker": str(rack.tracker), "key": rack.key}
         if isinstance(outcome, KitFailure):
             row.update(status=RUN_FAILED, reason="; ".join([*outcome.attempts, str(outcome)]))

@@ -46,6 +46,7 @@ class Target:
     preset: TargetPreset
     tvm_dict: dict
     features: list[str] = field(default_factory=list)
+    emulated: str = ""  # what emulates the kit it runs on, as the kit says (pipeline.kit_racks): records stand apart
 
     @property
     def name(self) -> str:

@@ -30,7 +30,7 @@ from .errors import FAILED, HarnessError, one_line
 from .frontend import to_relax
 from .gpu import check_local_gpu
 from .models import LoadedModel
-from .remote.tracker import KITS_GONE
+from .remote.tracker import KITS_GONE, TRACKER_GONE
 from .targets import Target
 
 WORKLOADS = "database_workload.json"
@@ -42,10 +42,16 @@ TARGET_FILE = "target.json"
 
 def records_dir(root: Path, target: Target) -> Path:
     """One database per resolved target: records for one CPU or thread count do not fit another,
-    and MetaSchedule's lookup ignores the target, so the directory is what keeps them apart."""
+    and MetaSchedule's lookup ignores the target, so the directory is what keeps them apart. So are
+    records timed on an emulated kit (TARGET-emulated-HASH): its speeds say nothing of a board's."""
     import tvm
 
-    return Path(root) / f"{target.name}-{content_hash(target.tvm_dict, tvm.__version__)[:12]}"
+    emulated = ["emulated"] if target.emulated else []
+    return Path(root) / f"{_records_prefix(target)}-{content_hash(target.tvm_dict, tvm.__version__, *emulated)[:12]}"
+
+
+def _records_prefix(target: Target) -> str:
+    return f"{target.name}-emulated" if target.emulated else target.name
 
 
 def _lines(path: Path) -> list[str]:
@@ -120,9 +126,10 @@ def records_at_other_threads(root: Path, target: Target) -> list[tuple[Path, int
         return {k: v for k, v in tvm_dict.items() if k != "num-cores"}
 
     found = []
-    for directory in sorted(Path(root).glob(f"{target.name}-*")):
+    prefix = _records_prefix(target)
+    for directory in sorted(Path(root).glob(f"{prefix}-*")):
         records = directory / RECORDS
-        if directory.name.rsplit("-", 1)[0] != target.name or not records.is_file() or not records.stat().st_size:
+        if directory.name.rsplit("-", 1)[0] != prefix or not records.is_file() or not records.stat().st_size:
             continue
         try:
             meta = json.loads((directory / TARGET_FILE).read_text())
@@ -144,7 +151,8 @@ def open_database(directory: Path, target: Target):
     if not meta.is_file():
         import tvm
 
-        meta.write_text(json.dumps({"target": target.name, "tvm": target.tvm_dict, "tvm_version": tvm.__version__}, indent=2) + "\n")
+        meta.write_text(json.dumps({"target": target.name, "tvm": target.tvm_dict, "tvm_version": tvm.__version__,
+                                    **({"emulated": target.emulated} if target.emulated else {})}, indent=2) + "\n")
     try:
         return ms.database.JSONDatabase(work_dir=str(directory))
     except Exception as err:  # MetaSchedule's loader raises RuntimeError on any line it cannot read
@@ -218,7 +226,7 @@ class TuneState:
     trials_done: int = 0
     time_budget_s: float | None = None
     stopped: str = ""
-    kits_lost: bool = False  # stopped because no kit measured a whole batch: the tune cannot go on
+    kits_lost: bool = False  # stopped: a batch found no kit (or no tracker) to measure on, so would the next
     on_batch: Callable[[], None] | None = None  # after each batch of measurements is counted
 
     @property
@@ -289,9 +297,10 @@ class TuneResult:
     stopped: str
     session: dict
     notes: list[str] = field(default_factory=list)
+    emulated: str = ""  # what emulated the kit the candidates were timed on: its records prove the path, not speed
 
     def summary(self) -> dict:
-        return {"model": self.model, "target": self.target, "records_dir": str(self.records_dir),
+        return {"model": self.model, "target": self.target, "emulated": self.emulated, "records_dir": str(self.records_dir),
                 "records_hash": (self.records_hash or "")[:16], "trials_run": self.trials_run,
                 "seconds": round(self.seconds, 1), "stopped": self.stopped, "notes": self.notes,
                 "skipped_known_tasks": self.skipped_known,
@@ -369,8 +378,13 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
         if state.kits_lost:
             save_progress()
             kept = f"the tune stopped after {ok} measured trials (their records are kept)" if ok else "no trial was measured"
-            fix = (f"start a kit under '{options.key}'" if state.stopped.endswith(KITS_GONE)
-                   else f"free a kit under '{options.key}', or raise wait in the recipe's [devices]")
+            if state.stopped.startswith(TRACKER_GONE):
+                fix = (f"start the tracker again (`tvmharness tracker start --port {options.tracker.rpartition(':')[2]}`; "
+                       "kits served by `tvmharness devkit serve` register again)")
+            elif state.stopped.endswith(KITS_GONE):
+                fix = f"start a kit under '{options.key}'"
+            else:
+                fix = f"free a kit under '{options.key}', or raise wait in the recipe's [devices]"
             raise HarnessError(f"{state.stopped}; {kept}", f"{fix} (`tvmharness devices --tracker {options.tracker}` lists "
                                "the kits), then continue with `tvmharness tune --resume`", exit_code=FAILED)
         session["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -422,7 +436,7 @@ def _plan_session(path: Path, options: TuneOptions, extracted, known, directory:
 
 def _result(model, target, directory, states, trials_run, state, skipped, session, notes) -> TuneResult:
     return TuneResult(model.name, target.name, directory, records_hash(directory), states, trials_run, state.elapsed_s,
-                      skipped, state.stopped, session, notes)
+                      skipped, state.stopped, session, notes, target.emulated)
 
 
 def _run_meta_schedule(database, tasks, directory: Path, target: Target, options: TuneOptions, state: TuneState,
@@ -436,11 +450,7 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
     builder = candidate_builder(target, options, threads)
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
     if options.tracker:
-        host, _, port = options.tracker.rpartition(":")
-        runner = ms.runner.RPCRunner(rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port),
-                                                                    tracker_key=options.key, session_timeout_sec=int(options.runner_timeout_s)),
-                                     evaluator_config=evaluator, max_workers=options.kits,
-                                     f_create_session=functools.partial(_kit_session, wait_s=options.kit_wait_s))
+        runner = kit_runner(options, evaluator)
     else:
         runner = ms.runner.LocalRunner(timeout_sec=options.runner_timeout_s, evaluator_config=evaluator)
     callback = _progress_callback(state, progress, options)
@@ -496,6 +506,32 @@ def native_warnings(path: Path) -> list[dict]:
                 message = found.group(1).decode(errors="replace").strip()
                 counts[message] = counts.get(message, 0) + 1
     return [{"message": message, "count": count} for message, count in counts.items()]
+
+
+# Past waiting for a kit and its session's own timeout: connecting to the tracker and the kit (seconds each).
+KIT_MARGIN_S = 30.0
+
+
+def kit_runner(options: TuneOptions, evaluator):
+    """MetaSchedule's RPC runner, one worker per kit, each candidate bounded in time. Its own pool waits
+    for a worker for ever, and a kit that stops answering mid-measurement (a board that loses power or
+    its network) never closes the connection: the candidate would block the tune in a receive. Here a
+    worker still busy after the wait for a kit, the session's timeout and a margin is killed, and the
+    candidate fails (a kit that merely overran ends its session itself before that). The hung kit is
+    no longer free at the tracker, so the candidates after it find no kit and the tune stops as when
+    the kits are gone."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.support.popen_pool import PopenPoolExecutor
+
+    host, _, port = options.tracker.rpartition(":")
+    runner = ms.runner.RPCRunner(rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port),
+                                                                tracker_key=options.key, session_timeout_sec=int(options.runner_timeout_s)),
+                                 evaluator_config=evaluator, max_workers=options.kits,
+                                 f_create_session=functools.partial(_kit_session, wait_s=options.kit_wait_s))
+    runner.pool.shutdown()  # RPCRunner takes no timeout: its pool is replaced by one with a timeout
+    runner.pool = PopenPoolExecutor(max_workers=options.kits,
+                                    timeout=options.kit_wait_s + options.runner_timeout_s + KIT_MARGIN_S)
+    return runner
 
 
 def _kit_session(rpc_config, wait_s: float):
@@ -640,10 +676,12 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
     class Callback(ms.measure_callback.PyMeasureCallback):
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             task = by_name[task_scheduler.tasks_[task_id].ctx.task_name]
-            built_ok = sum(1 for built in builder_results if not built.error_msg)
-            # Candidates that found no kit were never measured: they spend no budget (--resume gets it back).
+            # Candidates that found no kit (or no tracker to ask for one) were never measured: they spend
+            # no budget (--resume gets it back).
+            why = (f"no kit under '{options.key}'", TRACKER_GONE)
             no_kit = [i for i, (built, ran) in enumerate(zip(builder_results, runner_results))
-                      if not built.error_msg and f"no kit under '{options.key}'" in (ran.error_msg or "")]
+                      if not built.error_msg and any(w in (ran.error_msg or "") for w in why)]
+            measured = 0
             for i, (built, ran) in enumerate(zip(builder_results, runner_results)):
                 if i in no_kit:
                     continue
@@ -654,6 +692,7 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
                     task.errors += 1
                     task.first_error = task.first_error or one_line(error or "no timing returned")
                     continue
+                measured += 1
                 secs = sum(float(s) for s in ran.run_secs) / len(ran.run_secs)
                 task.best_s = secs if task.best_s is None else min(task.best_s, secs)
             if state.on_batch is not None:
@@ -662,10 +701,12 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
             if estimate is not None and estimate < 0.99 * best_estimate["ms"]:
                 best_estimate.update(ms=estimate, at_trial=state.trials_done)
             stop = ""
-            if no_kit and len(no_kit) == built_ok:  # every candidate sent to a kit waited in vain: so would the next
+            # Candidates that waited for a kit in vain, and none measured (those that reached a kit found it
+            # hung or leaving): so would the next batch.
+            if no_kit and not measured:
                 state.kits_lost = True
                 error = runner_results[no_kit[0]].error_msg
-                stop = error[error.rindex("no kit under"):].splitlines()[0]  # past the traceback
+                stop = error[max(error.rfind(w) for w in why):].splitlines()[0]  # past the traceback
             elif options.time_budget_s is not None and state.elapsed_s >= options.time_budget_s:
                 stop = f"time budget of {options.time_budget_s:.0f} s reached"
             elif (options.patience and estimate is not None

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,10 @@ def host_python() -> KitPython:
     return KitPython(command=[sys.executable], env=dict(os.environ))
 
 
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP reached `devkit serve`."""
+
+
 def serve(tracker: Address, key: str, kit: KitPython, host: str = "127.0.0.1", port: int = 9090,
           threads: int = 0, on_warning: Callable[[str], None] = print) -> int:
     """Run a kit in the foreground until interrupted; returns the server's exit code."""
@@ -61,16 +66,28 @@ def serve(tracker: Address, key: str, kit: KitPython, host: str = "127.0.0.1", p
         on_warning(warning)
     command = [*kit.command, str(KIT_SERVER), "--tracker", str(tracker), "--key", key, "--host", host,
                "--port", str(port), "--threads", str(threads), "--emulated", kit.emulated]
-    process = subprocess.Popen(command, env=kit.env)
+
+    def stop(signum, _frame):
+        raise _Stopped(signum)
+
+    # A service manager stops the kit with SIGTERM and a closed terminal hangs it up: either stops the
+    # kit's server too, as Ctrl-C does, rather than leaving it registered with the tracker.
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    process = None
     try:
+        process = subprocess.Popen(command, env=kit.env)
         return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    except (KeyboardInterrupt, _Stopped):
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
         return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 This file runs on the kit's own Python (a board's, or the emulated aarch64 one), so it imports only
 the standard library and tvm. Beyond TVM's server it adds three things the harness relies on:
-- `tvmharness.kit_info`: what the kit is (architecture, emulated or not, threads), so that a job
-  sent to a kit of the wrong architecture fails with a clear message before anything is uploaded;
+- `tvmharness.kit_info`: what the kit is (architecture, its Python's pointer width, emulated or not,
+  threads), so that a job sent to a kit of the wrong architecture fails with a clear message before
+  anything is uploaded;
 - `tvmharness.memory_mark` and `tvmharness.memory_since`: the peak resident memory of the session's
   process from a mark on (Linux's high-water mark), what a model takes of the board's RAM to load and
   run (each session is a process of its own, forked from the server's);
@@ -20,6 +21,7 @@ import os
 import platform
 import shutil
 import socket
+import struct
 import sys
 import tempfile
 import time
@@ -68,7 +70,8 @@ def main(argv=None):
     def kit_info():
         return json.dumps({
             "cuda": cuda(),
-            "machine": platform.machine(),
+            "machine": platform.machine(),  # the kernel's: a 32-bit userland on a 64-bit kernel says aarch64 too
+            "bits": 8 * struct.calcsize("P"),  # the kit's Python's pointers: what a library it loads is built for
             "hostname": socket.gethostname(),
             "python": platform.python_version(),
             "tvm": tvm.__version__,

@@ -25,10 +25,10 @@ from ..data import Feed
 from ..errors import HarnessError, one_line
 from ..measure import Latency, output_arrays, paced
 from .kit_server import MEMORY_CALLS
-from .tracker import Address, KeyStatus, NoKitError, request_kit, summary
+from .tracker import KITS_GONE, TRACKER_GONE, Address, KeyStatus, KitUnreachable, NoKitError, request_kit, summary
 
 # How a job failed, and whether another kit may succeed where this one did not.
-KIT_LOST = "kit lost"  # the kit died or dropped the connection mid-job: retry elsewhere
+KIT_LOST = "kit lost"  # the kit died, dropped the connection mid-job, or cannot be reached: retry elsewhere
 KIT_HUNG = "kit hung"  # no answer within the job timeout: retry elsewhere
 NO_KIT = "no free kit"
 WRONG_ARCH = "wrong architecture"
@@ -99,15 +99,19 @@ class Rack:
         return keys[self.key]
 
     def run(self, job: KitJob, on_stage: Callable[[str], None] | None = None) -> KitResult:
-        """Measure one job, retrying on another kit when its kit dies or hangs."""
+        """Measure one job, retrying on another kit when its kit dies, hangs or cannot be reached."""
+        kit, r, attempts = self._retrying(job, on_stage or (lambda _text: None))
+        return KitResult(kit=kit, info=r["info"], outputs=r["outputs"], latency=Latency.from_samples(r["samples_ms"]),
+                         upload_seconds=r["upload_seconds"], attempts=attempts, memory=r.get("memory"),
+                         memory_error=r.get("memory_error"))
+
+    def _retrying(self, job: KitJob, on_stage: Callable[[str], None]) -> tuple[str, dict, list[str]]:
+        """(the kit, its answer, the earlier attempts' failures)."""
         attempts: list[str] = []
         last = None
         for _ in range(self.retries + 1):
             try:
-                kit, r = self._attempt(job, on_stage or (lambda _text: None))
-                return KitResult(kit=kit, info=r["info"], outputs=r["outputs"], latency=Latency.from_samples(r["samples_ms"]),
-                                 upload_seconds=r["upload_seconds"], attempts=attempts, memory=r.get("memory"),
-                                 memory_error=r.get("memory_error"))
+                return *self._attempt(job, on_stage), attempts
             except KitFailure as failure:
                 if failure.kind not in RETRYABLE:
                     failure.attempts, failure.kit = attempts, failure.kit or (last and last.kit)
@@ -121,26 +125,37 @@ class Rack:
         """Hand a kit an empty job: it answers, and it has the architecture the artifacts are built for."""
         self.status()
         try:
-            return self._attempt(KitJob("check", None, [], 0, 0, arch), lambda _text: None)[1]["info"]
+            return self._retrying(KitJob("check", None, [], 0, 0, arch), lambda _text: None)[1]["info"]
         except KitFailure as failure:
             fix = {WRONG_ARCH: f"pass --key with the key of {arch} kits (`tvmharness devices --tracker {self.tracker}` lists them)",
                    NO_KIT: "wait for the rack to free a kit, add kits, or raise wait in the recipe's [devices]"}
-            raise HarnessError(str(failure), fix.get(failure.kind, "check the kit's log; restart it if it is stuck")) from None
+            other = ("check the kit's log, and that this host reaches the address the tracker lists it at "
+                     f"(`tvmharness devices --tracker {self.tracker}`); restart it if it is stuck")
+            raise HarnessError("; ".join([*failure.attempts, str(failure)]), fix.get(failure.kind, other)) from None
 
     def run_all(self, jobs: list[KitJob], on_result: Callable[[KitJob, KitResult | KitFailure], None],
                 on_stage: Callable[[KitJob, str], None] | None = None) -> None:
         """Run jobs in parallel, one per kit registered under the key, handing each to on_result as it
-        finishes. On Ctrl-C (or any error) the jobs not started are dropped and the running ones stopped
-        at once; on Ctrl-C the results that had come back are still handed over."""
-        workers = max(1, min(len(jobs), len(self.status().kits)))
+        finishes. When no kit is left under the key (they left during the host's builds), every job is
+        handed over as a failure saying so. On Ctrl-C (or any error) the jobs not started are dropped
+        and the running ones stopped at once; on Ctrl-C the results that had come back and were not
+        handed over yet (an on_result that was interrupted included) are still handed over."""
+        try:
+            kits = len(self.status().kits)
+        except HarnessError as gone:  # the kits (or the tracker) left during the host's builds
+            why = gone.cause if gone.cause.startswith(TRACKER_GONE) else f"no kit under '{self.key}' at {self.tracker} {KITS_GONE}"
+            for job in jobs:
+                on_result(job, KitFailure(NO_KIT, why))
+            return
+        workers = max(1, min(len(jobs), kits))
         self._stopping.clear()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kit-job")
         futures = {pool.submit(self._run_caught, job, on_stage): job for job in jobs}
         handed = set()
         try:
             for future in as_completed(futures):
-                handed.add(future)
                 on_result(futures[future], future.result())
+                handed.add(future)  # only now: a Ctrl-C inside on_result hands the result over again below
         except BaseException as stop:
             # Those finished before the stop fails the others (a job that raised is a bug: leave it out).
             came_back = [f for f in futures if f.done() and f not in handed and f.exception() is None]
@@ -212,9 +227,9 @@ class Rack:
                     on_stage(f"on kit {kit}")
                 elif tag == "stage":
                     on_stage(f"{message[1]} on kit {kit}")
-                elif tag == "error":
+                elif tag == "error":  # ("error", kind, message[, the kit it names when the job never reached it])
                     clean = message[1] not in RETRYABLE
-                    raise KitFailure(message[1], message[2], kit)
+                    raise KitFailure(message[1], message[2], message[3] if len(message) > 3 else kit)
                 elif tag == "result":
                     clean = True
                     return kit, message[1]
@@ -285,11 +300,16 @@ def _job(spec: dict, conn) -> None:
         session, kit = request_kit(spec["tracker"], spec["key"], spec["wait_s"], spec["session_timeout_s"])
         conn.send(("kit", kit))
         stage = "asking the kit what it is"
-        info = _kit_info(session)
-        machine = info.get("machine")
+        info = _kit_info(session)  # (TVM's own server says nothing: then loading the library is the check)
+        machine, bits = info.get("machine"), info.get("bits")
         if machine and machine != spec["arch"]:
             conn.send(("error", WRONG_ARCH, f"kit {kit} under key '{spec['key']}' is {machine}, "
                                             f"but the artifact was built for {spec['arch']}"))
+            return
+        width = 64 if spec["arch"].endswith("64") else 32
+        if bits and bits != width:  # e.g. a 32-bit userland on a 64-bit kernel, which says aarch64 all the same
+            conn.send(("error", WRONG_ARCH, f"kit {kit} under key '{spec['key']}' runs a {bits}-bit Python on its "
+                                            f"{machine} kernel, but the artifact was built for {spec['arch']} ({width}-bit)"))
             return
         if spec["library"] is None:
             conn.send(("result", {"info": info}))
@@ -344,6 +364,8 @@ def _job(spec: dict, conn) -> None:
                               "upload_seconds": round(upload_seconds, 3), **memory}))
     except NoKitError as err:
         conn.send(("error", NO_KIT, str(err)))
+    except KitUnreachable as err:
+        conn.send(("error", KIT_LOST, str(err), err.kit))
     except Exception as err:  # report any failure as the job's, with the stage it happened in
         conn.send(("error", _kind(err), f"{stage}: {type(err).__name__}: {one_line(err)}"))
 

@@ -11,7 +11,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from ..errors import HarnessError
+from ..errors import HarnessError, one_line
 
 DEFAULT_PORT = 9190
 PROBE_TIMEOUT_S = 3.0
@@ -19,6 +19,7 @@ PROBE_TIMEOUT_S = 3.0
 # empty for longer than this has lost its kits.
 GONE_AFTER_S = 5.0
 KITS_GONE = "is registered any more: the last one died or left"  # ends a NoKitError that waiting cannot fix
+TRACKER_GONE = "no RPC tracker answers at"  # starts one: no kit can be had until the tracker is back
 _empty_since: dict[tuple[str, str], float] = {}  # (tracker, key) -> when this process first saw no kit there
 
 
@@ -73,7 +74,7 @@ def connect(address: Address, timeout: float = PROBE_TIMEOUT_S):
 
 def _unreachable(address: Address, err: OSError) -> HarnessError:
     why = err.strerror or str(err) or type(err).__name__
-    return HarnessError(f"no RPC tracker answers at {address} ({why})",
+    return HarnessError(f"{TRACKER_GONE} {address} ({why})",
                         f"start one with `tvmharness tracker start --port {address.port}`, or check --tracker")
 
 
@@ -121,37 +122,69 @@ def summary(address: Address) -> dict[str, KeyStatus]:
 
 
 class NoKitError(Exception):
-    """No kit under the key was free within the wait, or none is registered under it any more."""
+    """No kit under the key was free within the wait, none is registered under it any more, or the
+    tracker stopped answering."""
+
+
+class KitUnreachable(Exception):
+    """The tracker handed out a kit this host cannot open a session on: another kit may do."""
+
+    def __init__(self, kit: str, message: str):
+        super().__init__(message)
+        self.kit = kit
+
+
+def _reach(host: str, port: int) -> None:
+    """Fail within seconds when the kit's address does not answer from here (a firewall drops it, or
+    the kit registered an address this host has no route to): TVM's own connect waits out the
+    system's TCP timeout, two minutes. The 4 bytes sent are not TVM's RPC magic, so the kit's server
+    drops the connection and goes on waiting for the session the tracker matched it with."""
+    with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as sock:
+        sock.sendall(struct.pack("<i", 0))
 
 
 def request_kit(address: Address, key: str, wait_s: float, session_timeout_s: float):
     """A session on the next free kit under the key, and that kit's HOST:PORT. TVM's own request
     waits for ever; this one gives up after wait_s, or within seconds once no kit is registered
-    under the key (the last one died or left), and says which."""
+    under the key (the last one died or left) or the tracker stops answering, and says which."""
     from tvm import rpc
     from tvm.rpc import base
 
     deadline, seen = time.monotonic() + wait_s, (str(address), key)
-    with connect(address, timeout=10) as sock:
-        base.sendjson(sock, [base.TrackerCode.REQUEST, key, "", 1])
-        while True:
-            # Remembered across requests: once a key has been empty that long, the jobs and tuning
-            # candidates queued behind this one fail at once instead of each waiting the same seconds.
-            now = time.monotonic()
-            status = summary(address).get(key)
-            if status and status.kits:
-                _empty_since.pop(seen, None)
-            elif now - _empty_since.setdefault(seen, now) >= GONE_AFTER_S:
-                raise NoKitError(f"no kit under '{key}' at {address} {KITS_GONE}")
-            if now >= deadline:
-                raise NoKitError(f"no kit under '{key}' at {address} was free within {wait_s:.0f} s")
-            if select.select([sock], [], [], 1.0)[0]:
-                break
-        _empty_since.pop(seen, None)
-        code, (url, kit_port, matchkey) = base.recvjson(sock)
-        if code != base.TrackerCode.SUCCESS:
-            raise RuntimeError(f"the tracker refused the request ({code})")
-    return rpc.connect(url, kit_port, matchkey, session_timeout=session_timeout_s), f"{url}:{kit_port}"
+    try:
+        with connect(address, timeout=10) as sock:
+            base.sendjson(sock, [base.TrackerCode.REQUEST, key, "", 1])
+            while True:
+                # Remembered across requests: once a key has been empty that long, the jobs and tuning
+                # candidates queued behind this one fail at once instead of each waiting the same seconds.
+                now = time.monotonic()
+                status = summary(address).get(key)
+                if status and status.kits:
+                    _empty_since.pop(seen, None)
+                elif now - _empty_since.setdefault(seen, now) >= GONE_AFTER_S:
+                    raise NoKitError(f"no kit under '{key}' at {address} {KITS_GONE}")
+                if now >= deadline:
+                    raise NoKitError(f"no kit under '{key}' at {address} was free within {wait_s:.0f} s")
+                if select.select([sock], [], [], 1.0)[0]:
+                    break
+            _empty_since.pop(seen, None)
+            code, (url, kit_port, matchkey) = base.recvjson(sock)
+    except OSError as err:  # the tracker went away: no kit can be had, like none being registered
+        raise NoKitError(_unreachable(address, err).cause) from None
+    except HarnessError as err:  # (summary's)
+        raise NoKitError(err.cause) from None
+    if code != base.TrackerCode.SUCCESS:
+        raise RuntimeError(f"the tracker refused the request ({code})")
+    kit = f"{url}:{kit_port}"
+    try:
+        _reach(url, kit_port)
+    except OSError as err:
+        why = err.strerror or str(err) or type(err).__name__
+        raise KitUnreachable(kit, f"kit {kit} under '{key}' cannot be reached from this host ({why})") from None
+    try:
+        return rpc.connect(url, kit_port, matchkey, session_timeout=session_timeout_s), kit
+    except Exception as err:
+        raise KitUnreachable(kit, f"kit {kit} under '{key}' did not open a session: {one_line(err)}") from None
 
 
 def run_tracker(host: str, port: int) -> None:
