@@ -248,3 +248,35 @@ def test_a_tune_that_fails_does_not_stop_the_others(tmp_path):
     (failure,) = doc["failed"]
     assert failure["model"] == "does_not_export" and failure["target"] == "x86" and "export" in failure["error"]
     assert "1 tune(s) failed" in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
+
+
+def test_a_cut_short_last_record_is_set_aside_only_when_no_tune_is_writing(tmp_path):
+    """A line cut short by a kill is moved aside; one a running tune is still writing is left alone."""
+    from tvmharness.tune import WORKLOADS, _exclusive, check_records
+
+    directory = tmp_path / "records"
+    directory.mkdir()
+    (directory / WORKLOADS).write_text('["h", "x"]\n')
+    cut = '[0, [1, 2, 3, 4]]\n[0, [1, 2'
+    (directory / RECORDS).write_text(cut)
+    with _exclusive(directory):  # a tune holds the folder: its append may be under way
+        check_records(directory)
+    assert (directory / RECORDS).read_text() == cut and not list(directory.glob("*.interrupted-*"))
+    check_records(directory)  # no tune: the kill's leftover goes aside, every complete record stays
+    assert (directory / RECORDS).read_text() == "[0, [1, 2, 3, 4]]\n"
+    assert [p.read_text() for p in directory.glob(f"{RECORDS}.interrupted-*")] == ["[0, [1, 2"]
+
+
+def test_an_unreadable_progress_file_is_named_and_resume_says_what_to_do(tmp_path):
+    target = resolve("x86", 2)
+    model = load_model(TINY, tmp_path / "cache")
+    result = tune_model(model, target, TuneOptions(trials=200, time_budget_s=3), frontend="torch",
+                        cache_dir=tmp_path / "cache", records_root=tmp_path / "tuning", threads=2)
+    assert result.stopped and result.trials_run < 200
+    (session,) = (result.records_dir / "sessions").glob("tiny_mlp-*.json")  # what --resume continues
+    assert not list(session.parent.glob("*.partial"))  # written whole, then put in place
+    session.write_text('{"trials": 20, "tri')  # as a disk-full or a copy cut short leaves it
+    with pytest.raises(HarnessError, match="progress file .* is unreadable") as err:
+        tune_model(model, target, TuneOptions(trials=20, resume=True), frontend="torch", cache_dir=tmp_path / "cache",
+                   records_root=tmp_path / "tuning", threads=2)
+    assert "tune without --resume" in err.value.fix

@@ -58,11 +58,13 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().split("\n") if path.is_file() else []
 
 
-def check_records(directory: Path, target: Target | None = None) -> None:
+def check_records(directory: Path, target: Target | None = None, locked: bool = False) -> None:
     """Refuse a foreign or corrupt database with a clear message; never modify it.
 
     The one repair: a last line cut short by a kill during an append is moved to a side file, since
-    the next append would otherwise glue a record onto it; every complete record stays."""
+    the next append would otherwise glue a record onto it; every complete record stays. Only a tune
+    (`locked`: it holds the folder) or a reader while no tune does may repair: a tune's line being
+    written is not cut short."""
     meta = directory / TARGET_FILE
     if target is not None and meta.is_file():
         try:
@@ -78,10 +80,12 @@ def check_records(directory: Path, target: Target | None = None) -> None:
         path = directory / name
         lines = _lines(path)
         if lines and lines[-1] and not _parses(lines[-1], valid):  # no newline after it: an interrupted append
-            side = path.with_name(path.name + f".interrupted-{int(time.time())}")
-            side.write_text(lines[-1])
-            path.write_text("\n".join(lines[:-1]) + "\n")
-            logging.getLogger(__name__).warning("moved an incomplete last line of %s to %s", path, side)
+            with contextlib.ExitStack() as held:
+                if locked or _try_lock(directory, held):
+                    side = path.with_name(path.name + f".interrupted-{int(time.time())}")
+                    side.write_text(lines[-1])
+                    path.write_text("\n".join(lines[:-1]) + "\n")
+                    logging.getLogger(__name__).warning("moved an incomplete last line of %s to %s", path, side)
             lines = lines[:-1]
         for number, line in enumerate(lines, start=1):
             if line and not _parses(line, valid):
@@ -142,11 +146,11 @@ def records_at_other_threads(root: Path, target: Target) -> list[tuple[Path, int
     return found
 
 
-def open_database(directory: Path, target: Target):
+def open_database(directory: Path, target: Target, locked: bool = False):
     from tvm.s_tir import meta_schedule as ms
 
     directory.mkdir(parents=True, exist_ok=True)
-    check_records(directory, target)
+    check_records(directory, target, locked)
     meta = directory / TARGET_FILE
     if not meta.is_file():
         import tvm
@@ -163,12 +167,23 @@ def open_database(directory: Path, target: Target):
 @contextlib.contextmanager
 def _exclusive(directory: Path):
     """One tune per records folder at a time: two writers would interleave the append-only file."""
-    with open(directory / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise HarnessError(f"another tune is writing {directory}", "wait for it to finish") from None
+    with contextlib.ExitStack() as held:
+        if not _try_lock(directory, held):
+            raise HarnessError(f"another tune is writing {directory}", "wait for it to finish")
         yield
+
+
+def _try_lock(directory: Path, held: contextlib.ExitStack) -> bool:
+    """The folder's lock, held until `held` closes, if no tune holds it."""
+    try:
+        lock = held.enter_context(open(directory / ".lock", "w"))
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as err:  # a folder this user may read but not write
+        raise HarnessError(f"cannot lock the tuning records folder {directory}: {err.strerror}",
+                           "make it writable, or point [output] dir elsewhere") from None
+    return True
 
 
 # ---------------------------------------------------------------- lowering shared by tune and build
@@ -334,7 +349,7 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
         raise HarnessError(f"'{model.name}' has no tunable tasks for {target.name}", "nothing to tune")
     directory.mkdir(parents=True, exist_ok=True)
     with _exclusive(directory):
-        database = open_database(directory, target)
+        database = open_database(directory, target, locked=True)
         session_file = _session_path(directory, model)
         known = {t.task_name: _known(database, t) for t in extracted}
         session = _plan_session(session_file, options, extracted, known, directory)
@@ -357,7 +372,7 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
 
         def save_progress():
             session["trials_done"] = done_before + state.trials_done
-            session_file.write_text(json.dumps(session, indent=2) + "\n")
+            _write_session(session_file, session)
 
         state.on_batch = save_progress
         skipped = [t.task_name for t in extracted if t.task_name not in session["tasks"]]
@@ -421,7 +436,11 @@ def _plan_session(path: Path, options: TuneOptions, extracted, known, directory:
     """A resumed tune continues the last session's task set and budget; a new one tunes the tasks
     whose workloads have no records yet (all of them, to improve further, when every one is known)."""
     if options.resume and path.is_file():
-        session = json.loads(path.read_text())
+        try:
+            session = json.loads(path.read_text())
+        except ValueError:
+            raise HarnessError(f"the interrupted tune's progress file {path} is unreadable",
+                               "tune without --resume (the records stay and seed it), or restore the file") from None
         session["resumed"] = session.get("resumed", 0) + 1
         session["trials"] = options.resume_trials or session["trials"]
         return session
@@ -430,8 +449,15 @@ def _plan_session(path: Path, options: TuneOptions, extracted, known, directory:
                "tasks": new or [t.task_name for t in extracted], "reused_known": bool(new) and len(new) < len(extracted),
                "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(session, indent=2) + "\n")
+    _write_session(path, session)
     return session
+
+
+def _write_session(path: Path, session: dict) -> None:
+    """Whole or not at all: a Ctrl-C while it is written leaves the previous one for --resume."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(session, indent=2) + "\n")
+    partial.replace(path)
 
 
 def _result(model, target, directory, states, trials_run, state, skipped, session, notes) -> TuneResult:
@@ -468,6 +494,9 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
                 raise KeyboardInterrupt from None
             if not state.stopped:  # else: the callback ended the loop (_StopTuning), its records are kept
                 raise
+        finally:  # candidates a stopped tune had queued never run: they would load the CPU under what comes next
+            runner.pool._threadpool.shutdown(wait=False, cancel_futures=True)
+            runner.pool.shutdown(wait=False)  # and its worker processes end
     return native_log
 
 
