@@ -345,6 +345,21 @@ def test_compile_keeps_two_functions_of_one_file_and_two_thread_counts_apart(cli
     folders = {p.name: json.loads((p / "manifest.json").read_text()) for p in (cli_dir / "results" / "artifacts").glob("*mlp*")}
     assert folders["tiny_mlp-x86"]["model"] == "tiny_mlp" and folders["mlp_other_head-x86"]["model"] == "mlp_other_head"
     assert folders[f"tiny_mlp-x86-{other}threads"]["target"]["tvm"]["num-cores"] == other
+    # a .pt2 of the same name would land in the python model's folder: it is refused, not swapped in
+    import torch
+
+    from tests.user_models import tiny_mlp
+
+    module, example = tiny_mlp()
+    torch.export.save(torch.export.export(module, (example,)), str(cli_dir / "tiny_mlp.pt2"))
+    assert_usage_error(run_cli("compile", "tiny_mlp.pt2", cwd=cli_dir),
+                       f"{Path('results/artifacts/tiny_mlp-x86')} holds tiny_mlp from python, and this tiny_mlp is from pt2",
+                       "--out DIR")
+    assert folders["tiny_mlp-x86"] == json.loads((cli_dir / "results/artifacts/tiny_mlp-x86/manifest.json").read_text())
+    # a board's preset fixes its cores: --threads cannot apply, and says so rather than name a folder for it
+    assert_usage_error(run_cli("compile", "tiny_mlp.pt2", "--target", "rpi4", "--threads", "2", cwd=cli_dir),
+                       "target rpi4 builds for the 4 threads its preset fixes (num-cores = 4), not --threads 2",
+                       "num-cores = 2")
 
 
 def test_listing_commands_speak_json(cli_dir):

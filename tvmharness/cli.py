@@ -369,7 +369,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     """Build a deployable artifact: model.so and manifest.json (hashes, target, compression, versions, git commit)."""
     import re
 
-    from .build import NATIVE_LOG, build_tvm, export_artifact, fit_kit_threads
+    from .build import NATIVE_LOG, build_tvm, export_artifact, fit_kit_threads, load_artifact
     from .compress import apply_variant, parse_variant
     from .engines.tvm import describe_artifact
     from .pipeline import load_models
@@ -381,6 +381,11 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     chosen = parse_variant(variant)
     target = target or defaults.target_names()[0]
     resolved = resolve(target, threads or defaults.measure.threads)
+    fixed = resolved.tvm_dict.get("num-cores")
+    if threads and isinstance(fixed, int) and fixed != threads:  # a board's preset names its cores
+        raise HarnessError(f"target {resolved.name} builds for the {fixed} threads its preset fixes (num-cores = {fixed}), "
+                           f"not --threads {threads}", f"drop --threads, or use a preset of your own with num-cores = "
+                           f"{threads} (--target path.toml)")
     check_toolchain(resolved)  # before minutes of TVM compiling, not after
     threads_note = fit_kit_threads(resolved, threads, defaults.records_root)
     (loaded,) = load_models(defaults)
@@ -396,6 +401,11 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
                  *([f"{threads}threads"] if threads and threads != defaults.measure.threads else []),
                  *(re.sub(r"[^\w.-]+", "_", text.replace("=", "")) for text in input_shape or [])]
         out_dir = Path("results/artifacts") / "-".join(parts)
+        before = load_artifact(out_dir)
+        if before is not None and before.manifest.get("model_source") != artifact.manifest["model_source"]:
+            raise HarnessError(f"{out_dir} holds {name} from {before.manifest.get('model_source')}, and this {name} is "
+                               f"from {artifact.manifest['model_source']}: a model of the same name, not this one",
+                               "give this one a folder of its own with --out DIR")
     dest = export_artifact(artifact, out_dir)
     # What a deployer must know: how it was tuned (or where records it missed are), what the compression
     # did (int8's calibration data), and what TVM warned of.
