@@ -52,6 +52,14 @@ def test_a_tiny_model_tunes_and_the_tuned_build_uses_the_records(tuned):
     expected = model.torch_module(torch.from_numpy(x)).detach().numpy()
     (got,) = session.run((x,))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # compile finds the records under the output folder a recipe's [output] dir (or --output-dir) names
+    from tests.conftest import run_cli
+
+    proc = run_cli("compile", TINY, "--output-dir", str(root), "--threads", "2", "--json", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    built = json.loads(proc.stdout)
+    assert built["manifest"]["tuning_records"]["sha256"] == result.records_hash and built["cache_hit"]
+    assert Path(built["dir"]).parent == root / "artifacts"
 
 
 def test_an_untuned_build_points_at_the_records_tuned_at_another_thread_count(tuned):

@@ -41,6 +41,9 @@ VariantsOpt = Annotated[Optional[list[str]], typer.Option("--variant", help="com
 TrackerOpt = Annotated[Optional[str], typer.Option(help="HOST:PORT of the RPC tracker whose dev kits run remote targets")]
 KeyOpt = Annotated[Optional[str], typer.Option(help="the dev kits' key at the tracker (default: the target's usual keys)")]
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL")]
+OutputDirOpt = Annotated[Optional[Path], typer.Option("--output-dir", help="where builds, tuning records and artifacts "
+                                                     "go (cache/, tuning/, artifacts/); default: the recipe's [output] "
+                                                     "dir, else results")]
 InputShapeOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", help="NAME=1x128 (repeatable): a model "
                                                             "input's sizes, the batch first, e.g. a dynamic sequence length")]
 InputRangeOpt = Annotated[Optional[list[str]], typer.Option("--input-range", help="NAME=0..30521 (repeatable): the "
@@ -184,13 +187,13 @@ def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
 def run(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recipes/quickstart.toml")],
         target: TargetOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
         repeats: RepeatsOpt = None, threads: PinnedThreadsOpt = None, memory: MemoryOpt = None, tracker: TrackerOpt = None,
-        key: KeyOpt = None, store: StoreOpt = None, input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None,
-        json_out: JsonOpt = False) -> int:
+        key: KeyOpt = None, store: StoreOpt = None, output_dir: OutputDirOpt = None, input_shape: InputShapeOpt = None,
+        input_range: InputRangeOpt = None, json_out: JsonOpt = False) -> int:
     """Run a recipe: every model x variant x target x engine, against the fp32 PyTorch baseline."""
     from .recipe import load_recipe, parse_input_flags
 
     return _measure(load_recipe(recipe, models=model, targets=target, engines=engine, repeats=repeats, threads=threads,
-                                memory=memory, store=store, tracker=tracker, key=key,
+                                memory=memory, store=store, output_dir=output_dir, tracker=tracker, key=key,
                                 inputs=parse_input_flags(input_shape, input_range)), json_out)
 
 
@@ -200,7 +203,7 @@ def bench(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or mo
           target: TargetOpt = None, engine: EngineOpt = None, variant: VariantsOpt = None, repeats: RepeatsOpt = None,
           threads: PinnedThreadsOpt = None, memory: MemoryOpt = None,
           frontend: Annotated[str, typer.Option(help="torch or onnx: how a torch model reaches TVM")] = "torch",
-          tracker: TrackerOpt = None, key: KeyOpt = None, store: StoreOpt = None,
+          tracker: TrackerOpt = None, key: KeyOpt = None, store: StoreOpt = None, output_dir: OutputDirOpt = None,
           input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None, eval_data: EvalDataOpt = None,
           train_data: TrainDataOpt = None, json_out: JsonOpt = False) -> int:
     """Measure one model without a recipe (the defaults of a recipe apply)."""
@@ -212,8 +215,8 @@ def bench(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or mo
     base = recipe_from_dict({"name": f"bench {model}", "models": [model]}, "(bench)")
     variants = ["fp32", *(v for v in variant if v != "fp32")] if variant else None  # fp32 is what variants are judged against
     return _measure(apply_overrides(base, targets=target, engines=engine, variants=variants, repeats=repeats, threads=threads,
-                                    memory=memory, store=store, frontend=frontend, tracker=tracker, key=key,
-                                    inputs=parse_input_flags(input_shape, input_range),
+                                    memory=memory, store=store, output_dir=output_dir, frontend=frontend, tracker=tracker,
+                                    key=key, inputs=parse_input_flags(input_shape, input_range),
                                     data=_data_flags(model, eval_data, train_data)), json_out)
 
 
@@ -260,8 +263,8 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
          frontend: Annotated[Optional[str], typer.Option(help="torch or onnx: the import whose workloads are tuned "
                                                          "(default: the recipe's, else torch)")] = None,
          measure: Annotated[bool, typer.Option(help="afterwards, measure tuned vs untuned TVM vs ONNX Runtime vs PyTorch")] = True,
-         store: StoreOpt = None, input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None,
-         json_out: JsonOpt = False) -> int:
+         store: StoreOpt = None, output_dir: OutputDirOpt = None, input_shape: InputShapeOpt = None,
+         input_range: InputRangeOpt = None, json_out: JsonOpt = False) -> int:
     """Tune models and their compression variants with MetaSchedule (XGBoost cost model); run, compile
     and bench then use the records."""
     from .compress import NotApplicable, apply_variant, check_variants, parse_variant
@@ -274,7 +277,8 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
 
     if recipe is None and not model:
         raise HarnessError("nothing to tune", "give a recipe or --model M (and --target T)")
-    overrides = dict(models=model, variants=variant, targets=target, store=store, trials=trials, time_budget=time_budget,
+    overrides = dict(models=model, variants=variant, targets=target, store=store, output_dir=output_dir, trials=trials,
+                     time_budget=time_budget,
                      threads=threads, tracker=tracker, key=key, frontend=frontend,
                      inputs=parse_input_flags(input_shape, input_range))
     if recipe is None:
@@ -361,11 +365,11 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
             target: Annotated[Optional[str], typer.Option("--target", "-t", help="target preset (default: this host's, "
                                                           "x86 or aarch64)")] = None,
             variant: Annotated[str, typer.Option(help="compression variant, e.g. int8 or prune:0.5+finetune")] = "fp32",
-            out_dir: Annotated[Optional[Path], typer.Option("--out", help="artifact directory (default results/artifacts/MODEL[-VARIANT][-onnx]-TARGET[-Nthreads][-NAME1x128])")] = None,
+            out_dir: Annotated[Optional[Path], typer.Option("--out", help="artifact directory (default OUTPUT-DIR/artifacts/MODEL[-VARIANT][-onnx]-TARGET[-Nthreads][-NAME1x128])")] = None,
             frontend: Annotated[str, typer.Option(help="torch or onnx")] = "torch",
             threads: Annotated[Optional[int], typer.Option(min=1, help="threads the module is built for")] = None,
-            input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None, train_data: TrainDataOpt = None,
-            json_out: JsonOpt = False) -> int:
+            output_dir: OutputDirOpt = None, input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None,
+            train_data: TrainDataOpt = None, json_out: JsonOpt = False) -> int:
     """Build a deployable artifact: model.so and manifest.json (hashes, target, compression, versions, git commit)."""
     import re
 
@@ -376,7 +380,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
     from .targets import check_toolchain, resolve
 
-    defaults = apply_overrides(recipe_from_dict({"models": [model]}, "(compile)"), frontend=frontend,
+    defaults = apply_overrides(recipe_from_dict({"models": [model]}, "(compile)"), frontend=frontend, output_dir=output_dir,
                                inputs=parse_input_flags(input_shape, input_range), data=_data_flags(model, None, train_data))
     chosen = parse_variant(variant)
     target = target or defaults.target_names()[0]
@@ -400,7 +404,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
                  *([] if artifact.manifest["frontend"] == "torch" else [artifact.manifest["frontend"]]), resolved.name,
                  *([f"{threads}threads"] if threads and threads != defaults.measure.threads else []),
                  *(re.sub(r"[^\w.-]+", "_", text.replace("=", "")) for text in input_shape or [])]
-        out_dir = Path("results/artifacts") / "-".join(parts)
+        out_dir = defaults.output.dir / "artifacts" / "-".join(parts)
         before = load_artifact(out_dir)
         if before is not None and before.manifest.get("model_source") != artifact.manifest["model_source"]:
             raise HarnessError(f"{out_dir} holds {name} from {before.manifest.get('model_source')}, and this {name} is "
