@@ -115,6 +115,7 @@ def test_techniques_that_cannot_apply_say_why_and_the_run_goes_on(tmp_path):
     page = render_html(Store(str(tmp_path / "h.db")))
     assert "<h2>Compression: each variant against fp32 on the same target and engine</h2>" in page
     assert page.count("<td>not applicable</td>") == 3 and "best variant of two_heads on x86" in page
+    assert "max |diff| is against the variant run by torch (do the engines agree?); top-1 agree against fp32" in page
 
 
 def test_a_model_of_several_inputs_is_compressed_and_each_variant_agrees_on_every_engine(tmp_path):

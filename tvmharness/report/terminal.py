@@ -136,6 +136,10 @@ def footnotes(frame) -> list[str]:
     lines += [f"{model} takes {input_line(inputs, seeded=not model_data[model].get('eval'))}"
               for model, inputs in model_inputs.items() if inputs]
     lines += [f"{model}: {data_line(data)}" for model, data in model_data.items() if any(data.values())]
+    references = sorted({d["max_abs_diff_reference"] for d in frame["details"] if d and d.get("max_abs_diff_reference")})
+    if references:  # a variant's two columns are against two references
+        lines.append(f"compression variants: max |diff| is against {' / '.join(references)} (do the engines agree?); "
+                     "top-1 agree against fp32 (what did compression change?)")
     records = {(d["tuning_records"]["dir"], d["tuning_records"]["sha256"][:16])
                for d in frame["details"] if d and d.get("tuning_records")}
     lines += [f"tuning records: {path} (sha256 {sha})" for path, sha in sorted(records)]
