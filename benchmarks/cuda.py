@@ -8,7 +8,7 @@ Ends with one JSON line:
 {"tvm_vs_torch": {"resnet50_b1": r, ...}, "tvm_vs_ort": {...}, "gpu": "name", "trials": n}
 Where no usable GPU is here it says why, prints {"gpu": null, "skipped": "why"} and exits 2.
 
-    python benchmarks/cuda.py [--trials 256] [--models resnet50,mobilenet_v2] [--batches 1,8]
+    python benchmarks/cuda.py [--trials 256] [--time-budget 5m] [--models resnet50,mobilenet_v2] [--batches 1,8]
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ from tvmharness.recipe import recipe_from_dict
 ENGINES = ["tvm", "torch", "onnxruntime"]
 
 
-def tune_in_subprocess(model: str, batch: int, trials: int, results: str) -> dict:
+def tune_in_subprocess(model: str, batch: int, trials: int, results: str, time_budget: str | None) -> dict:
     """Tune through the CLI in its own process, so MetaSchedule's worker pools are gone before timing."""
+    budget = f"time_budget = {json.dumps(time_budget)}\n" if time_budget else ""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tune.toml"
         path.write_text(f'models = ["{model}"]\ntargets = ["cuda"]\n[measure]\nbatch = {batch}\n'
-                        f"[tune]\ntrials = {trials}\n[output]\ndir = {json.dumps(str(Path(results).resolve()))}\n")
+                        f"[tune]\ntrials = {trials}\n{budget}[output]\ndir = {json.dumps(str(Path(results).resolve()))}\n")
         proc = subprocess.run([sys.executable, "-m", "tvmharness", "tune", str(path), "--no-measure", "--json"],
                               stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
@@ -46,6 +47,8 @@ def tune_in_subprocess(model: str, batch: int, trials: int, results: str) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=256, help="tuning trials per model and batch this run")
+    parser.add_argument("--time-budget", default=None, help="cap per model and batch's tune, e.g. 5m (records accumulate "
+                                                             "across runs: a second run goes on from the first's)")
     parser.add_argument("--models", default="resnet50,mobilenet_v2")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeats", type=int, default=100)
@@ -65,7 +68,7 @@ def main() -> None:
                   "max |diff| tvm, ort", title=f"cuda on {status.name}: medians of {args.repeats}, one run")
     for batch in batches:
         for model in models:
-            tuned = tune_in_subprocess(model, batch, args.trials, args.results)
+            tuned = tune_in_subprocess(model, batch, args.trials, args.results, args.time_budget)
             trials += tuned["trials_run"]
             recipe = recipe_from_dict({"name": "cuda-benchmark", "models": [model], "targets": ["cuda"], "engines": ENGINES,
                                        "measure": {"warmup": 10, "repeats": args.repeats, "batch": batch},
@@ -82,7 +85,8 @@ def main() -> None:
                           f"{figures['tvm_vs_ort'][key]:.2f}x", str(tuned["trials_run"]),
                           f"{rows['tvm'].get('max_abs_diff', 0):.1e}, {rows['onnxruntime'].get('max_abs_diff', 0):.1e}")
     console.print(table)
-    print(json.dumps(figures | {"gpu": status.name, "trials": trials, "trials_per_model_batch": args.trials}))
+    print(json.dumps(figures | {"gpu": status.name, "trials": trials, "trials_per_model_batch": args.trials,
+                                "time_budget": args.time_budget}))
 
 
 if __name__ == "__main__":
