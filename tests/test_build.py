@@ -217,12 +217,17 @@ def test_an_onnx_model_with_its_weights_beside_it_is_another_model_when_they_cha
     proto = onnx.load(str(plain))
     path = tmp_path / "mlp.onnx"
     onnx.save_model(proto, str(path), save_as_external_data=True, location="mlp.onnx.data", size_threshold=0)
+    from tvmharness.compress import apply_variant
+
     before = load_model(str(path), tmp_path)
     assert (tmp_path / "mlp.onnx.data").is_file() and load_model(str(path), tmp_path).digest == before.digest
+    int8 = apply_variant(before, "int8:samples=4", tmp_path / "cache")
     weights = bytearray((tmp_path / "mlp.onnx.data").read_bytes())
     weights[:4] = np.float32(1.5).tobytes()  # retrained: the graph file stays byte for byte the same
     (tmp_path / "mlp.onnx.data").write_bytes(bytes(weights))
-    assert load_model(str(path), tmp_path).digest != before.digest
+    retrained = load_model(str(path), tmp_path)
+    assert retrained.digest != before.digest
+    assert apply_variant(retrained, "int8:samples=4", tmp_path / "cache").onnx_path != int8.onnx_path  # quantized anew
     from tvmharness.engines import EngineOptions, get_engine
     from tvmharness.targets import resolve
 

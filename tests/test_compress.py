@@ -74,6 +74,10 @@ def test_channel_pruning_keeps_the_layers_that_give_the_outputs_whatever_their_k
     pruned = apply_variant(model, "channels:0.5", workdir / "cache")  # resnet18
     assert pruned.compression["params"] < 0.4 * apply_variant(model, "fp32").compression["params"]
     assert pruned.torch_module(*model.example()).shape == (1, 1000)
+    frozen = model.torch_module.requires_grad_(False)  # as inference code often leaves a model
+    assert [names[id(m)] for m in output_layers(frozen, model.example())] == ["fc"]
+    assert not any(p.requires_grad for p in frozen.parameters())
+    frozen.requires_grad_(True)
     squeezenet = load_model("squeezenet1_1", workdir / "cache")
     assert apply_variant(squeezenet, "channels:0.5", workdir / "cache").torch_module(*squeezenet.example()).shape == (1, 1000)
 

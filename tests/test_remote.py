@@ -89,14 +89,18 @@ def test_a_variant_back_from_its_kit_before_fp32_is_still_compared_with_fp32(rac
                 on_result(job, outcome)
 
     monkeypatch.setattr(pipeline, "Rack", ReversedRack)
+    # two models: one's fp32 coming back must not release the other's variant
     result = run_recipe(recipe_from_dict(_recipe(workdir, rack.tracker, targets=["x86-rpc"], engines=["tvm"],
+                                                 models=["digits_cnn", f"{USER_MODELS}:tiny_mlp"],
                                                  variants=["fp32", "prune:0.5"])))
-    rows = {(r["target"], r["variant"]): r for r in result.rows}
-    fp32, pruned = rows[("x86-rpc", "fp32")], rows[("x86-rpc", "prune:0.5")]
-    assert fp32["status"] == pruned["status"] == OK
-    assert pruned["details"]["speedup_vs_fp32"] == pytest.approx(fp32["median_ms"] / pruned["median_ms"])
-    assert pruned["details"]["size_ratio"] == pytest.approx(pruned["artifact_bytes"] / fp32["artifact_bytes"])
-    assert [r["variant"] for r in result.rows if r["target"] == "x86-rpc"] == ["fp32", "prune:0.5"]
+    rows = {(r["model"], r["target"], r["variant"]): r for r in result.rows}
+    for model in ("digits_cnn", "tiny_mlp"):
+        fp32, pruned = rows[(model, "x86-rpc", "fp32")], rows[(model, "x86-rpc", "prune:0.5")]
+        assert fp32["status"] == pruned["status"] == OK
+        assert pruned["details"]["speedup_vs_fp32"] == pytest.approx(fp32["median_ms"] / pruned["median_ms"])
+        assert pruned["details"]["size_ratio"] == pytest.approx(pruned["artifact_bytes"] / fp32["artifact_bytes"])
+    assert [(r["model"], r["variant"]) for r in result.rows if r["target"] == "x86-rpc"] == [
+        ("tiny_mlp", "fp32"), ("tiny_mlp", "prune:0.5"), ("digits_cnn", "fp32"), ("digits_cnn", "prune:0.5")]
 
 
 @pytest.mark.skipif(not HAS_EMULATOR, reason="qemu-user-static or gcc-aarch64-linux-gnu is not installed")

@@ -308,7 +308,8 @@ class _Comparison:
                 pass
             else:
                 row["top1_agreement"] = fidelity.top1_agreement  # compression's effect: against fp32
-                row["details"]["max_abs_diff_vs_fp32"] = fidelity.max_abs_diff
+                # NaN or an infinity where fp32 has a number (an fp16 overflow): no figure, which JSON could not hold
+                row["details"]["max_abs_diff_vs_fp32"] = fidelity.max_abs_diff if math.isfinite(fidelity.max_abs_diff) else None
                 row["details"]["max_abs_diff_reference"] = "the variant run by " + model.baseline_engine
         key = (row["target"], row["engine"])
         if self.is_fp32 and row["status"] == OK:
@@ -535,10 +536,14 @@ def _build_for_kit(model: LoadedModel, variant: str, target: Target, engine_name
 def _run_on_kits(kit_rows: list[_KitRow], rack: Rack, recipe: Recipe, store: Store, result: RunResult,
                  progress: Progress) -> None:
     by_job = {id(k.job): k for k in kit_rows}
-    # A variant's speed-up and size are against the fp32 row of its target and engine, and kits finish
-    # in any order: a variant that comes back first waits for that row (or for the end, if it fails).
-    fp32_due = {(k.row["target"], k.row["engine"]) for k in kit_rows if k.compare.is_fp32}
-    waiting: dict[tuple[str, str], list[tuple[_KitRow, KitResult | KitFailure]]] = {}
+    # A variant's speed-up over fp32 and its size ratio are against its model's fp32 row on the same
+    # target and engine, and kits finish in any order: a variant that comes back first waits for that
+    # row (or for the end, if it fails).
+    def fp32_key(k: _KitRow) -> tuple[str, str, str]:
+        return k.row["model"], k.row["target"], k.row["engine"]
+
+    fp32_due = {fp32_key(k) for k in kit_rows if k.compare.is_fp32}
+    waiting: dict[tuple[str, str, str], list[tuple[_KitRow, KitResult | KitFailure]]] = {}
 
     def store_row(pending: _KitRow, outcome: KitResult | KitFailure) -> None:
         row = pending.row
@@ -554,7 +559,7 @@ def _run_on_kits(kit_rows: list[_KitRow], rack: Rack, recipe: Recipe, store: Sto
 
     def store_outcome(job: KitJob, outcome: KitResult | KitFailure) -> None:
         pending = by_job[id(job)]
-        key = (pending.row["target"], pending.row["engine"])
+        key = fp32_key(pending)
         if not pending.compare.is_fp32 and key in fp32_due:
             waiting.setdefault(key, []).append((pending, outcome))
             return

@@ -710,7 +710,7 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
             why = (f"no kit under '{options.key}'", TRACKER_GONE)
             no_kit = [i for i, (built, ran) in enumerate(zip(builder_results, runner_results))
                       if not built.error_msg and any(w in (ran.error_msg or "") for w in why)]
-            measured = 0
+            measured, unbuilt = 0, 0
             for i, (built, ran) in enumerate(zip(builder_results, runner_results)):
                 if i in no_kit:
                     continue
@@ -720,6 +720,7 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
                 if error or not ran.run_secs:
                     task.errors += 1
                     task.first_error = task.first_error or one_line(error or "no timing returned")
+                    unbuilt += bool(built.error_msg)
                     continue
                 measured += 1
                 secs = sum(float(s) for s in ran.run_secs) / len(ran.run_secs)
@@ -731,8 +732,9 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
                 best_estimate.update(ms=estimate, at_trial=state.trials_done)
             stop = ""
             # Candidates that waited for a kit in vain, and none measured (those that reached a kit found it
-            # hung or leaving): so would the next batch.
-            if no_kit and not measured:
+            # hung or leaving; a kit that hangs says nothing more than "An exception occurred"): so would the
+            # next batch. A candidate that did not build says nothing of the kits.
+            if no_kit and not measured and not unbuilt:
                 state.kits_lost = True
                 error = runner_results[no_kit[0]].error_msg
                 stop = error[max(error.rfind(w) for w in why):].splitlines()[0]  # past the traceback

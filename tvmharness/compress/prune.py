@@ -75,10 +75,15 @@ def output_layers(module, example: tuple) -> list:
 
     results = {}  # the autograd node that made each layer's result -> the layer
     hooks = [m.register_forward_hook(lambda m, _, out: results.__setitem__(out.grad_fn, m)) for m in weight_layers(module)]
+    frozen = [p for p in module.parameters() if not p.requires_grad]  # inference code often freezes them: no graph
     try:
+        for p in frozen:
+            p.requires_grad_(True)
         with torch.enable_grad():
             outputs = module(*example)
     finally:
+        for p in frozen:
+            p.requires_grad_(False)
         for hook in hooks:
             hook.remove()
     found, seen = {}, set()

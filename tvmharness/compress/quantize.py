@@ -18,7 +18,7 @@ from pydantic import Field
 from ..cache import content_hash, file_hash, stage_dir
 from ..data import DataSet, Feed, ModelInput, feed_dict, random_feeds
 from ..errors import HarnessError, one_line
-from ..models import LoadedModel, graph_inputs, torch_digest
+from ..models import LoadedModel, graph_inputs, onnx_weights_files, torch_digest
 from .base import Technique, Work
 from .prune import finalize_pruning
 
@@ -94,8 +94,9 @@ class Int8(Technique):
             finalize_pruning(module)
             fp32_path = _onnx_of(module, work)
         calibration = _calibration_set(work.base) if self.mode == "static" else None
-        key = content_hash("int8", file_hash(fp32_path), self.model_dump(mode="json"), _ort_version(), QUANTIZER_VERSION,
-                           [i.describe() for i in work.base.inputs],  # the seeded calibration inputs' ranges
+        weights = [file_hash(f) for f in onnx_weights_files(fp32_path)]  # an .onnx's weights kept beside it
+        key = content_hash("int8", file_hash(fp32_path), *weights, self.model_dump(mode="json"), _ort_version(),
+                           QUANTIZER_VERSION, [i.describe() for i in work.base.inputs],  # the seeded calibration inputs' ranges
                            *([calibration.digest] if calibration is not None else []))
         out = stage_dir(work.cache_dir, "int8", key) / f"{work.base.name}-int8.onnx"
         if self.mode == "static":

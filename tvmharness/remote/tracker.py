@@ -137,10 +137,16 @@ class KitUnreachable(Exception):
 def _reach(host: str, port: int) -> None:
     """Fail within seconds when the kit's address does not answer from here (a firewall drops it, or
     the kit registered an address this host has no route to): TVM's own connect waits out the
-    system's TCP timeout, two minutes. The 4 bytes sent are not TVM's RPC magic, so the kit's server
-    drops the connection and goes on waiting for the session the tracker matched it with."""
+    system's TCP timeout, two minutes. The probe opens TVM's RPC handshake with a key no session
+    has, which every TVM RPC server (Python's, the C++ one, the phone apps) answers "mismatch" to
+    before waiting on for the session the tracker matched it with (it logs a "mismatch key" warning)."""
+    from tvm.rpc import base
+
+    probe = b"probe:tvmharness"
     with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as sock:
-        sock.sendall(struct.pack("<i", 0))
+        sock.sendall(struct.pack("<ii", base.RPC_MAGIC, len(probe)) + probe)
+        if len(sock.recv(4)) != 4:  # closed without an answer: not a TVM RPC server that is up
+            raise ConnectionError("the kit's server closed the connection without answering")
 
 
 def request_kit(address: Address, key: str, wait_s: float, session_timeout_s: float):
