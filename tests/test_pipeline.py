@@ -307,7 +307,9 @@ def test_inputs_of_one_model_are_set_apart_from_another_models_of_the_same_name(
                            ({"bert_tini": {"input_ids": {"range": [0, 9]}}},
                             "[inputs.bert_tini] is a table of a model's inputs, and no model is called 'bert_tini'"),
                            ({"bert_tiny": {"input_ids": {"range": [0, 40000]}}},
-                            "[inputs.bert_tiny.input_ids] range [0, 40000] goes past [0, 30521] (the vocabulary)")):
+                            "[inputs.bert_tiny.input_ids] range [0, 40000] goes past [0, 30521] (the vocabulary)"),
+                           ({"input_ids": {"shape": [1, 2, 3]}, "bert_tiny": {"input_ids": {"range": [0, 9]}}},
+                            "[inputs.input_ids] shape [1, 2, 3] has 3 sizes")):  # each field named by its own table
         with pytest.raises(HarnessError) as err:
             load_models(recipe_from_dict({"models": ["bert_tiny", transformer], "inputs": inputs}))
         assert needle in err.value.cause

@@ -233,13 +233,16 @@ class Recipe(_Strict):
 
     def input_settings(self, model: str) -> dict[str, dict]:
         """[inputs] for the model of that name, as load_model takes them: {input name: {"shape", "range",
-        "key" (the recipe's table, for messages)}}. A field of [inputs.MODEL.NAME] wins over [inputs.NAME]'s."""
-        settings = {name: setting.model_dump() | {"key": f"inputs.{name}"}
+        "tables": {field: the recipe's table that gave it, for messages}}}. A field of [inputs.MODEL.NAME]
+        wins over [inputs.NAME]'s."""
+        settings = {name: setting.model_dump() | {"tables": {"shape": f"inputs.{name}", "range": f"inputs.{name}"}}
                     for name, setting in self.inputs.items() if isinstance(setting, InputSetting)}
         own = self.inputs.get(model)
         for name, setting in (own.items() if isinstance(own, dict) else ()):
             fields = {k: v for k, v in setting.model_dump().items() if v is not None}
-            settings[name] = settings.get(name, {"shape": None, "range": None}) | fields | {"key": f"inputs.{model}.{name}"}
+            merged = settings.setdefault(name, {"shape": None, "range": None, "tables": {}})
+            merged.update(fields)
+            merged["tables"] = merged["tables"] | {k: f"inputs.{model}.{name}" for k in fields}
         return settings
 
     @property

@@ -13,8 +13,8 @@ from .training import train
 
 
 class Finetune(Technique):
-    """Pruned weights stay zero (by the pruning masks where still in place, else by keeping every
-    zero weight zero: after clustering, which made the masks permanent); clustered layers are
+    """Pruned weights stay zero (by the pruning masks where still in place, else, after clustering,
+    which made the masks permanent, by keeping its zero weights zero); clustered layers are
     re-clustered to their N values afterwards."""
 
     kind: Literal["finetune"] = "finetune"
@@ -31,8 +31,11 @@ class Finetune(Technique):
         from torch.nn.utils import prune
 
         module = self.clone_module(work)
+        clusters = getattr(module, CLUSTERS_ATTR, None)
+        # After clustering the pruning masks are permanent: pruned zeros are kept zero by hand (only then,
+        # so that a layer a model starts at zero, an adapter, still trains)
         zeros = [(m.weight, m.weight != 0) for m in weight_layers(module)
-                 if not prune.is_pruned(m) and bool((m.weight == 0).any())]
+                 if clusters and not prune.is_pruned(m) and bool((m.weight == 0).any())]
 
         def keep_zeros() -> None:
             with torch.no_grad():
@@ -40,7 +43,6 @@ class Finetune(Technique):
                     weight.mul_(kept)
 
         note = train(module, work.base, self.epochs, self.lr, after_step=keep_zeros if zeros else None)
-        clusters = getattr(module, CLUSTERS_ATTR, None)
         if clusters:
             apply_clusters(module, clusters)
             note += "; re-clustered afterwards"

@@ -237,10 +237,12 @@ def _own_code(module) -> list[str]:
     of the user's is not seen."""
     import sysconfig
 
-    shipped = tuple(str(Path(p).resolve()) for p in {*sysconfig.get_paths().values(), Path(__file__).parents[1]})
+    paths = sysconfig.get_paths()  # the libraries' and the standard library's folders, not the prefix (/usr)
+    shipped = [Path(paths[k]).resolve() for k in ("purelib", "platlib", "stdlib", "platstdlib")] + [Path(__file__).parents[1]]
     classes = {cls for m in module.modules() for cls in type(m).__mro__}
     files = {Path(f.__code__.co_filename) for cls in classes for f in vars(cls).values() if hasattr(f, "__code__")}
-    return sorted(file_hash(f) for f in files if f.is_file() and not str(f.resolve()).startswith(shipped))
+    return sorted(file_hash(f) for f in files
+                  if f.is_file() and not any(f.resolve().is_relative_to(folder) for folder in shipped))
 
 
 def load_model(spec: str, cache_dir: Path, batch: int = 1, settings: dict[str, dict] | None = None) -> LoadedModel:
@@ -316,16 +318,17 @@ def _settle(where: str, found: list[ModelInput], settings: dict[str, dict], batc
     settled = []
     for i in found:
         setting = settings.get(i.name) or {}
-        table = "[" + (setting.get("key") or f"inputs.{i.name}") + "]"  # the recipe's table that gave it, for messages
+        tables = {field: f"[{name}]" for field, name in (setting.get("tables") or {}).items()}  # for messages
+        shape_table, range_table = tables.get("shape", f"[inputs.{i.name}]"), tables.get("range", f"[inputs.{i.name}]")
         shape = tuple(i.shape)
         if setting.get("shape"):
             asked = tuple(setting["shape"])
             if len(asked) != len(shape):
-                raise HarnessError(f"{table} shape {list(asked)} has {len(asked)} sizes, and input '{i.name}' "
+                raise HarnessError(f"{shape_table} shape {list(asked)} has {len(asked)} sizes, and input '{i.name}' "
                                    f"of {where} has {len(shape)} dimensions", f"give {len(shape)} sizes, the batch first")
             clash = [k for k, (a, d) in enumerate(zip(asked, shape)) if fixed and isinstance(d, int) and a != d]
             if clash:
-                raise HarnessError(f"{table} shape {list(asked)} changes sizes {where} fixes: input "
+                raise HarnessError(f"{shape_table} shape {list(asked)} changes sizes {where} fixes: input "
                                    f"'{i.name}' is {_shape_text(shape)}",
                                    "a file's static sizes are its graph's: export it at the sizes wanted, or with "
                                    "those dimensions dynamic")
@@ -342,20 +345,20 @@ def _settle(where: str, found: list[ModelInput], settings: dict[str, dict], batc
         value_range, range_from = i.value_range, i.range_from
         if setting.get("range"):
             if i.is_float:
-                raise HarnessError(f"{table} range is for integer and bool inputs, and input '{i.name}' of "
+                raise HarnessError(f"{range_table} range is for integer and bool inputs, and input '{i.name}' of "
                                    f"{where} is {i.dtype} (seeded standard normal)", f"drop the range of '{i.name}'")
             value_range, range_from = tuple(setting["range"]), "[inputs]"
             if i.dtype == "bool":
-                raise HarnessError(f"{table} range is for integer inputs, and input '{i.name}' of {where} "
+                raise HarnessError(f"{range_table} range is for integer inputs, and input '{i.name}' of {where} "
                                    "is bool (seeded False or True)", f"drop the range of '{i.name}'")
             bounds = np.iinfo(i.dtype)
             if value_range[0] < bounds.min or value_range[1] > bounds.max:
-                raise HarnessError(f"{table} range {list(value_range)} does not fit input '{i.name}' of "
+                raise HarnessError(f"{range_table} range {list(value_range)} does not fit input '{i.name}' of "
                                    f"{where}, which is {i.dtype} ([{bounds.min}, {bounds.max}])",
                                    f"give a range within [{bounds.min}, {bounds.max}]")
             bound = i.value_range if i.range_from not in (None, FROM_EXAMPLE) else None  # a table's rows, a vocabulary
             if bound and (value_range[0] < bound[0] or value_range[1] > bound[1]):
-                raise HarnessError(f"{table} range {list(value_range)} goes past [{bound[0]}, {bound[1]}] "
+                raise HarnessError(f"{range_table} range {list(value_range)} goes past [{bound[0]}, {bound[1]}] "
                                    f"({i.range_from}) that input '{i.name}' of {where} indexes, and TVM's lookups do not "
                                    "check bounds", f"give a range within [{bound[0]}, {bound[1]}]")
         settled.append(ModelInput(i.name, shape, i.dtype, value_range, range_from))
