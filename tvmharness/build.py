@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .cache import content_hash, file_hash, stage_dir
+from .cache import content_hash, file_hash, stage_dir, written_whole
 from .errors import FAILED, HarnessError, one_line
 from .frontend import IMPORT_VERSION, frontend_for, to_relax
 from .models import LoadedModel
@@ -113,7 +113,6 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
     native_log.unlink(missing_ok=True)
     with native_stderr_to(native_log):
         executable, tuning = _compile(model, to_relax(model, frontend, cache_dir), target, records, digest, native_log)
-        tmp = directory / (LIBRARY + ".tmp.so")
         export_kwargs = {}
         if target.preset.cross_compiler:
             from tvm.support import cc
@@ -121,13 +120,13 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
             check_toolchain(target)
             export_kwargs["fcompile"] = cc.cross_compiler(target.preset.cross_compiler)
         try:
-            executable.export_library(str(tmp), **export_kwargs)
+            with written_whole(directory / LIBRARY) as partial:
+                executable.export_library(str(partial), **export_kwargs)
         except Exception as err:  # the C compiler that links the library: missing, or failing on it
             compiler = target.preset.cross_compiler or "the host's C++ compiler (g++)"
             raise HarnessError(f"linking '{model.name}' for {target.name} with {compiler} failed: {one_line(err)}",
                                "install that compiler (Debian: apt-get install g++, or gcc-aarch64-linux-gnu for "
                                f"aarch64 targets), or read its error in {native_log}", exit_code=FAILED) from None
-    tmp.replace(directory / LIBRARY)
     warnings = native_warnings(native_log)
     if not native_log.stat().st_size:
         native_log.unlink()

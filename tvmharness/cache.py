@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -29,6 +30,20 @@ def file_hash(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def written_whole(path: Path):
+    """A path beside `path` to write to, which becomes `path` only when the block ends without an
+    error: a stopped run never leaves half a file that a later one would take as done."""
+    partial = path.with_name(f"{path.stem}.partial{path.suffix}")  # the suffix kept: writers go by it (.so, .onnx)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield partial
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(path)
 
 
 def stage_dir(cache_root: Path, stage: str, key: str) -> Path:

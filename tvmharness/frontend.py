@@ -8,7 +8,7 @@ import re
 import warnings
 from pathlib import Path
 
-from .cache import content_hash, stage_dir
+from .cache import content_hash, stage_dir, written_whole
 from .errors import HarnessError, one_line
 from .models import LoadedModel, graph_inputs
 
@@ -27,18 +27,15 @@ def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool]:
     if path.is_file():
         return path, True
     ep = model.exported_program()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.onnx")
     try:
         # The exporter prints its steps; keep the harness's own progress readable.
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with written_whole(path) as partial, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(ep, (), str(tmp), dynamo=True, external_data=False,
+            torch.onnx.export(ep, (), str(partial), dynamo=True, external_data=False,
                               input_names=[i.name for i in model.inputs], verbose=False)
     except Exception as err:
         raise HarnessError(f"model '{model.name}' does not export to ONNX: {_export_cause(err)}",
                            "use engines without onnxruntime, or fix the unsupported operator") from None
-    tmp.replace(path)
     return path, False
 
 
@@ -49,10 +46,8 @@ def pt2_file(model: LoadedModel, cache_dir: Path) -> Path:
 
     path = stage_dir(cache_dir, "pt2", content_hash("pt2", model.digest, torch.__version__)) / f"{model.name}.pt2"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.pt2")
-        torch.export.save(model.exported_program(), str(tmp))
-        tmp.replace(path)
+        with written_whole(path) as partial:
+            torch.export.save(model.exported_program(), str(partial))
     return path
 
 

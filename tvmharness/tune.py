@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Protocol
 
-from .cache import content_hash
+from .cache import content_hash, written_whole
 from .errors import FAILED, HarnessError, one_line
 from .frontend import to_relax
 from .gpu import check_local_gpu
@@ -455,9 +455,8 @@ def _plan_session(path: Path, options: TuneOptions, extracted, known, directory:
 
 def _write_session(path: Path, session: dict) -> None:
     """Whole or not at all: a Ctrl-C while it is written leaves the previous one for --resume."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(session, indent=2) + "\n")
-    partial.replace(path)
+    with written_whole(path) as partial:
+        partial.write_text(json.dumps(session, indent=2) + "\n")
 
 
 def _result(model, target, directory, states, trials_run, state, skipped, session, notes) -> TuneResult:

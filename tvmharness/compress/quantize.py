@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ..cache import content_hash, file_hash, stage_dir
+from ..cache import content_hash, file_hash, stage_dir, written_whole
 from ..data import DataSet, Feed, ModelInput, feed_dict, random_feeds
 from ..errors import HarnessError, one_line
 from ..models import LoadedModel, graph_inputs, onnx_weights_files, torch_digest
@@ -105,11 +105,9 @@ class Int8(Technique):
                     f"{self.activations} activations, {self.calibration} calibration on {len(data)} {source}")
         else:
             data, note = None, "int8 dynamic: int8 weights, activations quantized at run time"
-        if not out.is_file():  # written whole or not at all: a stopped run leaves no half a model to reuse
-            out.parent.mkdir(parents=True, exist_ok=True)
-            partial = out.with_suffix(".partial.onnx")
-            self._quantize(fp32_path, partial, data, work.base.inputs)
-            partial.replace(out)
+        if not out.is_file():
+            with written_whole(out) as partial:
+                self._quantize(fp32_path, partial, data, work.base.inputs)
         import onnx
 
         graph = onnx.load(str(out)).graph  # read once: which ops are int8, and each output's step

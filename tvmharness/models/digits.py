@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..cache import content_hash, stage_dir
+from ..cache import content_hash, stage_dir, written_whole
 from ..data import digits_split
 
 # Bump when the architecture or the training changes: the cached weights are keyed by it.
@@ -56,8 +56,6 @@ def digits_cnn(cache_dir: Path) -> tuple[DigitsCNN, bool]:
         model.load_state_dict(torch.load(path, weights_only=True))
         return model.eval(), True
     model = train_digits_cnn()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)
+    with written_whole(path) as partial:
+        torch.save(model.state_dict(), partial)
     return model, False
