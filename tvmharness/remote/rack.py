@@ -25,7 +25,7 @@ from ..data import Feed
 from ..errors import HarnessError, one_line
 from ..measure import Latency, output_arrays, paced
 from .kit_server import MEMORY_CALLS
-from .tracker import KITS_GONE, TRACKER_GONE, Address, KeyStatus, KitUnreachable, NoKitError, request_kit, summary
+from .tracker import TRACKER_GONE, Address, KeyStatus, KitUnreachable, NoKitError, kits_gone, request_kit, summary
 
 # How a job failed, and whether another kit may succeed where this one did not.
 KIT_LOST = "kit lost"  # the kit died, dropped the connection mid-job, or cannot be reached: retry elsewhere
@@ -143,7 +143,7 @@ class Rack:
         try:
             kits = len(self.status().kits)
         except HarnessError as gone:  # the kits (or the tracker) left during the host's builds
-            why = gone.cause if gone.cause.startswith(TRACKER_GONE) else f"no kit under '{self.key}' at {self.tracker} {KITS_GONE}"
+            why = gone.cause if gone.cause.startswith(TRACKER_GONE) else kits_gone(self.key, self.tracker)
             for job in jobs:
                 on_result(job, KitFailure(NO_KIT, why))
             return

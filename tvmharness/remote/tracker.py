@@ -20,6 +20,11 @@ PROBE_TIMEOUT_S = 3.0
 GONE_AFTER_S = 5.0
 KITS_GONE = "is registered any more: the last one died or left"  # ends a NoKitError that waiting cannot fix
 TRACKER_GONE = "no RPC tracker answers at"  # starts one: no kit can be had until the tracker is back
+
+
+def kits_gone(key: str, address) -> str:
+    """What a job or a tune says when no kit is left under the key (tune.py knows it by KITS_GONE)."""
+    return f"no kit under '{key}' at {address} {KITS_GONE}"
 _empty_since: dict[tuple[str, str], float] = {}  # (tracker, key) -> when this process first saw no kit there
 
 
@@ -168,7 +173,7 @@ def request_kit(address: Address, key: str, wait_s: float, session_timeout_s: fl
                 if status and status.kits:
                     _empty_since.pop(seen, None)
                 elif now - _empty_since.setdefault(seen, now) >= GONE_AFTER_S:
-                    raise NoKitError(f"no kit under '{key}' at {address} {KITS_GONE}")
+                    raise NoKitError(kits_gone(key, address))
                 if now >= deadline:
                     raise NoKitError(f"no kit under '{key}' at {address} was free within {wait_s:.0f} s")
                 if select.select([sock], [], [], 1.0)[0]:
