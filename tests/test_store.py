@@ -120,3 +120,21 @@ def test_postgresql_store_migrates_a_schema_1_history_and_judges_it(postgres_url
     assert verdict.verdict == SLOWER and run["id"] == verdict.run_id
     store.engine.dispose()
     old.engine.dispose()
+
+
+def test_hosts_opening_a_new_store_at_once_all_get_it(tmp_path):
+    """Four processes open one new store at the same moment: they race to create its tables, and each
+    that loses finds the store made (it failed with "table schema_info already exists")."""
+    import subprocess
+    import sys
+    import time
+
+    for trial in range(3):
+        path = tmp_path / f"race{trial}.db"
+        start = time.time() + 4  # past every process's imports: they open the store together
+        code = (f"import time\nfrom tvmharness.results import Store\ntime.sleep(max(0, {start} - time.time()))\n"
+                f"Store({str(path)!r})\n")
+        procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, errors
+        assert Store(str(path)).runs() == []

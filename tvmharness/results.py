@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -120,8 +122,52 @@ def _alembic_config(connection):
 
 
 def migrate(engine, label: str) -> None:
-    """Bring a store to the newest schema, keeping every row. A store from before migrations
-    (tables, no alembic_version) is schema version 1: it is stamped 0001, then upgraded."""
+    """Bring a store to the newest schema, keeping every row. Hosts that open a new (or older) store at
+    the same moment would race to create its tables: one migrates while the others wait, then find
+    it done."""
+    with engine.connect() as conn:
+        if _revision(conn) == _head(conn) and "runs" in inspect(conn).get_table_names():
+            return  # the usual case: nothing to do, and no lock taken
+    with _migration_lock(engine):
+        _migrate(engine, label)
+
+
+def _revision(conn) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _head(conn) -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config(conn)).get_current_head()
+
+
+@contextlib.contextmanager
+def _migration_lock(engine):
+    """One migration of a store at a time: PostgreSQL's advisory lock, or a lock file beside a SQLite file."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+    elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        with open(f"{engine.url.database}.migrate-lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+    else:
+        yield
+
+
+MIGRATION_LOCK = 0x7476_6D68  # PostgreSQL advisory lock id of tvmharness migrations ("tvmh")
+
+
+def _migrate(engine, label: str) -> None:
+    """A store from before migrations (tables, no alembic_version) is schema version 1: it is stamped
+    0001, then upgraded."""
     from alembic import command
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
@@ -157,7 +203,7 @@ class Store:
                                "check the path or URL and that the database is reachable") from None
         except ImportError as err:  # the URL names (or defaults to) a database driver that is not installed
             raise HarnessError(f"the results store {store} needs the Python module '{err.name}', which is not installed",
-                               "install it, or for PostgreSQL `pip install tvmharness[postgres]` and a "
+                               "install it, or for PostgreSQL `.venv/bin/pip install -e '.[postgres]'` in the checkout and a "
                                "postgresql+psycopg2:// URL") from None
 
     def start_run(self, recipe_name: str, recipe_hash: str, recipe: dict, provenance: dict) -> int:
