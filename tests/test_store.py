@@ -138,3 +138,15 @@ def test_hosts_opening_a_new_store_at_once_all_get_it(tmp_path):
         errors = [p.communicate(timeout=120)[1] for p in procs]
         assert [p.returncode for p in procs] == [0] * 4, errors
         assert Store(str(path)).runs() == []
+
+
+def test_a_sqlite_database_of_something_else_is_refused_and_left_as_it_was(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "inventory.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE parts (id INTEGER PRIMARY KEY, name TEXT)")
+    with pytest.raises(HarnessError, match="a SQLite database of something else \\(its tables: parts\\)"):
+        Store(str(path))
+    with sqlite3.connect(path) as db:
+        assert [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["parts"]

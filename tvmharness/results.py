@@ -181,6 +181,9 @@ def _migrate(engine, label: str) -> None:
             version = conn.execute(select(SchemaInfo.version)).scalar()
             raise HarnessError(f"results store {label} has schema {version} (revision {current}), newer than this "
                                f"tvmharness ({SCHEMA_VERSION})", "upgrade tvmharness, or point --store at another file")
+        if current is None and "runs" not in tables and tables and conn.dialect.name == "sqlite":
+            raise HarnessError(f"{label} is a SQLite database of something else (its tables: "
+                               f"{', '.join(sorted(tables)[:5])}), not a results store", "point --store at another file")
         if current is None and "runs" in tables:
             version = conn.execute(select(SchemaInfo.version)).scalar() if "schema_info" in tables else 1
             if version != 1:
