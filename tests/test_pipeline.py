@@ -317,3 +317,27 @@ def test_inputs_of_one_model_are_set_apart_from_another_models_of_the_same_name(
     narrowed = apply_overrides(recipe, models=[transformer], inputs={"input_ids": {"range": [0, 9]}})
     (tiny,) = load_models(narrowed)
     assert {i.name: i.value_range for i in tiny.inputs}["input_ids"] == (0, 9)
+
+
+def test_integer_samples_an_input_cannot_hold_are_refused_not_wrapped(tmp_path):
+    """A bool mask fed 2s, or int32 ids fed int64 values past its range, would change silently."""
+    import numpy as np
+
+    from tvmharness.errors import HarnessError
+    from tvmharness.pipeline import load_models
+
+    (tmp_path / "masked.py").write_text(
+        "import torch\nfrom torch import nn\n\nclass Masked(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.fc = nn.Linear(4, 2)\n\n    def forward(self, x, mask, ids):\n"
+        "        return self.fc(x * mask.float().unsqueeze(-1)).sum(1) + ids.sum()\n\n"
+        "def masked():\n    return Masked().eval(), (torch.randn(1, 3, 4), torch.ones(1, 3, dtype=torch.bool), "
+        "torch.zeros(1, 3, dtype=torch.int32))\n")
+    x = np.zeros((8, 3, 4), dtype=np.float32)
+    for name, mask, ids, needle in (("mask", np.full((8, 3), 2), np.zeros((8, 3), np.int64), "[2, 2], which input 'mask'"),
+                                    ("ids", np.ones((8, 3), np.int64), np.full((8, 3), 2**40), "input 'ids' of masked (int32)")):
+        np.savez(tmp_path / f"{name}.npz", x=x, mask=mask, ids=ids)
+        recipe = recipe_from_dict({"models": [f"{tmp_path / 'masked.py'}:masked"],
+                                   "data": {"masked": {"eval": str(tmp_path / f"{name}.npz")}}})
+        with pytest.raises(HarnessError) as err:
+            load_models(recipe)
+        assert needle in err.value.cause, err.value.cause

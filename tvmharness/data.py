@@ -126,6 +126,12 @@ def load_data_set(path: str, inputs: tuple[ModelInput, ...], batch: int, model: 
                                    f"'{spec.name}' of {model} takes [{spec.value_range[0]}, {spec.value_range[1]}] "
                                    f"({spec.range_from})", "give values within that range" + (
                                        " (or a wider [inputs] range)" if spec.range_from == "[inputs]" else ""))
+        if not spec.is_float and array.size:  # int64 ids into an int32 input, or 2 into a bool, would change silently
+            low, high = (0, 1) if spec.dtype == "bool" else (np.iinfo(spec.dtype).min, np.iinfo(spec.dtype).max)
+            if int(array.min()) < low or int(array.max()) > high:
+                raise HarnessError(f"{role} data {path}: array '{spec.name}' holds values in [{int(array.min())}, "
+                                   f"{int(array.max())}], which input '{spec.name}' of {model} ({spec.dtype}) cannot hold",
+                                   f"give values within [{low}, {high}]")
         arrays.append(np.ascontiguousarray(array.astype(spec.dtype, copy=False)))
     counts = {len(a) for a in arrays}
     labels = found.get(LABELS)
