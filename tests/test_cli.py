@@ -378,6 +378,20 @@ def test_listing_commands_speak_json(cli_dir):
     assert run_cli("--version").stdout.startswith("tvmharness ")
 
 
+def test_doctor_checks_the_pins_and_exits_1_when_something_required_is_missing(cli_dir):
+    import os
+    import subprocess
+    import sys
+
+    rows = {r["check"]: r for r in json.loads(run_cli("doctor", "--json", cwd=cli_dir).stdout)}
+    tvm = next(r for name, r in rows.items() if name.startswith("apache-tvm-ffi "))
+    assert tvm["ok"] and tvm["required"] and rows["TVM LLVM backend"]["ok"]
+    # Without g++ on the PATH (it links every TVM module) this host cannot build: exit 1, saying so
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent), COLUMNS="200")
+    proc = subprocess.run([sys.executable, "-m", "tvmharness", "doctor"], env=env, capture_output=True, text=True, cwd=cli_dir)
+    assert proc.returncode == 1 and "tvmharness cannot work here without: g++" in " ".join(proc.stderr.split()), proc.stderr
+
+
 def test_an_error_s_terminal_colours_do_not_reach_a_reason():
     from tvmharness.errors import one_line
 

@@ -616,14 +616,18 @@ def doctor(json_out: JsonOpt = False) -> int:
     from .doctor import checks
 
     rows = checks()
+    missing = [r["check"] for r in rows if r["required"] and not r["ok"]]
     if json_out:
         _print_json(rows)
-        return 0
-    table = Table("check", "", "detail", "fix", title="tvmharness doctor")
-    for r in rows:
-        table.add_row(r["check"], "[green]ok[/green]" if r["ok"] else "[yellow]no[/yellow]", Text(r["detail"]), Text(r["fix"]))
-    out.print(table)
-    return 0
+    else:
+        table = Table("check", "", "detail", "fix", title="tvmharness doctor")
+        for r in rows:
+            state = "[green]ok[/green]" if r["ok"] else "[red]NO[/red]" if r["required"] else "[yellow]no[/yellow]"
+            table.add_row(r["check"], state, Text(r["detail"]), Text(r["fix"]))
+        out.print(table)
+        if missing:
+            err.print(f"[red]tvmharness cannot work here without: {escape(', '.join(missing))}[/red] (their fixes are above)")
+    return FAILED if missing else 0  # a script can gate on it; GPU, cross compilers and the emulator are optional
 
 
 tracker_app = typer.Typer(no_args_is_help=True, help="TVM's RPC tracker: it hands free dev kits to jobs.")

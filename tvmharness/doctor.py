@@ -6,11 +6,69 @@ import shutil
 import subprocess
 
 from .gpu import NO_GPU_FIX, cuda_status, ort_cuda_status, torch_cuda_status
-from .provenance import cpu_info, versions
+from .provenance import cpu_info
 
 
-def _check(name: str, ok: bool, detail: str, fix: str = "") -> dict:
-    return {"check": name, "ok": ok, "detail": detail, "fix": "" if ok else fix}
+def _check(name: str, ok: bool, detail: str, fix: str = "", required: bool = False) -> dict:
+    """A row; a `required` one that is not ok makes `doctor` exit 1 (the rest: features this host may lack)."""
+    return {"check": name, "ok": ok, "detail": detail, "fix": "" if ok else fix, "required": required}
+
+
+def package_checks() -> list[dict]:
+    """Each package tvmharness depends on, installed at a version its pins allow (TVM's FFI must be the
+    one the wheel was built against: a newer one crashes MetaSchedule). onnxruntime-gpu stands in for
+    onnxruntime, as the README's GPU install has it."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    rows = []
+    for text in importlib.metadata.requires("tvmharness") or []:
+        req = Requirement(text)
+        if req.marker is not None:  # an extra's (postgres, test)
+            continue
+        names = [req.name, *(["onnxruntime-gpu"] if req.name == "onnxruntime" else [])]
+        found = next(((n, v) for n in names if (v := _installed(n)) is not None), None)
+        if found is None:
+            rows.append(_check(req.name, False, "not installed", f"make setup (or pip install '{req}')", required=True))
+            continue
+        name, version = found
+        ok = req.specifier.contains(version, prereleases=True)
+        rows.append(_check(f"{name} {version}", ok, "installed" if ok else f"tvmharness needs {req}",
+                           f"pip install '{req}' (make setup installs the pinned set)", required=True))
+    return rows
+
+
+def _installed(name: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def tvm_checks() -> list[dict]:
+    """TVM imports, with LLVM (CPU targets) and the CUDA code generator; each probe's failure is a row."""
+    try:
+        import tvm
+
+        info = tvm.support.libinfo()
+    except Exception as err:  # a wheel that does not load (a mismatched apache-tvm-ffi, a missing library)
+        return [_check("TVM imports", False, f"{type(err).__name__}: {err}", "make setup (the pinned apache-tvm and "
+                       "apache-tvm-ffi)", required=True)]
+    try:
+        llvm = (f"LLVM {tvm.target.codegen.llvm_version_major()}, host CPU "
+                f"'{tvm.target.codegen.llvm_get_system_cpu()}'")
+    except Exception as err:
+        llvm = f"LLVM does not answer: {type(err).__name__}: {err}"
+    rows = [_check("TVM LLVM backend", info.get("USE_LLVM") == "ON" and llvm.startswith("LLVM "), llvm,
+                   "install an apache-tvm wheel built with LLVM", required=True),
+            _check("TVM CUDA code generator", tvm.get_global_func("target.build.cuda", allow_missing=True) is not None,
+                   f"USE_CUDA={info.get('USE_CUDA')}", "install an apache-tvm wheel built with CUDA")]
+    status = cuda_status()
+    rows.append(_check("CUDA device (TVM)", status.usable, status.reason, NO_GPU_FIX))
+    return rows
 
 
 def _tool_version(tool: str) -> str | None:
@@ -28,19 +86,13 @@ def _tool_version(tool: str) -> str | None:
 
 
 def checks() -> list[dict]:
-    import tvm
-
-    info = tvm.support.libinfo()
     cpu = cpu_info()
-    result = [_check(f"{name} {ver}", True, "installed") for name, ver in versions().items() if ver]
-    result.append(_check("TVM LLVM backend", info.get("USE_LLVM") == "ON",
-                         f"LLVM {tvm.target.codegen.llvm_version_major()}, host CPU '{tvm.target.codegen.llvm_get_system_cpu()}'",
-                         "install an apache-tvm wheel built with LLVM"))
-    result.append(_check("TVM CUDA code generator", tvm.get_global_func("target.build.cuda", allow_missing=True) is not None,
-                         f"USE_CUDA={info.get('USE_CUDA')}", "install an apache-tvm wheel built with CUDA"))
-    status = cuda_status()
-    result.append(_check("CUDA device (TVM)", status.usable, status.reason, NO_GPU_FIX))
-    for name, (usable, why) in (("CUDA in PyTorch", torch_cuda_status()), ("CUDA in ONNX Runtime", ort_cuda_status())):
+    result = [*package_checks(), *tvm_checks()]
+    for name, probe in (("CUDA in PyTorch", torch_cuda_status), ("CUDA in ONNX Runtime", ort_cuda_status)):
+        try:
+            usable, why = probe()
+        except Exception as err:  # the package itself does not import: its row above says so
+            usable, why = False, f"{type(err).__name__}: {err}"
         result.append(_check(name, usable, why, "see README 'GPU machines' for the CUDA builds to install"))
     nvcc = _tool_version("nvcc")
     result.append(_check("nvcc", nvcc is not None, nvcc or "not found",
@@ -48,9 +100,9 @@ def checks() -> list[dict]:
     result.append(_check("CPU", True, f"{cpu['model']} ({cpu['arch']}, {cpu['logical_cores']} logical cores)"))
     result.append(_check("CPU features", bool(cpu["features"]), " ".join(cpu["features"]) or "none detected",
                          "no SIMD features detected: TVM kernels will be slow"))
-    for tool, fix in [("aarch64-linux-gnu-gcc", "apt-get install gcc-aarch64-linux-gnu (cross-compiles for arm targets)"),
-                      ("qemu-aarch64-static", "apt-get install qemu-user-static (runs the emulated aarch64 dev kit)"),
-                      ("g++", "apt-get install g++ (links TVM modules)")]:
+    for tool, fix, required in [("aarch64-linux-gnu-gcc", "apt-get install gcc-aarch64-linux-gnu (cross-compiles for arm targets)", False),
+                                ("qemu-aarch64-static", "apt-get install qemu-user-static (runs the emulated aarch64 dev kit)", False),
+                                ("g++", "apt-get install g++ (links every TVM module)", True)]:
         found = _tool_version(tool)
-        result.append(_check(tool, found is not None, found or "not found", fix))
+        result.append(_check(tool, found is not None, found or "not found", fix, required))
     return result
