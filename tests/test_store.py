@@ -118,6 +118,10 @@ def test_postgresql_store_migrates_a_schema_1_history_and_judges_it(postgres_url
     night(store, 1.3, rng)
     run, (verdict,) = judge_run(Store(postgres_url))
     assert verdict.verdict == SLOWER and run["id"] == verdict.run_id
+    # PostgreSQL holds a bench of a file deep in a tree, and a library past 2 GB (schema 3)
+    deep = store.start_run("bench " + "models/" * 40 + "big.onnx", "abc", {}, snapshot())
+    store.add(deep, _row(model="big", artifact_bytes=3_000_000_000))
+    assert store.frame(run_id=deep).iloc[0]["artifact_bytes"] == 3_000_000_000
     store.engine.dispose()
     old.engine.dispose()
 

@@ -8,13 +8,13 @@ import fcntl
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, inspect, or_, select
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, inspect, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from .errors import HarnessError, one_line
 
-SCHEMA_VERSION = 2  # schema_info.version: what a tvmharness without migrations checks before writing
+SCHEMA_VERSION = 3  # schema_info.version: what a tvmharness without migrations checks before writing
 MIGRATIONS = "tvmharness:migrations"  # Alembic revisions; 0001 is version 1, the schema before migrations
 
 
@@ -44,11 +44,11 @@ class Run(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     started: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    recipe_name: Mapped[str] = mapped_column(String(200))
+    recipe_name: Mapped[str] = mapped_column(Text)
     recipe_hash: Mapped[str] = mapped_column(String(64))
     recipe: Mapped[dict] = mapped_column(JSON)
-    hostname: Mapped[str] = mapped_column(String(200))
-    cpu: Mapped[str] = mapped_column(String(200))
+    hostname: Mapped[str] = mapped_column(Text)
+    cpu: Mapped[str] = mapped_column(Text)
     git_commit: Mapped[str] = mapped_column(String(64))
     provenance: Mapped[dict] = mapped_column(JSON)  # host, CPU features, every version
     measurements: Mapped[list["Measurement"]] = relationship(back_populates="run")
@@ -61,11 +61,11 @@ class Measurement(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    model: Mapped[str] = mapped_column(String(200), index=True)
-    variant: Mapped[str] = mapped_column(String(200))
-    target: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(Text, index=True)
+    variant: Mapped[str] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(Text)
     engine: Mapped[str] = mapped_column(String(50))
-    engine_version: Mapped[str] = mapped_column(String(100))
+    engine_version: Mapped[str] = mapped_column(Text)
     is_baseline: Mapped[bool] = mapped_column(default=False)
     status: Mapped[str] = mapped_column(String(30))
     reason: Mapped[str] = mapped_column(Text, default="")
@@ -76,7 +76,7 @@ class Measurement(Base):
     iqr_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     samples_ms: Mapped[list | None] = mapped_column(JSON, nullable=True)
     speedup_vs_baseline: Mapped[float | None] = mapped_column(Float, nullable=True)
-    artifact_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    artifact_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     max_abs_diff: Mapped[float | None] = mapped_column(Float, nullable=True)
     top1_agreement: Mapped[float | None] = mapped_column(Float, nullable=True)
     accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
