@@ -1,6 +1,7 @@
 # Two commands for a fresh clone: `make quickstart` (set up, then run the quickstart recipe) and
 # `make test` (set up, then run the tests). Setup makes .venv once per lock: a second run reuses it.
-PYTHON ?= python3
+# Python 3.11: the pinned TVM wheels are built for it
+PYTHON ?= $(shell command -v python3.11 || echo python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
@@ -10,6 +11,8 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha2
 setup: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else \
+		"tvmharness needs Python 3.11 (its pinned TVM wheels are built for it); " + sys.version.split()[0] + " is $(PYTHON): run make PYTHON=python3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -c requirements.lock -e '.[test]'
 	@rm -f $(VENV)/.installed-*
