@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 from .gpu import NO_GPU_FIX, cuda_status, ort_cuda_status, torch_cuda_status
-from .provenance import cpu_info
+from .provenance import cpu_info, installed_version
 
 
 def _check(name: str, ok: bool, detail: str, fix: str = "", required: bool = False) -> dict:
@@ -28,7 +28,7 @@ def package_checks() -> list[dict]:
         if req.marker is not None:  # an extra's (postgres, test)
             continue
         names = [req.name, *(["onnxruntime-gpu"] if req.name == "onnxruntime" else [])]
-        found = next(((n, v) for n in names if (v := _installed(n)) is not None), None)
+        found = next(((n, v) for n in names if (v := installed_version(n)) is not None), None)
         if found is None:
             rows.append(_check(req.name, False, "not installed", f"make setup (or pip install '{req}')", required=True))
             continue
@@ -37,15 +37,6 @@ def package_checks() -> list[dict]:
         rows.append(_check(f"{name} {version}", ok, "installed" if ok else f"tvmharness needs {req}",
                            f"pip install '{req}' (make setup installs the pinned set)", required=True))
     return rows
-
-
-def _installed(name: str) -> str | None:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def tvm_checks() -> list[dict]:

@@ -46,15 +46,16 @@ def cpu_info() -> dict:
 
 @functools.cache
 def versions() -> dict:
-    out = {"python": platform.python_version(), "tvmharness": _version("tvmharness")}
+    out = {"python": platform.python_version(), "tvmharness": installed_version("tvmharness")}
     for name in PACKAGES:
-        v = _version(name)
+        v = installed_version(name)
         if v is not None:
             out[name.removesuffix("-cpu")] = v
     return out
 
 
-def _version(dist: str) -> str | None:
+def installed_version(dist: str) -> str | None:
+    """The installed version of a distribution, None where it is not installed."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
