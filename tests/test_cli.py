@@ -345,6 +345,7 @@ def test_compile_keeps_two_functions_of_one_file_and_two_thread_counts_apart(cli
     folders = {p.name: json.loads((p / "manifest.json").read_text()) for p in (cli_dir / "results" / "artifacts").glob("*mlp*")}
     assert folders["tiny_mlp-x86"]["model"] == "tiny_mlp" and folders["mlp_other_head-x86"]["model"] == "mlp_other_head"
     assert folders[f"tiny_mlp-x86-{other}threads"]["target"]["tvm"]["num-cores"] == other
+    assert folders["tiny_mlp-x86"]["model_origin"] == f"{Path(USER_MODELS).resolve()}:tiny_mlp"  # where it came from
     # a .pt2 of the same name would land in the python model's folder: it is refused, not swapped in
     import torch
 
@@ -353,8 +354,12 @@ def test_compile_keeps_two_functions_of_one_file_and_two_thread_counts_apart(cli
     module, example = tiny_mlp()
     torch.export.save(torch.export.export(module, (example,)), str(cli_dir / "tiny_mlp.pt2"))
     assert_usage_error(run_cli("compile", "tiny_mlp.pt2", cwd=cli_dir),
-                       f"{Path('results/artifacts/tiny_mlp-x86')} holds tiny_mlp from python, and this tiny_mlp is from pt2",
-                       "--out DIR")
+                       f"{Path('results/artifacts/tiny_mlp-x86')} holds tiny_mlp from {Path(USER_MODELS).resolve()}:tiny_mlp, "
+                       f"and this tiny_mlp is from {(cli_dir / 'tiny_mlp.pt2').resolve()}", "--out DIR")
+    # so is a function of the same name in another file, and the same model compiled again is not
+    (cli_dir / "other.py").write_text(Path(USER_MODELS).read_text())
+    assert_usage_error(run_cli("compile", "other.py:tiny_mlp", cwd=cli_dir), "holds tiny_mlp from")
+    assert run_cli("compile", f"{USER_MODELS}:tiny_mlp", cwd=cli_dir).returncode == 0
     assert folders["tiny_mlp-x86"] == json.loads((cli_dir / "results/artifacts/tiny_mlp-x86/manifest.json").read_text())
     # a board's preset fixes its cores: --threads cannot apply, and says so rather than name a folder for it
     assert_usage_error(run_cli("compile", "tiny_mlp.pt2", "--target", "rpi4", "--threads", "2", cwd=cli_dir),

@@ -204,11 +204,13 @@ def _compile_tuned(mod, target: Target, records: Path, digest: str):
     return executable, {"dir": str(records), "sha256": digest, "tasks_tuned": tuned, "tasks": len(tasks), "trials": trials}
 
 
-def export_artifact(artifact: Artifact, out_dir: Path) -> Path:
-    """Copy an artifact directory to where a user asked for it."""
+def export_artifact(artifact: Artifact, out_dir: Path, origin: str) -> Path:
+    """Copy an artifact directory to where a user asked for it; its manifest also says where the model
+    came from (a zoo name, a file's path, a module:function: the build is shared by identical models)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (artifact.manifest["library"]["file"], "manifest.json", artifact.manifest.get("cuda_source"),
+    for name in (artifact.manifest["library"]["file"], artifact.manifest.get("cuda_source"),
                  NATIVE_LOG if artifact.manifest.get("tvm_warnings") else None):
         if name:
             shutil.copy2(artifact.dir / name, out_dir / name)
+    (out_dir / "manifest.json").write_text(json.dumps(artifact.manifest | {"model_origin": origin}, indent=2) + "\n")
     return out_dir

@@ -406,11 +406,11 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
                  *(re.sub(r"[^\w.-]+", "_", text.replace("=", "")) for text in input_shape or [])]
         out_dir = defaults.output.dir / "artifacts" / "-".join(parts)
         before = load_artifact(out_dir)
-        if before is not None and before.manifest.get("model_source") != artifact.manifest["model_source"]:
-            raise HarnessError(f"{out_dir} holds {name} from {before.manifest.get('model_source')}, and this {name} is "
-                               f"from {artifact.manifest['model_source']}: a model of the same name, not this one",
-                               "give this one a folder of its own with --out DIR")
-    dest = export_artifact(artifact, out_dir)
+        there = before.manifest.get("model_origin") if before is not None else None
+        if there and there != loaded.origin:
+            raise HarnessError(f"{out_dir} holds {name} from {there}, and this {name} is from {loaded.origin}: a model "
+                               "of the same name, not this one", "give this one a folder of its own with --out DIR")
+    dest = export_artifact(artifact, out_dir, loaded.origin)
     # What a deployer must know: how it was tuned (or where records it missed are), what the compression
     # did (int8's calibration data), and what TVM warned of.
     build_notes, _ = describe_artifact(artifact)

@@ -44,6 +44,7 @@ class LoadedModel:
     cache_hit: bool | None = None  # trained weights came from the cache (None: nothing was trained)
     compression: dict = field(default_factory=dict)  # params, flops, sparsity, ... of a compressed variant
     frontend: str | None = None  # the TVM frontend this model needs, where the other one cannot import it
+    origin: str = ""  # where it came from: a zoo name, a file's absolute path, a module:function
 
     @property
     def batch(self) -> int:
@@ -250,15 +251,22 @@ def load_model(spec: str, cache_dir: Path, batch: int = 1, settings: dict[str, d
     models' inputs and of a file's dynamic first dimension; `settings` (a recipe's [inputs] for this
     model, by input name: Recipe.input_settings) give sizes and integer ranges. Raises HarnessError on bad specs."""
     settings = settings or {}
-    if spec in ZOO:
-        return _load_zoo(spec, cache_dir, batch, settings)
     path = Path(spec)
-    if spec.endswith(".pt2"):
-        return _load_pt2(_existing(path), batch, settings)
-    if spec.endswith(".onnx"):
-        return _load_onnx(_existing(path), batch, settings)
-    if ":" in spec:
-        return _load_python(spec, settings)
+    if spec in ZOO:
+        model = _load_zoo(spec, cache_dir, batch, settings)
+    elif spec.endswith(".pt2"):
+        model = _load_pt2(_existing(path), batch, settings)
+    elif spec.endswith(".onnx"):
+        model = _load_onnx(_existing(path), batch, settings)
+    elif ":" in spec:
+        model = _load_python(spec, settings)
+    else:
+        model = None
+    if model is not None:
+        target, _, function = spec.rpartition(":")
+        model.origin = (spec if spec in ZOO else str(path.resolve()) if spec.endswith((".pt2", ".onnx"))
+                        else f"{Path(target).resolve()}:{function}" if target.endswith(".py") else spec)
+        return model
     raise HarnessError(f"unknown model '{spec}'; zoo models: {', '.join(ZOO)}",
                        "use a zoo name, a .pt2 or .onnx file, or module:function")
 
