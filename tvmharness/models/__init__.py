@@ -263,12 +263,19 @@ def load_model(spec: str, cache_dir: Path, batch: int = 1, settings: dict[str, d
     else:
         model = None
     if model is not None:
-        target, _, function = spec.rpartition(":")
-        model.origin = (spec if spec in ZOO else str(path.resolve()) if spec.endswith((".pt2", ".onnx"))
-                        else f"{Path(target).resolve()}:{function}" if target.endswith(".py") else spec)
+        model.origin = _origin(spec)
         return model
     raise HarnessError(f"unknown model '{spec}'; zoo models: {', '.join(ZOO)}",
                        "use a zoo name, a .pt2 or .onnx file, or module:function")
+
+
+def _origin(spec: str) -> str:
+    """Where a spec's model comes from, wherever it was run from: a zoo name, a file's absolute path
+    (path.py:function for a function in a file), or module:function."""
+    if spec.endswith((".pt2", ".onnx")):
+        return str(Path(spec).resolve())
+    module, _, function = spec.rpartition(":")
+    return f"{Path(module).resolve()}:{function}" if module.endswith(".py") else spec
 
 
 def model_name(spec: str) -> str:
