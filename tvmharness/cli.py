@@ -495,9 +495,10 @@ def _format(value: str) -> str:
 def report(store: Annotated[str, typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL")] = "results/history.db",
            fmt: Annotated[str, typer.Option("--format", "-f", help="table, md, json, csv or junit")] = "table",
            html: Annotated[Optional[Path], typer.Option("--html", help="also write a self-contained HTML report here")] = None,
-           since: Annotated[Optional[str], typer.Option(help="show the history only from this date (UTC, as reports give times; or with its offset, e.g. 2026-11-01T06:00+09:00): the HTML's sparklines "
-                                                        "and the CSV's rows of other runs (the judged run is shown whole, and "
-                                                        "verdicts still weigh the whole history)")] = None,
+           since: Annotated[Optional[str], typer.Option(help="show the history only from this date (UTC, as reports give "
+                                                        "times; or with its offset, e.g. 2026-11-01T06:00+09:00): the "
+                                                        "HTML's sparklines and the CSV's rows of other runs (the judged run "
+                                                        "is shown whole, and verdicts still weigh the whole history)")] = None,
            run_id: Annotated[Optional[int], typer.Option("--run", help="the run to judge (default: the newest with measurements)")] = None,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the md/json/csv/junit text here")] = None) -> int:
     """Report from the store alone: the newest run with measurements (or --run) with a verdict per series against its history."""

@@ -169,12 +169,11 @@ def _migrate(engine, label: str) -> None:
     """A store from before migrations (tables, no alembic_version) is schema version 1: it is stamped
     0001, then upgraded."""
     from alembic import command
-    from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     with engine.begin() as conn:
         tables = set(inspect(conn).get_table_names())
-        current = MigrationContext.configure(conn).get_current_revision()
+        current = _revision(conn)
         config = _alembic_config(conn)
         known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
         if current is not None and current not in known:

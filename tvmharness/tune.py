@@ -448,8 +448,7 @@ def _plan_session(path: Path, options: TuneOptions, extracted, known, directory:
     session = {"trials": options.trials, "records_at_start": _record_count(directory), "trials_done": 0,
                "tasks": new or [t.task_name for t in extracted], "reused_known": bool(new) and len(new) < len(extracted),
                "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_session(path, session)
+    _write_session(path, session)  # (its folder made as it is written)
     return session
 
 
