@@ -1,6 +1,11 @@
 """The command line as a user meets it: exit codes, one clear message, no traceback."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -402,3 +407,28 @@ def test_an_error_s_terminal_colours_do_not_reach_a_reason():
 
     # torch.onnx.export colours its step lines; a row's reason goes into JUnit XML and Markdown.
     assert one_line(RuntimeError("\x1b[96mThis is step 3/3\x1b[0m: export failed\nmore")) == "This is step 3/3: export failed"
+
+
+def test_an_installed_wheel_holds_every_package_and_the_target_presets(tmp_path):
+    """A pip install (not a checkout) has no targets/ beside it: the presets must travel in the wheel."""
+    # from the files git tracks, as a clean clone has them: a checkout's build/ would lend the wheel stale files
+    source = tmp_path / "source"
+    for name in subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q",
+                            "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    site = tmp_path / "site"
+    with zipfile.ZipFile(next((tmp_path / "dist").glob("tvmharness-*.whl"))) as wheel:
+        wheel.extractall(site)
+    packages = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "tvmharness").rglob("__init__.py")}
+    assert {p for p in packages if not (site / p / "__init__.py").is_file()} == set()
+    # run from the unpacked wheel alone, away from the checkout
+    listed = subprocess.run([sys.executable, "-c", "import json, tvmharness.targets as t; "
+                             "print(json.dumps([t.TARGETS_DIR.as_posix(), sorted(t.presets())]))"],
+                            capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(site)))
+    assert listed.returncode == 0, listed.stderr
+    where, names = json.loads(listed.stdout)
+    assert where == (site / "tvmharness" / "presets").as_posix()
+    assert names == sorted(p.stem for p in (ROOT / "targets").glob("*.toml"))

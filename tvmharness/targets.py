@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from .errors import HarnessError, validation_problems
 from .provenance import cpu_info
 
-TARGETS_DIR = Path(__file__).resolve().parents[1] / "targets"
+# A checkout's targets/; an installed package carries them as tvmharness/presets/ (pyproject maps them there).
+_INSTALLED_DIR = Path(__file__).resolve().parent / "presets"
+TARGETS_DIR = _INSTALLED_DIR if _INSTALLED_DIR.is_dir() else Path(__file__).resolve().parents[1] / "targets"
 
 
 class TargetPreset(BaseModel):
