@@ -1,5 +1,6 @@
 import json
 import platform
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +203,15 @@ def test_a_forward_edited_with_the_same_layers_and_weights_is_another_model(tmp_
     before = load_model(f"{file}:net", tmp_path)
     file.write_text(resnet.replace("* 2", "* 3"))
     assert load_model(f"{file}:net", tmp_path).digest != before.digest
+    # forward calls the user's helper in another file, through a name or its module: an edit there counts
+    for call, helper in (("from helpers import act", "act(self.fc(x))"), ("import helpers", "helpers.act(self.fc(x))")):
+        (tmp_path / "helpers.py").write_text("import torch\n\ndef act(x):\n    return torch.relu(x)\n")
+        file.write_text(f"{call}\n" + source.replace("torch.relu(self.fc(x))", helper))
+        before = load_model(f"{file}:net", tmp_path)
+        (tmp_path / "helpers.py").write_text("import torch\n\ndef act(x):\n    return torch.tanh(x)\n")
+        for name in ("helpers", "mine"):  # as a fresh process would import them
+            sys.modules.pop(name, None)
+        assert load_model(f"{file}:net", tmp_path).digest != before.digest, call
 
 
 def test_an_onnx_model_with_its_weights_beside_it_is_another_model_when_they_change(tmp_path):

@@ -231,19 +231,51 @@ def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
 
 
 def _own_code(module) -> list[str]:
-    """The hashes of the files that define the methods of the module's classes (and of the classes
-    they derive from: a torchvision ResNet whose _forward_impl is overridden), where those are the
-    user's: not installed packages' (torch, torchvision: their versions are in every row) nor the
-    harness's (its commit is), so zoo models keep their digests. A helper function in another file
-    of the user's is not seen."""
+    """The hashes of the user's files whose code the module runs: those defining the methods of its
+    classes (and of the classes they derive from: a torchvision ResNet whose _forward_impl is
+    overridden), and, followed from those methods, the functions, classes and modules they name (an
+    activation in the user's utils.py). Installed packages' files are not (torch, torchvision: their
+    versions are in every row), nor the harness's (its commit is), so zoo models keep their digests."""
+    import inspect
     import sysconfig
 
     paths = sysconfig.get_paths()  # the libraries' and the standard library's folders, not the prefix (/usr)
     shipped = [Path(paths[k]).resolve() for k in ("purelib", "platlib", "stdlib", "platstdlib")] + [Path(__file__).parents[1]]
-    classes = {cls for m in module.modules() for cls in type(m).__mro__}
-    files = {Path(f.__code__.co_filename) for cls in classes for f in vars(cls).values() if hasattr(f, "__code__")}
-    return sorted(file_hash(f) for f in files
-                  if f.is_file() and not any(f.resolve().is_relative_to(folder) for folder in shipped))
+
+    def own(file) -> Path | None:
+        path = Path(file) if file else None
+        return path if path and path.is_file() and not any(path.resolve().is_relative_to(f) for f in shipped) else None
+
+    def methods(cls) -> list:
+        return [f for c in cls.__mro__ for f in vars(c).values() if inspect.isfunction(f)]
+
+    files: set[Path] = set()
+    todo = [f for cls in {type(m) for m in module.modules()} for f in methods(cls)]
+    seen: set[int] = set()
+    while todo:
+        function = todo.pop()
+        if id(function) in seen or (file := own(function.__code__.co_filename)) is None:
+            continue  # a library's code is not followed: its version stands for it
+        seen.add(id(function))
+        files.add(file)
+        for name in _names(function.__code__):
+            value = function.__globals__.get(name)
+            if inspect.ismodule(value) and (file := own(getattr(value, "__file__", None))):
+                files.add(file)
+            elif inspect.isfunction(value):
+                todo.append(value)
+            elif inspect.isclass(value):
+                todo += methods(value)
+    return sorted(file_hash(f) for f in files)
+
+
+def _names(code) -> set[str]:
+    """The global names a function's code reads, its nested functions' and comprehensions' too."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _names(const)
+    return names
 
 
 def load_model(spec: str, cache_dir: Path, batch: int = 1, settings: dict[str, dict] | None = None) -> LoadedModel:
@@ -558,6 +590,8 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
     try:
         if target.endswith(".py"):
             file = _existing(Path(target))
+            if str(file.resolve().parent) not in sys.path:  # its own imports find the files beside it, as `python file.py`'s do
+                sys.path.insert(0, str(file.resolve().parent))
             mod_spec = importlib.util.spec_from_file_location(file.stem, file)
             module = importlib.util.module_from_spec(mod_spec)
             mod_spec.loader.exec_module(module)
