@@ -432,3 +432,26 @@ def test_an_installed_wheel_holds_every_package_and_the_target_presets(tmp_path)
     where, names = json.loads(listed.stdout)
     assert where == (site / "tvmharness" / "presets").as_posix()
     assert names == sorted(p.stem for p in (ROOT / "targets").glob("*.toml"))
+
+
+def test_a_nightly_that_ends_before_its_reports_leaves_none_of_last_night_s(tmp_path):
+    """CI publishes junit.xml whatever the exit code: a night that stops early must not leave yesterday's."""
+    out = tmp_path / "nightly"
+    out.mkdir()
+    for name in ("summary.md", "junit.xml", "report.html"):
+        (out / name).write_text("last night")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'name = "n"\nmodels = ["{USER_MODELS}:weights_gone"]\n'
+                      f'[output]\ndir = "{tmp_path}"\nstore = "{tmp_path / "h.db"}"\n')
+    assert_usage_error(run_cli("nightly", str(recipe), "--out", str(out), cwd=tmp_path),
+                       "weights_gone() raised FileNotFoundError: checkpoint.pt is missing", "fix what it raised")
+    assert list(out.iterdir()) == []
+
+
+def test_a_recipe_s_hash_is_what_it_measures_not_its_words_or_store():
+    from tvmharness.recipe import recipe_from_dict
+
+    base = {"name": "n", "models": ["digits_cnn"], "measure": {"threads": 1}}
+    digest = recipe_from_dict(base).digest()
+    assert recipe_from_dict(base | {"description": "reworded", "output": {"store": "elsewhere.db"}}).digest() == digest
+    assert recipe_from_dict(base | {"measure": {"threads": 1, "repeats": 60}}).digest() != digest

@@ -3,8 +3,10 @@ import os
 import pytest
 
 from tests.conftest import USER_MODELS
-from tvmharness.pipeline import BUILD_FAILED, OK, confirm_latency, run_recipe
+from tvmharness.pipeline import BUILD_FAILED, LOAD_FAILED, OK, confirm_latency, run_recipe
 from tvmharness.recipe import recipe_from_dict
+from tvmharness.report.regress import judge_run
+from tvmharness.results import Store
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +62,21 @@ def test_rerun_reuses_every_build(first_run):
 
 
 def test_a_failing_row_does_not_stop_the_others(recipe_dict):
-    recipe = recipe_from_dict(recipe_dict(models=[f"{USER_MODELS}:unsupported_op", "digits_cnn"],
-                                          engines=["tvm", "torch"]))
+    recipe = recipe_from_dict(recipe_dict(models=[f"{USER_MODELS}:unsupported_op", f"{USER_MODELS}:weights_gone",
+                                                  "digits_cnn"], engines=["tvm", "torch"]))
     result = run_recipe(recipe)
     rows = {(r["model"], r["engine"]): r for r in result.rows}
     failed = rows[("unsupported_op", "tvm")]
     assert failed["status"] == BUILD_FAILED and "erfinv" in failed["reason"]
     assert rows[("unsupported_op", "torch")]["status"] == OK
     assert rows[("digits_cnn", "tvm")]["status"] == OK
-    assert len(result.frame()) == 4
+    # a model that cannot be made costs its own series, not the others': its baseline row says why
+    gone = rows[("weights_gone", "torch")]
+    assert gone["status"] == LOAD_FAILED and gone["is_baseline"] and gone["variant"] == "fp32"
+    assert "FileNotFoundError: checkpoint.pt is missing" in gone["reason"] and gone in result.failed
+    assert len(result.frame()) == 5
+    (broken,) = [v for v in judge_run(result.store, result.run_id)[1] if v.series["model"] == "weights_gone"]
+    assert broken.verdict == "broken" and "checkpoint.pt is missing" in broken.summary()
 
 
 def test_terminal_report_of_a_rerun_says_nothing_was_rebuilt(first_run):
@@ -341,3 +349,20 @@ def test_integer_samples_an_input_cannot_hold_are_refused_not_wrapped(tmp_path):
         with pytest.raises(HarnessError) as err:
             load_models(recipe)
         assert needle in err.value.cause, err.value.cause
+
+
+def test_a_run_cut_short_keeps_its_rows_and_stays_unfinished(recipe_dict):
+    class CtrlC:
+        def step(self, text: str) -> None:
+            if text.startswith("compressing"):  # the baseline row is stored; Ctrl-C before the next
+                raise KeyboardInterrupt
+
+        def repeat(self, done: int, total: int) -> None:
+            pass
+
+    recipe = recipe_from_dict(recipe_dict(engines=["torch", "onnxruntime"]))
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, CtrlC())
+    run, verdicts = judge_run(Store(recipe.output.store))
+    assert run["finished"] is None and [v.series["engine"] for v in verdicts if v.run_id == run["id"]][0] == "torch"
+    assert run_recipe(recipe).store.run(run["id"] + 1)["finished"] is not None  # one that goes through is finished

@@ -436,3 +436,48 @@ def test_junit_gives_an_iso_timestamp_and_no_property_without_a_value(store):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", suite.get("timestamp")), suite.get("timestamp")
     properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert "tvmharness_version" not in properties and "None" not in properties.values() and properties["git_commit"]
+
+
+def test_a_run_cut_short_says_so_and_names_each_series_it_did_not_measure(store):
+    """A Ctrl-C'd nightly is not a green night: the run stays unfinished, and each series the last run
+    of its recipe measured and it did not is said (not judged: a recipe may drop one on purpose)."""
+    import xml.etree.ElementTree as ET
+
+    from tvmharness.errors import HarnessError
+    from tvmharness.report.regress import NOT_MEASURED
+    from tvmharness.report.summary import junit, markdown
+
+    rng = np.random.default_rng(81)
+    for _ in range(2):
+        full = night(store, 1.0, rng, model="a")
+        row = store.frame(run_id=full).iloc[0].to_dict()
+        store.add(full, {k: row[k] for k in ("variant", "target", "engine", "engine_version", "status", "samples_ms")}
+                  | {"model": "b"})
+    cut = night(store, 1.0, rng, model="a")
+    store.engine.dispose()
+    with store.engine.begin() as conn:  # as a run cut short leaves it: never finished
+        conn.exec_driver_sql("UPDATE runs SET finished = NULL WHERE id = ?", (cut,))
+    run, verdicts = judge_run(store)
+    assert run["id"] == cut and {v.series["model"]: v.verdict for v in verdicts} == {"a": SAME, "b": NOT_MEASURED}
+    missing = next(v for v in verdicts if v.verdict == NOT_MEASURED)
+    assert not missing.regression and missing.previous_run_id == full
+    assert f"run {cut} did not finish" in missing.summary() and f"run {full} measured it" in missing.summary()
+    md = markdown(run, verdicts)
+    assert "⚠️ unfinished run" in md and "✅" not in md and f"run {cut} did not finish" in md
+    suite = ET.fromstring(junit(run, verdicts))
+    assert suite.get("skipped") == "1" and suite.get("failures") == "0"
+    # a confirmation run is judged with the run it confirms, not as a night of its own
+    again = night(store, 1.0, rng, model="a", confirms=full)
+    with pytest.raises(HarnessError) as err:
+        judge_run(store, again)
+    assert f"run {again} is the second measurement of run {full}" in str(err.value) and err.value.fix == f"pass --run {full}"
+
+
+@pytest.mark.parametrize("engine, named", [("tvm", True), ("torch", False), ("onnxruntime", False)])
+def test_a_tvm_target_change_is_named_only_for_the_tvm_builds_it_shaped(store, engine, named):
+    rng = np.random.default_rng(91)
+    for _ in range(3):
+        night(store, 1.0, rng, engine=engine)
+    last = night(store, 1.0, rng, engine=engine, target_spec={"tvm": {"kind": "llvm", "mcpu": "x86-64"}})
+    (v,) = judge(store.frame(), last)
+    assert any(c["what"] == "target" for c in v.changed) == named, v.changed

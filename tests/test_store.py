@@ -48,6 +48,12 @@ def test_since_honours_the_offset_it_is_given(tmp_path):
         assert [r["id"] for r in store.runs(since=before.astimezone(zone))] == [run_id]
         assert store.runs(since=after.astimezone(zone)) == [] and store.frame(since=after.astimezone(zone)).empty
     assert len(store.frame(since=before.replace(tzinfo=None))) == 1  # a time without an offset is UTC
+    # a run is kept or trimmed whole, by when it started, as runs() does: never half of its rows
+    cut = datetime.now(timezone.utc)
+    store.add(run_id, _row())
+    later = store.start_run("r", "abc", {}, snapshot())
+    store.add(later, _row())
+    assert [r["id"] for r in store.runs(since=cut)] == [later] and set(store.frame(since=cut)["run_id"]) == {later}
 
 
 def test_store_accepts_a_sqlalchemy_url(tmp_path):

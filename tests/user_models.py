@@ -192,3 +192,8 @@ def wide_linear():
     """16 MiB of fp32 weights: enough to see in a process's resident memory."""
     torch.manual_seed(0)
     return nn.Linear(2048, 2048).eval(), torch.randn(1, 2048)
+
+
+def weights_gone():
+    """A model whose weights file went missing overnight."""
+    raise FileNotFoundError("checkpoint.pt is missing")

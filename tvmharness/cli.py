@@ -72,8 +72,10 @@ def _friendly(command):
         except HarnessError as e:
             code = _user_error(e)
         except KeyboardInterrupt:
-            err.print("interrupted: the rows measured and tuning records written so far are kept "
-                      "(`tvmharness tune --resume` continues a tune)")
+            err.print("interrupted: the tuning records written so far are kept (`tvmharness tune --resume` continues)"
+                      if command.__name__ == "tune" else
+                      "interrupted: the rows measured so far are stored, in a run marked unfinished (reports name what it "
+                      "did not measure)")
             code = 130
             if command.__name__ == "tune":  # freeing an interrupted MetaSchedule search can corrupt the heap
                 sys.stdout.flush()          # ("corrupted double-linked list", once in many Ctrl-Cs); its records
@@ -94,6 +96,8 @@ def _friendly(command):
 
 
 def _user_error(e: HarnessError) -> int:
+    if os.environ.get("TVMHARNESS_DEBUG") and e.__cause__ is not None:  # the user's code raised: where
+        traceback.print_exception(e.__cause__)
     err.print(f"[bold red]error:[/bold red] {escape(e.cause)}", highlight=False)
     if e.fix:
         err.print(f"  [bold]fix:[/bold] {escape(e.fix)}", highlight=False)
@@ -539,6 +543,8 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
     dest.mkdir(parents=True, exist_ok=True)  # before measuring: a bad --out must not cost a night
     if not os.access(dest, os.W_OK):
         raise HarnessError(f"cannot write the nightly's files to {dest}", "pass --out a folder this user may write")
+    for name in ("summary.md", "junit.xml", "report.html"):  # a night that ends before its reports leaves none, not last night's
+        (dest / name).unlink(missing_ok=True)
     with _progress() as progress:
         result = run_recipe(chosen, _RichProgress(progress))
         run, verdicts = judge_run(result.store, result.run_id)

@@ -30,6 +30,7 @@ DISAGREES = "outputs disagree"
 BUILD_FAILED = "failed to build"
 RUN_FAILED = "failed to run"
 COMPRESS_FAILED = "failed to compress"
+LOAD_FAILED = "failed to load"  # the model itself could not be made
 NOT_APPLICABLE = "not applicable"  # a technique or engine that does not fit the model; not a failure
 HOST_ENGINES = ("torch", "torch-compile", "onnxruntime")
 AB_ENGINES = ("tvm", "tvm-untuned")  # an earlier build loads beside tonight's: confirmed by an A/B
@@ -66,19 +67,30 @@ class RunResult:
         return self.store.frame(run_id=self.run_id)
 
 
-def load_models(recipe: Recipe, progress: Progress | None = None) -> list[LoadedModel]:
+def load_models(recipe: Recipe, progress: Progress | None = None,
+                unloadable: list[tuple[str, HarnessError]] | None = None) -> list[LoadedModel]:
     """The recipe's models at its input settings, with their [data]; a setting or data set that fits
-    none of them is refused."""
+    none of them is refused. `unloadable`: where given, a model that cannot be made (its file gone, its
+    function raising) goes there as (spec, error) and the others go on, unless none can be made."""
     models: list[LoadedModel] = []
     for spec in recipe.models:
         (progress or _Silent()).step(f"loading model {spec}")
-        models.append(load_model(spec, recipe.cache_dir, recipe.measure.batch, recipe.input_settings(model_name(spec))))
+        try:
+            models.append(load_model(spec, recipe.cache_dir, recipe.measure.batch, recipe.input_settings(model_name(spec))))
+        except HarnessError as err:
+            if unloadable is None:
+                raise
+            unloadable.append((spec, err))
+            continue
         same = [m for m in models[:-1] if m.name == models[-1].name]
         if same:  # rows, verdicts and history know a model by its name
             raise HarnessError(f"models {recipe.models[models.index(same[0])]} and {spec} are both named "
                                f"'{models[-1].name}'", "rename one of the files (or functions)")
-    check_input_settings(models, {name: recipe.inputs[name] for name in recipe.names_to_match("inputs")})
-    names = {m.name for m in models}
+    if unloadable and not models:
+        raise unloadable[0][1]
+    if not unloadable:  # settings for a model that could not be made cannot be checked against it
+        check_input_settings(models, {name: recipe.inputs[name] for name in recipe.names_to_match("inputs")})
+    names = {m.name for m in models} | {model_name(spec) for spec, _ in unloadable or []}
     unknown = sorted(recipe.names_to_match("data") - names)
     if unknown:
         raise HarnessError(f"[data] names {', '.join(repr(n) for n in unknown)}, and the models are called "
@@ -101,7 +113,8 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
         check_local_gpu(target)
     racks = kit_racks(recipe, targets, progress)
     check_variants(recipe.variants)
-    models = load_models(recipe, progress)
+    unloadable: list[tuple[str, HarnessError]] = []  # one model that cannot be made costs its rows, not the night
+    models = load_models(recipe, progress, unloadable)
     for model in models if host.on_gpu else []:
         _check_gpu_baseline(model, host)
 
@@ -112,6 +125,8 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     options = EngineOptions(frontend=recipe.frontend, cache_dir=recipe.cache_dir, threads=threads,
                             records_root=recipe.records_root)
     kit_rows: list[_KitRow] = []
+    for spec, err in unloadable:
+        _store(store, result, _unloadable_row(spec, err, host, recipe))
     try:
         for model in models:
             _run_model(model, targets, host, recipe, options, store, result, progress, kit_rows)
@@ -119,8 +134,8 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
         for target_name, rack in racks.items():
             _run_on_kits([k for k in kit_rows if k.row["target"] == target_name], rack, recipe, store, result, progress)
     finally:
-        store.finish_run(run_id)
         result.seconds = time.perf_counter() - started
+    store.finish_run(run_id)  # only a run that went through: one cut short stays unfinished, and reports say so
     return result
 
 
@@ -174,7 +189,7 @@ def confirm_latency(recipe: Recipe, run_id: int, moved: list[tuple[dict, int | N
                 else:
                     store.add(confirmation, row)
         finally:
-            store.finish_run(confirmation)
+            store.finish_run(confirmation)  # judged only as the second measurement of its run
     if again:
         run_recipe(apply_overrides(recipe, engines=sorted(again)), progress, confirms=run_id)
 
@@ -348,6 +363,14 @@ def data_provenance(model: LoadedModel) -> dict:
     (train) came from, by the hash of their arrays (not of the file); seeded inputs where there were none."""
     return {role: {"source": d.source, "content_hash": d.digest[:16]} if d is not None else None
             for role, d in (("eval", model.eval_data), ("train", model.train_data))}
+
+
+def _unloadable_row(spec: str, err: HarnessError, host: Target, recipe: Recipe) -> dict:
+    """The baseline row of a model that could not be made: its series is broken, with the reason."""
+    return {"model": model_name(spec), "variant": BASELINE, "target": host.name, "is_baseline": True,
+            "engine": "onnxruntime" if spec.endswith(".onnx") else "torch", "engine_version": "",
+            "batch": recipe.measure.batch, "status": LOAD_FAILED, "reason": reason(err), "target_spec": host.describe(),
+            "details": {"model_spec": spec}}
 
 
 def _failed(row: dict, status: str, err: Exception) -> dict:

@@ -212,7 +212,9 @@ class Recipe(_Strict):
         return self
 
     def digest(self) -> str:
-        data = self.model_dump(mode="json") | {"targets": self.target_names()}  # as measured
+        """What is measured and how, hashed: not its words nor where its results go (a reworded
+        description or another --store is the same recipe to the verdicts that name it)."""
+        data = self.model_dump(mode="json", exclude={"description", "output"}) | {"targets": self.target_names()}  # as measured
         for section in ("inputs", "data"):  # recipes without them keep the hash they had before they existed
             if not data[section]:
                 del data[section]

@@ -254,6 +254,7 @@ class Store:
         if run_id is not None:
             query = query.where(Measurement.run_id == run_id)
         if since is not None:
-            query = query.where(or_(Measurement.created >= _utc(since), Measurement.run_id == whole_run))
+            # whole runs, by when they started (as runs() trims them): never half of one
+            query = query.where(or_(Run.started >= _utc(since), Measurement.run_id == whole_run))
         with self.engine.connect() as conn:
             return pd.read_sql(query.order_by(Measurement.id), conn)

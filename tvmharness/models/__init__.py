@@ -599,7 +599,7 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
             if os.getcwd() not in sys.path:  # as `python -m` finds a module beside you; the console script would not
                 sys.path.insert(0, os.getcwd())
             module = importlib.import_module(target)
-        made = getattr(module, func_name)()
+        function = getattr(module, func_name)
     except HarnessError:
         raise
     except ModuleNotFoundError as err:
@@ -609,9 +609,19 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
         raise HarnessError(f"could not make model '{spec}': no module '{target}' here ({os.getcwd()}) or installed",
                            f"give the file instead (path/to/{target.replace('.', '/')}.py:{func_name}), or run from "
                            "the folder that holds it") from None
-    except Exception as err:
+    except AttributeError as err:
         raise HarnessError(f"could not make model '{spec}': {one_line(err)}",
-                           "the function must exist and return (nn.Module, example)") from None
+                           f"name a function the file defines that returns (nn.Module, example)") from None
+    except Exception as err:
+        raise HarnessError(f"could not import '{target}' for model '{spec}': {one_line(err)}",
+                           "fix what it raised (TVMHARNESS_DEBUG=1 shows the traceback)") from err  # its traceback, on request
+    try:
+        made = function()
+    except HarnessError:
+        raise
+    except Exception as err:
+        raise HarnessError(f"could not make model '{spec}': {func_name}() raised {type(err).__name__}: {one_line(err)}",
+                           "fix what it raised (TVMHARNESS_DEBUG=1 shows the traceback)") from err  # its traceback, on request
     if not (isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module)):
         raise HarnessError(f"'{spec}' returned {type(made).__name__}, not (nn.Module, example)",
                            "return the module and its example input: one tensor, or a tuple of tensors")

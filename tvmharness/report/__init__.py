@@ -26,6 +26,14 @@ def baseline_label(rows: list[dict]) -> str:
     return f"{each('engine')} {each('variant')} on {each('target')}"
 
 
+def unfinished(run: dict | None) -> str:
+    """What a run cut short says of itself ("" for one that went through)."""
+    if not run or "finished" not in run or run["finished"] is not None:
+        return ""
+    return (f"run {run['id']} did not finish (interrupted, or still running): it holds what it measured, and its "
+            "verdicts name each series it did not measure")
+
+
 def gpu_text(provenance: dict | None) -> str:
     """The run's GPU as provenance names it ("" where the host had none usable)."""
     gpu = ((provenance or {}).get("host") or {}).get("gpu")

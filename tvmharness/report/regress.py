@@ -43,7 +43,8 @@ OK = "ok"
 BROKEN, LESS_ACCURATE, SLOWER, LARGER = "broken", "less accurate", "slower", "larger"
 FASTER, SMALLER, MORE_ACCURATE, SAME, NEW = "faster", "smaller", "more accurate", "same", "new"
 NOT_APPLICABLE = "not applicable"  # the row status: a technique or engine that does not fit the model, not a failure
-ORDER = (BROKEN, LESS_ACCURATE, SLOWER, LARGER, FASTER, SMALLER, MORE_ACCURATE, NEW, SAME, NOT_APPLICABLE)
+NOT_MEASURED = "not measured"  # a series the run before measured and this one did not: said, not judged
+ORDER = (BROKEN, LESS_ACCURATE, SLOWER, LARGER, FASTER, SMALLER, MORE_ACCURATE, NEW, SAME, NOT_APPLICABLE, NOT_MEASURED)
 REGRESSIONS = {BROKEN, LESS_ACCURATE, SLOWER, LARGER}
 TOP_OPERATORS = 5
 MEMORY_FLOOR_MB = 1.0  # a peak-memory move smaller than this is the probe's own noise, whatever its share
@@ -93,7 +94,7 @@ class Verdict:
     def summary(self) -> str:
         """One line a person reads first: what, by how much, with what confidence, and why."""
         e = self.evidence
-        if self.verdict in (BROKEN, NOT_APPLICABLE):
+        if self.verdict in (BROKEN, NOT_APPLICABLE, NOT_MEASURED):
             return f"{self.verdict}: {self.reason}"
         if self.verdict == NEW and e.get("setup_changed"):
             return f"{self.new_setup()}: nothing measured this way to compare with"
@@ -284,7 +285,8 @@ def row_provenance(row: dict) -> dict:
         "threads": plain(row.get("threads")),
         "batch": plain(row.get("batch")),
         "recipe": row.get("recipe_hash"),
-        "target": (row.get("target_spec") or {}).get("tvm"),
+        # the TVM target a build was made for: PyTorch and ONNX Runtime rows do not depend on it
+        "target": (row.get("target_spec") or {}).get("tvm") if str(row.get("engine", "")).startswith("tvm") else None,
         "build": details.get("build_key"),
         "cpu": (prov.get("host") or {}).get("cpu", {}).get("model"),
         "os": (prov.get("host") or {}).get("os"),
@@ -365,11 +367,14 @@ def judge_run(store, run_id: int | None = None, unconfirmed_why: str | None = No
     run = next((r for r in runs if r["id"] == run_id), None) if run_id is not None else newest
     if run is None:
         raise HarnessError(f"run {run_id} is not in the store", f"pick one of runs {runs[0]['id']}..{runs[-1]['id']}")
+    if _confirms(run) is not None:
+        raise HarnessError(f"run {run_id} is the second measurement of run {_confirms(run)}, judged with it",
+                           f"pass --run {_confirms(run)}")
     if run["id"] not in ids:
         raise HarnessError(f"run {run_id} has no measurements (it stopped before its first row)",
                            f"the newest run with measurements is run {newest['id']}; pass --run {newest['id']} or leave --run out")
     rules = rules_of(run)
-    verdicts = judge(frame, run["id"], rules)
+    verdicts = judge(frame, run["id"], rules) + _not_measured(frame, [r for r in measured if _confirms(r) is None], run)
     second: dict[tuple, Verdict] = {}
     for again in (r for r in runs if _confirms(r) == run["id"]):
         for v in judge(frame, again["id"], rules, history_before=run["id"]):
@@ -382,6 +387,23 @@ def judge_run(store, run_id: int | None = None, unconfirmed_why: str | None = No
         unconfirmed = {"confirmed": None} | ({"unconfirmed_why": unconfirmed_why} if unconfirmed_why else {})
         verdicts = [replace(v, evidence=v.evidence | unconfirmed) if needs_confirmation(v) else v for v in verdicts]
     return run, verdicts
+
+
+def _not_measured(frame, runs: list[dict], run: dict) -> list[Verdict]:
+    """The series the last earlier run of the same recipe on this host measured and this run did not:
+    a run cut short (Ctrl-C, a crash), a model or variant dropped. Said, so that nothing goes quiet."""
+    before = [r for r in runs if r["id"] < run["id"] and (r["recipe_name"], r["hostname"]) == (run["recipe_name"], run["hostname"])]
+    if not before:
+        return []
+    last = before[-1]
+    keys = {run_id: {tuple(r) for r in part[list(SERIES)].itertuples(index=False)}
+            for run_id, part in frame[frame["run_id"].isin([run["id"], last["id"]])].groupby("run_id")}
+    why = (f"run {run['id']} did not finish (interrupted, or still running)" if run.get("finished") is None else
+           f"run {run['id']}'s recipe differs from run {last['id']}'s" if run["recipe_hash"] != last["recipe_hash"] else
+           f"run {run['id']} did not measure it")
+    return [Verdict(series=dict(zip(SERIES, key)), verdict=NOT_MEASURED, aspects={"status": NOT_MEASURED}, run_id=run["id"],
+                    previous_run_id=last["id"], evidence={}, reason=f"{why}; run {last['id']} measured it")
+            for key in sorted(keys.get(last["id"], set()) - keys.get(run["id"], set()))]
 
 
 def _confirms(run: dict) -> int | None:

@@ -7,11 +7,13 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
-from . import gpu_text, present, size_cell
-from .regress import NOT_APPLICABLE, Verdict, confirmation, counts
+from . import gpu_text, present, size_cell, unfinished
+from .regress import NOT_APPLICABLE, NOT_MEASURED, Verdict, confirmation, counts
+
+SKIPPED = (NOT_APPLICABLE, NOT_MEASURED)  # JUnit cases that neither pass nor fail
 
 ICON = {"slower": "🔴", "broken": "💥", "less accurate": "🔴", "larger": "🟠", "faster": "🟢", "smaller": "🟢",
-        "more accurate": "🟢", "same": "⚪", "new": "🆕", "not applicable": "➖"}
+        "more accurate": "🟢", "same": "⚪", "new": "🆕", "not applicable": "➖", "not measured": "⚠️"}
 
 
 def md_escape(value) -> str:
@@ -49,14 +51,14 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
     """The nightly summary: regressions first with evidence and cause, then every verdict."""
     bad = [v for v in verdicts if v.regression]
     tally = ", ".join(f"{n} {k}" for k, n in counts(verdicts).items()) or "no rows"
-    head = "❌ regressions found" if bad else "✅ no regressions"
+    head = "❌ regressions found" if bad else "⚠️ unfinished run" if unfinished(run) else "✅ no regressions"
     prov = run.get("provenance") or {}
     versions = " · ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v)
     machine = ", ".join(filter(None, [run.get("cpu", ""), gpu_text(prov)]))
     lines = [f"## tvmharness: {head}", "",
              f"Run {run.get('id')} of recipe **{md_escape(run.get('recipe_name', ''))}** on "
              f"{md_escape(run.get('hostname', ''))} ({md_escape(machine)}), git `{md_escape(run.get('git_commit', ''))}`: "
-             f"{tally}.", ""]
+             f"{tally}.", "", *([f"**{md_escape(unfinished(run))}**", ""] if unfinished(run) else [])]
 
     def table(rows: list[Verdict]) -> list[str]:
         out = ["| | series | verdict | latency | size | accuracy | why |", "|---|---|---|---|---|---|---|"]
@@ -83,7 +85,7 @@ def junit(run: dict, verdicts: list[Verdict]) -> str:
     started = run.get("started")
     suite = ET.Element("testsuite", name=f"tvmharness: {run.get('recipe_name', '')}", tests=str(len(verdicts)),
                        failures=str(sum(v.regression for v in verdicts)), errors="0",
-                       skipped=str(sum(v.verdict == NOT_APPLICABLE for v in verdicts)),
+                       skipped=str(sum(v.verdict in SKIPPED for v in verdicts)),
                        timestamp=started.isoformat(timespec="seconds") if started else "",  # ISO 8601, as JUnit's schema has it
                        hostname=str(run.get("hostname", "")))
     props = ET.SubElement(suite, "properties")
@@ -100,7 +102,7 @@ def junit(run: dict, verdicts: list[Verdict]) -> str:
         if v.regression:
             failure = ET.SubElement(case, "failure", message=v.summary(), type=v.verdict)
             failure.text = json.dumps(v.to_dict(), indent=2, default=str)
-        elif v.verdict == NOT_APPLICABLE:
+        elif v.verdict in SKIPPED:
             ET.SubElement(case, "skipped", message=v.summary())
         else:
             ET.SubElement(case, "system-out").text = v.summary()

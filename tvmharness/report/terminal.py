@@ -8,7 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from . import baseline_label, gpu_text, peak_memory, present, size_cell, size_text
+from . import baseline_label, gpu_text, peak_memory, present, size_cell, size_text, unfinished
 from .compression import best_variants, compression_table, variant_notes
 from .regress import confirmation
 
@@ -225,6 +225,8 @@ def provenance_lines(run: dict, frame) -> list[str]:
 
 
 def render_run(frame, run: dict, console: Console) -> None:
+    if unfinished(run):
+        console.print(Text(unfinished(run), style="bold yellow"))
     console.print(run_table(frame, run))
     console.print(Group(*[Text(line, style="dim" if not line.startswith("[") else "") for line in footnotes(frame)]))
     compressed = compression_table(frame)
@@ -239,7 +241,7 @@ def render_run(frame, run: dict, console: Console) -> None:
 
 VERDICT_STYLE = {"slower": "bold red", "broken": "bold red", "less accurate": "bold red", "larger": "yellow",
                  "faster": "green", "smaller": "green", "more accurate": "green", "same": "dim", "new": "cyan",
-                 "not applicable": "dim"}
+                 "not applicable": "dim", "not measured": "yellow"}
 
 
 def verdict_table(verdicts) -> Table:
