@@ -400,3 +400,13 @@ def test_user_text_stays_text_in_the_terminal_and_markdown_tables(tmp_path):
     assert "compression" in text and text.count("[/tmp/x]") >= 2 and failure in text
     row = next(line for line in markdown(run, verdicts).splitlines() if "**slower**" in line)
     assert row.count("|") == 8 and "\\[/tmp/x\\] &#124; no kit" in row
+
+
+def test_a_sparkline_draws_the_level_verdicts_compare():
+    """The 10th percentile of each run's samples, not its median, which holds how busy the host was."""
+    from tvmharness.report.html import sparkline
+
+    samples = [float(x) for x in range(1, 11)]  # p10 1.9, median 5.5
+    history = [{"run_started": f"2026-01-0{i}", "median_ms": 5.5, "status": "ok", "run_id": i, "samples_ms": samples}
+               for i in (1, 2)]
+    assert '"y":[1.9,1.9]' in sparkline(history, "spark")

@@ -18,7 +18,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from . import baseline_label, gpu_text, peak_memory, present, unfinished
-from .regress import REGRESSIONS, accuracy_metric, is_confirmation, judge_run, setup_changes, setup_of
+from .regress import REGRESSIONS, accuracy_metric, fast_latency, is_confirmation, judge_run, setup_changes, setup_of
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
 from .terminal import footnotes, row_notes
 
@@ -119,13 +119,16 @@ def baseline_bars(rows: list[dict], div_id: str, baseline: str) -> str | None:
 
 
 def sparkline(history: list[dict], div_id: str) -> str | None:
-    points = [(r["run_started"], r["median_ms"], r["run_id"]) for r in history
-              if r["status"] == "ok" and present(r.get("median_ms"))]
+    """The series' latency level run by run: the 10th percentile of each run's samples, what verdicts
+    compare (a night's median also holds how busy the host was); the median on hover."""
+    points = [(r["run_started"], fast_latency(r["samples_ms"]), r["median_ms"], r["run_id"]) for r in history
+              if r["status"] == "ok" and present(r.get("median_ms")) and r.get("samples_ms")]
     if not points:
         return None
     fig = go.Figure(go.Scatter(x=[str(p[0]) for p in points], y=[p[1] for p in points], mode="lines+markers",
-                               marker={"size": 4}, line={"width": 1.5}, customdata=[p[2] for p in points],
-                               hovertemplate="run %{customdata}: %{y:.4g} ms<extra></extra>"))
+                               marker={"size": 4}, line={"width": 1.5}, customdata=[[p[3], p[2]] for p in points],
+                               hovertemplate="run %{customdata[0]}: p10 %{y:.4g} ms, median %{customdata[1]:.4g} ms"
+                                             "<extra></extra>"))
     fig.update_layout(template="none", height=40, width=180, margin={"l": 0, "r": 0, "t": 2, "b": 2},
                       xaxis={"visible": False}, yaxis={"visible": False}, showlegend=False)
     return _figure_html(fig, div_id, SPARK)
@@ -256,7 +259,7 @@ TEMPLATE = """<!DOCTYPE html>
 {% for line in compression.notes %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 {% for m in models %}<h2>Model {{ m.name }}</h2>
 <table><tr><th>variant</th><th>target</th><th>engine</th><th>status</th><th>median</th><th>p90</th><th>spread</th>
-<th>speed-up vs {{ m.baseline }}</th><th>size</th><th>peak memory</th><th>accuracy</th><th>top-1 agree</th><th>max |diff|</th><th>verdict</th><th>history</th>
+<th>speed-up vs {{ m.baseline }}</th><th>size</th><th>peak memory</th><th>accuracy</th><th>top-1 agree</th><th>max |diff|</th><th>verdict</th><th>history (p10 ms)</th>
 <th>provenance</th></tr>
 {% for r in m.rows %}<tr><td>{{ r.variant }}</td><td>{{ r.target }}</td><td>{{ r.engine }}</td>
 <td>{{ r.status }}{% if r.reason %}: {{ r.reason }}{% endif %}{% if r.notes %}<br><span class="prov">{{ r.notes }}</span>{% endif %}</td><td class="num">{{ r.median }}</td><td class="num">{{ r.p90 }}</td>
