@@ -144,7 +144,6 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
         "target": target.describe(),
         "tuning_records": tuning,
         "library": {"file": LIBRARY, "sha256": file_hash(directory / LIBRARY), "bytes": (directory / LIBRARY).stat().st_size},
-        "load": "vm = tvm.relax.VirtualMachine(tvm.runtime.load_module('model.so'), device); outputs = vm['main'](*inputs)",
         "cuda_source": KERNELS if kernels is not None else None,
         "build_key": key,
         "build_seconds": round(time.perf_counter() - started, 2),
@@ -212,5 +211,21 @@ def export_artifact(artifact: Artifact, out_dir: Path, origin: str) -> Path:
                  NATIVE_LOG if artifact.manifest.get("tvm_warnings") else None):
         if name:
             shutil.copy2(artifact.dir / name, out_dir / name)
-    (out_dir / "manifest.json").write_text(json.dumps(artifact.manifest | {"model_origin": origin}, indent=2) + "\n")
+    manifest = artifact.manifest | {"model_origin": origin, "load": load_instructions(artifact.manifest)}
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return out_dir
+
+
+def load_instructions(manifest: dict) -> list[str]:
+    """Python that runs the artifact with TVM alone, given `inputs` (numpy arrays, in manifest order).
+    Inputs become TVM tensors first: the VM reads a numpy array's memory in place, and one not aligned
+    as TVM allocates crashes the process."""
+    target = manifest["target"]
+    threads = target["tvm"].get("num-cores")
+    return [f"import numpy as np, tvm  # set TVM_NUM_THREADS={threads} before: the threads it was built and measured for"
+            if threads else "import numpy as np, tvm",
+            "device = tvm.cuda(0)" if target.get("device") == "cuda" else "device = tvm.cpu(0)",
+            f"vm = tvm.relax.VirtualMachine(tvm.runtime.load_module('{manifest['library']['file']}'), device)",
+            "# inputs: numpy arrays of the names, shapes and dtypes 'inputs' lists, in that order",
+            "result = vm['main'](*[tvm.runtime.tensor(np.ascontiguousarray(x), device) for x in inputs])",
+            "outputs = [result.numpy()] if isinstance(result, tvm.runtime.Tensor) else [o.numpy() for o in result]"]
