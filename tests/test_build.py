@@ -203,6 +203,16 @@ def test_a_forward_edited_with_the_same_layers_and_weights_is_another_model(tmp_
     before = load_model(f"{file}:net", tmp_path)
     file.write_text(resnet.replace("* 2", "* 3"))
     assert load_model(f"{file}:net", tmp_path).digest != before.digest
+    # the same weights and code, a setting apart (a layer's plain attribute, as nn.MultiheadAttention's
+    # num_heads is): two functions of one file, each another model
+    (tmp_path / "heads.py").write_text(
+        "import torch\nfrom torch import nn\n\nclass Head(nn.Module):\n    def __init__(self, temperature):\n"
+        "        super().__init__()\n        self.fc, self.temperature = nn.Linear(4, 2), temperature\n\n"
+        "    def forward(self, x):\n        return torch.softmax(self.fc(x) / self.temperature, -1)\n\n"
+        "def sharp():\n    torch.manual_seed(0)\n    return Head(0.1).eval(), torch.randn(1, 4)\n\n"
+        "def smooth():\n    torch.manual_seed(0)\n    return Head(10.0).eval(), torch.randn(1, 4)\n")
+    assert (load_model(f"{tmp_path / 'heads.py'}:sharp", tmp_path).digest
+            != load_model(f"{tmp_path / 'heads.py'}:smooth", tmp_path).digest)
     # forward calls the user's helper in another file, through a name or its module: an edit there counts
     for call, helper in (("from helpers import act", "act(self.fc(x))"), ("import helpers", "helpers.act(self.fc(x))")):
         (tmp_path / "helpers.py").write_text("import torch\n\ndef act(x):\n    return torch.relu(x)\n")

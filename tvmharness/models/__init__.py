@@ -218,16 +218,44 @@ ZOO: dict[str, ZooEntry] = {
 
 
 def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
-    """Architecture (its repr), the inputs it is measured on, every weight's bytes, and the user's own
-    code the layers run (a forward edited with no layer or weight changed is another model)."""
+    """Architecture (its repr, and each layer's plain settings), the inputs it is measured on, every
+    weight's bytes, and the user's own code the layers run (a forward edited with no layer or weight
+    changed is another model)."""
     # A model of one float input keeps the digest it had when models took only that (its history).
     single = len(inputs) == 1 and inputs[0].dtype == "float32"
-    parts: list = [repr(module), list(inputs[0].shape) if single else [i.signature() for i in inputs]]
+    parts: list = [repr(module), list(inputs[0].shape) if single else [i.signature() for i in inputs],
+                   _settings(module)]
     for name, tensor in module.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         data = t.int_repr() if t.is_quantized else t
         parts += [name, str(t.dtype), list(t.shape), data.numpy().tobytes()]
     return content_hash(*parts, *_own_code(module))
+
+
+def _settings(module) -> list:
+    """Each layer's plain attributes, which its repr may not show (nn.MultiheadAttention's num_heads, a
+    user's temperature) and its forward reads: two models of the same weights that differ only there
+    compute different things. Functions (an activation) by name."""
+    import inspect
+
+    def plain(value):
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, (tuple, list)):
+            items = [plain(v) for v in value]
+            return items if all(i is not _SKIP for i in items) else _SKIP
+        if inspect.isroutine(value):
+            return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
+        return _SKIP  # tensors are in the state dict, submodules have their own entry
+
+    out = []
+    for name, sub in module.named_modules():
+        fields = {k: plain(v) for k, v in sorted(vars(sub).items()) if not k.startswith("_") and k != "training"}
+        out.append([name, {k: v for k, v in fields.items() if v is not _SKIP}])
+    return out
+
+
+_SKIP = object()
 
 
 def _own_code(module) -> list[str]:
