@@ -465,3 +465,18 @@ def test_a_recipe_s_hash_is_what_it_measures_not_its_words_or_store():
     digest = recipe_from_dict(base).digest()
     assert recipe_from_dict(base | {"description": "reworded", "output": {"store": "elsewhere.db"}}).digest() == digest
     assert recipe_from_dict(base | {"measure": {"threads": 1, "repeats": 60}}).digest() != digest
+
+
+def test_compile_writes_no_artifact_that_disagrees_with_its_model(cli_dir):
+    """An artifact is run here against its model before it is written: one that computes something
+    else (TVM's importer gets nn.LSTM wrong) is refused, unless --no-check asks for it all the same."""
+    out = cli_dir / "lstm-artifact"
+    proc = run_cli("compile", f"{USER_MODELS}:lstm_last_step", "--out", str(out), cwd=cli_dir)
+    message = " ".join(proc.stderr.split())
+    assert proc.returncode == 1 and "Traceback" not in message, proc.stderr
+    assert "the artifact of lstm_last_step for x86 disagrees with torch (" in message and "--no-check" in message
+    assert not out.exists()
+    proc = run_cli("compile", f"{USER_MODELS}:lstm_last_step", "--out", str(out), "--no-check", cwd=cli_dir)
+    assert proc.returncode == 0 and "not checked (--no-check)" in proc.stdout and (out / "model.so").is_file()
+    proc = run_cli("compile", f"{USER_MODELS}:tiny_mlp", "--out", str(cli_dir / "mlp-artifact"), cwd=cli_dir)
+    assert proc.returncode == 0 and "checked: agrees with torch on 4 inputs" in proc.stdout, proc.stderr

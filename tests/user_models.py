@@ -197,3 +197,19 @@ def wide_linear():
 def weights_gone():
     """A model whose weights file went missing overnight."""
     raise FileNotFoundError("checkpoint.pt is missing")
+
+
+class LastStep(nn.Module):
+    """An LSTM's last step, classified: TVM 0.27's PyTorch importer computes nn.LSTM wrongly."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.fc = nn.LSTM(8, 16, batch_first=True), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0][:, -1])
+
+
+def lstm_last_step():
+    torch.manual_seed(0)
+    return LastStep().eval(), torch.randn(1, 5, 8)

@@ -373,14 +373,18 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
             frontend: Annotated[str, typer.Option(help="torch or onnx")] = "torch",
             threads: Annotated[Optional[int], typer.Option(min=1, help="threads the module is built for")] = None,
             output_dir: OutputDirOpt = None, input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None,
-            train_data: TrainDataOpt = None, json_out: JsonOpt = False) -> int:
+            train_data: TrainDataOpt = None,
+            check: Annotated[bool, typer.Option("--check/--no-check", help="run the artifact here against its model's "
+                                                "reference engine first, and write it only if they agree")] = True,
+            json_out: JsonOpt = False) -> int:
     """Build a deployable artifact: model.so and manifest.json (hashes, target, compression, versions, git commit)."""
     import re
 
     from .build import NATIVE_LOG, build_tvm, export_artifact, fit_kit_threads, load_artifact
     from .compress import apply_variant, parse_variant
     from .engines.tvm import describe_artifact
-    from .pipeline import load_models
+    from .engines import EngineOptions
+    from .pipeline import check_artifact, load_models
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
     from .targets import check_toolchain, resolve
 
@@ -414,11 +418,17 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
         if there and there != loaded.origin:
             raise HarnessError(f"{out_dir} holds {name} from {there}, and this {name} is from {loaded.origin}: a model "
                                "of the same name, not this one", "give this one a folder of its own with --out DIR")
+    checked = "not checked (--no-check)"
+    if check:  # a build that computes something else is not shipped
+        with err.status(f"checking {model} for {target} against its model"):
+            checked = check_artifact(loaded, artifact, resolved, defaults, EngineOptions(
+                frontend=frontend, cache_dir=defaults.cache_dir, threads=resolved.tvm_dict.get("num-cores") or defaults.measure.threads,
+                records_root=defaults.records_root))
     dest = export_artifact(artifact, out_dir, loaded.origin)
     # What a deployer must know: how it was tuned (or where records it missed are), what the compression
     # did (int8's calibration data), and what TVM warned of.
     build_notes, _ = describe_artifact(artifact)
-    notes = [*([threads_note] if threads_note else []), *build_notes, *loaded.notes,
+    notes = [checked, *([threads_note] if threads_note else []), *build_notes, *loaded.notes,
              *(f"TVM warned ({w['count']}x): {w['message']} (its log: {dest / NATIVE_LOG})" for w in artifact.manifest.get("tvm_warnings") or [])]
     if json_out:
         _print_json({"dir": str(dest), "cache_hit": artifact.cache_hit, "notes": notes, "manifest": artifact.manifest})

@@ -12,7 +12,7 @@ from typing import Protocol
 from .build import Artifact, load_artifact
 from .compress import BASELINE, NotApplicable, apply_variant, baseline_metrics, check_variants, parse_variant
 from .engines import EngineOptions, get_engine
-from .errors import HarnessError, one_line, reason
+from .errors import FAILED, HarnessError, one_line, reason
 from .gpu import check_local_gpu
 from .frontend import pt2_file
 from .measure import accuracy, agreement, time_call, time_interleaved
@@ -452,34 +452,67 @@ def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, 
     if reference is None:
         row.update(max_abs_diff=0.0, top1_agreement=1.0)
     else:
-        # A quantized variant's engines may differ by a few quantization steps: it sets a wider tolerance.
-        tolerance = max(recipe.measure.tolerance, model.compression.get("tolerance") or 0.0)
-        floors = model.compression.get("tolerance_floors") or []  # int8: a few of each output's quantization steps
-        try:
-            agree = agreement(reference, outputs, tolerance, floors)
-        except ValueError as err:
-            row.update(status=DISAGREES, reason=f"outputs cannot be compared with the baseline's: {one_line(err)}")
-            return
-        finite = math.isfinite(agree.max_abs_diff)  # else NaN or an infinity where the baseline has a number
-        row.update(max_abs_diff=agree.max_abs_diff if finite else None, top1_agreement=agree.top1_agreement)
-        which = ""
-        if agree.outputs > 1:
-            row["details"]["max_abs_diff_output"] = f"{agree.output + 1} of {agree.outputs}"
-            which = f"output {agree.output + 1} of {agree.outputs}: "
-        if not finite:
-            row.update(status=DISAGREES, reason=f"{which}NaN or infinite values where the baseline's are finite (or the "
-                                                 "other way round)")
-        elif not agree.within_tolerance:
-            row.update(status=DISAGREES, reason=f"{which}max abs diff {agree.max_abs_diff:.3g} exceeds the tolerance "
-                                                 f"({tolerance:g} x that output's largest value in the reference"
-                                                 + (f", or {floors[agree.output]:.3g}: a few of its quantization steps"
-                                                    if agree.output < len(floors) and floors[agree.output] else "")
-                                                 + ")")
+        figures, problem = output_agreement(model, reference, outputs, recipe.measure.tolerance)
+        row["details"].update(figures.pop("details", {}))
+        row.update(figures)
+        if problem:
+            row.update(status=DISAGREES, reason=problem)
     if model.eval_labels is not None:
         try:
             row["accuracy"] = accuracy(outputs, model.eval_labels)
         except HarnessError as err:  # labels that do not fit the model's output: the row says so, the run goes on
             row.update(status=RUN_FAILED, reason=str(err))
+
+
+def output_agreement(model: LoadedModel, reference: list, outputs: list, tolerance: float) -> tuple[dict, str | None]:
+    """A row's agreement figures (max_abs_diff, top1_agreement, and in details which output) for
+    `outputs` against `reference`, and why they disagree (None where they agree)."""
+    # A quantized variant's engines may differ by a few quantization steps: it sets a wider tolerance.
+    tolerance = max(tolerance, model.compression.get("tolerance") or 0.0)
+    floors = model.compression.get("tolerance_floors") or []  # int8: a few of each output's quantization steps
+    try:
+        agree = agreement(reference, outputs, tolerance, floors)
+    except ValueError as err:
+        return {}, f"outputs cannot be compared with the baseline's: {one_line(err)}"
+    finite = math.isfinite(agree.max_abs_diff)  # else NaN or an infinity where the baseline has a number
+    figures: dict = {"max_abs_diff": agree.max_abs_diff if finite else None, "top1_agreement": agree.top1_agreement}
+    which = ""
+    if agree.outputs > 1:
+        figures["details"] = {"max_abs_diff_output": f"{agree.output + 1} of {agree.outputs}"}
+        which = f"output {agree.output + 1} of {agree.outputs}: "
+    if not finite:
+        return figures, f"{which}NaN or infinite values where the baseline's are finite (or the other way round)"
+    if not agree.within_tolerance:
+        return figures, (f"{which}max abs diff {agree.max_abs_diff:.3g} exceeds the tolerance ({tolerance:g} x that "
+                         f"output's largest value in the reference"
+                         + (f", or {floors[agree.output]:.3g}: a few of its quantization steps"
+                            if agree.output < len(floors) and floors[agree.output] else "") + ")")
+    return figures, None
+
+
+def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recipe: Recipe, options: EngineOptions) -> str:
+    """Run a built artifact here on the model's inputs (its held-out data, or seeded ones) against its
+    reference engine (PyTorch, or ONNX Runtime for an ONNX model), as a row of `run` would be: what
+    was checked. Raises HarnessError where they disagree; says why where this host cannot run it."""
+    if target.preset.runs_on != "local":
+        return (f"not checked here: {target.name} runs on a dev kit (`tvmharness run` with --target {target.name} "
+                "--tracker checks it there)")
+    if target.on_gpu:
+        from .gpu import cuda_status
+
+        status = cuda_status()
+        if not status.usable:
+            return f"not checked here: {status.reason}"
+    inputs = model.samples(recipe.measure.agreement_samples)
+    reference = _own_reference(model, host_target([target], options.threads), inputs, options)
+    session = get_engine("tvm").open(artifact, target, options.threads)
+    _, problem = output_agreement(model, reference, [session.run(x) for x in inputs], recipe.measure.tolerance)
+    engine = model.baseline_engine
+    if problem:
+        raise HarnessError(f"the artifact of {model.name} for {target.name} disagrees with {engine} ({problem}), "
+                           "so it was not written", "`tvmharness bench` shows each engine's rows; `--frontend onnx` takes "
+                           "another way into TVM; --no-check writes it all the same", exit_code=FAILED)
+    return f"checked: agrees with {engine} on {len(inputs)} input{'s' if len(inputs) != 1 else ''}"
 
 
 # ---------------------------------------------------------------------------------------------
