@@ -68,6 +68,32 @@ def test_malformed_recipes(cli_dir, body, needle):
     assert_usage_error(run_cli("run", str(recipe), cwd=cli_dir), "invalid recipe" if "TOML" not in needle else "", needle)
 
 
+@pytest.mark.parametrize("section, needle", [
+    ("[regression]\nwindow = true", "'regression.window': Input should be a valid integer (got True)"),
+    ("[measure]\nmemory = \"yes\"", "'measure.memory': Input should be a valid boolean (got 'yes')"),
+    ("[regression]\nalpha = \"0.002\"", "'regression.alpha': Input should be a valid number (got '0.002')"),
+    ("[measure]\nrepeats = \"30\"", "'measure.repeats': Input should be a valid integer (got '30')"),
+    ("[measure]\nthreads = 1.0", "'measure.threads': Input should be a valid integer (got 1.0)"),
+])
+def test_a_value_of_the_wrong_type_is_refused_not_coerced(tmp_path, section, needle):
+    from tvmharness.recipe import load_recipe
+
+    with pytest.raises(HarnessError) as err:
+        load_recipe(write(tmp_path / "typed.toml", f'models = ["digits_cnn"]\n{section}\n'))
+    assert needle in err.value.cause
+
+
+def test_values_of_their_own_type_still_load(tmp_path):
+    """An int where a float is asked, and the strings that validators read (durations, paths, variants)."""
+    from tvmharness.recipe import load_recipe
+
+    recipe = load_recipe(write(tmp_path / "typed.toml", 'models = ["digits_cnn"]\nvariants = ["fp32", ["int8"]]\n'
+                               '[measure]\ntolerance = 1\n[tune]\ntime_budget = "30m"\nbuilder_timeout = 60\n'
+                               '[output]\ndir = "out"\n'), repeats=40, threads=2, store="flags.db", output_dir=Path("o"))
+    assert recipe.measure.tolerance == 1.0 and recipe.tune.builder_timeout == 60.0 and recipe.tune.time_budget == "30m"
+    assert (recipe.measure.repeats, recipe.measure.threads, recipe.output.store, recipe.output.dir) == (40, 2, "flags.db", Path("o"))
+
+
 def test_a_value_of_no_allowed_type_is_one_problem():
     from tvmharness.recipe import recipe_from_dict
 
