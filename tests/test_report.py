@@ -364,6 +364,27 @@ def test_a_run_on_a_gpu_host_names_its_gpu_in_every_report(tmp_path):
     assert named.replace("_", "\\_") in markdown(*judge_run(store, run_id))  # markdown escapes sm_90
 
 
+def test_every_report_gives_the_run_s_start_in_utc_to_the_second(tmp_path):
+    """Stored times are UTC and SQLite gives them back without an offset: each report says UTC."""
+    from datetime import datetime
+
+    from sqlalchemy import update
+
+    from tvmharness.report.html import render_html
+    from tvmharness.report.terminal import provenance_lines
+    from tvmharness.results import Run
+
+    store = _one_run(tmp_path / "h.db", [{"is_baseline": True}])
+    with store.engine.begin() as conn:
+        conn.execute(update(Run).values(started=datetime(2026, 11, 24, 21, 21, 50, 716701)))
+    assert "run 1 at 2026-11-24 21:21:50 UTC ·" in provenance_lines(store.runs()[-1], store.frame())[-1]
+    assert "started 2026-11-24 21:21:50 UTC" in render_html(store)
+    report = ("report", "--store", str(tmp_path / "h.db"), "--format")
+    assert json.loads(run_cli(*report, "json").stdout)["run"]["started"] == "2026-11-24T21:21:50+00:00"
+    suite = ET.fromstring(run_cli(*report, "junit").stdout.split("?>", 1)[1])
+    assert suite.get("timestamp") == "2026-11-24T21:21:50"  # JUnit's XSD takes no offset
+
+
 def test_report_passes_over_a_run_stopped_before_its_first_row(tmp_path):
     from tvmharness.provenance import snapshot
 

@@ -115,10 +115,17 @@ def _print_json(doc) -> None:
 
 
 def _json_text(doc) -> str:
-    """JSON that strict parsers read: a missing number (NaN, as pandas reads it back) is null."""
+    """JSON that strict parsers read: a missing number (NaN, as pandas reads it back) is null, a
+    stored time ISO 8601 with its offset."""
+    from datetime import datetime
+
     def plain(value):
         if isinstance(value, float) and value != value:
             return None
+        if isinstance(value, datetime):
+            from .report import time_text
+
+            return time_text(value, "iso")
         if isinstance(value, dict):
             return {k: plain(v) for k, v in value.items()}
         return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from . import baseline_label, gpu_text, peak_memory, present
+from . import baseline_label, gpu_text, peak_memory, present, time_text
 from .regress import REGRESSIONS, accuracy_metric, is_confirmation, judge_run, setup_changes, setup_of
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
 from .terminal import footnotes, row_notes
@@ -191,7 +191,8 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(TEMPLATE).render(
         run=run, prov=prov, cpu=(prov.get("host") or {}).get("cpu") or {}, gpu=gpu_text(prov), versions=prov.get("versions") or {},
-        verdicts=verdicts, regressions=REGRESSIONS, targets=targets, models=models, since=since,
+        verdicts=verdicts, regressions=REGRESSIONS, targets=targets, models=models, started=time_text(run["started"]),
+        since=time_text(since) if since else None,
         notes=[line for line in footnotes(tonight) if not line.startswith("[")],  # reasons sit in the status cells
         compression={"columns": [name for name, _ in COMPRESSION_COLUMNS], "rows": compression_rows(tonight),
                      "best": best_variants(tonight), "notes": variant_notes(tonight)},
@@ -230,7 +231,7 @@ TEMPLATE = """<!DOCTYPE html>
 <pre id="js-errors" hidden></pre>
 <p class="prov">host {{ run.hostname }} · {{ cpu.get("model") }} ({{ cpu.get("arch") }}, {{ cpu.get("logical_cores") }} logical cores; features
  {{ (cpu.get("features") or []) | join(" ") }}){% if gpu %} · {{ gpu }}{% endif %} · threads {{ prov.get("threads", "?") }} · git {{ run.git_commit }} · recipe {{ run.recipe_name }}
- ({{ run.recipe_hash }}) · started {{ run.started }}{% if since %} · history since {{ since }}{% endif %}<br>
+ ({{ run.recipe_hash }}) · started {{ started }}{% if since %} · history since {{ since }}{% endif %}<br>
  versions: {% for k, v in versions.items() if v %}{{ k }} {{ v }}{% if not loop.last %} · {% endif %}{% endfor %}</p>
 
 <h2>Verdicts against each series' history</h2>

@@ -8,7 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from . import baseline_label, gpu_text, peak_memory, present, size_cell, size_text
+from . import baseline_label, gpu_text, peak_memory, present, size_cell, size_text, time_text
 from .compression import best_variants, compression_table, variant_notes
 from .regress import confirmation
 
@@ -220,7 +220,7 @@ def provenance_lines(run: dict, frame) -> list[str]:
         *(f"kit {line}" for line in kits.values()),
         "versions " + " · ".join(f"{k} {v}" for k, v in versions.items() if v),
         f"git {prov['git_commit']} · recipe {run['recipe_name']} ({run['recipe_hash']}) · run {run['id']} "
-        f"at {run['started']:%Y-%m-%d %H:%M:%S} · latencies are medians of the raw samples kept in the store",
+        f"at {time_text(run['started'])} · latencies are medians of the raw samples kept in the store",
     ]
 
 
