@@ -20,6 +20,15 @@ def time_text(moment, style: str = "text") -> str:
     return format(as_utc(moment), TIME_FORMATS[style])
 
 
+def ms_text(value, unit: str = "") -> str:
+    """A latency to 4 significant figures, never as an exponent: a 9 us model's 5% move shows
+    (0.009049, 12.35, 1234)."""
+    if not present(value):
+        return "—"
+    decimals = 3 - math.floor(math.log10(abs(value))) if value else 3
+    return f"{value:.{max(decimals, 0)}f}{unit}"
+
+
 def peak_memory(details: dict | None) -> float | None:
     """A row's peak memory in MB, where it was measured ([measure] memory)."""
     return ((details or {}).get("memory") or {}).get("peak_mb")

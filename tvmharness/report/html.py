@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from . import baseline_label, gpu_text, peak_memory, present, time_text
+from . import baseline_label, gpu_text, ms_text, peak_memory, present, time_text
 from .regress import REGRESSIONS, accuracy_metric, is_confirmation, judge_run, setup_changes, setup_of
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
 from .terminal import footnotes, row_notes
@@ -168,7 +168,7 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
             table.append({
                 "variant": r["variant"], "target": r["target"], "engine": r["engine"],
                 "engine_version": r["engine_version"], "status": r["status"], "reason": r["reason"],
-                "median": _fmt(r.get("median_ms"), ".4g", " ms"), "p90": _fmt(r.get("p90_ms"), ".4g", " ms"),
+                "median": ms_text(r.get("median_ms"), " ms"), "p90": ms_text(r.get("p90_ms"), " ms"),
                 "spread": "±" + _fmt(spread, ".1%") if spread is not None else "—", "notes": ", ".join(row_notes(r)),
                 "speedup": "baseline" if r["is_baseline"] else _fmt(r.get("speedup_vs_baseline"), ".2f", "x"),
                 "size": _fmt((r.get("artifact_bytes") or math.nan) / 1e6 if present(r.get("artifact_bytes")) else None, ".2f", " MB"),

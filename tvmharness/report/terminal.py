@@ -8,7 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from . import baseline_label, gpu_text, peak_memory, present, size_cell, size_text, time_text
+from . import baseline_label, gpu_text, ms_text, peak_memory, present, size_cell, size_text, time_text
 from .compression import best_variants, compression_table, variant_notes
 from .regress import confirmation
 
@@ -68,7 +68,7 @@ def run_table(frame, run: dict) -> Table:
             speedup = _num(r["speedup_vs_baseline"], ".2f") + ("x" if present(r["speedup_vs_baseline"]) else "")
         spread = f"±{100 * r['iqr_ms'] / r['median_ms'] / 2:.1f}%" if present(r["iqr_ms"]) and r["median_ms"] else "—"
         table.add_row(*(Text(str(r[k])) for k in ("model", "variant", "target", "engine")), status,
-                      _num(r["median_ms"], ".3f"), _num(r["p90_ms"], ".3f"), spread,
+                      ms_text(r["median_ms"]), ms_text(r["p90_ms"]), spread,
                       speedup,
                       size_text(r["artifact_bytes"]), *([_num(peak_memory(r["details"]), ".1f")] if with_memory else []),
                       _num(r["max_abs_diff"], ".2e"),
