@@ -135,6 +135,29 @@ def test_a_bad_flag_value_is_named_by_its_flag(cli_dir, command, needle):
     assert not (cli_dir / "flags.db").exists()  # nothing ran
 
 
+@pytest.mark.parametrize("flag, where", [("--out", "afile"), ("--out", "afile/sub"), ("--output-dir", "afile")])
+def test_a_file_where_a_folder_goes_is_named_as_one(cli_dir, flag, where):
+    write(cli_dir / "afile", "")
+    command = ("bench", "digits_cnn", "--engine", "torch") if flag == "--output-dir" else ("nightly", str(ROOT / "recipes/quickstart.toml"))
+    proc = run_cli(*command, flag, str(cli_dir / where), "--store", str(cli_dir / "afile.db"), cwd=cli_dir)
+    assert_usage_error(proc, f"{cli_dir / 'afile'} is a file, not a folder", "give a folder")
+    assert not (cli_dir / "afile.db").exists()  # refused before anything was measured
+
+
+def test_a_report_file_that_cannot_be_written_fails_before_the_report(cli_dir, tmp_path):
+    import numpy as np
+
+    from tests.history import night
+
+    night(Store(str(tmp_path / "h.db")), 1.0, np.random.default_rng(0))
+    write(cli_dir / "afile", "")
+    for fmt, flag, path, needle in (("table", "--html", tmp_path, "Is a directory"),
+                                    ("md", "--output", cli_dir / "afile" / "x.md", "is a file, not a folder")):
+        proc = run_cli("report", "--store", str(tmp_path / "h.db"), "--format", fmt, flag, str(path), cwd=cli_dir)
+        assert_usage_error(proc, needle)
+        assert proc.stdout == ""  # not the table first, then the error
+
+
 def test_one_variant_or_model_name_given_twice_is_refused(cli_dir):
     recipe = write(cli_dir / "twice.toml", 'models = ["digits_cnn"]\nvariants = ["fp32", "prune:0.5", ["prune:0.50"]]\n')
     assert_usage_error(run_cli("run", str(recipe), cwd=cli_dir), '"prune:0.5" and ["prune:0.50"] are the same variant (prune:0.5)')

@@ -83,14 +83,25 @@ def _friendly(command):
             if e.filename is None:  # not about a path the user gave
                 code = _internal_error(e)
             else:
-                code = _user_error(HarnessError(f"cannot use {e.filename}: {e.strerror or e}",
-                                                "check that the path exists and this user may write there, or give another"))
+                code = _user_error(_path_error(e))
         except Exception as e:
             code = _internal_error(e)
         if code:
             raise typer.Exit(code)
 
     return wrapper
+
+
+def _path_error(e: OSError) -> HarnessError:
+    """An OSError about a path the user gave, as what to fix there."""
+    path = Path(e.filename)
+    if isinstance(e, (FileExistsError, NotADirectoryError)):  # what mkdir and open say of a file in a folder's place
+        file = next((p for p in (path, *path.parents) if p.is_file()), None)
+        if file is not None:
+            return HarnessError(f"{file} is a file, not a folder" + (f": cannot make {path}" if file != path else ""),
+                                "give a folder (one that does not exist yet is made), not a file")
+    return HarnessError(f"cannot use {e.filename}: {e.strerror or e}",
+                        "check that the path exists and this user may write there, or give another")
 
 
 def _user_error(e: HarnessError) -> int:
@@ -487,8 +498,19 @@ def _render_verdicts(run: dict, verdicts, frame, fmt: str, output: Optional[Path
     if output is None:
         sys.stdout.write(text)
     else:
-        output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
+
+
+def _writable(path: Optional[Path]) -> None:
+    """A file a report goes to, tried before the report is made: a bad path fails first, not after a table."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existed = path.exists()
+    with open(path, "a"):  # what write_text will need; an existing file is left as it is
+        pass
+    if not existed:
+        path.unlink()
 
 
 def _format(value: str) -> str:
@@ -512,6 +534,8 @@ def report(store: Annotated[str, typer.Option("--store", help="results store: a 
     from .report.regress import judge_run
 
     fmt = _format(fmt)
+    for path in (output, html):
+        _writable(path)
     history = _open_store(store)
     when = _since(since)
     run, verdicts = judge_run(history, run_id)
