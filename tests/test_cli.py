@@ -68,6 +68,32 @@ def test_malformed_recipes(cli_dir, body, needle):
     assert_usage_error(run_cli("run", str(recipe), cwd=cli_dir), "invalid recipe" if "TOML" not in needle else "", needle)
 
 
+@pytest.mark.parametrize("section, needle", [
+    ("[regression]\nwindow = true", "'regression.window': Input should be a valid integer (got True)"),
+    ("[measure]\nmemory = \"yes\"", "'measure.memory': Input should be a valid boolean (got 'yes')"),
+    ("[regression]\nalpha = \"0.002\"", "'regression.alpha': Input should be a valid number (got '0.002')"),
+    ("[measure]\nrepeats = \"30\"", "'measure.repeats': Input should be a valid integer (got '30')"),
+    ("[measure]\nthreads = 1.0", "'measure.threads': Input should be a valid integer (got 1.0)"),
+])
+def test_a_value_of_the_wrong_type_is_refused_not_coerced(tmp_path, section, needle):
+    from tvmharness.recipe import load_recipe
+
+    with pytest.raises(HarnessError) as err:
+        load_recipe(write(tmp_path / "typed.toml", f'models = ["digits_cnn"]\n{section}\n'))
+    assert needle in err.value.cause
+
+
+def test_values_of_their_own_type_still_load(tmp_path):
+    """An int where a float is asked, and the strings that validators read (durations, paths, variants)."""
+    from tvmharness.recipe import load_recipe
+
+    recipe = load_recipe(write(tmp_path / "typed.toml", 'models = ["digits_cnn"]\nvariants = ["fp32", ["int8"]]\n'
+                               '[measure]\ntolerance = 1\n[tune]\ntime_budget = "30m"\nbuilder_timeout = 60\n'
+                               '[output]\ndir = "out"\n'), repeats=40, threads=2, store="flags.db", output_dir=Path("o"))
+    assert recipe.measure.tolerance == 1.0 and recipe.tune.builder_timeout == 60.0 and recipe.tune.time_budget == "30m"
+    assert (recipe.measure.repeats, recipe.measure.threads, recipe.output.store, recipe.output.dir) == (40, 2, "flags.db", Path("o"))
+
+
 def test_a_value_of_no_allowed_type_is_one_problem():
     from tvmharness.recipe import recipe_from_dict
 
@@ -107,6 +133,29 @@ def test_a_bad_flag_value_is_named_by_its_flag(cli_dir, command, needle):
     proc = run_cli(*command, "--store", str(cli_dir / "flags.db"), cwd=cli_dir)
     assert_usage_error(proc, "invalid command-line value", needle)
     assert not (cli_dir / "flags.db").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("flag, where", [("--out", "afile"), ("--out", "afile/sub"), ("--output-dir", "afile")])
+def test_a_file_where_a_folder_goes_is_named_as_one(cli_dir, flag, where):
+    write(cli_dir / "afile", "")
+    command = ("bench", "digits_cnn", "--engine", "torch") if flag == "--output-dir" else ("nightly", str(ROOT / "recipes/quickstart.toml"))
+    proc = run_cli(*command, flag, str(cli_dir / where), "--store", str(cli_dir / "afile.db"), cwd=cli_dir)
+    assert_usage_error(proc, f"{cli_dir / 'afile'} is a file, not a folder", "give a folder")
+    assert not (cli_dir / "afile.db").exists()  # refused before anything was measured
+
+
+def test_a_report_file_that_cannot_be_written_fails_before_the_report(cli_dir, tmp_path):
+    import numpy as np
+
+    from tests.history import night
+
+    night(Store(str(tmp_path / "h.db")), 1.0, np.random.default_rng(0))
+    write(cli_dir / "afile", "")
+    for fmt, flag, path, needle in (("table", "--html", tmp_path, "Is a directory"),
+                                    ("md", "--output", cli_dir / "afile" / "x.md", "is a file, not a folder")):
+        proc = run_cli("report", "--store", str(tmp_path / "h.db"), "--format", fmt, flag, str(path), cwd=cli_dir)
+        assert_usage_error(proc, needle)
+        assert proc.stdout == ""  # not the table first, then the error
 
 
 def test_one_variant_or_model_name_given_twice_is_refused(cli_dir):

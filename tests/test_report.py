@@ -190,6 +190,20 @@ def test_sizes_are_printed_in_decimal_units_everywhere():
     assert [size_text(n) for n in (None, 48, 303_376, 45_000_000)] == ["—", "48 B", "303.4 kB", "45.0 MB"]
 
 
+def test_latencies_keep_four_significant_figures_in_the_terminal_table(tmp_path):
+    """A 9 us model's 5% move must show: 0.009049 -> 0.009500, not 0.009 -> 0.010 (nor 0.009 -> 0.009)."""
+    from rich.console import Console
+
+    from tvmharness.report import ms_text
+    from tvmharness.report.terminal import run_table
+
+    assert [ms_text(v) for v in (0.009049, 12.345, 1234.4, 12345.6, None)] == ["0.009049", "12.35", "1234", "12346", "—"]
+    store = _one_run(tmp_path / "h.db", [{"is_baseline": True, "median_ms": 0.009049, "p90_ms": 0.0095}])
+    console = Console(record=True, width=400)
+    console.print(run_table(store.frame(), store.runs()[-1]))
+    assert re.search(r"0\.009049 +0\.009500 ", console.export_text())
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -339,7 +353,7 @@ def test_every_report_names_the_baseline_its_speed_ups_are_against(tmp_path):
     page = render_html(store)
     assert "<th>speed-up vs torch fp32 on x86</th>" in page
     assert "<h3>Relative to torch fp32 on x86</h3>" in page and "speed-up over torch fp32 on x86" in page
-    assert "best variant of m on cuda: int8 on tvm (0.250 ms, 8.00x torch fp32 on x86" in page
+    assert "best variant of m on cuda: int8 on tvm (0.2500 ms, 8.00x torch fp32 on x86" in page
 
 
 def test_a_run_on_a_gpu_host_names_its_gpu_in_every_report(tmp_path):
@@ -362,6 +376,27 @@ def test_a_run_on_a_gpu_host_names_its_gpu_in_every_report(tmp_path):
     assert named in provenance_lines(run, store.frame())[0]
     assert named in render_html(store)
     assert named.replace("_", "\\_") in markdown(*judge_run(store, run_id))  # markdown escapes sm_90
+
+
+def test_every_report_gives_the_run_s_start_in_utc_to_the_second(tmp_path):
+    """Stored times are UTC and SQLite gives them back without an offset: each report says UTC."""
+    from datetime import datetime
+
+    from sqlalchemy import update
+
+    from tvmharness.report.html import render_html
+    from tvmharness.report.terminal import provenance_lines
+    from tvmharness.results import Run
+
+    store = _one_run(tmp_path / "h.db", [{"is_baseline": True}])
+    with store.engine.begin() as conn:
+        conn.execute(update(Run).values(started=datetime(2026, 11, 24, 21, 21, 50, 716701)))
+    assert "run 1 at 2026-11-24 21:21:50 UTC ·" in provenance_lines(store.runs()[-1], store.frame())[-1]
+    assert "started 2026-11-24 21:21:50 UTC" in render_html(store)
+    report = ("report", "--store", str(tmp_path / "h.db"), "--format")
+    assert json.loads(run_cli(*report, "json").stdout)["run"]["started"] == "2026-11-24T21:21:50+00:00"
+    suite = ET.fromstring(run_cli(*report, "junit").stdout.split("?>", 1)[1])
+    assert suite.get("timestamp") == "2026-11-24T21:21:50"  # JUnit's XSD takes no offset
 
 
 def test_report_passes_over_a_run_stopped_before_its_first_row(tmp_path):

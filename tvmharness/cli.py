@@ -85,14 +85,25 @@ def _friendly(command):
             if e.filename is None:  # not about a path the user gave
                 code = _internal_error(e)
             else:
-                code = _user_error(HarnessError(f"cannot use {e.filename}: {e.strerror or e}",
-                                                "check that the path exists and this user may write there, or give another"))
+                code = _user_error(_path_error(e))
         except Exception as e:
             code = _internal_error(e)
         if code:
             raise typer.Exit(code)
 
     return wrapper
+
+
+def _path_error(e: OSError) -> HarnessError:
+    """An OSError about a path the user gave, as what to fix there."""
+    path = Path(e.filename)
+    if isinstance(e, (FileExistsError, NotADirectoryError)):  # what mkdir and open say of a file in a folder's place
+        file = next((p for p in (path, *path.parents) if p.is_file()), None)
+        if file is not None:
+            return HarnessError(f"{file} is a file, not a folder" + (f": cannot make {path}" if file != path else ""),
+                                "give a folder (one that does not exist yet is made), not a file")
+    return HarnessError(f"cannot use {e.filename}: {e.strerror or e}",
+                        "check that the path exists and this user may write there, or give another")
 
 
 def _user_error(e: HarnessError) -> int:
@@ -119,10 +130,17 @@ def _print_json(doc) -> None:
 
 
 def _json_text(doc) -> str:
-    """JSON that strict parsers read: a missing number (NaN, as pandas reads it back) is null."""
+    """JSON that strict parsers read: a missing number (NaN, as pandas reads it back) is null, a
+    stored time ISO 8601 with its offset."""
+    from datetime import datetime
+
     def plain(value):
         if isinstance(value, float) and value != value:
             return None
+        if isinstance(value, datetime):
+            from .report import time_text
+
+            return time_text(value, "iso")
         if isinstance(value, dict):
             return {k: plain(v) for k, v in value.items()}
         return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
@@ -494,8 +512,19 @@ def _render_verdicts(run: dict, verdicts, frame, fmt: str, output: Optional[Path
     if output is None:
         sys.stdout.write(text)
     else:
-        output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
+
+
+def _writable(path: Optional[Path]) -> None:
+    """A file a report goes to, tried before the report is made: a bad path fails first, not after a table."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existed = path.exists()
+    with open(path, "a"):  # what write_text will need; an existing file is left as it is
+        pass
+    if not existed:
+        path.unlink()
 
 
 def _format(value: str) -> str:
@@ -519,6 +548,8 @@ def report(store: Annotated[str, typer.Option("--store", help="results store: a 
     from .report.regress import judge_run
 
     fmt = _format(fmt)
+    for path in (output, html):
+        _writable(path)
     history = _open_store(store)
     when = _since(since)
     run, verdicts = judge_run(history, run_id)

@@ -36,7 +36,9 @@ def parse_duration(text: str | None) -> float | None:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # TOML gives native types: a quoted number or a 1 for true is a mistake to name, not to coerce
+    # (strict still takes an int where a float is asked).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def _default_threads() -> int:
@@ -176,7 +178,7 @@ class DataSetting(_Strict):
 
 
 class Output(_Strict):
-    dir: Path = Path("results")
+    dir: Path = Field(Path("results"), strict=False)  # TOML and JSON give a path as a string
     store: str = Field("results/history.db", description="a path to a SQLite file or any SQLAlchemy URL")
 
 

@@ -22,7 +22,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
     """Times are stored in UTC, and SQLite keeps no offset: compare in UTC (a naive time is UTC)."""
     return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
@@ -238,7 +238,7 @@ class Store:
         """Every run (newest last), without its measurements."""
         query = select(Run.__table__).order_by(Run.id)
         if since is not None:
-            query = query.where(Run.started >= _utc(since))
+            query = query.where(Run.started >= as_utc(since))
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
@@ -255,6 +255,6 @@ class Store:
             query = query.where(Measurement.run_id == run_id)
         if since is not None:
             # whole runs, by when they started (as runs() trims them): never half of one
-            query = query.where(or_(Run.started >= _utc(since), Measurement.run_id == whole_run))
+            query = query.where(or_(Run.started >= as_utc(since), Measurement.run_id == whole_run))
         with self.engine.connect() as conn:
             return pd.read_sql(query.order_by(Measurement.id), conn)

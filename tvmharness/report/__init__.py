@@ -2,10 +2,31 @@
 
 import math
 
+from ..results import as_utc
+
+# A stored time as each reader takes it, always in UTC (SQLite gives times back without their offset).
+TIME_FORMATS = {"text": "%Y-%m-%d %H:%M:%S UTC", "iso": "%Y-%m-%dT%H:%M:%S+00:00",
+                "junit": "%Y-%m-%dT%H:%M:%S"}  # JUnit's XSD takes no offset
+
 
 def present(value) -> bool:
     """A stored number that is there: not None, not NaN (pandas' empty cell)."""
     return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def time_text(moment, style: str = "text") -> str:
+    """A stored time to the second: "text" for people ('2026-11-24 21:21:50 UTC'), "iso" (8601, with
+    the offset) for JSON, "junit" for JUnit's timestamp."""
+    return format(as_utc(moment), TIME_FORMATS[style])
+
+
+def ms_text(value, unit: str = "") -> str:
+    """A latency to 4 significant figures, never as an exponent: a 9 us model's 5% move shows
+    (0.009049, 12.35, 1234)."""
+    if not present(value):
+        return "—"
+    decimals = 3 - math.floor(math.log10(abs(value))) if value else 3
+    return f"{value:.{max(decimals, 0)}f}{unit}"
 
 
 def peak_memory(details: dict | None) -> float | None:

@@ -8,7 +8,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from . import baseline_label, present, size_text
+from . import baseline_label, ms_text, present, size_text
 
 BASELINE = "fp32"
 
@@ -76,7 +76,7 @@ def best_variants(frame) -> list[str]:
         best = min(passing, key=lambda r: r["median_ms"])
         d = best["details"] or {}
         baseline = baseline_label([r for r in every if r["model"] == model])
-        figures = [f"{best['median_ms']:.3f} ms", f"{best['speedup_vs_baseline']:.2f}x {baseline}"]
+        figures = [ms_text(best['median_ms'], " ms"), f"{best['speedup_vs_baseline']:.2f}x {baseline}"]
         if present(d.get("speedup_vs_fp32")):
             figures.append(f"{d['speedup_vs_fp32']:.2f}x fp32 {best['engine']}")
         if present(d.get("size_ratio")):

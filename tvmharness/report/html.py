@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from . import baseline_label, gpu_text, peak_memory, present, unfinished
+from . import baseline_label, gpu_text, ms_text, peak_memory, present, time_text, unfinished
 from .regress import REGRESSIONS, accuracy_metric, fast_latency, is_confirmation, judge_run, setup_changes, setup_of
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
 from .terminal import footnotes, row_notes
@@ -171,7 +171,7 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
             table.append({
                 "variant": r["variant"], "target": r["target"], "engine": r["engine"],
                 "engine_version": r["engine_version"], "status": r["status"], "reason": r["reason"],
-                "median": _fmt(r.get("median_ms"), ".4g", " ms"), "p90": _fmt(r.get("p90_ms"), ".4g", " ms"),
+                "median": ms_text(r.get("median_ms"), " ms"), "p90": ms_text(r.get("p90_ms"), " ms"),
                 "spread": "±" + _fmt(spread, ".1%") if spread is not None else "—", "notes": ", ".join(row_notes(r)),
                 "speedup": "baseline" if r["is_baseline"] else _fmt(r.get("speedup_vs_baseline"), ".2f", "x"),
                 "size": _fmt((r.get("artifact_bytes") or math.nan) / 1e6 if present(r.get("artifact_bytes")) else None, ".2f", " MB"),
@@ -194,7 +194,8 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(TEMPLATE).render(
         run=run, prov=prov, cpu=(prov.get("host") or {}).get("cpu") or {}, gpu=gpu_text(prov), versions=prov.get("versions") or {},
-        verdicts=verdicts, regressions=REGRESSIONS, targets=targets, models=models, since=since, unfinished=unfinished(run),
+        verdicts=verdicts, regressions=REGRESSIONS, targets=targets, models=models, started=time_text(run["started"]),
+        since=time_text(since) if since else None, unfinished=unfinished(run),
         notes=[line for line in footnotes(tonight) if not line.startswith("[")],  # reasons sit in the status cells
         compression={"columns": [name for name, _ in COMPRESSION_COLUMNS], "rows": compression_rows(tonight),
                      "best": best_variants(tonight), "notes": variant_notes(tonight)},
@@ -234,7 +235,7 @@ TEMPLATE = """<!DOCTYPE html>
 {% if unfinished %}<p class="regression">{{ unfinished }}</p>{% endif %}
 <p class="prov">host {{ run.hostname }} · {{ cpu.get("model") }} ({{ cpu.get("arch") }}, {{ cpu.get("logical_cores") }} logical cores; features
  {{ (cpu.get("features") or []) | join(" ") }}){% if gpu %} · {{ gpu }}{% endif %} · threads {{ prov.get("threads", "?") }} · git {{ run.git_commit }} · recipe {{ run.recipe_name }}
- ({{ run.recipe_hash }}) · started {{ run.started }}{% if since %} · history since {{ since }}{% endif %}<br>
+ ({{ run.recipe_hash }}) · started {{ started }}{% if since %} · history since {{ since }}{% endif %}<br>
  versions: {% for k, v in versions.items() if v %}{{ k }} {{ v }}{% if not loop.last %} · {% endif %}{% endfor %}</p>
 
 <h2>Verdicts against each series' history</h2>

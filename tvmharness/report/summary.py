@@ -7,7 +7,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
-from . import gpu_text, present, size_cell, unfinished
+from . import gpu_text, present, size_cell, time_text, unfinished
 from .regress import NOT_APPLICABLE, NOT_MEASURED, Verdict, confirmation, counts
 
 SKIPPED = (NOT_APPLICABLE, NOT_MEASURED)  # JUnit cases that neither pass nor fail
@@ -86,7 +86,7 @@ def junit(run: dict, verdicts: list[Verdict]) -> str:
     suite = ET.Element("testsuite", name=f"tvmharness: {run.get('recipe_name', '')}", tests=str(len(verdicts)),
                        failures=str(sum(v.regression for v in verdicts)), errors="0",
                        skipped=str(sum(v.verdict in SKIPPED for v in verdicts)),
-                       timestamp=started.isoformat(timespec="seconds") if started else "",  # ISO 8601, as JUnit's schema has it
+                       timestamp=time_text(started, "junit") if started else "",
                        hostname=str(run.get("hostname", "")))
     props = ET.SubElement(suite, "properties")
     prov = run.get("provenance") or {}

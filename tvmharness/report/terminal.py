@@ -8,7 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from . import baseline_label, gpu_text, peak_memory, present, size_cell, size_text, unfinished
+from . import baseline_label, gpu_text, ms_text, peak_memory, present, size_cell, size_text, time_text, unfinished
 from .compression import best_variants, compression_table, variant_notes
 from .regress import confirmation
 
@@ -68,7 +68,7 @@ def run_table(frame, run: dict) -> Table:
             speedup = _num(r["speedup_vs_baseline"], ".2f") + ("x" if present(r["speedup_vs_baseline"]) else "")
         spread = f"±{100 * r['iqr_ms'] / r['median_ms'] / 2:.1f}%" if present(r["iqr_ms"]) and r["median_ms"] else "—"
         table.add_row(*(Text(str(r[k])) for k in ("model", "variant", "target", "engine")), status,
-                      _num(r["median_ms"], ".3f"), _num(r["p90_ms"], ".3f"), spread,
+                      ms_text(r["median_ms"]), ms_text(r["p90_ms"]), spread,
                       speedup,
                       size_text(r["artifact_bytes"]), *([_num(peak_memory(r["details"]), ".1f")] if with_memory else []),
                       _num(r["max_abs_diff"], ".2e"),
@@ -220,7 +220,7 @@ def provenance_lines(run: dict, frame) -> list[str]:
         *(f"kit {line}" for line in kits.values()),
         "versions " + " · ".join(f"{k} {v}" for k, v in versions.items() if v),
         f"git {prov['git_commit']} · recipe {run['recipe_name']} ({run['recipe_hash']}) · run {run['id']} "
-        f"at {run['started']:%Y-%m-%d %H:%M:%S} · latencies are medians of the raw samples kept in the store",
+        f"at {time_text(run['started'])} · latencies are medians of the raw samples kept in the store",
     ]
 
 
