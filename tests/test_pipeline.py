@@ -366,3 +366,10 @@ def test_a_run_cut_short_keeps_its_rows_and_stays_unfinished(recipe_dict):
     run, verdicts = judge_run(Store(recipe.output.store))
     assert run["finished"] is None and [v.series["engine"] for v in verdicts if v.run_id == run["id"]][0] == "torch"
     assert run_recipe(recipe).store.run(run["id"] + 1)["finished"] is not None  # one that goes through is finished
+
+
+def test_a_baseline_that_fails_says_the_model_s_other_rows_went_unmeasured(recipe_dict):
+    result = run_recipe(recipe_from_dict(recipe_dict(models=[f"{USER_MODELS}:zeros_only"], engines=["torch", "onnxruntime"])))
+    (row,) = result.rows
+    assert row["is_baseline"] and row["status"] == "failed to run" and "only zeros, please" in row["reason"]
+    assert row["reason"].endswith("so zeros_only's other rows were not measured (each is judged against this one)")

@@ -213,3 +213,20 @@ class LastStep(nn.Module):
 def lstm_last_step():
     torch.manual_seed(0)
     return LastStep().eval(), torch.randn(1, 5, 8)
+
+
+class ZerosOnly(nn.Module):
+    """Runs on its all-zero example and raises on anything else: a baseline that fails once measured."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        if bool(x.abs().sum() > 0):
+            raise ValueError("only zeros, please")
+        return self.fc(x)
+
+
+def zeros_only():
+    return ZerosOnly().eval(), torch.zeros(1, 4)

@@ -250,9 +250,13 @@ def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: 
     reference = baseline.pop("_outputs", None)
     if model.cache_hit is not None:
         baseline["details"]["trained_model_from_cache"] = model.cache_hit
+    others = len(recipe.variants) * len(recipe.engines) * len(targets) > 1
+    if reference is None and others:  # no baseline, nothing to compare with: the row says what else went unmeasured
+        baseline["reason"] = (f"{baseline['reason']}; so {model.name}'s other rows were not measured (each is judged "
+                              "against this one)").lstrip("; ")
     _store(store, result, baseline)
     if reference is None:
-        return  # no baseline, nothing to compare with; the row says why
+        return
     # (target, engine) -> the fp32 row there: what variants' sizes and speed-ups are relative to
     fp32_rows: dict[tuple[str, str], dict] = {(host.name, baseline["engine"]): baseline}
     # Host engines (PyTorch, ONNX Runtime) run once per variant on the host, and again on each local
