@@ -470,3 +470,23 @@ def test_an_onnx_file_is_quantized_to_int8_as_it_is(digits, workdir):
     assert rows[("int8", "tvm")]["details"]["accuracy_drop"] < 0.05  # top-1 agreement with the fp32 file
     pruned = rows[("prune:0.5", "—")]
     assert pruned["status"] == NOT_APPLICABLE and "only int8" in pruned["reason"]
+
+
+def test_a_variant_s_size_is_against_fp32_on_its_own_engine_alone():
+    """What an engine ships against what it shipped for fp32: a clustered model's indexed size is no
+    engine's artifact, and another engine's fp32 row is another format."""
+    from tvmharness.pipeline import _compare_with_baseline
+
+    recipe = recipe_from_dict({"models": ["digits_cnn"], "thresholds": {"max_size_ratio": 0.5}})
+    baseline = {"median_ms": 1.0, "artifact_bytes": 20_000, "accuracy": 0.9}  # PyTorch's state dict
+    fp32_tvm = {"median_ms": 0.5, "artifact_bytes": 190_000}
+
+    def row(**details):
+        return {"status": OK, "median_ms": 0.5, "artifact_bytes": 189_000, "accuracy": 0.9, "details": details}
+
+    clustered = row(compressed_bytes=1_400)
+    _compare_with_baseline(clustered, baseline, recipe, fp32_tvm)
+    assert clustered["details"]["size_ratio"] == pytest.approx(189_000 / 190_000) and clustered["meets_goals"] is False
+    orphan = row()  # its engine's fp32 row failed: no size figure, not one against PyTorch's weights
+    _compare_with_baseline(orphan, baseline, recipe, None)
+    assert "size_ratio" not in orphan["details"]

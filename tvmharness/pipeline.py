@@ -657,19 +657,16 @@ def _record_kit_result(row: dict, outcome: KitResult, pending: _KitRow, recipe: 
 def _compare_with_baseline(row: dict, baseline: dict, recipe: Recipe, fp32: dict | None = None) -> None:
     """Speed-up over the baseline, size and accuracy against fp32, and whether the row meets the
     recipe's goals. A model without labels has no accuracy: its drop is 1 - top-1 agreement with fp32.
-    Sizes compare with the fp32 row of the same target and engine (a clustered model's compressed
-    size with the baseline's weights); speed-ups with the baseline, and in details with fp32 on the
-    same engine."""
+    Sizes compare with the fp32 row of the same target and engine alone (what that engine ships: a
+    clustered model's indexed size is its own figure, compressed_bytes, which no engine's artifact
+    has); speed-ups with the baseline, and in details with fp32 on the same engine."""
     if row["status"] != OK or not baseline.get("median_ms"):
         return
     details = row["details"]
     row["speedup_vs_baseline"] = baseline["median_ms"] / row["median_ms"]
     if fp32 is not None and fp32 is not row:
         details["speedup_vs_fp32"] = fp32["median_ms"] / row["median_ms"]
-    if details.get("compressed_bytes"):  # weights only: against the baseline's stored weights
-        size, reference_bytes = details["compressed_bytes"], baseline.get("artifact_bytes")
-    else:
-        size, reference_bytes = row.get("artifact_bytes"), (fp32 or {}).get("artifact_bytes") or baseline.get("artifact_bytes")
+    size, reference_bytes = row.get("artifact_bytes"), (fp32 or {}).get("artifact_bytes")
     if size and reference_bytes:
         details["size_ratio"] = size / reference_bytes
     if row.get("accuracy") is not None and baseline.get("accuracy") is not None:
