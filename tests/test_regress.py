@@ -379,6 +379,13 @@ def test_a_host_label_keeps_a_runner_s_series_whatever_its_hostname(store, monke
         night(store, 1.0, rng)
     (v,) = judge_run(store)[1]
     assert v.series["hostname"] == "nightly-runner" and v.verdict == SAME
+    # a runner whose name changed (no label): new, and the verdict says where the series' history is
+    monkeypatch.setenv("TVMHARNESS_HOST", "runner-7f3a")
+    night(store, 1.0, rng)
+    (v,) = judge_run(store)[1]
+    assert v.verdict == NEW and v.summary() == ("new on host runner-7f3a: this store has it from nightly-runner "
+                                                "(TVMHARNESS_HOST gives a host a lasting name): nothing measured this "
+                                                "way to compare with")
 
 
 def test_a_nightly_whose_second_measurement_failed_says_so(store):

@@ -254,7 +254,9 @@ def test_two_real_nightly_runs_give_verdicts_and_the_exit_code_follows_them(nigh
     assert first.returncode == 0, first.stderr
     doc = json.loads(first.stdout)
     assert {v["verdict"] for v in doc["verdicts"]} == {"new"}
+    assert "held no runs before this one: a new history" in " ".join(first.stderr.split())  # a mistyped --store?
     second = run_cli("nightly", "nightly.toml", "--format", "json", cwd=nightly_dir)
+    assert "a new history" not in " ".join(second.stderr.split())
     doc = json.loads(second.stdout)
     assert len(doc["verdicts"]) == 2 and "new" not in {v["verdict"] for v in doc["verdicts"]}
     assert second.returncode == (1 if doc["regressions"] else 0), second.stderr

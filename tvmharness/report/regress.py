@@ -79,8 +79,11 @@ class Verdict:
         return self.series["target"] + (" (EMULATED)" if self.provenance.get("dev kit.emulated") else "")
 
     def new_setup(self, arrow: str = "->") -> str:
-        """Why a series measured before is new: the setup that changed ("" where none did)."""
+        """Why a series measured before is new: the setup that changed, or the host's name ("" where neither)."""
         e = self.evidence
+        if e.get("other_hosts"):  # a CI runner's hostname changes from run to run
+            return (f"new on host {self.series['hostname']}: this store has it from {', '.join(e['other_hosts'])} "
+                    "(TVMHARNESS_HOST gives a host a lasting name)")
         if not e.get("setup_changed"):
             return ""
         moved = "; ".join(f"{c['what']} {c['before']} {arrow} {c['after']}" for c in e["setup_changed"])
@@ -96,7 +99,7 @@ class Verdict:
         e = self.evidence
         if self.verdict in (BROKEN, NOT_APPLICABLE, NOT_MEASURED):
             return f"{self.verdict}: {self.reason}"
-        if self.verdict == NEW and e.get("setup_changed"):
+        if self.verdict == NEW and self.new_setup():
             return f"{self.new_setup()}: nothing measured this way to compare with"
         if self.verdict == NEW:
             return "new series: nothing earlier to compare with"
@@ -427,8 +430,14 @@ def judge(frame, run_id: int, rules: Regression | None = None, history_before: i
     for r in rows:
         if r["run_id"] < cutoff and not is_confirmation(r):  # one night, one point of history
             earlier.setdefault(tuple(r[k] for k in SERIES), []).append(r)
-    return [judge_row(r, sorted(earlier.get(tuple(r[k] for k in SERIES), []), key=lambda x: x["id"]), rules)
-            for r in rows if r["run_id"] == run_id]
+    verdicts = [judge_row(r, sorted(earlier.get(tuple(r[k] for k in SERIES), []), key=lambda x: x["id"]), rules)
+                for r in rows if r["run_id"] == run_id]
+    for v in verdicts:
+        if v.verdict == NEW and not v.evidence.get("setup_changed"):  # a host renamed (a CI runner's hostname)?
+            same = [key[0] for key in earlier if key[1:] == tuple(v.series[k] for k in SERIES[1:])]
+            if same:
+                v.evidence["other_hosts"] = sorted(set(same))
+    return verdicts
 
 
 def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
