@@ -6,7 +6,8 @@ Latency is noisy, so a verdict needs two things at once:
      differ by a two-sided Mann-Whitney U test at p < alpha; and
   2. the run's fast-mode latency (the 10th percentile of its samples) is off the reference level
      (the median of the last three runs' 10th percentiles: one odd night does not move it, and
-     after a step the step's own runs soon form it, so an old step is not flagged again) by more
+     after a step the step's own runs form it from its third night, so an old step is not flagged
+     again) by more
      than the noise band: `min_effect`, or three times the series' night-to-night sigma over its
      last `window` runs where that is larger.
   Why the 10th percentile: a shared host runs a model in load modes ~15% apart that last seconds;
