@@ -7,9 +7,8 @@ Latency is noisy, so a verdict needs two things at once:
   2. the run's fast-mode latency (the 10th percentile of its samples) is off the reference level
      (the median of the last three runs' 10th percentiles: one odd night does not move it, and
      after a step the step's own runs form it from its third night, so an old step is not flagged
-     again) by more
-     than the noise band: `min_effect`, or three times the series' night-to-night sigma over its
-     last `window` runs where that is larger.
+     again) by more than the noise band: `min_effect`, or three times the series' night-to-night
+     sigma over its last `window` runs where that is larger.
   Why the 10th percentile: a shared host runs a model in load modes ~15% apart that last seconds;
   interference only adds time, so the low quantile of samples spread over seconds (`[measure]
   span_s`) tracks the build, while the median tracks how long the host was busy that night.
