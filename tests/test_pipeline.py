@@ -373,3 +373,18 @@ def test_a_baseline_that_fails_says_the_model_s_other_rows_went_unmeasured(recip
     (row,) = result.rows
     assert row["is_baseline"] and row["status"] == "failed to run" and "only zeros, please" in row["reason"]
     assert row["reason"].endswith("so zeros_only's other rows were not measured (each is judged against this one)")
+
+
+def test_a_ctrl_c_in_a_memory_probe_keeps_the_row_it_measured(recipe_dict, monkeypatch):
+    import tvmharness.pipeline as pipeline
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "measure_memory", ctrl_c)  # Ctrl-C while the probe's process runs
+    recipe = recipe_from_dict(recipe_dict(engines=["torch", "onnxruntime"]) | {"measure": {"repeats": 30, "memory": True}})
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe)
+    run_id = max(r["id"] for r in Store(recipe.output.store).runs())
+    (row,) = Store(recipe.output.store).frame(run_id=run_id).to_dict("records")  # the baseline's latency, kept
+    assert row["engine"] == "torch" and row["median_ms"] > 0 and row["details"]["memory_error"] == "interrupted (Ctrl-C)"

@@ -383,8 +383,11 @@ def _failed(row: dict, status: str, err: Exception) -> dict:
 
 
 def _store(store: Store, result: RunResult, row: dict) -> None:
+    interrupted = row.pop("_interrupted", False)
     row["id"] = store.add(result.run_id, row)
     result.rows.append(row)
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _row(model: LoadedModel, variant: str, target: Target, engine, is_baseline: bool, recipe: Recipe) -> dict:
@@ -446,6 +449,9 @@ def _record_memory(row: dict, model: LoadedModel, target: Target, session, feed,
         row["details"]["memory"] = measure_memory(session.engine, artifact, by_name, session.threads)
     except Exception as err:  # a missing figure is said in the row, not a failed row
         row["details"]["memory_error"] = reason(err)
+    except KeyboardInterrupt:  # the row's latency is measured: it is stored, then the Ctrl-C goes on (_store)
+        row["details"]["memory_error"] = "interrupted (Ctrl-C)"
+        row["_interrupted"] = True
 
 
 def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, recipe: Recipe) -> None:
