@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 import platform
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from tvmharness.build import build_tvm, load_artifact
 from tvmharness.cache import file_hash
 from tvmharness.engines import EngineOptions, get_engine
 from tvmharness.errors import HarnessError
+from tvmharness.tune import RECORDS, WORKLOADS, records_dir
 from tvmharness.models import load_model
 from tvmharness.targets import resolve
 
@@ -153,6 +155,15 @@ def test_a_model_of_several_inputs_and_dtypes_reaches_every_engine(tmp_path, wor
     (warning,) = artifact.manifest["tvm_warnings"]
     assert warning["message"].startswith("Fast mode segfaults when there are out-of-bounds indices") and warning["count"] >= 1
     assert warning["message"] in (artifact.dir / "tvm-native.log").read_text()
+    # a build beside records of other models only (it lowers the model for their tasks first) counts them once
+    records = records_dir(workdir / "other-tuning", target)
+    records.mkdir(parents=True)
+    for name in (WORKLOADS, RECORDS):
+        (records / name).write_text("")
+    beside = get_engine("tvm").build(load_model(f"{USER_MODELS}:token_classifier", workdir / "cache"), target,
+                                     replace(options, records_root=workdir / "other-tuning"))
+    assert beside.manifest["build_key"] != artifact.manifest["build_key"] and not beside.tuned
+    assert beside.manifest["tvm_warnings"] == artifact.manifest["tvm_warnings"]
 
 
 def test_unknown_target_names_the_known_ones():

@@ -175,7 +175,7 @@ def _compile(model: LoadedModel, mod, target: Target, records: Path | None, dige
     try:
         if digest is None:
             return _compile_untuned(mod, target), None
-        return _compile_tuned(mod, target, records, digest)
+        return _compile_tuned(mod, target, records, digest, log)
     except HarnessError:
         raise
     except Exception as err:
@@ -190,7 +190,7 @@ def _compile_untuned(mod, target: Target):
     return tvm.compile(mod, target=target.tvm_target())
 
 
-def _compile_tuned(mod, target: Target, records: Path, digest: str):
+def _compile_tuned(mod, target: Target, records: Path, digest: str, log: Path):
     from tvm.s_tir.meta_schedule.relax_integration import compile_relax
 
     database = open_database(records, target)
@@ -198,6 +198,7 @@ def _compile_tuned(mod, target: Target, records: Path, digest: str):
     tasks = extract_tasks(mod_zero, target)
     tuned, trials = tuned_task_count(database, tasks, target)
     if not tuned:  # records of other models only: the very build tvm-untuned measures, not another untuned one
+        log.write_bytes(b"")  # that build lowers the model again and warns again: its warnings, counted once
         return _compile_untuned(mod, target), None
     executable = compile_relax(database, mod_pre, target.tvm_target(), params=None)
     return executable, {"dir": str(records), "sha256": digest, "tasks_tuned": tuned, "tasks": len(tasks), "trials": trials}
