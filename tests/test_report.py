@@ -447,3 +447,19 @@ def test_a_sparkline_draws_the_level_verdicts_compare():
     history = [{"run_started": f"2026-01-0{i}", "median_ms": 5.5, "status": "ok", "run_id": i, "samples_ms": samples}
                for i in (1, 2)]
     assert '"y":[1.9,1.9]' in sparkline(history, "spark")
+
+
+def test_a_run_s_reasons_are_footnotes_numbered_one_two_three(tmp_path):
+    from rich.console import Console
+
+    from tvmharness.report.terminal import footnotes, run_table
+
+    store = _one_run(tmp_path / "h.db", [{"engine": "torch", "is_baseline": True},
+                                         {"status": "failed to build", "reason": "no kernel"}, {},
+                                         {"engine": "onnxruntime", "status": "outputs disagree", "reason": "max abs diff"}])
+    frame, console = store.frame(), Console(record=True, width=250)
+    console.print(run_table(frame, store.runs()[0]))
+    table = console.export_text()
+    assert "failed to build [1]" in table and "outputs disagree [2]" in table
+    assert [line for line in footnotes(frame) if line.startswith("[")] == ["[1] m / tvm: no kernel",
+                                                                          "[2] m / onnxruntime: max abs diff"]

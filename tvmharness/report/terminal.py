@@ -57,10 +57,12 @@ def run_table(frame, run: dict) -> Table:
                           *([("peak MB", "right")] if with_memory else []),
                           ("max |diff|", "right"), ("top-1 agree", "right"), ("accuracy", "right"), ("notes", "left")]:
         table.add_column(Text(name), justify=justify, overflow="fold")  # the baseline's names are text, not markup
-    for i, r in enumerate(frame.to_dict("records"), start=1):
+    rows = frame.to_dict("records")
+    numbers = _footnote_numbers(rows)
+    for i, r in enumerate(rows):
         status = Text(r["status"], style=STATUS_STYLE.get(r["status"], ""))
-        if r["reason"]:
-            status.append(f" [{i}]")
+        if i in numbers:
+            status.append(f" [{numbers[i]}]")
         notes = row_notes(r)
         if r["is_baseline"] and r["status"] == "ok":
             speedup = "1.00x"
@@ -116,13 +118,20 @@ def data_line(data: dict) -> str:
     return "; ".join(parts)
 
 
+def _footnote_numbers(rows: list[dict]) -> dict[int, int]:
+    """Row index -> its reason's footnote number, counted 1, 2, 3 over the rows that have one."""
+    with_reason = [i for i, r in enumerate(rows) if r["reason"]]
+    return {i: n for n, i in enumerate(with_reason, start=1)}
+
+
 def footnotes(frame) -> list[str]:
     """Reasons for failed rows, the notes every reader needs, and the cache summary."""
     lines = []
     rows = frame.to_dict("records")
-    for i, r in enumerate(rows, start=1):
-        if r["reason"]:
-            lines.append(f"[{i}] {r['model']} / {r['engine']}: {r['reason']}")
+    numbers = _footnote_numbers(rows)
+    for i, r in enumerate(rows):
+        if i in numbers:
+            lines.append(f"[{numbers[i]}] {r['model']} / {r['engine']}: {r['reason']}")
         misses = (r["details"] or {}).get("goal_misses")
         if misses:
             lines.append(f"    {r['model']} / {r['variant']} / {r['engine']} misses goals: {'; '.join(misses)}")
