@@ -226,6 +226,13 @@ def test_out_of_range_numbers_are_refused_before_anything_starts(cli_dir, comman
     assert_usage_error(run_cli(*command, cwd=cli_dir), f"Invalid value for '{option}'")
 
 
+def test_compile_refuses_more_than_one_variant(cli_dir):
+    proc = run_cli("compile", "digits_cnn", "--variant", "int8", "--variant", "fp16", "--out", "two", cwd=cli_dir)
+    assert_usage_error(proc, "compile builds one artifact, and --variant was given 2 times (int8, fp16)",
+                       "run compile once per variant")
+    assert not (cli_dir / "two").exists()
+
+
 def test_a_bad_frontend_flag_is_named_by_its_flag(cli_dir):
     for command in ("bench", "compile"):
         assert_usage_error(run_cli(command, "digits_cnn", "--frontend", "tf", cwd=cli_dir),
