@@ -305,6 +305,15 @@ def test_a_model_that_does_not_export_fails_its_rows_and_keeps_the_baseline(cli_
     assert statuses == {"torch": "ok", "tvm": "failed to build", "onnxruntime": "failed to build"}
 
 
+@pytest.mark.parametrize("function, cause", [("raises_on_its_example", "ValueError: no head configured"),
+                                             ("example_of_the_wrong_shape", "RuntimeError: mat1 and mat2 shapes")])
+def test_a_model_that_raises_on_its_example_is_told_so_not_to_make_it_traceable(cli_dir, function, cause):
+    proc = run_cli("compile", f"{USER_MODELS}:{function}", cwd=cli_dir)
+    assert_usage_error(proc, f"model '{function}' raised on its example", "in PyTorch itself", cause,
+                       "fix: fix the model, or its example")
+    assert "traceable" not in proc.stderr
+
+
 def test_a_model_with_a_scalar_output_is_measured_on_every_engine(cli_dir):
     store = cli_dir / "[v2]" / "scalar.db"
     proc = run_cli("bench", f"{USER_MODELS}:sum_output", "--store", str(store), cwd=cli_dir)

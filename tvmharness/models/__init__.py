@@ -87,10 +87,24 @@ class LoadedModel:
                 with quiet_torch_export():
                     self.exported = torch.export.export(fold_batchnorm(self.torch_module), self.example())
             except Exception as err:  # torch raises many types here; all mean "does not export"
+                self._check_runs_eagerly()  # a model that fails on its own example is no tracing problem
                 raise HarnessError(f"model '{self.name}' does not export with torch.export: {one_line(err)}",
                                    "make the forward pass traceable (no data-dependent Python control flow), "
                                    "or give an .onnx file instead") from None
         return self.exported
+
+    def _check_runs_eagerly(self) -> None:
+        """Raises HarnessError where the module, run as plain PyTorch on the example's shapes, raises."""
+        import torch
+
+        try:
+            with torch.no_grad():
+                self.torch_module(*self.example())
+        except Exception as err:  # the user's forward may raise anything
+            shapes = ", ".join(f"{i.name} {i.dtype} {'x'.join(map(str, i.shape))}" for i in self.inputs)
+            raise HarnessError(f"model '{self.name}' raised on its example ({shapes}) in PyTorch itself: "
+                               f"{type(err).__name__}: {one_line(err)}",
+                               "fix the model, or its example (the inputs' shapes and dtypes its forward takes)") from None
 
 
 @contextlib.contextmanager
