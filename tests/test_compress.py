@@ -470,3 +470,15 @@ def test_an_onnx_file_is_quantized_to_int8_as_it_is(digits, workdir):
     assert rows[("int8", "tvm")]["details"]["top1_disagreement"] < 0.05  # no labels: top-1 agreement with the fp32 file
     pruned = rows[("prune:0.5", "—")]
     assert pruned["status"] == NOT_APPLICABLE and "only int8" in pruned["reason"]
+
+
+@pytest.mark.parametrize("variant, fix", [("prune:0.5", "give the model as path/to/file.py:function to compress it with prune"),
+                                          ("fp16", "give the model as a .pt2 or path/to/file.py:function")])
+def test_an_onnx_file_names_the_form_each_technique_takes(variant, fix):
+    from types import SimpleNamespace
+
+    from tvmharness.compress.base import NotApplicable
+
+    with pytest.raises(NotApplicable) as caught:
+        apply_variant(SimpleNamespace(name="m", torch_module=None), variant)
+    assert caught.value.fix.startswith(fix) and (".pt2" not in caught.value.fix) == variant.startswith("prune")
