@@ -52,6 +52,11 @@ def test_unknown_model(cli_dir):
     assert_usage_error(run_cli("bench", "resnet9000", cwd=cli_dir), "unknown model 'resnet9000'", "digits_cnn")
 
 
+def test_a_python_file_without_its_function_is_told_to_add_it(cli_dir):
+    assert_usage_error(run_cli("bench", "mymodels/misc.py", cwd=cli_dir), "'mymodels/misc.py' names a Python file",
+                       "add :FUNCTION, the function returning (nn.Module, example): mymodels/misc.py:FUNCTION")
+
+
 @pytest.mark.parametrize("body, needle", [
     ('models = ["digits_cnn"]\nbogus = 1\n', "unknown key 'bogus'"),
     ('models = ["digits_cnn"]\n[measure]\nrepeats = "many"\n', "'measure.repeats'"),

@@ -339,6 +339,9 @@ def load_model(spec: str, cache_dir: Path, batch: int = 1, settings: dict[str, d
     if model is not None:
         model.origin = _origin(spec)
         return model
+    if spec.endswith(".py"):  # a file of functions: which one builds the model
+        raise HarnessError(f"'{spec}' names a Python file but not the function in it that builds the model",
+                           f"add :FUNCTION, the function returning (nn.Module, example): {spec}:FUNCTION")
     raise HarnessError(f"unknown model '{spec}'; zoo models: {', '.join(ZOO)}",
                        "use a zoo name, a .pt2 or .onnx file, or module:function")
 
