@@ -341,6 +341,12 @@ def test_an_unsupported_operator_names_it(cli_dir):
     assert "erf_inv" in reasons["onnxruntime"]
 
 
+def test_compile_of_a_model_tvm_cannot_import_is_a_failed_build_not_a_usage_error(cli_dir):
+    proc = run_cli("compile", f"{USER_MODELS}:unsupported_op", "--out", "erfinv", cwd=cli_dir)
+    assert proc.returncode == 1, proc.stderr
+    assert "does not support: 'erfinv.default'" in " ".join(proc.stderr.split()) and not (cli_dir / "erfinv").exists()
+
+
 def test_bench_json_and_compile(cli_dir):
     proc = run_cli("bench", "digits_cnn", "--json", "--store", str(cli_dir / "bench.db"), cwd=cli_dir)
     assert proc.returncode == 0, proc.stderr

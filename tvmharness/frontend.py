@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from .cache import content_hash, stage_dir, written_whole
-from .errors import HarnessError, one_line
+from .errors import FAILED, HarnessError, one_line
 from .models import LoadedModel, graph_inputs
 
 # Bump when what reaches TVM or ONNX Runtime from a model changes (e.g. batch-norm folding, the
@@ -91,11 +91,12 @@ def to_relax(model: LoadedModel, frontend: str, cache_dir: Path):
     except HarnessError:
         raise
     except Exception as err:  # the frontends raise assorted errors for unsupported operators
+        # A valid model TVM cannot take in: the build failed (exit 1), not the command line (2).
         match = re.search(r"Unsupported function types \[(.*?)\]", str(err))
         if match:
             raise HarnessError(f"'{model.name}' uses operators TVM's Relax {frontend} frontend does not support: "
                                f"{match.group(1)}", "replace those operators in the model, or try the other "
-                               "frontend (--frontend onnx or torch, or the recipe key frontend)") from None
+                               "frontend (--frontend onnx or torch, or the recipe key frontend)", FAILED) from None
         raise HarnessError(f"TVM's {frontend} frontend cannot import '{model.name}': {one_line(err)}",
                            "an operator is likely unsupported by TVM's Relax frontend; try the other frontend "
-                           "(--frontend onnx or torch, or the recipe key frontend) or replace the operator") from None
+                           "(--frontend onnx or torch, or the recipe key frontend) or replace the operator", FAILED) from None
