@@ -482,3 +482,15 @@ def test_an_onnx_file_names_the_form_each_technique_takes(variant, fix):
     with pytest.raises(NotApplicable) as caught:
         apply_variant(SimpleNamespace(name="m", torch_module=None), variant)
     assert caught.value.fix.startswith(fix) and (".pt2" not in caught.value.fix) == variant.startswith("prune")
+
+
+def test_compressing_a_pt2_shows_no_warning_of_torch_s_own(tmp_path):
+    import warnings
+
+    path = tmp_path / "mlp.pt2"
+    mlp = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    torch.export.save(torch.export.export(mlp, (torch.randn(1, 16),)), str(path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        apply_variant(load_model(str(path), tmp_path / "cache"), "fp16", tmp_path / "cache")
+    assert not [w for w in caught if "LeafSpec" in str(w.message)]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .cache import content_hash, stage_dir, written_whole
 from .errors import FAILED, HarnessError, one_line
-from .models import LoadedModel, graph_inputs
+from .models import LoadedModel, graph_inputs, quiet_treespec
 
 # Bump when what reaches TVM or ONNX Runtime from a model changes (e.g. batch-norm folding, the
 # integer rewrite of QDQ models), so the cached exports and builds keyed by it are redone.
@@ -85,8 +85,7 @@ def to_relax(model: LoadedModel, frontend: str, cache_dir: Path):
             return integer_qdq(mod)[0]  # quantized (QDQ) models get integer conv/matmul kernels
         from tvm.relax.frontend.torch import from_exported_program
 
-        with warnings.catch_warnings():  # torch's own pytree code warns about itself when a program is copied
-            warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+        with quiet_treespec():
             return from_exported_program(model.exported_program(), unwrap_unit_return_tuple=False)
     except HarnessError:
         raise

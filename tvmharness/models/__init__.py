@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -108,6 +109,24 @@ class LoadedModel:
 
 
 @contextlib.contextmanager
+def quiet_treespec():
+    """torch's pytree code warns that its own check is deprecated (`isinstance(treespec, LeafSpec)`)
+    when an exported program's module is copied or converted: torch's business, not the user's. Only
+    that warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+        yield
+
+
+def copy_module(module):
+    """A deep copy of a module (a .pt2's too, whose copy sets off the warning quiet_treespec silences)."""
+    import copy
+
+    with quiet_treespec():
+        return copy.deepcopy(module)
+
+
+@contextlib.contextmanager
 def quiet_torch_export():
     """torch.export logs a traceback and prints the graph it stopped in before it raises; the
     error itself, which the caller turns into one message, says what is wrong."""
@@ -126,12 +145,10 @@ def quiet_torch_export():
 def fold_batchnorm(module):
     """Eval-mode batch norm folded into the convolution before it (torch.fx), so compiled kernels do
     not carry it as four element-wise ops after every conv. Modules fx cannot trace stay as they are."""
-    import copy
-
     from torch.fx.experimental.optimization import fuse
 
     try:
-        return fuse(copy.deepcopy(module))
+        return fuse(copy_module(module))
     except Exception:  # fx tracing fails on data-dependent control flow; export reports that itself
         return module
 
