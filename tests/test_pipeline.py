@@ -366,3 +366,21 @@ def test_a_run_cut_short_keeps_its_rows_and_stays_unfinished(recipe_dict):
     run, verdicts = judge_run(Store(recipe.output.store))
     assert run["finished"] is None and [v.series["engine"] for v in verdicts if v.run_id == run["id"]][0] == "torch"
     assert run_recipe(recipe).store.run(run["id"] + 1)["finished"] is not None  # one that goes through is finished
+
+
+def test_a_data_set_says_how_many_of_its_samples_are_fed(tmp_path):
+    import numpy as np
+
+    from tvmharness.data import ModelInput, load_data_set
+    from tvmharness.errors import HarnessError
+
+    inputs = (ModelInput("x", (4, 16)),)
+    np.savez(tmp_path / "val21.npz", x=np.zeros((21, 16), dtype=np.float32), labels=np.zeros(21, dtype=np.int64))
+    path = str(tmp_path / "val21.npz")
+    assert load_data_set(path, inputs, 4, "m", "eval").source == (
+        f"{path} (20 of its 21 samples, labelled; a last partial batch of 1 left out)")
+    assert load_data_set(path, inputs, 4, "m", "train").source == f"{path} (21 samples, labelled)"  # training takes all
+    np.savez(tmp_path / "one.npz", x=np.zeros((1, 16), dtype=np.float32))
+    assert load_data_set(str(tmp_path / "one.npz"), (ModelInput("x", (1, 16)),), 1, "m", "eval").source.endswith("(1 sample)")
+    with pytest.raises(HarnessError, match="holds 1 sample, fewer than one batch of 4"):
+        load_data_set(str(tmp_path / "one.npz"), inputs, 4, "m", "eval")
