@@ -408,6 +408,8 @@ def test_compile_ships_a_compressed_variant_that_loads_and_runs(cli_dir):
         out = cli_dir / "results" / "artifacts" / folder  # each variant in a folder of its own
         manifest = json.loads((out / "manifest.json").read_text())
         assert [step["kind"] for step in manifest["compression"]] == [variant.split(":")[0]]
+        if variant == "int8":  # the config asks 64 calls; digits' training split gives them all
+            assert manifest["calibration"]["calls"] == 64 and len(manifest["calibration"]["content_hash"]) == 16
         assert manifest["frontend"] == frontend  # int8 is an ONNX model: it has only that way into TVM
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / "model.so")), tvm.cpu())
         x = np.random.default_rng(0).standard_normal(manifest["inputs"][0]["shape"]).astype(np.float32)

@@ -303,6 +303,18 @@ def test_int8_static_stores_int8_weights_that_tvm_imports(digits, workdir):
     assert not any("R.dequantize(metadata" in line and "axis=0" in line and ", 3, 3)" in line for line in script.splitlines())
 
 
+def test_int8_records_the_calibration_it_ran_beside_what_was_asked(digits, workdir):
+    import dataclasses
+
+    from tvmharness.data import data_set
+
+    few = data_set("train40.npz", (np.random.default_rng(0).random((40, 1, 8, 8), dtype=np.float32),), None)
+    quantized = apply_variant(dataclasses.replace(digits, train_data=few), "int8", workdir / "cache")
+    assert quantized.compression["compression"][0]["samples"] == 64  # asked
+    assert quantized.compression["calibration"] == {"calls": 40, "content_hash": few.digest[:16]}  # ran
+    assert any("calibration on 40 calls of train40.npz (all it has: 64 were asked for)" in n for n in quantized.notes)
+
+
 def test_int8_calibrates_on_calls_from_across_a_sorted_data_set(digits):
     """A training file sorted by class must not calibrate on its first class alone."""
     import dataclasses

@@ -101,6 +101,9 @@ class Int8(Technique):
         out = stage_dir(work.cache_dir, "int8", key) / f"{work.base.name}-int8.onnx"
         if self.mode == "static":
             data, source = self.calibration_data(work.base)
+            # What calibrated, beside the config's `samples` (what was asked): a smaller data set gives fewer calls.
+            work.metrics["calibration"] = {"calls": len(data), "content_hash": calibration.digest[:16] if calibration
+                                           is not None else None}  # None: seeded inputs
             note = (f"int8 static QDQ: per-{'channel' if self.per_channel else 'tensor'} int8 weights, per-tensor "
                     f"{self.activations} activations, {self.calibration} calibration on {counted(len(data), 'call')} of {source}")
         else:
@@ -142,6 +145,7 @@ class Int8(Technique):
             picked = sorted(np.random.default_rng(0).permutation(len(feeds))[: self.samples])
             return [feeds[i] for i in picked], (f"{data.source}" + (
                 f" (picked at random from its {len(feeds)})" if len(picked) < len(feeds) else "") + (
+                f" (all it has: {self.samples} were asked for)" if len(picked) < self.samples else "") + (
                 "" if data is base.train_data else ", the held-out data: no training data was given"))
         return random_feeds(base.inputs, self.samples, seed=7), "seeded model inputs (no data set for this model)"
 
