@@ -52,6 +52,11 @@ def test_unknown_model(cli_dir):
     assert_usage_error(run_cli("bench", "resnet9000", cwd=cli_dir), "unknown model 'resnet9000'", "digits_cnn")
 
 
+def test_a_python_file_without_its_function_is_told_to_add_it(cli_dir):
+    assert_usage_error(run_cli("bench", "mymodels/misc.py", cwd=cli_dir), "'mymodels/misc.py' names a Python file",
+                       "add :FUNCTION, the function returning (nn.Module, example): mymodels/misc.py:FUNCTION")
+
+
 @pytest.mark.parametrize("body, needle", [
     ('models = ["digits_cnn"]\nbogus = 1\n', "unknown key 'bogus'"),
     ('models = ["digits_cnn"]\n[measure]\nrepeats = "many"\n', "'measure.repeats'"),
@@ -226,6 +231,13 @@ def test_out_of_range_numbers_are_refused_before_anything_starts(cli_dir, comman
     assert_usage_error(run_cli(*command, cwd=cli_dir), f"Invalid value for '{option}'")
 
 
+def test_compile_refuses_more_than_one_variant(cli_dir):
+    proc = run_cli("compile", "digits_cnn", "--variant", "int8", "--variant", "fp16", "--out", "two", cwd=cli_dir)
+    assert_usage_error(proc, "compile builds one artifact, and --variant was given 2 times (int8, fp16)",
+                       "run compile once per variant")
+    assert not (cli_dir / "two").exists()
+
+
 def test_a_bad_frontend_flag_is_named_by_its_flag(cli_dir):
     for command in ("bench", "compile"):
         assert_usage_error(run_cli(command, "digits_cnn", "--frontend", "tf", cwd=cli_dir),
@@ -298,6 +310,15 @@ def test_a_model_that_does_not_export_fails_its_rows_and_keeps_the_baseline(cli_
     assert statuses == {"torch": "ok", "tvm": "failed to build", "onnxruntime": "failed to build"}
 
 
+@pytest.mark.parametrize("function, cause", [("raises_on_its_example", "ValueError: no head configured"),
+                                             ("example_of_the_wrong_shape", "RuntimeError: mat1 and mat2 shapes")])
+def test_a_model_that_raises_on_its_example_is_told_so_not_to_make_it_traceable(cli_dir, function, cause):
+    proc = run_cli("compile", f"{USER_MODELS}:{function}", cwd=cli_dir)
+    assert_usage_error(proc, f"model '{function}' raised on its example", "in PyTorch itself", cause,
+                       "fix: fix the model, or its example")
+    assert "traceable" not in proc.stderr
+
+
 def test_a_model_with_a_scalar_output_is_measured_on_every_engine(cli_dir):
     store = cli_dir / "[v2]" / "scalar.db"
     proc = run_cli("bench", f"{USER_MODELS}:sum_output", "--store", str(store), cwd=cli_dir)
@@ -318,6 +339,12 @@ def test_an_unsupported_operator_names_it(cli_dir):
     # ONNX Runtime's row names the operator the exporter lacks, not the exporter's own next steps.
     assert "does not export to ONNX: No ONNX function found for" in reasons["onnxruntime"], reasons["onnxruntime"]
     assert "erf_inv" in reasons["onnxruntime"]
+
+
+def test_compile_of_a_model_tvm_cannot_import_is_a_failed_build_not_a_usage_error(cli_dir):
+    proc = run_cli("compile", f"{USER_MODELS}:unsupported_op", "--out", "erfinv", cwd=cli_dir)
+    assert proc.returncode == 1, proc.stderr
+    assert "does not support: 'erfinv.default'" in " ".join(proc.stderr.split()) and not (cli_dir / "erfinv").exists()
 
 
 def test_bench_json_and_compile(cli_dir):
@@ -381,6 +408,8 @@ def test_compile_ships_a_compressed_variant_that_loads_and_runs(cli_dir):
         out = cli_dir / "results" / "artifacts" / folder  # each variant in a folder of its own
         manifest = json.loads((out / "manifest.json").read_text())
         assert [step["kind"] for step in manifest["compression"]] == [variant.split(":")[0]]
+        if variant == "int8":  # the config asks 64 calls; digits' training split gives them all
+            assert manifest["calibration"]["calls"] == 64 and len(manifest["calibration"]["content_hash"]) == 16
         assert manifest["frontend"] == frontend  # int8 is an ONNX model: it has only that way into TVM
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / "model.so")), tvm.cpu())
         x = np.random.default_rng(0).standard_normal(manifest["inputs"][0]["shape"]).astype(np.float32)

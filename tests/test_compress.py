@@ -303,6 +303,18 @@ def test_int8_static_stores_int8_weights_that_tvm_imports(digits, workdir):
     assert not any("R.dequantize(metadata" in line and "axis=0" in line and ", 3, 3)" in line for line in script.splitlines())
 
 
+def test_int8_records_the_calibration_it_ran_beside_what_was_asked(digits, workdir):
+    import dataclasses
+
+    from tvmharness.data import data_set
+
+    few = data_set("train40.npz", (np.random.default_rng(0).random((40, 1, 8, 8), dtype=np.float32),), None)
+    quantized = apply_variant(dataclasses.replace(digits, train_data=few), "int8", workdir / "cache")
+    assert quantized.compression["compression"][0]["samples"] == 64  # asked
+    assert quantized.compression["calibration"] == {"calls": 40, "content_hash": few.digest[:16]}  # ran
+    assert any("calibration on 40 calls of train40.npz (all it has: 64 were asked for)" in n for n in quantized.notes)
+
+
 def test_int8_calibrates_on_calls_from_across_a_sorted_data_set(digits):
     """A training file sorted by class must not calibrate on its first class alone."""
     import dataclasses
@@ -467,7 +479,7 @@ def test_an_onnx_file_is_quantized_to_int8_as_it_is(digits, workdir):
         assert row["status"] == OK, row["reason"]
         assert row["details"]["quantized_ops"]["int8"]["Conv"] >= 2, row["details"]["quantized_ops"]
     assert rows[("int8", "tvm")]["details"]["tvm_int8_kernels"]["integer"]["conv2d"] >= 2
-    assert rows[("int8", "tvm")]["details"]["accuracy_drop"] < 0.05  # top-1 agreement with the fp32 file
+    assert rows[("int8", "tvm")]["details"]["top1_disagreement"] < 0.05  # no labels: top-1 agreement with the fp32 file
     pruned = rows[("prune:0.5", "—")]
     assert pruned["status"] == NOT_APPLICABLE and "only int8" in pruned["reason"]
 
@@ -490,3 +502,27 @@ def test_a_variant_s_size_is_against_fp32_on_its_own_engine_alone():
     orphan = row()  # its engine's fp32 row failed: no size figure, not one against PyTorch's weights
     _compare_with_baseline(orphan, baseline, recipe, None)
     assert "size_ratio" not in orphan["details"]
+
+
+@pytest.mark.parametrize("variant, fix", [("prune:0.5", "give the model as path/to/file.py:function to compress it with prune"),
+                                          ("fp16", "give the model as a .pt2 or path/to/file.py:function")])
+def test_an_onnx_file_names_the_form_each_technique_takes(variant, fix):
+    from types import SimpleNamespace
+
+    from tvmharness.compress.base import NotApplicable
+
+    with pytest.raises(NotApplicable) as caught:
+        apply_variant(SimpleNamespace(name="m", torch_module=None), variant)
+    assert caught.value.fix.startswith(fix) and (".pt2" not in caught.value.fix) == variant.startswith("prune")
+
+
+def test_compressing_a_pt2_shows_no_warning_of_torch_s_own(tmp_path):
+    import warnings
+
+    path = tmp_path / "mlp.pt2"
+    mlp = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    torch.export.save(torch.export.export(mlp, (torch.randn(1, 16),)), str(path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        apply_variant(load_model(str(path), tmp_path / "cache"), "fp16", tmp_path / "cache")
+    assert not [w for w in caught if "LeafSpec" in str(w.message)]

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tvmharness.measure import Latency, accuracy, agreement, output_arrays, paced, time_call, time_interleaved
+from tvmharness.measure import (Latency, accuracy, agreement, output_arrays, paced, time_call, time_interleaved,
+                                top1_agreement)
 
 
 def test_latency_statistics_come_from_the_samples():
@@ -78,7 +79,7 @@ def test_agreement_refuses_outputs_of_another_shape_and_takes_scalars():
     with pytest.raises(ValueError, match=r"shape \[3\] differs from the baseline's \[1, 3\]"):
         agreement(ref, [[ref[0][0][0]]], tolerance=1e-3)  # would broadcast to a diff of 0
     scalar = agreement([[np.array(2.0)]], [[np.array(2.0 + 1e-6)]], tolerance=1e-3)
-    assert scalar.within_tolerance and scalar.top1_agreement == 1.0
+    assert scalar.within_tolerance and scalar.top1_agreement is None  # no classes to pick
 
 
 def test_agreement_checks_every_output_on_its_own_scale():
@@ -101,6 +102,27 @@ def test_output_arrays_flattens_in_export_order():
     t = torch.arange(3.0)
     out = output_arrays((t, {"a": t + 1, "b": [t + 2, 7.0]}), torch.Tensor)
     assert [a.tolist() for a in out] == [[0, 1, 2], [1, 2, 3], [2, 3, 4], 7.0]
+
+
+def test_top1_agreement_is_the_share_of_rows_that_pick_the_same_class():
+    ref = [[np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]])], [np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])]]
+    out = [[np.array([[0.1, 0.9, 0.0], [0.1, 0.8, 0.1]])], [np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])]]
+    assert top1_agreement(ref, out) == pytest.approx(3 / 4)  # one row of four picks another class
+
+
+def test_top1_agreement_of_a_segmentation_map_is_per_position():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((1, 4, 8, 8))
+    out = ref.copy()
+    out[0, :, :4, :] = np.roll(out[0, :, :4, :], 1, axis=0)  # the top half of the map picks other classes
+    assert top1_agreement([[ref]], [[out]]) == pytest.approx(0.5)
+    assert agreement([[ref]], [[ref + 1e-6]], tolerance=1e-3).top1_agreement == 1.0
+
+
+def test_top1_agreement_is_none_without_a_class_axis():
+    for shape in [(), (4,), (4, 1), (4, 1, 8)]:  # a loss, a score per row, one class
+        ref = np.zeros(shape)
+        assert top1_agreement([[ref]], [[ref + 1.0]]) is None
 
 
 def test_accuracy_counts_top1_hits():

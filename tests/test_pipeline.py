@@ -388,3 +388,41 @@ def test_a_ctrl_c_in_a_memory_probe_keeps_the_row_it_measured(recipe_dict, monke
     run_id = max(r["id"] for r in Store(recipe.output.store).runs())
     (row,) = Store(recipe.output.store).frame(run_id=run_id).to_dict("records")  # the baseline's latency, kept
     assert row["engine"] == "torch" and row["median_ms"] > 0 and row["details"]["memory_error"] == "interrupted (Ctrl-C)"
+
+
+def test_a_data_set_says_how_many_of_its_samples_are_fed(tmp_path):
+    import numpy as np
+
+    from tvmharness.data import ModelInput, load_data_set
+    from tvmharness.errors import HarnessError
+
+    inputs = (ModelInput("x", (4, 16)),)
+    np.savez(tmp_path / "val21.npz", x=np.zeros((21, 16), dtype=np.float32), labels=np.zeros(21, dtype=np.int64))
+    path = str(tmp_path / "val21.npz")
+    assert load_data_set(path, inputs, 4, "m", "eval").source == (
+        f"{path} (20 of its 21 samples, labelled; a last partial batch of 1 left out)")
+    assert load_data_set(path, inputs, 4, "m", "train").source == f"{path} (21 samples, labelled)"  # training takes all
+    np.savez(tmp_path / "one.npz", x=np.zeros((1, 16), dtype=np.float32))
+    assert load_data_set(str(tmp_path / "one.npz"), (ModelInput("x", (1, 16)),), 1, "m", "eval").source.endswith("(1 sample)")
+    with pytest.raises(HarnessError, match="holds 1 sample, fewer than one batch of 4"):
+        load_data_set(str(tmp_path / "one.npz"), inputs, 4, "m", "eval")
+
+
+def test_data_of_the_input_s_kind_is_converted_to_its_dtype_and_must_fit_it(tmp_path):
+    import numpy as np
+
+    from tvmharness.data import ModelInput, load_data_set
+    from tvmharness.errors import HarnessError
+
+    inputs = (ModelInput("x", (1, 4)), ModelInput("ids", (1, 4), "int64"), ModelInput("mask", (1, 4), "bool"))
+    arrays = {"x": np.ones((2, 4)), "ids": np.ones((2, 4), dtype=np.int32), "mask": np.array([[0, 1, 1, 0]] * 2)}
+    np.savez(tmp_path / "ok.npz", **arrays)
+    data = load_data_set(str(tmp_path / "ok.npz"), inputs, 1, "m", "eval")
+    assert [a.dtype for a in data.arrays] == [np.float32, np.int64, np.bool_]
+    assert data.arrays[2][0].tolist() == [False, True, True, False]
+    np.savez(tmp_path / "two.npz", **arrays | {"mask": np.array([[0, 2, 1, 0]] * 2)})  # 2 would be True unsaid
+    with pytest.raises(HarnessError, match=r"'mask' holds values in \[0, 2\], which input 'mask' of m \(bool\) cannot hold"):
+        load_data_set(str(tmp_path / "two.npz"), inputs, 1, "m", "eval")
+    np.savez(tmp_path / "pixels.npz", **arrays | {"x": np.ones((2, 4), dtype=np.uint8)})  # another kind: refused
+    with pytest.raises(HarnessError, match="'x' is uint8, and input 'x' of m is float32"):
+        load_data_set(str(tmp_path / "pixels.npz"), inputs, 1, "m", "eval")

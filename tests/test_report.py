@@ -463,3 +463,24 @@ def test_a_run_s_reasons_are_footnotes_numbered_one_two_three(tmp_path):
     assert "failed to build [1]" in table and "outputs disagree [2]" in table
     assert [line for line in footnotes(frame) if line.startswith("[")] == ["[1] m / tvm: no kernel",
                                                                           "[2] m / onnxruntime: max abs diff"]
+
+
+def test_a_model_without_labels_has_its_top1_disagreement_named_not_an_accuracy_drop():
+    import pandas as pd
+
+    from tvmharness.pipeline import _compare_with_baseline
+    from tvmharness.recipe import recipe_from_dict
+    from tvmharness.report.compression import best_variants, compression_rows
+
+    recipe = recipe_from_dict({"models": ["m"], "thresholds": {"max_accuracy_drop": 0.01}})
+    base = {"model": "m", "variant": "fp32", "target": "x86", "engine": "tvm", "status": "ok", "median_ms": 2.0,
+            "accuracy": None, "top1_agreement": 1.0, "is_baseline": True, "meets_goals": None, "details": {}}
+    row = base | {"variant": "int8", "median_ms": 1.0, "top1_agreement": 0.75, "is_baseline": False, "details": {}}
+    _compare_with_baseline(row, base, recipe)
+    assert row["details"]["top1_disagreement"] == pytest.approx(0.25) and "accuracy_drop" not in row["details"]
+    assert row["details"]["goal_misses"] == ["top-1 disagreement with fp32 0.250 > 0.01"]
+    (cells,) = compression_rows(pd.DataFrame([base, row]))
+    assert "+25.0 pts top-1" in cells and not any("accuracy" in c for c in cells)
+    row["meets_goals"], row["speedup_vs_baseline"] = True, 2.0
+    (line,) = best_variants(pd.DataFrame([base, row]))
+    assert "top-1 disagreement with fp32 +25.0 pts" in line and "accuracy" not in line

@@ -36,6 +36,24 @@ def does_not_export():
     return DataDependent(), torch.randn(1, 16)
 
 
+class RaisesOnItsExample(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        raise ValueError("no head configured")
+
+
+def raises_on_its_example():
+    return RaisesOnItsExample(), torch.randn(1, 16)
+
+
+def example_of_the_wrong_shape():
+    torch.manual_seed(0)
+    return nn.Linear(16, 10), torch.randn(1, 5)
+
+
 class Erfinv(nn.Module):
     """erfinv has no converter in TVM's Relax torch frontend."""
 

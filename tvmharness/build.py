@@ -139,6 +139,7 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
         "model_digest": model.digest,
         "model_source": model.source,
         "compression": model.compression.get("compression") or [],  # each step's kind and parameters
+        "calibration": model.compression.get("calibration"),  # int8's calibration as it ran (calls, data's hash)
         "inputs": [i.signature() for i in model.inputs],  # what to feed
         "frontend": frontend,
         "target": target.describe(),

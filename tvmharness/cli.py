@@ -386,7 +386,8 @@ def _kit_racks(recipe, targets) -> dict:
 def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or module:function")],
             target: Annotated[Optional[str], typer.Option("--target", "-t", help="target preset (default: this host's, "
                                                           "x86 or aarch64)")] = None,
-            variant: Annotated[str, typer.Option(help="compression variant, e.g. int8 or prune:0.5+finetune")] = "fp32",
+            variant: Annotated[Optional[list[str]], typer.Option(help="compression variant, e.g. int8 or prune:0.5+finetune "
+                                                               "(one: compile builds one artifact)")] = None,
             out_dir: Annotated[Optional[Path], typer.Option("--out", help="artifact directory (default OUTPUT-DIR/artifacts/MODEL[-VARIANT][-onnx]-TARGET[-Nthreads][-NAME1x128])")] = None,
             frontend: Annotated[str, typer.Option(help="torch or onnx")] = "torch",
             threads: Annotated[Optional[int], typer.Option(min=1, help="threads the module is built for")] = None,
@@ -406,9 +407,12 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
     from .targets import check_toolchain, resolve
 
+    if len(variant or []) > 1:  # a list option only to say so: a plain one keeps the last and drops the rest unsaid
+        raise HarnessError(f"compile builds one artifact, and --variant was given {len(variant)} times ({', '.join(variant)})",
+                           "run compile once per variant (`tvmharness bench MODEL --variant A --variant B` measures several)")
     defaults = apply_overrides(recipe_from_dict({"models": [model]}, "(compile)"), frontend=frontend, output_dir=output_dir,
                                inputs=parse_input_flags(input_shape, input_range), data=_data_flags(model, None, train_data))
-    chosen = parse_variant(variant)
+    chosen = parse_variant(variant[0] if variant else "fp32")
     target = target or defaults.target_names()[0]
     resolved = resolve(target, threads or defaults.measure.threads)
     fixed = resolved.tvm_dict.get("num-cores")

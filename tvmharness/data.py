@@ -82,7 +82,7 @@ LABELS = "labels"  # the array of class labels in a data set file
 def load_data_set(path: str, inputs: tuple[ModelInput, ...], batch: int, model: str, role: str) -> DataSet:
     """An .npz of one array per model input, named as the input, samples first (each sample one
     call's input without its batch), and optionally `labels`: class ids, one per sample."""
-    from .errors import HarnessError, one_line
+    from .errors import HarnessError, counted, one_line
 
     save = (f"save one array per input, samples first, named as the inputs, with the labels if there are: "
             f"np.savez('{Path(path).name}', {', '.join(f'{i.name}=...' for i in inputs)}, {LABELS}=...)")
@@ -143,9 +143,13 @@ def load_data_set(path: str, inputs: tuple[ModelInput, ...], batch: int, model: 
         labels = labels.astype(np.int64)
     if len(counts) > 1 or min(counts) < batch:
         raise HarnessError(f"{role} data {path} holds {sorted(counts)} samples in its arrays" if len(counts) > 1 else
-                           f"{role} data {path} holds {min(counts)} samples, fewer than one batch of {batch}",
+                           f"{role} data {path} holds {counted(min(counts), 'sample')}, fewer than one batch of {batch}",
                            "give every array (and the labels) the same number of samples, at least one batch")
-    return data_set(f"{path} ({min(counts)} samples{', labelled' if labels is not None else ''})", tuple(arrays), labels)
+    # The held-out data is fed in calls of `batch` (DataSet.feeds): say what a last partial batch leaves out.
+    count, left = min(counts), min(counts) % batch if role == "eval" else 0
+    held = f"{count - left} of its {counted(count, 'sample')}" if left else counted(count, "sample")
+    return data_set(f"{path} ({held}{', labelled' if labels is not None else ''}"
+                    f"{f'; a last partial batch of {left} left out' if left else ''})", tuple(arrays), labels)
 
 
 @functools.cache

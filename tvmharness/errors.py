@@ -30,6 +30,11 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def counted(count: int, noun: str) -> str:
+    """'1 sample', '21 samples'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def reason(err: BaseException, fix: bool = True) -> str:
     """An error as a row or a summary says it: a user's error as it is (its cause alone without `fix`),
     anything else, a crash, with its type."""

@@ -9,8 +9,8 @@ import warnings
 from pathlib import Path
 
 from .cache import content_hash, stage_dir, written_whole
-from .errors import HarnessError, one_line
-from .models import LoadedModel, graph_inputs
+from .errors import FAILED, HarnessError, one_line
+from .models import LoadedModel, graph_inputs, quiet_treespec
 
 # Bump when what reaches TVM or ONNX Runtime from a model changes (e.g. batch-norm folding, the
 # integer rewrite of QDQ models), so the cached exports and builds keyed by it are redone.
@@ -85,17 +85,17 @@ def to_relax(model: LoadedModel, frontend: str, cache_dir: Path):
             return integer_qdq(mod)[0]  # quantized (QDQ) models get integer conv/matmul kernels
         from tvm.relax.frontend.torch import from_exported_program
 
-        with warnings.catch_warnings():  # torch's own pytree code warns about itself when a program is copied
-            warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+        with quiet_treespec():
             return from_exported_program(model.exported_program(), unwrap_unit_return_tuple=False)
     except HarnessError:
         raise
     except Exception as err:  # the frontends raise assorted errors for unsupported operators
+        # A valid model TVM cannot take in: the build failed (exit 1), not the command line (2).
         match = re.search(r"Unsupported function types \[(.*?)\]", str(err))
         if match:
             raise HarnessError(f"'{model.name}' uses operators TVM's Relax {frontend} frontend does not support: "
                                f"{match.group(1)}", "replace those operators in the model, or try the other "
-                               "frontend (--frontend onnx or torch, or the recipe key frontend)") from None
+                               "frontend (--frontend onnx or torch, or the recipe key frontend)", FAILED) from None
         raise HarnessError(f"TVM's {frontend} frontend cannot import '{model.name}': {one_line(err)}",
                            "an operator is likely unsupported by TVM's Relax frontend; try the other frontend "
-                           "(--frontend onnx or torch, or the recipe key frontend) or replace the operator") from None
+                           "(--frontend onnx or torch, or the recipe key frontend) or replace the operator", FAILED) from None

@@ -99,7 +99,7 @@ def output_arrays(out, tensor_type: type, to_numpy: Callable[[object], np.ndarra
 @dataclass
 class Agreement:
     max_abs_diff: float  # of the output furthest outside (or least inside) its tolerance
-    top1_agreement: float
+    top1_agreement: float | None  # None where the first output has no class axis
     within_tolerance: bool
     output: int  # which output max_abs_diff is of
     outputs: int  # how many each input gives
@@ -111,8 +111,8 @@ def agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]
     output must be within tolerance: its largest absolute difference <= tolerance x the largest
     |value| of that output in the reference (a box in pixels and a score in [0, 1] each on its own
     scale), or <= its floor where one is given (a quantized output may differ by a few of its steps).
-    Top-1 agreement: the share of inputs whose first output picks the same class. Another number of
-    outputs, or an output of another shape, raises ValueError (broadcasting would hide it)."""
+    Top-1 agreement: see top1_agreement. Another number of outputs, or an output of another shape,
+    raises ValueError (broadcasting would hide it)."""
     count = len(reference[0])
     for ref, out in zip(reference, outputs):
         if len(out) != len(ref):
@@ -127,8 +127,7 @@ def agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]
     floors = list(floors or []) + [0.0] * count
     allowed = [max(tolerance * scales[k], floors[k]) for k in range(count)]
     worst = max(range(count), key=lambda k: diffs[k] / allowed[k])
-    top1 = [np.array_equal(_top1(ref[0]), _top1(out[0])) for ref, out in zip(reference, outputs)]
-    return Agreement(max_abs_diff=diffs[worst], top1_agreement=float(np.mean(top1)),
+    return Agreement(max_abs_diff=diffs[worst], top1_agreement=top1_agreement(reference, outputs),
                      within_tolerance=diffs[worst] <= allowed[worst], output=worst, outputs=count)
 
 
@@ -142,9 +141,32 @@ def _max_diff(ref: np.ndarray, out: np.ndarray) -> float:
     return float(np.max(np.nan_to_num(diff, nan=np.inf), initial=0.0))
 
 
-def _top1(batch: np.ndarray) -> np.ndarray:
-    batch = np.atleast_1d(batch)  # a scalar output (a loss, a sum) is one "class"
-    return np.argmax(batch.reshape(batch.shape[0], -1), axis=1)
+def top1_agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]) -> float | None:
+    """The share of predictions in the first output that pick the same class as the reference's: of
+    rows for a (batch, classes) output, of positions for a (batch, classes, ...) map (segmentation's
+    (batch, classes, H, W)). None where it has no class axis: a scalar, one value per row, or one class."""
+    picks = [(_classes(ref[0]), _classes(out[0])) for ref, out in zip(reference, outputs)]
+    if not picks or any(r is None for r, _ in picks):
+        return None
+    return float(np.mean(np.concatenate([(r == o).ravel() for r, o in picks])))
+
+
+def _classes(first: np.ndarray) -> np.ndarray | None:
+    """The class picked per row (and position): the argmax over axis 1, PyTorch's class axis (as
+    nn.CrossEntropyLoss reads it)."""
+    if first.ndim < 2 or first.shape[1] < 2:
+        return None
+    return np.argmax(first, axis=1)
+
+
+# A variant's loss against fp32 as its row's details name it, and as people read it: accuracy where
+# the data is labelled, else 1 - top-1 agreement, which is not accuracy.
+DROPS = {"accuracy_drop": "accuracy drop", "top1_disagreement": "top-1 disagreement with fp32"}
+
+
+def variant_drop(details: dict) -> tuple[str, float] | None:
+    """Which drop against fp32 a variant row's details hold (a key of DROPS), and how much."""
+    return next(((k, details[k]) for k in DROPS if details.get(k) is not None), None)
 
 
 def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:

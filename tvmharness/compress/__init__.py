@@ -110,9 +110,12 @@ def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> Load
         model.compression = baseline_metrics(model)
         return model
     if model.torch_module is None and any(step.kind != "int8" for step in variant.steps):
+        layered = sorted({step.kind for step in variant.steps if step.on_layers})
+        # A .pt2 keeps no nn.Conv/nn.Linear modules for the layer techniques to work on (_no_layers).
+        where = (f"as path/to/file.py:function to compress it with {', '.join(layered)}" if layered
+                 else "as a .pt2 or path/to/file.py:function to compress it otherwise")
         raise NotApplicable(f"'{model.name}' is an ONNX file; of the techniques only int8 (ONNX Runtime's quantizer) "
-                            "works on one, the others on PyTorch models",
-                            "give the model as a .pt2 or module:function to compress it otherwise")
+                            "works on one, the others on PyTorch models", f"give the model {where}")
     work = Work(base=model, cache_dir=Path(cache_dir) if cache_dir is not None else Path("results/cache"),
                 module=model.torch_module, onnx_path=model.onnx_path if model.torch_module is None else None)
     last_module = model.torch_module

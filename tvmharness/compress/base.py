@@ -3,7 +3,6 @@ model state a chain of techniques passes along."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,7 +10,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ..errors import HarnessError, validation_problems
-from ..models import LoadedModel
+from ..models import LoadedModel, copy_module
 
 
 class NotApplicable(HarnessError):
@@ -87,7 +86,7 @@ class Technique(BaseModel):
             for name, _ in list(m.named_parameters(recurse=False)):
                 if name.endswith("_orig") and hasattr(m, name[: -len("_orig")]):
                     setattr(m, name[: -len("_orig")], getattr(m, name[: -len("_orig")]).detach())
-        return copy.deepcopy(module)
+        return copy_module(module)
 
 
 def _format(value) -> str:

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from ..cache import content_hash, file_hash, stage_dir, written_whole
 from ..data import DataSet, Feed, ModelInput, feed_dict, random_feeds
-from ..errors import HarnessError, one_line
+from ..errors import HarnessError, counted, one_line
 from ..models import LoadedModel, graph_inputs, onnx_weights_files, torch_digest
 from .base import Technique, Work
 from .prune import finalize_pruning
@@ -101,8 +101,11 @@ class Int8(Technique):
         out = stage_dir(work.cache_dir, "int8", key) / f"{work.base.name}-int8.onnx"
         if self.mode == "static":
             data, source = self.calibration_data(work.base)
+            # What calibrated, beside the config's `samples` (what was asked): a smaller data set gives fewer calls.
+            work.metrics["calibration"] = {"calls": len(data), "content_hash": calibration.digest[:16] if calibration
+                                           is not None else None}  # None: seeded inputs
             note = (f"int8 static QDQ: per-{'channel' if self.per_channel else 'tensor'} int8 weights, per-tensor "
-                    f"{self.activations} activations, {self.calibration} calibration on {len(data)} {source}")
+                    f"{self.activations} activations, {self.calibration} calibration on {counted(len(data), 'call')} of {source}")
         else:
             data, note = None, "int8 dynamic: int8 weights, activations quantized at run time"
         if not out.is_file():
@@ -140,8 +143,9 @@ class Int8(Technique):
         if data is not None:  # seeded picks across the whole set: a file sorted by class calibrates on every class
             feeds = data.feeds(base.batch)
             picked = sorted(np.random.default_rng(0).permutation(len(feeds))[: self.samples])
-            return [feeds[i] for i in picked], (f"calls of {data.source}" + (
+            return [feeds[i] for i in picked], (f"{data.source}" + (
                 f" (picked at random from its {len(feeds)})" if len(picked) < len(feeds) else "") + (
+                f" (all it has: {self.samples} were asked for)" if len(picked) < self.samples else "") + (
                 "" if data is base.train_data else ", the held-out data: no training data was given"))
         return random_feeds(base.inputs, self.samples, seed=7), "seeded model inputs (no data set for this model)"
 

@@ -3,7 +3,6 @@ baseline, and `torch.compile` (TorchInductor) where it works."""
 
 from __future__ import annotations
 
-import copy
 import io
 
 import numpy as np
@@ -11,7 +10,7 @@ import numpy as np
 from ..data import Feed
 from ..errors import HarnessError
 from ..measure import output_arrays
-from ..models import LoadedModel
+from ..models import LoadedModel, copy_module
 from ..targets import Target
 from .base import Engine, EngineOptions, Session
 
@@ -45,7 +44,7 @@ class TorchEngine(Engine):
             # fp32 means fp32: TF32 convolutions (cuDNN's default) would differ from the other engines by ~1e-3.
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
-            module, sync = copy.deepcopy(module).to("cuda"), torch.cuda.synchronize
+            module, sync = copy_module(module).to("cuda"), torch.cuda.synchronize
             notes = ["eager", f"GPU: {torch.cuda.get_device_name(0)}"]
         device = "cuda" if target.on_gpu else "cpu"
         if self.compiled:

@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -87,10 +88,42 @@ class LoadedModel:
                 with quiet_torch_export():
                     self.exported = torch.export.export(fold_batchnorm(self.torch_module), self.example())
             except Exception as err:  # torch raises many types here; all mean "does not export"
+                self._check_runs_eagerly()  # a model that fails on its own example is no tracing problem
                 raise HarnessError(f"model '{self.name}' does not export with torch.export: {one_line(err)}",
                                    "make the forward pass traceable (no data-dependent Python control flow), "
                                    "or give an .onnx file instead") from None
         return self.exported
+
+    def _check_runs_eagerly(self) -> None:
+        """Raises HarnessError where the module, run as plain PyTorch on the example's shapes, raises."""
+        import torch
+
+        try:
+            with torch.no_grad():
+                self.torch_module(*self.example())
+        except Exception as err:  # the user's forward may raise anything
+            shapes = ", ".join(f"{i.name} {i.dtype} {'x'.join(map(str, i.shape))}" for i in self.inputs)
+            raise HarnessError(f"model '{self.name}' raised on its example ({shapes}) in PyTorch itself: "
+                               f"{type(err).__name__}: {one_line(err)}",
+                               "fix the model, or its example (the inputs' shapes and dtypes its forward takes)") from None
+
+
+@contextlib.contextmanager
+def quiet_treespec():
+    """torch's pytree code warns that its own check is deprecated (`isinstance(treespec, LeafSpec)`)
+    when an exported program's module is copied or converted: torch's business, not the user's. Only
+    that warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+        yield
+
+
+def copy_module(module):
+    """A deep copy of a module (a .pt2's too, whose copy sets off the warning quiet_treespec silences)."""
+    import copy
+
+    with quiet_treespec():
+        return copy.deepcopy(module)
 
 
 @contextlib.contextmanager
@@ -112,12 +145,10 @@ def quiet_torch_export():
 def fold_batchnorm(module):
     """Eval-mode batch norm folded into the convolution before it (torch.fx), so compiled kernels do
     not carry it as four element-wise ops after every conv. Modules fx cannot trace stay as they are."""
-    import copy
-
     from torch.fx.experimental.optimization import fuse
 
     try:
-        return fuse(copy.deepcopy(module))
+        return fuse(copy_module(module))
     except Exception:  # fx tracing fails on data-dependent control flow; export reports that itself
         return module
 
@@ -325,6 +356,9 @@ def load_model(spec: str, cache_dir: Path, batch: int = 1, settings: dict[str, d
     if model is not None:
         model.origin = _origin(spec)
         return model
+    if spec.endswith(".py"):  # a file of functions: which one builds the model
+        raise HarnessError(f"'{spec}' names a Python file but not the function in it that builds the model",
+                           f"add :FUNCTION, the function returning (nn.Module, example): {spec}:FUNCTION")
     raise HarnessError(f"unknown model '{spec}'; zoo models: {', '.join(ZOO)}",
                        "use a zoo name, a .pt2 or .onnx file, or module:function")
 

@@ -1,5 +1,5 @@
 """The compression part of a run's report: each variant against fp32 on the same target and engine
-(speed-up, size, accuracy), what it is made of (parameters, FLOPs, sparsity, compressed size),
+(speed-up, size, accuracy or top-1 agreement), what it is made of (parameters, FLOPs, sparsity, compressed size),
 pass/fail against the recipe's goals, and the best passing variant per model and target."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from ..measure import DROPS, variant_drop
 from . import baseline_label, ms_text, present, size_text
 
 BASELINE = "fp32"
@@ -27,9 +28,12 @@ def _target(row: dict) -> str:
 
 
 COLUMNS = [("model", "left"), ("variant", "left"), ("target", "left"), ("engine", "left"), ("goals", "left"),
-           ("speed-up vs fp32", "right"), ("size vs fp32", "right"), ("accuracy drop", "right"), ("params", "right"),
+           ("speed-up vs fp32", "right"), ("size vs fp32", "right"), ("drop vs fp32", "right"), ("params", "right"),
            ("MFLOPs", "right"), ("sparsity", "right"), ("compressed", "right")]
 GOALS_STYLE = {"pass": "green", "fail": "yellow", "no goals": "", "not applicable": "dim"}  # another status: red
+
+
+DROP_SHORT = {"accuracy_drop": "accuracy", "top1_disagreement": "top-1"}  # the table's cells
 
 
 def compression_rows(frame) -> list[list[str]]:
@@ -41,10 +45,10 @@ def compression_rows(frame) -> list[list[str]]:
             goals = r["status"]
         else:
             goals = ("pass" if r["meets_goals"] else "fail") if present(r["meets_goals"]) else "no goals"
-        drop = d.get("accuracy_drop")
+        drop = variant_drop(d)
         cells.append([r["model"], r["variant"], _target(r), r["engine"], goals,
                       _fmt(d.get("speedup_vs_fp32"), ".2f", "x"), _fmt(d.get("size_ratio"), ".2f", "x"),
-                      _fmt(100 * drop if present(drop) else None, "+.1f", " pts"),
+                      f"{100 * drop[1]:+.1f} pts {DROP_SHORT[drop[0]]}" if drop else "—",
                       _fmt(d.get("params"), ","), _fmt(d["flops"] / 1e6 if present(d.get("flops")) else None, ".2f"),
                       _fmt(d.get("sparsity"), ".0%"), size_text(d.get("compressed_bytes"))])
     return cells
@@ -81,8 +85,8 @@ def best_variants(frame) -> list[str]:
             figures.append(f"{d['speedup_vs_fp32']:.2f}x fp32 {best['engine']}")
         if present(d.get("size_ratio")):
             figures.append(f"size {d['size_ratio']:.2f}x")
-        if present(d.get("accuracy_drop")):
-            figures.append(f"accuracy drop {100 * d['accuracy_drop']:+.1f} pts")
+        if drop := variant_drop(d):
+            figures.append(f"{DROPS[drop[0]]} {100 * drop[1]:+.1f} pts")
         lines.append(f"best variant of {model} on {target}: {best['variant']} on {best['engine']} ({', '.join(figures)})")
     return lines
 
