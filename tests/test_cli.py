@@ -26,8 +26,10 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def assert_usage_error(proc, *needles):
-    assert proc.returncode == 2, proc.stderr
+def assert_usage_error(proc, *needles, code: int = 2):
+    """One message naming the cause and the fix, no traceback, and the exit code: 2 for a usage error,
+    1 where the user's model itself failed."""
+    assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     message = " ".join(proc.stderr.split())  # as one line: the terminal wraps long messages
     for needle in needles:
@@ -315,7 +317,7 @@ def test_a_model_that_does_not_export_fails_its_rows_and_keeps_the_baseline(cli_
 def test_a_model_that_raises_on_its_example_is_told_so_not_to_make_it_traceable(cli_dir, function, cause):
     proc = run_cli("compile", f"{USER_MODELS}:{function}", cwd=cli_dir)
     assert_usage_error(proc, f"model '{function}' raised on its example", "in PyTorch itself", cause,
-                       "fix: fix the model, or its example")
+                       "fix: fix the model, or its example", code=1)
     assert "traceable" not in proc.stderr
 
 
@@ -532,7 +534,7 @@ def test_a_nightly_that_ends_before_its_reports_leaves_none_of_last_night_s(tmp_
     recipe.write_text(f'name = "n"\nmodels = ["{USER_MODELS}:weights_gone"]\n'
                       f'[output]\ndir = "{tmp_path}"\nstore = "{tmp_path / "h.db"}"\n')
     assert_usage_error(run_cli("nightly", str(recipe), "--out", str(out), cwd=tmp_path),
-                       "weights_gone() raised FileNotFoundError: checkpoint.pt is missing", "fix what it raised")
+                       "weights_gone() raised FileNotFoundError: checkpoint.pt is missing", "fix what it raised", code=1)
     assert list(out.iterdir()) == []
 
 

@@ -426,3 +426,20 @@ def test_data_of_the_input_s_kind_is_converted_to_its_dtype_and_must_fit_it(tmp_
     np.savez(tmp_path / "pixels.npz", **arrays | {"x": np.ones((2, 4), dtype=np.uint8)})  # another kind: refused
     with pytest.raises(HarnessError, match="'x' is uint8, and input 'x' of m is float32"):
         load_data_set(str(tmp_path / "pixels.npz"), inputs, 1, "m", "eval")
+
+
+def test_a_model_that_cannot_be_made_spares_the_others_but_not_their_usage_errors(recipe_dict, tmp_path):
+    """A model whose own code fails becomes a row; a mistyped spec or setting stays one message before
+    anything runs, whatever else fails to load."""
+    from tvmharness.errors import HarnessError
+
+    gone = f"{USER_MODELS}:weights_gone"
+    (tmp_path / "other.py").write_text("def weights_gone():\n    raise OSError('elsewhere')\n")
+    for models, inputs, needle in (
+            ([gone, "missing.pt2"], {}, "model file not found: missing.pt2"),
+            ([gone, f"{USER_MODELS}:tiny_mlp"], {"tiny_mlp": {"nope": {"shape": [1, 16]}}},
+             "[inputs.tiny_mlp] names 'nope', which tiny_mlp does not take"),
+            ([gone, f"{tmp_path / 'other.py'}:weights_gone"], {}, "are both named 'weights_gone'")):
+        with pytest.raises(HarnessError) as err:
+            run_recipe(recipe_from_dict(recipe_dict(models=models, inputs=inputs, engines=["torch"])))
+        assert needle in str(err.value) and err.value.exit_code == 2

@@ -12,7 +12,7 @@ from typing import Protocol
 from .build import Artifact, load_artifact
 from .compress import BASELINE, NotApplicable, apply_variant, baseline_metrics, check_variants, parse_variant
 from .engines import EngineOptions, get_engine
-from .errors import FAILED, HarnessError, one_line, reason
+from .errors import FAILED, USAGE, HarnessError, one_line, reason
 from .gpu import check_local_gpu
 from .frontend import pt2_file
 from .measure import DROPS, accuracy, agreement, time_call, time_interleaved, top1_agreement, variant_drop
@@ -70,28 +70,30 @@ class RunResult:
 def load_models(recipe: Recipe, progress: Progress | None = None,
                 unloadable: list[tuple[str, HarnessError]] | None = None) -> list[LoadedModel]:
     """The recipe's models at its input settings, with their [data]; a setting or data set that fits
-    none of them is refused. `unloadable`: where given, a model that cannot be made (its file gone, its
-    function raising) goes there as (spec, error) and the others go on, unless none can be made."""
+    none of them is refused. `unloadable`: where given, a model whose own code fails (its file gone,
+    its function raising: a build error, not a usage one) goes there as (spec, error) and the others go
+    on, unless none can be made."""
+    names = [model_name(spec) for spec in recipe.models]
+    for i, name in enumerate(names):  # rows, verdicts and history know a model by its name
+        if name in names[:i]:
+            raise HarnessError(f"models {recipe.models[names.index(name)]} and {recipe.models[i]} are both named "
+                               f"'{name}'", "rename one of the files (or functions)")
     models: list[LoadedModel] = []
     for spec in recipe.models:
         (progress or _Silent()).step(f"loading model {spec}")
         try:
             models.append(load_model(spec, recipe.cache_dir, recipe.measure.batch, recipe.input_settings(model_name(spec))))
         except HarnessError as err:
-            if unloadable is None:
+            if unloadable is None or err.exit_code == USAGE:
                 raise
             unloadable.append((spec, err))
-            continue
-        same = [m for m in models[:-1] if m.name == models[-1].name]
-        if same:  # rows, verdicts and history know a model by its name
-            raise HarnessError(f"models {recipe.models[models.index(same[0])]} and {spec} are both named "
-                               f"'{models[-1].name}'", "rename one of the files (or functions)")
     if unloadable and not models:
         raise unloadable[0][1]
-    if not unloadable:  # settings for a model that could not be made cannot be checked against it
-        check_input_settings(models, {name: recipe.inputs[name] for name in recipe.names_to_match("inputs")})
-    names = {m.name for m in models} | {model_name(spec) for spec, _ in unloadable or []}
-    unknown = sorted(recipe.names_to_match("data") - names)
+    lost = {model_name(spec) for spec, _ in unloadable or []}
+    entries = {name: recipe.inputs[name] for name in recipe.names_to_match("inputs")
+               if not (lost and (name in lost or not isinstance(recipe.inputs[name], dict)))}  # lost models' inputs unknown
+    check_input_settings(models, entries)
+    unknown = sorted(recipe.names_to_match("data") - set(names))
     if unknown:
         raise HarnessError(f"[data] names {', '.join(repr(n) for n in unknown)}, and the models are called "
                            f"{', '.join(sorted(names))}", "name a model's data by what rows call it: a zoo name, a "
@@ -215,8 +217,8 @@ def _measure_ab(tonight: dict, before: dict, build: Artifact, earlier: Artifact,
     """Tonight's build and the earlier one timed in turns on the input the night was measured on:
     tonight's row again, with this window's samples of both; None when the model is not in the
     recipe any more or a build does not run (then the series is measured again instead)."""
-    if tonight["model"] not in models:
-        models.update((m.name, m) for m in load_models(recipe))
+    if tonight["model"] not in models:  # a model that cannot be made tonight has no build to A/B
+        models.update((m.name, m) for m in load_models(recipe, unloadable=[]))
     if tonight["model"] not in models:
         return None
     label = f"{tonight['model']} / {tonight['variant']} / {tonight['target']} / {tonight['engine']}"

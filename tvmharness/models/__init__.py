@@ -24,7 +24,7 @@ import numpy as np
 
 from ..cache import content_hash, file_hash
 from ..data import FROM_EXAMPLE, DataSet, Feed, ModelInput, data_set, digits_split, load_data_set, random_feeds
-from ..errors import HarnessError, one_line
+from ..errors import FAILED, HarnessError, one_line
 from ..measure import output_arrays
 
 SEEDED_NOTE = "seeded init, batch-norm statistics from seeded noise: no pretrained weights are downloaded"
@@ -105,7 +105,8 @@ class LoadedModel:
             shapes = ", ".join(f"{i.name} {i.dtype} {'x'.join(map(str, i.shape))}" for i in self.inputs)
             raise HarnessError(f"model '{self.name}' raised on its example ({shapes}) in PyTorch itself: "
                                f"{type(err).__name__}: {one_line(err)}",
-                               "fix the model, or its example (the inputs' shapes and dtypes its forward takes)") from None
+                               "fix the model, or its example (the inputs' shapes and dtypes its forward takes)",
+                               exit_code=FAILED) from None
 
 
 @contextlib.contextmanager
@@ -661,7 +662,6 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
             if os.getcwd() not in sys.path:  # as `python -m` finds a module beside you; the console script would not
                 sys.path.insert(0, os.getcwd())
             module = importlib.import_module(target)
-        function = getattr(module, func_name)
     except HarnessError:
         raise
     except ModuleNotFoundError as err:
@@ -671,19 +671,20 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
         raise HarnessError(f"could not make model '{spec}': no module '{target}' here ({os.getcwd()}) or installed",
                            f"give the file instead (path/to/{target.replace('.', '/')}.py:{func_name}), or run from "
                            "the folder that holds it") from None
-    except AttributeError as err:
-        raise HarnessError(f"could not make model '{spec}': {one_line(err)}",
-                           f"name a function the file defines that returns (nn.Module, example)") from None
-    except Exception as err:
-        raise HarnessError(f"could not import '{target}' for model '{spec}': {one_line(err)}",
-                           "fix what it raised (TVMHARNESS_DEBUG=1 shows the traceback)") from err  # its traceback, on request
+    except Exception as err:  # the user's code raised: a model that fails (exit 1), not a spec mistyped
+        raise HarnessError(f"could not import '{target}' for model '{spec}': {type(err).__name__}: {one_line(err)}",
+                           "fix what it raised (TVMHARNESS_DEBUG=1 shows the traceback)", exit_code=FAILED) from err
+    function = getattr(module, func_name, None)
+    if not callable(function):
+        raise HarnessError(f"could not make model '{spec}': '{target}' has no function '{func_name}'",
+                           "name the function that returns (nn.Module, example)")
     try:
         made = function()
     except HarnessError:
         raise
     except Exception as err:
         raise HarnessError(f"could not make model '{spec}': {func_name}() raised {type(err).__name__}: {one_line(err)}",
-                           "fix what it raised (TVMHARNESS_DEBUG=1 shows the traceback)") from err  # its traceback, on request
+                           "fix what it raised (TVMHARNESS_DEBUG=1 shows the traceback)", exit_code=FAILED) from err
     if not (isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module)):
         raise HarnessError(f"'{spec}' returned {type(made).__name__}, not (nn.Module, example)",
                            "return the module and its example input: one tensor, or a tuple of tensors")
