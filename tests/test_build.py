@@ -267,3 +267,12 @@ def test_an_onnx_model_with_its_weights_beside_it_is_another_model_when_they_cha
     (tmp_path / "mlp.onnx.data").unlink()
     with pytest.raises(HarnessError, match=r"keeps its weights in mlp.onnx.data \(ONNX external data\)"):
         load_model(str(path), tmp_path)
+
+
+def test_a_warning_of_one_pass_over_the_model_counts_once_and_none_is_lost(tmp_path):
+    from tvmharness.tune import RELOWERED, native_warnings
+
+    log = tmp_path / "tvm-native.log"
+    import_only, both = b"[x] Warning: only at import\n", b"[y] Warning: every lowering\n"
+    log.write_bytes(import_only + both * 2 + RELOWERED + both * 2)
+    assert native_warnings(log) == [{"message": "only at import", "count": 1}, {"message": "every lowering", "count": 2}]

@@ -15,7 +15,7 @@ from .frontend import IMPORT_VERSION, frontend_for, to_relax
 from .models import LoadedModel
 from .provenance import git_commit, versions
 from .targets import Target, check_toolchain
-from .tune import (extract_tasks, lower_for_tuning, native_stderr_to, native_warnings, open_database,
+from .tune import (RELOWERED, extract_tasks, lower_for_tuning, native_stderr_to, native_warnings, open_database,
                    records_at_other_threads, records_dir, records_hash, tuned_task_count)
 
 MANIFEST_FORMAT = 3  # 2: cuda_source; 3: inputs (every input's name, shape and dtype)
@@ -199,7 +199,8 @@ def _compile_tuned(mod, target: Target, records: Path, digest: str, log: Path):
     tasks = extract_tasks(mod_zero, target)
     tuned, trials = tuned_task_count(database, tasks, target)
     if not tuned:  # records of other models only: the very build tvm-untuned measures, not another untuned one
-        log.write_bytes(b"")  # that build lowers the model again and warns again: its warnings, counted once
+        with open(log, "ab") as marked:  # that build lowers the model again, and warns again: counted once
+            marked.write(RELOWERED)
         return _compile_untuned(mod, target), None
     executable = compile_relax(database, mod_pre, target.tvm_target(), params=None)
     return executable, {"dir": str(records), "sha256": digest, "tasks_tuned": tuned, "tasks": len(tasks), "trials": trials}

@@ -62,6 +62,11 @@ def _data_flags(model: str, eval_data: str | None, train_data: str | None) -> di
     return {model_name(model): fields} if fields else {}
 
 
+_ROWS_KEPT = "the rows measured so far are stored, in a run marked unfinished (reports name what it did not measure)"
+INTERRUPTED = {"tune": "interrupted: the tuning records written so far are kept (`tvmharness tune --resume` continues); "
+                       + _ROWS_KEPT, **{name: "interrupted: " + _ROWS_KEPT for name in ("run", "bench", "nightly")}}
+
+
 def _friendly(command):
     """User errors become one message and an exit code, never a traceback; a command's int is its exit code."""
 
@@ -72,10 +77,7 @@ def _friendly(command):
         except HarnessError as e:
             code = _user_error(e)
         except KeyboardInterrupt:
-            err.print("interrupted: the tuning records written so far are kept (`tvmharness tune --resume` continues)"
-                      if command.__name__ == "tune" else
-                      "interrupted: the rows measured so far are stored, in a run marked unfinished (reports name what it "
-                      "did not measure)")
+            err.print(INTERRUPTED.get(command.__name__, "interrupted"))
             code = 130
             if command.__name__ == "tune":  # freeing an interrupted MetaSchedule search can corrupt the heap
                 sys.stdout.flush()          # ("corrupted double-linked list", once in many Ctrl-Cs); its records

@@ -252,7 +252,7 @@ def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: 
     reference = baseline.pop("_outputs", None)
     if model.cache_hit is not None:
         baseline["details"]["trained_model_from_cache"] = model.cache_hit
-    others = len(recipe.variants) * len(recipe.engines) * len(targets) > 1
+    others = len(recipe.variants) > 1 or len(targets) > 1 or any(e != baseline_engine for e in recipe.engines)
     if reference is None and others:  # no baseline, nothing to compare with: the row says what else went unmeasured
         baseline["reason"] = (f"{baseline['reason']}; so {model.name}'s other rows were not measured (each is judged "
                               "against this one)").lstrip("; ")
@@ -516,7 +516,8 @@ def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recip
         if not status.usable:
             return f"not checked here: {status.reason}"
     inputs = model.samples(recipe.measure.agreement_samples)
-    reference = _own_reference(model, host_target([target], options.threads), inputs, options)
+    # the reference on this host's CPU: a GPU target's check needs no GPU build of PyTorch or ONNX Runtime
+    reference = _own_reference(model, host_target([t for t in [target] if not t.on_gpu], options.threads), inputs, options)
     session = get_engine("tvm").open(artifact, target, options.threads)
     _, problem = output_agreement(model, reference, [session.run(x) for x in inputs], recipe.measure.tolerance)
     engine = model.baseline_engine

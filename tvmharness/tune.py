@@ -523,15 +523,22 @@ def native_stderr_to(path: Path):
 _WARNING = re.compile(rb"Warning: (.+)")
 
 
+RELOWERED = b"--- tvmharness: the model is lowered again from here ---\n"  # a build's second pass over the model
+
+
 def native_warnings(path: Path) -> list[dict]:
-    """The distinct warnings in a native log, in first-seen order, with how often each came."""
+    """The distinct warnings in a native log, in first-seen order, with how often each came (where
+    the log holds passes over the model again, RELOWERED, as often as the pass that warned most)."""
     counts: dict[str, int] = {}
-    if path.is_file():
-        for line in path.read_bytes().splitlines():
+    for part in (path.read_bytes() if path.is_file() else b"").split(RELOWERED):
+        here: dict[str, int] = {}
+        for line in part.splitlines():
             found = _WARNING.search(line)
             if found:
                 message = found.group(1).decode(errors="replace").strip()
-                counts[message] = counts.get(message, 0) + 1
+                here[message] = here.get(message, 0) + 1
+        for message, count in here.items():
+            counts[message] = max(counts.get(message, 0), count)
     return [{"message": message, "count": count} for message, count in counts.items()]
 
 

@@ -434,7 +434,8 @@ def judge(frame, run_id: int, rules: Regression | None = None, history_before: i
                 for r in rows if r["run_id"] == run_id]
     for v in verdicts:
         if v.verdict == NEW and not v.evidence.get("setup_changed"):  # a host renamed (a CI runner's hostname)?
-            same = [key[0] for key in earlier if key[1:] == tuple(v.series[k] for k in SERIES[1:])]
+            same = [key[0] for key, history in earlier.items() if key[1:] == tuple(v.series[k] for k in SERIES[1:])
+                    and key[0] != v.series["hostname"] and any(h["status"] == OK for h in history)]
             if same:
                 v.evidence["other_hosts"] = sorted(set(same))
     return verdicts
