@@ -18,8 +18,8 @@ $(STAMP): requirements.lock pyproject.toml
 		"tvmharness needs Python 3.11 (its pinned TVM wheels are built for it); " + sys.version.split()[0] + " is $(PYTHON): run make PYTHON=python3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --disable-pip-version-check -q --retries 0 --no-deps -c requirements.lock \
-		--index-url $(TORCH_INDEX) torch torchvision 2>/dev/null \
-		|| echo "note: $(TORCH_INDEX) is not reachable: torch comes from pip's own sources (on Linux, PyPI's is the CUDA build)"
+		--index-url $(TORCH_INDEX) torch torchvision 2>$(VENV)/torch-index.log \
+		|| echo "note: torch did not install from $(TORCH_INDEX) ($$(tail -n 1 $(VENV)/torch-index.log)): it comes from pip's own sources (on Linux, PyPI's is the CUDA build)"
 	$(BIN)/python -m pip install --disable-pip-version-check -q -c requirements.lock -e '.[test]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@

@@ -137,6 +137,8 @@ def _json_text(doc) -> str:
     from datetime import datetime
 
     def plain(value):
+        if hasattr(value, "item") and getattr(value, "shape", None) == ():  # a numpy scalar, as pandas gives them
+            value = value.item()
         if isinstance(value, float) and value != value:
             return None
         if isinstance(value, datetime):
@@ -195,8 +197,7 @@ def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
         result = run_recipe(recipe, _RichProgress(progress))
     frame, run = result.frame(), result.store.run(result.run_id)
     if json_out:
-        rows = json.loads(frame.to_json(orient="records", date_format="iso"))  # NaN -> null
-        _print_json((extra or {}) | {"run": run, "rows": rows})
+        _print_json((extra or {}) | {"run": run, "rows": frame.to_dict("records")})
     else:
         render_run(frame, run, out)
         err.print(f"stored {len(frame)} rows in {recipe.output.store} (run {result.run_id}) in {result.seconds:.0f} s", markup=False)

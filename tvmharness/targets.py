@@ -80,7 +80,7 @@ def _read_preset(path: Path) -> TargetPreset:
         raise HarnessError(f"target preset {path} is not valid TOML: {err}", "fix the TOML syntax at that line") from None
     except ValidationError as err:
         raise HarnessError(f"target preset {path} is invalid: {validation_problems(err)}",
-                           "fix the preset file; targets/*.toml show the schema") from None
+                           f"fix the preset file; the presets in {TARGETS_DIR} show the schema") from None
 
 
 def presets() -> dict[str, TargetPreset]:
@@ -118,7 +118,7 @@ def own_preset() -> str:
     own = [p for p in presets().values() if p.runs_on == "local" and p.arch == platform.machine()]
     if not own:
         raise HarnessError(f"no local target preset for this host ({platform.machine()})",
-                           "add one to targets/ (see targets/x86.toml and targets/aarch64.toml)")
+                           f"add one (see x86.toml and aarch64.toml in {TARGETS_DIR}) in a folder TVMHARNESS_TARGETS names")
     detected = [p for p in own if p.tvm.get("mcpu") == "auto"]
     return (detected or own)[0].name
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..recipe import Regression
 from ..results import plain
-from . import peak_memory, present
+from . import ms_text, peak_memory, present
 
 SERIES = ("hostname", "target", "model", "variant", "engine")
 OK = "ok"
@@ -105,7 +105,7 @@ class Verdict:
             return "new series: nothing earlier to compare with"
         parts = []
         if e.get("latency_ratio") is not None:
-            parts.append(f"latency {e['latency_change']:+.1%} ({e['statistic']} {e['reference_ms']:.4g} -> {e['latency_ms']:.4g} ms, "
+            parts.append(f"latency {e['latency_change']:+.1%} ({e['statistic']} {ms_text(e['reference_ms'])} -> {ms_text(e['latency_ms'])} ms, "
                          f"noise band ±{e['noise_band']:.1%}, p={e['p_value']:.2g}, {reference_runs(e)}{confirmation(e)})")
         if e.get("size_change"):
             parts.append(f"size {e['size_change']:+.1%}")

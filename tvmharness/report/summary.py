@@ -7,7 +7,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
-from . import gpu_text, present, size_cell, time_text, unfinished
+from . import gpu_text, ms_text, present, size_cell, time_text, unfinished
 from .regress import NOT_APPLICABLE, NOT_MEASURED, Verdict, confirmation, counts
 
 SKIPPED = (NOT_APPLICABLE, NOT_MEASURED)  # JUnit cases that neither pass nor fail
@@ -34,7 +34,7 @@ def _latency_cell(v: Verdict) -> str:
     e = v.evidence
     if e.get("latency_ratio") is None:
         return "—"
-    return md_escape(f"{e['statistic']} {e['reference_ms']:.4g} → {e['latency_ms']:.4g} ms ({_pct(e['latency_change'])}; "
+    return md_escape(f"{e['statistic']} {ms_text(e['reference_ms'])} → {ms_text(e['latency_ms'])} ms ({_pct(e['latency_change'])}; "
                      f"noise ±{e['noise_band']:.1%}, p={e['p_value']:.2g}{confirmation(e)})")  # it may hold a reason
 
 

@@ -260,7 +260,7 @@ def verdict_table(verdicts) -> Table:
         table.add_column(name, overflow="fold")
     for v in verdicts:
         e = v.evidence
-        latency = (f"{e['statistic']} {e['reference_ms']:.4g} → {e['latency_ms']:.4g} ms ({e['latency_change']:+.1%}"
+        latency = (f"{e['statistic']} {ms_text(e['reference_ms'])} → {ms_text(e['latency_ms'])} ms ({e['latency_change']:+.1%}"
                    f"{confirmation(e)})"
                    if e.get("latency_ratio") is not None else "—")
         why = [text for text in (v.reason, v.new_setup("→")) if text]
