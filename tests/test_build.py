@@ -233,6 +233,14 @@ def test_a_forward_edited_with_the_same_layers_and_weights_is_another_model(tmp_
         for name in ("helpers", "mine"):  # as a fresh process would import them
             sys.modules.pop(name, None)
         assert load_model(f"{file}:net", tmp_path).digest != before.digest, call
+    # two model files in two folders, each with its own helpers.py: each runs its own
+    for folder, act in (("a", "relu"), ("b", "tanh")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "helpers.py").write_text(f"import torch\n\ndef act(x):\n    return torch.{act}(x)\n")
+        (tmp_path / folder / "mine.py").write_text("from helpers import act\n" + source.replace("torch.relu(self.fc(x))", "act(self.fc(x))"))
+    x = torch.full((1, 4), -3.0)
+    a, b = (load_model(f"{tmp_path / folder / 'mine.py'}:net", tmp_path).torch_module for folder in "ab")
+    assert bool((a(x) >= 0).all()) and bool((b(x) < 0).any())  # relu's and tanh's, not relu's twice
 
 
 def test_an_onnx_model_with_its_weights_beside_it_is_another_model_when_they_change(tmp_path):

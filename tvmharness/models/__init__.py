@@ -645,6 +645,24 @@ def _count_outputs(net, examples: tuple) -> int:
     return len(output_arrays(out, torch.Tensor))
 
 
+_MODEL_FOLDERS: set[str] = set()  # folders of model files whose imports were given the files beside them
+
+
+def _files_beside(file: Path) -> None:
+    """A model file's imports find the files beside it, as `python file.py`'s do: its folder goes
+    first on sys.path, and a module of another model file's folder (two folders' utils.py) is
+    forgotten, or the second file would run the first one's."""
+    folder = str(file.resolve().parent)
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None)
+        if origin and str(Path(origin).resolve().parent) in _MODEL_FOLDERS - {folder}:
+            del sys.modules[name]  # the first model keeps the module it imported; a new import reads this folder
+    if folder in sys.path:
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)
+    _MODEL_FOLDERS.add(folder)
+
+
 def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
     import torch
 
@@ -653,8 +671,7 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
     try:
         if target.endswith(".py"):
             file = _existing(Path(target))
-            if str(file.resolve().parent) not in sys.path:  # its own imports find the files beside it, as `python file.py`'s do
-                sys.path.insert(0, str(file.resolve().parent))
+            _files_beside(file)
             mod_spec = importlib.util.spec_from_file_location(file.stem, file)
             module = importlib.util.module_from_spec(mod_spec)
             mod_spec.loader.exec_module(module)
