@@ -503,8 +503,8 @@ def output_agreement(model: LoadedModel, reference: list, outputs: list, toleran
 
 
 def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recipe: Recipe, options: EngineOptions) -> str:
-    """Run a built artifact here on the model's inputs (its held-out data, or seeded ones) against its
-    reference engine (PyTorch, or ONNX Runtime for an ONNX model), as a row of `run` would be: what
+    """Run a built artifact here on a few of the model's inputs (its held-out data, or seeded ones)
+    against its reference engine (PyTorch, or ONNX Runtime for an ONNX model), as a row of `run` is: what
     was checked. Raises HarnessError where they disagree; says why where this host cannot run it."""
     if target.preset.runs_on != "local":
         return (f"not checked here: {target.name} runs on a dev kit (`tvmharness run` with --target {target.name} "
@@ -515,7 +515,8 @@ def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recip
         status = cuda_status()
         if not status.usable:
             return f"not checked here: {status.reason}"
-    inputs = model.samples(recipe.measure.agreement_samples)
+    count = recipe.measure.agreement_samples  # a few calls, not all of a held-out set (untuned TVM may be slow)
+    inputs = model.samples(count)[:count]
     # the reference on this host's CPU: a GPU target's check needs no GPU build of PyTorch or ONNX Runtime
     reference = _own_reference(model, host_target([t for t in [target] if not t.on_gpu], options.threads), inputs, options)
     session = get_engine("tvm").open(artifact, target, options.threads)
