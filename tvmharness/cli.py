@@ -608,7 +608,7 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
                 err.print(f"{failure}; those changes stay unconfirmed", markup=False, highlight=False)
             run, verdicts = judge_run(result.store, result.run_id, unconfirmed_why=failure)  # now with the confirmation
     _render_verdicts(run, verdicts, result.store.frame(), fmt, None)
-    if not result.store.had_runs:  # every series "new", every night green: say why, once
+    if not any(r["id"] < result.run_id for r in result.store.runs()):  # every series "new", every night green: say why
         err.print(f"note: {chosen.output.store} held no runs before this one: a new history, nothing to judge against "
                   "(if a history was meant, check --store or the recipe's [output] store)", markup=False, highlight=False)
     (dest / "summary.md").write_text(summary.markdown(run, verdicts))

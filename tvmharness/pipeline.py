@@ -12,7 +12,7 @@ from typing import Protocol
 from .build import Artifact, load_artifact
 from .compress import BASELINE, NotApplicable, apply_variant, baseline_metrics, check_variants, parse_variant
 from .engines import EngineOptions, get_engine
-from .errors import FAILED, USAGE, HarnessError, one_line, reason
+from .errors import FAILED, USAGE, HarnessError, counted, one_line, reason
 from .gpu import check_local_gpu
 from .frontend import pt2_file
 from .measure import DROPS, accuracy, agreement, time_call, time_interleaved, top1_agreement, variant_drop
@@ -89,9 +89,10 @@ def load_models(recipe: Recipe, progress: Progress | None = None,
             unloadable.append((spec, err))
     if unloadable and not models:
         raise unloadable[0][1]
-    lost = {model_name(spec) for spec, _ in unloadable or []}
-    entries = {name: recipe.inputs[name] for name in recipe.names_to_match("inputs")
-               if not (lost and (name in lost or not isinstance(recipe.inputs[name], dict)))}  # lost models' inputs unknown
+    entries = {name: recipe.inputs[name] for name in recipe.names_to_match("inputs")}
+    if unloadable:  # a lost model's inputs are unknown: its own tables, and names that may be its inputs, go unchecked
+        lost = {model_name(spec) for spec, _ in unloadable}
+        entries = {name: entry for name, entry in entries.items() if isinstance(entry, dict) and name not in lost}
     check_input_settings(models, entries)
     unknown = sorted(recipe.names_to_match("data") - set(names))
     if unknown:
@@ -526,7 +527,7 @@ def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recip
         raise HarnessError(f"the artifact of {model.name} for {target.name} disagrees with {engine} ({problem}), "
                            "so it was not written", "`tvmharness bench` shows each engine's rows; `--frontend onnx` takes "
                            "another way into TVM; --no-check writes it all the same", exit_code=FAILED)
-    return f"checked: agrees with {engine} on {len(inputs)} input{'s' if len(inputs) != 1 else ''}"
+    return f"checked: agrees with {engine} on {counted(len(inputs), 'input')}"
 
 
 # ---------------------------------------------------------------------------------------------

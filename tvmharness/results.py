@@ -200,8 +200,6 @@ class Store:
         try:
             self.engine = create_engine(self.url)
             migrate(self.engine, store)
-            with self.engine.connect() as conn:  # a history, or a store just made (a --store mistyped?)
-                self.had_runs = conn.execute(select(Run.id).limit(1)).first() is not None
         except SQLAlchemyError as err:
             raise HarnessError(f"cannot open the results store {store}: {one_line(err)}",
                                "check the path or URL and that the database is reachable") from None

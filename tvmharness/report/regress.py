@@ -366,7 +366,8 @@ def judge_run(store, run_id: int | None = None, unconfirmed_why: str | None = No
     measured = [r for r in runs if r["id"] in ids]
     if not measured:
         return {}, []
-    newest = ([r for r in measured if _confirms(r) is None] or measured)[-1]
+    nights = [r for r in measured if _confirms(r) is None]  # a confirmation counts with the run it confirms
+    newest = (nights or measured)[-1]
     run = next((r for r in runs if r["id"] == run_id), None) if run_id is not None else newest
     if run is None:
         raise HarnessError(f"run {run_id} is not in the store", f"pick one of runs {runs[0]['id']}..{runs[-1]['id']}")
@@ -377,7 +378,7 @@ def judge_run(store, run_id: int | None = None, unconfirmed_why: str | None = No
         raise HarnessError(f"run {run_id} has no measurements (it stopped before its first row)",
                            f"the newest run with measurements is run {newest['id']}; pass --run {newest['id']} or leave --run out")
     rules = rules_of(run)
-    verdicts = judge(frame, run["id"], rules) + _not_measured(frame, [r for r in measured if _confirms(r) is None], run)
+    verdicts = judge(frame, run["id"], rules) + _not_measured(frame, nights, run)
     second: dict[tuple, Verdict] = {}
     for again in (r for r in runs if _confirms(r) == run["id"]):
         for v in judge(frame, again["id"], rules, history_before=run["id"]):
