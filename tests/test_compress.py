@@ -499,6 +499,9 @@ def test_a_variant_s_size_is_against_fp32_on_its_own_engine_alone():
     clustered = row(compressed_bytes=1_400)
     _compare_with_baseline(clustered, baseline, recipe, fp32_tvm)
     assert clustered["details"]["size_ratio"] == pytest.approx(189_000 / 190_000) and clustered["meets_goals"] is False
+    fp32_itself = row()  # fp32 against itself: no size figure, and no size goal to miss
+    _compare_with_baseline(fp32_itself, baseline, recipe, fp32_itself)
+    assert "size_ratio" not in fp32_itself["details"] and fp32_itself["meets_goals"] is True
     orphan = row()  # its engine's fp32 row failed: no size figure, not one against PyTorch's weights
     _compare_with_baseline(orphan, baseline, recipe, None)
     assert "size_ratio" not in orphan["details"]

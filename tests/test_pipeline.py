@@ -61,9 +61,9 @@ def test_rerun_reuses_every_build(first_run):
     assert len(again.frame()) == 3 and again.run_id != result.run_id
 
 
-def test_a_failing_row_does_not_stop_the_others(recipe_dict):
+def test_a_failing_row_does_not_stop_the_others(recipe_dict, tmp_path):
     recipe = recipe_from_dict(recipe_dict(models=[f"{USER_MODELS}:unsupported_op", f"{USER_MODELS}:weights_gone",
-                                                  "digits_cnn"], engines=["tvm", "torch"]))
+                                                  str(tmp_path / "moved.pt2"), "digits_cnn"], engines=["tvm", "torch"]))
     result = run_recipe(recipe)
     rows = {(r["model"], r["engine"]): r for r in result.rows}
     failed = rows[("unsupported_op", "tvm")]
@@ -74,7 +74,9 @@ def test_a_failing_row_does_not_stop_the_others(recipe_dict):
     gone = rows[("weights_gone", "torch")]
     assert gone["status"] == LOAD_FAILED and gone["is_baseline"] and gone["variant"] == "fp32"
     assert "FileNotFoundError: checkpoint.pt is missing" in gone["reason"] and gone in result.failed
-    assert len(result.frame()) == 5
+    moved = rows[("moved", "torch")]  # a model file gone from a recipe of several: the same
+    assert moved["status"] == LOAD_FAILED and "model file not found" in moved["reason"] and moved in result.failed
+    assert len(result.frame()) == 6
     (broken,) = [v for v in judge_run(result.store, result.run_id)[1] if v.series["model"] == "weights_gone"]
     assert broken.verdict == "broken" and "checkpoint.pt is missing" in broken.summary()
 
@@ -439,7 +441,8 @@ def test_a_model_that_cannot_be_made_spares_the_others_but_not_their_usage_error
     gone = f"{USER_MODELS}:weights_gone"
     (tmp_path / "other.py").write_text("def weights_gone():\n    raise OSError('elsewhere')\n")
     for models, inputs, needle in (
-            ([gone, "missing.pt2"], {}, "model file not found: missing.pt2"),
+            ([gone, "resnet81"], {}, "unknown model 'resnet81'"),
+            (["missing.pt2"], {}, "model file not found: missing.pt2"),  # a file gone costs a row, but here no model is left
             ([gone, f"{USER_MODELS}:tiny_mlp"], {"tiny_mlp": {"nope": {"shape": [1, 16]}}},
              "[inputs.tiny_mlp] names 'nope', which tiny_mlp does not take"),
             ([gone, f"{tmp_path / 'other.py'}:weights_gone"], {}, "are both named 'weights_gone'")):

@@ -17,7 +17,7 @@ from .gpu import check_local_gpu
 from .frontend import pt2_file
 from .measure import DROPS, accuracy, agreement, time_call, time_interleaved, top1_agreement, variant_drop
 from .memory import ENGINES as MEMORY_ENGINES, measure_memory
-from .models import LoadedModel, attach_data, check_input_settings, load_model, model_name
+from .models import LoadedModel, ModelFileMissing, attach_data, check_input_settings, load_model, model_name
 from .provenance import snapshot
 from .recipe import Recipe, apply_overrides
 from .results import Store, plain
@@ -70,9 +70,9 @@ class RunResult:
 def load_models(recipe: Recipe, progress: Progress | None = None,
                 unloadable: list[tuple[str, HarnessError]] | None = None) -> list[LoadedModel]:
     """The recipe's models at its input settings, with their [data]; a setting or data set that fits
-    none of them is refused. `unloadable`: where given, a model whose own code fails (its file gone,
-    its function raising: a build error, not a usage one) goes there as (spec, error) and the others go
-    on, unless none can be made."""
+    none of them is refused. `unloadable`: where given, a model that cannot be made (its file gone,
+    its function raising; not a mistyped spec) goes there as (spec, error) and the others go on,
+    unless none can be made."""
     names = [model_name(spec) for spec in recipe.models]
     for i, name in enumerate(names):  # rows, verdicts and history know a model by its name
         if name in names[:i]:
@@ -84,7 +84,7 @@ def load_models(recipe: Recipe, progress: Progress | None = None,
         try:
             models.append(load_model(spec, recipe.cache_dir, recipe.measure.batch, recipe.input_settings(model_name(spec))))
         except HarnessError as err:
-            if unloadable is None or err.exit_code == USAGE:
+            if unloadable is None or (err.exit_code == USAGE and not isinstance(err, ModelFileMissing)):
                 raise
             unloadable.append((spec, err))
     if unloadable and not models:
@@ -679,7 +679,7 @@ def _compare_with_baseline(row: dict, baseline: dict, recipe: Recipe, fp32: dict
     if fp32 is not None and fp32 is not row:
         details["speedup_vs_fp32"] = fp32["median_ms"] / row["median_ms"]
     size, reference_bytes = row.get("artifact_bytes"), (fp32 or {}).get("artifact_bytes")
-    if size and reference_bytes:
+    if size and reference_bytes and fp32 is not row:  # fp32 against itself is no figure, nor a goal to miss
         details["size_ratio"] = size / reference_bytes
     if row.get("accuracy") is not None and baseline.get("accuracy") is not None:
         details["accuracy_drop"] = baseline["accuracy"] - row["accuracy"]

@@ -414,9 +414,14 @@ def check_input_settings(models: list[LoadedModel], entries: dict[str, object]) 
                            "use those names (README: 'Models')")
 
 
+class ModelFileMissing(HarnessError):
+    """A usage error where the model is all that is asked for; in a recipe of several, a file that
+    has gone (a checkpoint moved) costs that model's series, not the others'."""
+
+
 def _existing(path: Path) -> Path:
     if not path.is_file():
-        raise HarnessError(f"model file not found: {path}", "check the path (relative paths start where you run tvmharness)")
+        raise ModelFileMissing(f"model file not found: {path}", "check the path (relative paths start where you run tvmharness)")
     return path
 
 
