@@ -473,11 +473,13 @@ def test_a_run_cut_short_says_so_and_names_each_series_it_did_not_measure(store)
     assert run["id"] == cut and {v.series["model"]: v.verdict for v in verdicts} == {"a": SAME, "b": NOT_MEASURED}
     missing = next(v for v in verdicts if v.verdict == NOT_MEASURED)
     assert not missing.regression and missing.previous_run_id == full
-    assert f"run {cut} did not finish" in missing.summary() and f"run {full} measured it" in missing.summary()
+    assert f"run {cut} did not finish" in missing.summary() and f"run {full} has it" in missing.summary()
     md = markdown(run, verdicts)
     assert "⚠️ unfinished run" in md and "✅" not in md and f"run {cut} did not finish" in md
     suite = ET.fromstring(junit(run, verdicts))
-    assert suite.get("skipped") == "1" and suite.get("failures") == "0"
+    assert suite.get("skipped") == "1" and suite.get("failures") == "0" and suite.get("errors") == "1"
+    (error,) = suite.iter("error")  # CI publishing it shows red
+    assert f"run {cut} did not finish" in error.get("message")
     # a confirmation run is judged with the run it confirms, not as a night of its own
     again = night(store, 1.0, rng, model="a", confirms=full)
     with pytest.raises(HarnessError) as err:

@@ -202,6 +202,12 @@ def test_latencies_keep_four_significant_figures_in_the_terminal_table(tmp_path)
     console = Console(record=True, width=400)
     console.print(run_table(store.frame(), store.runs()[-1]))
     assert re.search(r"0\.009049 +0\.009500 ", console.export_text())
+    narrow = _one_run(tmp_path / "n.db", [{"model": "a_model_with_a_long_name_of_its_own", "variant": "prune:0.5+finetune",
+                                            "median_ms": 0.009213, "p90_ms": 0.07462, "max_abs_diff": 1.14e-05}])
+    console = Console(record=True, width=100)  # a terminal too narrow for every column: text wraps, numbers stay whole
+    console.print(run_table(narrow.frame(), narrow.runs()[-1]))
+    text = console.export_text()
+    assert all(number in text for number in ("0.009213", "0.07462", "1.14e-05")), text
 
 
 def _chromium() -> str | None:

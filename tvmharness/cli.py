@@ -62,7 +62,7 @@ def _data_flags(model: str, eval_data: str | None, train_data: str | None) -> di
     return {model_name(model): fields} if fields else {}
 
 
-_ROWS_KEPT = "the rows measured so far are stored, in a run marked unfinished (reports name what it did not measure)"
+_ROWS_KEPT = "the rows measured so far are stored, in a run marked unfinished (every report says so)"
 INTERRUPTED = {"tune": "interrupted: the tuning records written so far are kept (`tvmharness tune --resume` continues); "
                        + _ROWS_KEPT, **{name: "interrupted: " + _ROWS_KEPT for name in ("run", "bench", "nightly")}}
 

@@ -52,7 +52,7 @@ def unfinished(run: dict | None) -> str:
     if not run or "finished" not in run or run["finished"] is not None:
         return ""
     return (f"run {run['id']} did not finish (interrupted, or still running): it holds what it measured, and its "
-            "verdicts name each series it did not measure")
+            "verdicts name each series the recipe's previous run on this host has and it has not")
 
 
 def gpu_text(provenance: dict | None) -> str:

@@ -406,7 +406,7 @@ def _not_measured(frame, runs: list[dict], run: dict) -> list[Verdict]:
            f"run {run['id']}'s recipe differs from run {last['id']}'s" if run["recipe_hash"] != last["recipe_hash"] else
            f"run {run['id']} did not measure it")
     return [Verdict(series=dict(zip(SERIES, key)), verdict=NOT_MEASURED, aspects={"status": NOT_MEASURED}, run_id=run["id"],
-                    previous_run_id=last["id"], evidence={}, reason=f"{why}; run {last['id']} measured it")
+                    previous_run_id=last["id"], evidence={}, reason=f"{why}; run {last['id']} has it")
             for key in sorted(keys.get(last["id"], set()) - keys.get(run["id"], set()))]
 
 

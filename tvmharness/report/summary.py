@@ -81,10 +81,11 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
 
 
 def junit(run: dict, verdicts: list[Verdict]) -> str:
-    """One test case per series; a regression is a failure whose message is the verdict's summary."""
-    started = run.get("started")
-    suite = ET.Element("testsuite", name=f"tvmharness: {run.get('recipe_name', '')}", tests=str(len(verdicts)),
-                       failures=str(sum(v.regression for v in verdicts)), errors="0",
+    """One test case per series; a regression is a failure whose message is the verdict's summary. A run
+    cut short is one more case, an error: what it left unmeasured is no pass."""
+    started, cut_short = run.get("started"), unfinished(run)
+    suite = ET.Element("testsuite", name=f"tvmharness: {run.get('recipe_name', '')}", tests=str(len(verdicts) + bool(cut_short)),
+                       failures=str(sum(v.regression for v in verdicts)), errors=str(int(bool(cut_short))),
                        skipped=str(sum(v.verdict in SKIPPED for v in verdicts)),
                        timestamp=time_text(started, "junit") if started else "",
                        hostname=str(run.get("hostname", "")))
@@ -95,6 +96,9 @@ def junit(run: dict, verdicts: list[Verdict]) -> str:
                         *((f"{k}_version", v) for k, v in (prov.get("versions") or {}).items())):
         if value is not None:  # not known (tvmharness run from a checkout has no version): left out, not "None"
             ET.SubElement(props, "property", name=name, value=str(value))
+    if cut_short:
+        case = ET.SubElement(suite, "testcase", classname=f"{run.get('hostname', '')}.run", name=f"run {run.get('id')} finished")
+        ET.SubElement(case, "error", message=cut_short, type="unfinished")
     for v in verdicts:
         s = v.series
         case = ET.SubElement(suite, "testcase", classname=f"{s['hostname']}.{v.target}.{s['model']}",

@@ -4,6 +4,7 @@ ratios, a status with its reason, and the provenance every number carries."""
 from __future__ import annotations
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -75,6 +76,10 @@ def run_table(frame, run: dict) -> Table:
                       size_text(r["artifact_bytes"]), *([_num(peak_memory(r["details"]), ".1f")] if with_memory else []),
                       _num(r["max_abs_diff"], ".2e"),
                       _num(r["top1_agreement"], ".0%"), _num(r["accuracy"], ".2%"), Text(", ".join(notes)))
+    for column in table.columns:  # a number split over two lines (1.14e-0 / 5) reads as another: text wraps instead
+        if column.justify == "right":
+            words = [*str(column.header).split(), *map(str, column.cells)]  # a header may wrap between its words
+            column.min_width = max(map(cell_len, words))
     return table
 
 
@@ -257,7 +262,7 @@ def verdict_table(verdicts) -> Table:
     """One line per series: the verdict, its evidence, and what changed since the series' previous run."""
     table = Table(title="verdicts against each series' history", box=box.SIMPLE_HEAVY, title_justify="left")
     for name in ("model", "variant", "target", "engine", "verdict", "latency", "noise band", "p", "size", "accuracy", "why"):
-        table.add_column(name, overflow="fold")
+        table.add_column(name, overflow="fold", no_wrap=name in ("noise band", "p"))  # lone numbers: never split
     for v in verdicts:
         e = v.evidence
         latency = (f"{e['statistic']} {ms_text(e['reference_ms'])} → {ms_text(e['latency_ms'])} ms ({e['latency_change']:+.1%}"
