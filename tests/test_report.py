@@ -173,15 +173,17 @@ def test_a_row_timed_while_the_host_was_busy_is_marked_unsteady(tmp_path):
     recipe, model = recipe_from_dict({"models": ["m"]}), SimpleNamespace(eval_labels=None, compression={})
     store = Store(str(tmp_path / "h.db"))
     run_id = store.start_run("r", "h" * 16, {}, snapshot())
-    # steady: a few slow calls; busy: most calls waited, only the fastest few show the model's own time
-    for engine, samples in (("tvm", [1.0] * 25 + [3.0] * 5), ("torch", [1.0] * 5 + [3.0] * 25)):
+    # steady: a few slow calls; busy: most calls waited, only the fastest few show the model's own time;
+    # a burst: the median reads well, and 12 calls of 30 took 80x as long
+    for engine, samples in (("tvm", [1.0] * 25 + [3.0] * 5), ("torch", [1.0] * 5 + [3.0] * 25),
+                            ("onnxruntime", [1.0] * 18 + [80.0] * 12)):
         row = {"model": "m", "variant": "fp32", "target": "x86", "engine": engine, "status": "ok",
                "engine_version": "1", "threads": 2, "details": {}}
         _record_outputs(row, model, Latency.from_samples(samples), [], None, recipe)
         row.pop("_outputs")
         store.add(run_id, row)
     (note,) = [line for line in footnotes(store.frame(run_id=run_id)) if line.startswith("UNSTEADY")]
-    assert "m / fp32 / torch 3x" in note and "tvm" not in note
+    assert "m / fp32 / torch 3x" in note and "m / fp32 / onnxruntime 80x" in note and "tvm" not in note
 
 
 def test_sizes_are_printed_in_decimal_units_everywhere():

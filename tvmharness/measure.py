@@ -24,6 +24,10 @@ class Latency:
         """Relative spread: the inter-quartile range over the median."""
         return self.iqr_ms / self.median_ms if self.median_ms else 0.0
 
+    @property
+    def upper_quartile_ms(self) -> float:
+        return float(np.percentile(np.asarray(self.samples_ms, dtype=np.float64), 75))
+
     @classmethod
     def from_samples(cls, samples_ms: list[float]) -> "Latency":
         a = np.asarray(samples_ms, dtype=np.float64)

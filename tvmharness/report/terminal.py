@@ -191,7 +191,7 @@ def footnotes(frame) -> list[str]:
     unsteady = [f"{r['model']} / {r['variant']} / {r['engine']} {r['details']['unsteady']:.3g}x"
                 for r in rows if (r["details"] or {}).get("unsteady")]
     if unsteady:
-        lines.append(f"UNSTEADY: the median is far above the fastest tenth of the samples ({', '.join(unsteady)}): "
+        lines.append(f"UNSTEADY: a quarter of the samples or more are far above the fastest tenth ({', '.join(unsteady)}): "
                      "something else had the host while they ran; measure them again before reading their latency")
     for r in rows:
         if (r["details"] or {}).get("retried_after"):
