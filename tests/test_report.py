@@ -492,3 +492,9 @@ def test_a_model_without_labels_has_its_top1_disagreement_named_not_an_accuracy_
     row["meets_goals"], row["speedup_vs_baseline"] = True, 2.0
     (line,) = best_variants(pd.DataFrame([base, row]))
     assert "top-1 disagreement with fp32 +25.0 pts" in line and "accuracy" not in line
+    # a variant that passes and yet is no faster nor smaller than fp32 on its engine is no best variant
+    same = row | {"details": row["details"] | {"speedup_vs_fp32": 0.97, "size_ratio": 1.0}}
+    (line,) = best_variants(pd.DataFrame([base, same]))
+    assert line == "best variant of m on x86: none that passes the goals is 5% faster or smaller than fp32 on its own engine (fp32 does as well)"
+    smaller = row | {"details": row["details"] | {"speedup_vs_fp32": 0.97, "size_ratio": 0.3}}
+    assert best_variants(pd.DataFrame([base, smaller]))[0].startswith("best variant of m on x86: int8 on tvm")

@@ -67,8 +67,22 @@ def compression_table(frame) -> Table | None:
     return table
 
 
+GAIN = 0.05  # what a variant must gain on fp32 (on its engine) to be worth shipping: less is within noise
+
+
+def _gains(row: dict) -> bool:
+    """Whether the variant is faster or smaller than fp32 on its engine by GAIN (or, where that fp32 row
+    is missing, not known to be neither)."""
+    d = row["details"] or {}
+    speedup, size = d.get("speedup_vs_fp32"), d.get("size_ratio")
+    if not present(speedup) and not present(size):
+        return True
+    return (present(speedup) and speedup >= 1 + GAIN) or (present(size) and size <= 1 - GAIN)
+
+
 def best_variants(frame) -> list[str]:
-    """Per model and target: the passing variant with the lowest latency, on whichever engine."""
+    """Per model and target: of the variants that pass the goals and gain on fp32, the one with the
+    lowest latency, on whichever engine."""
     lines = []
     rows, every = _variant_rows(frame), frame.to_dict("records")
     for model, target in sorted({(r["model"], _target(r)) for r in rows}):
@@ -76,6 +90,10 @@ def best_variants(frame) -> list[str]:
                    and r["meets_goals"] is True]
         if not passing:
             lines.append(f"best variant of {model} on {target}: none passes the goals")
+            continue
+        if not (passing := [r for r in passing if _gains(r)]):
+            lines.append(f"best variant of {model} on {target}: none that passes the goals is {GAIN:.0%} faster or smaller "
+                         "than fp32 on its own engine (fp32 does as well)")
             continue
         best = min(passing, key=lambda r: r["median_ms"])
         d = best["details"] or {}
