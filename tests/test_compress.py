@@ -396,6 +396,8 @@ def test_a_chain_applies_in_order_and_round_trips_to_json(digits, workdir):
     (["fp32", "int8"], "not a step"),
     ("int8:dynamic,calibration=entropy", "'calibration' applies only with mode=static"),  # it would change nothing
     ("prune:0.5,steps=5", "'steps' applies only with schedule=gradual"),
+    ("prune:0.5+", "has an empty step"),  # not prune:0.5 alone: a step may have been lost
+    ("", "an empty variant"),
 ])
 def test_bad_variants_fail_with_a_clear_message(spec, needle):
     with pytest.raises(HarnessError) as err:

@@ -1,6 +1,9 @@
 """Verdicts on seeded histories written through the real store: steps are flagged, noise is not,
 and a verdict says what changed."""
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -183,6 +186,10 @@ def test_a_change_stands_only_when_a_second_measurement_agrees(store):
     kept = confirm(v1, v2)
     assert kept.verdict == SAME and kept.aspects["latency"] == SAME and kept.evidence["confirmed"] is False
     assert "not confirmed by a second run" in kept.summary()
+    # as large a move the second time, yet within chance: the summary says why it does not confirm
+    chance = replace(v2, evidence=v2.evidence | {"latency_change": 0.13, "p_value": 0.02})
+    alpha = v1.evidence["alpha"]
+    assert f"not confirmed by a second run (+13.0%, p 0.02, not under {alpha:.2g})" in confirm(v1, chance).summary()
     third = night(store, 1.14, rng)  # a real step: measured again, still slower
     (v3,) = judge(store.frame()[store.frame()["run_id"] != second], third)
     assert confirm(v1, v3).verdict == SLOWER and confirm(v1, v3).evidence["confirmed"] is True
@@ -495,3 +502,6 @@ def test_a_tvm_target_change_is_named_only_for_the_tvm_builds_it_shaped(store, e
     last = night(store, 1.0, rng, engine=engine, target_spec={"tvm": {"kind": "llvm", "mcpu": "x86-64"}})
     (v,) = judge(store.frame(), last)
     assert any(c["what"] == "target" for c in v.changed) == named, v.changed
+    if named:  # a structure is JSON text, which a reader of `report --format json` parses
+        (change,) = [c for c in v.changed if c["what"] == "target"]
+        assert json.loads(change["after"]) == {"kind": "llvm", "mcpu": "x86-64"}

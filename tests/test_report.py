@@ -54,6 +54,8 @@ def test_report_formats_read_the_store(seeded):
     assert doc["regressions"] == 1
     assert {c["what"] for c in verdicts["stepped"]["changed"]} >= {"tuning records"}
     assert verdicts["stepped"]["evidence"]["confirmed"] is None and "confirmed" not in verdicts["flat"]["evidence"]
+    assert {r["run_id"] for r in doc["rows"]} == {doc["run"]["id"]} and len(doc["rows"]) == 3  # the judged run's rows
+    assert all(r["median_ms"] == pytest.approx(np.median(r["samples_ms"])) for r in doc["rows"])
 
     suite = ET.fromstring(run_cli("report", "--store", str(seeded), "--format", "junit").stdout.split("?>", 1)[1])
     assert suite.get("tests") == "3" and suite.get("failures") == "1"
@@ -66,6 +68,7 @@ def test_report_formats_read_the_store(seeded):
     rows = list(csv.DictReader(io.StringIO(run_cli("report", "--store", str(seeded), "--format", "csv").stdout)))
     assert len(rows) == 24 and {r["verdict"] for r in rows if r["run_id"] == "8"} == {"slower", "same"}
     assert rows[0]["apache-tvm_version"] and rows[0]["onnxruntime_version"] and rows[0]["confirms_run"] == ""
+    assert rows[0]["threads"] == "2" and rows[0]["created"].endswith("+00:00")  # a count, and a time with its zone
 
     table = run_cli("report", "--store", str(seeded))
     assert table.returncode == 0 and "slower" in table.stdout and "stepped" in table.stdout

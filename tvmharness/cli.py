@@ -513,7 +513,7 @@ def _render_verdicts(run: dict, verdicts, frame, fmt: str, output: Optional[Path
         out.print(verdict_table(verdicts))
         return
     text = {"md": lambda: summary.markdown(run, verdicts),
-            "json": lambda: _json_text(summary.to_json(run, verdicts)),
+            "json": lambda: _json_text(summary.to_json(run, verdicts, frame)),
             "csv": lambda: summary.to_csv(frame, verdicts),
             "junit": lambda: summary.junit(run, verdicts)}[fmt]()
     if output is None:

@@ -62,10 +62,11 @@ def parse_variant(spec: VariantSpec) -> Variant:
     """A recipe variant (an alias, a "+"-joined chain, a list of aliases) -> Variant. Raises HarnessError."""
     if isinstance(spec, Variant):
         return spec
-    aliases = [a for part in ([spec] if isinstance(spec, str) else list(spec)) for a in str(part).split("+")]
-    aliases = [a.strip() for a in aliases if a.strip()]
-    if not aliases:
+    aliases = [a.strip() for part in ([spec] if isinstance(spec, str) else list(spec)) for a in str(part).split("+")]
+    if aliases == [""] or not aliases:
         raise HarnessError("an empty variant", f"write \"{BASELINE}\" for the model as given, or a technique such as \"int8\"")
+    if "" in aliases:  # "prune:0.5+": a step left out, or one too many "+"
+        raise HarnessError(f"variant {json.dumps(spec)} has an empty step", "name a technique on each side of every '+'")
     if aliases == [BASELINE]:
         return Variant()
     if BASELINE in aliases:

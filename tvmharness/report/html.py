@@ -17,8 +17,9 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from . import baseline_label, gpu_text, ms_text, peak_memory, present, time_text, unfinished
-from .regress import REGRESSIONS, accuracy_metric, fast_latency, is_confirmation, judge_run, setup_changes, setup_of
+from . import baseline_label, gpu_text, ms_text, peak_memory, present, size_text, time_text, unfinished
+from .regress import (REGRESSIONS, accuracy_metric, fast_latency, is_confirmation, judge_run, row_provenance,
+                      setup_changes, setup_of)
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
 from .terminal import footnotes, row_notes
 
@@ -174,7 +175,7 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
                 "median": ms_text(r.get("median_ms"), " ms"), "p90": ms_text(r.get("p90_ms"), " ms"),
                 "spread": "±" + _fmt(spread, ".1%") if spread is not None else "—", "notes": ", ".join(row_notes(r)),
                 "speedup": "baseline" if r["is_baseline"] else _fmt(r.get("speedup_vs_baseline"), ".2f", "x"),
-                "size": _fmt((r.get("artifact_bytes") or math.nan) / 1e6 if present(r.get("artifact_bytes")) else None, ".2f", " MB"),
+                "size": size_text(r.get("artifact_bytes")),
                 "memory": _fmt(peak_memory(r.get("details")), ".1f", " MB"),
                 "accuracy": _fmt(r.get("accuracy"), ".2%"), "agreement": _fmt(r.get("top1_agreement"), ".0%"),
                 "max_diff": _fmt(r.get("max_abs_diff"), ".2e"), "batch": r.get("batch"),
@@ -183,7 +184,7 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
                            f"sha256 {str(tuning.get('sha256', ''))[:16]}") if tuning else ("untuned" if r["engine"].startswith("tvm") else "—"),
                 "build": (r.get("details") or {}).get("build_key") or "—",
                 "kit": _kit((r.get("details") or {})),
-                "target_spec": (r.get("target_spec") or {}).get("tvm"),
+                "target_spec": row_provenance(r)["target"],  # a TVM build's alone: no other engine's row depends on it
                 "verdict": v.verdict if v else "", "verdict_summary": v.summary() if v else "",
                 "regression": bool(v and v.regression),
                 "spark": sparkline(history, f"spark-{i}-{j}"), "runs": len(history),
@@ -269,7 +270,7 @@ TEMPLATE = """<!DOCTYPE html>
 <td class="{{ 'regression' if r.regression else '' }}" title="{{ r.verdict_summary }}">{{ r.verdict }}</td>
 <td>{{ charts(r.spark) }}<span class="prov">{{ r.runs }} run{{ "s" if r.runs != 1 }}</span></td>
 <td class="prov">{{ r.engine }} {{ r.engine_version }} · threads {{ r.threads }} · batch {{ r.batch }} · tuning {{ r.tuning }}
- · build {{ r.build }} · target {{ r.target_spec }}{% if r.kit %} · dev kit {{ r.kit }}{% endif %}</td></tr>
+ · build {{ r.build }}{% if r.target_spec %} · target {{ r.target_spec }}{% endif %}{% if r.kit %} · dev kit {{ r.kit }}{% endif %}</td></tr>
 {% endfor %}</table>
 {% endfor %}
 <script>

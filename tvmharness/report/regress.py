@@ -27,6 +27,7 @@ stored per-operator profiles).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 
@@ -207,9 +208,15 @@ def confirmation(evidence: dict) -> str:
         return ""
     if evidence["confirmed"] is None:
         return f"; unconfirmed: {evidence.get('unconfirmed_why') or 'no second measurement (`nightly` takes one)'}"
-    change = evidence.get("confirmation_change")
+    change, p, band = (evidence.get(k) for k in ("confirmation_change", "confirmation_p_value", "confirmation_noise_band"))
+    figures = [f"{change:+.1%}"] if change is not None else []
+    if not evidence["confirmed"]:  # why not: a change as large may still be within chance, or within its band
+        if p is not None and evidence.get("alpha") is not None and p >= evidence["alpha"]:
+            figures.append(f"p {p:.2g}, not under {evidence['alpha']:.2g}")
+        elif change is not None and band is not None and abs(change) <= band:
+            figures.append(f"within ±{band:.1%}")
     return (f"; {'confirmed' if evidence['confirmed'] else 'not confirmed'} by {evidence['confirmation']}"
-            + (f" ({change:+.1%})" if change is not None else ""))
+            + (f" ({', '.join(figures)})" if figures else ""))
 
 
 def needs_confirmation(verdict: Verdict) -> bool:
@@ -237,7 +244,8 @@ def confirm(first: Verdict, second: Verdict | None) -> Verdict:
                                  "confirmation": (f"an A/B in turns with run {ab_run}'s build" if ab_run is not None
                                                   else "a second run"),
                                  "confirmation_change": second.evidence.get("latency_change"),
-                                 "confirmation_p_value": second.evidence.get("p_value")}
+                                 "confirmation_p_value": second.evidence.get("p_value"),
+                                 "confirmation_noise_band": second.evidence.get("noise_band")}
     aspects = first.aspects if agreed else first.aspects | {"latency": SAME}
     return replace(first, aspects=aspects, evidence=evidence, verdict=min(aspects.values(), key=ORDER.index))
 
@@ -308,7 +316,9 @@ def row_provenance(row: dict) -> dict:
         _flatten("dev kit", details.get("kit_info") or {}, out)
     for name, version in (prov.get("versions") or {}).items():
         out[name] = version
-    return {k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in out.items()}
+    # Flat values, compared and printed as they are: a structure (a TVM target) as JSON text, which any reader parses.
+    return {k: (v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v, sort_keys=True, default=str))
+            for k, v in out.items()}
 
 
 def provenance_changes(references: list[tuple[int, dict]], after: dict) -> list[dict]:

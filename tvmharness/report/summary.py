@@ -114,8 +114,10 @@ def junit(run: dict, verdicts: list[Verdict]) -> str:
     return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", "", text)  # control characters XML 1.0 forbids
 
 
-def to_json(run: dict, verdicts: list[Verdict]) -> dict:
-    return {"run": run, "regressions": sum(v.regression for v in verdicts), "counts": counts(verdicts),
+def to_json(run: dict, verdicts: list[Verdict], frame) -> dict:
+    """The run, its rows (as `run --json` gives them: raw samples, figures, goals) and their verdicts."""
+    rows = frame[frame["run_id"] == run["id"]].to_dict("records")
+    return {"run": run, "rows": rows, "regressions": sum(v.regression for v in verdicts), "counts": counts(verdicts),
             "verdicts": [v.to_dict() for v in verdicts]}
 
 
@@ -138,5 +140,11 @@ def to_csv(frame, verdicts: list[Verdict]) -> str:
     for col in flat.columns:
         if flat[col].map(lambda x: isinstance(x, (dict, list))).any():
             flat[col] = flat[col].map(lambda x: json.dumps(x) if isinstance(x, (dict, list)) else x)
+    for col in ("threads", "batch"):  # counts, not 1.0 (a missing one made pandas read the column as floats)
+        if col in flat.columns:
+            flat[col] = flat[col].astype("Int64")
+    for col in ("created", "run_started"):  # times as every report gives them: ISO 8601 with the offset
+        if col in flat.columns:
+            flat[col] = flat[col].map(lambda t: time_text(t, "iso") if present(t) else "")
     return flat.to_csv(index=False)
 
