@@ -365,6 +365,12 @@ def test_devkit_serve_stops_its_kit_on_sigterm_and_sighup(rack):
         assert serving.wait(30) == 0
         server.wait(30)  # (psutil.TimeoutExpired if the kit's server outlived it)
         rack.wait_for(lambda: not rack.kits("signalled"), 30, "the kit to leave the tracker")
+    # killed with -9, it cannot stop its kit: the kernel does (a kit left serving would be taken for two)
+    [serving] = rack.serve("killed")
+    [server] = psutil.Process(serving.pid).children()
+    os.kill(serving.pid, signal.SIGKILL)
+    server.wait(30)
+    rack.wait_for(lambda: not rack.kits("killed"), 30, "the kit to leave the tracker")
 
 
 def test_a_dead_tracker_address_fails_in_seconds_and_touches_no_store(workdir):
@@ -390,6 +396,8 @@ def test_an_unknown_key_names_the_keys_the_tracker_has(rack, workdir):
                    "--key", "no-such-kit", "--store", str(workdir / "n.db"))
     assert done.returncode == 2
     assert "no kit under key 'no-such-kit'" in done.stderr and "x86 (2 kits)" in done.stderr
+    text = " ".join(done.stderr.split())  # the kit it says to start is one under that key
+    assert f"`tvmharness devkit emulate aarch64 --tracker {rack.tracker} --key no-such-kit`" in text
 
 
 @pytest.mark.skipif(not shutil.which("aarch64-linux-gnu-gcc"), reason="gcc-aarch64-linux-gnu is not installed")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import HarnessError
+from . import die_with_parent
 from .tracker import Address, is_loopback, probe, warn_if_wide
 
 KIT_SERVER = Path(__file__).with_name("kit_server.py")
@@ -75,7 +76,8 @@ def serve(tracker: Address, key: str, kit: KitPython, host: str = "127.0.0.1", p
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
     process = None
     try:
-        process = subprocess.Popen(command, env=kit.env)
+        host = os.getpid()  # the kit's server goes with this command, even one killed with -9
+        process = subprocess.Popen(command, env=kit.env, preexec_fn=lambda: die_with_parent(signal.SIGTERM, host))
         return process.wait()
     except (KeyboardInterrupt, _Stopped):
         if process is not None:

@@ -89,6 +89,8 @@ def main(argv=None):
 
     tracker_host, _, tracker_port = args.tracker.rpartition(":")
     sock, port = _bind(args.host, args.port, args.port_end or args.port + 99)
+    if port != args.port:  # said, or a kit left running on it (another kit?) goes unnoticed
+        log.warning("port %d on %s is taken; this kit listens on %d", args.port, args.host, port)
     log.info("kit %s (%s%s) on %s:%d, registered with the tracker at %s", args.key, platform.machine(),
              f", emulated by {args.emulated}" if args.emulated else "", args.host, port, args.tracker)
     sys.stdout.flush()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -24,6 +25,7 @@ import numpy as np
 from ..data import Feed
 from ..errors import HarnessError, one_line
 from ..measure import Latency, output_arrays, paced
+from . import die_with_parent
 from .kit_server import MEMORY_CALLS
 from .tracker import TRACKER_GONE, Address, KeyStatus, KitUnreachable, NoKitError, kits_gone, request_kit, summary
 
@@ -91,11 +93,8 @@ class Rack:
         """The kits under this key now; a clear error when there are none."""
         keys = summary(self.tracker)
         if self.key not in keys or not keys[self.key].kits:
-            known = ", ".join(f"{k} ({len(s.kits)} kits)" for k, s in keys.items()) or "none"
-            raise HarnessError(f"the tracker at {self.tracker} has no kit under key '{self.key}' (its keys: {known})",
-                               f"pass --key with one of its keys, or start a kit: `tvmharness devkit serve --tracker "
-                               f"{self.tracker} --key {self.key}` on the board (or `tvmharness devkit emulate aarch64 "
-                               f"--tracker {self.tracker}` here)")
+            raise HarnessError(f"the tracker at {self.tracker} has no kit under key '{self.key}' (its keys: "
+                               f"{_keys_with_kits(keys)})", "pass --key with one of its keys, or " + _start_a_kit(self.tracker, self.key))
         return keys[self.key]
 
     def run(self, job: KitJob, on_stage: Callable[[str], None] | None = None) -> KitResult:
@@ -250,7 +249,7 @@ class _Worker:
     def __init__(self):
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_loop, args=(child,), daemon=True, name="kit job worker")
+        self.process = ctx.Process(target=_worker_loop, args=(child, os.getpid()), daemon=True, name="kit job worker")
         self.process.start()
         child.close()
 
@@ -269,26 +268,37 @@ def resolve_key(tracker: Address, key: str | None, preferred: list[str]) -> str:
     for candidate in preferred:
         if candidate in keys and keys[candidate].kits:
             return candidate
-    have = ", ".join(keys) or "none"
     raise HarnessError(f"the tracker at {tracker} has no kit under this target's keys ({', '.join(preferred) or 'none'}); "
-                       f"its keys: {have}",
-                       f"pass --key KEY, or start a kit: `tvmharness devkit emulate aarch64 --tracker {tracker}`")
+                       f"its keys: {_keys_with_kits(keys)}",
+                       "pass --key KEY, or " + _start_a_kit(tracker, preferred[0] if preferred else "KEY"))
+
+
+def _keys_with_kits(keys: dict[str, KeyStatus]) -> str:
+    """A key with requests waiting and no kit (left by clients that gave up: TVM's tracker keeps them) has none to offer."""
+    return ", ".join(f"{k} ({len(s.kits)} kits)" for k, s in keys.items() if s.kits) or "none"
+
+
+def _start_a_kit(tracker: Address, key: str) -> str:
+    """The commands that put a kit under `key` (an emulated one says so in its rows)."""
+    return (f"start a kit: `tvmharness devkit serve --tracker {tracker} --key {key}` on the board (or "
+            f"`tvmharness devkit emulate aarch64 --tracker {tracker} --key {key}` here)")
 
 
 # ---------------------------------------------------------------------------------------------
 # The worker process: a job at a time, each on the kit the tracker hands out. Everything it says
 # goes through the pipe.
 
-def _worker_loop(conn) -> None:
+def _worker_loop(conn, host: int) -> None:
     import gc
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole process group: the host stops us
+    die_with_parent(signal.SIGKILL, host)  # a host killed with -9: its session ends, and the kit is free again
     while True:
         try:
             spec = conn.recv()
-        except (EOFError, OSError):
+            _job(spec, conn)
+        except (EOFError, OSError):  # the host is gone (its end of the pipe closed): nobody to report to
             return
-        _job(spec, conn)
         gc.collect()  # the Relax VM holds its RPC session in a reference cycle: free the kit now
 
 
