@@ -436,10 +436,10 @@ def test_the_verdict_tables_name_the_accuracy_measure(store):
         run = night(store, 1.0, rng, accuracy=None, top1_agreement=agreement)
     (v,) = judge(store.frame(), run)
     assert v.aspects["accuracy"] == LESS_ACCURATE
-    assert "| top-1 agreement 1.000 → 0.900 |" in markdown(store.run(run), [v])
+    assert "| top-1 agreement 100.00% → 90.00% |" in markdown(store.run(run), [v])
     console = Console(record=True, width=400)
     console.print(verdict_table([v]))
-    assert "top-1 agreement -0.100" in console.export_text()
+    assert "top-1 agreement -10.0 pts" in console.export_text()
 
 
 def test_junit_gives_an_iso_timestamp_and_no_property_without_a_value(store):

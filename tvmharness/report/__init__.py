@@ -29,6 +29,11 @@ def ms_text(value, unit: str = "") -> str:
     return f"{value:.{max(decimals, 0)}f}{unit}"
 
 
+def points_text(change: float) -> str:
+    """An accuracy (or agreement) change in percentage points, as the tables give accuracies in percent."""
+    return f"{100 * change:+.1f} pts"
+
+
 def peak_memory(details: dict | None) -> float | None:
     """A row's peak memory in MB, where it was measured ([measure] memory)."""
     return ((details or {}).get("memory") or {}).get("peak_mb")

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..recipe import Regression
 from ..results import plain
-from . import ms_text, peak_memory, present
+from . import ms_text, peak_memory, points_text, present
 
 SERIES = ("hostname", "target", "model", "variant", "engine")
 OK = "ok"
@@ -113,7 +113,7 @@ class Verdict:
         if e.get("memory_change"):
             parts.append(f"peak memory {e['memory_change']:+.1%} ({e['previous_peak_mb']:.1f} -> {e['peak_mb']:.1f} MB)")
         if e.get("accuracy_change"):
-            parts.append(f"{e['accuracy_metric']} {e['accuracy_change']:+.3f}")
+            parts.append(f"{e['accuracy_metric']} {points_text(e['accuracy_change'])}")
         if self.changed:
             parts.append("changed: " + "; ".join(self.changes()))
         if self.operators and self.aspects.get("latency") in (SLOWER, FASTER):

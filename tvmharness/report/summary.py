@@ -64,7 +64,7 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
         out = ["| | series | verdict | latency | size | accuracy | why |", "|---|---|---|---|---|---|---|"]
         for v in rows:
             e = v.evidence
-            acc = (f"{e['accuracy_metric']} {e['previous_accuracy']:.3f} → {e['accuracy']:.3f}"  # a model without labels: top-1 agreement
+            acc = (f"{e['accuracy_metric']} {e['previous_accuracy']:.2%} → {e['accuracy']:.2%}"  # a model without labels: top-1 agreement
                    if e.get("accuracy_metric") else "—")
             out.append(f"| {ICON.get(v.verdict, '')} | {md_escape(v.name)} | **{v.verdict}** | {_latency_cell(v)} | "
                        f"{size_cell(e)} | {acc} | {_why(v)} |")

@@ -9,7 +9,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from . import baseline_label, gpu_text, ms_text, peak_memory, present, size_cell, size_text, time_text, unfinished
+from . import (baseline_label, gpu_text, ms_text, peak_memory, points_text, present, size_cell, size_text, time_text,
+               unfinished)
 from .compression import best_variants, compression_table, variant_notes
 from .regress import confirmation
 
@@ -277,6 +278,6 @@ def verdict_table(verdicts) -> Table:
                       f"±{e['noise_band']:.1%}" if "noise_band" in e else "—",
                       f"{e['p_value']:.2g}" if "p_value" in e else "—",
                       size_cell(e),
-                      f"{e['accuracy_metric']} {e['accuracy_change']:+.3f}" if e.get("accuracy_change") is not None else "—",
+                      f"{e['accuracy_metric']} {points_text(e['accuracy_change'])}" if e.get("accuracy_change") is not None else "—",
                       Text("; ".join(map(str, why)) or "—"))
     return table
