@@ -221,8 +221,42 @@ def test_dynamic_sizes_are_named_until_given_and_then_measured_at_them(cli_dir):
                            (("--input-range", "ids=9..1"), ("'--input-range ids': [9, 1] is empty",)),
                            (("--input-range", "ids=0..9223372036854775808"), ("does not fit input 'ids'", "int64")),
                            (("--input-shape", "ids=1by20"), ("cannot read --input-shape 'ids=1by20'", "ids=1x128"))):
-        sizes = ("--input-shape", "ids=1x20", "--input-shape", "mask=1x20")  # the flags after them win
+        shaped = {value.split("=")[0] for flag, value in zip(flags[::2], flags[1::2]) if flag == "--input-shape"}
+        sizes = [arg for name in ("ids", "mask") if name not in shaped for arg in ("--input-shape", f"{name}=1x20")]
         assert_usage_error(run_cli("bench", str(pt2), *sizes, *flags, cwd=cli_dir), *needles)
+
+
+def test_an_input_s_shape_or_range_given_twice_is_refused_by_name():
+    """A repeated flag would keep the last unsaid (and name the artifact's folder after both)."""
+    from tvmharness.recipe import parse_input_flags
+
+    assert parse_input_flags(["x=1x3", "y=2"], ["ids=0..9"]) == {"x": {"shape": [1, 3]}, "y": {"shape": [2]},
+                                                                 "ids": {"range": [0, 9]}}
+    with pytest.raises(HarnessError, match=r"--input-shape was given twice for input 'x' \(2x3x16x16 and 4x3x16x16\)"):
+        parse_input_flags(["x=2x3x16x16", "x=4x3x16x16"], None)
+    with pytest.raises(HarnessError, match=r"--input-range was given twice for input 'ids' \(0..9 and 0..99\)"):
+        parse_input_flags(["ids=1x8"], ["ids=0..9", "ids=0..99"])
+    with pytest.raises(HarnessError) as comma:  # NAME=VALUE it is: what is wrong is the commas
+        parse_input_flags(["x=1,3,16,16"], None)
+    assert "write it as NAME=SIZES, the sizes joined by x" in comma.value.fix
+
+
+def test_sizes_a_model_refuses_are_blamed_on_the_flag_that_gave_them(cli_dir):
+    """A model that runs at its own sizes and not at the user's: a usage error naming those sizes (exit 2),
+    not a model to fix (exit 1)."""
+    import torch
+
+    from tests.user_models import tiny_mlp
+
+    module, _ = tiny_mlp()
+    batch = torch.export.Dim("batch", min=1, max=16)
+    pt2 = cli_dir / "mlp_upto16.pt2"
+    torch.export.save(torch.export.export(module, (torch.randn(2, 16),), dynamic_shapes={"x": {0: batch}}), str(pt2))
+    for spec, size in ((str(pt2), "x=32x16"), (f"{USER_MODELS}:tiny_mlp", "x=1x17")):
+        proc = run_cli("compile", spec, "--input-shape", size, "--out", str(cli_dir / "never-sized"), cwd=cli_dir)
+        assert_usage_error(proc, f"raised at the sizes given for it (--input-shape or [inputs]: {size})",
+                           "give sizes the model takes")
+    assert not (cli_dir / "never-sized").exists()
 
 
 @pytest.mark.parametrize("command, option", [(("tracker", "start", "--port", "70000"), "--port"),
