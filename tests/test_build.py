@@ -61,10 +61,32 @@ def test_x86_preset_detects_the_host_cpu():
     target = resolve("x86", 3)
     assert target.tvm_dict["mcpu"] == tvm.target.codegen.llvm_get_system_cpu() != "auto"
     assert target.tvm_dict["num-cores"] == 3
-    flags = open("/proc/cpuinfo").read()
+    flags = open("/proc/cpuinfo").read()  # LLVM's names for the features of the CPU it builds for
     assert ("avx2" in target.features) == (" avx2" in flags)
-    assert ("avx512_vnni" in target.features) == (" avx512_vnni" in flags)
-    assert str(target.tvm_target().kind) == "llvm"
+    assert ("avx512vnni" in target.features) == (" avx512_vnni" in flags)
+    assert str(target.tvm_target().kind) == "llvm" and target.missing_features() == []
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x86 CPUs")
+def test_a_target_lists_what_its_cpu_needs_and_what_this_host_lacks_of_it(monkeypatch):
+    """A preset's features are its CPU's, as LLVM knows them (not the build host's, nor tuning flags);
+    those a host lacks are named before anything of it runs there (its code would die of SIGILL)."""
+    from tvmharness import targets
+
+    generic = resolve("x86-generic", 2)
+    assert generic.cpu == "haswell" and generic.describe()["features"] == generic.features
+    assert {"avx2", "fma"} <= set(generic.features) and not {"avx512f", "fast-gather", "macrofusion"} & set(generic.features)
+    # a host of the baseline x86-64 CPU, without AVX2 (LLVM's own detection, faked)
+    monkeypatch.setattr(targets, "host_cpu", lambda: "x86-64")
+    monkeypatch.setattr(targets, "host_llvm_features", lambda: {"sse2": True, "avx": True, "avx2": False, "fma": False,
+                                                                "avx512f": False})
+    assert generic.missing_features() == ["avx2", "fma"]
+    with pytest.raises(HarnessError, match=r"target x86-generic builds for haswell, and this host \(x86-64\) lacks its "
+                                           r"avx2, fma: its modules would crash here"):
+        targets.check_local_cpu(generic)
+    assert resolve("x86-rpc", 2).missing_features() == ["avx2", "fma"]  # its kits run it, not this host
+    targets.check_local_cpu(resolve("x86-rpc", 2))
+    assert resolve("arm", 2).missing_features() == []  # another architecture: never run here
 
 
 def test_a_command_that_names_no_target_measures_on_this_host_s_own_preset(monkeypatch):
@@ -284,3 +306,30 @@ def test_a_warning_of_one_pass_over_the_model_counts_once_and_none_is_lost(tmp_p
     import_only, both = b"[x] Warning: only at import\n", b"[y] Warning: every lowering\n"
     log.write_bytes(import_only + both * 2 + RELOWERED + both * 2)
     assert native_warnings(log) == [{"message": "only at import", "count": 1}, {"message": "every lowering", "count": 2}]
+
+
+def test_an_exported_manifest_names_outputs_and_value_ranges_and_no_stale_file_stays(workdir, tmp_path):
+    """What a deployer feeds and gets back: a dict's outputs flattened and named by their keys, and the
+    integer values an input was checked with. An export onto an earlier one's folder leaves none of
+    the files only the earlier had (its TVM log), and the user's own files alone."""
+    from tests.conftest import USER_MODELS
+    from tvmharness.build import export_artifact
+
+    target, options = resolve("x86", 2), EngineOptions(cache_dir=workdir / "cache", threads=2)
+    named = load_model(f"{USER_MODELS}:named_outputs", workdir / "cache")
+    built = get_engine("tvm").build(named, target, options)
+    assert built.manifest["outputs"] == [{"name": "logits", "shape": [1, 4], "dtype": "float32"},
+                                         {"name": "aux.0", "shape": [1], "dtype": "float32"},
+                                         {"name": "aux.1", "shape": [1, 8], "dtype": "float32"}]
+    tokens = load_model(f"{USER_MODELS}:token_classifier", workdir / "cache", settings={"ids": {"range": [0, 49]}})
+    warned = get_engine("tvm").build(tokens, target, options)
+    assert warned.manifest["tvm_warnings"] and warned.manifest["outputs"] == [{"name": "output", "shape": [1, 4], "dtype": "float32"}]
+    out = tmp_path / "artifact"
+    manifest = export_artifact(warned, out, tokens, target, {"checked": False, "summary": "not checked (--no-check)"}, [])
+    assert manifest["inputs"][0] == {"name": "ids", "shape": [1, 12], "dtype": "int64", "value_range": [0, 49],
+                                     "range_from": "[inputs]"}
+    assert manifest == json.loads((out / "manifest.json").read_text()) and (out / "tvm-native.log").is_file()
+    (out / "notes.txt").write_text("mine")
+    manifest = export_artifact(built, out, named, target, {"checked": False, "summary": "not checked (--no-check)"}, [])
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.so", "notes.txt"]
+    assert manifest["tvm_warnings"] == [] and manifest["check"]["summary"] == "not checked (--no-check)"

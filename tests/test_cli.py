@@ -221,8 +221,42 @@ def test_dynamic_sizes_are_named_until_given_and_then_measured_at_them(cli_dir):
                            (("--input-range", "ids=9..1"), ("'--input-range ids': [9, 1] is empty",)),
                            (("--input-range", "ids=0..9223372036854775808"), ("does not fit input 'ids'", "int64")),
                            (("--input-shape", "ids=1by20"), ("cannot read --input-shape 'ids=1by20'", "ids=1x128"))):
-        sizes = ("--input-shape", "ids=1x20", "--input-shape", "mask=1x20")  # the flags after them win
+        shaped = {value.split("=")[0] for flag, value in zip(flags[::2], flags[1::2]) if flag == "--input-shape"}
+        sizes = [arg for name in ("ids", "mask") if name not in shaped for arg in ("--input-shape", f"{name}=1x20")]
         assert_usage_error(run_cli("bench", str(pt2), *sizes, *flags, cwd=cli_dir), *needles)
+
+
+def test_an_input_s_shape_or_range_given_twice_is_refused_by_name():
+    """A repeated flag would keep the last unsaid (and name the artifact's folder after both)."""
+    from tvmharness.recipe import parse_input_flags
+
+    assert parse_input_flags(["x=1x3", "y=2"], ["ids=0..9"]) == {"x": {"shape": [1, 3]}, "y": {"shape": [2]},
+                                                                 "ids": {"range": [0, 9]}}
+    with pytest.raises(HarnessError, match=r"--input-shape was given twice for input 'x' \(2x3x16x16 and 4x3x16x16\)"):
+        parse_input_flags(["x=2x3x16x16", "x=4x3x16x16"], None)
+    with pytest.raises(HarnessError, match=r"--input-range was given twice for input 'ids' \(0..9 and 0..99\)"):
+        parse_input_flags(["ids=1x8"], ["ids=0..9", "ids=0..99"])
+    with pytest.raises(HarnessError) as comma:  # NAME=VALUE it is: what is wrong is the commas
+        parse_input_flags(["x=1,3,16,16"], None)
+    assert "write it as NAME=SIZES, the sizes joined by x" in comma.value.fix
+
+
+def test_sizes_a_model_refuses_are_blamed_on_the_flag_that_gave_them(cli_dir):
+    """A model that runs at its own sizes and not at the user's: a usage error naming those sizes (exit 2),
+    not a model to fix (exit 1)."""
+    import torch
+
+    from tests.user_models import tiny_mlp
+
+    module, _ = tiny_mlp()
+    batch = torch.export.Dim("batch", min=1, max=16)
+    pt2 = cli_dir / "mlp_upto16.pt2"
+    torch.export.save(torch.export.export(module, (torch.randn(2, 16),), dynamic_shapes={"x": {0: batch}}), str(pt2))
+    for spec, size in ((str(pt2), "x=32x16"), (f"{USER_MODELS}:tiny_mlp", "x=1x17")):
+        proc = run_cli("compile", spec, "--input-shape", size, "--out", str(cli_dir / "never-sized"), cwd=cli_dir)
+        assert_usage_error(proc, f"raised at the sizes given for it (--input-shape or [inputs]: {size})",
+                           "give sizes the model takes")
+    assert not (cli_dir / "never-sized").exists()
 
 
 @pytest.mark.parametrize("command, option", [(("tracker", "start", "--port", "70000"), "--port"),
@@ -364,6 +398,11 @@ def test_bench_json_and_compile(cli_dir):
     assert doc["cache_hit"] is True  # the bench above built the same thing
     manifest = json.loads((out / "manifest.json").read_text())
     assert (out / "model.so").stat().st_size == manifest["library"]["bytes"]
+    assert doc["manifest"] == manifest and manifest["load"] and manifest["model_origin"] == "digits_cnn"
+    # built for this host's own CPU: it says so, and which preset builds for others
+    assert manifest["target"]["cpu_from"].startswith("the build host") and "avx2" in manifest["target"]["features"]
+    assert any(n.startswith("built for this host's CPU (") and "--target x86-generic" in n for n in doc["notes"])
+    assert manifest["build_host"]["llvm_cpu"] == manifest["target"]["cpu"]
 
 
 def test_compile_with_a_linker_that_fails_says_which_and_keeps_nothing(cli_dir):
@@ -558,5 +597,41 @@ def test_compile_writes_no_artifact_that_disagrees_with_its_model(cli_dir):
     assert not out.exists()
     proc = run_cli("compile", f"{USER_MODELS}:lstm_last_step", "--out", str(out), "--no-check", cwd=cli_dir)
     assert proc.returncode == 0 and "not checked (--no-check)" in proc.stdout and (out / "model.so").is_file()
+    assert json.loads((out / "manifest.json").read_text())["check"] == {"checked": False, "summary": "not checked (--no-check)"}
     proc = run_cli("compile", f"{USER_MODELS}:tiny_mlp", "--out", str(cli_dir / "mlp-artifact"), cwd=cli_dir)
     assert proc.returncode == 0 and "checked: agrees with torch on 4 inputs" in proc.stdout, proc.stderr
+    check = json.loads((cli_dir / "mlp-artifact" / "manifest.json").read_text())["check"]
+    assert check | {"max_abs_diff": 0} == {"checked": True, "summary": "checked: agrees with torch on 4 inputs",
+                                           "reference": "torch", "inputs": 4, "inputs_from": "seeded", "tolerance": 1e-3,
+                                           "tolerance_of": "each output's largest absolute value in the reference",
+                                           "max_abs_diff": 0}
+    assert 0 <= check["max_abs_diff"] < 1e-3
+    if shutil.which("aarch64-linux-gnu-gcc"):  # built here, run on a kit: the manifest says it was not checked
+        proc = run_cli("compile", f"{USER_MODELS}:tiny_mlp", "--target", "arm", "--out", str(cli_dir / "arm-mlp"), cwd=cli_dir)
+        assert proc.returncode == 0, proc.stderr
+        check = json.loads((cli_dir / "arm-mlp" / "manifest.json").read_text())["check"]
+        assert check["checked"] is False and check["summary"].startswith("not checked here: arm runs on a dev kit")
+
+
+def test_a_target_whose_cpu_this_host_lacks_features_of_is_built_not_run(cli_dir):
+    """Its code would die of SIGILL here: compile writes it unchecked and says why, run and bench refuse it
+    before anything is measured, and its manifest lists the target CPU's features, not this host's."""
+    from tvmharness import targets
+
+    host = targets.host_llvm_features()
+    if all(host.get(f) for f in ("avx512fp16", "amx-tile")) or "avx512fp16" not in host:
+        pytest.skip("needs an x86-64 host without Sapphire Rapids' AVX512-FP16 and AMX")
+    preset = write(cli_dir / "spr.toml", 'name = "spr"\narch = "x86_64"\n[tvm]\nkind = "llvm"\nmcpu = "sapphirerapids"\n'
+                                         'num-cores = 2\n')
+    out = cli_dir / "spr-artifact"
+    proc = run_cli("compile", f"{USER_MODELS}:tiny_mlp", "--target", str(preset), "--out", str(out), cwd=cli_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert "not checked here: this host lacks " in proc.stdout and "which spr's CPU (sapphirerapids) has" in proc.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["check"]["checked"] is False and "avx512fp16" in manifest["check"]["summary"]
+    assert manifest["target"]["cpu"] == "sapphirerapids" and {"avx512fp16", "amx-tile"} <= set(manifest["target"]["features"])
+    for command in (("bench", f"{USER_MODELS}:tiny_mlp"), ("run", str(ROOT / "recipes/quickstart.toml"))):
+        proc = run_cli(*command, "--target", str(preset), "--store", str(cli_dir / "spr.db"), cwd=cli_dir)
+        assert_usage_error(proc, "target spr builds for sapphirerapids, and this host (", "avx512fp16",
+                           "its modules would crash here", "measure it on a host with that CPU")
+    assert not (cli_dir / "spr.db").exists()

@@ -147,6 +147,23 @@ def two_heads():
     return TwoHeads().eval(), torch.randn(1, 16)
 
 
+class NamedOutputs(nn.Module):
+    """A dict of outputs, one a tuple: three outputs once flattened, named by their keys."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Linear(16, 8), nn.Linear(8, 4)
+
+    def forward(self, x):
+        features = torch.relu(self.body(x))
+        return {"logits": self.head(features), "aux": (features.sum(1), features)}
+
+
+def named_outputs():
+    torch.manual_seed(0)
+    return NamedOutputs().eval(), torch.randn(1, 16)
+
+
 class TokenClassifier(nn.Module):
     """Two inputs of two dtypes, as a text model takes them: int64 token ids (an embedding lookup,
     which needs ids within its vocabulary) and a float mask over the positions."""

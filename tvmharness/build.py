@@ -11,14 +11,15 @@ from pathlib import Path
 
 from .cache import content_hash, file_hash, stage_dir, written_whole
 from .errors import FAILED, HarnessError, one_line
-from .frontend import IMPORT_VERSION, frontend_for, to_relax
+from .frontend import IMPORT_VERSION, frontend_for, onnx_file, to_relax
 from .models import LoadedModel
-from .provenance import git_commit, versions
-from .targets import Target, check_toolchain
+from .provenance import cpu_info, git_commit, versions
+from .targets import Target, check_toolchain, host_cpu
 from .tune import (RELOWERED, extract_tasks, lower_for_tuning, native_stderr_to, native_warnings, open_database,
                    records_at_other_threads, records_dir, records_hash, tuned_task_count)
 
-MANIFEST_FORMAT = 3  # 2: cuda_source; 3: inputs (every input's name, shape and dtype)
+MANIFEST_FORMAT = 4  # 2: cuda_source; 3: inputs (every input's name, shape and dtype); 4: outputs, build_host
+MANIFEST = "manifest.json"
 LIBRARY = "model.so"
 KERNELS = "kernels.cu"  # a GPU target's CUDA source, as the library carries it
 NATIVE_LOG = "tvm-native.log"  # TVM's C++ warnings during the build, kept in the build's cache folder
@@ -56,7 +57,7 @@ def build_key(model: LoadedModel, target: Target, frontend: str, records: str | 
 
 def load_artifact(directory: Path) -> Artifact | None:
     """An artifact directory whose library still matches its manifest, else None."""
-    manifest_path = directory / "manifest.json"
+    manifest_path = directory / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
         library = directory / manifest["library"]["file"]
@@ -112,7 +113,8 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
     native_log = directory / NATIVE_LOG
     native_log.unlink(missing_ok=True)
     with native_stderr_to(native_log):
-        executable, tuning = _compile(model, to_relax(model, frontend, cache_dir), target, records, digest, native_log)
+        mod = to_relax(model, frontend, cache_dir)
+        executable, tuning = _compile(model, mod, target, records, digest, native_log)
         export_kwargs = {}
         if target.preset.cross_compiler:
             from tvm.support import cc
@@ -141,8 +143,10 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
         "compression": model.compression.get("compression") or [],  # each step's kind and parameters
         "calibration": model.compression.get("calibration"),  # int8's calibration as it ran (calls, data's hash)
         "inputs": [i.signature() for i in model.inputs],  # what to feed
+        "outputs": _outputs(model, mod, cache_dir),  # what comes back, in order
         "frontend": frontend,
         "target": target.describe(),
+        "build_host": {"cpu": cpu_info()["model"], "llvm_cpu": host_cpu(), "cpuinfo_flags": cpu_info()["features"]},
         "tuning_records": tuning,
         "library": {"file": LIBRARY, "sha256": file_hash(directory / LIBRARY), "bytes": (directory / LIBRARY).stat().st_size},
         "cuda_source": KERNELS if kernels is not None else None,
@@ -154,8 +158,35 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "notes": model.notes,
     }
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return Artifact(directory, manifest, cache_hit=False)
+
+
+def _outputs(model: LoadedModel, mod, cache_dir: Path) -> list[dict]:
+    """Each output the module returns, flattened as the model's are: its name (a dict's keys and a
+    tuple's positions, as torch.export flattens them, or the ONNX graph's), shape and dtype."""
+    returned = mod["main"].ret_ty
+    types = list(returned.fields) if hasattr(returned, "fields") else [returned]
+    names = _output_names(model, cache_dir)
+    if len(names) != len(types):  # a frontend that returns them otherwise: by position
+        names = [f"output.{k}" for k in range(len(types))]
+    return [{"name": name, "shape": [int(v) for v in t.shape.values], "dtype": str(t.dtype)}
+            for name, t in zip(names, types)]
+
+
+def _output_names(model: LoadedModel, cache_dir: Path) -> list[str]:
+    if model.torch_module is None:
+        import onnx
+
+        path, _ = onnx_file(model, cache_dir)
+        return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
+    from torch.utils import _pytree
+
+    spec = model.exported_program().call_spec.out_spec
+    paths, _ = _pytree.tree_flatten_with_path(_pytree.tree_unflatten(list(range(spec.num_leaves)), spec))
+    names = [".".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path) for path, _ in paths]
+    # one tensor: "output"; a tuple's: "output.0", "output.1"; a dict's: its keys ("aux.0" for a tuple in it)
+    return [name if name and not name[0].isdigit() else ".".join(filter(None, ("output", name))) for name in names]
 
 
 def _cuda_source(module) -> str | None:
@@ -206,17 +237,26 @@ def _compile_tuned(mod, target: Target, records: Path, digest: str, log: Path):
     return executable, {"dir": str(records), "sha256": digest, "tasks_tuned": tuned, "tasks": len(tasks), "trials": trials}
 
 
-def export_artifact(artifact: Artifact, out_dir: Path, origin: str) -> Path:
-    """Copy an artifact directory to where a user asked for it; its manifest also says where the model
-    came from (a zoo name, a file's path, a module:function: the build is shared by identical models)."""
+def export_artifact(artifact: Artifact, out_dir: Path, model: LoadedModel, target: Target, check: dict,
+                    notes: list[str]) -> dict:
+    """Copy an artifact directory to where a user asked for it, and write its manifest: the build's, and
+    this model's (where it came from: the build is shared by identical models; its inputs' value
+    ranges), the target as named here, how the artifact was checked and what a deployer must know.
+    Files an earlier artifact left there that this one does not have go (only those an export writes)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (artifact.manifest["library"]["file"], artifact.manifest.get("cuda_source"),
-                 NATIVE_LOG if artifact.manifest.get("tvm_warnings") else None):
-        if name:
-            shutil.copy2(artifact.dir / name, out_dir / name)
-    manifest = artifact.manifest | {"model_origin": origin, "load": load_instructions(artifact.manifest)}
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return out_dir
+    written = {name for name in (artifact.manifest["library"]["file"], artifact.manifest.get("cuda_source"),
+                                 NATIVE_LOG if artifact.manifest.get("tvm_warnings") else None) if name}
+    for name in {LIBRARY, KERNELS, NATIVE_LOG} - written:
+        (out_dir / name).unlink(missing_ok=True)
+    for name in written:
+        shutil.copy2(artifact.dir / name, out_dir / name)
+    manifest = artifact.manifest | {
+        "model_origin": model.origin,
+        "inputs": [i.describe() for i in model.inputs],  # an integer input's value_range: values within it run
+        "target": target.describe(), "check": check, "notes": notes}
+    manifest["load"] = load_instructions(manifest)
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
 
 
 def load_instructions(manifest: dict) -> list[str]:
@@ -225,10 +265,11 @@ def load_instructions(manifest: dict) -> list[str]:
     as TVM allocates crashes the process."""
     target = manifest["target"]
     threads = target["tvm"].get("num-cores")
-    return [f"import numpy as np, tvm  # set TVM_NUM_THREADS={threads} before: the threads it was built and measured for"
+    return ["# in the artifact's folder (elsewhere, give load_module the library's path)",
+            f"import numpy as np, tvm  # set TVM_NUM_THREADS={threads} before: the threads it was built and measured for"
             if threads else "import numpy as np, tvm",
             "device = tvm.cuda(0)" if target.get("device") == "cuda" else "device = tvm.cpu(0)",
             f"vm = tvm.relax.VirtualMachine(tvm.runtime.load_module('{manifest['library']['file']}'), device)",
-            "# inputs: numpy arrays of the names, shapes and dtypes 'inputs' lists, in that order",
+            "# inputs: numpy arrays of the names, shapes and dtypes 'inputs' lists, in that order (integers within value_range)",
             "result = vm['main'](*[tvm.runtime.tensor(np.ascontiguousarray(x), device) for x in inputs])",
-            "outputs = [result.numpy()] if isinstance(result, tvm.runtime.Tensor) else [o.numpy() for o in result]"]
+            "outputs = [result.numpy()] if isinstance(result, tvm.runtime.Tensor) else [o.numpy() for o in result]  # as 'outputs' lists"]

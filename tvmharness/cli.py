@@ -408,7 +408,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     from .engines import EngineOptions
     from .pipeline import check_artifact, load_models
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
-    from .targets import check_toolchain, resolve
+    from .targets import check_toolchain, portability_note, resolve
 
     if len(variant or []) > 1:  # a list option only to say so: a plain one keeps the last and drops the rest unsaid
         raise HarnessError(f"compile builds one artifact, and --variant was given {len(variant)} times ({', '.join(variant)})",
@@ -443,24 +443,26 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
         if there and there != loaded.origin:
             raise HarnessError(f"{out_dir} holds {name} from {there}, and this {name} is from {loaded.origin}: a model "
                                "of the same name, not this one", "give this one a folder of its own with --out DIR")
-    checked = "not checked (--no-check)"
+    check_record = {"checked": False, "summary": "not checked (--no-check)"}
     if check:  # a build that computes something else is not shipped
         with err.status(f"checking {model} for {target} against its model"):
-            checked = check_artifact(loaded, artifact, resolved, defaults, EngineOptions(
+            check_record = check_artifact(loaded, artifact, resolved, defaults, EngineOptions(
                 frontend=frontend, cache_dir=defaults.cache_dir, threads=resolved.tvm_dict.get("num-cores") or defaults.measure.threads,
                 records_root=defaults.records_root))
-    dest = export_artifact(artifact, out_dir, loaded.origin)
-    # What a deployer must know: how it was tuned (or where records it missed are), what the compression
-    # did (int8's calibration data), and what TVM warned of.
+    # What a deployer must know: which CPUs it runs on, how it was tuned (or where records it missed are),
+    # what the compression did (int8's calibration data), and what TVM warned of.
     build_notes, _ = describe_artifact(artifact)
-    notes = [checked, *([threads_note] if threads_note else []), *build_notes, *loaded.notes,
-             *(f"TVM warned ({w['count']}x): {w['message']} (its log: {dest / NATIVE_LOG})" for w in artifact.manifest.get("tvm_warnings") or [])]
+    cpu_note = portability_note(resolved)
+    deploy_notes = [*([cpu_note] if cpu_note else []), *([threads_note] if threads_note else []), *loaded.notes]
+    manifest = export_artifact(artifact, out_dir, loaded, resolved, check_record, deploy_notes)
+    notes = [check_record["summary"], *deploy_notes, *build_notes,
+             *(f"TVM warned ({w['count']}x): {w['message']} (its log: {out_dir / NATIVE_LOG})" for w in manifest["tvm_warnings"])]
     if json_out:
-        _print_json({"dir": str(dest), "cache_hit": artifact.cache_hit, "notes": notes, "manifest": artifact.manifest})
+        _print_json({"dir": str(out_dir), "cache_hit": artifact.cache_hit, "notes": notes, "manifest": manifest})
     else:
-        m = artifact.manifest
+        m = manifest
         out.print(f"{'reused cached build' if artifact.cache_hit else 'built'} {m['model']} for {target} "
-                  f"({m['target']['tvm']}) -> {dest}/{m['library']['file']} ({m['library']['bytes'] / 1e6:.1f} MB, "
+                  f"({m['target']['tvm']}) -> {out_dir}/{m['library']['file']} ({m['library']['bytes'] / 1e6:.1f} MB, "
                   f"sha256 {m['library']['sha256'][:16]}, {'tuned' if artifact.tuned else 'untuned'})", markup=False)
         for note in notes:
             out.print(f"  {note}", markup=False, highlight=False)

@@ -22,7 +22,7 @@ from .provenance import snapshot
 from .recipe import Recipe, apply_overrides
 from .results import Store, plain
 from .remote.rack import KitFailure, KitJob, KitResult, Rack
-from .targets import Target, check_toolchain, host_target, resolve
+from .targets import Target, check_local_cpu, check_toolchain, host_target, resolve
 
 # Row statuses, as the report shows them.
 OK = "ok"
@@ -114,6 +114,7 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     host = host_target(targets, threads)
     for target in targets:
         check_local_gpu(target)
+        check_local_cpu(target)
     racks = kit_racks(recipe, targets, progress)
     check_variants(recipe.variants)
     unloadable: list[tuple[str, HarnessError]] = []  # one model that cannot be made costs its rows, not the night
@@ -479,12 +480,17 @@ def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, 
             row.update(status=RUN_FAILED, reason=str(err))
 
 
+def model_tolerance(model: LoadedModel, tolerance: float) -> tuple[float, list[float]]:
+    """The tolerance a model's outputs are judged by, and each output's floor under it."""
+    # A quantized variant's engines may differ by a few quantization steps: it sets a wider tolerance.
+    return (max(tolerance, model.compression.get("tolerance") or 0.0),
+            model.compression.get("tolerance_floors") or [])  # int8: a few of each output's quantization steps
+
+
 def output_agreement(model: LoadedModel, reference: list, outputs: list, tolerance: float) -> tuple[dict, str | None]:
     """A row's agreement figures (max_abs_diff, top1_agreement, and in details which output) for
     `outputs` against `reference`, and why they disagree (None where they agree)."""
-    # A quantized variant's engines may differ by a few quantization steps: it sets a wider tolerance.
-    tolerance = max(tolerance, model.compression.get("tolerance") or 0.0)
-    floors = model.compression.get("tolerance_floors") or []  # int8: a few of each output's quantization steps
+    tolerance, floors = model_tolerance(model, tolerance)
     try:
         agree = agreement(reference, outputs, tolerance, floors)
     except ValueError as err:
@@ -505,31 +511,47 @@ def output_agreement(model: LoadedModel, reference: list, outputs: list, toleran
     return figures, None
 
 
-def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recipe: Recipe, options: EngineOptions) -> str:
+def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recipe: Recipe, options: EngineOptions) -> dict:
     """Run a built artifact here on a few of the model's inputs (its held-out data, or seeded ones)
-    against its reference engine (PyTorch, or ONNX Runtime for an ONNX model), as a row of `run` is: what
-    was checked. Raises HarnessError where they disagree; says why where this host cannot run it."""
-    if target.preset.runs_on != "local":
-        return (f"not checked here: {target.name} runs on a dev kit (`tvmharness run` with --target {target.name} "
-                "--tracker checks it there)")
-    if target.on_gpu:
-        from .gpu import cuda_status
-
-        status = cuda_status()
-        if not status.usable:
-            return f"not checked here: {status.reason}"
+    against its reference engine (PyTorch, or ONNX Runtime for an ONNX model), as a row of `run` is.
+    What was checked, for the manifest ("summary": the line to print); "not checked" with the reason
+    where this host cannot run it. Raises HarnessError where they disagree."""
+    why_not = _why_not_checked_here(target)
+    if why_not:
+        return {"checked": False, "summary": f"not checked here: {why_not}"}
     count = recipe.measure.agreement_samples  # a few calls, not all of a held-out set (untuned TVM may be slow)
     inputs = model.samples(count)[:count]
     # the reference on this host's CPU: a GPU target's check needs no GPU build of PyTorch or ONNX Runtime
     reference = _own_reference(model, host_target([t for t in [target] if not t.on_gpu], options.threads), inputs, options)
     session = get_engine("tvm").open(artifact, target, options.threads)
-    _, problem = output_agreement(model, reference, [session.run(x) for x in inputs], recipe.measure.tolerance)
+    figures, problem = output_agreement(model, reference, [session.run(x) for x in inputs], recipe.measure.tolerance)
     engine = model.baseline_engine
     if problem:
         raise HarnessError(f"the artifact of {model.name} for {target.name} disagrees with {engine} ({problem}), "
                            "so it was not written", "`tvmharness bench` shows each engine's rows; `--frontend onnx` takes "
                            "another way into TVM; --no-check writes it all the same", exit_code=FAILED)
-    return f"checked: agrees with {engine} on {counted(len(inputs), 'input')}"
+    tolerance, floors = model_tolerance(model, recipe.measure.tolerance)
+    return {"checked": True, "summary": f"checked: agrees with {engine} on {counted(len(inputs), 'input')}",
+            "reference": engine, "inputs": len(inputs),
+            "inputs_from": model.eval_data.source if model.eval_data is not None else "seeded",
+            "tolerance": tolerance, "tolerance_of": "each output's largest absolute value in the reference",
+            **({"tolerance_floors": floors} if floors else {}), "max_abs_diff": figures["max_abs_diff"]}
+
+
+def _why_not_checked_here(target: Target) -> str | None:
+    """Why this host cannot run the target's modules, or None where it can."""
+    if target.preset.runs_on != "local":
+        return (f"{target.name} runs on a dev kit (`tvmharness run` with --target {target.name} --tracker checks it "
+                "there)")
+    if target.on_gpu:
+        from .gpu import cuda_status
+
+        status = cuda_status()
+        return None if status.usable else status.reason
+    missing = target.missing_features()
+    if missing:
+        return f"this host lacks {', '.join(missing)}, which {target.name}'s CPU ({target.cpu}) has and its code may use"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

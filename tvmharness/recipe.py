@@ -159,12 +159,17 @@ InputsEntry = Annotated[Union[Annotated[InputSetting, Tag("[an input]")],
 def parse_input_flags(shapes: list[str] | None, ranges: list[str] | None) -> dict[str, dict]:
     """--input-shape NAME=1x128 and --input-range NAME=0..30521 as [inputs] settings."""
     settings: dict[str, dict] = {}
-    for key, texts, pattern, separator, example in (("shape", shapes, r"\d+(x\d+)*", "x", "ids=1x128"),
-                                                    ("range", ranges, r"-?\d+\.\.-?\d+", "..", "ids=0..30521")):
+    for key, texts, pattern, separator, form, example in (
+            ("shape", shapes, r"\d+(x\d+)*", "x", "NAME=SIZES, the sizes joined by x", "ids=1x128"),
+            ("range", ranges, r"-?\d+\.\.-?\d+", "..", "NAME=LOW..HIGH", "ids=0..30521")):
         for text in texts or []:
             name, _, value = text.partition("=")
             if not name or not re.fullmatch(pattern, value):
-                raise HarnessError(f"cannot read --input-{key} '{text}'", f"write it as NAME=VALUE, e.g. --input-{key} {example}")
+                raise HarnessError(f"cannot read --input-{key} '{text}'", f"write it as {form}, e.g. --input-{key} {example}")
+            if key in settings.get(name, {}):  # else the last would win, unsaid
+                earlier = separator.join(map(str, settings[name][key]))
+                raise HarnessError(f"--input-{key} was given twice for input '{name}' ({earlier} and {value})",
+                                   f"give each input's {key} once")
             settings.setdefault(name, {})[key] = [int(n) for n in value.split(separator)]
     return settings
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .errors import HarnessError, validation_problems
-from .provenance import cpu_info
 
 # A checkout's targets/; an installed package carries them as tvmharness/presets/ (pyproject maps them there).
 _INSTALLED_DIR = Path(__file__).resolve().parent / "presets"
@@ -47,7 +47,6 @@ class Target:
 
     preset: TargetPreset
     tvm_dict: dict
-    features: list[str] = field(default_factory=list)
     emulated: str = ""  # what emulates the kit it runs on, as the kit says (pipeline.kit_racks): records stand apart
 
     @property
@@ -63,9 +62,95 @@ class Target:
     def on_gpu(self) -> bool:
         return self.preset.device == "cuda"
 
+    @property
+    def cpu_dict(self) -> dict:
+        """The TVM target its CPU code is built for: the target itself, or a GPU target's host."""
+        return self.tvm_dict.get("host") or self.tvm_dict
+
+    @property
+    def cpu(self) -> str:
+        """LLVM's name for the CPU its code is built for (generic: the triple's baseline)."""
+        return self.cpu_dict.get("mcpu") or "generic"
+
+    @functools.cached_property
+    def features(self) -> list[str]:
+        """The instruction-set features its CPU code may use: LLVM's for its mtriple, mcpu and mattr."""
+        return sorted(llvm_features(self.cpu_dict)) if self.cpu_dict.get("kind") == "llvm" else []
+
+    @property
+    def cpu_is_build_host(self) -> bool:
+        """Built for the CPU of the host that builds it (mcpu = "auto"), not for one the preset names."""
+        return (self.preset.host or self.preset.tvm).get("mcpu") == "auto"
+
+    def missing_features(self) -> list[str]:
+        """Features its CPU code may use that this host lacks: a module using one dies here with SIGILL.
+        None for code of another architecture, which this host never runs."""
+        if self.preset.arch != platform.machine() or self.cpu_dict.get("kind") != "llvm":
+            return []
+        detected = host_llvm_features()
+        # A virtual machine hides some system instructions of its CPU (here znver5's movdiri, pku,
+        # wbnoinvd), which compiled kernels never use: what its own CPU model has counts as present.
+        present = {f for f, on in detected.items() if on} | llvm_features({"kind": "llvm", "mcpu": host_cpu()})
+        return [f for f in self.features if f in detected and f not in present]
+
     def describe(self) -> dict:
-        return {"name": self.name, "tvm": self.tvm_dict, "features": self.features, "runs_on": self.preset.runs_on,
-                "device": self.preset.device}
+        """What its modules need: the CPU (LLVM's name) and the features its code may use."""
+        return {"name": self.name, "tvm": self.tvm_dict, "cpu": self.cpu, "features": self.features,
+                "cpu_from": "the build host (mcpu = \"auto\")" if self.cpu_is_build_host else "the preset",
+                "runs_on": self.preset.runs_on, "device": self.preset.device}
+
+
+@functools.cache
+def host_cpu() -> str:
+    """LLVM's name for this host's CPU."""
+    import tvm
+
+    return tvm.target.codegen.llvm_get_system_cpu()
+
+
+@functools.cache
+def host_llvm_features() -> dict[str, bool]:
+    """The instruction-set features LLVM checks this host for (cpuid, as clang's -march=native): each
+    with whether the host has it. Tuning flags (fast-gather, prefer-256-bit) are not among them."""
+    import tvm
+
+    return {str(k): bool(v) for k, v in dict(tvm.get_global_func("tvm.codegen.llvm.GetHostCPUFeatures")()).items()}
+
+
+def llvm_features(tvm_dict: dict) -> set[str]:
+    """LLVM's features of an llvm target's CPU (mtriple, mcpu, mattr), less the tuning flags where this
+    host's LLVM can tell them apart (a target of this host's architecture)."""
+    import tvm
+
+    features = set(tvm.target.codegen.llvm_get_cpu_features(tvm.target.Target(tvm_dict)))
+    triple = tvm_dict.get("mtriple") or tvm.target.codegen.llvm_get_system_triple()
+    if triple.split("-")[0] == platform.machine():
+        features &= set(host_llvm_features())
+    return features
+
+
+def portability_note(target: Target) -> str | None:
+    """A module built for the build host's own CPU runs only on CPUs with all of its features: say so,
+    and name the presets that build for other CPUs of its architecture."""
+    if not target.cpu_is_build_host:
+        return None
+    portable = [p for p in presets().values() if p.arch == target.preset.arch and p.runs_on == "local"
+                and (p.host or p.tvm).get("mcpu") not in (None, "auto")]
+    return (f"built for this host's CPU ({target.cpu}): it needs that CPU's features (manifest.json target.features) "
+            f"and dies of SIGILL on a CPU that lacks one; "
+            + ("; ".join(f"--target {p.name} builds for {p.description or p.tvm.get('mcpu')}" for p in portable)
+               or f"a preset with a named mcpu builds for other {target.preset.arch} CPUs"))
+
+
+def check_local_cpu(target: Target) -> None:
+    """A target measured here needs this host's CPU to have its features: say so before anything runs,
+    not die of SIGILL in its first call."""
+    missing = target.missing_features() if target.preset.runs_on == "local" else []
+    if missing:
+        raise HarnessError(f"target {target.name} builds for {target.cpu}, and this host ({host_cpu()}) lacks its "
+                           f"{', '.join(missing)}: its modules would crash here",
+                           "measure it on a host with that CPU (`tvmharness compile` builds it here, unchecked), or "
+                           "pick a target this host runs (`tvmharness targets`)")
 
 
 def _search_dirs() -> list[Path]:
@@ -143,11 +228,7 @@ def resolve(name: str, threads: int) -> Target:
     tvm_dict = _detect(dict(preset.tvm), threads)
     if preset.host is not None:
         tvm_dict["host"] = _detect(dict(preset.host), threads)
-    if preset.runs_on == "local":
-        features = cpu_info()["features"]
-    else:
-        features = list((tvm_dict.get("host") or tvm_dict).get("mattr", []))
-    return Target(preset=preset, tvm_dict=tvm_dict, features=features)
+    return Target(preset=preset, tvm_dict=tvm_dict)
 
 
 # Limits every NVIDIA GPU since sm_30 shares. MetaSchedule schedules by them and stops without them
@@ -164,9 +245,7 @@ def _detect(tvm_dict: dict, threads: int) -> dict:
     elif tvm_dict.get("kind") == "cuda":
         tvm_dict = tvm_dict | {k: v for k, v in CUDA_LIMITS.items() if k not in tvm_dict}
     if tvm_dict.get("mcpu") == "auto":
-        import tvm
-
-        tvm_dict["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
+        tvm_dict["mcpu"] = host_cpu()
     if tvm_dict.get("num-cores") == "auto":
         tvm_dict["num-cores"] = threads
     return tvm_dict

@@ -31,7 +31,7 @@ from .frontend import to_relax
 from .gpu import check_local_gpu
 from .models import LoadedModel
 from .remote.tracker import KITS_GONE, TRACKER_GONE
-from .targets import Target
+from .targets import Target, check_local_cpu
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
@@ -340,6 +340,7 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
         raise HarnessError(f"target {target.name} measures tuning candidates on a dev kit, and no tracker was given",
                            "start a tracker and a kit, then pass --tracker HOST:PORT --key KEY")
     check_local_gpu(target)  # its candidates are measured on this machine's GPU
+    check_local_cpu(target)  # or its CPU
     directory = records_dir(records_root, target)
     progress.step(f"importing {model.name} for {target.name}")
     os.environ["TVM_NUM_THREADS"] = str(threads)  # the runner's workers inherit it

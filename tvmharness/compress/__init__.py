@@ -151,7 +151,8 @@ def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> Load
         digest, onnx_path, source = file_hash(work.onnx_path), work.onnx_path, "onnx"
     return LoadedModel(name=model.name, source=source, inputs=model.inputs, digest=digest,
                        torch_module=module, onnx_path=onnx_path, eval_data=model.eval_data, train_data=model.train_data,
-                       notes=[*model.notes, *work.notes], compression=figures, frontend=work.frontend, origin=model.origin)
+                       notes=[*model.notes, *work.notes], compression=figures, frontend=work.frontend, origin=model.origin,
+                       shapes_given=model.shapes_given)
 
 
 def _no_layers(model: LoadedModel, kind: str) -> NotApplicable:

@@ -46,6 +46,7 @@ class LoadedModel:
     compression: dict = field(default_factory=dict)  # params, flops, sparsity, ... of a compressed variant
     frontend: str | None = None  # the TVM frontend this model needs, where the other one cannot import it
     origin: str = ""  # where it came from: a zoo name, a file's absolute path, a module:function
+    shapes_given: tuple[str, ...] = ()  # inputs whose sizes the user gave (--input-shape, [inputs]), not the model
 
     @property
     def batch(self) -> int:
@@ -103,6 +104,12 @@ class LoadedModel:
                 self.torch_module(*self.example())
         except Exception as err:  # the user's forward may raise anything
             shapes = ", ".join(f"{i.name} {i.dtype} {'x'.join(map(str, i.shape))}" for i in self.inputs)
+            if self.shapes_given:  # sizes of the user's that the model refuses (an exported bound, a layer's size)
+                given = ", ".join(f"{i.name}={'x'.join(map(str, i.shape))}" for i in self.inputs if i.name in self.shapes_given)
+                raise HarnessError(f"model '{self.name}' raised at the sizes given for it (--input-shape or [inputs]: "
+                                   f"{given}) in PyTorch itself: {type(err).__name__}: {one_line(err)}",
+                                   "give sizes the model takes (its example's, or within the bounds it was exported "
+                                   "with), or drop them") from None
             raise HarnessError(f"model '{self.name}' raised on its example ({shapes}) in PyTorch itself: "
                                f"{type(err).__name__}: {one_line(err)}",
                                "fix the model, or its example (the inputs' shapes and dtypes its forward takes)",
@@ -356,6 +363,7 @@ def load_model(spec: str, cache_dir: Path, batch: int = 1, settings: dict[str, d
         model = None
     if model is not None:
         model.origin = _origin(spec)
+        model.shapes_given = tuple(i.name for i in model.inputs if (settings.get(i.name) or {}).get("shape"))
         return model
     if spec.endswith(".py"):  # a file of functions: which one builds the model
         raise HarnessError(f"'{spec}' names a Python file but not the function in it that builds the model",
