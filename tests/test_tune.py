@@ -18,7 +18,8 @@ from tvmharness.models import load_model
 from tvmharness.targets import resolve
 from tvmharness.errors import HarnessError
 from tvmharness.recipe import parse_duration
-from tvmharness.tune import RECORDS, TARGET_FILE, TuneOptions, records_dir, tune_model
+from tvmharness.tune import (RECORDS, TARGET_FILE, TuneOptions, model_workloads, records_at_other_threads, records_dir,
+                             tune_model)
 
 TINY = f"{USER_MODELS}:tiny_mlp"
 
@@ -81,6 +82,12 @@ def test_an_untuned_build_points_at_the_records_tuned_at_another_thread_count(tu
     lines = footnotes(run_recipe(recipe).frame())
     assert (f"UNTUNED: {result.records_dir} holds records for x86 tuned at thread count 2, which builds for another "
             "thread count cannot use: measure at --threads 2 (or [measure] threads = 2 in the recipe)") in "\n".join(lines), lines
+    # A folder is named only to a model it holds records for: none of one_linear's workloads is tuned.
+    one_thread, other = resolve("x86", 1), load_model(f"{USER_MODELS}:one_linear", root / "cache")
+    assert records_at_other_threads(root / "tuning", one_thread, lambda: model_workloads(
+        model, one_thread, "torch", root / "cache")) == [(result.records_dir, 2)]
+    assert records_at_other_threads(root / "tuning", one_thread, lambda: model_workloads(
+        other, one_thread, "torch", root / "cache")) == []
 
 
 def test_a_model_none_of_whose_tasks_were_tuned_gets_the_untuned_build(tuned):
@@ -182,6 +189,68 @@ def test_a_killed_tune_resumes_without_losing_records(tmp_path):
     assert more.returncode == 0, more.stderr
     assert json.loads(more.stdout)["tune"][0]["trials_run"] >= 4  # --trials gives the session a new total
     assert record_file.read_text().splitlines()[: len(after)] == after
+
+
+def test_a_resume_counts_the_trials_its_records_show_though_the_kill_came_before_its_progress_was_saved(tuned, tmp_path):
+    """MetaSchedule writes a batch's records, then the callback that saves the session's progress runs
+    (after the cost model's update: seconds): a kill -9 in between leaves records the session does not count."""
+    import shutil
+
+    root, target, model, result = tuned
+    copy = records_dir(tmp_path / "tuning", target)
+    shutil.copytree(result.records_dir, copy)
+    (session_file,) = (copy / "sessions").glob("tiny_mlp-*.json")
+    session = json.loads(session_file.read_text())
+    done = session["trials_done"]  # each trial is a record, of its task's workload (the file may hold other models')
+    assert done >= 8
+    # as saved before its first batch was counted, with the records of that tune written
+    session_file.write_text(json.dumps(session | {"trials_done": 0, "records_bytes_at_save": 0}))
+    again = tune_model(model, target, TuneOptions(trials=8, resume=True), frontend="torch", cache_dir=root / "cache",
+                       records_root=tmp_path / "tuning", threads=2)
+    assert again.trials_run == 0 and again.stopped == "nothing to do: the budget of 8 trials is spent", again.stopped
+    assert f"{done} of its 8 trials were done" in again.notes[0], again.notes
+
+
+def test_a_ctrl_c_is_only_noted_and_ends_the_search_where_raising_unwinds_tvm_cleanly():
+    """Raising KeyboardInterrupt wherever the signal lands can unwind through TVM's C++ frames into
+    std::terminate (a segfault); the handler notes it, and MetaSchedule's next call into Python raises."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvmharness.tune import _noting_interrupts, _stopping_on
+
+    before = signal.getsignal(signal.SIGINT)
+    with _noting_interrupts() as interrupted:
+        runner = _stopping_on(interrupted, ms.runner.LocalRunner(), "run")
+        assert list(runner.run([])) == []  # called as MetaSchedule calls it: through its C++ half
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # the handler runs, and raises nothing
+        assert interrupted()
+        with pytest.raises(RuntimeError, match="interrupted"):  # a Python exception, back through the C++ call
+            runner.run([])
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_tune_names_the_most_frequent_warning_tvm_logged(tmp_path):
+    from tvmharness.tune import native_log_note
+
+    log = tmp_path / "tvm-native.log"
+    log.write_text('[00:24:35] apply_custom_rule.cc:64: Warning: Unknown schedule rule "meta_schedule.pool_max"\n'
+                   "  s_tir.meta_schedule.cpu.meta_schedule.pool_max\n" + "[00:24:36] x.cc:1: Warning: other\n" * 3)
+    assert native_log_note(log) == f"TVM's own output during the search (5 lines; most often (3x): other) is in {log}"
+    log.write_text("Traceback (most recent call last):\nKeyboardInterrupt\n")  # a worker's, no warning
+    assert native_log_note(log) == f"TVM's own output during the search (2 lines) is in {log}"
+
+
+def test_an_output_folder_that_is_a_file_or_not_writable_is_refused_before_any_import(tmp_path):
+    (tmp_path / "afile").write_text("")
+    unwritable = Path("/sys/kernel")  # not even root may write there
+    for folder, needle in ((tmp_path / "afile", f"{tmp_path / 'afile'} is a file, not a folder"),
+                           (tmp_path / "afile" / "sub", f"{tmp_path / 'afile'} is a file, not a folder"),
+                           *([(unwritable, f"cannot use {unwritable / 'tuning'}")] if not os.access(unwritable, os.W_OK) else [])):
+        started = time.perf_counter()
+        proc = run_cli("tune", "--model", "digits_cnn", "--trials", "4", "--no-measure", "--output-dir", str(folder), cwd=tmp_path)
+        assert proc.returncode == 2 and needle in " ".join(proc.stderr.split()), proc.stderr
+        assert "fix:" in proc.stderr and "not tuned" not in proc.stderr and time.perf_counter() - started < 30
 
 
 def test_a_time_budget_or_a_ctrl_c_ends_a_tune_cleanly_and_keeps_its_records(tmp_path):

@@ -16,7 +16,7 @@ from .models import LoadedModel
 from .provenance import cpu_info, git_commit, versions
 from .targets import Target, check_toolchain, host_cpu
 from .tune import (RELOWERED, extract_tasks, lower_for_tuning, native_stderr_to, native_warnings, open_database,
-                   records_at_other_threads, records_dir, records_hash, tuned_task_count)
+                   model_workloads, records_at_other_threads, records_dir, records_hash, tuned_task_count)
 
 MANIFEST_FORMAT = 4  # 2: cuda_source; 3: inputs (every input's name, shape and dtype); 4: outputs, build_host
 MANIFEST = "manifest.json"
@@ -75,8 +75,9 @@ def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path
     With a records folder (results/tuning) that holds records for this target, the build applies
     them (compile_relax on the un-fused module: on a fused one records silently fail to match)."""
     artifact = _build_or_load(model, target, frontend, cache_dir, records_root)
-    if not artifact.tuned and records_root is not None:
-        artifact.records_elsewhere = records_at_other_threads(records_root, target)
+    if not artifact.tuned and records_root is not None:  # only folders with records for this model are named
+        artifact.records_elsewhere = records_at_other_threads(records_root, target, lambda: model_workloads(
+            model, target, frontend_for(model, frontend), cache_dir))
     return artifact
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .errors import FAILED, HarnessError, reason
+from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, reason
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Compile, tune and benchmark PyTorch models through Apache TVM, against PyTorch and ONNX Runtime.")
@@ -63,8 +64,7 @@ def _data_flags(model: str, eval_data: str | None, train_data: str | None) -> di
 
 
 _ROWS_KEPT = "the rows measured so far are stored, in a run marked unfinished (every report says so)"
-INTERRUPTED = {"tune": "interrupted: the tuning records written so far are kept (`tvmharness tune --resume` continues); "
-                       + _ROWS_KEPT, **{name: "interrupted: " + _ROWS_KEPT for name in ("run", "bench", "nightly")}}
+INTERRUPTED = {"tune": f"interrupted: {TUNE_RECORDS_KEPT}; {_ROWS_KEPT}", **{name: "interrupted: " + _ROWS_KEPT for name in ("run", "bench", "nightly")}}
 
 
 def _friendly(command):
@@ -310,6 +310,8 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
         chosen = apply_overrides(recipe_from_dict({"name": "tune", "models": model}, "(tune)"), **overrides)
     else:
         chosen = load_recipe(recipe, **overrides)
+    for folder in (chosen.records_root, chosen.cache_dir):  # before minutes of importing, not after
+        _writable_folder(folder)
     budget = chosen.tune
     threads = chosen.measure.threads
     targets_ = [resolve(t, threads) for t in chosen.target_names()]
@@ -534,6 +536,16 @@ def _writable(path: Optional[Path]) -> None:
         pass
     if not existed:
         path.unlink()
+
+
+def _writable_folder(path: Path) -> None:
+    """A folder a command writes into, made and written to before any work: a file in its place, or a
+    folder this user may not write, fails first (_friendly names it, with the fix)."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:  # named by the folder, not by the temporary file's random name
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def _format(value: str) -> str:

@@ -5,6 +5,8 @@ import re
 USAGE = 2  # bad recipe, unknown name, missing file
 FAILED = 1  # the work ran but something in it failed
 
+TUNE_RECORDS_KEPT = "the tuning records written so far are kept (`tvmharness tune --resume` continues)"
+
 
 class HarnessError(Exception):
     """A user-facing error: rendered as one message, never as a traceback."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from .cache import content_hash, written_whole
-from .errors import FAILED, HarnessError, one_line
+from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, one_line
 from .frontend import to_relax
 from .gpu import check_local_gpu
 from .models import LoadedModel
@@ -121,9 +121,12 @@ def records_hash(directory: Path) -> str | None:
     return content_hash(*(f.read_bytes() for f in files))
 
 
-def records_at_other_threads(root: Path, target: Target) -> list[tuple[Path, int]]:
+def records_at_other_threads(root: Path, target: Target,
+                             workloads: Callable[[], set[str]] | None = None) -> list[tuple[Path, int]]:
     """Records folders of this target tuned for another thread count: a build here cannot use them
-    (records_dir), but whoever tuned at 4 threads and runs at 2 should hear where they are."""
+    (records_dir), but whoever tuned at 4 threads and runs at 2 should hear where they are. With
+    `workloads` (a model's, model_workloads; asked only once such a folder is found), only folders
+    holding records for at least one of them."""
     import tvm
 
     def without_cores(tvm_dict: dict) -> dict:
@@ -143,7 +146,30 @@ def records_at_other_threads(root: Path, target: Target) -> list[tuple[Path, int
         if (version == tvm.__version__ and tvm_dict.get("num-cores") not in (None, target.tvm_dict.get("num-cores"))
                 and without_cores(tvm_dict) == without_cores(target.tvm_dict)):
             found.append((directory, tvm_dict["num-cores"]))
+    if found and workloads is not None:
+        wanted = workloads()
+        found = [(directory, cores) for directory, cores in found if _recorded_workloads(directory) & wanted]
     return found
+
+
+def model_workloads(model: LoadedModel, target: Target, frontend: str, cache_dir: Path) -> set[str]:
+    """The structural hashes MetaSchedule's database keys this model's tasks by (the same at any thread
+    count): a second or so of lowering."""
+    from tvm.s_tir import meta_schedule as ms
+
+    _, mod_zero = lower_for_tuning(to_relax(model, frontend, cache_dir), target)
+    return {ms.database.Workload(task.dispatched[0]).as_json()[0] for task in extract_tasks(mod_zero, target)}
+
+
+def _recorded_workloads(directory: Path) -> set[str]:
+    """The hashes of the workloads a records folder holds records for (a record line starts [index,)."""
+    try:
+        hashes = [json.loads(line)[0] for line in _lines(directory / WORKLOADS) if line]
+        with open(directory / RECORDS, "rb") as records:
+            indices = {int(line[1:line.index(b",")]) for line in records if line.strip()}
+    except (OSError, ValueError, IndexError, TypeError):
+        return set()
+    return {hashes[i] for i in indices if 0 <= i < len(hashes)}
 
 
 def open_database(directory: Path, target: Target, locked: bool = False):
@@ -328,10 +354,6 @@ def _session_path(directory: Path, model: LoadedModel) -> Path:
     return directory / "sessions" / f"{model.name}-{model.digest[:12]}.json"
 
 
-def _record_count(directory: Path) -> int:
-    return sum(1 for line in _lines(directory / RECORDS) if line)
-
-
 def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, frontend: str, cache_dir: Path,
                records_root: Path, threads: int, progress: TuneProgress | None = None) -> TuneResult:
     """Tune a model's tasks for the target, appending to the target's records."""
@@ -355,8 +377,9 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
         known = {t.task_name: _known(database, t) for t in extracted}
         session = _plan_session(session_file, options, extracted, known, directory)
         to_tune = [t for t in extracted if t.task_name in session["tasks"]]
-        # The session's own trials, saved after each batch: the records file also gains other models' trials.
-        done_before = session.get("trials_done", _record_count(directory) - session["records_at_start"])
+        # The session's own trials, saved after each batch (the records file also gains other models'
+        # trials), and any its records show were done after the last save.
+        done_before = session["trials_done"] + _unsaved_trials(database, directory, session, to_tune)
         remaining = session["trials"] - done_before
         if not options.resume:
             notes = []
@@ -373,6 +396,7 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
 
         def save_progress():
             session["trials_done"] = done_before + state.trials_done
+            session["records_bytes_at_save"] = _records_bytes(directory)
             _write_session(session_file, session)
 
         state.on_batch = save_progress
@@ -386,9 +410,7 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
                       f"(the first batch starts the builder workers: about 30 s)")
         native_log = _run_meta_schedule(database, to_tune, directory, target, options, state, progress, remaining, threads)
         if native_log.is_file() and native_log.stat().st_size:
-            lines = len(native_log.read_bytes().splitlines())
-            notes.append(f"TVM's own warnings during the search ({lines} lines, e.g. tensorize attempts that do not fit "
-                         f"int8 kernels) are in {native_log}")
+            notes.append(native_log_note(native_log))
         trials_run = state.trials_done
         ok = sum(t.trials - t.errors for t in states)
         if state.kits_lost:
@@ -411,6 +433,26 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
                                "see the MetaSchedule logs in " + str(directory / "runs") + "; a builder timeout means a slow machine: "
                                "raise [tune] builder_timeout", exit_code=FAILED)
         return _result(model, target, directory, states, trials_run, state, skipped, session, notes)
+
+
+def _records_bytes(directory: Path) -> int:
+    records = directory / RECORDS
+    return records.stat().st_size if records.is_file() else 0
+
+
+def _unsaved_trials(database, directory: Path, session: dict, tasks) -> int:
+    """Records of the session's tasks appended after its progress was last saved: MetaSchedule writes a
+    batch's records before the callback that saves progress runs, and a kill between the two leaves
+    trials the record file holds and the session does not count. The record file is the truth."""
+    since = session.get("records_bytes_at_save")
+    if since is None or not (directory / RECORDS).is_file():  # a session saved before it kept that; no records
+        return 0
+    mods = [t.dispatched[0] for t in tasks]
+    mine = {database.commit_workload(mod).as_json()[0] for mod in mods if database.has_workload(mod)}
+    workloads = [json.loads(line)[0] for line in _lines(directory / WORKLOADS) if line]
+    with open(directory / RECORDS, "rb") as records:
+        records.seek(since)
+        return sum(workloads[json.loads(line)[0]] in mine for line in records if line.strip())
 
 
 def _known(database, task) -> tuple[int, float | None]:
@@ -446,7 +488,7 @@ def _plan_session(path: Path, options: TuneOptions, extracted, known, directory:
         session["trials"] = options.resume_trials or session["trials"]
         return session
     new = [t.task_name for t in extracted if known[t.task_name][0] == 0]
-    session = {"trials": options.trials, "records_at_start": _record_count(directory), "trials_done": 0,
+    session = {"trials": options.trials, "trials_done": 0, "records_bytes_at_save": _records_bytes(directory),
                "tasks": new or [t.task_name for t in extracted], "reused_known": bool(new) and len(new) < len(extracted),
                "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     _write_session(path, session)  # (its folder made as it is written)
@@ -472,30 +514,31 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
     log_dir = directory / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")  # MetaSchedule logs in log_dir/logs
     per_iter = max(4, min(32, trials // max(1, len(tasks))))
     contexts, weights = tune_contexts(tasks, target, options, log_dir, threads)
-    builder = candidate_builder(target, options, threads)
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
-    if options.tracker:
-        runner = kit_runner(options, evaluator)
-    else:
-        runner = ms.runner.LocalRunner(timeout_sec=options.runner_timeout_s, evaluator_config=evaluator)
-    callback = _progress_callback(state, progress, options)
     native_log = log_dir / "tvm-native.log"
-    with (_follow_scheduler_log(log_dir / "logs", len(tasks), progress), _noting_interrupts() as interrupted,
+    with (_noting_interrupts() as interrupted, _follow_scheduler_log(log_dir / "logs", len(tasks), progress, interrupted),
           native_stderr_to(native_log)):
+        if options.tracker:
+            runner = kit_runner(options, evaluator)
+        else:
+            runner = ms.runner.LocalRunner(timeout_sec=options.runner_timeout_s, evaluator_config=evaluator)
         try:
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(log_dir), max_trials_global=trials,
-                          num_trials_per_iter=per_iter, builder=builder, runner=runner, database=database,
-                          cost_model=ms.cost_model.XGBModel(num_warmup_samples=16, num_tuning_cores=threads),
-                          measure_callbacks=[*ms.MeasureCallback.create("default"), callback],
-                          task_scheduler=ms.task_scheduler.GradientBased(seed=0))
+                          num_trials_per_iter=per_iter, runner=_stopping_on(interrupted, runner, "run"),
+                          builder=_stopping_on(interrupted, candidate_builder(target, options, threads), "build"),
+                          database=database, task_scheduler=ms.task_scheduler.GradientBased(seed=0),
+                          cost_model=_stopping_on(interrupted, ms.cost_model.XGBModel(num_warmup_samples=16,
+                                                                                      num_tuning_cores=threads), "predict"),
+                          measure_callbacks=[*ms.MeasureCallback.create("default"),
+                                             _progress_callback(state, progress, options, interrupted)])
         except Exception:
-            if interrupted():  # TVM hands a Ctrl-C in its loop back as an empty RuntimeError
-                raise KeyboardInterrupt from None
-            if not state.stopped:  # else: the callback ended the loop (_StopTuning), its records are kept
+            if not state.stopped and not interrupted():  # else: the loop was ended (_StopTuning), its records are kept
                 raise
         finally:  # candidates a stopped tune had queued never run: they would load the CPU under what comes next
             runner.pool._threadpool.shutdown(wait=False, cancel_futures=True)
             runner.pool.shutdown(wait=False)  # and its worker processes end
+        if interrupted():
+            raise KeyboardInterrupt
     return native_log
 
 
@@ -543,6 +586,14 @@ def native_warnings(path: Path) -> list[dict]:
     return [{"message": message, "count": count} for message, count in counts.items()]
 
 
+def native_log_note(path: Path) -> str:
+    """Where TVM's own output during a search went, and its most frequent warning, as logged."""
+    lines = len(path.read_bytes().splitlines())
+    top = max(native_warnings(path), key=lambda w: w["count"], default=None)  # the first seen, of equal counts
+    quoted = f"; most often ({top['count']}x): {top['message']}" if top else ""
+    return f"TVM's own output during the search ({lines} lines{quoted}) is in {path}"
+
+
 # Past waiting for a kit and its session's own timeout: connecting to the tracker and the kit (seconds each).
 KIT_MARGIN_S = 30.0
 
@@ -585,21 +636,42 @@ class _StopTuning(Exception):
 
 @contextlib.contextmanager
 def _noting_interrupts():
-    """Yields whether Ctrl-C came; it still raises KeyboardInterrupt, as Python's own handler does."""
+    """Yields whether Ctrl-C came. The handler only notes it: an exception raised wherever the signal
+    lands can unwind through TVM's C++ frames into std::terminate (a segfault); the search ends at its
+    next call into Python (_stopping_on, the measure callback), within seconds, or after the batch of
+    candidates being built. A second Ctrl-C ends the process at once: records are appended a line at a
+    time, by the main thread, which is between Python bytecodes when a handler runs."""
     seen: list[int] = []
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield lambda: False
         return
 
     def handler(signum, frame):
+        if seen:
+            sys.stderr.write(f"\ninterrupted again: stopped at once; {TUNE_RECORDS_KEPT}\n")
+            sys.stderr.flush()
+            os._exit(130)
         seen.append(signum)
-        raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
         yield lambda: bool(seen)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _stopping_on(interrupted: Callable[[], bool], obj, *names: str):
+    """obj, whose methods that MetaSchedule's loop calls (a builder's build, a runner's run, a cost
+    model's predict) first end the loop if Ctrl-C came: raising there unwinds TVM's C++ cleanly."""
+    inner = getattr(obj, "_inst", obj)  # a derived object's Python half, whose methods its C++ half calls
+    for name in names:
+        def checked(*args, _method=getattr(inner, name), **kwargs):
+            if interrupted():
+                raise _StopTuning("interrupted")
+            return _method(*args, **kwargs)
+
+        setattr(inner, name, checked)
+    return obj
 
 
 def tune_contexts(tasks, target: Target, options: TuneOptions, log_dir: Path, threads: int):
@@ -629,18 +701,22 @@ def candidate_builder(target: Target, options: TuneOptions, threads: int):
 
 
 @contextlib.contextmanager
-def _follow_scheduler_log(log_dir: Path, n_tasks: int, progress: TuneProgress):
+def _follow_scheduler_log(log_dir: Path, n_tasks: int, progress: TuneProgress, interrupted: Callable[[], bool]):
     """MetaSchedule reports measured batches (our callback) only when it joins them, after a whole
     first round over every task: minutes on a large model. Its scheduler log says what it does
-    meanwhile; follow it so progress never stands still."""
+    meanwhile; follow it so progress never stands still. A Ctrl-C is acknowledged here, not in the
+    signal handler, which may run inside a progress update."""
     import threading
 
     stop = threading.Event()
     picks = re.compile(r'picks Task #(\d+): "(.*)"')
 
     def follow():
-        path, offset = log_dir / "tvm.s_tir.meta_schedule.logging.task_scheduler.log", 0
+        path, offset, told = log_dir / "tvm.s_tir.meta_schedule.logging.task_scheduler.log", 0, False
         while not stop.wait(0.5):
+            if interrupted() and not told:
+                told = True
+                progress.step("Ctrl-C: stopping once the candidates being built are done (Ctrl-C again stops at once)")
             if not path.is_file():
                 continue
             with open(path) as f:
@@ -698,9 +774,10 @@ def _reset_meta_schedule_logging() -> None:
     logger.setLevel(logging.ERROR)
 
 
-def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOptions):
+def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOptions,
+                       interrupted: Callable[[], bool] = lambda: False):
     """A MetaSchedule measure callback: counts trials and errors, tracks the best time per task,
-    and ends the tune on the time budget or when the model estimate stops improving."""
+    and ends the tune on Ctrl-C, on the time budget or when the model estimate stops improving."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
 
@@ -740,7 +817,9 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
             # Candidates that waited for a kit in vain, and none measured (those that reached a kit found it
             # hung or leaving; a kit that hangs says nothing more than "An exception occurred"): so would the
             # next batch. A candidate that did not build says nothing of the kits.
-            if no_kit and not measured and not unbuilt:
+            if interrupted():
+                stop = "interrupted"
+            elif no_kit and not measured and not unbuilt:
                 state.kits_lost = True
                 error = runner_results[no_kit[0]].error_msg
                 stop = error[max(error.rfind(w) for w in why):].splitlines()[0]  # past the traceback
