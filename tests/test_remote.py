@@ -484,6 +484,9 @@ def test_a_tune_on_the_emulated_kit_says_so_and_a_boards_build_never_uses_its_re
     built = run_cli("compile", f"{USER_MODELS}:tiny_mlp", "--target", "arm", "--threads", str(threads), "--json", cwd=tmp_path)
     assert built.returncode == 0, built.stderr
     assert json.loads(built.stdout)["manifest"]["tuning_records"] is None
+    notes = json.loads(built.stdout)["notes"]  # and it says where they are, and why they are not used
+    assert any(f"{records.name} holds records tuned on an emulated kit, which a board's build never uses" in n
+               for n in notes), notes
 
 
 def test_requests_for_a_key_whose_kits_are_gone_fail_within_seconds(rack):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,8 +15,8 @@ from .frontend import IMPORT_VERSION, frontend_for, onnx_file, to_relax
 from .models import LoadedModel
 from .provenance import cpu_info, git_commit, versions
 from .targets import Target, check_toolchain, host_cpu
-from .tune import (RELOWERED, extract_tasks, lower_for_tuning, native_stderr_to, native_warnings, open_database,
-                   model_workloads, records_at_other_threads, records_dir, records_hash, tuned_task_count)
+from .tune import (RECORDS, RELOWERED, extract_tasks, lower_for_tuning, model_workloads, native_stderr_to, native_warnings,
+                   open_database, records_at_other_threads, records_dir, records_hash, tuned_task_count)
 
 MANIFEST_FORMAT = 4  # 2: cuda_source; 3: inputs (every input's name, shape and dtype); 4: outputs, build_host
 MANIFEST = "manifest.json"
@@ -32,6 +32,7 @@ class Artifact:
     cache_hit: bool
     # An untuned build: this target's records tuned at other thread counts, which it cannot use.
     records_elsewhere: list[tuple[Path, int]] = field(default_factory=list)
+    emulated_records: Path | None = None  # records tuned on an emulated kit, which a board's build never uses
 
     @property
     def library(self) -> Path:
@@ -78,6 +79,9 @@ def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path
     if not artifact.tuned and records_root is not None:  # only folders with records for this model are named
         artifact.records_elsewhere = records_at_other_threads(records_root, target, lambda: model_workloads(
             model, target, frontend_for(model, frontend), cache_dir))
+        if target.preset.runs_on == "rpc" and not target.emulated:  # a board's build: said, not silently passed over
+            emulated = records_dir(records_root, replace(target, emulated="emulated"))
+            artifact.emulated_records = emulated if (emulated / RECORDS).is_file() else None
     return artifact
 
 

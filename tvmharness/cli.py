@@ -370,12 +370,27 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     if failures:
         err.print(f"[red]{len(failures)} tune(s) failed[/red]: " + escape("; ".join(
             f"{f['model']}{' on ' + f['target'] if f['target'] else ''}: {f['error']}" for f in failures)), highlight=False)
-    if not measure:
+    # A dev-kit target whose kits left (or whose tracker stopped) during its tune is not measured: that
+    # would fail the same way, as a second error; the others are.
+    lost = {name for name, rack in racks.items() if any(f["target"] == name for f in failures) and not _kits_left(rack)}
+    still = [t.name for t in targets_ if t.name not in lost]
+    if not measure or not still:
         if json_out:
             _print_json({"tune": summaries, "failed": failures})
         return code
+    if lost:
+        err.print(f"not measured: {', '.join(sorted(lost))} (its kits left during its tune: `tvmharness tune "
+                  "--resume` once one is back)", markup=False, highlight=False)
     engines = ["tvm", "tvm-untuned", "torch", "onnxruntime"]
-    return max(code, _measure(apply_overrides(chosen, engines=engines), json_out, extra={"tune": summaries, "failed": failures}))
+    return max(code, _measure(apply_overrides(chosen, engines=engines, targets=still), json_out,
+                              extra={"tune": summaries, "failed": failures}))
+
+
+def _kits_left(rack) -> bool:
+    try:
+        return bool(rack.status().kits)
+    except HarnessError:  # none under the key, or no tracker answers
+        return False
 
 
 def _kit_racks(recipe, targets) -> dict:

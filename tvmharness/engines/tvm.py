@@ -106,6 +106,9 @@ def describe_artifact(artifact) -> tuple[list[str], dict]:
     built_for = artifact.manifest["target"]
     notes += [f"{directory} holds records for {built_for['name']} tuned at thread count {cores}, which this build for "
               f"thread count {built_for['tvm'].get('num-cores')} cannot use" for directory, cores in elsewhere.items()]
+    if artifact.emulated_records is not None:
+        notes.append(f"{artifact.emulated_records} holds records tuned on an emulated kit, which a board's build never "
+                     "uses (its timings say nothing of a board's speed): tune with --tracker on the board's kits")
     details = {"build_key": artifact.manifest["build_key"][:16], "artifact_dir": str(artifact.dir),
                "build_seconds": artifact.manifest["build_seconds"], "tuning_records": tuning}
     if elsewhere:
