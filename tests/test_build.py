@@ -106,6 +106,9 @@ def test_a_command_that_names_no_target_measures_on_this_host_s_own_preset(monke
     assert named.target_names() == ["rpi4"] and named.digest()  # may still build for a named target
     with pytest.raises(HarnessError, match=r"no local target preset for this host \(riscv64\)"):
         recipe_from_dict({"models": ["digits_cnn"]}).target_names()
+    with pytest.raises(HarnessError) as err:  # another architecture's CPU preset: the boards' presets build for it here
+        resolve("aarch64", 2)
+    assert "runs on aarch64 but this host is riscv64" in err.value.cause and "boards: arm, jetson-orin, rpi4" in err.value.fix
 
 
 def _as_pt2_and_onnx(module, example, stem: Path) -> tuple[Path, Path]:

@@ -420,9 +420,10 @@ def test_compile_with_a_linker_that_fails_says_which_and_keeps_nothing(cli_dir):
     assert not out.exists() and not list((cli_dir / "results" / "cache").rglob("*.partial.so"))  # no half a library
 
 
-def test_bench_refuses_training_data_without_a_variant_to_train(cli_dir):
-    assert_usage_error(run_cli("bench", "digits_cnn", "--train-data", "train.npz", cwd=cli_dir),
-                       "--train-data is what variants train and calibrate on", "add --variant")
+def test_bench_and_compile_refuse_training_data_without_a_variant_to_train(cli_dir):
+    for command in ("bench", "compile"):
+        assert_usage_error(run_cli(command, "digits_cnn", "--train-data", "train.npz", cwd=cli_dir),
+                           "--train-data is what variants train and calibrate on", "add --variant")
 
 
 def test_bench_measures_a_variant_at_the_threads_asked(cli_dir):

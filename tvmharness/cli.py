@@ -235,8 +235,7 @@ def bench(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or mo
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
 
     if train_data and not [v for v in variant or [] if v != "fp32"]:  # it would change nothing measured
-        raise HarnessError("--train-data is what variants train and calibrate on (finetune, int8), and this bench "
-                           "measures no variant", "add --variant (e.g. --variant int8), or leave --train-data out")
+        raise _train_data_without_variant("bench measures")
     base = recipe_from_dict({"name": f"bench {model}", "models": [model]}, "(bench)")
     variants = ["fp32", *(v for v in variant if v != "fp32")] if variant else None  # fp32 is what variants are judged against
     return _measure(apply_overrides(base, targets=target, engines=engine, variants=variants, repeats=repeats, threads=threads,
@@ -442,6 +441,8 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
                            f"{threads} (--target path.toml)")
     check_toolchain(resolved)  # before minutes of TVM compiling, not after
     threads_note = fit_kit_threads(resolved, threads, defaults.records_root)
+    if train_data and chosen.is_baseline:  # else it would be ignored, unsaid
+        raise _train_data_without_variant("compile builds")
     (loaded,) = load_models(defaults)
     name = loaded.name
     if not chosen.is_baseline:
@@ -551,6 +552,11 @@ def _writable(path: Optional[Path]) -> None:
         pass
     if not existed:
         path.unlink()
+
+
+def _train_data_without_variant(what: str) -> HarnessError:
+    return HarnessError(f"--train-data is what variants train and calibrate on (finetune, int8), and this {what} no "
+                        "variant", "add --variant (e.g. --variant int8), or leave --train-data out")
 
 
 def _writable_folder(path: Path) -> None:

@@ -223,8 +223,10 @@ def resolve(name: str, threads: int) -> Target:
         preset = known[name]
 
     if preset.runs_on == "local" and preset.arch != platform.machine():
+        boards = sorted(p.name for p in presets().values() if p.arch == preset.arch and p.runs_on == "rpc")
         raise HarnessError(f"target '{preset.name}' runs on {preset.arch} but this host is {platform.machine()}",
-                           "pick a target for this host (see `tvmharness targets`)")
+                           "pick a target for this host (see `tvmharness targets`)"
+                           + (f", or one built here for {preset.arch} boards: {', '.join(boards)}" if boards else ""))
     tvm_dict = _detect(dict(preset.tvm), threads)
     if preset.host is not None:
         tvm_dict["host"] = _detect(dict(preset.host), threads)

@@ -100,7 +100,8 @@ class TVMEngine(Engine):
 def describe_artifact(artifact) -> tuple[list[str], dict]:
     """What a row says of the build it measured: tuned or not, and its provenance."""
     tuning = artifact.manifest.get("tuning_records")
-    notes = ([f"tuned: records for {tuning['tasks_tuned']} of {tuning['tasks']} tasks, {tuning['trials']} trials"]
+    notes = ([f"tuned: records for {tuning['tasks_tuned']} of {tuning['tasks']} tasks, {tuning['trials']} trials "
+              f"(records sha256 {str(tuning['sha256'])[:16]})"]
              if tuning else [UNTUNED_GPU_NOTE if artifact.manifest["target"].get("device") == "cuda" else UNTUNED_NOTE])
     elsewhere = {str(directory): cores for directory, cores in artifact.records_elsewhere}
     built_for = artifact.manifest["target"]
