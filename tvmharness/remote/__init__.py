@@ -10,8 +10,9 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 def die_with_parent(signum: int = signal.SIGTERM, parent: int | None = None) -> None:
     """Have the kernel send this process `signum` when its parent dies (Linux; elsewhere nothing): a
-    kit job's worker or a kit's server whose host was killed with -9 would otherwise go on holding the
-    kit. `parent`: the pid it was started by, to catch a parent that died before this ran."""
+    kit's server whose `devkit` command was killed with -9 would otherwise go on serving, registered.
+    The signal comes when the parent's thread that started it ends: start it from the main thread.
+    `parent`: the pid it was started by, to catch a parent that died before this ran."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
     except (OSError, AttributeError):

@@ -25,7 +25,6 @@ import numpy as np
 from ..data import Feed
 from ..errors import HarnessError, one_line
 from ..measure import Latency, output_arrays, paced
-from . import die_with_parent
 from .kit_server import MEMORY_CALLS
 from .tracker import TRACKER_GONE, Address, KeyStatus, KitUnreachable, NoKitError, kits_gone, request_kit, summary
 
@@ -292,7 +291,13 @@ def _worker_loop(conn, host: int) -> None:
     import gc
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole process group: the host stops us
-    die_with_parent(signal.SIGKILL, host)  # a host killed with -9: its session ends, and the kit is free again
+
+    def watch_host():  # a host killed with -9: end with it, so that the session ends and the kit is free again
+        while os.getppid() == host:  # (not the kernel's parent-death signal: it comes when the thread that
+            time.sleep(1)            # started us ends, and a job thread ends while its worker waits for more)
+        os._exit(0)
+
+    threading.Thread(target=watch_host, daemon=True).start()
     while True:
         try:
             spec = conn.recv()
