@@ -607,3 +607,31 @@ def test_binding_beyond_loopback_warns_and_addresses_are_checked():
     for bad in ("host:port", ":9190", "host:70000"):
         with pytest.raises(HarnessError, match="not a tracker address"):
             parse_address(bad)
+
+
+def test_a_kit_job_worker_outlives_the_thread_that_started_it_and_ends_with_its_host(tmp_path):
+    """Workers are kept for the next jobs after their job threads end; a host killed with -9 takes its
+    workers along (a worker left timing would hold its kit for up to job_timeout)."""
+    import signal
+    import subprocess
+    import sys
+
+    script = ("import threading, time\n"
+              "from tvmharness.remote.rack import _Worker\n"
+              "if __name__ == '__main__':\n"
+              "    workers = []\n"
+              "    thread = threading.Thread(target=lambda: workers.append(_Worker()))\n"
+              "    thread.start(); thread.join()\n"
+              "    time.sleep(3)\n"
+              "    print(workers[0].process.pid, workers[0].process.is_alive(), flush=True)\n"
+              "    time.sleep(600)\n")
+    (tmp_path / "host.py").write_text(script)
+    host = subprocess.Popen([sys.executable, str(tmp_path / "host.py")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        pid, alive = host.stdout.readline().split()
+        assert alive == "True"  # its thread ended, and it waits for the next job
+        worker = psutil.Process(int(pid))
+        host.send_signal(signal.SIGKILL)
+        worker.wait(10)  # (psutil.TimeoutExpired if it outlived its host)
+    finally:
+        host.kill()
