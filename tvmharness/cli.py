@@ -64,7 +64,8 @@ def _data_flags(model: str, eval_data: str | None, train_data: str | None) -> di
 
 
 _ROWS_KEPT = "the rows measured so far are stored, in a run marked unfinished (every report says so)"
-INTERRUPTED = {"tune": f"interrupted: {TUNE_RECORDS_KEPT}; {_ROWS_KEPT}", **{name: "interrupted: " + _ROWS_KEPT for name in ("run", "bench", "nightly")}}
+INTERRUPTED = {"tune": f"interrupted: {TUNE_RECORDS_KEPT}; {_ROWS_KEPT}",
+               **{name: "interrupted: " + _ROWS_KEPT for name in ("run", "bench", "nightly")}}
 
 
 def _friendly(command):

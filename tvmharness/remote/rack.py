@@ -93,7 +93,8 @@ class Rack:
         keys = summary(self.tracker)
         if self.key not in keys or not keys[self.key].kits:
             raise HarnessError(f"the tracker at {self.tracker} has no kit under key '{self.key}' (its keys: "
-                               f"{_keys_with_kits(keys)})", "pass --key with one of its keys, or " + _start_a_kit(self.tracker, self.key))
+                               f"{_keys_with_kits(keys)})",
+                               "pass --key with one of its keys, or " + _start_a_kit(self.tracker, self.key))
         return keys[self.key]
 
     def run(self, job: KitJob, on_stage: Callable[[str], None] | None = None) -> KitResult:
