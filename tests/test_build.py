@@ -207,6 +207,15 @@ def test_user_pt2_and_onnx_files_load(tmp_path, workdir):
     assert [i.shape for i in from_pt2.inputs] == [(1, 16)] and from_pt2.baseline_engine == "torch"
     from_onnx = load_model(str(onnx_path), workdir / "cache")
     assert [i.shape for i in from_onnx.inputs] == [(1, 16)] and from_onnx.baseline_engine == "onnxruntime"
+    assert not [n for n in from_pt2.notes + from_onnx.notes if "dynamic batch" in n]  # exported at a fixed batch
+    dynamic = tmp_path / "mlp_any_batch.pt2"
+    torch.export.save(torch.export.export(module, (example.repeat(2, 1),), dynamic_shapes=({0: torch.export.Dim("b")},)),
+                      str(dynamic))
+    (note,) = [n for n in load_model(str(dynamic), workdir / "cache", batch=4).notes if "dynamic batch" in n]
+    assert note == ("input 'x' has a dynamic batch: built for batch 4 ([measure] batch; --input-shape x=8x16 "
+                    "builds for 8)")
+    sized = load_model(str(dynamic), workdir / "cache", settings={"x": {"shape": [3, 16]}})
+    assert [i.shape for i in sized.inputs] == [(3, 16)] and not [n for n in sized.notes if "dynamic batch" in n]
 
     target = resolve("x86", 2)
     options = EngineOptions(cache_dir=workdir / "cache", threads=2)

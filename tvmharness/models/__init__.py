@@ -433,6 +433,15 @@ def _existing(path: Path) -> Path:
     return path
 
 
+def _batch_notes(found: list[ModelInput], inputs: tuple[ModelInput, ...], settings: dict[str, dict]) -> list[str]:
+    """A file's dynamic batch that no setting sized: built and measured at [measure] batch, said (a
+    deployed module takes that batch alone)."""
+    return [f"input '{i.name}' has a dynamic batch: built for batch {settled.shape[0]} ([measure] "
+            f"batch; --input-shape {i.name}={'x'.join(map(str, (8, *settled.shape[1:])))} builds for 8)"
+            for i, settled in zip(found, inputs)
+            if i.shape and isinstance(i.shape[0], str) and not (settings.get(i.name) or {}).get("shape")]
+
+
 def _settle(where: str, found: list[ModelInput], settings: dict[str, dict], batch: int,
             fixed: bool) -> tuple[ModelInput, ...]:
     """The shapes measured. `found` may hold dynamic sizes (their names, as strings): a setting's
@@ -572,7 +581,8 @@ def _load_pt2(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
     return LoadedModel(name=model_name(str(path)), source="pt2", inputs=inputs, digest=_file_digest(path, inputs, static),
                        torch_module=ep.module(), exported=ep if static else None,
                        notes=[f"user ExportedProgram {path}" + _outputs_note(
-                           sum(s.kind.name == "USER_OUTPUT" for s in ep.graph_signature.output_specs))])
+                           sum(s.kind.name == "USER_OUTPUT" for s in ep.graph_signature.output_specs)),
+                              *_batch_notes(found, inputs, settings)])
 
 
 def _load_onnx(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
@@ -595,7 +605,8 @@ def _load_onnx(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel
     static = [i.shape for i in found] == [i.shape for i in inputs]
     return LoadedModel(name=model_name(str(path)), source="onnx", inputs=inputs,
                        digest=_file_digest(path, inputs, static, _external_data(proto, path)),
-                       onnx_path=path.resolve(), notes=[f"user ONNX model {path}" + _outputs_note(len(proto.graph.output))])
+                       onnx_path=path.resolve(), notes=[f"user ONNX model {path}" + _outputs_note(len(proto.graph.output)),
+                                                        *_batch_notes(found, inputs, settings)])
 
 
 _SAME_VALUES = {"Cast", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}  # ops that move ids, not change them
