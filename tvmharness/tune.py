@@ -152,6 +152,23 @@ def records_at_other_threads(root: Path, target: Target,
     return found
 
 
+def _recorded_workloads(directory: Path) -> set[str]:
+    """The hashes of the workloads a records folder holds records for (none where it cannot be read)."""
+    try:
+        return set(_record_workloads(directory))
+    except (OSError, ValueError, IndexError, TypeError):
+        return set()
+
+
+def _record_workloads(directory: Path, since: int = 0) -> list[str]:
+    """The workload hash of each record in a records folder, from byte `since` of its records file on
+    (a record line starts [index, into the workloads file)."""
+    hashes = [json.loads(line)[0] for line in _lines(directory / WORKLOADS) if line]
+    with open(directory / RECORDS, "rb") as records:
+        records.seek(since)
+        return [hashes[int(line[1:line.index(b",")])] for line in records if line.strip()]
+
+
 def model_workloads(model: LoadedModel, target: Target, frontend: str, cache_dir: Path) -> set[str]:
     """The structural hashes MetaSchedule's database keys this model's tasks by (the same at any thread
     count): a second or so of lowering."""
@@ -159,17 +176,6 @@ def model_workloads(model: LoadedModel, target: Target, frontend: str, cache_dir
 
     _, mod_zero = lower_for_tuning(to_relax(model, frontend, cache_dir), target)
     return {ms.database.Workload(task.dispatched[0]).as_json()[0] for task in extract_tasks(mod_zero, target)}
-
-
-def _recorded_workloads(directory: Path) -> set[str]:
-    """The hashes of the workloads a records folder holds records for (a record line starts [index,)."""
-    try:
-        hashes = [json.loads(line)[0] for line in _lines(directory / WORKLOADS) if line]
-        with open(directory / RECORDS, "rb") as records:
-            indices = {int(line[1:line.index(b",")]) for line in records if line.strip()}
-    except (OSError, ValueError, IndexError, TypeError):
-        return set()
-    return {hashes[i] for i in indices if 0 <= i < len(hashes)}
 
 
 def open_database(directory: Path, target: Target, locked: bool = False):
@@ -449,10 +455,7 @@ def _unsaved_trials(database, directory: Path, session: dict, tasks) -> int:
         return 0
     mods = [t.dispatched[0] for t in tasks]
     mine = {database.commit_workload(mod).as_json()[0] for mod in mods if database.has_workload(mod)}
-    workloads = [json.loads(line)[0] for line in _lines(directory / WORKLOADS) if line]
-    with open(directory / RECORDS, "rb") as records:
-        records.seek(since)
-        return sum(workloads[json.loads(line)[0]] in mine for line in records if line.strip())
+    return sum(workload in mine for workload in _record_workloads(directory, since))
 
 
 def _known(database, task) -> tuple[int, float | None]:
