@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..measure import DROPS, variant_drop
-from . import baseline_label, ms_text, present, size_text
+from . import baseline_label, ms_text, points_text, present, size_text
 
 BASELINE = "fp32"
 
@@ -48,7 +48,7 @@ def compression_rows(frame) -> list[list[str]]:
         drop = variant_drop(d)
         cells.append([r["model"], r["variant"], _target(r), r["engine"], goals,
                       _fmt(d.get("speedup_vs_fp32"), ".2f", "x"), _fmt(d.get("size_ratio"), ".2f", "x"),
-                      f"{100 * drop[1]:+.1f} pts {DROP_SHORT[drop[0]]}" if drop else "—",
+                      f"{points_text(drop[1])} {DROP_SHORT[drop[0]]}" if drop else "—",
                       _fmt(d.get("params"), ","), _fmt(d["flops"] / 1e6 if present(d.get("flops")) else None, ".2f"),
                       _fmt(d.get("sparsity"), ".0%"), size_text(d.get("compressed_bytes"))])
     return cells
@@ -104,7 +104,7 @@ def best_variants(frame) -> list[str]:
         if present(d.get("size_ratio")):
             figures.append(f"size {d['size_ratio']:.2f}x")
         if drop := variant_drop(d):
-            figures.append(f"{DROPS[drop[0]]} {100 * drop[1]:+.1f} pts")
+            figures.append(f"{DROPS[drop[0]]} {points_text(drop[1])}")
         lines.append(f"best variant of {model} on {target}: {best['variant']} on {best['engine']} ({', '.join(figures)})")
     return lines
 

@@ -9,6 +9,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from ..data import sizes_text
 from . import (baseline_label, gpu_text, ms_text, peak_memory, points_text, present, size_cell, size_text, time_text,
                unfinished)
 from .compression import best_variants, compression_table, variant_notes
@@ -77,11 +78,16 @@ def run_table(frame, run: dict) -> Table:
                       size_text(r["artifact_bytes"]), *([_num(peak_memory(r["details"]), ".1f")] if with_memory else []),
                       _num(r["max_abs_diff"], ".2e"),
                       _num(r["top1_agreement"], ".0%"), _num(r["accuracy"], ".2%"), Text(", ".join(notes)))
-    for column in table.columns:  # a number split over two lines (1.14e-0 / 5) reads as another: text wraps instead
-        if column.justify == "right":
-            words = [*str(column.header).split(), *map(str, column.cells)]  # a header may wrap between its words
-            column.min_width = max(map(cell_len, words))
+    _numbers_whole(table, [c for c in table.columns if c.justify == "right"])
     return table
+
+
+def _numbers_whole(table: Table, columns) -> None:
+    """Columns of numbers kept as wide as their widest cell: a number split over two lines (1.14e-0 / 5)
+    reads as another, so on a narrow terminal the text columns wrap instead."""
+    for column in columns:
+        words = [*str(column.header).split(), *map(str, column.cells)]  # a header may wrap between its words
+        column.min_width = max(map(cell_len, words))
 
 
 def _untuned_gap(frame, untuned) -> str:
@@ -103,7 +109,7 @@ def input_line(inputs: list[dict], seeded: bool = True) -> str:
     the rows were fed seeded inputs, not the model's own data)."""
     parts = []
     for i in inputs:
-        part = f"{i['name']} {i['dtype']} {'x'.join(map(str, i['shape']))}"
+        part = f"{i['name']} {i['dtype']} {sizes_text(i['shape'])}"
         if seeded and i["dtype"] == "bool":
             part += " (seeded False or True)"
         elif seeded and not i["dtype"].startswith("float"):
@@ -263,7 +269,7 @@ def verdict_table(verdicts) -> Table:
     """One line per series: the verdict, its evidence, and what changed since the series' previous run."""
     table = Table(title="verdicts against each series' history", box=box.SIMPLE_HEAVY, title_justify="left")
     for name in ("model", "variant", "target", "engine", "verdict", "latency", "noise band", "p", "size", "accuracy", "why"):
-        table.add_column(name, overflow="fold", no_wrap=name in ("noise band", "p"))  # lone numbers: never split
+        table.add_column(name, overflow="fold")
     for v in verdicts:
         e = v.evidence
         latency = (f"{e['statistic']} {ms_text(e['reference_ms'])} → {ms_text(e['latency_ms'])} ms ({e['latency_change']:+.1%}"
@@ -280,4 +286,5 @@ def verdict_table(verdicts) -> Table:
                       size_cell(e),
                       f"{e['accuracy_metric']} {points_text(e['accuracy_change'])}" if e.get("accuracy_change") is not None else "—",
                       Text("; ".join(map(str, why)) or "—"))
+    _numbers_whole(table, [c for c in table.columns if c.header in ("noise band", "p")])
     return table
