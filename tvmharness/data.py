@@ -44,6 +44,11 @@ class ModelInput:
             {"value_range": list(self.value_range), "range_from": self.range_from} if self.value_range is not None else {})
 
 
+def sizes_text(shape) -> str:
+    """An input's sizes as --input-shape takes them and the reports print them: 1x3x224x224."""
+    return "x".join(map(str, shape))
+
+
 @dataclass(frozen=True)
 class DataSet:
     """Real samples of a model's inputs, one array per input with the samples first, and their class

@@ -23,7 +23,8 @@ from typing import Callable
 import numpy as np
 
 from ..cache import content_hash, file_hash
-from ..data import FROM_EXAMPLE, DataSet, Feed, ModelInput, data_set, digits_split, load_data_set, random_feeds
+from ..data import (FROM_EXAMPLE, DataSet, Feed, ModelInput, data_set, digits_split, load_data_set, random_feeds,
+                    sizes_text)
 from ..errors import FAILED, HarnessError, one_line
 from ..measure import output_arrays
 
@@ -103,9 +104,9 @@ class LoadedModel:
             with torch.no_grad():
                 self.torch_module(*self.example())
         except Exception as err:  # the user's forward may raise anything
-            shapes = ", ".join(f"{i.name} {i.dtype} {'x'.join(map(str, i.shape))}" for i in self.inputs)
+            shapes = ", ".join(f"{i.name} {i.dtype} {sizes_text(i.shape)}" for i in self.inputs)
             if self.shapes_given:  # sizes of the user's that the model refuses (an exported bound, a layer's size)
-                given = ", ".join(f"{i.name}={'x'.join(map(str, i.shape))}" for i in self.inputs if i.name in self.shapes_given)
+                given = ", ".join(f"{i.name}={sizes_text(i.shape)}" for i in self.inputs if i.name in self.shapes_given)
                 raise HarnessError(f"model '{self.name}' raised at the sizes given for it (--input-shape or [inputs]: "
                                    f"{given}) in PyTorch itself: {type(err).__name__}: {one_line(err)}",
                                    "give sizes the model takes (its example's, or within the bounds it was exported "
@@ -437,7 +438,7 @@ def _batch_notes(found: list[ModelInput], inputs: tuple[ModelInput, ...], settin
     """A file's dynamic batch that no setting sized: built and measured at [measure] batch, said (a
     deployed module takes that batch alone)."""
     return [f"input '{i.name}' has a dynamic batch: built for batch {settled.shape[0]} ([measure] "
-            f"batch; --input-shape {i.name}={'x'.join(map(str, (8, *settled.shape[1:])))} builds for 8)"
+            f"batch; --input-shape {i.name}={sizes_text((8, *settled.shape[1:]))} builds for 8)"
             for i, settled in zip(found, inputs)
             if i.shape and isinstance(i.shape[0], str) and not (settings.get(i.name) or {}).get("shape")]
 
@@ -473,7 +474,7 @@ def _settle(where: str, found: list[ModelInput], settings: dict[str, dict], batc
             raise HarnessError(f"dimension {dynamic[0]} of input '{i.name}' of {where} is dynamic ('{shape[dynamic[0]]}'), "
                                f"and TVM builds for fixed sizes: input '{i.name}' is {_shape_text(shape)}",
                                f"give its sizes: [inputs.{i.name}] shape = [{', '.join(map(str, sizes))}] in the recipe, "
-                               f"or --input-shape {i.name}={'x'.join(map(str, sizes))}")
+                               f"or --input-shape {i.name}={sizes_text(sizes)}")
         value_range, range_from = i.value_range, i.range_from
         if setting.get("range"):
             if i.is_float:

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from ..data import sizes_text
 from ..recipe import Regression
 from ..results import plain
 from . import ms_text, peak_memory, points_text, present
@@ -275,7 +276,7 @@ def setup_of(row: dict) -> dict:
     inputs = details.get("inputs")
     cpu = (((row.get("run_provenance") or {}).get("host") or {}).get("cpu") or {}).get("model")
     return {"cpu": cpu or None, "threads": plain(row.get("threads")),
-            "inputs": ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))} {i['dtype']}" for i in inputs) if inputs else None,
+            "inputs": ", ".join(f"{i['name']} {sizes_text(i['shape'])} {i['dtype']}" for i in inputs) if inputs else None,
             "dev kit": ("emulated" if details.get("emulated") else "native") if details.get("kit") else None}
 
 
