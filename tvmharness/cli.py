@@ -624,9 +624,7 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
     fmt = _format(fmt)
     chosen = load_recipe(recipe, repeats=repeats, store=store)
     dest = out_dir or chosen.output.dir / "nightly"
-    dest.mkdir(parents=True, exist_ok=True)  # before measuring: a bad --out must not cost a night
-    if not os.access(dest, os.W_OK):
-        raise HarnessError(f"cannot write the nightly's files to {dest}", "pass --out a folder this user may write")
+    _writable_folder(dest)  # before measuring: a bad --out must not cost a night
     for name in ("summary.md", "junit.xml", "report.html"):  # a night that ends before its reports leaves none, not last night's
         (dest / name).unlink(missing_ok=True)
     with _progress() as progress:
