@@ -147,12 +147,8 @@ def two_heads():
     return TwoHeads().eval(), torch.randn(1, 16)
 
 
-class NamedOutputs(nn.Module):
-    """A dict of outputs, one a tuple: three outputs once flattened, named by their keys."""
-
-    def __init__(self):
-        super().__init__()
-        self.body, self.head = nn.Linear(16, 8), nn.Linear(8, 4)
+class NamedOutputs(TwoHeads):
+    """TwoHeads' layers, its outputs as a dict, one a tuple: three outputs once flattened, named by their keys."""
 
     def forward(self, x):
         features = torch.relu(self.body(x))
