@@ -106,9 +106,8 @@ class Verdict:
         if self.verdict == NEW:
             return "new series: nothing earlier to compare with"
         parts = []
-        if e.get("latency_ratio") is not None:
-            parts.append(f"latency {e['latency_change']:+.1%} ({e['statistic']} {ms_text(e['reference_ms'])} -> {ms_text(e['latency_ms'])} ms, "
-                         f"noise band ±{e['noise_band']:.1%}, p={e['p_value']:.2g}, {reference_runs(e)}{confirmation(e)})")
+        if self.latency_text():
+            parts.append(f"latency {self.latency_text()}")
         if e.get("size_change"):
             parts.append(f"size {e['size_change']:+.1%}")
         if e.get("memory_change"):
@@ -117,9 +116,28 @@ class Verdict:
             parts.append(f"{e['accuracy_metric']} {points_text(e['accuracy_change'])}")
         if self.changed:
             parts.append("changed: " + "; ".join(self.changes()))
-        if self.operators and self.aspects.get("latency") in (SLOWER, FASTER):
-            parts.append("operators: " + ", ".join(f"{o['operator']} {o['delta_ms']:+.3g} ms" for o in self.operators[:3]))
+        if self.operators_text():
+            parts.append(self.operators_text())
         return f"{self.verdict}: " + "; ".join(parts)
+
+    def latency_text(self, arrow: str = "->", band: bool = True) -> str | None:
+        """The latency move with its evidence (`band`: its noise band and p, which a table may show in
+        columns of their own), what it was compared with and whether a second measurement agreed."""
+        e = self.evidence
+        if e.get("latency_ratio") is None:
+            return None
+        figures = [f"{e['latency_change']:+.1%}"]
+        if band:
+            figures += [f"noise band ±{e['noise_band']:.1%}", f"p={e['p_value']:.2g}"]
+        figures.append(reference_runs(e))
+        return (f"{e['statistic']} {ms_text(e['reference_ms'])} {arrow} {ms_text(e['latency_ms'])} ms "
+                f"({', '.join(figures)}{confirmation(e)})")
+
+    def operators_text(self) -> str | None:
+        """The operators whose time moved most, where latency moved."""
+        if not self.operators or self.aspects.get("latency") not in (SLOWER, FASTER):
+            return None
+        return "operators: " + ", ".join(f"{o['operator']} {o['delta_ms']:+.3g} ms" for o in self.operators[:3])
 
     def to_dict(self) -> dict:
         return asdict(self) | {"name": self.name, "regression": self.regression, "summary": self.summary()}

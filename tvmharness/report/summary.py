@@ -7,8 +7,8 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
-from . import gpu_text, ms_text, present, size_cell, time_text, unfinished
-from .regress import NOT_APPLICABLE, NOT_MEASURED, Verdict, confirmation, counts
+from . import gpu_text, present, size_cell, time_text, unfinished
+from .regress import NOT_APPLICABLE, NOT_MEASURED, Verdict, counts
 
 SKIPPED = (NOT_APPLICABLE, NOT_MEASURED)  # JUnit cases that neither pass nor fail
 
@@ -26,24 +26,16 @@ def md_escape(value) -> str:
     return text.replace("\n", " ")
 
 
-def _pct(value) -> str:
-    return f"{value:+.1%}" if present(value) else "—"
-
-
 def _latency_cell(v: Verdict) -> str:
-    e = v.evidence
-    if e.get("latency_ratio") is None:
-        return "—"
-    return md_escape(f"{e['statistic']} {ms_text(e['reference_ms'])} → {ms_text(e['latency_ms'])} ms ({_pct(e['latency_change'])}; "
-                     f"noise ±{e['noise_band']:.1%}, p={e['p_value']:.2g}{confirmation(e)})")  # it may hold a reason
+    return md_escape(v.latency_text("→") or "—")  # it may hold a reason
 
 
 def _why(v: Verdict) -> str:
     parts = [text for text in (v.reason, v.new_setup("→")) if text]
     if v.changed:
         parts.append("changed: " + ", ".join(v.changes("→")))
-    if v.operators and v.aspects.get("latency") in ("slower", "faster"):
-        parts.append("operators: " + ", ".join(f"{o['operator']} {o['delta_ms']:+.3g} ms" for o in v.operators[:3]))
+    if v.operators_text():
+        parts.append(v.operators_text())
     return md_escape("; ".join(parts)) or "—"
 
 

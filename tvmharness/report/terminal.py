@@ -13,7 +13,6 @@ from ..data import sizes_text
 from . import (baseline_label, gpu_text, ms_text, peak_memory, points_text, present, size_cell, size_text, time_text,
                unfinished)
 from .compression import best_variants, compression_table, variant_notes
-from .regress import confirmation
 
 WARNINGS_SHOWN = 5  # distinct TVM build warnings printed; the rest are counted
 STATUS_STYLE = {"ok": "green", "outputs disagree": "yellow", "failed to build": "red", "failed to run": "red",
@@ -272,13 +271,8 @@ def verdict_table(verdicts) -> Table:
         table.add_column(name, overflow="fold")
     for v in verdicts:
         e = v.evidence
-        latency = (f"{e['statistic']} {ms_text(e['reference_ms'])} → {ms_text(e['latency_ms'])} ms ({e['latency_change']:+.1%}"
-                   f"{confirmation(e)})"
-                   if e.get("latency_ratio") is not None else "—")
-        why = [text for text in (v.reason, v.new_setup("→")) if text]
-        why += v.changes("→")
-        if v.operators and v.aspects.get("latency") in ("slower", "faster"):
-            why.append("ops: " + ", ".join(f"{o['operator']} {o['delta_ms']:+.3g} ms" for o in v.operators[:3]))
+        latency = v.latency_text("→", band=False) or "—"  # the band and p have columns here
+        why = [text for text in (v.reason, v.new_setup("→"), *v.changes("→"), v.operators_text()) if text]
         table.add_row(*(Text(str(x)) for x in (v.series["model"], v.series["variant"], v.target, v.series["engine"])),
                       Text(v.verdict, style=VERDICT_STYLE.get(v.verdict, "")), Text(latency),  # it may hold a reason
                       f"±{e['noise_band']:.1%}" if "noise_band" in e else "—",
