@@ -334,6 +334,30 @@ def test_a_store_url_whose_driver_is_missing_names_the_module(cli_dir):
     assert_usage_error(proc, "needs the Python module 'pg8000'")
 
 
+def test_a_store_that_is_not_one_says_what_to_give_instead(cli_dir, tmp_path):
+    import sqlite3
+
+    other = tmp_path / "other.db"  # another tool's database that happens to have a table named runs
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE runs (x)")
+    assert_usage_error(run_cli("report", "--store", str(other), cwd=cli_dir), "a SQLite database of something else")
+    assert_usage_error(run_cli("report", "--store", "bogus://x", cwd=cli_dir),
+                       "neither a file path nor a database URL SQLAlchemy knows", "postgresql+psycopg2://")
+    assert_usage_error(run_cli("report", "--store", str(tmp_path), cwd=cli_dir), "is a folder", "history.db")
+
+
+def test_a_full_disk_is_said_as_such_not_as_an_internal_error(cli_dir, tmp_path):
+    import numpy as np
+
+    from tests.history import night
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    night(Store(str(tmp_path / "h.db")), 1.0, np.random.default_rng(0))
+    proc = run_cli("report", "--store", str(tmp_path / "h.db"), "--format", "md", "--output", "/dev/full", cwd=cli_dir)
+    assert_usage_error(proc, "cannot write: No space left on device", "give another path")
+
+
 def test_a_model_that_does_not_export_fails_its_rows_and_keeps_the_baseline(cli_dir):
     store = cli_dir / "noexport.db"
     proc = run_cli("bench", f"{USER_MODELS}:does_not_export", "--store", str(store), cwd=cli_dir)

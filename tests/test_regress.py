@@ -263,7 +263,7 @@ def test_a_return_to_an_old_level_is_flagged_though_the_window_holds_both(store)
     assert v.verdict == SAME
     night(store, 0.97, rng)  # a little faster than the untuned nights were
     (v,) = judge_run(store)[1]
-    assert v.verdict == SLOWER and v.evidence["reference_samples"] == 3 * 30, v.summary()
+    assert v.verdict == SLOWER and v.evidence["reference_samples"] == 2 * 30, v.summary()  # two tuned runs nearest their level
     assert v.evidence["night_sigma"] is not None and v.evidence["noise_band"] < 0.2  # one step, not noise
 
 
@@ -505,3 +505,53 @@ def test_a_tvm_target_change_is_named_only_for_the_tvm_builds_it_shaped(store, e
     if named:  # a structure is JSON text, which a reader of `report --format json` parses
         (change,) = [c for c in v.changed if c["what"] == "target"]
         assert json.loads(change["after"]) == {"kind": "llvm", "mcpu": "x86-64"}
+
+
+def test_the_night_after_a_step_is_judged_against_the_old_level_and_a_b_d_with_an_old_build(store):
+    """Last night's step sits among tonight's reference runs: the test weighs the runs at the reference
+    level, not last night's, and the A/B that confirms it loads a build of that level, not last night's
+    (which is the step itself: "same" against it)."""
+    rng = np.random.default_rng(61)
+    old = [night(store, 1.0, rng, git=f"old{i}") for i in range(6)]
+    step = night(store, 1.6, rng, git="new")
+    tonight = night(store, 1.6, rng, git="new")
+    (v,) = judge(store.frame(), tonight)
+    assert v.verdict == SLOWER, v.summary()
+    assert v.evidence["reference_samples"] == 2 * 30  # the two runs at the old level
+    assert v.evidence["level_run_id"] in old[-2:] and v.evidence["level_run_id"] != step
+    assert v.previous_run_id == step  # what changed is still named against the runs before
+
+
+def test_samples_spread_over_another_span_are_another_setup(store):
+    """Samples back to back and samples spread over seconds of running time the same code apart: a
+    recipe's span changed is a new history, not a step."""
+    rng = np.random.default_rng(63)
+    for _ in range(5):
+        night(store, 1.0, rng, details={"span_s": 0.0})
+    spread = night(store, 1.2, rng, details={"span_s": 4.0})
+    (v,) = judge(store.frame(), spread)
+    assert v.verdict == NEW and v.evidence["setup_changed"] == [{"what": "samples spread over", "before": "0 s", "after": "4 s"}]
+
+
+def test_a_model_that_could_not_be_made_names_that_as_why_its_other_rows_are_missing(store):
+    """Its one broken row lists no provenance it lacks as a change (a row that failed before measuring has
+    no engine version), and its other engines' series are not measured because of it, which they say."""
+    from tvmharness.report.regress import NOT_MEASURED
+    from tvmharness.results import LOAD_FAILED
+
+    rng = np.random.default_rng(67)
+    for _ in range(3):
+        full = night(store, 1.0, rng, engine="torch", is_baseline=True)
+        night_row = store.frame(run_id=full).iloc[0].to_dict()
+        store.add(full, {k: night_row[k] for k in ("model", "variant", "target", "engine_version", "status", "samples_ms")}
+                  | {"engine": "tvm"})
+    failed = store.start_run("nightly", "h" * 16, {}, store.run(full)["provenance"])
+    store.add(failed, {"model": "m", "variant": "fp32", "target": "x86", "engine": "torch", "engine_version": "",
+                       "is_baseline": True, "status": LOAD_FAILED, "reason": "m.py raised ValueError",
+                       "details": {"model_spec": "m.py:m"}})
+    store.finish_run(failed)
+    run, verdicts = judge_run(store)
+    by_engine = {v.series["engine"]: v for v in verdicts}
+    assert by_engine["torch"].verdict == BROKEN and by_engine["torch"].changed == [], by_engine["torch"].summary()
+    assert by_engine["tvm"].verdict == NOT_MEASURED
+    assert f"model m could not be made in run {failed} (see its broken fp32 row)" in by_engine["tvm"].summary()

@@ -73,6 +73,10 @@ def test_report_formats_read_the_store(seeded):
     table = run_cli("report", "--store", str(seeded))
     assert table.returncode == 0 and "slower" in table.stdout and "stepped" in table.stdout
 
+    # an earlier run's report holds the history it was judged against, not the runs after it
+    earlier = list(csv.DictReader(io.StringIO(run_cli("report", "--store", str(seeded), "--run", "5", "--format", "csv").stdout)))
+    assert sorted({int(r["run_id"]) for r in earlier}) == [1, 2, 3, 4, 5]
+
 
 def test_json_and_junit_stay_valid_with_missing_numbers_and_control_characters(tmp_path):
     store = Store(str(tmp_path / "h.db"))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -11,7 +14,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
-import functools
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -85,10 +87,13 @@ def _friendly(command):
                 sys.stderr.flush()          # are on disk, so the process ends here, before anything is freed
                 os._exit(code)
         except OSError as e:
-            if e.filename is None:  # not about a path the user gave
-                code = _internal_error(e)
-            else:
+            if e.filename is not None:
                 code = _user_error(_path_error(e))
+            elif e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # a write of ours to a full or read-only disk
+                code = _user_error(HarnessError(f"cannot write: {e.strerror}",
+                                                "free space there (or make it writable), or give another path"))
+            else:  # not about a path the user gave
+                code = _internal_error(e)
         except Exception as e:
             code = _internal_error(e)
         if code:
@@ -496,7 +501,7 @@ def _open_store(store: str):
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from .results import Store
+    from .results import Store, store_url
 
     path = Path(store)
     if "://" in store:
@@ -505,6 +510,8 @@ def _open_store(store: str):
             path = Path(url.database) if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") else None
         except ArgumentError:
             path = None  # Store names what is wrong with the URL
+    if path is not None and path.is_dir():
+        store_url(str(path))  # says what to give instead
     if path is not None and not (path.is_file() and path.stat().st_size):
         raise HarnessError(f"no results store at {store}", "run `tvmharness run RECIPE` or `tvmharness nightly RECIPE` "
                            "first, or pass --store PATH_OR_URL")
@@ -599,6 +606,9 @@ def report(store: Annotated[str, typer.Option("--store", help="results store: a 
     if not run:
         raise HarnessError(f"no measurements in {store}", "run a recipe first")
     frame = history.frame(since=when, whole_run=run["id"])
+    # The history as the judged run saw it: runs after it are not its history (its second measurement is its own)
+    after = (frame["run_id"] > run["id"]) & frame["run_provenance"].map(lambda p: (p or {}).get("confirms_run") != run["id"])
+    frame = frame[~after].reset_index(drop=True)
     _render_verdicts(run, verdicts, frame, fmt, output)
     if html is not None:
         from .report.html import write_html
@@ -611,7 +621,7 @@ def report(store: Annotated[str, typer.Option("--store", help="results store: a 
 @app.command()
 @_friendly
 def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recipes/nightly.toml")],
-            store: StoreOpt = None, repeats: RepeatsOpt = None,
+            store: StoreOpt = None, repeats: RepeatsOpt = None, output_dir: OutputDirOpt = None,
             out_dir: Annotated[Optional[Path], typer.Option("--out", help="where summary.md, junit.xml and report.html go (default OUTPUT_DIR/nightly)")] = None,
             fmt: Annotated[str, typer.Option("--format", "-f", help="what to print: table, md, json, csv or junit")] = "table") -> int:
     """Run a recipe, then judge each series against its history; exit 1 when something regressed."""
@@ -620,13 +630,16 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
     from .report import summary
     from .report.html import write_html
     from .report.regress import judge_run, needs_confirmation, regressions
+    from .results import Store
 
     fmt = _format(fmt)
-    chosen = load_recipe(recipe, repeats=repeats, store=store)
+    chosen = load_recipe(recipe, repeats=repeats, store=store, output_dir=output_dir)
     dest = out_dir or chosen.output.dir / "nightly"
-    _writable_folder(dest)  # before measuring: a bad --out must not cost a night
+    _writable_folder(dest)  # before measuring: a bad --out or --store must not cost a night, nor last night's reports
+    Store(chosen.output.store)
     for name in ("summary.md", "junit.xml", "report.html"):  # a night that ends before its reports leaves none, not last night's
         (dest / name).unlink(missing_ok=True)
+    interrupted = False
     with _progress() as progress:
         result = run_recipe(chosen, _RichProgress(progress))
         run, verdicts = judge_run(result.store, result.run_id)
@@ -634,9 +647,12 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
         if suspects:  # a spell of host load looks like a step: measure those series again
             err.print(f"latency moved in {len(suspects)} series; measuring again to confirm", highlight=False)
             failure = None
-            try:
-                confirm_latency(chosen, result.run_id, [(v.series, v.previous_run_id) for v in suspects],
-                                _RichProgress(progress))
+            try:  # against a build at the reference level: last night's may be the step itself
+                confirm_latency(chosen, result.run_id, [(v.series, v.evidence.get("level_run_id", v.previous_run_id))
+                                                        for v in suspects], _RichProgress(progress))
+            except KeyboardInterrupt:  # the night itself is measured: its reports still go out
+                interrupted, failure = True, "measuring again was interrupted (Ctrl-C)"
+                err.print(f"{failure}; those changes stay unconfirmed", markup=False, highlight=False)
             except Exception as e:  # the night's rows are stored: its reports still go out, those changes unconfirmed
                 failure = f"measuring again failed: {reason(e, fix=False)}"
                 err.print(f"{failure}; those changes stay unconfirmed", markup=False, highlight=False)
@@ -653,7 +669,7 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
               f"junit.xml, report.html", markup=False, highlight=False)
     for v in bad:
         err.print(f"[red]regression[/red] {escape(v.name)}: {escape(v.summary())}", highlight=False)
-    return FAILED if bad else 0
+    return 130 if interrupted else FAILED if bad else 0
 
 
 @app.command()
@@ -820,4 +836,7 @@ def devices(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC trac
 
 
 def main() -> None:
+    # A CI job cancelled or timed out gets SIGTERM: it takes Ctrl-C's way out (rows kept, run marked
+    # unfinished, one message), and a tune's search still ends at its next call into Python
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
     app()

@@ -20,18 +20,11 @@ from .memory import ENGINES as MEMORY_ENGINES, measure_memory
 from .models import LoadedModel, ModelFileMissing, attach_data, check_input_settings, load_model, model_name
 from .provenance import snapshot
 from .recipe import Recipe, apply_overrides
-from .results import Store, plain
+from .results import (BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED, Store,
+                      plain)
 from .remote.rack import KitFailure, KitJob, KitResult, Rack
 from .targets import Target, check_local_cpu, check_toolchain, host_target, resolve
 
-# Row statuses, as the report shows them.
-OK = "ok"
-DISAGREES = "outputs disagree"
-BUILD_FAILED = "failed to build"
-RUN_FAILED = "failed to run"
-COMPRESS_FAILED = "failed to compress"
-LOAD_FAILED = "failed to load"  # the model itself could not be made
-NOT_APPLICABLE = "not applicable"  # a technique or engine that does not fit the model; not a failure
 HOST_ENGINES = ("torch", "torch-compile", "onnxruntime")
 AB_ENGINES = ("tvm", "tvm-untuned")  # an earlier build loads beside tonight's: confirmed by an A/B
 UNSTEADY = 1.5  # a quarter of the samples this far above the fastest tenth: the host was busy, not the model
@@ -164,8 +157,8 @@ def confirm_latency(recipe: Recipe, run_id: int, moved: list[tuple[dict, int | N
     with, both loaded here and timed in turns (time_interleaved), so a spell of host load, which
     can last minutes, slows both alike and only a change of the build remains. Where that is not
     possible (the earlier build is gone from the cache; PyTorch or ONNX Runtime, whose earlier
-    versions cannot load beside tonight's; a dev kit), the recipe's rows of that engine are
-    measured again instead."""
+    versions cannot load beside tonight's; a dev kit), the recipe is run again for those series'
+    models, variants and engines."""
     progress = progress or _Silent()
     store = Store(recipe.output.store)
     rows = store.frame().to_dict("records")
@@ -173,29 +166,33 @@ def confirm_latency(recipe: Recipe, run_id: int, moved: list[tuple[dict, int | N
     def row_of(run: int | None, series: dict) -> dict | None:
         return next((r for r in rows if r["run_id"] == run and all(r[k] == v for k, v in series.items())), None)
 
-    pairs, again = [], set()
+    pairs, again = [], []
     for series, previous_run in moved:
         tonight, before = row_of(run_id, series), row_of(previous_run, series)
         builds = _ab_builds(tonight, before)
         if builds is None:
-            again.add(series["engine"])
+            again.append(series)
         else:
-            pairs.append((tonight, before, *builds))
+            pairs.append((series, tonight, before, *builds))
     if pairs:
         confirmation = store.start_run(recipe.name, recipe.digest(), recipe.model_dump(mode="json"),
                                        snapshot() | {"threads": recipe.measure.threads, "confirms_run": run_id})
         try:
             models: dict[str, LoadedModel] = {}
-            for tonight, before, build, earlier in pairs:
+            for series, tonight, before, build, earlier in pairs:
                 row = _measure_ab(tonight, before, build, earlier, recipe, models, progress)
                 if row is None:
-                    again.add(tonight["engine"])
+                    again.append(series)
                 else:
                     store.add(confirmation, row)
         finally:
             store.finish_run(confirmation)  # judged only as the second measurement of its run
-    if again:
-        run_recipe(apply_overrides(recipe, engines=sorted(again)), progress, confirms=run_id)
+    if again:  # those series' models x variants x engines: a little more than they, never the whole recipe
+        wanted = {key: {s[key] for s in again} for key in ("model", "variant", "engine")}
+        run_recipe(apply_overrides(recipe, models=[m for m in recipe.models if model_name(m) in wanted["model"]],
+                                   variants=[v for v in recipe.variants if parse_variant(v).name in wanted["variant"]],
+                                   engines=[e for e in recipe.engines if e in wanted["engine"]]),
+                   progress, confirms=run_id)
 
 
 def _ab_builds(tonight: dict | None, before: dict | None):
@@ -240,7 +237,7 @@ def _measure_ab(tonight: dict, before: dict, build: Artifact, earlier: Artifact,
                samples_ms=latency.samples_ms)
     row["details"] = {k: tonight["details"].get(k) for k in ("build_key", "artifact_dir", "tuning_records", "compression",
                                                               "model_digest", "inputs", "data")} | {
-        "ab_reference": {"run_id": int(before["run_id"]), "build_key": before["details"].get("build_key"),
+        "span_s": m.span_s, "ab_reference": {"run_id": int(before["run_id"]), "build_key": before["details"].get("build_key"),
                          "artifact_dir": str(earlier.dir), "samples_ms": reference.samples_ms}}
     return row
 
@@ -460,6 +457,7 @@ def _record_memory(row: dict, model: LoadedModel, target: Target, session, feed,
 
 def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, recipe: Recipe) -> None:
     row.update(median_ms=latency.median_ms, p90_ms=latency.p90_ms, iqr_ms=latency.iqr_ms, samples_ms=latency.samples_ms)
+    row["details"]["span_s"] = recipe.measure.span_s  # samples spread over seconds of running, or back to back: a setup
     # Whether most calls waited for something else, or a burst of it held a quarter of them (the median
     # may still read well, and the spread shows hundreds of percent): either way, measure it again.
     if latency.p10_ms and latency.upper_quartile_ms > UNSTEADY * latency.p10_ms:

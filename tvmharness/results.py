@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, inspect, or_, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from .errors import HarnessError, one_line
@@ -101,6 +101,16 @@ def plain(value):
     return value
 
 
+# Row statuses, as the report shows them.
+OK = "ok"
+DISAGREES = "outputs disagree"
+BUILD_FAILED = "failed to build"
+RUN_FAILED = "failed to run"
+COMPRESS_FAILED = "failed to compress"
+LOAD_FAILED = "failed to load"  # the model itself could not be made
+NOT_APPLICABLE = "not applicable"  # a technique or engine that does not fit the model; not a failure
+
+
 def store_url(store: str) -> str:
     """A path becomes a SQLite URL (its folder created); a URL is used as given."""
     if "://" in store:
@@ -180,7 +190,8 @@ def _migrate(engine, label: str) -> None:
             version = conn.execute(select(SchemaInfo.version)).scalar()
             raise HarnessError(f"results store {label} has schema {version} (revision {current}), newer than this "
                                f"tvmharness ({SCHEMA_VERSION})", "upgrade tvmharness, or point --store at another file")
-        if current is None and "runs" not in tables and tables and conn.dialect.name == "sqlite":
+        foreign = "runs" in tables and "measurements" not in tables  # a table of that name, in another's database
+        if current is None and (foreign or ("runs" not in tables and tables and conn.dialect.name == "sqlite")):
             raise HarnessError(f"{label} is a SQLite database of something else (its tables: "
                                f"{', '.join(sorted(tables)[:5])}), not a results store", "point --store at another file")
         if current is None and "runs" in tables:
@@ -200,6 +211,10 @@ class Store:
         try:
             self.engine = create_engine(self.url)
             migrate(self.engine, store)
+        except (ArgumentError, NoSuchModuleError):  # not a URL, or of a database SQLAlchemy does not know
+            raise HarnessError(f"the results store {store} is neither a file path nor a database URL SQLAlchemy knows",
+                               "give a SQLite file's path (results/history.db) or a URL such as "
+                               "postgresql+psycopg2://user@host/db") from None
         except SQLAlchemyError as err:
             raise HarnessError(f"cannot open the results store {store}: {one_line(err)}",
                                "check the path or URL and that the database is reachable") from None

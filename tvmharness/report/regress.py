@@ -35,16 +35,15 @@ import numpy as np
 
 from ..data import sizes_text
 from ..recipe import Regression
-from ..results import plain
+from ..results import LOAD_FAILED, NOT_APPLICABLE, OK, plain
 from . import ms_text, peak_memory, points_text, present
+from .compression import BASELINE
 
 SERIES = ("hostname", "target", "model", "variant", "engine")
-OK = "ok"
 
 # Verdicts, worst first: a row's verdict is the worst of its latency, size, memory and accuracy aspects.
 BROKEN, LESS_ACCURATE, SLOWER, LARGER = "broken", "less accurate", "slower", "larger"
 FASTER, SMALLER, MORE_ACCURATE, SAME, NEW = "faster", "smaller", "more accurate", "same", "new"
-NOT_APPLICABLE = "not applicable"  # the row status: a technique or engine that does not fit the model, not a failure
 NOT_MEASURED = "not measured"  # a series the run before measured and this one did not: said, not judged
 ORDER = (BROKEN, LESS_ACCURATE, SLOWER, LARGER, FASTER, SMALLER, MORE_ACCURATE, NEW, SAME, NOT_APPLICABLE, NOT_MEASURED)
 REGRESSIONS = {BROKEN, LESS_ACCURATE, SLOWER, LARGER}
@@ -160,17 +159,22 @@ def fast_latency(samples: list[float]) -> float:
     return float(np.percentile(np.asarray(samples, dtype=np.float64), LOW_QUANTILE))
 
 
-def latency_verdict(samples: list[float], history: list[list[float]], rules: Regression) -> tuple[str, dict]:
-    """Compare a run's samples with the series' earlier runs (oldest first): the verdict and its evidence."""
+def latency_verdict(samples: list[float], history: list[list[float]], rules: Regression,
+                    run_ids: list[int] | None = None) -> tuple[str, dict]:
+    """Compare a run's samples with the series' earlier runs (oldest first; `run_ids`, theirs): the
+    verdict and its evidence, which names the earlier run at the reference level (`level_run_id`)."""
     from scipy.stats import mannwhitneyu
 
     window = history[-rules.window:]
     levels = [fast_latency(h) for h in window]
-    # The samples of the runs the reference level is taken from: a window reaching back past an
-    # earlier step would mix two builds' samples, and the test would not separate a return to the old one.
-    reference = np.concatenate([np.asarray(h, dtype=np.float64) for h in window[-RECENT_RUNS:]])
-    current = np.asarray(samples, dtype=np.float64)
     reference_ms, latency_ms = float(np.median(levels[-RECENT_RUNS:])), fast_latency(samples)
+    # The samples of the recent runs nearest the reference level, a majority of them: a window reaching
+    # back past an earlier step would mix two builds' samples, and so would last night's step among
+    # tonight's reference runs, which would hide the step from the test the night after it came.
+    recent = range(len(window))[-RECENT_RUNS:]
+    nearest = sorted(recent, key=lambda i: abs(levels[i] - reference_ms))[:len(recent) // 2 + 1]
+    reference = np.concatenate([np.asarray(window[i], dtype=np.float64) for i in sorted(nearest)])
+    current = np.asarray(samples, dtype=np.float64)
     ratio = latency_ms / reference_ms
     sigma = night_sigma(levels)
     band = max(rules.min_effect, 3 * sigma if sigma is not None else 0.0)
@@ -183,6 +187,8 @@ def latency_verdict(samples: list[float], history: list[list[float]], rules: Reg
                 "noise_band": band, "night_sigma": sigma, "p_value": p_value, "alpha": rules.alpha,
                 "reference_runs": len(window), "history_runs": len(history), "samples": len(current),
                 "reference_samples": len(reference)}
+    if run_ids:
+        evidence["level_run_id"] = run_ids[-len(window):][nearest[0]]
     if p_value < rules.alpha and ratio > 1 + band:
         return SLOWER, evidence
     if p_value < rules.alpha and ratio * (1 + band) < 1:
@@ -288,14 +294,16 @@ def _flatten(prefix: str, value, out: dict) -> None:
 def setup_of(row: dict) -> dict:
     """How a row was measured beyond its series key. Runs of another setup are another history (a
     quickstart's 2 threads against a nightly's 1, a resnet at 160x160, an emulated kit standing in for
-    the board, another CPU under one host label): never compared, so never a false step. None: not
-    recorded (an older row), matches any."""
+    the board, another CPU under one host label, samples spread over 8 s of running against samples
+    back to back): never compared, so never a false step. None: not recorded (an older row), matches any."""
     details = row.get("details") or {}
     inputs = details.get("inputs")
     cpu = (((row.get("run_provenance") or {}).get("host") or {}).get("cpu") or {}).get("model")
+    span = details.get("span_s")
     return {"cpu": cpu or None, "threads": plain(row.get("threads")),
             "inputs": ", ".join(f"{i['name']} {sizes_text(i['shape'])} {i['dtype']}" for i in inputs) if inputs else None,
-            "dev kit": ("emulated" if details.get("emulated") else "native") if details.get("kit") else None}
+            "dev kit": ("emulated" if details.get("emulated") else "native") if details.get("kit") else None,
+            "samples spread over": f"{span:g} s" if span is not None else None}
 
 
 def setup_changes(before: dict, after: dict) -> list[dict]:
@@ -340,13 +348,16 @@ def row_provenance(row: dict) -> dict:
             for k, v in out.items()}
 
 
-def provenance_changes(references: list[tuple[int, dict]], after: dict) -> list[dict]:
+def provenance_changes(references: list[tuple[int, dict]], after: dict, known_only: bool = False) -> list[dict]:
     """What differs from the reference runs ((run id, row_provenance), oldest first): each key whose
     value tonight is not that of every reference run, with the value before the latest stretch of
     tonight's value and, where that stretch began before tonight, its first run ("run"). The build
-    key is left out when something that explains it changed."""
+    key is left out when something that explains it changed. `known_only`: only the keys tonight's
+    row knows (a row that failed before measuring has no engine version nor tuning records: unknown,
+    not changed)."""
     changed = []
-    for what in dict.fromkeys([k for _, prov in references for k in prov] + list(after)):
+    keys = [k for _, prov in references for k in prov] + list(after)
+    for what in dict.fromkeys(k for k in keys if not known_only or after.get(k) not in (None, "", "none")):
         values = [prov.get(what) for _, prov in references]
         start = len(values)
         while start and values[start - 1] == after.get(what):
@@ -399,7 +410,7 @@ def judge_run(store, run_id: int | None = None, unconfirmed_why: str | None = No
     newest = (nights or measured)[-1]
     run = next((r for r in runs if r["id"] == run_id), None) if run_id is not None else newest
     if run is None:
-        raise HarnessError(f"run {run_id} is not in the store", f"pick one of runs {runs[0]['id']}..{runs[-1]['id']}")
+        raise HarnessError(f"run {run_id} is not in the store", f"pick one of runs {_spans([r['id'] for r in nights or measured])}")
     if _confirms(run) is not None:
         raise HarnessError(f"run {run_id} is the second measurement of run {_confirms(run)}, judged with it",
                            f"pass --run {_confirms(run)}")
@@ -434,9 +445,24 @@ def _not_measured(frame, runs: list[dict], run: dict) -> list[Verdict]:
     why = (f"run {run['id']} did not finish (interrupted, or still running)" if run.get("finished") is None else
            f"run {run['id']}'s recipe differs from run {last['id']}'s" if run["recipe_hash"] != last["recipe_hash"] else
            f"run {run['id']} did not measure it")
+    tonight = frame[frame["run_id"] == run["id"]]
+    lost = set(tonight.loc[tonight["status"] == LOAD_FAILED, "model"])  # a model that could not be made has one row
     return [Verdict(series=dict(zip(SERIES, key)), verdict=NOT_MEASURED, aspects={"status": NOT_MEASURED}, run_id=run["id"],
-                    previous_run_id=last["id"], evidence={}, reason=f"{why}; run {last['id']} has it")
+                    previous_run_id=last["id"], evidence={},
+                    reason=(f"model {key[SERIES.index('model')]} could not be made in run {run['id']} (see its broken "
+                            f"{BASELINE} row)" if key[SERIES.index("model")] in lost else why) + f"; run {last['id']} has it")
             for key in sorted(keys.get(last["id"], set()) - keys.get(run["id"], set()))]
+
+
+def _spans(ids: list[int]) -> str:
+    """Run ids as runs of consecutive ones: 1..6, 9, 12..15."""
+    spans: list[list[int]] = []
+    for i in sorted(ids):
+        if spans and i == spans[-1][-1] + 1:
+            spans[-1].append(i)
+        else:
+            spans.append([i])
+    return ", ".join(f"{s[0]}..{s[-1]}" if len(s) > 2 else ", ".join(map(str, s)) for s in spans)
 
 
 def _confirms(run: dict) -> int | None:
@@ -484,7 +510,7 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
                       provenance=row_provenance(row), setup=setup)
     if previous is not None:  # against every reference run, not only the last: a cause may come a night early
         references = [(int(r["run_id"]), row_provenance(r)) for r in ok_history[-RECENT_RUNS:] or [previous]]
-        verdict.changed = provenance_changes(references, verdict.provenance)
+        verdict.changed = provenance_changes(references, verdict.provenance, known_only=row["status"] != OK)
     if row["status"] == NOT_APPLICABLE and ok_history:  # it ran before: a variant or engine lost is a regression
         verdict.verdict, verdict.aspects = BROKEN, {"status": BROKEN}
         verdict.reason = f"measured until run {int(ok_history[-1]['run_id'])}, now not applicable: {row.get('reason') or ''}"
@@ -504,13 +530,14 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         return verdict
 
     aspects, evidence = {}, {}
-    timed = [h["samples_ms"] for h in ok_history if h.get("samples_ms")]
+    timed = [h for h in ok_history if h.get("samples_ms")]
     ab = (row.get("details") or {}).get("ab_reference")
     if row.get("samples_ms") and ab:  # a confirmation's A/B: judged within its own window
         aspects["latency"], latency = ab_latency_verdict(row["samples_ms"], ab["samples_ms"], rules, ab["run_id"])
         evidence.update(latency)
     elif row.get("samples_ms") and timed:
-        aspects["latency"], latency = latency_verdict(row["samples_ms"], timed, rules)
+        aspects["latency"], latency = latency_verdict(row["samples_ms"], [h["samples_ms"] for h in timed], rules,
+                                                      [int(h["run_id"]) for h in timed])
         evidence.update(latency)
         verdict.operators = operator_diff(previous.get("profile_ms"), row.get("profile_ms"))
 
