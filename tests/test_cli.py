@@ -427,6 +427,7 @@ def test_bench_json_and_compile(cli_dir):
     assert manifest["target"]["cpu_from"].startswith("the build host") and "avx2" in manifest["target"]["features"]
     assert any(n.startswith("built for this host's CPU (") and "--target x86-generic" in n for n in doc["notes"])
     assert manifest["build_host"]["llvm_cpu"] == manifest["target"]["cpu"]
+    assert "untuned: TVM's default CPU kernels" in " ".join(manifest["notes"])  # the deployer reads it there too
 
 
 def test_compile_with_a_linker_that_fails_says_which_and_keeps_nothing(cli_dir):

@@ -146,6 +146,19 @@ def test_compression_variants_are_tuned_as_what_they_compile_to(tmp_path):
     assert (again["tasks_tuned"], again["tasks"]) == (tuning["tasks_tuned"], tuning["tasks"])
 
 
+def test_a_preset_file_is_tuned_and_then_measured_as_that_file(tmp_path):
+    """`tune --target my.toml` measures what it tuned: the file's preset, not a built-in looked up by its name."""
+    from tvmharness.targets import TARGETS_DIR
+
+    preset = tmp_path / "my.toml"
+    preset.write_text((TARGETS_DIR / "x86-generic.toml").read_text().replace('name = "x86-generic"', 'name = "my-generic"'))
+    proc = run_cli("tune", "--model", TINY, "--target", str(preset), "--trials", "4", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["engine"]: r for r in json.loads(proc.stdout)["rows"] if r["target"] == "my-generic"}
+    assert rows["tvm"]["status"] == rows["tvm-untuned"]["status"] == "ok", rows
+    assert rows["tvm"]["target_spec"]["cpu"] == "haswell" and rows["tvm"]["tuned"]
+
+
 def _wait_for_records(path: Path, proc, timeout: float = 240) -> int:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:

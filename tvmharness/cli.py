@@ -301,8 +301,9 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     from .pipeline import load_models
     from .recipe import apply_overrides, load_recipe, parse_input_flags, recipe_from_dict
     from .results import Store
-    from .targets import resolve
+    from .gpu import check_local_gpu
     from .recipe import parse_duration
+    from .targets import check_local_cpu, resolve
     from .tune import TuneOptions, tune_model
 
     if recipe is None and not model:
@@ -320,6 +321,9 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     budget = chosen.tune
     threads = chosen.measure.threads
     targets_ = [resolve(t, threads) for t in chosen.target_names()]
+    for resolved in targets_:  # one this host cannot run is refused before minutes of importing, as `run` does
+        check_local_gpu(resolved)
+        check_local_cpu(resolved)
     check_variants(chosen.variants)
     racks = _kit_racks(chosen, targets_)
     models_ = load_models(chosen)
@@ -378,7 +382,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     # A dev-kit target whose kits left (or whose tracker stopped) during its tune is not measured: that
     # would fail the same way, as a second error; the others are.
     lost = {name for name, rack in racks.items() if any(f["target"] == name for f in failures) and not _kits_left(rack)}
-    still = [t.name for t in targets_ if t.name not in lost]
+    still = [spec for spec, t in zip(chosen.target_names(), targets_) if t.name not in lost]  # a preset file by its path
     if not measure or not still:
         if json_out:
             _print_json({"tune": summaries, "failed": failures})
@@ -477,9 +481,9 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     # what the compression did (int8's calibration data), and what TVM warned of.
     build_notes, _ = describe_artifact(artifact)
     cpu_note = portability_note(resolved)
-    deploy_notes = [*([cpu_note] if cpu_note else []), *([threads_note] if threads_note else []), *loaded.notes]
+    deploy_notes = [*([cpu_note] if cpu_note else []), *([threads_note] if threads_note else []), *build_notes, *loaded.notes]
     manifest = export_artifact(artifact, out_dir, loaded, resolved, check_record, deploy_notes)
-    notes = [check_record["summary"], *deploy_notes, *build_notes,
+    notes = [check_record["summary"], *deploy_notes,
              *(f"TVM warned ({w['count']}x): {w['message']} (its log: {out_dir / NATIVE_LOG})" for w in manifest["tvm_warnings"])]
     if json_out:
         _print_json({"dir": str(out_dir), "cache_hit": artifact.cache_hit, "notes": notes, "manifest": manifest})

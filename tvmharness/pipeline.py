@@ -225,7 +225,8 @@ def _measure_ab(tonight: dict, before: dict, build: Artifact, earlier: Artifact,
     m = recipe.measure
     try:
         feed = models[tonight["model"]].samples(m.agreement_samples)[0]
-        engine, target = get_engine(tonight["engine"]), resolve(tonight["target"], m.threads)
+        engine = get_engine(tonight["engine"])  # the recipe's target of that name: a preset file's is no built-in's
+        target = next(t for t in (resolve(spec, m.threads) for spec in recipe.target_names()) if t.name == tonight["target"])
         calls = [engine.open(a, target, m.threads).bind(feed) for a in (build, earlier)]
         latency, reference = time_interleaved(calls, m.warmup, m.repeats, m.span_s, progress.repeat)
     except Exception as err:
@@ -575,19 +576,20 @@ def kit_racks(recipe: Recipe, targets: list[Target], progress: Progress) -> dict
         return {}
     devices = recipe.devices
     if not devices.tracker:
-        kit = ("`tvmharness devkit emulate aarch64 --tracker 127.0.0.1:9190`" if remote[0].preset.arch == "aarch64"
-               else "`tvmharness devkit serve --tracker 127.0.0.1:9190 --key KEY`")
+        kit = ("`tvmharness devkit emulate aarch64 --tracker 127.0.0.1:9190`"
+               if remote[0].preset.arch == "aarch64" and not remote[0].on_gpu  # qemu has no GPU
+               else "`tvmharness devkit serve --tracker 127.0.0.1:9190 --key KEY` on the board")
         raise HarnessError(f"target {remote[0].name} runs on dev kits, and no tracker was given",
                            "give the tracker (`--tracker HOST:PORT` on run, bench or tune, or tracker in the recipe's [devices]); "
-                           f"to try it here: `tvmharness tracker start` and {kit}")
+                           f"then: `tvmharness tracker start` and {kit}")
     address = parse_address(devices.tracker)
     probe(address)
     racks = {}
     for target in remote:
         check_toolchain(target)
-        rack = Rack(address, resolve_key(address, devices.key, target.preset.rpc_keys),
+        rack = Rack(address, resolve_key(address, devices.key, target.preset.rpc_keys, emulable=not target.on_gpu),
                     job_timeout_s=parse_duration(devices.job_timeout), wait_s=parse_duration(devices.wait),
-                    retries=devices.retries)
+                    retries=devices.retries, emulable=not target.on_gpu)
         progress.step(f"checking a kit under '{rack.key}' at {address} for target {target.name}")
         info = rack.check_kit(target.preset.arch)
         if target.on_gpu and not info.get("cuda"):

@@ -83,6 +83,7 @@ class Rack:
     job_timeout_s: float = 900.0  # once a kit has the job: upload, load, check, warm-up and repeats
     wait_s: float = 120.0  # for the tracker to hand out a free kit
     retries: int = 1  # further kits tried after one died or hung
+    emulable: bool = True  # an emulated kit can serve the target (a CPU one: qemu has no GPU)
     _idle: list["_Worker"] = field(default_factory=list, repr=False)
     _busy: set["_Worker"] = field(default_factory=set, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -94,7 +95,7 @@ class Rack:
         if self.key not in keys or not keys[self.key].kits:
             raise HarnessError(f"the tracker at {self.tracker} has no kit under key '{self.key}' (its keys: "
                                f"{_keys_with_kits(keys)})",
-                               "pass --key with one of its keys, or " + _start_a_kit(self.tracker, self.key))
+                               "pass --key with one of its keys, or " + _start_a_kit(self.tracker, self.key, self.emulable))
         return keys[self.key]
 
     def run(self, job: KitJob, on_stage: Callable[[str], None] | None = None) -> KitResult:
@@ -260,7 +261,7 @@ class _Worker:
         self.process.join(5)
 
 
-def resolve_key(tracker: Address, key: str | None, preferred: list[str]) -> str:
+def resolve_key(tracker: Address, key: str | None, preferred: list[str], emulable: bool = True) -> str:
     """The key given, or the first of the target's usual keys that the tracker has kits under."""
     if key:
         return key
@@ -270,7 +271,7 @@ def resolve_key(tracker: Address, key: str | None, preferred: list[str]) -> str:
             return candidate
     raise HarnessError(f"the tracker at {tracker} has no kit under this target's keys ({', '.join(preferred) or 'none'}); "
                        f"its keys: {_keys_with_kits(keys)}",
-                       "pass --key KEY, or " + _start_a_kit(tracker, preferred[0] if preferred else "KEY"))
+                       "pass --key KEY, or " + _start_a_kit(tracker, preferred[0] if preferred else "KEY", emulable))
 
 
 def _keys_with_kits(keys: dict[str, KeyStatus]) -> str:
@@ -278,10 +279,10 @@ def _keys_with_kits(keys: dict[str, KeyStatus]) -> str:
     return ", ".join(f"{k} ({len(s.kits)} kits)" for k, s in keys.items() if s.kits) or "none"
 
 
-def _start_a_kit(tracker: Address, key: str) -> str:
-    """The commands that put a kit under `key` (an emulated one says so in its rows)."""
-    return (f"start a kit: `tvmharness devkit serve --tracker {tracker} --key {key}` on the board (or "
-            f"`tvmharness devkit emulate aarch64 --tracker {tracker} --key {key}` here)")
+def _start_a_kit(tracker: Address, key: str, emulable: bool = True) -> str:
+    """The commands that put a kit under `key` (an emulated one says so in its rows; none serves a GPU)."""
+    return (f"start a kit: `tvmharness devkit serve --tracker {tracker} --key {key}` on the board"
+            + (f" (or `tvmharness devkit emulate aarch64 --tracker {tracker} --key {key}` here)" if emulable else ""))
 
 
 # ---------------------------------------------------------------------------------------------
