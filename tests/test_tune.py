@@ -357,6 +357,30 @@ def test_a_cut_short_last_record_is_set_aside_only_when_no_tune_is_writing(tmp_p
     assert [p.read_text() for p in directory.glob(f"{RECORDS}.interrupted-*")] == ["[0, [1, 2"]
 
 
+def test_records_that_do_not_replay_are_set_aside_and_the_others_used(tuned, tmp_path):
+    """MetaSchedule files a task's records under the first structurally equal workload, names aside: a
+    second model's trace naming its own block cannot be replayed there, and the loader would refuse the
+    whole folder (every later build of the target failing). Such records are moved to a side file."""
+    import re
+    import shutil
+
+    from tvmharness.tune import UNREPLAYABLE, open_database
+
+    root, target, model, result = tuned
+    directory = tmp_path / "tuning" / result.records_dir.name
+    shutil.copytree(result.records_dir, directory)
+    good = (directory / RECORDS).read_text()
+    first = good.splitlines()[0]
+    renamed = re.sub(r'"GetSBlock",\[\],\["[^"]+"', '"GetSBlock",[],["lv5_red"', first, count=1)
+    assert renamed != first
+    with open(directory / RECORDS, "a") as records:
+        records.write(renamed + "\n")
+    open_database(directory, target)
+    assert (directory / RECORDS).read_text() == good and (directory / UNREPLAYABLE).read_text() == renamed + "\n"
+    options = EngineOptions(cache_dir=tmp_path / "cache", threads=2, records_root=tmp_path / "tuning")
+    assert get_engine("tvm").prepare(model, target, options).tuned is True
+
+
 def test_an_unreadable_progress_file_is_named_and_resume_says_what_to_do(tmp_path):
     target = resolve("x86", 2)
     model = load_model(TINY, tmp_path / "cache")

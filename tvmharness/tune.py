@@ -36,6 +36,7 @@ from .targets import Target, check_local_cpu
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 TARGET_FILE = "target.json"
+UNREPLAYABLE = "database_tuning_record.unreplayable.json"  # records set aside: kept, never read
 
 
 # ---------------------------------------------------------------- the records store
@@ -189,11 +190,64 @@ def open_database(directory: Path, target: Target, locked: bool = False):
 
         meta.write_text(json.dumps({"target": target.name, "tvm": target.tvm_dict, "tvm_version": tvm.__version__,
                                     **({"emulated": target.emulated} if target.emulated else {})}, indent=2) + "\n")
+    database, note = _load_database(directory, locked)
+    if note:
+        logging.getLogger(__name__).warning("%s", note)
+    return database
+
+
+def _load_database(directory: Path, locked: bool):
+    """(MetaSchedule's database of a records folder, a note of records set aside or None). MetaSchedule
+    keys a workload by its structural hash, which ignores block names: a task of one model (or variant)
+    that differs from another's only in names shares that one's entry, and a trace of it that names
+    its own block (an rfactor's "lv5_red") cannot be replayed there. Its loader then refuses the whole
+    folder, so such records are moved to a side file, where they are kept, and the rest are read."""
+    from tvm.s_tir import meta_schedule as ms
+
     try:
-        return ms.database.JSONDatabase(work_dir=str(directory))
-    except Exception as err:  # MetaSchedule's loader raises RuntimeError on any line it cannot read
-        raise HarnessError(f"MetaSchedule cannot read the tuning records in {directory}: {one_line(err)}",
-                           "the files were left untouched: restore them, or move the folder aside") from None
+        return ms.database.JSONDatabase(work_dir=str(directory)), None
+    except Exception as err:  # MetaSchedule's loader raises on any record it cannot read
+        failure = one_line(err)
+    unreadable = HarnessError(f"MetaSchedule cannot read the tuning records in {directory}: {failure}",
+                              "the files were left untouched: restore them, or move the folder aside")
+    bad = _unreplayable_lines(directory)
+    if not bad:
+        raise unreadable
+    with contextlib.ExitStack() as held:
+        if not (locked or _try_lock(directory, held)):
+            raise HarnessError(f"{len(bad)} tuning records in {directory} cannot be replayed, and a tune is writing "
+                               "that folder", "run this again once the tune ends: they are then set aside")
+        lines = [line for line in _lines(directory / RECORDS) if line]
+        with open(directory / UNREPLAYABLE, "a") as kept:
+            kept.write("".join(lines[n - 1] + "\n" for n in bad))
+        with written_whole(directory / RECORDS) as partial:
+            partial.write_text("".join(line + "\n" for n, line in enumerate(lines, start=1) if n not in bad))
+    try:
+        database = ms.database.JSONDatabase(work_dir=str(directory))
+    except Exception:
+        raise unreadable from None
+    lines_text = ", ".join(map(str, sorted(bad)[:8])) + (", ..." if len(bad) > 8 else "")
+    return database, (f"set aside {len(bad)} of {len(lines)} tuning records that MetaSchedule cannot replay on the "
+                      f"workload it filed them under (lines {lines_text} of {RECORDS}; a task of another model or "
+                      f"variant the same but for its names) in {directory / UNREPLAYABLE}; the others are used")
+
+
+def _unreplayable_lines(directory: Path) -> set[int]:
+    """The line numbers of the records that do not replay on their workload (a second per few hundred)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    try:
+        workloads = [ms.database.Workload.from_json(json.loads(line)) for line in _lines(directory / WORKLOADS) if line]
+    except Exception:  # a workload itself unreadable: not this repair's to make
+        return set()
+    bad = set()
+    for number, line in enumerate((line for line in _lines(directory / RECORDS) if line), start=1):
+        index, record = json.loads(line)
+        try:
+            ms.database.TuningRecord.from_json(record, workloads[index])
+        except Exception:
+            bad.add(number)
+    return bad
 
 
 @contextlib.contextmanager
@@ -433,6 +487,9 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
                                "the kits), then continue with `tvmharness tune --resume`", exit_code=FAILED)
         session["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         save_progress()
+        _, set_aside = _load_database(directory, locked=True)  # what builds will read: every record replays
+        if set_aside:
+            notes.append(set_aside)
         if trials_run and ok == 0:
             first = next((t.first_error for t in states if t.first_error), "no error message")
             raise HarnessError(f"all {trials_run} tuning trials of {model.name} failed; the first error: {first}",
