@@ -410,6 +410,26 @@ def test_a_nightly_whose_second_measurement_failed_says_so(store):
     assert "unconfirmed: measuring again failed: no kit under 'aarch64'" in v.summary()
 
 
+def test_a_second_measurement_cut_short_confirms_what_it_reached_and_says_why_not_the_rest(store):
+    rng = np.random.default_rng(73)
+
+    def with_b(run_id: int, level: float) -> None:  # a second series in the same run, as one recipe's rows are
+        row = store.frame(run_id=run_id).iloc[0].to_dict()
+        samples = (level * np.exp(rng.normal(0.0, 0.03, 30))).round(6).tolist()
+        store.add(run_id, {k: row[k] for k in ("variant", "target", "engine", "engine_version", "status", "threads")}
+                  | {"model": "b", "samples_ms": samples})
+
+    for _ in range(6):
+        with_b(night(store, 1.0, rng, model="a"), 1.0)
+    step = night(store, 1.3, rng, model="a")
+    with_b(step, 1.3)
+    night(store, 1.3, rng, model="a", confirms=step)  # Ctrl-C before it reached b
+    verdicts = {v.series["model"]: v for v in judge_run(store, step, unconfirmed_why="measuring again was interrupted (Ctrl-C)")[1]}
+    assert verdicts["a"].verdict == SLOWER and verdicts["a"].evidence["confirmed"] is True, verdicts["a"].summary()
+    assert verdicts["b"].verdict == SLOWER and verdicts["b"].evidence["confirmed"] is None
+    assert "unconfirmed: measuring again was interrupted (Ctrl-C)" in verdicts["b"].summary()
+
+
 def test_a_run_stopped_before_its_first_row_is_not_the_report_s_default(store):
     from tvmharness.errors import HarnessError
     from tvmharness.provenance import snapshot

@@ -248,16 +248,17 @@ def needs_confirmation(verdict: Verdict) -> bool:
     return verdict.aspects.get("latency") in (SLOWER, FASTER)
 
 
-def confirm(first: Verdict, second: Verdict | None) -> Verdict:
+def confirm(first: Verdict, second: Verdict | None, missing_why: str | None = None) -> Verdict:
     """A latency change stands only when a second measurement of the series moves the same way
     (judged against the same history, or an A/B against the build it was compared with);
     otherwise that aspect is "same" and the evidence says why. Where there is no second measurement
-    taken as the first was (none, a failed one, another setup), the change stands, "unconfirmed"."""
+    taken as the first was (none, a failed one, another setup), the change stands, "unconfirmed"
+    (`missing_why`: why there is none, where the caller knows: the second measurement was interrupted)."""
     if not needs_confirmation(first):
         return first
     other_way = setup_changes(first.setup, second.setup) if second is not None else []
     if second is None or other_way or "latency" not in second.aspects:
-        why = ("it was not measured again (see the nightly's log)" if second is None
+        why = ((missing_why or "it was not measured again (see the nightly's log)") if second is None
                else "its second measurement was taken another way ("
                + "; ".join(f"{c['what']} {c['before']} -> {c['after']}" for c in other_way) + ")" if other_way
                else "its second measurement failed" if second.verdict == BROKEN
@@ -426,7 +427,7 @@ def judge_run(store, run_id: int | None = None, unconfirmed_why: str | None = No
             if key not in second or "ab_reference_run" in v.evidence:  # an A/B outranks a second run
                 second[key] = v
     if second:
-        verdicts = [confirm(v, second.get(tuple(v.series.values()))) for v in verdicts]
+        verdicts = [confirm(v, second.get(tuple(v.series.values())), unconfirmed_why) for v in verdicts]
     else:  # nobody measured this run again (a `run`, a `bench`): its latency changes stand, marked so
         unconfirmed = {"confirmed": None} | ({"unconfirmed_why": unconfirmed_why} if unconfirmed_why else {})
         verdicts = [replace(v, evidence=v.evidence | unconfirmed) if needs_confirmation(v) else v for v in verdicts]
