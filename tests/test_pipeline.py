@@ -34,6 +34,8 @@ def test_every_engine_is_measured_against_the_torch_baseline(first_run):
         assert row["artifact_bytes"] > 0
     assert base["accuracy"] > 0.9  # the digits CNN really learned the task
     assert all(len(r["samples_ms"]) == 30 and r["threads"] == 2 for r in rows.values())
+    # the run's plan is the rows it measured: what a run cut short did not reach is named from it
+    assert sorted(result.provenance["planned"]) == sorted([r["model"], r["variant"], r["target"], r["engine"]] for r in result.rows)
     assert rows["tvm"]["tuned"] is False and rows["tvm"]["cache_hit"] is False
 
 

@@ -507,6 +507,17 @@ def test_a_run_cut_short_says_so_and_names_each_series_it_did_not_measure(store)
     assert suite.get("skipped") == "1" and suite.get("failures") == "0" and suite.get("errors") == "1"
     (error,) = suite.iter("error")  # CI publishing it shows red
     assert f"run {cut} did not finish" in error.get("message")
+    # a first run cut short names what its own plan did not reach, though no earlier run had it
+    first = store.start_run("first-night", "f" * 16, {}, store.run(cut)["provenance"] | {
+        "planned": [["a", "fp32", "x86", "tvm"], ["c", "fp32", "x86", "tvm"], ["c", "int8", "x86", "tvm"]]})
+    row = store.frame(run_id=cut).iloc[0].to_dict()
+    store.add(first, {k: row[k] for k in ("model", "variant", "target", "engine", "engine_version", "status", "samples_ms")})
+    store.add(first, {"model": "c", "variant": "int8", "target": "x86", "engine": "—", "engine_version": "", "status": "failed to compress"})
+    run, verdicts = judge_run(store, first)
+    assert {(v.series["model"], v.series["variant"]): v.verdict for v in verdicts} == {
+        ("a", "fp32"): SAME, ("c", "fp32"): NOT_MEASURED, ("c", "int8"): BROKEN}  # the failed variant's row says why
+    (unreached,) = [v for v in verdicts if v.verdict == NOT_MEASURED]
+    assert f"run {first} did not finish" in unreached.summary() and unreached.previous_run_id is None
     # a confirmation run is judged with the run it confirms, not as a night of its own
     again = night(store, 1.0, rng, model="a", confirms=full)
     with pytest.raises(HarnessError) as err:

@@ -115,7 +115,8 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     for model in models if host.on_gpu else []:
         _check_gpu_baseline(model, host)
 
-    provenance = snapshot() | {"threads": threads} | ({"confirms_run": confirms} if confirms is not None else {})
+    provenance = snapshot() | {"threads": threads, "planned": planned_series(models, targets, host, recipe)} | (
+        {"confirms_run": confirms} if confirms is not None else {})
     store = Store(recipe.output.store)
     run_id = store.start_run(recipe.name, recipe.digest(), recipe.model_dump(mode="json"), provenance)
     result = RunResult(run_id=run_id, recipe=recipe, store=store, provenance=provenance)
@@ -261,10 +262,6 @@ def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: 
         return
     # (target, engine) -> the fp32 row there: what variants' sizes and speed-ups are relative to
     fp32_rows: dict[tuple[str, str], dict] = {(host.name, baseline["engine"]): baseline}
-    # Host engines (PyTorch, ONNX Runtime) run once per variant on the host, and again on each local
-    # GPU target (the GPU baselines); compilers on every target.
-    placements = targets if host in targets else [host, *targets]
-    local_gpus = [t for t in targets if t.on_gpu and t.preset.runs_on == "local" and t is not host]
     for spec in recipe.variants:
         variant = parse_variant(spec)
         progress.step(f"compressing {model.name}: {variant.name}")
@@ -282,31 +279,53 @@ def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: 
             failed["details"]["compression"] = variant.config()
             _store(store, result, _failed(failed, status, err))
             continue
-        for target in placements:
-            for engine in recipe.engines:
-                on_host = engine in HOST_ENGINES
-                if on_host and target is host and engine == baseline_engine and variant.is_baseline:
-                    continue  # the baseline row itself
-                if (on_host and target is not host and target not in local_gpus) or (not on_host and target not in targets):
-                    continue
-                if engine.startswith("torch") and variant_model.torch_module is None:
-                    _store(store, result, _empty_row(variant_model, variant.name, target, recipe, engine) | {
-                        "status": NOT_APPLICABLE, "reason": "PyTorch cannot run an ONNX model: " + (
-                            "this model was given as one" if variant.is_baseline else
-                            f"variant {variant.name} is one (ONNX Runtime's quantizer makes ONNX)")})
-                    continue
-                compare = _Comparison(variant.is_baseline, own, reference, baseline, fp32_rows)
-                if target.preset.runs_on == "rpc":
-                    kit_row = _build_for_kit(variant_model, variant.name, target, engine, inputs, compare, recipe,
-                                             options, progress)
-                    if isinstance(kit_row, _KitRow):
-                        kit_rows.append(kit_row)
-                    else:
-                        _store(store, result, kit_row)
-                    continue
-                row = _measure(variant_model, variant.name, target, engine, False, inputs, own, recipe, options, progress)
-                compare.apply(row, row.pop("_outputs", None), variant_model, recipe)
-                _store(store, result, row)
+        for target, engine in _cells(variant.is_baseline, baseline_engine, targets, host, recipe.engines):
+            if engine.startswith("torch") and variant_model.torch_module is None:
+                _store(store, result, _empty_row(variant_model, variant.name, target, recipe, engine) | {
+                    "status": NOT_APPLICABLE, "reason": "PyTorch cannot run an ONNX model: " + (
+                        "this model was given as one" if variant.is_baseline else
+                        f"variant {variant.name} is one (ONNX Runtime's quantizer makes ONNX)")})
+                continue
+            compare = _Comparison(variant.is_baseline, own, reference, baseline, fp32_rows)
+            if target.preset.runs_on == "rpc":
+                kit_row = _build_for_kit(variant_model, variant.name, target, engine, inputs, compare, recipe,
+                                         options, progress)
+                if isinstance(kit_row, _KitRow):
+                    kit_rows.append(kit_row)
+                else:
+                    _store(store, result, kit_row)
+                continue
+            row = _measure(variant_model, variant.name, target, engine, False, inputs, own, recipe, options, progress)
+            compare.apply(row, row.pop("_outputs", None), variant_model, recipe)
+            _store(store, result, row)
+
+
+def _cells(is_baseline: bool, baseline_engine: str, targets: list[Target], host: Target, engines: list[str]):
+    """The (target, engine) rows of a variant, beside its model's baseline row: host engines (PyTorch,
+    ONNX Runtime) once on the host, and again on each local GPU target (the GPU baselines);
+    compilers on every target."""
+    local_gpus = [t for t in targets if t.on_gpu and t.preset.runs_on == "local" and t is not host]
+    for target in targets if host in targets else [host, *targets]:
+        for engine in engines:
+            on_host = engine in HOST_ENGINES
+            if on_host and target is host and engine == baseline_engine and is_baseline:
+                continue  # the baseline row itself
+            if (on_host and target is not host and target not in local_gpus) or (not on_host and target not in targets):
+                continue
+            yield target, engine
+
+
+def planned_series(models: list[LoadedModel], targets: list[Target], host: Target, recipe: Recipe) -> list[list[str]]:
+    """Every row a run means to measure, [model, variant, target, engine]: what one cut short did not
+    reach is named from it."""
+    plan = []
+    for model in models:
+        plan.append([model.name, BASELINE, host.name, model.baseline_engine])
+        for spec in recipe.variants:
+            variant = parse_variant(spec)
+            plan += [[model.name, variant.name, t.name, e]
+                     for t, e in _cells(variant.is_baseline, model.baseline_engine, targets, host, recipe.engines)]
+    return plan
 
 
 @dataclass

@@ -435,24 +435,38 @@ def judge_run(store, run_id: int | None = None, unconfirmed_why: str | None = No
 
 
 def _not_measured(frame, runs: list[dict], run: dict) -> list[Verdict]:
-    """The series the last earlier run of the same recipe on this host measured and this run did not:
-    a run cut short (Ctrl-C, a crash), a model or variant dropped. Said, so that nothing goes quiet."""
+    """The series the last earlier run of the same recipe on this host measured and this run did not
+    (a run cut short, a model or variant dropped), and those a run cut short meant to measure and did
+    not reach (its provenance's plan). Said, so that nothing goes quiet; not judged."""
     before = [r for r in runs if r["id"] < run["id"] and (r["recipe_name"], r["hostname"]) == (run["recipe_name"], run["hostname"])]
-    if not before:
+    last = before[-1] if before else None
+    tonight = frame[frame["run_id"] == run["id"]]
+    measured = {tuple(r) for r in tonight[list(SERIES)].itertuples(index=False)}
+    missing: dict[tuple, int | None] = {}  # series -> the run that has it
+    if last is not None:
+        earlier = frame[frame["run_id"] == last["id"]]
+        missing |= {tuple(r): last["id"] for r in earlier[list(SERIES)].itertuples(index=False) if tuple(r) not in measured}
+    if run.get("finished") is None:
+        # A model whose baseline failed, or a variant that could not be made, has the one row that says why
+        said = {(r["model"], r["variant"]) for r in tonight.to_dict("records") if r["engine"] == "—" or
+                (r["variant"] == BASELINE and r["status"] != OK and r["is_baseline"])}
+        said_models = {m for m, v in said if v == BASELINE}
+        for model, variant, target, engine in (run.get("provenance") or {}).get("planned") or []:
+            key = (run["hostname"], target, model, variant, engine)
+            if key not in measured and (model, variant) not in said and model not in said_models:
+                missing.setdefault(key, None)
+    if not missing:
         return []
-    last = before[-1]
-    keys = {run_id: {tuple(r) for r in part[list(SERIES)].itertuples(index=False)}
-            for run_id, part in frame[frame["run_id"].isin([run["id"], last["id"]])].groupby("run_id")}
     why = (f"run {run['id']} did not finish (interrupted, or still running)" if run.get("finished") is None else
            f"run {run['id']}'s recipe differs from run {last['id']}'s" if run["recipe_hash"] != last["recipe_hash"] else
            f"run {run['id']} did not measure it")
-    tonight = frame[frame["run_id"] == run["id"]]
     lost = set(tonight.loc[tonight["status"] == LOAD_FAILED, "model"])  # a model that could not be made has one row
+    model_at = SERIES.index("model")
     return [Verdict(series=dict(zip(SERIES, key)), verdict=NOT_MEASURED, aspects={"status": NOT_MEASURED}, run_id=run["id"],
-                    previous_run_id=last["id"], evidence={},
-                    reason=(f"model {key[SERIES.index('model')]} could not be made in run {run['id']} (see its broken "
-                            f"{BASELINE} row)" if key[SERIES.index("model")] in lost else why) + f"; run {last['id']} has it")
-            for key in sorted(keys.get(last["id"], set()) - keys.get(run["id"], set()))]
+                    previous_run_id=has, evidence={},
+                    reason=(f"model {key[model_at]} could not be made in run {run['id']} (see its broken {BASELINE} row)"
+                            if key[model_at] in lost else why) + (f"; run {has} has it" if has is not None else ""))
+            for key, has in sorted(missing.items())]
 
 
 def _spans(ids: list[int]) -> str:
