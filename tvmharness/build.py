@@ -14,7 +14,7 @@ from .errors import FAILED, HarnessError, one_line
 from .frontend import IMPORT_VERSION, frontend_for, onnx_file, to_relax
 from .models import LoadedModel
 from .provenance import cpu_info, git_commit, versions
-from .targets import Target, check_toolchain, host_cpu
+from .targets import Target, check_toolchain, host_cpu, linker
 from .tune import (RECORDS, RELOWERED, extract_tasks, lower_for_tuning, model_workloads, native_stderr_to, native_warnings,
                    open_database, records_at_other_threads, records_dir, records_hash, tuned_task_count)
 
@@ -121,19 +121,16 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
         mod = to_relax(model, frontend, cache_dir)
         executable, tuning = _compile(model, mod, target, records, digest, native_log)
         export_kwargs = {}
+        check_toolchain(target)
         if target.preset.cross_compiler:
             from tvm.support import cc
 
-            check_toolchain(target)
             export_kwargs["fcompile"] = cc.cross_compiler(target.preset.cross_compiler)
         try:
             with written_whole(directory / LIBRARY) as partial:
                 executable.export_library(str(partial), **export_kwargs)
-        except Exception as err:  # the C compiler that links the library: missing, or failing on it
-            compiler = target.preset.cross_compiler or "the host's C++ compiler (g++)"
-            raise HarnessError(f"linking '{model.name}' for {target.name} with {compiler} failed: {one_line(err)}",
-                               "install that compiler (Debian: apt-get install g++, or gcc-aarch64-linux-gnu for "
-                               f"aarch64 targets), or read its error in {native_log}", exit_code=FAILED) from None
+        except Exception as err:  # the C compiler that links the library: gone since, or failing on it
+            raise link_failure(err, model.name, target) from None
     warnings = native_warnings(native_log)
     if not native_log.stat().st_size:
         native_log.unlink()
@@ -165,6 +162,23 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return Artifact(directory, manifest, cache_hit=False)
+
+
+def link_failure(err: Exception, model: str, target: Target) -> HarnessError:
+    """A failed link as its compiler said it: TVM's error is "Compilation error:", the compiler's
+    output, then its command line; its last few error lines say why."""
+    compiler = linker(target)
+    output = str(err).split("Compilation error:", 1)[-1].split("\nCommand line:")[0]
+    lines = list(dict.fromkeys(ln.strip() for ln in output.splitlines() if ln.strip()))  # ld repeats a line per object
+    said = [ln for ln in lines if "error" in ln.lower()] or lines
+    text = "; ".join(said[-3:]) or one_line(err)
+    if compiler is None or shutil.which(compiler) is None:
+        fix = "install that compiler (Debian: apt-get install g++, or gcc-aarch64-linux-gnu for aarch64 targets)"
+    else:  # installed: what it said is the cause, not its absence
+        fix = (f"{compiler} is installed and refused the objects: check that the preset's mtriple and cross_compiler "
+               "are for one architecture, as its error says")
+    return HarnessError(f"linking '{model}' for {target.name} with {compiler or 'no C++ compiler'} failed: {text}", fix,
+                        exit_code=FAILED)
 
 
 def _outputs(model: LoadedModel, mod, cache_dir: Path) -> list[dict]:
