@@ -303,7 +303,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     from .results import Store
     from .gpu import check_local_gpu
     from .recipe import parse_duration
-    from .targets import check_local_cpu, resolve
+    from .targets import check_local_cpu, resolve_all
     from .tune import TuneOptions, tune_model
 
     if recipe is None and not model:
@@ -320,7 +320,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
         _writable_folder(folder)
     budget = chosen.tune
     threads = chosen.measure.threads
-    targets_ = [resolve(t, threads) for t in chosen.target_names()]
+    targets_ = resolve_all(chosen.target_names(), threads)
     for resolved in targets_:  # one this host cannot run is refused before minutes of importing, as `run` does
         check_local_gpu(resolved)
         check_local_cpu(resolved)

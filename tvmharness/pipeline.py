@@ -23,7 +23,7 @@ from .recipe import Recipe, apply_overrides
 from .results import (BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED, Store,
                       plain)
 from .remote.rack import KitFailure, KitJob, KitResult, Rack
-from .targets import Target, check_local_cpu, check_toolchain, host_target, resolve
+from .targets import Target, check_local_cpu, check_toolchain, host_target, resolve, resolve_all
 
 HOST_ENGINES = ("torch", "torch-compile", "onnxruntime")
 AB_ENGINES = ("tvm", "tvm-untuned")  # an earlier build loads beside tonight's: confirmed by an A/B
@@ -103,11 +103,13 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     progress = progress or _Silent()
     started = time.perf_counter()
     threads = recipe.measure.threads
-    targets = [resolve(t, threads) for t in recipe.target_names()]
+    targets = resolve_all(recipe.target_names(), threads)
     host = host_target(targets, threads)
     for target in targets:
         check_local_gpu(target)
         check_local_cpu(target)
+        if any(e not in HOST_ENGINES for e in recipe.engines):  # a compiler missing: said before minutes of building
+            check_toolchain(target)
     racks = kit_racks(recipe, targets, progress)
     check_variants(recipe.variants)
     unloadable: list[tuple[str, HarnessError]] = []  # one model that cannot be made costs its rows, not the night

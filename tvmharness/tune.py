@@ -180,8 +180,6 @@ def model_workloads(model: LoadedModel, target: Target, frontend: str, cache_dir
 
 
 def open_database(directory: Path, target: Target, locked: bool = False):
-    from tvm.s_tir import meta_schedule as ms
-
     directory.mkdir(parents=True, exist_ok=True)
     check_records(directory, target, locked)
     meta = directory / TARGET_FILE
