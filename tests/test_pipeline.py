@@ -81,6 +81,22 @@ def test_a_failing_row_does_not_stop_the_others(recipe_dict, tmp_path):
     assert broken.verdict == "broken" and "checkpoint.pt is missing" in broken.summary()
 
 
+def test_any_model_its_files_cannot_make_costs_its_rows_alone(recipe_dict, tmp_path):
+    """An import of the model's file failing, its function gone, or returning no module: each a broken
+    baseline row saying why, as a function that raises is; the other models are measured."""
+    (tmp_path / "broken_import.py").write_text("import does_not_exist_module\n\n\ndef f():\n    pass\n")
+    recipe = recipe_from_dict(recipe_dict(models=[f"{tmp_path / 'broken_import.py'}:f", f"{USER_MODELS}:no_such_function",
+                                                  f"{USER_MODELS}:not_a_module", f"{USER_MODELS}:tiny_mlp"],
+                                          engines=["torch"]))
+    result = run_recipe(recipe)
+    rows = {r["model"]: r for r in result.rows}
+    assert rows["tiny_mlp"]["status"] == OK
+    for name, why in (("f", "No module named 'does_not_exist_module'"),
+                      ("no_such_function", "has no function 'no_such_function'"),
+                      ("not_a_module", "returned a str as its first item, not an nn.Module")):
+        assert rows[name]["status"] == LOAD_FAILED and why in rows[name]["reason"], rows[name]["reason"]
+
+
 def test_terminal_report_of_a_rerun_says_nothing_was_rebuilt(first_run):
     from rich.console import Console
 

@@ -12,12 +12,12 @@ from typing import Protocol
 from .build import Artifact, load_artifact
 from .compress import BASELINE, NotApplicable, apply_variant, baseline_metrics, check_variants, parse_variant
 from .engines import EngineOptions, get_engine
-from .errors import FAILED, USAGE, HarnessError, counted, one_line, reason
+from .errors import FAILED, HarnessError, counted, one_line, reason
 from .gpu import check_local_gpu
 from .frontend import pt2_file
 from .measure import DROPS, accuracy, agreement, time_call, time_interleaved, top1_agreement, variant_drop
 from .memory import ENGINES as MEMORY_ENGINES, measure_memory
-from .models import LoadedModel, ModelFileMissing, attach_data, check_input_settings, load_model, model_name
+from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings, load_model, model_name
 from .provenance import snapshot
 from .recipe import Recipe, apply_overrides
 from .results import (BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED, Store,
@@ -63,9 +63,9 @@ class RunResult:
 def load_models(recipe: Recipe, progress: Progress | None = None,
                 unloadable: list[tuple[str, HarnessError]] | None = None) -> list[LoadedModel]:
     """The recipe's models at its input settings, with their [data]; a setting or data set that fits
-    none of them is refused. `unloadable`: where given, a model that cannot be made (its file gone,
-    its function raising; not a mistyped spec) goes there as (spec, error) and the others go on,
-    unless none can be made."""
+    none of them is refused. `unloadable`: where given, a model that cannot be made (ModelNotMade: its
+    file gone, its import or function failing; not a spec that names no model) goes there as
+    (spec, error) and the others go on, unless none can be made."""
     names = [model_name(spec) for spec in recipe.models]
     for i, name in enumerate(names):  # rows, verdicts and history know a model by its name
         if name in names[:i]:
@@ -77,7 +77,7 @@ def load_models(recipe: Recipe, progress: Progress | None = None,
         try:
             models.append(load_model(spec, recipe.cache_dir, recipe.measure.batch, recipe.input_settings(model_name(spec))))
         except HarnessError as err:
-            if unloadable is None or (err.exit_code == USAGE and not isinstance(err, ModelFileMissing)):
+            if unloadable is None or not isinstance(err, ModelNotMade):
                 raise
             unloadable.append((spec, err))
     if unloadable and not models:
