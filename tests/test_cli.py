@@ -243,7 +243,7 @@ def test_an_input_s_shape_or_range_given_twice_is_refused_by_name():
 
 def test_sizes_a_model_refuses_are_blamed_on_the_flag_that_gave_them(cli_dir):
     """A model that runs at its own sizes and not at the user's: a usage error naming those sizes (exit 2),
-    not a model to fix (exit 1)."""
+    not a model to fix (exit 1). A .pt2's exported bounds are read before anything is measured or built."""
     import torch
 
     from tests.user_models import tiny_mlp
@@ -252,10 +252,21 @@ def test_sizes_a_model_refuses_are_blamed_on_the_flag_that_gave_them(cli_dir):
     batch = torch.export.Dim("batch", min=1, max=16)
     pt2 = cli_dir / "mlp_upto16.pt2"
     torch.export.save(torch.export.export(module, (torch.randn(2, 16),), dynamic_shapes={"x": {0: batch}}), str(pt2))
-    for spec, size in ((str(pt2), "x=32x16"), (f"{USER_MODELS}:tiny_mlp", "x=1x17")):
-        proc = run_cli("compile", spec, "--input-shape", size, "--out", str(cli_dir / "never-sized"), cwd=cli_dir)
-        assert_usage_error(proc, f"raised at the sizes given for it (--input-shape or [inputs]: {size})",
-                           "give sizes the model takes")
+    store = cli_dir / "never-sized.db"
+    for command in ("compile", "bench"):
+        proc = run_cli(command, str(pt2), "--input-shape", "x=32x16", "--out" if command == "compile" else "--store",
+                       str(cli_dir / "never-sized") if command == "compile" else str(store), cwd=cli_dir)
+        assert_usage_error(proc, "was exported for sizes 1 to 16 in dimension 0 of input 'x'",
+                           "the sizes given for it (--input-shape or [inputs]: x=32x16) put 32 there",
+                           "give sizes within the bounds it was exported with")
+    recipe = write(cli_dir / "batch32.toml", f'models = ["{pt2}"]\nengines = ["torch"]\n[measure]\nbatch = 32\n')
+    assert_usage_error(run_cli("run", str(recipe), "--store", str(store), cwd=cli_dir),
+                       "the sizes given for it ([measure] batch: x=32x16) put 32 there")
+    assert not store.exists()
+    proc = run_cli("compile", f"{USER_MODELS}:tiny_mlp", "--input-shape", "x=1x17", "--out", str(cli_dir / "never-sized"),
+                   cwd=cli_dir)
+    assert_usage_error(proc, "raised at the sizes given for it (--input-shape or [inputs]: x=1x17)",
+                       "give sizes the model takes")
     assert not (cli_dir / "never-sized").exists()
 
 

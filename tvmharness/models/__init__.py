@@ -580,6 +580,7 @@ def _load_pt2(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
         shape = tuple(d if isinstance(d, int) else str(d) for d in value.shape)  # a dynamic size by its symbol
         found.append(_model_input(name, value if example is None else example, shape, example is not None))
     inputs = _settle(str(path), found, settings, batch, fixed=True)
+    _check_export_bounds(path, ep, [values[name] for name in names], inputs, settings)
     static = [i.shape for i in found] == [i.shape for i in inputs]
     # Dynamic sizes made fixed: the program is exported again at those sizes (TVM builds for fixed ones).
     return LoadedModel(name=model_name(str(path)), source="pt2", inputs=inputs, digest=_file_digest(path, inputs, static),
@@ -587,6 +588,24 @@ def _load_pt2(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
                        notes=[f"user ExportedProgram {path}" + _outputs_note(
                            sum(s.kind.name == "USER_OUTPUT" for s in ep.graph_signature.output_specs)),
                               *_batch_notes(found, inputs, settings)])
+
+
+def _check_export_bounds(path: Path, ep, values: list, inputs: tuple[ModelInput, ...], settings: dict[str, dict]) -> None:
+    """A .pt2's dynamic size keeps the bounds it was exported with (torch.export.Dim("batch", max=16)),
+    and its program's guards fail past them once run: sizes outside are refused before anything runs."""
+    from torch.utils._sympy.numbers import int_oo
+
+    for value, i in zip(values, inputs):
+        for k, (dim, size) in enumerate(zip(value.shape, i.shape)):
+            bounds = ep.range_constraints.get(getattr(getattr(dim, "node", None), "expr", None))
+            if bounds is None or bounds.lower <= size <= bounds.upper:
+                continue
+            given = "--input-shape or [inputs]" if (settings.get(i.name) or {}).get("shape") else "[measure] batch"
+            allowed = f"at least {bounds.lower}" if bounds.upper == int_oo else f"{bounds.lower} to {bounds.upper}"
+            raise HarnessError(f"{path} was exported for sizes {allowed} in dimension {k} of input '{i.name}', and the "
+                               f"sizes given for it ({given}: {i.name}={sizes_text(i.shape)}) put {size} there",
+                               "give sizes within the bounds it was exported with, or export it again with wider ones "
+                               "(torch.export.Dim's min and max)")
 
 
 def _load_onnx(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
