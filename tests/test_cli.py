@@ -650,6 +650,17 @@ def test_compile_writes_no_artifact_that_disagrees_with_its_model(cli_dir):
         assert check["checked"] is False and check["summary"].startswith("not checked here: arm runs on a dev kit")
 
 
+def test_a_range_the_model_itself_refuses_is_blamed_on_the_range_given(cli_dir):
+    """Token ids past an embedding's 50 rows make PyTorch, the reference of compile's check, raise: a
+    usage error naming the input and its range, not an internal error."""
+    proc = run_cli("compile", f"{USER_MODELS}:token_classifier", "--input-range", "ids=0..500", "--out",
+                   str(cli_dir / "never-checked"), cwd=cli_dir)
+    assert_usage_error(proc, "the reference engine (torch)", "raised on its seeded inputs: IndexError: index out of range",
+                       "input 'ids' seeded in [0, 500]: the range given by --input-range or [inputs]",
+                       "fix: keep the range within what the model accepts")
+    assert "report it" not in proc.stderr and not (cli_dir / "never-checked").exists()
+
+
 def test_a_target_whose_cpu_this_host_lacks_features_of_is_built_not_run(cli_dir):
     """Its code would die of SIGILL here: compile writes it unchecked and says why, run and bench refuse it
     before anything is measured, and its manifest lists the target CPU's features, not this host's."""

@@ -521,7 +521,11 @@ def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recip
     count = recipe.measure.agreement_samples  # a few calls, not all of a held-out set (untuned TVM may be slow)
     inputs = model.samples(count)[:count]
     # the reference on this host's CPU: a GPU target's check needs no GPU build of PyTorch or ONNX Runtime
-    reference = _own_reference(model, host_target([t for t in [target] if not t.on_gpu], options.threads), inputs, options)
+    try:
+        reference = _own_reference(model, host_target([t for t in [target] if not t.on_gpu], options.threads), inputs,
+                                   options)
+    except Exception as err:  # the model itself fails on these inputs: no artifact could be checked against it
+        raise _reference_failed(model, err) from None
     session = get_engine("tvm").open(artifact, target, options.threads)
     figures, problem = output_agreement(model, reference, [session.run(x) for x in inputs], recipe.measure.tolerance)
     engine = model.baseline_engine
@@ -535,6 +539,21 @@ def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recip
             "inputs_from": model.eval_data.source if model.eval_data is not None else "seeded",
             "tolerance": tolerance, "tolerance_of": "each output's largest absolute value in the reference",
             **({"tolerance_floors": floors} if floors else {}), "max_abs_diff": figures["max_abs_diff"]}
+
+
+def _reference_failed(model: LoadedModel, err: Exception) -> HarnessError:
+    """The reference engine raising on the inputs an artifact is checked with: the user's range where one
+    was given (an embedding's lookup past its rows), else the model."""
+    fed = f"its held-out data ({model.eval_data.source})" if model.eval_data is not None else "its seeded inputs"
+    cause = (f"the reference engine ({model.baseline_engine}), which {model.name}'s artifact is checked against, raised "
+             f"on {fed}: {type(err).__name__}: {one_line(err)}")
+    given = [i for i in model.inputs if i.range_from == "[inputs]"] if model.eval_data is None else []
+    if given:
+        ranges = ", ".join(f"input '{i.name}' seeded in [{i.value_range[0]}, {i.value_range[1]}]" for i in given)
+        return HarnessError(f"{cause} ({ranges}: the range given by --input-range or [inputs])",
+                            "keep the range within what the model accepts (an embedding's ids below its number of rows)")
+    return HarnessError(cause, "fix the model so that it runs on these inputs, or --no-check writes the artifact "
+                               "unchecked", exit_code=FAILED)
 
 
 def _why_not_checked_here(target: Target) -> str | None:
