@@ -379,6 +379,10 @@ def test_a_model_that_does_not_export_fails_its_rows_and_keeps_the_baseline(cli_
     frame = Store(str(store)).frame()
     statuses = dict(zip(frame["engine"], frame["status"]))
     assert statuses == {"torch": "ok", "tvm": "failed to build", "onnxruntime": "failed to build"}
+    # compile could not build it: exit 1, as bench's rows fail, not a usage error
+    proc = run_cli("compile", f"{USER_MODELS}:does_not_export", "--out", str(cli_dir / "never-exported"), cwd=cli_dir)
+    assert_usage_error(proc, "model 'does_not_export' does not export with torch.export", "make the forward pass traceable",
+                       code=1)
 
 
 @pytest.mark.parametrize("function, cause", [("raises_on_its_example", "ValueError: no head configured"),

@@ -333,7 +333,7 @@ def test_a_tune_that_fails_does_not_stop_the_others(tmp_path):
     into TVM are reported, the other is tuned."""
     proc = run_cli("tune", "--model", f"{USER_MODELS}:weights_gone", "--model", f"{USER_MODELS}:does_not_export",
                    "--model", TINY, "--trials", "4", "--no-measure", "--json", cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr  # the failed ones' own exit code: a model that does not export
+    assert proc.returncode == 1, proc.stderr  # the failed ones' own exit code: models that cannot be made or exported
     doc = json.loads(proc.stdout)
     assert [s["model"] for s in doc["tune"]] == ["tiny_mlp"] and doc["tune"][0]["trials_run"] >= 4
     gone, failure = doc["failed"]

@@ -35,7 +35,7 @@ def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool]:
                               input_names=[i.name for i in model.inputs], verbose=False)
     except Exception as err:
         raise HarnessError(f"model '{model.name}' does not export to ONNX: {_export_cause(err)}",
-                           "use engines without onnxruntime, or fix the unsupported operator") from None
+                           "use engines without onnxruntime, or fix the unsupported operator", FAILED) from None
     return path, False
 
 

@@ -93,7 +93,7 @@ class LoadedModel:
                 self._check_runs_eagerly()  # a model that fails on its own example is no tracing problem
                 raise HarnessError(f"model '{self.name}' does not export with torch.export: {one_line(err)}",
                                    "make the forward pass traceable (no data-dependent Python control flow), "
-                                   "or give an .onnx file instead") from None
+                                   "or give an .onnx file instead", FAILED) from None  # a build that failed, not usage
         return self.exported
 
     def _check_runs_eagerly(self) -> None:
