@@ -449,6 +449,23 @@ def test_data_of_the_input_s_kind_is_converted_to_its_dtype_and_must_fit_it(tmp_
         load_data_set(str(tmp_path / "pixels.npz"), inputs, 1, "m", "eval")
 
 
+def test_a_data_file_that_is_not_an_npz_says_what_it_is_and_how_to_make_one(tmp_path):
+    import numpy as np
+
+    from tvmharness.data import ModelInput, load_data_set
+    from tvmharness.errors import HarnessError
+
+    inputs = (ModelInput("x", (1, 16)),)
+    np.save(tmp_path / "plain.npy", np.zeros((2, 16), dtype=np.float32))
+    (tmp_path / "notes.npz").write_text("x,labels\n0.1,1\n")
+    for name, cause in (("plain.npy", "is a .npy file, one array (np.save), not an .npz of one array per input"),
+                        ("notes.npz", "is not an .npz file numpy can read (an .npz is a zip archive of arrays)")):
+        with pytest.raises(HarnessError) as err:
+            load_data_set(str(tmp_path / name), inputs, 1, "m", "eval")
+        assert cause in err.value.cause and "pickle" not in err.value.cause
+        assert f"np.savez('{name.split('.')[0]}.npz', x=..., labels=...)" in err.value.fix
+
+
 def test_a_model_that_cannot_be_made_spares_the_others_but_not_their_usage_errors(recipe_dict, tmp_path):
     """A model whose own code fails becomes a row; a mistyped spec or setting stays one message before
     anything runs, whatever else fails to load."""
