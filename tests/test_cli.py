@@ -420,6 +420,7 @@ def test_compile_of_a_model_tvm_cannot_import_is_a_failed_build_not_a_usage_erro
     proc = run_cli("compile", f"{USER_MODELS}:unsupported_op", "--out", "erfinv", cwd=cli_dir)
     assert proc.returncode == 1, proc.stderr
     assert "does not support: 'erfinv.default'" in " ".join(proc.stderr.split()) and not (cli_dir / "erfinv").exists()
+    assert "try the onnx frontend (--frontend onnx" in " ".join(proc.stderr.split())  # the other one, by name
 
 
 def test_bench_json_and_compile(cli_dir):
