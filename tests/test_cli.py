@@ -243,7 +243,7 @@ def test_an_input_s_shape_or_range_given_twice_is_refused_by_name():
 
 def test_sizes_a_model_refuses_are_blamed_on_the_flag_that_gave_them(cli_dir):
     """A model that runs at its own sizes and not at the user's: a usage error naming those sizes (exit 2),
-    not a model to fix (exit 1)."""
+    not a model to fix (exit 1). A .pt2's exported bounds are read before anything is measured or built."""
     import torch
 
     from tests.user_models import tiny_mlp
@@ -252,10 +252,21 @@ def test_sizes_a_model_refuses_are_blamed_on_the_flag_that_gave_them(cli_dir):
     batch = torch.export.Dim("batch", min=1, max=16)
     pt2 = cli_dir / "mlp_upto16.pt2"
     torch.export.save(torch.export.export(module, (torch.randn(2, 16),), dynamic_shapes={"x": {0: batch}}), str(pt2))
-    for spec, size in ((str(pt2), "x=32x16"), (f"{USER_MODELS}:tiny_mlp", "x=1x17")):
-        proc = run_cli("compile", spec, "--input-shape", size, "--out", str(cli_dir / "never-sized"), cwd=cli_dir)
-        assert_usage_error(proc, f"raised at the sizes given for it (--input-shape or [inputs]: {size})",
-                           "give sizes the model takes")
+    store = cli_dir / "never-sized.db"
+    for command in ("compile", "bench"):
+        proc = run_cli(command, str(pt2), "--input-shape", "x=32x16", "--out" if command == "compile" else "--store",
+                       str(cli_dir / "never-sized") if command == "compile" else str(store), cwd=cli_dir)
+        assert_usage_error(proc, "was exported for sizes 1 to 16 in dimension 0 of input 'x'",
+                           "the sizes given for it (--input-shape or [inputs]: x=32x16) put 32 there",
+                           "give sizes within the bounds it was exported with")
+    recipe = write(cli_dir / "batch32.toml", f'models = ["{pt2}"]\nengines = ["torch"]\n[measure]\nbatch = 32\n')
+    assert_usage_error(run_cli("run", str(recipe), "--store", str(store), cwd=cli_dir),
+                       "the sizes given for it ([measure] batch: x=32x16) put 32 there")
+    assert not store.exists()
+    proc = run_cli("compile", f"{USER_MODELS}:tiny_mlp", "--input-shape", "x=1x17", "--out", str(cli_dir / "never-sized"),
+                   cwd=cli_dir)
+    assert_usage_error(proc, "raised at the sizes given for it (--input-shape or [inputs]: x=1x17)",
+                       "give sizes the model takes")
     assert not (cli_dir / "never-sized").exists()
 
 
@@ -368,6 +379,10 @@ def test_a_model_that_does_not_export_fails_its_rows_and_keeps_the_baseline(cli_
     frame = Store(str(store)).frame()
     statuses = dict(zip(frame["engine"], frame["status"]))
     assert statuses == {"torch": "ok", "tvm": "failed to build", "onnxruntime": "failed to build"}
+    # compile could not build it: exit 1, as bench's rows fail, not a usage error
+    proc = run_cli("compile", f"{USER_MODELS}:does_not_export", "--out", str(cli_dir / "never-exported"), cwd=cli_dir)
+    assert_usage_error(proc, "model 'does_not_export' does not export with torch.export", "make the forward pass traceable",
+                       code=1)
 
 
 @pytest.mark.parametrize("function, cause", [("raises_on_its_example", "ValueError: no head configured"),
@@ -405,6 +420,7 @@ def test_compile_of_a_model_tvm_cannot_import_is_a_failed_build_not_a_usage_erro
     proc = run_cli("compile", f"{USER_MODELS}:unsupported_op", "--out", "erfinv", cwd=cli_dir)
     assert proc.returncode == 1, proc.stderr
     assert "does not support: 'erfinv.default'" in " ".join(proc.stderr.split()) and not (cli_dir / "erfinv").exists()
+    assert "try the onnx frontend (--frontend onnx" in " ".join(proc.stderr.split())  # the other one, by name
 
 
 def test_bench_json_and_compile(cli_dir):
@@ -637,6 +653,17 @@ def test_compile_writes_no_artifact_that_disagrees_with_its_model(cli_dir):
         assert proc.returncode == 0, proc.stderr
         check = json.loads((cli_dir / "arm-mlp" / "manifest.json").read_text())["check"]
         assert check["checked"] is False and check["summary"].startswith("not checked here: arm runs on a dev kit")
+
+
+def test_a_range_the_model_itself_refuses_is_blamed_on_the_range_given(cli_dir):
+    """Token ids past an embedding's 50 rows make PyTorch, the reference of compile's check, raise: a
+    usage error naming the input and its range, not an internal error."""
+    proc = run_cli("compile", f"{USER_MODELS}:token_classifier", "--input-range", "ids=0..500", "--out",
+                   str(cli_dir / "never-checked"), cwd=cli_dir)
+    assert_usage_error(proc, "the reference engine (torch)", "raised on its seeded inputs: IndexError: index out of range",
+                       "input 'ids' seeded in [0, 500]: the range given by --input-range or [inputs]",
+                       "fix: keep the range within what the model accepts")
+    assert "report it" not in proc.stderr and not (cli_dir / "never-checked").exists()
 
 
 def test_a_target_whose_cpu_this_host_lacks_features_of_is_built_not_run(cli_dir):

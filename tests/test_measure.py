@@ -110,6 +110,16 @@ def test_top1_agreement_is_the_share_of_rows_that_pick_the_same_class():
     assert top1_agreement(ref, out) == pytest.approx(3 / 4)  # one row of four picks another class
 
 
+def test_a_tie_in_the_reference_agrees_whichever_class_rounding_picks():
+    """Two logits equal but for rounding (a 9.5e-07 difference): either pick agrees within the tolerance;
+    a pick the reference scores lower than that does not."""
+    ref = [[np.array([[0.7431, 0.7431 + 9.5e-7, -9.3]], dtype=np.float32)]]
+    tie = agreement(ref, [[np.array([[0.7431 + 9.5e-7, 0.7431, -9.3]], dtype=np.float32)]], tolerance=1e-3)
+    assert tie.within_tolerance and tie.top1_agreement == 1.0
+    clear = [[np.array([[0.7431, 0.7451, -9.3]], dtype=np.float32)]]  # 2e-3 apart: class 1 is the pick
+    assert top1_agreement(clear, [[np.array([[0.75, 0.7, -9.3]], dtype=np.float32)]], tie=1e-3) == 0.0
+
+
 def test_top1_agreement_of_a_segmentation_map_is_per_position():
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((1, 4, 8, 8))

@@ -83,6 +83,22 @@ def test_a_failing_row_does_not_stop_the_others(recipe_dict, tmp_path):
     assert broken.verdict == "broken" and "checkpoint.pt is missing" in broken.summary()
 
 
+def test_any_model_its_files_cannot_make_costs_its_rows_alone(recipe_dict, tmp_path):
+    """An import of the model's file failing, its function gone, or returning no module: each a broken
+    baseline row saying why, as a function that raises is; the other models are measured."""
+    (tmp_path / "broken_import.py").write_text("import does_not_exist_module\n\n\ndef f():\n    pass\n")
+    recipe = recipe_from_dict(recipe_dict(models=[f"{tmp_path / 'broken_import.py'}:f", f"{USER_MODELS}:no_such_function",
+                                                  f"{USER_MODELS}:not_a_module", f"{USER_MODELS}:tiny_mlp"],
+                                          engines=["torch"]))
+    result = run_recipe(recipe)
+    rows = {r["model"]: r for r in result.rows}
+    assert rows["tiny_mlp"]["status"] == OK
+    for name, why in (("f", "No module named 'does_not_exist_module'"),
+                      ("no_such_function", "has no function 'no_such_function'"),
+                      ("not_a_module", "returned a str as its first item, not an nn.Module")):
+        assert rows[name]["status"] == LOAD_FAILED and why in rows[name]["reason"], rows[name]["reason"]
+
+
 def test_terminal_report_of_a_rerun_says_nothing_was_rebuilt(first_run):
     from rich.console import Console
 
@@ -433,6 +449,23 @@ def test_data_of_the_input_s_kind_is_converted_to_its_dtype_and_must_fit_it(tmp_
     np.savez(tmp_path / "pixels.npz", **arrays | {"x": np.ones((2, 4), dtype=np.uint8)})  # another kind: refused
     with pytest.raises(HarnessError, match="'x' is uint8, and input 'x' of m is float32"):
         load_data_set(str(tmp_path / "pixels.npz"), inputs, 1, "m", "eval")
+
+
+def test_a_data_file_that_is_not_an_npz_says_what_it_is_and_how_to_make_one(tmp_path):
+    import numpy as np
+
+    from tvmharness.data import ModelInput, load_data_set
+    from tvmharness.errors import HarnessError
+
+    inputs = (ModelInput("x", (1, 16)),)
+    np.save(tmp_path / "plain.npy", np.zeros((2, 16), dtype=np.float32))
+    (tmp_path / "notes.npz").write_text("x,labels\n0.1,1\n")
+    for name, cause in (("plain.npy", "is a .npy file, one array (np.save), not an .npz of one array per input"),
+                        ("notes.npz", "is not an .npz file numpy can read (an .npz is a zip archive of arrays)")):
+        with pytest.raises(HarnessError) as err:
+            load_data_set(str(tmp_path / name), inputs, 1, "m", "eval")
+        assert cause in err.value.cause and "pickle" not in err.value.cause
+        assert f"np.savez('{name.split('.')[0]}.npz', x=..., labels=...)" in err.value.fix
 
 
 def test_a_model_that_cannot_be_made_spares_the_others_but_not_their_usage_errors(recipe_dict, tmp_path):

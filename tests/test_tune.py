@@ -329,15 +329,17 @@ def test_durations_read_as_people_write_them():
 
 
 def test_a_tune_that_fails_does_not_stop_the_others(tmp_path):
-    """An overnight list of tunes: the model that cannot be imported is reported, the other is tuned."""
-    proc = run_cli("tune", "--model", f"{USER_MODELS}:does_not_export", "--model", TINY, "--trials", "4",
-                   "--no-measure", "--json", cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr  # the failed one's own exit code: a model that does not export
+    """An overnight list of tunes: the model that cannot be made and the one that cannot be imported
+    into TVM are reported, the other is tuned."""
+    proc = run_cli("tune", "--model", f"{USER_MODELS}:weights_gone", "--model", f"{USER_MODELS}:does_not_export",
+                   "--model", TINY, "--trials", "4", "--no-measure", "--json", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr  # the failed ones' own exit code: models that cannot be made or exported
     doc = json.loads(proc.stdout)
     assert [s["model"] for s in doc["tune"]] == ["tiny_mlp"] and doc["tune"][0]["trials_run"] >= 4
-    (failure,) = doc["failed"]
+    gone, failure = doc["failed"]
+    assert gone["model"] == "weights_gone" and gone["target"] is None and "checkpoint.pt is missing" in gone["error"]
     assert failure["model"] == "does_not_export" and failure["target"] == "x86" and "export" in failure["error"]
-    assert "1 tune(s) failed" in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
+    assert "2 tune(s) failed" in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
 
 
 def test_a_cut_short_last_record_is_set_aside_only_when_no_tune_is_writing(tmp_path):

@@ -230,6 +230,11 @@ def weights_gone():
     raise FileNotFoundError("checkpoint.pt is missing")
 
 
+def not_a_module():
+    """A pair, but of a name and a tensor: no module to measure."""
+    return "hello", torch.randn(1, 8)
+
+
 class LastStep(nn.Module):
     """An LSTM's last step, classified: TVM 0.27's PyTorch importer computes nn.LSTM wrongly."""
 

@@ -298,6 +298,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     """Tune models and their compression variants with MetaSchedule (XGBoost cost model); run, compile
     and bench then use the records."""
     from .compress import NotApplicable, apply_variant, check_variants, parse_variant
+    from .models import model_name
     from .pipeline import load_models
     from .recipe import apply_overrides, load_recipe, parse_input_flags, recipe_from_dict
     from .results import Store
@@ -326,9 +327,6 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
         check_local_cpu(resolved)
     check_variants(chosen.variants)
     racks = _kit_racks(chosen, targets_)
-    models_ = load_models(chosen)
-    if measure:  # a store that cannot be opened is found now, not after the tune
-        Store(chosen.output.store)
     summaries, failures = [], []  # one tune that fails does not stop the others (an overnight list of them)
 
     def failed(label: str, error: Exception, target: str | None = None) -> None:
@@ -337,6 +335,12 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
         err.print(f"[red]{escape(label)}{escape(f' on {target}') if target else ''}: not tuned:[/red] {escape(str(error))}",
                   highlight=False)
 
+    unloadable: list[tuple[str, HarnessError]] = []  # a model that cannot be made is one failed tune, as in `run`
+    models_ = load_models(chosen, unloadable=unloadable)
+    for spec, error in unloadable:
+        failed(model_name(spec), error)
+    if measure:  # a store that cannot be opened is found now, not after the tune
+        Store(chosen.output.store)
     for loaded, spec in ((m, v) for m in models_ for v in chosen.variants):
         chosen_variant = parse_variant(spec)
         label = loaded.name if chosen_variant.is_baseline else f"{loaded.name} / {chosen_variant.name}"

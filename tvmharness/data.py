@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,10 +91,18 @@ def load_data_set(path: str, inputs: tuple[ModelInput, ...], batch: int, model: 
     from .errors import HarnessError, counted, one_line
 
     save = (f"save one array per input, samples first, named as the inputs, with the labels if there are: "
-            f"np.savez('{Path(path).name}', {', '.join(f'{i.name}=...' for i in inputs)}, {LABELS}=...)")
+            f"np.savez('{Path(path).stem}.npz', {', '.join(f'{i.name}=...' for i in inputs)}, {LABELS}=...)")
     if not Path(path).is_file():
         raise HarnessError(f"{role} data for {model} not found: {path}", "check the path (relative paths start where you run "
                                                                         "tvmharness)")
+    # numpy reads a .npy as one array and anything else as a pickle, whose errors say neither
+    with open(path, "rb") as file:
+        if file.read(6) == b"\x93NUMPY":
+            raise HarnessError(f"{role} data {path} is a .npy file, one array (np.save), not an .npz of one array per "
+                               "input (np.savez)", save)
+    if not zipfile.is_zipfile(path):
+        raise HarnessError(f"{role} data {path} is not an .npz file numpy can read (an .npz is a zip archive of arrays)",
+                           save)
     try:
         with np.load(path, allow_pickle=False) as stored:
             found = {name: stored[name] for name in stored.files}

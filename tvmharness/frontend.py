@@ -35,7 +35,7 @@ def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool]:
                               input_names=[i.name for i in model.inputs], verbose=False)
     except Exception as err:
         raise HarnessError(f"model '{model.name}' does not export to ONNX: {_export_cause(err)}",
-                           "use engines without onnxruntime, or fix the unsupported operator") from None
+                           "use engines without onnxruntime, or fix the unsupported operator", FAILED) from None
     return path, False
 
 
@@ -91,11 +91,14 @@ def to_relax(model: LoadedModel, frontend: str, cache_dir: Path):
         raise
     except Exception as err:  # the frontends raise assorted errors for unsupported operators
         # A valid model TVM cannot take in: the build failed (exit 1), not the command line (2).
+        other = "onnx" if frontend == "torch" else "torch"
+        # a torch model may go the other way; an ONNX file or variant (int8, fp16) has only this one
+        instead = (f", or try the {other} frontend (--frontend {other}, or frontend = \"{other}\" in the recipe)"
+                   if model.torch_module is not None and model.frontend is None else "")
         match = re.search(r"Unsupported function types \[(.*?)\]", str(err))
         if match:
             raise HarnessError(f"'{model.name}' uses operators TVM's Relax {frontend} frontend does not support: "
-                               f"{match.group(1)}", "replace those operators in the model, or try the other "
-                               "frontend (--frontend onnx or torch, or the recipe key frontend)", FAILED) from None
+                               f"{match.group(1)}", f"replace those operators in the model{instead}", FAILED) from None
         raise HarnessError(f"TVM's {frontend} frontend cannot import '{model.name}': {one_line(err)}",
-                           "an operator is likely unsupported by TVM's Relax frontend; try the other frontend "
-                           "(--frontend onnx or torch, or the recipe key frontend) or replace the operator", FAILED) from None
+                           f"an operator is likely unsupported by TVM's Relax frontend: replace it{instead}",
+                           FAILED) from None

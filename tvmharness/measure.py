@@ -131,7 +131,7 @@ def agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]
     floors = list(floors or []) + [0.0] * count
     allowed = [max(tolerance * scales[k], floors[k]) for k in range(count)]
     worst = max(range(count), key=lambda k: diffs[k] / allowed[k])
-    return Agreement(max_abs_diff=diffs[worst], top1_agreement=top1_agreement(reference, outputs),
+    return Agreement(max_abs_diff=diffs[worst], top1_agreement=top1_agreement(reference, outputs, allowed[0]),
                      within_tolerance=diffs[worst] <= allowed[worst], output=worst, outputs=count)
 
 
@@ -145,14 +145,20 @@ def _max_diff(ref: np.ndarray, out: np.ndarray) -> float:
     return float(np.max(np.nan_to_num(diff, nan=np.inf), initial=0.0))
 
 
-def top1_agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]) -> float | None:
+def top1_agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]], tie: float = 0.0) -> float | None:
     """The share of predictions in the first output that pick the same class as the reference's: of
     rows for a (batch, classes) output, of positions for a (batch, classes, ...) map (segmentation's
-    (batch, classes, H, W)). None where it has no class axis: a scalar, one value per row, or one class."""
-    picks = [(_classes(ref[0]), _classes(out[0])) for ref, out in zip(reference, outputs)]
-    if not picks or any(r is None for r, _ in picks):
-        return None
-    return float(np.mean(np.concatenate([(r == o).ravel() for r, o in picks])))
+    (batch, classes, H, W)). None where it has no class axis: a scalar, one value per row, or one class.
+    A pick the reference scores within `tie` of its best agrees: classes that close are a tie (two
+    equal logits), which rounding breaks either way in each engine."""
+    agrees = []
+    for ref, out in zip(reference, outputs):
+        wanted, picked = _classes(ref[0]), _classes(out[0])
+        if wanted is None or picked is None:
+            return None
+        score = np.take_along_axis(ref[0], np.expand_dims(picked, 1), axis=1).squeeze(1)  # the reference's, of the pick
+        agrees.append(((wanted == picked) | (score >= np.max(ref[0], axis=1) - tie)).ravel())
+    return float(np.mean(np.concatenate(agrees))) if agrees else None
 
 
 def _classes(first: np.ndarray) -> np.ndarray | None:

@@ -12,12 +12,12 @@ from typing import Protocol
 from .build import Artifact, load_artifact
 from .compress import BASELINE, NotApplicable, apply_variant, baseline_metrics, check_variants, parse_variant
 from .engines import EngineOptions, get_engine
-from .errors import FAILED, USAGE, HarnessError, counted, one_line, reason
+from .errors import FAILED, HarnessError, counted, one_line, reason
 from .gpu import check_local_gpu
 from .frontend import pt2_file
 from .measure import DROPS, accuracy, agreement, time_call, time_interleaved, top1_agreement, variant_drop
 from .memory import ENGINES as MEMORY_ENGINES, measure_memory
-from .models import LoadedModel, ModelFileMissing, attach_data, check_input_settings, load_model, model_name
+from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings, load_model, model_name
 from .provenance import snapshot
 from .recipe import Recipe, apply_overrides
 from .results import (BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED, Store,
@@ -63,9 +63,9 @@ class RunResult:
 def load_models(recipe: Recipe, progress: Progress | None = None,
                 unloadable: list[tuple[str, HarnessError]] | None = None) -> list[LoadedModel]:
     """The recipe's models at its input settings, with their [data]; a setting or data set that fits
-    none of them is refused. `unloadable`: where given, a model that cannot be made (its file gone,
-    its function raising; not a mistyped spec) goes there as (spec, error) and the others go on,
-    unless none can be made."""
+    none of them is refused. `unloadable`: where given, a model that cannot be made (ModelNotMade: its
+    file gone, its import or function failing; not a spec that names no model) goes there as
+    (spec, error) and the others go on, unless none can be made."""
     names = [model_name(spec) for spec in recipe.models]
     for i, name in enumerate(names):  # rows, verdicts and history know a model by its name
         if name in names[:i]:
@@ -77,7 +77,7 @@ def load_models(recipe: Recipe, progress: Progress | None = None,
         try:
             models.append(load_model(spec, recipe.cache_dir, recipe.measure.batch, recipe.input_settings(model_name(spec))))
         except HarnessError as err:
-            if unloadable is None or (err.exit_code == USAGE and not isinstance(err, ModelFileMissing)):
+            if unloadable is None or not isinstance(err, ModelNotMade):
                 raise
             unloadable.append((spec, err))
     if unloadable and not models:
@@ -542,7 +542,11 @@ def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recip
     count = recipe.measure.agreement_samples  # a few calls, not all of a held-out set (untuned TVM may be slow)
     inputs = model.samples(count)[:count]
     # the reference on this host's CPU: a GPU target's check needs no GPU build of PyTorch or ONNX Runtime
-    reference = _own_reference(model, host_target([t for t in [target] if not t.on_gpu], options.threads), inputs, options)
+    try:
+        reference = _own_reference(model, host_target([t for t in [target] if not t.on_gpu], options.threads), inputs,
+                                   options)
+    except Exception as err:  # the model itself fails on these inputs: no artifact could be checked against it
+        raise _reference_failed(model, err) from None
     session = get_engine("tvm").open(artifact, target, options.threads)
     figures, problem = output_agreement(model, reference, [session.run(x) for x in inputs], recipe.measure.tolerance)
     engine = model.baseline_engine
@@ -556,6 +560,21 @@ def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recip
             "inputs_from": model.eval_data.source if model.eval_data is not None else "seeded",
             "tolerance": tolerance, "tolerance_of": "each output's largest absolute value in the reference",
             **({"tolerance_floors": floors} if floors else {}), "max_abs_diff": figures["max_abs_diff"]}
+
+
+def _reference_failed(model: LoadedModel, err: Exception) -> HarnessError:
+    """The reference engine raising on the inputs an artifact is checked with: the user's range where one
+    was given (an embedding's lookup past its rows), else the model."""
+    fed = f"its held-out data ({model.eval_data.source})" if model.eval_data is not None else "its seeded inputs"
+    cause = (f"the reference engine ({model.baseline_engine}), which {model.name}'s artifact is checked against, raised "
+             f"on {fed}: {type(err).__name__}: {one_line(err)}")
+    given = [i for i in model.inputs if i.range_from == "[inputs]"] if model.eval_data is None else []
+    if given:
+        ranges = ", ".join(f"input '{i.name}' seeded in [{i.value_range[0]}, {i.value_range[1]}]" for i in given)
+        return HarnessError(f"{cause} ({ranges}: the range given by --input-range or [inputs])",
+                            "keep the range within what the model accepts (an embedding's ids below its number of rows)")
+    return HarnessError(cause, "fix the model so that it runs on these inputs, or --no-check writes the artifact "
+                               "unchecked", exit_code=FAILED)
 
 
 def _why_not_checked_here(target: Target) -> str | None:

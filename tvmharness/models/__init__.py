@@ -93,7 +93,7 @@ class LoadedModel:
                 self._check_runs_eagerly()  # a model that fails on its own example is no tracing problem
                 raise HarnessError(f"model '{self.name}' does not export with torch.export: {one_line(err)}",
                                    "make the forward pass traceable (no data-dependent Python control flow), "
-                                   "or give an .onnx file instead") from None
+                                   "or give an .onnx file instead", FAILED) from None  # a build that failed, not usage
         return self.exported
 
     def _check_runs_eagerly(self) -> None:
@@ -423,14 +423,17 @@ def check_input_settings(models: list[LoadedModel], entries: dict[str, object]) 
                            "use those names (README: 'Models')")
 
 
-class ModelFileMissing(HarnessError):
-    """A usage error where the model is all that is asked for; in a recipe of several, a file that
-    has gone (a checkpoint moved) costs that model's series, not the others'."""
+class ModelNotMade(HarnessError):
+    """A model a spec names that its files or code cannot make: the file gone or unreadable, its module
+    or an import of it failing, its function gone, raising or returning something else. The command's
+    error where the model is all that is asked for; in a recipe of several it costs that model's rows,
+    not the others' (a checkpoint moved overnight). A spec that names no model at all (an unknown zoo
+    name, a .py without its function) stays a usage error before anything runs."""
 
 
 def _existing(path: Path) -> Path:
     if not path.is_file():
-        raise ModelFileMissing(f"model file not found: {path}", "check the path (relative paths start where you run tvmharness)")
+        raise ModelNotMade(f"model file not found: {path}", "check the path (relative paths start where you run tvmharness)")
     return path
 
 
@@ -528,7 +531,7 @@ def _external_data(proto, path: Path) -> list[Path]:
                  for entry in t.external_data if entry.key == "location"}
     missing = [location for location in sorted(locations) if not (path.parent / location).is_file()]
     if missing:
-        raise HarnessError(f"{path} keeps its weights in {', '.join(missing)} (ONNX external data), and that is not "
+        raise ModelNotMade(f"{path} keeps its weights in {', '.join(missing)} (ONNX external data), and that is not "
                            f"beside it in {path.parent}", "keep the weights file next to the .onnx, as it was saved")
     return [path.parent / location for location in sorted(locations)]
 
@@ -563,7 +566,7 @@ def _load_pt2(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
         with quiet_torch_export():
             ep = torch.export.load(str(path))
     except Exception as err:
-        raise HarnessError(f"{path} is not a loadable ExportedProgram: {one_line(err)}",
+        raise ModelNotMade(f"{path} is not a loadable ExportedProgram: {one_line(err)}",
                            "save one with torch.export.save(torch.export.export(model, (x,)), 'model.pt2')") from None
     names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     values = {n.name: n.meta["val"] for n in ep.graph.nodes if n.op == "placeholder"}
@@ -573,10 +576,11 @@ def _load_pt2(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
     for name, example in zip(names, examples):
         value = values[name]
         if not isinstance(value, torch.Tensor):
-            raise HarnessError(f"{path}: input '{name}' is not a tensor", "export a model whose inputs are all tensors")
+            raise ModelNotMade(f"{path}: input '{name}' is not a tensor", "export a model whose inputs are all tensors")
         shape = tuple(d if isinstance(d, int) else str(d) for d in value.shape)  # a dynamic size by its symbol
         found.append(_model_input(name, value if example is None else example, shape, example is not None))
     inputs = _settle(str(path), found, settings, batch, fixed=True)
+    _check_export_bounds(path, ep, [values[name] for name in names], inputs, settings)
     static = [i.shape for i in found] == [i.shape for i in inputs]
     # Dynamic sizes made fixed: the program is exported again at those sizes (TVM builds for fixed ones).
     return LoadedModel(name=model_name(str(path)), source="pt2", inputs=inputs, digest=_file_digest(path, inputs, static),
@@ -586,13 +590,31 @@ def _load_pt2(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
                               *_batch_notes(found, inputs, settings)])
 
 
+def _check_export_bounds(path: Path, ep, values: list, inputs: tuple[ModelInput, ...], settings: dict[str, dict]) -> None:
+    """A .pt2's dynamic size keeps the bounds it was exported with (torch.export.Dim("batch", max=16)),
+    and its program's guards fail past them once run: sizes outside are refused before anything runs."""
+    from torch.utils._sympy.numbers import int_oo
+
+    for value, i in zip(values, inputs):
+        for k, (dim, size) in enumerate(zip(value.shape, i.shape)):
+            bounds = ep.range_constraints.get(getattr(getattr(dim, "node", None), "expr", None))
+            if bounds is None or bounds.lower <= size <= bounds.upper:
+                continue
+            given = "--input-shape or [inputs]" if (settings.get(i.name) or {}).get("shape") else "[measure] batch"
+            allowed = f"at least {bounds.lower}" if bounds.upper == int_oo else f"{bounds.lower} to {bounds.upper}"
+            raise HarnessError(f"{path} was exported for sizes {allowed} in dimension {k} of input '{i.name}', and the "
+                               f"sizes given for it ({given}: {i.name}={sizes_text(i.shape)}) put {size} there",
+                               "give sizes within the bounds it was exported with, or export it again with wider ones "
+                               "(torch.export.Dim's min and max)")
+
+
 def _load_onnx(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
     import onnx
 
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as err:
-        raise HarnessError(f"{path} is not a readable ONNX model: {one_line(err)}", "check the file") from None
+        raise ModelNotMade(f"{path} is not a readable ONNX model: {one_line(err)}", "check the file") from None
     from onnx.helper import tensor_dtype_to_np_dtype
 
     found, lookups = [], _lookup_ranges(proto.graph)
@@ -646,7 +668,7 @@ def _model_input(name: str, example, shape: tuple, known_values: bool) -> ModelI
     if example.is_floating_point():
         return ModelInput(name, shape, "float32")
     if example.is_complex():
-        raise HarnessError(f"input '{name}' is {dtype}; the engines take float, integer and bool inputs",
+        raise ModelNotMade(f"input '{name}' is {dtype}; the engines take float, integer and bool inputs",
                            "give the model real-valued inputs")
     if not (known_values and example.numel()):
         return ModelInput(name, shape, dtype)
@@ -708,33 +730,35 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
         raise
     except ModuleNotFoundError as err:
         if not err.name or not (target == err.name or target.startswith(err.name + ".")):  # a module it imports
-            raise HarnessError(f"could not make model '{spec}': {one_line(err)}",
+            raise ModelNotMade(f"could not make model '{spec}': {one_line(err)}",
                                f"install the package it imports ({err.name})") from None
-        raise HarnessError(f"could not make model '{spec}': no module '{target}' here ({os.getcwd()}) or installed",
+        raise ModelNotMade(f"could not make model '{spec}': no module '{target}' here ({os.getcwd()}) or installed",
                            f"give the file instead (path/to/{target.replace('.', '/')}.py:{func_name}), or run from "
                            "the folder that holds it") from None
     except Exception as err:  # the user's code raised: a model that fails (exit 1), not a spec mistyped
-        raise HarnessError(f"could not import '{target}' for model '{spec}': {type(err).__name__}: {one_line(err)}",
+        raise ModelNotMade(f"could not import '{target}' for model '{spec}': {type(err).__name__}: {one_line(err)}",
                            "fix what it raised (TVMHARNESS_DEBUG=1 shows the traceback)", exit_code=FAILED) from err
     function = getattr(module, func_name, None)
     if not callable(function):
-        raise HarnessError(f"could not make model '{spec}': '{target}' has no function '{func_name}'",
+        raise ModelNotMade(f"could not make model '{spec}': '{target}' has no function '{func_name}'",
                            "name the function that returns (nn.Module, example)")
     try:
         made = function()
     except HarnessError:
         raise
     except Exception as err:
-        raise HarnessError(f"could not make model '{spec}': {func_name}() raised {type(err).__name__}: {one_line(err)}",
+        raise ModelNotMade(f"could not make model '{spec}': {func_name}() raised {type(err).__name__}: {one_line(err)}",
                            "fix what it raised (TVMHARNESS_DEBUG=1 shows the traceback)", exit_code=FAILED) from err
     if not (isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module)):
-        raise HarnessError(f"'{spec}' returned {type(made).__name__}, not (nn.Module, example)",
+        pair = isinstance(made, tuple) and len(made) == 2  # a pair of the wrong things: say which
+        raise ModelNotMade(f"'{spec}' returned " + (f"a {type(made[0]).__name__} as its first item, not an nn.Module"
+                                                    if pair else f"{type(made).__name__}, not (nn.Module, example)"),
                            "return the module and its example input: one tensor, or a tuple of tensors")
     net, example = made
     examples = tuple(example) if isinstance(example, (tuple, list)) else (example,)
     if not examples or not all(isinstance(e, torch.Tensor) for e in examples):
         what = ", ".join(type(e).__name__ for e in examples) or "nothing"
-        raise HarnessError(f"'{spec}' gave {what} as its example; the engines take tensors, one per input of forward",
+        raise ModelNotMade(f"'{spec}' gave {what} as its example; the engines take tensors, one per input of forward",
                            "return one example tensor, or a tuple of tensors in forward's order (no dicts or keywords)")
     net.eval()
     names = _forward_names(net, len(examples))
