@@ -263,11 +263,12 @@ def test_sizes_a_model_refuses_are_blamed_on_the_flag_that_gave_them(cli_dir):
     assert_usage_error(run_cli("run", str(recipe), "--store", str(store), cwd=cli_dir),
                        "the sizes given for it ([measure] batch: x=32x16) put 32 there")
     assert not store.exists()
-    proc = run_cli("compile", f"{USER_MODELS}:tiny_mlp", "--input-shape", "x=1x17", "--out", str(cli_dir / "never-sized"),
-                   cwd=cli_dir)
-    assert_usage_error(proc, "raised at the sizes given for it (--input-shape or [inputs]: x=1x17)",
-                       "give sizes the model takes")
-    assert not (cli_dir / "never-sized").exists()
+    for command in ("compile", "bench"):
+        proc = run_cli(command, f"{USER_MODELS}:tiny_mlp", "--input-shape", "x=1x17", "--out" if command == "compile" else "--store",
+                       str(cli_dir / "never-sized") if command == "compile" else str(store), cwd=cli_dir)
+        assert_usage_error(proc, "raised at the sizes given for it (--input-shape or [inputs]: x=1x17)",
+                           "give sizes the model takes")
+    assert not (cli_dir / "never-sized").exists() and not store.exists()
 
 
 @pytest.mark.parametrize("command, option", [(("tracker", "start", "--port", "70000"), "--port"),

@@ -365,6 +365,8 @@ def load_model(spec: str, cache_dir: Path, batch: int = 1, settings: dict[str, d
     if model is not None:
         model.origin = _origin(spec)
         model.shapes_given = tuple(i.name for i in model.inputs if (settings.get(i.name) or {}).get("shape"))
+        if model.shapes_given and model.torch_module is not None:  # a layer sized for its example's image: the
+            model._check_runs_eagerly()                           # user's sizes, said before anything runs
         return model
     if spec.endswith(".py"):  # a file of functions: which one builds the model
         raise HarnessError(f"'{spec}' names a Python file but not the function in it that builds the model",
