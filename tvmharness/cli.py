@@ -298,12 +298,11 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     """Tune models and their compression variants with MetaSchedule (XGBoost cost model); run, compile
     and bench then use the records."""
     from .compress import NotApplicable, apply_variant, check_variants, parse_variant
+    from .gpu import check_local_gpu
     from .models import model_name
     from .pipeline import load_models
-    from .recipe import apply_overrides, load_recipe, parse_input_flags, recipe_from_dict
+    from .recipe import apply_overrides, load_recipe, parse_duration, parse_input_flags, recipe_from_dict
     from .results import Store
-    from .gpu import check_local_gpu
-    from .recipe import parse_duration
     from .targets import check_local_cpu, resolve_all
     from .tune import TuneOptions, tune_model
 
