@@ -586,3 +586,14 @@ def test_a_model_that_could_not_be_made_names_that_as_why_its_other_rows_are_mis
     assert by_engine["torch"].verdict == BROKEN and by_engine["torch"].changed == [], by_engine["torch"].summary()
     assert by_engine["tvm"].verdict == NOT_MEASURED
     assert f"model m could not be made in run {failed} (see its broken fp32 row)" in by_engine["tvm"].summary()
+
+
+def test_of_two_reference_runs_the_later_is_the_build_to_a_b_with(store):
+    """The reference of two runs is their midpoint, no nearer one than the other: the night after a step
+    on a two-run history is A/B'd with the later build (the step, still there: no change), not the older."""
+    rng = np.random.default_rng(83)
+    night(store, 1.0, rng, git="untuned")
+    tuned = night(store, 0.1, rng, git="tuned")
+    tonight = night(store, 0.1, rng, git="tuned")
+    (v,) = judge(store.frame(), tonight)
+    assert v.evidence["level_run_id"] == tuned, v.summary()

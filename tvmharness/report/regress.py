@@ -172,7 +172,8 @@ def latency_verdict(samples: list[float], history: list[list[float]], rules: Reg
     # back past an earlier step would mix two builds' samples, and so would last night's step among
     # tonight's reference runs, which would hide the step from the test the night after it came.
     recent = range(len(window))[-RECENT_RUNS:]
-    nearest = sorted(recent, key=lambda i: abs(levels[i] - reference_ms))[:len(recent) // 2 + 1]
+    # nearest first; of two as near (the reference of two runs is their midpoint), the later
+    nearest = sorted(recent, key=lambda i: (round(abs(levels[i] - reference_ms) / reference_ms, 9), -i))[:len(recent) // 2 + 1]
     reference = np.concatenate([np.asarray(window[i], dtype=np.float64) for i in sorted(nearest)])
     current = np.asarray(samples, dtype=np.float64)
     ratio = latency_ms / reference_ms
