@@ -23,7 +23,7 @@ from .recipe import Recipe, apply_overrides
 from .results import (BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED, Store,
                       plain)
 from .remote.rack import KitFailure, KitJob, KitResult, Rack
-from .targets import Target, check_local_cpu, check_toolchain, host_target, resolve, resolve_all
+from .targets import Target, check_local_cpu, check_toolchain, host_target, resolve_all
 
 HOST_ENGINES = ("torch", "torch-compile", "onnxruntime")
 AB_ENGINES = ("tvm", "tvm-untuned")  # an earlier build loads beside tonight's: confirmed by an A/B
@@ -182,8 +182,10 @@ def confirm_latency(recipe: Recipe, run_id: int, moved: list[tuple[dict, int | N
                                        snapshot() | {"threads": recipe.measure.threads, "confirms_run": run_id})
         try:
             models: dict[str, LoadedModel] = {}
+            # the recipe's targets by name, resolved once: a preset file's is no built-in's of that name
+            targets = {t.name: t for t in resolve_all(recipe.target_names(), recipe.measure.threads)}
             for series, tonight, before, build, earlier in pairs:
-                row = _measure_ab(tonight, before, build, earlier, recipe, models, progress)
+                row = _measure_ab(tonight, before, build, earlier, recipe, models, targets, progress)
                 if row is None:
                     again.append(series)
                 else:
@@ -215,7 +217,7 @@ def _ab_builds(tonight: dict | None, before: dict | None):
 
 
 def _measure_ab(tonight: dict, before: dict, build: Artifact, earlier: Artifact, recipe: Recipe,
-                models: dict[str, LoadedModel], progress: Progress) -> dict | None:
+                models: dict[str, LoadedModel], targets: dict[str, Target], progress: Progress) -> dict | None:
     """Tonight's build and the earlier one timed in turns on the input the night was measured on:
     tonight's row again, with this window's samples of both; None when the model is not in the
     recipe any more or a build does not run (then the series is measured again instead)."""
@@ -228,8 +230,7 @@ def _measure_ab(tonight: dict, before: dict, build: Artifact, earlier: Artifact,
     m = recipe.measure
     try:
         feed = models[tonight["model"]].samples(m.agreement_samples)[0]
-        engine = get_engine(tonight["engine"])  # the recipe's target of that name: a preset file's is no built-in's
-        target = next(t for t in (resolve(spec, m.threads) for spec in recipe.target_names()) if t.name == tonight["target"])
+        engine, target = get_engine(tonight["engine"]), targets[tonight["target"]]
         calls = [engine.open(a, target, m.threads).bind(feed) for a in (build, earlier)]
         latency, reference = time_interleaved(calls, m.warmup, m.repeats, m.span_s, progress.repeat)
     except Exception as err:

@@ -192,8 +192,9 @@ def _migrate(engine, label: str) -> None:
                                f"tvmharness ({SCHEMA_VERSION})", "upgrade tvmharness, or point --store at another file")
         foreign = "runs" in tables and "measurements" not in tables  # a table of that name, in another's database
         if current is None and (foreign or ("runs" not in tables and tables and conn.dialect.name == "sqlite")):
-            raise HarnessError(f"{label} is a SQLite database of something else (its tables: "
-                               f"{', '.join(sorted(tables)[:5])}), not a results store", "point --store at another file")
+            kind = "a SQLite database" if conn.dialect.name == "sqlite" else "a database"
+            raise HarnessError(f"{label} is {kind} of something else (its tables: {', '.join(sorted(tables)[:5])}), "
+                               "not a results store", "point --store at another file")
         if current is None and "runs" in tables:
             version = conn.execute(select(SchemaInfo.version)).scalar() if "schema_info" in tables else 1
             if version != 1:

@@ -105,8 +105,8 @@ class Verdict:
         if self.verdict == NEW:
             return "new series: nothing earlier to compare with"
         parts = []
-        if self.latency_text():
-            parts.append(f"latency {self.latency_text()}")
+        if latency := self.latency_text():
+            parts.append(f"latency {latency}")
         if e.get("size_change"):
             parts.append(f"size {e['size_change']:+.1%}")
         if e.get("memory_change"):
@@ -115,8 +115,8 @@ class Verdict:
             parts.append(f"{e['accuracy_metric']} {points_text(e['accuracy_change'])}")
         if self.changed:
             parts.append("changed: " + "; ".join(self.changes()))
-        if self.operators_text():
-            parts.append(self.operators_text())
+        if operators := self.operators_text():
+            parts.append(operators)
         return f"{self.verdict}: " + "; ".join(parts)
 
     def latency_text(self, arrow: str = "->", band: bool = True) -> str | None:

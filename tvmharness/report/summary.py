@@ -34,8 +34,8 @@ def _why(v: Verdict) -> str:
     parts = [text for text in (v.reason, v.new_setup("→")) if text]
     if v.changed:
         parts.append("changed: " + ", ".join(v.changes("→")))
-    if v.operators_text():
-        parts.append(v.operators_text())
+    if operators := v.operators_text():
+        parts.append(operators)
     return md_escape("; ".join(parts)) or "—"
 
 
