@@ -27,8 +27,8 @@ $(STAMP): requirements.lock pyproject.toml
 quickstart: setup
 	$(BIN)/tvmharness run recipes/quickstart.toml
 
-test: setup
-	$(BIN)/python -m pytest -q
+test: setup  # the slowest tests named at the end: the suite is kept well under half an hour
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: setup
 	$(BIN)/python benchmarks/baseline_x86.py

@@ -689,3 +689,32 @@ def test_a_target_whose_cpu_this_host_lacks_features_of_is_built_not_run(cli_dir
         assert_usage_error(proc, "target spr builds for sapphirerapids, and this host (", "avx512fp16",
                            "its modules would crash here", "measure it on a host with that CPU")
     assert not (cli_dir / "spr.db").exists()
+
+
+def test_sigterm_stops_a_run_started_in_the_background_and_keeps_its_rows(tmp_path):
+    """A script's `tvmharness run ... &` starts with SIGINT ignored; its SIGTERM (a cancelled CI job,
+    `kill`) still ends the run as Ctrl-C does: rows kept, the run marked unfinished, exit 130."""
+    import signal
+    import time
+
+    store = tmp_path / "h.db"
+    recipe = write(tmp_path / "r.toml", f'name = "t"\nmodels = ["{USER_MODELS}:tiny_mlp"]\nengines = ["torch", "onnxruntime"]\n'
+                   # the baseline's samples spread over a minute: SIGTERM comes while they are taken
+                   f'[measure]\nrepeats = 30\nspan_s = 60\n[output]\ndir = "{tmp_path}"\nstore = "{store}"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "tvmharness", "run", str(recipe)], cwd=tmp_path, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 120
+        while not (store.exists() and Store(str(store)).runs()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "interrupted: the rows measured so far are stored, in a run marked unfinished" in stderr
+    assert "Traceback" not in stderr
+    (run,) = Store(str(store)).runs()
+    assert run["finished"] is None

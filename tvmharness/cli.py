@@ -842,8 +842,17 @@ def devices(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC trac
     return 0
 
 
+def _terminated(signum, frame) -> None:
+    """SIGTERM (a cancelled CI job, `kill`) takes Ctrl-C's way out: rows kept, run marked unfinished,
+    one message. The SIGINT handler of the moment is called (a tune's notes it and stops at its next
+    call into Python); not re-raised as SIGINT, which a job started with `&` from a script ignores."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:  # SIG_IGN or SIG_DFL: Python's own Ctrl-C
+        raise KeyboardInterrupt
+
+
 def main() -> None:
-    # A CI job cancelled or timed out gets SIGTERM: it takes Ctrl-C's way out (rows kept, run marked
-    # unfinished, one message), and a tune's search still ends at its next call into Python
-    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    signal.signal(signal.SIGTERM, _terminated)
     app()
