@@ -76,17 +76,18 @@ def main() -> None:
         mod_pre, mod_zero = lower_for_tuning(mod, target)
         tasks = extract_tasks(mod_zero, target.tvm_target())
         database = ms.database.MemoryDatabase()
-        work = tempfile.mkdtemp(prefix=f"tvmharness-int8-conv-{dtype}-")
-        contexts, weights = extracted_tasks_to_tune_contexts(tasks, work_dir=work, num_threads=args.threads, seed=0)
-        started = time.perf_counter()
-        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work, max_trials_global=args.trials,
-                      num_trials_per_iter=16, database=database,
-                      builder=ms.builder.LocalBuilder(max_workers=args.threads, timeout_sec=60, f_build=_ms_build.fast_build,
-                                                      f_export=_ms_build.export_shared_library),
-                      runner=ms.runner.LocalRunner(timeout_sec=30, evaluator_config=ms.runner.EvaluatorConfig(
-                          number=3, repeat=1, min_repeat_ms=20)),
-                      cost_model=ms.cost_model.XGBModel(num_warmup_samples=8, num_tuning_cores=args.threads))
-        seconds = time.perf_counter() - started
+        with tempfile.TemporaryDirectory(prefix=f"tvmharness-int8-conv-{dtype}-") as work:  # MetaSchedule's logs
+            contexts, weights = extracted_tasks_to_tune_contexts(tasks, work_dir=work, num_threads=args.threads, seed=0)
+            started = time.perf_counter()
+            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work, max_trials_global=args.trials,
+                          num_trials_per_iter=16, database=database,
+                          builder=ms.builder.LocalBuilder(max_workers=args.threads, timeout_sec=60,
+                                                          f_build=_ms_build.fast_build,
+                                                          f_export=_ms_build.export_shared_library),
+                          runner=ms.runner.LocalRunner(timeout_sec=30, evaluator_config=ms.runner.EvaluatorConfig(
+                              number=3, repeat=1, min_repeat_ms=20)),
+                          cost_model=ms.cost_model.XGBModel(num_warmup_samples=8, num_tuning_cores=args.threads))
+            seconds = time.perf_counter() - started
         tuned = median_ms(compile_relax(database, mod_pre, target.tvm_target(), params=None), data)
         traces = [str(r.trace) for r in database.get_all_tuning_records()]
         results[dtype] = {"untuned_ms": untuned, "tuned_ms": tuned, "records": len(traces), "tune_s": seconds,

@@ -87,7 +87,7 @@ def measure_nights(args, console):
     from tvmharness.results import Store
     from tvmharness.targets import resolve
 
-    cache = ROOT / "results" / "cache"
+    cache = Path("results/cache")  # where the other benchmarks and the CLI keep builds: under the working folder
     model = load_model(args.model, cache, 1)
     artifact = build_tvm(model, resolve("x86", args.threads), "torch", cache, None)
     work = Path(tempfile.mkdtemp(prefix="regression-detector-"))

@@ -75,8 +75,9 @@ def main() -> None:
             one_key = f"bench-{kits}"
             loopback.serve(one_key, kits, threads=1)
             sized = Rack(parse_address(loopback.tracker), one_key, job_timeout_s=600, wait_s=600, retries=0)
+            outcomes = []
             started = time.perf_counter()
-            outcomes = [outcome for _job, outcome in sized.map(jobs)]
+            sized.run_all(jobs, lambda _job, outcome: outcomes.append(outcome))
             seconds = time.perf_counter() - started
             failed = [str(o) for o in outcomes if isinstance(o, Exception)]
             if failed:

@@ -45,8 +45,8 @@ TrackerOpt = Annotated[Optional[str], typer.Option(help="HOST:PORT of the RPC tr
 KeyOpt = Annotated[Optional[str], typer.Option(help="the dev kits' key at the tracker (default: the target's usual keys)")]
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL")]
 OutputDirOpt = Annotated[Optional[Path], typer.Option("--output-dir", help="where builds, tuning records and artifacts "
-                                                     "go (cache/, tuning/, artifacts/); default: the recipe's \\[output] "
-                                                     "dir, else results")]
+                                                     "go (cache/, tuning/, artifacts/); default: the \\[output] dir of the "
+                                                     "recipe, where one is given, else results")]
 InputShapeOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", help="NAME=1x128 (repeatable): a model "
                                                             "input's sizes, the batch first, e.g. a dynamic sequence length")]
 InputRangeOpt = Annotated[Optional[list[str]], typer.Option("--input-range", help="NAME=0..30521 (repeatable): the "
