@@ -135,6 +135,8 @@ def test_data_flags_name_the_model_a_command_takes(cli_dir):
 @pytest.mark.parametrize("command, needle", [
     (("run", str(ROOT / "recipes/quickstart.toml"), "--repeats", "5"), "'--repeats': Input should be greater than or equal to 30"),
     (("bench", "digits_cnn", "--engine", "tvm", "--engine", "tensorrt"), "'--engine': Input should be 'tvm'"),
+    # MetaSchedule's 32-bit count would wrap it to no trials at all, exit 0
+    (("tune", "--model", "digits_cnn", "--trials", str(2**31), "--no-measure"), "'--trials': Input should be less than or equal to 2147483647"),
 ])
 def test_a_bad_flag_value_is_named_by_its_flag(cli_dir, command, needle):
     proc = run_cli(*command, "--store", str(cli_dir / "flags.db"), cwd=cli_dir)
@@ -158,11 +160,15 @@ def test_a_report_file_that_cannot_be_written_fails_before_the_report(cli_dir, t
 
     night(Store(str(tmp_path / "h.db")), 1.0, np.random.default_rng(0))
     write(cli_dir / "afile", "")
+    history = (tmp_path / "h.db").read_bytes()
     for fmt, flag, path, needle in (("table", "--html", tmp_path, "Is a directory"),
-                                    ("md", "--output", cli_dir / "afile" / "x.md", "is a file, not a folder")):
+                                    ("md", "--output", cli_dir / "afile" / "x.md", "is a file, not a folder"),
+                                    ("csv", "--output", tmp_path / "h.db", f"--output {tmp_path / 'h.db'} is the results store itself"),
+                                    ("table", "--html", tmp_path / ".." / tmp_path.name / "h.db", "is the results store itself")):
         proc = run_cli("report", "--store", str(tmp_path / "h.db"), "--format", fmt, flag, str(path), cwd=cli_dir)
         assert_usage_error(proc, needle)
         assert proc.stdout == ""  # not the table first, then the error
+    assert (tmp_path / "h.db").read_bytes() == history
 
 
 def test_one_variant_or_model_name_given_twice_is_refused(cli_dir):

@@ -597,3 +597,24 @@ def test_of_two_reference_runs_the_later_is_the_build_to_a_b_with(store):
     tonight = night(store, 0.1, rng, git="tuned")
     (v,) = judge(store.frame(), tonight)
     assert v.evidence["level_run_id"] == tuned, v.summary()
+
+
+def test_what_an_older_release_did_not_record_is_unknown_not_changed():
+    """After an upgrade tonight's row records the model's digest and the data fed, which no earlier
+    run did: not "model None -> ab12..." in every verdict's why."""
+    from tvmharness.report.regress import provenance_changes
+
+    old = {"git commit": "c0ffee", "torch": "2.9"}
+    tonight = old | {"model": "ab12", "eval data": "seeded"}
+    assert provenance_changes([(1, old), (2, old)], tonight) == []
+    changes = provenance_changes([(1, old), (2, old | {"model": "ab12"})], tonight | {"model": "cd34", "torch": "3.0"})
+    assert {c["what"]: (c["before"], c["after"]) for c in changes} == {"model": ("ab12", "cd34"), "torch": ("2.9", "3.0")}
+    gone = provenance_changes([(1, old | {"tuned tasks": "3/5"})], tonight)  # a key that stopped being recorded is a change
+    assert [(c["what"], c["before"], c["after"]) for c in gone] == [("tuned tasks", "3/5", None)]
+
+
+def test_run_ids_are_named_as_spans_and_a_long_history_s_in_a_few():
+    from tvmharness.report.regress import _spans
+
+    assert _spans([9, 1, 2, 3, 5, 10, 11, 12, 14, 15]) == "1..3, 5, 9..12, 14, 15"
+    assert _spans(list(range(0, 200, 3))) == "0, 3, (59 more spans), 183, 186, 189, 192, 195, 198"

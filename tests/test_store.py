@@ -76,11 +76,18 @@ def test_a_schema_1_store_upgrades_and_keeps_every_row(tmp_path):
     for i in range(5):
         old.add(run_id, _row(median_ms=1.0 + i, samples_ms=[1.0 + i] * 3))
     old.finish_run(run_id)
+    spread = old.start_run("r", "abc", {"models": ["m"], "measure": {"span_s": 8}}, snapshot())
+    old.add(spread, _row())
+    old.add(spread, _row(status="failed to run", median_ms=None, samples_ms=None))
     before = old.frame()
 
     store = Store(str(path))
     after = store.frame()
-    assert len(after) == len(before) == 5
+    assert len(after) == len(before) == 7
+    # how each row's samples were spread, from its run's recipe (back to back where it has none):
+    # without it an old row would match a nightly of any span (schema 4)
+    assert [d.get("span_s") for d in after["details"]] == [0.0] * 5 + [8, None]
+    after, before = after[after["run_id"] == run_id], before[before["run_id"] == run_id]
     assert list(after["median_ms"]) == list(before["median_ms"])
     assert list(after["samples_ms"]) == list(before["samples_ms"])
     assert after["profile_ms"].isna().all()  # the new column, empty for old rows
@@ -160,3 +167,48 @@ def test_a_sqlite_database_of_something_else_is_refused_and_left_as_it_was(tmp_p
         Store(str(path))
     with sqlite3.connect(path) as db:
         assert [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["parts"]
+
+
+def test_a_locked_store_is_said_as_such_and_the_row_it_refused_is_not_written_later(tmp_path, monkeypatch):
+    import sqlite3
+
+    import tvmharness.results as results
+
+    monkeypatch.setattr(results, "BUSY_TIMEOUT_S", 1)  # not a minute
+    path = tmp_path / "h.db"
+    store = Store(str(path))
+    run_id = store.start_run("r", "abc", {}, snapshot())
+    store.add(run_id, _row())
+    reader = sqlite3.connect(path, isolation_level=None)  # a sqlite3 shell in the middle of a read transaction
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM runs").fetchone()
+    with pytest.raises(HarnessError) as caught:
+        store.add(run_id, _row(engine="onnxruntime"))
+    reader.execute("COMMIT")
+    reader.close()
+    assert f"the results store {path} stayed locked by another process for 1 s" in caught.value.cause
+    assert "let the other process finish" in caught.value.fix
+    store.add(run_id, _row(engine="torch"))  # the refused row does not ride along with the next commit
+    assert list(Store(str(path)).frame()["engine"]) == ["tvm", "torch"]
+
+
+def test_a_damaged_store_and_half_a_url_are_said_as_such(tmp_path):
+    import os
+
+    from tests.history import night
+
+    path = tmp_path / "h.db"
+    store = Store(str(path))
+    rng = __import__("numpy").random.default_rng(0)
+    for _ in range(5):
+        night(store, 1.0, rng)
+    with open(path, "r+b") as f:  # a page of garbage in the middle of the file
+        f.seek(os.path.getsize(path) // 2)
+        f.write(b"\xff" * 8192)
+    with pytest.raises(HarnessError) as caught:
+        Store(str(path)).frame()
+    assert caught.value.cause == f"the results store {path} is damaged (database disk image is malformed)"
+    assert f"sqlite3 {path} .recover" in caught.value.fix
+    with pytest.raises(HarnessError, match="looks like a URL without its '//'"):
+        Store(f"sqlite:{tmp_path / 'other.db'}")
+    assert not list(tmp_path.glob("sqlite:*"))

@@ -18,7 +18,7 @@ from tvmharness.models import load_model
 from tvmharness.targets import resolve
 from tvmharness.errors import HarnessError
 from tvmharness.recipe import parse_duration
-from tvmharness.tune import (RECORDS, TARGET_FILE, TuneOptions, model_workloads, records_at_other_threads, records_dir,
+from tvmharness.tune import (RECORDS, STARTS, TARGET_FILE, TuneOptions, model_workloads, records_at_other_threads, records_dir,
                              tune_model)
 
 TINY = f"{USER_MODELS}:tiny_mlp"
@@ -222,6 +222,14 @@ def test_a_resume_counts_the_trials_its_records_show_though_the_kill_came_before
                        records_root=tmp_path / "tuning", threads=2)
     assert again.trials_run == 0 and again.stopped == "nothing to do: the budget of 8 trials is spent", again.stopped
     assert f"{done} of its 8 trials were done" in again.notes[0], again.notes
+    # Another tune (a variant, a model sharing layers) began appending after the third record: the
+    # records from there on are its trials, not this session's.
+    third = sum(len(line) for line in (copy / RECORDS).read_bytes().splitlines(keepends=True)[:3])
+    (copy / STARTS).write_text(f"0\n{third}\n")
+    session_file.write_text(json.dumps(session | {"trials": 3, "trials_done": 0, "records_bytes_at_save": 0}))
+    counted = tune_model(model, target, TuneOptions(trials=3, resume=True), frontend="torch", cache_dir=root / "cache",
+                         records_root=tmp_path / "tuning", threads=2)
+    assert counted.trials_run == 0 and "3 of its 3 trials were done" in counted.notes[0], counted.notes
 
 
 def test_a_ctrl_c_is_only_noted_and_ends_the_search_where_raising_unwinds_tvm_cleanly():
@@ -396,3 +404,24 @@ def test_an_unreadable_progress_file_is_named_and_resume_says_what_to_do(tmp_pat
         tune_model(model, target, TuneOptions(trials=20, resume=True), frontend="torch", cache_dir=tmp_path / "cache",
                    records_root=tmp_path / "tuning", threads=2)
     assert "tune without --resume" in err.value.fix
+
+
+def test_records_copied_without_their_target_file_are_checked_by_the_target_each_record_names(tuned, tmp_path):
+    """x86 records copied into an arm folder without target.json were taken as arm's, and the arm
+    build called tuned; each record names the target it was tuned for."""
+    import shutil
+
+    from tvmharness.tune import check_records
+
+    _, target, _, result = tuned
+    for other, refused in ((target, False), (resolve("arm", 2), True)):
+        copy = records_dir(tmp_path / other.name, other)
+        copy.mkdir(parents=True)
+        for name in (RECORDS, "database_workload.json"):
+            shutil.copy(result.records_dir / name, copy / name)
+        if refused:
+            with pytest.raises(HarnessError, match="which has no target.json\\) were tuned for target .*'mcpu'"):
+                check_records(copy, other)
+            assert not (copy / TARGET_FILE).exists()
+        else:
+            check_records(copy, other)  # its own target's records: used

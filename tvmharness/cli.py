@@ -508,8 +508,9 @@ def _open_store(store: str):
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from .results import Store, store_url
+    from .results import Store, check_not_half_a_url, store_url
 
+    check_not_half_a_url(store)
     path = Path(store)
     if "://" in store:
         try:
@@ -605,14 +606,19 @@ def report(store: Annotated[str, typer.Option("--store", help="results store: a 
     from .report.regress import judge_run
 
     fmt = _format(fmt)
-    for path in (output, html):
-        _writable(path)
     history = _open_store(store)
+    for flag, path in (("--output", output), ("--html", html)):
+        if path is not None and history.file is not None and path.resolve() == history.file.resolve():
+            raise HarnessError(f"{flag} {path} is the results store itself: the report would overwrite the history",
+                               f"give {flag} another file")
+        _writable(path)
     when = _since(since)
-    run, verdicts = judge_run(history, run_id)
+    frame = history.frame()
+    run, verdicts = judge_run(history, run_id, frame=frame)
     if not run:
         raise HarnessError(f"no measurements in {store}", "run a recipe first")
-    frame = history.frame(since=when, whole_run=run["id"])
+    if when is not None:
+        frame = history.frame(since=when, whole_run=run["id"])
     # The history as the judged run saw it: runs after it are not its history (its second measurement is its own)
     after = (frame["run_id"] > run["id"]) & frame["run_provenance"].map(lambda p: (p or {}).get("confirms_run") != run["id"])
     frame = frame[~after].reset_index(drop=True)
@@ -620,7 +626,7 @@ def report(store: Annotated[str, typer.Option("--store", help="results store: a 
     if html is not None:
         from .report.html import write_html
 
-        write_html(history, html, since=when, run_id=run["id"])
+        write_html(history, html, since=when, judged=(run, verdicts, frame))
         err.print(f"wrote {html}", markup=False)
     return 0
 
@@ -664,13 +670,14 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
                 failure = f"measuring again failed: {reason(e, fix=False)}"
                 err.print(f"{failure}; those changes stay unconfirmed", markup=False, highlight=False)
             run, verdicts = judge_run(result.store, result.run_id, unconfirmed_why=failure)  # now with the confirmation
-    _render_verdicts(run, verdicts, result.store.frame(), fmt, None)
+    frame = result.store.frame()
+    _render_verdicts(run, verdicts, frame, fmt, None)
     if not any(r["id"] < result.run_id for r in result.store.runs()):  # every series "new", every night green: say why
         err.print(f"note: {chosen.output.store} held no runs before this one: a new history, nothing to judge against "
                   "(if a history was meant, check --store or the recipe's [output] store)", markup=False, highlight=False)
     (dest / "summary.md").write_text(summary.markdown(run, verdicts))
     (dest / "junit.xml").write_text(summary.junit(run, verdicts))
-    write_html(result.store, dest / "report.html", run_id=run["id"])
+    write_html(result.store, dest / "report.html", judged=(run, verdicts, frame))
     bad = regressions(verdicts)
     err.print(f"run {run['id']}: {len(verdicts)} verdicts, {len(bad)} regression(s); wrote {dest}/summary.md, "
               f"junit.xml, report.html", markup=False, highlight=False)

@@ -85,11 +85,12 @@ def _duration(value: str | None) -> str | None:
 class Tune(_Strict):
     """MetaSchedule budgets: sized for a 2-core machine; nightly runs accumulate records."""
 
-    trials: int = Field(64, gt=0, description="trials per model, variant and target, spread over its tasks")
+    # MetaSchedule counts trials in a 32-bit int: past it a budget wraps (to none, silently)
+    trials: int = Field(64, gt=0, le=2**31 - 1, description="trials per model, variant and target, spread over its tasks")
     time_budget: str | None = Field(None, description="a cap such as 30m or 2h; unset: no cap")
     patience: int | None = Field(256, gt=0, description="stop after this many trials without a 1% better model estimate")
     builder_timeout: float = Field(60, gt=0, description="seconds per candidate build batch")
-    population: int = Field(128, ge=8, description="evolutionary search population")
+    population: int = Field(128, ge=8, le=2**31 - 1, description="evolutionary search population")
 
     @field_validator("time_budget")
     @classmethod

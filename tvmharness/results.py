@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 
 from .errors import HarnessError, one_line
 
-SCHEMA_VERSION = 3  # schema_info.version: what a tvmharness without migrations checks before writing
+SCHEMA_VERSION = 4  # schema_info.version: what a tvmharness without migrations checks before writing
 MIGRATIONS = "tvmharness:migrations"  # Alembic revisions; 0001 is version 1, the schema before migrations
 
 
@@ -111,10 +112,19 @@ LOAD_FAILED = "failed to load"  # the model itself could not be made
 NOT_APPLICABLE = "not applicable"  # a technique or engine that does not fit the model; not a failure
 
 
+def check_not_half_a_url(store: str) -> None:
+    """sqlite:/abs.db is no URL and would be taken as a path, in a new folder named "sqlite:"."""
+    if "://" not in store and re.match(r"[A-Za-z][A-Za-z0-9+]*:/", store):
+        raise HarnessError(f"the results store {store} looks like a URL without its '//'",
+                           f"write it as {store.split(':', 1)[0]}://... (a SQLite file: sqlite:////absolute/path.db), "
+                           "or give the file's path alone")
+
+
 def store_url(store: str) -> str:
     """A path becomes a SQLite URL (its folder created); a URL is used as given."""
     if "://" in store:
         return store
+    check_not_half_a_url(store)
     path = Path(store)
     if path.is_dir():
         raise HarnessError(f"the results store {store} is a folder", f"give a file in it, e.g. {path / 'history.db'}")
@@ -204,28 +214,76 @@ def _migrate(engine, label: str) -> None:
         command.upgrade(config, "head")
 
 
+# SQLite waits this long for another process's lock (a long report, a writer) before it gives up
+BUSY_TIMEOUT_S = 60
+
+
+def store_problem(err: SQLAlchemyError, label: str, upgrading: bool = False) -> HarnessError:
+    """A database error as what it means for the store, and what to do."""
+    said = one_line(getattr(err, "orig", None) or err)
+    text = said.lower()
+    if "locked" in text or "busy" in text:
+        return HarnessError(f"the results store {label} stayed locked by another process for {BUSY_TIMEOUT_S} s ({said})",
+                            "let the other process finish (or close a sqlite3 shell holding a transaction), then run again")
+    if "readonly" in text or "read-only" in text:
+        why = " (it is of an older schema, which is upgraded when it is opened)" if upgrading else ""
+        return HarnessError(f"the results store {label} is read-only{why}",
+                            "make it and its folder writable, or copy it somewhere writable and give that with --store")
+    if "full" in text or "no space" in text:
+        return HarnessError(f"the results store {label} cannot grow: its disk is full ({said})",
+                            "free space on that disk, or move the store to another and give it with --store")
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return HarnessError(f"the results store {label} is damaged ({said})",
+                            f"restore it from a backup, or salvage what SQLite can read: `sqlite3 {label} .recover "
+                            "| sqlite3 salvaged.db`, then --store salvaged.db")
+    return HarnessError(f"cannot use the results store {label}: {said}",
+                        "check the path or URL and that the database is reachable")
+
+
 class Store:
     """Writes each row as soon as it is measured, so a later failure loses nothing."""
 
     def __init__(self, store: str):
-        self.url = store_url(store)
+        self.url, self.label = store_url(store), store
         try:
-            self.engine = create_engine(self.url)
+            self.engine = create_engine(self.url, connect_args={"timeout": BUSY_TIMEOUT_S} if self.url.startswith("sqlite") else {})
             migrate(self.engine, store)
+            database = self.engine.url.database
+            self.file = Path(database) if self.engine.dialect.name == "sqlite" and database not in (None, "", ":memory:") else None
         except (ArgumentError, NoSuchModuleError):  # not a URL, or of a database SQLAlchemy does not know
             raise HarnessError(f"the results store {store} is neither a file path nor a database URL SQLAlchemy knows",
                                "give a SQLite file's path (results/history.db) or a URL such as "
                                "postgresql+psycopg2://user@host/db") from None
         except SQLAlchemyError as err:
-            raise HarnessError(f"cannot open the results store {store}: {one_line(err)}",
-                               "check the path or URL and that the database is reachable") from None
+            raise store_problem(err, store, upgrading=True) from None
         except ImportError as err:  # the URL names (or defaults to) a database driver that is not installed
             raise HarnessError(f"the results store {store} needs the Python module '{err.name}', which is not installed",
                                "install it, or for PostgreSQL `.venv/bin/pip install -e '.[postgres]'` in the checkout and a "
                                "postgresql+psycopg2:// URL") from None
 
-    def start_run(self, recipe_name: str, recipe_hash: str, recipe: dict, provenance: dict) -> int:
+    @contextlib.contextmanager
+    def _session(self):
+        """A session whose failure is said as the store's problem; what it wrote is rolled back (SQLite
+        keeps a transaction open after a COMMIT it could not make: a later commit would take it along)."""
         with Session(self.engine) as s:
+            try:
+                yield s
+            except SQLAlchemyError as err:
+                with contextlib.suppress(SQLAlchemyError):
+                    s.rollback()
+                self.engine.dispose()  # no pooled connection keeps the failed transaction
+                raise store_problem(err, self.label) from None
+
+    @contextlib.contextmanager
+    def _connection(self):
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as err:
+            raise store_problem(err, self.label) from None
+
+    def start_run(self, recipe_name: str, recipe_hash: str, recipe: dict, provenance: dict) -> int:
+        with self._session() as s:
             run = Run(recipe_name=recipe_name, recipe_hash=recipe_hash, recipe=recipe,
                       hostname=provenance["host"]["hostname"], cpu=provenance["host"]["cpu"]["model"],
                       git_commit=provenance["git_commit"], provenance=provenance)
@@ -234,19 +292,19 @@ class Store:
             return run.id
 
     def add(self, run_id: int, row: dict) -> int:
-        with Session(self.engine) as s:
+        with self._session() as s:
             m = Measurement(run_id=run_id, **{k: v for k, v in row.items() if k in COLUMNS and k != "id"})
             s.add(m)
             s.commit()
             return m.id
 
     def finish_run(self, run_id: int) -> None:
-        with Session(self.engine) as s:
+        with self._session() as s:
             s.get(Run, run_id).finished = _now()
             s.commit()
 
     def run(self, run_id: int) -> dict:
-        with Session(self.engine) as s:
+        with self._session() as s:
             r = s.get(Run, run_id)
             return {c.name: getattr(r, c.name) for c in Run.__table__.columns}
 
@@ -255,7 +313,7 @@ class Store:
         query = select(Run.__table__).order_by(Run.id)
         if since is not None:
             query = query.where(Run.started >= as_utc(since))
-        with self.engine.connect() as conn:
+        with self._connection() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
     def frame(self, run_id: int | None = None, since: datetime | None = None, whole_run: int | None = None):
@@ -265,12 +323,20 @@ class Store:
         import pandas as pd
 
         query = select(Measurement.__table__, Run.hostname, Run.cpu, Run.git_commit, Run.recipe_name,
-                       Run.recipe_hash, Run.started.label("run_started"), Run.provenance.label("run_provenance")
-                       ).join(Run, Measurement.run_id == Run.id)
+                       Run.recipe_hash, Run.started.label("run_started")).join(Run, Measurement.run_id == Run.id)
+        runs = select(Run.id, Run.provenance)
         if run_id is not None:
-            query = query.where(Measurement.run_id == run_id)
+            query, runs = query.where(Measurement.run_id == run_id), runs.where(Run.id == run_id)
         if since is not None:
             # whole runs, by when they started (as runs() trims them): never half of one
-            query = query.where(or_(Run.started >= as_utc(since), Measurement.run_id == whole_run))
-        with self.engine.connect() as conn:
-            return pd.read_sql(query.order_by(Measurement.id), conn)
+            kept = or_(Run.started >= as_utc(since), Run.id == whole_run)
+            query, runs = query.where(kept), runs.where(kept)
+        with self._connection() as conn:
+            try:
+                frame = pd.read_sql(query.order_by(Measurement.id), conn)
+            except pd.errors.DatabaseError as err:  # pandas' wrapping of the database's error
+                raise err.__cause__ if isinstance(err.__cause__, SQLAlchemyError) else err
+            # each run's provenance decoded once, not once per row: most of the time of a long history's report
+            provenance = dict(conn.execute(runs).all())
+        frame["run_provenance"] = frame["run_id"].map(provenance)
+        return frame

@@ -35,6 +35,7 @@ from .targets import Target, check_local_cpu
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
+STARTS = "sessions/starts.txt"  # the records file's size each time a tune began appending to it
 TARGET_FILE = "target.json"
 UNREPLAYABLE = "database_tuning_record.unreplayable.json"  # records set aside: kept, never read
 
@@ -75,6 +76,15 @@ def check_records(directory: Path, target: Target | None = None, locked: bool = 
                                "it was left untouched: restore it from a copy, or move the folder aside to start afresh") from None
         if recorded != target.tvm_dict:
             raise HarnessError(f"tuning records in {directory} are for target {recorded}, not {target.tvm_dict}",
+                               "move that folder aside (or set [output] dir to another folder) to tune this target afresh")
+    elif target is not None:  # a folder copied without its target file: each record names its target too
+        first = next((json.loads(line) for line in _lines(directory / RECORDS) if _parses(line, _valid_record)), None)
+        recorded = first[1][2] if first and isinstance(first[1][2], dict) else {}
+        differs = {k: recorded.get(k) for k, v in target.tvm_dict.items()
+                   if k != "host" and json.loads(json.dumps(v)) != recorded.get(k)}
+        if first and differs:
+            raise HarnessError(f"tuning records in {directory} (which has no {TARGET_FILE}) were tuned for target "
+                               f"{ {k: v for k, v in recorded.items() if k not in ('keys', 'tag')} }, not {target.tvm_dict}",
                                "move that folder aside (or set [output] dir to another folder) to tune this target afresh")
     workloads = 0
     for name, valid in ((WORKLOADS, _valid_workload), (RECORDS, _valid_record)):
@@ -161,13 +171,14 @@ def _recorded_workloads(directory: Path) -> set[str]:
         return set()
 
 
-def _record_workloads(directory: Path, since: int = 0) -> list[str]:
-    """The workload hash of each record in a records folder, from byte `since` of its records file on
-    (a record line starts [index, into the workloads file)."""
+def _record_workloads(directory: Path, since: int = 0, until: int | None = None) -> list[str]:
+    """The workload hash of each record in a records folder, from byte `since` of its records file to
+    byte `until` (a record line starts [index, into the workloads file)."""
     hashes = [json.loads(line)[0] for line in _lines(directory / WORKLOADS) if line]
     with open(directory / RECORDS, "rb") as records:
         records.seek(since)
-        return [hashes[int(line[1:line.index(b",")])] for line in records if line.strip()]
+        lines = (records.read() if until is None else records.read(max(0, until - since))).splitlines()
+        return [hashes[int(line[1:line.index(b",")])] for line in lines if line.strip()]
 
 
 def model_workloads(model: LoadedModel, target: Target, frontend: str, cache_dir: Path) -> set[str]:
@@ -466,6 +477,7 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
             return _result(model, target, directory, states, 0, state, skipped, session, notes)
         progress.step(f"tuning {len(to_tune)} of {len(extracted)} tasks of {model.name}: {remaining} trials "
                       f"(the first batch starts the builder workers: about 30 s)")
+        _mark_start(directory)
         native_log = _run_meta_schedule(database, to_tune, directory, target, options, state, progress, remaining, threads)
         if native_log.is_file() and native_log.stat().st_size:
             notes.append(native_log_note(native_log))
@@ -501,16 +513,31 @@ def _records_bytes(directory: Path) -> int:
     return records.stat().st_size if records.is_file() else 0
 
 
+def _mark_start(directory: Path) -> None:
+    """Note where this tune's appends to the records file begin: a tune killed before it saved its
+    progress owns the records from its last save up to there, not those of the tunes after it."""
+    (directory / STARTS).parent.mkdir(exist_ok=True)
+    with open(directory / STARTS, "a") as starts:
+        starts.write(f"{_records_bytes(directory)}\n")
+
+
+def _unsaved_workloads(directory: Path, since: int) -> list[str]:
+    """The workloads of the records appended from byte `since` until the next tune began appending."""
+    starts = [int(line) for line in _lines(directory / STARTS) if line.strip().isdigit()]
+    return _record_workloads(directory, since, min((s for s in starts if s > since), default=None))
+
+
 def _unsaved_trials(database, directory: Path, session: dict, tasks) -> int:
     """Records of the session's tasks appended after its progress was last saved: MetaSchedule writes a
     batch's records before the callback that saves progress runs, and a kill between the two leaves
-    trials the record file holds and the session does not count. The record file is the truth."""
+    trials the record file holds and the session does not count. The record file is the truth, up to
+    where another tune (another model sharing layers, a variant) began appending."""
     since = session.get("records_bytes_at_save")
     if since is None or not (directory / RECORDS).is_file():  # a session saved before it kept that; no records
         return 0
     mods = [t.dispatched[0] for t in tasks]
     mine = {database.commit_workload(mod).as_json()[0] for mod in mods if database.has_workload(mod)}
-    return sum(workload in mine for workload in _record_workloads(directory, since))
+    return sum(workload in mine for workload in _unsaved_workloads(directory, since))
 
 
 def _known(database, task) -> tuple[int, float | None]:

@@ -139,9 +139,14 @@ def _fmt(value, fmt: str, unit: str = "") -> str:
     return format(value, fmt) + unit if present(value) else "—"
 
 
-def render_html(store, since=None, run_id: int | None = None) -> str:
-    run, verdicts = judge_run(store, run_id)
-    frame = store.frame(since=since, whole_run=run["id"])  # --since trims the history, never the run
+def render_html(store, since=None, run_id: int | None = None, judged: tuple | None = None) -> str:
+    """The page of run `run_id` (default: the newest). `judged`: (run, verdicts, frame) where the caller
+    has judged it already, the frame holding the history as --since trims it."""
+    if judged is None:
+        run, verdicts = judge_run(store, run_id)
+        frame = store.frame(since=since, whole_run=run["id"])  # --since trims the history, never the run
+    else:
+        run, verdicts, frame = judged
     rows = frame.to_dict("records")
     tonight = frame[frame["run_id"] == run["id"]]  # the judged run's rows, for the tables and the notes alike
     current = tonight.to_dict("records")
@@ -204,10 +209,10 @@ def render_html(store, since=None, run_id: int | None = None) -> str:
         charts=lambda fragment: Markup(fragment) if fragment else "")
 
 
-def write_html(store, path: Path, since=None, run_id: int | None = None) -> Path:
+def write_html(store, path: Path, since=None, run_id: int | None = None, judged: tuple | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(store, since, run_id), encoding="utf-8")
+    path.write_text(render_html(store, since, run_id, judged), encoding="utf-8")
     return path
 
 

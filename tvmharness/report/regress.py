@@ -354,12 +354,13 @@ def provenance_changes(references: list[tuple[int, dict]], after: dict, known_on
     """What differs from the reference runs ((run id, row_provenance), oldest first): each key whose
     value tonight is not that of every reference run, with the value before the latest stretch of
     tonight's value and, where that stretch began before tonight, its first run ("run"). The build
-    key is left out when something that explains it changed. `known_only`: only the keys tonight's
-    row knows (a row that failed before measuring has no engine version nor tuning records: unknown,
-    not changed)."""
+    key is left out when something that explains it changed. A key no reference run has is one an
+    older release did not record (the model's digest, the data fed): unknown then, not changed.
+    `known_only`: only the keys tonight's row knows (a row that failed before measuring has no engine
+    version nor tuning records: unknown, not changed)."""
     changed = []
-    keys = [k for _, prov in references for k in prov] + list(after)
-    for what in dict.fromkeys(k for k in keys if not known_only or after.get(k) not in (None, "", "none")):
+    keys = dict.fromkeys(k for _, prov in references for k in prov)
+    for what in (k for k in keys if not known_only or after.get(k) not in (None, "", "none")):
         values = [prov.get(what) for _, prov in references]
         start = len(values)
         while start and values[start - 1] == after.get(what):
@@ -395,15 +396,16 @@ def rules_of(run: dict) -> Regression:
     return Regression.model_validate({k: v for k, v in stored.items() if k in Regression.model_fields})
 
 
-def judge_run(store, run_id: int | None = None, unconfirmed_why: str | None = None) -> tuple[dict, list[Verdict]]:
+def judge_run(store, run_id: int | None = None, unconfirmed_why: str | None = None, frame=None) -> tuple[dict, list[Verdict]]:
     """The run (default: the newest with rows that is not a confirmation) and a verdict for each of its
     rows against the series' whole history, from the store alone; latency changes are kept only where
     the run's confirmation, if the store holds one, agrees (see confirm). `unconfirmed_why`: why a run
     has none (a nightly whose second measurement failed), said in each change it leaves unconfirmed.
-    ({}, []) where no run has rows."""
+    `frame`: the store's whole frame where the caller has read it already (a long history takes
+    seconds to read). ({}, []) where no run has rows."""
     from ..errors import HarnessError
 
-    runs, frame = store.runs(), store.frame()
+    runs, frame = store.runs(), store.frame() if frame is None else frame
     ids = set(frame["run_id"])  # a run stopped before its first row (Ctrl-C) has none
     measured = [r for r in runs if r["id"] in ids]
     if not measured:
@@ -470,15 +472,19 @@ def _not_measured(frame, runs: list[dict], run: dict) -> list[Verdict]:
             for key, has in sorted(missing.items())]
 
 
-def _spans(ids: list[int]) -> str:
-    """Run ids as runs of consecutive ones: 1..6, 9, 12..15."""
+def _spans(ids: list[int], most: int = 8) -> str:
+    """Run ids as runs of consecutive ones: 1..6, 9, 12..15; of a long history the first and the
+    newest few spans, the number left out between them said."""
     spans: list[list[int]] = []
     for i in sorted(ids):
         if spans and i == spans[-1][-1] + 1:
             spans[-1].append(i)
         else:
             spans.append([i])
-    return ", ".join(f"{s[0]}..{s[-1]}" if len(s) > 2 else ", ".join(map(str, s)) for s in spans)
+    texts = [f"{s[0]}..{s[-1]}" if len(s) > 2 else ", ".join(map(str, s)) for s in spans]
+    if len(texts) > most:
+        texts = texts[:2] + [f"({len(texts) - most} more spans)"] + texts[2 - most:]
+    return ", ".join(texts)
 
 
 def _confirms(run: dict) -> int | None:
