@@ -487,6 +487,10 @@ def test_a_tune_on_the_emulated_kit_says_so_and_a_boards_build_never_uses_its_re
     notes = json.loads(built.stdout)["notes"]  # and it says where they are, and why they are not used
     assert any(f"{records.name} holds records tuned on an emulated kit, which a board's build never uses" in n
                for n in notes), notes
+    # built without --threads (no board's records give a thread count): said all the same
+    plain = run_cli("compile", f"{USER_MODELS}:tiny_mlp", "--target", "arm", "--json", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert any(f"{records.name} holds records tuned on an emulated kit" in n for n in json.loads(plain.stdout)["notes"])
 
 
 def test_requests_for_a_key_whose_kits_are_gone_fail_within_seconds(rack):
@@ -508,7 +512,7 @@ def test_a_tune_whose_kits_are_gone_stops_with_a_clear_error(rack, tmp_path):
     from tvmharness.errors import HarnessError
     from tvmharness.models import load_model
     from tvmharness.targets import resolve
-    from tvmharness.tune import TuneOptions, tune_model
+    from tvmharness.tune import RECORDS, TuneOptions, records_dir, tune_model
 
     stop(rack.serve("fleeting")[0])
     rack.wait_for(lambda: not rack.kits("fleeting"), 30, "the kit to leave the tracker")
@@ -523,6 +527,9 @@ def test_a_tune_whose_kits_are_gone_stops_with_a_clear_error(rack, tmp_path):
     assert time.monotonic() - started < 300  # MetaSchedule's own runner would wait for a kit for ever
     assert "tvmharness tune --resume" in caught.value.fix and "Traceback" not in caught.value.cause
     assert caught.value.fix.startswith("start a kit under 'fleeting'")  # not 'free a kit': none is left
+    # no candidate reached a kit: none stands in the database as a schedule that failed
+    records = records_dir(tmp_path / "tuning", target) / RECORDS
+    assert not records.is_file() or records.read_text() == ""
 
 
 def test_a_kit_that_stops_answering_mid_tune_costs_a_candidate_not_the_night(rack, tmp_path):

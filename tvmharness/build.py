@@ -80,8 +80,9 @@ def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path
         artifact.records_elsewhere = records_at_other_threads(records_root, target, lambda: model_workloads(
             model, target, frontend_for(model, frontend), cache_dir))
         if target.preset.runs_on == "rpc" and not target.emulated:  # a board's build: said, not silently passed over
-            emulated = records_dir(records_root, replace(target, emulated="emulated"))
-            artifact.emulated_records = emulated if (emulated / RECORDS).is_file() else None
+            emulated = replace(target, emulated="emulated")  # at this thread count, or at the kit's own
+            found = [records_dir(records_root, emulated)] + [d for d, _ in records_at_other_threads(records_root, emulated)]
+            artifact.emulated_records = next((d for d in found if (d / RECORDS).is_file()), None)
     return artifact
 
 

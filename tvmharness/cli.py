@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, reason
+from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, Interrupted, reason
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Compile, tune and benchmark PyTorch models through Apache TVM, against PyTorch and ONNX Runtime.")
@@ -66,7 +66,7 @@ def _data_flags(model: str, eval_data: str | None, train_data: str | None) -> di
 
 
 _ROWS_KEPT = "the rows measured so far are stored, in a run marked unfinished (every report says so)"
-INTERRUPTED = {"tune": f"interrupted: {TUNE_RECORDS_KEPT}; {_ROWS_KEPT}",
+INTERRUPTED = {"tune": f"interrupted while tuning: {TUNE_RECORDS_KEPT}; nothing was measured",
                **{name: "interrupted: " + _ROWS_KEPT for name in ("run", "bench", "nightly")}}
 
 
@@ -79,8 +79,8 @@ def _friendly(command):
             code = command(*args, **kwargs)
         except HarnessError as e:
             code = _user_error(e)
-        except KeyboardInterrupt:
-            err.print(INTERRUPTED.get(command.__name__, "interrupted"))
+        except KeyboardInterrupt as e:  # an Interrupted says what its stage left behind
+            err.print(str(e) or INTERRUPTED.get(command.__name__, "interrupted"), markup=False, highlight=False)
             code = 130
             if command.__name__ == "tune":  # freeing an interrupted MetaSchedule search can corrupt the heap
                 sys.stdout.flush()          # ("corrupted double-linked list", once in many Ctrl-Cs); its records
@@ -394,8 +394,12 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
         err.print(f"not measured: {', '.join(sorted(lost))} (its kits left during its tune: `tvmharness tune "
                   "--resume` once one is back)", markup=False, highlight=False)
     engines = ["tvm", "tvm-untuned", "torch", "onnxruntime"]
-    return max(code, _measure(apply_overrides(chosen, engines=engines, targets=still), json_out,
-                              extra={"tune": summaries, "failed": failures}))
+    try:
+        return max(code, _measure(apply_overrides(chosen, engines=engines, targets=still), json_out,
+                                  extra={"tune": summaries, "failed": failures}))
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted while measuring the tuned builds: the tuning is done and its records kept; "
+                          + _ROWS_KEPT) from None
 
 
 def _kits_left(rack) -> bool:

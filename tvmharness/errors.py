@@ -8,6 +8,10 @@ FAILED = 1  # the work ran but something in it failed
 TUNE_RECORDS_KEPT = "the tuning records written so far are kept (`tvmharness tune --resume` continues)"
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM), with what it leaves behind in the stage it came in."""
+
+
 class HarnessError(Exception):
     """A user-facing error: rendered as one message, never as a traceback."""
 

@@ -614,7 +614,9 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
                           database=database, task_scheduler=ms.task_scheduler.GradientBased(seed=0),
                           cost_model=_stopping_on(interrupted, ms.cost_model.XGBModel(num_warmup_samples=16,
                                                                                       num_tuning_cores=threads), "predict"),
-                          measure_callbacks=[*ms.MeasureCallback.create("default"),
+                          measure_callbacks=[*(_measured_only(c, options) if isinstance(c, (
+                                                   ms.measure_callback.AddToDatabase, ms.measure_callback.UpdateCostModel)) else c
+                                               for c in ms.MeasureCallback.create("default")),
                                              _progress_callback(state, progress, options, interrupted)])
         except Exception:
             if not state.stopped and not interrupted():  # else: the loop was ended (_StopTuning), its records are kept
@@ -859,6 +861,35 @@ def _reset_meta_schedule_logging() -> None:
     logger.setLevel(logging.ERROR)
 
 
+def _no_kit_said(options: TuneOptions) -> tuple[str, ...]:
+    """What a runner result's error says when its candidate found no kit, or no tracker to ask."""
+    return f"no kit under '{options.key}'", TRACKER_GONE
+
+
+def _never_measured(builder_results, runner_results, options: TuneOptions) -> list[int]:
+    """The candidates that were built and found no kit: never run."""
+    return [i for i, (built, ran) in enumerate(zip(builder_results, runner_results))
+            if not built.error_msg and any(w in (ran.error_msg or "") for w in _no_kit_said(options))]
+
+
+def _measured_only(callback, options: TuneOptions):
+    """MetaSchedule's callback (adding records to the database, updating the cost model) given only
+    the candidates that were measured: one that never reached a kit is no failed schedule, and its
+    record would stand in the database for good as one that failed."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+
+    @derived_object
+    class MeasuredOnly(ms.measure_callback.PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            never = set(_never_measured(builder_results, runner_results, options))
+            kept = [i for i in range(len(measure_candidates)) if i not in never]
+            callback.apply(task_scheduler, task_id, *([values[i] for i in kept] for values in
+                                                      (measure_candidates, builder_results, runner_results)))
+
+    return MeasuredOnly()
+
+
 def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOptions,
                        interrupted: Callable[[], bool] = lambda: False):
     """A MetaSchedule measure callback: counts trials and errors, tracks the best time per task,
@@ -875,9 +906,7 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
             task = by_name[task_scheduler.tasks_[task_id].ctx.task_name]
             # Candidates that found no kit (or no tracker to ask for one) were never measured: they spend
             # no budget (--resume gets it back).
-            why = (f"no kit under '{options.key}'", TRACKER_GONE)
-            no_kit = [i for i, (built, ran) in enumerate(zip(builder_results, runner_results))
-                      if not built.error_msg and any(w in (ran.error_msg or "") for w in why)]
+            no_kit = _never_measured(builder_results, runner_results, options)
             measured, unbuilt = 0, 0
             for i, (built, ran) in enumerate(zip(builder_results, runner_results)):
                 if i in no_kit:
@@ -907,7 +936,7 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
             elif no_kit and not measured and not unbuilt:
                 state.kits_lost = True
                 error = runner_results[no_kit[0]].error_msg
-                stop = error[max(error.rfind(w) for w in why):].splitlines()[0]  # past the traceback
+                stop = error[max(error.rfind(w) for w in _no_kit_said(options)):].splitlines()[0]  # past the traceback
             elif options.time_budget_s is not None and state.elapsed_s >= options.time_budget_s:
                 stop = f"time budget of {options.time_budget_s:.0f} s reached"
             elif (options.patience and estimate is not None
