@@ -607,6 +607,7 @@ def test_what_an_older_release_did_not_record_is_unknown_not_changed():
     old = {"git commit": "c0ffee", "torch": "2.9"}
     tonight = old | {"model": "ab12", "eval data": "seeded"}
     assert provenance_changes([(1, old), (2, old)], tonight) == []
+    assert provenance_changes([(1, old), (2, old), (3, tonight)], tonight) == []  # the nights after the upgrade
     changes = provenance_changes([(1, old), (2, old | {"model": "ab12"})], tonight | {"model": "cd34", "torch": "3.0"})
     assert {c["what"]: (c["before"], c["after"]) for c in changes} == {"model": ("ab12", "cd34"), "torch": ("2.9", "3.0")}
     gone = provenance_changes([(1, old | {"tuned tasks": "3/5"})], tonight)  # a key that stopped being recorded is a change

@@ -209,6 +209,9 @@ def test_a_damaged_store_and_half_a_url_are_said_as_such(tmp_path):
         Store(str(path)).frame()
     assert caught.value.cause == f"the results store {path} is damaged (database disk image is malformed)"
     assert f"sqlite3 {path} .recover" in caught.value.fix
+    (tmp_path / "recipe.toml").write_text("x = 1\n" * 100)
+    with pytest.raises(HarnessError, match="recipe.toml is not a SQLite database"):
+        Store(str(tmp_path / "recipe.toml"))
     with pytest.raises(HarnessError, match="looks like a URL without its '//'"):
         Store(f"sqlite:{tmp_path / 'other.db'}")
     assert not list(tmp_path.glob("sqlite:*"))

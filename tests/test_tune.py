@@ -222,14 +222,20 @@ def test_a_resume_counts_the_trials_its_records_show_though_the_kill_came_before
                        records_root=tmp_path / "tuning", threads=2)
     assert again.trials_run == 0 and again.stopped == "nothing to do: the budget of 8 trials is spent", again.stopped
     assert f"{done} of its 8 trials were done" in again.notes[0], again.notes
-    # Another tune (a variant, a model sharing layers) began appending after the third record: the
-    # records from there on are its trials, not this session's.
+    # Saved after its third record, then another tune (a variant, a model sharing layers) began
+    # appending at that very byte: the records from there on are its trials, not this session's.
     third = sum(len(line) for line in (copy / RECORDS).read_bytes().splitlines(keepends=True)[:3])
     (copy / STARTS).write_text(f"0\n{third}\n")
-    session_file.write_text(json.dumps(session | {"trials": 3, "trials_done": 0, "records_bytes_at_save": 0}))
+    session_file.write_text(json.dumps(session | {"trials": 3, "trials_done": 3, "records_bytes_at_save": third,
+                                                  "start_mark": 0}))
     counted = tune_model(model, target, TuneOptions(trials=3, resume=True), frontend="torch", cache_dir=root / "cache",
                          records_root=tmp_path / "tuning", threads=2)
     assert counted.trials_run == 0 and "3 of its 3 trials were done" in counted.notes[0], counted.notes
+    # an offset saved before records were set aside (the file then shorter) reads from the next whole line, or nothing
+    from tvmharness.tune import _record_workloads
+
+    whole = _record_workloads(copy)
+    assert _record_workloads(copy, third - 5) == whole[3:] and _record_workloads(copy, 10**9) == []
 
 
 def test_a_ctrl_c_is_only_noted_and_ends_the_search_where_raising_unwinds_tvm_cleanly():

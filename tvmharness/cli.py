@@ -610,12 +610,13 @@ def report(store: Annotated[str, typer.Option("--store", help="results store: a 
     from .report.regress import judge_run
 
     fmt = _format(fmt)
+    for path in (output, html):
+        _writable(path)  # (it writes nothing: the store itself passes, and is refused below)
     history = _open_store(store)
     for flag, path in (("--output", output), ("--html", html)):
         if path is not None and history.file is not None and path.resolve() == history.file.resolve():
             raise HarnessError(f"{flag} {path} is the results store itself: the report would overwrite the history",
                                f"give {flag} another file")
-        _writable(path)
     when = _since(since)
     frame = history.frame()
     run, verdicts = judge_run(history, run_id, frame=frame)

@@ -218,8 +218,8 @@ def _migrate(engine, label: str) -> None:
 BUSY_TIMEOUT_S = 60
 
 
-def store_problem(err: SQLAlchemyError, label: str, upgrading: bool = False) -> HarnessError:
-    """A database error as what it means for the store, and what to do."""
+def store_problem(err: SQLAlchemyError, label: str, upgrading: bool = False, file: Path | None = None) -> HarnessError:
+    """A database error as what it means for the store (`file`: a SQLite store's), and what to do."""
     said = one_line(getattr(err, "orig", None) or err)
     text = said.lower()
     if "locked" in text or "busy" in text:
@@ -232,10 +232,13 @@ def store_problem(err: SQLAlchemyError, label: str, upgrading: bool = False) -> 
     if "full" in text or "no space" in text:
         return HarnessError(f"the results store {label} cannot grow: its disk is full ({said})",
                             "free space on that disk, or move the store to another and give it with --store")
-    if "malformed" in text or "not a database" in text or "corrupt" in text:
+    if "not a database" in text:  # SQLite's word for any file that is not one of its databases
+        return HarnessError(f"the results store {label} is not a SQLite database ({said})",
+                            "point --store at the results file (results/history.db), or at a new path to start one")
+    if "malformed" in text or "corrupt" in text:
+        salvage = f"`sqlite3 {file} .recover | sqlite3 salvaged.db`, then --store salvaged.db" if file else "its database's tools"
         return HarnessError(f"the results store {label} is damaged ({said})",
-                            f"restore it from a backup, or salvage what SQLite can read: `sqlite3 {label} .recover "
-                            "| sqlite3 salvaged.db`, then --store salvaged.db")
+                            f"restore it from a backup, or salvage what can be read: {salvage}")
     return HarnessError(f"cannot use the results store {label}: {said}",
                         "check the path or URL and that the database is reachable")
 
@@ -244,18 +247,18 @@ class Store:
     """Writes each row as soon as it is measured, so a later failure loses nothing."""
 
     def __init__(self, store: str):
-        self.url, self.label = store_url(store), store
+        self.url, self.label, self.file = store_url(store), store, None
         try:
             self.engine = create_engine(self.url, connect_args={"timeout": BUSY_TIMEOUT_S} if self.url.startswith("sqlite") else {})
-            migrate(self.engine, store)
             database = self.engine.url.database
             self.file = Path(database) if self.engine.dialect.name == "sqlite" and database not in (None, "", ":memory:") else None
+            migrate(self.engine, store)
         except (ArgumentError, NoSuchModuleError):  # not a URL, or of a database SQLAlchemy does not know
             raise HarnessError(f"the results store {store} is neither a file path nor a database URL SQLAlchemy knows",
                                "give a SQLite file's path (results/history.db) or a URL such as "
                                "postgresql+psycopg2://user@host/db") from None
         except SQLAlchemyError as err:
-            raise store_problem(err, store, upgrading=True) from None
+            raise store_problem(err, store, upgrading=True, file=self.file) from None
         except ImportError as err:  # the URL names (or defaults to) a database driver that is not installed
             raise HarnessError(f"the results store {store} needs the Python module '{err.name}', which is not installed",
                                "install it, or for PostgreSQL `.venv/bin/pip install -e '.[postgres]'` in the checkout and a "
@@ -272,7 +275,7 @@ class Store:
                 with contextlib.suppress(SQLAlchemyError):
                     s.rollback()
                 self.engine.dispose()  # no pooled connection keeps the failed transaction
-                raise store_problem(err, self.label) from None
+                raise store_problem(err, self.label, file=self.file) from None
 
     @contextlib.contextmanager
     def _connection(self):
@@ -280,7 +283,7 @@ class Store:
             with self.engine.connect() as conn:
                 yield conn
         except SQLAlchemyError as err:
-            raise store_problem(err, self.label) from None
+            raise store_problem(err, self.label, file=self.file) from None
 
     def start_run(self, recipe_name: str, recipe_hash: str, recipe: dict, provenance: dict) -> int:
         with self._session() as s:

@@ -74,18 +74,17 @@ def check_records(directory: Path, target: Target | None = None, locked: bool = 
         except (ValueError, AttributeError):
             raise HarnessError(f"{meta} is corrupt: it should name the target these records were tuned for",
                                "it was left untouched: restore it from a copy, or move the folder aside to start afresh") from None
-        if recorded != target.tvm_dict:
-            raise HarnessError(f"tuning records in {directory} are for target {recorded}, not {target.tvm_dict}",
-                               "move that folder aside (or set [output] dir to another folder) to tune this target afresh")
+        foreign = f"are for target {recorded}" if recorded != target.tvm_dict else None
     elif target is not None:  # a folder copied without its target file: each record names its target too
         first = next((json.loads(line) for line in _lines(directory / RECORDS) if _parses(line, _valid_record)), None)
-        recorded = first[1][2] if first and isinstance(first[1][2], dict) else {}
-        differs = {k: recorded.get(k) for k, v in target.tvm_dict.items()
-                   if k != "host" and json.loads(json.dumps(v)) != recorded.get(k)}
-        if first and differs:
-            raise HarnessError(f"tuning records in {directory} (which has no {TARGET_FILE}) were tuned for target "
-                               f"{ {k: v for k, v in recorded.items() if k not in ('keys', 'tag')} }, not {target.tvm_dict}",
-                               "move that folder aside (or set [output] dir to another folder) to tune this target afresh")
+        recorded = first[1][2] if first and isinstance(first[1][2], dict) else None  # else: unknown, not foreign
+        foreign = (f"(which has no {TARGET_FILE}) were tuned for target "
+                   f"{ {k: v for k, v in recorded.items() if k not in ('keys', 'tag')} }"
+                   if recorded is not None and any(json.loads(json.dumps(v)) != recorded.get(k)
+                                                   for k, v in target.tvm_dict.items() if k != "host") else None)
+    if target is not None and foreign:
+        raise HarnessError(f"tuning records in {directory} {foreign}, not {target.tvm_dict}",
+                           "move that folder aside (or set [output] dir to another folder) to tune this target afresh")
     workloads = 0
     for name, valid in ((WORKLOADS, _valid_workload), (RECORDS, _valid_record)):
         path = directory / name
@@ -176,8 +175,11 @@ def _record_workloads(directory: Path, since: int = 0, until: int | None = None)
     byte `until` (a record line starts [index, into the workloads file)."""
     hashes = [json.loads(line)[0] for line in _lines(directory / WORKLOADS) if line]
     with open(directory / RECORDS, "rb") as records:
-        records.seek(since)
-        lines = (records.read() if until is None else records.read(max(0, until - since))).splitlines()
+        if since:  # an offset saved before records were set aside may fall inside a line: from the next one
+            records.seek(since - 1)
+            records.readline()
+        start = records.tell()
+        lines = (records.read() if until is None else records.read(max(0, until - start))).splitlines()
         return [hashes[int(line[1:line.index(b",")])] for line in lines if line.strip()]
 
 
@@ -477,7 +479,8 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
             return _result(model, target, directory, states, 0, state, skipped, session, notes)
         progress.step(f"tuning {len(to_tune)} of {len(extracted)} tasks of {model.name}: {remaining} trials "
                       f"(the first batch starts the builder workers: about 30 s)")
-        _mark_start(directory)
+        session["start_mark"] = _mark_start(directory)
+        _write_session(session_file, session)
         native_log = _run_meta_schedule(database, to_tune, directory, target, options, state, progress, remaining, threads)
         if native_log.is_file() and native_log.stat().st_size:
             notes.append(native_log_note(native_log))
@@ -496,8 +499,9 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
             raise HarnessError(f"{state.stopped}; {kept}", f"{fix} (`tvmharness devices --tracker {options.tracker}` lists "
                                "the kits), then continue with `tvmharness tune --resume`", exit_code=FAILED)
         session["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        # what builds will read: every record replays (before the last save: setting some aside shortens the file)
+        _, set_aside = _load_database(directory, locked=True)
         save_progress()
-        _, set_aside = _load_database(directory, locked=True)  # what builds will read: every record replays
         if set_aside:
             notes.append(set_aside)
         if trials_run and ok == 0:
@@ -513,18 +517,30 @@ def _records_bytes(directory: Path) -> int:
     return records.stat().st_size if records.is_file() else 0
 
 
-def _mark_start(directory: Path) -> None:
-    """Note where this tune's appends to the records file begin: a tune killed before it saved its
-    progress owns the records from its last save up to there, not those of the tunes after it."""
+def _mark_start(directory: Path) -> int:
+    """Note where this tune's appends to the records file begin; returns the mark's index. A tune
+    killed before it saved its progress owns the records from its last save up to the next mark,
+    not those of the tunes after it."""
+    marks = _start_marks(directory)
     (directory / STARTS).parent.mkdir(exist_ok=True)
     with open(directory / STARTS, "a") as starts:
         starts.write(f"{_records_bytes(directory)}\n")
+    return len(marks)
 
 
-def _unsaved_workloads(directory: Path, since: int) -> list[str]:
-    """The workloads of the records appended from byte `since` until the next tune began appending."""
-    starts = [int(line) for line in _lines(directory / STARTS) if line.strip().isdigit()]
-    return _record_workloads(directory, since, min((s for s in starts if s > since), default=None))
+def _start_marks(directory: Path) -> list[int]:
+    return [int(line) for line in _lines(directory / STARTS) if line.strip().isdigit()]
+
+
+def _unsaved_workloads(directory: Path, session: dict) -> list[str]:
+    """The workloads of the records appended from the session's last save until the next tune began
+    appending (the next mark after its own, which may sit at that very byte)."""
+    since, marks = session["records_bytes_at_save"], _start_marks(directory)
+    if "start_mark" in session:
+        until = marks[session["start_mark"] + 1] if session["start_mark"] + 1 < len(marks) else None
+    else:  # killed before it marked its start: a later mark past its last save
+        until = min((m for m in marks if m > since), default=None)
+    return _record_workloads(directory, since, until)
 
 
 def _unsaved_trials(database, directory: Path, session: dict, tasks) -> int:
@@ -537,7 +553,7 @@ def _unsaved_trials(database, directory: Path, session: dict, tasks) -> int:
         return 0
     mods = [t.dispatched[0] for t in tasks]
     mine = {database.commit_workload(mod).as_json()[0] for mod in mods if database.has_workload(mod)}
-    return sum(workload in mine for workload in _unsaved_workloads(directory, since))
+    return sum(workload in mine for workload in _unsaved_workloads(directory, session))
 
 
 def _known(database, task) -> tuple[int, float | None]:

@@ -361,14 +361,14 @@ def provenance_changes(references: list[tuple[int, dict]], after: dict, known_on
     changed = []
     keys = dict.fromkeys(k for _, prov in references for k in prov)
     for what in (k for k in keys if not known_only or after.get(k) not in (None, "", "none")):
-        values = [prov.get(what) for _, prov in references]
-        start = len(values)
-        while start and values[start - 1] == after.get(what):
+        recorded = [(run, prov[what]) for run, prov in references if what in prov]  # the runs that knew it
+        start = len(recorded)
+        while start and recorded[start - 1][1] == after.get(what):
             start -= 1
         if start:
-            change = {"what": what, "before": values[start - 1], "after": after.get(what)}
-            if start < len(values):
-                change["run"] = references[start][0]
+            change = {"what": what, "before": recorded[start - 1][1], "after": after.get(what)}
+            if start < len(recorded):
+                change["run"] = recorded[start][0]
             changed.append(change)
     if len(changed) > 1:
         changed = [c for c in changed if c["what"] != "build"]
