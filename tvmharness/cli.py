@@ -509,17 +509,15 @@ FORMATS = ("table", "md", "json", "csv", "junit")
 
 def _open_store(store: str):
     """An existing store only: a report never creates an empty one."""
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from .results import Store, check_not_half_a_url, store_url
+    from .results import Store, check_not_half_a_url, sqlite_file, store_url
 
     check_not_half_a_url(store)
     path = Path(store)
     if "://" in store:
         try:
-            url = make_url(store)
-            path = Path(url.database) if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") else None
+            path = sqlite_file(store)
         except ArgumentError:
             path = None  # Store names what is wrong with the URL
     if path is not None and path.is_dir():
@@ -660,7 +658,8 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
     interrupted = False
     with _progress() as progress:
         result = run_recipe(chosen, _RichProgress(progress))
-        run, verdicts = judge_run(result.store, result.run_id)
+        frame = result.store.frame()  # read once for the verdicts and the reports (a long history takes seconds)
+        run, verdicts = judge_run(result.store, result.run_id, frame=frame)
         suspects = [v for v in verdicts if needs_confirmation(v)]
         if suspects:  # a spell of host load looks like a step: measure those series again
             err.print(f"latency moved in {len(suspects)} series; measuring again to confirm", highlight=False)
@@ -674,8 +673,8 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
             except Exception as e:  # the night's rows are stored: its reports still go out, those changes unconfirmed
                 failure = f"measuring again failed: {reason(e, fix=False)}"
                 err.print(f"{failure}; those changes stay unconfirmed", markup=False, highlight=False)
-            run, verdicts = judge_run(result.store, result.run_id, unconfirmed_why=failure)  # now with the confirmation
-    frame = result.store.frame()
+            frame = result.store.frame()  # now with the confirmation
+            run, verdicts = judge_run(result.store, result.run_id, unconfirmed_why=failure, frame=frame)
     _render_verdicts(run, verdicts, frame, fmt, None)
     if not any(r["id"] < result.run_id for r in result.store.runs()):  # every series "new", every night green: say why
         err.print(f"note: {chosen.output.store} held no runs before this one: a new history, nothing to judge against "

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, inspect, or_, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
@@ -120,6 +121,13 @@ def check_not_half_a_url(store: str) -> None:
                            "or give the file's path alone")
 
 
+def sqlite_file(url) -> Path | None:
+    """The file a SQLite URL (a string or SQLAlchemy's URL) names; None for another database, or
+    SQLite in memory. An unreadable URL raises sqlalchemy.exc.ArgumentError."""
+    url = make_url(url)
+    return Path(url.database) if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") else None
+
+
 def store_url(store: str) -> str:
     """A path becomes a SQLite URL (its folder created); a URL is used as given."""
     if "://" in store:
@@ -174,8 +182,8 @@ def _migration_lock(engine):
                 yield
             finally:
                 conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
-    elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
-        with open(f"{engine.url.database}.migrate-lock", "w") as lock:
+    elif sqlite_file(engine.url) is not None:
+        with open(f"{sqlite_file(engine.url)}.migrate-lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
     else:
@@ -250,8 +258,7 @@ class Store:
         self.url, self.label, self.file = store_url(store), store, None
         try:
             self.engine = create_engine(self.url, connect_args={"timeout": BUSY_TIMEOUT_S} if self.url.startswith("sqlite") else {})
-            database = self.engine.url.database
-            self.file = Path(database) if self.engine.dialect.name == "sqlite" and database not in (None, "", ":memory:") else None
+            self.file = sqlite_file(self.engine.url)
             migrate(self.engine, store)
         except (ArgumentError, NoSuchModuleError):  # not a URL, or of a database SQLAlchemy does not know
             raise HarnessError(f"the results store {store} is neither a file path nor a database URL SQLAlchemy knows",
