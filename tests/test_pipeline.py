@@ -484,3 +484,83 @@ def test_a_model_that_cannot_be_made_spares_the_others_but_not_their_usage_error
         with pytest.raises(HarnessError) as err:
             run_recipe(recipe_from_dict(recipe_dict(models=models, inputs=inputs, engines=["torch"])))
         assert needle in str(err.value) and err.value.exit_code == 2
+
+
+def test_rows_a_store_refuses_mid_run_are_kept_and_load_into_their_run_later(workdir, monkeypatch):
+    """A store locked mid-run (a sqlite3 shell in a read transaction) costs no measurement: the run goes
+    on, the refused rows and its end wait in a file, and `tvmharness store load` puts them in."""
+    import sqlite3
+
+    import tvmharness.results as results
+    from tests.conftest import run_cli
+    from tvmharness.results import StoreError
+
+    monkeypatch.setattr(results, "BUSY_TIMEOUT_S", 1)  # not a minute per refused write
+    out = workdir / "refused"
+    recipe = recipe_from_dict({"name": "refused", "models": ["digits_cnn"], "engines": ["torch", "onnxruntime"],
+                               "measure": {"warmup": 1, "repeats": 30, "threads": 2},
+                               "output": {"dir": str(out), "store": str(out / "history.db")}})
+    reader = []
+
+    class LockAtSecondMeasurement:
+        measured = 0  # the baseline's row is stored when the second engine is measured
+
+        def step(self, text):
+            if text.startswith("measuring ") and not reader and self.measured == 1:
+                reader.append(sqlite3.connect(out / "history.db", isolation_level=None))
+                reader[0].execute("BEGIN")
+                reader[0].execute("SELECT count(*) FROM runs").fetchone()
+            self.measured += text.startswith("measuring ")
+
+        def repeat(self, done, total):
+            pass
+
+    with pytest.raises(StoreError) as caught:
+        run_recipe(recipe, LockAtSecondMeasurement())
+    reader[0].execute("COMMIT")
+    reader[0].close()
+    kept = list(out.glob("unsaved-rows-run-*.jsonl"))
+    assert len(kept) == 1
+    message = str(caught.value)
+    assert "stayed locked by another process" in message
+    assert f"1 row of 2 measured in run 1 could not be stored in {out / 'history.db'}, and are kept in {kept[0]}" in message
+    assert f"`tvmharness store load {kept[0]}`" in caught.value.fix
+    store = Store(str(out / "history.db"))
+    assert list(store.frame()["engine"]) == ["torch"] and store.run(1)["finished"] is None
+
+    proc = run_cli("store", "load", str(kept[0]))
+    assert proc.returncode == 0, proc.stderr
+    assert f"stored 1 row in {out / 'history.db'} (run 1)" in " ".join(proc.stderr.split())
+    rows = store.frame()
+    assert list(rows["engine"]) == ["torch", "onnxruntime"] and set(rows["run_id"]) == {1}
+    onnx = rows[rows["engine"] == "onnxruntime"].iloc[0]
+    assert onnx["status"] == OK and len(onnx["samples_ms"]) == 30 and onnx["speedup_vs_baseline"] > 0
+    assert store.run(1)["finished"] is not None  # its end, refused too, is recorded now
+    assert not kept[0].exists()  # loaded once: a second load would put them in twice
+
+
+def test_kept_rows_load_into_another_store_as_a_copy_of_their_run_and_a_wrong_file_is_refused(tmp_path):
+    from tests.conftest import run_cli
+    from tvmharness.provenance import snapshot
+    from tvmharness.results import UnsavedRows, StoreError
+
+    first = Store(str(tmp_path / "a.db"))
+    run_id = first.start_run("r", "abc", {"name": "r"}, snapshot())
+    kept = UnsavedRows(first.run(run_id), str(tmp_path / "a.db"))
+    row = {"model": "m", "variant": "fp32", "target": "x86", "engine": "tvm", "engine_version": "0.27", "status": OK,
+           "median_ms": 2.5, "samples_ms": [2.0, 2.5], "details": {"notes": ["x"]}}
+    kept.keep(row, StoreError("the results store is read-only", "make it writable"), tmp_path / "out")
+    other = tmp_path / "b.db"
+    Store(str(other)).start_run("another", "def", {}, snapshot())  # run 1 there is some other run
+    proc = run_cli("store", "load", str(kept.path), "--store", str(other))
+    assert proc.returncode == 0, proc.stderr
+    assert "(run 2, a copy of run 1's record (that store does not hold it))" in " ".join(proc.stderr.split())
+    frame = Store(str(other)).frame()
+    assert list(frame["run_id"]) == [2] and frame.iloc[0]["samples_ms"] == [2.0, 2.5]
+    assert frame.iloc[0]["recipe_name"] == "r" and frame.iloc[0]["run_provenance"]["git_commit"] == snapshot()["git_commit"]
+    assert frame.iloc[0]["details"] == {"notes": ["x"]}
+
+    (tmp_path / "notes.jsonl").write_text('{"hello": 1}\n')
+    proc = run_cli("store", "load", str(tmp_path / "notes.jsonl"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "is not a file of rows a results store refused" in proc.stderr

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, Interrupted, reason
+from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, reason
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Compile, tune and benchmark PyTorch models through Apache TVM, against PyTorch and ONNX Runtime.")
@@ -631,6 +631,26 @@ def report(store: Annotated[str, typer.Option("--store", help="results store: a 
 
         write_html(history, html, since=when, judged=(run, verdicts, frame))
         err.print(f"wrote {html}", markup=False)
+    return 0
+
+
+store_app = typer.Typer(no_args_is_help=True, help="The results store.")
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("load")
+@_friendly
+def store_load(file: Annotated[Path, typer.Argument(help="an unsaved-rows-run-*.jsonl file a run named when its store refused rows")],
+               store: Annotated[Optional[str], typer.Option("--store", help="the store to put them in (default: the one that refused them)")] = None) -> int:
+    """Put rows a run's store refused (locked, read-only, full, unreachable) into it, or into another store."""
+    from .results import Store, UnsavedRows
+
+    kept = UnsavedRows.read(file)
+    into = store or kept.store_label
+    run_id, same = Store(into).load_unsaved(kept)
+    file.unlink()  # in the store now: a second load would put them in twice
+    where = f"run {run_id}" if same else f"run {run_id}, a copy of run {kept.run['id']}'s record (that store does not hold it)"
+    err.print(f"stored {counted(len(kept.rows), 'row')} in {into} ({where}); removed {file}", markup=False, highlight=False)
     return 0
 
 

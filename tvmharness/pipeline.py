@@ -12,7 +12,7 @@ from typing import Protocol
 from .build import Artifact, load_artifact
 from .compress import BASELINE, NotApplicable, apply_variant, baseline_metrics, check_variants, parse_variant
 from .engines import EngineOptions, get_engine
-from .errors import FAILED, HarnessError, counted, one_line, reason
+from .errors import FAILED, HarnessError, Interrupted, counted, one_line, reason
 from .gpu import check_local_gpu
 from .frontend import pt2_file
 from .measure import DROPS, accuracy, agreement, time_call, time_interleaved, top1_agreement, variant_drop
@@ -21,7 +21,7 @@ from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings
 from .provenance import snapshot
 from .recipe import Recipe, apply_overrides
 from .results import (BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED, Store,
-                      plain)
+                      StoreError, UnsavedRows, plain)
 from .remote.rack import KitFailure, KitJob, KitResult, Rack
 from .targets import Target, check_local_cpu, check_toolchain, host_target, resolve_all
 
@@ -49,6 +49,7 @@ class RunResult:
     recipe: Recipe
     store: Store
     provenance: dict
+    unsaved: UnsavedRows
     rows: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -121,7 +122,8 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
         {"confirms_run": confirms} if confirms is not None else {})
     store = Store(recipe.output.store)
     run_id = store.start_run(recipe.name, recipe.digest(), recipe.model_dump(mode="json"), provenance)
-    result = RunResult(run_id=run_id, recipe=recipe, store=store, provenance=provenance)
+    result = RunResult(run_id=run_id, recipe=recipe, store=store, provenance=provenance,
+                       unsaved=UnsavedRows(store.run(run_id), recipe.output.store))
     options = EngineOptions(frontend=recipe.frontend, cache_dir=recipe.cache_dir, threads=threads,
                             records_root=recipe.records_root)
     kit_rows: list[_KitRow] = []
@@ -133,10 +135,30 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
         # Kit jobs run last, in parallel over the free kits, with the host quiet.
         for target_name, rack in racks.items():
             _run_on_kits([k for k in kit_rows if k.row["target"] == target_name], rack, recipe, store, result, progress)
+    except KeyboardInterrupt:
+        if result.unsaved.path is not None:
+            raise Interrupted(f"interrupted: {_unsaved_said(result)} (`tvmharness store load {result.unsaved.path}` "
+                              "puts them in once the store takes writes again)") from None
+        raise
     finally:
         result.seconds = time.perf_counter() - started
-    store.finish_run(run_id)  # only a run that went through: one cut short stays unfinished, and reports say so
+    try:
+        store.finish_run(run_id)  # only a run that went through: one cut short stays unfinished, and reports say so
+    except StoreError as err:
+        result.unsaved.keep_finished(err, recipe.output.dir)
+    if result.unsaved.path is not None:
+        problem = result.unsaved.problem
+        raise StoreError(f"{problem.cause}; {_unsaved_said(result)}", problem.fix.removesuffix(", then run again") +
+                         f"; then `tvmharness store load {result.unsaved.path}` puts them in (with --store, into another store)")
     return result
+
+
+def _unsaved_said(result: RunResult) -> str:
+    kept = result.unsaved
+    if not kept.rows:
+        return f"the end of run {result.run_id} could not be recorded in {kept.store_label}; it is kept in {kept.path}"
+    return (f"{counted(len(kept.rows), 'row')} of {len(result.rows)} measured in run {result.run_id} could not be stored"
+            f" in {kept.store_label}, and are kept in {kept.path}")
 
 
 def _check_gpu_baseline(model: LoadedModel, host: Target) -> None:
@@ -408,7 +430,10 @@ def _failed(row: dict, status: str, err: Exception) -> dict:
 
 def _store(store: Store, result: RunResult, row: dict) -> None:
     interrupted = row.pop("_interrupted", False)
-    row["id"] = store.add(result.run_id, row)
+    try:
+        row["id"] = store.add(result.run_id, row)
+    except StoreError as err:  # the run goes on (the store may come back); the row waits in a file
+        result.unsaved.keep(row, err, result.recipe.output.dir)
     result.rows.append(row)
     if interrupted:
         raise KeyboardInterrupt

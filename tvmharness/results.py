@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import re
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -226,28 +228,32 @@ def _migrate(engine, label: str) -> None:
 BUSY_TIMEOUT_S = 60
 
 
-def store_problem(err: SQLAlchemyError, label: str, upgrading: bool = False, file: Path | None = None) -> HarnessError:
+class StoreError(HarnessError):
+    """The store refused a read or a write (locked, read-only, full, damaged, unreachable)."""
+
+
+def store_problem(err: SQLAlchemyError, label: str, upgrading: bool = False, file: Path | None = None) -> StoreError:
     """A database error as what it means for the store (`file`: a SQLite store's), and what to do."""
     said = one_line(getattr(err, "orig", None) or err)
     text = said.lower()
     if "locked" in text or "busy" in text:
-        return HarnessError(f"the results store {label} stayed locked by another process for {BUSY_TIMEOUT_S} s ({said})",
+        return StoreError(f"the results store {label} stayed locked by another process for {BUSY_TIMEOUT_S} s ({said})",
                             "let the other process finish (or close a sqlite3 shell holding a transaction), then run again")
     if "readonly" in text or "read-only" in text:
         why = " (it is of an older schema, which is upgraded when it is opened)" if upgrading else ""
-        return HarnessError(f"the results store {label} is read-only{why}",
+        return StoreError(f"the results store {label} is read-only{why}",
                             "make it and its folder writable, or copy it somewhere writable and give that with --store")
     if "full" in text or "no space" in text:
-        return HarnessError(f"the results store {label} cannot grow: its disk is full ({said})",
+        return StoreError(f"the results store {label} cannot grow: its disk is full ({said})",
                             "free space on that disk, or move the store to another and give it with --store")
     if "not a database" in text:  # SQLite's word for any file that is not one of its databases
-        return HarnessError(f"the results store {label} is not a SQLite database ({said})",
+        return StoreError(f"the results store {label} is not a SQLite database ({said})",
                             "point --store at the results file (results/history.db), or at a new path to start one")
     if "malformed" in text or "corrupt" in text:
         salvage = f"`sqlite3 {file} .recover | sqlite3 salvaged.db`, then --store salvaged.db" if file else "its database's tools"
-        return HarnessError(f"the results store {label} is damaged ({said})",
+        return StoreError(f"the results store {label} is damaged ({said})",
                             f"restore it from a backup, or salvage what can be read: {salvage}")
-    return HarnessError(f"cannot use the results store {label}: {said}",
+    return StoreError(f"cannot use the results store {label}: {said}",
                         "check the path or URL and that the database is reachable")
 
 
@@ -313,6 +319,25 @@ class Store:
             s.get(Run, run_id).finished = _now()
             s.commit()
 
+    def load_unsaved(self, kept: "UnsavedRows") -> tuple[int, bool]:
+        """Put rows the store refused in, in one transaction: into their run when this store holds it
+        (the same id, started at the same moment), else into a new run with its record. Returns the
+        run's id, and whether it is that run."""
+        head = kept.run
+        with self._session() as s:
+            run = s.get(Run, head["id"])
+            same = run is not None and as_utc(run.started) == as_utc(head["started"])
+            if not same:
+                run = Run(**{k: v for k, v in head.items() if k not in ("id", "finished")})
+                s.add(run)
+                s.flush()
+            for created, row in kept.rows:
+                s.add(Measurement(run_id=run.id, created=created, **{k: v for k, v in row.items() if k in COLUMNS and k != "id"}))
+            if run.finished is None:
+                run.finished = kept.finished
+            s.commit()
+            return run.id, same
+
     def run(self, run_id: int) -> dict:
         with self._session() as s:
             r = s.get(Run, run_id)
@@ -350,3 +375,68 @@ class Store:
             provenance = dict(conn.execute(runs).all())
         frame["run_provenance"] = frame["run_id"].map(provenance)
         return frame
+
+
+class UnsavedRows:
+    """Rows a run's store refused (locked past its wait, read-only, full, unreachable), kept in a JSON
+    Lines file until `tvmharness store load FILE` puts them in: a store failing mid-run costs no
+    measurement. The file holds the run's record, then a row a line, then when the run finished."""
+
+    def __init__(self, run: dict, store_label: str, path: Path | None = None):
+        self.run, self.store_label, self.path = run, store_label, path
+        self.rows: list[tuple[datetime, dict]] = []
+        self.finished: datetime | None = None
+        self.problem: StoreError | None = None  # the first refusal, said when the run ends
+
+    def keep(self, row: dict, problem: StoreError, folder: Path) -> None:
+        self.problem = self.problem or problem
+        self.rows.append((_now(), row))
+        self._write({"row": row, "created": self.rows[-1][0]}, folder)
+
+    def keep_finished(self, problem: StoreError, folder: Path) -> None:
+        self.problem, self.finished = self.problem or problem, _now()
+        self._write({"finished": self.finished}, folder)
+
+    def _write(self, line: dict, folder: Path) -> None:
+        if self.path is None:  # the first refusal: the run's outputs folder, else the system's temporary one
+            stamp = as_utc(self.run["started"]).strftime("%Y%m%dT%H%M%S")
+            head = _json_line({"run": self.run, "store": self.store_label})
+            for place in (folder, Path(tempfile.gettempdir())):
+                path = place / f"unsaved-rows-run-{self.run['id']}-{stamp}.jsonl"
+                with contextlib.suppress(OSError):
+                    place.mkdir(parents=True, exist_ok=True)
+                    path.write_text(head)
+                    self.path = path
+                    break
+            else:
+                raise StoreError(f"{self.problem.cause}, and its rows cannot be kept in {folder} nor in "
+                                 f"{tempfile.gettempdir()}", self.problem.fix)
+        with self.path.open("a") as f:
+            f.write(_json_line(line))
+
+    @classmethod
+    def read(cls, path: Path) -> "UnsavedRows":
+        """A file written by keep(); anything else is refused with what it is."""
+        bad = HarnessError(f"{path} is not a file of rows a results store refused",
+                           "give the unsaved-rows-run-*.jsonl file a run named when its store refused rows")
+        try:
+            lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            head = lines[0]["run"]
+            kept = cls({**head, "started": _time(head["started"]), "finished": None}, lines[0]["store"], path)
+            for line in lines[1:]:
+                if "row" in line:
+                    kept.rows.append((_time(line["created"]), line["row"]))
+                else:
+                    kept.finished = _time(line["finished"])
+        except (ValueError, LookupError, TypeError, UnicodeDecodeError):
+            raise bad from None
+        return kept
+
+
+def _json_line(doc: dict) -> str:
+    return json.dumps(doc, default=lambda v: v.isoformat() if isinstance(v, datetime) else plain(v)
+                      if hasattr(v, "item") else str(v)) + "\n"
+
+
+def _time(text: str) -> datetime:
+    return as_utc(datetime.fromisoformat(text))
