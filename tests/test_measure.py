@@ -92,6 +92,12 @@ def test_agreement_checks_every_output_on_its_own_scale():
     second = agreement(ref, [[logits, boxes + 1.0]], tolerance=1e-3)  # only the second output is off
     assert not second.within_tolerance and second.output == 1 and second.max_abs_diff == pytest.approx(1.0)
     assert second.top1_agreement == 1.0  # top-1 reads the first output
+    # Token ids (or an argmax) are not on a scale: an id off by 25 in 29,000 is another token.
+    ids = np.array([29000, 12])
+    assert agreement([[logits, ids]], [[logits, ids.copy()]], tolerance=1e-3).within_tolerance
+    wrong = agreement([[logits, ids]], [[logits, np.array([28975, 12])]], tolerance=1e-3)
+    assert not wrong.within_tolerance and wrong.output == 1 and wrong.max_abs_diff == 25
+    assert agreement([[logits, ids]], [[logits, np.array([28975, 12])]], tolerance=1e-3, floors=[0, 25]).within_tolerance
     with pytest.raises(ValueError, match="1 outputs where the baseline gives 2"):
         agreement(ref, [[logits]], tolerance=1e-3)
     with pytest.raises(ValueError, match=r"output 2's shape \[4\] differs"):

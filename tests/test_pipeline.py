@@ -88,15 +88,45 @@ def test_any_model_its_files_cannot_make_costs_its_rows_alone(recipe_dict, tmp_p
     baseline row saying why, as a function that raises is; the other models are measured."""
     (tmp_path / "broken_import.py").write_text("import does_not_exist_module\n\n\ndef f():\n    pass\n")
     recipe = recipe_from_dict(recipe_dict(models=[f"{tmp_path / 'broken_import.py'}:f", f"{USER_MODELS}:no_such_function",
-                                                  f"{USER_MODELS}:not_a_module", f"{USER_MODELS}:tiny_mlp"],
+                                                  f"{USER_MODELS}:not_a_module", f"{USER_MODELS}:half_linear",
+                                                  f"{USER_MODELS}:none_output", f"{USER_MODELS}:tiny_mlp"],
                                           engines=["torch"]))
     result = run_recipe(recipe)
     rows = {r["model"]: r for r in result.rows}
     assert rows["tiny_mlp"]["status"] == OK
     for name, why in (("f", "No module named 'does_not_exist_module'"),
                       ("no_such_function", "has no function 'no_such_function'"),
-                      ("not_a_module", "returned a str as its first item, not an nn.Module")):
+                      ("not_a_module", "returned a str as its first item, not an nn.Module"),
+                      # fed float32, it would raise in its first layer, said as a dtype clash
+                      ("half_linear", "holds float16 weights (weight); tvmharness measures a float32 model"),
+                      ("none_output", "returns None as its output 2 of 2; a deployed model returns tensors only")):
         assert rows[name]["status"] == LOAD_FAILED and why in rows[name]["reason"], rows[name]["reason"]
+
+
+def test_a_model_s_digest_holds_every_tensor_its_forward_reads():
+    """Buffers left out of the state dict (persistent=False) and plain tensor attributes are the model
+    too: one changed is another build, never a cached one (a bfloat16 one included)."""
+    import torch
+
+    from tvmharness.data import ModelInput
+    from tvmharness.models import torch_digest
+
+    class Shifted(torch.nn.Module):
+        def __init__(self, shift, offset, dtype=torch.float32):
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc = torch.nn.Linear(4, 4)
+            self.register_buffer("shift", torch.full((4,), shift, dtype=dtype), persistent=False)
+            self.offset = torch.full((4,), offset)
+
+        def forward(self, x):
+            return self.fc(x) + self.shift.float() + self.offset
+
+    inputs = (ModelInput("x", (1, 4), "float32"),)
+    digests = {torch_digest(m, inputs) for m in (Shifted(1.0, 10.0), Shifted(2.0, 10.0), Shifted(1.0, 20.0),
+                                                 Shifted(1.0, 10.0, torch.bfloat16), Shifted(2.0, 10.0, torch.bfloat16))}
+    assert len(digests) == 5
+    assert torch_digest(Shifted(1.0, 10.0), inputs) == torch_digest(Shifted(1.0, 10.0), inputs)
 
 
 def test_terminal_report_of_a_rerun_says_nothing_was_rebuilt(first_run):
@@ -564,3 +594,26 @@ def test_kept_rows_load_into_another_store_as_a_copy_of_their_run_and_a_wrong_fi
     proc = run_cli("store", "load", str(tmp_path / "notes.jsonl"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "is not a file of rows a results store refused" in proc.stderr
+
+
+def test_the_fix_for_a_dynamic_size_of_a_dotted_input_name_is_a_recipe_table_that_works(tmp_path):
+    """ONNX names inputs "input.1": the fix quotes it, as TOML needs (unquoted it names input "1" of a
+    model "input"), and the table it gives sizes the model."""
+    import re
+    import tomllib
+
+    import torch
+
+    from tvmharness.errors import HarnessError
+    from tvmharness.models import load_model
+
+    path = tmp_path / "dotted.onnx"
+    torch.onnx.export(torch.nn.Conv1d(1, 2, 3), torch.randn(1, 1, 16), str(path), input_names=["input.1"],
+                      dynamic_axes={"input.1": {2: "length"}}, dynamo=False)
+    with pytest.raises(HarnessError) as caught:
+        load_model(str(path), tmp_path / "cache")
+    table, sizes = re.search(r"give its sizes: (\[.*?\]) shape = \[(.*?)\]", caught.value.fix).groups()
+    assert table == '[inputs."input.1"]'
+    recipe = recipe_from_dict(tomllib.loads(f'models = ["{path}"]\n{table}\nshape = [{sizes.replace("N", "16")}]\n'))
+    model = load_model(str(path), tmp_path / "cache", settings=recipe.input_settings("dotted"))
+    assert [(i.name, i.shape) for i in model.inputs] == [("input.1", (1, 1, 16))]

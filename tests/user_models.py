@@ -266,3 +266,20 @@ class ZerosOnly(nn.Module):
 
 def zeros_only():
     return ZerosOnly().eval(), torch.zeros(1, 4)
+
+
+def half_linear():
+    return nn.Linear(8, 4).half().eval(), torch.randn(1, 8).half()
+
+
+class WithNone(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x), None
+
+
+def none_output():
+    return WithNone().eval(), torch.randn(1, 4)

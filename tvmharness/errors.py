@@ -36,6 +36,12 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def toml_table(*keys: str) -> str:
+    """A recipe's table as TOML reads it: a key that is not bare (ONNX's "input.1") in quotes."""
+    return ".".join(k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else '"' + k.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                    for k in keys)
+
+
 def counted(count: int, noun: str) -> str:
     """'1 sample', '21 samples'."""
     return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -115,7 +116,8 @@ def agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]
     output must be within tolerance: its largest absolute difference <= tolerance x the largest
     |value| of that output in the reference (a box in pixels and a score in [0, 1] each on its own
     scale), or <= its floor where one is given (a quantized output may differ by a few of its steps).
-    Top-1 agreement: see top1_agreement. Another number of outputs, or an output of another shape,
+    An integer or bool output (token ids, an argmax, a mask) must match exactly, floor aside: its
+    largest value is no scale for how far an index may be off. Top-1 agreement: see top1_agreement. Another number of outputs, or an output of another shape,
     raises ValueError (broadcasting would hide it)."""
     count = len(reference[0])
     for ref, out in zip(reference, outputs):
@@ -129,10 +131,15 @@ def agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]
     scales = [max(float(np.max(np.abs(ref[k][np.isfinite(ref[k])]), initial=0.0)) for ref in reference) or 1.0
               for k in range(count)]
     floors = list(floors or []) + [0.0] * count
-    allowed = [max(tolerance * scales[k], floors[k]) for k in range(count)]
-    worst = max(range(count), key=lambda k: diffs[k] / allowed[k])
+    allowed = [max(0.0 if exact_output(reference[0][k]) else tolerance * scales[k], floors[k]) for k in range(count)]
+    worst = max(range(count), key=lambda k: diffs[k] / allowed[k] if allowed[k] else math.inf if diffs[k] else 0.0)
     return Agreement(max_abs_diff=diffs[worst], top1_agreement=top1_agreement(reference, outputs, allowed[0]),
                      within_tolerance=diffs[worst] <= allowed[worst], output=worst, outputs=count)
+
+
+def exact_output(reference: np.ndarray) -> bool:
+    """Integers and bools: compared exactly (agreement)."""
+    return reference.dtype.kind in "biu"
 
 
 def _max_diff(ref: np.ndarray, out: np.ndarray) -> float:

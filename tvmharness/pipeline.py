@@ -15,7 +15,7 @@ from .engines import EngineOptions, get_engine
 from .errors import FAILED, HarnessError, Interrupted, counted, one_line, reason
 from .gpu import check_local_gpu
 from .frontend import pt2_file
-from .measure import DROPS, accuracy, agreement, time_call, time_interleaved, top1_agreement, variant_drop
+from .measure import DROPS, accuracy, agreement, exact_output, time_call, time_interleaved, top1_agreement, variant_drop
 from .memory import ENGINES as MEMORY_ENGINES, measure_memory
 from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings, load_model, model_name
 from .provenance import snapshot
@@ -549,6 +549,10 @@ def output_agreement(model: LoadedModel, reference: list, outputs: list, toleran
         which = f"output {agree.output + 1} of {agree.outputs}: "
     if not finite:
         return figures, f"{which}NaN or infinite values where the baseline's are finite (or the other way round)"
+    if not agree.within_tolerance and exact_output(reference[0][agree.output]) and not (
+            agree.output < len(floors) and floors[agree.output]):
+        return figures, (f"{which}max abs diff {agree.max_abs_diff:.3g} in integers (or bools), which must match the "
+                         "baseline's exactly")
     if not agree.within_tolerance:
         return figures, (f"{which}max abs diff {agree.max_abs_diff:.3g} exceeds the tolerance ({tolerance:g} x that "
                          f"output's largest value in the reference"

@@ -13,7 +13,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, 
                       model_validator)
 
 from .cache import content_hash
-from .errors import HarnessError, validation_problems
+from .errors import HarnessError, toml_table, validation_problems
 
 ENGINES = ("tvm", "torch", "onnxruntime")  # the default; "tvm-untuned" compares tuning, "torch-compile" TorchInductor
 
@@ -245,14 +245,14 @@ class Recipe(_Strict):
         """[inputs] for the model of that name, as load_model takes them: {input name: {"shape", "range",
         "tables": {field: the recipe's table that gave it, for messages}}}. A field of [inputs.MODEL.NAME]
         wins over [inputs.NAME]'s."""
-        settings = {name: setting.model_dump() | {"tables": {"shape": f"inputs.{name}", "range": f"inputs.{name}"}}
+        settings = {name: setting.model_dump() | {"tables": {"shape": toml_table("inputs", name), "range": toml_table("inputs", name)}}
                     for name, setting in self.inputs.items() if isinstance(setting, InputSetting)}
         own = self.inputs.get(model)
         for name, setting in (own.items() if isinstance(own, dict) else ()):
             fields = {k: v for k, v in setting.model_dump().items() if v is not None}
             merged = settings.setdefault(name, {"shape": None, "range": None, "tables": {}})
             merged.update(fields)
-            merged["tables"] = merged["tables"] | {k: f"inputs.{model}.{name}" for k in fields}
+            merged["tables"] = merged["tables"] | {k: toml_table("inputs", model, name) for k in fields}
         return settings
 
     @property

@@ -25,8 +25,7 @@ import numpy as np
 from ..cache import content_hash, file_hash
 from ..data import (FROM_EXAMPLE, DataSet, Feed, ModelInput, data_set, digits_split, load_data_set, random_feeds,
                     sizes_text)
-from ..errors import FAILED, HarnessError, one_line
-from ..measure import output_arrays
+from ..errors import FAILED, HarnessError, one_line, toml_table
 
 SEEDED_NOTE = "seeded init, batch-norm statistics from seeded noise: no pretrained weights are downloaded"
 
@@ -261,15 +260,35 @@ def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
     """Architecture (its repr, and each layer's plain settings), the inputs it is measured on, every
     weight's bytes, and the user's own code the layers run (a forward edited with no layer or weight
     changed is another model)."""
+    import torch
+
     # A model of one float input keeps the digest it had when models took only that (its history).
     single = len(inputs) == 1 and inputs[0].dtype == "float32"
     parts: list = [repr(module), list(inputs[0].shape) if single else [i.signature() for i in inputs],
                    _settings(module)]
-    for name, tensor in module.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        data = t.int_repr() if t.is_quantized else t
-        parts += [name, str(t.dtype), list(t.shape), data.numpy().tobytes()]
+    weights = module.state_dict()
+    for name, tensor in weights.items():
+        parts += [name, str(tensor.dtype), list(tensor.shape), _tensor_bytes(tensor)]
+    # Tensors forward reads that the state dict leaves out: buffers registered persistent=False (a
+    # rotary embedding's inv_freq) and plain tensor attributes. Only where a model has them, so the
+    # others keep their digests (their histories and cached builds).
+    unsaved = [(name, t) for name, t in module.named_buffers() if name not in weights]
+    unsaved += [(f"{prefix}.{key}" if prefix else key, value) for prefix, sub in module.named_modules()
+                for key, value in sorted(vars(sub).items()) if isinstance(value, torch.Tensor)]
+    for name, tensor in unsaved:
+        parts += ["unsaved", name, str(tensor.dtype), list(tensor.shape), _tensor_bytes(tensor)]
     return content_hash(*parts, *_own_code(module))
+
+
+def _tensor_bytes(tensor) -> bytes:
+    import torch
+
+    t = tensor.detach().cpu().contiguous()
+    data = t.int_repr() if t.is_quantized else t
+    try:
+        return data.numpy().tobytes()
+    except TypeError:  # bfloat16 and float8 have no numpy dtype: their bytes as they are
+        return data.reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def _settings(module) -> list:
@@ -457,7 +476,8 @@ def _settle(where: str, found: list[ModelInput], settings: dict[str, dict], batc
     for i in found:
         setting = settings.get(i.name) or {}
         tables = {field: f"[{name}]" for field, name in (setting.get("tables") or {}).items()}  # for messages
-        shape_table, range_table = tables.get("shape", f"[inputs.{i.name}]"), tables.get("range", f"[inputs.{i.name}]")
+        shape_table, range_table = (tables.get(field, f"[{toml_table('inputs', i.name)}]")
+                                    for field in ("shape", "range"))
         shape = tuple(i.shape)
         if setting.get("shape"):
             asked = tuple(setting["shape"])
@@ -478,7 +498,7 @@ def _settle(where: str, found: list[ModelInput], settings: dict[str, dict], batc
             sizes = [d if isinstance(d, int) else "N" for d in shape]
             raise HarnessError(f"dimension {dynamic[0]} of input '{i.name}' of {where} is dynamic ('{shape[dynamic[0]]}'), "
                                f"and TVM builds for fixed sizes: input '{i.name}' is {_shape_text(shape)}",
-                               f"give its sizes: [inputs.{i.name}] shape = [{', '.join(map(str, sizes))}] in the recipe, "
+                               f"give its sizes: [{toml_table('inputs', i.name)}] shape = [{', '.join(map(str, sizes))}] in the recipe, "
                                f"or --input-shape {i.name}={sizes_text(sizes)}")
         value_range, range_from = i.value_range, i.range_from
         if setting.get("range"):
@@ -570,6 +590,8 @@ def _load_pt2(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
     except Exception as err:
         raise ModelNotMade(f"{path} is not a loadable ExportedProgram: {one_line(err)}",
                            "save one with torch.export.save(torch.export.export(model, (x,)), 'model.pt2')") from None
+    module = ep.module()
+    _check_float32(str(path), module)
     names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     values = {n.name: n.meta["val"] for n in ep.graph.nodes if n.op == "placeholder"}
     kept = torch.utils._pytree.tree_leaves(ep.example_inputs) if ep.example_inputs else []
@@ -586,7 +608,7 @@ def _load_pt2(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
     static = [i.shape for i in found] == [i.shape for i in inputs]
     # Dynamic sizes made fixed: the program is exported again at those sizes (TVM builds for fixed ones).
     return LoadedModel(name=model_name(str(path)), source="pt2", inputs=inputs, digest=_file_digest(path, inputs, static),
-                       torch_module=ep.module(), exported=ep if static else None,
+                       torch_module=module, exported=ep if static else None,
                        notes=[f"user ExportedProgram {path}" + _outputs_note(
                            sum(s.kind.name == "USER_OUTPUT" for s in ep.graph_signature.output_specs)),
                               *_batch_notes(found, inputs, settings)])
@@ -683,7 +705,9 @@ def _outputs_note(count: int) -> str:
             "agreement read the first)" if count > 1 else "")
 
 
-def _count_outputs(net, examples: tuple) -> int:
+def _count_outputs(spec: str, net, examples: tuple) -> int:
+    """How many outputs forward returns; one that is not a tensor (None, a Python number), which
+    neither export nor TVM can return, is refused by its place."""
     import torch
 
     try:
@@ -691,7 +715,22 @@ def _count_outputs(net, examples: tuple) -> int:
             out = net(*examples)
     except Exception:  # the baseline's own run reports it, as a row
         return 1
-    return len(output_arrays(out, torch.Tensor))
+    leaves = _output_leaves(out)
+    for k, leaf in enumerate(leaves):
+        if not isinstance(leaf, torch.Tensor):
+            raise ModelNotMade(f"'{spec}' returns {'None' if leaf is None else 'a Python ' + type(leaf).__name__} as its "
+                               f"output {k + 1} of {len(leaves)}; a deployed model returns tensors only",
+                               "return tensors alone from forward (leave the None out, or return torch.tensor(value))")
+    return len(leaves)
+
+
+def _output_leaves(out) -> list:
+    """forward's outputs as they are, in the order measure.output_arrays flattens them."""
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        return [leaf for item in out for leaf in _output_leaves(item)]
+    return [out]
 
 
 _MODEL_FOLDERS: set[str] = set()  # folders of model files whose imports were given the files beside them
@@ -763,11 +802,27 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
         raise ModelNotMade(f"'{spec}' gave {what} as its example; the engines take tensors, one per input of forward",
                            "return one example tensor, or a tuple of tensors in forward's order (no dicts or keywords)")
     net.eval()
+    _check_float32(spec, net)
     names = _forward_names(net, len(examples))
     found = [_model_input(name, e, tuple(e.shape), True) for name, e in zip(names, examples)]
     inputs = _settle(spec, found, settings, batch=1, fixed=False)  # batch: unused, an example has no dynamic size
     return LoadedModel(name=func_name, source="python", inputs=inputs, digest=torch_digest(net, inputs),
-                       torch_module=net, notes=[f"user model {spec}" + _outputs_note(_count_outputs(net, examples))])
+                       torch_module=net, notes=[f"user model {spec}" + _outputs_note(_count_outputs(spec, net, examples))])
+
+
+def _check_float32(spec: str, module) -> None:
+    """Float inputs are fed as float32, to the fp32 baseline: a model of other float weights is refused
+    (its first layer would raise on them), and lower precisions are its variants."""
+    import torch
+
+    other = next(((name, p.dtype) for name, p in module.named_parameters()
+                  if p.is_floating_point() and p.dtype != torch.float32), None)
+    if other is not None:
+        dtype = str(other[1]).removeprefix("torch.")
+        raise ModelNotMade(f"'{spec}' holds {dtype} weights ({other[0]}); tvmharness measures a float32 model, "
+                           "fed float32, against its float32 PyTorch baseline, and makes lower precisions as variants",
+                           "give the model in float32 (model.float(), and a float32 example), and measure its half "
+                           "precision as a variant: --variant fp16, or variants = [\"fp16\"] in the recipe")
 
 
 def _forward_names(net, count: int) -> list[str]:
