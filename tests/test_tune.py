@@ -257,17 +257,6 @@ def test_a_ctrl_c_is_only_noted_and_ends_the_search_where_raising_unwinds_tvm_cl
     assert signal.getsignal(signal.SIGINT) is before
 
 
-def test_a_tune_names_the_most_frequent_warning_tvm_logged(tmp_path):
-    from tvmharness.tune import native_log_note
-
-    log = tmp_path / "tvm-native.log"
-    log.write_text('[00:24:35] apply_custom_rule.cc:64: Warning: Unknown schedule rule "meta_schedule.pool_max"\n'
-                   "  s_tir.meta_schedule.cpu.meta_schedule.pool_max\n" + "[00:24:36] x.cc:1: Warning: other\n" * 3)
-    assert native_log_note(log) == f"TVM's own output during the search (5 lines; most often (3x): other) is in {log}"
-    log.write_text("Traceback (most recent call last):\nKeyboardInterrupt\n")  # a worker's, no warning
-    assert native_log_note(log) == f"TVM's own output during the search (2 lines) is in {log}"
-
-
 def test_an_output_folder_that_is_a_file_or_not_writable_is_refused_before_any_import(tmp_path):
     (tmp_path / "afile").write_text("")
     unwritable = Path("/sys/kernel")  # not even root may write there

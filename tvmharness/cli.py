@@ -435,10 +435,11 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     """Build a deployable artifact: model.so and manifest.json (hashes, target, compression, versions, git commit)."""
     import re
 
-    from .build import NATIVE_LOG, build_tvm, export_artifact, fit_kit_threads, load_artifact
+    from .build import build_tvm, export_artifact, fit_kit_threads, load_artifact
     from .compress import apply_variant, parse_variant
     from .engines.tvm import describe_artifact
     from .engines import EngineOptions
+    from .native_log import NATIVE_LOG
     from .pipeline import check_artifact, load_models
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
     from .targets import check_toolchain, portability_note, resolve

@@ -30,6 +30,7 @@ from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, one_line
 from .frontend import to_relax
 from .gpu import check_local_gpu
 from .models import LoadedModel
+from .native_log import NATIVE_LOG, native_log_note, native_stderr_to
 from .remote.tracker import KITS_GONE, TRACKER_GONE
 from .targets import Target, check_local_cpu
 
@@ -616,7 +617,7 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
     per_iter = max(4, min(32, trials // max(1, len(tasks))))
     contexts, weights = tune_contexts(tasks, target, options, log_dir, threads)
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
-    native_log = log_dir / "tvm-native.log"
+    native_log = log_dir / NATIVE_LOG
     with (_noting_interrupts() as interrupted, _follow_scheduler_log(log_dir / "logs", len(tasks), progress, interrupted),
           native_stderr_to(native_log)):
         if options.tracker:
@@ -643,58 +644,6 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
         if interrupted():
             raise KeyboardInterrupt
     return native_log
-
-
-@contextlib.contextmanager
-def native_stderr_to(path: Path):
-    """TVM's C++ code logs to file descriptor 2: an int8 tune prints hundreds of warnings there (each
-    tensorize attempt that does not fit, with its IR), and a build with an embedding one per lookup,
-    burying the progress. They go to `path`, and Python's own stderr (the progress, errors) keeps
-    the terminal."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stderr.flush()
-    terminal = os.dup(2)
-    with open(path, "ab") as log:
-        os.dup2(log.fileno(), 2)
-    python_stderr = sys.stderr
-    sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1, encoding=getattr(python_stderr, "encoding", None))
-    try:
-        yield
-    finally:
-        redirected, sys.stderr = sys.stderr, python_stderr  # swapped back before closing: a progress thread may write
-        redirected.close()
-        os.dup2(terminal, 2)
-        os.close(terminal)
-
-
-_WARNING = re.compile(rb"Warning: (.+)")
-
-
-RELOWERED = b"--- tvmharness: the model is lowered again from here ---\n"  # a build's second pass over the model
-
-
-def native_warnings(path: Path) -> list[dict]:
-    """The distinct warnings in a native log, in first-seen order, with how often each came (where
-    the log holds passes over the model again, RELOWERED, as often as the pass that warned most)."""
-    counts: dict[str, int] = {}
-    for part in (path.read_bytes() if path.is_file() else b"").split(RELOWERED):
-        here: dict[str, int] = {}
-        for line in part.splitlines():
-            found = _WARNING.search(line)
-            if found:
-                message = found.group(1).decode(errors="replace").strip()
-                here[message] = here.get(message, 0) + 1
-        for message, count in here.items():
-            counts[message] = max(counts.get(message, 0), count)
-    return [{"message": message, "count": count} for message, count in counts.items()]
-
-
-def native_log_note(path: Path) -> str:
-    """Where TVM's own output during a search went, and its most frequent warning, as logged."""
-    lines = len(path.read_bytes().splitlines())
-    top = max(native_warnings(path), key=lambda w: w["count"], default=None)  # the first seen, of equal counts
-    quoted = f"; most often ({top['count']}x): {top['message']}" if top else ""
-    return f"TVM's own output during the search ({lines} lines{quoted}) is in {path}"
 
 
 # Past waiting for a kit and its session's own timeout: connecting to the tracker and the kit (seconds each).
