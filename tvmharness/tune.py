@@ -591,7 +591,7 @@ def _plan_session(path: Path, options: TuneOptions, extracted, known, directory:
         return session
     new = [t.task_name for t in extracted if known[t.task_name][0] == 0]
     session = {"trials": options.trials, "trials_done": 0, "records_bytes_at_save": _records_bytes(directory),
-               "tasks": new or [t.task_name for t in extracted], "reused_known": bool(new) and len(new) < len(extracted),
+               "tasks": new or [t.task_name for t in extracted],
                "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     _write_session(path, session)  # (its folder made as it is written)
     return session
