@@ -23,6 +23,7 @@ from rich.text import Text
 
 from . import __version__
 from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, reason
+from .remote import EMULATED_KEY
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Compile, tune and benchmark PyTorch models through Apache TVM, against PyTorch and ONNX Runtime.")
@@ -834,7 +835,7 @@ def devkit_serve(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC
 @_friendly
 def devkit_emulate(arch: Annotated[str, typer.Argument(help="the architecture to emulate: aarch64")],
                    tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC tracker")],
-                   key: Annotated[str, typer.Option(help="the key jobs ask the tracker for")] = "emulated-aarch64",
+                   key: Annotated[str, typer.Option(help="the key jobs ask the tracker for")] = EMULATED_KEY,
                    host: HostOpt = "127.0.0.1", port: PortOpt = 9090, threads: KitThreadsOpt = None,
                    setup_only: Annotated[bool, typer.Option("--setup-only", help="set the kit up (cached), then exit")] = False) -> int:
     """An aarch64 dev kit emulated here (qemu-user): proves the ARM path end to end, not ARM speed."""
