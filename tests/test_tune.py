@@ -315,6 +315,12 @@ def test_bad_tune_inputs_give_clear_errors_and_leave_the_records_intact(tmp_path
     assert proc.returncode == 2 and "target.json is corrupt" in proc.stderr and "internal error" not in proc.stderr, proc.stderr
 
 
+
+def test_a_trial_count_below_one_asks_for_one_or_more():
+    with pytest.raises(HarnessError) as refused:  # a library caller's: the command line's is refused as --trials
+        TuneOptions(trials=0)
+    assert refused.value.fix == "give 1 or more trials"
+
 def test_durations_read_as_people_write_them():
     assert parse_duration("90s") == 90 and parse_duration("30m") == 1800
     assert parse_duration("1h30m") == 5400 and parse_duration("45") == 45 and parse_duration(None) is None

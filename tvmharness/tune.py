@@ -394,7 +394,7 @@ class TuneOptions:
 
     def __post_init__(self):
         if self.trials <= 0:
-            raise HarnessError(f"trials must be a positive number, got {self.trials}", "pass --trials 64 or more")
+            raise HarnessError(f"trials must be a positive number, got {self.trials}", "give 1 or more trials")
 
 
 @dataclass
