@@ -360,7 +360,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
                                   builder_timeout_s=budget.builder_timeout, population=budget.population)
             try:  # (the kits may have left since the last tune: then this one fails, and the next is tried)
                 if rack is not None:  # candidates measured on the kits: uploads and an emulated kit are slower
-                    options.tracker, options.key, options.kits = str(rack.tracker), rack.key, len(rack.status().kits)
+                    options.tracker, options.key, options.kits = rack.tracker, rack.key, len(rack.status().kits)
                     options.kit_wait_s = rack.wait_s
                     options.runner_timeout_s = 120.0
                 with _progress() as progress:

@@ -31,7 +31,7 @@ from .frontend import to_relax
 from .gpu import check_local_gpu
 from .models import LoadedModel
 from .native_log import NATIVE_LOG, native_log_note, native_stderr_to
-from .remote.tracker import KITS_GONE, TRACKER_GONE
+from .remote.tracker import KITS_GONE, TRACKER_GONE, Address, request_kit
 from .targets import Target, check_local_cpu
 
 WORKLOADS = "database_workload.json"
@@ -387,7 +387,7 @@ class TuneOptions:
     builder_timeout_s: float = 60.0
     runner_timeout_s: float = 30.0
     population: int = 128
-    tracker: str | None = None  # HOST:PORT of an RPC tracker whose kits measure candidates
+    tracker: Address | None = None  # an RPC tracker whose kits measure candidates
     key: str | None = None
     kits: int = 1  # kits under the key: candidates are measured on all of them at once
     kit_wait_s: float = 120.0  # for the tracker to hand out a free kit
@@ -491,7 +491,7 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
             save_progress()
             kept = f"the tune stopped after {ok} measured trials (their records are kept)" if ok else "no trial was measured"
             if state.stopped.startswith(TRACKER_GONE):
-                fix = (f"start the tracker again (`tvmharness tracker start --port {options.tracker.rpartition(':')[2]}`; "
+                fix = (f"start the tracker again (`tvmharness tracker start --port {options.tracker.port}`; "
                        "kits served by `tvmharness devkit serve` register again)")
             elif state.stopped.endswith(KITS_GONE):
                 fix = f"start a kit under '{options.key}'"
@@ -661,10 +661,9 @@ def kit_runner(options: TuneOptions, evaluator):
     from tvm.s_tir import meta_schedule as ms
     from tvm.support.popen_pool import PopenPoolExecutor
 
-    host, _, port = options.tracker.rpartition(":")
-    runner = ms.runner.RPCRunner(rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port),
-                                                                tracker_key=options.key, session_timeout_sec=int(options.runner_timeout_s)),
-                                 evaluator_config=evaluator, max_workers=options.kits,
+    rpc_config = ms.runner.RPCConfig(tracker_host=options.tracker.host, tracker_port=options.tracker.port,
+                                     tracker_key=options.key, session_timeout_sec=int(options.runner_timeout_s))
+    runner = ms.runner.RPCRunner(rpc_config=rpc_config, evaluator_config=evaluator, max_workers=options.kits,
                                  f_create_session=functools.partial(_kit_session, wait_s=options.kit_wait_s))
     runner.pool.shutdown()  # RPCRunner takes no timeout: its pool is replaced by one with a timeout
     runner.pool = PopenPoolExecutor(max_workers=options.kits,
@@ -675,8 +674,6 @@ def kit_runner(options: TuneOptions, evaluator):
 def _kit_session(rpc_config, wait_s: float):
     """The session a candidate is measured in: MetaSchedule's own asks the tracker for a kit and waits
     for ever; this one gives up after wait_s, or within seconds once the key has no kit left."""
-    from .remote.tracker import Address, request_kit
-
     return request_kit(Address(rpc_config.tracker_host, rpc_config.tracker_port), rpc_config.tracker_key, wait_s,
                        rpc_config.session_timeout_sec)[0]
 
