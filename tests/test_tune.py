@@ -338,6 +338,20 @@ def test_durations_read_as_people_write_them():
     assert proc.returncode == 2 and "'--time-budget': cannot read the duration 'soon'" in proc.stderr, proc.stderr
 
 
+
+def test_the_library_s_defaults_are_a_recipe_s():
+    """A notebook that makes its own TuneOptions or Rack tunes and times kit jobs out as a recipe does."""
+    from tvmharness.recipe import Devices, Tune
+    from tvmharness.remote.rack import Rack
+    from tvmharness.remote.tracker import Address
+
+    tune, devices, options = Tune(), Devices(), TuneOptions()
+    assert ((options.trials, options.patience, options.builder_timeout_s, options.population)
+            == (tune.trials, tune.patience, tune.builder_timeout, tune.population))
+    rack = Rack(Address("127.0.0.1", 9190), "x86")
+    assert ((rack.job_timeout_s, rack.wait_s, rack.retries)
+            == (parse_duration(devices.job_timeout), parse_duration(devices.wait), devices.retries))
+
 def test_a_tune_that_fails_does_not_stop_the_others(tmp_path):
     """An overnight list of tunes: the model that cannot be made and the one that cannot be imported
     into TVM are reported, the other is tuned."""

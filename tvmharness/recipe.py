@@ -14,6 +14,8 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, 
 
 from .cache import content_hash
 from .errors import HarnessError, validation_problems
+from .remote.rack import Rack
+from .tune import TuneOptions
 
 ENGINES = ("tvm", "torch", "onnxruntime")  # the default; "tvm-untuned" compares tuning, "torch-compile" TorchInductor
 
@@ -33,6 +35,14 @@ def parse_duration(text: str | None) -> float | None:
     if seconds <= 0:
         raise HarnessError(f"a duration of '{text}' leaves no time", "give a positive duration, e.g. 30m")
     return seconds
+
+
+def _duration_text(seconds: float) -> str:
+    """Seconds as a recipe writes them: 2h, 20m, 90s."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 class _Strict(BaseModel):
@@ -83,14 +93,17 @@ def _duration(value: str | None) -> str | None:
 
 
 class Tune(_Strict):
-    """MetaSchedule budgets: sized for a 2-core machine; nightly runs accumulate records."""
+    """MetaSchedule budgets: sized for a 2-core machine; nightly runs accumulate records. The defaults
+    are the library's (TuneOptions)."""
 
     # MetaSchedule counts trials in a 32-bit int: past it a budget wraps (to none, silently)
-    trials: int = Field(64, gt=0, le=2**31 - 1, description="trials per model, variant and target, spread over its tasks")
+    trials: int = Field(TuneOptions.trials, gt=0, le=2**31 - 1,
+                        description="trials per model, variant and target, spread over its tasks")
     time_budget: str | None = Field(None, description="a cap such as 30m or 2h; unset: no cap")
-    patience: int | None = Field(256, gt=0, description="stop after this many trials without a 1% better model estimate")
-    builder_timeout: float = Field(60, gt=0, description="seconds per candidate build batch")
-    population: int = Field(128, ge=8, le=2**31 - 1, description="evolutionary search population")
+    patience: int | None = Field(TuneOptions.patience, gt=0,
+                                 description="stop after this many trials without a 1% better model estimate")
+    builder_timeout: float = Field(TuneOptions.builder_timeout_s, gt=0, description="seconds per candidate build batch")
+    population: int = Field(TuneOptions.population, ge=8, le=2**31 - 1, description="evolutionary search population")
 
     @field_validator("time_budget")
     @classmethod
@@ -99,13 +112,15 @@ class Tune(_Strict):
 
 
 class Devices(_Strict):
-    """Dev kits behind an RPC tracker, for the targets that run on kits (see `tvmharness targets`)."""
+    """Dev kits behind an RPC tracker, for the targets that run on kits (see `tvmharness targets`). The
+    defaults are the library's (Rack)."""
 
     tracker: str | None = Field(None, description="HOST:PORT of the RPC tracker")
     key: str | None = Field(None, description="the kits' key at the tracker; unset: the target's usual keys")
-    job_timeout: str = Field("20m", description="per job once a kit has it: upload, warm-up and repeats")
-    wait: str = Field("2m", description="how long a job waits for a free kit")
-    retries: int = Field(1, ge=0, description="further kits tried when a kit dies or hangs mid-job")
+    job_timeout: str = Field(_duration_text(Rack.job_timeout_s),
+                             description="per job once a kit has it: upload, warm-up and repeats")
+    wait: str = Field(_duration_text(Rack.wait_s), description="how long a job waits for a free kit")
+    retries: int = Field(Rack.retries, ge=0, description="further kits tried when a kit dies or hangs mid-job")
 
     @field_validator("job_timeout", "wait")
     @classmethod

@@ -381,7 +381,7 @@ class _SilentTune:
 class TuneOptions:
     trials: int = 64
     time_budget_s: float | None = None
-    patience: int | None = None  # stop after this many trials without a 1% better model estimate
+    patience: int | None = 256  # stop after this many trials without a 1% better model estimate
     resume: bool = False
     resume_trials: int | None = None  # with resume: the session's new total budget (--trials given)
     builder_timeout_s: float = 60.0
