@@ -240,11 +240,12 @@ def bench(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or mo
           train_data: TrainDataOpt = None, json_out: JsonOpt = False) -> int:
     """Measure one model without a recipe (the defaults of a recipe apply)."""
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
+    from .results import BASELINE
 
-    if train_data and not [v for v in variant or [] if v != "fp32"]:  # it would change nothing measured
+    if train_data and not [v for v in variant or [] if v != BASELINE]:  # it would change nothing measured
         raise _train_data_without_variant("bench measures")
     base = recipe_from_dict({"name": f"bench {model}", "models": [model]}, "(bench)")
-    variants = ["fp32", *(v for v in variant if v != "fp32")] if variant else None  # fp32 is what variants are judged against
+    variants = [BASELINE, *(v for v in variant if v != BASELINE)] if variant else None  # what variants are judged against
     return _measure(apply_overrides(base, targets=target, engines=engine, variants=variants, repeats=repeats, threads=threads,
                                     memory=memory, store=store, output_dir=output_dir, frontend=frontend, tracker=tracker,
                                     key=key, inputs=parse_input_flags(input_shape, input_range),
@@ -443,6 +444,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     from .native_log import NATIVE_LOG
     from .pipeline import check_artifact, load_models
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
+    from .results import BASELINE
     from .targets import check_toolchain, portability_note, resolve
 
     if len(variant or []) > 1:  # a list option only to say so: a plain one keeps the last and drops the rest unsaid
@@ -450,7 +452,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
                            "run compile once per variant (`tvmharness bench MODEL --variant A --variant B` measures several)")
     defaults = apply_overrides(recipe_from_dict({"models": [model]}, "(compile)"), frontend=frontend, output_dir=output_dir,
                                inputs=parse_input_flags(input_shape, input_range), data=_data_flags(model, None, train_data))
-    chosen = parse_variant(variant[0] if variant else "fp32")
+    chosen = parse_variant(variant[0] if variant else BASELINE)
     target = target or defaults.target_names()[0]
     resolved = resolve(target, threads or defaults.measure.threads)
     fixed = resolved.tvm_dict.get("num-cores")

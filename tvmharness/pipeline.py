@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .build import Artifact, load_artifact
-from .compress import BASELINE, NotApplicable, apply_variant, baseline_metrics, check_variants, parse_variant
+from .compress import NotApplicable, apply_variant, baseline_metrics, check_variants, parse_variant
 from .engines import EngineOptions, get_engine
 from .errors import FAILED, HarnessError, Interrupted, counted, one_line, reason
 from .gpu import check_local_gpu
@@ -20,7 +20,7 @@ from .memory import ENGINES as MEMORY_ENGINES, measure_memory
 from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings, load_model, model_name
 from .provenance import snapshot
 from .recipe import Recipe, apply_overrides
-from .results import (BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED, Store,
+from .results import (BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED, Store,
                       StoreError, UnsavedRows, plain)
 from .remote.rack import KitFailure, KitJob, KitResult, Rack
 from .targets import Target, check_local_cpu, check_toolchain, host_target, resolve_all

@@ -15,6 +15,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, 
 from .cache import content_hash
 from .errors import HarnessError, validation_problems
 from .remote.rack import Rack
+from .results import BASELINE
 from .tune import TuneOptions
 
 ENGINES = ("tvm", "torch", "onnxruntime")  # the default; "tvm-untuned" compares tuning, "torch-compile" TorchInductor
@@ -208,7 +209,7 @@ class Recipe(_Strict):
     description: str = ""
     models: list[str] = Field(min_length=1)
     # An alias ("int8"), a chain joined by "+" or a list of aliases applied in order; see tvmharness.compress.
-    variants: list[str | list[str]] = Field(default_factory=lambda: ["fp32"], min_length=1)
+    variants: list[str | list[str]] = Field(default_factory=lambda: [BASELINE], min_length=1)
     targets: list[str] = Field(default_factory=list)  # none: this host's own preset (target_names)
     engines: list[Literal["tvm", "tvm-untuned", "torch", "torch-compile", "onnxruntime"]] = Field(default_factory=lambda: list(ENGINES), min_length=1)
     frontend: Literal["torch", "onnx"] = Field("torch", description="how torch models reach TVM")
