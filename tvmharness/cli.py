@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .engines import ENGINE_NAMES
 from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, reason
 from .remote import EMULATED_KEY
 
@@ -34,7 +35,7 @@ err = Console(stderr=True, log_path=False)
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", help="target preset (repeatable); see `tvmharness targets`")]
 ModelOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", help="model (repeatable): zoo name, .pt2, .onnx or module:function")]
-EngineOpt = Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="engine (repeatable): tvm, tvm-untuned, torch, torch-compile, onnxruntime")]
+EngineOpt = Annotated[Optional[list[str]], typer.Option("--engine", "-e", help=f"engine (repeatable): {', '.join(ENGINE_NAMES)}")]
 RepeatsOpt = Annotated[Optional[int], typer.Option("--repeats", help="timed repeats per row (at least 30)")]
 MemoryOpt = Annotated[Optional[bool], typer.Option("--memory/--no-memory", help="also measure each row's peak memory, "
                                                    "in a process of its own (default: the recipe's \\[measure] memory)")]

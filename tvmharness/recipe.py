@@ -13,12 +13,13 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, 
                       model_validator)
 
 from .cache import content_hash
+from .engines import ENGINE_NAMES
 from .errors import HarnessError, validation_problems
 from .remote.rack import Rack
 from .results import BASELINE
 from .tune import TuneOptions
 
-ENGINES = ("tvm", "torch", "onnxruntime")  # the default; "tvm-untuned" compares tuning, "torch-compile" TorchInductor
+DEFAULT_ENGINES = ("tvm", "torch", "onnxruntime")  # of ENGINE_NAMES; "tvm-untuned" compares tuning, "torch-compile" TorchInductor
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -211,7 +212,7 @@ class Recipe(_Strict):
     # An alias ("int8"), a chain joined by "+" or a list of aliases applied in order; see tvmharness.compress.
     variants: list[str | list[str]] = Field(default_factory=lambda: [BASELINE], min_length=1)
     targets: list[str] = Field(default_factory=list)  # none: this host's own preset (target_names)
-    engines: list[Literal["tvm", "tvm-untuned", "torch", "torch-compile", "onnxruntime"]] = Field(default_factory=lambda: list(ENGINES), min_length=1)
+    engines: list[Literal[ENGINE_NAMES]] = Field(default_factory=lambda: list(DEFAULT_ENGINES), min_length=1)
     frontend: Literal["torch", "onnx"] = Field("torch", description="how torch models reach TVM")
     inputs: dict[str, InputsEntry] = Field(default_factory=dict, description="model inputs' sizes and values, by input "
                                            "name ([inputs.NAME]) or for one model ([inputs.MODEL.NAME])")
