@@ -180,12 +180,14 @@ def _log_when_piped(progress: Progress, text: str) -> None:
 class _RichProgress:
     """Shows the current step and, while timing, the repeats done (on stderr, so --json stays clean)."""
 
+    step_resets = {"total": None, "completed": 0}  # a new step's bar starts empty
+
     def __init__(self, progress: Progress):
         self.progress = progress
         self.task = progress.add_task("starting", total=None)
 
     def step(self, text: str) -> None:
-        self.progress.update(self.task, description=text, total=None, completed=0)
+        self.progress.update(self.task, description=text, **self.step_resets)
         _log_when_piped(self.progress, text)
 
     def repeat(self, done: int, total: int) -> None:
@@ -253,16 +255,10 @@ def bench(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or mo
                                     data=_data_flags(model, eval_data, train_data)), json_out)
 
 
-class _TuneProgress:
+class _TuneProgress(_RichProgress):
     """A bar of trials, a line per measured batch: task, its trials, its best, the model estimate."""
 
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.task = progress.add_task("starting", total=None)
-
-    def step(self, text: str) -> None:
-        self.progress.update(self.task, description=text)
-        _log_when_piped(self.progress, text)
+    step_resets = {}  # the bar of trials stays through the steps of a search
 
     def update(self, state, task) -> None:
         estimate = state.model_estimate_ms
@@ -719,13 +715,12 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
 @_friendly
 def targets(json_out: JsonOpt = False) -> int:
     """List the target presets and what they expand to on this host."""
-    from .recipe import Measure
     from .targets import presets, resolve
 
     rows = []
     for name, preset in sorted(presets().items()):
         try:
-            expanded, note = resolve(name, Measure().threads).tvm_dict, ""
+            expanded, note = resolve(name, _threads_default()).tvm_dict, ""
         except HarnessError as e:
             expanded, note = preset.tvm, e.cause
         rows.append({"name": name, "arch": preset.arch, "runs_on": preset.runs_on, "device": preset.device,
