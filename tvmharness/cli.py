@@ -441,6 +441,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     from .native_log import NATIVE_LOG
     from .pipeline import check_artifact, load_models
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
+    from .report import size_text
     from .results import BASELINE
     from .targets import check_toolchain, portability_note, resolve
 
@@ -498,7 +499,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     else:
         m = manifest
         out.print(f"{'reused cached build' if artifact.cache_hit else 'built'} {m['model']} for {target} "
-                  f"({m['target']['tvm']}) -> {out_dir}/{m['library']['file']} ({m['library']['bytes'] / 1e6:.1f} MB, "
+                  f"({m['target']['tvm']}) -> {out_dir}/{m['library']['file']} ({size_text(m['library']['bytes'])}, "
                   f"sha256 {m['library']['sha256'][:16]}, {'tuned' if artifact.tuned else 'untuned'})", markup=False)
         for note in notes:
             out.print(f"  {note}", markup=False, highlight=False)
