@@ -755,8 +755,6 @@ def _follow_scheduler_log(log_dir: Path, n_tasks: int, progress: TuneProgress, i
     first round over every task: minutes on a large model. Its scheduler log says what it does
     meanwhile; follow it so progress never stands still. A Ctrl-C is acknowledged here, not in the
     signal handler, which may run inside a progress update."""
-    import threading
-
     stop = threading.Event()
     picks = re.compile(r'picks Task #(\d+): "(.*)"')
 
@@ -796,7 +794,6 @@ def _load_tensor_intrinsics(gpu: bool) -> None:
     those modules are left out (placeholders in their place); a GPU target later in the same process
     gets the real ones."""
     import importlib
-    import sys
     import types
 
     if gpu:
