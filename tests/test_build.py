@@ -311,15 +311,6 @@ def test_an_onnx_model_with_its_weights_beside_it_is_another_model_when_they_cha
         load_model(str(path), tmp_path)
 
 
-def test_a_warning_of_one_pass_over_the_model_counts_once_and_none_is_lost(tmp_path):
-    from tvmharness.tune import RELOWERED, native_warnings
-
-    log = tmp_path / "tvm-native.log"
-    import_only, both = b"[x] Warning: only at import\n", b"[y] Warning: every lowering\n"
-    log.write_bytes(import_only + both * 2 + RELOWERED + both * 2)
-    assert native_warnings(log) == [{"message": "only at import", "count": 1}, {"message": "every lowering", "count": 2}]
-
-
 def test_an_exported_manifest_names_outputs_and_value_ranges_and_no_stale_file_stays(workdir, tmp_path):
     """What a deployer feeds and gets back: a dict's outputs flattened and named by their keys, and the
     integer values an input was checked with. An export onto an earlier one's folder leaves none of

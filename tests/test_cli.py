@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import ROOT, USER_MODELS, run_cli
 from tvmharness.errors import HarnessError
+from tvmharness.report import size_text
 from tvmharness.results import Store
 
 
@@ -451,6 +452,8 @@ def test_bench_json_and_compile(cli_dir):
     assert any(n.startswith("built for this host's CPU (") and "--target x86-generic" in n for n in doc["notes"])
     assert manifest["build_host"]["llvm_cpu"] == manifest["target"]["cpu"]
     assert "untuned: TVM's default CPU kernels" in " ".join(manifest["notes"])  # the deployer reads it there too
+    proc = run_cli("compile", "digits_cnn", "--target", "x86", "--out", str(out), cwd=cli_dir)
+    assert f"model.so ({size_text(manifest['library']['bytes'])}, sha256" in " ".join(proc.stdout.split()), proc.stdout
 
 
 def test_compile_with_a_linker_that_fails_says_which_and_keeps_nothing(cli_dir):

@@ -517,7 +517,7 @@ def test_a_tune_whose_kits_are_gone_stops_with_a_clear_error(rack, tmp_path):
     stop(rack.serve("fleeting")[0])
     rack.wait_for(lambda: not rack.kits("fleeting"), 30, "the kit to leave the tracker")
     model = load_model(f"{USER_MODELS}:tiny_mlp", tmp_path / "cache")
-    options = TuneOptions(trials=4, tracker=rack.tracker, key="fleeting", kit_wait_s=600)
+    options = TuneOptions(trials=4, tracker=parse_address(rack.tracker), key="fleeting", kit_wait_s=600)
     target = resolve("x86-rpc", 2)
     target.tvm_dict["num-cores"] = 1  # what the kit would say it has (pipeline.kit_racks asks it)
     started = time.monotonic()
@@ -545,7 +545,7 @@ def test_a_kit_that_stops_answering_mid_tune_costs_a_candidate_not_the_night(rac
     from tvmharness.tune import TuneOptions, tune_model
 
     model = load_model(f"{USER_MODELS}:tiny_mlp", tmp_path / "cache")
-    options = TuneOptions(trials=4, tracker=rack.tracker, key="stalled", kit_wait_s=5, runner_timeout_s=5)
+    options = TuneOptions(trials=4, tracker=parse_address(rack.tracker), key="stalled", kit_wait_s=5, runner_timeout_s=5)
     target = resolve("x86-rpc", 2)
     target.tvm_dict["num-cores"] = 1
     outcome = []
@@ -592,7 +592,7 @@ def test_a_tracker_outage_stops_a_tune_and_spends_none_of_its_budget(tmp_path):
     target.tvm_dict["num-cores"] = 1
     with LoopbackRack() as own:
         own.serve("x86")
-        options = TuneOptions(trials=4, tracker=own.tracker, key="x86", kit_wait_s=60)
+        options = TuneOptions(trials=4, tracker=parse_address(own.tracker), key="x86", kit_wait_s=60)
         with pytest.raises(HarnessError, match=f"no RPC tracker answers at {own.tracker}") as caught:
             tune_model(model, target, options, frontend="torch", cache_dir=tmp_path / "cache",
                        records_root=tmp_path / "tuning", threads=2, progress=TrackerDiesAtTheStart())

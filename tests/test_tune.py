@@ -257,17 +257,6 @@ def test_a_ctrl_c_is_only_noted_and_ends_the_search_where_raising_unwinds_tvm_cl
     assert signal.getsignal(signal.SIGINT) is before
 
 
-def test_a_tune_names_the_most_frequent_warning_tvm_logged(tmp_path):
-    from tvmharness.tune import native_log_note
-
-    log = tmp_path / "tvm-native.log"
-    log.write_text('[00:24:35] apply_custom_rule.cc:64: Warning: Unknown schedule rule "meta_schedule.pool_max"\n'
-                   "  s_tir.meta_schedule.cpu.meta_schedule.pool_max\n" + "[00:24:36] x.cc:1: Warning: other\n" * 3)
-    assert native_log_note(log) == f"TVM's own output during the search (5 lines; most often (3x): other) is in {log}"
-    log.write_text("Traceback (most recent call last):\nKeyboardInterrupt\n")  # a worker's, no warning
-    assert native_log_note(log) == f"TVM's own output during the search (2 lines) is in {log}"
-
-
 def test_an_output_folder_that_is_a_file_or_not_writable_is_refused_before_any_import(tmp_path):
     (tmp_path / "afile").write_text("")
     unwritable = Path("/sys/kernel")  # not even root may write there
@@ -326,6 +315,12 @@ def test_bad_tune_inputs_give_clear_errors_and_leave_the_records_intact(tmp_path
     assert proc.returncode == 2 and "target.json is corrupt" in proc.stderr and "internal error" not in proc.stderr, proc.stderr
 
 
+
+def test_a_trial_count_below_one_asks_for_one_or_more():
+    with pytest.raises(HarnessError) as refused:  # a library caller's: the command line's is refused as --trials
+        TuneOptions(trials=0)
+    assert refused.value.fix == "give 1 or more trials"
+
 def test_durations_read_as_people_write_them():
     assert parse_duration("90s") == 90 and parse_duration("30m") == 1800
     assert parse_duration("1h30m") == 5400 and parse_duration("45") == 45 and parse_duration(None) is None
@@ -342,6 +337,20 @@ def test_durations_read_as_people_write_them():
     proc = run_cli("tune", "--model", TINY, "--time-budget", "soon", "--no-measure")
     assert proc.returncode == 2 and "'--time-budget': cannot read the duration 'soon'" in proc.stderr, proc.stderr
 
+
+
+def test_the_library_s_defaults_are_a_recipe_s():
+    """A notebook that makes its own TuneOptions or Rack tunes and times kit jobs out as a recipe does."""
+    from tvmharness.recipe import Devices, Tune
+    from tvmharness.remote.rack import Rack
+    from tvmharness.remote.tracker import Address
+
+    tune, devices, options = Tune(), Devices(), TuneOptions()
+    assert ((options.trials, options.patience, options.builder_timeout_s, options.population)
+            == (tune.trials, tune.patience, tune.builder_timeout, tune.population))
+    rack = Rack(Address("127.0.0.1", 9190), "x86")
+    assert ((rack.job_timeout_s, rack.wait_s, rack.retries)
+            == (parse_duration(devices.job_timeout), parse_duration(devices.wait), devices.retries))
 
 def test_a_tune_that_fails_does_not_stop_the_others(tmp_path):
     """An overnight list of tunes: the model that cannot be made and the one that cannot be imported

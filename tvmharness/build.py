@@ -13,16 +13,16 @@ from .cache import content_hash, file_hash, stage_dir, written_whole
 from .errors import FAILED, HarnessError, one_line
 from .frontend import IMPORT_VERSION, frontend_for, onnx_file, to_relax
 from .models import LoadedModel
+from .native_log import NATIVE_LOG, RELOWERED, native_stderr_to, native_warnings
 from .provenance import cpu_info, git_commit, versions
 from .targets import Target, check_toolchain, host_cpu, linker
-from .tune import (RECORDS, RELOWERED, extract_tasks, lower_for_tuning, model_workloads, native_stderr_to, native_warnings,
-                   open_database, records_at_other_threads, records_dir, records_hash, tuned_task_count)
+from .tune import (RECORDS, extract_tasks, lower_for_tuning, model_workloads, open_database, records_at_other_threads,
+                   records_dir, records_hash, tuned_task_count)
 
 MANIFEST_FORMAT = 4  # 2: cuda_source; 3: inputs (every input's name, shape and dtype); 4: outputs, build_host
 MANIFEST = "manifest.json"
 LIBRARY = "model.so"
 KERNELS = "kernels.cu"  # a GPU target's CUDA source, as the library carries it
-NATIVE_LOG = "tvm-native.log"  # TVM's C++ warnings during the build, kept in the build's cache folder
 
 
 @dataclass
@@ -155,7 +155,7 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
         "cuda_source": KERNELS if kernels is not None else None,
         "build_key": key,
         "build_seconds": round(time.perf_counter() - started, 2),
-        "tvm_warnings": warnings,  # what TVM's C++ code warned of while building (its log: tvm-native.log)
+        "tvm_warnings": warnings,  # what TVM's C++ code warned of while building (its log: NATIVE_LOG)
         "versions": versions(),
         "git_commit": git_commit(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

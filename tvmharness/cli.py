@@ -22,7 +22,9 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .engines import ENGINE_NAMES
 from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, reason
+from .remote import EMULATED_KEY
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Compile, tune and benchmark PyTorch models through Apache TVM, against PyTorch and ONNX Runtime.")
@@ -33,7 +35,7 @@ err = Console(stderr=True, log_path=False)
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", help="target preset (repeatable); see `tvmharness targets`")]
 ModelOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", help="model (repeatable): zoo name, .pt2, .onnx or module:function")]
-EngineOpt = Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="engine (repeatable): tvm, tvm-untuned, torch, torch-compile, onnxruntime")]
+EngineOpt = Annotated[Optional[list[str]], typer.Option("--engine", "-e", help=f"engine (repeatable): {', '.join(ENGINE_NAMES)}")]
 RepeatsOpt = Annotated[Optional[int], typer.Option("--repeats", help="timed repeats per row (at least 30)")]
 MemoryOpt = Annotated[Optional[bool], typer.Option("--memory/--no-memory", help="also measure each row's peak memory, "
                                                    "in a process of its own (default: the recipe's \\[measure] memory)")]
@@ -178,12 +180,14 @@ def _log_when_piped(progress: Progress, text: str) -> None:
 class _RichProgress:
     """Shows the current step and, while timing, the repeats done (on stderr, so --json stays clean)."""
 
+    step_resets = {"total": None, "completed": 0}  # a new step's bar starts empty
+
     def __init__(self, progress: Progress):
         self.progress = progress
         self.task = progress.add_task("starting", total=None)
 
     def step(self, text: str) -> None:
-        self.progress.update(self.task, description=text, total=None, completed=0)
+        self.progress.update(self.task, description=text, **self.step_resets)
         _log_when_piped(self.progress, text)
 
     def repeat(self, done: int, total: int) -> None:
@@ -239,27 +243,22 @@ def bench(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or mo
           train_data: TrainDataOpt = None, json_out: JsonOpt = False) -> int:
     """Measure one model without a recipe (the defaults of a recipe apply)."""
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
+    from .results import BASELINE
 
-    if train_data and not [v for v in variant or [] if v != "fp32"]:  # it would change nothing measured
+    if train_data and not [v for v in variant or [] if v != BASELINE]:  # it would change nothing measured
         raise _train_data_without_variant("bench measures")
     base = recipe_from_dict({"name": f"bench {model}", "models": [model]}, "(bench)")
-    variants = ["fp32", *(v for v in variant if v != "fp32")] if variant else None  # fp32 is what variants are judged against
+    variants = [BASELINE, *(v for v in variant if v != BASELINE)] if variant else None  # what variants are judged against
     return _measure(apply_overrides(base, targets=target, engines=engine, variants=variants, repeats=repeats, threads=threads,
                                     memory=memory, store=store, output_dir=output_dir, frontend=frontend, tracker=tracker,
                                     key=key, inputs=parse_input_flags(input_shape, input_range),
                                     data=_data_flags(model, eval_data, train_data)), json_out)
 
 
-class _TuneProgress:
+class _TuneProgress(_RichProgress):
     """A bar of trials, a line per measured batch: task, its trials, its best, the model estimate."""
 
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.task = progress.add_task("starting", total=None)
-
-    def step(self, text: str) -> None:
-        self.progress.update(self.task, description=text)
-        _log_when_piped(self.progress, text)
+    step_resets = {}  # the bar of trials stays through the steps of a search
 
     def update(self, state, task) -> None:
         estimate = state.model_estimate_ms
@@ -359,7 +358,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
                                   builder_timeout_s=budget.builder_timeout, population=budget.population)
             try:  # (the kits may have left since the last tune: then this one fails, and the next is tried)
                 if rack is not None:  # candidates measured on the kits: uploads and an emulated kit are slower
-                    options.tracker, options.key, options.kits = str(rack.tracker), rack.key, len(rack.status().kits)
+                    options.tracker, options.key, options.kits = rack.tracker, rack.key, len(rack.status().kits)
                     options.kit_wait_s = rack.wait_s
                     options.runner_timeout_s = 120.0
                 with _progress() as progress:
@@ -435,12 +434,15 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     """Build a deployable artifact: model.so and manifest.json (hashes, target, compression, versions, git commit)."""
     import re
 
-    from .build import NATIVE_LOG, build_tvm, export_artifact, fit_kit_threads, load_artifact
+    from .build import build_tvm, export_artifact, fit_kit_threads, load_artifact
     from .compress import apply_variant, parse_variant
     from .engines.tvm import describe_artifact
     from .engines import EngineOptions
+    from .native_log import NATIVE_LOG
     from .pipeline import check_artifact, load_models
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
+    from .report import size_text
+    from .results import BASELINE
     from .targets import check_toolchain, portability_note, resolve
 
     if len(variant or []) > 1:  # a list option only to say so: a plain one keeps the last and drops the rest unsaid
@@ -448,7 +450,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
                            "run compile once per variant (`tvmharness bench MODEL --variant A --variant B` measures several)")
     defaults = apply_overrides(recipe_from_dict({"models": [model]}, "(compile)"), frontend=frontend, output_dir=output_dir,
                                inputs=parse_input_flags(input_shape, input_range), data=_data_flags(model, None, train_data))
-    chosen = parse_variant(variant[0] if variant else "fp32")
+    chosen = parse_variant(variant[0] if variant else BASELINE)
     target = target or defaults.target_names()[0]
     resolved = resolve(target, threads or defaults.measure.threads)
     fixed = resolved.tvm_dict.get("num-cores")
@@ -497,7 +499,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     else:
         m = manifest
         out.print(f"{'reused cached build' if artifact.cache_hit else 'built'} {m['model']} for {target} "
-                  f"({m['target']['tvm']}) -> {out_dir}/{m['library']['file']} ({m['library']['bytes'] / 1e6:.1f} MB, "
+                  f"({m['target']['tvm']}) -> {out_dir}/{m['library']['file']} ({size_text(m['library']['bytes'])}, "
                   f"sha256 {m['library']['sha256'][:16]}, {'tuned' if artifact.tuned else 'untuned'})", markup=False)
         for note in notes:
             out.print(f"  {note}", markup=False, highlight=False)
@@ -714,13 +716,12 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
 @_friendly
 def targets(json_out: JsonOpt = False) -> int:
     """List the target presets and what they expand to on this host."""
-    from .recipe import Measure
     from .targets import presets, resolve
 
     rows = []
     for name, preset in sorted(presets().items()):
         try:
-            expanded, note = resolve(name, Measure().threads).tvm_dict, ""
+            expanded, note = resolve(name, _threads_default()).tvm_dict, ""
         except HarnessError as e:
             expanded, note = preset.tvm, e.cause
         rows.append({"name": name, "arch": preset.arch, "runs_on": preset.runs_on, "device": preset.device,
@@ -833,7 +834,7 @@ def devkit_serve(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC
 @_friendly
 def devkit_emulate(arch: Annotated[str, typer.Argument(help="the architecture to emulate: aarch64")],
                    tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC tracker")],
-                   key: Annotated[str, typer.Option(help="the key jobs ask the tracker for")] = "emulated-aarch64",
+                   key: Annotated[str, typer.Option(help="the key jobs ask the tracker for")] = EMULATED_KEY,
                    host: HostOpt = "127.0.0.1", port: PortOpt = 9090, threads: KitThreadsOpt = None,
                    setup_only: Annotated[bool, typer.Option("--setup-only", help="set the kit up (cached), then exit")] = False) -> int:
     """An aarch64 dev kit emulated here (qemu-user): proves the ARM path end to end, not ARM speed."""

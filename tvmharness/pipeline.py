@@ -10,19 +10,20 @@ from pathlib import Path
 from typing import Protocol
 
 from .build import Artifact, load_artifact
-from .compress import BASELINE, NotApplicable, apply_variant, baseline_metrics, check_variants, parse_variant
+from .compress import NotApplicable, apply_variant, baseline_metrics, check_variants, parse_variant
 from .engines import EngineOptions, get_engine
 from .errors import FAILED, HarnessError, Interrupted, counted, one_line, reason
-from .gpu import check_local_gpu
+from .gpu import check_local_gpu, cuda_status, ort_cuda_status, torch_cuda_status
 from .frontend import pt2_file
 from .measure import DROPS, accuracy, agreement, exact_output, time_call, time_interleaved, top1_agreement, variant_drop
 from .memory import ENGINES as MEMORY_ENGINES, measure_memory
 from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings, load_model, model_name
 from .provenance import snapshot
-from .recipe import Recipe, apply_overrides
-from .results import (BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED, Store,
+from .recipe import Recipe, apply_overrides, parse_duration
+from .results import (BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED, Store,
                       StoreError, UnsavedRows, plain)
-from .remote.rack import KitFailure, KitJob, KitResult, Rack
+from .remote.rack import KitFailure, KitJob, KitResult, Rack, resolve_key
+from .remote.tracker import parse_address, probe
 from .targets import Target, check_local_cpu, check_toolchain, host_target, resolve_all
 
 HOST_ENGINES = ("torch", "torch-compile", "onnxruntime")
@@ -164,8 +165,6 @@ def _unsaved_said(result: RunResult) -> str:
 def _check_gpu_baseline(model: LoadedModel, host: Target) -> None:
     """The baseline runs on the first local target; on a GPU it needs its engine's GPU build, and
     without a baseline no other row of the model could be measured."""
-    from .gpu import ort_cuda_status, torch_cuda_status
-
     usable, why = torch_cuda_status() if model.baseline_engine == "torch" else ort_cuda_status()
     if not usable:
         raise HarnessError(f"the baseline of {model.name} ({model.baseline_engine}) runs on target {host.name}, and "
@@ -613,8 +612,6 @@ def _why_not_checked_here(target: Target) -> str | None:
         return (f"{target.name} runs on a dev kit (`tvmharness run` with --target {target.name} --tracker checks it "
                 "there)")
     if target.on_gpu:
-        from .gpu import cuda_status
-
         status = cuda_status()
         return None if status.usable else status.reason
     missing = target.missing_features()
@@ -637,10 +634,6 @@ class _KitRow:
 def kit_racks(recipe: Recipe, targets: list[Target], progress: Progress) -> dict[str, Rack]:
     """A rack per remote target, checked before anything is measured: the tracker answers, a kit is
     registered under the key, and that kit has the target's architecture (and a GPU for a GPU target)."""
-    from .remote.tracker import parse_address, probe
-    from .remote.rack import resolve_key
-    from .recipe import parse_duration
-
     remote = [t for t in targets if t.preset.runs_on == "rpc"]
     if not remote or all(e in HOST_ENGINES for e in recipe.engines):
         return {}

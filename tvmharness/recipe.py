@@ -13,9 +13,13 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, 
                       model_validator)
 
 from .cache import content_hash
+from .engines import ENGINE_NAMES
 from .errors import HarnessError, toml_table, validation_problems
+from .remote.rack import Rack
+from .results import BASELINE
+from .tune import TuneOptions
 
-ENGINES = ("tvm", "torch", "onnxruntime")  # the default; "tvm-untuned" compares tuning, "torch-compile" TorchInductor
+DEFAULT_ENGINES = ("tvm", "torch", "onnxruntime")  # of ENGINE_NAMES; "tvm-untuned" compares tuning, "torch-compile" TorchInductor
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -33,6 +37,14 @@ def parse_duration(text: str | None) -> float | None:
     if seconds <= 0:
         raise HarnessError(f"a duration of '{text}' leaves no time", "give a positive duration, e.g. 30m")
     return seconds
+
+
+def _duration_text(seconds: float) -> str:
+    """Seconds as a recipe writes them: 2h, 20m, 90s."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 class _Strict(BaseModel):
@@ -83,14 +95,17 @@ def _duration(value: str | None) -> str | None:
 
 
 class Tune(_Strict):
-    """MetaSchedule budgets: sized for a 2-core machine; nightly runs accumulate records."""
+    """MetaSchedule budgets: sized for a 2-core machine; nightly runs accumulate records. The defaults
+    are the library's (TuneOptions)."""
 
     # MetaSchedule counts trials in a 32-bit int: past it a budget wraps (to none, silently)
-    trials: int = Field(64, gt=0, le=2**31 - 1, description="trials per model, variant and target, spread over its tasks")
+    trials: int = Field(TuneOptions.trials, gt=0, le=2**31 - 1,
+                        description="trials per model, variant and target, spread over its tasks")
     time_budget: str | None = Field(None, description="a cap such as 30m or 2h; unset: no cap")
-    patience: int | None = Field(256, gt=0, description="stop after this many trials without a 1% better model estimate")
-    builder_timeout: float = Field(60, gt=0, description="seconds per candidate build batch")
-    population: int = Field(128, ge=8, le=2**31 - 1, description="evolutionary search population")
+    patience: int | None = Field(TuneOptions.patience, gt=0,
+                                 description="stop after this many trials without a 1% better model estimate")
+    builder_timeout: float = Field(TuneOptions.builder_timeout_s, gt=0, description="seconds per candidate build batch")
+    population: int = Field(TuneOptions.population, ge=8, le=2**31 - 1, description="evolutionary search population")
 
     @field_validator("time_budget")
     @classmethod
@@ -99,13 +114,15 @@ class Tune(_Strict):
 
 
 class Devices(_Strict):
-    """Dev kits behind an RPC tracker, for the targets that run on kits (see `tvmharness targets`)."""
+    """Dev kits behind an RPC tracker, for the targets that run on kits (see `tvmharness targets`). The
+    defaults are the library's (Rack)."""
 
     tracker: str | None = Field(None, description="HOST:PORT of the RPC tracker")
     key: str | None = Field(None, description="the kits' key at the tracker; unset: the target's usual keys")
-    job_timeout: str = Field("20m", description="per job once a kit has it: upload, warm-up and repeats")
-    wait: str = Field("2m", description="how long a job waits for a free kit")
-    retries: int = Field(1, ge=0, description="further kits tried when a kit dies or hangs mid-job")
+    job_timeout: str = Field(_duration_text(Rack.job_timeout_s),
+                             description="per job once a kit has it: upload, warm-up and repeats")
+    wait: str = Field(_duration_text(Rack.wait_s), description="how long a job waits for a free kit")
+    retries: int = Field(Rack.retries, ge=0, description="further kits tried when a kit dies or hangs mid-job")
 
     @field_validator("job_timeout", "wait")
     @classmethod
@@ -193,9 +210,9 @@ class Recipe(_Strict):
     description: str = ""
     models: list[str] = Field(min_length=1)
     # An alias ("int8"), a chain joined by "+" or a list of aliases applied in order; see tvmharness.compress.
-    variants: list[str | list[str]] = Field(default_factory=lambda: ["fp32"], min_length=1)
+    variants: list[str | list[str]] = Field(default_factory=lambda: [BASELINE], min_length=1)
     targets: list[str] = Field(default_factory=list)  # none: this host's own preset (target_names)
-    engines: list[Literal["tvm", "tvm-untuned", "torch", "torch-compile", "onnxruntime"]] = Field(default_factory=lambda: list(ENGINES), min_length=1)
+    engines: list[Literal[ENGINE_NAMES]] = Field(default_factory=lambda: list(DEFAULT_ENGINES), min_length=1)
     frontend: Literal["torch", "onnx"] = Field("torch", description="how torch models reach TVM")
     inputs: dict[str, InputsEntry] = Field(default_factory=dict, description="model inputs' sizes and values, by input "
                                            "name ([inputs.NAME]) or for one model ([inputs.MODEL.NAME])")

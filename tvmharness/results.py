@@ -105,6 +105,7 @@ def plain(value):
     return value
 
 
+BASELINE = "fp32"  # the variant name of the model as given: the rows every other variant is judged against
 # Row statuses, as the report shows them.
 OK = "ok"
 DISAGREES = "outputs disagree"

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import HarnessError, validation_problems
+from .native_log import native_stderr_to
 
 # A checkout's targets/; an installed package carries them as tvmharness/presets/ (pyproject maps them there).
 _INSTALLED_DIR = Path(__file__).resolve().parent / "presets"
@@ -412,8 +413,6 @@ def _unknown_features(triple: str, names: list[str]) -> list[str]:
     if not names:
         return []
     from tvm.target import Target as TvmTarget, codegen
-
-    from .tune import native_stderr_to
 
     with native_stderr_to(Path(os.devnull)):  # LLVM prints a line for each it does not know: the message says it
         enabled = codegen.llvm_get_cpu_features(TvmTarget({"kind": "llvm", "mtriple": triple, "mattr": [f"+{n}" for n in names]}))

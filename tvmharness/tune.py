@@ -30,7 +30,8 @@ from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, one_line
 from .frontend import to_relax
 from .gpu import check_local_gpu
 from .models import LoadedModel
-from .remote.tracker import KITS_GONE, TRACKER_GONE
+from .native_log import NATIVE_LOG, native_log_note, native_stderr_to
+from .remote.tracker import KITS_GONE, TRACKER_GONE, Address, request_kit
 from .targets import Target, check_local_cpu
 
 WORKLOADS = "database_workload.json"
@@ -380,20 +381,20 @@ class _SilentTune:
 class TuneOptions:
     trials: int = 64
     time_budget_s: float | None = None
-    patience: int | None = None  # stop after this many trials without a 1% better model estimate
+    patience: int | None = 256  # stop after this many trials without a 1% better model estimate
     resume: bool = False
     resume_trials: int | None = None  # with resume: the session's new total budget (--trials given)
     builder_timeout_s: float = 60.0
     runner_timeout_s: float = 30.0
     population: int = 128
-    tracker: str | None = None  # HOST:PORT of an RPC tracker whose kits measure candidates
+    tracker: Address | None = None  # an RPC tracker whose kits measure candidates
     key: str | None = None
     kits: int = 1  # kits under the key: candidates are measured on all of them at once
     kit_wait_s: float = 120.0  # for the tracker to hand out a free kit
 
     def __post_init__(self):
         if self.trials <= 0:
-            raise HarnessError(f"trials must be a positive number, got {self.trials}", "pass --trials 64 or more")
+            raise HarnessError(f"trials must be a positive number, got {self.trials}", "give 1 or more trials")
 
 
 @dataclass
@@ -490,7 +491,7 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
             save_progress()
             kept = f"the tune stopped after {ok} measured trials (their records are kept)" if ok else "no trial was measured"
             if state.stopped.startswith(TRACKER_GONE):
-                fix = (f"start the tracker again (`tvmharness tracker start --port {options.tracker.rpartition(':')[2]}`; "
+                fix = (f"start the tracker again (`tvmharness tracker start --port {options.tracker.port}`; "
                        "kits served by `tvmharness devkit serve` register again)")
             elif state.stopped.endswith(KITS_GONE):
                 fix = f"start a kit under '{options.key}'"
@@ -590,7 +591,7 @@ def _plan_session(path: Path, options: TuneOptions, extracted, known, directory:
         return session
     new = [t.task_name for t in extracted if known[t.task_name][0] == 0]
     session = {"trials": options.trials, "trials_done": 0, "records_bytes_at_save": _records_bytes(directory),
-               "tasks": new or [t.task_name for t in extracted], "reused_known": bool(new) and len(new) < len(extracted),
+               "tasks": new or [t.task_name for t in extracted],
                "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     _write_session(path, session)  # (its folder made as it is written)
     return session
@@ -616,7 +617,7 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
     per_iter = max(4, min(32, trials // max(1, len(tasks))))
     contexts, weights = tune_contexts(tasks, target, options, log_dir, threads)
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
-    native_log = log_dir / "tvm-native.log"
+    native_log = log_dir / NATIVE_LOG
     with (_noting_interrupts() as interrupted, _follow_scheduler_log(log_dir / "logs", len(tasks), progress, interrupted),
           native_stderr_to(native_log)):
         if options.tracker:
@@ -645,58 +646,6 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
     return native_log
 
 
-@contextlib.contextmanager
-def native_stderr_to(path: Path):
-    """TVM's C++ code logs to file descriptor 2: an int8 tune prints hundreds of warnings there (each
-    tensorize attempt that does not fit, with its IR), and a build with an embedding one per lookup,
-    burying the progress. They go to `path`, and Python's own stderr (the progress, errors) keeps
-    the terminal."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stderr.flush()
-    terminal = os.dup(2)
-    with open(path, "ab") as log:
-        os.dup2(log.fileno(), 2)
-    python_stderr = sys.stderr
-    sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1, encoding=getattr(python_stderr, "encoding", None))
-    try:
-        yield
-    finally:
-        redirected, sys.stderr = sys.stderr, python_stderr  # swapped back before closing: a progress thread may write
-        redirected.close()
-        os.dup2(terminal, 2)
-        os.close(terminal)
-
-
-_WARNING = re.compile(rb"Warning: (.+)")
-
-
-RELOWERED = b"--- tvmharness: the model is lowered again from here ---\n"  # a build's second pass over the model
-
-
-def native_warnings(path: Path) -> list[dict]:
-    """The distinct warnings in a native log, in first-seen order, with how often each came (where
-    the log holds passes over the model again, RELOWERED, as often as the pass that warned most)."""
-    counts: dict[str, int] = {}
-    for part in (path.read_bytes() if path.is_file() else b"").split(RELOWERED):
-        here: dict[str, int] = {}
-        for line in part.splitlines():
-            found = _WARNING.search(line)
-            if found:
-                message = found.group(1).decode(errors="replace").strip()
-                here[message] = here.get(message, 0) + 1
-        for message, count in here.items():
-            counts[message] = max(counts.get(message, 0), count)
-    return [{"message": message, "count": count} for message, count in counts.items()]
-
-
-def native_log_note(path: Path) -> str:
-    """Where TVM's own output during a search went, and its most frequent warning, as logged."""
-    lines = len(path.read_bytes().splitlines())
-    top = max(native_warnings(path), key=lambda w: w["count"], default=None)  # the first seen, of equal counts
-    quoted = f"; most often ({top['count']}x): {top['message']}" if top else ""
-    return f"TVM's own output during the search ({lines} lines{quoted}) is in {path}"
-
-
 # Past waiting for a kit and its session's own timeout: connecting to the tracker and the kit (seconds each).
 KIT_MARGIN_S = 30.0
 
@@ -712,10 +661,9 @@ def kit_runner(options: TuneOptions, evaluator):
     from tvm.s_tir import meta_schedule as ms
     from tvm.support.popen_pool import PopenPoolExecutor
 
-    host, _, port = options.tracker.rpartition(":")
-    runner = ms.runner.RPCRunner(rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port),
-                                                                tracker_key=options.key, session_timeout_sec=int(options.runner_timeout_s)),
-                                 evaluator_config=evaluator, max_workers=options.kits,
+    rpc_config = ms.runner.RPCConfig(tracker_host=options.tracker.host, tracker_port=options.tracker.port,
+                                     tracker_key=options.key, session_timeout_sec=int(options.runner_timeout_s))
+    runner = ms.runner.RPCRunner(rpc_config=rpc_config, evaluator_config=evaluator, max_workers=options.kits,
                                  f_create_session=functools.partial(_kit_session, wait_s=options.kit_wait_s))
     runner.pool.shutdown()  # RPCRunner takes no timeout: its pool is replaced by one with a timeout
     runner.pool = PopenPoolExecutor(max_workers=options.kits,
@@ -726,8 +674,6 @@ def kit_runner(options: TuneOptions, evaluator):
 def _kit_session(rpc_config, wait_s: float):
     """The session a candidate is measured in: MetaSchedule's own asks the tracker for a kit and waits
     for ever; this one gives up after wait_s, or within seconds once the key has no kit left."""
-    from .remote.tracker import Address, request_kit
-
     return request_kit(Address(rpc_config.tracker_host, rpc_config.tracker_port), rpc_config.tracker_key, wait_s,
                        rpc_config.session_timeout_sec)[0]
 
@@ -809,8 +755,6 @@ def _follow_scheduler_log(log_dir: Path, n_tasks: int, progress: TuneProgress, i
     first round over every task: minutes on a large model. Its scheduler log says what it does
     meanwhile; follow it so progress never stands still. A Ctrl-C is acknowledged here, not in the
     signal handler, which may run inside a progress update."""
-    import threading
-
     stop = threading.Event()
     picks = re.compile(r'picks Task #(\d+): "(.*)"')
 
@@ -850,7 +794,6 @@ def _load_tensor_intrinsics(gpu: bool) -> None:
     those modules are left out (placeholders in their place); a GPU target later in the same process
     gets the real ones."""
     import importlib
-    import sys
     import types
 
     if gpu:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import HarnessError
 from ..models import LoadedModel, torch_digest
+from ..results import BASELINE
 from .base import NotApplicable, Technique, Work, parse_alias
 from .cluster import CLUSTERS_ATTR, Cluster
 from .distill import Distill
@@ -24,7 +25,6 @@ from .metrics import clustered_bytes, model_metrics, weight_layers
 from .prune import ChannelPrune, Prune, finalize_pruning
 from .quantize import FP16, Int8
 
-BASELINE = "fp32"
 TECHNIQUES = (Prune, ChannelPrune, LowRank, Cluster, Finetune, Distill, FP16, Int8)
 REGISTRY: dict[str, type[Technique]] = {t.model_fields["kind"].default: t for t in TECHNIQUES}
 FINAL_STEPS = ("fp16", "int8")  # they end the PyTorch model (a half-precision wrapper, an ONNX file)
@@ -32,7 +32,7 @@ FINAL_STEPS = ("fp16", "int8")  # they end the PyTorch model (a half-precision w
 AnyTechnique = Annotated[Union[Prune, ChannelPrune, LowRank, Cluster, Finetune, Distill, FP16, Int8],
                          Field(discriminator="kind")]
 
-__all__ = ["BASELINE", "REGISTRY", "NotApplicable", "Variant", "apply_variant", "baseline_metrics", "check_variants",
+__all__ = ["REGISTRY", "NotApplicable", "Variant", "apply_variant", "baseline_metrics", "check_variants",
            "parse_variant"]
 
 

@@ -46,7 +46,6 @@ class Technique(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     primary: ClassVar[str | None] = None
-    summary: ClassVar[str] = ""
     on_layers: ClassVar[bool] = False  # works on the model's nn.Conv and nn.Linear layers
     # Parameters that act only with another's value (steps only in a gradual schedule): set otherwise,
     # they would change nothing but the variant's name, and make a series of their own.

@@ -1,3 +1,3 @@
-from .base import Engine, EngineOptions, Session, get_engine
+from .base import ENGINE_NAMES, Engine, EngineOptions, Session, get_engine
 
-__all__ = ["Engine", "EngineOptions", "Session", "get_engine"]
+__all__ = ["ENGINE_NAMES", "Engine", "EngineOptions", "Session", "get_engine"]

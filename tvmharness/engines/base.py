@@ -5,13 +5,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
-import numpy as np
+if TYPE_CHECKING:  # annotations only: the command line reads ENGINE_NAMES at start-up, before numpy and the models
+    import numpy as np
 
-from ..data import Feed
-from ..models import LoadedModel
-from ..targets import Target
+    from ..data import Feed
+    from ..models import LoadedModel
+    from ..targets import Target
+
+ENGINE_NAMES = ("tvm", "tvm-untuned", "torch", "torch-compile", "onnxruntime")  # every Engine.name get_engine knows
 
 
 @dataclass
@@ -67,5 +70,5 @@ def get_engine(engine: str | Engine) -> Engine:
     if engine not in registry:
         from ..errors import HarnessError
 
-        raise HarnessError(f"unknown engine '{engine}'; known engines: {', '.join(registry)}", "use one of those")
+        raise HarnessError(f"unknown engine '{engine}'; known engines: {', '.join(ENGINE_NAMES)}", "use one of those")
     return registry[engine]()

@@ -7,11 +7,12 @@ import time
 
 import numpy as np
 
-from ..build import NATIVE_LOG, build_tvm
+from ..build import build_tvm
 from ..data import Feed
 from ..errors import HarnessError
 from ..measure import output_arrays
 from ..models import LoadedModel
+from ..native_log import NATIVE_LOG
 from ..targets import Target
 from .base import Engine, EngineOptions, Session
 

@@ -5,6 +5,7 @@ import ctypes
 import os
 import signal
 
+EMULATED_KEY = "emulated-aarch64"  # the emulated kit's usual key: here, where the CLI reads it without devkit's imports
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 

@@ -26,7 +26,6 @@ from . import die_with_parent
 from .tracker import Address, is_loopback, probe, warn_if_wide
 
 KIT_SERVER = Path(__file__).with_name("kit_server.py")
-EMULATED_KEY = "emulated-aarch64"
 QEMU = "qemu-aarch64-static"
 SETUP_FORMAT = 1
 # Debian packages the kit's Python needs (dependencies are resolved by apt); wheels from PyPI.

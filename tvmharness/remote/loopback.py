@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import EMULATED_KEY
 from .tracker import parse_address, summary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +55,7 @@ class LoopbackRack:
         self.wait_for(lambda: len(self.kits(key)) >= before + count, timeout, f"{count} kit(s) under '{key}'")
         return started
 
-    def emulate(self, key: str = "emulated-aarch64", threads: int = 2, timeout: float = 600) -> subprocess.Popen:
+    def emulate(self, key: str = EMULATED_KEY, threads: int = 2, timeout: float = 600) -> subprocess.Popen:
         """The emulated aarch64 kit (set up on first use: about a minute)."""
         started = self.start("devkit", "emulate", "aarch64", "--tracker", self.tracker, "--key", key,
                              "--port", str(free_port()), "--threads", str(threads))

@@ -80,7 +80,7 @@ class Rack:
 
     tracker: Address
     key: str
-    job_timeout_s: float = 900.0  # once a kit has the job: upload, load, check, warm-up and repeats
+    job_timeout_s: float = 1200.0  # once a kit has the job: upload, load, check, warm-up and repeats
     wait_s: float = 120.0  # for the tracker to hand out a free kit
     retries: int = 1  # further kits tried after one died or hung
     emulable: bool = True  # an emulated kit can serve the target (a CPU one: qemu has no GPU)
