@@ -232,8 +232,9 @@ def _compile(model: LoadedModel, mod, target: Target, records: Path | None, dige
         raise
     except Exception as err:
         raise HarnessError(f"TVM could not build '{model.name}' for {target.name}: {one_line(err)}",
-                           f"check the target's settings, or report the operator it names (TVM's own log: {log})",
-                           exit_code=FAILED) from None
+                           "TVMHARNESS_DEBUG=1 shows TVM's traceback, which names the operator it failed on: replace "
+                           f"that operator, or try --frontend onnx (another way into TVM) (TVM's own log: {log})",
+                           exit_code=FAILED) from err
 
 
 def _compile_untuned(mod, target: Target):
