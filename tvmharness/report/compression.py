@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..measure import DROPS, variant_drop
+from ..results import NOT_APPLICABLE, OK
 from . import baseline_label, ms_text, points_text, present, size_text
 
 BASELINE = "fp32"
@@ -30,7 +31,8 @@ def _target(row: dict) -> str:
 COLUMNS = [("model", "left"), ("variant", "left"), ("target", "left"), ("engine", "left"), ("goals", "left"),
            ("speed-up vs fp32", "right"), ("size vs fp32", "right"), ("drop vs fp32", "right"), ("params", "right"),
            ("MFLOPs", "right"), ("sparsity", "right"), ("compressed", "right")]
-GOALS_STYLE = {"pass": "green", "fail": "yellow", "no goals": "", "not applicable": "dim"}  # another status: red
+PASS, FAIL, NO_GOALS = "pass", "fail", "no goals"  # a measured variant's goals cell; another row's holds its status
+GOALS_STYLE = {PASS: "green", FAIL: "yellow", NO_GOALS: "", NOT_APPLICABLE: "dim"}  # another status: red
 
 
 DROP_SHORT = {"accuracy_drop": "accuracy", "top1_disagreement": "top-1"}  # the table's cells
@@ -41,10 +43,10 @@ def compression_rows(frame) -> list[list[str]]:
     cells = []
     for r in _variant_rows(frame):
         d = r["details"] or {}
-        if r["status"] != "ok":
+        if r["status"] != OK:
             goals = r["status"]
         else:
-            goals = ("pass" if r["meets_goals"] else "fail") if present(r["meets_goals"]) else "no goals"
+            goals = (PASS if r["meets_goals"] else FAIL) if present(r["meets_goals"]) else NO_GOALS
         drop = variant_drop(d)
         cells.append([r["model"], r["variant"], _target(r), r["engine"], goals,
                       _fmt(d.get("speedup_vs_fp32"), ".2f", "x"), _fmt(d.get("size_ratio"), ".2f", "x"),
@@ -86,7 +88,7 @@ def best_variants(frame) -> list[str]:
     lines = []
     rows, every = _variant_rows(frame), frame.to_dict("records")
     for model, target in sorted({(r["model"], _target(r)) for r in rows}):
-        passing = [r for r in rows if r["model"] == model and _target(r) == target and r["status"] == "ok"
+        passing = [r for r in rows if r["model"] == model and _target(r) == target and r["status"] == OK
                    and r["meets_goals"] is True]
         if not passing:
             lines.append(f"best variant of {model} on {target}: none passes the goals")

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from ..results import OK
 from . import baseline_label, gpu_text, ms_text, peak_memory, present, size_text, time_text, unfinished
 from .regress import (REGRESSIONS, accuracy_metric, fast_latency, is_confirmation, judge_run, row_provenance,
                       setup_changes, setup_of)
@@ -65,7 +66,7 @@ def pareto_chart(rows: list[dict], div_id: str) -> str | None:
     """Latency against quality, with the Pareto front: one chart per model and quality metric, since
     the choice is among one model's variants and engines, and accuracy and agreement with the
     baseline are not one scale."""
-    ok = [r for r in rows if r["status"] == "ok" and present(r.get("median_ms")) and _quality(r)[1] is not None]
+    ok = [r for r in rows if r["status"] == OK and present(r.get("median_ms")) and _quality(r)[1] is not None]
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in ok:
         groups.setdefault((r["model"], _quality(r)[0]), []).append(r)
@@ -98,7 +99,7 @@ def _pareto_figure(ok: list[dict], model: str, metric: str, div_id: str) -> str:
 
 
 def baseline_bars(rows: list[dict], div_id: str, baseline: str) -> str | None:
-    ok = [r for r in rows if r["status"] == "ok" and present(r.get("median_ms"))]
+    ok = [r for r in rows if r["status"] == OK and present(r.get("median_ms"))]
     if not ok:
         return None
     bars = []
@@ -123,7 +124,7 @@ def sparkline(history: list[dict], div_id: str) -> str | None:
     """The series' latency level run by run: the 10th percentile of each run's samples, what verdicts
     compare (a night's median also holds how busy the host was); the median on hover."""
     points = [(r["run_started"], fast_latency(r["samples_ms"]), r["median_ms"], r["run_id"]) for r in history
-              if r["status"] == "ok" and present(r.get("median_ms")) and r.get("samples_ms")]
+              if r["status"] == OK and present(r.get("median_ms")) and r.get("samples_ms")]
     if not points:
         return None
     fig = go.Figure(go.Scatter(x=[str(p[0]) for p in points], y=[p[1] for p in points], mode="lines+markers",

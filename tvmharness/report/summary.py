@@ -8,12 +8,13 @@ import re
 import xml.etree.ElementTree as ET
 
 from . import gpu_text, present, size_cell, time_text, unfinished
-from .regress import NOT_APPLICABLE, NOT_MEASURED, Verdict, counts
+from .regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, MORE_ACCURATE, NEW, NOT_APPLICABLE, NOT_MEASURED, SAME,
+                      SLOWER, SMALLER, Verdict, counts)
 
 SKIPPED = (NOT_APPLICABLE, NOT_MEASURED)  # JUnit cases that neither pass nor fail
 
-ICON = {"slower": "🔴", "broken": "💥", "less accurate": "🔴", "larger": "🟠", "faster": "🟢", "smaller": "🟢",
-        "more accurate": "🟢", "same": "⚪", "new": "🆕", "not applicable": "➖", "not measured": "⚠️"}
+ICON = {SLOWER: "🔴", BROKEN: "💥", LESS_ACCURATE: "🔴", LARGER: "🟠", FASTER: "🟢", SMALLER: "🟢", MORE_ACCURATE: "🟢",
+        SAME: "⚪", NEW: "🆕", NOT_APPLICABLE: "➖", NOT_MEASURED: "⚠️"}
 
 
 def md_escape(value) -> str:

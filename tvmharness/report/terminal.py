@@ -10,13 +10,16 @@ from rich.table import Table
 from rich.text import Text
 
 from ..data import sizes_text
+from ..results import BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
 from . import (baseline_label, gpu_text, ms_text, peak_memory, points_text, present, size_cell, size_text, time_text,
                unfinished)
 from .compression import best_variants, compression_table, variant_notes
+from .regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, MORE_ACCURATE, NEW, NOT_MEASURED, SAME, SLOWER,
+                      SMALLER)
 
 WARNINGS_SHOWN = 5  # distinct TVM build warnings printed; the rest are counted
-STATUS_STYLE = {"ok": "green", "outputs disagree": "yellow", "failed to build": "red", "failed to run": "red",
-                "failed to compress": "red", "not applicable": "dim"}
+STATUS_STYLE = {OK: "green", DISAGREES: "yellow", BUILD_FAILED: "red", RUN_FAILED: "red", COMPRESS_FAILED: "red",
+                LOAD_FAILED: "red", NOT_APPLICABLE: "dim"}
 
 
 def _num(value, fmt: str, empty: str = "—") -> str:
@@ -30,7 +33,7 @@ def row_notes(r: dict) -> list[str]:
     notes = []
     if r["is_baseline"]:
         notes.append("baseline")
-    if r["engine"].startswith("tvm") and r["status"] != "failed to build":
+    if r["engine"].startswith("tvm") and r["status"] != BUILD_FAILED:
         tuning = (r["details"] or {}).get("tuning_records")
         notes.append(f"tuned {tuning['tasks_tuned']}/{tuning['tasks']} tasks, {tuning.get('trials', '?')} trials"
                      if tuning else "UNTUNED")
@@ -43,7 +46,7 @@ def row_notes(r: dict) -> list[str]:
         notes.append("UNSTEADY")
     if details.get("retried_after"):
         notes.append("RETRIED")
-    if present(r["cache_hit"]) and r["status"] != "failed to build":
+    if present(r["cache_hit"]) and r["status"] != BUILD_FAILED:
         notes.append("cached" if r["cache_hit"] else "built")
     if present(r["meets_goals"]):
         notes.append("goals met" if r["meets_goals"] else "goals missed")
@@ -66,7 +69,7 @@ def run_table(frame, run: dict) -> Table:
         if i in numbers:
             status.append(f" [{numbers[i]}]")
         notes = row_notes(r)
-        if r["is_baseline"] and r["status"] == "ok":
+        if r["is_baseline"] and r["status"] == OK:
             speedup = "1.00x"
         else:
             speedup = _num(r["speedup_vs_baseline"], ".2f") + ("x" if present(r["speedup_vs_baseline"]) else "")
@@ -92,8 +95,8 @@ def _numbers_whole(table: Table, columns) -> None:
 def _untuned_gap(frame, untuned) -> str:
     """How far this run's untuned TVM rows are from ONNX Runtime on the same model, variant and target."""
     key = ["model", "variant", "target"]
-    ort = frame[(frame["engine"] == "onnxruntime") & (frame["status"] == "ok")][key + ["median_ms"]]
-    pairs = untuned[untuned["status"] == "ok"][key + ["median_ms"]].merge(ort, on=key, suffixes=("", "_ort"))
+    ort = frame[(frame["engine"] == "onnxruntime") & (frame["status"] == OK)][key + ["median_ms"]]
+    pairs = untuned[untuned["status"] == OK][key + ["median_ms"]].merge(ort, on=key, suffixes=("", "_ort"))
     if pairs.empty:
         return ""
     ratios = pairs["median_ms"] / pairs["median_ms_ort"]
@@ -259,9 +262,9 @@ def render_run(frame, run: dict, console: Console) -> None:
         console.print(Text("  " + line, style="dim"))
 
 
-VERDICT_STYLE = {"slower": "bold red", "broken": "bold red", "less accurate": "bold red", "larger": "yellow",
-                 "faster": "green", "smaller": "green", "more accurate": "green", "same": "dim", "new": "cyan",
-                 "not applicable": "dim", "not measured": "yellow"}
+VERDICT_STYLE = {SLOWER: "bold red", BROKEN: "bold red", LESS_ACCURATE: "bold red", LARGER: "yellow", FASTER: "green",
+                 SMALLER: "green", MORE_ACCURATE: "green", SAME: "dim", NEW: "cyan", NOT_APPLICABLE: "dim",
+                 NOT_MEASURED: "yellow"}
 
 
 def verdict_table(verdicts) -> Table:
