@@ -300,9 +300,8 @@ def setup_of(row: dict) -> dict:
     back to back): never compared, so never a false step. None: not recorded (an older row), matches any."""
     details = row.get("details") or {}
     inputs = details.get("inputs")
-    cpu = (((row.get("run_provenance") or {}).get("host") or {}).get("cpu") or {}).get("model")
     span = details.get("span_s")
-    return {"cpu": cpu or None, "threads": plain(row.get("threads")),
+    return {"cpu": row.get("cpu") or None, "threads": plain(row.get("threads")),
             "inputs": ", ".join(f"{i['name']} {sizes_text(i['shape'])} {i['dtype']}" for i in inputs) if inputs else None,
             "dev kit": ("emulated" if details.get("emulated") else "native") if details.get("kit") else None,
             "samples spread over": f"{span:g} s" if span is not None else None}
@@ -328,7 +327,7 @@ def row_provenance(row: dict) -> dict:
         # the TVM target a build was made for: PyTorch and ONNX Runtime rows do not depend on it
         "target": (row.get("target_spec") or {}).get("tvm") if str(row.get("engine", "")).startswith("tvm") else None,
         "build": details.get("build_key"),
-        "cpu": (prov.get("host") or {}).get("cpu", {}).get("model"),
+        "cpu": row.get("cpu"),  # the run's CPU model (Store.frame() has it from the run)
         "os": (prov.get("host") or {}).get("os"),
     }
     if details.get("model_digest"):  # the model's weights and graph (a user's file edited in place)
