@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -16,13 +16,7 @@ class Latency:
     median_ms: float
     p90_ms: float
     p10_ms: float
-    mean_ms: float
     iqr_ms: float
-
-    @property
-    def spread(self) -> float:
-        """Relative spread: the inter-quartile range over the median."""
-        return self.iqr_ms / self.median_ms if self.median_ms else 0.0
 
     @property
     def upper_quartile_ms(self) -> float:
@@ -33,13 +27,7 @@ class Latency:
         a = np.asarray(samples_ms, dtype=np.float64)
         q10, q25, q50, q75, q90 = np.percentile(a, [10, 25, 50, 75, 90])
         return cls(samples_ms=[round(float(s), 6) for s in a], median_ms=float(q50), p90_ms=float(q90),
-                   p10_ms=float(q10), mean_ms=float(a.mean()), iqr_ms=float(q75 - q25))
-
-    def summary(self) -> dict:
-        d = asdict(self)
-        d.pop("samples_ms")
-        d["spread"] = self.spread
-        return d
+                   p10_ms=float(q10), iqr_ms=float(q75 - q25))
 
 
 def paced(repeats: int, span_s: float, keep_running: Callable[[], object]) -> Iterator[int]:
