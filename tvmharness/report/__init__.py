@@ -29,6 +29,12 @@ def ms_text(value, unit: str = "") -> str:
     return f"{value:.{max(decimals, 0)}f}{unit}"
 
 
+def spread_text(row: dict) -> str:
+    """A row's spread: half the inter-quartile range of its samples, as a share of its median (±1.2%)."""
+    iqr, median = row.get("iqr_ms"), row.get("median_ms")
+    return f"±{iqr / median / 2:.1%}" if present(iqr) and present(median) and median else "—"
+
+
 def points_text(change: float) -> str:
     """An accuracy (or agreement) change in percentage points, as the tables give accuracies in percent."""
     return f"{100 * change:+.1f} pts"

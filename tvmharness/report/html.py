@@ -18,7 +18,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from ..results import OK
-from . import baseline_label, gpu_text, ms_text, peak_memory, present, size_text, time_text, unfinished
+from . import baseline_label, gpu_text, ms_text, peak_memory, present, size_text, spread_text, time_text, unfinished
 from .regress import (REGRESSIONS, accuracy_metric, fast_latency, is_confirmation, judge_run, row_provenance,
                       setup_changes, setup_of)
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
@@ -173,13 +173,12 @@ def render_html(store, since=None, run_id: int | None = None, judged: tuple | No
             key = (r["hostname"], r["target"], r["model"], r["variant"], r["engine"])
             history = [h for h in by_series.get(key, []) if not setup_changes(setup_of(h), setup_of(r))]  # as verdicts see it
             tuning = (r.get("details") or {}).get("tuning_records") or {}
-            spread = r["iqr_ms"] / r["median_ms"] / 2 if present(r.get("iqr_ms")) and r.get("median_ms") else None
             v = verdict_of.get(key)
             table.append({
                 "variant": r["variant"], "target": r["target"], "engine": r["engine"],
                 "engine_version": r["engine_version"], "status": r["status"], "reason": r["reason"],
                 "median": ms_text(r.get("median_ms"), " ms"), "p90": ms_text(r.get("p90_ms"), " ms"),
-                "spread": "±" + _fmt(spread, ".1%") if spread is not None else "—", "notes": ", ".join(row_notes(r)),
+                "spread": spread_text(r), "notes": ", ".join(row_notes(r)),
                 "speedup": "baseline" if r["is_baseline"] else _fmt(r.get("speedup_vs_baseline"), ".2f", "x"),
                 "size": size_text(r.get("artifact_bytes")),
                 "memory": _fmt(peak_memory(r.get("details")), ".1f", " MB"),

@@ -11,8 +11,8 @@ from rich.text import Text
 
 from ..data import sizes_text
 from ..results import BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
-from . import (baseline_label, gpu_text, ms_text, peak_memory, points_text, present, size_cell, size_text, time_text,
-               unfinished)
+from . import (baseline_label, gpu_text, ms_text, peak_memory, points_text, present, size_cell, size_text,
+               spread_text, time_text, unfinished)
 from .compression import best_variants, compression_table, variant_notes
 from .regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, MORE_ACCURATE, NEW, NOT_MEASURED, SAME, SLOWER,
                       SMALLER)
@@ -73,9 +73,8 @@ def run_table(frame, run: dict) -> Table:
             speedup = "1.00x"
         else:
             speedup = _num(r["speedup_vs_baseline"], ".2f") + ("x" if present(r["speedup_vs_baseline"]) else "")
-        spread = f"±{100 * r['iqr_ms'] / r['median_ms'] / 2:.1f}%" if present(r["iqr_ms"]) and r["median_ms"] else "—"
         table.add_row(*(Text(str(r[k])) for k in ("model", "variant", "target", "engine")), status,
-                      ms_text(r["median_ms"]), ms_text(r["p90_ms"]), spread,
+                      ms_text(r["median_ms"]), ms_text(r["p90_ms"]), spread_text(r),
                       speedup,
                       size_text(r["artifact_bytes"]), *([_num(peak_memory(r["details"]), ".1f")] if with_memory else []),
                       _num(r["max_abs_diff"], ".2e"),
