@@ -20,6 +20,11 @@ def time_text(moment, style: str = "text") -> str:
     return format(as_utc(moment), TIME_FORMATS[style])
 
 
+def number_text(value, fmt: str, unit: str = "") -> str:
+    """A stored number in a format spec with its unit after it, or a dash where it is missing."""
+    return format(value, fmt) + unit if present(value) else "—"
+
+
 def ms_text(value, unit: str = "") -> str:
     """A latency to 4 significant figures, never as an exponent: a 9 us model's 5% move shows
     (0.009049, 12.35, 1234)."""

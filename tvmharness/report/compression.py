@@ -10,13 +10,9 @@ from rich.text import Text
 
 from ..measure import DROPS, variant_drop
 from ..results import NOT_APPLICABLE, OK
-from . import baseline_label, ms_text, points_text, present, size_text
+from . import baseline_label, ms_text, number_text, points_text, present, size_text
 
 BASELINE = "fp32"
-
-
-def _fmt(value, fmt: str, suffix: str = "") -> str:
-    return format(value, fmt) + suffix if present(value) else "—"
 
 
 def _variant_rows(frame) -> list[dict]:
@@ -49,10 +45,10 @@ def compression_rows(frame) -> list[list[str]]:
             goals = (PASS if r["meets_goals"] else FAIL) if present(r["meets_goals"]) else NO_GOALS
         drop = variant_drop(d)
         cells.append([r["model"], r["variant"], _target(r), r["engine"], goals,
-                      _fmt(d.get("speedup_vs_fp32"), ".2f", "x"), _fmt(d.get("size_ratio"), ".2f", "x"),
+                      number_text(d.get("speedup_vs_fp32"), ".2f", "x"), number_text(d.get("size_ratio"), ".2f", "x"),
                       f"{points_text(drop[1])} {DROP_SHORT[drop[0]]}" if drop else "—",
-                      _fmt(d.get("params"), ","), _fmt(d["flops"] / 1e6 if present(d.get("flops")) else None, ".2f"),
-                      _fmt(d.get("sparsity"), ".0%"), size_text(d.get("compressed_bytes"))])
+                      number_text(d.get("params"), ","), number_text(d["flops"] / 1e6 if present(d.get("flops")) else None, ".2f"),
+                      number_text(d.get("sparsity"), ".0%"), size_text(d.get("compressed_bytes"))])
     return cells
 
 

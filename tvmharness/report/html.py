@@ -18,7 +18,8 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from ..results import OK
-from . import baseline_label, gpu_text, ms_text, peak_memory, present, size_text, spread_text, time_text, unfinished
+from . import (baseline_label, gpu_text, ms_text, number_text, peak_memory, present, size_text, spread_text, time_text,
+               unfinished)
 from .regress import (REGRESSIONS, accuracy_metric, fast_latency, is_confirmation, judge_run, row_provenance,
                       setup_changes, setup_of)
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
@@ -136,10 +137,6 @@ def sparkline(history: list[dict], div_id: str) -> str | None:
     return _figure_html(fig, div_id, SPARK)
 
 
-def _fmt(value, fmt: str, unit: str = "") -> str:
-    return format(value, fmt) + unit if present(value) else "—"
-
-
 def render_html(store, since=None, run_id: int | None = None, judged: tuple | None = None) -> str:
     """The page of run `run_id` (default: the newest). `judged`: (run, verdicts, frame) where the caller
     has judged it already, the frame holding the history as --since trims it."""
@@ -179,11 +176,11 @@ def render_html(store, since=None, run_id: int | None = None, judged: tuple | No
                 "engine_version": r["engine_version"], "status": r["status"], "reason": r["reason"],
                 "median": ms_text(r.get("median_ms"), " ms"), "p90": ms_text(r.get("p90_ms"), " ms"),
                 "spread": spread_text(r), "notes": ", ".join(row_notes(r)),
-                "speedup": "baseline" if r["is_baseline"] else _fmt(r.get("speedup_vs_baseline"), ".2f", "x"),
+                "speedup": "baseline" if r["is_baseline"] else number_text(r.get("speedup_vs_baseline"), ".2f", "x"),
                 "size": size_text(r.get("artifact_bytes")),
-                "memory": _fmt(peak_memory(r.get("details")), ".1f", " MB"),
-                "accuracy": _fmt(r.get("accuracy"), ".2%"), "agreement": _fmt(r.get("top1_agreement"), ".0%"),
-                "max_diff": _fmt(r.get("max_abs_diff"), ".2e"), "batch": r.get("batch"),
+                "memory": number_text(peak_memory(r.get("details")), ".1f", " MB"),
+                "accuracy": number_text(r.get("accuracy"), ".2%"), "agreement": number_text(r.get("top1_agreement"), ".0%"),
+                "max_diff": number_text(r.get("max_abs_diff"), ".2e"), "batch": r.get("batch"),
                 "threads": int(r["threads"]) if present(r.get("threads")) else "—",
                 "tuning": (f"{tuning.get('tasks_tuned')}/{tuning.get('tasks')} tasks, {tuning.get('trials')} trials, "
                            f"sha256 {str(tuning.get('sha256', ''))[:16]}") if tuning else ("untuned" if r["engine"].startswith("tvm") else "—"),

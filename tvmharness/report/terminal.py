@@ -11,8 +11,8 @@ from rich.text import Text
 
 from ..data import sizes_text
 from ..results import BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
-from . import (baseline_label, gpu_text, ms_text, peak_memory, points_text, present, size_cell, size_text,
-               spread_text, time_text, unfinished)
+from . import (baseline_label, gpu_text, ms_text, number_text, peak_memory, points_text, present, size_cell,
+               size_text, spread_text, time_text, unfinished)
 from .compression import best_variants, compression_table, variant_notes
 from .regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, MORE_ACCURATE, NEW, NOT_MEASURED, SAME, SLOWER,
                       SMALLER)
@@ -20,12 +20,6 @@ from .regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, MORE_ACCURATE, NEW,
 WARNINGS_SHOWN = 5  # distinct TVM build warnings printed; the rest are counted
 STATUS_STYLE = {OK: "green", DISAGREES: "yellow", BUILD_FAILED: "red", RUN_FAILED: "red", COMPRESS_FAILED: "red",
                 LOAD_FAILED: "red", NOT_APPLICABLE: "dim"}
-
-
-def _num(value, fmt: str, empty: str = "—") -> str:
-    if not present(value):
-        return empty
-    return format(value, fmt)
 
 
 def row_notes(r: dict) -> list[str]:
@@ -72,13 +66,13 @@ def run_table(frame, run: dict) -> Table:
         if r["is_baseline"] and r["status"] == OK:
             speedup = "1.00x"
         else:
-            speedup = _num(r["speedup_vs_baseline"], ".2f") + ("x" if present(r["speedup_vs_baseline"]) else "")
+            speedup = number_text(r["speedup_vs_baseline"], ".2f", "x")
         table.add_row(*(Text(str(r[k])) for k in ("model", "variant", "target", "engine")), status,
                       ms_text(r["median_ms"]), ms_text(r["p90_ms"]), spread_text(r),
                       speedup,
-                      size_text(r["artifact_bytes"]), *([_num(peak_memory(r["details"]), ".1f")] if with_memory else []),
-                      _num(r["max_abs_diff"], ".2e"),
-                      _num(r["top1_agreement"], ".0%"), _num(r["accuracy"], ".2%"), Text(", ".join(notes)))
+                      size_text(r["artifact_bytes"]), *([number_text(peak_memory(r["details"]), ".1f")] if with_memory else []),
+                      number_text(r["max_abs_diff"], ".2e"),
+                      number_text(r["top1_agreement"], ".0%"), number_text(r["accuracy"], ".2%"), Text(", ".join(notes)))
     _numbers_whole(table, [c for c in table.columns if c.justify == "right"])
     return table
 
