@@ -137,11 +137,11 @@ def sparkline(history: list[dict], div_id: str) -> str | None:
     return _figure_html(fig, div_id, SPARK)
 
 
-def render_html(store, since=None, run_id: int | None = None, judged: tuple | None = None) -> str:
-    """The page of run `run_id` (default: the newest). `judged`: (run, verdicts, frame) where the caller
-    has judged it already, the frame holding the history as --since trims it."""
+def render_html(store, since=None, judged: tuple | None = None) -> str:
+    """The page of the newest run with measurements, or of the run in `judged`: (run, verdicts, frame) where
+    the caller has judged it already, the frame holding the history as --since trims it."""
     if judged is None:
-        run, verdicts = judge_run(store, run_id)
+        run, verdicts = judge_run(store)
         frame = store.frame(since=since, whole_run=run["id"])  # --since trims the history, never the run
     else:
         run, verdicts, frame = judged
@@ -206,10 +206,10 @@ def render_html(store, since=None, run_id: int | None = None, judged: tuple | No
         charts=lambda fragment: Markup(fragment) if fragment else "")
 
 
-def write_html(store, path: Path, since=None, run_id: int | None = None, judged: tuple | None = None) -> Path:
+def write_html(store, path: Path, since=None, judged: tuple | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(store, since, run_id, judged), encoding="utf-8")
+    path.write_text(render_html(store, since, judged), encoding="utf-8")
     return path
 
 
