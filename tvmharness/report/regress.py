@@ -51,6 +51,11 @@ TOP_OPERATORS = 5
 MEMORY_FLOOR_MB = 1.0  # a peak-memory move smaller than this is the probe's own noise, whatever its share
 
 
+def change_text(change: dict, arrow: str = "->") -> str:
+    """A change of provenance or setup ({"what", "before", "after"}): "threads 1 -> 2"."""
+    return f"{change['what']} {change['before']} {arrow} {change['after']}"
+
+
 @dataclass
 class Verdict:
     series: dict
@@ -87,13 +92,12 @@ class Verdict:
                     "(TVMHARNESS_HOST gives a host a lasting name)")
         if not e.get("setup_changed"):
             return ""
-        moved = "; ".join(f"{c['what']} {c['before']} {arrow} {c['after']}" for c in e["setup_changed"])
+        moved = "; ".join(change_text(c, arrow) for c in e["setup_changed"])
         return f"new setup ({moved}; run {e['setup_run_id']} was the last measured the old way)"
 
     def changes(self, arrow: str = "->") -> list[str]:
         """What changed against the reference runs, and since which run where it came before tonight."""
-        return [f"{c['what']} {c['before']} {arrow} {c['after']}" + (f" (since run {c['run']})" if c.get("run") else "")
-                for c in self.changed]
+        return [change_text(c, arrow) + (f" (since run {c['run']})" if c.get("run") else "") for c in self.changed]
 
     def summary(self) -> str:
         """One line a person reads first: what, by how much, with what confidence, and why."""
@@ -261,7 +265,7 @@ def confirm(first: Verdict, second: Verdict | None, missing_why: str | None = No
     if second is None or other_way or "latency" not in second.aspects:
         why = ((missing_why or "it was not measured again (see the nightly's log)") if second is None
                else "its second measurement was taken another way ("
-               + "; ".join(f"{c['what']} {c['before']} -> {c['after']}" for c in other_way) + ")" if other_way
+               + "; ".join(map(change_text, other_way)) + ")" if other_way
                else "its second measurement failed" if second.verdict == BROKEN
                else "its second measurement has no latency")
         return replace(first, evidence=first.evidence | {"confirmed": None, "unconfirmed_why": why})
