@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from ..data import sizes_text
+from ..data import input_text
 from ..recipe import Regression
 from ..results import LOAD_FAILED, NOT_APPLICABLE, OK, plain
 from . import ms_text, peak_memory, points_text, present
@@ -306,7 +306,7 @@ def setup_of(row: dict) -> dict:
     inputs = details.get("inputs")
     span = details.get("span_s")
     return {"cpu": row.get("cpu") or None, "threads": plain(row.get("threads")),
-            "inputs": ", ".join(f"{i['name']} {sizes_text(i['shape'])} {i['dtype']}" for i in inputs) if inputs else None,
+            "inputs": ", ".join(input_text(i["name"], i["dtype"], i["shape"]) for i in inputs) if inputs else None,
             "dev kit": ("emulated" if details.get("emulated") else "native") if details.get("kit") else None,
             "samples spread over": f"{span:g} s" if span is not None else None}
 

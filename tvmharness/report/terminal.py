@@ -9,7 +9,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ..data import sizes_text
+from ..data import input_text
 from ..results import BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
 from . import (baseline_label, gpu_text, ms_text, number_text, peak_memory, points_text, present, size_cell,
                size_text, spread_text, time_text, unfinished)
@@ -104,7 +104,7 @@ def input_line(inputs: list[dict], seeded: bool = True) -> str:
     the rows were fed seeded inputs, not the model's own data)."""
     parts = []
     for i in inputs:
-        part = f"{i['name']} {i['dtype']} {sizes_text(i['shape'])}"
+        part = input_text(i["name"], i["dtype"], i["shape"])
         if seeded and i["dtype"] == "bool":
             part += " (seeded False or True)"
         elif seeded and not i["dtype"].startswith("float"):
