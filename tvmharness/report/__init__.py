@@ -50,6 +50,13 @@ def peak_memory(details: dict | None) -> float | None:
     return ((details or {}).get("memory") or {}).get("peak_mb")
 
 
+def target_text(target: str, emulated) -> str:
+    """A target as reports name it, marked where an emulated dev kit measured it (a row's details'
+    "emulated", which the pipeline writes on each row such a kit measured): its numbers prove the
+    path, not the board's speed."""
+    return f"{target} (EMULATED)" if emulated else target
+
+
 def baseline_label(rows: list[dict]) -> str:
     """What the rows' speed-ups are against, from their run's baseline rows: e.g. "torch fp32 on x86".
     Every row's speed-up is over its model's baseline on that target, a GPU or dev kit row's too."""

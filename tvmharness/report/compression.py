@@ -10,7 +10,7 @@ from rich.text import Text
 
 from ..measure import DROPS, variant_drop
 from ..results import NOT_APPLICABLE, OK
-from . import baseline_label, ms_text, number_text, points_text, present, size_text
+from . import baseline_label, ms_text, number_text, points_text, present, size_text, target_text
 
 BASELINE = "fp32"
 
@@ -20,8 +20,7 @@ def _variant_rows(frame) -> list[dict]:
 
 
 def _target(row: dict) -> str:
-    """The row's target, marked where an emulated kit measured it: its latencies prove the path, not speed."""
-    return row["target"] + (" (EMULATED)" if (row["details"] or {}).get("emulated") else "")
+    return target_text(row["target"], (row["details"] or {}).get("emulated"))
 
 
 COLUMNS = [("model", "left"), ("variant", "left"), ("target", "left"), ("engine", "left"), ("goals", "left"),

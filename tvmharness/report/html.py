@@ -18,8 +18,8 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from ..results import OK
-from . import (baseline_label, gpu_text, ms_text, number_text, peak_memory, present, size_text, spread_text, time_text,
-               unfinished)
+from . import (baseline_label, gpu_text, ms_text, number_text, peak_memory, present, size_text, spread_text,
+               target_text, time_text, unfinished)
 from .regress import (REGRESSIONS, accuracy_metric, fast_latency, is_confirmation, judge_run, row_provenance,
                       setup_changes, setup_of)
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
@@ -159,8 +159,8 @@ def render_html(store, since=None, judged: tuple | None = None) -> str:
         mine = [r for r in current if r["target"] == target]
         # its models' baseline rows, which sit on the host's target (this one or another)
         baseline = baseline_label([r for r in current if r["model"] in {m["model"] for m in mine}])
-        emulated = any((r.get("details") or {}).get("emulated") for r in mine)  # its latencies prove the path, not speed
-        targets.append({"name": target + (" (EMULATED)" if emulated else ""), "spec": (mine[0].get("target_spec") or {}).get("tvm"),
+        emulated = any((r.get("details") or {}).get("emulated") for r in mine)
+        targets.append({"name": target_text(target, emulated), "spec": (mine[0].get("target_spec") or {}).get("tvm"),
                         "pareto": pareto_chart(mine, f"pareto-{i}"), "bars": baseline_bars(mine, f"bars-{i}", baseline),
                         "baseline": baseline})
     models = []

@@ -36,7 +36,7 @@ import numpy as np
 from ..data import input_text
 from ..recipe import Regression
 from ..results import LOAD_FAILED, NOT_APPLICABLE, OK, plain
-from . import ms_text, peak_memory, points_text, present
+from . import ms_text, peak_memory, points_text, present, target_text
 from .compression import BASELINE
 
 SERIES = ("hostname", "target", "model", "variant", "engine")
@@ -81,8 +81,8 @@ class Verdict:
 
     @property
     def target(self) -> str:
-        """The series' target, marked where an emulated kit measured it (its numbers prove the path, not speed)."""
-        return self.series["target"] + (" (EMULATED)" if self.provenance.get("dev kit.emulated") else "")
+        """The series' target, marked where an emulated kit measured the row (its setup says so, from the row's details)."""
+        return target_text(self.series["target"], self.setup.get("dev kit") == "emulated")
 
     def new_setup(self, arrow: str = "->") -> str:
         """Why a series measured before is new: the setup that changed, or the host's name ("" where neither)."""
