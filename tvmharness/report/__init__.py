@@ -57,6 +57,21 @@ def target_text(target: str, emulated) -> str:
     return f"{target} (EMULATED)" if emulated else target
 
 
+def kit_text(details: dict | None) -> str:
+    """The dev kit that measured a row, whose tracker handed it out and what it runs ("" for a row
+    measured on this host)."""
+    details = details or {}
+    if not details.get("kit"):
+        return ""
+    rack, info = details.get("rack") or {}, details.get("kit_info") or {}
+    where = f" under '{rack.get('key')}' at {rack.get('tracker')}" if rack else ""
+    what = ", ".join(str(x) for x in (
+        info.get("machine"), info.get("hostname"), info.get("threads") and f"{info['threads']} threads",
+        info.get("tvm") and f"tvm {info['tvm']}", info.get("python") and f"python {info['python']}",
+        info.get("emulated") and f"emulated by {info['emulated']}") if x)
+    return details["kit"] + where + (f" ({what})" if what else "")
+
+
 def baseline_label(rows: list[dict]) -> str:
     """What the rows' speed-ups are against, from their run's baseline rows: e.g. "torch fp32 on x86".
     Every row's speed-up is over its model's baseline on that target, a GPU or dev kit row's too."""

@@ -18,8 +18,8 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from ..results import OK
-from . import (baseline_label, gpu_text, ms_text, number_text, peak_memory, present, size_text, spread_text,
-               target_text, time_text, unfinished)
+from . import (baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, present, size_text,
+               spread_text, target_text, time_text, unfinished)
 from .regress import (REGRESSIONS, accuracy_metric, fast_latency, is_confirmation, judge_run, row_provenance,
                       setup_changes, setup_of)
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
@@ -42,16 +42,6 @@ def _quality(row: dict) -> tuple[str, float | None]:
 
 def _figure_html(fig: go.Figure, div_id: str, config: dict) -> str:
     return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, config=config)
-
-
-def _kit(details: dict) -> str:
-    """The dev kit a row was measured on, and what it runs ("" for rows measured on this host)."""
-    if not details.get("kit"):
-        return ""
-    info = details.get("kit_info") or {}
-    what = ", ".join(str(x) for x in (info.get("machine"), info.get("hostname"), info.get("threads") and f"{info['threads']} threads",
-                                      info.get("tvm") and f"tvm {info['tvm']}", info.get("emulated") and f"emulated by {info['emulated']}") if x)
-    return f"{details['kit']} ({what})" if what else details["kit"]
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -185,7 +175,7 @@ def render_html(store, since=None, judged: tuple | None = None) -> str:
                 "tuning": (f"{tuning.get('tasks_tuned')}/{tuning.get('tasks')} tasks, {tuning.get('trials')} trials, "
                            f"sha256 {str(tuning.get('sha256', ''))[:16]}") if tuning else ("untuned" if r["engine"].startswith("tvm") else "—"),
                 "build": (r.get("details") or {}).get("build_key") or "—",
-                "kit": _kit((r.get("details") or {})),
+                "kit": kit_text(r.get("details")),
                 "target_spec": row_provenance(r)["target"],  # a TVM build's alone: no other engine's row depends on it
                 "verdict": v.verdict if v else "", "verdict_summary": v.summary() if v else "",
                 "regression": bool(v and v.regression),

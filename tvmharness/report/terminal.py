@@ -11,8 +11,8 @@ from rich.text import Text
 
 from ..data import input_text
 from ..results import BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
-from . import (baseline_label, gpu_text, ms_text, number_text, peak_memory, points_text, present, size_cell,
-               size_text, spread_text, time_text, unfinished)
+from . import (baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, points_text, present,
+               size_cell, size_text, spread_text, time_text, unfinished)
 from .compression import best_variants, compression_table, variant_notes
 from .regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, MORE_ACCURATE, NEW, NOT_MEASURED, SAME, SLOWER,
                       SMALLER)
@@ -221,13 +221,7 @@ def provenance_lines(run: dict, frame) -> list[str]:
     versions = prov["versions"]
     threads = sorted({int(t) for t in frame["threads"].dropna()}) or [prov.get("threads")]
     targets = {r["target"]: r["target_spec"].get("tvm") for r in frame.to_dict("records")}
-    kits = {}
-    for d in frame["details"]:
-        info = (d or {}).get("kit_info")
-        if info:
-            kits[d["kit"]] = (f"{d['kit']} under '{d['rack']['key']}' at {d['rack']['tracker']} ({info.get('machine')}, "
-                              f"{info.get('hostname')}, {info.get('threads')} threads, tvm {info.get('tvm')}, python "
-                              f"{info.get('python')}{', emulated' if info.get('emulated') else ''})")
+    kits = {d["kit"]: kit_text(d) for d in frame["details"] if (d or {}).get("kit_info")}
     return [
         f"host {prov['host']['hostname']} · {cpu['model']} ({cpu['arch']}, {cpu['logical_cores']} logical cores; "
         f"features {' '.join(cpu['features']) or 'none detected'}) · threads {'/'.join(map(str, threads))} · batch "
