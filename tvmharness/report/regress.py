@@ -2,8 +2,10 @@
 x variant x engine), the runs measured the same way (setup_of), read only from the store.
 
 Latency is noisy, so a verdict needs two things at once:
-  1. the run's raw samples and the reference's (the samples of the series' last three runs)
-     differ by a two-sided Mann-Whitney U test at p < alpha; and
+  1. the run's raw samples and the reference's (the samples of a majority of the series' last
+     three runs, 2 of 3: those whose levels are nearest the reference level, so that one odd
+     night or a step among them mixes no other build's samples in) differ by a two-sided
+     Mann-Whitney U test at p < alpha; and
   2. the run's fast-mode latency (the 10th percentile of its samples) is off the reference level
      (the median of the last three runs' 10th percentiles: one odd night does not move it, and
      after a step the step's own runs form it from its third night, so an old step is not flagged
