@@ -157,16 +157,6 @@ def _classes(first: np.ndarray) -> np.ndarray | None:
     return np.argmax(first, axis=1)
 
 
-# A variant's loss against fp32 as its row's details name it, and as people read it: accuracy where
-# the data is labelled, else 1 - top-1 agreement, which is not accuracy.
-DROPS = {"accuracy_drop": "accuracy drop", "top1_disagreement": "top-1 disagreement with fp32"}
-
-
-def variant_drop(details: dict) -> tuple[str, float] | None:
-    """Which drop against fp32 a variant row's details hold (a key of DROPS), and how much."""
-    return next(((k, details[k]) for k in DROPS if details.get(k) is not None), None)
-
-
 def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
     """The share of samples whose first output, (batch, classes) per call, picks the labelled class.
     Raises HarnessError when the labels cannot score that output."""

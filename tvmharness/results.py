@@ -114,6 +114,15 @@ COMPRESS_FAILED = "failed to compress"
 LOAD_FAILED = "failed to load"  # the model itself could not be made
 NOT_APPLICABLE = "not applicable"  # a technique or engine that does not fit the model; not a failure
 
+# A variant's loss against fp32 as its row's details name it, and as people read it: accuracy where
+# the data is labelled, else 1 - top-1 agreement, which is not accuracy.
+DROPS = {"accuracy_drop": "accuracy drop", "top1_disagreement": "top-1 disagreement with fp32"}
+
+
+def variant_drop(details: dict) -> tuple[str, float] | None:
+    """Which drop against fp32 a variant row's details hold (a key of DROPS), and how much."""
+    return next(((k, details[k]) for k in DROPS if details.get(k) is not None), None)
+
 
 def check_not_half_a_url(store: str) -> None:
     """sqlite:/abs.db is no URL and would be taken as a path, in a new folder named "sqlite:"."""

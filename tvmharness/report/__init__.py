@@ -1,4 +1,6 @@
-"""Reports read only the results store."""
+"""Reports read the results store, and judge it by the regression rules of the recipe each run stored
+(recipe.Regression); they run nothing. Of the stages below them they take only how an input is named
+(data.input_text), so a report names it as the run's own messages did."""
 
 import math
 

@@ -8,8 +8,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from ..measure import DROPS, variant_drop
-from ..results import NOT_APPLICABLE, OK
+from ..results import DROPS, NOT_APPLICABLE, OK, variant_drop
 from . import baseline_label, ms_text, number_text, points_text, present, size_text, target_text
 
 BASELINE = "fp32"
