@@ -605,7 +605,7 @@ def report(store: Annotated[str, typer.Option("--store", help="results store: a 
            run_id: Annotated[Optional[int], typer.Option("--run", help="the run to judge (default: the newest with measurements)")] = None,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the md/json/csv/junit text here")] = None) -> int:
     """Report from the store alone: the newest run with measurements (or --run) with a verdict per series against its history."""
-    from .report.regress import judge_run
+    from .report.regress import history_as_of, judge_run
 
     fmt = _format(fmt)
     for path in (output, html):
@@ -622,9 +622,7 @@ def report(store: Annotated[str, typer.Option("--store", help="results store: a 
         raise HarnessError(f"no measurements in {store}", "run a recipe first")
     if when is not None:
         frame = history.frame(since=when, whole_run=run["id"])
-    # The history as the judged run saw it: runs after it are not its history (its second measurement is its own)
-    after = (frame["run_id"] > run["id"]) & frame["run_provenance"].map(lambda p: (p or {}).get("confirms_run") != run["id"])
-    frame = frame[~after].reset_index(drop=True)
+    frame = history_as_of(frame, run)
     _render_verdicts(run, verdicts, frame, fmt, output)
     if html is not None:
         from .report.html import write_html

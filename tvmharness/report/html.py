@@ -20,8 +20,8 @@ from plotly.offline import get_plotlyjs
 from ..results import OK
 from . import (baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, present, size_text,
                spread_text, target_text, time_text, unfinished)
-from .regress import (REGRESSIONS, accuracy_metric, fast_latency, is_confirmation, judge_run, row_provenance,
-                      setup_changes, setup_of)
+from .regress import (REGRESSIONS, accuracy_metric, fast_latency, history_as_of, is_confirmation, judge_run,
+                      row_provenance, setup_changes, setup_of)
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
 from .terminal import footnotes, row_notes
 
@@ -135,12 +135,13 @@ def render_html(store, since=None, judged: tuple | None = None) -> str:
         frame = store.frame(since=since, whole_run=run["id"])  # --since trims the history, never the run
     else:
         run, verdicts, frame = judged
+    frame = history_as_of(frame, run)  # no later run in its sparklines, whatever frame a caller passed
     rows = frame.to_dict("records")
     tonight = frame[frame["run_id"] == run["id"]]  # the judged run's rows, for the tables and the notes alike
     current = tonight.to_dict("records")
     by_series = {}
     for r in rows:
-        if not is_confirmation(r) and r["run_id"] <= run["id"]:  # one night, one point; none after the judged run
+        if not is_confirmation(r):  # one night, one point
             by_series.setdefault((r["hostname"], r["target"], r["model"], r["variant"], r["engine"]), []).append(r)
     verdict_of = {tuple(v.series.values()): v for v in verdicts}
 

@@ -501,6 +501,13 @@ def is_confirmation(row: dict) -> bool:
     return (row.get("run_provenance") or {}).get("confirms_run") is not None
 
 
+def history_as_of(frame, run: dict):
+    """A Store.frame() as the judged `run` saw it: the runs after it are not its history, though its own
+    second measurement (a confirmation stored after it) is part of it."""
+    after = (frame["run_id"] > run["id"]) & frame["run_provenance"].map(lambda p: (p or {}).get("confirms_run") != run["id"])
+    return frame[~after].reset_index(drop=True)
+
+
 def judge(frame, run_id: int, rules: Regression | None = None, history_before: int | None = None) -> list[Verdict]:
     """A verdict for every row of run `run_id`, against the earlier rows of its series in `frame`
     (a Store.frame(): rows of every run, with their run's provenance): those of runs before
