@@ -595,7 +595,8 @@ def _format(value: str) -> str:
 
 @app.command()
 @_friendly
-def report(store: Annotated[str, typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL")] = "results/history.db",
+def report(store: Annotated[Optional[str], typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL "
+                                                        "(default: a recipe's default \\[output] store)")] = None,
            fmt: Annotated[str, typer.Option("--format", "-f", help="table, md, json, csv or junit")] = "table",
            html: Annotated[Optional[Path], typer.Option("--html", help="also write a self-contained HTML report here")] = None,
            since: Annotated[Optional[str], typer.Option(help="show the history only from this date (UTC, as reports give "
@@ -606,7 +607,9 @@ def report(store: Annotated[str, typer.Option("--store", help="results store: a 
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the md/json/csv/junit text here")] = None) -> int:
     """Report from the store alone: the newest run with measurements (or --run) with a verdict per series against its history."""
     from .report.regress import history_as_of, judge_run
+    from .results import DEFAULT_STORE
 
+    store = DEFAULT_STORE if store is None else store  # imported here: the store's module slows every command's start
     fmt = _format(fmt)
     for path in (output, html):
         _writable(path)  # (it writes nothing: the store itself passes, and is refused below)

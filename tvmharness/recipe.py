@@ -14,6 +14,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, 
 
 from .cache import content_hash
 from .errors import HarnessError, validation_problems
+from .results import DEFAULT_STORE
 
 ENGINES = ("tvm", "torch", "onnxruntime")  # the default; "tvm-untuned" compares tuning, "torch-compile" TorchInductor
 
@@ -185,7 +186,7 @@ class DataSetting(_Strict):
 
 class Output(_Strict):
     dir: Path = Field(Path("results"), strict=False)  # TOML and JSON give a path as a string
-    store: str = Field("results/history.db", description="a path to a SQLite file or any SQLAlchemy URL")
+    store: str = Field(DEFAULT_STORE, description="a path to a SQLite file or any SQLAlchemy URL")
 
 
 class Recipe(_Strict):
