@@ -619,3 +619,26 @@ def test_run_ids_are_named_as_spans_and_a_long_history_s_in_a_few():
 
     assert _spans([9, 1, 2, 3, 5, 10, 11, 12, 14, 15]) == "1..3, 5, 9..12, 14, 15"
     assert _spans(list(range(0, 200, 3))) == "0, 3, (59 more spans), 183, 186, 189, 192, 195, 198"
+
+
+def test_a_run_is_judged_by_its_own_cpu_where_its_provenance_has_none(store):
+    """The CPU a run measured on is a column of its run: a provenance whose host.cpu is null (an older or
+    another writer's) costs no verdict, and JUnit still names the CPU."""
+    import xml.etree.ElementTree as ET
+
+    from sqlalchemy import update
+
+    from tvmharness.report.summary import junit
+    from tvmharness.results import Run
+
+    rng = np.random.default_rng(61)
+    for _ in range(4):
+        night(store, 1.0, rng)
+    with store.engine.begin() as conn:
+        for run in store.runs():
+            prov = run["provenance"] | {"host": run["provenance"]["host"] | {"cpu": None}}
+            conn.execute(update(Run).where(Run.id == run["id"]).values(provenance=prov))
+    run, (v,) = judge_run(store)
+    assert run["cpu"] and v.provenance["cpu"] == v.setup["cpu"] == run["cpu"] and v.verdict == SAME, v.summary()
+    suite = ET.fromstring(junit(run, [v]).split("?>", 1)[1])
+    assert {p.get("name"): p.get("value") for p in suite.iter("property")}["cpu"] == run["cpu"]

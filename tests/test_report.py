@@ -505,3 +505,17 @@ def test_a_model_without_labels_has_its_top1_disagreement_named_not_an_accuracy_
     assert line == "best variant of m on x86: none that passes the goals is 5% faster or smaller than fp32 on its own engine (fp32 does as well)"
     smaller = row | {"details": row["details"] | {"speedup_vs_fp32": 0.97, "size_ratio": 0.3}}
     assert best_variants(pd.DataFrame([base, smaller]))[0].startswith("best variant of m on x86: int8 on tvm")
+
+
+def test_every_row_status_and_verdict_has_its_colour(tmp_path):
+    """A model that could not be made fails like a build that failed: red in the terminal table, not plain."""
+    from tvmharness.report import summary, terminal
+    from tvmharness.report.regress import ORDER
+    from tvmharness.results import LOAD_FAILED
+
+    store = _one_run(tmp_path / "h.db", [{"engine": "—", "status": LOAD_FAILED, "reason": "no such model", "is_baseline": True,
+                                          "median_ms": None, "samples_ms": None}])
+    table = terminal.run_table(store.frame(), store.runs()[-1])
+    (status,) = [c for c in table.columns if str(c.header) == "status"]
+    assert [cell.style for cell in status.cells] == ["red"]
+    assert set(terminal.VERDICT_STYLE) == set(summary.ICON) == set(ORDER)  # a verdict added or renamed is styled everywhere

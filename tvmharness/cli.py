@@ -597,7 +597,8 @@ def _format(value: str) -> str:
 
 @app.command()
 @_friendly
-def report(store: Annotated[str, typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL")] = "results/history.db",
+def report(store: Annotated[Optional[str], typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL "
+                                                        "(default: a recipe's default \\[output] store)")] = None,
            fmt: Annotated[str, typer.Option("--format", "-f", help="table, md, json, csv or junit")] = "table",
            html: Annotated[Optional[Path], typer.Option("--html", help="also write a self-contained HTML report here")] = None,
            since: Annotated[Optional[str], typer.Option(help="show the history only from this date (UTC, as reports give "
@@ -607,8 +608,10 @@ def report(store: Annotated[str, typer.Option("--store", help="results store: a 
            run_id: Annotated[Optional[int], typer.Option("--run", help="the run to judge (default: the newest with measurements)")] = None,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the md/json/csv/junit text here")] = None) -> int:
     """Report from the store alone: the newest run with measurements (or --run) with a verdict per series against its history."""
-    from .report.regress import judge_run
+    from .report.regress import history_as_of, judge_run
+    from .results import DEFAULT_STORE
 
+    store = DEFAULT_STORE if store is None else store  # imported here: the store's module slows every command's start
     fmt = _format(fmt)
     for path in (output, html):
         _writable(path)  # (it writes nothing: the store itself passes, and is refused below)
@@ -624,9 +627,7 @@ def report(store: Annotated[str, typer.Option("--store", help="results store: a 
         raise HarnessError(f"no measurements in {store}", "run a recipe first")
     if when is not None:
         frame = history.frame(since=when, whole_run=run["id"])
-    # The history as the judged run saw it: runs after it are not its history (its second measurement is its own)
-    after = (frame["run_id"] > run["id"]) & frame["run_provenance"].map(lambda p: (p or {}).get("confirms_run") != run["id"])
-    frame = frame[~after].reset_index(drop=True)
+    frame = history_as_of(frame, run)
     _render_verdicts(run, verdicts, frame, fmt, output)
     if html is not None:
         from .report.html import write_html

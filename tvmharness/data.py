@@ -50,6 +50,11 @@ def sizes_text(shape) -> str:
     return "x".join(map(str, shape))
 
 
+def input_text(name: str, dtype: str, shape) -> str:
+    """An input as messages and reports name it: x float32 1x3x224x224."""
+    return f"{name} {dtype} {sizes_text(shape)}"
+
+
 @dataclass(frozen=True)
 class DataSet:
     """Real samples of a model's inputs, one array per input with the samples first, and their class

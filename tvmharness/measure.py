@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -17,13 +17,7 @@ class Latency:
     median_ms: float
     p90_ms: float
     p10_ms: float
-    mean_ms: float
     iqr_ms: float
-
-    @property
-    def spread(self) -> float:
-        """Relative spread: the inter-quartile range over the median."""
-        return self.iqr_ms / self.median_ms if self.median_ms else 0.0
 
     @property
     def upper_quartile_ms(self) -> float:
@@ -34,13 +28,7 @@ class Latency:
         a = np.asarray(samples_ms, dtype=np.float64)
         q10, q25, q50, q75, q90 = np.percentile(a, [10, 25, 50, 75, 90])
         return cls(samples_ms=[round(float(s), 6) for s in a], median_ms=float(q50), p90_ms=float(q90),
-                   p10_ms=float(q10), mean_ms=float(a.mean()), iqr_ms=float(q75 - q25))
-
-    def summary(self) -> dict:
-        d = asdict(self)
-        d.pop("samples_ms")
-        d["spread"] = self.spread
-        return d
+                   p10_ms=float(q10), iqr_ms=float(q75 - q25))
 
 
 def paced(repeats: int, span_s: float, keep_running: Callable[[], object]) -> Iterator[int]:
@@ -174,16 +162,6 @@ def _classes(first: np.ndarray) -> np.ndarray | None:
     if first.ndim < 2 or first.shape[1] < 2:
         return None
     return np.argmax(first, axis=1)
-
-
-# A variant's loss against fp32 as its row's details name it, and as people read it: accuracy where
-# the data is labelled, else 1 - top-1 agreement, which is not accuracy.
-DROPS = {"accuracy_drop": "accuracy drop", "top1_disagreement": "top-1 disagreement with fp32"}
-
-
-def variant_drop(details: dict) -> tuple[str, float] | None:
-    """Which drop against fp32 a variant row's details hold (a key of DROPS), and how much."""
-    return next(((k, details[k]) for k in DROPS if details.get(k) is not None), None)
 
 
 def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:

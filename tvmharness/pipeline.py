@@ -15,13 +15,13 @@ from .engines import EngineOptions, get_engine
 from .errors import FAILED, HarnessError, Interrupted, counted, one_line, reason
 from .gpu import check_local_gpu, cuda_status, ort_cuda_status, torch_cuda_status
 from .frontend import pt2_file
-from .measure import DROPS, accuracy, agreement, exact_output, time_call, time_interleaved, top1_agreement, variant_drop
+from .measure import accuracy, agreement, exact_output, time_call, time_interleaved, top1_agreement
 from .memory import ENGINES as MEMORY_ENGINES, measure_memory
 from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings, load_model, model_name
 from .provenance import snapshot
 from .recipe import Recipe, apply_overrides, parse_duration
-from .results import (BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED, Store,
-                      StoreError, UnsavedRows, plain)
+from .results import (BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, DROPS, LOAD_FAILED, NOT_APPLICABLE, OK,
+                      RUN_FAILED, Store, StoreError, UnsavedRows, plain, variant_drop)
 from .remote.rack import KitFailure, KitJob, KitResult, Rack, resolve_key
 from .remote.tracker import parse_address, probe
 from .targets import Target, check_local_cpu, check_toolchain, host_target, resolve_all

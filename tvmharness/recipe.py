@@ -16,7 +16,7 @@ from .cache import content_hash
 from .engines import ENGINE_NAMES
 from .errors import HarnessError, toml_table, validation_problems
 from .remote.rack import Rack
-from .results import BASELINE
+from .results import BASELINE, DEFAULT_STORE
 from .tune import TuneOptions
 
 DEFAULT_ENGINES = ("tvm", "torch", "onnxruntime")  # of ENGINE_NAMES; "tvm-untuned" compares tuning, "torch-compile" TorchInductor
@@ -202,7 +202,7 @@ class DataSetting(_Strict):
 
 class Output(_Strict):
     dir: Path = Field(Path("results"), strict=False)  # TOML and JSON give a path as a string
-    store: str = Field("results/history.db", description="a path to a SQLite file or any SQLAlchemy URL")
+    store: str = Field(DEFAULT_STORE, description="a path to a SQLite file or any SQLAlchemy URL")
 
 
 class Recipe(_Strict):

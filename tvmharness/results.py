@@ -20,6 +20,7 @@ from .errors import HarnessError, one_line
 
 SCHEMA_VERSION = 4  # schema_info.version: what a tvmharness without migrations checks before writing
 MIGRATIONS = "tvmharness:migrations"  # Alembic revisions; 0001 is version 1, the schema before migrations
+DEFAULT_STORE = "results/history.db"  # where a recipe's rows go, and `report` reads, unless told otherwise
 
 
 def _now() -> datetime:
@@ -114,6 +115,15 @@ RUN_FAILED = "failed to run"
 COMPRESS_FAILED = "failed to compress"
 LOAD_FAILED = "failed to load"  # the model itself could not be made
 NOT_APPLICABLE = "not applicable"  # a technique or engine that does not fit the model; not a failure
+
+# A variant's loss against fp32 as its row's details name it, and as people read it: accuracy where
+# the data is labelled, else 1 - top-1 agreement, which is not accuracy.
+DROPS = {"accuracy_drop": "accuracy drop", "top1_disagreement": "top-1 disagreement with fp32"}
+
+
+def variant_drop(details: dict) -> tuple[str, float] | None:
+    """Which drop against fp32 a variant row's details hold (a key of DROPS), and how much."""
+    return next(((k, details[k]) for k in DROPS if details.get(k) is not None), None)
 
 
 def check_not_half_a_url(store: str) -> None:
@@ -249,7 +259,7 @@ def store_problem(err: SQLAlchemyError, label: str, upgrading: bool = False, fil
                             "free space on that disk, or move the store to another and give it with --store")
     if "not a database" in text:  # SQLite's word for any file that is not one of its databases
         return StoreError(f"the results store {label} is not a SQLite database ({said})",
-                            "point --store at the results file (results/history.db), or at a new path to start one")
+                            f"point --store at the results file ({DEFAULT_STORE}), or at a new path to start one")
     if "malformed" in text or "corrupt" in text:
         salvage = f"`sqlite3 {file} .recover | sqlite3 salvaged.db`, then --store salvaged.db" if file else "its database's tools"
         return StoreError(f"the results store {label} is damaged ({said})",
@@ -269,7 +279,7 @@ class Store:
             migrate(self.engine, store)
         except (ArgumentError, NoSuchModuleError):  # not a URL, or of a database SQLAlchemy does not know
             raise HarnessError(f"the results store {store} is neither a file path nor a database URL SQLAlchemy knows",
-                               "give a SQLite file's path (results/history.db) or a URL such as "
+                               f"give a SQLite file's path ({DEFAULT_STORE}) or a URL such as "
                                "postgresql+psycopg2://user@host/db") from None
         except SQLAlchemyError as err:
             raise store_problem(err, store, upgrading=True, file=self.file) from None

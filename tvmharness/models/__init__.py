@@ -23,8 +23,8 @@ from typing import Callable
 import numpy as np
 
 from ..cache import content_hash, file_hash
-from ..data import (FROM_EXAMPLE, DataSet, Feed, ModelInput, data_set, digits_split, load_data_set, random_feeds,
-                    sizes_text)
+from ..data import (FROM_EXAMPLE, DataSet, Feed, ModelInput, data_set, digits_split, input_text, load_data_set,
+                    random_feeds, sizes_text)
 from ..errors import FAILED, HarnessError, one_line, toml_table
 
 SEEDED_NOTE = "seeded init, batch-norm statistics from seeded noise: no pretrained weights are downloaded"
@@ -103,7 +103,7 @@ class LoadedModel:
             with torch.no_grad():
                 self.torch_module(*self.example())
         except Exception as err:  # the user's forward may raise anything
-            shapes = ", ".join(f"{i.name} {i.dtype} {sizes_text(i.shape)}" for i in self.inputs)
+            shapes = ", ".join(input_text(i.name, i.dtype, i.shape) for i in self.inputs)
             if self.shapes_given:  # sizes of the user's that the model refuses (an exported bound, a layer's size)
                 given = ", ".join(f"{i.name}={sizes_text(i.shape)}" for i in self.inputs if i.name in self.shapes_given)
                 raise HarnessError(f"model '{self.name}' raised at the sizes given for it (--input-shape or [inputs]: "

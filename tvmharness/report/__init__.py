@@ -1,4 +1,6 @@
-"""Reports read only the results store."""
+"""Reports read the results store, and judge it by the regression rules of the recipe each run stored
+(recipe.Regression); they run nothing. Of the stages below them they take only how an input is named
+(data.input_text), so a report names it as the run's own messages did."""
 
 import math
 
@@ -20,6 +22,11 @@ def time_text(moment, style: str = "text") -> str:
     return format(as_utc(moment), TIME_FORMATS[style])
 
 
+def number_text(value, fmt: str, unit: str = "") -> str:
+    """A stored number in a format spec with its unit after it, or a dash where it is missing."""
+    return format(value, fmt) + unit if present(value) else "—"
+
+
 def ms_text(value, unit: str = "") -> str:
     """A latency to 4 significant figures, never as an exponent: a 9 us model's 5% move shows
     (0.009049, 12.35, 1234)."""
@@ -27,6 +34,12 @@ def ms_text(value, unit: str = "") -> str:
         return "—"
     decimals = 3 - math.floor(math.log10(abs(value))) if value else 3
     return f"{value:.{max(decimals, 0)}f}{unit}"
+
+
+def spread_text(row: dict) -> str:
+    """A row's spread: half the inter-quartile range of its samples, as a share of its median (±1.2%)."""
+    iqr, median = row.get("iqr_ms"), row.get("median_ms")
+    return f"±{iqr / median / 2:.1%}" if present(iqr) and present(median) and median else "—"
 
 
 def points_text(change: float) -> str:
@@ -37,6 +50,28 @@ def points_text(change: float) -> str:
 def peak_memory(details: dict | None) -> float | None:
     """A row's peak memory in MB, where it was measured ([measure] memory)."""
     return ((details or {}).get("memory") or {}).get("peak_mb")
+
+
+def target_text(target: str, emulated) -> str:
+    """A target as reports name it, marked where an emulated dev kit measured it (a row's details'
+    "emulated", which the pipeline writes on each row such a kit measured): its numbers prove the
+    path, not the board's speed."""
+    return f"{target} (EMULATED)" if emulated else target
+
+
+def kit_text(details: dict | None) -> str:
+    """The dev kit that measured a row, whose tracker handed it out and what it runs ("" for a row
+    measured on this host)."""
+    details = details or {}
+    if not details.get("kit"):
+        return ""
+    rack, info = details.get("rack") or {}, details.get("kit_info") or {}
+    where = f" under '{rack.get('key')}' at {rack.get('tracker')}" if rack else ""
+    what = ", ".join(str(x) for x in (
+        info.get("machine"), info.get("hostname"), info.get("threads") and f"{info['threads']} threads",
+        info.get("tvm") and f"tvm {info['tvm']}", info.get("python") and f"python {info['python']}",
+        info.get("emulated") and f"emulated by {info['emulated']}") if x)
+    return details["kit"] + where + (f" ({what})" if what else "")
 
 
 def baseline_label(rows: list[dict]) -> str:

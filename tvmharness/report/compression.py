@@ -8,14 +8,8 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from ..measure import DROPS, variant_drop
-from . import baseline_label, ms_text, points_text, present, size_text
-
-BASELINE = "fp32"
-
-
-def _fmt(value, fmt: str, suffix: str = "") -> str:
-    return format(value, fmt) + suffix if present(value) else "—"
+from ..results import BASELINE, DROPS, NOT_APPLICABLE, OK, variant_drop
+from . import baseline_label, ms_text, number_text, points_text, present, size_text, target_text
 
 
 def _variant_rows(frame) -> list[dict]:
@@ -23,14 +17,14 @@ def _variant_rows(frame) -> list[dict]:
 
 
 def _target(row: dict) -> str:
-    """The row's target, marked where an emulated kit measured it: its latencies prove the path, not speed."""
-    return row["target"] + (" (EMULATED)" if (row["details"] or {}).get("emulated") else "")
+    return target_text(row["target"], (row["details"] or {}).get("emulated"))
 
 
 COLUMNS = [("model", "left"), ("variant", "left"), ("target", "left"), ("engine", "left"), ("goals", "left"),
            ("speed-up vs fp32", "right"), ("size vs fp32", "right"), ("drop vs fp32", "right"), ("params", "right"),
            ("MFLOPs", "right"), ("sparsity", "right"), ("compressed", "right")]
-GOALS_STYLE = {"pass": "green", "fail": "yellow", "no goals": "", "not applicable": "dim"}  # another status: red
+PASS, FAIL, NO_GOALS = "pass", "fail", "no goals"  # a measured variant's goals cell; another row's holds its status
+GOALS_STYLE = {PASS: "green", FAIL: "yellow", NO_GOALS: "", NOT_APPLICABLE: "dim"}  # another status: red
 
 
 DROP_SHORT = {"accuracy_drop": "accuracy", "top1_disagreement": "top-1"}  # the table's cells
@@ -41,16 +35,16 @@ def compression_rows(frame) -> list[list[str]]:
     cells = []
     for r in _variant_rows(frame):
         d = r["details"] or {}
-        if r["status"] != "ok":
+        if r["status"] != OK:
             goals = r["status"]
         else:
-            goals = ("pass" if r["meets_goals"] else "fail") if present(r["meets_goals"]) else "no goals"
+            goals = (PASS if r["meets_goals"] else FAIL) if present(r["meets_goals"]) else NO_GOALS
         drop = variant_drop(d)
         cells.append([r["model"], r["variant"], _target(r), r["engine"], goals,
-                      _fmt(d.get("speedup_vs_fp32"), ".2f", "x"), _fmt(d.get("size_ratio"), ".2f", "x"),
+                      number_text(d.get("speedup_vs_fp32"), ".2f", "x"), number_text(d.get("size_ratio"), ".2f", "x"),
                       f"{points_text(drop[1])} {DROP_SHORT[drop[0]]}" if drop else "—",
-                      _fmt(d.get("params"), ","), _fmt(d["flops"] / 1e6 if present(d.get("flops")) else None, ".2f"),
-                      _fmt(d.get("sparsity"), ".0%"), size_text(d.get("compressed_bytes"))])
+                      number_text(d.get("params"), ","), number_text(d["flops"] / 1e6 if present(d.get("flops")) else None, ".2f"),
+                      number_text(d.get("sparsity"), ".0%"), size_text(d.get("compressed_bytes"))])
     return cells
 
 
@@ -86,7 +80,7 @@ def best_variants(frame) -> list[str]:
     lines = []
     rows, every = _variant_rows(frame), frame.to_dict("records")
     for model, target in sorted({(r["model"], _target(r)) for r in rows}):
-        passing = [r for r in rows if r["model"] == model and _target(r) == target and r["status"] == "ok"
+        passing = [r for r in rows if r["model"] == model and _target(r) == target and r["status"] == OK
                    and r["meets_goals"] is True]
         if not passing:
             lines.append(f"best variant of {model} on {target}: none passes the goals")

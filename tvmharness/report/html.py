@@ -17,9 +17,11 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from . import baseline_label, gpu_text, ms_text, peak_memory, present, size_text, time_text, unfinished
-from .regress import (REGRESSIONS, accuracy_metric, fast_latency, is_confirmation, judge_run, row_provenance,
-                      setup_changes, setup_of)
+from ..results import OK
+from . import (baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, present, size_text,
+               spread_text, target_text, time_text, unfinished)
+from .regress import (REGRESSIONS, accuracy_metric, fast_latency, history_as_of, is_confirmation, judge_run,
+                      row_provenance, setup_changes, setup_of)
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
 from .terminal import footnotes, row_notes
 
@@ -42,16 +44,6 @@ def _figure_html(fig: go.Figure, div_id: str, config: dict) -> str:
     return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, config=config)
 
 
-def _kit(details: dict) -> str:
-    """The dev kit a row was measured on, and what it runs ("" for rows measured on this host)."""
-    if not details.get("kit"):
-        return ""
-    info = details.get("kit_info") or {}
-    what = ", ".join(str(x) for x in (info.get("machine"), info.get("hostname"), info.get("threads") and f"{info['threads']} threads",
-                                      info.get("tvm") and f"tvm {info['tvm']}", info.get("emulated") and f"emulated by {info['emulated']}") if x)
-    return f"{details['kit']} ({what})" if what else details["kit"]
-
-
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point beats on both latency (lower) and quality (higher)."""
     front = []
@@ -65,7 +57,7 @@ def pareto_chart(rows: list[dict], div_id: str) -> str | None:
     """Latency against quality, with the Pareto front: one chart per model and quality metric, since
     the choice is among one model's variants and engines, and accuracy and agreement with the
     baseline are not one scale."""
-    ok = [r for r in rows if r["status"] == "ok" and present(r.get("median_ms")) and _quality(r)[1] is not None]
+    ok = [r for r in rows if r["status"] == OK and present(r.get("median_ms")) and _quality(r)[1] is not None]
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in ok:
         groups.setdefault((r["model"], _quality(r)[0]), []).append(r)
@@ -98,7 +90,7 @@ def _pareto_figure(ok: list[dict], model: str, metric: str, div_id: str) -> str:
 
 
 def baseline_bars(rows: list[dict], div_id: str, baseline: str) -> str | None:
-    ok = [r for r in rows if r["status"] == "ok" and present(r.get("median_ms"))]
+    ok = [r for r in rows if r["status"] == OK and present(r.get("median_ms"))]
     if not ok:
         return None
     bars = []
@@ -123,7 +115,7 @@ def sparkline(history: list[dict], div_id: str) -> str | None:
     """The series' latency level run by run: the 10th percentile of each run's samples, what verdicts
     compare (a night's median also holds how busy the host was); the median on hover."""
     points = [(r["run_started"], fast_latency(r["samples_ms"]), r["median_ms"], r["run_id"]) for r in history
-              if r["status"] == "ok" and present(r.get("median_ms")) and r.get("samples_ms")]
+              if r["status"] == OK and present(r.get("median_ms")) and r.get("samples_ms")]
     if not points:
         return None
     fig = go.Figure(go.Scatter(x=[str(p[0]) for p in points], y=[p[1] for p in points], mode="lines+markers",
@@ -135,24 +127,21 @@ def sparkline(history: list[dict], div_id: str) -> str | None:
     return _figure_html(fig, div_id, SPARK)
 
 
-def _fmt(value, fmt: str, unit: str = "") -> str:
-    return format(value, fmt) + unit if present(value) else "—"
-
-
-def render_html(store, since=None, run_id: int | None = None, judged: tuple | None = None) -> str:
-    """The page of run `run_id` (default: the newest). `judged`: (run, verdicts, frame) where the caller
-    has judged it already, the frame holding the history as --since trims it."""
+def render_html(store, since=None, judged: tuple | None = None) -> str:
+    """The page of the newest run with measurements, or of the run in `judged`: (run, verdicts, frame) where
+    the caller has judged it already, the frame holding the history as --since trims it."""
     if judged is None:
-        run, verdicts = judge_run(store, run_id)
+        run, verdicts = judge_run(store)
         frame = store.frame(since=since, whole_run=run["id"])  # --since trims the history, never the run
     else:
         run, verdicts, frame = judged
+    frame = history_as_of(frame, run)  # no later run in its sparklines, whatever frame a caller passed
     rows = frame.to_dict("records")
     tonight = frame[frame["run_id"] == run["id"]]  # the judged run's rows, for the tables and the notes alike
     current = tonight.to_dict("records")
     by_series = {}
     for r in rows:
-        if not is_confirmation(r) and r["run_id"] <= run["id"]:  # one night, one point; none after the judged run
+        if not is_confirmation(r):  # one night, one point
             by_series.setdefault((r["hostname"], r["target"], r["model"], r["variant"], r["engine"]), []).append(r)
     verdict_of = {tuple(v.series.values()): v for v in verdicts}
 
@@ -161,8 +150,8 @@ def render_html(store, since=None, run_id: int | None = None, judged: tuple | No
         mine = [r for r in current if r["target"] == target]
         # its models' baseline rows, which sit on the host's target (this one or another)
         baseline = baseline_label([r for r in current if r["model"] in {m["model"] for m in mine}])
-        emulated = any((r.get("details") or {}).get("emulated") for r in mine)  # its latencies prove the path, not speed
-        targets.append({"name": target + (" (EMULATED)" if emulated else ""), "spec": (mine[0].get("target_spec") or {}).get("tvm"),
+        emulated = any((r.get("details") or {}).get("emulated") for r in mine)
+        targets.append({"name": target_text(target, emulated), "spec": (mine[0].get("target_spec") or {}).get("tvm"),
                         "pareto": pareto_chart(mine, f"pareto-{i}"), "bars": baseline_bars(mine, f"bars-{i}", baseline),
                         "baseline": baseline})
     models = []
@@ -172,23 +161,22 @@ def render_html(store, since=None, run_id: int | None = None, judged: tuple | No
             key = (r["hostname"], r["target"], r["model"], r["variant"], r["engine"])
             history = [h for h in by_series.get(key, []) if not setup_changes(setup_of(h), setup_of(r))]  # as verdicts see it
             tuning = (r.get("details") or {}).get("tuning_records") or {}
-            spread = r["iqr_ms"] / r["median_ms"] / 2 if present(r.get("iqr_ms")) and r.get("median_ms") else None
             v = verdict_of.get(key)
             table.append({
                 "variant": r["variant"], "target": r["target"], "engine": r["engine"],
                 "engine_version": r["engine_version"], "status": r["status"], "reason": r["reason"],
                 "median": ms_text(r.get("median_ms"), " ms"), "p90": ms_text(r.get("p90_ms"), " ms"),
-                "spread": "±" + _fmt(spread, ".1%") if spread is not None else "—", "notes": ", ".join(row_notes(r)),
-                "speedup": "baseline" if r["is_baseline"] else _fmt(r.get("speedup_vs_baseline"), ".2f", "x"),
+                "spread": spread_text(r), "notes": ", ".join(row_notes(r)),
+                "speedup": "baseline" if r["is_baseline"] else number_text(r.get("speedup_vs_baseline"), ".2f", "x"),
                 "size": size_text(r.get("artifact_bytes")),
-                "memory": _fmt(peak_memory(r.get("details")), ".1f", " MB"),
-                "accuracy": _fmt(r.get("accuracy"), ".2%"), "agreement": _fmt(r.get("top1_agreement"), ".0%"),
-                "max_diff": _fmt(r.get("max_abs_diff"), ".2e"), "batch": r.get("batch"),
+                "memory": number_text(peak_memory(r.get("details")), ".1f", " MB"),
+                "accuracy": number_text(r.get("accuracy"), ".2%"), "agreement": number_text(r.get("top1_agreement"), ".0%"),
+                "max_diff": number_text(r.get("max_abs_diff"), ".2e"), "batch": r.get("batch"),
                 "threads": int(r["threads"]) if present(r.get("threads")) else "—",
                 "tuning": (f"{tuning.get('tasks_tuned')}/{tuning.get('tasks')} tasks, {tuning.get('trials')} trials, "
                            f"sha256 {str(tuning.get('sha256', ''))[:16]}") if tuning else ("untuned" if r["engine"].startswith("tvm") else "—"),
                 "build": (r.get("details") or {}).get("build_key") or "—",
-                "kit": _kit((r.get("details") or {})),
+                "kit": kit_text(r.get("details")),
                 "target_spec": row_provenance(r)["target"],  # a TVM build's alone: no other engine's row depends on it
                 "verdict": v.verdict if v else "", "verdict_summary": v.summary() if v else "",
                 "regression": bool(v and v.regression),
@@ -209,10 +197,10 @@ def render_html(store, since=None, run_id: int | None = None, judged: tuple | No
         charts=lambda fragment: Markup(fragment) if fragment else "")
 
 
-def write_html(store, path: Path, since=None, run_id: int | None = None, judged: tuple | None = None) -> Path:
+def write_html(store, path: Path, since=None, judged: tuple | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(store, since, run_id, judged), encoding="utf-8")
+    path.write_text(render_html(store, since, judged), encoding="utf-8")
     return path
 
 

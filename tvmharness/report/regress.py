@@ -2,8 +2,10 @@
 x variant x engine), the runs measured the same way (setup_of), read only from the store.
 
 Latency is noisy, so a verdict needs two things at once:
-  1. the run's raw samples and the reference's (the samples of the series' last three runs)
-     differ by a two-sided Mann-Whitney U test at p < alpha; and
+  1. the run's raw samples and the reference's (the samples of a majority of the series' last
+     three runs, 2 of 3: those whose levels are nearest the reference level, so that one odd
+     night or a step among them mixes no other build's samples in) differ by a two-sided
+     Mann-Whitney U test at p < alpha; and
   2. the run's fast-mode latency (the 10th percentile of its samples) is off the reference level
      (the median of the last three runs' 10th percentiles: one odd night does not move it, and
      after a step the step's own runs form it from its third night, so an old step is not flagged
@@ -33,11 +35,10 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from ..data import sizes_text
+from ..data import input_text
 from ..recipe import Regression
-from ..results import LOAD_FAILED, NOT_APPLICABLE, OK, plain
-from . import ms_text, peak_memory, points_text, present
-from .compression import BASELINE
+from ..results import BASELINE, LOAD_FAILED, NOT_APPLICABLE, OK, plain
+from . import ms_text, peak_memory, points_text, present, target_text
 
 SERIES = ("hostname", "target", "model", "variant", "engine")
 
@@ -49,6 +50,11 @@ ORDER = (BROKEN, LESS_ACCURATE, SLOWER, LARGER, FASTER, SMALLER, MORE_ACCURATE, 
 REGRESSIONS = {BROKEN, LESS_ACCURATE, SLOWER, LARGER}
 TOP_OPERATORS = 5
 MEMORY_FLOOR_MB = 1.0  # a peak-memory move smaller than this is the probe's own noise, whatever its share
+
+
+def change_text(change: dict, arrow: str = "->") -> str:
+    """A change of provenance or setup ({"what", "before", "after"}): "threads 1 -> 2"."""
+    return f"{change['what']} {change['before']} {arrow} {change['after']}"
 
 
 @dataclass
@@ -76,8 +82,8 @@ class Verdict:
 
     @property
     def target(self) -> str:
-        """The series' target, marked where an emulated kit measured it (its numbers prove the path, not speed)."""
-        return self.series["target"] + (" (EMULATED)" if self.provenance.get("dev kit.emulated") else "")
+        """The series' target, marked where an emulated kit measured the row (its setup says so, from the row's details)."""
+        return target_text(self.series["target"], self.setup.get("dev kit") == "emulated")
 
     def new_setup(self, arrow: str = "->") -> str:
         """Why a series measured before is new: the setup that changed, or the host's name ("" where neither)."""
@@ -87,13 +93,12 @@ class Verdict:
                     "(TVMHARNESS_HOST gives a host a lasting name)")
         if not e.get("setup_changed"):
             return ""
-        moved = "; ".join(f"{c['what']} {c['before']} {arrow} {c['after']}" for c in e["setup_changed"])
+        moved = "; ".join(change_text(c, arrow) for c in e["setup_changed"])
         return f"new setup ({moved}; run {e['setup_run_id']} was the last measured the old way)"
 
     def changes(self, arrow: str = "->") -> list[str]:
         """What changed against the reference runs, and since which run where it came before tonight."""
-        return [f"{c['what']} {c['before']} {arrow} {c['after']}" + (f" (since run {c['run']})" if c.get("run") else "")
-                for c in self.changed]
+        return [change_text(c, arrow) + (f" (since run {c['run']})" if c.get("run") else "") for c in self.changed]
 
     def summary(self) -> str:
         """One line a person reads first: what, by how much, with what confidence, and why."""
@@ -261,7 +266,7 @@ def confirm(first: Verdict, second: Verdict | None, missing_why: str | None = No
     if second is None or other_way or "latency" not in second.aspects:
         why = ((missing_why or "it was not measured again (see the nightly's log)") if second is None
                else "its second measurement was taken another way ("
-               + "; ".join(f"{c['what']} {c['before']} -> {c['after']}" for c in other_way) + ")" if other_way
+               + "; ".join(map(change_text, other_way)) + ")" if other_way
                else "its second measurement failed" if second.verdict == BROKEN
                else "its second measurement has no latency")
         return replace(first, evidence=first.evidence | {"confirmed": None, "unconfirmed_why": why})
@@ -300,10 +305,9 @@ def setup_of(row: dict) -> dict:
     back to back): never compared, so never a false step. None: not recorded (an older row), matches any."""
     details = row.get("details") or {}
     inputs = details.get("inputs")
-    cpu = (((row.get("run_provenance") or {}).get("host") or {}).get("cpu") or {}).get("model")
     span = details.get("span_s")
-    return {"cpu": cpu or None, "threads": plain(row.get("threads")),
-            "inputs": ", ".join(f"{i['name']} {sizes_text(i['shape'])} {i['dtype']}" for i in inputs) if inputs else None,
+    return {"cpu": row.get("cpu") or None, "threads": plain(row.get("threads")),
+            "inputs": ", ".join(input_text(i["name"], i["dtype"], i["shape"]) for i in inputs) if inputs else None,
             "dev kit": ("emulated" if details.get("emulated") else "native") if details.get("kit") else None,
             "samples spread over": f"{span:g} s" if span is not None else None}
 
@@ -328,7 +332,7 @@ def row_provenance(row: dict) -> dict:
         # the TVM target a build was made for: PyTorch and ONNX Runtime rows do not depend on it
         "target": (row.get("target_spec") or {}).get("tvm") if str(row.get("engine", "")).startswith("tvm") else None,
         "build": details.get("build_key"),
-        "cpu": (prov.get("host") or {}).get("cpu", {}).get("model"),
+        "cpu": row.get("cpu"),  # the run's CPU model (Store.frame() has it from the run)
         "os": (prov.get("host") or {}).get("os"),
     }
     if details.get("model_digest"):  # the model's weights and graph (a user's file edited in place)
@@ -494,6 +498,13 @@ def _confirms(run: dict) -> int | None:
 def is_confirmation(row: dict) -> bool:
     """A row of a run that confirms another (a Store.frame() row carries its run's provenance)."""
     return (row.get("run_provenance") or {}).get("confirms_run") is not None
+
+
+def history_as_of(frame, run: dict):
+    """A Store.frame() as the judged `run` saw it: the runs after it are not its history, though its own
+    second measurement (a confirmation stored after it) is part of it."""
+    after = (frame["run_id"] > run["id"]) & frame["run_provenance"].map(lambda p: (p or {}).get("confirms_run") != run["id"])
+    return frame[~after].reset_index(drop=True)
 
 
 def judge(frame, run_id: int, rules: Regression | None = None, history_before: int | None = None) -> list[Verdict]:

@@ -8,12 +8,13 @@ import re
 import xml.etree.ElementTree as ET
 
 from . import gpu_text, present, size_cell, time_text, unfinished
-from .regress import NOT_APPLICABLE, NOT_MEASURED, Verdict, counts
+from .regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, MORE_ACCURATE, NEW, NOT_APPLICABLE, NOT_MEASURED, SAME,
+                      SLOWER, SMALLER, Verdict, counts)
 
 SKIPPED = (NOT_APPLICABLE, NOT_MEASURED)  # JUnit cases that neither pass nor fail
 
-ICON = {"slower": "🔴", "broken": "💥", "less accurate": "🔴", "larger": "🟠", "faster": "🟢", "smaller": "🟢",
-        "more accurate": "🟢", "same": "⚪", "new": "🆕", "not applicable": "➖", "not measured": "⚠️"}
+ICON = {SLOWER: "🔴", BROKEN: "💥", LESS_ACCURATE: "🔴", LARGER: "🟠", FASTER: "🟢", SMALLER: "🟢", MORE_ACCURATE: "🟢",
+        SAME: "⚪", NEW: "🆕", NOT_APPLICABLE: "➖", NOT_MEASURED: "⚠️"}
 
 
 def md_escape(value) -> str:
@@ -84,7 +85,7 @@ def junit(run: dict, verdicts: list[Verdict]) -> str:
     props = ET.SubElement(suite, "properties")
     prov = run.get("provenance") or {}
     for name, value in (("run", run.get("id")), ("git_commit", run.get("git_commit")), ("recipe_hash", run.get("recipe_hash")),
-                        ("cpu", ((prov.get("host") or {}).get("cpu") or {}).get("model")), ("os", (prov.get("host") or {}).get("os")),
+                        ("cpu", run.get("cpu")), ("os", (prov.get("host") or {}).get("os")),
                         *((f"{k}_version", v) for k, v in (prov.get("versions") or {}).items())):
         if value is not None:  # not known (tvmharness run from a checkout has no version): left out, not "None"
             ET.SubElement(props, "property", name=name, value=str(value))
@@ -117,10 +118,9 @@ def to_csv(frame, verdicts: list[Verdict]) -> str:
     """Every row in the frame, flat (JSON columns as JSON text), with the verdict for the judged run's rows."""
     flat = frame.drop(columns=[c for c in ("run_provenance",) if c in frame.columns]).copy()
     flat["emulated"] = frame["details"].map(lambda d: (d or {}).get("emulated") or "")  # its latency proves the path only
-    if "run_provenance" in frame.columns:  # the run's versions and host, and which run a confirmation re-measured
+    if "run_provenance" in frame.columns:  # the run's versions and OS, and which run a confirmation re-measured (its CPU is a column)
         prov = frame["run_provenance"].map(lambda p: p or {})
         flat["confirms_run"] = prov.map(lambda p: p.get("confirms_run")).astype("Int64")  # blank, not NaN or 3.0
-        flat["cpu"] = prov.map(lambda p: ((p.get("host") or {}).get("cpu") or {}).get("model"))
         flat["os"] = prov.map(lambda p: (p.get("host") or {}).get("os"))
         for name in sorted({k for p in prov for k in (p.get("versions") or {})}):
             flat[f"{name}_version"] = prov.map(lambda p, name=name: (p.get("versions") or {}).get(name))

@@ -9,20 +9,17 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ..data import sizes_text
-from . import (baseline_label, gpu_text, ms_text, peak_memory, points_text, present, size_cell, size_text, time_text,
-               unfinished)
+from ..data import input_text
+from ..results import BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
+from . import (baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, points_text, present,
+               size_cell, size_text, spread_text, time_text, unfinished)
 from .compression import best_variants, compression_table, variant_notes
+from .regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, MORE_ACCURATE, NEW, NOT_MEASURED, SAME, SLOWER,
+                      SMALLER)
 
 WARNINGS_SHOWN = 5  # distinct TVM build warnings printed; the rest are counted
-STATUS_STYLE = {"ok": "green", "outputs disagree": "yellow", "failed to build": "red", "failed to run": "red",
-                "failed to compress": "red", "not applicable": "dim"}
-
-
-def _num(value, fmt: str, empty: str = "—") -> str:
-    if not present(value):
-        return empty
-    return format(value, fmt)
+STATUS_STYLE = {OK: "green", DISAGREES: "yellow", BUILD_FAILED: "red", RUN_FAILED: "red", COMPRESS_FAILED: "red",
+                LOAD_FAILED: "red", NOT_APPLICABLE: "dim"}
 
 
 def row_notes(r: dict) -> list[str]:
@@ -30,7 +27,7 @@ def row_notes(r: dict) -> list[str]:
     notes = []
     if r["is_baseline"]:
         notes.append("baseline")
-    if r["engine"].startswith("tvm") and r["status"] != "failed to build":
+    if r["engine"].startswith("tvm") and r["status"] != BUILD_FAILED:
         tuning = (r["details"] or {}).get("tuning_records")
         notes.append(f"tuned {tuning['tasks_tuned']}/{tuning['tasks']} tasks, {tuning.get('trials', '?')} trials"
                      if tuning else "UNTUNED")
@@ -43,7 +40,7 @@ def row_notes(r: dict) -> list[str]:
         notes.append("UNSTEADY")
     if details.get("retried_after"):
         notes.append("RETRIED")
-    if present(r["cache_hit"]) and r["status"] != "failed to build":
+    if present(r["cache_hit"]) and r["status"] != BUILD_FAILED:
         notes.append("cached" if r["cache_hit"] else "built")
     if present(r["meets_goals"]):
         notes.append("goals met" if r["meets_goals"] else "goals missed")
@@ -66,17 +63,16 @@ def run_table(frame, run: dict) -> Table:
         if i in numbers:
             status.append(f" [{numbers[i]}]")
         notes = row_notes(r)
-        if r["is_baseline"] and r["status"] == "ok":
+        if r["is_baseline"] and r["status"] == OK:
             speedup = "1.00x"
         else:
-            speedup = _num(r["speedup_vs_baseline"], ".2f") + ("x" if present(r["speedup_vs_baseline"]) else "")
-        spread = f"±{100 * r['iqr_ms'] / r['median_ms'] / 2:.1f}%" if present(r["iqr_ms"]) and r["median_ms"] else "—"
+            speedup = number_text(r["speedup_vs_baseline"], ".2f", "x")
         table.add_row(*(Text(str(r[k])) for k in ("model", "variant", "target", "engine")), status,
-                      ms_text(r["median_ms"]), ms_text(r["p90_ms"]), spread,
+                      ms_text(r["median_ms"]), ms_text(r["p90_ms"]), spread_text(r),
                       speedup,
-                      size_text(r["artifact_bytes"]), *([_num(peak_memory(r["details"]), ".1f")] if with_memory else []),
-                      _num(r["max_abs_diff"], ".2e"),
-                      _num(r["top1_agreement"], ".0%"), _num(r["accuracy"], ".2%"), Text(", ".join(notes)))
+                      size_text(r["artifact_bytes"]), *([number_text(peak_memory(r["details"]), ".1f")] if with_memory else []),
+                      number_text(r["max_abs_diff"], ".2e"),
+                      number_text(r["top1_agreement"], ".0%"), number_text(r["accuracy"], ".2%"), Text(", ".join(notes)))
     _numbers_whole(table, [c for c in table.columns if c.justify == "right"])
     return table
 
@@ -92,8 +88,8 @@ def _numbers_whole(table: Table, columns) -> None:
 def _untuned_gap(frame, untuned) -> str:
     """How far this run's untuned TVM rows are from ONNX Runtime on the same model, variant and target."""
     key = ["model", "variant", "target"]
-    ort = frame[(frame["engine"] == "onnxruntime") & (frame["status"] == "ok")][key + ["median_ms"]]
-    pairs = untuned[untuned["status"] == "ok"][key + ["median_ms"]].merge(ort, on=key, suffixes=("", "_ort"))
+    ort = frame[(frame["engine"] == "onnxruntime") & (frame["status"] == OK)][key + ["median_ms"]]
+    pairs = untuned[untuned["status"] == OK][key + ["median_ms"]].merge(ort, on=key, suffixes=("", "_ort"))
     if pairs.empty:
         return ""
     ratios = pairs["median_ms"] / pairs["median_ms_ort"]
@@ -108,7 +104,7 @@ def input_line(inputs: list[dict], seeded: bool = True) -> str:
     the rows were fed seeded inputs, not the model's own data)."""
     parts = []
     for i in inputs:
-        part = f"{i['name']} {i['dtype']} {sizes_text(i['shape'])}"
+        part = input_text(i["name"], i["dtype"], i["shape"])
         if seeded and i["dtype"] == "bool":
             part += " (seeded False or True)"
         elif seeded and not i["dtype"].startswith("float"):
@@ -225,13 +221,7 @@ def provenance_lines(run: dict, frame) -> list[str]:
     versions = prov["versions"]
     threads = sorted({int(t) for t in frame["threads"].dropna()}) or [prov.get("threads")]
     targets = {r["target"]: r["target_spec"].get("tvm") for r in frame.to_dict("records")}
-    kits = {}
-    for d in frame["details"]:
-        info = (d or {}).get("kit_info")
-        if info:
-            kits[d["kit"]] = (f"{d['kit']} under '{d['rack']['key']}' at {d['rack']['tracker']} ({info.get('machine')}, "
-                              f"{info.get('hostname')}, {info.get('threads')} threads, tvm {info.get('tvm')}, python "
-                              f"{info.get('python')}{', emulated' if info.get('emulated') else ''})")
+    kits = {d["kit"]: kit_text(d) for d in frame["details"] if (d or {}).get("kit_info")}
     return [
         f"host {prov['host']['hostname']} · {cpu['model']} ({cpu['arch']}, {cpu['logical_cores']} logical cores; "
         f"features {' '.join(cpu['features']) or 'none detected'}) · threads {'/'.join(map(str, threads))} · batch "
@@ -259,9 +249,9 @@ def render_run(frame, run: dict, console: Console) -> None:
         console.print(Text("  " + line, style="dim"))
 
 
-VERDICT_STYLE = {"slower": "bold red", "broken": "bold red", "less accurate": "bold red", "larger": "yellow",
-                 "faster": "green", "smaller": "green", "more accurate": "green", "same": "dim", "new": "cyan",
-                 "not applicable": "dim", "not measured": "yellow"}
+VERDICT_STYLE = {SLOWER: "bold red", BROKEN: "bold red", LESS_ACCURATE: "bold red", LARGER: "yellow", FASTER: "green",
+                 SMALLER: "green", MORE_ACCURATE: "green", SAME: "dim", NEW: "cyan", NOT_APPLICABLE: "dim",
+                 NOT_MEASURED: "yellow"}
 
 
 def verdict_table(verdicts) -> Table:
