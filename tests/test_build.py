@@ -330,7 +330,7 @@ def test_an_exported_manifest_names_outputs_and_value_ranges_and_no_stale_file_s
     out = tmp_path / "artifact"
     manifest = export_artifact(warned, out, tokens, target, {"checked": False, "summary": "not checked (--no-check)"}, [])
     assert manifest["inputs"][0] == {"name": "ids", "shape": [1, 12], "dtype": "int64", "value_range": [0, 49],
-                                     "range_from": "[inputs]"}
+                                     "range_from": "--input-range or [inputs]"}
     assert manifest == json.loads((out / "manifest.json").read_text()) and (out / "tvm-native.log").is_file()
     (out / "notes.txt").write_text("mine")
     manifest = export_artifact(built, out, named, target, {"checked": False, "summary": "not checked (--no-check)"}, [])

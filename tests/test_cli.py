@@ -210,7 +210,7 @@ def test_dynamic_sizes_are_named_until_given_and_then_measured_at_them(cli_dir):
         proc = run_cli("bench", str(path), "--input-shape", "ids=1x20", "--input-shape", "mask=1x20", "--input-range",
                        "ids=0..49", "--store", str(store), cwd=cli_dir)
         assert proc.returncode == 0, proc.stderr
-        assert "takes ids int64 1x20 (seeded in [0, 49], from [inputs]); mask float32 1x20" in " ".join(proc.stdout.split())
+        assert "takes ids int64 1x20 (seeded in [0, 49], from --input-range or [inputs]); mask float32 1x20" in " ".join(proc.stdout.split())
         # TVM's warnings while building go to the build's log, and the report names them once
         assert "Fast mode segfaults" not in proc.stderr
         assert "TVM WARNED building dynamic_seq / fp32 for x86 (" in " ".join(proc.stdout.split())

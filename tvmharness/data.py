@@ -13,6 +13,7 @@ SEED = 0
 
 Feed = tuple[np.ndarray, ...]  # one call's inputs, in the order the model takes them
 FROM_EXAMPLE = "the example"  # a range seen in an example, not a bound the model sets
+GIVEN_RANGE = "--input-range or [inputs]"  # the user's: the flag's and the recipe's are merged before they are told apart
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class ModelInput:
     shape: tuple[int, ...]
     dtype: str = "float32"
     value_range: tuple[int, int] | None = None
-    range_from: str | None = None  # FROM_EXAMPLE, "[inputs]", "<table>'s N rows", a zoo model's vocabulary
+    range_from: str | None = None  # FROM_EXAMPLE, GIVEN_RANGE, "<table>'s N rows", a zoo model's vocabulary
 
     @property
     def is_float(self) -> bool:
@@ -144,7 +145,7 @@ def load_data_set(path: str, inputs: tuple[ModelInput, ...], batch: int, model: 
                 raise HarnessError(f"{role} data {path}: array '{spec.name}' holds values in [{low}, {high}], and input "
                                    f"'{spec.name}' of {model} takes [{spec.value_range[0]}, {spec.value_range[1]}] "
                                    f"({spec.range_from})", "give values within that range" + (
-                                       " (or a wider [inputs] range)" if spec.range_from == "[inputs]" else ""))
+                                       f" (or a wider range: {GIVEN_RANGE})" if spec.range_from == GIVEN_RANGE else ""))
         if not spec.is_float and array.size:  # int64 ids into an int32 input, or 2 into a bool, would change silently
             low, high = (0, 1) if spec.dtype == "bool" else (np.iinfo(spec.dtype).min, np.iinfo(spec.dtype).max)
             if int(array.min()) < low or int(array.max()) > high:

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from .build import Artifact, load_artifact
 from .compress import NotApplicable, apply_variant, baseline_metrics, check_variants, parse_variant
+from .data import GIVEN_RANGE
 from .engines import EngineOptions, get_engine
 from .errors import FAILED, HarnessError, Interrupted, counted, one_line, reason
 from .gpu import check_local_gpu, cuda_status, ort_cuda_status, torch_cuda_status
@@ -597,10 +598,10 @@ def _reference_failed(model: LoadedModel, err: Exception) -> HarnessError:
     fed = f"its held-out data ({model.eval_data.source})" if model.eval_data is not None else "its seeded inputs"
     cause = (f"the reference engine ({model.baseline_engine}), which {model.name}'s artifact is checked against, raised "
              f"on {fed}: {type(err).__name__}: {one_line(err)}")
-    given = [i for i in model.inputs if i.range_from == "[inputs]"] if model.eval_data is None else []
+    given = [i for i in model.inputs if i.range_from == GIVEN_RANGE] if model.eval_data is None else []
     if given:
         ranges = ", ".join(f"input '{i.name}' seeded in [{i.value_range[0]}, {i.value_range[1]}]" for i in given)
-        return HarnessError(f"{cause} ({ranges}: the range given by --input-range or [inputs])",
+        return HarnessError(f"{cause} ({ranges}: the range given by {GIVEN_RANGE})",
                             "keep the range within what the model accepts (an embedding's ids below its number of rows)")
     return HarnessError(cause, "fix the model so that it runs on these inputs, or --no-check writes the artifact "
                                "unchecked", exit_code=FAILED)

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ..cache import content_hash, file_hash
-from ..data import (FROM_EXAMPLE, DataSet, Feed, ModelInput, data_set, digits_split, input_text, load_data_set,
+from ..data import (FROM_EXAMPLE, GIVEN_RANGE, DataSet, Feed, ModelInput, data_set, digits_split, input_text, load_data_set,
                     random_feeds, sizes_text)
 from ..errors import FAILED, HarnessError, one_line, toml_table
 
@@ -505,7 +505,7 @@ def _settle(where: str, found: list[ModelInput], settings: dict[str, dict], batc
             if i.is_float:
                 raise HarnessError(f"{range_table} range is for integer and bool inputs, and input '{i.name}' of "
                                    f"{where} is {i.dtype} (seeded standard normal)", f"drop the range of '{i.name}'")
-            value_range, range_from = tuple(setting["range"]), "[inputs]"
+            value_range, range_from = tuple(setting["range"]), GIVEN_RANGE
             if i.dtype == "bool":
                 raise HarnessError(f"{range_table} range is for integer inputs, and input '{i.name}' of {where} "
                                    "is bool (seeded False or True)", f"drop the range of '{i.name}'")

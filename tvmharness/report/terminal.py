@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..data import input_text
+from ..errors import toml_table
 from ..results import BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
 from . import (baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, points_text, present,
                size_cell, size_text, spread_text, time_text, unfinished)
@@ -110,7 +111,7 @@ def input_line(inputs: list[dict], seeded: bool = True) -> str:
         elif seeded and not i["dtype"].startswith("float"):
             low, high = i.get("value_range") or (0, 1)
             part += (f" (seeded in [{low}, {high}], from {i.get('range_from') or 'the example'})" if i.get("value_range") else
-                     f" (seeded in [{low}, {high}]: nothing gave its range; set [inputs.{i['name']}] range, or "
+                     f" (seeded in [{low}, {high}]: nothing gave its range; set [{toml_table('inputs', i['name'])}] range, or "
                      f"--input-range {i['name']}=LOW..HIGH)")
         parts.append(part)
     return "; ".join(parts)
