@@ -471,8 +471,9 @@ def _settle(where: str, found: list[ModelInput], settings: dict[str, dict], batc
             fixed: bool) -> tuple[ModelInput, ...]:
     """The shapes measured. `found` may hold dynamic sizes (their names, as strings): a setting's
     shape fills them, a dynamic first size is the batch, any other is refused. A file's own static
-    sizes are `fixed` (its graph is built for them); a torch module's may be reshaped."""
-    settled = []
+    sizes are `fixed` (its graph is built for them); a torch module's may be reshaped. Every input
+    left dynamic is named in one message; a size two inputs share (one symbol) must be given alike."""
+    settled, unsized = [], []
     for i in found:
         setting = settings.get(i.name) or {}
         tables = {field: f"[{name}]" for field, name in (setting.get("tables") or {}).items()}  # for messages
@@ -493,13 +494,8 @@ def _settle(where: str, found: list[ModelInput], settings: dict[str, dict], batc
             shape = asked
         elif shape and isinstance(shape[0], str):
             shape = (batch, *shape[1:])
-        dynamic = [k for k, d in enumerate(shape) if isinstance(d, str)]
-        if dynamic:
-            sizes = [d if isinstance(d, int) else "N" for d in shape]
-            raise HarnessError(f"dimension {dynamic[0]} of input '{i.name}' of {where} is dynamic ('{shape[dynamic[0]]}'), "
-                               f"and TVM builds for fixed sizes: input '{i.name}' is {_shape_text(shape)}",
-                               f"give its sizes: [{toml_table('inputs', i.name)}] shape = [{', '.join(map(str, sizes))}] in the recipe, "
-                               f"or --input-shape {i.name}={sizes_text(sizes)}")
+        if any(isinstance(d, str) for d in shape):
+            unsized.append((i.name, shape))
         value_range, range_from = i.value_range, i.range_from
         if setting.get("range"):
             if i.is_float:
@@ -520,7 +516,32 @@ def _settle(where: str, found: list[ModelInput], settings: dict[str, dict], batc
                                    f"({i.range_from}) that input '{i.name}' of {where} indexes, and TVM's lookups do not "
                                    "check bounds", f"give a range within [{bound[0]}, {bound[1]}]")
         settled.append(ModelInput(i.name, shape, i.dtype, value_range, range_from))
+    if unsized:
+        causes = [f"dimension {k} of input '{name}' of {where} is dynamic ('{d}')"
+                  for name, shape in unsized for k, d in enumerate(shape) if isinstance(d, str)]
+        sizes = {name: [d if isinstance(d, int) else "N" for d in shape] for name, shape in unsized}
+        raise HarnessError(f"{'; '.join(causes)}, and TVM builds for fixed sizes: " + ", ".join(
+                               f"input '{name}' is {_shape_text(shape)}" for name, shape in unsized),
+                           f"give {'its' if len(unsized) == 1 else 'their'} sizes: " + ", ".join(
+                               f"[{toml_table('inputs', name)}] shape = [{', '.join(map(str, s))}]" for name, s in sizes.items())
+                           + " in the recipe, or " + " ".join(f"--input-shape {name}={sizes_text(s)}" for name, s in sizes.items()))
+    _check_shared_sizes(where, found, settled)
     return tuple(settled)
+
+
+def _check_shared_sizes(where: str, found: list[ModelInput], settled: list[ModelInput]) -> None:
+    """A dynamic size two inputs share (token ids' and their mask's length, one symbol in the file)
+    given two values would fail inside the engines, as an operator's shape error."""
+    given: dict[str, tuple[str, int, int]] = {}  # symbol -> (input, dimension, size)
+    for i, s in zip(found, settled):
+        for k, (d, size) in enumerate(zip(i.shape, s.shape)):
+            if not isinstance(d, str) or d == "?":  # "?": an ONNX size with no name, shared with none
+                continue
+            first = given.setdefault(d, (i.name, k, size))
+            if first[2] != size:
+                raise HarnessError(f"dimension {first[1]} of input '{first[0]}' and dimension {k} of input '{i.name}' of "
+                                   f"{where} are one size ('{d}'), given as {first[2]} and {size}",
+                                   "give them the same size")
 
 
 def _shape_text(shape) -> str:
