@@ -31,7 +31,7 @@ from .frontend import to_relax
 from .gpu import check_local_gpu
 from .models import LoadedModel
 from .native_log import NATIVE_LOG, native_log_note, native_stderr_to
-from .remote.tracker import KITS_GONE, TRACKER_GONE, Address, request_kit
+from .remote.tracker import KIT_WAIT_S, KITS_GONE, TRACKER_GONE, Address, request_kit
 from .targets import Target, check_local_cpu
 
 WORKLOADS = "database_workload.json"
@@ -390,7 +390,7 @@ class TuneOptions:
     tracker: Address | None = None  # an RPC tracker whose kits measure candidates
     key: str | None = None
     kits: int = 1  # kits under the key: candidates are measured on all of them at once
-    kit_wait_s: float = 120.0  # for the tracker to hand out a free kit
+    kit_wait_s: float = KIT_WAIT_S
 
     def __post_init__(self):
         if self.trials <= 0:

@@ -26,7 +26,7 @@ from ..data import Feed
 from ..errors import HarnessError, one_line
 from ..measure import Latency, output_arrays, paced
 from .kit_server import MEMORY_CALLS
-from .tracker import TRACKER_GONE, Address, KeyStatus, KitUnreachable, NoKitError, kits_gone, request_kit, summary
+from .tracker import KIT_WAIT_S, TRACKER_GONE, Address, KeyStatus, KitUnreachable, NoKitError, kits_gone, request_kit, summary
 
 # How a job failed, and whether another kit may succeed where this one did not.
 KIT_LOST = "kit lost"  # the kit died, dropped the connection mid-job, or cannot be reached: retry elsewhere
@@ -81,7 +81,7 @@ class Rack:
     tracker: Address
     key: str
     job_timeout_s: float = 1200.0  # once a kit has the job: upload, load, check, warm-up and repeats
-    wait_s: float = 120.0  # for the tracker to hand out a free kit
+    wait_s: float = KIT_WAIT_S
     retries: int = 1  # further kits tried after one died or hung
     emulable: bool = True  # an emulated kit can serve the target (a CPU one: qemu has no GPU)
     _idle: list["_Worker"] = field(default_factory=list, repr=False)
