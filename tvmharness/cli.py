@@ -637,7 +637,7 @@ def report(store: Annotated[Optional[str], typer.Option("--store", help="results
     return 0
 
 
-store_app = typer.Typer(no_args_is_help=True, help="The results store.")
+store_app = typer.Typer(no_args_is_help=True, help="The results store: `store load` puts in the rows it refused mid-run.")
 app.add_typer(store_app, name="store")
 
 
