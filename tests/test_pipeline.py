@@ -590,6 +590,13 @@ def test_kept_rows_load_into_another_store_as_a_copy_of_their_run_and_a_wrong_fi
     assert frame.iloc[0]["recipe_name"] == "r" and frame.iloc[0]["run_provenance"]["git_commit"] == snapshot()["git_commit"]
     assert frame.iloc[0]["details"] == {"notes": ["x"]}
 
+    # from another folder, a relative store would be a new one there: the file names the store's absolute path
+    gone = UnsavedRows(first.run(run_id), "results/history.db", tmp_path / "moved.db")
+    gone.keep(row, StoreError("the results store is read-only", "make it writable"), tmp_path / "out")
+    proc = run_cli("store", "load", str(gone.path), cwd=tmp_path)
+    assert proc.returncode == 2 and f"refused these rows, {tmp_path / 'moved.db'}, is not there" in " ".join(proc.stderr.split())
+    assert gone.path.exists() and not (tmp_path / "results").exists()
+
     (tmp_path / "notes.jsonl").write_text('{"hello": 1}\n')
     proc = run_cli("store", "load", str(tmp_path / "notes.jsonl"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -232,8 +232,10 @@ def _compile(model: LoadedModel, mod, target: Target, records: Path | None, dige
         raise
     except Exception as err:
         raise HarnessError(f"TVM could not build '{model.name}' for {target.name}: {one_line(err)}",
-                           "TVMHARNESS_DEBUG=1 shows TVM's traceback, which names the operator it failed on: replace "
-                           f"that operator, or try --frontend onnx (another way into TVM) (TVM's own log: {log})",
+                           "an operator TVM cannot build here: replace it, or measure the model through the other "
+                           "frontend where it has one (a recipe's frontend, --frontend of bench, tune and compile); "
+                           "`TVMHARNESS_DEBUG=1 tvmharness compile MODEL` shows TVM's traceback, which names where it "
+                           f"failed (TVM's own log: {log})",
                            exit_code=FAILED) from err
 
 

@@ -649,7 +649,10 @@ def store_load(file: Annotated[Path, typer.Argument(help="an unsaved-rows-run-*.
     from .results import Store, UnsavedRows
 
     kept = UnsavedRows.read(file)
-    into = store or kept.store_label
+    if store is None and kept.store_file is not None and not kept.store_file.is_file():
+        raise HarnessError(f"the results store that refused these rows, {kept.store_file}, is not there",
+                           "give the store to put them in with --store (a new path starts one)")
+    into = store or str(kept.store_file or kept.store_label)
     run_id, same = Store(into).load_unsaved(kept)
     file.unlink()  # in the store now: a second load would put them in twice
     where = f"run {run_id}" if same else f"run {run_id}, a copy of run {kept.run['id']}'s record (that store does not hold it)"

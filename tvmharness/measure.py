@@ -99,13 +99,14 @@ class Agreement:
 
 
 def agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]], tolerance: float,
-              floors: list[float] | None = None) -> Agreement:
+              floors: list[float] | None = None, exact_integers: bool = True) -> Agreement:
     """Compare outputs with the baseline's on the same inputs (one list of outputs per input). Every
     output must be within tolerance: its largest absolute difference <= tolerance x the largest
     |value| of that output in the reference (a box in pixels and a score in [0, 1] each on its own
     scale), or <= its floor where one is given (a quantized output may differ by a few of its steps).
     An integer or bool output (token ids, an argmax, a mask) must match exactly, floor aside: its
-    largest value is no scale for how far an index may be off. Top-1 agreement: see top1_agreement. Another number of outputs, or an output of another shape,
+    largest value is no scale for how far an index may be off (unless not `exact_integers`: a lossy
+    variant's engines may pick another index at a near tie). Top-1 agreement: see top1_agreement. Another number of outputs, or an output of another shape,
     raises ValueError (broadcasting would hide it)."""
     count = len(reference[0])
     for ref, out in zip(reference, outputs):
@@ -119,7 +120,7 @@ def agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]
     scales = [max(float(np.max(np.abs(ref[k][np.isfinite(ref[k])]), initial=0.0)) for ref in reference) or 1.0
               for k in range(count)]
     floors = list(floors or []) + [0.0] * count
-    allowed = [max(0.0 if exact_output(reference[0][k]) else tolerance * scales[k], floors[k]) for k in range(count)]
+    allowed = [max(0.0 if exact_integers and exact_output(reference[0][k]) else tolerance * scales[k], floors[k]) for k in range(count)]
     worst = max(range(count), key=lambda k: diffs[k] / allowed[k] if allowed[k] else math.inf if diffs[k] else 0.0)
     return Agreement(max_abs_diff=diffs[worst], top1_agreement=top1_agreement(reference, outputs, allowed[0]),
                      within_tolerance=diffs[worst] <= allowed[worst], output=worst, outputs=count)

@@ -125,7 +125,7 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     store = Store(recipe.output.store)
     run_id = store.start_run(recipe.name, recipe.digest(), recipe.model_dump(mode="json"), provenance)
     result = RunResult(run_id=run_id, recipe=recipe, store=store, provenance=provenance,
-                       unsaved=UnsavedRows(store.run(run_id), recipe.output.store))
+                       unsaved=UnsavedRows(store.run(run_id), store.label, store.file))
     options = EngineOptions(frontend=recipe.frontend, cache_dir=recipe.cache_dir, threads=threads,
                             records_root=recipe.records_root)
     kit_rows: list[_KitRow] = []
@@ -141,6 +141,12 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
         if result.unsaved.path is not None:
             raise Interrupted(f"interrupted: {_unsaved_said(result)} (`tvmharness store load {result.unsaved.path}` "
                               "puts them in once the store takes writes again)") from None
+        raise
+    except Exception as err:  # whatever stopped the run, the rows kept aside are said
+        if result.unsaved.path is not None:
+            raise HarnessError(f"{reason(err)}; {_unsaved_said(result)}", f"`tvmharness store load "
+                               f"{result.unsaved.path}` puts them in once the store takes writes again",
+                               exit_code=getattr(err, "exit_code", FAILED)) from err
         raise
     finally:
         result.seconds = time.perf_counter() - started
@@ -433,6 +439,7 @@ def _store(store: Store, result: RunResult, row: dict) -> None:
     try:
         row["id"] = store.add(result.run_id, row)
     except StoreError as err:  # the run goes on (the store may come back); the row waits in a file
+        row["id"] = None  # handled: a kit row handed over again after a Ctrl-C is not kept twice
         result.unsaved.keep(row, err, result.recipe.output.dir)
     result.rows.append(row)
     if interrupted:
@@ -536,9 +543,10 @@ def model_tolerance(model: LoadedModel, tolerance: float) -> tuple[float, list[f
 def output_agreement(model: LoadedModel, reference: list, outputs: list, tolerance: float) -> tuple[dict, str | None]:
     """A row's agreement figures (max_abs_diff, top1_agreement, and in details which output) for
     `outputs` against `reference`, and why they disagree (None where they agree)."""
+    exact = not model.compression.get("tolerance")  # fp16 and int8 may flip an argmax at a near tie
     tolerance, floors = model_tolerance(model, tolerance)
     try:
-        agree = agreement(reference, outputs, tolerance, floors)
+        agree = agreement(reference, outputs, tolerance, floors, exact_integers=exact)
     except ValueError as err:
         return {}, f"outputs cannot be compared with the baseline's: {one_line(err)}"
     finite = math.isfinite(agree.max_abs_diff)  # else NaN or an infinity where the baseline has a number
@@ -549,7 +557,7 @@ def output_agreement(model: LoadedModel, reference: list, outputs: list, toleran
         which = f"output {agree.output + 1} of {agree.outputs}: "
     if not finite:
         return figures, f"{which}NaN or infinite values where the baseline's are finite (or the other way round)"
-    if not agree.within_tolerance and exact_output(reference[0][agree.output]) and not (
+    if not agree.within_tolerance and exact and exact_output(reference[0][agree.output]) and not (
             agree.output < len(floors) and floors[agree.output]):
         return figures, (f"{which}max abs diff {agree.max_abs_diff:.3g} in integers (or bools), which must match the "
                          "baseline's exactly")

@@ -393,8 +393,10 @@ class UnsavedRows:
     Lines file until `tvmharness store load FILE` puts them in: a store failing mid-run costs no
     measurement. The file holds the run's record, then a row a line, then when the run finished."""
 
-    def __init__(self, run: dict, store_label: str, path: Path | None = None):
+    def __init__(self, run: dict, store_label: str, store_file: Path | None = None, path: Path | None = None):
+        # a SQLite store by its absolute path: a load from another folder finds it
         self.run, self.store_label, self.path = run, store_label, path
+        self.store_file = store_file.resolve() if store_file is not None else None
         self.rows: list[tuple[datetime, dict]] = []
         self.finished: datetime | None = None
         self.problem: StoreError | None = None  # the first refusal, said when the run ends
@@ -411,7 +413,8 @@ class UnsavedRows:
     def _write(self, line: dict, folder: Path) -> None:
         if self.path is None:  # the first refusal: the run's outputs folder, else the system's temporary one
             stamp = as_utc(self.run["started"]).strftime("%Y%m%dT%H%M%S")
-            head = _json_line({"run": self.run, "store": self.store_label})
+            head = _json_line({"run": self.run, "store": self.store_label,
+                               "store_file": str(self.store_file) if self.store_file else None})
             for place in (folder, Path(tempfile.gettempdir())):
                 path = place / f"unsaved-rows-run-{self.run['id']}-{stamp}.jsonl"
                 with contextlib.suppress(OSError):
@@ -433,7 +436,9 @@ class UnsavedRows:
         try:
             lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             head = lines[0]["run"]
-            kept = cls({**head, "started": _time(head["started"]), "finished": None}, lines[0]["store"], path)
+            file = lines[0].get("store_file")
+            kept = cls({**head, "started": _time(head["started"]), "finished": None}, lines[0]["store"],
+                       Path(file) if file else None, path)
             for line in lines[1:]:
                 if "row" in line:
                     kept.rows.append((_time(line["created"]), line["row"]))
