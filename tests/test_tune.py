@@ -352,6 +352,7 @@ def test_the_library_s_defaults_are_a_recipe_s():
     assert ((rack.job_timeout_s, rack.wait_s, rack.retries)
             == (parse_duration(devices.job_timeout), parse_duration(devices.wait), devices.retries))
 
+
 def test_a_tune_that_fails_does_not_stop_the_others(tmp_path):
     """An overnight list of tunes: the model that cannot be made and the one that cannot be imported
     into TVM are reported, the other is tuned."""

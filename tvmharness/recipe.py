@@ -12,12 +12,11 @@ from typing import Annotated, Literal, Union
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError, field_validator,
                       model_validator)
 
+from . import budgets
 from .cache import content_hash
 from .engines import ENGINE_NAMES
 from .errors import HarnessError, toml_table, validation_problems
-from .remote.rack import Rack
 from .results import BASELINE, DEFAULT_STORE
-from .tune import TuneOptions
 
 DEFAULT_ENGINES = ("tvm", "torch", "onnxruntime")  # of ENGINE_NAMES; "tvm-untuned" compares tuning, "torch-compile" TorchInductor
 
@@ -96,16 +95,16 @@ def _duration(value: str | None) -> str | None:
 
 class Tune(_Strict):
     """MetaSchedule budgets: sized for a 2-core machine; nightly runs accumulate records. The defaults
-    are the library's (TuneOptions)."""
+    are the library's too (tvmharness.budgets)."""
 
     # MetaSchedule counts trials in a 32-bit int: past it a budget wraps (to none, silently)
-    trials: int = Field(TuneOptions.trials, gt=0, le=2**31 - 1,
+    trials: int = Field(budgets.TRIALS, gt=0, le=2**31 - 1,
                         description="trials per model, variant and target, spread over its tasks")
     time_budget: str | None = Field(None, description="a cap such as 30m or 2h; unset: no cap")
-    patience: int | None = Field(TuneOptions.patience, gt=0,
+    patience: int | None = Field(budgets.PATIENCE, gt=0,
                                  description="stop after this many trials without a 1% better model estimate")
-    builder_timeout: float = Field(TuneOptions.builder_timeout_s, gt=0, description="seconds per candidate build batch")
-    population: int = Field(TuneOptions.population, ge=8, le=2**31 - 1, description="evolutionary search population")
+    builder_timeout: float = Field(budgets.BUILDER_TIMEOUT_S, gt=0, description="seconds per candidate build batch")
+    population: int = Field(budgets.POPULATION, ge=8, le=2**31 - 1, description="evolutionary search population")
 
     @field_validator("time_budget")
     @classmethod
@@ -115,14 +114,14 @@ class Tune(_Strict):
 
 class Devices(_Strict):
     """Dev kits behind an RPC tracker, for the targets that run on kits (see `tvmharness targets`). The
-    defaults are the library's (Rack)."""
+    defaults are the library's too (tvmharness.budgets)."""
 
     tracker: str | None = Field(None, description="HOST:PORT of the RPC tracker")
     key: str | None = Field(None, description="the kits' key at the tracker; unset: the target's usual keys")
-    job_timeout: str = Field(_duration_text(Rack.job_timeout_s),
+    job_timeout: str = Field(_duration_text(budgets.JOB_TIMEOUT_S),
                              description="per job once a kit has it: upload, warm-up and repeats")
-    wait: str = Field(_duration_text(Rack.wait_s), description="how long a job waits for a free kit")
-    retries: int = Field(Rack.retries, ge=0, description="further kits tried when a kit dies or hangs mid-job")
+    wait: str = Field(_duration_text(budgets.KIT_WAIT_S), description="how long a job waits for a free kit")
+    retries: int = Field(budgets.KIT_RETRIES, ge=0, description="further kits tried when a kit dies or hangs mid-job")
 
     @field_validator("job_timeout", "wait")
     @classmethod

@@ -25,13 +25,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Protocol
 
+from .budgets import BUILDER_TIMEOUT_S, KIT_WAIT_S, PATIENCE, POPULATION, TRIALS
 from .cache import content_hash, written_whole
 from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, one_line
 from .frontend import to_relax
 from .gpu import check_local_gpu
 from .models import LoadedModel
 from .native_log import NATIVE_LOG, native_log_note, native_stderr_to
-from .remote.tracker import KIT_WAIT_S, KITS_GONE, TRACKER_GONE, Address, request_kit
+from .remote.tracker import KITS_GONE, TRACKER_GONE, Address, request_kit
 from .targets import Target, check_local_cpu
 
 WORKLOADS = "database_workload.json"
@@ -379,14 +380,14 @@ class _SilentTune:
 
 @dataclass
 class TuneOptions:
-    trials: int = 64
+    trials: int = TRIALS
     time_budget_s: float | None = None
-    patience: int | None = 256  # stop after this many trials without a 1% better model estimate
+    patience: int | None = PATIENCE  # None: no stop before the trials or the time budget
     resume: bool = False
     resume_trials: int | None = None  # with resume: the session's new total budget (--trials given)
-    builder_timeout_s: float = 60.0
+    builder_timeout_s: float = BUILDER_TIMEOUT_S
     runner_timeout_s: float = 30.0
-    population: int = 128
+    population: int = POPULATION
     tracker: Address | None = None  # an RPC tracker whose kits measure candidates
     key: str | None = None
     kits: int = 1  # kits under the key: candidates are measured on all of them at once

@@ -22,11 +22,12 @@ from typing import Callable
 
 import numpy as np
 
+from ..budgets import JOB_TIMEOUT_S, KIT_RETRIES, KIT_WAIT_S
 from ..data import Feed
 from ..errors import HarnessError, one_line
 from ..measure import Latency, output_arrays, paced
 from .kit_server import MEMORY_CALLS
-from .tracker import KIT_WAIT_S, TRACKER_GONE, Address, KeyStatus, KitUnreachable, NoKitError, kits_gone, request_kit, summary
+from .tracker import TRACKER_GONE, Address, KeyStatus, KitUnreachable, NoKitError, kits_gone, request_kit, summary
 
 # How a job failed, and whether another kit may succeed where this one did not.
 KIT_LOST = "kit lost"  # the kit died, dropped the connection mid-job, or cannot be reached: retry elsewhere
@@ -80,9 +81,9 @@ class Rack:
 
     tracker: Address
     key: str
-    job_timeout_s: float = 1200.0  # once a kit has the job: upload, load, check, warm-up and repeats
+    job_timeout_s: float = JOB_TIMEOUT_S
     wait_s: float = KIT_WAIT_S
-    retries: int = 1  # further kits tried after one died or hung
+    retries: int = KIT_RETRIES
     emulable: bool = True  # an emulated kit can serve the target (a CPU one: qemu has no GPU)
     _idle: list["_Worker"] = field(default_factory=list, repr=False)
     _busy: set["_Worker"] = field(default_factory=set, repr=False)

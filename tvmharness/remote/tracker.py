@@ -15,7 +15,6 @@ from ..errors import HarnessError, one_line
 
 DEFAULT_PORT = 9190
 PROBE_TIMEOUT_S = 3.0
-KIT_WAIT_S = 120.0  # how long a job (or a tuning candidate) waits for the tracker to hand out a free kit
 # A kit whose session died leaves the tracker and registers again within a second: only a key
 # empty for longer than this has lost its kits.
 GONE_AFTER_S = 5.0
