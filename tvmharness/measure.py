@@ -77,16 +77,21 @@ def time_interleaved(calls: list[Callable[[], object]], warmup: int, repeats: in
     return [Latency.from_samples(s) for s in samples]
 
 
-def output_arrays(out, tensor_type: type, to_numpy: Callable[[object], np.ndarray] = lambda t: t.numpy()) -> list[np.ndarray]:
-    """Every output of one call as numpy arrays, in order: nested tuples, lists (TVM's arrays too)
-    and dict values flattened as torch.export and ONNX export number them."""
+def output_leaves(out, tensor_type: type) -> list:
+    """Every output of one call as it is, in order: nested tuples, lists (TVM's arrays too) and dict
+    values flattened as torch.export and ONNX export number them."""
     if isinstance(out, tensor_type):
-        return [np.asarray(to_numpy(out))]
+        return [out]
     if isinstance(out, dict):
         out = list(out.values())
     if isinstance(out, Sequence) and not isinstance(out, str):
-        return [a for item in out for a in output_arrays(item, tensor_type, to_numpy)]
-    return [np.asarray(out)]  # a plain number
+        return [leaf for item in out for leaf in output_leaves(item, tensor_type)]
+    return [out]  # a plain number
+
+
+def output_arrays(out, tensor_type: type, to_numpy: Callable[[object], np.ndarray] = lambda t: t.numpy()) -> list[np.ndarray]:
+    """Every output of one call as numpy arrays, in output_leaves' order (a plain number too)."""
+    return [np.asarray(to_numpy(leaf) if isinstance(leaf, tensor_type) else leaf) for leaf in output_leaves(out, tensor_type)]
 
 
 @dataclass

@@ -195,8 +195,8 @@ def _migration_lock(engine):
                 yield
             finally:
                 conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
-    elif sqlite_file(engine.url) is not None:
-        with open(f"{sqlite_file(engine.url)}.migrate-lock", "w") as lock:
+    elif (file := sqlite_file(engine.url)) is not None:
+        with open(f"{file}.migrate-lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
     else:
@@ -249,23 +249,23 @@ def store_problem(err: SQLAlchemyError, label: str, upgrading: bool = False, fil
     text = said.lower()
     if "locked" in text or "busy" in text:
         return StoreError(f"the results store {label} stayed locked by another process for {BUSY_TIMEOUT_S} s ({said})",
-                            "let the other process finish (or close a sqlite3 shell holding a transaction), then run again")
+                          "let the other process finish (or close a sqlite3 shell holding a transaction), then run again")
     if "readonly" in text or "read-only" in text:
         why = " (it is of an older schema, which is upgraded when it is opened)" if upgrading else ""
         return StoreError(f"the results store {label} is read-only{why}",
-                            "make it and its folder writable, or copy it somewhere writable and give that with --store")
+                          "make it and its folder writable, or copy it somewhere writable and give that with --store")
     if "full" in text or "no space" in text:
         return StoreError(f"the results store {label} cannot grow: its disk is full ({said})",
-                            "free space on that disk, or move the store to another and give it with --store")
+                          "free space on that disk, or move the store to another and give it with --store")
     if "not a database" in text:  # SQLite's word for any file that is not one of its databases
         return StoreError(f"the results store {label} is not a SQLite database ({said})",
-                            f"point --store at the results file ({DEFAULT_STORE}), or at a new path to start one")
+                          f"point --store at the results file ({DEFAULT_STORE}), or at a new path to start one")
     if "malformed" in text or "corrupt" in text:
         salvage = f"`sqlite3 {file} .recover | sqlite3 salvaged.db`, then --store salvaged.db" if file else "its database's tools"
         return StoreError(f"the results store {label} is damaged ({said})",
-                            f"restore it from a backup, or salvage what can be read: {salvage}")
+                          f"restore it from a backup, or salvage what can be read: {salvage}")
     return StoreError(f"cannot use the results store {label}: {said}",
-                        "check the path or URL and that the database is reachable")
+                      "check the path or URL and that the database is reachable")
 
 
 class Store:
@@ -320,7 +320,7 @@ class Store:
 
     def add(self, run_id: int, row: dict) -> int:
         with self._session() as s:
-            m = Measurement(run_id=run_id, **{k: v for k, v in row.items() if k in COLUMNS and k != "id"})
+            m = _measurement(run_id, row)
             s.add(m)
             s.commit()
             return m.id
@@ -343,7 +343,7 @@ class Store:
                 s.add(run)
                 s.flush()
             for created, row in kept.rows:
-                s.add(Measurement(run_id=run.id, created=created, **{k: v for k, v in row.items() if k in COLUMNS and k != "id"}))
+                s.add(_measurement(run.id, row, created=created))
             if run.finished is None:
                 run.finished = kept.finished
             s.commit()
@@ -386,6 +386,11 @@ class Store:
             provenance = dict(conn.execute(runs).all())
         frame["run_provenance"] = frame["run_id"].map(provenance)
         return frame
+
+
+def _measurement(run_id: int, row: dict, **stored) -> Measurement:
+    """A row as the store keeps it: its columns (not its id, which the store gives)."""
+    return Measurement(run_id=run_id, **stored, **{k: v for k, v in row.items() if k in COLUMNS and k != "id"})
 
 
 class UnsavedRows:

@@ -26,6 +26,7 @@ from ..cache import content_hash, file_hash
 from ..data import (FROM_EXAMPLE, GIVEN_RANGE, DataSet, Feed, ModelInput, data_set, digits_split, input_text, load_data_set,
                     random_feeds, sizes_text)
 from ..errors import FAILED, HarnessError, one_line, toml_table
+from ..measure import output_leaves
 
 SEEDED_NOTE = "seeded init, batch-norm statistics from seeded noise: no pretrained weights are downloaded"
 
@@ -736,22 +737,13 @@ def _count_outputs(spec: str, net, examples: tuple) -> int:
             out = net(*examples)
     except Exception:  # the baseline's own run reports it, as a row
         return 1
-    leaves = _output_leaves(out)
+    leaves = output_leaves(out, torch.Tensor)
     for k, leaf in enumerate(leaves):
         if not isinstance(leaf, torch.Tensor):
             raise ModelNotMade(f"'{spec}' returns {'None' if leaf is None else 'a Python ' + type(leaf).__name__} as its "
                                f"output {k + 1} of {len(leaves)}; a deployed model returns tensors only",
                                "return tensors alone from forward (leave the None out, or return torch.tensor(value))")
     return len(leaves)
-
-
-def _output_leaves(out) -> list:
-    """forward's outputs as they are, in the order measure.output_arrays flattens them."""
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (tuple, list)):
-        return [leaf for item in out for leaf in _output_leaves(item)]
-    return [out]
 
 
 _MODEL_FOLDERS: set[str] = set()  # folders of model files whose imports were given the files beside them
