@@ -139,6 +139,18 @@ def test_every_output_of_a_user_model_reaches_every_engine(tmp_path, workdir):
     assert "outputs" not in load_model(f"{USER_MODELS}:tiny_mlp", workdir / "cache").notes[0]
 
 
+def test_a_model_that_returns_its_input_reaches_onnxruntime(workdir):
+    """The exporter's Identity for a returned input defined the input's name again: ONNX Runtime refused the model."""
+    from tests.conftest import USER_MODELS
+    from tests.user_models import input_passed_on
+
+    module, example = input_passed_on()
+    model = load_model(f"{USER_MODELS}:input_passed_on", workdir / "cache")
+    got = get_engine("onnxruntime").prepare(model, resolve("x86", 2), EngineOptions(cache_dir=workdir / "cache", threads=2)).run((example.numpy(),))
+    for g, e in zip(got, module(example), strict=True):
+        np.testing.assert_allclose(g, e.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_a_model_of_several_inputs_and_dtypes_reaches_every_engine(tmp_path, workdir):
     """Token ids (int64, an embedding lookup) and a float mask, from each kind of model file."""
     from tests.conftest import USER_MODELS

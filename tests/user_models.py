@@ -160,6 +160,23 @@ def named_outputs():
     return NamedOutputs().eval(), torch.randn(1, 16)
 
 
+class InputPassedOn(nn.Module):
+    """Returns its input as it came, and one output twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        y = self.head(x)
+        return x, y, y
+
+
+def input_passed_on():
+    torch.manual_seed(0)
+    return InputPassedOn().eval(), torch.randn(1, 16)
+
+
 class TokenClassifier(nn.Module):
     """Two inputs of two dtypes, as a text model takes them: int64 token ids (an embedding lookup,
     which needs ids within its vocabulary) and a float mask over the positions."""

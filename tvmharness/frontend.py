@@ -15,6 +15,8 @@ from .models import LoadedModel, graph_inputs, quiet_treespec
 # Bump when what reaches TVM or ONNX Runtime from a model changes (e.g. batch-norm folding, the
 # integer rewrite of QDQ models), so the cached exports and builds keyed by it are redone.
 IMPORT_VERSION = 5  # 5: QDQ scales and zero points as tensors (qdq.VERSION 3)
+# Bump when only the ONNX export changes (what ONNX Runtime reads), so TVM's builds are kept.
+EXPORT_VERSION = 2  # 2: an output that is an input has a name of its own
 
 
 def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool]:
@@ -23,7 +25,7 @@ def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool]:
         return model.onnx_path, True
     import torch
 
-    path = stage_dir(cache_dir, "onnx", content_hash("onnx", model.digest, torch.__version__, IMPORT_VERSION)) / f"{model.name}.onnx"
+    path = stage_dir(cache_dir, "onnx", content_hash("onnx", model.digest, torch.__version__, IMPORT_VERSION, EXPORT_VERSION)) / f"{model.name}.onnx"
     if path.is_file():
         return path, True
     ep = model.exported_program()
@@ -33,10 +35,41 @@ def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool]:
             warnings.simplefilter("ignore")
             torch.onnx.export(ep, (), str(partial), dynamo=True, external_data=False,
                               input_names=[i.name for i in model.inputs], verbose=False)
+            _outputs_apart_from_inputs(partial)
     except Exception as err:
         raise HarnessError(f"model '{model.name}' does not export to ONNX: {_export_cause(err)}",
                            "use engines without onnxruntime, or fix the unsupported operator", FAILED) from None
     return path, False
+
+
+def _outputs_apart_from_inputs(path: Path) -> None:
+    """A model that returns an input as it came (`return x, self.head(x)`) exports as an Identity
+    node that defines the input's name again, which ONNX Runtime refuses ("Duplicate definition of
+    name"): such an output gets a name of its own."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    taken = {i.name for i in graph.input} | {o for node in graph.node for o in node.output} | {i.name for i in graph.initializer}
+    inputs = {i.name for i in graph.input}
+    renamed = False
+    for output in graph.output:
+        if output.name not in inputs:
+            continue
+        name, k = f"{output.name}_out", 1
+        while name in taken:
+            k += 1
+            name = f"{output.name}_out{k}"
+        taken.add(name)
+        for node in graph.node:  # the exporter's own Identity(x) -> x, which defined the input again
+            if node.op_type == "Identity" and list(node.input) == [output.name] and list(node.output) == [output.name]:
+                graph.node.remove(node)
+                break
+        graph.node.append(onnx.helper.make_node("Identity", [output.name], [name]))
+        output.name = name
+        renamed = True
+    if renamed:
+        onnx.save(proto, str(path))
 
 
 def pt2_file(model: LoadedModel, cache_dir: Path) -> Path:
