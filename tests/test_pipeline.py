@@ -129,6 +129,41 @@ def test_a_model_s_digest_holds_every_tensor_its_forward_reads():
     assert torch_digest(Shifted(1.0, 10.0), inputs) == torch_digest(Shifted(1.0, 10.0), inputs)
 
 
+def test_a_notebook_cell_s_forward_edited_is_another_model():
+    """A class defined in a notebook cell lives in no file on disk: its code is hashed instead, so a
+    forward edited with no layer or weight changed is not served the build of the old one."""
+    import linecache
+
+    import torch
+
+    from tvmharness.data import ModelInput
+    from tvmharness.models import torch_digest
+
+    cell = """
+import torch
+class Cell(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(4, 4)
+    def forward(self, x):
+        return {body}
+"""
+
+    def digest(body, filename, keep_source=False):
+        text = cell.format(body=body)
+        if keep_source:  # as IPython keeps each cell's text for tracebacks
+            linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+        scope = {}
+        exec(compile(text, filename, "exec"), scope)
+        return torch_digest(scope["Cell"](), (ModelInput("x", (1, 4), "float32"),))
+
+    for keep_source in (False, True):
+        relu = digest("torch.relu(self.fc(x))", f"/tmp/ipykernel_0/{keep_source}1.py", keep_source)
+        assert relu == digest("torch.relu(self.fc(x))", f"/tmp/ipykernel_0/{keep_source}2.py", keep_source)
+        assert relu != digest("torch.sigmoid(self.fc(x)) * 3", f"/tmp/ipykernel_0/{keep_source}3.py", keep_source)
+
+
 def test_terminal_report_of_a_rerun_says_nothing_was_rebuilt(first_run):
     from rich.console import Console
 

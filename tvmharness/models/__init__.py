@@ -337,24 +337,53 @@ def _own_code(module) -> list[str]:
     def methods(cls) -> list:
         return [f for c in cls.__mro__ for f in vars(c).values() if inspect.isfunction(f)]
 
-    files: set[Path] = set()
+    hashes: set[str] = set()
     todo = [f for cls in {type(m) for m in module.modules()} for f in methods(cls)]
     seen: set[int] = set()
     while todo:
         function = todo.pop()
-        if id(function) in seen or (file := own(function.__code__.co_filename)) is None:
-            continue  # a library's code is not followed: its version stands for it
+        if id(function) in seen:
+            continue
         seen.add(id(function))
-        files.add(file)
+        if file := own(function.__code__.co_filename):
+            hashes.add(file_hash(file))
+        elif not _unfiled(function.__code__):
+            continue  # a library's code is not followed: its version stands for it
+        else:  # a notebook cell's or exec'd code, in no file to hash: its own text
+            hashes.add(content_hash("code", _code_text(function)))
         for name in _names(function.__code__):
             value = function.__globals__.get(name)
             if inspect.ismodule(value) and (file := own(getattr(value, "__file__", None))):
-                files.add(file)
+                hashes.add(file_hash(file))
             elif inspect.isfunction(value):
                 todo.append(value)
             elif inspect.isclass(value):
                 todo += methods(value)
-    return sorted(file_hash(f) for f in files)
+    return sorted(hashes)
+
+
+def _unfiled(code) -> bool:
+    """Code compiled from no file on disk: a notebook cell's (IPython names it after a file it never
+    writes), or exec'd; not the interpreter's frozen modules."""
+    return not Path(code.co_filename).is_file() and not code.co_filename.startswith("<frozen ")
+
+
+def _code_text(function) -> str:
+    """A function's source where the interpreter keeps it (IPython keeps its cells'), else its code:
+    instructions, names and constants, those of its nested functions too."""
+    import inspect
+
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        pass
+
+    def text(code) -> str:
+        consts = [text(c) if hasattr(c, "co_code") else repr(sorted(map(repr, c)) if isinstance(c, frozenset) else c)
+                  for c in code.co_consts]
+        return repr([code.co_code.hex(), code.co_names, code.co_varnames, consts])
+
+    return text(function.__code__)
 
 
 def _names(code) -> set[str]:
