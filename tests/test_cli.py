@@ -643,6 +643,20 @@ def test_a_recipe_s_hash_is_what_it_measures_not_its_words_or_store():
     assert recipe_from_dict(base | {"measure": {"threads": 1, "repeats": 60}}).digest() != digest
 
 
+def test_a_recipe_changed_in_code_is_checked_like_a_file():
+    """A notebook's `recipe.measure.repeats = 3` is refused as the file's would be, not measured."""
+    from pydantic import ValidationError
+
+    from tvmharness.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({"name": "n", "models": ["digits_cnn"]})
+    for section, key, bad in ((recipe.measure, "repeats", 3), (recipe, "engines", ["torch", "bogus"]), (recipe, "models", [42])):
+        with pytest.raises(ValidationError, match=key):
+            setattr(section, key, bad)
+    recipe.measure.repeats = 40
+    assert recipe.measure.repeats == 40
+
+
 def test_compile_writes_no_artifact_that_disagrees_with_its_model(cli_dir):
     """An artifact is run here against its model before it is written: one that computes something
     else (TVM's importer gets nn.LSTM wrong) is refused, unless --no-check asks for it all the same."""

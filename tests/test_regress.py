@@ -444,6 +444,19 @@ def test_a_run_stopped_before_its_first_row_is_not_the_report_s_default(store):
     assert f"run {empty} has no measurements" in str(err.value) and f"--run {last}" in err.value.fix
 
 
+def test_a_store_without_measurements_is_an_error_not_a_clean_night(tmp_path):
+    """A mistyped store path makes an empty store: judging it is an error, never "no regressions"."""
+    from tvmharness.errors import HarnessError
+    from tvmharness.report.html import render_html
+
+    typo = Store(str(tmp_path / "histroy.db"))
+    for judging in (lambda: judge_run(typo), lambda: render_html(typo)):
+        with pytest.raises(HarnessError, match="no measurements in .*histroy.db"):
+            judging()
+    with pytest.raises(HarnessError, match="run 7 is not in .*histroy.db"):
+        typo.run(7)
+
+
 def test_the_verdict_tables_name_the_accuracy_measure(store):
     """A model without labels is judged on top-1 agreement with fp32: the tables say so, not "accuracy"."""
     from rich.console import Console

@@ -49,7 +49,7 @@ def _duration_text(seconds: float) -> str:
 class _Strict(BaseModel):
     # TOML gives native types: a quoted number or a 1 for true is a mistake to name, not to coerce
     # (strict still takes an int where a float is asked).
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)  # a recipe changed in code is checked too
 
 
 def _default_threads() -> int:

@@ -352,6 +352,8 @@ class Store:
     def run(self, run_id: int) -> dict:
         with self._session() as s:
             r = s.get(Run, run_id)
+            if r is None:
+                raise HarnessError(f"run {run_id} is not in {self.label}", "pick one of the runs its runs() lists")
             return {c.name: getattr(r, c.name) for c in Run.__table__.columns}
 
     def runs(self, since: datetime | None = None) -> list[dict]:

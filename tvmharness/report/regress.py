@@ -406,14 +406,16 @@ def judge_run(store, run_id: int | None = None, unconfirmed_why: str | None = No
     the run's confirmation, if the store holds one, agrees (see confirm). `unconfirmed_why`: why a run
     has none (a nightly whose second measurement failed), said in each change it leaves unconfirmed.
     `frame`: the store's whole frame where the caller has read it already (a long history takes
-    seconds to read). ({}, []) where no run has rows."""
+    seconds to read). A store without a run that has rows (an empty or mistyped one) is an error:
+    nothing judged is not "no regressions"."""
     from ..errors import HarnessError
 
     runs, frame = store.runs(), store.frame() if frame is None else frame
     ids = set(frame["run_id"])  # a run stopped before its first row (Ctrl-C) has none
     measured = [r for r in runs if r["id"] in ids]
     if not measured:
-        return {}, []
+        raise HarnessError(f"no measurements in {store.label}", "run a recipe into it first (`tvmharness run RECIPE`), "
+                           "or check the store's path or URL")
     nights = [r for r in measured if _confirms(r) is None]  # a confirmation counts with the run it confirms
     newest = (nights or measured)[-1]
     run = next((r for r in runs if r["id"] == run_id), None) if run_id is not None else newest
