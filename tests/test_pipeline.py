@@ -190,6 +190,21 @@ def test_torch_compile_row_agrees_with_eager(recipe_dict):
     assert compiled["speedup_vs_baseline"] == pytest.approx(rows["torch"]["median_ms"] / compiled["median_ms"])
 
 
+def test_a_run_leaves_the_caller_s_torch_threads_as_they_were(recipe_dict):
+    """Measured at one thread, torch is set back to the notebook's own count after the run."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        recipe = recipe_from_dict(recipe_dict(engines=["torch"], measure={"warmup": 1, "repeats": 30, "threads": 1}))
+        (row,) = run_recipe(recipe).rows
+        assert row["status"] == OK and row["threads"] == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_paced_rows_span_the_asked_time(recipe_dict):
     recipe = recipe_from_dict(recipe_dict(engines=["onnxruntime"], measure={"warmup": 1, "repeats": 30, "threads": 2,
                                                                           "span_s": 1.5}))

@@ -103,8 +103,10 @@ def load_models(recipe: Recipe, progress: Progress | None = None,
 def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int | None = None) -> RunResult:
     """Validate everything a user can get wrong first, then measure and store row by row.
     `confirms`: the run this one measures again (a nightly's confirmation of a latency change)."""
+    import torch
+
     progress = progress or _Silent()
-    started = time.perf_counter()
+    started, torch_threads = time.perf_counter(), torch.get_num_threads()
     threads = recipe.measure.threads
     targets = resolve_all(recipe.target_names(), threads)
     host = host_target(targets, threads)
@@ -150,6 +152,7 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
         raise
     finally:
         result.seconds = time.perf_counter() - started
+        torch.set_num_threads(torch_threads)  # the torch engine's threads are the run's: a notebook's own are as they were
     try:
         store.finish_run(run_id)  # only a run that went through: one cut short stays unfinished, and reports say so
     except StoreError as err:
