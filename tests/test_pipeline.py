@@ -89,7 +89,8 @@ def test_any_model_its_files_cannot_make_costs_its_rows_alone(recipe_dict, tmp_p
     (tmp_path / "broken_import.py").write_text("import does_not_exist_module\n\n\ndef f():\n    pass\n")
     recipe = recipe_from_dict(recipe_dict(models=[f"{tmp_path / 'broken_import.py'}:f", f"{USER_MODELS}:no_such_function",
                                                   f"{USER_MODELS}:not_a_module", f"{USER_MODELS}:half_linear",
-                                                  f"{USER_MODELS}:none_output", f"{USER_MODELS}:tiny_mlp"],
+                                                  f"{USER_MODELS}:none_output", f"{USER_MODELS}:torch_quantized",
+                                                  f"{USER_MODELS}:tiny_mlp"],
                                           engines=["torch"]))
     result = run_recipe(recipe)
     rows = {r["model"]: r for r in result.rows}
@@ -99,7 +100,8 @@ def test_any_model_its_files_cannot_make_costs_its_rows_alone(recipe_dict, tmp_p
                       ("not_a_module", "returned a str as its first item, not an nn.Module"),
                       # fed float32, it would raise in its first layer, said as a dtype clash
                       ("half_linear", "holds float16 weights (weight); tvmharness measures a float32 model"),
-                      ("none_output", "returns None as its output 2 of 2; a deployed model returns tensors only")):
+                      ("none_output", "returns None as its output 2 of 2; a deployed model returns tensors only"),
+                      ("torch_quantized", "is quantized by PyTorch (torch.ao.nn.quantized.dynamic.Linear)")):
         assert rows[name]["status"] == LOAD_FAILED and why in rows[name]["reason"], rows[name]["reason"]
 
 
@@ -127,6 +129,17 @@ def test_a_model_s_digest_holds_every_tensor_its_forward_reads():
                                                  Shifted(1.0, 10.0, torch.bfloat16), Shifted(2.0, 10.0, torch.bfloat16))}
     assert len(digests) == 5
     assert torch_digest(Shifted(1.0, 10.0), inputs) == torch_digest(Shifted(1.0, 10.0), inputs)
+
+    class Extra(torch.nn.Linear):  # a layer's own state beside its tensors (get_extra_state): no tensor
+        def __init__(self, extra):
+            torch.manual_seed(0)
+            super().__init__(4, 4)
+            self.extra = extra
+
+        def get_extra_state(self):
+            return self.extra
+
+    assert len({torch_digest(Extra(e), inputs) for e in ({"scale": 1}, {"scale": 2}, (torch.ones(2), "a"))}) == 3
 
 
 def test_a_notebook_cell_s_forward_edited_is_another_model():

@@ -289,6 +289,13 @@ def half_linear():
     return nn.Linear(8, 4).half().eval(), torch.randn(1, 8).half()
 
 
+def torch_quantized():
+    """Quantized by PyTorch's own tools: its layers are PyTorch's quantized kernels."""
+    torch.manual_seed(0)
+    float_model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    return torch.ao.quantization.quantize_dynamic(float_model, {nn.Linear}, dtype=torch.qint8), torch.randn(1, 8)
+
+
 class WithNone(nn.Module):
     def __init__(self):
         super().__init__()

@@ -269,7 +269,7 @@ def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
                    _settings(module)]
     weights = module.state_dict()
     for name, tensor in weights.items():
-        parts += [name, str(tensor.dtype), list(tensor.shape), _tensor_bytes(tensor)]
+        parts += [name, *_state_parts(tensor)]
     # Tensors forward reads that the state dict leaves out: buffers registered persistent=False (a
     # rotary embedding's inv_freq) and plain tensor attributes. Only where a model has them, so the
     # others keep their digests (their histories and cached builds).
@@ -279,6 +279,20 @@ def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
     for name, tensor in unsaved:
         parts += ["unsaved", name, str(tensor.dtype), list(tensor.shape), _tensor_bytes(tensor)]
     return content_hash(*parts, *_own_code(module))
+
+
+def _state_parts(value) -> list:
+    """A state dict entry: a tensor's dtype, shape and bytes; what a layer's own state holds besides
+    (a get_extra_state's objects, a packed tuple of tensors) by its parts, or its repr."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return [str(value.dtype), list(value.shape), _tensor_bytes(value)]
+    if isinstance(value, (tuple, list)):
+        return [type(value).__name__, [_state_parts(v) for v in value]]
+    if isinstance(value, dict):
+        return ["dict", [[str(k), _state_parts(v)] for k, v in value.items()]]
+    return [type(value).__name__, repr(value)]
 
 
 def _tensor_bytes(tensor) -> bytes:
@@ -844,12 +858,28 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
         raise ModelNotMade(f"'{spec}' gave {what} as its example; the engines take tensors, one per input of forward",
                            "return one example tensor, or a tuple of tensors in forward's order (no dicts or keywords)")
     net.eval()
+    _check_not_torch_quantized(spec, net)
     _check_float32(spec, net)
     names = _forward_names(net, len(examples))
     found = [_model_input(name, e, tuple(e.shape), True) for name, e in zip(names, examples)]
     inputs = _settle(spec, found, settings, batch=1, fixed=False)  # batch: unused, an example has no dynamic size
     return LoadedModel(name=func_name, source="python", inputs=inputs, digest=torch_digest(net, inputs),
                        torch_module=net, notes=[f"user model {spec}" + _outputs_note(_count_outputs(spec, net, examples))])
+
+
+def _check_not_torch_quantized(spec: str, module) -> None:
+    """PyTorch's own quantized layers (torch.ao quantize_dynamic, convert_fx, their reference modules)
+    run PyTorch's kernels: they export to neither TVM nor ONNX. Refused by name, with the ways that do."""
+    quantized = sorted({f"{type(m).__module__.split('.modules')[0]}.{type(m).__name__}" for m in module.modules()
+                        if not type(m).__name__.endswith("PackedParams")  # a quantized layer's storage, not a layer
+                        and type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized",
+                                                          "torch.nn.quantized"))})
+    if quantized:
+        raise ModelNotMade(f"'{spec}' is quantized by PyTorch ({', '.join(quantized[:3])}{', ...' if len(quantized) > 3 else ''});"
+                           " its quantized layers are PyTorch's own kernels, which export to neither TVM nor ONNX",
+                           "give the float model and measure its int8 as a variant (--variant int8: TVM's integer kernels "
+                           "and ONNX Runtime's), or quantize its ONNX export with onnxruntime.quantization "
+                           "(quantize_static, QDQ format) and give that .onnx file")
 
 
 def _check_float32(spec: str, module) -> None:
