@@ -151,6 +151,33 @@ def test_a_model_that_returns_its_input_reaches_onnxruntime(workdir):
         np.testing.assert_allclose(g, e.detach().numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_a_pt2_of_quantize_ops_loads_and_one_of_an_unknown_op_says_which(tmp_path, workdir):
+    """PT2E's quantized_decomposed ops are registered before a .pt2 loads; an operator nothing here
+    registers is named (torch.export.load itself only says "check the warnings above")."""
+    import torch.ao.quantization.fx._decomposed  # noqa: F401  (as a PT2E user's process has them)
+
+    qd = torch.ops.quantized_decomposed
+
+    class FakeQuantized(torch.nn.Module):
+        def forward(self, x):
+            return qd.dequantize_per_tensor(qd.quantize_per_tensor(x, 0.05, 0, -128, 127, torch.int8), 0.05, 0, -128, 127, torch.int8)
+
+    torch.export.save(torch.export.export(FakeQuantized(), (torch.randn(1, 4),)), str(tmp_path / "fq.pt2"))
+    assert load_model(str(tmp_path / "fq.pt2"), workdir / "cache").inputs[0].shape == (1, 4)
+    # A program saved with a custom op, loaded where its library is not: the .pt2 is edited to name
+    # an op no library defines, as a process without the user's op library would find it.
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "fq.pt2") as src, zipfile.ZipFile(tmp_path / "custom.pt2", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            dst.writestr(item, data.replace(b"quantized_decomposed.quantize_per_tensor", b"nowhere_lib.quantize_per_tensor"))
+    with pytest.raises(HarnessError) as err:
+        load_model(str(tmp_path / "custom.pt2"), workdir / "cache")
+    assert "holds the operator torch.ops.nowhere_lib.quantize_per_tensor.default, which no library loaded here" in str(err.value)
+    assert "file.py:function" in err.value.fix
+
+
 def test_a_model_of_several_inputs_and_dtypes_reaches_every_engine(tmp_path, workdir):
     """Token ids (int64, an embedding lookup) and a float mask, from each kind of model file."""
     from tests.conftest import USER_MODELS

@@ -649,12 +649,7 @@ def _load_zoo(name: str, cache_dir: Path, batch: int, settings: dict[str, dict])
 def _load_pt2(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
     import torch
 
-    try:
-        with quiet_torch_export():
-            ep = torch.export.load(str(path))
-    except Exception as err:
-        raise ModelNotMade(f"{path} is not a loadable ExportedProgram: {one_line(err)}",
-                           "save one with torch.export.save(torch.export.export(model, (x,)), 'model.pt2')") from None
+    ep = _load_exported(path)
     module = ep.module()
     _check_float32(str(path), module)
     names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
@@ -677,6 +672,43 @@ def _load_pt2(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
                        notes=[f"user ExportedProgram {path}" + _outputs_note(
                            sum(s.kind.name == "USER_OUTPUT" for s in ep.graph_signature.output_specs)),
                               *_batch_notes(found, inputs, settings)])
+
+
+def _load_exported(path: Path):
+    """torch.export.load, its cause said where it fails: torch logs why as a warning (an operator it
+    cannot resolve) and raises a bare "check the warnings above"."""
+    import re
+
+    import torch
+    import torch.ao.quantization.fx._decomposed  # noqa: F401  the quantized_decomposed ops PT2E-quantized programs hold
+
+    causes: list[BaseException] = []
+
+    class KeepCause(logging.Handler):
+        def emit(self, record):
+            if record.exc_info:
+                causes.append(record.exc_info[1])
+
+    log, keep = logging.getLogger("torch.export"), KeepCause()
+    propagate, log.propagate = log.propagate, False
+    log.addHandler(keep)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return torch.export.load(str(path))
+    except Exception as err:
+        cause = causes[-1] if causes else err
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        op = re.search(r"failed to resolve (\S+) to an operator", str(cause))
+        if op:
+            raise ModelNotMade(f"{path} holds the operator {op[1]}, which no library loaded here registers",
+                               "give the model as path/to/file.py:function instead, whose imports register that operator "
+                               "(its own library's), or export it without that operator") from None
+        raise ModelNotMade(f"{path} is not a loadable ExportedProgram: {one_line(cause)}",
+                           "save one with torch.export.save(torch.export.export(model, (x,)), 'model.pt2')") from None
+    finally:
+        log.removeHandler(keep)
+        log.propagate = propagate
 
 
 def _check_export_bounds(path: Path, ep, values: list, inputs: tuple[ModelInput, ...], settings: dict[str, dict]) -> None:
