@@ -687,3 +687,25 @@ def test_the_fix_for_a_dynamic_size_of_a_dotted_input_name_is_a_recipe_table_tha
     recipe = recipe_from_dict(tomllib.loads(f'models = ["{path}"]\n{table}\nshape = [{sizes.replace("N", "16")}]\n'))
     model = load_model(str(path), tmp_path / "cache", settings=recipe.input_settings("dotted"))
     assert [(i.name, i.shape) for i in model.inputs] == [("input.1", (1, 1, 16))]
+
+
+def test_the_readme_s_python_example_runs_as_written(tmp_path):
+    """README's "From Python" example, run as a user's script: a model of the script's own
+    (`__main__:FUNCTION`) measured on three engines, rows agreeing, a DataFrame back."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## From Python", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    script = tmp_path / "notebook.py"
+    script.write_text(code + 'print(table.to_json(orient="records"))\n')
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout.splitlines()[-1])
+    assert {(r["model"], r["engine"], r["status"]) for r in rows} == {("tiny_mlp", e, OK) for e in ("torch", "tvm", "onnxruntime")}
+    assert (tmp_path / "results" / "notebook.db").is_file()

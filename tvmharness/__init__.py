@@ -1,6 +1,6 @@
 """tvmharness: compressed PyTorch models through Apache TVM, measured against PyTorch and ONNX Runtime.
 
-The library API a notebook calls (the CLI is a thin layer over it):
+From Python (README, "From Python"): `run` and `bench` are one call, which the CLI makes too:
 
     from tvmharness.recipe import load_recipe
     from tvmharness.pipeline import run_recipe
