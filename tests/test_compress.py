@@ -259,6 +259,54 @@ def test_clustering_leaves_n_values_per_layer_and_reports_the_compressed_size(di
     assert half.compression["compressed_bytes"] is None and "no compressed size: fp16 after clustering" in half.notes[-1]
 
 
+def test_a_weight_tied_to_another_module_stays_whole_and_is_counted_once(workdir):
+    """The output layer shares the embedding's weight: factoring or channel-pruning it would keep the
+    shared matrix beside the new one, or untie the two; clustering it clusters both, one tensor."""
+    from tvmharness.compress import NotApplicable
+
+    model = load_model(f"{USER_MODELS}:tied_embedding", workdir / "cache")
+    base = apply_variant(model, "fp32").compression["params"]
+    with pytest.raises(NotApplicable, match="the weights of emb.weight = out.weight are tied"):
+        apply_variant(model, "lowrank:0.9", workdir / "cache")  # out is tied, hidden would not get smaller
+    ranked = apply_variant(model, "lowrank:rank=2", workdir / "cache")
+    assert ranked.compression["lowrank_layers"] == ["hidden:2/32"] and ranked.compression["params"] < base
+    assert "left whole as their weights are tied: emb.weight = out.weight" in ranked.notes[-1]
+    assert ranked.torch_module.out.weight is ranked.torch_module.emb.weight
+    with pytest.raises(NotApplicable, match="would untie the weights of emb.weight = out.weight"):
+        apply_variant(model, "channels:0.5", workdir / "cache")
+    clustered = apply_variant(model, "cluster:16", workdir / "cache")
+    assert clustered.torch_module.out.weight is clustered.torch_module.emb.weight
+    # 4-bit indices of the shared 100x32 and hidden's 32x32, 16 fp32 centroids each, fp32 biases (32 + 100)
+    assert clustered.compression["compressed_bytes"] == (100 * 32 + 32 * 32) * 4 // 8 + 2 * 16 * 4 + (32 + 100) * 4
+
+
+def test_parametrized_weights_are_compressed_on_a_copy_without_their_parametrizations(workdir):
+    from torch.nn.utils import parametrize
+
+    model = load_model(f"{USER_MODELS}:weight_normed", workdir / "cache")
+    example = model.example()
+    with torch.no_grad():
+        before = model.torch_module(*example)
+    clustered = apply_variant(model, "cluster:16", workdir / "cache")
+    assert all(len(torch.unique(m.weight)) <= 16 for m in weight_layers(clustered.torch_module))
+    assert "parametrizations removed on this variant's copy" in " ".join(clustered.notes)
+    pruned = apply_variant(model, "prune:0.5", workdir / "cache")
+    assert pruned.compression["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert apply_variant(model, "channels:0.5", workdir / "cache").compression["params"] < 0.5 * 5898
+    # the model as given keeps its parametrizations and its outputs
+    assert all(parametrize.is_parametrized(model.torch_module.net[i]) for i in (0, 2, 4))
+    with torch.no_grad():
+        assert torch.equal(model.torch_module(*example), before)
+
+
+def test_pruning_a_model_that_came_pruned_says_so(workdir):
+    model = load_model(f"{USER_MODELS}:already_pruned", workdir / "cache")
+    pruned = apply_variant(model, "prune:0.5", workdir / "cache")
+    assert ("the model came pruned to 30.8% (torch.nn.utils.prune masks); pruned 50% of conv/linear weights of "
+            "those left") in pruned.notes[-1]
+    assert pruned.compression["sparsity"] == pytest.approx(0.654, abs=0.001)
+
+
 def test_distillation_trains_a_smaller_student_and_reports_both_trainings(digits, workdir):
     student = apply_variant(digits, "distill:width=4,epochs=4", workdir / "cache")
     figures = student.compression["distillation"]

@@ -307,3 +307,61 @@ class WithNone(nn.Module):
 
 def none_output():
     return WithNone().eval(), torch.randn(1, 4)
+
+
+class TiedEmbedding(nn.Module):
+    """A language model's shape: the output layer shares the embedding's weight, and one Linear is
+    applied twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(100, 32)
+        self.hidden = nn.Linear(32, 32)
+        self.out = nn.Linear(32, 100)
+        self.out.weight = self.emb.weight
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        x = torch.relu(self.hidden(torch.relu(self.hidden(x))))
+        return self.out(x).mean(1)
+
+
+def tied_embedding():
+    torch.manual_seed(0)
+    return TiedEmbedding().eval(), torch.randint(0, 100, (2, 8))
+
+
+class WeightNormed(nn.Module):
+    """Layers whose weight is computed from parametrizations (weight norm, and one of the user's own)."""
+
+    def __init__(self):
+        super().__init__()
+        from torch.nn.utils import parametrize
+        from torch.nn.utils.parametrizations import weight_norm
+
+        self.net = nn.Sequential(weight_norm(nn.Linear(16, 64)), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                                 weight_norm(nn.Linear(64, 10)))
+        parametrize.register_parametrization(self.net[2], "weight", Doubled())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Doubled(nn.Module):
+    def forward(self, weight):
+        return weight * 2
+
+
+def weight_normed():
+    torch.manual_seed(0)
+    return WeightNormed().eval(), torch.randn(4, 16)
+
+
+def already_pruned():
+    """A model that still carries torch.nn.utils.prune's masks, half of its first layer's weights pruned."""
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    module = TinyMLP().eval()
+    prune.l1_unstructured(module.net[0], "weight", amount=0.5)
+    return module, torch.randn(1, 16)

@@ -85,7 +85,33 @@ class Technique(BaseModel):
             for name, _ in list(m.named_parameters(recurse=False)):
                 if name.endswith("_orig") and hasattr(m, name[: -len("_orig")]):
                     setattr(m, name[: -len("_orig")], getattr(m, name[: -len("_orig")]).detach())
-        return copy_module(module)
+        copy = copy_module(module)
+        if self.on_layers:
+            # A parametrized weight (weight_norm) is recomputed on every read: a technique that writes or
+            # replaces it would be lost or refused. The copy keeps its current value as a plain weight.
+            removed = remove_parametrizations(copy)
+            if removed:
+                work.notes.append(f"parametrizations removed on this variant's copy, each weight kept as it computes "
+                                  f"(outputs unchanged; fp32 keeps them): {' '.join(removed)}")
+        return copy
+
+
+def remove_parametrizations(module) -> list[str]:
+    """Every parametrization (torch.nn.utils.parametrize) of the module removed, the tensor left as it
+    computes; the names of those removed."""
+    from torch.nn.utils import parametrize
+
+    removed = []
+    for name, m in list(module.named_modules()):
+        if parametrize.is_parametrized(m):
+            # A copy shares its parametrized class with the original, and removing deletes the property
+            # from the class: the copy gets a class of its own first, or the original loses its weight
+            cls = type(m)
+            m.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+            for tensor in list(m.parametrizations):
+                parametrize.remove_parametrizations(m, tensor, leave_parametrized=True)
+                removed.append(f"{name}.{tensor}" if name else tensor)
+    return removed
 
 
 def _format(value) -> str:

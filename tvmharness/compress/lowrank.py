@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from .base import NotApplicable, Technique, Work
+from .metrics import parameter_count, shared_parameters
 from .prune import finalize_pruning
 
 
@@ -45,12 +46,19 @@ class LowRank(Technique):
         module = self.clone_module(work)
         finalize_pruning(module)
         swaps, kept = [], 0  # (name, layer, its factored pair, "name:rank/full rank")
+        # A weight another module holds too (an output layer tied to the embedding) stays whole: the
+        # other module would keep the full matrix beside the factored pair, a bigger model.
+        shared, tied = shared_parameters(module), []
+        before = parameter_count(module)
         for name, layer in list(module.named_modules()):
             if isinstance(layer, nn.Linear):
                 matrix = layer.weight.detach()
             elif isinstance(layer, nn.Conv2d) and layer.groups == 1:
                 matrix = layer.weight.detach().reshape(layer.out_channels, -1)
             else:
+                continue
+            if id(layer.weight) in shared:
+                tied.append(" = ".join(shared[id(layer.weight)]))
                 continue
             u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
             r = self.chosen_rank(s)
@@ -79,15 +87,25 @@ class LowRank(Technique):
             raise NotApplicable(f"no layer of {work.base.name} can be factored: the modules around its layers read their "
                                 f"weights ({' '.join(read)}), as nn.MultiheadAttention and nn.TransformerEncoderLayer do",
                                 "factor a model whose layers are called, or leave lowrank out for this model")
+        if tied and not factored:
+            raise NotApplicable(f"no layer of {work.base.name} can be factored alone: the weights of {'; '.join(tied)} "
+                                "are tied (one tensor held by several modules), and factoring one would keep the "
+                                "shared matrix as well" + ("" if not kept else f"; its {kept} other layers would not "
+                                "get smaller"), "untie the weights in the model, or leave lowrank out for this model")
         if not factored:  # the variant would be fp32 measured again under another name
             criterion = f"rank {self.rank}" if self.rank is not None else f"energy {self.energy:g}"
             raise NotApplicable(f"no layer of {work.base.name} gets smaller factored at {criterion}: each of its Linear "
                                 "and ungrouped Conv2d layers would keep as many weights, or it has none",
                                 "keep less energy or a lower rank, or leave lowrank out for this model")
+        if parameter_count(module) >= before:  # a weight shared in a way not seen above: never a bigger model
+            raise NotApplicable(f"factoring {' '.join(factored)} of {work.base.name} would not make it smaller "
+                                f"({before:,} -> {parameter_count(module):,} parameters): their weights are used "
+                                "elsewhere too", "leave lowrank out for this model")
         work.module = module.eval()
         work.notes.append(f"SVD-factored {len(factored)} layers (name:rank/full rank {' '.join(factored) or 'none'})"
                           + (f"; {kept} left whole (factoring would not shrink them)" if kept else "")
-                          + (f"; left whole as their modules read their weights: {' '.join(read)}" if read else ""))
+                          + (f"; left whole as their modules read their weights: {' '.join(read)}" if read else "")
+                          + (f"; left whole as their weights are tied: {'; '.join(tied)}" if tied else ""))
         work.metrics["lowrank_layers"] = factored
         return work
 

@@ -16,6 +16,15 @@ def parameter_count(module) -> int:
     return int(sum(p.numel() for p in module.parameters()))
 
 
+def shared_parameters(module) -> dict[int, list[str]]:
+    """The parameters more than one module holds (an output layer tied to the embedding, a layer
+    registered under two names): each one's id -> its names."""
+    names: dict[int, list[str]] = {}
+    for name, param in module.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    return {key: found for key, found in names.items() if len(found) > 1}
+
+
 def sparsity(module) -> float:
     """The share of zeros in the conv and linear weights."""
     weights = [m.weight.detach() for m in weight_layers(module)]
@@ -53,11 +62,11 @@ def model_metrics(module, example: tuple) -> dict:
 def clustered_bytes(module, clustered: dict[str, int]) -> int:
     """Storage of a weight-clustered model as the literature counts it: each clustered layer's weight
     as cluster indices (ceil(log2 N) bits each) plus N fp32 centroids; every other parameter fp32."""
+    n_of = {id(module.get_submodule(layer).weight): n for layer, n in clustered.items()}
     total_bits = 0
-    for name, param in module.named_parameters():
-        layer = name.rsplit(".", 1)[0]
-        if name.endswith("weight") and layer in clustered:
-            n = clustered[layer]
+    for param in module.parameters():  # a tensor shared by several modules (tied weights) counts once
+        if id(param) in n_of:
+            n = n_of[id(param)]
             total_bits += param.numel() * max(1, int(np.ceil(np.log2(n)))) + n * 32
         else:
             total_bits += param.numel() * 32

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from .base import NotApplicable, Technique, Work
-from .metrics import sparsity, weight_layers
+from .metrics import shared_parameters, sparsity, weight_layers
 from .training import train
 
 
@@ -45,6 +45,8 @@ class Prune(Technique):
 
         module = self.clone_module(work)
         layers = weight_layers(module)
+        # Masks the model came with stay, and prune's amount then counts only the weights they left
+        already = sparsity(module) if any(prune.is_pruned(m) for m in layers) else 0.0
         if self.schedule == "oneshot":
             targets = [self.amount]
         else:  # Zhu & Gupta's cubic schedule: prune fast first, then slowly as fewer weights remain
@@ -62,7 +64,9 @@ class Prune(Technique):
             if self.schedule == "gradual":
                 notes.append(train(module, work.base, self.epochs, self.lr))
         work.module = module
-        work.notes.append(f"pruned {self.amount:.0%} of conv/linear weights ({self.scope}, {self.schedule}); "
+        came = (f"the model came pruned to {already:.1%} (torch.nn.utils.prune masks); " if already else "")
+        of = " of those left" if already else ""
+        work.notes.append(f"{came}pruned {self.amount:.0%} of conv/linear weights{of} ({self.scope}, {self.schedule}); "
                           f"sparsity {sparsity(module):.1%}" + (f"; {notes[-1]} after each of {self.steps} steps" if notes else ""))
         return work
 
@@ -120,21 +124,48 @@ class ChannelPrune(Technique):
         module = self.clone_module(work)
         finalize_pruning(module)
         outputs = output_layers(module, work.base.example())
+        tied = shared_parameters(module)
+        untying = self._untying(module, work.base.example(), tied, outputs) if tied else []
         before = sum(p.numel() for p in module.parameters())
         with warnings.catch_warnings(record=True) as caught:  # what torch-pruning assumed goes to the row's notes
             warnings.simplefilter("always")
             pruner = tp.pruner.MetaPruner(module, work.base.example(), importance=tp.importance.MagnitudeImportance(p=1),
                                           pruning_ratio=self.amount, global_pruning=self.scope == "global",
-                                          ignored_layers=outputs)
+                                          ignored_layers=outputs + untying)
             pruner.step()
         after = sum(p.numel() for p in module.parameters())
+        names = {id(m): n for n, m in module.named_modules()}
+        kept_tied = "; ".join(" = ".join(found) for found in tied.values())
+        if any(len({id(module.get_parameter(n)) for n in found}) > 1 for found in tied.values()):  # never untied silently
+            raise NotApplicable(f"channel pruning of {work.base.name} would untie the weights of {kept_tied} (one tensor "
+                                "held by several modules)", "untie them in the model, or use prune:0.5 for this model")
         if after == before:
+            why = (f", and pruning the others' would untie the weights of {kept_tied} (one tensor held by several modules)"
+                   if untying else ", and no other layer's are prunable")
             raise NotApplicable(f"no channel of {work.base.name} can be removed: the layers that give its outputs keep "
-                                "their channels, and no other layer's are prunable",
-                                "use unstructured pruning (prune:0.5) for this model")
+                                f"their channels{why}", "use unstructured pruning (prune:0.5) for this model")
         work.module = module.eval()
         work.notes.append(f"removed {self.amount:.0%} of channels ({self.scope}, L1 magnitude, torch-pruning): "
-                          f"{before:,} -> {after:,} parameters")
+                          f"{before:,} -> {after:,} parameters"
+                          + (f"; {' '.join(names[id(m)] for m in untying)} kept their channels, which would untie the "
+                             f"weights of {kept_tied}" if untying else ""))
         work.notes += sorted({"torch-pruning: " + " ".join(str(w.message).split()) for w in caught
                               if w.filename.startswith(str(Path(tp.__file__).parent))})
         return work
+
+    @staticmethod
+    def _untying(module, example: tuple, tied: dict, ignored: list) -> list:
+        """The layers whose channels cannot go without changing a tied weight's shape in one of the
+        modules that hold it, which would make it two tensors (torch-pruning prunes each module's own)."""
+        import torch_pruning as tp
+
+        holders = {id(m) for m in module.modules() for p in m.parameters(recurse=False) if id(p) in tied}
+        graph = tp.DependencyGraph().build_dependency(module, example_inputs=example)
+        untying = []
+        for layer in weight_layers(module):
+            if any(layer is m for m in ignored):
+                continue
+            group = graph.get_pruning_group(layer, graph.get_pruner_of_module(layer).prune_out_channels, idxs=[0])
+            if any(id(dep.target.module) in holders for dep, _ in group):
+                untying.append(layer)
+        return untying
