@@ -135,8 +135,9 @@ def to_relax(model: LoadedModel, frontend: str, cache_dir: Path):
         ops = sorted(unsupported.group(1).split(", ")) if unsupported else []
         quantized, others = [op for op in ops if is_quantized_op(op)], [op for op in ops if not is_quantized_op(op)]
         if quantized:  # a file quantized otherwise than TVM imports (QOperator format, dynamic on convs): not to replace by hand
+            nor = f" (nor these, not quantized ones: {', '.join(others)})" if others else ""
             raise HarnessError(f"'{model.name}' is quantized with operators TVM's Relax onnx frontend does not import: "
-                               f"{', '.join(quantized)}" + (f" (nor these, not quantized ones: {', '.join(others)})" if others else ""),
+                               f"{', '.join(quantized)}{nor}",
                                TVM_QUANTIZED_FIX + ("; replace the others" if others else ""), FAILED) from None
         match = re.search(r"Unsupported function types \[(.*?)\]", str(err))
         if match:
