@@ -380,12 +380,12 @@ def test_int8_calibrates_on_calls_from_across_a_sorted_data_set(digits):
 
 def test_an_int8_model_tvm_cannot_import_is_still_onnx_runtimes_to_run(digits, workdir, monkeypatch):
     """TVM's importer failing on the quantized graph costs TVM's rows (they say why), not the variant."""
-    import tvmharness.compress.quantize as quantize
+    import tvmharness.qdq as qdq
 
     def importer_fails(*_):
         raise RuntimeError("no converter for QLinearFoo")
 
-    monkeypatch.setattr(quantize, "_tvm_integer_ops", importer_fails)
+    monkeypatch.setattr(qdq, "integer_kernels", importer_fails)
     quantized = apply_variant(digits, "int8:samples=8", workdir / "cache")
     assert quantized.onnx_path.is_file() and "tvm_int8_kernels" not in quantized.compression
     assert "its ONNX importer could not read the int8 model (no converter for QLinearFoo)" in quantized.notes[-1]
@@ -579,3 +579,86 @@ def test_compressing_a_pt2_shows_no_warning_of_torch_s_own(tmp_path):
         warnings.simplefilter("always")
         apply_variant(load_model(str(path), tmp_path / "cache"), "fp16", tmp_path / "cache")
     assert not [w for w in caught if "LeafSpec" in str(w.message)]
+
+
+@pytest.fixture(scope="module")
+def quantized_files(tmp_path_factory) -> dict:
+    """A conv + linear model as users quantize it themselves with ONNX Runtime's tools, one file per way."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    folder = tmp_path_factory.mktemp("quantized")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)).eval()
+    fp32 = folder / "fp32.onnx"
+    torch.onnx.export(net, (torch.randn(1, 1, 8, 8),), str(fp32), input_names=["x"], dynamo=False)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter({"x": np.random.default_rng(k).standard_normal((1, 1, 8, 8), dtype=np.float32)} for k in range(4))
+
+        def get_next(self):
+            return next(self.items, None)
+
+    files = {name: folder / f"{name}.onnx" for name in ("qdq", "qdq_uint8_weights", "qoperator", "dynamic")}
+    quantize_static(str(fp32), str(files["qdq"]), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    quantize_static(str(fp32), str(files["qdq_uint8_weights"]), Reader(), quant_format=QuantFormat.QDQ,
+                    weight_type=QuantType.QUInt8, activation_type=QuantType.QUInt8)
+    quantize_static(str(fp32), str(files["qoperator"]), Reader(), quant_format=QuantFormat.QOperator)
+    quantize_dynamic(str(fp32), str(files["dynamic"]))  # convs too: ConvInteger
+    return files
+
+
+@pytest.mark.parametrize("name, ops", [("qoperator", "QGemm, QLinearConv"), ("dynamic", "ConvInteger")])
+def test_a_file_quantized_in_a_form_tvm_cannot_import_says_how_to_quantize_it(quantized_files, workdir, name, ops):
+    from tvmharness.frontend import to_relax
+
+    model = load_model(str(quantized_files[name]), workdir / "cache")
+    with pytest.raises(HarnessError) as caught:
+        to_relax(model, "onnx", workdir / "cache")
+    assert f"quantized with operators TVM's Relax onnx frontend does not import: {ops}" in caught.value.cause
+    assert "quant_format=QuantFormat.QDQ" in caught.value.fix and 'op_types_to_quantize=["MatMul", "Gemm"]' in caught.value.fix
+    assert "--variant int8" in caught.value.fix and "replace" not in caught.value.fix
+
+
+@pytest.mark.parametrize("name, found", [("qdq", "QuantizeLinear"), ("qoperator", "1 QLinearConv"),
+                                         ("dynamic", "1 ConvInteger")])
+@pytest.mark.parametrize("variant", ["int8", "int8:dynamic"])
+def test_int8_of_a_file_already_quantized_does_not_apply(quantized_files, workdir, name, found, variant):
+    """Quantized again, ORT's static quantizer wrote an invalid graph (two nodes of one name) and its
+    dynamic one changed nothing: the file is measured as it is, by its fp32 row."""
+    from tvmharness.compress.base import NotApplicable
+
+    model = load_model(str(quantized_files[name]), workdir / "cache")
+    with pytest.raises(NotApplicable) as caught:
+        apply_variant(model, variant, workdir / "cache")
+    assert "is already quantized" in caught.value.cause and found in caught.value.cause
+    assert "its fp32 row is the quantized model" in caught.value.fix
+
+
+def test_a_user_s_qdq_file_says_which_layers_run_integer_kernels_on_tvm(quantized_files, workdir):
+    """As the harness's own int8 variant does: uint8 weights (QuantType.QUInt8) fall back to dequantize -> fp32."""
+    notes = load_model(str(quantized_files["qdq"]), workdir / "cache").notes
+    assert "on TVM: integer kernels (uint8 x int8 -> int32, one float rescale) for {'conv2d': 1, 'matmul': 1}" in notes
+    fallback = load_model(str(quantized_files["qdq_uint8_weights"]), workdir / "cache").notes[-1]
+    assert "for none; dequantize -> fp32 fallback for {'conv2d: weight is not an int8 constant': 1" in fallback
+
+
+def test_a_user_s_qdq_file_is_measured_as_it_is_and_claims_no_cache(quantized_files, workdir):
+    """Its rows and artifact carry the integer-kernel note; ONNX Runtime runs the user's own file, which
+    is no cached build; int8 of it is not applicable."""
+    import json
+    from pathlib import Path
+
+    recipe = recipe_from_dict({"name": "user-qdq", "models": [str(quantized_files["qdq_uint8_weights"])],
+                               "variants": ["fp32", "int8"], "engines": ["tvm", "onnxruntime"],
+                               "measure": {"repeats": 30, "threads": 2},
+                               "output": {"dir": str(workdir), "store": str(workdir / "user-qdq.db")}})
+    rows = {(r["variant"], r["engine"]): r for r in run_recipe(recipe).rows}
+    ort_row, tvm_row = rows[("fp32", "onnxruntime")], rows[("fp32", "tvm")]
+    assert ort_row["status"] == OK and tvm_row["status"] == OK, (ort_row["reason"], tvm_row["reason"])
+    assert ort_row["cache_hit"] is None and tvm_row["cache_hit"] is False
+    for row in (ort_row, tvm_row):
+        assert any("dequantize -> fp32 fallback" in n for n in row["details"]["notes"])
+    manifest = json.loads((Path(tvm_row["details"]["artifact"]).parent / "manifest.json").read_text())
+    assert any("dequantize -> fp32 fallback" in n for n in manifest["notes"])
+    assert rows[("int8", "—")]["status"] == NOT_APPLICABLE and "already quantized" in rows[("int8", "—")]["reason"]

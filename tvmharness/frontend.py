@@ -19,10 +19,11 @@ IMPORT_VERSION = 5  # 5: QDQ scales and zero points as tensors (qdq.VERSION 3)
 EXPORT_VERSION = 2  # 2: an output that is an input has a name of its own
 
 
-def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool]:
-    """The model as one self-contained .onnx file (cached by the model's digest): (path, cache_hit)."""
+def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool | None]:
+    """The model as one self-contained .onnx file (cached by the model's digest): (path, cache_hit),
+    cache_hit None for a model that is an ONNX file already (the user's, an int8 variant's): no export, no cache."""
     if model.onnx_path is not None:
-        return model.onnx_path, True
+        return model.onnx_path, None
     import torch
 
     path = stage_dir(cache_dir, "onnx", content_hash("onnx", model.digest, torch.__version__, IMPORT_VERSION, EXPORT_VERSION)) / f"{model.name}.onnx"
@@ -123,11 +124,21 @@ def to_relax(model: LoadedModel, frontend: str, cache_dir: Path):
     except HarnessError:
         raise
     except Exception as err:  # the frontends raise assorted errors for unsupported operators
+        from .compress.quantize import TVM_QUANTIZED_FIX, is_quantized_op
+
         # A valid model TVM cannot take in: the build failed (exit 1), not the command line (2).
         other = "onnx" if frontend == "torch" else "torch"
         # a torch model may go the other way; an ONNX file or variant (int8, fp16) has only this one
         instead = (f", or try the {other} frontend (--frontend {other}, or frontend = \"{other}\" in the recipe)"
                    if model.torch_module is not None and model.frontend is None else "")
+        unsupported = re.search(r"not supported for frontend ONNX: (.*)", str(err))
+        ops = sorted(unsupported.group(1).split(", ")) if unsupported else []
+        quantized, others = [op for op in ops if is_quantized_op(op)], [op for op in ops if not is_quantized_op(op)]
+        if quantized:  # a file quantized otherwise than TVM imports (QOperator format, dynamic on convs): not to replace by hand
+            nor = f" (nor these, not quantized ones: {', '.join(others)})" if others else ""
+            raise HarnessError(f"'{model.name}' is quantized with operators TVM's Relax onnx frontend does not import: "
+                               f"{', '.join(quantized)}{nor}",
+                               TVM_QUANTIZED_FIX + ("; replace the others" if others else ""), FAILED) from None
         match = re.search(r"Unsupported function types \[(.*?)\]", str(err))
         if match:
             raise HarnessError(f"'{model.name}' uses operators TVM's Relax {frontend} frontend does not support: "

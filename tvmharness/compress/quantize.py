@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
+import json
 import logging
 from pathlib import Path
 from typing import Literal
@@ -19,12 +20,18 @@ from ..cache import content_hash, file_hash, stage_dir, written_whole
 from ..data import DataSet, Feed, ModelInput, feed_dict, random_feeds
 from ..errors import HarnessError, counted, one_line
 from ..models import LoadedModel, graph_inputs, onnx_weights_files, torch_digest
-from .base import Technique, Work
+from .base import NotApplicable, Technique, Work
 from .prune import finalize_pruning
 
 # Operators TVM's Relax ONNX frontend (0.27) cannot import from a dynamically quantized model: the
 # dynamic int8 variant leaves them fp32 so that one model runs on every engine.
 TVM_UNSUPPORTED_INTEGER_OPS = {"Conv": "ConvInteger"}
+# What dynamic quantization may quantize for TVM (the int8:dynamic variant's, and the fix named for a file that has the others)
+TVM_DYNAMIC_OP_TYPES = [op for op in ("MatMul", "Gemm", "Conv") if op not in TVM_UNSUPPORTED_INTEGER_OPS]
+# How to quantize an ONNX model that TVM imports: the fix for a file whose quantized operators it cannot import
+TVM_QUANTIZED_FIX = ("quantize it in QDQ format (quantize_static(..., quant_format=QuantFormat.QDQ), which TVM builds with "
+                     f"integer kernels here), or dynamically with op_types_to_quantize={json.dumps(TVM_DYNAMIC_OP_TYPES)}; "
+                     "or give the fp32 model and measure --variant int8 (or int8:dynamic)")
 
 
 # How far two engines' runs of one quantized model may differ, relative to the largest output:
@@ -89,6 +96,13 @@ class Int8(Technique):
     def apply(self, work: Work) -> Work:
         if work.module is None and work.onnx_path is not None and work.onnx_path == work.base.onnx_path:
             fp32_path = work.onnx_path  # an .onnx file as given: the quantizer takes it as it is
+            import onnx
+
+            found = quantized_ops(onnx.load(str(fp32_path), load_external_data=False).graph)
+            if found:  # quantized again, ORT's static quantizer writes an invalid graph; its dynamic one changes nothing
+                named = ", ".join(f"{n} {op}" for op, n in found.items())
+                raise NotApplicable(f"'{work.base.name}' is already quantized ({named})",
+                                    "measure it as it is: its fp32 row is the quantized model; leave int8 out for it")
         else:
             module = self.clone_module(work)
             finalize_pruning(module)
@@ -123,16 +137,13 @@ class Int8(Technique):
         work.notes.append(note + (f"; fp32 fallback for {fallback}" if fallback else "")
                           + (f" ({', '.join(f'{v} is not imported by TVM' for v in TVM_UNSUPPORTED_INTEGER_OPS.values())})"
                              if self.mode == "dynamic" else ""))
-        if self.mode == "static":
-            try:  # what TVM will make of it; ONNX Runtime's rows need none of it
-                kernels = _tvm_integer_ops(out, work.base.inputs)
-            except Exception as err:
-                work.notes.append(f"on TVM: its ONNX importer could not read the int8 model ({one_line(err)}); the "
-                                  "TVM rows say so")
-                return work
-            work.metrics["tvm_int8_kernels"] = kernels
-            work.notes.append(f"on TVM: integer kernels (uint8 x int8 -> int32, one float rescale) for {kernels['integer'] or 'none'}"
-                              + (f"; dequantize -> fp32 fallback for {kernels['float_fallback']}" if kernels["float_fallback"] else ""))
+        if self.mode == "static":  # what TVM will make of it; ONNX Runtime's rows need none of it
+            from ..qdq import kernels_note
+
+            kernels, tvm_note = kernels_note(out, work.base.inputs)
+            if kernels is not None:
+                work.metrics["tvm_int8_kernels"] = kernels
+            work.notes.append(tvm_note)
         return work
 
     def calibration_data(self, base: LoadedModel) -> tuple[list[Feed], str]:
@@ -161,9 +172,8 @@ class Int8(Technique):
             with _quiet():
                 quant_pre_process(str(fp32_path), str(prepared))
                 if self.mode == "dynamic":
-                    ops = [op for op in ("MatMul", "Gemm", "Conv") if op not in TVM_UNSUPPORTED_INTEGER_OPS]
                     quantize_dynamic(str(prepared), str(out), weight_type=weight_type, per_channel=self.per_channel,
-                                     op_types_to_quantize=ops)
+                                     op_types_to_quantize=TVM_DYNAMIC_OP_TYPES)
                 else:
                     names = [i.name for i in graph_inputs(onnx.load(str(prepared), load_external_data=False).graph)]
                     feeds = [feed_dict(inputs, item, names) for item in data]
@@ -256,6 +266,18 @@ def _output_steps(graph) -> list[float | None]:
     return steps
 
 
+def is_quantized_op(op_type: str) -> bool:
+    """An operator only a quantized ONNX model has: QDQ's QuantizeLinear/DequantizeLinear, the QOperator
+    format's QLinear*, QGemm, QAttention, dynamic quantization's DynamicQuantize* and *Integer ops."""
+    return (op_type in ("QuantizeLinear", "DequantizeLinear") or op_type.startswith("DynamicQuantize")
+            or "Integer" in op_type or (op_type[:1] == "Q" and op_type[1:2].isupper()))  # QLinearConv, QGemm; not QuickGelu
+
+
+def quantized_ops(graph) -> dict[str, int]:
+    """The quantized operators of an ONNX graph, counted: none for an fp32 model."""
+    return dict(collections.Counter(n.op_type for n in graph.node if is_quantized_op(n.op_type)))
+
+
 def _integer_ops(graph) -> dict:
     """Which compute operators got int8 inputs (QDQ: fed by DequantizeLinear; dynamic: *Integer ops)
     and which stayed float: the per-operator fallback a report names."""
@@ -264,24 +286,11 @@ def _integer_ops(graph) -> dict:
     for node in graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Cast", "Reshape", "Flatten"):
             continue
-        if node.op_type.endswith("Integer") or node.op_type.startswith("QLinear"):
+        if is_quantized_op(node.op_type):
             integer[node.op_type] += 1
         elif node.op_type in ("Conv", "Gemm", "MatMul", "Add", "Mul", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu"):
             (integer if any(i in dequantized for i in node.input) else floating)[node.op_type] += 1
     return {"int8": dict(integer), "float": dict(floating)}
-
-
-def _tvm_integer_ops(path: Path, inputs: tuple[ModelInput, ...]) -> dict:
-    """Which operators TVM's integer rewrite of this QDQ model runs in int8, and which stay fp32 (and why)."""
-    import onnx
-    from tvm.relax.frontend.onnx import from_onnx
-
-    from ..frontend import onnx_shapes
-    from ..qdq import integer_qdq
-
-    proto = onnx.load(str(path))
-    mod = from_onnx(proto, shape_dict=onnx_shapes(proto, inputs), keep_params_in_input=False)
-    return integer_qdq(mod)[1].as_dict()
 
 
 def _onnx_of(module, work: Work) -> Path:

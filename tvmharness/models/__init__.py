@@ -747,10 +747,14 @@ def _load_onnx(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel
         found.append(ModelInput(graph_input.name, shape, dtype, value_range, range_from))
     inputs = _settle(str(path), found, settings, batch, fixed=True)
     static = [i.shape for i in found] == [i.shape for i in inputs]
+    notes = [f"user ONNX model {path}" + _outputs_note(len(proto.graph.output)), *_batch_notes(found, inputs, settings)]
+    if any(node.op_type == "DequantizeLinear" for node in proto.graph.node):  # QDQ: which layers TVM runs in int8
+        from ..qdq import kernels_note
+
+        notes.append(kernels_note(path, inputs)[1])
     return LoadedModel(name=model_name(str(path)), source="onnx", inputs=inputs,
                        digest=_file_digest(path, inputs, static, _external_data(proto, path)),
-                       onnx_path=path.resolve(), notes=[f"user ONNX model {path}" + _outputs_note(len(proto.graph.output)),
-                                                        *_batch_notes(found, inputs, settings)])
+                       onnx_path=path.resolve(), notes=notes)
 
 
 _SAME_VALUES = {"Cast", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}  # ops that move ids, not change them
