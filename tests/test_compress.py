@@ -662,3 +662,26 @@ def test_a_user_s_qdq_file_is_measured_as_it_is_and_claims_no_cache(quantized_fi
     manifest = json.loads((Path(tvm_row["details"]["artifact"]).parent / "manifest.json").read_text())
     assert any("dequantize -> fp32 fallback" in n for n in manifest["notes"])
     assert rows[("int8", "—")]["status"] == NOT_APPLICABLE and "already quantized" in rows[("int8", "—")]["reason"]
+
+
+def test_a_file_that_came_quantized_or_in_fp16_is_judged_by_that_precision_s_tolerance(quantized_files, tmp_path, workdir):
+    """Its engines round differently, as the int8 and fp16 variants' do: a difference of one output
+    step between ONNX Runtime and TVM is agreement, not a model that "disagrees"; an fp32 file's is not."""
+    import onnx
+
+    from tvmharness.compress import baseline_metrics
+    from tvmharness.pipeline import output_agreement
+
+    half = onnx.load(str(quantized_files["qdq"].with_name("fp32.onnx")))
+    for tensor in half.graph.initializer:  # weights stored in fp16, as a converted file holds them
+        tensor.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(tensor).astype(np.float16), tensor.name))
+    onnx.save(half, str(tmp_path / "half.onnx"))
+    reference = [[np.array([[0.50, -0.25, 1.00]], dtype=np.float32)]]
+    nudged = [[reference[0][0] + np.float32(0.006)]]  # 0.6% of the largest output: int8's one step, fp16's rounding
+    for name, path, tolerance in (("qdq", quantized_files["qdq"], 0.02), ("half", tmp_path / "half.onnx", 0.01),
+                                  ("fp32", quantized_files["qdq"].with_name("fp32.onnx"), None)):
+        model = load_model(str(path), workdir / "cache")
+        model.compression = baseline_metrics(model)
+        assert model.compression.get("tolerance") == tolerance, name
+        _, why = output_agreement(model, reference, nudged, 1e-3)
+        assert (why is None) == (tolerance is not None), (name, why)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .cache import content_hash, stage_dir, written_whole
 from .errors import FAILED, HarnessError, one_line
-from .models import LoadedModel, graph_inputs, quiet_treespec
+from .models import LoadedModel, onnx_shapes, quiet_treespec
 
 # Bump when what reaches TVM or ONNX Runtime from a model changes (e.g. batch-norm folding, the
 # integer rewrite of QDQ models), so the cached exports and builds keyed by it are redone.
@@ -83,12 +83,6 @@ def pt2_file(model: LoadedModel, cache_dir: Path) -> Path:
         with written_whole(path) as partial:
             torch.export.save(model.exported_program(), str(partial))
     return path
-
-
-def onnx_shapes(proto, inputs) -> dict[str, list[int]]:
-    """TVM's ONNX importer's shape_dict: the graph's inputs at the shapes measured."""
-    names = {i.name for i in graph_inputs(proto.graph)}
-    return {i.name: list(i.shape) for i in inputs if i.name in names}
 
 
 def _export_cause(err: Exception) -> str:

@@ -159,22 +159,19 @@ def integer_qdq(mod):
     return mod, report
 
 
-def integer_kernels(path, inputs) -> dict:
-    """Which operators TVM's integer rewrite of this QDQ ONNX file runs in int8, and which stay fp32 (and why)."""
-    import onnx
+def integer_kernels(proto, shape_dict: dict[str, list[int]]) -> dict:
+    """Which operators TVM's integer rewrite of this QDQ ONNX model runs in int8, and which stay fp32 (and why)."""
     from tvm.relax.frontend.onnx import from_onnx
-    from .frontend import onnx_shapes
 
-    proto = onnx.load(str(path))
-    mod = from_onnx(proto, shape_dict=onnx_shapes(proto, inputs), keep_params_in_input=False)
+    mod = from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False)
     return integer_qdq(mod)[1].as_dict()
 
 
-def kernels_note(path, inputs) -> tuple[dict | None, str]:
-    """(integer_kernels' report, None where TVM cannot import the file; the note that says it): how many
+def kernels_note(proto, shape_dict: dict[str, list[int]]) -> tuple[dict | None, str]:
+    """(integer_kernels' report, None where TVM cannot import the model; the note that says it): how many
     layers run integer kernels on TVM, and which fall back to dequantize -> fp32 and why."""
     try:
-        kernels = integer_kernels(path, inputs)
+        kernels = integer_kernels(proto, shape_dict)
     except Exception as err:  # ONNX Runtime's rows need none of it; TVM's rows say why they failed
         return None, f"on TVM: its ONNX importer could not read the int8 model ({one_line(err)}); the TVM rows say so"
     return kernels, (f"on TVM: integer kernels (uint8 x int8 -> int32, one float rescale) for {kernels['integer'] or 'none'}"

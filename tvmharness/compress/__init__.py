@@ -93,9 +93,12 @@ def check_variants(specs: list[VariantSpec]) -> None:
 
 
 def baseline_metrics(model: LoadedModel) -> dict:
-    """Parameters, FLOPs and sparsity of the model as given (nothing for ONNX files)."""
+    """Parameters, FLOPs and sparsity of the model as given; for an ONNX file, quantized or in half
+    precision already, the tolerance its engines are judged by, as for the variants that make such."""
     if model.torch_module is None:
-        return {"compression": []}
+        from .quantize import given_precision
+
+        return {"compression": []} | given_precision(model.onnx_path)
     return model_metrics(model.torch_module, model.example()) | {"compression": []}
 
 

@@ -19,7 +19,7 @@ from pydantic import Field
 from ..cache import content_hash, file_hash, stage_dir, written_whole
 from ..data import DataSet, Feed, ModelInput, feed_dict, random_feeds
 from ..errors import HarnessError, counted, one_line
-from ..models import LoadedModel, graph_inputs, onnx_weights_files, torch_digest
+from ..models import LoadedModel, graph_inputs, onnx_shapes, onnx_weights_files, torch_digest
 from .base import NotApplicable, Technique, Work
 from .prune import finalize_pruning
 
@@ -127,12 +127,12 @@ class Int8(Technique):
                 self._quantize(fp32_path, partial, data, work.base.inputs)
         import onnx
 
-        graph = onnx.load(str(out)).graph  # read once: which ops are int8, and each output's step
+        proto = onnx.load(str(out))  # read once: which ops are int8, each output's step, what TVM makes of it
+        graph = proto.graph
         ops = _integer_ops(graph)
         work.module, work.onnx_path = None, out
         work.metrics["quantized_ops"] = ops
-        work.metrics["tolerance"] = INT8_TOLERANCE
-        work.metrics["tolerance_floors"] = [OUTPUT_STEPS_ALLOWED * s if s else 0.0 for s in _output_steps(graph)]
+        work.metrics.update(_int8_tolerance(graph))
         fallback = {op: n for op, n in ops["float"].items() if op in ("Conv", "Gemm", "MatMul")}
         work.notes.append(note + (f"; fp32 fallback for {fallback}" if fallback else "")
                           + (f" ({', '.join(f'{v} is not imported by TVM' for v in TVM_UNSUPPORTED_INTEGER_OPS.values())})"
@@ -140,7 +140,7 @@ class Int8(Technique):
         if self.mode == "static":  # what TVM will make of it; ONNX Runtime's rows need none of it
             from ..qdq import kernels_note
 
-            kernels, tvm_note = kernels_note(out, work.base.inputs)
+            kernels, tvm_note = kernels_note(proto, onnx_shapes(proto, work.base.inputs))
             if kernels is not None:
                 work.metrics["tvm_int8_kernels"] = kernels
             work.notes.append(tvm_note)
@@ -251,6 +251,11 @@ def _non_finite_nodes(path: Path, feeds: list[dict]) -> list[str]:
     return [n.name for n in model.graph.node if bad & (set(n.input) | set(n.output))]
 
 
+def _int8_tolerance(graph) -> dict:
+    """A quantized model's tolerance, and each output's floor: a few of its quantization steps."""
+    return {"tolerance": INT8_TOLERANCE, "tolerance_floors": [OUTPUT_STEPS_ALLOWED * s if s else 0.0 for s in _output_steps(graph)]}
+
+
 def _output_steps(graph) -> list[float | None]:
     """Each graph output's quantization step: the scale of the DequantizeLinear that makes it (None
     for an output that is not quantized)."""
@@ -264,6 +269,19 @@ def _output_steps(graph) -> list[float | None]:
         scale = constants.get(node.input[1]) if node is not None and node.op_type == "DequantizeLinear" else None
         steps.append(float(np.max(scale)) if scale is not None else None)
     return steps
+
+
+def given_precision(path: Path) -> dict:
+    """An ONNX file that came quantized (QDQ, QOperator, dynamic) or in fp16: its engines round
+    differently, as the int8 and fp16 variants' do, and are judged by those variants' tolerance."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    if quantized_ops(graph):
+        return _int8_tolerance(graph)
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer):
+        return {"tolerance": FP16_TOLERANCE}
+    return {}
 
 
 def is_quantized_op(op_type: str) -> bool:

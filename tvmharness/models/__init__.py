@@ -629,6 +629,12 @@ def graph_inputs(graph) -> list:
     return [i for i in graph.input if i.name not in initializers]
 
 
+def onnx_shapes(proto, inputs) -> dict[str, list[int]]:
+    """TVM's ONNX importer's shape_dict: the graph's inputs at the shapes measured."""
+    names = {i.name for i in graph_inputs(proto.graph)}
+    return {i.name: list(i.shape) for i in inputs if i.name in names}
+
+
 def _load_zoo(name: str, cache_dir: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
     entry = ZOO[name]
     module, cache_hit = entry.factory(cache_dir)
@@ -751,7 +757,7 @@ def _load_onnx(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel
     if any(node.op_type == "DequantizeLinear" for node in proto.graph.node):  # QDQ: which layers TVM runs in int8
         from ..qdq import kernels_note
 
-        notes.append(kernels_note(path, inputs)[1])
+        notes.append(kernels_note(proto, onnx_shapes(proto, inputs))[1])
     return LoadedModel(name=model_name(str(path)), source="onnx", inputs=inputs,
                        digest=_file_digest(path, inputs, static, _external_data(proto, path)),
                        onnx_path=path.resolve(), notes=notes)
