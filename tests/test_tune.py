@@ -384,6 +384,30 @@ def test_a_cut_short_last_record_is_set_aside_only_when_no_tune_is_writing(tmp_p
     assert [p.read_text() for p in directory.glob(f"{RECORDS}.interrupted-*")] == ["[0, [1, 2"]
 
 
+def test_a_records_file_cut_in_its_first_line_is_emptied_and_read_and_one_being_appended_is_waited_for(tuned, tmp_path):
+    """A disk full during a tune's first append left a first line cut short: set aside, the file was
+    left a lone newline, on which MetaSchedule's loader dies (a segfault, every later build). It is
+    left empty now, and a folder of that damage is repaired. A reader while a tune appends waits for
+    the record to be whole, then says so if it stays cut short (not "an operator TVM cannot build")."""
+    import shutil
+
+    from tvmharness.tune import _exclusive, open_database
+
+    root, target, model, result = tuned
+    directory = tmp_path / "tuning" / result.records_dir.name
+    shutil.copytree(result.records_dir, directory)
+    good = (directory / RECORDS).read_text()
+    for damaged in (good[:700], "\n"):
+        (directory / RECORDS).write_text(damaged)
+        open_database(directory, target)  # MetaSchedule reads it: no crash
+        assert (directory / RECORDS).read_text() == ""
+    assert [p.read_text() for p in directory.glob(f"{RECORDS}.interrupted-*")] == [good[:700]]
+    (directory / RECORDS).write_text(good + good.splitlines()[0][:500])
+    with _exclusive(directory), pytest.raises(HarnessError, match="a tune is writing .* its last record stayed cut short"):
+        open_database(directory, target)
+    assert (directory / RECORDS).read_text().startswith(good)  # the tune's line is not cut by a reader
+
+
 def test_records_that_do_not_replay_are_set_aside_and_the_others_used(tuned, tmp_path):
     """MetaSchedule files a task's records under the first structurally equal workload, names aside: a
     second model's trace naming its own block cannot be replayed there, and the loader would refuse the

@@ -66,9 +66,9 @@ def check_records(directory: Path, target: Target | None = None, locked: bool = 
     """Refuse a foreign or corrupt database with a clear message; never modify it.
 
     The one repair: a last line cut short by a kill during an append is moved to a side file, since
-    the next append would otherwise glue a record onto it; every complete record stays. Only a tune
-    (`locked`: it holds the folder) or a reader while no tune does may repair: a tune's line being
-    written is not cut short."""
+    the next append would otherwise glue a record onto it; every complete record stays (and blank
+    lines go: MetaSchedule's loader dies on one). Only a tune (`locked`: it holds the folder) or a
+    reader while no tune does may repair: a tune's line being written is not cut short."""
     meta = directory / TARGET_FILE
     if target is not None and meta.is_file():
         try:
@@ -91,14 +91,18 @@ def check_records(directory: Path, target: Target | None = None, locked: bool = 
     for name, valid in ((WORKLOADS, _valid_workload), (RECORDS, _valid_record)):
         path = directory / name
         lines = _lines(path)
-        if lines and lines[-1] and not _parses(lines[-1], valid):  # no newline after it: an interrupted append
+        cut = bool(lines and lines[-1] and not _parses(lines[-1], valid))  # no newline after it: an interrupted append
+        blank = "" in lines[:-1]  # an empty file is no line; a blank line is MetaSchedule's loader's crash
+        if cut or blank:
             with contextlib.ExitStack() as held:
                 if locked or _try_lock(directory, held):
-                    side = path.with_name(path.name + f".interrupted-{int(time.time())}")
-                    side.write_text(lines[-1])
-                    path.write_text("\n".join(lines[:-1]) + "\n")
-                    logging.getLogger(__name__).warning("moved an incomplete last line of %s to %s", path, side)
-            lines = lines[:-1]
+                    if cut:
+                        side = path.with_name(path.name + f".interrupted-{int(time.time())}")
+                        side.write_text(lines[-1])
+                        logging.getLogger(__name__).warning("moved an incomplete last line of %s to %s", path, side)
+                    with written_whole(path) as partial:
+                        partial.write_text("".join(f"{line}\n" for line in lines[:-1] if line))
+            lines = lines[:-1] if cut else lines
         for number, line in enumerate(lines, start=1):
             if line and not _parses(line, valid):
                 raise HarnessError(f"tuning records file {path} is corrupt or foreign at line {number}",
@@ -217,10 +221,17 @@ def _load_database(directory: Path, locked: bool):
     folder, so such records are moved to a side file, where they are kept, and the rest are read."""
     from tvm.s_tir import meta_schedule as ms
 
-    try:
-        return ms.database.JSONDatabase(work_dir=str(directory)), None
-    except Exception as err:  # MetaSchedule's loader raises on any record it cannot read
-        failure = one_line(err)
+    for _ in range(10):
+        try:
+            return ms.database.JSONDatabase(work_dir=str(directory)), None
+        except Exception as err:  # MetaSchedule's loader raises on any record it cannot read
+            failure = one_line(err)
+        if locked or not _being_appended(directory):
+            break
+        time.sleep(0.5)  # a tune's record caught mid-append: it is whole in a moment
+    else:
+        raise HarnessError(f"a tune is writing {directory}, and its last record stayed cut short while this read it",
+                           "run this again in a moment, or once the tune ends")
     unreadable = HarnessError(f"MetaSchedule cannot read the tuning records in {directory}: {failure}",
                               "the files were left untouched: restore them, or move the folder aside")
     bad = _unreplayable_lines(directory)
@@ -255,12 +266,19 @@ def _unreplayable_lines(directory: Path) -> set[int]:
         return set()
     bad = set()
     for number, line in enumerate((line for line in _lines(directory / RECORDS) if line), start=1):
-        index, record = json.loads(line)
         try:
+            index, record = json.loads(line)
             ms.database.TuningRecord.from_json(record, workloads[index])
         except Exception:
             bad.add(number)
     return bad
+
+
+def _being_appended(directory: Path) -> bool:
+    """A tune holds the folder and a file's last line is cut short: the record it is appending."""
+    cut = any((lines := _lines(directory / name)) and lines[-1] for name in (WORKLOADS, RECORDS))
+    with contextlib.ExitStack() as held:
+        return cut and not _try_lock(directory, held)
 
 
 @contextlib.contextmanager
