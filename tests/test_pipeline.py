@@ -660,6 +660,17 @@ def test_kept_rows_load_into_another_store_as_a_copy_of_their_run_and_a_wrong_fi
     assert proc.returncode == 2 and f"refused these rows, {tmp_path / 'moved.db'}, is not there" in " ".join(proc.stderr.split())
     assert gone.path.exists() and not (tmp_path / "results").exists()
 
+    # its disk filled as a row was written: the rows before the cut load, and the cut one is said
+    two = UnsavedRows(first.run(run_id), str(tmp_path / "c.db"), tmp_path / "c.db")
+    for median in (1.0, 2.0):
+        two.keep(row | {"median_ms": median}, StoreError("the disk is full", "free space"), tmp_path / "out")
+    two.path.write_text(two.path.read_text()[:-40])
+    Store(str(tmp_path / "c.db"))
+    proc = run_cli("store", "load", str(two.path))
+    assert proc.returncode == 0, proc.stderr
+    assert "its last line was cut short" in " ".join(proc.stderr.split())
+    assert list(Store(str(tmp_path / "c.db")).frame()["median_ms"]) == [1.0]
+
     (tmp_path / "notes.jsonl").write_text('{"hello": 1}\n')
     proc = run_cli("store", "load", str(tmp_path / "notes.jsonl"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

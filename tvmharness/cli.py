@@ -655,6 +655,9 @@ def store_load(file: Annotated[Path, typer.Argument(help="an unsaved-rows-run-*.
     file.unlink()  # in the store now: a second load would put them in twice
     where = f"run {run_id}" if same else f"run {run_id}, a copy of run {kept.run['id']}'s record (that store does not hold it)"
     err.print(f"stored {counted(len(kept.rows), 'row')} in {into} ({where}); removed {file}", markup=False, highlight=False)
+    if kept.cut_short:
+        err.print(f"warning: its last line was cut short (its disk filled as it was written) and is not stored: measure "
+                  f"that row again (`tvmharness report --run {run_id}` shows which are there)", markup=False, highlight=False)
     return 0
 
 

@@ -407,6 +407,7 @@ class UnsavedRows:
         self.rows: list[tuple[datetime, dict]] = []
         self.finished: datetime | None = None
         self.problem: StoreError | None = None  # the first refusal, said when the run ends
+        self.cut_short = False  # read(): its last line was cut short (the disk that refused the store filled), and left out
 
     def keep(self, row: dict, problem: StoreError, folder: Path) -> None:
         self.problem = self.problem or problem
@@ -437,11 +438,15 @@ class UnsavedRows:
 
     @classmethod
     def read(cls, path: Path) -> "UnsavedRows":
-        """A file written by keep(); anything else is refused with what it is."""
+        """A file written by keep(); anything else is refused with what it is. A last line cut short
+        (written as a disk filled) is left out, and the rows before it are read."""
         bad = HarnessError(f"{path} is not a file of rows a results store refused",
                            "give the unsaved-rows-run-*.jsonl file a run named when its store refused rows")
         try:
-            lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            text = path.read_text()
+            lines = [line for line in text.splitlines() if line.strip()]
+            cut_short = bool(lines) and not text.endswith("\n") and not _parses_as_json(lines[-1])
+            lines = [json.loads(line) for line in (lines[:-1] if cut_short else lines)]
             head = lines[0]["run"]
             file = lines[0].get("store_file")
             kept = cls({**head, "started": _time(head["started"]), "finished": None}, lines[0]["store"],
@@ -453,7 +458,16 @@ class UnsavedRows:
                     kept.finished = _time(line["finished"])
         except (ValueError, LookupError, TypeError, UnicodeDecodeError):
             raise bad from None
+        kept.cut_short = cut_short
         return kept
+
+
+def _parses_as_json(line: str) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except ValueError:
+        return False
 
 
 def _json_line(doc: dict) -> str:
