@@ -178,6 +178,21 @@ def test_a_pt2_of_quantize_ops_loads_and_one_of_an_unknown_op_says_which(tmp_pat
     assert "file.py:function" in err.value.fix
 
 
+def test_a_full_cache_folder_is_said_as_such_not_as_a_model_that_does_not_export(workdir, monkeypatch):
+    import errno
+
+    from tvmharness.frontend import onnx_file
+
+    def disk_full(*args, **kwargs):  # what the exporter raises writing its file on a full disk
+        raise OSError(errno.ENOSPC, "No space left on device", str(args[2]))
+
+    monkeypatch.setattr(torch.onnx, "export", disk_full)
+    with pytest.raises(HarnessError) as err:
+        onnx_file(load_model("digits_cnn", workdir / "cache"), workdir / "cache")
+    assert "ONNX export to" in err.value.cause and "No space left on device" in err.value.cause
+    assert "does not export" not in err.value.cause and "free space" in err.value.fix
+
+
 def test_a_model_of_several_inputs_and_dtypes_reaches_every_engine(tmp_path, workdir):
     """Token ids (int64, an embedding lookup) and a float mask, from each kind of model file."""
     from tests.conftest import USER_MODELS

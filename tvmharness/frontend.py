@@ -37,6 +37,9 @@ def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool | None]:
             torch.onnx.export(ep, (), str(partial), dynamo=True, external_data=False,
                               input_names=[i.name for i in model.inputs], verbose=False)
             _outputs_apart_from_inputs(partial)
+    except OSError as err:  # the cache's folder, not the model: read-only, full
+        raise HarnessError(f"cannot write model '{model.name}''s ONNX export to {path.parent}: {err.strerror or err}",
+                           "free space there or make it writable, or give another --output-dir", FAILED) from None
     except Exception as err:
         raise HarnessError(f"model '{model.name}' does not export to ONNX: {_export_cause(err)}",
                            "use engines without onnxruntime, or fix the unsupported operator", FAILED) from None
