@@ -367,6 +367,16 @@ def test_a_tune_that_fails_does_not_stop_the_others(tmp_path):
     assert "2 tune(s) failed" in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
 
 
+def test_a_tune_of_which_nothing_was_tuned_measures_nothing(tmp_path):
+    """Tuned vs untuned TVM when no tune succeeded would be two untuned rows: not measured, and said."""
+    proc = run_cli("tune", "--model", f"{USER_MODELS}:does_not_export", "--trials", "4", "--output-dir", str(tmp_path / "r"),
+                   "--store", str(tmp_path / "h.db"), cwd=tmp_path)
+    assert proc.returncode == 1 and "not measured: no tune succeeded" in proc.stderr, proc.stderr
+    from tvmharness.results import Store
+
+    assert not (tmp_path / "h.db").exists() or Store(str(tmp_path / "h.db")).runs() == []
+
+
 def test_a_cut_short_last_record_is_set_aside_only_when_no_tune_is_writing(tmp_path):
     """A line cut short by a kill is moved aside; one a running tune is still writing is left alone."""
     from tvmharness.tune import WORKLOADS, _exclusive, check_records

@@ -385,6 +385,9 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     # would fail the same way, as a second error; the others are.
     lost = {name for name, rack in racks.items() if any(f["target"] == name for f in failures) and not _kits_left(rack)}
     still = [spec for spec, t in zip(chosen.target_names(), targets_) if t.name not in lost]  # a preset file by its path
+    if failures and not summaries:  # nothing tuned (another tune holds the folder, the model failed): nothing to compare
+        err.print("not measured: no tune succeeded", markup=False, highlight=False)
+        measure = False
     if not measure or not still:
         if json_out:
             _print_json({"tune": summaries, "failed": failures})
@@ -695,7 +698,7 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
                 confirm_latency(chosen, result.run_id, [(v.series, v.evidence.get("level_run_id", v.previous_run_id))
                                                         for v in suspects], _RichProgress(progress))
             except KeyboardInterrupt:  # the night itself is measured: its reports still go out
-                interrupted, failure = True, "measuring again was interrupted (Ctrl-C)"
+                interrupted, failure = True, "measuring again was interrupted (Ctrl-C or SIGTERM)"
                 err.print(f"{failure}; those changes stay unconfirmed", markup=False, highlight=False)
             except Exception as e:  # the night's rows are stored: its reports still go out, those changes unconfirmed
                 failure = f"measuring again failed: {reason(e, fix=False)}"

@@ -782,7 +782,7 @@ def _follow_scheduler_log(log_dir: Path, n_tasks: int, progress: TuneProgress, i
         while not stop.wait(0.5):
             if interrupted() and not told:
                 told = True
-                progress.step("Ctrl-C: stopping once the candidates being built are done (Ctrl-C again stops at once)")
+                progress.step("interrupted (Ctrl-C or SIGTERM): stopping once the candidates being built are done (a second one stops at once)")
             if not path.is_file():
                 continue
             with open(path) as f:
