@@ -1,6 +1,10 @@
+import errno
 import json
+import os
 from dataclasses import replace
 import platform
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -8,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import ROOT
 from tvmharness.build import build_tvm, load_artifact
 from tvmharness.cache import file_hash
 from tvmharness.engines import EngineOptions, get_engine
@@ -390,3 +395,58 @@ def test_an_exported_manifest_names_outputs_and_value_ranges_and_no_stale_file_s
     manifest = export_artifact(built, out, named, target, {"checked": False, "summary": "not checked (--no-check)"}, [])
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.so", "notes.txt"]
     assert manifest["tvm_warnings"] == [] and manifest["check"]["summary"] == "not checked (--no-check)"
+
+
+@pytest.mark.parametrize("failing", ["library", "manifest"])
+def test_an_export_onto_a_full_disk_leaves_the_earlier_artifact_as_it_was(digits, workdir, tmp_path, monkeypatch, failing):
+    """A full disk mid-export: the earlier artifact there stays whole (its library, manifest and TVM
+    log, no partial file beside them), and the error names the folder that was full, not the cache."""
+    from tests.conftest import USER_MODELS
+    from tvmharness.build import export_artifact
+
+    target, unchecked = resolve("x86", 2), {"checked": False, "summary": "not checked (--no-check)"}
+    tokens = load_model(f"{USER_MODELS}:token_classifier", workdir / "cache", settings={"ids": {"range": [0, 49]}})
+    out = tmp_path / "artifact"
+    export_artifact(build_tvm(tokens, target, "torch", workdir / "cache"), out, tokens, target, unchecked, [])
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {"model.so", "manifest.json", "tvm-native.log"} <= set(earlier)
+    full = (errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if failing == "library":
+        def copy2(src, dst):  # as shutil's on a full disk: part of the file written, the error naming the source
+            Path(dst).write_bytes(Path(src).read_bytes()[:4096])
+            raise OSError(*full, str(src))
+
+        monkeypatch.setattr(shutil, "copy2", copy2)
+    else:
+        write_text = Path.write_text
+
+        def cut_short(path, text, *args, **kwargs):  # a write into the artifact's folder: 4096 bytes, then full
+            if path.parent != out:
+                return write_text(path, text, *args, **kwargs)
+            write_text(path, text[:4096], *args, **kwargs)
+            raise OSError(*full)
+
+        monkeypatch.setattr(Path, "write_text", cut_short)
+    built = build_tvm(digits, target, "torch", workdir / "cache")
+    with pytest.raises(HarnessError) as failed:
+        export_artifact(built, out, digits, target, unchecked, [])
+    assert f"cannot write the artifact to {out}: No space left on device" in failed.value.cause
+    assert str(workdir / "cache") not in failed.value.cause and "free space" in failed.value.fix
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
+    assert load_artifact(out) is not None
+
+
+def test_two_processes_building_one_model_at_once_both_succeed(tmp_path):
+    """The second waits for the first's build and reuses it: neither fails on the other's files."""
+    results = tmp_path / "results"
+    runs = [subprocess.Popen([sys.executable, "-m", "tvmharness", "compile", "digits_cnn", "--output-dir", str(results),
+                              "--out", str(tmp_path / f"art{k}")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, cwd=ROOT, env=dict(os.environ, COLUMNS="200")) for k in (1, 2)]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    entries = list((results / "cache" / "tvm").iterdir())
+    assert len(entries) == 1 and load_artifact(entries[0]) is not None
+    assert not [p for p in (results / "cache").rglob("*") if ".partial" in p.name]  # each writer's own, all replaced
+    shas = {json.loads((tmp_path / f"art{k}" / "manifest.json").read_text())["library"]["sha256"] for k in (1, 2)}
+    assert shas == {load_artifact(entries[0]).manifest["library"]["sha256"]}
+    assert sum("reused cached build" in output for output in outputs) == 1  # the second waited and used the first's

@@ -123,6 +123,23 @@ def test_a_failed_link_says_what_the_compiler_said_and_which_fix_fits(tmp_path):
 
 
 @on_x86
+@pytest.mark.parametrize("said, reason", [  # TVM's error as it came, g++ linking onto a full and a read-only tmpfs
+    ("/usr/bin/ld: final link failed: No space left on device\ncollect2: error: ld returned 1 exit status\n",
+     "No space left on device"),
+    ("/usr/bin/ld: cannot open output file /mnt/ro/model.so: Read-only file system\n"
+     "collect2: error: ld returned 1 exit status\n", "Read-only file system"),
+])
+def test_a_link_that_cannot_write_its_library_names_the_folder_not_the_toolchain(tmp_path, said, reason):
+    """ld says a full disk on a line without "error": it is what the user is told, and its fix."""
+    from tvmharness.build import link_failure
+
+    err = RuntimeError(f"Compilation error:\n{said}\nCommand line: /usr/bin/g++ -shared -fPIC -o {tmp_path}/model.so lib0.o")
+    failure = link_failure(err, "net", resolve("x86-generic", 2), tmp_path)
+    assert reason in failure.cause and "ld returned 1 exit status" in failure.cause
+    assert str(tmp_path) in failure.fix and "free space" in failure.fix and "mtriple" not in failure.fix
+
+
+@on_x86
 def test_a_host_without_a_cxx_compiler_is_told_to_install_one(tmp_path, monkeypatch):
     target = resolve("x86-generic", 2)
     monkeypatch.delenv("CXX", raising=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .cache import content_hash, file_hash, stage_dir, written_whole
+from .cache import content_hash, entry_lock, file_hash, stage_dir, written_whole
 from .errors import FAILED, HarnessError, one_line
 from .frontend import IMPORT_VERSION, frontend_for, onnx_file, to_relax
 from .models import LoadedModel
@@ -113,9 +114,16 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
     cached = load_artifact(directory)
     if cached is not None:
         return cached
+    with entry_lock(directory):  # another process building it now: wait for it, and use its build
+        cached = load_artifact(directory)
+        if cached is not None:
+            return cached
+        return _build(model, target, frontend, cache_dir, records, digest, key, directory)
 
+
+def _build(model: LoadedModel, target: Target, frontend: str, cache_dir: Path, records: Path | None,
+           digest: str | None, key: str, directory: Path) -> Artifact:
     started = time.perf_counter()
-    directory.mkdir(parents=True, exist_ok=True)
     native_log = directory / NATIVE_LOG
     native_log.unlink(missing_ok=True)
     with native_stderr_to(native_log):
@@ -131,13 +139,14 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
             with written_whole(directory / LIBRARY) as partial:
                 executable.export_library(str(partial), **export_kwargs)
         except Exception as err:  # the C compiler that links the library: gone since, or failing on it
-            raise link_failure(err, model.name, target) from None
+            raise link_failure(err, model.name, target, directory) from None
     warnings = native_warnings(native_log)
     if not native_log.stat().st_size:
         native_log.unlink()
     kernels = _cuda_source(executable.mod)
     if kernels is not None:
-        (directory / KERNELS).write_text(kernels)
+        with written_whole(directory / KERNELS) as partial:
+            partial.write_text(kernels)
     manifest = {
         "format": MANIFEST_FORMAT,
         "model": model.name,
@@ -161,20 +170,30 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "notes": model.notes,
     }
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    with written_whole(directory / MANIFEST) as partial:  # last and whole: what makes the entry one to reuse
+        partial.write_text(json.dumps(manifest, indent=2) + "\n")
     return Artifact(directory, manifest, cache_hit=False)
 
 
-def link_failure(err: Exception, model: str, target: Target) -> HarnessError:
+# What a linker says when the folder it writes to is the trouble, not the toolchain (strerror's words).
+FOLDER_REASONS = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied")
+
+
+def link_failure(err: Exception, model: str, target: Target, folder: Path | None = None) -> HarnessError:
     """A failed link as its compiler said it: TVM's error is "Compilation error:", the compiler's
-    output, then its command line; its last few error lines say why."""
+    output, then its command line; its last few error lines say why (ld says a full disk in a line
+    with no "error" in it: "final link failed: No space left on device")."""
     compiler = linker(target)
     output = str(err).split("Compilation error:", 1)[-1].split("\nCommand line:")[0]
     lines = list(dict.fromkeys(ln.strip() for ln in output.splitlines() if ln.strip()))  # ld repeats a line per object
-    said = [ln for ln in lines if "error" in ln.lower()] or lines
+    folder_reason = next((reason for ln in lines for reason in FOLDER_REASONS if reason in ln), None)
+    said = [ln for ln in lines if "error" in ln.lower() or any(reason in ln for reason in FOLDER_REASONS)] or lines
     text = "; ".join(said[-3:]) or one_line(err)
     if compiler is None or shutil.which(compiler) is None:
         fix = "install that compiler (Debian: apt-get install g++, or gcc-aarch64-linux-gnu for aarch64 targets)"
+    elif folder_reason is not None:  # the toolchain is fine: the folder it writes the library to is not
+        fix = (f"the linker could not write to {folder or 'the output folder'} ({folder_reason}): free space on that "
+               "disk (or make the folder writable), or point --output-dir ([output] dir) elsewhere")
     else:  # installed: what it said is the cause, not its absence
         fix = (f"{compiler} is installed and refused the objects: check that the preset's mtriple and cross_compiler "
                "are for one architecture, as its error says")
@@ -265,20 +284,29 @@ def export_artifact(artifact: Artifact, out_dir: Path, model: LoadedModel, targe
     """Copy an artifact directory to where a user asked for it, and write its manifest: the build's, and
     this model's (where it came from: the build is shared by identical models; its inputs' value
     ranges), the target as named here, how the artifact was checked and what a deployer must know.
-    Files an earlier artifact left there that this one does not have go (only those an export writes)."""
+    Files an earlier artifact left there that this one does not have go (only those an export writes).
+    Every file is written whole beside its place first, and only then do they replace the earlier
+    artifact's, the manifest last: a full disk leaves the earlier artifact as it was."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {name for name in (artifact.manifest["library"]["file"], artifact.manifest.get("cuda_source"),
                                  NATIVE_LOG if artifact.manifest.get("tvm_warnings") else None) if name}
-    for name in {LIBRARY, KERNELS, NATIVE_LOG} - written:
-        (out_dir / name).unlink(missing_ok=True)
-    for name in written:
-        shutil.copy2(artifact.dir / name, out_dir / name)
     manifest = artifact.manifest | {
         "model_origin": model.origin,
         "inputs": [i.describe() for i in model.inputs],  # an integer input's value_range: values within it run
         "target": target.describe(), "check": check, "notes": notes}
     manifest["load"] = load_instructions(manifest)
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    try:
+        with contextlib.ExitStack() as files:  # its files replace theirs as it closes: in reverse, the manifest last
+            manifest_partial = files.enter_context(written_whole(out_dir / MANIFEST))
+            for name in written:
+                shutil.copy2(artifact.dir / name, files.enter_context(written_whole(out_dir / name)))
+            manifest_partial.write_text(json.dumps(manifest, indent=2) + "\n")
+    except OSError as err:  # shutil names the file it copies from, and a failed write no file at all
+        raise HarnessError(f"cannot write the artifact to {out_dir}: {err.strerror or err}",
+                           "free space on that disk (or make the folder writable), or give another --out; "
+                           "the artifact there before is left as it was") from None
+    for name in {LIBRARY, KERNELS, NATIVE_LOG} - written:
+        (out_dir / name).unlink(missing_ok=True)
     return manifest
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +38,30 @@ def file_hash(path: Path) -> str:
 @contextlib.contextmanager
 def written_whole(path: Path):
     """A path beside `path` to write to, which becomes `path` only when the block ends without an
-    error: a stopped run never leaves half a file that a later one would take as done."""
-    partial = path.with_name(f"{path.stem}.partial{path.suffix}")  # the suffix kept: writers go by it (.so, .onnx)
+    error: a stopped run never leaves half a file that a later one would take as done. Each writer has
+    its own partial file (two processes building one model at once), and the last to finish replaces
+    the other's whole file with its own."""
+    # the suffix kept: writers go by it (.so, .onnx)
+    partial = path.with_name(f"{path.stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         yield partial
+        os.replace(partial, path)  # atomic: a reader sees the old file or the new one
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    partial.replace(path)
 
 
 def stage_dir(cache_root: Path, stage: str, key: str) -> Path:
     """Where one stage keeps the output for one key: <root>/<stage>/<key[:16]>."""
     return Path(cache_root) / stage / key[:16]
+
+
+@contextlib.contextmanager
+def entry_lock(directory: Path):
+    """One writer of a cache entry at a time: a second process building the same thing waits for the
+    first, and then finds its output there. The lock goes with the process, however it ends."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
