@@ -118,6 +118,8 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
         cached = load_artifact(directory)
         if cached is not None:
             return cached
+        for stale in directory.glob("*.partial-*"):  # a killed build's half a library: only a lock holder writes here
+            stale.unlink(missing_ok=True)
         return _build(model, target, frontend, cache_dir, records, digest, key, directory)
 
 
