@@ -147,8 +147,6 @@ def test_a_notebook_cell_s_forward_edited_is_another_model():
     forward edited with no layer or weight changed is not served the build of the old one."""
     import linecache
 
-    import torch
-
     from tvmharness.data import ModelInput
     from tvmharness.models import torch_digest
 
