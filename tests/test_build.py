@@ -450,3 +450,18 @@ def test_two_processes_building_one_model_at_once_both_succeed(tmp_path):
     shas = {json.loads((tmp_path / f"art{k}" / "manifest.json").read_text())["library"]["sha256"] for k in (1, 2)}
     assert shas == {load_artifact(entries[0]).manifest["library"]["sha256"]}
     assert sum("reused cached build" in output for output in outputs) == 1  # the second waited and used the first's
+
+
+def test_a_killed_writer_s_partial_file_goes_and_a_running_one_s_stays(tmp_path):
+    """Each writer has its own partial file: one a killed process left is removed by the next writer of
+    that file, one a live process is writing is not."""
+    import os
+
+    from tvmharness.cache import written_whole
+
+    for name, text in (("model.partial.so", "older name"), ("model.partial-999999999-dead.so", "killed"),
+                       (f"model.partial-{os.getppid()}-live.so", "running")):
+        (tmp_path / name).write_text(text)
+    with written_whole(tmp_path / "model.so") as partial:
+        partial.write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"model.partial-{os.getppid()}-live.so", "model.so"]

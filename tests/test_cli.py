@@ -655,6 +655,16 @@ def test_a_recipe_changed_in_code_is_checked_like_a_file():
             setattr(section, key, bad)
     recipe.measure.repeats = 40
     assert recipe.measure.repeats == 40
+    from tvmharness.errors import HarnessError
+    from tvmharness.pipeline import run_recipe
+    from tvmharness.recipe import apply_overrides
+
+    recipe.engines.append("bogus")  # changed in place, past the assignment's check: the run checks it first
+    with pytest.raises(HarnessError, match="'engines.3'.*got 'bogus'"):
+        run_recipe(recipe)
+    with pytest.raises(HarnessError, match="no recipe value is set by model") as err:
+        apply_overrides(recipe_from_dict({"name": "n", "models": ["digits_cnn"]}), model=["resnet18"])
+    assert "models" in err.value.fix
 
 
 def test_compile_writes_no_artifact_that_disagrees_with_its_model(cli_dir):

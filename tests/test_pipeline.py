@@ -90,11 +90,11 @@ def test_any_model_its_files_cannot_make_costs_its_rows_alone(recipe_dict, tmp_p
     recipe = recipe_from_dict(recipe_dict(models=[f"{tmp_path / 'broken_import.py'}:f", f"{USER_MODELS}:no_such_function",
                                                   f"{USER_MODELS}:not_a_module", f"{USER_MODELS}:half_linear",
                                                   f"{USER_MODELS}:none_output", f"{USER_MODELS}:torch_quantized",
-                                                  f"{USER_MODELS}:tiny_mlp"],
+                                                  f"{USER_MODELS}:ready_to_quantize", f"{USER_MODELS}:tiny_mlp"],
                                           engines=["torch"]))
     result = run_recipe(recipe)
     rows = {r["model"]: r for r in result.rows}
-    assert rows["tiny_mlp"]["status"] == OK
+    assert rows["tiny_mlp"]["status"] == OK and rows["ready_to_quantize"]["status"] == OK
     for name, why in (("f", "No module named 'does_not_exist_module'"),
                       ("no_such_function", "has no function 'no_such_function'"),
                       ("not_a_module", "returned a str as its first item, not an nn.Module"),

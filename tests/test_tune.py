@@ -392,6 +392,10 @@ def test_a_cut_short_last_record_is_set_aside_only_when_no_tune_is_writing(tmp_p
     check_records(directory)  # no tune: the kill's leftover goes aside, every complete record stays
     assert (directory / RECORDS).read_text() == "[0, [1, 2, 3, 4]]\n"
     assert [p.read_text() for p in directory.glob(f"{RECORDS}.interrupted-*")] == ["[0, [1, 2"]
+    # a blank line (an earlier repair's) goes; a whole last record without its newline stays
+    (directory / RECORDS).write_text("[0, [1, 2, 3, 4]]\n\n[0, [5, 6, 7, 8]]")
+    check_records(directory)
+    assert (directory / RECORDS).read_text() == "[0, [1, 2, 3, 4]]\n[0, [5, 6, 7, 8]]\n"
 
 
 def test_a_records_file_cut_in_its_first_line_is_emptied_and_read_and_one_being_appended_is_waited_for(tuned, tmp_path):

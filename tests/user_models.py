@@ -289,6 +289,22 @@ def half_linear():
     return nn.Linear(8, 4).half().eval(), torch.randn(1, 8).half()
 
 
+class SkipAdd(nn.Module):
+    """Made ready for PyTorch's quantization (its skip-add a FloatFunctional), not quantized: a float model."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.skip = nn.Linear(8, 8), torch.ao.nn.quantized.FloatFunctional()
+
+    def forward(self, x):
+        return self.skip.add(self.fc(x), x)
+
+
+def ready_to_quantize():
+    torch.manual_seed(0)
+    return SkipAdd().eval(), torch.randn(1, 8)
+
+
 def torch_quantized():
     """Quantized by PyTorch's own tools: its layers are PyTorch's quantized kernels."""
     torch.manual_seed(0)

@@ -118,8 +118,6 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
         cached = load_artifact(directory)
         if cached is not None:
             return cached
-        for stale in directory.glob("*.partial-*"):  # a killed build's half a library: only a lock holder writes here
-            stale.unlink(missing_ok=True)
         return _build(model, target, frontend, cache_dir, records, digest, key, directory)
 
 
@@ -178,7 +176,7 @@ def _build(model: LoadedModel, target: Target, frontend: str, cache_dir: Path, r
 
 
 # What a linker says when the folder it writes to is the trouble, not the toolchain (strerror's words).
-FOLDER_REASONS = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied")
+FOLDER_REASONS = ("No space left on device", "Disk quota exceeded", "Read-only file system")
 
 
 def link_failure(err: Exception, model: str, target: Target, folder: Path | None = None) -> HarnessError:
@@ -194,8 +192,9 @@ def link_failure(err: Exception, model: str, target: Target, folder: Path | None
     if compiler is None or shutil.which(compiler) is None:
         fix = "install that compiler (Debian: apt-get install g++, or gcc-aarch64-linux-gnu for aarch64 targets)"
     elif folder_reason is not None:  # the toolchain is fine: the folder it writes the library to is not
-        fix = (f"the linker could not write to {folder or 'the output folder'} ({folder_reason}): free space on that "
-               "disk (or make the folder writable), or point --output-dir ([output] dir) elsewhere")
+        fix = (f"the linker could not write ({folder_reason}) to {folder or 'the output folder'} or to its temporary "
+               "folder (TMPDIR): free space there (or make the folder writable), or point --output-dir ([output] dir) "
+               "elsewhere")
     else:  # installed: what it said is the cause, not its absence
         fix = (f"{compiler} is installed and refused the objects: check that the preset's mtriple and cross_compiler "
                "are for one architecture, as its error says")

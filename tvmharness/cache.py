@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,29 @@ def written_whole(path: Path):
     # the suffix kept: writers go by it (.so, .onnx)
     partial = path.with_name(f"{path.stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f"{path.stem}.partial*{path.suffix}"):  # a killed writer's: its process is gone
+        if not _writer_alive(stale.name):
+            stale.unlink(missing_ok=True)
     try:
         yield partial
         os.replace(partial, path)  # atomic: a reader sees the old file or the new one
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process a partial file names (NAME.partial-PID-RANDOM.EXT; an older one's names none) runs here."""
+    match = re.search(r"\.partial-(\d+)-", name)
+    if match is None:
+        return False
+    try:
+        os.kill(int(match[1]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        pass
+    return True
 
 
 def stage_dir(cache_root: Path, stage: str, key: str) -> Path:

@@ -385,7 +385,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     # would fail the same way, as a second error; the others are.
     lost = {name for name, rack in racks.items() if any(f["target"] == name for f in failures) and not _kits_left(rack)}
     still = [spec for spec, t in zip(chosen.target_names(), targets_) if t.name not in lost]  # a preset file by its path
-    if failures and not summaries:  # nothing tuned (another tune holds the folder, the model failed): nothing to compare
+    if measure and failures and not summaries:  # nothing tuned (another tune holds the folder, the model failed): nothing to compare
         err.print("not measured: no tune succeeded", markup=False, highlight=False)
         measure = False
     if not measure or not still:
@@ -658,9 +658,12 @@ def store_load(file: Annotated[Path, typer.Argument(help="an unsaved-rows-run-*.
     file.unlink()  # in the store now: a second load would put them in twice
     where = f"run {run_id}" if same else f"run {run_id}, a copy of run {kept.run['id']}'s record (that store does not hold it)"
     err.print(f"stored {counted(len(kept.rows), 'row')} in {into} ({where}); removed {file}", markup=False, highlight=False)
-    if kept.cut_short:
+    if kept.cut_short == "row":
         err.print(f"warning: its last line was cut short (its disk filled as it was written) and is not stored: measure "
                   f"that row again (`tvmharness report --run {run_id}` shows which are there)", markup=False, highlight=False)
+    elif kept.cut_short == "end":
+        err.print(f"warning: its last line, when run {run_id} finished, was cut short: the run stays unfinished, its rows "
+                  "all stored", markup=False, highlight=False)
     return 0
 
 

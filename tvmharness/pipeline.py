@@ -20,7 +20,7 @@ from .measure import accuracy, agreement, exact_output, time_call, time_interlea
 from .memory import ENGINES as MEMORY_ENGINES, measure_memory
 from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings, load_model, model_name
 from .provenance import snapshot
-from .recipe import Recipe, apply_overrides, parse_duration
+from .recipe import Recipe, apply_overrides, parse_duration, recipe_from_dict
 from .results import (BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, DROPS, LOAD_FAILED, NOT_APPLICABLE, OK,
                       RUN_FAILED, Store, StoreError, UnsavedRows, plain, variant_drop)
 from .remote.rack import KitFailure, KitJob, KitResult, Rack, resolve_key
@@ -105,6 +105,7 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     `confirms`: the run this one measures again (a nightly's confirmation of a latency change)."""
     import torch
 
+    recipe_from_dict(recipe.model_dump(), f"'{recipe.name}'")  # changed in place in code (a list appended to): checked
     progress = progress or _Silent()
     started, torch_threads = time.perf_counter(), torch.get_num_threads()
     threads = recipe.measure.threads

@@ -320,6 +320,9 @@ def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
     """Command-line values (the keys of OVERRIDES; None or empty: not given) replace the recipe's.
     The result is validated like a recipe file; a bad value is named by its flag."""
     data, flags = recipe.model_dump(), {}
+    unknown = sorted(set(overrides) - set(OVERRIDES))
+    if unknown:  # a library caller's keyword: the recipe's names, not the flags' (models=, not model=)
+        raise HarnessError(f"no recipe value is set by {', '.join(unknown)}", f"give some of {', '.join(OVERRIDES)}")
     for name, value in overrides.items():
         if value is None or (isinstance(value, (str, list, tuple)) and not value):
             continue

@@ -407,7 +407,8 @@ class UnsavedRows:
         self.rows: list[tuple[datetime, dict]] = []
         self.finished: datetime | None = None
         self.problem: StoreError | None = None  # the first refusal, said when the run ends
-        self.cut_short = False  # read(): its last line was cut short (the disk that refused the store filled), and left out
+        # read(): what its last line held, where it was cut short (the disk that refused the store filled) and left out
+        self.cut_short: str | None = None  # "row", or "end" (when the run finished)
 
     def keep(self, row: dict, problem: StoreError, folder: Path) -> None:
         self.problem = self.problem or problem
@@ -458,7 +459,7 @@ class UnsavedRows:
                     kept.finished = _time(line["finished"])
         except (ValueError, LookupError, TypeError, UnicodeDecodeError):
             raise bad from None
-        kept.cut_short = cut_short
+        kept.cut_short = None if not cut_short else "end" if text.splitlines()[-1].startswith('{"finished"') else "row"
         return kept
 
 

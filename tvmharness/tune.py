@@ -100,8 +100,8 @@ def check_records(directory: Path, target: Target | None = None, locked: bool = 
                         side = path.with_name(path.name + f".interrupted-{int(time.time())}")
                         side.write_text(lines[-1])
                         logging.getLogger(__name__).warning("moved an incomplete last line of %s to %s", path, side)
-                    with written_whole(path) as partial:
-                        partial.write_text("".join(f"{line}\n" for line in lines[:-1] if line))
+                    with written_whole(path) as partial:  # every complete record, the last one too
+                        partial.write_text("".join(f"{line}\n" for line in (lines[:-1] if cut else lines) if line))
             lines = lines[:-1] if cut else lines
         for number, line in enumerate(lines, start=1):
             if line and not _parses(line, valid):

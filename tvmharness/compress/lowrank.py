@@ -48,7 +48,7 @@ class LowRank(Technique):
         swaps, kept = [], 0  # (name, layer, its factored pair, "name:rank/full rank")
         # A weight another module holds too (an output layer tied to the embedding) stays whole: the
         # other module would keep the full matrix beside the factored pair, a bigger model.
-        shared, tied = shared_parameters(module), []
+        shared, tied = shared_parameters(module), {}
         before = parameter_count(module)
         for name, layer in list(module.named_modules()):
             if isinstance(layer, nn.Linear):
@@ -58,7 +58,7 @@ class LowRank(Technique):
             else:
                 continue
             if id(layer.weight) in shared:
-                tied.append(" = ".join(shared[id(layer.weight)]))
+                tied[" = ".join(shared[id(layer.weight)])] = None  # one tensor, however many layers hold it
                 continue
             u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
             r = self.chosen_rank(s)

@@ -261,7 +261,8 @@ def _output_steps(graph) -> list[float | None]:
     for an output that is not quantized)."""
     import onnx
 
-    constants = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    scales = {node.input[1] for node in graph.node if node.op_type == "DequantizeLinear"}
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name in scales}
     made_by = {o: node for node in graph.node for o in node.output}
     steps = []
     for output in graph.output:
@@ -276,7 +277,7 @@ def given_precision(path: Path) -> dict:
     differently, as the int8 and fp16 variants' do, and are judged by those variants' tolerance."""
     import onnx
 
-    graph = onnx.load(str(path)).graph
+    graph = onnx.load(str(path), load_external_data=False).graph  # dtypes and scales: not the weights' data
     if quantized_ops(graph):
         return _int8_tolerance(graph)
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer):

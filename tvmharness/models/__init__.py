@@ -283,7 +283,9 @@ def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
 
 def _state_parts(value) -> list:
     """A state dict entry: a tensor's dtype, shape and bytes; what a layer's own state holds besides
-    (a get_extra_state's objects, a packed tuple of tensors) by its parts, or its repr."""
+    (a get_extra_state's objects, a packed tuple of tensors) by its parts, its value or its pickle."""
+    import pickle
+
     import torch
 
     if isinstance(value, torch.Tensor):
@@ -292,7 +294,14 @@ def _state_parts(value) -> list:
         return [type(value).__name__, [_state_parts(v) for v in value]]
     if isinstance(value, dict):
         return ["dict", [[str(k), _state_parts(v)] for k, v in value.items()]]
-    return [type(value).__name__, repr(value)]
+    if isinstance(value, np.ndarray):
+        return ["ndarray", str(value.dtype), list(value.shape), value.tobytes()]
+    if value is None or isinstance(value, (bool, int, float, str, bytes, torch.dtype)):
+        return [type(value).__name__, repr(value)]
+    try:  # an object of its own: its pickled state (a repr may hold its address, new each process)
+        return [type(value).__name__, pickle.dumps(value)]
+    except Exception:
+        return [type(value).__name__]
 
 
 def _tensor_bytes(tensor) -> bytes:
@@ -351,7 +360,8 @@ def _own_code(module) -> list[str]:
     def methods(cls) -> list:
         return [f for c in cls.__mro__ for f in vars(c).values() if inspect.isfunction(f)]
 
-    hashes: set[str] = set()
+    files: set[Path] = set()
+    texts: set[str] = set()  # code in no file: only where a model has such, so the others keep their digests
     todo = [f for cls in {type(m) for m in module.modules()} for f in methods(cls)]
     seen: set[int] = set()
     while todo:
@@ -360,26 +370,29 @@ def _own_code(module) -> list[str]:
             continue
         seen.add(id(function))
         if file := own(function.__code__.co_filename):
-            hashes.add(file_hash(file))
-        elif not _unfiled(function.__code__):
+            files.add(file)
+        elif _unfiled(function):  # a notebook cell's or exec'd code, in no file to hash: its own text
+            texts.add(content_hash("code", _code_text(function)))
+        else:
             continue  # a library's code is not followed: its version stands for it
-        else:  # a notebook cell's or exec'd code, in no file to hash: its own text
-            hashes.add(content_hash("code", _code_text(function)))
         for name in _names(function.__code__):
             value = function.__globals__.get(name)
             if inspect.ismodule(value) and (file := own(getattr(value, "__file__", None))):
-                hashes.add(file_hash(file))
+                files.add(file)
             elif inspect.isfunction(value):
                 todo.append(value)
             elif inspect.isclass(value):
                 todo += methods(value)
-    return sorted(hashes)
+    return sorted(file_hash(f) for f in files) + sorted(texts)
 
 
-def _unfiled(code) -> bool:
-    """Code compiled from no file on disk: a notebook cell's (IPython names it after a file it never
-    writes), or exec'd; not the interpreter's frozen modules."""
-    return not Path(code.co_filename).is_file() and not code.co_filename.startswith("<frozen ")
+def _unfiled(function) -> bool:
+    """Code of a module that has no file: a notebook's (IPython's __main__, whose cells are named after
+    files it never writes) or exec'd code's. Code a module with a file generates (a dataclass's
+    __init__, a namedtuple's __new__) is that module's, which its file or its library's version stands for."""
+    module = sys.modules.get(function.__module__) if function.__module__ else None
+    return (not Path(function.__code__.co_filename).is_file() and getattr(module, "__file__", None) is None
+            and not function.__code__.co_filename.startswith("<frozen "))
 
 
 def _code_text(function) -> str:
@@ -914,6 +927,7 @@ def _check_not_torch_quantized(spec: str, module) -> None:
     run PyTorch's kernels: they export to neither TVM nor ONNX. Refused by name, with the ways that do."""
     quantized = sorted({f"{type(m).__module__.split('.modules')[0]}.{type(m).__name__}" for m in module.modules()
                         if not type(m).__name__.endswith("PackedParams")  # a quantized layer's storage, not a layer
+                        and type(m).__name__ != "FloatFunctional"  # float skip-adds of models made ready to quantize
                         and type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized",
                                                           "torch.nn.quantized"))})
     if quantized:
