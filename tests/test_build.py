@@ -183,7 +183,7 @@ def test_a_pt2_of_quantize_ops_loads_and_one_of_an_unknown_op_says_which(tmp_pat
     assert "file.py:function" in err.value.fix
 
 
-def test_a_full_cache_folder_is_said_as_such_not_as_a_model_that_does_not_export(workdir, monkeypatch):
+def test_a_full_cache_folder_is_said_as_such_not_as_a_model_that_does_not_export(tmp_path, monkeypatch):
     import errno
 
     from tvmharness.frontend import onnx_file
@@ -192,8 +192,10 @@ def test_a_full_cache_folder_is_said_as_such_not_as_a_model_that_does_not_export
         raise OSError(errno.ENOSPC, "No space left on device", str(args[2]))
 
     monkeypatch.setattr(torch.onnx, "export", disk_full)
-    with pytest.raises(HarnessError) as err:
-        onnx_file(load_model("digits_cnn", workdir / "cache"), workdir / "cache")
+    from tests.conftest import USER_MODELS
+
+    with pytest.raises(HarnessError) as err:  # a cache of its own: no export there yet
+        onnx_file(load_model(f"{USER_MODELS}:tiny_mlp", tmp_path / "cache"), tmp_path / "cache")
     assert "ONNX export to" in err.value.cause and "No space left on device" in err.value.cause
     assert "does not export" not in err.value.cause and "free space" in err.value.fix
 

@@ -709,8 +709,8 @@ def _load_exported(path: Path):
                 causes.append(record.exc_info[1])
 
     log, keep = logging.getLogger("torch.export"), KeepCause()
+    handlers, log.handlers = log.handlers, [keep]  # torch's own prints the traceback to stderr
     propagate, log.propagate = log.propagate, False
-    log.addHandler(keep)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             return torch.export.load(str(path))
@@ -726,8 +726,7 @@ def _load_exported(path: Path):
         raise ModelNotMade(f"{path} is not a loadable ExportedProgram: {one_line(cause)}",
                            "save one with torch.export.save(torch.export.export(model, (x,)), 'model.pt2')") from None
     finally:
-        log.removeHandler(keep)
-        log.propagate = propagate
+        log.handlers, log.propagate = handlers, propagate
 
 
 def _check_export_bounds(path: Path, ep, values: list, inputs: tuple[ModelInput, ...], settings: dict[str, dict]) -> None:
