@@ -76,10 +76,22 @@ def stage_dir(cache_root: Path, stage: str, key: str) -> Path:
 
 
 @contextlib.contextmanager
+def file_lock(path: Path, wait: bool = True):
+    """An exclusive lock on a lock file (flock: it goes with the process, however it ends); yields
+    whether it is held, False without `wait` where another process holds it."""
+    with open(path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+@contextlib.contextmanager
 def entry_lock(directory: Path):
     """One writer of a cache entry at a time: a second process building the same thing waits for the
-    first, and then finds its output there. The lock goes with the process, however it ends."""
+    first, and then finds its output there."""
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(directory / ".lock"):
         yield

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import re
 import tempfile
@@ -16,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
+from .cache import file_lock
 from .errors import HarnessError, one_line
 
 SCHEMA_VERSION = 4  # schema_info.version: what a tvmharness without migrations checks before writing
@@ -196,8 +196,7 @@ def _migration_lock(engine):
             finally:
                 conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
     elif (file := sqlite_file(engine.url)) is not None:
-        with open(f"{file}.migrate-lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with file_lock(Path(f"{file}.migrate-lock")):
             yield
     else:
         yield

@@ -9,7 +9,6 @@ record file is append-only, so an interrupted tune loses nothing; `resume` finis
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import json
 import logging
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from .budgets import BUILDER_TIMEOUT_S, KIT_WAIT_S, PATIENCE, POPULATION, TRIALS
-from .cache import content_hash, written_whole
+from .cache import content_hash, file_lock, written_whole
 from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, one_line
 from .frontend import to_relax
 from .gpu import check_local_gpu
@@ -293,14 +292,10 @@ def _exclusive(directory: Path):
 def _try_lock(directory: Path, held: contextlib.ExitStack) -> bool:
     """The folder's lock, held until `held` closes, if no tune holds it."""
     try:
-        lock = held.enter_context(open(directory / ".lock", "w"))
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
+        return held.enter_context(file_lock(directory / ".lock", wait=False))
     except OSError as err:  # a folder this user may read but not write
         raise HarnessError(f"cannot lock the tuning records folder {directory}: {err.strerror}",
                            "make it writable, or point [output] dir elsewhere") from None
-    return True
 
 
 # ---------------------------------------------------------------- lowering shared by tune and build
