@@ -445,8 +445,8 @@ class UnsavedRows:
         try:
             text = path.read_text()
             lines = [line for line in text.splitlines() if line.strip()]
-            cut_short = bool(lines) and not text.endswith("\n") and not _parses_as_json(lines[-1])
-            lines = [json.loads(line) for line in (lines[:-1] if cut_short else lines)]
+            cut = lines[-1] if lines and not text.endswith("\n") and not _parses_as_json(lines[-1]) else None
+            lines = [json.loads(line) for line in (lines[:-1] if cut else lines)]
             head = lines[0]["run"]
             file = lines[0].get("store_file")
             kept = cls({**head, "started": _time(head["started"]), "finished": None}, lines[0]["store"],
@@ -458,7 +458,7 @@ class UnsavedRows:
                     kept.finished = _time(line["finished"])
         except (ValueError, LookupError, TypeError, UnicodeDecodeError):
             raise bad from None
-        kept.cut_short = None if not cut_short else "end" if text.splitlines()[-1].startswith('{"finished"') else "row"
+        kept.cut_short = None if cut is None else "end" if cut.startswith('{"finished"') else "row"
         return kept
 
 
