@@ -59,6 +59,23 @@ def test_artifact_directory_has_library_and_manifest(digits, workdir):
     assert rebuilt.cache_hit is False and load_artifact(rebuilt.dir) is not None
 
 
+def test_a_manifest_naming_a_file_outside_its_folder_is_no_artifact(digits, workdir, tmp_path):
+    """A manifest's file names are plain names in its folder: one naming a library elsewhere (absolute,
+    or ../) is never loaded, even where that library matches its hash."""
+    artifact = build_tvm(digits, resolve("x86", 2), "torch", workdir / "cache")
+    folder = tmp_path / "art"
+    shutil.copytree(artifact.dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name in (str(artifact.library), f"../{artifact.dir.name}/{artifact.library.name}"):
+        shutil.copytree(artifact.dir, tmp_path / artifact.dir.name, dirs_exist_ok=True)  # what ../ reaches
+        (folder / "manifest.json").write_text(json.dumps(manifest | {"library": manifest["library"] | {"file": name}}))
+        assert load_artifact(folder) is None, name
+    (folder / "manifest.json").write_text(json.dumps(manifest | {"cuda_source": "/etc/passwd"}))
+    assert load_artifact(folder) is None
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert load_artifact(folder) is not None
+
+
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the x86 preset needs an x86-64 host")
 def test_x86_preset_detects_the_host_cpu():
     import tvm

@@ -253,6 +253,26 @@ def test_a_moved_tvm_series_is_confirmed_by_an_a_b_and_the_others_are_measured_a
     assert measured_again == {"torch", "onnxruntime"}  # the engine, with the baseline it is measured against
 
 
+def test_an_a_b_loads_only_builds_of_its_own_cache_never_a_folder_a_row_names(first_run, tmp_path):
+    """A stored row's artifact_dir is not what an A/B loads (a shared store's row could name any library
+    on this host): the build its key names in this run's cache is, and a build not there is none."""
+    import shutil
+
+    from tvmharness.pipeline import _ab_builds
+
+    recipe, result = first_run
+    tonight = next(r for r in result.frame().to_dict("records") if r["engine"] == "tvm")
+    cached = tonight["details"]["artifact_dir"]
+    foreign = tmp_path / "elsewhere"  # a whole, valid artifact, outside this cache
+    shutil.copytree(cached, foreign)
+    named_elsewhere = tonight | {"details": tonight["details"] | {"artifact_dir": str(foreign)}}
+    builds = _ab_builds(tonight, named_elsewhere, recipe.cache_dir)
+    assert builds is not None and all(str(b.dir) == cached for b in builds)
+    for key in ("0" * 16, "../../../../tmp", None):  # not in this cache, or not a build key at all
+        before = named_elsewhere | {"details": named_elsewhere["details"] | {"build_key": key}}
+        assert _ab_builds(tonight, before, recipe.cache_dir) is None, key
+
+
 @pytest.fixture
 def own_data(tmp_path):
     """tiny_mlp's held-out samples, labelled so that fp32 scores exactly 30 of 40, and 64 training

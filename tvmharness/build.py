@@ -62,12 +62,21 @@ def load_artifact(directory: Path) -> Artifact | None:
     manifest_path = directory / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
-        library = directory / manifest["library"]["file"]
+        name, kernels = manifest["library"]["file"], manifest.get("cuda_source")
+        if not _plain_name(name) or not (kernels is None or _plain_name(kernels)):
+            return None
+        library = directory / name
         if manifest.get("format") == MANIFEST_FORMAT and file_hash(library) == manifest["library"]["sha256"]:
             return Artifact(directory, manifest, cache_hit=True)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
+
+
+def _plain_name(name) -> bool:
+    """A file name a manifest may give: one in its own folder (an absolute path or ../ would load, copy or
+    delete a file elsewhere)."""
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
 
 
 def build_tvm(model: LoadedModel, target: Target, frontend: str, cache_dir: Path,

@@ -4,12 +4,14 @@ of the same run and stored as soon as it is measured. A row that fails does not 
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from .build import Artifact, load_artifact
+from .cache import stage_dir
 from .compress import NotApplicable, apply_variant, baseline_metrics, check_variants, parse_variant
 from .data import GIVEN_RANGE
 from .engines import EngineOptions, get_engine
@@ -204,7 +206,7 @@ def confirm_latency(recipe: Recipe, run_id: int, moved: list[tuple[dict, int | N
     pairs, again = [], []
     for series, previous_run in moved:
         tonight, before = row_of(run_id, series), row_of(previous_run, series)
-        builds = _ab_builds(tonight, before)
+        builds = _ab_builds(tonight, before, recipe.cache_dir)
         if builds is None:
             again.append(series)
         else:
@@ -232,7 +234,7 @@ def confirm_latency(recipe: Recipe, run_id: int, moved: list[tuple[dict, int | N
                    progress, confirms=run_id)
 
 
-def _ab_builds(tonight: dict | None, before: dict | None):
+def _ab_builds(tonight: dict | None, before: dict | None, cache_dir: Path):
     """(tonight's artifact, the earlier one) when both are TVM builds for this host still in the cache
     and run in the same TVM at the same threads: the earlier build is loaded in tonight's runtime, so
     a change of TVM itself (or of threads) would slow or speed both sides, and only a second run sees it.
@@ -243,9 +245,19 @@ def _ab_builds(tonight: dict | None, before: dict | None):
         return None
     if (tonight.get("target_spec") or {}).get("runs_on") != "local":  # as the row's target was resolved
         return None
-    found = [load_artifact(Path(d)) if d else None
-             for d in ((tonight.get("details") or {}).get("artifact_dir"), (before.get("details") or {}).get("artifact_dir"))]
+    found = [_cached_build(row, cache_dir) for row in (tonight, before)]
     return None if None in found else tuple(found)
+
+
+def _cached_build(row: dict, cache_dir: Path) -> Artifact | None:
+    """A row's build as this run's cache holds it, found by the row's build key: never by the folder the
+    row names, since loading a library runs its code, and whoever can write a shared store's rows could
+    name any file on this host. A build not in this cache is None (measured again instead)."""
+    key = (row.get("details") or {}).get("build_key")
+    if not isinstance(key, str) or not re.fullmatch(r"[0-9a-f]{16}", key):  # a folder name, nothing more
+        return None
+    artifact = load_artifact(stage_dir(cache_dir, "tvm", key))
+    return artifact if artifact is not None and artifact.manifest.get("build_key", "").startswith(key) else None
 
 
 def _measure_ab(tonight: dict, before: dict, build: Artifact, earlier: Artifact, recipe: Recipe,
