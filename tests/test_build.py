@@ -411,8 +411,9 @@ def test_an_exported_manifest_names_outputs_and_value_ranges_and_no_stale_file_s
                                      "range_from": "--input-range or [inputs]"}
     assert manifest == json.loads((out / "manifest.json").read_text()) and (out / "tvm-native.log").is_file()
     (out / "notes.txt").write_text("mine")
+    (out / "kernels.cu").write_text("mine")  # a name exports write, and not the earlier artifact's: the user's
     manifest = export_artifact(built, out, named, target, {"checked": False, "summary": "not checked (--no-check)"}, [])
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.so", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["kernels.cu", "manifest.json", "model.so", "notes.txt"]
     assert manifest["tvm_warnings"] == [] and manifest["check"]["summary"] == "not checked (--no-check)"
 
 

@@ -461,6 +461,21 @@ def test_bench_json_and_compile(cli_dir):
     assert f"model.so ({size_text(manifest['library']['bytes'])}, sha256" in " ".join(proc.stdout.split()), proc.stdout
 
 
+def test_compile_out_refuses_a_folder_of_other_files_and_leaves_them_as_they_were(cli_dir):
+    """--out naming someone's folder (files, a manifest.json not of ours, or / itself) is refused before
+    anything is built: the export would overwrite their model.so and remove their kernels.cu."""
+    theirs = cli_dir / "theirs"
+    theirs.mkdir()
+    files = {"manifest.json": '{"name": "their model"}', "model.so": "theirs", "kernels.cu": "theirs", "tvm-native.log": "theirs"}
+    for name, text in files.items():
+        (theirs / name).write_text(text)
+    for out in (theirs, Path("/")):
+        assert_usage_error(run_cli("compile", "digits_cnn", "--out", str(out), cwd=cli_dir),
+                           f"{out} holds files and no artifact of tvmharness", "give --out an empty or new folder")
+    assert {p.name: p.read_text() for p in theirs.iterdir()} == files
+    assert not Path("/manifest.json").exists()
+
+
 def test_compile_with_a_linker_that_fails_says_which_and_keeps_nothing(cli_dir):
     """TVM compiles, then a C compiler links the library: its failure is one message naming it."""
     linker = cli_dir / "broken-cc"

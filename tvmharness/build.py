@@ -294,9 +294,11 @@ def export_artifact(artifact: Artifact, out_dir: Path, model: LoadedModel, targe
     """Copy an artifact directory to where a user asked for it, and write its manifest: the build's, and
     this model's (where it came from: the build is shared by identical models; its inputs' value
     ranges), the target as named here, how the artifact was checked and what a deployer must know.
-    Files an earlier artifact left there that this one does not have go (only those an export writes).
+    Files an earlier artifact left there that this one does not have go (only those its manifest lists);
+    a folder holding other files and no artifact of ours is refused.
     Every file is written whole beside its place first, and only then do they replace the earlier
     artifact's, the manifest last: a full disk leaves the earlier artifact as it was."""
+    earlier = earlier_artifact_files(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {name for name in (artifact.manifest["library"]["file"], artifact.manifest.get("cuda_source"),
                                  NATIVE_LOG if artifact.manifest.get("tvm_warnings") else None) if name}
@@ -315,9 +317,31 @@ def export_artifact(artifact: Artifact, out_dir: Path, model: LoadedModel, targe
         raise HarnessError(f"cannot write the artifact to {out_dir}: {err.strerror or err}",
                            "free space on that disk (or make the folder writable), or give another --out; "
                            "the artifact there before is left as it was") from None
-    for name in {LIBRARY, KERNELS, NATIVE_LOG} - written:
+    for name in earlier - written:
         (out_dir / name).unlink(missing_ok=True)
     return manifest
+
+
+def earlier_artifact_files(out_dir: Path) -> set[str]:
+    """The files an earlier artifact in `out_dir` has besides its manifest: what an export there replaces or
+    removes. A folder that holds anything and no manifest of ours is refused, before it is written: an
+    export would overwrite or remove files that are not its own (someone's model.so, or / itself)."""
+    try:
+        if not any(out_dir.iterdir()):
+            return set()
+    except FileNotFoundError:
+        return set()
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text())
+        files = {manifest["library"]["file"], manifest.get("cuda_source"), NATIVE_LOG if manifest.get("tvm_warnings") else None}
+        files.discard(None)
+        if isinstance(manifest.get("format"), int) and "build_key" in manifest and all(map(_plain_name, files)):
+            return files
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    raise HarnessError(f"{out_dir} holds files and no artifact of tvmharness (a manifest.json of its own): writing the "
+                       "artifact there would overwrite or remove them",
+                       f"give --out an empty or new folder, or remove {out_dir} first")
 
 
 def load_instructions(manifest: dict) -> list[str]:

@@ -437,7 +437,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     """Build a deployable artifact: model.so and manifest.json (hashes, target, compression, versions, git commit)."""
     import re
 
-    from .build import build_tvm, export_artifact, fit_kit_threads, load_artifact
+    from .build import build_tvm, earlier_artifact_files, export_artifact, fit_kit_threads, load_artifact
     from .compress import apply_variant, parse_variant
     from .engines.tvm import describe_artifact
     from .engines import EngineOptions
@@ -453,6 +453,8 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
                            "run compile once per variant (`tvmharness bench MODEL --variant A --variant B` measures several)")
     defaults = apply_overrides(recipe_from_dict({"models": [model]}, "(compile)"), frontend=frontend, output_dir=output_dir,
                                inputs=parse_input_flags(input_shape, input_range), data=_data_flags(model, None, train_data))
+    if out_dir is not None:  # someone's folder is refused before minutes of building, not after
+        earlier_artifact_files(out_dir)
     chosen = parse_variant(variant[0] if variant else BASELINE)
     target = target or defaults.target_names()[0]
     resolved = resolve(target, threads or defaults.measure.threads)
