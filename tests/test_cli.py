@@ -154,6 +154,17 @@ def test_a_file_where_a_folder_goes_is_named_as_one(cli_dir, flag, where):
     assert not (cli_dir / "afile.db").exists()  # refused before anything was measured
 
 
+@pytest.mark.parametrize("command", [("bench", f"{USER_MODELS}:tiny_mlp", "--engine", "torch", "--engine", "tvm"),
+                                     ("run", str(ROOT / "recipes/quickstart.toml")), ("compile", f"{USER_MODELS}:tiny_mlp")])
+def test_an_output_dir_that_is_a_file_is_refused_before_anything_is_measured(cli_dir, command):
+    """Not a failed build per row, stored: the folder is named, with the fix, and nothing runs."""
+    write(cli_dir / "afile", "")
+    proc = run_cli(*command, "--output-dir", str(cli_dir / "afile"),
+                   *(["--store", str(cli_dir / "afile.db")] if command[0] != "compile" else []), cwd=cli_dir)
+    assert_usage_error(proc, f"{cli_dir / 'afile'} is a file, not a folder", "give a folder")
+    assert not (cli_dir / "afile.db").exists()
+
+
 def test_a_report_file_that_cannot_be_written_fails_before_the_report(cli_dir, tmp_path):
     import numpy as np
 

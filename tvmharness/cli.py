@@ -200,6 +200,7 @@ def _progress() -> Progress:
 
 
 def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
+    _writable_folder(recipe.output.dir)  # before anything is imported: a failed row per build is no answer
     from .pipeline import run_recipe
     from .report.terminal import render_run
 
@@ -453,6 +454,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
                            "run compile once per variant (`tvmharness bench MODEL --variant A --variant B` measures several)")
     defaults = apply_overrides(recipe_from_dict({"models": [model]}, "(compile)"), frontend=frontend, output_dir=output_dir,
                                inputs=parse_input_flags(input_shape, input_range), data=_data_flags(model, None, train_data))
+    _writable_folder(defaults.output.dir)  # its cache: before anything is imported
     if out_dir is not None:  # someone's folder is refused before minutes of building, not after
         earlier_artifact_files(out_dir)
     chosen = parse_variant(variant[0] if variant else BASELINE)
@@ -686,6 +688,7 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
     fmt = _format(fmt)
     chosen = load_recipe(recipe, repeats=repeats, store=store, output_dir=output_dir)
     dest = out_dir or chosen.output.dir / "nightly"
+    _writable_folder(chosen.output.dir)
     _writable_folder(dest)  # before measuring: a bad --out or --store must not cost a night, nor last night's reports
     Store(chosen.output.store)
     for name in ("summary.md", "junit.xml", "report.html"):  # a night that ends before its reports leaves none, not last night's
