@@ -487,6 +487,22 @@ def test_compile_out_refuses_a_folder_of_other_files_and_leaves_them_as_they_wer
     assert not Path("/manifest.json").exists()
 
 
+def test_a_model_of_a_long_name_compiles(cli_dir):
+    """A 240-character name: its partial files and its artifact folder (the name and the target) keep
+    within the file system's 255, rather than failing as a full or read-only disk."""
+    import torch
+
+    from tests.user_models import tiny_mlp
+
+    module, example = tiny_mlp()
+    name = "m" * 240
+    torch.export.save(torch.export.export(module, (example,)), str(cli_dir / f"{name}.pt2"))
+    proc = run_cli("compile", f"{name}.pt2", "--frontend", "onnx", "--no-check", cwd=cli_dir)
+    assert proc.returncode == 0, proc.stderr
+    (folder,) = [p for p in (cli_dir / "results" / "artifacts").iterdir() if p.name.startswith(name[:100])]
+    assert len(folder.name) <= 200 and json.loads((folder / "manifest.json").read_text())["model"] == name
+
+
 def test_compile_with_a_linker_that_fails_says_which_and_keeps_nothing(cli_dir):
     """TVM compiles, then a C compiler links the library: its failure is one message naming it."""
     linker = cli_dir / "broken-cc"

@@ -42,10 +42,11 @@ def written_whole(path: Path):
     error: a stopped run never leaves half a file that a later one would take as done. Each writer has
     its own partial file (two processes building one model at once), and the last to finish replaces
     the other's whole file with its own."""
-    # the suffix kept: writers go by it (.so, .onnx)
-    partial = path.with_name(f"{path.stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
+    # the suffix kept: writers go by it (.so, .onnx); a long name's stem hashed, so that the partial's fits NAME_MAX
+    stem = path.stem if len(path.name) <= 200 else content_hash(path.stem)[:16]
+    partial = path.with_name(f"{stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f"{path.stem}.partial*{path.suffix}"):  # a killed writer's: its process is gone
+    for stale in path.parent.glob(f"{stem}.partial*{path.suffix}"):  # a killed writer's: its process is gone
         if not _writer_alive(stale.name):
             stale.unlink(missing_ok=True)
     try:
@@ -68,6 +69,12 @@ def _writer_alive(name: str) -> bool:
     except PermissionError:  # another user's: alive
         pass
     return True
+
+
+def short_name(name: str, limit: int = 200) -> str:
+    """A file or folder name made of user-given parts (a model's name), within `limit` characters (a
+    file system's NAME_MAX is 255): a longer one keeps its start and ends in a hash of the whole."""
+    return name if len(name) <= limit else f"{name[:limit - 17]}-{content_hash(name)[:16]}"
 
 
 def stage_dir(cache_root: Path, stage: str, key: str) -> Path:

@@ -438,6 +438,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     """Build a deployable artifact: model.so and manifest.json (hashes, target, compression, versions, git commit)."""
     import re
 
+    from .cache import short_name
     from .build import build_tvm, earlier_artifact_files, export_artifact, fit_kit_threads, load_artifact
     from .compress import apply_variant, parse_variant
     from .engines.tvm import describe_artifact
@@ -481,7 +482,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
                  *([] if artifact.manifest["frontend"] == "torch" else [artifact.manifest["frontend"]]), resolved.name,
                  *([f"{threads}threads"] if threads and threads != defaults.measure.threads else []),
                  *(re.sub(r"[^\w.-]+", "_", text.replace("=", "")) for text in input_shape or [])]
-        out_dir = defaults.output.dir / "artifacts" / "-".join(parts)
+        out_dir = defaults.output.dir / "artifacts" / short_name("-".join(parts))
         before = load_artifact(out_dir)
         there = before.manifest.get("model_origin") if before is not None else None
         if there and there != loaded.origin:

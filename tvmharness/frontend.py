@@ -8,7 +8,7 @@ import re
 import warnings
 from pathlib import Path
 
-from .cache import content_hash, stage_dir, written_whole
+from .cache import content_hash, short_name, stage_dir, written_whole
 from .errors import FAILED, HarnessError, one_line
 from .models import LoadedModel, onnx_shapes, quiet_treespec
 
@@ -26,7 +26,7 @@ def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool | None]:
         return model.onnx_path, None
     import torch
 
-    path = stage_dir(cache_dir, "onnx", content_hash("onnx", model.digest, torch.__version__, IMPORT_VERSION, EXPORT_VERSION)) / f"{model.name}.onnx"
+    path = stage_dir(cache_dir, "onnx", content_hash("onnx", model.digest, torch.__version__, IMPORT_VERSION, EXPORT_VERSION)) / f"{short_name(model.name)}.onnx"
     if path.is_file():
         return path, True
     ep = model.exported_program()
@@ -81,7 +81,7 @@ def pt2_file(model: LoadedModel, cache_dir: Path) -> Path:
     its own loads to run the model in PyTorch."""
     import torch
 
-    path = stage_dir(cache_dir, "pt2", content_hash("pt2", model.digest, torch.__version__)) / f"{model.name}.pt2"
+    path = stage_dir(cache_dir, "pt2", content_hash("pt2", model.digest, torch.__version__)) / f"{short_name(model.name)}.pt2"
     if not path.is_file():
         with written_whole(path) as partial:
             torch.export.save(model.exported_program(), str(partial))
