@@ -438,8 +438,8 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
     """Build a deployable artifact: model.so and manifest.json (hashes, target, compression, versions, git commit)."""
     import re
 
-    from .cache import short_name
     from .build import build_tvm, earlier_artifact_files, export_artifact, fit_kit_threads, load_artifact
+    from .cache import short_name
     from .compress import apply_variant, parse_variant
     from .engines.tvm import describe_artifact
     from .engines import EngineOptions
