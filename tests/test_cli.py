@@ -334,6 +334,26 @@ def test_a_module_beside_the_user_is_found_by_the_installed_command(cli_dir):
                        "path/to/theirmodels.py:build")
 
 
+def test_a_file_beside_a_model_named_as_a_package_does_not_replace_it(cli_dir):
+    """An onnx.py beside the user's model file: the model's own imports find files beside it while it
+    is imported, but the harness's onnx (and ONNX Runtime's export after it) stays the installed one."""
+    import subprocess
+    import sys
+
+    folder = cli_dir / "shadow"
+    folder.mkdir()
+    write(folder / "helpers.py", "WIDTH = 4\n")
+    write(folder / "net.py", "import torch\nfrom helpers import WIDTH\n\n"
+          "def tiny():\n    from helpers import WIDTH as again  # an import inside the function still finds it\n"
+          "    return torch.nn.Linear(WIDTH, again).eval(), torch.randn(1, WIDTH)\n")
+    write(folder / "onnx.py", "def export():\n    pass\n")
+    code = ("from tvmharness.models import load_model; load_model('shadow/net.py:tiny', 'cache'); "
+            "import onnx; print(onnx.__file__)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cli_dir, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "site-packages" in proc.stdout and "shadow" not in proc.stdout, proc.stdout
+
+
 def test_missing_recipe_and_model_files(cli_dir):
     assert_usage_error(run_cli("run", "nowhere.toml", cwd=cli_dir), "recipe file not found: nowhere.toml")
     assert_usage_error(run_cli("bench", "missing.onnx", cwd=cli_dir), "model file not found: missing.onnx")

@@ -846,19 +846,33 @@ def _count_outputs(spec: str, net, examples: tuple) -> int:
 _MODEL_FOLDERS: set[str] = set()  # folders of model files whose imports were given the files beside them
 
 
-def _files_beside(file: Path) -> None:
-    """A model file's imports find the files beside it, as `python file.py`'s do: its folder goes
-    first on sys.path, and a module of another model file's folder (two folders' utils.py) is
-    forgotten, or the second file would run the first one's."""
+def _files_beside(file: Path) -> str:
+    """A model file's imports find the files beside it, as `python file.py`'s do: its folder (returned)
+    goes first on sys.path while it is imported (_first_on_path), and a module of another model file's
+    folder (two folders' utils.py) is forgotten, or the second file would run the first one's."""
     folder = str(file.resolve().parent)
     for name, module in list(sys.modules.items()):
         origin = getattr(module, "__file__", None)
         if origin and str(Path(origin).resolve().parent) in _MODEL_FOLDERS - {folder}:
             del sys.modules[name]  # the first model keeps the module it imported; a new import reads this folder
+    _MODEL_FOLDERS.add(folder)
+    return folder
+
+
+@contextlib.contextmanager
+def _first_on_path(folder: str):
+    """A model's folder first on sys.path while its file is imported; then last, where an import of a
+    file beside it from inside the model still finds it, but a file there named as a package this
+    process imports later (an onnx.py beside the model) does not take that package's place."""
     if folder in sys.path:
         sys.path.remove(folder)
     sys.path.insert(0, folder)
-    _MODEL_FOLDERS.add(folder)
+    try:
+        yield
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+        sys.path.append(folder)
 
 
 def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
@@ -869,14 +883,15 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
     try:
         if target.endswith(".py"):
             file = _existing(Path(target))
-            _files_beside(file)
-            mod_spec = importlib.util.spec_from_file_location(file.stem, file)
-            module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
-        else:
-            if os.getcwd() not in sys.path:  # as `python -m` finds a module beside you; the console script would not
-                sys.path.insert(0, os.getcwd())
+            with _first_on_path(_files_beside(file)):
+                mod_spec = importlib.util.spec_from_file_location(file.stem, file)
+                module = importlib.util.module_from_spec(mod_spec)
+                mod_spec.loader.exec_module(module)
+        elif os.getcwd() in sys.path:  # `python -m tvmharness` put it there, as `python -m` does
             module = importlib.import_module(target)
+        else:  # as `python -m` finds a module beside you; the console script would not
+            with _first_on_path(os.getcwd()):
+                module = importlib.import_module(target)
     except HarnessError:
         raise
     except ModuleNotFoundError as err:
