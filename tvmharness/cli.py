@@ -29,8 +29,9 @@ from .remote import EMULATED_KEY
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Compile, tune and benchmark PyTorch models through Apache TVM, against PyTorch and ONNX Runtime.")
 # Piped output (CI logs, files) gets a wide page so the report table stays one line per row.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, log_path=False)
+# emoji=False: ":fire:" in a path or an address is text, not an emoji
+out = Console(width=None if sys.stdout.isatty() else 200, emoji=False)
+err = Console(stderr=True, log_path=False, emoji=False)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", help="target preset (repeatable); see `tvmharness targets`")]
@@ -746,8 +747,9 @@ def targets(json_out: JsonOpt = False) -> int:
         return 0
     table = Table("target", "host arch", "runs on", "TVM target on this host", "description", title="target presets")
     for r in rows:
-        table.add_row(r["name"], r["arch"], r["runs_on"] + (", GPU" if r["device"] == "cuda" else ""), Text(json.dumps(r["tvm_target"])),
-                      Text(r["description"] + (f" ({r['note']})" if r["note"] else "")))
+        # text, not markup: a preset file is the user's (TVMHARNESS_TARGETS)
+        table.add_row(Text(r["name"]), Text(r["arch"]), Text(r["runs_on"] + (", GPU" if r["device"] == "cuda" else "")),
+                      Text(json.dumps(r["tvm_target"])), Text(r["description"] + (f" ({r['note']})" if r["note"] else "")))
     out.print(table)
     return 0
 
@@ -882,10 +884,10 @@ def devices(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC trac
     if json_out:
         _print_json({"tracker": str(address), "keys": [asdict(k) | {"busy": k.busy} for k in keys.values()]})
         return 0
-    table = Table("key", "kits", "free", "busy", "waiting", "addresses", title=f"dev kits at {address}")
-    for k in keys.values():
-        table.add_row(k.key, str(len(k.kits)), str(k.free), str(k.busy), str(k.pending), " ".join(k.kits))
-    out.print(table if keys else f"no kits at {address}: start one with `tvmharness devkit serve --tracker {address} --key KEY`")
+    table = Table("key", "kits", "free", "busy", "waiting", "addresses", title=Text(f"dev kits at {address}"))
+    for k in keys.values():  # text, not markup: keys and addresses are whatever the tracker's clients said
+        table.add_row(Text(k.key), str(len(k.kits)), str(k.free), str(k.busy), str(k.pending), Text(" ".join(k.kits)))
+    out.print(table if keys else Text(f"no kits at {address}: start one with `tvmharness devkit serve --tracker {address} --key KEY`"))
     return 0
 
 
