@@ -704,3 +704,20 @@ def test_emoji_codes_in_what_a_user_gives_are_printed_as_written():
     assert done.returncode == 2 and "'a:b:c' is not a tracker address" in done.stderr, done.stderr
     done = run_cli("bench", "x:fire:y.onnx")
     assert done.returncode == 2 and "x:fire:y.onnx" in done.stderr and "\N{FIRE}" not in done.stderr, done.stderr
+
+
+def test_a_tracker_s_unreadable_entries_are_left_out_and_a_reply_not_a_tracker_s_is_said():
+    kit = {"key": "server:x86", "addr": ["10.0.0.9", 9091]}
+    odd = [{"key": "server"}, {"key": 7, "addr": ["h", 1]}, {"addr": ["h", 1]}, {"key": "server:y", "addr": "h:1"},
+           {"key": "server:y", "addr": ["h"]}, "server:y", None]
+    reply = _summary_reply([*odd, kit], {"x86": {"free": 1, "pending": 0}, "z": {"free": "1"}, "w": None})
+    with fake_tracker(reply) as tracker:
+        keys = summary(parse_address(tracker))
+        assert list(keys) == ["x86"] and keys["x86"].kits == ["10.0.0.9:9091"] and keys["x86"].free == 1
+        done = run_cli("devices", "--tracker", tracker, "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["keys"][0]["key"] == "x86", done.stderr
+    for garbage in (b"{not json", b'[0, {"server_info": "x"}]', b"[0]", b"7", b'[0, "x"]', b"\xff\xfe"):
+        with fake_tracker(garbage) as tracker:
+            done = run_cli("devices", "--tracker", tracker)
+        assert done.returncode == 2 and "did not answer a summary request" in done.stderr, (garbage, done.stderr)
+        assert "internal error" not in done.stderr
