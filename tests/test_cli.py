@@ -1,6 +1,7 @@
 """The command line as a user meets it: exit codes, one clear message, no traceback."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -818,3 +819,13 @@ def test_sigterm_stops_a_run_started_in_the_background_and_keeps_its_rows(tmp_pa
     assert "Traceback" not in stderr
     (run,) = Store(str(store)).runs()
     assert run["finished"] is None
+
+
+def test_infinite_and_nan_recipe_values_are_refused():
+    """span_s = inf would never end a run; tolerance = inf would pass every row."""
+    from tvmharness.recipe import recipe_from_dict
+
+    for measure in ({"span_s": math.inf}, {"tolerance": math.inf}, {"tolerance": math.nan}):
+        with pytest.raises(HarnessError) as err:
+            recipe_from_dict({"models": ["digits_cnn"], "measure": measure})
+        assert f"'measure.{next(iter(measure))}'" in err.value.cause and "finite" in err.value.cause

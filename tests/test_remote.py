@@ -1,6 +1,8 @@
 """Dev kits on loopback: a real TVM tracker, kits served by `tvmharness devkit serve`, and the
 emulated aarch64 kit where qemu-user and the aarch64 cross compiler are installed."""
 
+import contextlib
+import json
 import shutil
 import time
 
@@ -642,3 +644,80 @@ def test_a_kit_job_worker_outlives_the_thread_that_started_it_and_ends_with_its_
         worker.wait(10)  # (psutil.TimeoutExpired if it outlived its host)
     finally:
         host.kill()
+
+
+@contextlib.contextmanager
+def fake_tracker(reply: bytes):
+    """A server on loopback that answers TVM's tracker handshake, then `reply` (raw bytes, framed as
+    TVM frames JSON: a little-endian int32 length first) to every request: a tracker, or something
+    that passes for one until it speaks."""
+    import socket
+    import struct
+    import threading
+
+    from tvm.rpc import base
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stopping = threading.Event()
+
+    def serve():
+        while not stopping.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                with contextlib.suppress(OSError):
+                    base.recvall(conn, 4)
+                    conn.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
+                    size = struct.unpack("<i", base.recvall(conn, 4))[0]
+                    base.recvall(conn, size)
+                    conn.sendall(struct.pack("<i", len(reply)) + reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopping.set()
+        thread.join()
+        listener.close()
+
+
+def _summary_reply(server_info: list, queue_info: dict) -> bytes:
+    return json.dumps([0, {"server_info": server_info, "queue_info": queue_info}]).encode()  # 0: TrackerCode.SUCCESS
+
+
+def test_devices_shows_kit_keys_and_addresses_as_text_not_markup():
+    evil = "[red]EVIL[/red][link=https://evil.example]click[/link]"
+    reply = _summary_reply([{"key": f"server:{evil}", "addr": ["[b]10.0.0.9[/b]", 9091]}], {evil: {"free": 1, "pending": 0}})
+    with fake_tracker(reply) as tracker:
+        done = run_cli("devices", "--tracker", tracker)
+    assert done.returncode == 0, done.stderr
+    assert evil in done.stdout and "[b]10.0.0.9[/b]:9091" in done.stdout
+
+
+def test_emoji_codes_in_what_a_user_gives_are_printed_as_written():
+    done = run_cli("devices", "--tracker", "a:b:c")
+    assert done.returncode == 2 and "'a:b:c' is not a tracker address" in done.stderr, done.stderr
+    done = run_cli("bench", "x:fire:y.onnx")
+    assert done.returncode == 2 and "x:fire:y.onnx" in done.stderr and "\N{FIRE}" not in done.stderr, done.stderr
+
+
+def test_a_tracker_s_unreadable_entries_are_left_out_and_a_reply_not_a_tracker_s_is_said():
+    kit = {"key": "server:x86", "addr": ["10.0.0.9", 9091]}
+    odd = [{"key": "server"}, {"key": 7, "addr": ["h", 1]}, {"addr": ["h", 1]}, {"key": "server:y", "addr": "h:1"},
+           {"key": "server:y", "addr": ["h"]}, "server:y", None]
+    reply = _summary_reply([*odd, kit], {"x86": {"free": 1, "pending": 0}, "z": {"free": "1"}, "w": None})
+    with fake_tracker(reply) as tracker:
+        keys = summary(parse_address(tracker))
+        assert list(keys) == ["x86"] and keys["x86"].kits == ["10.0.0.9:9091"] and keys["x86"].free == 1
+        done = run_cli("devices", "--tracker", tracker, "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["keys"][0]["key"] == "x86", done.stderr
+    for garbage in (b"{not json", b'[0, {"server_info": "x"}]', b"[0]", b"7", b'[0, "x"]', b"\xff\xfe"):
+        with fake_tracker(garbage) as tracker:
+            done = run_cli("devices", "--tracker", tracker)
+        assert done.returncode == 2 and "did not answer a summary request" in done.stderr, (garbage, done.stderr)
+        assert "internal error" not in done.stderr

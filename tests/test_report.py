@@ -519,3 +519,24 @@ def test_every_row_status_and_verdict_has_its_colour(tmp_path):
     (status,) = [c for c in table.columns if str(c.header) == "status"]
     assert [cell.style for cell in status.cells] == ["red"]
     assert set(terminal.VERDICT_STYLE) == set(summary.ICON) == set(ORDER)  # a verdict added or renamed is styled everywhere
+
+
+def test_a_model_s_control_sequences_do_not_reach_the_terminal(tmp_path):
+    """A model's exception may hold OSC sequences (a window title, a hidden hyperlink): its reason, as a
+    row keeps it and as the terminal report prints one an older store kept, is text alone."""
+    import io
+
+    from rich.console import Console
+
+    from tvmharness.errors import one_line
+    from tvmharness.report.terminal import render_run
+
+    said = "before\x1b]0;PWNED-TITLE\x1b\\ \x1b]8;;https://evil.example\x07click\x1b]8;;\x07\r\x9b2J after"
+    assert one_line(RuntimeError(said)) == "before click after"
+    store = _one_run(tmp_path / "h.db", [{"engine": "torch", "is_baseline": True},
+                                         {"model": "m\x1b]0;T\x07", "status": "failed to run", "reason": said}])
+    screen = io.StringIO()
+    render_run(store.frame(), store.run(1), Console(file=screen, force_terminal=True, width=250))
+    printed = screen.getvalue()
+    assert "before click" in printed and "after" in printed
+    assert "\x1b]" not in printed and "PWNED" not in printed and "evil.example" not in printed and "\x9b" not in printed

@@ -215,3 +215,46 @@ def test_a_damaged_store_and_half_a_url_are_said_as_such(tmp_path):
     with pytest.raises(HarnessError, match="looks like a URL without its '//'"):
         Store(f"sqlite:{tmp_path / 'other.db'}")
     assert not list(tmp_path.glob("sqlite:*"))
+
+
+def test_a_store_url_is_said_and_kept_without_its_password():
+    from tvmharness.results import hides_password, masked
+
+    said = masked("postgresql+psycopg2://alice:S3cretPW@db.example:5432/th")
+    assert said == "postgresql+psycopg2://alice:***@db.example:5432/th" and hides_password(said)
+    assert masked("results/history.db") == "results/history.db" and not hides_password("results/history.db")
+    assert masked("postgresql+psycopg2://alice@db.example/th") == "postgresql+psycopg2://alice@db.example/th"
+    assert "S3cret" not in masked("notadialect!://alice:S3cret/PW@host/db")  # not a URL SQLAlchemy reads
+
+
+def test_an_unreachable_store_is_named_without_its_password(tmp_path):
+    from tests.conftest import run_cli
+
+    proc = run_cli("report", "--store", "postgresql+psycopg2://alice:S3cretPW@127.0.0.1:1/th", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "S3cretPW" not in proc.stderr and "alice:***@127.0.0.1:1/th" in " ".join(proc.stderr.split())
+
+
+def test_a_postgresql_password_is_neither_stored_with_the_run_nor_kept_with_unsaved_rows(postgres_url, tmp_path):
+    """The recipe stored with a run and a file of refused rows name the store without its password;
+    `store load` of such a file asks for the URL with it, and takes it with --store."""
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import run_cli
+    from tvmharness.results import StoreError, UnsavedRows
+
+    with_password = make_url(postgres_url).set(password="pgpw").render_as_string(hide_password=False)  # trust: any works
+    store = Store(with_password)
+    assert "pgpw" not in store.label
+    run_id = store.start_run("r", "abc", {"name": "r", "output": {"dir": "results", "store": with_password}}, snapshot())
+    assert store.run(run_id)["recipe"]["output"]["store"] == store.label
+    kept = UnsavedRows(store.run(run_id), store.label, store.file)
+    kept.keep(_row(), StoreError("the results store is gone", "bring it back"), tmp_path)
+    assert "pgpw" not in kept.path.read_text()
+    proc = run_cli("store", "load", str(kept.path))
+    assert proc.returncode == 2 and "needs its password" in proc.stderr and "pgpw" not in proc.stderr
+    proc = run_cli("store", "load", str(kept.path), "--store", with_password)
+    assert proc.returncode == 0, proc.stderr
+    assert "pgpw" not in proc.stderr and f"stored 1 row in {store.label} (run {run_id})" in " ".join(proc.stderr.split())
+    assert len(store.frame(run_id=run_id)) == 1
+    store.engine.dispose()

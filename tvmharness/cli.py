@@ -29,8 +29,9 @@ from .remote import EMULATED_KEY
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Compile, tune and benchmark PyTorch models through Apache TVM, against PyTorch and ONNX Runtime.")
 # Piped output (CI logs, files) gets a wide page so the report table stays one line per row.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, log_path=False)
+# emoji=False: ":fire:" in a path or an address is text, not an emoji
+out = Console(width=None if sys.stdout.isatty() else 200, emoji=False)
+err = Console(stderr=True, log_path=False, emoji=False)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", help="target preset (repeatable); see `tvmharness targets`")]
@@ -211,7 +212,7 @@ def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
         _print_json((extra or {}) | {"run": run, "rows": frame.to_dict("records")})
     else:
         render_run(frame, run, out)
-        err.print(f"stored {len(frame)} rows in {recipe.output.store} (run {result.run_id}) in {result.seconds:.0f} s", markup=False)
+        err.print(f"stored {len(frame)} rows in {result.store.label} (run {result.run_id}) in {result.seconds:.0f} s", markup=False)
     if result.failed:
         err.print(f"[red]{len(result.failed)} row(s) failed or disagree with the baseline; see the reasons above[/red]")
         return FAILED
@@ -652,17 +653,21 @@ app.add_typer(store_app, name="store")
 def store_load(file: Annotated[Path, typer.Argument(help="an unsaved-rows-run-*.jsonl file a run named when its store refused rows")],
                store: Annotated[Optional[str], typer.Option("--store", help="the store to put them in (default: the one that refused them)")] = None) -> int:
     """Put rows a run's store refused (locked, read-only, full, unreachable) into it, or into another store."""
-    from .results import Store, UnsavedRows
+    from .results import Store, UnsavedRows, hides_password
 
     kept = UnsavedRows.read(file)
     if store is None and kept.store_file is not None and not kept.store_file.is_file():
         raise HarnessError(f"the results store that refused these rows, {kept.store_file}, is not there",
                            "give the store to put them in with --store (a new path starts one)")
-    into = store or str(kept.store_file or kept.store_label)
-    run_id, same = Store(into).load_unsaved(kept)
+    if store is None and kept.store_file is None and hides_password(kept.store_label):  # the file never keeps a password
+        raise HarnessError(f"the results store that refused these rows, {kept.store_label}, needs its password, "
+                           "which the file of rows does not keep", f"give its URL with --store: tvmharness store load {file} "
+                           "--store 'postgresql+psycopg2://USER:PASSWORD@HOST/DB'")
+    into = Store(store or str(kept.store_file or kept.store_label))
+    run_id, same = into.load_unsaved(kept)
     file.unlink()  # in the store now: a second load would put them in twice
     where = f"run {run_id}" if same else f"run {run_id}, a copy of run {kept.run['id']}'s record (that store does not hold it)"
-    err.print(f"stored {counted(len(kept.rows), 'row')} in {into} ({where}); removed {file}", markup=False, highlight=False)
+    err.print(f"stored {counted(len(kept.rows), 'row')} in {into.label} ({where}); removed {file}", markup=False, highlight=False)
     if kept.cut_short == "row":
         err.print(f"warning: its last line was cut short (its disk filled as it was written) and is not stored: measure "
                   f"that row again (`tvmharness report --run {run_id}` shows which are there)", markup=False, highlight=False)
@@ -716,7 +721,7 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
             run, verdicts = judge_run(result.store, result.run_id, unconfirmed_why=failure, frame=frame)
     _render_verdicts(run, verdicts, frame, fmt, None)
     if not any(r["id"] < result.run_id for r in result.store.runs()):  # every series "new", every night green: say why
-        err.print(f"note: {chosen.output.store} held no runs before this one: a new history, nothing to judge against "
+        err.print(f"note: {result.store.label} held no runs before this one: a new history, nothing to judge against "
                   "(if a history was meant, check --store or the recipe's [output] store)", markup=False, highlight=False)
     (dest / "summary.md").write_text(summary.markdown(run, verdicts))
     (dest / "junit.xml").write_text(summary.junit(run, verdicts))
@@ -748,8 +753,9 @@ def targets(json_out: JsonOpt = False) -> int:
         return 0
     table = Table("target", "host arch", "runs on", "TVM target on this host", "description", title="target presets")
     for r in rows:
-        table.add_row(r["name"], r["arch"], r["runs_on"] + (", GPU" if r["device"] == "cuda" else ""), Text(json.dumps(r["tvm_target"])),
-                      Text(r["description"] + (f" ({r['note']})" if r["note"] else "")))
+        # text, not markup: a preset file is the user's (TVMHARNESS_TARGETS)
+        table.add_row(Text(r["name"]), Text(r["arch"]), Text(r["runs_on"] + (", GPU" if r["device"] == "cuda" else "")),
+                      Text(json.dumps(r["tvm_target"])), Text(r["description"] + (f" ({r['note']})" if r["note"] else "")))
     out.print(table)
     return 0
 
@@ -884,10 +890,10 @@ def devices(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC trac
     if json_out:
         _print_json({"tracker": str(address), "keys": [asdict(k) | {"busy": k.busy} for k in keys.values()]})
         return 0
-    table = Table("key", "kits", "free", "busy", "waiting", "addresses", title=f"dev kits at {address}")
-    for k in keys.values():
-        table.add_row(k.key, str(len(k.kits)), str(k.free), str(k.busy), str(k.pending), " ".join(k.kits))
-    out.print(table if keys else f"no kits at {address}: start one with `tvmharness devkit serve --tracker {address} --key KEY`")
+    table = Table("key", "kits", "free", "busy", "waiting", "addresses", title=Text(f"dev kits at {address}"))
+    for k in keys.values():  # text, not markup: keys and addresses are whatever the tracker's clients said
+        table.add_row(Text(k.key), str(len(k.kits)), str(k.free), str(k.busy), str(k.pending), Text(" ".join(k.kits)))
+    out.print(table if keys else Text(f"no kits at {address}: start one with `tvmharness devkit serve --tracker {address} --key KEY`"))
     return 0
 
 

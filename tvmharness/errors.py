@@ -25,12 +25,20 @@ class HarnessError(Exception):
         return f"{self.cause} ({self.fix})" if self.fix else self.cause
 
 
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colours some libraries put in their errors
+# A terminal's control sequences (CSI colours, OSC titles and hyperlinks, other ESC sequences) and
+# control characters but tab and newline: what a model's or a library's text may hold and a terminal would obey
+TERMINAL_CONTROL = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\)?|[ -/]*[0-~])?"
+                              r"|\x9b[0-?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # \x9b: CSI in one (C1) character
+
+
+def printable(text: str) -> str:
+    """Text as a terminal should print it: no control sequence or character (tab and newline stay)."""
+    return TERMINAL_CONTROL.sub("", text)
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
-    """The first meaningful line of an exception, for a row's reason, without terminal colours."""
-    text = ANSI_ESCAPE.sub("", str(exc)).strip() or type(exc).__name__
+    """The first meaningful line of an exception, for a row's reason, without terminal control sequences."""
+    text = printable(str(exc)).strip() or type(exc).__name__
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     line = lines[0] if lines else text
     return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -48,8 +48,10 @@ def _duration_text(seconds: float) -> str:
 
 class _Strict(BaseModel):
     # TOML gives native types: a quoted number or a 1 for true is a mistake to name, not to coerce
-    # (strict still takes an int where a float is asked).
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)  # a recipe changed in code is checked too
+    # (strict still takes an int where a float is asked). TOML's inf and nan are no measure of anything
+    # (a span_s of inf never ends, a tolerance of inf passes every row).
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True,  # a recipe changed in code is checked too
+                              allow_inf_nan=False)
 
 
 def _default_threads() -> int:

@@ -134,6 +134,22 @@ def check_not_half_a_url(store: str) -> None:
                            "or give the file's path alone")
 
 
+def masked(store: str) -> str:
+    """A store as it is said and kept (messages, the recipe stored with a run, a file of unsaved rows):
+    a URL without its password, as a shared store's readers and a terminal's scrollback should not have it."""
+    if "://" not in store:
+        return store
+    try:
+        return make_url(store).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL SQLAlchemy reads: still no password between "user:" and "@"
+        return re.sub(r"(://[^/@:]*:)[^@]*@", r"\1***@", store)
+
+
+def hides_password(label: str) -> bool:
+    """Whether a store's label (masked) stood for a URL with a password: the label alone cannot open it."""
+    return "://" in label and ":***@" in label
+
+
 def sqlite_file(url) -> Path | None:
     """The file a SQLite URL (a string or SQLAlchemy's URL) names; None for another database, or
     SQLite in memory. An unreadable URL raises sqlalchemy.exc.ArgumentError."""
@@ -271,19 +287,19 @@ class Store:
     """Writes each row as soon as it is measured, so a later failure loses nothing."""
 
     def __init__(self, store: str):
-        self.url, self.label, self.file = store_url(store), store, None
+        self.url, self.label, self.file = store_url(store), masked(store), None
         try:
             self.engine = create_engine(self.url, connect_args={"timeout": BUSY_TIMEOUT_S} if self.url.startswith("sqlite") else {})
             self.file = sqlite_file(self.engine.url)
-            migrate(self.engine, store)
+            migrate(self.engine, self.label)
         except (ArgumentError, NoSuchModuleError):  # not a URL, or of a database SQLAlchemy does not know
-            raise HarnessError(f"the results store {store} is neither a file path nor a database URL SQLAlchemy knows",
+            raise HarnessError(f"the results store {self.label} is neither a file path nor a database URL SQLAlchemy knows",
                                f"give a SQLite file's path ({DEFAULT_STORE}) or a URL such as "
                                "postgresql+psycopg2://user@host/db") from None
         except SQLAlchemyError as err:
-            raise store_problem(err, store, upgrading=True, file=self.file) from None
+            raise store_problem(err, self.label, upgrading=True, file=self.file) from None
         except ImportError as err:  # the URL names (or defaults to) a database driver that is not installed
-            raise HarnessError(f"the results store {store} needs the Python module '{err.name}', which is not installed",
+            raise HarnessError(f"the results store {self.label} needs the Python module '{err.name}', which is not installed",
                                "install it, or for PostgreSQL `.venv/bin/pip install -e '.[postgres]'` in the checkout and a "
                                "postgresql+psycopg2:// URL") from None
 
@@ -309,6 +325,8 @@ class Store:
             raise store_problem(err, self.label, file=self.file) from None
 
     def start_run(self, recipe_name: str, recipe_hash: str, recipe: dict, provenance: dict) -> int:
+        if isinstance((output := recipe.get("output")), dict) and isinstance(output.get("store"), str):
+            recipe = recipe | {"output": output | {"store": masked(output["store"])}}  # every reader of the store sees it
         with self._session() as s:
             run = Run(recipe_name=recipe_name, recipe_hash=recipe_hash, recipe=recipe,
                       hostname=provenance["host"]["hostname"], cpu=provenance["host"]["cpu"]["model"],

@@ -114,16 +114,33 @@ def summary(address: Address) -> dict[str, KeyStatus]:
             code, data = base.recvjson(sock)
     except OSError as err:
         raise _unreachable(address, err) from None
-    if code != base.TrackerCode.SUCCESS:
+    except (ValueError, TypeError):  # not JSON, or not [code, summary]
+        code, data = None, None
+    if (code != base.TrackerCode.SUCCESS or not isinstance(data, dict) or not isinstance(data.get("server_info"), list)
+            or not isinstance(data.get("queue_info"), dict)):
         raise HarnessError(f"the tracker at {address} did not answer a summary request", "check that it is a TVM RPC tracker")
     keys: dict[str, KeyStatus] = {}
+    # Each entry is what one of the tracker's clients said of itself: one that cannot be read is left out
     for server in data["server_info"]:
-        key = server["key"].split(":", 1)[1]
-        keys.setdefault(key, KeyStatus(key)).kits.append(":".join(map(str, server["addr"])))
+        kit = _kit(server)
+        if kit:
+            keys.setdefault(kit[0], KeyStatus(kit[0])).kits.append(kit[1])
     for key, queue in data["queue_info"].items():
-        status = keys.setdefault(key, KeyStatus(key))
-        status.free, status.pending = queue["free"], queue["pending"]
+        if isinstance(queue, dict) and all(type(queue.get(n)) is int for n in ("free", "pending")):
+            status = keys.setdefault(key, KeyStatus(key))
+            status.free, status.pending = queue["free"], queue["pending"]
     return {k: v for k, v in sorted(keys.items()) if v.kits or v.pending}
+
+
+def _kit(server) -> tuple[str, str] | None:
+    """A kit's key and HOST:PORT from its entry in a tracker's summary ({"key": "server:KEY", "addr":
+    [HOST, PORT]}); None for an entry of any other shape."""
+    if not isinstance(server, dict) or not isinstance(server.get("key"), str) or ":" not in server["key"]:
+        return None
+    addr = server.get("addr")
+    if not (isinstance(addr, list) and len(addr) == 2 and isinstance(addr[0], str) and type(addr[1]) is int):
+        return None
+    return server["key"].split(":", 1)[1], f"{addr[0]}:{addr[1]}"
 
 
 class NoKitError(Exception):

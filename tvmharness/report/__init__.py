@@ -4,11 +4,20 @@
 
 import math
 
+from rich.text import Text
+
+from ..errors import printable
 from ..results import as_utc
 
 # A stored time as each reader takes it, always in UTC (SQLite gives times back without their offset).
 TIME_FORMATS = {"text": "%Y-%m-%d %H:%M:%S UTC", "iso": "%Y-%m-%dT%H:%M:%S+00:00",
                 "junit": "%Y-%m-%dT%H:%M:%S"}  # JUnit's XSD takes no offset
+
+
+def shown(value, style: str = "") -> Text:
+    """What a model, a recipe or the store said, as a terminal report prints it: text, not markup,
+    and without the control sequences a terminal would obey (a window title, a hidden link)."""
+    return Text(printable(str(value)), style=style)
 
 
 def present(value) -> bool:

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from rich import box
 from rich.table import Table
-from rich.text import Text
 
 from ..results import BASELINE, DROPS, NOT_APPLICABLE, OK, variant_drop
-from . import baseline_label, ms_text, number_text, points_text, present, size_text, target_text
+from . import baseline_label, shown, ms_text, number_text, points_text, present, size_text, target_text
 
 
 def _variant_rows(frame) -> list[dict]:
@@ -57,7 +56,7 @@ def compression_table(frame) -> Table | None:
     for name, justify in COLUMNS:
         table.add_column(name, justify=justify, overflow="fold")
     for cells in rows:
-        table.add_row(*map(Text, cells[:4]), Text(cells[4], style=GOALS_STYLE.get(cells[4], "red")), *cells[5:])  # text, not markup
+        table.add_row(*map(shown, cells[:4]), shown(cells[4], style=GOALS_STYLE.get(cells[4], "red")), *cells[5:])  # text, not markup
     return table
 
 

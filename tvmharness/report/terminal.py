@@ -7,12 +7,11 @@ from rich import box
 from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.table import Table
-from rich.text import Text
 
 from ..data import input_text
 from ..errors import toml_table
 from ..results import BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
-from . import (baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, points_text, present,
+from . import (baseline_label, shown, gpu_text, kit_text, ms_text, number_text, peak_memory, points_text, present,
                size_cell, size_text, spread_text, time_text, unfinished)
 from .compression import best_variants, compression_table, variant_notes
 from .regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, MORE_ACCURATE, NEW, NOT_MEASURED, SAME, SLOWER,
@@ -49,18 +48,18 @@ def row_notes(r: dict) -> list[str]:
 
 
 def run_table(frame, run: dict) -> Table:
-    table = Table(title=Text(f"{run['recipe_name']}: run {run['id']}"), box=box.SIMPLE_HEAVY, title_justify="left")
+    table = Table(title=shown(f"{run['recipe_name']}: run {run['id']}"), box=box.SIMPLE_HEAVY, title_justify="left")
     with_memory = any(peak_memory(d) is not None for d in frame["details"])
     for name, justify in [("model", "left"), ("variant", "left"), ("target", "left"), ("engine", "left"),
                           ("status", "left"), ("median ms", "right"), ("p90 ms", "right"), ("spread", "right"),
                           (f"speed-up vs {baseline_label(frame.to_dict('records'))}", "right"), ("size", "right"),
                           *([("peak MB", "right")] if with_memory else []),
                           ("max |diff|", "right"), ("top-1 agree", "right"), ("accuracy", "right"), ("notes", "left")]:
-        table.add_column(Text(name), justify=justify, overflow="fold")  # the baseline's names are text, not markup
+        table.add_column(shown(name), justify=justify, overflow="fold")  # the baseline's names are text, not markup
     rows = frame.to_dict("records")
     numbers = _footnote_numbers(rows)
     for i, r in enumerate(rows):
-        status = Text(r["status"], style=STATUS_STYLE.get(r["status"], ""))
+        status = shown(r["status"], style=STATUS_STYLE.get(r["status"], ""))
         if i in numbers:
             status.append(f" [{numbers[i]}]")
         notes = row_notes(r)
@@ -68,12 +67,12 @@ def run_table(frame, run: dict) -> Table:
             speedup = "1.00x"
         else:
             speedup = number_text(r["speedup_vs_baseline"], ".2f", "x")
-        table.add_row(*(Text(str(r[k])) for k in ("model", "variant", "target", "engine")), status,
+        table.add_row(*(shown(str(r[k])) for k in ("model", "variant", "target", "engine")), status,
                       ms_text(r["median_ms"]), ms_text(r["p90_ms"]), spread_text(r),
                       speedup,
                       size_text(r["artifact_bytes"]), *([number_text(peak_memory(r["details"]), ".1f")] if with_memory else []),
                       number_text(r["max_abs_diff"], ".2e"),
-                      number_text(r["top1_agreement"], ".0%"), number_text(r["accuracy"], ".2%"), Text(", ".join(notes)))
+                      number_text(r["top1_agreement"], ".0%"), number_text(r["accuracy"], ".2%"), shown(", ".join(notes)))
     _numbers_whole(table, [c for c in table.columns if c.justify == "right"])
     return table
 
@@ -237,17 +236,17 @@ def provenance_lines(run: dict, frame) -> list[str]:
 
 def render_run(frame, run: dict, console: Console) -> None:
     if unfinished(run):
-        console.print(Text(unfinished(run), style="bold yellow"))
+        console.print(shown(unfinished(run), style="bold yellow"))
     console.print(run_table(frame, run))
-    console.print(Group(*[Text(line, style="dim" if not line.startswith("[") else "") for line in footnotes(frame)]))
+    console.print(Group(*[shown(line, style="dim" if not line.startswith("[") else "") for line in footnotes(frame)]))
     compressed = compression_table(frame)
     if compressed is not None:
         console.print(compressed)
-        console.print(Group(*[Text(line, style="bold") for line in best_variants(frame)],
-                            *[Text(line, style="dim") for line in variant_notes(frame)]))
-    console.print(Text("provenance", style="bold"))
+        console.print(Group(*[shown(line, style="bold") for line in best_variants(frame)],
+                            *[shown(line, style="dim") for line in variant_notes(frame)]))
+    console.print(shown("provenance", style="bold"))
     for line in provenance_lines(run, frame):
-        console.print(Text("  " + line, style="dim"))
+        console.print(shown("  " + line, style="dim"))
 
 
 VERDICT_STYLE = {SLOWER: "bold red", BROKEN: "bold red", LESS_ACCURATE: "bold red", LARGER: "yellow", FASTER: "green",
@@ -264,12 +263,12 @@ def verdict_table(verdicts) -> Table:
         e = v.evidence
         latency = v.latency_text("→", band=False) or "—"  # the band and p have columns here
         why = [text for text in (v.reason, v.new_setup("→"), *v.changes("→"), v.operators_text()) if text]
-        table.add_row(*(Text(str(x)) for x in (v.series["model"], v.series["variant"], v.target, v.series["engine"])),
-                      Text(v.verdict, style=VERDICT_STYLE.get(v.verdict, "")), Text(latency),  # it may hold a reason
+        table.add_row(*(shown(str(x)) for x in (v.series["model"], v.series["variant"], v.target, v.series["engine"])),
+                      shown(v.verdict, style=VERDICT_STYLE.get(v.verdict, "")), shown(latency),  # it may hold a reason
                       f"±{e['noise_band']:.1%}" if "noise_band" in e else "—",
                       f"{e['p_value']:.2g}" if "p_value" in e else "—",
                       size_cell(e),
                       f"{e['accuracy_metric']} {points_text(e['accuracy_change'])}" if e.get("accuracy_change") is not None else "—",
-                      Text("; ".join(map(str, why)) or "—"))
+                      shown("; ".join(map(str, why)) or "—"))
     _numbers_whole(table, [c for c in table.columns if c.header in ("noise band", "p")])
     return table
