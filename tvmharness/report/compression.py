@@ -8,7 +8,7 @@ from rich import box
 from rich.table import Table
 
 from ..results import BASELINE, DROPS, NOT_APPLICABLE, OK, variant_drop
-from . import baseline_label, shown, ms_text, number_text, points_text, present, size_text, target_text
+from . import baseline_label, ms_text, number_text, points_text, present, shown, size_text, target_text
 
 
 def _variant_rows(frame) -> list[dict]:
