@@ -9,6 +9,7 @@ import time
 import psutil
 import pytest
 
+from tvmharness.errors import HarnessError
 from tvmharness.pipeline import RUN_FAILED, OK, run_recipe
 from tvmharness.recipe import recipe_from_dict
 from tvmharness.remote.loopback import LoopbackRack, free_port, stop
@@ -721,3 +722,15 @@ def test_a_tracker_s_unreadable_entries_are_left_out_and_a_reply_not_a_tracker_s
             done = run_cli("devices", "--tracker", tracker)
         assert done.returncode == 2 and "did not answer a summary request" in done.stderr, (garbage, done.stderr)
         assert "internal error" not in done.stderr
+
+
+def test_ipv6_addresses_are_read_and_its_loopback_needs_no_warning():
+    from tvmharness.remote.tracker import Address, is_loopback, warn_if_wide
+
+    assert parse_address("[::1]:9191") == Address("::1", 9191) and str(parse_address("[::1]:9191")) == "[::1]:9191"
+    assert parse_address("::1") == Address("::1", 9190) and parse_address("[fe80::1]") == Address("fe80::1", 9190)
+    assert parse_address("127.0.0.1:9190") == Address("127.0.0.1", 9190) and parse_address("kits") == Address("kits", 9190)
+    assert is_loopback("::1") and is_loopback("127.0.0.1") and not is_loopback("8.8.8.8")
+    assert warn_if_wide("::1") is None and "no authentication" in warn_if_wide("0.0.0.0")
+    with pytest.raises(HarnessError, match="not a tracker address"):
+        parse_address("[::1]:port")

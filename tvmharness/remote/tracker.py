@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import select
 import socket
 import struct
@@ -34,23 +35,37 @@ class Address:
     port: int
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"  # an IPv6 address bracketed
 
 
 def parse_address(text: str, default_port: int = DEFAULT_PORT) -> Address:
-    """HOST:PORT (or HOST alone) -> Address, with a clear error for anything else."""
-    host, sep, port = text.strip().rpartition(":")
-    if not sep:
-        host, port = text.strip(), str(default_port)
+    """HOST:PORT, [IPV6]:PORT, or HOST alone -> Address, with a clear error for anything else."""
+    text = text.strip()
+    if bracketed := re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", text):
+        host, port = bracketed.group(1), bracketed.group(2) or str(default_port)
+    elif _ipv6(text):  # an IPv6 address alone
+        host, port = text, str(default_port)
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = text, str(default_port)
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise HarnessError(f"'{text}' is not a tracker address", "write it as HOST:PORT, e.g. 127.0.0.1:9190")
+        raise HarnessError(f"'{text}' is not a tracker address", "write it as HOST:PORT, e.g. 127.0.0.1:9190 ([::1]:9190 for IPv6)")
     return Address(host, int(port))
 
 
-def is_loopback(host: str) -> bool | None:
-    """None: the name does not resolve here."""
+def _ipv6(text: str) -> bool:
     try:
-        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
+
+
+def is_loopback(host: str) -> bool | None:
+    """Whether every address a host name has here is a loopback one (IPv4 or IPv6); None: it has none here."""
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        return bool(found) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in found)
     except (OSError, ValueError):
         return None
 
