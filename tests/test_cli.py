@@ -794,7 +794,7 @@ def test_a_target_whose_cpu_this_host_lacks_features_of_is_built_not_run(cli_dir
 
 def test_sigterm_stops_a_run_started_in_the_background_and_keeps_its_rows(tmp_path):
     """A script's `tvmharness run ... &` starts with SIGINT ignored; its SIGTERM (a cancelled CI job,
-    `kill`) still ends the run as Ctrl-C does: rows kept, the run marked unfinished, exit 130."""
+    `kill`) still ends the run as Ctrl-C does: rows kept, the run marked unfinished, exit 143 (128 + SIGTERM)."""
     import signal
     import time
 
@@ -814,7 +814,7 @@ def test_sigterm_stops_a_run_started_in_the_background_and_keeps_its_rows(tmp_pa
         _, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 143, stderr
     assert "interrupted: the rows measured so far are stored, in a run marked unfinished" in stderr
     assert "Traceback" not in stderr
     (run,) = Store(str(store)).runs()

@@ -313,6 +313,10 @@ def test_a_model_s_own_data_is_what_every_engine_is_fed_and_what_its_variants_tr
             in rows[("prune:0.5+finetune:1", "torch")]["details"]["notes"][-1])
     data = rows[("fp32", "tvm")]["details"]["data"]
     assert data["eval"]["source"] == f"{own_data / 'eval.npz'} (40 samples, labelled)" and len(data["eval"]["content_hash"]) == 16
+    # the training data is named only where a variant trained or calibrated on it: a change of it moves no fp32 figure
+    assert "train" not in data and "train" not in rows[("fp32", "torch")]["details"]["data"]
+    for variant in ("int8", "prune:0.5+finetune:1"):
+        assert rows[(variant, "tvm")]["details"]["data"]["train"]["source"] == f"{own_data / 'train.npz'} (64 samples, labelled)"
     assert any(line.startswith(f"tiny_mlp: every engine is fed {own_data / 'eval.npz'} (40 samples, labelled), content hash ")
                for line in footnotes(result.frame()))
     # Samples without labels: every engine is fed them and variants learn to match fp32 on them; no accuracy

@@ -73,6 +73,85 @@ def test_a_verdict_names_the_provenance_that_changed_and_the_operators_that_move
     assert "tuning records" in text and "conv2d" in text and "slower" in text
 
 
+def test_on_a_step_s_second_night_the_operators_are_against_the_level_judged_against(store):
+    """The night after a step the latency is still judged against the old level: its operators must be
+    too, not against the step's own first night (which would show the step's operators as faster)."""
+    rng = np.random.default_rng(17)
+    for _ in range(6):
+        night(store, 1.0, rng)
+    night(store, 1.5, rng)
+    second = night(store, 1.5, rng)
+    (v,) = judge(store.frame(), second)
+    assert v.aspects["latency"] == SLOWER, v.summary()
+    assert v.evidence["operators_run_id"] == v.evidence["level_run_id"] < second - 1
+    assert v.operators[0]["operator"] == "conv2d" and v.operators[0]["delta_ms"] == pytest.approx(0.25)
+    assert f"operators vs run {v.evidence['level_run_id']}: conv2d +0.25 ms" in v.summary()
+
+
+def test_a_recipe_change_is_named_by_its_settings_and_only_where_it_moves_a_figure(store):
+    rng = np.random.default_rng(19)
+    recipe = {"models": ["m"], "variants": ["fp32"], "frontend": "torch",
+              "measure": {"warmup": 3, "repeats": 30, "threads": 2, "memory": False}, "regression": {"min_effect": 0.05}}
+    for _ in range(3):
+        night(store, 1.0, rng, recipe=recipe)
+    more = recipe | {"measure": recipe["measure"] | {"repeats": 40}}
+    run = night(store, 1.0, rng, recipe=more)
+    (v,) = judge(store.frame(), run)
+    assert {c["what"]: (c["before"], c["after"]) for c in v.changed} == {"recipe measure.repeats": (30, 40)}
+    assert "changed: recipe measure.repeats 30 -> 40" in v.summary()
+    # what only judges, names series or is measured apart changes nothing of this series' figures
+    for _ in range(3):
+        night(store, 1.0, rng, recipe=more)
+    other = more | {"regression": {"min_effect": 0.06}, "variants": ["fp32", "int8"],
+                    "measure": more["measure"] | {"memory": True}}
+    run = night(store, 1.0, rng, recipe=other)
+    (v,) = judge(store.frame(), run)
+    assert v.changed == [], v.summary()
+    run = night(store, 1.0, rng, recipe=other | {"frontend": "onnx"})
+    (v,) = judge(store.frame(), run)
+    assert [c["what"] for c in v.changed] == ["recipe frontend"]  # how a TVM row's model reaches TVM
+    run = night(store, 1.0, rng, engine="torch", recipe=other)
+    (v,) = judge(store.frame(), run)
+    assert v.verdict == NEW  # (a torch series of its own; its frontend change below is none of its business)
+    night(store, 1.0, rng, engine="torch", recipe=other)
+    run = night(store, 1.0, rng, engine="torch", recipe=other | {"frontend": "torch"})
+    (v,) = judge(store.frame(), run)
+    assert v.changed == [], v.summary()
+
+
+def test_records_lost_say_untuned_not_none(store):
+    rng = np.random.default_rng(23)
+    for _ in range(3):
+        night(store, 1.0, rng)
+    run = night(store, 1.0, rng, details={"build_key": "untuned"})
+    (v,) = judge(store.frame(), run)
+    changed = {c["what"]: (c["before"], c["after"]) for c in v.changed}
+    assert changed["tuned tasks"] == ("10/10 (64 trials)", "untuned") and changed["tuning records"] == ("a" * 16, "none")
+    assert "None" not in v.summary()
+
+
+def test_steps_the_report_named_do_not_widen_the_noise_band(store):
+    """Records tuned, lost and restored: each step has a cause the verdicts named. Counted as noise
+    they would make the band so wide that the series could no longer show a regression."""
+    rng = np.random.default_rng(29)
+    levels = [1.0] * 4 + [0.6, 1.0] * 3
+    for i, level in enumerate(levels):
+        night(store, level, rng, tuning_sha=("a" if level == 1.0 else "b") * 64)
+    run = night(store, 1.2, rng)
+    (v,) = judge(store.frame(), run)
+    assert v.evidence["night_sigma"] < 0.05 and v.evidence["noise_band"] == pytest.approx(Regression().min_effect)
+    assert v.verdict == SLOWER, v.summary()
+
+
+def test_a_row_that_never_applied_carries_no_cause(store):
+    rng = np.random.default_rng(31)
+    for digest in ("1", "1", "2"):
+        run = night(store, 1.0, rng, status=NOT_APPLICABLE, reason="int8 needs an ONNX model", samples_ms=None,
+                    details={"model_digest": digest * 64})
+    (v,) = judge(store.frame(), run)
+    assert v.verdict == NOT_APPLICABLE and v.changed == [] and v.summary() == "not applicable: int8 needs an ONNX model"
+
+
 def test_a_model_edited_in_place_is_named_as_the_change(store):
     rng = np.random.default_rng(6)
     details = {"build_key": "k", "model_digest": "1" * 64}  # a user's model.py, the same path every night
@@ -623,8 +702,8 @@ def test_what_an_older_release_did_not_record_is_unknown_not_changed():
     assert provenance_changes([(1, old), (2, old), (3, tonight)], tonight) == []  # the nights after the upgrade
     changes = provenance_changes([(1, old), (2, old | {"model": "ab12"})], tonight | {"model": "cd34", "torch": "3.0"})
     assert {c["what"]: (c["before"], c["after"]) for c in changes} == {"model": ("ab12", "cd34"), "torch": ("2.9", "3.0")}
-    gone = provenance_changes([(1, old | {"tuned tasks": "3/5"})], tonight)  # a key that stopped being recorded is a change
-    assert [(c["what"], c["before"], c["after"]) for c in gone] == [("tuned tasks", "3/5", None)]
+    # nor is a key tonight's row does not record (a recipe hash this release names by its settings instead)
+    assert provenance_changes([(1, old | {"recipe": "3f9c990b2b1a312c"})], tonight) == []
 
 
 def test_run_ids_are_named_as_spans_and_a_long_history_s_in_a_few():

@@ -1,9 +1,11 @@
+import logging
+
 import pytest
 
 from tests.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 from tvmharness.errors import HarnessError
 from tvmharness.provenance import snapshot
-from tvmharness.results import Store
+from tvmharness.results import Store, StoreError
 
 
 def _row(**kw):
@@ -63,7 +65,7 @@ def test_store_accepts_a_sqlalchemy_url(tmp_path):
     assert len(store.frame()) == 1
 
 
-def test_a_schema_1_store_upgrades_and_keeps_every_row(tmp_path):
+def test_a_schema_1_store_upgrades_and_keeps_every_row(tmp_path, caplog):
     """A store written by the release before migrations opens in this one with every row intact."""
     import sqlite3
 
@@ -81,7 +83,9 @@ def test_a_schema_1_store_upgrades_and_keeps_every_row(tmp_path):
     old.add(spread, _row(status="failed to run", median_ms=None, samples_ms=None))
     before = old.frame()
 
-    store = Store(str(path))
+    with caplog.at_level(logging.WARNING, logger="tvmharness.results"):
+        store = Store(str(path))
+    assert f"upgraded the results store {path} to schema {SCHEMA_VERSION}" in caplog.text  # every host must upgrade now
     after = store.frame()
     assert len(after) == len(before) == 7
     # how each row's samples were spread, from its run's recipe (back to back where it has none):
@@ -98,7 +102,9 @@ def test_a_schema_1_store_upgrades_and_keeps_every_row(tmp_path):
     # The old release refuses the upgraded store instead of writing rows it cannot describe.
     with pytest.raises(HarnessError, match="newer than this tvmharness"):
         results_v1.Store(str(path))
-    Store(str(path))  # opening again is a no-op
+    caplog.clear()
+    Store(str(path))  # opening again is a no-op, and says nothing
+    assert "upgraded" not in caplog.text
 
 
 def test_a_store_from_a_newer_release_is_refused(tmp_path):
@@ -106,10 +112,18 @@ def test_a_store_from_a_newer_release_is_refused(tmp_path):
 
     path = tmp_path / "new.db"
     Store(str(path))
+    store = Store(str(path))
+    run_id = store.start_run("r", "h", {}, snapshot() | {"git_commit": "0123456789ab"})
     with sqlite3.connect(path) as db:
         db.execute("update alembic_version set version_num = '9999'")
-    with pytest.raises(HarnessError, match="newer than this tvmharness"):
+        db.execute("update schema_info set version = 99")
+    with pytest.raises(HarnessError, match="newer than this tvmharness.*its newest run was written by tvmharness at commit 0123456789ab"):
         Store(str(path))
+    # A process that opened it before another host upgraded it writes no more rows into it: they would
+    # lack what the new schema holds of every row (kept aside, as any row the store refuses)
+    with pytest.raises(StoreError, match="upgraded to schema 99 by a newer tvmharness") as refused:
+        store.add(run_id, _row())
+    assert refused.value.fix == "upgrade tvmharness on this host"
 
 
 def test_postgresql_store_migrates_a_schema_1_history_and_judges_it(postgres_url):

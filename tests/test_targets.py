@@ -1,7 +1,10 @@
 """Target presets a user writes: what is wrong in one is refused when it is read or resolved, with the
 file, the key and the fix, before anything is built (no build here: each test takes a second)."""
 
+import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -202,3 +205,14 @@ def test_a_preset_typo_is_one_message_and_exit_2_on_the_command_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert 'mcpu = "skylake-avx5120" is not a CPU LLVM knows' in " ".join(proc.stderr.split())
     assert not (tmp_path / "results" / "artifacts").exists()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin this process to one")
+def test_a_process_pinned_to_fewer_cpus_says_so_and_defaults_to_their_threads():
+    """taskset or a CI runner's cpuset: the default thread count and the provenance follow the CPUs
+    the process may use, not the host's count."""
+    code = ("from tvmharness.provenance import cores_text, cpu_info; from tvmharness.recipe import Measure; "
+            "print(Measure().threads, cores_text(cpu_info()))")
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split(" ", 1) == ["1", f"{os.cpu_count()} logical cores, 1 usable\n"]

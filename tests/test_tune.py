@@ -100,6 +100,23 @@ def test_a_model_none_of_whose_tasks_were_tuned_gets_the_untuned_build(tuned):
     assert with_records.manifest["library"]["sha256"] == untuned.manifest["library"]["sha256"]
 
 
+def test_a_row_names_the_records_its_build_read_not_the_whole_folder(tuned, tmp_path):
+    """Tuning another model into the folder changes the folder, not what tiny_mlp's build reads: its
+    rows keep naming the same records (a nightly would blame the other model's tune on it)."""
+    import shutil
+
+    root, target, model, result = tuned
+    shutil.copytree(root / "tuning", tmp_path / "tuning")
+    options = EngineOptions(cache_dir=root / "cache", threads=2, records_root=tmp_path / "tuning")
+    before = get_engine("tvm").prepare(model, target, options).details["tuning_records"]["sha256"]
+    other = load_model(f"{USER_MODELS}:one_linear", root / "cache")  # shares no workload with tiny_mlp
+    tuned_other = tune_model(other, target, TuneOptions(trials=2), frontend="torch", cache_dir=root / "cache",
+                             records_root=tmp_path / "tuning", threads=2)
+    assert tuned_other.trials_run >= 1 and tuned_other.records_hash != before
+    after = get_engine("tvm").prepare(model, target, options).details["tuning_records"]["sha256"]
+    assert after == before == result.records_hash
+
+
 def test_a_second_model_reuses_shared_workloads(tuned):
     root, target, _, first = tuned
     known_before = {t.name for t in first.tasks if t.best_s is not None}

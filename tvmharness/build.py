@@ -17,8 +17,8 @@ from .models import LoadedModel
 from .native_log import NATIVE_LOG, RELOWERED, native_stderr_to, native_warnings
 from .provenance import cpu_info, git_commit, versions
 from .targets import Target, check_toolchain, host_cpu, linker
-from .tune import (RECORDS, extract_tasks, lower_for_tuning, model_workloads, open_database, records_at_other_threads,
-                   records_dir, records_hash, tuned_task_count)
+from .tune import (RECORDS, applied_records_hash, extract_tasks, lower_for_tuning, model_workloads, open_database,
+                   records_at_other_threads, records_dir, records_hash, tuned_task_count)
 
 MANIFEST_FORMAT = 4  # 2: cuda_source; 3: inputs (every input's name, shape and dtype); 4: outputs, build_host
 MANIFEST = "manifest.json"
@@ -256,7 +256,7 @@ def _compile(model: LoadedModel, mod, target: Target, records: Path | None, dige
     try:
         if digest is None:
             return _compile_untuned(mod, target), None
-        return _compile_tuned(mod, target, records, digest, log)
+        return _compile_tuned(mod, target, records, log)
     except HarnessError:
         raise
     except Exception as err:
@@ -274,7 +274,7 @@ def _compile_untuned(mod, target: Target):
     return tvm.compile(mod, target=target.tvm_target())
 
 
-def _compile_tuned(mod, target: Target, records: Path, digest: str, log: Path):
+def _compile_tuned(mod, target: Target, records: Path, log: Path):
     from tvm.s_tir.meta_schedule.relax_integration import compile_relax
 
     database = open_database(records, target)
@@ -286,7 +286,9 @@ def _compile_tuned(mod, target: Target, records: Path, digest: str, log: Path):
             marked.write(RELOWERED)
         return _compile_untuned(mod, target), None
     executable = compile_relax(database, mod_pre, target.tvm_target(), params=None)
-    return executable, {"dir": str(records), "sha256": digest, "tasks_tuned": tuned, "tasks": len(tasks), "trials": trials}
+    # the records this build read, not the folder's: tuning another model into it changes no row of this one
+    return executable, {"dir": str(records), "sha256": applied_records_hash(database, tasks), "tasks_tuned": tuned,
+                        "tasks": len(tasks), "trials": trials}
 
 
 def export_artifact(artifact: Artifact, out_dir: Path, model: LoadedModel, target: Target, check: dict,

@@ -84,7 +84,7 @@ def _friendly(command):
             code = _user_error(e)
         except KeyboardInterrupt as e:  # an Interrupted says what its stage left behind
             err.print(str(e) or INTERRUPTED.get(command.__name__, "interrupted"), markup=False, highlight=False)
-            code = 130
+            code = _interrupted_code()
             if command.__name__ == "tune":  # freeing an interrupted MetaSchedule search can corrupt the heap
                 sys.stdout.flush()          # ("corrupted double-linked list", once in many Ctrl-Cs); its records
                 sys.stderr.flush()          # are on disk, so the process ends here, before anything is freed
@@ -204,12 +204,13 @@ def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
     _writable_folder(recipe.output.dir)  # before anything is imported: a failed row per build is no answer
     from .pipeline import run_recipe
     from .report.terminal import render_run
+    from .results import RUN_RECIPE
 
     with _progress() as progress:
         result = run_recipe(recipe, _RichProgress(progress))
     frame, run = result.frame(), result.store.run(result.run_id)
     if json_out:
-        _print_json((extra or {}) | {"run": run, "rows": frame.to_dict("records")})
+        _print_json((extra or {}) | {"run": run, "rows": frame.drop(columns=RUN_RECIPE).to_dict("records")})
     else:
         render_run(frame, run, out)
         err.print(f"stored {len(frame)} rows in {result.store.label} (run {result.run_id}) in {result.seconds:.0f} s", markup=False)
@@ -731,7 +732,7 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
               f"junit.xml, report.html", markup=False, highlight=False)
     for v in bad:
         err.print(f"[red]regression[/red] {escape(v.name)}: {escape(v.summary())}", highlight=False)
-    return 130 if interrupted else FAILED if bad else 0
+    return _interrupted_code() if interrupted else FAILED if bad else 0
 
 
 @app.command()
@@ -897,10 +898,19 @@ def devices(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC trac
     return 0
 
 
+_STOPPED_BY = {"signal": signal.SIGINT}  # what interrupted the command: Ctrl-C unless SIGTERM came
+
+
+def _interrupted_code() -> int:
+    """An interrupted command's exit code as a shell gives a process that signal ended: 130 for Ctrl-C, 143 for SIGTERM."""
+    return 128 + _STOPPED_BY["signal"]
+
+
 def _terminated(signum, frame) -> None:
     """SIGTERM (a cancelled CI job, `kill`) takes Ctrl-C's way out: rows kept, run marked unfinished,
-    one message. The SIGINT handler of the moment is called (a tune's notes it and stops at its next
-    call into Python); not re-raised as SIGINT, which a job started with `&` from a script ignores."""
+    one message, exit 143. The SIGINT handler of the moment is called (a tune's notes it and stops at its
+    next call into Python); not re-raised as SIGINT, which a job started with `&` from a script ignores."""
+    _STOPPED_BY["signal"] = signal.SIGTERM
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
         handler(signal.SIGINT, frame)

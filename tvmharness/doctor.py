@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 from .gpu import NO_GPU_FIX, cuda_status, ort_cuda_status, torch_cuda_status
-from .provenance import cpu_info, installed_version
+from .provenance import cores_text, cpu_info, installed_version
 
 
 def _check(name: str, ok: bool, detail: str, fix: str = "", required: bool = False) -> dict:
@@ -88,7 +88,7 @@ def checks() -> list[dict]:
     nvcc = _tool_version("nvcc")
     result.append(_check("nvcc", nvcc is not None, nvcc or "not found",
                          "install the CUDA toolkit where CUDA modules are loaded (TVM compiles their kernels with NVRTC then)"))
-    result.append(_check("CPU", True, f"{cpu['model']} ({cpu['arch']}, {cpu['logical_cores']} logical cores)"))
+    result.append(_check("CPU", True, f"{cpu['model']} ({cpu['arch']}, {cores_text(cpu)})"))
     result.append(_check("CPU features", bool(cpu["features"]), " ".join(cpu["features"]) or "none detected",
                          "no SIMD features detected: TVM kernels will be slow"))
     for tool, fix, required in [("aarch64-linux-gnu-gcc", "apt-get install gcc-aarch64-linux-gnu (cross-compiles for arm targets)", False),

@@ -432,9 +432,10 @@ def _empty_row(model: LoadedModel, variant: str, target: Target, recipe: Recipe,
 
 def data_provenance(model: LoadedModel) -> dict:
     """Which samples a row's outputs and accuracy (eval) and its variant's training and calibration
-    (train) came from, by the hash of their arrays (not of the file); seeded inputs where there were none."""
-    return {role: {"source": d.source, "content_hash": d.digest[:16]} if d is not None else None
-            for role, d in (("eval", model.eval_data), ("train", model.train_data))}
+    (train, where its variant trains or calibrates) came from, by the hash of their arrays (not of the
+    file); seeded inputs where there were none."""
+    roles = [("eval", model.eval_data)] + ([("train", model.train_data)] if model.compression.get("uses_train_data") else [])
+    return {role: {"source": d.source, "content_hash": d.digest[:16]} if d is not None else None for role, d in roles}
 
 
 def _unloadable_row(spec: str, err: HarnessError, host: Target, recipe: Recipe) -> dict:

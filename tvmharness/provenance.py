@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import math
 import os
 import platform
 import socket
@@ -40,8 +41,31 @@ def cpu_info() -> dict:
         "model": model,
         "arch": platform.machine(),
         "logical_cores": os.cpu_count() or 1,
+        "usable_cores": usable_cores(),
         "features": [f for f in notable if f in flags],
     }
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on: its affinity (taskset, a CI runner's cpuset), cut to its
+    cgroup's CPU quota (docker --cpus) where it has one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def cores_text(cpu: dict) -> str:
+    """A host's cores as reports say them: "8 logical cores", and how many this process could use where fewer."""
+    usable = cpu.get("usable_cores")
+    return f"{cpu.get('logical_cores')} logical cores" + (f", {usable} usable" if usable and usable != cpu.get("logical_cores") else "")
 
 
 @functools.cache

@@ -174,8 +174,13 @@ def kernels_note(proto, shape_dict: dict[str, list[int]]) -> tuple[dict | None, 
         kernels = integer_kernels(proto, shape_dict)
     except Exception as err:  # ONNX Runtime's rows need none of it; TVM's rows say why they failed
         return None, f"on TVM: its ONNX importer could not read the int8 model ({one_line(err)}); the TVM rows say so"
-    return kernels, (f"on TVM: integer kernels (uint8 x int8 -> int32, one float rescale) for {kernels['integer'] or 'none'}"
-                     + (f"; dequantize -> fp32 fallback for {kernels['float_fallback']}" if kernels["float_fallback"] else ""))
+    return kernels, (f"on TVM: integer kernels (uint8 x int8 -> int32, one float rescale) for {_counts_text(kernels['integer'])}"
+                     + (f"; dequantize -> fp32 fallback for {_counts_text(kernels['float_fallback'])}" if kernels["float_fallback"] else ""))
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    """{"conv2d": 2, "matmul: why": 1} as a note says it: "2 conv2d, 1 matmul: why"."""
+    return ", ".join(f"{n} {op}" for op, n in counts.items()) or "none"
 
 
 class _NoMatch(Exception):

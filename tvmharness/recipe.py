@@ -16,6 +16,7 @@ from . import budgets
 from .cache import content_hash
 from .engines import ENGINE_NAMES
 from .errors import HarnessError, toml_table, validation_problems
+from .provenance import usable_cores
 from .results import BASELINE, DEFAULT_STORE
 
 DEFAULT_ENGINES = ("tvm", "torch", "onnxruntime")  # of ENGINE_NAMES; "tvm-untuned" compares tuning, "torch-compile" TorchInductor
@@ -55,13 +56,15 @@ class _Strict(BaseModel):
 
 
 def _default_threads() -> int:
-    # Physical cores where we can count them; hyper-threads only add noise to latency.
+    # Physical cores where we can count them (hyper-threads only add noise to latency), no more than
+    # this process may use (taskset, a container's CPU quota).
     try:
         import psutil
 
-        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+        physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
     except ImportError:
-        return os.cpu_count() or 1
+        physical = os.cpu_count() or 1
+    return min(physical, usable_cores())
 
 
 class Measure(_Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import tempfile
 from datetime import datetime, timezone
@@ -106,6 +107,7 @@ def plain(value):
     return value
 
 
+RUN_RECIPE = "run_recipe"  # a Store.frame() column: each row's run's recipe (outputs give it once, with the run)
 BASELINE = "fp32"  # the variant name of the model as given: the rows every other variant is judged against
 # Row statuses, as the report shows them.
 OK = "ok"
@@ -235,7 +237,8 @@ def _migrate(engine, label: str) -> None:
         if current is not None and current not in known:
             version = conn.execute(select(SchemaInfo.version)).scalar()
             raise HarnessError(f"results store {label} has schema {version} (revision {current}), newer than this "
-                               f"tvmharness ({SCHEMA_VERSION})", "upgrade tvmharness, or point --store at another file")
+                               f"tvmharness ({SCHEMA_VERSION}){_newest_writer(conn)}",
+                               "upgrade tvmharness, or point --store at another file")
         foreign = "runs" in tables and "measurements" not in tables  # a table of that name, in another's database
         if current is None and (foreign or ("runs" not in tables and tables and conn.dialect.name == "sqlite")):
             kind = "a SQLite database" if conn.dialect.name == "sqlite" else "a database"
@@ -248,6 +251,28 @@ def _migrate(engine, label: str) -> None:
                                    "point --store at another file; this one was not written by tvmharness")
             command.stamp(config, "0001")
         command.upgrade(config, "head")
+        if "runs" in tables and current != _head(conn):  # every host sharing the store must now run a tvmharness of this schema: said once, here
+            logging.getLogger(__name__).warning(
+                "upgraded the results store %s to schema %d (revision %s): a tvmharness of an older schema now refuses "
+                "it, so upgrade every host that writes to it", label, SCHEMA_VERSION, _head(conn))
+
+
+def _newest_writer(conn) -> str:
+    """Which tvmharness wrote a store's newest run (its commit), for whoever must upgrade to read it."""
+    try:
+        commit = conn.execute(select(Run.git_commit).order_by(Run.id.desc()).limit(1)).scalar()
+    except SQLAlchemyError:  # a schema this release does not know may keep it otherwise
+        return ""
+    return f"; its newest run was written by tvmharness at commit {commit}" if commit else ""
+
+
+def check_schema(session) -> None:
+    """A store another host upgraded while this process writes to it: its rows would lack what the new
+    schema holds of every row (and be judged as if they had it), so they are refused (and kept aside)."""
+    version = session.execute(select(SchemaInfo.version)).scalar()
+    if version is not None and version > SCHEMA_VERSION:
+        raise StoreError(f"the results store was upgraded to schema {version} by a newer tvmharness while this one "
+                         f"(schema {SCHEMA_VERSION}) was writing to it", "upgrade tvmharness on this host")
 
 
 # SQLite waits this long for another process's lock (a long report, a writer) before it gives up
@@ -328,6 +353,7 @@ class Store:
         if isinstance((output := recipe.get("output")), dict) and isinstance(output.get("store"), str):
             recipe = recipe | {"output": output | {"store": masked(output["store"])}}  # every reader of the store sees it
         with self._session() as s:
+            check_schema(s)
             run = Run(recipe_name=recipe_name, recipe_hash=recipe_hash, recipe=recipe,
                       hostname=provenance["host"]["hostname"], cpu=provenance["host"]["cpu"]["model"],
                       git_commit=provenance["git_commit"], provenance=provenance)
@@ -337,6 +363,7 @@ class Store:
 
     def add(self, run_id: int, row: dict) -> int:
         with self._session() as s:
+            check_schema(s)
             m = _measurement(run_id, row)
             s.add(m)
             s.commit()
@@ -389,7 +416,7 @@ class Store:
 
         query = select(Measurement.__table__, Run.hostname, Run.cpu, Run.git_commit, Run.recipe_name,
                        Run.recipe_hash, Run.started.label("run_started")).join(Run, Measurement.run_id == Run.id)
-        runs = select(Run.id, Run.provenance)
+        runs = select(Run.id, Run.provenance, Run.recipe)
         if run_id is not None:
             query, runs = query.where(Measurement.run_id == run_id), runs.where(Run.id == run_id)
         if since is not None:
@@ -402,8 +429,11 @@ class Store:
             except pd.errors.DatabaseError as err:  # pandas' wrapping of the database's error
                 raise err.__cause__ if isinstance(err.__cause__, SQLAlchemyError) else err
             # each run's provenance decoded once, not once per row: most of the time of a long history's report
-            provenance = dict(conn.execute(runs).all())
+            provenance, recipes = {}, {}
+            for run, prov, recipe in conn.execute(runs):
+                provenance[run], recipes[run] = prov, recipe
         frame["run_provenance"] = frame["run_id"].map(provenance)
+        frame[RUN_RECIPE] = frame["run_id"].map(recipes)  # what verdicts name of a recipe's change (row_provenance)
         return frame
 
 

@@ -320,6 +320,18 @@ def extract_tasks(mod_zero, target: Target):
     return list(ms_extract(mod_zero, target.tvm_target()))
 
 
+def applied_records_hash(database, tasks) -> str:
+    """A hash of the records a build of these tasks can read (each task's workload and its records),
+    for provenance: a folder's other models' records are not part of it."""
+    parts = []
+    for task in tasks:
+        mod = task.dispatched[0]
+        if database.has_workload(mod):
+            workload = database.commit_workload(mod)
+            parts.append(json.dumps([workload.as_json()[0], [r.as_json() for r in database.get_top_k(workload, 1 << 30)]]))
+    return content_hash(*sorted(parts))
+
+
 def tuned_task_count(database, tasks, target: Target) -> tuple[int, int]:
     """(tasks with a record the build will apply, trials recorded for the model's workloads)."""
     tvm_target = target.tvm_target()
@@ -416,7 +428,7 @@ class TuneResult:
     model: str
     target: str
     records_dir: Path
-    records_hash: str | None
+    records_hash: str | None  # of the records this model's builds read (applied_records_hash), as its rows name them
     tasks: list[TaskState]
     trials_run: int
     seconds: float
@@ -491,7 +503,8 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
             state.stopped = (f"nothing to do: the budget of {session['trials']} trials is spent" if to_tune
                              else "every task already has records")
             progress.update(state, None)
-            return _result(model, target, directory, states, 0, state, skipped, session, notes)
+            return _result(model, target, directory, applied_records_hash(database, extracted), states, 0, state, skipped,
+                           session, notes)
         progress.step(f"tuning {len(to_tune)} of {len(extracted)} tasks of {model.name}: {remaining} trials "
                       f"(the first batch starts the builder workers: about 30 s)")
         session["start_mark"] = _mark_start(directory)
@@ -515,7 +528,7 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
                                "the kits), then continue with `tvmharness tune --resume`", exit_code=FAILED)
         session["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         # what builds will read: every record replays (before the last save: setting some aside shortens the file)
-        _, set_aside = _load_database(directory, locked=True)
+        reloaded, set_aside = _load_database(directory, locked=True)
         save_progress()
         if set_aside:
             notes.append(set_aside)
@@ -524,7 +537,8 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
             raise HarnessError(f"all {trials_run} tuning trials of {model.name} failed; the first error: {first}",
                                "see the MetaSchedule logs in " + str(directory / "runs") + "; a builder timeout means a slow machine: "
                                "raise [tune] builder_timeout", exit_code=FAILED)
-        return _result(model, target, directory, states, trials_run, state, skipped, session, notes)
+        return _result(model, target, directory, applied_records_hash(reloaded, extracted), states, trials_run, state,
+                       skipped, session, notes)
 
 
 def _records_bytes(directory: Path) -> int:
@@ -617,8 +631,8 @@ def _write_session(path: Path, session: dict) -> None:
         partial.write_text(json.dumps(session, indent=2) + "\n")
 
 
-def _result(model, target, directory, states, trials_run, state, skipped, session, notes) -> TuneResult:
-    return TuneResult(model.name, target.name, directory, records_hash(directory), states, trials_run, state.elapsed_s,
+def _result(model, target, directory, records_hash, states, trials_run, state, skipped, session, notes) -> TuneResult:
+    return TuneResult(model.name, target.name, directory, records_hash, states, trials_run, state.elapsed_s,
                       skipped, state.stopped, session, notes, target.emulated)
 
 
@@ -713,7 +727,7 @@ def _noting_interrupts():
         if seen:
             sys.stderr.write(f"\ninterrupted again: stopped at once; {TUNE_RECORDS_KEPT}\n")
             sys.stderr.flush()
-            os._exit(130)
+            os._exit(128 + signum)
         seen.append(signum)
 
     previous = signal.signal(signal.SIGINT, handler)

@@ -146,6 +146,7 @@ def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> Load
         work.notes.append(f"no compressed size: {', '.join(sorted(set(after) - {'finetune'}))} after clustering stores "
                           "the weights otherwise than as cluster indices")
     figures["compression"] = variant.config()
+    figures["uses_train_data"] = any(step.uses_train_data() for step in variant.steps)
     if module is not None:
         digest, onnx_path, source = torch_digest(module, model.inputs), None, model.source
     else:

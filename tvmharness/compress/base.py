@@ -51,6 +51,10 @@ class Technique(BaseModel):
     # they would change nothing but the variant's name, and make a series of their own.
     only_with: ClassVar[dict[str, tuple[str, str]]] = {}
 
+    def uses_train_data(self) -> bool:
+        """Whether the step trains or calibrates on the model's [data] train (a row's provenance names that data where it does)."""
+        return False
+
     @model_validator(mode="after")
     def _no_idle_parameters(self):
         defaults = type(self)._defaults()

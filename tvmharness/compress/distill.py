@@ -23,6 +23,9 @@ class Distill(Technique):
     lr: float = Field(3e-3, gt=0)
     primary = "width"
 
+    def uses_train_data(self) -> bool:
+        return True
+
     def apply(self, work: Work) -> Work:
         import torch
 

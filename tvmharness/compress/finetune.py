@@ -26,6 +26,9 @@ class Finetune(Technique):
     primary = "epochs"
     on_layers = True
 
+    def uses_train_data(self) -> bool:
+        return True
+
     def apply(self, work: Work) -> Work:
         import torch
         from torch.nn.utils import prune

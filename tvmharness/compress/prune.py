@@ -40,6 +40,9 @@ class Prune(Technique):
     on_layers = True
     only_with = {"steps": ("schedule", "gradual"), "epochs": ("schedule", "gradual"), "lr": ("schedule", "gradual")}
 
+    def uses_train_data(self) -> bool:
+        return self.schedule == "gradual"
+
     def apply(self, work: Work) -> Work:
         from torch.nn.utils import prune
 

@@ -93,6 +93,9 @@ class Int8(Technique):
     primary = "mode"
     only_with = {"calibration": ("mode", "static"), "samples": ("mode", "static"), "activations": ("mode", "static")}
 
+    def uses_train_data(self) -> bool:
+        return self.mode == "static"  # calibration
+
     def apply(self, work: Work) -> Work:
         if work.module is None and work.onnx_path is not None and work.onnx_path == work.base.onnx_path:
             fp32_path = work.onnx_path  # an .onnx file as given: the quantizer takes it as it is

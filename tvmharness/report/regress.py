@@ -138,21 +138,27 @@ class Verdict:
                 f"({', '.join(figures)}{confirmation(e)})")
 
     def operators_text(self) -> str | None:
-        """The operators whose time moved most, where latency moved."""
+        """The operators whose time moved most, where latency moved, against the run at the reference level."""
         if not self.operators or self.aspects.get("latency") not in (SLOWER, FASTER):
             return None
-        return "operators: " + ", ".join(f"{o['operator']} {o['delta_ms']:+.3g} ms" for o in self.operators[:3])
+        against = f" vs run {self.evidence['operators_run_id']}" if self.evidence.get("operators_run_id") is not None else ""
+        return f"operators{against}: " + ", ".join(f"{o['operator']} {o['delta_ms']:+.3g} ms" for o in self.operators[:3])
 
     def to_dict(self) -> dict:
         return asdict(self) | {"name": self.name, "regression": self.regression, "summary": self.summary()}
 
 
-def night_sigma(medians: list[float]) -> float | None:
+def night_sigma(medians: list[float], steps: list[bool] | None = None) -> float | None:
     """Night-to-night relative noise of a series (evidence for the reader): the robust sigma (MAD) of
-    successive differences of its log medians, over sqrt 2; a step in the history moves one difference."""
-    if len(medians) < 4:  # from two differences a step cannot be told from noise
-        return None
+    successive differences of its log medians, over sqrt 2; a step in the history moves one difference.
+    `steps[i]`: night i was measured of another build or model than night i - 1 (provenance_steps):
+    the difference into it is a change the report named, not noise, and is left out (a few such steps
+    in a window would widen the band until the series could not show a regression)."""
     diffs = np.diff(np.log(np.asarray(medians, dtype=np.float64)))
+    if steps is not None:
+        diffs = diffs[~np.asarray(steps[1:], dtype=bool)]
+    if len(diffs) < 3:  # from two differences a step cannot be told from noise
+        return None
     return float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / math.sqrt(2))
 
 
@@ -165,9 +171,10 @@ def fast_latency(samples: list[float]) -> float:
 
 
 def latency_verdict(samples: list[float], history: list[list[float]], rules: Regression,
-                    run_ids: list[int] | None = None) -> tuple[str, dict]:
-    """Compare a run's samples with the series' earlier runs (oldest first; `run_ids`, theirs): the
-    verdict and its evidence, which names the earlier run at the reference level (`level_run_id`)."""
+                    run_ids: list[int] | None = None, steps: list[bool] | None = None) -> tuple[str, dict]:
+    """Compare a run's samples with the series' earlier runs (oldest first; `run_ids`, theirs; `steps`,
+    which were measured of another build than the one before: see night_sigma): the verdict and its
+    evidence, which names the earlier run at the reference level (`level_run_id`)."""
     from scipy.stats import mannwhitneyu
 
     window = history[-rules.window:]
@@ -182,7 +189,7 @@ def latency_verdict(samples: list[float], history: list[list[float]], rules: Reg
     reference = np.concatenate([np.asarray(window[i], dtype=np.float64) for i in sorted(nearest)])
     current = np.asarray(samples, dtype=np.float64)
     ratio = latency_ms / reference_ms
-    sigma = night_sigma(levels)
+    sigma = night_sigma(levels, steps[-len(window):] if steps is not None else None)
     band = max(rules.min_effect, 3 * sigma if sigma is not None else 0.0)
     short = len(history) < rules.min_history
     if short:
@@ -322,25 +329,40 @@ def row_provenance(row: dict) -> dict:
     prov = row.get("run_provenance") or {}
     details = row.get("details") or {}
     tuning = details.get("tuning_records") or {}
+    tvm = str(row.get("engine", "")).startswith("tvm")
     out = {
         "git commit": row.get("git_commit"),
         "engine version": row.get("engine_version"),
         "tuning records": (tuning.get("sha256") or "")[:16] or "none",
         "threads": plain(row.get("threads")),
         "batch": plain(row.get("batch")),
-        "recipe": row.get("recipe_hash"),
         # the TVM target a build was made for: PyTorch and ONNX Runtime rows do not depend on it
-        "target": (row.get("target_spec") or {}).get("tvm") if str(row.get("engine", "")).startswith("tvm") else None,
+        "target": (row.get("target_spec") or {}).get("tvm") if tvm else None,
         "build": details.get("build_key"),
         "cpu": row.get("cpu"),  # the run's CPU model (Store.frame() has it from the run)
+        "usable cores": ((prov.get("host") or {}).get("cpu") or {}).get("usable_cores"),
         "os": (prov.get("host") or {}).get("os"),
     }
     if details.get("model_digest"):  # the model's weights and graph (a user's file edited in place)
         out["model"] = details["model_digest"][:16]
-    if tuning:
-        out["tuned tasks"] = f"{tuning.get('tasks_tuned')}/{tuning.get('tasks')} ({tuning.get('trials')} trials)"
+    if tvm:
+        out["tuned tasks"] = (f"{tuning.get('tasks_tuned')}/{tuning.get('tasks')} ({tuning.get('trials')} trials)"
+                              if tuning else "untuned")
     for role, data in (details.get("data") or {}).items():  # the samples fed and trained on, by content
         out[f"{role} data"] = f"{data['source']} ({data['content_hash']})" if data else "seeded"
+    # What of the recipe moves a row's figures beyond its series, its setup and the keys above: how it
+    # is timed and checked, and how a TVM build imports the model. Its lists (models, variants...)
+    # name series, [tune] shows in the tuning records, [regression] only judges.
+    recipe = row.get("run_recipe") or {}
+    for section in RECIPE_CAUSES:
+        for key, value in (recipe.get(section) or {}).items():
+            if (section, key) not in NOT_RECIPE_CAUSES:
+                out[f"recipe {section}.{key}"] = value
+    if tvm and recipe.get("frontend"):
+        out["recipe frontend"] = recipe["frontend"]
+    ranges = [f"{i['name']} {i['value_range'][0]}..{i['value_range'][1]}" for i in details.get("inputs") or [] if i.get("value_range")]
+    if ranges:  # integer inputs' values (token ids): their sizes are the setup's
+        out["input ranges"] = ", ".join(ranges)
     for key in ("compression", "variant_config"):
         if details.get(key) is not None:
             _flatten(key, details[key], out)
@@ -354,16 +376,22 @@ def row_provenance(row: dict) -> dict:
             for k, v in out.items()}
 
 
+RECIPE_CAUSES = ("measure", "thresholds")
+NOT_RECIPE_CAUSES = {("measure", "threads"), ("measure", "batch"),  # keys of their own
+                     ("measure", "memory")}  # measured in a process of its own: the latency is the same
+
+
 def provenance_changes(references: list[tuple[int, dict]], after: dict, known_only: bool = False) -> list[dict]:
     """What differs from the reference runs ((run id, row_provenance), oldest first): each key whose
     value tonight is not that of every reference run, with the value before the latest stretch of
     tonight's value and, where that stretch began before tonight, its first run ("run"). The build
     key is left out when something that explains it changed. A key no reference run has is one an
-    older release did not record (the model's digest, the data fed): unknown then, not changed.
+    older release did not record (the model's digest, the data fed): unknown then, not changed; and
+    so is one tonight's row does not have (the training data of a variant that trains on none).
     `known_only`: only the keys tonight's row knows (a row that failed before measuring has no engine
     version nor tuning records: unknown, not changed)."""
     changed = []
-    keys = dict.fromkeys(k for _, prov in references for k in prov)
+    keys = dict.fromkeys(k for _, prov in references for k in prov if k in after)
     for what in (k for k in keys if not known_only or after.get(k) not in (None, "", "none")):
         recorded = [(run, prov[what]) for run, prov in references if what in prov]  # the runs that knew it
         start = len(recorded)
@@ -377,6 +405,16 @@ def provenance_changes(references: list[tuple[int, dict]], after: dict, known_on
     if len(changed) > 1:
         changed = [c for c in changed if c["what"] != "build"]
     return changed
+
+
+NOT_STEPS = ("git commit", "os", "recipe ", "eval data", "usable cores")  # keys (or prefixes) that change no build nor model
+
+
+def provenance_steps(provenances: list[dict]) -> list[bool]:
+    """For each of a series' runs (row_provenance, oldest first), whether it measured another build,
+    model or engine than the run before it did (a step with a cause the report names, see night_sigma)."""
+    return [False] + [any(not c["what"].startswith(NOT_STEPS) for c in provenance_changes([(0, before)], after))
+                      for before, after in zip(provenances, provenances[1:])]
 
 
 def operator_diff(before: dict | None, after: dict | None) -> list[dict]:
@@ -467,7 +505,7 @@ def _not_measured(frame, runs: list[dict], run: dict) -> list[Verdict]:
     if not missing:
         return []
     why = (f"run {run['id']} did not finish (interrupted, or still running)" if run.get("finished") is None else
-           f"run {run['id']}'s recipe differs from run {last['id']}'s" if run["recipe_hash"] != last["recipe_hash"] else
+           f"run {run['id']}'s recipe lists other series than run {last['id']}'s" if _series_lists(run) != _series_lists(last) else
            f"run {run['id']} did not measure it")
     lost = set(tonight.loc[tonight["status"] == LOAD_FAILED, "model"])  # a model that could not be made has one row
     model_at = SERIES.index("model")
@@ -476,6 +514,12 @@ def _not_measured(frame, runs: list[dict], run: dict) -> list[Verdict]:
                     reason=(f"model {key[model_at]} could not be made in run {run['id']} (see its broken {BASELINE} row)"
                             if key[model_at] in lost else why) + (f"; run {has} has it" if has is not None else ""))
             for key, has in sorted(missing.items())]
+
+
+def _series_lists(run: dict) -> dict:
+    """What a run's recipe lists of the series it measures (its hash changes with any setting)."""
+    recipe = run.get("recipe") or {}
+    return {key: recipe.get(key) for key in ("models", "variants", "targets", "engines")}
 
 
 def _spans(ids: list[int], most: int = 8) -> str:
@@ -543,7 +587,9 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
     verdict = Verdict(series=series, verdict=SAME, aspects={}, run_id=int(row["run_id"]),
                       previous_run_id=int(previous["run_id"]) if previous is not None else None, evidence={},
                       provenance=row_provenance(row), setup=setup)
-    if previous is not None:  # against every reference run, not only the last: a cause may come a night early
+    # against every reference run, not only the last: a cause may come a night early (and none for a
+    # row that does not apply tonight nor did before: nothing of it was measured to change)
+    if previous is not None and not (row["status"] == NOT_APPLICABLE and not ok_history):
         references = [(int(r["run_id"]), row_provenance(r)) for r in ok_history[-RECENT_RUNS:] or [previous]]
         verdict.changed = provenance_changes(references, verdict.provenance, known_only=row["status"] != OK)
     if row["status"] == NOT_APPLICABLE and ok_history:  # it ran before: a variant or engine lost is a regression
@@ -571,10 +617,16 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         aspects["latency"], latency = ab_latency_verdict(row["samples_ms"], ab["samples_ms"], rules, ab["run_id"])
         evidence.update(latency)
     elif row.get("samples_ms") and timed:
+        timed = timed[-rules.window:]  # what the verdict reads: provenance is worked out for these alone
         aspects["latency"], latency = latency_verdict(row["samples_ms"], [h["samples_ms"] for h in timed], rules,
-                                                      [int(h["run_id"]) for h in timed])
+                                                      [int(h["run_id"]) for h in timed],
+                                                      provenance_steps([row_provenance(h) for h in timed]))
         evidence.update(latency)
-        verdict.operators = operator_diff(previous.get("profile_ms"), row.get("profile_ms"))
+        # the operators against the run at the level the latency was judged against, not the last run
+        # (on a step's second night that is the step itself)
+        level = next(h for h in timed if int(h["run_id"]) == latency["level_run_id"])
+        verdict.operators = operator_diff(level.get("profile_ms"), row.get("profile_ms"))
+        evidence["operators_run_id"] = latency["level_run_id"]
 
     def last_with(figure):  # each figure against the latest earlier run that has it (a run without it skips nothing)
         return next(((h, figure(h)) for h in reversed(ok_history) if figure(h) is not None), (None, None))

@@ -7,6 +7,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
+from ..results import RUN_RECIPE
 from . import gpu_text, present, size_cell, time_text, unfinished
 from .regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, MORE_ACCURATE, NEW, NOT_APPLICABLE, NOT_MEASURED, SAME,
                       SLOWER, SMALLER, Verdict, counts)
@@ -109,14 +110,14 @@ def junit(run: dict, verdicts: list[Verdict]) -> str:
 
 def to_json(run: dict, verdicts: list[Verdict], frame) -> dict:
     """The run, its rows (as `run --json` gives them: raw samples, figures, goals) and their verdicts."""
-    rows = frame[frame["run_id"] == run["id"]].to_dict("records")
+    rows = frame[frame["run_id"] == run["id"]].drop(columns=RUN_RECIPE, errors="ignore").to_dict("records")
     return {"run": run, "rows": rows, "regressions": sum(v.regression for v in verdicts), "counts": counts(verdicts),
             "verdicts": [v.to_dict() for v in verdicts]}
 
 
 def to_csv(frame, verdicts: list[Verdict]) -> str:
     """Every row in the frame, flat (JSON columns as JSON text), with the verdict for the judged run's rows."""
-    flat = frame.drop(columns=[c for c in ("run_provenance",) if c in frame.columns]).copy()
+    flat = frame.drop(columns=[c for c in ("run_provenance", RUN_RECIPE) if c in frame.columns]).copy()
     flat["emulated"] = frame["details"].map(lambda d: (d or {}).get("emulated") or "")  # its latency proves the path only
     if "run_provenance" in frame.columns:  # the run's versions and OS, and which run a confirmation re-measured (its CPU is a column)
         prov = frame["run_provenance"].map(lambda p: p or {})

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..data import input_text
 from ..errors import toml_table
+from ..provenance import cores_text
 from ..results import BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
 from . import (baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, points_text, present, shown,
                size_cell, size_text, spread_text, time_text, unfinished)
@@ -156,9 +157,12 @@ def footnotes(frame) -> list[str]:
     if references:  # a variant's two columns are against two references
         lines.append(f"compression variants: max |diff| is against {' / '.join(references)} (do the engines agree?); "
                      "top-1 agree against fp32 (what did compression change?)")
-    records = {(d["tuning_records"]["dir"], d["tuning_records"]["sha256"][:16])
-               for d in frame["details"] if d and d.get("tuning_records")}
-    lines += [f"tuning records: {path} (sha256 {sha})" for path, sha in sorted(records)]
+    records: dict[str, dict[str, str]] = {}  # folder -> model -> the hash of the records its build read
+    for r in rows:
+        if tuning := (r["details"] or {}).get("tuning_records"):
+            records.setdefault(tuning["dir"], {})[r["model"]] = tuning["sha256"][:16]
+    lines += [f"tuning records: {path} (sha256 of those each build read: "
+              + ", ".join(f"{model} {sha}" for model, sha in read.items()) + ")" for path, read in sorted(records.items())]
     untuned = frame[frame["engine"].str.startswith("tvm") & (frame["tuned"] == False)]  # noqa: E712 (pandas mask)
     if len(untuned):
         lines.append("UNTUNED: TVM built without tuning records uses its default kernels (on a CPU, single-threaded), "
@@ -223,7 +227,7 @@ def provenance_lines(run: dict, frame) -> list[str]:
     targets = {r["target"]: r["target_spec"].get("tvm") for r in frame.to_dict("records")}
     kits = {d["kit"]: kit_text(d) for d in frame["details"] if (d or {}).get("kit_info")}
     return [
-        f"host {prov['host']['hostname']} · {cpu['model']} ({cpu['arch']}, {cpu['logical_cores']} logical cores; "
+        f"host {prov['host']['hostname']} · {cpu['model']} ({cpu['arch']}, {cores_text(cpu)}; "
         f"features {' '.join(cpu['features']) or 'none detected'}) · threads {'/'.join(map(str, threads))} · batch "
         f"{'/'.join(map(str, sorted(set(frame['batch']))))}" + (f" · {gpu_text(prov)}" if gpu_text(prov) else ""),
         "targets " + "; ".join(f"{name} = {spec}" for name, spec in targets.items()),
