@@ -540,3 +540,15 @@ def test_a_model_s_control_sequences_do_not_reach_the_terminal(tmp_path):
     printed = screen.getvalue()
     assert "before click" in printed and "after" in printed
     assert "\x1b]" not in printed and "PWNED" not in printed and "evil.example" not in printed and "\x9b" not in printed
+
+
+def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_is_quoted(tmp_path):
+    from tests.history import night
+    from tvmharness.report.summary import to_csv
+    from tvmharness.results import Store
+
+    store = Store(str(tmp_path / "h.db"))
+    night(store, 1.0, np.random.default_rng(0), model="=1+2", reason="@SUM(A1)")
+    (row,) = csv.DictReader(io.StringIO(to_csv(store.frame(), [])))
+    assert row["model"] == "'=1+2" and row["reason"] == "'@SUM(A1)"
+    assert float(row["median_ms"]) > 0 and row["variant"] == "fp32"  # numbers and plain text as they were

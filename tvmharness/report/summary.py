@@ -115,6 +115,12 @@ def to_json(run: dict, verdicts: list[Verdict], frame) -> dict:
             "verdicts": [v.to_dict() for v in verdicts]}
 
 
+def _not_a_formula(value):
+    """A text cell a spreadsheet would run as a formula (a model named "=1+2", a reason from a model's
+    error), quoted with ' as spreadsheets read it; numbers as they are."""
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def to_csv(frame, verdicts: list[Verdict]) -> str:
     """Every row in the frame, flat (JSON columns as JSON text), with the verdict for the judged run's rows."""
     flat = frame.drop(columns=[c for c in ("run_provenance", RUN_RECIPE) if c in frame.columns]).copy()
@@ -133,6 +139,7 @@ def to_csv(frame, verdicts: list[Verdict]) -> str:
     for col in flat.columns:
         if flat[col].map(lambda x: isinstance(x, (dict, list))).any():
             flat[col] = flat[col].map(lambda x: json.dumps(x) if isinstance(x, (dict, list)) else x)
+        flat[col] = flat[col].map(_not_a_formula)
     for col in ("threads", "batch"):  # counts, not 1.0 (a missing one made pandas read the column as floats)
         if col in flat.columns:
             flat[col] = flat[col].astype("Int64")
