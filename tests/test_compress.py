@@ -445,6 +445,7 @@ def test_a_chain_applies_in_order_and_round_trips_to_json(digits, workdir):
     ("int8:dynamic,calibration=entropy", "'calibration' applies only with mode=static"),  # it would change nothing
     ("prune:0.5,steps=5", "'steps' applies only with schedule=gradual"),
     ("prune:0.5+", "has an empty step"),  # not prune:0.5 alone: a step may have been lost
+    ("finetune:1,lr=inf", "finite number"),  # it would train the weights to NaN
     ("", "an empty variant"),
 ])
 def test_bad_variants_fail_with_a_clear_message(spec, needle):

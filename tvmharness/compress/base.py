@@ -44,7 +44,7 @@ class Technique(BaseModel):
     """A compression step. Subclasses set `kind` (a Literal), `version` and `primary`: the field a
     bare alias value fills ("prune:0.5" sets amount=0.5)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # an lr of inf trains NaN weights
     primary: ClassVar[str | None] = None
     on_layers: ClassVar[bool] = False  # works on the model's nn.Conv and nn.Linear layers
     # Parameters that act only with another's value (steps only in a gradual schedule): set otherwise,
