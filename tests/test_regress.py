@@ -734,3 +734,14 @@ def test_a_run_is_judged_by_its_own_cpu_where_its_provenance_has_none(store):
     assert run["cpu"] and v.provenance["cpu"] == v.setup["cpu"] == run["cpu"] and v.verdict == SAME, v.summary()
     suite = ET.fromstring(junit(run, [v]).split("?>", 1)[1])
     assert {p.get("name"): p.get("value") for p in suite.iter("property")}["cpu"] == run["cpu"]
+
+
+def test_a_row_an_older_writer_added_after_the_upgrade_takes_its_span_from_its_run_s_recipe(store):
+    """A host not yet upgraded kept writing rows without `span_s` into a store another host had upgraded:
+    they were spread as their run's recipe says (as migration 0004 reads it), not "any setup"."""
+    rng = np.random.default_rng(37)
+    for _ in range(3):
+        night(store, 1.0, rng, recipe={"measure": {"span_s": 3.0}}, details={"build_key": "k"})
+    run = night(store, 0.8, rng, details={"build_key": "k", "span_s": 0.0})
+    (v,) = judge(store.frame(), run)
+    assert v.verdict == NEW and v.evidence["setup_changed"] == [{"what": "samples spread over", "before": "3 s", "after": "0 s"}]

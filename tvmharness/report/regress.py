@@ -37,7 +37,7 @@ import numpy as np
 
 from ..data import input_text
 from ..recipe import Regression
-from ..results import BASELINE, LOAD_FAILED, NOT_APPLICABLE, OK, plain
+from ..results import BASELINE, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_RECIPE, plain
 from . import ms_text, peak_memory, points_text, present, target_text
 
 SERIES = ("hostname", "target", "model", "variant", "engine")
@@ -313,6 +313,8 @@ def setup_of(row: dict) -> dict:
     details = row.get("details") or {}
     inputs = details.get("inputs")
     span = details.get("span_s")
+    if span is None and present(row.get("median_ms")):  # added by an older writer after the store's upgrade: its
+        span = ((row.get(RUN_RECIPE) or {}).get("measure") or {}).get("span_s", 0.0)  # run's recipe says, as 0004 does
     return {"cpu": row.get("cpu") or None, "threads": plain(row.get("threads")),
             "inputs": ", ".join(input_text(i["name"], i["dtype"], i["shape"]) for i in inputs) if inputs else None,
             "dev kit": ("emulated" if details.get("emulated") else "native") if details.get("kit") else None,
