@@ -745,3 +745,34 @@ def test_a_row_an_older_writer_added_after_the_upgrade_takes_its_span_from_its_r
     run = night(store, 0.8, rng, details={"build_key": "k", "span_s": 0.0})
     (v,) = judge(store.frame(), run)
     assert v.verdict == NEW and v.evidence["setup_changed"] == [{"what": "samples spread over", "before": "3 s", "after": "0 s"}]
+
+
+def test_a_window_shorter_than_min_history_still_lets_a_long_series_show_its_steps(store):
+    rng = np.random.default_rng(41)
+    rules = Regression(window=3, min_history=5)
+    for _ in range(8):
+        night(store, 1.0, rng)
+    run = night(store, 1.15, rng)
+    (v,) = judge(store.frame(), run, rules)
+    assert v.verdict == SLOWER and v.evidence["history_runs"] == 8, v.summary()
+
+
+def test_where_every_night_is_a_step_those_nights_are_the_noise():
+    from tvmharness.report.regress import night_sigma
+
+    levels = list(np.exp(np.random.default_rng(43).normal(0, 0.05, 10)))
+    assert night_sigma(levels, [False] + [True] * 9) == night_sigma(levels) > 0.02  # a nightly wheel's series
+    assert night_sigma(levels, [False] * 10) == night_sigma(levels)
+
+
+def test_a_row_that_never_built_blames_nothing_on_tuning_and_a_setting_gone_is_said(store):
+    rng = np.random.default_rng(47)
+    ranged = {"build_key": "k", "inputs": [{"name": "ids", "dtype": "int64", "shape": [1, 8], "value_range": [0, 100]}]}
+    for _ in range(3):
+        night(store, 1.0, rng, details=ranged)
+    run = night(store, 1.0, rng, status="failed to build", reason="no", samples_ms=None, median_ms=None, details={})
+    (v,) = judge(store.frame(), run)
+    assert v.verdict == BROKEN and not any(c["what"] == "tuned tasks" for c in v.changed), v.changed
+    run = night(store, 1.0, rng, details={"build_key": "k", "inputs": [{"name": "ids", "dtype": "int64", "shape": [1, 8]}]})
+    (v,) = judge(store.frame(), run)
+    assert {"what": "input ranges", "before": "ids 0..100", "after": "none"} in v.changed  # seeded from {0, 1} now

@@ -239,6 +239,21 @@ def test_a_store_url_is_said_and_kept_without_its_password():
     assert masked("results/history.db") == "results/history.db" and not hides_password("results/history.db")
     assert masked("postgresql+psycopg2://alice@db.example/th") == "postgresql+psycopg2://alice@db.example/th"
     assert "S3cret" not in masked("notadialect!://alice:S3cret/PW@host/db")  # not a URL SQLAlchemy reads
+    assert "S3cret" not in masked("postgresql://alice:S3cret@host:port/db")  # a port SQLAlchemy cannot read
+    assert masked("postgresql://alice@host/db?password=S3cret&sslmode=require") == \
+        "postgresql://alice@host/db?password=***&sslmode=require"  # the driver's parameter
+
+
+def test_a_run_an_earlier_release_stored_with_its_store_s_password_is_read_without_it(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "h.db"
+    store = Store(str(path))
+    run_id = store.start_run("r", "h", {"output": {"store": "x.db"}}, snapshot())
+    with sqlite3.connect(path) as db:  # as releases before masking kept it
+        db.execute("update runs set recipe = ?", ('{"output": {"store": "postgresql://alice:S3cret@db/th"}}',))
+    assert store.run(run_id)["recipe"]["output"]["store"] == "postgresql://alice:***@db/th"
+    assert store.runs()[0]["recipe"]["output"]["store"] == "postgresql://alice:***@db/th"
 
 
 def test_an_unreachable_store_is_named_without_its_password(tmp_path):

@@ -337,7 +337,8 @@ def earlier_artifact_files(out_dir: Path) -> set[str]:
         manifest = json.loads((out_dir / MANIFEST).read_text())
         files = {manifest["library"]["file"], manifest.get("cuda_source"), NATIVE_LOG if manifest.get("tvm_warnings") else None}
         files.discard(None)
-        if isinstance(manifest.get("format"), int) and "build_key" in manifest and all(map(_plain_name, files)):
+        if (isinstance(manifest.get("format"), int) and "build_key" in manifest and all(map(_plain_name, files))
+                and MANIFEST not in files):
             return files
     except (OSError, ValueError, KeyError, TypeError):
         pass

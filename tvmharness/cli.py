@@ -379,7 +379,9 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
                           f"{tuned} of {len(result.tasks)} tasks have records"
                           + (f" ({len(result.skipped_known)} reused from earlier tunes)" if result.skipped_known else "")
                           + (f"; {result.stopped}" if result.stopped else "") + "".join(f"; {n}" for n in result.notes)
-                          + f"; records {result.records_dir} (sha256 {(result.records_hash or '')[:16]})", markup=False, highlight=False)
+                          + f"; records {result.records_dir}"
+                          + (f" (sha256 of those its builds read: {result.records_hash[:16]})" if result.records_hash else ""),
+                          markup=False, highlight=False)
     code = max((f["exit_code"] for f in failures), default=0)
     if failures:
         err.print(f"[red]{len(failures)} tune(s) failed[/red]: " + escape("; ".join(
@@ -908,12 +910,12 @@ def _interrupted_code() -> int:
 
 def _terminated(signum, frame) -> None:
     """SIGTERM (a cancelled CI job, `kill`) takes Ctrl-C's way out: rows kept, run marked unfinished,
-    one message, exit 143. The SIGINT handler of the moment is called (a tune's notes it and stops at its
-    next call into Python); not re-raised as SIGINT, which a job started with `&` from a script ignores."""
+    one message, exit 143. The SIGINT handler of the moment is called with it (a tune's notes it and stops
+    at its next call into Python); not re-raised as SIGINT, which a job started with `&` from a script ignores."""
     _STOPPED_BY["signal"] = signal.SIGTERM
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
-        handler(signal.SIGINT, frame)
+        handler(signum, frame)  # (Python's own Ctrl-C handler raises KeyboardInterrupt whatever the signal)
     else:  # SIG_IGN or SIG_DFL: Python's own Ctrl-C
         raise KeyboardInterrupt
 

@@ -24,7 +24,7 @@ from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings
 from .provenance import snapshot
 from .recipe import Recipe, apply_overrides, parse_duration, recipe_from_dict
 from .results import (BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, DROPS, LOAD_FAILED, NOT_APPLICABLE, OK,
-                      RUN_FAILED, Store, StoreError, UnsavedRows, plain, variant_drop)
+                      RUN_FAILED, Store, StoreError, UnsavedRows, hides_password, plain, variant_drop)
 from .remote.rack import KitFailure, KitJob, KitResult, Rack, resolve_key
 from .remote.tracker import parse_address, probe
 from .targets import Target, check_local_cpu, check_toolchain, host_target, resolve_all
@@ -144,13 +144,13 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
             _run_on_kits([k for k in kit_rows if k.row["target"] == target_name], rack, recipe, store, result, progress)
     except KeyboardInterrupt:
         if result.unsaved.path is not None:
-            raise Interrupted(f"interrupted: {_unsaved_said(result)} (`tvmharness store load {result.unsaved.path}` "
+            raise Interrupted(f"interrupted: {_unsaved_said(result)} ({_load_command(result, store)} "
                               "puts them in once the store takes writes again)") from None
         raise
     except Exception as err:  # whatever stopped the run, the rows kept aside are said
         if result.unsaved.path is not None:
-            raise HarnessError(f"{reason(err)}; {_unsaved_said(result)}", f"`tvmharness store load "
-                               f"{result.unsaved.path}` puts them in once the store takes writes again",
+            raise HarnessError(f"{reason(err)}; {_unsaved_said(result)}", f"{_load_command(result, store)} puts them "
+                               "in once the store takes writes again",
                                exit_code=getattr(err, "exit_code", FAILED)) from err
         raise
     finally:
@@ -163,8 +163,14 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     if result.unsaved.path is not None:
         problem = result.unsaved.problem
         raise StoreError(f"{problem.cause}; {_unsaved_said(result)}", problem.fix.removesuffix(", then run again") +
-                         f"; then `tvmharness store load {result.unsaved.path}` puts them in (with --store, into another store)")
+                         f"; then {_load_command(result, store)} puts them in (with --store, into another store)")
     return result
+
+
+def _load_command(result: RunResult, store: Store) -> str:
+    """The command that puts kept rows in; a store URL's password is given again (the file does not keep it)."""
+    return f"`tvmharness store load {result.unsaved.path}" + (" --store URL` (the store's URL with its password, which the file does not keep)"
+                                                            if hides_password(store.label) else "`")
 
 
 def _unsaved_said(result: RunResult) -> str:

@@ -131,7 +131,7 @@ def variant_drop(details: dict) -> tuple[str, float] | None:
 def check_not_half_a_url(store: str) -> None:
     """sqlite:/abs.db is no URL and would be taken as a path, in a new folder named "sqlite:"."""
     if "://" not in store and re.match(r"[A-Za-z][A-Za-z0-9+]*:/", store):
-        raise HarnessError(f"the results store {store} looks like a URL without its '//'",
+        raise HarnessError(f"the results store {re.sub(r':[^:/@]*@', ':***@', store)} looks like a URL without its '//'",
                            f"write it as {store.split(':', 1)[0]}://... (a SQLite file: sqlite:////absolute/path.db), "
                            "or give the file's path alone")
 
@@ -142,9 +142,25 @@ def masked(store: str) -> str:
     if "://" not in store:
         return store
     try:
-        return make_url(store).render_as_string(hide_password=True)
-    except ArgumentError:  # not a URL SQLAlchemy reads: still no password between "user:" and "@"
-        return re.sub(r"(://[^/@:]*:)[^@]*@", r"\1***@", store)
+        said = make_url(store).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads (a port not a number): no password between ":" and "@"
+        said = re.sub(r"(://[^/@:]*:)[^@]*@", r"\1***@", store)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", said)  # a driver's query parameter too
+
+
+def masked_recipe(recipe: dict) -> dict:
+    """A recipe as it is kept with its run and read back: its store URL without a password."""
+    output = (recipe or {}).get("output")
+    if isinstance(output, dict) and isinstance(output.get("store"), str):
+        return recipe | {"output": output | {"store": masked(output["store"])}}
+    return recipe
+
+
+def _said(run) -> dict:
+    """A run's record as it is read (runs an earlier release stored kept their store's password)."""
+    run = dict(run)
+    run["recipe"] = masked_recipe(run.get("recipe"))
+    return run
 
 
 def hides_password(label: str) -> bool:
@@ -350,8 +366,7 @@ class Store:
             raise store_problem(err, self.label, file=self.file) from None
 
     def start_run(self, recipe_name: str, recipe_hash: str, recipe: dict, provenance: dict) -> int:
-        if isinstance((output := recipe.get("output")), dict) and isinstance(output.get("store"), str):
-            recipe = recipe | {"output": output | {"store": masked(output["store"])}}  # every reader of the store sees it
+        recipe = masked_recipe(recipe)  # every reader of the store sees it
         with self._session() as s:
             check_schema(s)
             run = Run(recipe_name=recipe_name, recipe_hash=recipe_hash, recipe=recipe,
@@ -398,7 +413,7 @@ class Store:
             r = s.get(Run, run_id)
             if r is None:
                 raise HarnessError(f"run {run_id} is not in {self.label}", "pick one of the runs its runs() lists")
-            return {c.name: getattr(r, c.name) for c in Run.__table__.columns}
+            return _said({c.name: getattr(r, c.name) for c in Run.__table__.columns})
 
     def runs(self, since: datetime | None = None) -> list[dict]:
         """Every run (newest last), without its measurements."""
@@ -406,7 +421,7 @@ class Store:
         if since is not None:
             query = query.where(Run.started >= as_utc(since))
         with self._connection() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
+            return [_said(r._mapping) for r in conn.execute(query)]
 
     def frame(self, run_id: int | None = None, since: datetime | None = None, whole_run: int | None = None):
         """The measurements (joined with their run's provenance) as a pandas DataFrame: those of run

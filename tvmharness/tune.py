@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from .budgets import BUILDER_TIMEOUT_S, KIT_WAIT_S, PATIENCE, POPULATION, TRIALS
-from .cache import content_hash, file_lock, written_whole
+from .cache import content_hash, file_lock, short_name, written_whole
 from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, one_line
 from .frontend import to_relax
 from .gpu import check_local_gpu
@@ -129,7 +129,7 @@ def _valid_record(x) -> bool:
 
 
 def records_hash(directory: Path) -> str | None:
-    """A hash of the database's contents, for build keys and provenance."""
+    """A hash of the whole folder's records, for build keys (a row names those its build read: applied_records_hash)."""
     files = [directory / WORKLOADS, directory / RECORDS]
     if not all(f.is_file() for f in files):
         return None
@@ -320,16 +320,17 @@ def extract_tasks(mod_zero, target: Target):
     return list(ms_extract(mod_zero, target.tvm_target()))
 
 
-def applied_records_hash(database, tasks) -> str:
+def applied_records_hash(database, tasks) -> str | None:
     """A hash of the records a build of these tasks can read (each task's workload and its records),
-    for provenance: a folder's other models' records are not part of it."""
+    for provenance: a folder's other models' records are not part of it. None: it has none."""
     parts = []
     for task in tasks:
         mod = task.dispatched[0]
         if database.has_workload(mod):
             workload = database.commit_workload(mod)
-            parts.append(json.dumps([workload.as_json()[0], [r.as_json() for r in database.get_top_k(workload, 1 << 30)]]))
-    return content_hash(*sorted(parts))
+            if records := database.get_top_k(workload, 1 << 30):
+                parts.append(json.dumps([workload.as_json()[0], [r.as_json() for r in records]]))
+    return content_hash(*sorted(parts)) if parts else None
 
 
 def tuned_task_count(database, tasks, target: Target) -> tuple[int, int]:
@@ -449,7 +450,7 @@ class TuneResult:
 
 
 def _session_path(directory: Path, model: LoadedModel) -> Path:
-    return directory / "sessions" / f"{model.name}-{model.digest[:12]}.json"
+    return directory / "sessions" / f"{short_name(model.name)}-{model.digest[:12]}.json"
 
 
 def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, frontend: str, cache_dir: Path,

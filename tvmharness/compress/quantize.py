@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ..cache import content_hash, file_hash, stage_dir, written_whole
+from ..cache import content_hash, file_hash, short_name, stage_dir, written_whole
 from ..data import DataSet, Feed, ModelInput, feed_dict, random_feeds
 from ..errors import HarnessError, counted, one_line
 from ..models import LoadedModel, graph_inputs, onnx_shapes, onnx_weights_files, torch_digest
@@ -115,7 +115,7 @@ class Int8(Technique):
         key = content_hash("int8", file_hash(fp32_path), *weights, self.model_dump(mode="json"), _ort_version(),
                            QUANTIZER_VERSION, [i.describe() for i in work.base.inputs],  # the seeded calibration inputs' ranges
                            *([calibration.digest] if calibration is not None else []))
-        out = stage_dir(work.cache_dir, "int8", key) / f"{work.base.name}-int8.onnx"
+        out = stage_dir(work.cache_dir, "int8", key) / f"{short_name(work.base.name)}-int8.onnx"
         if self.mode == "static":
             data, source = self.calibration_data(work.base)
             # What calibrated, beside the config's `samples` (what was asked): a smaller data set gives fewer calls.

@@ -155,8 +155,9 @@ def night_sigma(medians: list[float], steps: list[bool] | None = None) -> float 
     the difference into it is a change the report named, not noise, and is left out (a few such steps
     in a window would widen the band until the series could not show a regression)."""
     diffs = np.diff(np.log(np.asarray(medians, dtype=np.float64)))
-    if steps is not None:
-        diffs = diffs[~np.asarray(steps[1:], dtype=bool)]
+    calm = ~np.asarray(steps[1:], dtype=bool) if steps is not None else np.ones(len(diffs), dtype=bool)
+    if np.count_nonzero(calm) >= 3:  # else nearly every night is a step (a new build each night): that is its noise
+        diffs = diffs[calm]
     if len(diffs) < 3:  # from two differences a step cannot be told from noise
         return None
     return float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / math.sqrt(2))
@@ -340,14 +341,13 @@ def row_provenance(row: dict) -> dict:
         "batch": plain(row.get("batch")),
         # the TVM target a build was made for: PyTorch and ONNX Runtime rows do not depend on it
         "target": (row.get("target_spec") or {}).get("tvm") if tvm else None,
-        "build": details.get("build_key"),
         "cpu": row.get("cpu"),  # the run's CPU model (Store.frame() has it from the run)
         "usable cores": ((prov.get("host") or {}).get("cpu") or {}).get("usable_cores"),
         "os": (prov.get("host") or {}).get("os"),
     }
     if details.get("model_digest"):  # the model's weights and graph (a user's file edited in place)
         out["model"] = details["model_digest"][:16]
-    if tvm:
+    if tvm and details.get("build_key"):  # a row that never built knows nothing of its tuning
         out["tuned tasks"] = (f"{tuning.get('tasks_tuned')}/{tuning.get('tasks')} ({tuning.get('trials')} trials)"
                               if tuning else "untuned")
     for role, data in (details.get("data") or {}).items():  # the samples fed and trained on, by content
@@ -383,29 +383,33 @@ NOT_RECIPE_CAUSES = {("measure", "threads"), ("measure", "batch"),  # keys of th
                      ("measure", "memory")}  # measured in a process of its own: the latency is the same
 
 
+# Keys a row may lack by design, so that their absence tonight is no change: a recipe's hash (named by its
+# settings since) and the training data (named only where a variant trains on it)
+NOT_SAID_WHEN_GONE = ("recipe", "train data")
+
+
 def provenance_changes(references: list[tuple[int, dict]], after: dict, known_only: bool = False) -> list[dict]:
     """What differs from the reference runs ((run id, row_provenance), oldest first): each key whose
     value tonight is not that of every reference run, with the value before the latest stretch of
     tonight's value and, where that stretch began before tonight, its first run ("run"). The build
-    key is left out when something that explains it changed. A key no reference run has is one an
-    older release did not record (the model's digest, the data fed): unknown then, not changed; and
-    so is one tonight's row does not have (the training data of a variant that trains on none).
+    A key no reference run has is one an
+    older release did not record (the model's digest, the data fed): unknown then, not changed; a
+    key tonight's row lacks is "none" tonight, unless it is one a row lacks by design (NOT_SAID_WHEN_GONE).
     `known_only`: only the keys tonight's row knows (a row that failed before measuring has no engine
     version nor tuning records: unknown, not changed)."""
     changed = []
-    keys = dict.fromkeys(k for _, prov in references for k in prov if k in after)
+    keys = dict.fromkeys(k for _, prov in references for k in prov if k in after or k not in NOT_SAID_WHEN_GONE)
     for what in (k for k in keys if not known_only or after.get(k) not in (None, "", "none")):
         recorded = [(run, prov[what]) for run, prov in references if what in prov]  # the runs that knew it
+        now = after.get(what, "none")
         start = len(recorded)
-        while start and recorded[start - 1][1] == after.get(what):
+        while start and recorded[start - 1][1] == now:
             start -= 1
         if start:
-            change = {"what": what, "before": recorded[start - 1][1], "after": after.get(what)}
+            change = {"what": what, "before": recorded[start - 1][1], "after": now}
             if start < len(recorded):
                 change["run"] = recorded[start][0]
             changed.append(change)
-    if len(changed) > 1:
-        changed = [c for c in changed if c["what"] != "build"]
     return changed
 
 
@@ -413,9 +417,9 @@ NOT_STEPS = ("git commit", "os", "recipe ", "eval data", "usable cores")  # keys
 
 
 def provenance_steps(provenances: list[dict]) -> list[bool]:
-    """For each of a series' runs (row_provenance, oldest first), whether it measured another build,
-    model or engine than the run before it did (a step with a cause the report names, see night_sigma)."""
-    return [False] + [any(not c["what"].startswith(NOT_STEPS) for c in provenance_changes([(0, before)], after))
+    """For each of a series' runs (row_provenance, oldest first), whether it measured another model,
+    build or engine than the run before it did (a step with a cause the report names, see night_sigma)."""
+    return [False] + [any(before.get(k) != after.get(k) for k in {*before, *after} if not k.startswith(NOT_STEPS))
                       for before, after in zip(provenances, provenances[1:])]
 
 
@@ -619,10 +623,10 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         aspects["latency"], latency = ab_latency_verdict(row["samples_ms"], ab["samples_ms"], rules, ab["run_id"])
         evidence.update(latency)
     elif row.get("samples_ms") and timed:
-        timed = timed[-rules.window:]  # what the verdict reads: provenance is worked out for these alone
+        window = timed[-rules.window:]  # the runs the sigma reads: their provenance alone is worked out
         aspects["latency"], latency = latency_verdict(row["samples_ms"], [h["samples_ms"] for h in timed], rules,
                                                       [int(h["run_id"]) for h in timed],
-                                                      provenance_steps([row_provenance(h) for h in timed]))
+                                                      provenance_steps([row_provenance(h) for h in window]))
         evidence.update(latency)
         # the operators against the run at the level the latency was judged against, not the last run
         # (on a step's second night that is the step itself)

@@ -11,7 +11,7 @@ from rich.table import Table
 from ..data import input_text
 from ..errors import toml_table
 from ..provenance import cores_text
-from ..results import BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
+from ..results import BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
 from . import (baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, points_text, present, shown,
                size_cell, size_text, spread_text, time_text, unfinished)
 from .compression import best_variants, compression_table, variant_notes
@@ -149,7 +149,9 @@ def footnotes(frame) -> list[str]:
             model_notes.setdefault(r["model"], note)
     lines += [f"{model}: {note}" for model, note in model_notes.items()]
     model_inputs = {r["model"]: (r["details"] or {}).get("inputs") for r in rows}
-    model_data = {r["model"]: (r["details"] or {}).get("data") or {} for r in rows}
+    model_data: dict[str, dict] = {}  # each role from any of a model's rows (only the training variants' name train)
+    for r in rows:
+        model_data.setdefault(r["model"], {}).update({k: v for k, v in ((r["details"] or {}).get("data") or {}).items() if v})
     lines += [f"{model} takes {input_line(inputs, seeded=not model_data[model].get('eval'))}"
               for model, inputs in model_inputs.items() if inputs]
     lines += [f"{model}: {data_line(data)}" for model, data in model_data.items() if any(data.values())]
@@ -157,10 +159,11 @@ def footnotes(frame) -> list[str]:
     if references:  # a variant's two columns are against two references
         lines.append(f"compression variants: max |diff| is against {' / '.join(references)} (do the engines agree?); "
                      "top-1 agree against fp32 (what did compression change?)")
-    records: dict[str, dict[str, str]] = {}  # folder -> model -> the hash of the records its build read
+    records: dict[str, dict[str, str]] = {}  # folder -> model (and variant) -> the hash of the records its build read
     for r in rows:
         if tuning := (r["details"] or {}).get("tuning_records"):
-            records.setdefault(tuning["dir"], {})[r["model"]] = tuning["sha256"][:16]
+            name = r["model"] if r["variant"] == BASELINE else f"{r['model']} {r['variant']}"
+            records.setdefault(tuning["dir"], {})[name] = tuning["sha256"][:16]
     lines += [f"tuning records: {path} (sha256 of those each build read: "
               + ", ".join(f"{model} {sha}" for model, sha in read.items()) + ")" for path, read in sorted(records.items())]
     untuned = frame[frame["engine"].str.startswith("tvm") & (frame["tuned"] == False)]  # noqa: E712 (pandas mask)
