@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,18 @@ os.environ.setdefault("TVM_NUM_THREADS", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
 USER_MODELS = ROOT / "tests" / "user_models.py"
+
+
+def _no_cross_link() -> str | None:
+    """Why an aarch64 library cannot be linked here (None: it can), for the tests that build one."""
+    from tvmharness.targets import lacks_c_library
+
+    if not shutil.which("aarch64-linux-gnu-gcc"):
+        return "gcc-aarch64-linux-gnu is not installed"
+    return "libc6-dev-arm64-cross (the aarch64 C library) is not installed" if lacks_c_library("aarch64-linux-gnu-gcc") else None
+
+
+NO_CROSS_LINK = _no_cross_link()
 
 
 @pytest.fixture(scope="session")

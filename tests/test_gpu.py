@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import NO_CROSS_LINK, ROOT, run_cli
 from tvmharness.build import build_tvm
 from tvmharness.engines import get_engine
 from tvmharness.engines.base import EngineOptions
@@ -88,6 +88,7 @@ def test_a_gpu_preset_that_names_its_arch_refuses_before_measuring_without_a_gpu
                    frontend="torch", cache_dir=workdir / "cache", records_root=tmp_path / "tuning", threads=1)
 
 
+@pytest.mark.skipif(NO_CROSS_LINK is not None, reason=f"its host code is aarch64: {NO_CROSS_LINK}")
 def test_jetson_orin_artifact_is_built_here_without_a_gpu(tmp_path):
     out = tmp_path / "orin"
     proc = run_cli("compile", "digits_cnn", "--target", "jetson-orin", "--out", str(out), "--json", cwd=tmp_path)
@@ -162,6 +163,7 @@ def test_a_tuned_gpu_build_applies_the_records_and_its_kernels_compile_with_nvcc
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (the CUDA toolkit) is not installed here")
+@pytest.mark.skipif(NO_CROSS_LINK is not None, reason=f"its host code is aarch64: {NO_CROSS_LINK}")
 def test_jetson_orin_kernels_compile_for_sm87_with_nvcc(tmp_path):
     out = tmp_path / "orin"
     assert run_cli("compile", "digits_cnn", "--target", "jetson-orin", "--out", str(out), cwd=tmp_path).returncode == 0

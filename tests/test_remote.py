@@ -17,9 +17,9 @@ from tvmharness.remote.tracker import parse_address, summary
 from tvmharness.results import Store
 from tvmharness.report.terminal import footnotes
 
-from .conftest import ROOT, USER_MODELS, run_cli
+from .conftest import NO_CROSS_LINK, ROOT, USER_MODELS, run_cli
 
-HAS_EMULATOR = shutil.which("qemu-aarch64-static") and shutil.which("aarch64-linux-gnu-gcc")
+HAS_EMULATOR = shutil.which("qemu-aarch64-static") and NO_CROSS_LINK is None
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_a_variant_back_from_its_kit_before_fp32_is_still_compared_with_fp32(rac
         ("tiny_mlp", "fp32"), ("tiny_mlp", "prune:0.5"), ("digits_cnn", "fp32"), ("digits_cnn", "prune:0.5")]
 
 
-@pytest.mark.skipif(not HAS_EMULATOR, reason="qemu-user-static or gcc-aarch64-linux-gnu is not installed")
+@pytest.mark.skipif(not HAS_EMULATOR, reason=f"qemu-user-static is not installed, or {NO_CROSS_LINK}")
 def test_the_arm_command_line_marks_rows_emulated(rack, workdir):
     done = run_cli("run", str(ROOT / "recipes" / "quickstart.toml"), "--model", "digits_cnn", "--target", "arm",
                    "--engine", "tvm", "--engine", "torch", "--tracker", rack.tracker, "--store", str(workdir / "cli-kits.db"))
@@ -403,7 +403,7 @@ def test_an_unknown_key_names_the_keys_the_tracker_has(rack, workdir):
     assert f"`tvmharness devkit emulate aarch64 --tracker {rack.tracker} --key no-such-kit`" in text
 
 
-@pytest.mark.skipif(not shutil.which("aarch64-linux-gnu-gcc"), reason="gcc-aarch64-linux-gnu is not installed")
+@pytest.mark.skipif(NO_CROSS_LINK is not None, reason=NO_CROSS_LINK or "")
 def test_a_kit_of_the_wrong_architecture_is_refused_before_anything_runs(rack, workdir):
     store = workdir / "wrong.db"
     done = run_cli("run", str(ROOT / "recipes" / "quickstart.toml"), "--target", "arm", "--tracker", rack.tracker,
@@ -471,7 +471,7 @@ def test_records_tuned_on_an_emulated_kit_stand_apart_from_a_real_boards(tmp_pat
     assert records_dir(tmp_path, emulated).name.startswith("arm-emulated-")
 
 
-@pytest.mark.skipif(not HAS_EMULATOR, reason="qemu-user-static or gcc-aarch64-linux-gnu is not installed")
+@pytest.mark.skipif(not HAS_EMULATOR, reason=f"qemu-user-static is not installed, or {NO_CROSS_LINK}")
 def test_a_tune_on_the_emulated_kit_says_so_and_a_boards_build_never_uses_its_records(rack, tmp_path):
     import json
 

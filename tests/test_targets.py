@@ -216,3 +216,18 @@ def test_a_process_pinned_to_fewer_cpus_says_so_and_defaults_to_their_threads():
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split(" ", 1) == ["1", f"{os.cpu_count()} logical cores, 1 usable\n"]
+
+
+def test_a_cross_compiler_without_its_c_library_is_named_before_anything_is_built(tmp_path):
+    """Debian's gcc-aarch64-linux-gnu installs without libc6-dev-arm64-cross (a recommendation), and
+    then every link fails with "cannot find crti.o" at the end of a build."""
+    from tvmharness.targets import lacks_c_library
+
+    cc = tmp_path / "aarch64-bare-gcc"  # answers as gcc does when it has no crti.o: the name alone
+    cc.write_text('#!/bin/sh\ncase "$1" in -print-file-name=*) echo "${1#-print-file-name=}";; esac\n')
+    cc.chmod(0o755)
+    board = resolve(str(preset(tmp_path, BOARD + f'cross_compiler = "{cc}"\n[tvm]\nkind = "llvm"\nmtriple = "aarch64-linux-gnu"\n')), 2)
+    with pytest.raises(HarnessError) as refused:
+        check_toolchain(board)
+    assert "has no C library for its target" in refused.value.cause and "libc6-dev-arm64-cross" in refused.value.fix
+    assert lacks_c_library("gcc") is False  # this host's own has its C library

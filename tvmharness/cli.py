@@ -512,9 +512,10 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
         m = manifest
         out.print(f"{'reused cached build' if artifact.cache_hit else 'built'} {m['model']} for {target} "
                   f"({m['target']['tvm']}) -> {out_dir}/{m['library']['file']} ({size_text(m['library']['bytes'])}, "
-                  f"sha256 {m['library']['sha256'][:16]}, {'tuned' if artifact.tuned else 'untuned'})", markup=False)
-        for note in notes:
-            out.print(f"  {note}", markup=False, highlight=False)
+                  f"sha256 {m['library']['sha256'][:16]}, {'tuned' if artifact.tuned else 'untuned'})", markup=False,
+                  soft_wrap=True)
+        for note in notes:  # a line each, however long (a log or a grep reads it whole)
+            out.print(f"  {note}", markup=False, highlight=False, soft_wrap=True)
     return 0
 
 

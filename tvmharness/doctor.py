@@ -7,6 +7,7 @@ import subprocess
 
 from .gpu import NO_GPU_FIX, cuda_status, ort_cuda_status, torch_cuda_status
 from .provenance import cores_text, cpu_info, installed_version
+from .targets import c_library_package, lacks_c_library
 
 
 def _check(name: str, ok: bool, detail: str, fix: str = "", required: bool = False) -> dict:
@@ -96,4 +97,7 @@ def checks() -> list[dict]:
                                 ("g++", "apt-get install g++ (links every TVM module)", True)]:
         found = _tool_version(tool)
         result.append(_check(tool, found is not None, found or "not found", fix, required))
+        if found is not None and tool == "aarch64-linux-gnu-gcc" and lacks_c_library(tool):
+            result.append(_check(f"{tool} C library", False, "not found: it cannot link an arm target's library",
+                                 c_library_package("aarch64"), False))
     return result

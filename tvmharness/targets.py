@@ -266,6 +266,27 @@ def check_toolchain(target: Target) -> None:
                            f"{target.name} is not installed",
                            f"install it (Debian: apt-get install {cross if target.preset.cross_compiler else 'g++'})"
                            + ("" if target.preset.cross_compiler else ", or set CXX to one that is"))
+    if target.preset.cross_compiler and lacks_c_library(compiler):
+        raise HarnessError(f"cross compiler '{compiler}' for target {target.name} has no C library for its target "
+                           "(it cannot find crti.o), so it cannot link the library", f"install it ({c_library_package(target.preset.arch)})")
+
+
+def lacks_c_library(compiler: str) -> bool:
+    """Whether a cross gcc has no C library for its target to link against: Debian's gcc-aarch64-linux-gnu
+    recommends libc6-dev-arm64-cross but does not need it, and without it every link fails ("cannot find crti.o")."""
+    import subprocess
+
+    try:
+        said = subprocess.run([compiler, "-print-file-name=crti.o"], capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return False  # not a gcc that answers: its link will say what it lacks
+    return said == "crti.o"  # gcc gives the name back alone when it has no such file
+
+
+def c_library_package(arch: str) -> str:
+    """Where a cross compiler's C library comes from (Debian's name, by Debian's name of the architecture)."""
+    debian = {"aarch64": "arm64", "armv7l": "armhf", "x86_64": "amd64"}.get(arch, arch)
+    return f"Debian: apt-get install libc6-dev-{debian}-cross"
 
 
 def host_target(targets: list[Target], threads: int) -> Target:
