@@ -327,6 +327,11 @@ def setup_changes(before: dict, after: dict) -> list[dict]:
             if before.get(k) is not None and after[k] is not None and before[k] != after[k]]
 
 
+RECIPE_CAUSES = ("measure", "thresholds")  # the recipe's tables a row's provenance names by their settings
+NOT_RECIPE_CAUSES = {("measure", "threads"), ("measure", "batch"),  # keys of their own
+                     ("measure", "memory")}  # measured in a process of its own: the latency is the same
+
+
 def row_provenance(row: dict) -> dict:
     """What a number depends on outside its series key, flattened: what verdicts diff between runs."""
     prov = row.get("run_provenance") or {}
@@ -355,7 +360,7 @@ def row_provenance(row: dict) -> dict:
     # What of the recipe moves a row's figures beyond its series, its setup and the keys above: how it
     # is timed and checked, and how a TVM build imports the model. Its lists (models, variants...)
     # name series, [tune] shows in the tuning records, [regression] only judges.
-    recipe = row.get("run_recipe") or {}
+    recipe = row.get(RUN_RECIPE) or {}
     for section in RECIPE_CAUSES:
         for key, value in (recipe.get(section) or {}).items():
             if (section, key) not in NOT_RECIPE_CAUSES:
@@ -378,11 +383,6 @@ def row_provenance(row: dict) -> dict:
             for k, v in out.items()}
 
 
-RECIPE_CAUSES = ("measure", "thresholds")
-NOT_RECIPE_CAUSES = {("measure", "threads"), ("measure", "batch"),  # keys of their own
-                     ("measure", "memory")}  # measured in a process of its own: the latency is the same
-
-
 # Keys a row may lack by design, so that their absence tonight is no change: a recipe's hash (named by its
 # settings since) and the training data (named only where a variant trains on it)
 NOT_SAID_WHEN_GONE = ("recipe", "train data")
@@ -391,10 +391,10 @@ NOT_SAID_WHEN_GONE = ("recipe", "train data")
 def provenance_changes(references: list[tuple[int, dict]], after: dict, known_only: bool = False) -> list[dict]:
     """What differs from the reference runs ((run id, row_provenance), oldest first): each key whose
     value tonight is not that of every reference run, with the value before the latest stretch of
-    tonight's value and, where that stretch began before tonight, its first run ("run"). The build
-    A key no reference run has is one an
-    older release did not record (the model's digest, the data fed): unknown then, not changed; a
-    key tonight's row lacks is "none" tonight, unless it is one a row lacks by design (NOT_SAID_WHEN_GONE).
+    tonight's value and, where that stretch began before tonight, its first run ("run"). A key no
+    reference run has is one an older release did not record (the model's digest, the data fed):
+    unknown then, not changed; a key tonight's row lacks is "none" tonight, unless it is one a row
+    lacks by design (NOT_SAID_WHEN_GONE).
     `known_only`: only the keys tonight's row knows (a row that failed before measuring has no engine
     version nor tuning records: unknown, not changed)."""
     changed = []
