@@ -329,8 +329,9 @@ def test_nightly_exits_1_on_a_regression_and_names_the_tuning_records(nightly_di
     store = nightly_dir / "faster-history.db"
     rng = np.random.default_rng(8)
     threads = int(measured.loc[measured["engine"] == "tvm", "threads"].iloc[0])  # measured like tonight: one history
-    for _ in range(5):
-        night(Store(str(store)), tvm_ms / 2, rng, model="digits_cnn", engine="tvm", tuning_sha="f" * 64, threads=threads)
+    for _ in range(5):  # its samples spread as tonight's are (nightly_dir's span_s): one setup
+        night(Store(str(store)), tvm_ms / 2, rng, model="digits_cnn", engine="tvm", tuning_sha="f" * 64, threads=threads,
+              recipe={"measure": {"span_s": 1.0}})
     proc = run_cli("nightly", "nightly.toml", "--store", str(store), "--format", "md", cwd=nightly_dir)
     assert proc.returncode == 1, proc.stderr
     assert "regression digits_cnn / fp32 / x86 / tvm" in proc.stderr
