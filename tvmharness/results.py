@@ -128,10 +128,13 @@ def variant_drop(details: dict) -> tuple[str, float] | None:
     return next(((k, details[k]) for k in DROPS if details.get(k) is not None), None)
 
 
+URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+]*:/")  # a scheme and a slash: a URL, or one missing its '//'
+
+
 def check_not_half_a_url(store: str) -> None:
     """sqlite:/abs.db is no URL and would be taken as a path, in a new folder named "sqlite:"."""
-    if "://" not in store and re.match(r"[A-Za-z][A-Za-z0-9+]*:/", store):
-        raise HarnessError(f"the results store {re.sub(r':[^:/@]*@', ':***@', store)} looks like a URL without its '//'",
+    if "://" not in store and URL_START.match(store):
+        raise HarnessError(f"the results store {masked(store)} looks like a URL without its '//'",
                            f"write it as {store.split(':', 1)[0]}://... (a SQLite file: sqlite:////absolute/path.db), "
                            "or give the file's path alone")
 
@@ -139,12 +142,12 @@ def check_not_half_a_url(store: str) -> None:
 def masked(store: str) -> str:
     """A store as it is said and kept (messages, the recipe stored with a run, a file of unsaved rows):
     a URL without its password, as a shared store's readers and a terminal's scrollback should not have it."""
-    if "://" not in store:
+    if "://" not in store and not URL_START.match(store):  # a path (a URL without its '//' has a password to hide too)
         return store
     try:
         said = make_url(store).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads (a port not a number): no password between ":" and "@"
-        said = re.sub(r"(://[^/@:]*:)[^@]*@", r"\1***@", store)
+        said = re.sub(r"(:/+[^/@:]*:)[^@]*@", r"\1***@", store)
     return re.sub(r"([?&]password=)[^&]*", r"\1***", said)  # a driver's query parameter too
 
 
