@@ -601,6 +601,17 @@ def test_a_model_that_cannot_be_made_spares_the_others_but_not_their_usage_error
         assert needle in str(err.value) and err.value.exit_code == 2
 
 
+def test_a_night_of_which_no_model_can_be_made_is_stored_as_broken(recipe_dict, tmp_path):
+    """A nightly's one model gone is that night's news: a run of its broken row, which the morning's
+    report judges, not the night before shown as newest."""
+    recipe = recipe_from_dict(recipe_dict(models=[str(tmp_path / "gone.pt2")], engines=["torch"]))
+    result = run_recipe(recipe, every_night=True)
+    (row,) = result.rows
+    assert row["status"] == LOAD_FAILED and "model file not found" in row["reason"] and result.failed == [row]
+    run, verdicts = judge_run(result.store)
+    assert run["id"] == result.run_id and [v.verdict for v in verdicts] == ["broken"]
+
+
 def test_rows_a_store_refuses_mid_run_are_kept_and_load_into_their_run_later(workdir, monkeypatch):
     """A store locked mid-run (a sqlite3 shell in a read transaction) costs no measurement: the run goes
     on, the refused rows and its end wait in a file, and `tvmharness store load` puts them in."""

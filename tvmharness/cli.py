@@ -705,7 +705,7 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
         (dest / name).unlink(missing_ok=True)
     interrupted = False
     with _progress() as progress:
-        result = run_recipe(chosen, _RichProgress(progress))
+        result = run_recipe(chosen, _RichProgress(progress), every_night=True)
         frame = result.store.frame()  # read once for the verdicts and the reports (a long history takes seconds)
         run, verdicts = judge_run(result.store, result.run_id, frame=frame)
         suspects = [v for v in verdicts if needs_confirmation(v)]

@@ -66,11 +66,12 @@ class RunResult:
 
 
 def load_models(recipe: Recipe, progress: Progress | None = None,
-                unloadable: list[tuple[str, HarnessError]] | None = None) -> list[LoadedModel]:
+                unloadable: list[tuple[str, HarnessError]] | None = None, none_left_ok: bool = False) -> list[LoadedModel]:
     """The recipe's models at its input settings, with their [data]; a setting or data set that fits
     none of them is refused. `unloadable`: where given, a model that cannot be made (ModelNotMade: its
     file gone, its import or function failing; not a spec that names no model) goes there as
-    (spec, error) and the others go on, unless none can be made."""
+    (spec, error) and the others go on, unless none can be made (then its error is raised, or with
+    `none_left_ok` an empty list is returned)."""
     names = [model_name(spec) for spec in recipe.models]
     for i, name in enumerate(names):  # rows, verdicts and history know a model by its name
         if name in names[:i]:
@@ -85,7 +86,7 @@ def load_models(recipe: Recipe, progress: Progress | None = None,
             if unloadable is None or not isinstance(err, ModelNotMade):
                 raise
             unloadable.append((spec, err))
-    if unloadable and not models:
+    if unloadable and not models and not none_left_ok:
         raise unloadable[0][1]
     entries = {name: recipe.inputs[name] for name in recipe.names_to_match("inputs")}
     if unloadable:  # a lost model's inputs are unknown: its own tables, and names that may be its inputs, go unchecked
@@ -102,9 +103,12 @@ def load_models(recipe: Recipe, progress: Progress | None = None,
     return models
 
 
-def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int | None = None) -> RunResult:
+def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int | None = None,
+               every_night: bool = False) -> RunResult:
     """Validate everything a user can get wrong first, then measure and store row by row.
-    `confirms`: the run this one measures again (a nightly's confirmation of a latency change)."""
+    `confirms`: the run this one measures again (a nightly's confirmation of a latency change).
+    `every_night`: a night of which no model could be made is stored too, as its models' failed rows,
+    so that the morning's report is of that night (a run without it says why and stores nothing)."""
     import torch
 
     recipe_from_dict(recipe.model_dump(), f"'{recipe.name}'")  # changed in place in code (a list appended to): checked
@@ -121,7 +125,7 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     racks = kit_racks(recipe, targets, progress)
     check_variants(recipe.variants)
     unloadable: list[tuple[str, HarnessError]] = []  # one model that cannot be made costs its rows, not the night
-    models = load_models(recipe, progress, unloadable)
+    models = load_models(recipe, progress, unloadable, none_left_ok=every_night)
     for model in models if host.on_gpu else []:
         _check_gpu_baseline(model, host)
 
