@@ -336,23 +336,32 @@ def test_a_forward_edited_with_the_same_layers_and_weights_is_another_model(tmp_
         "def smooth():\n    torch.manual_seed(0)\n    return Head(10.0).eval(), torch.randn(1, 4)\n")
     assert (load_model(f"{tmp_path / 'heads.py'}:sharp", tmp_path).digest
             != load_model(f"{tmp_path / 'heads.py'}:smooth", tmp_path).digest)
-    # forward calls the user's helper in another file, through a name or its module: an edit there counts
+    # forward calls the user's helper in another file, through a name or its module: an edit there counts,
+    # and in one process (a notebook loading it again) the edited helper is what runs, as its digest says
+    x = torch.full((1, 4), -3.0)
     for call, helper in (("from helpers import act", "act(self.fc(x))"), ("import helpers", "helpers.act(self.fc(x))")):
         (tmp_path / "helpers.py").write_text("import torch\n\ndef act(x):\n    return torch.relu(x)\n")
         file.write_text(f"{call}\n" + source.replace("torch.relu(self.fc(x))", helper))
         before = load_model(f"{file}:net", tmp_path)
         (tmp_path / "helpers.py").write_text("import torch\n\ndef act(x):\n    return torch.tanh(x)\n")
-        for name in ("helpers", "mine"):  # as a fresh process would import them
-            sys.modules.pop(name, None)
-        assert load_model(f"{file}:net", tmp_path).digest != before.digest, call
+        after = load_model(f"{file}:net", tmp_path)
+        assert after.digest != before.digest, call
+        assert bool((before.torch_module(x) >= 0).all()) and bool((after.torch_module(x) < 0).any()), call
     # two model files in two folders, each with its own helpers.py: each runs its own
     for folder, act in (("a", "relu"), ("b", "tanh")):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "helpers.py").write_text(f"import torch\n\ndef act(x):\n    return torch.{act}(x)\n")
         (tmp_path / folder / "mine.py").write_text("from helpers import act\n" + source.replace("torch.relu(self.fc(x))", "act(self.fc(x))"))
-    x = torch.full((1, 4), -3.0)
     a, b = (load_model(f"{tmp_path / folder / 'mine.py'}:net", tmp_path).torch_module for folder in "ab")
     assert bool((a(x) >= 0).all()) and bool((b(x) < 0).any())  # relu's and tanh's, not relu's twice
+    # a script's own folder, first on sys.path, stays first after loading a model from it
+    folder = str(tmp_path / "a")
+    sys.path[:] = [folder] + [p for p in sys.path if p != folder]
+    try:
+        load_model(f"{folder}/mine.py:net", tmp_path)
+        assert sys.path[0] == folder and sys.path.count(folder) == 1
+    finally:
+        sys.path.remove(folder)
 
 
 def test_an_onnx_model_with_its_weights_beside_it_is_another_model_when_they_change(tmp_path):

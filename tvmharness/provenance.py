@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import math
@@ -98,6 +99,20 @@ def git_commit() -> str:
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+@contextlib.contextmanager
+def tvm_threads_kept():
+    """TVM_NUM_THREADS as it was once a run or tune ends: each sets it for its own TVM sessions and
+    workers, and a notebook's later processes (an artifact's `load` lines) should not inherit it."""
+    name, before = "TVM_NUM_THREADS", os.environ.get("TVM_NUM_THREADS")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 HOST_LABEL = "TVMHARNESS_HOST"  # the name a host's series go under, where its hostname changes (a CI runner, a container)

@@ -31,6 +31,7 @@ from .frontend import to_relax
 from .gpu import check_local_gpu
 from .models import LoadedModel
 from .native_log import NATIVE_LOG, native_log_note, native_stderr_to
+from .provenance import tvm_threads_kept
 from .remote.tracker import KITS_GONE, TRACKER_GONE, Address, request_kit
 from .targets import Target, check_local_cpu
 
@@ -456,6 +457,13 @@ def _session_path(directory: Path, model: LoadedModel) -> Path:
 def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, frontend: str, cache_dir: Path,
                records_root: Path, threads: int, progress: TuneProgress | None = None) -> TuneResult:
     """Tune a model's tasks for the target, appending to the target's records."""
+    with tvm_threads_kept():
+        return _tune_model(model, target, options, frontend=frontend, cache_dir=cache_dir, records_root=records_root,
+                           threads=threads, progress=progress)
+
+
+def _tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, frontend: str, cache_dir: Path,
+                records_root: Path, threads: int, progress: TuneProgress | None) -> TuneResult:
     progress = progress or _SilentTune()
     if target.preset.runs_on == "rpc" and not options.tracker:
         raise HarnessError(f"target {target.name} measures tuning candidates on a dev kit, and no tracker was given",

@@ -848,31 +848,33 @@ _MODEL_FOLDERS: set[str] = set()  # folders of model files whose imports were gi
 
 def _files_beside(file: Path) -> str:
     """A model file's imports find the files beside it, as `python file.py`'s do: its folder (returned)
-    goes first on sys.path while it is imported (_first_on_path), and a module of another model file's
-    folder (two folders' utils.py) is forgotten, or the second file would run the first one's."""
+    goes first on sys.path while it is imported (_first_on_path), and a module of a model file's folder
+    imported before is forgotten: another folder's utils.py would run in place of this one's, and this
+    folder's own, edited since (a notebook loads the model again), would run as it was while the digest
+    names it as it is."""
     folder = str(file.resolve().parent)
+    _MODEL_FOLDERS.add(folder)
     for name, module in list(sys.modules.items()):
         origin = getattr(module, "__file__", None)
-        if origin and str(Path(origin).resolve().parent) in _MODEL_FOLDERS - {folder}:
-            del sys.modules[name]  # the first model keeps the module it imported; a new import reads this folder
-    _MODEL_FOLDERS.add(folder)
+        if name != "__main__" and origin and str(Path(origin).resolve().parent) in _MODEL_FOLDERS:
+            del sys.modules[name]  # an earlier model keeps the module it imported; a new import reads the file now
     return folder
 
 
 @contextlib.contextmanager
 def _first_on_path(folder: str):
-    """A model's folder first on sys.path while its file is imported; then last, where an import of a
-    file beside it from inside the model still finds it, but a file there named as a package this
-    process imports later (an onnx.py beside the model) does not take that package's place."""
-    if folder in sys.path:
-        sys.path.remove(folder)
+    """A model's folder first on sys.path while its file is imported; then where it was (a script's own
+    folder stays first), or last, where an import of a file beside it from inside the model still finds
+    it, but a file there named as a package this process imports later (an onnx.py beside the model)
+    does not take that package's place."""
+    was = sys.path.index(folder) if folder in sys.path else None
     sys.path.insert(0, folder)
     try:
         yield
     finally:
-        if folder in sys.path:
-            sys.path.remove(folder)
-        sys.path.append(folder)
+        sys.path.remove(folder)  # the first: the one put there (the model's code may have added more)
+        if was is None:
+            sys.path.append(folder)
 
 
 def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
