@@ -181,6 +181,10 @@ def test_a_report_file_that_cannot_be_written_fails_before_the_report(cli_dir, t
         proc = run_cli("report", "--store", str(tmp_path / "h.db"), "--format", fmt, flag, str(path), cwd=cli_dir)
         assert_usage_error(proc, needle)
         assert proc.stdout == ""  # not the table first, then the error
+    from tvmharness.report.html import write_html
+
+    with pytest.raises(HarnessError, match="write_html's path .* is the results store itself"):  # from Python too
+        write_html(Store(str(tmp_path / "h.db")), str(tmp_path / "h.db"))
     assert (tmp_path / "h.db").read_bytes() == history
 
 

@@ -603,6 +603,18 @@ def test_a_model_that_cannot_be_made_spares_the_others_but_not_their_usage_error
         assert needle in str(err.value) and err.value.exit_code == 2
 
 
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_row(recipe_dict, tmp_path):
+    """From Python as on the command line: a file where the output folder goes is one error, not a failed row per build."""
+    from tvmharness.errors import HarnessError
+
+    (tmp_path / "afile").write_text("")
+    data = recipe_dict(engines=["tvm"])
+    for folder in ("afile", "afile/sub"):
+        with pytest.raises(HarnessError, match=f"{tmp_path / 'afile'} is a file, not a folder"):
+            run_recipe(recipe_from_dict(data | {"output": {"dir": str(tmp_path / folder), "store": str(tmp_path / "h.db")}}))
+    assert not (tmp_path / "h.db").exists()
+
+
 def test_a_night_of_which_no_model_can_be_made_is_stored_as_broken(recipe_dict, tmp_path):
     """A nightly's one model gone is that night's news: a run of its broken row, which the morning's
     report judges, not the night before shown as newest."""

@@ -8,9 +8,12 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
+
+from .errors import path_error
 
 
 def content_hash(*parts: Any) -> str:
@@ -26,6 +29,16 @@ def content_hash(*parts: Any) -> str:
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()
+
+
+def writable_folder(path: Path) -> None:
+    """A folder a command or run writes into, made and written to before any work: a file in its place,
+    or a folder this user may not write, is refused first, by its name and with the fix."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:  # named by the folder, not by the temporary file's random name
+        raise path_error(OSError(e.errno, e.strerror, str(path))) from None
 
 
 def file_hash(path: Path) -> str:

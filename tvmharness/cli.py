@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Annotated, Optional
@@ -23,7 +22,8 @@ from rich.text import Text
 
 from . import __version__
 from .engines import ENGINE_NAMES
-from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, reason
+from .cache import writable_folder
+from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, path_error, reason
 from .remote import EMULATED_KEY
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -91,7 +91,7 @@ def _friendly(command):
                 os._exit(code)
         except OSError as e:
             if e.filename is not None:
-                code = _user_error(_path_error(e))
+                code = _user_error(path_error(e))
             elif e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # a write of ours to a full or read-only disk
                 code = _user_error(HarnessError(f"cannot write: {e.strerror}",
                                                 "free space there (or make it writable), or give another path"))
@@ -103,18 +103,6 @@ def _friendly(command):
             raise typer.Exit(code)
 
     return wrapper
-
-
-def _path_error(e: OSError) -> HarnessError:
-    """An OSError about a path the user gave, as what to fix there."""
-    path = Path(e.filename)
-    if isinstance(e, (FileExistsError, NotADirectoryError)):  # what mkdir and open say of a file in a folder's place
-        file = next((p for p in (path, *path.parents) if p.is_file()), None)
-        if file is not None:
-            return HarnessError(f"{file} is a file, not a folder" + (f": cannot make {path}" if file != path else ""),
-                                "give a folder (one that does not exist yet is made), not a file")
-    return HarnessError(f"cannot use {e.filename}: {e.strerror or e}",
-                        "check that the path exists and this user may write there, or give another")
 
 
 def _user_error(e: HarnessError) -> int:
@@ -201,7 +189,6 @@ def _progress() -> Progress:
 
 
 def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
-    _writable_folder(recipe.output.dir)  # before anything is imported: a failed row per build is no answer
     from .pipeline import run_recipe
     from .report.terminal import render_run
     from .results import RUN_RECIPE
@@ -319,7 +306,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
     else:
         chosen = load_recipe(recipe, **overrides)
     for folder in (chosen.records_root, chosen.cache_dir):  # before minutes of importing, not after
-        _writable_folder(folder)
+        writable_folder(folder)
     budget = chosen.tune
     threads = chosen.measure.threads
     targets_ = resolve_all(chosen.target_names(), threads)
@@ -459,7 +446,7 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
                            "run compile once per variant (`tvmharness bench MODEL --variant A --variant B` measures several)")
     defaults = apply_overrides(recipe_from_dict({"models": [model]}, "(compile)"), frontend=frontend, output_dir=output_dir,
                                inputs=parse_input_flags(input_shape, input_range), data=_data_flags(model, None, train_data))
-    _writable_folder(defaults.output.dir)  # its cache: before anything is imported
+    writable_folder(defaults.output.dir)  # its cache: before anything is imported
     if out_dir is not None:  # someone's folder is refused before minutes of building, not after
         earlier_artifact_files(out_dir)
     chosen = parse_variant(variant[0] if variant else BASELINE)
@@ -592,16 +579,6 @@ def _train_data_without_variant(what: str) -> HarnessError:
                         "variant", "add --variant (e.g. --variant int8), or leave --train-data out")
 
 
-def _writable_folder(path: Path) -> None:
-    """A folder a command writes into, made and written to before any work: a file in its place, or a
-    folder this user may not write, fails first (_friendly names it, with the fix)."""
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        tempfile.TemporaryFile(dir=path).close()
-    except OSError as e:  # named by the folder, not by the temporary file's random name
-        raise OSError(e.errno, e.strerror, str(path)) from None
-
-
 def _format(value: str) -> str:
     if value not in FORMATS:
         raise HarnessError(f"unknown format '{value}'", f"use one of {', '.join(FORMATS)}")
@@ -630,9 +607,7 @@ def report(store: Annotated[Optional[str], typer.Option("--store", help="results
         _writable(path)  # (it writes nothing: the store itself passes, and is refused below)
     history = _open_store(store)
     for flag, path in (("--output", output), ("--html", html)):
-        if path is not None and history.file is not None and path.resolve() == history.file.resolve():
-            raise HarnessError(f"{flag} {path} is the results store itself: the report would overwrite the history",
-                               f"give {flag} another file")
+        history.refuse_as_output(path, flag)
     when = _since(since)
     frame = history.frame()
     run, verdicts = judge_run(history, run_id, frame=frame)
@@ -698,8 +673,8 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
     fmt = _format(fmt)
     chosen = load_recipe(recipe, repeats=repeats, store=store, output_dir=output_dir)
     dest = out_dir or chosen.output.dir / "nightly"
-    _writable_folder(chosen.output.dir)
-    _writable_folder(dest)  # before measuring: a bad --out or --store must not cost a night, nor last night's reports
+    writable_folder(chosen.output.dir)
+    writable_folder(dest)  # before measuring: a bad --out or --store must not cost a night, nor last night's reports
     Store(chosen.output.store)
     for name in ("summary.md", "junit.xml", "report.html"):  # a night that ends before its reports leaves none, not last night's
         (dest / name).unlink(missing_ok=True)

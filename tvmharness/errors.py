@@ -1,6 +1,7 @@
 """Errors a user can cause and fix: each names the cause and the fix, and maps to an exit code."""
 
 import re
+from pathlib import Path
 
 USAGE = 2  # bad recipe, unknown name, missing file
 FAILED = 1  # the work ran but something in it failed
@@ -23,6 +24,18 @@ class HarnessError(Exception):
 
     def __str__(self) -> str:
         return f"{self.cause} ({self.fix})" if self.fix else self.cause
+
+
+def path_error(e: OSError) -> HarnessError:
+    """An OSError about a path the user gave, as what to fix there."""
+    path = Path(e.filename)
+    if isinstance(e, (FileExistsError, NotADirectoryError)):  # what mkdir and open say of a file in a folder's place
+        file = next((p for p in (path, *path.parents) if p.is_file()), None)
+        if file is not None:
+            return HarnessError(f"{file} is a file, not a folder" + (f": cannot make {path}" if file != path else ""),
+                                "give a folder (one that does not exist yet is made), not a file")
+    return HarnessError(f"cannot use {e.filename}: {e.strerror or e}",
+                        "check that the path exists and this user may write there, or give another")
 
 
 # A terminal's control sequences (CSI colours, OSC titles and hyperlinks, other ESC sequences) and

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .build import Artifact, load_artifact
-from .cache import stage_dir
+from .cache import stage_dir, writable_folder
 from .compress import NotApplicable, apply_variant, baseline_metrics, check_variants, parse_variant
 from .data import GIVEN_RANGE
 from .engines import EngineOptions, get_engine
@@ -109,9 +109,10 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     `confirms`: the run this one measures again (a nightly's confirmation of a latency change).
     `every_night`: a night of which no model could be made is stored too, as its models' failed rows,
     so that the morning's report is of that night (a run without it says why and stores nothing)."""
+    recipe_from_dict(recipe.model_dump(), f"'{recipe.name}'")  # changed in place in code (a list appended to): checked
+    writable_folder(recipe.output.dir)  # before anything is imported or built: a failed row per build is no answer
     import torch
 
-    recipe_from_dict(recipe.model_dump(), f"'{recipe.name}'")  # changed in place in code (a list appended to): checked
     progress = progress or _Silent()
     started, torch_threads = time.perf_counter(), torch.get_num_threads()
     threads = recipe.measure.threads

@@ -347,6 +347,12 @@ class Store:
                                "install it, or for PostgreSQL `.venv/bin/pip install -e '.[postgres]'` in the checkout and a "
                                "postgresql+psycopg2:// URL") from None
 
+    def refuse_as_output(self, path: Path | str | None, what: str) -> None:
+        """A report written over the store's own file would lose the history: refused, naming what gave the path."""
+        if path is not None and self.file is not None and Path(path).resolve() == self.file.resolve():
+            raise HarnessError(f"{what} {path} is the results store itself: the report would overwrite the history",
+                               f"give {what} another file")
+
     @contextlib.contextmanager
     def _session(self):
         """A session whose failure is said as the store's problem; what it wrote is rolled back (SQLite

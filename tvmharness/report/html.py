@@ -199,7 +199,9 @@ def render_html(store, since=None, judged: tuple | None = None) -> str:
         charts=lambda fragment: Markup(fragment) if fragment else "")
 
 
-def write_html(store, path: Path, since=None, judged: tuple | None = None) -> Path:
+def write_html(store, path: Path | str, since=None, judged: tuple | None = None) -> Path:
+    """Write the report page of a Store (render_html: `since`, `judged`) to `path`; returns the path."""
+    store.refuse_as_output(path, "write_html's path")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(store, since, judged), encoding="utf-8")
