@@ -49,6 +49,10 @@ class _Silent:
 
 @dataclass
 class RunResult:
+    """A run as run_recipe returns it: `rows`, each as stored (the columns of `frame()`, which reads them
+    back from the store); `failed`, those that failed or disagree; `unsaved`, rows the store refused, kept
+    in a file for `tvmharness store load`; `provenance`, the run's own (host, versions, git commit)."""
+
     run_id: int
     recipe: Recipe
     store: Store

@@ -210,6 +210,9 @@ class Output(_Strict):
 
 
 class Recipe(_Strict):
+    """What a run measures (models x variants x targets x engines) and how: a recipe file's tables,
+    checked as they are set; README "Recipes" says what each holds."""
+
     name: str = "recipe"
     description: str = ""
     models: list[str] = Field(min_length=1)
@@ -291,6 +294,7 @@ def _format_validation(source: str, err: ValidationError) -> HarnessError:
 
 
 def recipe_from_dict(data: dict, source: str = "(inline)") -> Recipe:
+    """A recipe from a recipe file's tables as dicts; a bad value is a HarnessError naming `source` and its key."""
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
@@ -342,14 +346,16 @@ def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
                     for table in section[key].values():
                         if _inputs_entry_kind(table) != "[an input]" and entry in table:
                             table[entry].update(fields)
-                flags.update({(*parents, key, entry, f): flag.format(field=f, name=entry) for f in fields})
+                flags.update({(*parents, key, entry, f): f"{flag.format(field=f, name=entry)} ({name}=)" for f in fields})
         else:
+            if isinstance(value, str) and isinstance(section[key], list):  # models="resnet18" from Python: one of them
+                value = [value]
             section[key] = list(value) if isinstance(value, (list, tuple)) else value
-            flags[(*parents, key)] = flag
+            flags[(*parents, key)] = f"{flag} ({name}=)"
     try:
         result = Recipe.model_validate(data)
-    except ValidationError as err:
-        raise HarnessError(f"invalid command-line value: {validation_problems(err, flags)}",
+    except ValidationError as err:  # named by its flag, and by its keyword for a caller from Python
+        raise HarnessError(f"invalid value: {validation_problems(err, flags)}",
                            "fix that value; the command's --help lists what each flag takes") from None
     if recipe._names_to_match is not None or overrides.get("models"):
         before = recipe._names_to_match or {"inputs": set(), "data": set()}
