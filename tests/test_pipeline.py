@@ -163,11 +163,11 @@ class Cell(torch.nn.Module):
         return {body}
 """
 
-    def digest(body, filename, keep_source=False):
+    def digest(body, filename, keep_source=False, scale=2.0):
         text = cell.format(body=body)
         if keep_source:  # as IPython keeps each cell's text for tracebacks
             linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
-        scope = {}
+        scope = {"SCALE": scale}  # a constant another cell set
         exec(compile(text, filename, "exec"), scope)
         return torch_digest(scope["Cell"](), (ModelInput("x", (1, 4), "float32"),))
 
@@ -175,6 +175,9 @@ class Cell(torch.nn.Module):
         relu = digest("torch.relu(self.fc(x))", f"/tmp/ipykernel_0/{keep_source}1.py", keep_source)
         assert relu == digest("torch.relu(self.fc(x))", f"/tmp/ipykernel_0/{keep_source}2.py", keep_source)
         assert relu != digest("torch.sigmoid(self.fc(x)) * 3", f"/tmp/ipykernel_0/{keep_source}3.py", keep_source)
+        scaled = digest("torch.relu(self.fc(x)) * SCALE", f"/tmp/ipykernel_0/{keep_source}4.py", keep_source)
+        assert scaled == digest("torch.relu(self.fc(x)) * SCALE", f"/tmp/ipykernel_0/{keep_source}5.py", keep_source)
+        assert scaled != digest("torch.relu(self.fc(x)) * SCALE", f"/tmp/ipykernel_0/{keep_source}6.py", keep_source, 5.0)
 
 
 def test_terminal_report_of_a_rerun_says_nothing_was_rebuilt(first_run):

@@ -369,9 +369,10 @@ def _own_code(module) -> list[str]:
         if id(function) in seen:
             continue
         seen.add(id(function))
+        unfiled = False
         if file := own(function.__code__.co_filename):
             files.add(file)
-        elif _unfiled(function):  # a notebook cell's or exec'd code, in no file to hash: its own text
+        elif unfiled := _unfiled(function):  # a notebook cell's or exec'd code, in no file to hash: its own text
             texts.add(content_hash("code", _code_text(function)))
         else:
             continue  # a library's code is not followed: its version stands for it
@@ -383,7 +384,16 @@ def _own_code(module) -> list[str]:
                 todo.append(value)
             elif inspect.isclass(value):
                 todo += methods(value)
+            elif unfiled and _plain(value):  # a notebook's constant (SCALE = 5.0 in a later cell), in no file either
+                texts.add(content_hash("value", name, repr(value)))
     return sorted(file_hash(f) for f in files) + sorted(texts)
+
+
+def _plain(value) -> bool:
+    """A number, string or flag, or a tuple of them: a value whose repr is what it is."""
+    if isinstance(value, tuple):
+        return all(_plain(v) for v in value)
+    return isinstance(value, (bool, int, float, complex, str, bytes, type(None)))
 
 
 def _unfiled(function) -> bool:
