@@ -182,15 +182,18 @@ def test_a_row_timed_while_the_host_was_busy_is_marked_unsteady(tmp_path):
     run_id = store.start_run("r", "h" * 16, {}, snapshot())
     # steady: a few slow calls; busy: most calls waited, only the fastest few show the model's own time;
     # a burst: the median reads well, and 12 calls of 30 took 80x as long
-    for engine, samples in (("tvm", [1.0] * 25 + [3.0] * 5), ("torch", [1.0] * 5 + [3.0] * 25),
-                            ("onnxruntime", [1.0] * 18 + [80.0] * 12)):
-        row = {"model": "m", "variant": "fp32", "target": "x86", "engine": engine, "status": "ok",
+    # a quarter of the samples is counted: 8 of 30 (or 10 of 40) at 1.6x is one, 7 of 30 at 3x is not
+    for name, engine, samples in (("m", "tvm", [1.0] * 25 + [3.0] * 5), ("m", "torch", [1.0] * 5 + [3.0] * 25),
+                                  ("m", "onnxruntime", [1.0] * 18 + [80.0] * 12), ("a", "tvm", [1.0] * 22 + [1.6] * 8),
+                                  ("b", "tvm", [1.0] * 30 + [1.6] * 10), ("c", "tvm", [1.0] * 23 + [3.0] * 7)):
+        row = {"model": name, "variant": "fp32", "target": "x86", "engine": engine, "status": "ok",
                "engine_version": "1", "threads": 2, "details": {}}
         _record_outputs(row, model, Latency.from_samples(samples), [], None, recipe)
         row.pop("_outputs")
         store.add(run_id, row)
     (note,) = [line for line in footnotes(store.frame(run_id=run_id)) if line.startswith("UNSTEADY")]
-    assert "m / fp32 / torch 3x" in note and "m / fp32 / onnxruntime 80x" in note and "tvm" not in note
+    assert "m / fp32 / torch 3x" in note and "m / fp32 / onnxruntime 80x" in note and "m / fp32 / tvm" not in note
+    assert "a / fp32 / tvm 1.6x" in note and "b / fp32 / tvm 1.6x" in note and "c / fp32" not in note
 
 
 def test_sizes_are_printed_in_decimal_units_everywhere():

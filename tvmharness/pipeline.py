@@ -548,8 +548,8 @@ def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, 
     row["details"]["span_s"] = recipe.measure.span_s  # samples spread over seconds of running, or back to back: a setup
     # Whether most calls waited for something else, or a burst of it held a quarter of them (the median
     # may still read well, and the spread shows hundreds of percent): either way, measure it again.
-    if latency.p10_ms and latency.upper_quartile_ms > UNSTEADY * latency.p10_ms:
-        row["details"]["unsteady"] = round(latency.upper_quartile_ms / latency.p10_ms, 2)
+    if latency.p10_ms and latency.slowest_quarter_ms > UNSTEADY * latency.p10_ms:
+        row["details"]["unsteady"] = round(latency.slowest_quarter_ms / latency.p10_ms, 2)
     row["_outputs"] = outputs
     if reference is None:
         row.update(max_abs_diff=0.0, top1_agreement=top1_agreement(outputs, outputs))  # None without classes
