@@ -165,7 +165,7 @@ def test_the_untuned_note_gives_the_run_s_own_gap_to_onnx_runtime(tmp_path):
         store.add(run_id, {"model": "m", "variant": "fp32", "target": "x86", "engine": engine, "status": "ok",
                            "engine_version": "1", "median_ms": ms, "samples_ms": [ms], "tuned": tuned, "threads": 2})
     (note,) = [line for line in footnotes(store.frame(run_id=run_id)) if line.startswith("UNTUNED")]
-    assert "up to 19x ONNX Runtime's latency: m on x86" in note
+    assert "up to 19x ONNX Runtime's latency: m / fp32 on x86" in note
 
 
 def test_a_row_timed_while_the_host_was_busy_is_marked_unsteady(tmp_path):

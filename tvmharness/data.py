@@ -165,11 +165,18 @@ def load_data_set(path: str, inputs: tuple[ModelInput, ...], batch: int, model: 
         raise HarnessError(f"{role} data {path} holds {sorted(counts)} samples in its arrays" if len(counts) > 1 else
                            f"{role} data {path} holds {counted(min(counts), 'sample')}, fewer than one batch of {batch}",
                            "give every array (and the labels) the same number of samples, at least one batch")
-    # The held-out data is fed in calls of `batch` (DataSet.feeds): say what a last partial batch leaves out.
-    count, left = min(counts), min(counts) % batch if role == "eval" else 0
-    held = f"{count - left} of its {counted(count, 'sample')}" if left else counted(count, "sample")
-    return data_set(f"{path} ({held}{', labelled' if labels is not None else ''}"
-                    f"{f'; a last partial batch of {left} left out' if left else ''})", tuple(arrays), labels)
+    held, cut = fed_text(min(counts), batch if role == "eval" else 1)
+    return data_set(f"{path} ({held}{', labelled' if labels is not None else ''}{cut})", tuple(arrays), labels)
+
+
+def fed_text(count: int, batch: int, noun: str = "sample") -> tuple[str, str]:
+    """Held-out data is fed in calls of `batch` (DataSet.feeds): (how many of its `count` samples are
+    fed, what a last partial batch leaves out or "")."""
+    from .errors import counted
+
+    left = count % batch
+    held = f"{count - left} of its {counted(count, noun)}" if left else counted(count, noun)
+    return held, f"; a last partial batch of {left} left out" if left else ""
 
 
 @functools.cache

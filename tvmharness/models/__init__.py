@@ -23,8 +23,8 @@ from typing import Callable
 import numpy as np
 
 from ..cache import content_hash, file_hash
-from ..data import (FROM_EXAMPLE, GIVEN_RANGE, DataSet, Feed, ModelInput, data_set, digits_split, input_text, load_data_set,
-                    random_feeds, sizes_text)
+from ..data import (FROM_EXAMPLE, GIVEN_RANGE, DataSet, Feed, ModelInput, data_set, digits_split, fed_text, input_text,
+                    load_data_set, random_feeds, sizes_text)
 from ..errors import FAILED, HarnessError, one_line, toml_table
 from ..measure import output_leaves
 
@@ -669,7 +669,8 @@ def _load_zoo(name: str, cache_dir: Path, batch: int, settings: dict[str, dict])
             raise HarnessError(f"digits_cnn takes 8x8 images of one channel, not {_shape_text(inputs[0].shape)}",
                                "leave out [inputs.input] shape for digits_cnn")
         x_train, y_train, x_test, y_test = digits_split()
-        model.eval_data = data_set(f"scikit-learn digits, held-out split ({len(y_test)} images, labelled)", (x_test,), y_test)
+        held, cut = fed_text(len(y_test), batch, "image")
+        model.eval_data = data_set(f"scikit-learn digits, held-out split ({held}, labelled{cut})", (x_test,), y_test)
         model.train_data = data_set(f"scikit-learn digits, training split ({len(y_train)} images, labelled)", (x_train,),
                                     y_train)
     return model

@@ -97,7 +97,8 @@ def _untuned_gap(frame, untuned) -> str:
     if ratios.max() <= 1:
         return ""
     worst = pairs.loc[ratios.idxmax()]
-    return f" (in this run up to {ratios.max():.3g}x ONNX Runtime's latency: {worst['model']} on {worst['target']})"
+    return (f" (in this run up to {ratios.max():.3g}x ONNX Runtime's latency: {worst['model']} / {worst['variant']} "
+            f"on {worst['target']})")
 
 
 def input_line(inputs: list[dict], seeded: bool = True) -> str:
