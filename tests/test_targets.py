@@ -218,6 +218,15 @@ def test_a_process_pinned_to_fewer_cpus_says_so_and_defaults_to_their_threads():
     assert out.stdout.split(" ", 1) == ["1", f"{os.cpu_count()} logical cores, 1 usable\n"]
 
 
+def test_more_threads_than_usable_cores_are_said_to_oversubscribe():
+    from tvmharness.provenance import threads_text
+
+    cpu = {"logical_cores": 8, "usable_cores": 2}
+    assert threads_text([1, 2], cpu) == "1/2"
+    assert threads_text([4], cpu).startswith("4 (oversubscribed: more threads than the 2 usable cores")
+    assert threads_text([4], {"logical_cores": 4}) == "4"  # stored before usable cores were: the host's count
+
+
 def test_a_cross_compiler_without_its_c_library_is_named_before_anything_is_built(tmp_path):
     """Debian's gcc-aarch64-linux-gnu installs without libc6-dev-arm64-cross (a recommendation), and
     then every link fails with "cannot find crti.o" at the end of a build."""

@@ -23,6 +23,15 @@ NOTABLE_ARM_FEATURES = ("asimd", "asimddp", "i8mm", "bf16", "sve", "sve2", "fphp
 PACKAGES = ("apache-tvm", "apache-tvm-ffi", "torch", "torchvision", "onnx", "onnxruntime", "numpy", "xgboost-cpu")
 
 
+def threads_text(threads: list[int], cpu: dict) -> str:
+    """The thread counts rows ran at on this host, and where one is more than the cores it could use:
+    the engines' threads then take turns on them, and every latency reads slower than at fewer."""
+    cores = cpu.get("usable_cores") or cpu.get("logical_cores")
+    text = "/".join(map(str, threads))
+    over = cores and max((t for t in threads if t), default=0) > cores
+    return text + (f" (oversubscribed: more threads than the {cores} usable cores, so latencies read slow)" if over else "")
+
+
 @functools.cache
 def cpu_info() -> dict:
     """Model name and the notable features of this host's CPU, from /proc/cpuinfo."""

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from ..provenance import cores_text
+from ..provenance import cores_text, threads_text
 from ..results import OK
 from . import (baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, present, size_text,
                spread_text, target_text, time_text, unfinished)
@@ -189,7 +189,8 @@ def render_html(store, since=None, judged: tuple | None = None) -> str:
     cpu = (prov.get("host") or {}).get("cpu") or {}
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(TEMPLATE).render(
-        run=run, prov=prov, cpu=cpu, cores=cores_text(cpu), gpu=gpu_text(prov), versions=prov.get("versions") or {},
+        run=run, prov=prov, cpu=cpu, cores=cores_text(cpu), gpu=gpu_text(prov),
+        threads=threads_text([prov["threads"]], cpu) if prov.get("threads") else "?", versions=prov.get("versions") or {},
         verdicts=verdicts, regressions=REGRESSIONS, targets=targets, models=models, started=time_text(run["started"]),
         since=time_text(since) if since else None, unfinished=unfinished(run),
         notes=[line for line in footnotes(tonight) if not line.startswith("[")],  # reasons sit in the status cells
@@ -232,7 +233,7 @@ TEMPLATE = """<!DOCTYPE html>
 <pre id="js-errors" hidden></pre>
 {% if unfinished %}<p class="regression">{{ unfinished }}</p>{% endif %}
 <p class="prov">host {{ run.hostname }} · {{ cpu.get("model") }} ({{ cpu.get("arch") }}, {{ cores }}; features
- {{ (cpu.get("features") or []) | join(" ") }}){% if gpu %} · {{ gpu }}{% endif %} · threads {{ prov.get("threads", "?") }} · git {{ run.git_commit }} · recipe {{ run.recipe_name }}
+ {{ (cpu.get("features") or []) | join(" ") }}){% if gpu %} · {{ gpu }}{% endif %} · threads {{ threads }} · git {{ run.git_commit }} · recipe {{ run.recipe_name }}
  ({{ run.recipe_hash }}) · started {{ started }}{% if since %} · history since {{ since }}{% endif %}<br>
  versions: {% for k, v in versions.items() if v %}{{ k }} {{ v }}{% if not loop.last %} · {% endif %}{% endfor %}</p>
 

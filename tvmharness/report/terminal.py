@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..data import input_text
 from ..errors import toml_table
-from ..provenance import cores_text
+from ..provenance import cores_text, threads_text
 from ..results import BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
 from . import (baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, points_text, present, shown,
                size_cell, size_text, spread_text, time_text, unfinished)
@@ -227,12 +227,13 @@ def provenance_lines(run: dict, frame) -> list[str]:
     prov = run["provenance"]
     cpu = prov["host"]["cpu"]
     versions = prov["versions"]
-    threads = sorted({int(t) for t in frame["threads"].dropna()}) or [prov.get("threads")]
+    local = frame[[not (d or {}).get("kit") for d in frame["details"]]]  # a kit's rows ran on its own cores
+    threads = sorted({int(t) for t in local["threads"].dropna()}) or [prov.get("threads")]
     targets = {r["target"]: r["target_spec"].get("tvm") for r in frame.to_dict("records")}
     kits = {d["kit"]: kit_text(d) for d in frame["details"] if (d or {}).get("kit_info")}
     return [
         f"host {prov['host']['hostname']} · {cpu['model']} ({cpu['arch']}, {cores_text(cpu)}; "
-        f"features {' '.join(cpu['features']) or 'none detected'}) · threads {'/'.join(map(str, threads))} · batch "
+        f"features {' '.join(cpu['features']) or 'none detected'}) · threads {threads_text(threads, cpu)} · batch "
         f"{'/'.join(map(str, sorted(set(frame['batch']))))}" + (f" · {gpu_text(prov)}" if gpu_text(prov) else ""),
         "targets " + "; ".join(f"{name} = {spec}" for name, spec in targets.items()),
         *(f"kit {line}" for line in kits.values()),
