@@ -386,6 +386,8 @@ def test_a_report_never_creates_or_changes_a_store(cli_dir):
     empty.touch()
     for store in (f"sqlite:///{missing}", str(empty)):
         assert_usage_error(run_cli("report", "--store", store, cwd=cli_dir), "no results store at")
+        with pytest.raises(HarnessError, match="no results store at"):  # from Python, as a report reads it
+            Store.existing(store)
     assert not missing.exists() and empty.stat().st_size == 0
 
 

@@ -509,27 +509,6 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
 FORMATS = ("table", "md", "json", "csv", "junit")
 
 
-def _open_store(store: str):
-    """An existing store only: a report never creates an empty one."""
-    from sqlalchemy.exc import ArgumentError
-
-    from .results import Store, check_not_half_a_url, sqlite_file, store_url
-
-    check_not_half_a_url(store)
-    path = Path(store)
-    if "://" in store:
-        try:
-            path = sqlite_file(store)
-        except ArgumentError:
-            path = None  # Store names what is wrong with the URL
-    if path is not None and path.is_dir():
-        store_url(str(path))  # says what to give instead
-    if path is not None and not (path.is_file() and path.stat().st_size):
-        raise HarnessError(f"no results store at {store}", "run `tvmharness run RECIPE` or `tvmharness nightly RECIPE` "
-                           "first, or pass --store PATH_OR_URL")
-    return Store(store)
-
-
 def _since(value: Optional[str]):
     from datetime import datetime, timezone
 
@@ -599,13 +578,13 @@ def report(store: Annotated[Optional[str], typer.Option("--store", help="results
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the md/json/csv/junit text here")] = None) -> int:
     """Report from the store alone: the newest run with measurements (or --run) with a verdict per series against its history."""
     from .report.regress import history_as_of, judge_run
-    from .results import DEFAULT_STORE
+    from .results import DEFAULT_STORE, Store
 
     store = DEFAULT_STORE if store is None else store  # imported here: the store's module slows every command's start
     fmt = _format(fmt)
     for path in (output, html):
         _writable(path)  # (it writes nothing: the store itself passes, and is refused below)
-    history = _open_store(store)
+    history = Store.existing(store)
     for flag, path in (("--output", output), ("--html", html)):
         history.refuse_as_output(path, flag)
     when = _since(since)

@@ -347,6 +347,23 @@ class Store:
                                "install it, or for PostgreSQL `.venv/bin/pip install -e '.[postgres]'` in the checkout and a "
                                "postgresql+psycopg2:// URL") from None
 
+    @classmethod
+    def existing(cls, store: str) -> "Store":
+        """A store to read (a report's): one that is not there is an error, not a new empty one made."""
+        check_not_half_a_url(store)
+        path = Path(store)
+        if "://" in store:
+            try:
+                path = sqlite_file(store)
+            except ArgumentError:
+                path = None  # Store names what is wrong with the URL
+        if path is not None and path.is_dir():
+            store_url(str(path))  # says what to give instead
+        if path is not None and not (path.is_file() and path.stat().st_size):
+            raise HarnessError(f"no results store at {masked(store)}", "run `tvmharness run RECIPE` or `tvmharness "
+                               "nightly RECIPE` first, or pass --store PATH_OR_URL")
+        return cls(store)
+
     def refuse_as_output(self, path: Path | str | None, what: str) -> None:
         """A report written over the store's own file would lose the history: refused, naming what gave the path."""
         if path is not None and self.file is not None and Path(path).resolve() == self.file.resolve():
