@@ -346,17 +346,19 @@ def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
                     for table in section[key].values():
                         if _inputs_entry_kind(table) != "[an input]" and entry in table:
                             table[entry].update(fields)
-                flags.update({(*parents, key, entry, f): f"{flag.format(field=f, name=entry)} ({name}=)" for f in fields})
+                flags.update({(*parents, key, entry, f): flag.format(field=f, name=entry) for f in fields})
         else:
             if isinstance(value, str) and isinstance(section[key], list):  # models="resnet18" from Python: one of them
                 value = [value]
             section[key] = list(value) if isinstance(value, (list, tuple)) else value
-            flags[(*parents, key)] = f"{flag} ({name}=)"
+            flags[(*parents, key)] = flag
     try:
         result = Recipe.model_validate(data)
-    except ValidationError as err:  # named by its flag, and by its keyword for a caller from Python
+    except ValidationError as err:  # named by its flag, and for a caller from Python by the keywords it gave
+        given = ", ".join(f"{name}=" for name, value in overrides.items() if value is not None)
         raise HarnessError(f"invalid value: {validation_problems(err, flags)}",
-                           "fix that value; the command's --help lists what each flag takes") from None
+                           f"fix that value; the command's --help lists what each flag takes (from Python, it is one "
+                           f"of the keywords given: {given})") from None
     if recipe._names_to_match is not None or overrides.get("models"):
         before = recipe._names_to_match or {"inputs": set(), "data": set()}
         result._names_to_match = {section: before[section] | set(overrides.get(section) or {}) for section in before}
