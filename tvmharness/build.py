@@ -17,13 +17,14 @@ from .models import LoadedModel
 from .native_log import NATIVE_LOG, RELOWERED, native_stderr_to, native_warnings
 from .provenance import cpu_info, git_commit, versions
 from .targets import Target, check_toolchain, host_cpu, linker
-from .tune import (RECORDS, applied_records_hash, extract_tasks, lower_for_tuning, model_workloads, open_database,
-                   records_at_other_threads, records_dir, records_hash, tuned_task_count)
+from .tune import (RECORDS, applied_records_hash, extract_tasks, lower_for_tuning, model_records_hash, model_workloads,
+                   open_database, records_at_other_threads, records_dir, records_hash, tuned_task_count)
 
 MANIFEST_FORMAT = 4  # 2: cuda_source; 3: inputs (every input's name, shape and dtype); 4: outputs, build_host
 MANIFEST = "manifest.json"
 LIBRARY = "model.so"
 KERNELS = "kernels.cu"  # a GPU target's CUDA source, as the library carries it
+SAME_AS = "same-as"  # in the entry of a build key by a records folder's hash: the key of the build those records make
 
 
 @dataclass
@@ -117,8 +118,27 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
                    records_root: Path | None) -> Artifact:
     frontend = frontend_for(model, frontend)
     records = records_dir(records_root, target) if records_root is not None else None
-    digest = records_hash(records) if records is not None else None
-    key = build_key(model, target, frontend, digest)
+    folder = records_hash(records) if records is not None else None
+    if folder is None:
+        return _cached_or_built(model, target, frontend, cache_dir, None, build_key(model, target, frontend, None))
+    # A build is keyed by the records of its own tasks, which takes a lowering to know; the folder's hash
+    # finds it at once until the folder changes (another model tuned into it), then they find it again.
+    seen = stage_dir(cache_dir, "tvm", build_key(model, target, frontend, folder)) / SAME_AS
+    with contextlib.suppress(OSError):
+        cached = load_artifact(stage_dir(cache_dir, "tvm", seen.read_text().strip()))
+        if cached is not None:
+            return cached
+    own = model_records_hash(records, model_workloads(model, target, frontend, cache_dir))
+    key = build_key(model, target, frontend, own)  # none of its tasks' records: the untuned build itself
+    artifact = _cached_or_built(model, target, frontend, cache_dir, records if own else None, key)
+    seen.parent.mkdir(parents=True, exist_ok=True)
+    with written_whole(seen) as partial:
+        partial.write_text(key)
+    return artifact
+
+
+def _cached_or_built(model: LoadedModel, target: Target, frontend: str, cache_dir: Path, records: Path | None,
+                     key: str) -> Artifact:
     directory = stage_dir(cache_dir, "tvm", key)
     cached = load_artifact(directory)
     if cached is not None:
@@ -127,17 +147,17 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
         cached = load_artifact(directory)
         if cached is not None:
             return cached
-        return _build(model, target, frontend, cache_dir, records, digest, key, directory)
+        return _build(model, target, frontend, cache_dir, records, key, directory)
 
 
-def _build(model: LoadedModel, target: Target, frontend: str, cache_dir: Path, records: Path | None,
-           digest: str | None, key: str, directory: Path) -> Artifact:
+def _build(model: LoadedModel, target: Target, frontend: str, cache_dir: Path, records: Path | None, key: str,
+           directory: Path) -> Artifact:
     started = time.perf_counter()
     native_log = directory / NATIVE_LOG
     native_log.unlink(missing_ok=True)
     with native_stderr_to(native_log):
         mod = to_relax(model, frontend, cache_dir)
-        executable, tuning = _compile(model, mod, target, records, digest, native_log)
+        executable, tuning = _compile(model, mod, target, records, native_log)
         export_kwargs = {}
         check_toolchain(target)
         if target.preset.cross_compiler:
@@ -251,10 +271,10 @@ def _cuda_source(module) -> str | None:
     return None
 
 
-def _compile(model: LoadedModel, mod, target: Target, records: Path | None, digest: str | None, log: Path):
+def _compile(model: LoadedModel, mod, target: Target, records: Path | None, log: Path):
     """The executable, and the tuning records it applied (None when untuned)."""
     try:
-        if digest is None:
+        if records is None:
             return _compile_untuned(mod, target), None
         return _compile_tuned(mod, target, records, log)
     except HarnessError:

@@ -137,6 +137,25 @@ def records_hash(directory: Path) -> str | None:
     return content_hash(*(f.read_bytes() for f in files))
 
 
+def model_records_hash(directory: Path, workloads: set[str]) -> str | None:
+    """A hash of the folder's records of these workloads (a model's: model_workloads), for build keys:
+    another model tuned into the folder changes the folder, not them. None: the folder holds none."""
+    try:
+        keys = [json.loads(line)[0] for line in (directory / WORKLOADS).read_text().splitlines() if line.strip()]
+        lines = (directory / RECORDS).read_text().splitlines()
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
+    own = []
+    for line in lines:
+        try:
+            index, record = json.loads(line)
+        except (ValueError, TypeError):
+            continue  # a line cut short: the build's own reading of the folder says what it does with it
+        if isinstance(index, int) and 0 <= index < len(keys) and keys[index] in workloads:
+            own.append(json.dumps([keys[index], record], sort_keys=True))
+    return content_hash(*sorted(own)) if own else None
+
+
 def records_at_other_threads(root: Path, target: Target,
                              workloads: Callable[[], set[str]] | None = None) -> list[tuple[Path, int]]:
     """Records folders of this target tuned for another thread count: a build here cannot use them
