@@ -696,11 +696,14 @@ def test_a_nightly_that_ends_before_its_reports_leaves_none_of_last_night_s(tmp_
     for name in ("summary.md", "junit.xml", "report.html"):
         (out / name).write_text("last night")
     recipe = tmp_path / "r.toml"
-    recipe.write_text(f'name = "n"\nmodels = ["{USER_MODELS}:weights_gone"]\n'
-                      f'[output]\ndir = "{tmp_path}"\nstore = "{tmp_path / "h.db"}"\n')
-    assert_usage_error(run_cli("nightly", str(recipe), "--out", str(out), cwd=tmp_path),
-                       "weights_gone() raised FileNotFoundError: checkpoint.pt is missing", "fix what it raised", code=1)
+    recipe.write_text(f'name = "n"\nmodels = ["resnet81"]\n[output]\ndir = "{tmp_path}"\nstore = "{tmp_path / "h.db"}"\n')
+    assert_usage_error(run_cli("nightly", str(recipe), "--out", str(out), cwd=tmp_path), "unknown model 'resnet81'")
     assert list(out.iterdir()) == []
+    # a model that cannot be made is that night's news: the night is stored, and its reports say so
+    recipe.write_text(recipe.read_text().replace("resnet81", f"{USER_MODELS}:weights_gone"))
+    proc = run_cli("nightly", str(recipe), "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 1 and "broken: failed to load" in " ".join(proc.stderr.split()), proc.stderr
+    assert "checkpoint.pt is missing" in (out / "summary.md").read_text() and (out / "junit.xml").is_file()
 
 
 def test_a_recipe_s_hash_is_what_it_measures_not_its_words_or_store():
