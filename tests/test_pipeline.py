@@ -626,7 +626,8 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_row(recip
 def test_a_night_of_which_no_model_can_be_made_is_stored_as_broken(recipe_dict, tmp_path):
     """A nightly's one model gone is that night's news: a run of its broken row, which the morning's
     report judges, not the night before shown as newest."""
-    recipe = recipe_from_dict(recipe_dict(models=[str(tmp_path / "gone.pt2")], engines=["torch"]))
+    recipe = recipe_from_dict(recipe_dict(models=[str(tmp_path / "gone.pt2")], engines=["torch"],
+                                          output={"dir": str(tmp_path), "store": str(tmp_path / "h.db")}))
     result = run_recipe(recipe, every_night=True)
     (row,) = result.rows
     assert row["status"] == LOAD_FAILED and "model file not found" in row["reason"] and result.failed == [row]
