@@ -25,6 +25,15 @@ def _no_cross_link() -> str | None:
 NO_CROSS_LINK = _no_cross_link()
 
 
+def pytest_configure(config):
+    """test_gpu's tuning fixture makes TVM register its CUDA tensor intrinsics, which TVMScript parses
+    calling inspect.getmodule, a scan of sys.modules each time: 31 s here with few modules loaded, over
+    150 s once the tests have imported torch and the rest. A run that includes test_gpu.py does it first."""
+    paths = [Path(arg.split("::")[0]).resolve() for arg in config.args] or [Path.cwd().resolve()]
+    if any(p in (ROOT, ROOT / "tests", ROOT / "tests" / "test_gpu.py") for p in paths):
+        import tvm.s_tir.tensor_intrin.cuda  # noqa: F401
+
+
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory) -> Path:
     """One results folder for the session, so the digits CNN trains once and builds are reused."""
