@@ -332,9 +332,11 @@ def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:  # a library caller's keyword: the recipe's names, not the flags' (models=, not model=)
         raise HarnessError(f"no recipe value is set by {', '.join(unknown)}", f"give some of {', '.join(OVERRIDES)}")
+    given = []  # the keywords that set something: a Python caller's bad value is one of them
     for name, value in overrides.items():
-        if value is None or (isinstance(value, (str, list, tuple)) and not value):
+        if value is None or (isinstance(value, (str, list, tuple, dict)) and not value):
             continue
+        given.append(f"{name}=")
         (*parents, key), flag = OVERRIDES[name]
         section = data
         for parent in parents:
@@ -355,10 +357,9 @@ def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
     try:
         result = Recipe.model_validate(data)
     except ValidationError as err:  # named by its flag, and for a caller from Python by the keywords it gave
-        given = ", ".join(f"{name}=" for name, value in overrides.items() if value is not None)
         raise HarnessError(f"invalid value: {validation_problems(err, flags)}",
                            f"fix that value; the command's --help lists what each flag takes (from Python, it is one "
-                           f"of the keywords given: {given})") from None
+                           f"of the keywords given: {', '.join(given)})") from None
     if recipe._names_to_match is not None or overrides.get("models"):
         before = recipe._names_to_match or {"inputs": set(), "data": set()}
         result._names_to_match = {section: before[section] | set(overrides.get(section) or {}) for section in before}
