@@ -10,6 +10,7 @@ where a ratio above 1 means int8 is faster. Records go to a temporary in-memory 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import tempfile
@@ -83,7 +84,8 @@ def main() -> None:
                           num_trials_per_iter=16, database=database,
                           builder=ms.builder.LocalBuilder(max_workers=args.threads, timeout_sec=60,
                                                           f_build=_ms_build.fast_build,
-                                                          f_export=_ms_build.export_shared_library),
+                                                          f_export=functools.partial(_ms_build.export_shared_library,
+                                                                                             folder=work)),
                           runner=ms.runner.LocalRunner(timeout_sec=30, evaluator_config=ms.runner.EvaluatorConfig(
                               number=3, repeat=1, min_repeat_ms=20)),
                           cost_model=ms.cost_model.XGBModel(num_warmup_samples=8, num_tuning_cores=args.threads))

@@ -55,8 +55,9 @@ def recipe_dict(workdir):
     return make
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """The real command line, in a subprocess: exit codes and stderr as a user sees them."""
-    env = dict(os.environ, COLUMNS="200")
+    env = dict(os.environ, COLUMNS="200", **(env or {}))
     return subprocess.run([sys.executable, "-m", "tvmharness", *args], capture_output=True, text=True,
                           cwd=cwd or ROOT, timeout=timeout, env=env)

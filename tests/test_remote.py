@@ -4,7 +4,9 @@ emulated aarch64 kit where qemu-user and the aarch64 cross compiler are installe
 import contextlib
 import json
 import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -364,10 +366,12 @@ def test_devkit_serve_stops_its_kit_on_sigterm_and_sighup(rack):
     for signum in (signal.SIGTERM, signal.SIGHUP):
         [serving] = rack.serve("signalled")
         [server] = psutil.Process(serving.pid).children()
+        [workdir] = Path(tempfile.gettempdir()).glob(f"tvmharness-kit-{server.pid}-*")  # its sessions' folder
         os.kill(serving.pid, signum)  # to `devkit serve` alone, as a service manager's stop or a closed terminal
         assert serving.wait(30) == 0
         server.wait(30)  # (psutil.TimeoutExpired if the kit's server outlived it)
         rack.wait_for(lambda: not rack.kits("signalled"), 30, "the kit to leave the tracker")
+        assert not workdir.exists()
     # killed with -9, it cannot stop its kit: the kernel does (a kit left serving would be taken for two)
     [serving] = rack.serve("killed")
     [server] = psutil.Process(serving.pid).children()

@@ -289,9 +289,11 @@ def test_an_output_folder_that_is_a_file_or_not_writable_is_refused_before_any_i
 
 def test_a_time_budget_or_a_ctrl_c_ends_a_tune_cleanly_and_keeps_its_records(tmp_path):
     record_file = records_dir(tmp_path / "results" / "tuning", resolve("x86", 2)) / RECORDS
+    scratch = tmp_path / "tmp"  # the tunes' temporary folder: the candidates of a batch cut short are removed too
+    scratch.mkdir()
     # The budget runs out while MetaSchedule is joining a task's batch (it crashed there).
     budget = run_cli("tune", "--model", TINY, "--trials", "200", "--time-budget", "5s", "--no-measure", "--json",
-                     cwd=tmp_path)
+                     cwd=tmp_path, env={"TMPDIR": str(scratch)})
     assert budget.returncode == 0, budget.stderr
     summary = json.loads(budget.stdout)["tune"][0]
     assert summary["stopped"] == "time budget of 5 s reached" and 0 < summary["trials_run"] < 200
@@ -300,7 +302,7 @@ def test_a_time_budget_or_a_ctrl_c_ends_a_tune_cleanly_and_keeps_its_records(tmp
 
     args = [sys.executable, "-m", "tvmharness", "tune", "--model", TINY, "--trials", "400", "--no-measure"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=dict(os.environ, TMPDIR=str(scratch)))
     deadline = time.time() + 240
     while time.time() < deadline and len(record_file.read_text().splitlines()) <= kept:
         time.sleep(0.5)
@@ -311,6 +313,7 @@ def test_a_time_budget_or_a_ctrl_c_ends_a_tune_cleanly_and_keeps_its_records(tmp
     assert "interrupted" in stderr and "internal error" not in stderr, stderr
     assert "rows measured so far are stored" not in stderr  # --no-measure: it measured nothing, and says so
     assert len(record_file.read_text().splitlines()) > kept  # what it tuned before the Ctrl-C is kept
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("tvmharness")]  # (torch keeps a cache there)
 
 
 def test_bad_tune_inputs_give_clear_errors_and_leave_the_records_intact(tmp_path):

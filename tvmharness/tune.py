@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -675,7 +676,8 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
     native_log = log_dir / NATIVE_LOG
     with (_noting_interrupts() as interrupted, _follow_scheduler_log(log_dir / "logs", len(tasks), progress, interrupted),
-          native_stderr_to(native_log)):
+          native_stderr_to(native_log),
+          tempfile.TemporaryDirectory(prefix="tvmharness-candidates-", ignore_cleanup_errors=True) as candidates):
         if options.tracker:
             runner = kit_runner(options, evaluator)
         else:
@@ -683,7 +685,7 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
         try:
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(log_dir), max_trials_global=trials,
                           num_trials_per_iter=per_iter, runner=_stopping_on(interrupted, runner, "run"),
-                          builder=_stopping_on(interrupted, candidate_builder(target, options, threads), "build"),
+                          builder=_stopping_on(interrupted, candidate_builder(target, options, threads, candidates), "build"),
                           database=database, task_scheduler=ms.task_scheduler.GradientBased(seed=0),
                           cost_model=_stopping_on(interrupted, ms.cost_model.XGBModel(num_warmup_samples=16,
                                                                                       num_tuning_cores=threads), "predict"),
@@ -793,14 +795,13 @@ def tune_contexts(tasks, target: Target, options: TuneOptions, log_dir: Path, th
                                                        init_min_unmeasured=min(50, options.population // 2)))
 
 
-def candidate_builder(target: Target, options: TuneOptions, threads: int):
-    """The builder of tuning candidates: shared libraries here, cross-compiled for a kit's CPU."""
+def candidate_builder(target: Target, options: TuneOptions, threads: int, folder: str):
+    """The builder of tuning candidates: shared libraries under `folder`, cross-compiled for a kit's CPU."""
     from tvm.s_tir import meta_schedule as ms
 
     from . import _ms_build
 
-    export = (functools.partial(_ms_build.export_shared_library, compiler=target.preset.cross_compiler)
-              if target.preset.cross_compiler else _ms_build.export_shared_library)
+    export = functools.partial(_ms_build.export_shared_library, folder=folder, compiler=target.preset.cross_compiler)
     return ms.builder.LocalBuilder(max_workers=threads, timeout_sec=options.builder_timeout_s,
                                    f_build=_ms_build.fast_build, f_export=export)
 

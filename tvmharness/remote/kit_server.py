@@ -20,6 +20,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import socket
 import struct
 import sys
@@ -47,9 +48,26 @@ def main(argv=None):
         # TVM pins its workers to the first cores: kits sharing a machine would all run on core 0.
         os.environ.setdefault("TVM_BIND_THREADS", "0")
     # Each session works in a folder of its own under this one; what a killed session leaves is
-    # removed when the server registers again.
-    workdir = tempfile.mkdtemp(prefix="tvmharness-kit-")
+    # removed when the server registers again, and the whole folder when the server stops.
+    workdir = tempfile.mkdtemp(prefix=f"tvmharness-kit-{os.getpid()}-")
     tempfile.tempdir = workdir
+    server = os.getpid()
+    try:
+        _serve(args, workdir)
+    finally:
+        if os.getpid() == server:  # (not a session's forked process on its way out)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _stop(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def _serve(args, workdir):
+    # A stop (SIGTERM from `devkit serve` or a service manager) unwinds, so that the folder goes too.
+    # A session's process (forked) keeps the default: it is stopped while blocked in TVM's C++.
+    signal.signal(signal.SIGTERM, _stop)
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
 
     import tvm
     import tvm_ffi

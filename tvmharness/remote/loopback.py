@@ -38,7 +38,7 @@ class LoopbackRack:
 
     def __exit__(self, *_exc) -> None:
         for process in self.processes:
-            stop(process)
+            stop(process, gently=True)
 
     def start(self, *args: str) -> subprocess.Popen:
         # Each in a session of its own, so that stopping a kit stops everything it started.
@@ -88,9 +88,16 @@ class LoopbackRack:
         raise TimeoutError(f"timed out waiting for {what}")
 
 
-def stop(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(10)
+def stop(process: subprocess.Popen, gently: bool = False) -> None:
+    """Killed, as a kit that dies; or, gently, stopped as a service manager stops it (a kit then
+    removes its folder) and killed if it lingers."""
+    for signum in [signal.SIGTERM, signal.SIGKILL] if gently else [signal.SIGKILL]:
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(10)
+            break
+        except subprocess.TimeoutExpired:
+            continue
