@@ -1,7 +1,11 @@
+import contextlib
+import fcntl
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,9 +33,40 @@ def pytest_configure(config):
     """test_gpu's tuning fixture makes TVM register its CUDA tensor intrinsics, which TVMScript parses
     calling inspect.getmodule, a scan of sys.modules each time: 31 s here with few modules loaded, over
     150 s once the tests have imported torch and the rest. A run that includes test_gpu.py does it first."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # pytest-xdist's controller runs no test: its workers do this each
     paths = [Path(arg.split("::")[0]).resolve() for arg in config.args] or [Path.cwd().resolve()]
     if any(p in (ROOT, ROOT / "tests", ROOT / "tests" / "test_gpu.py") for p in paths):
         import tvm.s_tir.tensor_intrin.cuda  # noqa: F401
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """(pytest-xdist's controller, for each worker) the folder of the host's lock, shared by the workers."""
+    config = node.config
+    if not hasattr(config, "host_locks"):
+        config.host_locks = tempfile.mkdtemp(prefix="tvmharness-tests-")
+        config.add_cleanup(functools.partial(shutil.rmtree, config.host_locks, ignore_errors=True))
+    node.workerinput["host_locks"] = config.host_locks
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Under pytest-xdist (`make test` runs two workers) the tests share the host, but a test marked
+    `alone` (it judges real timings) has it to itself: its setup (module fixtures included), call and
+    teardown hold the host's lock exclusively, every other test's hold it shared. A turnstile lets one
+    waiting to be alone in before the others take the lock again."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return (yield)
+    folder = Path(item.config.workerinput["host_locks"])
+    alone = item.get_closest_marker("alone") is not None
+    with open(folder / "host.turnstile", "a") as turnstile, open(folder / "host.lock", "a") as lock:
+        with contextlib.ExitStack() as held:
+            fcntl.flock(turnstile, fcntl.LOCK_EX)
+            fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+            held.callback(fcntl.flock, lock, fcntl.LOCK_UN)
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+            return (yield)
 
 
 @pytest.fixture(scope="session")

@@ -229,6 +229,7 @@ def test_paced_rows_span_the_asked_time(recipe_dict):
     assert row["details"]["measure_seconds"] >= 1.5 * 29 / 30  # the last sample is due 29/30 of the span in
 
 
+@pytest.mark.alone
 def test_a_moved_tvm_series_is_confirmed_by_an_a_b_and_the_others_are_measured_again(first_run):
     """What `nightly` does when latency moved: the TVM build and the build of the run it was compared
     with (here the same one, in the cache) timed in turns; ONNX Runtime's rows measured again."""

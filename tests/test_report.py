@@ -267,6 +267,7 @@ def nightly_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.alone
 def test_two_real_nightly_runs_give_verdicts_and_the_exit_code_follows_them(nightly_dir):
     first = run_cli("nightly", "nightly.toml", "--format", "json", cwd=nightly_dir)
     assert first.returncode == 0, first.stderr
@@ -287,6 +288,7 @@ def test_two_real_nightly_runs_give_verdicts_and_the_exit_code_follows_them(nigh
     assert (out / "report.html").stat().st_size > 1_000_000
 
 
+@pytest.mark.alone
 def test_tuning_then_losing_the_records_is_confirmed_by_a_b_against_the_earlier_build(tmp_path):
     """The done-when of the nightly, for real: tuning makes the TVM row faster and losing the records
     makes it slower; each change is confirmed by an A/B of the night's build and the earlier one
@@ -323,6 +325,7 @@ def test_tuning_then_losing_the_records_is_confirmed_by_a_b_against_the_earlier_
     assert any(c["what"] == "tuning records" and c["after"] == "none" for c in v["changed"])
 
 
+@pytest.mark.alone
 def test_nightly_exits_1_on_a_regression_and_names_the_tuning_records(nightly_dir):
     """A real run judged against a history whose builds were twice as fast with other tuning records."""
     measured = Store(str(nightly_dir / "results" / "history.db")).frame()
