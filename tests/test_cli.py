@@ -572,6 +572,7 @@ def test_compile_ships_a_compressed_variant_that_loads_and_runs(cli_dir):
                                       ("int8", "digits_cnn-int8-onnx-x86", "onnx")):
         proc = run_cli("compile", "digits_cnn", "--variant", variant, cwd=cli_dir)
         assert proc.returncode == 0, proc.stderr
+        assert f"digits_cnn / {variant} for x86" in proc.stdout.splitlines()[0], proc.stdout
         out = cli_dir / "results" / "artifacts" / folder  # each variant in a folder of its own
         manifest = json.loads((out / "manifest.json").read_text())
         assert [step["kind"] for step in manifest["compression"]] == [variant.split(":")[0]]
@@ -843,3 +844,39 @@ def test_infinite_and_nan_recipe_values_are_refused():
         with pytest.raises(HarnessError) as err:
             recipe_from_dict({"models": ["digits_cnn"], "measure": measure})
         assert f"'measure.{next(iter(measure))}'" in err.value.cause and "finite" in err.value.cause
+
+
+def test_kit_flags_without_a_kit_target_are_refused_and_targets_names_each_kit_key(tmp_path):
+    """--tracker or --key with only targets that run on this host would change nothing, silently."""
+    for command in (("bench", "digits_cnn", "--engine", "torch", "--tracker", "127.0.0.1:1"),
+                    ("tune", "--model", "digits_cnn", "--key", "rpi4", "--no-measure"),
+                    ("run", str(ROOT / "recipes/quickstart.toml"), "--target", "x86", "--tracker", "127.0.0.1:1")):
+        flag = command[-3] if command[0] == "tune" else command[-2]
+        assert_usage_error(run_cli(*command, cwd=tmp_path), f"{flag} chooses dev kits, and target x86 runs on this host",
+                           f"or leave out {flag}")
+    assert not (tmp_path / "results").exists()  # refused before anything ran
+    presets = {p["name"]: p for p in json.loads(run_cli("targets", "--json", cwd=tmp_path).stdout)}
+    assert presets["rpi4"]["rpc_keys"] == ["rpi4"] and presets["x86"]["rpc_keys"] == []
+
+
+def test_the_readme_recipe_shows_every_key_at_its_default():
+    """A recipe's unknown key is refused with "README's 'Recipes' shows every key with its default": it does."""
+    import re
+    import tomllib
+
+    from pydantic import BaseModel
+
+    from tvmharness.recipe import Recipe
+
+    block = (ROOT / "README.md").read_text().split("## Recipes", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    shown, unset = tomllib.loads(block), set(re.findall(r"^# (\w+) = ", block, re.M))
+    defaults = Recipe(models=["m"]).model_dump(mode="json")
+    assert "[inputs.NAME]" in block and "[data.MODEL]" in block  # tables of the user's own names: described
+    for name, field in Recipe.model_fields.items():
+        section = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
+        for key in (section.model_fields if section else [] if name in ("inputs", "data") else [name]):
+            value, default = (shown.get(name, {}).get(key), defaults[name][key]) if section else (shown.get(key), defaults[key])
+            if default is None:
+                assert key in unset and value is None, f"{name}.{key}: unset by default, so shown commented out"
+            elif (name, key) not in (("measure", "threads"), ("models", "models")):  # the host's; an example
+                assert value == default, f"{name}.{key}: README says {value!r}, the default is {default!r}"

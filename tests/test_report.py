@@ -165,7 +165,17 @@ def test_the_untuned_note_gives_the_run_s_own_gap_to_onnx_runtime(tmp_path):
         store.add(run_id, {"model": "m", "variant": "fp32", "target": "x86", "engine": engine, "status": "ok",
                            "engine_version": "1", "median_ms": ms, "samples_ms": [ms], "tuned": tuned, "threads": 2})
     (note,) = [line for line in footnotes(store.frame(run_id=run_id)) if line.startswith("UNTUNED")]
-    assert "up to 19x ONNX Runtime's latency: m / fp32 on x86" in note
+    assert "up to 19x ONNX Runtime's latency: m / fp32 on x86" in note and "far from what MetaSchedule tuning reaches" in note
+    # a tune measures the tuned build beside the untuned one: the note gives what tuning changed, not a guess
+    for model, tuned_ms in (("m", 4.75), ("tiny", 1.5)):
+        store.add(run_id, {"model": model, "variant": "fp32", "target": "x86", "engine": "tvm", "status": "ok",
+                           "engine_version": "1", "median_ms": tuned_ms, "samples_ms": [tuned_ms], "tuned": True, "threads": 2})
+    store.add(run_id, {"model": "tiny", "variant": "fp32", "target": "x86", "engine": "tvm-untuned", "status": "ok",
+                       "engine_version": "1", "median_ms": 1.0, "samples_ms": [1.0], "tuned": False, "threads": 2})
+    (note,) = [line for line in footnotes(store.frame(run_id=run_id)) if line.startswith("UNTUNED")]
+    assert "far from" not in note, note
+    assert "m / fp32 on x86: tuned 4x the untuned speed" in note and "tiny / fp32 on x86: tuned 0.667x the untuned speed" in note
+    assert "a tuned build slower than the defaults found nothing better in its trials" in note
 
 
 def test_a_row_timed_while_the_host_was_busy_is_marked_unsteady(tmp_path):

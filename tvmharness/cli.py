@@ -217,9 +217,11 @@ def run(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recipes/q
     """Run a recipe: every model x variant x target x engine, against the fp32 PyTorch baseline."""
     from .recipe import load_recipe, parse_input_flags
 
-    return _measure(load_recipe(recipe, models=model, targets=target, engines=engine, repeats=repeats, threads=threads,
-                                memory=memory, store=store, output_dir=output_dir, tracker=tracker, key=key,
-                                inputs=parse_input_flags(input_shape, input_range)), json_out)
+    chosen = load_recipe(recipe, models=model, targets=target, engines=engine, repeats=repeats, threads=threads,
+                         memory=memory, store=store, output_dir=output_dir, tracker=tracker, key=key,
+                         inputs=parse_input_flags(input_shape, input_range))
+    _kit_flags_need_a_kit_target(chosen, tracker, key)
+    return _measure(chosen, json_out)
 
 
 @app.command()
@@ -239,10 +241,12 @@ def bench(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or mo
         raise _train_data_without_variant("bench measures")
     base = recipe_from_dict({"name": f"bench {model}", "models": [model]}, "(bench)")
     variants = [BASELINE, *(v for v in variant if v != BASELINE)] if variant else None  # what variants are judged against
-    return _measure(apply_overrides(base, targets=target, engines=engine, variants=variants, repeats=repeats, threads=threads,
-                                    memory=memory, store=store, output_dir=output_dir, frontend=frontend, tracker=tracker,
-                                    key=key, inputs=parse_input_flags(input_shape, input_range),
-                                    data=_data_flags(model, eval_data, train_data)), json_out)
+    chosen = apply_overrides(base, targets=target, engines=engine, variants=variants, repeats=repeats, threads=threads,
+                             memory=memory, store=store, output_dir=output_dir, frontend=frontend, tracker=tracker,
+                             key=key, inputs=parse_input_flags(input_shape, input_range),
+                             data=_data_flags(model, eval_data, train_data))
+    _kit_flags_need_a_kit_target(chosen, tracker, key)
+    return _measure(chosen, json_out)
 
 
 class _TuneProgress(_RichProgress):
@@ -305,6 +309,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
         chosen = apply_overrides(recipe_from_dict({"name": "tune", "models": model}, "(tune)"), **overrides)
     else:
         chosen = load_recipe(recipe, **overrides)
+    _kit_flags_need_a_kit_target(chosen, tracker, key)
     for folder in (chosen.records_root, chosen.cache_dir):  # before minutes of importing, not after
         writable_folder(folder)
     budget = chosen.tune
@@ -403,6 +408,23 @@ def _kits_left(rack) -> bool:
         return False
 
 
+def _kit_flags_need_a_kit_target(recipe, tracker: str | None, key: str | None) -> None:
+    """--tracker and --key choose the kits of targets that run on dev kits: with none of those among
+    the targets, they would change nothing, unsaid (a recipe's [devices] may well outlive its targets)."""
+    from .targets import find_preset
+
+    if not (tracker or key):
+        return
+    names = recipe.target_names()
+    if any(find_preset(name).runs_on == "rpc" for name in names):
+        return
+    flag = "--tracker" if tracker else "--key"
+    raise HarnessError(f"{flag} chooses dev kits, and target{'s' if len(names) > 1 else ''} {', '.join(names)} "
+                       f"run{'' if len(names) > 1 else 's'} on this host",
+                       f"give a target that runs on dev kits (--target arm, x86-rpc, ...: `tvmharness targets` says "
+                       f"where each runs), or leave out {flag}")
+
+
 def _kit_racks(recipe, targets) -> dict:
     """The kits that measure candidates for remote targets, checked before any tuning starts."""
     from .pipeline import kit_racks
@@ -497,7 +519,8 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
         _print_json({"dir": str(out_dir), "cache_hit": artifact.cache_hit, "notes": notes, "manifest": manifest})
     else:
         m = manifest
-        out.print(f"{'reused cached build' if artifact.cache_hit else 'built'} {m['model']} for {target} "
+        variant_text = "" if chosen.is_baseline else f" / {chosen.name}"
+        out.print(f"{'reused cached build' if artifact.cache_hit else 'built'} {m['model']}{variant_text} for {target} "
                   f"({m['target']['tvm']}) -> {out_dir}/{m['library']['file']} ({size_text(m['library']['bytes'])}, "
                   f"sha256 {m['library']['sha256'][:16]}, {'tuned' if artifact.tuned else 'untuned'})", markup=False,
                   soft_wrap=True)
@@ -705,14 +728,18 @@ def targets(json_out: JsonOpt = False) -> int:
         except HarnessError as e:
             expanded, note = preset.tvm, e.cause
         rows.append({"name": name, "arch": preset.arch, "runs_on": preset.runs_on, "device": preset.device,
-                     "description": preset.description, "tvm_target": expanded, "note": note})
+                     "rpc_keys": list(preset.rpc_keys), "description": preset.description, "tvm_target": expanded,
+                     "note": note})
     if json_out:
         _print_json(rows)
         return 0
     table = Table("target", "host arch", "runs on", "TVM target on this host", "description", title="target presets")
     for r in rows:
         # text, not markup: a preset file is the user's (TVMHARNESS_TARGETS)
-        table.add_row(Text(r["name"]), Text(r["arch"]), Text(r["runs_on"] + (", GPU" if r["device"] == "cuda" else "")),
+        runs_on = r["runs_on"] + (", GPU" if r["device"] == "cuda" else "")
+        if r["rpc_keys"]:  # what `devkit serve --key` a board of it is served under
+            runs_on += f" (kit keys: {', '.join(r['rpc_keys'])})"
+        table.add_row(Text(r["name"]), Text(r["arch"]), Text(runs_on),
                       Text(json.dumps(r["tvm_target"])), Text(r["description"] + (f" ({r['note']})" if r["note"] else "")))
     out.print(table)
     return 0
@@ -838,7 +865,7 @@ def devkit_emulate(arch: Annotated[str, typer.Argument(help="the architecture to
 @_friendly
 def devices(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC tracker")] = "127.0.0.1:9190",
             json_out: JsonOpt = False) -> int:
-    """The tracker's dev kits: keys, kits free and busy, requests waiting."""
+    """The tracker's dev kits: keys, kits free and busy, requests pending (waiting for a free kit)."""
     from dataclasses import asdict
 
     from .remote.tracker import parse_address, summary
@@ -848,7 +875,7 @@ def devices(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC trac
     if json_out:
         _print_json({"tracker": str(address), "keys": [asdict(k) | {"busy": k.busy} for k in keys.values()]})
         return 0
-    table = Table("key", "kits", "free", "busy", "waiting", "addresses", title=Text(f"dev kits at {address}"))
+    table = Table("key", "kits", "free", "busy", "pending", "addresses", title=Text(f"dev kits at {address}"))
     for k in keys.values():  # text, not markup: keys and addresses are whatever the tracker's clients said
         table.add_row(Text(k.key), str(len(k.kits)), str(k.free), str(k.busy), str(k.pending), Text(" ".join(k.kits)))
     out.print(table if keys else Text(f"no kits at {address}: start one with `tvmharness devkit serve --tracker {address} --key KEY`"))

@@ -290,7 +290,7 @@ class Recipe(_Strict):
 
 def _format_validation(source: str, err: ValidationError) -> HarnessError:
     return HarnessError(f"invalid recipe {source}: {validation_problems(err)}",
-                        "fix those keys; recipes/quickstart.toml and README's 'Recipes' show every key")
+                        "fix those keys; README's 'Recipes' shows every key with its default")
 
 
 def recipe_from_dict(data: dict, source: str = "(inline)") -> Recipe:

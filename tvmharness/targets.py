@@ -309,8 +309,8 @@ def own_preset() -> str:
     return (detected or own)[0].name
 
 
-def resolve(name: str, threads: int) -> Target:
-    """A preset name (or a path to a preset file) -> Target, detecting "auto" values on this host."""
+def find_preset(name: str) -> TargetPreset:
+    """A preset by name, or the preset a .toml path names, as given (nothing detected)."""
     known = presets()
     if name.endswith(".toml"):
         if not Path(name).is_file():
@@ -326,7 +326,12 @@ def resolve(name: str, threads: int) -> Target:
                                "use one of those, give a preset file (--target path/to/board.toml), or put preset files "
                                "in a folder named by TVMHARNESS_TARGETS")
         preset = known[name]
+    return preset
 
+
+def resolve(name: str, threads: int) -> Target:
+    """A preset name (or a path to a preset file) -> Target, detecting "auto" values on this host."""
+    preset = find_preset(name)
     if preset.runs_on == "local" and preset.arch != platform.machine():
         boards = sorted(p.name for p in presets().values() if p.arch == preset.arch and p.runs_on == "rpc")
         raise HarnessError(f"target '{preset.name}' runs on {preset.arch} but this host is {platform.machine()}",
