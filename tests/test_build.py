@@ -6,6 +6,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -478,6 +479,31 @@ def test_two_processes_building_one_model_at_once_both_succeed(tmp_path):
     shas = {json.loads((tmp_path / f"art{k}" / "manifest.json").read_text())["library"]["sha256"] for k in (1, 2)}
     assert shas == {load_artifact(entries[0]).manifest["library"]["sha256"]}
     assert sum("reused cached build" in output for output in outputs) == 1  # the second waited and used the first's
+
+    # What the cache holds, and trimming what no command used for a while: an entry a lookup found stays.
+    def cache(*args: str) -> dict:
+        proc = subprocess.run([sys.executable, "-m", "tvmharness", "cache", "--output-dir", str(results), "--json", *args],
+                              capture_output=True, text=True, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def age_all(days: float) -> None:
+        then = time.time() - days * 86400
+        for entry in (results / "cache").glob("*/*"):
+            os.utime(entry, (then, then))
+
+    held = {s["stage"]: s for s in cache()["stages"]}
+    assert held["tvm"]["entries"] == 1 and held["tvm"]["bytes"] >= (entries[0] / "model.so").stat().st_size
+    age_all(40)
+    again = subprocess.run([sys.executable, "-m", "tvmharness", "compile", "digits_cnn", "--output-dir", str(results),
+                            "--out", str(tmp_path / "art1")], capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 0 and "reused cached build" in again.stdout, again.stderr
+    trimmed = cache("--prune-unused-for", "30d")
+    assert {s["stage"]: s["entries"] for s in trimmed["stages"]}.get("tvm") == 1 and load_artifact(entries[0]) is not None
+    age_all(40)
+    emptied = cache("--prune-unused-for", "30d")
+    assert emptied["stages"] == [] and emptied["removed"]["entries"] == sum(s["entries"] for s in trimmed["stages"])
+    assert not list((results / "cache").glob("*/*"))
 
 
 def test_a_killed_writer_s_partial_file_goes_and_a_running_one_s_stays(tmp_path):

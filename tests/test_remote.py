@@ -738,3 +738,9 @@ def test_ipv6_addresses_are_read_and_its_loopback_needs_no_warning():
     assert warn_if_wide("::1") is None and "no authentication" in warn_if_wide("0.0.0.0")
     with pytest.raises(HarnessError, match="not a tracker address"):
         parse_address("[::1]:port")
+
+
+def test_a_tracker_on_a_taken_port_says_so_and_never_that_it_listens(rack):
+    done = run_cli("tracker", "start", "--port", rack.tracker.rsplit(":", 1)[1], timeout=60)
+    assert done.returncode == 2 and "cannot listen on 127.0.0.1" in done.stderr, done.stderr
+    assert "tracker listening" not in done.stderr

@@ -345,6 +345,7 @@ def test_a_trial_count_below_one_asks_for_one_or_more():
 def test_durations_read_as_people_write_them():
     assert parse_duration("90s") == 90 and parse_duration("30m") == 1800
     assert parse_duration("1h30m") == 5400 and parse_duration("45") == 45 and parse_duration(None) is None
+    assert parse_duration("14d") == 14 * 86400
     with pytest.raises(HarnessError, match="leaves no time"):
         parse_duration("0m")
     with pytest.raises(HarnessError, match="cannot read the duration"):
@@ -501,3 +502,15 @@ def test_records_copied_without_their_target_file_are_checked_by_the_target_each
             assert not (copy / TARGET_FILE).exists()
         else:
             check_records(copy, other)  # its own target's records: used
+
+
+def test_a_tune_keeps_the_logs_of_the_newest_tunes_only(tmp_path):
+    """A nightly tune adds a logs folder under runs/ each night: the oldest go, the records stay."""
+    from tvmharness.tune import RUN_LOGS_KEPT, _forget_old_runs
+
+    runs = tmp_path / "runs"
+    names = [f"202611{day:02d}-020000" for day in range(1, RUN_LOGS_KEPT + 6)]
+    for name in names:
+        (runs / name / "logs").mkdir(parents=True)
+    _forget_old_runs(runs)
+    assert sorted(p.name for p in runs.iterdir()) == names[-(RUN_LOGS_KEPT - 1):]  # with tonight's: RUN_LOGS_KEPT

@@ -8,8 +8,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
+import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +94,45 @@ def short_name(name: str, limit: int = 200) -> str:
 
 
 def stage_dir(cache_root: Path, stage: str, key: str) -> Path:
-    """Where one stage keeps the output for one key: <root>/<stage>/<key[:16]>."""
-    return Path(cache_root) / stage / key[:16]
+    """Where one stage keeps the output for one key: <root>/<stage>/<key[:16]>. A lookup marks the
+    entry used (its folder's time), which `prune_cache` goes by."""
+    path = Path(cache_root) / stage / key[:16]
+    with contextlib.suppress(OSError):  # (none yet: made when written)
+        os.utime(path)
+    return path
+
+
+@dataclass
+class CacheEntry:
+    stage: str  # tvm (builds), onnx and pt2 (exports), int8 (quantized models), models (trained weights)
+    path: Path
+    bytes: int
+    last_used: float  # seconds since the epoch
+
+
+def cache_entries(cache_root: Path) -> list[CacheEntry]:
+    """Every entry of the cache, oldest use first."""
+    entries = []
+    for stage in sorted(p for p in Path(cache_root).glob("*") if p.is_dir()):
+        for entry in (p for p in stage.iterdir() if p.is_dir()):
+            size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+            entries.append(CacheEntry(stage.name, entry, size, entry.stat().st_mtime))
+    return sorted(entries, key=lambda e: e.last_used)
+
+
+def prune_cache(cache_root: Path, unused_for_s: float) -> list[CacheEntry]:
+    """Removes the entries no lookup has used for `unused_for_s` seconds (a later run that needs one
+    makes it again); returns them. One being written now (its entry lock held) stays."""
+    cutoff = time.time() - unused_for_s
+    removed = []
+    for entry in cache_entries(cache_root):
+        if entry.last_used >= cutoff:
+            break
+        with file_lock(entry.path / ".lock", wait=False) as free:
+            if free:
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry)
+    return removed
 
 
 @contextlib.contextmanager

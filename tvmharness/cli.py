@@ -717,6 +717,53 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
 
 @app.command()
 @_friendly
+def cache(output_dir: OutputDirOpt = None,
+          prune_unused_for: Annotated[Optional[str], typer.Option(
+              "--prune-unused-for", help="remove the entries no command has used for this long, e.g. 14d (a run "
+              "that needs one again makes it again)")] = None,
+          json_out: JsonOpt = False) -> int:
+    """What the cache under the output folder holds (builds, exports, int8 models, trained weights), by
+    stage, and when each was last used; --prune-unused-for trims it (a nightly's cache grows by a build
+    of each model whenever its tuning records change)."""
+    from datetime import datetime, timezone
+
+    from .cache import cache_entries, prune_cache
+    from .recipe import Output, parse_duration
+    from .report import size_text
+
+    root = (output_dir or Output().dir) / "cache"
+    removed = prune_cache(root, parse_duration(prune_unused_for)) if prune_unused_for else []
+    stages: dict[str, dict] = {}
+    for entry in cache_entries(root):
+        stage = stages.setdefault(entry.stage, {"stage": entry.stage, "entries": 0, "bytes": 0, "oldest_use": entry.last_used})
+        stage["entries"] += 1
+        stage["bytes"] += entry.bytes
+        stage["newest_use"] = entry.last_used
+    def utc(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+
+    kept = [s | {"oldest_use": utc(s["oldest_use"]), "newest_use": utc(s["newest_use"])} for s in stages.values()]
+    if json_out:
+        _print_json({"cache": str(root), "stages": kept, "removed": {"entries": len(removed),
+                                                                     "bytes": sum(e.bytes for e in removed)}})
+        return 0
+    if removed:
+        out.print(f"removed {len(removed)} entries unused for {prune_unused_for} "
+                  f"({size_text(sum(e.bytes for e in removed))})", markup=False, highlight=False)
+    if not kept:
+        out.print(f"nothing cached under {root}", markup=False, highlight=False)
+        return 0
+    table = Table("stage", "entries", "size", "least recently used (UTC)", "most recently used (UTC)",
+                  title=Text(f"cache: {root}"))
+    for s in kept:
+        table.add_row(s["stage"], str(s["entries"]), size_text(s["bytes"]), s["oldest_use"][:16].replace("T", " "),
+                      s["newest_use"][:16].replace("T", " "))
+    out.print(table)
+    return 0
+
+
+@app.command()
+@_friendly
 def targets(json_out: JsonOpt = False) -> int:
     """List the target presets and what they expand to on this host."""
     from .targets import presets, resolve
@@ -807,10 +854,13 @@ def tracker_start(host: HostOpt = "127.0.0.1",
     if warning:
         _warn(warning)
     reach = socket.gethostname() if host in ("0.0.0.0", "::") else host  # what a board dials, not "any address"
-    err.print(f"tracker listening on {host}:{port}; start kits with `tvmharness devkit serve --tracker {reach}:{port} "
-              f"--key KEY` (or `tvmharness devkit emulate aarch64 --tracker {reach}:{port}`); Ctrl-C stops it", highlight=False)
+    def listening() -> None:  # said once it is: a port another holds is an error instead
+        err.print(f"tracker listening on {host}:{port}; start kits with `tvmharness devkit serve --tracker {reach}:{port} "
+                  f"--key KEY` (or `tvmharness devkit emulate aarch64 --tracker {reach}:{port}`); Ctrl-C stops it",
+                  highlight=False)
+
     try:
-        run_tracker(host, port)
+        run_tracker(host, port, listening)
     except KeyboardInterrupt:
         err.print("tracker stopped")
     return 0

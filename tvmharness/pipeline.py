@@ -539,7 +539,7 @@ def _record_memory(row: dict, model: LoadedModel, target: Target, session, feed,
     except Exception as err:  # a missing figure is said in the row, not a failed row
         row["details"]["memory_error"] = reason(err)
     except KeyboardInterrupt:  # the row's latency is measured: it is stored, then the Ctrl-C goes on (_store)
-        row["details"]["memory_error"] = "interrupted (Ctrl-C)"
+        row["details"]["memory_error"] = "interrupted (Ctrl-C or SIGTERM)"
         row["_interrupted"] = True
 
 

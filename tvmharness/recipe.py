@@ -23,17 +23,17 @@ DEFAULT_ENGINES = ("tvm", "torch", "onnxruntime")  # of ENGINE_NAMES; "tvm-untun
 
 
 def parse_duration(text: str | None) -> float | None:
-    """'90s', '30m', '2h', '1h30m' or plain seconds -> seconds."""
+    """'90s', '30m', '2h', '1h30m', '14d' or plain seconds -> seconds."""
     if text is None or text == "":
         return None
     text = str(text).strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", text):
         seconds = float(text)
     else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([dhms])", text)
         if not parts or "".join(f"{n}{u}" for n, u in parts) != text.replace(" ", ""):
-            raise HarnessError(f"cannot read the duration '{text}'", "write it like 90s, 30m, 2h or 1h30m")
-        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+            raise HarnessError(f"cannot read the duration '{text}'", "write it like 90s, 30m, 2h, 1h30m or 14d")
+        seconds = sum(float(n) * {"d": 86400, "h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
     if seconds <= 0:
         raise HarnessError(f"a duration of '{text}' leaves no time", "give a positive duration, e.g. 30m")
     return seconds

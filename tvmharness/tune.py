@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -670,6 +671,7 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
     """Run the search; returns the file TVM's native (C++) warnings went to."""
     from tvm.s_tir import meta_schedule as ms
 
+    _forget_old_runs(directory / "runs")
     log_dir = directory / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")  # MetaSchedule logs in log_dir/logs
     per_iter = max(4, min(32, trials // max(1, len(tasks))))
     contexts, weights = tune_contexts(tasks, target, options, log_dir, threads)
@@ -702,6 +704,16 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
         if interrupted():
             raise KeyboardInterrupt
     return native_log
+
+
+RUN_LOGS_KEPT = 30  # a tune's logs folders under runs/: the newest, one a night for a month
+
+
+def _forget_old_runs(runs: Path) -> None:
+    """The logs of all but the newest tunes go (a nightly tune adds a folder each night; its records
+    stay in the records file). Tunes of one folder take turns (its lock), so none is being written."""
+    for folder in sorted(p for p in runs.glob("*") if p.is_dir())[:-(RUN_LOGS_KEPT - 1)]:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # Past waiting for a kit and its session's own timeout: connecting to the tracker and the kit (seconds each).

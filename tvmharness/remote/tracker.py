@@ -11,6 +11,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..errors import HarnessError, one_line
 
@@ -230,9 +231,10 @@ def request_kit(address: Address, key: str, wait_s: float, session_timeout_s: fl
         raise KitUnreachable(kit, f"kit {kit} under '{key}' did not open a session: {one_line(err)}") from None
 
 
-def run_tracker(host: str, port: int) -> None:
-    """Run TVM's tracker in this process until interrupted (the tracker does all the scheduling).
-    The port is bound exactly: a tracker that moved to the next free port would lose its kits."""
+def run_tracker(host: str, port: int, listening: Callable[[], None] = lambda: None) -> None:
+    """Run TVM's tracker in this process until interrupted (the tracker does all the scheduling);
+    `listening` is called once it listens. The port is bound exactly: a tracker that moved to the next
+    free port would lose its kits."""
     from tvm.rpc import base, tracker
 
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -244,5 +246,6 @@ def run_tracker(host: str, port: int) -> None:
         raise HarnessError(f"cannot listen on {host}:{port}: {err.strerror}",
                            "pick another --port, or stop what uses it (`tvmharness devices` tells whether it is a tracker)") from None
     sock.listen(64)
+    listening()
     tracker.logger.setLevel("WARNING")
     tracker._tracker_server(sock, base.random_key("tracker"))  # TVM's own tracker loop, in this thread
