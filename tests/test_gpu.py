@@ -126,7 +126,8 @@ def gpu_search(request, workdir, tmp_path_factory):
     for context in contexts:
         context.pre_tuning(max_trials=2, num_trials_per_iter=2)
         candidates.append(context.generate_measure_candidates()[0])
-    built = candidate_builder(target, options, 2).build([BuilderInput(c.sch.mod, target.tvm_target()) for c in candidates])
+    built = candidate_builder(target, options, 2, str(tmp_path_factory.mktemp("candidates"))).build(
+        [BuilderInput(c.sch.mod, target.tvm_target()) for c in candidates])
     return target, model, tasks, candidates, built
 
 

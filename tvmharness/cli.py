@@ -739,6 +739,7 @@ def cache(output_dir: OutputDirOpt = None,
         stage["entries"] += 1
         stage["bytes"] += entry.bytes
         stage["newest_use"] = entry.last_used
+
     def utc(seconds: float) -> str:
         return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
 
@@ -854,6 +855,7 @@ def tracker_start(host: HostOpt = "127.0.0.1",
     if warning:
         _warn(warning)
     reach = socket.gethostname() if host in ("0.0.0.0", "::") else host  # what a board dials, not "any address"
+
     def listening() -> None:  # said once it is: a port another holds is an error instead
         err.print(f"tracker listening on {host}:{port}; start kits with `tvmharness devkit serve --tracker {reach}:{port} "
                   f"--key KEY` (or `tvmharness devkit emulate aarch64 --tracker {reach}:{port}`); Ctrl-C stops it",
