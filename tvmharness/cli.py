@@ -39,9 +39,9 @@ ModelOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", help="mo
 EngineOpt = Annotated[Optional[list[str]], typer.Option("--engine", "-e", help=f"engine (repeatable): {', '.join(ENGINE_NAMES)}")]
 RepeatsOpt = Annotated[Optional[int], typer.Option("--repeats", help="timed repeats per row (at least 30)")]
 MemoryOpt = Annotated[Optional[bool], typer.Option("--memory/--no-memory", help="also measure each row's peak memory, "
-                                                   "in a process of its own (default: the recipe's \\[measure] memory)")]
+                                                   "in a process of its own (default: a recipe's \\[measure] memory, where one is given, else off)")]
 PinnedThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="threads every engine is pinned to (default: "
-                                                   "the recipe's \\[measure] threads, else this host's physical cores)")]
+                                                   "a recipe's \\[measure] threads, where one is given, else this host's physical cores)")]
 VariantsOpt = Annotated[Optional[list[str]], typer.Option("--variant", help="compression variant (repeatable), e.g. int8 "
                                                           "or prune:0.5+finetune, measured beside fp32")]
 TrackerOpt = Annotated[Optional[str], typer.Option(help="HOST:PORT of the RPC tracker whose dev kits run remote targets")]
@@ -440,7 +440,8 @@ def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or 
                                                           "x86 or aarch64)")] = None,
             variant: Annotated[Optional[list[str]], typer.Option(help="compression variant, e.g. int8 or prune:0.5+finetune "
                                                                "(one: compile builds one artifact)")] = None,
-            out_dir: Annotated[Optional[Path], typer.Option("--out", help="artifact directory (default OUTPUT-DIR/artifacts/MODEL[-VARIANT][-onnx]-TARGET[-Nthreads][-NAME1x128])")] = None,
+            out_dir: Annotated[Optional[Path], typer.Option("--out", help="artifact directory (default: a folder under artifacts/ in the output dir, named by model, variant, "
+                                                             "frontend, target, threads and input sizes, e.g. digits_cnn-int8-onnx-x86)")] = None,
             frontend: Annotated[str, typer.Option(help="torch or onnx")] = "torch",
             threads: Annotated[Optional[int], typer.Option(min=1, help="threads the module is built for")] = None,
             output_dir: OutputDirOpt = None, input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None,
@@ -662,7 +663,7 @@ def store_load(file: Annotated[Path, typer.Argument(help="an unsaved-rows-run-*.
 @_friendly
 def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recipes/nightly.toml")],
             store: StoreOpt = None, repeats: RepeatsOpt = None, output_dir: OutputDirOpt = None,
-            out_dir: Annotated[Optional[Path], typer.Option("--out", help="where summary.md, junit.xml and report.html go (default OUTPUT_DIR/nightly)")] = None,
+            out_dir: Annotated[Optional[Path], typer.Option("--out", help="where summary.md, junit.xml and report.html go (default: nightly/ in the output dir)")] = None,
             fmt: Annotated[str, typer.Option("--format", "-f", help="what to print: table, md, json, csv or junit")] = "table") -> int:
     """Run a recipe, then judge each series against its history; exit 1 when something regressed."""
     from .pipeline import confirm_latency, run_recipe
