@@ -673,7 +673,7 @@ def test_rows_a_store_refuses_mid_run_are_kept_and_load_into_their_run_later(wor
     assert len(kept) == 1
     message = str(caught.value)
     assert "stayed locked by another process" in message
-    assert f"1 row of 2 measured in run 1 could not be stored in {out / 'history.db'}, and are kept in {kept[0]}" in message
+    assert f"1 row of 2 measured in run 1 could not be stored in {out / 'history.db'}, and is kept in {kept[0]}" in message
     assert f"`tvmharness store load {kept[0]}`" in caught.value.fix
     store = Store(str(out / "history.db"))
     assert list(store.frame()["engine"]) == ["torch"] and store.run(1)["finished"] is None

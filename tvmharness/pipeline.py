@@ -188,7 +188,7 @@ def _unsaved_said(result: RunResult) -> str:
     if not kept.rows:
         return f"the end of run {result.run_id} could not be recorded in {kept.store_label}; it is kept in {kept.path}"
     return (f"{counted(len(kept.rows), 'row')} of {len(result.rows)} measured in run {result.run_id} could not be stored"
-            f" in {kept.store_label}, and are kept in {kept.path}")
+            f" in {kept.store_label}, and {'is' if len(kept.rows) == 1 else 'are'} kept in {kept.path}")
 
 
 def _check_gpu_baseline(model: LoadedModel, host: Target) -> None:
