@@ -40,6 +40,17 @@ def pytest_configure(config):
         import tvm.s_tir.tensor_intrin.cuda  # noqa: F401
 
 
+# The test files that take longest, longest first: pytest-xdist hands whole files to its workers in
+# the order they were collected, and a long one handed out last would run while the other worker idles.
+LONGEST_FIRST = ("test_remote.py", "test_cli.py", "test_tune.py", "test_report.py", "test_build.py", "test_gpu.py",
+                 "test_compress.py", "test_pipeline.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # (stable: a file's tests keep their order)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
     """(pytest-xdist's controller, for each worker) the folder of the host's lock, shared by the workers."""
