@@ -28,7 +28,7 @@ quickstart: setup
 	$(BIN)/tvmharness run recipes/quickstart.toml
 
 test: setup  # the slowest tests named at the end: the suite is kept well under half an hour
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 bench: setup
 	$(BIN)/python benchmarks/baseline_x86.py

@@ -67,7 +67,7 @@ def pytest_runtest_protocol(item, nextitem):
     `alone` (it judges real timings) has it to itself: its setup (module fixtures included), call and
     teardown hold the host's lock exclusively, every other test's hold it shared. A turnstile lets one
     waiting to be alone in before the others take the lock again."""
-    if "PYTEST_XDIST_WORKER" not in os.environ:
+    if not hasattr(item.config, "workerinput"):  # not an xdist worker
         return (yield)
     folder = Path(item.config.workerinput["host_locks"])
     alone = item.get_closest_marker("alone") is not None

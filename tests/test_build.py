@@ -492,6 +492,9 @@ def test_two_processes_building_one_model_at_once_both_succeed(tmp_path):
         for entry in (results / "cache").glob("*/*"):
             os.utime(entry, (then, then))
 
+    bare = subprocess.run([sys.executable, "-m", "tvmharness", "cache", "--output-dir", str(results), "--prune-unused-for",
+                           "14"], capture_output=True, text=True, cwd=ROOT)  # 14 seconds would empty it: a unit is asked for
+    assert bare.returncode == 2 and "gives no unit" in bare.stderr and "14d" in bare.stderr, bare.stderr
     held = {s["stage"]: s for s in cache()["stages"]}
     assert held["tvm"]["entries"] == 1 and held["tvm"]["bytes"] >= (entries[0] / "model.so").stat().st_size
     age_all(40)

@@ -870,6 +870,7 @@ def test_the_readme_recipe_shows_every_key_at_its_default():
 
     block = (ROOT / "README.md").read_text().split("## Recipes", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
     shown, unset = tomllib.loads(block), set(re.findall(r"^# (\w+) = ", block, re.M))
+    Recipe.model_validate(shown)  # a key the schema lacks (misspelt) is refused
     defaults = Recipe(models=["m"]).model_dump(mode="json")
     assert "[inputs.NAME]" in block and "[data.MODEL]" in block  # tables of the user's own names: described
     for name, field in Recipe.model_fields.items():

@@ -176,6 +176,11 @@ def test_the_untuned_note_gives_the_run_s_own_gap_to_onnx_runtime(tmp_path):
     assert "far from" not in note, note
     assert "m / fp32 on x86: tuned 4x the untuned speed" in note and "tiny / fp32 on x86: tuned 0.667x the untuned speed" in note
     assert "a tuned build slower than the defaults found nothing better in its trials" in note
+    # an untuned row with no tuned build beside it is still read as a floor
+    store.add(run_id, {"model": "other", "variant": "fp32", "target": "x86", "engine": "tvm", "status": "ok",
+                       "engine_version": "1", "median_ms": 3.0, "samples_ms": [3.0], "tuned": False, "threads": 2})
+    (note,) = [line for line in footnotes(store.frame(run_id=run_id)) if line.startswith("UNTUNED")]
+    assert "; the others are far from what MetaSchedule tuning reaches" in note and "other /" not in note, note
 
 
 def test_a_row_timed_while_the_host_was_busy_is_marked_unsteady(tmp_path):

@@ -15,11 +15,11 @@ def fast_build(mod, target, _params):
     return tvm_build(mod, target=target)
 
 
-def export_shared_library(rt_mod, folder: str, compiler: str | None = None) -> str:
+def export_shared_library(rt_mod, compiler: str | None = None, *, folder: str | None = None) -> str:
     """A .so the runner (local or over RPC) can load, cross-compiled when a compiler is named, in a
-    folder of its own under `folder` (the tune's, removed when the tune ends: thousands of
-    candidates a night would otherwise pile up in the temporary folder). MetaSchedule's default
-    export is a .tar that the remote device would have to link itself."""
+    folder of its own under `folder` (a tune's, removed when the tune ends: candidates of a batch a
+    tune cut short would otherwise stay in the temporary folder). MetaSchedule's default export is a
+    .tar that the remote device would have to link itself."""
     from tvm.support import cc
 
     fcompile = cc.cross_compiler(compiler) if compiler else cc.create_shared  # a new one per call: it mutates its options

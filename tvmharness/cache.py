@@ -111,27 +111,40 @@ class CacheEntry:
 
 
 def cache_entries(cache_root: Path) -> list[CacheEntry]:
-    """Every entry of the cache, oldest use first."""
+    """Every entry of the cache, oldest use first (a file a writer renames meanwhile is passed over)."""
     entries = []
     for stage in sorted(p for p in Path(cache_root).glob("*") if p.is_dir()):
         for entry in (p for p in stage.iterdir() if p.is_dir()):
-            size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
-            entries.append(CacheEntry(stage.name, entry, size, entry.stat().st_mtime))
+            with contextlib.suppress(OSError):
+                entries.append(CacheEntry(stage.name, entry, sum(_size(f) for f in entry.rglob("*")), entry.stat().st_mtime))
     return sorted(entries, key=lambda e: e.last_used)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except OSError:
+        return 0
 
 
 def prune_cache(cache_root: Path, unused_for_s: float) -> list[CacheEntry]:
     """Removes the entries no lookup has used for `unused_for_s` seconds (a later run that needs one
-    makes it again); returns them. One being written now (its entry lock held) stays."""
+    makes it again); returns them. An entry looked up since the listing, or being built (its entry
+    lock held), stays. Meant for an output folder no run is using at the time (a run's reads take no lock)."""
     cutoff = time.time() - unused_for_s
     removed = []
     for entry in cache_entries(cache_root):
         if entry.last_used >= cutoff:
             break
-        with file_lock(entry.path / ".lock", wait=False) as free:
-            if free:
-                shutil.rmtree(entry.path, ignore_errors=True)
-                removed.append(entry)
+        try:
+            if entry.path.stat().st_mtime >= cutoff:  # used since it was listed
+                continue
+            with file_lock(entry.path / ".lock", wait=False) as free:
+                if free:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    removed.append(entry)
+        except OSError:  # gone meanwhile (another prune)
+            continue
     return removed
 
 

@@ -721,7 +721,7 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
 def cache(output_dir: OutputDirOpt = None,
           prune_unused_for: Annotated[Optional[str], typer.Option(
               "--prune-unused-for", help="remove the entries no command has used for this long, e.g. 14d (a run "
-              "that needs one again makes it again)")] = None,
+              "that needs one again makes it again); while no run uses the output folder")] = None,
           json_out: JsonOpt = False) -> int:
     """What the cache under the output folder holds (builds, exports, int8 models, trained weights), by
     stage, and when each was last used; --prune-unused-for trims it (a nightly's cache grows by a build
@@ -733,6 +733,8 @@ def cache(output_dir: OutputDirOpt = None,
     from .report import size_text
 
     root = (output_dir or Output().dir) / "cache"
+    if prune_unused_for and prune_unused_for.strip().replace(".", "", 1).isdigit():  # seconds, read as days, would empty it
+        raise HarnessError(f"--prune-unused-for {prune_unused_for} gives no unit", "write it with one, e.g. 14d or 36h")
     removed = prune_cache(root, parse_duration(prune_unused_for)) if prune_unused_for else []
     stages: dict[str, dict] = {}
     for entry in cache_entries(root):

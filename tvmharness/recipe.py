@@ -108,7 +108,7 @@ class Tune(_Strict):
     time_budget: str | None = Field(None, description="a cap such as 30m or 2h; unset: no cap")
     patience: int | None = Field(budgets.PATIENCE, gt=0,
                                  description="stop after this many trials without a 1% better model estimate")
-    builder_timeout: float = Field(budgets.BUILDER_TIMEOUT_S, gt=0, description="seconds per candidate build batch")
+    builder_timeout: float = Field(budgets.BUILDER_TIMEOUT_S, gt=0, description="seconds per candidate build")
     population: int = Field(budgets.POPULATION, ge=8, le=2**31 - 1, description="evolutionary search population")
 
     @field_validator("time_budget")

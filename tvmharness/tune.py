@@ -706,13 +706,14 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
     return native_log
 
 
-RUN_LOGS_KEPT = 30  # a tune's logs folders under runs/: the newest, one a night for a month
+RUN_LOGS_KEPT = 30  # tunes' logs folders under a records folder's runs/ (one per model, variant and tune): the newest
 
 
 def _forget_old_runs(runs: Path) -> None:
     """The logs of all but the newest tunes go (a nightly tune adds a folder each night; its records
     stay in the records file). Tunes of one folder take turns (its lock), so none is being written."""
-    for folder in sorted(p for p in runs.glob("*") if p.is_dir())[:-(RUN_LOGS_KEPT - 1)]:
+    folders = sorted(p for p in runs.glob("*") if p.is_dir())
+    for folder in folders[:max(0, len(folders) - (RUN_LOGS_KEPT - 1))]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -807,8 +808,9 @@ def tune_contexts(tasks, target: Target, options: TuneOptions, log_dir: Path, th
                                                        init_min_unmeasured=min(50, options.population // 2)))
 
 
-def candidate_builder(target: Target, options: TuneOptions, threads: int, folder: str):
-    """The builder of tuning candidates: shared libraries under `folder`, cross-compiled for a kit's CPU."""
+def candidate_builder(target: Target, options: TuneOptions, threads: int, folder: str | None = None):
+    """The builder of tuning candidates: shared libraries under `folder` (default: the temporary
+    folder), cross-compiled for a kit's CPU."""
     from tvm.s_tir import meta_schedule as ms
 
     from . import _ms_build

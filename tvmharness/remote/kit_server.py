@@ -17,6 +17,7 @@ import ctypes
 import gc
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import shutil
@@ -60,6 +61,8 @@ def main(argv=None):
 
 
 def _stop(signum, _frame):
+    for session in multiprocessing.active_children():  # else the exit waits for it (a non-daemon process)
+        session.terminate()
     raise SystemExit(128 + signum)
 
 

@@ -91,6 +91,8 @@ class LoopbackRack:
 def stop(process: subprocess.Popen, gently: bool = False) -> None:
     """Killed, as a kit that dies; or, gently, stopped as a service manager stops it (a kit then
     removes its folder) and killed if it lingers."""
+    if process.poll() is not None:  # reaped already: its group id may be another's now
+        return
     for signum in [signal.SIGTERM, signal.SIGKILL] if gently else [signal.SIGKILL]:
         try:
             os.killpg(process.pid, signum)

@@ -101,21 +101,24 @@ def _untuned_gap(frame, untuned) -> str:
             f"on {worst['target']})")
 
 
-def _tuned_beside(frame, untuned) -> str:
-    """What tuning changed, where this run measured a tuned build beside the untuned one (a tune
-    measures both): on a tiny model a tune of few trials may find nothing faster than the defaults."""
+def _tuned_beside(frame, untuned) -> tuple[str, bool]:
+    """What tuning changed where this run measured a tuned build beside the untuned one (a tune
+    measures both): on a tiny model a tune of few trials may find nothing faster than the defaults.
+    Also whether an untuned row has no tuned build beside it."""
     key = ["model", "variant", "target"]
     ok = frame["status"] == OK
     tuned = frame[ok & frame["engine"].str.startswith("tvm") & (frame["tuned"] == True)][key + ["median_ms"]]  # noqa: E712
-    pairs = untuned[untuned["status"] == OK][key + ["median_ms"]].merge(tuned, on=key, suffixes=("", "_tuned"))
+    pairs = untuned[untuned["status"] == OK][key + ["median_ms"]].merge(tuned, on=key, how="left", suffixes=("", "_tuned"))
+    unpaired = bool(pairs["median_ms_tuned"].isna().any())
+    pairs = pairs.dropna(subset=["median_ms_tuned"])
     if pairs.empty:
-        return ""
+        return "", unpaired
     said = [f"{p.model} / {p.variant} on {p.target}: tuned {p.median_ms / p.median_ms_tuned:.3g}x the untuned speed"
             for p in pairs.itertuples()]
-    slower = (pairs["median_ms_tuned"] > pairs["median_ms"]).any()
+    slower = (pairs["median_ms_tuned"] > 1.05 * pairs["median_ms"]).any()  # past noise
     return ("; this run measured both builds (" + ", ".join(said) + ")"
             + ("; a tuned build slower than the defaults found nothing better in its trials: tune it further "
-               "(more trials), or keep the untuned build" if slower else ""))
+               "(more trials), or keep the untuned build" if slower else ""), unpaired)
 
 
 def input_line(inputs: list[dict], seeded: bool = True) -> str:
@@ -186,10 +189,11 @@ def footnotes(frame) -> list[str]:
               + ", ".join(f"{model} {sha}" for model, sha in read.items()) + ")" for path, read in sorted(records.items())]
     untuned = frame[frame["engine"].str.startswith("tvm") & (frame["tuned"] == False)]  # noqa: E712 (pandas mask)
     if len(untuned):
+        beside, unpaired = _tuned_beside(frame, untuned)
+        floor = ("; the others are" if beside else ",") + (" far from what MetaSchedule tuning reaches on most models; read "
+                                                          "them as a floor, not as TVM's speed")
         lines.append("UNTUNED: TVM built without tuning records uses its default kernels (on a CPU, single-threaded)"
-                     + _untuned_gap(frame, untuned) + (_tuned_beside(frame, untuned) or
-                                                       ", far from what MetaSchedule tuning reaches on most models; read "
-                                                       "these rows as a floor, not as TVM's speed"))
+                     + _untuned_gap(frame, untuned) + beside + (floor if unpaired or not beside else ""))
         elsewhere = {(directory, cores, r["target"]) for r in untuned.to_dict("records")
                      for directory, cores in ((r["details"] or {}).get("records_at_other_threads") or {}).items()}
         lines += [f"UNTUNED: {directory} holds records for {target} tuned at thread count {cores}, which builds for "
