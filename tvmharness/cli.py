@@ -733,7 +733,7 @@ def cache(output_dir: OutputDirOpt = None,
     from .report import size_text
 
     root = (output_dir or Output().dir) / "cache"
-    if prune_unused_for and prune_unused_for.strip().replace(".", "", 1).isdigit():  # seconds, read as days, would empty it
+    if prune_unused_for and prune_unused_for.strip().replace(".", "", 1).isdigit():  # bare seconds: "14" would empty it
         raise HarnessError(f"--prune-unused-for {prune_unused_for} gives no unit", "write it with one, e.g. 14d or 36h")
     removed = prune_cache(root, parse_duration(prune_unused_for)) if prune_unused_for else []
     stages: dict[str, dict] = {}
