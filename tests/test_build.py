@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 from tvmharness.build import build_tvm, load_artifact
 from tvmharness.cache import file_hash
 from tvmharness.engines import EngineOptions, get_engine
@@ -482,8 +482,7 @@ def test_two_processes_building_one_model_at_once_both_succeed(tmp_path):
 
     # What the cache holds, and trimming what no command used for a while: an entry a lookup found stays.
     def cache(*args: str) -> dict:
-        proc = subprocess.run([sys.executable, "-m", "tvmharness", "cache", "--output-dir", str(results), "--json", *args],
-                              capture_output=True, text=True, cwd=ROOT)
+        proc = run_cli("cache", "--output-dir", str(results), "--json", *args)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
@@ -492,14 +491,12 @@ def test_two_processes_building_one_model_at_once_both_succeed(tmp_path):
         for entry in (results / "cache").glob("*/*"):
             os.utime(entry, (then, then))
 
-    bare = subprocess.run([sys.executable, "-m", "tvmharness", "cache", "--output-dir", str(results), "--prune-unused-for",
-                           "14"], capture_output=True, text=True, cwd=ROOT)  # 14 seconds would empty it: a unit is asked for
+    bare = run_cli("cache", "--output-dir", str(results), "--prune-unused-for", "14")  # 14 seconds would empty it: a unit is asked for
     assert bare.returncode == 2 and "gives no unit" in bare.stderr and "14d" in bare.stderr, bare.stderr
     held = {s["stage"]: s for s in cache()["stages"]}
     assert held["tvm"]["entries"] == 1 and held["tvm"]["bytes"] >= (entries[0] / "model.so").stat().st_size
     age_all(40)
-    again = subprocess.run([sys.executable, "-m", "tvmharness", "compile", "digits_cnn", "--output-dir", str(results),
-                            "--out", str(tmp_path / "art1")], capture_output=True, text=True, cwd=ROOT)
+    again = run_cli("compile", "digits_cnn", "--output-dir", str(results), "--out", str(tmp_path / "art1"))
     assert again.returncode == 0 and "reused cached build" in again.stdout, again.stderr
     trimmed = cache("--prune-unused-for", "30d")
     assert {s["stage"]: s["entries"] for s in trimmed["stages"]}.get("tvm") == 1 and load_artifact(entries[0]) is not None
