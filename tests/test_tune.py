@@ -118,6 +118,26 @@ def test_a_row_names_the_records_its_build_read_not_the_whole_folder(tuned, tmp_
     assert session.cache_hit  # nor is the build redone: it is keyed by the records it reads
 
 
+def test_a_workload_line_cut_short_leaves_the_build_tuned(tuned, tmp_path):
+    """A tune killed while appending a workload leaves half a line: the records of the others still
+    count, and the build still reads them (not an untuned build with nothing said)."""
+    import shutil
+
+    from tvmharness.tune import WORKLOADS, model_records_hash
+
+    root, target, model, result = tuned
+    directory = tmp_path / "tuning" / result.records_dir.name
+    shutil.copytree(result.records_dir, directory)
+    workloads = model_workloads(model, target, "torch", root / "cache")
+    whole = model_records_hash(directory, workloads)
+    with (directory / WORKLOADS).open("a") as file:
+        file.write('["0x1234", "eyJ')
+    assert whole is not None and model_records_hash(directory, workloads) == whole
+    options = EngineOptions(cache_dir=root / "cache", threads=2, records_root=tmp_path / "tuning")
+    session = get_engine("tvm").prepare(model, target, options)
+    assert session.tuned is True and session.details["tuning_records"]["sha256"] == result.records_hash
+
+
 def test_a_second_model_reuses_shared_workloads(tuned):
     root, target, _, first = tuned
     known_before = {t.name for t in first.tasks if t.best_s is not None}

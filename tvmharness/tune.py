@@ -142,13 +142,15 @@ def records_hash(directory: Path) -> str | None:
 def model_records_hash(directory: Path, workloads: set[str]) -> str | None:
     """A hash of the folder's records of these workloads (a model's: model_workloads), for build keys:
     another model tuned into the folder changes the folder, not them. None: the folder holds none."""
-    try:
-        keys = [json.loads(line)[0] for line in (directory / WORKLOADS).read_text().splitlines() if line.strip()]
-        lines = (directory / RECORDS).read_text().splitlines()
-    except (OSError, ValueError, IndexError, TypeError):
-        return None
+    keys = []
+    for line in (directory / WORKLOADS).read_text().splitlines():
+        if line.strip():
+            try:
+                keys.append(json.loads(line)[0])
+            except (ValueError, TypeError, IndexError, KeyError):
+                keys.append(None)  # a line cut short (a tune killed, or appending now): no record of it counts
     own = []
-    for line in lines:
+    for line in (directory / RECORDS).read_text().splitlines():
         try:
             index, record = json.loads(line)
         except (ValueError, TypeError):
