@@ -652,10 +652,13 @@ def test_doctor_checks_the_pins_and_exits_1_when_something_required_is_missing(c
     rows = {r["check"]: r for r in json.loads(run_cli("doctor", "--json", cwd=cli_dir).stdout)}
     tvm = next(r for name, r in rows.items() if name.startswith("apache-tvm-ffi "))
     assert tvm["ok"] and tvm["required"] and rows["TVM LLVM backend"]["ok"]
-    # Without g++ on the PATH (it links every TVM module) this host cannot build: exit 1, saying so
-    env = dict(os.environ, PATH=str(Path(sys.executable).parent), COLUMNS="200")
+    # Without a C++ compiler on the PATH (one links every TVM module) this host cannot build: exit 1, saying so;
+    # the compiler is the one a build links with, so a CXX that names one that is not there is named
+    env = {k: v for k, v in os.environ.items() if k not in ("CXX", "CC")} | {"PATH": str(Path(sys.executable).parent), "COLUMNS": "200"}
     proc = subprocess.run([sys.executable, "-m", "tvmharness", "doctor"], env=env, capture_output=True, text=True, cwd=cli_dir)
-    assert proc.returncode == 1 and "tvmharness cannot work here without: g++" in " ".join(proc.stderr.split()), proc.stderr
+    assert proc.returncode == 1 and "tvmharness cannot work here without: C++ compiler" in " ".join(proc.stderr.split()), proc.stderr
+    rows = {r["check"]: r for r in json.loads(run_cli("doctor", "--json", cwd=cli_dir, env={"CXX": "g++-9000"}).stdout)}
+    assert not rows["C++ compiler"]["ok"] and "g++-9000 (from $CXX or $CC) not found" in rows["C++ compiler"]["detail"]
 
 
 def test_an_error_s_terminal_colours_do_not_reach_a_reason():

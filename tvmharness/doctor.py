@@ -92,12 +92,21 @@ def checks() -> list[dict]:
     result.append(_check("CPU", True, f"{cpu['model']} ({cpu['arch']}, {cores_text(cpu)})"))
     result.append(_check("CPU features", bool(cpu["features"]), " ".join(cpu["features"]) or "none detected",
                          "no SIMD features detected: TVM kernels will be slow"))
-    for tool, fix, required in [("aarch64-linux-gnu-gcc", "apt-get install gcc-aarch64-linux-gnu (cross-compiles for arm targets)", False),
-                                ("qemu-aarch64-static", "apt-get install qemu-user-static (runs the emulated aarch64 dev kit)", False),
-                                ("g++", "apt-get install g++ (links every TVM module)", True)]:
+    for tool, fix in [("aarch64-linux-gnu-gcc", "apt-get install gcc-aarch64-linux-gnu (cross-compiles for arm targets)"),
+                      ("qemu-aarch64-static", "apt-get install qemu-user-static (runs the emulated aarch64 dev kit)")]:
         found = _tool_version(tool)
-        result.append(_check(tool, found is not None, found or "not found", fix, required))
+        result.append(_check(tool, found is not None, found or "not found", fix))
         if found is not None and tool == "aarch64-linux-gnu-gcc" and lacks_c_library(tool):
             result.append(_check(f"{tool} C library", False, "not found: it cannot link an arm target's library",
-                                 c_library_package("aarch64"), False))
+                                 c_library_package("aarch64")))
+    try:
+        from tvm.support.cc import get_cc  # the compiler a build links this host's modules with
+
+        compiler = get_cc()
+    except Exception:  # TVM does not import (its row says so): the compiler it would look for first
+        compiler = "g++"
+    found = _tool_version(compiler) if compiler else None
+    result.append(_check("C++ compiler", found is not None,
+                         found or (f"{compiler} (from $CXX or $CC) not found" if compiler else "none of $CXX, $CC, g++, gcc, clang++, clang, c++, cc"),
+                         "apt-get install g++ (it links every TVM module), or set CXX to a compiler that is installed", True))
     return result
