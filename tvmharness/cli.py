@@ -90,8 +90,10 @@ def _friendly(command):
                 sys.stderr.flush()          # are on disk, so the process ends here, before anything is freed
                 os._exit(code)
         except OSError as e:
-            if e.filename is not None:
-                code = _user_error(path_error(e))
+            if e.filename is not None:  # most often a path the user gave; TVMHARNESS_DEBUG=1 shows where it came from
+                error = path_error(e)
+                error.__cause__ = e
+                code = _user_error(error)
             elif e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # a write of ours to a full or read-only disk
                 code = _user_error(HarnessError(f"cannot write: {e.strerror}",
                                                 "free space there (or make it writable), or give another path"))
