@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 
@@ -737,7 +738,6 @@ def test_kept_rows_load_into_another_store_as_a_copy_of_their_run_and_a_wrong_fi
 def test_the_fix_for_a_dynamic_size_of_a_dotted_input_name_is_a_recipe_table_that_works(tmp_path):
     """ONNX names inputs "input.1": the fix quotes it, as TOML needs (unquoted it names input "1" of a
     model "input"), and the table it gives sizes the model."""
-    import re
     import tomllib
 
     import torch
@@ -761,7 +761,6 @@ def test_the_readme_s_python_example_runs_as_written(tmp_path):
     """README's "From Python" example, run as a user's script: a model of the script's own
     (`__main__:FUNCTION`) measured on three engines, rows agreeing, a DataFrame back."""
     import json
-    import re
     import subprocess
     import sys
 
@@ -777,3 +776,25 @@ def test_the_readme_s_python_example_runs_as_written(tmp_path):
     rows = json.loads(proc.stdout.splitlines()[-1])
     assert {(r["model"], r["engine"], r["status"]) for r in rows} == {("tiny_mlp", e, OK) for e in ("torch", "tvm", "onnxruntime")}
     assert (tmp_path / "results" / "notebook.db").is_file()
+
+
+def test_the_git_commit_is_the_harness_s_own_not_that_of_a_checkout_it_is_installed_in(tmp_path):
+    """A wheel installed into a virtual env inside the user's project is no checkout of the harness:
+    its rows say 'unknown', not the user's project's commit."""
+    import importlib.util
+    import shutil
+    import subprocess
+
+    from tvmharness import provenance
+
+    assert re.fullmatch(r"[0-9a-f]{12}(\+dirty)?", provenance.git_commit())  # this checkout's
+    installed = tmp_path / "project" / ".venv" / "site-packages" / "tvmharness"
+    installed.mkdir(parents=True)
+    shutil.copy(provenance.__file__, installed / "provenance.py")
+    git = ["git", "-C", str(tmp_path / "project"), "-c", "user.name=u", "-c", "user.email=u@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "the user's project"], check=True)
+    spec = importlib.util.spec_from_file_location("installed_provenance", installed / "provenance.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.git_commit() == "unknown"

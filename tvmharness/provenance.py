@@ -98,15 +98,18 @@ def installed_version(dist: str) -> str | None:
 
 @functools.cache
 def git_commit() -> str:
-    """The commit of the harness code that produced a number ('+dirty' when it has local edits)."""
+    """The commit of the harness code that produced a number ('+dirty' when it has local edits); 'unknown'
+    for an installed package, though its site-packages lie inside another project's checkout."""
     repo = Path(__file__).resolve().parents[1]
     try:
-        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        top, sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--show-toplevel", "--short=12", "HEAD"],
+                                  capture_output=True, text=True, timeout=10, check=True).stdout.splitlines()
+        if Path(top).resolve() != repo:
+            return "unknown"
         dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, ValueError, subprocess.SubprocessError):
         return "unknown"
 
 
