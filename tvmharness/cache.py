@@ -18,6 +18,9 @@ from typing import Any
 
 from .errors import path_error
 
+OUTPUT_DIR = Path("results")  # a recipe's [output] dir, and so the cache's, tuning records' and store's, unless told otherwise
+CACHE_DIR = OUTPUT_DIR / "cache"
+
 
 def content_hash(*parts: Any) -> str:
     """A stable sha256 over bytes, strings and JSON-able values, in order."""

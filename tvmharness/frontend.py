@@ -121,7 +121,7 @@ def to_relax(model: LoadedModel, frontend: str, cache_dir: Path):
     except HarnessError:
         raise
     except Exception as err:  # the frontends raise assorted errors for unsupported operators
-        from .compress.quantize import TVM_QUANTIZED_FIX, is_quantized_op
+        from .qdq import TVM_QUANTIZED_FIX, is_quantized_op
 
         # A valid model TVM cannot take in: the build failed (exit 1), not the command line (2).
         other = "onnx" if frontend == "torch" else "torch"

@@ -336,7 +336,7 @@ def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: 
             _check_output_shapes(own, reference, variant.name)
         except Exception as err:  # a technique that fails is that variant's row, not the run's end
             status = NOT_APPLICABLE if isinstance(err, NotApplicable) else COMPRESS_FAILED
-            failed = _empty_row(model, variant.name, host, recipe)
+            failed = _empty_row(model, variant.name, host)
             for key in model.compression:  # fp32's figures are not the variant's; its config is
                 failed["details"].pop(key, None)
             failed["details"]["compression"] = variant.config()
@@ -344,7 +344,7 @@ def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: 
             continue
         for target, engine in _cells(variant.is_baseline, baseline_engine, targets, host, recipe.engines):
             if engine.startswith("torch") and variant_model.torch_module is None:
-                _store(store, result, _empty_row(variant_model, variant.name, target, recipe, engine) | {
+                _store(store, result, _empty_row(variant_model, variant.name, target, engine) | {
                     "status": NOT_APPLICABLE, "reason": "PyTorch cannot run an ONNX model: " + (
                         "this model was given as one" if variant.is_baseline else
                         f"variant {variant.name} is one (ONNX Runtime's quantizer makes ONNX)")})
@@ -437,7 +437,7 @@ def _own_reference(model: LoadedModel, host: Target, inputs, options: EngineOpti
     return [session.run(x) for x in inputs]
 
 
-def _empty_row(model: LoadedModel, variant: str, target: Target, recipe: Recipe, engine: str = "—") -> dict:
+def _empty_row(model: LoadedModel, variant: str, target: Target, engine: str = "—") -> dict:
     """A row with nothing measured: a variant that could not be made, or an engine that does not apply."""
     return {"model": model.name, "variant": variant, "target": target.name, "engine": engine, "engine_version": "",
             "is_baseline": False, "batch": model.batch, "status": OK, "reason": "",
@@ -479,15 +479,14 @@ def _store(store: Store, result: RunResult, row: dict) -> None:
         raise KeyboardInterrupt
 
 
-def _row(model: LoadedModel, variant: str, target: Target, engine, is_baseline: bool, recipe: Recipe) -> dict:
-    return _empty_row(model, variant, target, recipe, engine.name) | {"engine_version": engine.version(),
-                                                                       "is_baseline": is_baseline}
+def _row(model: LoadedModel, variant: str, target: Target, engine, is_baseline: bool) -> dict:
+    return _empty_row(model, variant, target, engine.name) | {"engine_version": engine.version(), "is_baseline": is_baseline}
 
 
 def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str, is_baseline: bool,
              inputs, reference, recipe: Recipe, options: EngineOptions, progress: Progress) -> dict:
     engine = get_engine(engine_name)
-    row = _row(model, variant, target, engine, is_baseline, recipe)
+    row = _row(model, variant, target, engine, is_baseline)
     label = f"{model.name} / {variant} / {target.name} / {engine.name}"
     progress.step(f"preparing {label}")
     clock = time.perf_counter()
@@ -713,7 +712,7 @@ def _build_for_kit(model: LoadedModel, variant: str, target: Target, engine_name
     from .engines.tvm import TVMEngine, describe_artifact
 
     engine = get_engine(engine_name)
-    row = _row(model, variant, target, engine, False, recipe)
+    row = _row(model, variant, target, engine, False)
     if not isinstance(engine, TVMEngine):
         return row | {"status": BUILD_FAILED, "reason": f"engine {engine.name} cannot run on a dev kit"}
     progress.step(f"building {model.name} / {variant} for {target.name} (on this host)")

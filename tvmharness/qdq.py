@@ -1,4 +1,4 @@
-"""Integer kernels for quantized (QDQ) ONNX models in TVM.
+"""Integer kernels for quantized (QDQ) ONNX models in TVM, and which quantized operators TVM imports.
 
 TVM 0.27's ONNX frontend imports QuantizeLinear/DequantizeLinear, and they legalize to plain TIR:
 a QDQ model runs dequantize -> fp32 conv/matmul -> quantize, with int8 storage and no integer
@@ -22,11 +22,23 @@ an activation is padded with stays a literal (pad's value is an attribute), and 
 
 from __future__ import annotations
 
+import collections
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import one_line
+
+# Operators TVM's Relax ONNX frontend (0.27) cannot import from a dynamically quantized model: the
+# dynamic int8 variant leaves them fp32 so that one model runs on every engine.
+TVM_UNSUPPORTED_INTEGER_OPS = {"Conv": "ConvInteger"}
+# What dynamic quantization may quantize for TVM (the int8:dynamic variant's, and the fix named for a file that has the others)
+TVM_DYNAMIC_OP_TYPES = [op for op in ("MatMul", "Gemm", "Conv") if op not in TVM_UNSUPPORTED_INTEGER_OPS]
+# How to quantize an ONNX model that TVM imports: the fix for a file whose quantized operators it cannot import
+TVM_QUANTIZED_FIX = ("quantize it in QDQ format (quantize_static(..., quant_format=QuantFormat.QDQ), which TVM builds with "
+                     f"integer kernels here), or dynamically with op_types_to_quantize={json.dumps(TVM_DYNAMIC_OP_TYPES)}; "
+                     "or give the fp32 model and measure --variant int8 (or int8:dynamic)")
 
 VERSION = 3  # 2: MatMul weights stored (in, out), on N-D inputs (Linear layers of transformers); 3: singleton qparams
 
@@ -187,3 +199,15 @@ class _NoMatch(Exception):
     def __init__(self, why: str, counted: bool = True):
         super().__init__(why)
         self.counted = counted
+
+
+def is_quantized_op(op_type: str) -> bool:
+    """An operator only a quantized ONNX model has: QDQ's QuantizeLinear/DequantizeLinear, the QOperator
+    format's QLinear*, QGemm, QAttention, dynamic quantization's DynamicQuantize* and *Integer ops."""
+    return (op_type in ("QuantizeLinear", "DequantizeLinear") or op_type.startswith("DynamicQuantize")
+            or "Integer" in op_type or (op_type[:1] == "Q" and op_type[1:2].isupper()))  # QLinearConv, QGemm; not QuickGelu
+
+
+def quantized_ops(graph) -> dict[str, int]:
+    """The quantized operators of an ONNX graph, counted: none for an fp32 model."""
+    return dict(collections.Counter(n.op_type for n in graph.node if is_quantized_op(n.op_type)))

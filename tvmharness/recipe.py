@@ -13,7 +13,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, 
                       model_validator)
 
 from . import budgets
-from .cache import content_hash
+from .cache import OUTPUT_DIR, content_hash
 from .engines import ENGINE_NAMES
 from .errors import HarnessError, toml_table, validation_problems
 from .provenance import usable_cores
@@ -58,13 +58,9 @@ class _Strict(BaseModel):
 def _default_threads() -> int:
     # Physical cores where we can count them (hyper-threads only add noise to latency), no more than
     # this process may use (taskset, a container's CPU quota).
-    try:
-        import psutil
+    import psutil
 
-        physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    except ImportError:
-        physical = os.cpu_count() or 1
-    return min(physical, usable_cores())
+    return min(psutil.cpu_count(logical=False) or os.cpu_count() or 1, usable_cores())
 
 
 class Measure(_Strict):
@@ -205,7 +201,7 @@ class DataSetting(_Strict):
 
 
 class Output(_Strict):
-    dir: Path = Field(Path("results"), strict=False)  # TOML and JSON give a path as a string
+    dir: Path = Field(OUTPUT_DIR, strict=False)  # TOML and JSON give a path as a string
     store: str = Field(DEFAULT_STORE, description="a path to a SQLite file or any SQLAlchemy URL")
 
 

@@ -16,12 +16,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from .cache import file_lock
+from .cache import OUTPUT_DIR, file_lock
 from .errors import HarnessError, one_line
 
 SCHEMA_VERSION = 4  # schema_info.version: what a tvmharness without migrations checks before writing
 MIGRATIONS = "tvmharness:migrations"  # Alembic revisions; 0001 is version 1, the schema before migrations
-DEFAULT_STORE = "results/history.db"  # where a recipe's rows go, and `report` reads, unless told otherwise
+DEFAULT_STORE = str(OUTPUT_DIR / "history.db")  # where a recipe's rows go, and `report` reads, unless told otherwise
 
 
 def _now() -> datetime:

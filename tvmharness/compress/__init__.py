@@ -13,6 +13,7 @@ from typing import Annotated, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..cache import CACHE_DIR
 from ..errors import HarnessError
 from ..models import LoadedModel, torch_digest
 from ..results import BASELINE
@@ -105,13 +106,13 @@ def baseline_metrics(model: LoadedModel) -> dict:
 def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> LoadedModel:
     """The model with the variant's techniques applied in order, as a new LoadedModel whose
     `compression` holds the figures every row of it stores (params, flops, sparsity,
-    compressed_bytes, the config). The model given is never changed. Raises HarnessError (and
-    NotApplicable where a technique does not fit the model)."""
+    compressed_bytes, the config); fp32 is the model given, its figures filled in where they are not
+    yet. Raises HarnessError (and NotApplicable where a technique does not fit the model)."""
     from pathlib import Path
 
     variant = parse_variant(spec)
     if variant.is_baseline:
-        model.compression = baseline_metrics(model)
+        model.compression = model.compression or baseline_metrics(model)
         return model
     if model.torch_module is None and any(step.kind != "int8" for step in variant.steps):
         layered = sorted({step.kind for step in variant.steps if step.on_layers})
@@ -120,7 +121,7 @@ def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> Load
                  else "as a .pt2 or path/to/file.py:function to compress it otherwise")
         raise NotApplicable(f"'{model.name}' is an ONNX file; of the techniques only int8 (ONNX Runtime's quantizer) "
                             "works on one, the others on PyTorch models", f"give the model {where}")
-    work = Work(base=model, cache_dir=Path(cache_dir) if cache_dir is not None else Path("results/cache"),
+    work = Work(base=model, cache_dir=Path(cache_dir) if cache_dir is not None else CACHE_DIR,
                 module=model.torch_module, onnx_path=model.onnx_path if model.torch_module is None else None)
     last_module = model.torch_module
     for step in variant.steps:

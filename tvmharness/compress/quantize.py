@@ -8,7 +8,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
-import json
 import logging
 from pathlib import Path
 from typing import Literal
@@ -20,18 +19,10 @@ from ..cache import content_hash, file_hash, short_name, stage_dir, written_whol
 from ..data import DataSet, Feed, ModelInput, feed_dict, random_feeds
 from ..errors import HarnessError, counted, one_line
 from ..models import LoadedModel, graph_inputs, onnx_shapes, onnx_weights_files, torch_digest
+from ..qdq import TVM_DYNAMIC_OP_TYPES, TVM_UNSUPPORTED_INTEGER_OPS, is_quantized_op, quantized_ops
 from .base import NotApplicable, Technique, Work
 from .prune import finalize_pruning
 
-# Operators TVM's Relax ONNX frontend (0.27) cannot import from a dynamically quantized model: the
-# dynamic int8 variant leaves them fp32 so that one model runs on every engine.
-TVM_UNSUPPORTED_INTEGER_OPS = {"Conv": "ConvInteger"}
-# What dynamic quantization may quantize for TVM (the int8:dynamic variant's, and the fix named for a file that has the others)
-TVM_DYNAMIC_OP_TYPES = [op for op in ("MatMul", "Gemm", "Conv") if op not in TVM_UNSUPPORTED_INTEGER_OPS]
-# How to quantize an ONNX model that TVM imports: the fix for a file whose quantized operators it cannot import
-TVM_QUANTIZED_FIX = ("quantize it in QDQ format (quantize_static(..., quant_format=QuantFormat.QDQ), which TVM builds with "
-                     f"integer kernels here), or dynamically with op_types_to_quantize={json.dumps(TVM_DYNAMIC_OP_TYPES)}; "
-                     "or give the fp32 model and measure --variant int8 (or int8:dynamic)")
 
 
 # How far two engines' runs of one quantized model may differ, relative to the largest output:
@@ -244,7 +235,8 @@ def _non_finite_nodes(path: Path, feeds: list[dict]) -> list[str]:
         known.update(node.output)
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     outputs = [o.name for o in session.get_outputs()]
-    bad = {t.name for t in model.graph.initializer if t.data_type in (1, 10, 11, 16)  # float, half, double, bfloat16
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
+    bad = {t.name for t in model.graph.initializer if t.data_type in floats
            and not np.all(np.isfinite(onnx.numpy_helper.to_array(t)))}
     for feed in feeds:
         for name, value in zip(outputs, session.run(None, feed)):
@@ -286,18 +278,6 @@ def given_precision(path: Path) -> dict:
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer):
         return {"tolerance": FP16_TOLERANCE}
     return {}
-
-
-def is_quantized_op(op_type: str) -> bool:
-    """An operator only a quantized ONNX model has: QDQ's QuantizeLinear/DequantizeLinear, the QOperator
-    format's QLinear*, QGemm, QAttention, dynamic quantization's DynamicQuantize* and *Integer ops."""
-    return (op_type in ("QuantizeLinear", "DequantizeLinear") or op_type.startswith("DynamicQuantize")
-            or "Integer" in op_type or (op_type[:1] == "Q" and op_type[1:2].isupper()))  # QLinearConv, QGemm; not QuickGelu
-
-
-def quantized_ops(graph) -> dict[str, int]:
-    """The quantized operators of an ONNX graph, counted: none for an fp32 model."""
-    return dict(collections.Counter(n.op_type for n in graph.node if is_quantized_op(n.op_type)))
 
 
 def _integer_ops(graph) -> dict:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, ClassVar
 
+from ..cache import CACHE_DIR
+
 if TYPE_CHECKING:  # annotations only: the command line reads ENGINE_NAMES at start-up, before numpy and the models
     import numpy as np
 
@@ -20,7 +22,7 @@ ENGINE_NAMES = ("tvm", "tvm-untuned", "torch", "torch-compile", "onnxruntime")  
 @dataclass
 class EngineOptions:
     frontend: str = "torch"  # how torch models reach TVM
-    cache_dir: Path = Path("results/cache")
+    cache_dir: Path = CACHE_DIR
     threads: int = 1
     records_root: Path | None = None  # tuning records per target (results/tuning); None: build untuned
 

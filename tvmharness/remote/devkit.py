@@ -8,7 +8,6 @@ measured on it says "emulated"."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import platform
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import HarnessError
+from ..provenance import installed_version
 from . import die_with_parent
 from .tracker import Address, is_loopback, probe, warn_if_wide
 
@@ -75,8 +75,8 @@ def serve(tracker: Address, key: str, kit: KitPython, host: str = "127.0.0.1", p
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
     process = None
     try:
-        host = os.getpid()  # the kit's server goes with this command, even one killed with -9
-        process = subprocess.Popen(command, env=kit.env, preexec_fn=lambda: die_with_parent(signal.SIGTERM, host))
+        parent = os.getpid()  # the kit's server goes with this command, even one killed with -9
+        process = subprocess.Popen(command, env=kit.env, preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent))
         return process.wait()
     except (KeyboardInterrupt, _Stopped):
         if process is not None:
@@ -102,13 +102,7 @@ def cache_root() -> Path:
 
 def _pins() -> dict[str, str]:
     """The same versions as this host's, so the kit runs what the host compiled for."""
-    pins = {}
-    for name in WHEELS:
-        try:
-            pins[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return pins
+    return {name: version for name in WHEELS if (version := installed_version(name)) is not None}
 
 
 def emulated_aarch64(progress: Callable[[str], None] = lambda _t: None) -> KitPython:

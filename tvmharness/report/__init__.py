@@ -1,6 +1,7 @@
 """Reports read the results store, and judge it by the regression rules of the recipe each run stored
-(recipe.Regression); they run nothing. Of the stages below them they take only how an input is named
-(data.input_text), so a report names it as the run's own messages did."""
+(recipe.Regression); they run nothing. Of the modules below them they take only words: how an input is
+named (data.input_text) and threads and cores are said (provenance), so a report says them as the run's
+own messages did, and the error texts' helpers (errors)."""
 
 import math
 

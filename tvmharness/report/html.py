@@ -77,7 +77,7 @@ def _pareto_figure(ok: list[dict], model: str, metric: str, div_id: str) -> str:
             marker={"size": [10 + 30 * math.sqrt((r.get("artifact_bytes") or 0) / biggest) if present(r.get("artifact_bytes")) else 10
                              for r in mine], "sizemode": "diameter", "opacity": 0.75, "line": {"width": 1}},
             text=[_t(f"{r['model']} / {r['variant']} / {r['engine']}") for r in mine],
-            customdata=[_t(f"{r['artifact_bytes'] / 1e6:.2f} MB" if present(r.get("artifact_bytes")) else "no artifact") for r in mine],
+            customdata=[_t(size_text(r["artifact_bytes"]) if present(r.get("artifact_bytes")) else "no artifact") for r in mine],
             hovertemplate="%{text}<br>%{x:.4g} ms · " + _t(metric) + " %{y:.3f}<br>%{customdata}<extra></extra>"))
     points = [(r["median_ms"], _quality(r)[1]) for r in ok]
     front = pareto_front(points)

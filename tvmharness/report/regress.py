@@ -29,6 +29,7 @@ stored per-operator profiles).
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
@@ -160,7 +161,9 @@ def night_sigma(medians: list[float], steps: list[bool] | None = None) -> float 
         diffs = diffs[calm]
     if len(diffs) < 3:  # from two differences a step cannot be told from noise
         return None
-    return float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / math.sqrt(2))
+    from scipy.stats import median_abs_deviation
+
+    return float(median_abs_deviation(diffs, scale="normal") / math.sqrt(2))
 
 
 LOW_QUANTILE = 10  # percent: the latency the verdicts compare (see the module's docstring)
@@ -671,7 +674,4 @@ def regressions(verdicts: list[Verdict]) -> list[Verdict]:
 
 
 def counts(verdicts: list[Verdict]) -> dict[str, int]:
-    out = {}
-    for v in verdicts:
-        out[v.verdict] = out.get(v.verdict, 0) + 1
-    return dict(sorted(out.items(), key=lambda kv: ORDER.index(kv[0])))
+    return dict(sorted(collections.Counter(v.verdict for v in verdicts).items(), key=lambda kv: ORDER.index(kv[0])))

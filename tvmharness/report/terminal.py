@@ -74,11 +74,11 @@ def run_table(frame, run: dict) -> Table:
                       size_text(r["artifact_bytes"]), *([number_text(peak_memory(r["details"]), ".1f")] if with_memory else []),
                       number_text(r["max_abs_diff"], ".2e"),
                       number_text(r["top1_agreement"], ".0%"), number_text(r["accuracy"], ".2%"), shown(", ".join(notes)))
-    _numbers_whole(table, [c for c in table.columns if c.justify == "right"])
+    _numbers_whole([c for c in table.columns if c.justify == "right"])
     return table
 
 
-def _numbers_whole(table: Table, columns) -> None:
+def _numbers_whole(columns) -> None:
     """Columns of numbers kept as wide as their widest cell: a number split over two lines (1.14e-0 / 5)
     reads as another, so on a narrow terminal the text columns wrap instead."""
     for column in columns:
@@ -301,5 +301,5 @@ def verdict_table(verdicts) -> Table:
                       size_cell(e),
                       f"{e['accuracy_metric']} {points_text(e['accuracy_change'])}" if e.get("accuracy_change") is not None else "—",
                       shown("; ".join(map(str, why)) or "—"))
-    _numbers_whole(table, [c for c in table.columns if c.header in ("noise band", "p")])
+    _numbers_whole([c for c in table.columns if c.header in ("noise band", "p")])
     return table
