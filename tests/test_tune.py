@@ -362,6 +362,7 @@ def test_a_trial_count_below_one_asks_for_one_or_more():
         TuneOptions(trials=0)
     assert refused.value.fix == "give 1 or more trials"
 
+
 def test_durations_read_as_people_write_them():
     assert parse_duration("90s") == 90 and parse_duration("30m") == 1800
     assert parse_duration("1h30m") == 5400 and parse_duration("45") == 45 and parse_duration(None) is None
@@ -393,6 +394,8 @@ def test_the_library_s_defaults_are_a_recipe_s():
     rack = Rack(Address("127.0.0.1", 9190), "x86")
     assert ((rack.job_timeout_s, rack.wait_s, rack.retries)
             == (parse_duration(devices.job_timeout), parse_duration(devices.wait), devices.retries))
+    # a candidate's run on a kit (an upload, an emulated kit) is given longer than one here, as the command line's is
+    assert (options.runner_timeout_s, TuneOptions(tracker=rack.tracker, key="x86").runner_timeout_s) == (30.0, 120.0)
 
 
 def test_a_tune_that_fails_does_not_stop_the_others(tmp_path):

@@ -350,14 +350,12 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its
             continue
         for resolved in targets_:
             rack = racks.get(resolved.name)
-            options = TuneOptions(trials=budget.trials, time_budget_s=parse_duration(budget.time_budget),
-                                  patience=budget.patience, resume=resume, resume_trials=trials,
-                                  builder_timeout_s=budget.builder_timeout, population=budget.population)
             try:  # (the kits may have left since the last tune: then this one fails, and the next is tried)
-                if rack is not None:  # candidates measured on the kits: uploads and an emulated kit are slower
-                    options.tracker, options.key, options.kits = rack.tracker, rack.key, len(rack.status().kits)
-                    options.kit_wait_s = rack.wait_s
-                    options.runner_timeout_s = 120.0
+                kits = {"tracker": rack.tracker, "key": rack.key, "kits": len(rack.status().kits),
+                        "kit_wait_s": rack.wait_s} if rack is not None else {}  # candidates measured on the kits
+                options = TuneOptions(trials=budget.trials, time_budget_s=parse_duration(budget.time_budget),
+                                      patience=budget.patience, resume=resume, resume_trials=trials,
+                                      builder_timeout_s=budget.builder_timeout, population=budget.population, **kits)
                 with _progress() as progress:
                     result = tune_model(compressed, resolved, options, frontend=chosen.frontend, cache_dir=chosen.cache_dir,
                                         records_root=chosen.records_root, threads=threads, progress=_TuneProgress(progress))

@@ -436,7 +436,7 @@ class TuneOptions:
     resume: bool = False
     resume_trials: int | None = None  # with resume: the session's new total budget (--trials given)
     builder_timeout_s: float = BUILDER_TIMEOUT_S
-    runner_timeout_s: float = 30.0
+    runner_timeout_s: float | None = None  # a candidate's run: None, 30 s here and 120 s on kits (an upload, an emulated kit)
     population: int = POPULATION
     tracker: Address | None = None  # an RPC tracker whose kits measure candidates
     key: str | None = None
@@ -446,6 +446,8 @@ class TuneOptions:
     def __post_init__(self):
         if self.trials <= 0:
             raise HarnessError(f"trials must be a positive number, got {self.trials}", "give 1 or more trials")
+        if self.runner_timeout_s is None:
+            self.runner_timeout_s = 120.0 if self.tracker is not None else 30.0
 
 
 @dataclass
