@@ -204,7 +204,7 @@ def test_a_pt2_of_quantize_ops_loads_and_one_of_an_unknown_op_says_which(tmp_pat
 def test_a_full_cache_folder_is_said_as_such_not_as_a_model_that_does_not_export(tmp_path, monkeypatch):
     import errno
 
-    from tvmharness.frontend import onnx_file
+    from tvmharness.export import onnx_file
 
     def disk_full(*args, **kwargs):  # what the exporter raises writing its file on a full disk
         raise OSError(errno.ENOSPC, "No space left on device", str(args[2]))

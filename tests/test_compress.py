@@ -517,7 +517,7 @@ def test_an_onnx_file_is_quantized_to_int8_as_it_is(digits, workdir):
     result on integer kernels and agrees with ONNX Runtime's int8. Techniques that need PyTorch say so."""
     import shutil
 
-    from tvmharness.frontend import onnx_file
+    from tvmharness.export import onnx_file
 
     path = workdir / "digits_file.onnx"
     shutil.copy(onnx_file(digits, workdir / "cache")[0], path)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .cache import content_hash, entry_lock, file_hash, stage_dir, written_whole
 from .errors import FAILED, HarnessError, one_line
-from .frontend import IMPORT_VERSION, frontend_for, onnx_file, to_relax
+from .export import IMPORT_VERSION, onnx_file
+from .frontend import frontend_for, to_relax
 from .models import LoadedModel
 from .native_log import NATIVE_LOG, RELOWERED, native_stderr_to, native_warnings
 from .provenance import cpu_info, git_commit, versions

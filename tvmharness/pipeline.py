@@ -17,7 +17,7 @@ from .data import GIVEN_RANGE
 from .engines import EngineOptions, get_engine
 from .errors import FAILED, HarnessError, Interrupted, counted, one_line, reason
 from .gpu import check_local_gpu, cuda_status, ort_cuda_status, torch_cuda_status
-from .frontend import pt2_file
+from .export import pt2_file
 from .measure import accuracy, agreement, exact_output, time_call, time_interleaved, top1_agreement
 from .memory import ENGINES as MEMORY_ENGINES, measure_memory
 from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings, load_model, model_name

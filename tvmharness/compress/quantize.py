@@ -297,7 +297,7 @@ def _integer_ops(graph) -> dict:
 
 def _onnx_of(module, work: Work) -> Path:
     """The current module as an fp32 ONNX file (the harness's one exporter, cached by content)."""
-    from ..frontend import onnx_file
+    from ..export import onnx_file
 
     base = work.base
     current = LoadedModel(name=base.name, source=base.source, inputs=base.inputs,

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..data import Feed, feed_dict
 from ..errors import HarnessError
-from ..frontend import onnx_file
+from ..export import onnx_file
 from ..models import LoadedModel, onnx_weights_files
 from ..targets import Target
 from .base import Engine, EngineOptions, Session
