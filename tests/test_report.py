@@ -222,7 +222,7 @@ def test_latencies_keep_four_significant_figures_in_the_terminal_table(tmp_path)
     from rich.console import Console
 
     from tvmharness.report import ms_text
-    from tvmharness.report.terminal import run_table
+    from tvmharness.report.terminal import fitted, run_table
 
     assert [ms_text(v) for v in (0.009049, 12.345, 1234.4, 12345.6, None)] == ["0.009049", "12.35", "1234", "12346", "—"]
     store = _one_run(tmp_path / "h.db", [{"is_baseline": True, "median_ms": 0.009049, "p90_ms": 0.0095}])
@@ -231,10 +231,19 @@ def test_latencies_keep_four_significant_figures_in_the_terminal_table(tmp_path)
     assert re.search(r"0\.009049 +0\.009500 ", console.export_text())
     narrow = _one_run(tmp_path / "n.db", [{"model": "a_model_with_a_long_name_of_its_own", "variant": "prune:0.5+finetune",
                                             "median_ms": 0.009213, "p90_ms": 0.07462, "max_abs_diff": 1.14e-05}])
-    console = Console(record=True, width=100)  # a terminal too narrow for every column: text wraps, numbers stay whole
-    console.print(run_table(narrow.frame(), narrow.runs()[-1]))
-    text = console.export_text()
-    assert all(number in text for number in ("0.009213", "0.07462", "1.14e-05")), text
+    texts = {}
+    for width in (150, 100, 60):  # narrower and narrower: text wraps between words, then each row stacks
+        console = Console(record=True, width=width)
+        console.print(fitted(run_table(narrow.frame(), narrow.runs()[-1]), console))
+        text = texts[width] = console.export_text()
+        assert all(number in text for number in ("0.009213", "0.07462", "1.14e-05")), text  # never split
+        assert "a_model_with_a_long_name_of_its_own" in text and "prune:0.5+finetune" in text, text
+        assert max(map(len, text.splitlines())) <= width and "UNTUNED" in text, text  # the last column is not cut off
+    assert "\na_model_with_a_long_name_of_its_own / prune:0.5+finetune / x86 / tvm / ok\n" in texts[100]
+    wide = Console(record=True, width=400)
+    wide.print(fitted(run_table(narrow.frame(), narrow.runs()[-1]), wide))
+    assert any("a_model_with_a_long_name_of_its_own   prune:0.5+finetune" in line and "UNTUNED" in line
+               for line in wide.export_text().splitlines())  # a table, its row on one line
 
 
 def _chromium() -> str | None:

@@ -28,10 +28,11 @@ from .remote import EMULATED_KEY
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Compile, tune and benchmark PyTorch models through Apache TVM, against PyTorch and ONNX Runtime.")
-# Piped output (CI logs, files) gets a wide page so the report table stays one line per row.
+# Piped output (CI logs, files) gets a wide page so the report table stays one line per row, unless
+# COLUMNS says how wide; piped messages are not wrapped at all (a command in a fix stays whole to copy).
 # emoji=False: ":fire:" in a path or an address is text, not an emoji
-out = Console(width=None if sys.stdout.isatty() else 200, emoji=False)
-err = Console(stderr=True, log_path=False, emoji=False)
+out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200, emoji=False)
+err = Console(stderr=True, log_path=False, emoji=False, soft_wrap=not sys.stderr.isatty())
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", help="target preset (repeatable); see `tvmharness targets`")]
@@ -547,13 +548,13 @@ def _since(value: Optional[str]):
 
 def _render_verdicts(run: dict, verdicts, frame, fmt: str, output: Optional[Path]) -> None:
     from .report import summary
-    from .report.terminal import render_run, verdict_table
+    from .report.terminal import fitted, render_run, verdict_table
 
     if fmt == "table":
         if output is not None:
             raise HarnessError("--format table prints to the terminal", "pick --format md, json, csv or junit to write a file")
         render_run(frame[frame["run_id"] == run["id"]].reset_index(drop=True), run, out)
-        out.print(verdict_table(verdicts))
+        out.print(fitted(verdict_table(verdicts), out))
         return
     text = {"md": lambda: summary.markdown(run, verdicts),
             "json": lambda: _json_text(summary.to_json(run, verdicts, frame)),

@@ -6,7 +6,9 @@ from __future__ import annotations
 from rich import box
 from rich.cells import cell_len
 from rich.console import Console, Group
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from ..data import input_text
 from ..errors import toml_table
@@ -74,16 +76,58 @@ def run_table(frame, run: dict) -> Table:
                       size_text(r["artifact_bytes"]), *([number_text(peak_memory(r["details"]), ".1f")] if with_memory else []),
                       number_text(r["max_abs_diff"], ".2e"),
                       number_text(r["top1_agreement"], ".0%"), number_text(r["accuracy"], ".2%"), shown(", ".join(notes)))
-    _numbers_whole([c for c in table.columns if c.justify == "right"])
     return table
 
 
-def _numbers_whole(columns) -> None:
-    """Columns of numbers kept as wide as their widest cell: a number split over two lines (1.14e-0 / 5)
-    reads as another, so on a narrow terminal the text columns wrap instead."""
-    for column in columns:
-        words = [*str(column.header).split(), *map(str, column.cells)]  # a header may wrap between its words
-        column.min_width = max(map(cell_len, words))
+def plain(cell) -> str:
+    """A table cell's text without its style (a header or cell is a str of markup or a Text)."""
+    return Text.from_markup(cell).plain if isinstance(cell, str) else cell.plain
+
+
+def fitted(table: Table, console: Console, keys: int = 5):
+    """The table with column widths that split no number (1.14e-0 / 5 reads as another) and no word
+    (digits_c / nn reads as no name): text wraps between words, the widest first. Where even that
+    does not fit the console, each row is a line of its first `keys` cells (model / variant / target /
+    engine / status) and an indented line of every other column's name and value: rich would cut
+    the columns on the right off, and break every name into strips."""
+    def width(cell) -> int:
+        return max((cell_len(line) for line in plain(cell).splitlines()), default=0)
+
+    def longest_word(cell) -> int:
+        return max((cell_len(word) for word in plain(cell).split()), default=0)
+
+    columns = table.columns
+    natural = [max(width(cell) for cell in (column.header, *column.cells)) for column in columns]
+    least = [max(longest_word(column.header), *(width(c) if column.justify == "right" else longest_word(c)
+                                                 for c in column.cells)) for column in columns]
+    room = console.width - (2 if table.show_edge else 0) - (len(columns) - 1) - 2 * len(columns)  # edges, gaps, padding
+    if sum(least) <= room:
+        widths = natural[:]
+        while sum(widths) > room:  # the column with the most to give gives a character
+            k = max(range(len(widths)), key=lambda i: widths[i] - least[i])
+            widths[k] -= 1
+        for column, chosen in zip(columns, widths):
+            column.width = chosen
+        return table
+
+    def text(cell) -> Text:
+        return console.render_str(cell) if isinstance(cell, str) else cell.copy()
+
+    lines = [Text.assemble(text(table.title), style="italic")] if table.title else []
+    cells = [list(column.cells) for column in columns]
+    for r in range(table.row_count):
+        lines.append(Text(" / ").join(text(cells[k][r]) for k in range(min(keys, len(columns)))))
+        line = None
+        for k in range(keys, len(columns)):  # name and value kept on one line
+            if plain(cells[k][r]).strip() in ("", "—"):
+                continue
+            pair = Text.assemble((plain(columns[k].header) + " ", "dim"), text(cells[k][r]))
+            if line is not None and line.cell_len + 3 + pair.cell_len <= console.width - 4:
+                line.append(" · ").append_text(pair)
+            else:
+                line = pair
+                lines.append(Padding(line, (0, 0, 0, 4)))
+    return Group(*lines)
 
 
 def _untuned_gap(frame, untuned) -> str:
@@ -268,11 +312,11 @@ def provenance_lines(run: dict, frame) -> list[str]:
 def render_run(frame, run: dict, console: Console) -> None:
     if unfinished(run):
         console.print(shown(unfinished(run), style="bold yellow"))
-    console.print(run_table(frame, run))
+    console.print(fitted(run_table(frame, run), console))
     console.print(Group(*[shown(line, style="dim" if not line.startswith("[") else "") for line in footnotes(frame)]))
     compressed = compression_table(frame)
     if compressed is not None:
-        console.print(compressed)
+        console.print(fitted(compressed, console))
         console.print(Group(*[shown(line, style="bold") for line in best_variants(frame)],
                             *[shown(line, style="dim") for line in variant_notes(frame)]))
     console.print(shown("provenance", style="bold"))
@@ -301,5 +345,4 @@ def verdict_table(verdicts) -> Table:
                       size_cell(e),
                       f"{e['accuracy_metric']} {points_text(e['accuracy_change'])}" if e.get("accuracy_change") is not None else "—",
                       shown("; ".join(map(str, why)) or "—"))
-    _numbers_whole([c for c in table.columns if c.header in ("noise band", "p")])
     return table
