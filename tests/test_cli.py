@@ -644,6 +644,20 @@ def test_listing_commands_speak_json(cli_dir):
     assert run_cli("--version").stdout.startswith("tvmharness ")
 
 
+def test_a_reader_that_leaves_early_ends_the_command_with_141_and_no_traceback():
+    """`tvmharness report | head -1`: the pipe breaks; the exit is a shell's for it (128 + SIGPIPE),
+    not 1, which says a row failed, and nothing is printed about it."""
+    import subprocess
+    import sys
+
+    for args in (["models"], ["models", "--json"]):  # rich's table, and JSON written as it is
+        proc = subprocess.Popen([sys.executable, "-m", "tvmharness", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=ROOT, env=dict(os.environ, COLUMNS="200"))
+        proc.stdout.close()  # before it writes a line: every write of it finds no reader
+        assert proc.wait(timeout=120) == 141, proc.stderr.read()
+        assert proc.stderr.read() == b""
+
+
 def test_doctor_checks_the_pins_and_exits_1_when_something_required_is_missing(cli_dir):
     import os
     import subprocess

@@ -384,6 +384,14 @@ def _one_run(path: Path, rows: list[dict]) -> Store:
     return store
 
 
+def test_a_terminal_that_is_not_utf8_gets_the_report_with_what_it_cannot_show_replaced(tmp_path):
+    """A log or terminal in ASCII or latin-1 (PYTHONIOENCODING, an old locale): '?' for → and ±, not an error."""
+    _one_run(tmp_path / "h.db", [{"is_baseline": True, "engine": "torch", "samples_ms": [1.0, 1.2, 0.9] * 10}])
+    proc = run_cli("report", "--store", str(tmp_path / "h.db"), env={"PYTHONIOENCODING": "ascii"})
+    assert proc.returncode == 0 and "internal error" not in proc.stderr, proc.stderr
+    assert "baseline" in proc.stdout and "?" in proc.stdout
+
+
 def test_every_report_names_the_baseline_its_speed_ups_are_against(tmp_path):
     """A GPU row's speed-up is over the host's fp32 baseline, not over fp32 on the GPU: the header says which."""
     from rich.console import Console

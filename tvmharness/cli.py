@@ -31,8 +31,16 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 # Piped output (CI logs, files) gets a wide page so the report table stays one line per row, unless
 # COLUMNS says how wide; piped messages are not wrapped at all (a command in a fix stays whole to copy).
 # emoji=False: ":fire:" in a path or an address is text, not an emoji
-out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200, emoji=False)
-err = Console(stderr=True, log_path=False, emoji=False, soft_wrap=not sys.stderr.isatty())
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader left (`| head`): exit as a shell reports a process a broken pipe ended (141), not
+        with rich's 1, which says a row failed."""
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
+        raise SystemExit(128 + signal.SIGPIPE)
+
+
+out = _Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200, emoji=False)
+err = _Console(stderr=True, log_path=False, emoji=False, soft_wrap=not sys.stderr.isatty())
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", help="target preset (repeatable); see `tvmharness targets`")]
@@ -90,6 +98,8 @@ def _friendly(command):
                 sys.stdout.flush()          # ("corrupted double-linked list", once in many Ctrl-Cs); its records
                 sys.stderr.flush()          # are on disk, so the process ends here, before anything is freed
                 os._exit(code)
+        except BrokenPipeError:  # a write of ours to stdout, not through rich
+            _Console.on_broken_pipe(out)
         except OSError as e:
             if e.filename is not None:  # most often a path the user gave; TVMHARNESS_DEBUG=1 shows where it came from
                 error = path_error(e)
@@ -938,7 +948,7 @@ def devices(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC trac
     return 0
 
 
-_STOPPED_BY = {"signal": signal.SIGINT}  # what interrupted the command: Ctrl-C unless SIGTERM came
+_STOPPED_BY = {"signal": signal.SIGINT}  # what interrupted the command: Ctrl-C unless SIGTERM or SIGHUP came
 
 
 def _interrupted_code() -> int:
@@ -947,10 +957,11 @@ def _interrupted_code() -> int:
 
 
 def _terminated(signum, frame) -> None:
-    """SIGTERM (a cancelled CI job, `kill`) takes Ctrl-C's way out: rows kept, run marked unfinished,
-    one message, exit 143. The SIGINT handler of the moment is called with it (a tune's notes it and stops
-    at its next call into Python); not re-raised as SIGINT, which a job started with `&` from a script ignores."""
-    _STOPPED_BY["signal"] = signal.SIGTERM
+    """SIGTERM (a cancelled CI job, `kill`) and SIGHUP (the terminal closed) take Ctrl-C's way out: rows
+    kept, run marked unfinished, one message, exit 143 (129). The SIGINT handler of the moment is called
+    with it (a tune's notes it and stops at its next call into Python); not re-raised as SIGINT, which a
+    job started with `&` from a script ignores."""
+    _STOPPED_BY["signal"] = signum
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
         handler(signum, frame)  # (Python's own Ctrl-C handler raises KeyboardInterrupt whatever the signal)
@@ -960,4 +971,8 @@ def _terminated(signum, frame) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminated)
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:  # nohup's SIG_IGN stays
+        signal.signal(signal.SIGHUP, _terminated)
+    for stream in (sys.stdout, sys.stderr):  # a terminal or file that is not UTF-8 gets '?' for ±, →, ×
+        stream.reconfigure(errors="replace")
     app()
