@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .cache import content_hash, entry_lock, file_hash, stage_dir, written_whole
-from .errors import FAILED, HarnessError, one_line
+from .errors import FAILED, FOLDER_REASONS, HarnessError, one_line
 from .export import IMPORT_VERSION, onnx_file
 from .frontend import frontend_for, to_relax
 from .models import LoadedModel
@@ -203,10 +203,6 @@ def _build(model: LoadedModel, target: Target, frontend: str, cache_dir: Path, r
     with written_whole(directory / MANIFEST) as partial:  # last and whole: what makes the entry one to reuse
         partial.write_text(json.dumps(manifest, indent=2) + "\n")
     return Artifact(directory, manifest, cache_hit=False)
-
-
-# What a linker says when the folder it writes to is the trouble, not the toolchain (strerror's words).
-FOLDER_REASONS = ("No space left on device", "Disk quota exceeded", "Read-only file system")
 
 
 def link_failure(err: Exception, model: str, target: Target, folder: Path | None = None) -> HarnessError:

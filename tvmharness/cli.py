@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import logging
 import os
 import signal
 import socket
@@ -975,4 +976,5 @@ def main() -> None:
         signal.signal(signal.SIGHUP, _terminated)
     for stream in (sys.stdout, sys.stderr):  # a terminal or file that is not UTF-8 gets '?' for ±, →, ×
         stream.reconfigure(errors="replace")
+    logging.raiseExceptions = False  # a log file on a full disk: not a traceback per line (MetaSchedule logs much)
     app()

@@ -7,6 +7,8 @@ USAGE = 2  # bad recipe, unknown name, missing file
 FAILED = 1  # the work ran but something in it failed
 
 TUNE_RECORDS_KEPT = "the tuning records written so far are kept (`tvmharness tune --resume` continues)"
+# What a tool says (strerror's words, in its own message) when the folder it writes to is the trouble
+FOLDER_REASONS = ("No space left on device", "Disk quota exceeded", "Read-only file system")
 
 
 class Interrupted(KeyboardInterrupt):

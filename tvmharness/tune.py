@@ -28,7 +28,7 @@ from typing import Callable, Protocol
 
 from .budgets import BUILDER_TIMEOUT_S, KIT_WAIT_S, PATIENCE, POPULATION, TRIALS
 from .cache import content_hash, file_lock, short_name, written_whole
-from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, one_line
+from .errors import FAILED, FOLDER_REASONS, TUNE_RECORDS_KEPT, HarnessError, one_line
 from .frontend import to_relax
 from .gpu import check_local_gpu
 from .models import LoadedModel
@@ -699,7 +699,12 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
                                                    ms.measure_callback.AddToDatabase, ms.measure_callback.UpdateCostModel)) else c
                                                for c in ms.MeasureCallback.create("default")),
                                              _progress_callback(state, progress, options, interrupted)])
-        except Exception:
+        except Exception as err:
+            full = next((reason for reason in FOLDER_REASONS if reason in str(err)), None)
+            if full is not None:  # MetaSchedule's own write (a record, a log line), said as a RuntimeError
+                raise HarnessError(f"tuning stopped: cannot write its records or logs in {directory} ({full})",
+                                   f"free space there (or make it writable), or give another --output-dir; {TUNE_RECORDS_KEPT}",
+                                   exit_code=FAILED) from None
             if not state.stopped and not interrupted():  # else: the loop was ended (_StopTuning), its records are kept
                 raise
         finally:  # candidates a stopped tune had queued never run: they would load the CPU under what comes next
