@@ -691,7 +691,14 @@ def test_rows_a_store_refuses_mid_run_are_kept_and_load_into_their_run_later(wor
 
 
 def test_kept_rows_load_into_another_store_as_a_copy_of_their_run_and_a_wrong_file_is_refused(tmp_path):
-    from tests.conftest import run_cli
+    import contextlib
+    import fcntl
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT, run_cli
     from tvmharness.provenance import snapshot
     from tvmharness.results import UnsavedRows, StoreError
 
@@ -703,6 +710,8 @@ def test_kept_rows_load_into_another_store_as_a_copy_of_their_run_and_a_wrong_fi
     kept.keep(row, StoreError("the results store is read-only", "make it writable"), tmp_path / "out")
     other = tmp_path / "b.db"
     Store(str(other)).start_run("another", "def", {}, snapshot())  # run 1 there is some other run
+    copy = tmp_path / "copy.jsonl"
+    shutil.copy(kept.path, copy)
     proc = run_cli("store", "load", str(kept.path), "--store", str(other))
     assert proc.returncode == 0, proc.stderr
     assert "(run 2, a copy of run 1's record (that store does not hold it))" in " ".join(proc.stderr.split())
@@ -710,6 +719,30 @@ def test_kept_rows_load_into_another_store_as_a_copy_of_their_run_and_a_wrong_fi
     assert list(frame["run_id"]) == [2] and frame.iloc[0]["samples_ms"] == [2.0, 2.5]
     assert frame.iloc[0]["recipe_name"] == "r" and frame.iloc[0]["run_provenance"]["git_commit"] == snapshot()["git_commit"]
     assert frame.iloc[0]["details"] == {"notes": ["x"]}
+    # a copy of the file loaded too (a teammate's): its row is there already, in the copy of the run made before
+    proc = run_cli("store", "load", str(copy), "--store", str(other))
+    assert proc.returncode == 0 and "stored 0 rows" in proc.stderr and "1 row of them was there already" in proc.stderr, proc.stderr
+    assert list(Store(str(other)).frame()["run_id"]) == [2] and len(Store(str(other)).runs()) == 2
+    # two loads of one file at once: one stores its rows, the other waits and finds them stored
+    both = UnsavedRows(first.run(run_id), str(tmp_path / "d.db"), tmp_path / "d.db")
+    both.keep(row, StoreError("the results store is read-only", "make it writable"), tmp_path / "out")
+    Store(str(tmp_path / "d.db"))
+    with open(both.path, "rb") as held:  # held until both have the file open: they load it at once
+        fcntl.flock(held, fcntl.LOCK_EX)
+        loads = [subprocess.Popen([sys.executable, "-m", "tvmharness", "store", "load", str(both.path)], stderr=subprocess.PIPE,
+                                  text=True, cwd=ROOT, env=dict(os.environ, COLUMNS="200")) for _ in range(2)]
+        def has_it_open(pid: int) -> bool:
+            with contextlib.suppress(OSError):
+                return any(os.path.realpath(f"/proc/{pid}/fd/{fd}") == str(both.path) for fd in os.listdir(f"/proc/{pid}/fd"))
+            return True  # it ended: nothing to wait for
+
+        deadline = time.monotonic() + 120
+        while not all(has_it_open(load.pid) for load in loads) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    said = [load.communicate(timeout=120)[1] for load in loads]
+    assert [load.returncode for load in loads] == [0, 0], said
+    assert sorted("nothing to do" in text for text in said) == [False, True] and any("stored 1 row" in text for text in said), said
+    assert len(Store(str(tmp_path / "d.db")).frame()) == 1
 
     # from another folder, a relative store would be a new one there: the file names the store's absolute path
     gone = UnsavedRows(first.run(run_id), "results/history.db", tmp_path / "moved.db")

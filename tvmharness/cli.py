@@ -649,19 +649,25 @@ def store_load(file: Annotated[Path, typer.Argument(help="an unsaved-rows-run-*.
     """Put rows a run's store refused (locked, read-only, full, unreachable) into it, or into another store."""
     from .results import Store, UnsavedRows, hides_password
 
-    kept = UnsavedRows.read(file)
-    if store is None and kept.store_file is not None and not kept.store_file.is_file():
-        raise HarnessError(f"the results store that refused these rows, {kept.store_file}, is not there",
-                           "give the store to put them in with --store (a new path starts one)")
-    if store is None and kept.store_file is None and hides_password(kept.store_label):  # the file never keeps a password
-        raise HarnessError(f"the results store that refused these rows, {kept.store_label}, needs its password, "
-                           "which the file of rows does not keep", f"give its URL with --store: tvmharness store load {file} "
-                           "--store 'postgresql+psycopg2://USER:PASSWORD@HOST/DB'")
-    into = Store(store or str(kept.store_file or kept.store_label))
-    run_id, same = into.load_unsaved(kept)
-    file.unlink()  # in the store now: a second load would put them in twice
+    with UnsavedRows.loading(file) as kept:  # a second load of the file at once waits, then finds it loaded
+        if kept is None:
+            err.print(f"{file} was loaded by another `tvmharness store load` meanwhile, which removed it: nothing to do",
+                      markup=False, highlight=False)
+            return 0
+        if store is None and kept.store_file is not None and not kept.store_file.is_file():
+            raise HarnessError(f"the results store that refused these rows, {kept.store_file}, is not there",
+                               "give the store to put them in with --store (a new path starts one)")
+        if store is None and kept.store_file is None and hides_password(kept.store_label):  # the file never keeps a password
+            raise HarnessError(f"the results store that refused these rows, {kept.store_label}, needs its password, "
+                               "which the file of rows does not keep", f"give its URL with --store: tvmharness store load {file} "
+                               "--store 'postgresql+psycopg2://USER:PASSWORD@HOST/DB'")
+        into = Store(store or str(kept.store_file or kept.store_label))
+        run_id, same, there = into.load_unsaved(kept)
+        file.unlink()  # in the store now
     where = f"run {run_id}" if same else f"run {run_id}, a copy of run {kept.run['id']}'s record (that store does not hold it)"
-    err.print(f"stored {counted(len(kept.rows), 'row')} in {into.label} ({where}); removed {file}", markup=False, highlight=False)
+    already = f"; {counted(there, 'row')} of them {'was' if there == 1 else 'were'} there already (a copy of the file loaded before)" if there else ""
+    err.print(f"stored {counted(len(kept.rows) - there, 'row')} in {into.label} ({where}){already}; removed {file}",
+              markup=False, highlight=False)
     if kept.cut_short == "row":
         err.print(f"warning: its last line was cut short (its disk filled as it was written) and is not stored: measure "
                   f"that row again (`tvmharness report --run {run_id}` shows which are there)", markup=False, highlight=False)

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import logging
 import re
 import tempfile
@@ -415,24 +417,37 @@ class Store:
             s.get(Run, run_id).finished = _now()
             s.commit()
 
-    def load_unsaved(self, kept: "UnsavedRows") -> tuple[int, bool]:
+    def load_unsaved(self, kept: "UnsavedRows") -> tuple[int, bool, int]:
         """Put rows the store refused in, in one transaction: into their run when this store holds it
-        (the same id, started at the same moment), else into a new run with its record. Returns the
-        run's id, and whether it is that run."""
+        (the same id, started at the same moment), else into the copy of its record an earlier load
+        made, else into a new one. A row already there (a copy of the file loaded before) is not put in
+        twice. Returns the run's id, whether it is that run, and how many rows were already there."""
         head = kept.run
+
+        def is_it(run: Run | None) -> bool:
+            return run is not None and as_utc(run.started) == as_utc(head["started"]) and run.recipe_hash == head["recipe_hash"]
+
+        def key(model, variant, target, engine, created) -> tuple:
+            return model, variant, target, engine, as_utc(created)
+
         with self._session() as s:
             run = s.get(Run, head["id"])
-            same = run is not None and as_utc(run.started) == as_utc(head["started"])
+            same = is_it(run)
             if not same:
+                run = next((r for r in s.scalars(select(Run).where(Run.recipe_hash == head["recipe_hash"])) if is_it(r)), None)
+            if run is None:
                 run = Run(**{k: v for k, v in head.items() if k not in ("id", "finished")})
                 s.add(run)
                 s.flush()
-            for created, row in kept.rows:
+            there = {key(m.model, m.variant, m.target, m.engine, m.created) for m in run.measurements}
+            new = [(created, row) for created, row in kept.rows
+                   if key(row["model"], row["variant"], row["target"], row["engine"], created) not in there]
+            for created, row in new:
                 s.add(_measurement(run.id, row, created=created))
             if run.finished is None:
                 run.finished = kept.finished
             s.commit()
-            return run.id, same
+            return run.id, same, len(kept.rows) - len(new)
 
     def run(self, run_id: int) -> dict:
         with self._session() as s:
@@ -524,6 +539,19 @@ class UnsavedRows:
                                  f"{tempfile.gettempdir()}", self.problem.fix)
         with self.path.open("a") as f:
             f.write(_json_line(line))
+
+    @classmethod
+    @contextlib.contextmanager
+    def loading(cls, path: Path):
+        """The file read while this process alone loads it (a second `store load` of it waits); None
+        where a load that held it first has removed it."""
+        with open(path, "rb") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            try:
+                gone = os.fstat(held.fileno()).st_ino != path.stat().st_ino
+            except FileNotFoundError:
+                gone = True
+            yield None if gone else cls.read(path)
 
     @classmethod
     def read(cls, path: Path) -> "UnsavedRows":
