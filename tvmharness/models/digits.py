@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..cache import content_hash, stage_dir, written_whole
+from ..cache import content_hash, entry_lock, stage_dir, written_whole
 from ..data import digits_split
 
 # Bump when the architecture or the training changes: the cached weights are keyed by it.
@@ -51,11 +51,13 @@ def digits_cnn(cache_dir: Path) -> tuple[DigitsCNN, bool]:
     """The trained CNN, from the cache when it was trained before: (model, cache_hit)."""
     key = content_hash("digits_cnn", TRAINING, torch.__version__)
     path = stage_dir(cache_dir, "models", key) / "digits_cnn.pt"
+    if not path.is_file():
+        with entry_lock(path.parent):  # another process training it now: wait for it, then load its weights
+            if not path.is_file():
+                model = train_digits_cnn()
+                with written_whole(path) as partial:
+                    torch.save(model.state_dict(), partial)
+                return model, False
     model = DigitsCNN()
-    if path.is_file():
-        model.load_state_dict(torch.load(path, weights_only=True))
-        return model.eval(), True
-    model = train_digits_cnn()
-    with written_whole(path) as partial:
-        torch.save(model.state_dict(), partial)
-    return model, False
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model.eval(), True
