@@ -637,6 +637,42 @@ def test_a_night_of_which_no_model_can_be_made_is_stored_as_broken(recipe_dict, 
     assert run["id"] == result.run_id and [v.verdict for v in verdicts] == ["broken"]
 
 
+def test_a_store_that_takes_writes_again_by_the_run_s_end_gets_the_rows_it_refused(workdir, monkeypatch):
+    """A lock held for a while mid-run: the first refused row waits out the lock once, the rows after
+    it go straight to the file (no minute's wait each), and at the run's end, the store free again,
+    they all go in: no file left, no command to run."""
+    import sqlite3
+
+    import tvmharness.results as results
+
+    monkeypatch.setattr(results, "BUSY_TIMEOUT_S", 1)
+    out = workdir / "relocked"
+    recipe = recipe_from_dict({"name": "relocked", "models": ["digits_cnn"], "engines": ["torch", "onnxruntime", "tvm-untuned"],
+                               "measure": {"warmup": 1, "repeats": 30, "threads": 2},
+                               "output": {"dir": str(out), "store": str(out / "history.db")}})
+    reader, tries = [], []
+    monkeypatch.setattr(results.Store, "add", lambda self, *a, _add=results.Store.add: tries.append(a[1]["engine"]) or _add(self, *a))
+
+    class LockedWhileOnnxRuntimeIsMeasured:
+        def step(self, text):
+            if text.startswith("measuring ") and text.endswith("onnxruntime"):  # torch's row is stored by now
+                reader.append(sqlite3.connect(out / "history.db", isolation_level=None))
+                reader[0].execute("BEGIN")
+                reader[0].execute("SELECT count(*) FROM runs").fetchone()
+            elif reader and text.startswith("preparing "):  # onnxruntime's row was refused
+                reader[0].execute("COMMIT")
+                reader[0].close()
+
+        def repeat(self, done, total):
+            pass
+
+    result = run_recipe(recipe, LockedWhileOnnxRuntimeIsMeasured())
+    assert tries == ["torch", "onnxruntime"]  # tvm-untuned's row went to the file without a try
+    assert result.unsaved.path is None and not list(out.glob("unsaved-rows-run-*.jsonl"))
+    store = Store(str(out / "history.db"))
+    assert list(store.frame()["engine"]) == ["torch", "onnxruntime", "tvm-untuned"] and store.run(1)["finished"] is not None
+
+
 def test_rows_a_store_refuses_mid_run_are_kept_and_load_into_their_run_later(workdir, monkeypatch):
     """A store locked mid-run (a sqlite3 shell in a read transaction) costs no measurement: the run goes
     on, the refused rows and its end wait in a file, and `tvmharness store load` puts them in."""

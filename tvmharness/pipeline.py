@@ -168,6 +168,10 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
         torch.set_num_threads(torch_threads)  # the torch engine's threads are the run's: a notebook's own are as they were
     try:
         store.finish_run(run_id)  # only a run that went through: one cut short stays unfinished, and reports say so
+        if result.unsaved.rows:  # the store takes writes again: the rows it refused go in now
+            store.load_unsaved(result.unsaved)
+            result.unsaved.path.unlink()
+            result.unsaved = UnsavedRows(store.run(run_id), store.label, store.file)
     except StoreError as err:
         result.unsaved.keep_finished(err, recipe.output.dir)
     if result.unsaved.path is not None:
@@ -470,8 +474,10 @@ def _failed(row: dict, status: str, err: Exception) -> dict:
 def _store(store: Store, result: RunResult, row: dict) -> None:
     interrupted = row.pop("_interrupted", False)
     try:
+        if result.unsaved.rows:  # refused before: no second wait per row (a lock's is a minute); tried at the run's end
+            raise result.unsaved.problem
         row["id"] = store.add(result.run_id, row)
-    except StoreError as err:  # the run goes on (the store may come back); the row waits in a file
+    except StoreError as err:  # the run goes on; the row waits in a file
         row["id"] = None  # handled: a kit row handed over again after a Ctrl-C is not kept twice
         result.unsaved.keep(row, err, result.recipe.output.dir)
     result.rows.append(row)
