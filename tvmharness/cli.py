@@ -44,29 +44,29 @@ out = _Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") el
 err = _Console(stderr=True, log_path=False, emoji=False, soft_wrap=not sys.stderr.isatty())
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
-TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", help="target preset (repeatable); see `tvmharness targets`")]
-ModelOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", help="model (repeatable): zoo name, .pt2, .onnx or module:function")]
-EngineOpt = Annotated[Optional[list[str]], typer.Option("--engine", "-e", help=f"engine (repeatable): {', '.join(ENGINE_NAMES)}")]
-RepeatsOpt = Annotated[Optional[int], typer.Option("--repeats", help="timed repeats per row (at least 30)")]
+TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", metavar="T", help="target preset (repeatable); see `tvmharness targets`")]
+ModelOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", metavar="M", help="model (repeatable): zoo name, .pt2, .onnx or module:function")]
+EngineOpt = Annotated[Optional[list[str]], typer.Option("--engine", "-e", metavar="E", help=f"engine (repeatable): {', '.join(ENGINE_NAMES)}")]
+RepeatsOpt = Annotated[Optional[int], typer.Option("--repeats", metavar="N", help="timed repeats per row (at least 30)")]
 MemoryOpt = Annotated[Optional[bool], typer.Option("--memory/--no-memory", help="also measure each row's peak memory, "
                                                    "in a process of its own (default: a recipe's \\[measure] memory, where one is given, else off)")]
-PinnedThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="threads every engine is pinned to (default: "
+PinnedThreadsOpt = Annotated[Optional[int], typer.Option("--threads", metavar="N", min=1, help="threads every engine is pinned to (default: "
                                                    "a recipe's \\[measure] threads, where one is given, else this host's physical cores)")]
-VariantsOpt = Annotated[Optional[list[str]], typer.Option("--variant", help="compression variant (repeatable), e.g. int8 "
+VariantsOpt = Annotated[Optional[list[str]], typer.Option("--variant", metavar="V", help="compression variant (repeatable), e.g. int8 "
                                                           "or prune:0.5+finetune, measured beside fp32")]
-TrackerOpt = Annotated[Optional[str], typer.Option(help="HOST:PORT of the RPC tracker whose dev kits run remote targets")]
-KeyOpt = Annotated[Optional[str], typer.Option(help="the dev kits' key at the tracker (default: the target's usual keys)")]
-StoreOpt = Annotated[Optional[str], typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL")]
-OutputDirOpt = Annotated[Optional[Path], typer.Option("--output-dir", help="where builds, tuning records and artifacts "
+TrackerOpt = Annotated[Optional[str], typer.Option(metavar="HOST:PORT", help="HOST:PORT of the RPC tracker whose dev kits run remote targets")]
+KeyOpt = Annotated[Optional[str], typer.Option(metavar="KEY", help="the dev kits' key at the tracker (default: the target's usual keys)")]
+StoreOpt = Annotated[Optional[str], typer.Option("--store", metavar="URL", help="results store: a SQLite path or SQLAlchemy URL")]
+OutputDirOpt = Annotated[Optional[Path], typer.Option("--output-dir", metavar="DIR", help="where builds, tuning records and artifacts "
                                                      "go (cache/, tuning/, artifacts/); default: the \\[output] dir of the "
                                                      "recipe, where one is given, else results")]
-InputShapeOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", help="NAME=1x128 (repeatable): a model "
+InputShapeOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", metavar="NAME=1x128", help="NAME=1x128 (repeatable): a model "
                                                             "input's sizes, the batch first, e.g. a dynamic sequence length")]
-InputRangeOpt = Annotated[Optional[list[str]], typer.Option("--input-range", help="NAME=0..30521 (repeatable): the "
+InputRangeOpt = Annotated[Optional[list[str]], typer.Option("--input-range", metavar="NAME=0..99", help="NAME=0..30521 (repeatable): the "
                                                             "values an integer input is seeded from, e.g. token ids")]
-EvalDataOpt = Annotated[Optional[str], typer.Option("--eval-data", help=".npz of held-out samples, one array per input "
+EvalDataOpt = Annotated[Optional[str], typer.Option("--eval-data", metavar="FILE.npz", help=".npz of held-out samples, one array per input "
                                                     "(and 'labels'): fed to every engine, accuracy where labelled")]
-TrainDataOpt = Annotated[Optional[str], typer.Option("--train-data", help=".npz of training samples (and 'labels'): "
+TrainDataOpt = Annotated[Optional[str], typer.Option("--train-data", metavar="FILE.npz", help=".npz of training samples (and 'labels'): "
                                                      "fine-tuning and int8 calibration of variants")]
 
 
@@ -223,7 +223,7 @@ def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
 
 @app.command()
 @_friendly
-def run(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recipes/quickstart.toml")],
+def run(recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe TOML, e.g. recipes/quickstart.toml")],
         target: TargetOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
         repeats: RepeatsOpt = None, threads: PinnedThreadsOpt = None, memory: MemoryOpt = None, tracker: TrackerOpt = None,
         key: KeyOpt = None, store: StoreOpt = None, output_dir: OutputDirOpt = None, input_shape: InputShapeOpt = None,
@@ -240,10 +240,10 @@ def run(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recipes/q
 
 @app.command()
 @_friendly
-def bench(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or module:function")],
+def bench(model: Annotated[str, typer.Argument(metavar="MODEL", help="zoo name, .pt2, .onnx or module:function")],
           target: TargetOpt = None, engine: EngineOpt = None, variant: VariantsOpt = None, repeats: RepeatsOpt = None,
           threads: PinnedThreadsOpt = None, memory: MemoryOpt = None,
-          frontend: Annotated[str, typer.Option(help="torch or onnx: how a torch model reaches TVM")] = "torch",
+          frontend: Annotated[str, typer.Option(metavar="torch|onnx", help="torch or onnx: how a torch model reaches TVM")] = "torch",
           tracker: TrackerOpt = None, key: KeyOpt = None, store: StoreOpt = None, output_dir: OutputDirOpt = None,
           input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None, eval_data: EvalDataOpt = None,
           train_data: TrainDataOpt = None, json_out: JsonOpt = False) -> int:
@@ -288,22 +288,21 @@ class _TuneProgress(_RichProgress):
 
 @app.command()
 @_friendly
-def tune(recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML (its models, targets and \\[tune] budget)")] = None,
+def tune(recipe: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", help="recipe TOML (its models, targets and \\[tune] budget)")] = None,
          model: ModelOpt = None, target: TargetOpt = None,
-         variant: Annotated[Optional[list[str]], typer.Option("--variant", help="compression variant to tune (repeatable, "
+         variant: Annotated[Optional[list[str]], typer.Option("--variant", metavar="V", help="compression variant to tune (repeatable, "
                                                               "e.g. int8); default: the recipe's variants, or fp32")] = None,
-         trials: Annotated[Optional[int], typer.Option(help="trials per model, variant and target (with --resume: the "
+         trials: Annotated[Optional[int], typer.Option(metavar="N", help="trials per model, variant and target (with --resume: the "
                                                        "interrupted tune's new total)")] = None,
-         time_budget: Annotated[Optional[str], typer.Option("--time-budget", help="cap per model, variant and target, e.g. 30m")] = None,
+         time_budget: Annotated[Optional[str], typer.Option("--time-budget", metavar="30m", help="cap per model, variant and target, e.g. 30m")] = None,
          resume: Annotated[bool, typer.Option(help="finish the budget of an interrupted tune")] = False,
          threads: PinnedThreadsOpt = None, tracker: TrackerOpt = None, key: KeyOpt = None,
-         frontend: Annotated[Optional[str], typer.Option(help="torch or onnx: the import whose workloads are tuned "
+         frontend: Annotated[Optional[str], typer.Option(metavar="torch|onnx", help="torch or onnx: the import whose workloads are tuned "
                                                          "(default: the recipe's, else torch)")] = None,
          measure: Annotated[bool, typer.Option(help="afterwards, measure tuned vs untuned TVM vs ONNX Runtime vs PyTorch")] = True,
          store: StoreOpt = None, output_dir: OutputDirOpt = None, input_shape: InputShapeOpt = None,
          input_range: InputRangeOpt = None, json_out: JsonOpt = False) -> int:
-    """Tune models and their compression variants with MetaSchedule (XGBoost cost model); run, compile
-    and bench then use the records."""
+    """Tune models and their variants with MetaSchedule (XGBoost cost model); run, compile, bench use the records."""
     from .compress import NotApplicable, apply_variant, check_variants, parse_variant
     from .gpu import check_local_gpu
     from .models import model_name
@@ -447,15 +446,15 @@ def _kit_racks(recipe, targets) -> dict:
 
 @app.command()
 @_friendly
-def compile(model: Annotated[str, typer.Argument(help="zoo name, .pt2, .onnx or module:function")],
-            target: Annotated[Optional[str], typer.Option("--target", "-t", help="target preset (default: this host's, "
+def compile(model: Annotated[str, typer.Argument(metavar="MODEL", help="zoo name, .pt2, .onnx or module:function")],
+            target: Annotated[Optional[str], typer.Option("--target", "-t", metavar="T", help="target preset (default: this host's, "
                                                           "x86 or aarch64)")] = None,
-            variant: Annotated[Optional[list[str]], typer.Option(help="compression variant, e.g. int8 or prune:0.5+finetune "
+            variant: Annotated[Optional[list[str]], typer.Option(metavar="V", help="compression variant, e.g. int8 or prune:0.5+finetune "
                                                                "(one: compile builds one artifact)")] = None,
-            out_dir: Annotated[Optional[Path], typer.Option("--out", help="artifact directory (default: a folder under artifacts/ in the output dir, named by model, variant, "
+            out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="artifact directory (default: a folder under artifacts/ in the output dir, named by model, variant, "
                                                              "frontend, target, threads and input sizes, e.g. digits_cnn-int8-onnx-x86)")] = None,
-            frontend: Annotated[str, typer.Option(help="torch or onnx")] = "torch",
-            threads: Annotated[Optional[int], typer.Option(min=1, help="threads the module is built for")] = None,
+            frontend: Annotated[str, typer.Option(metavar="torch|onnx", help="torch or onnx")] = "torch",
+            threads: Annotated[Optional[int], typer.Option(metavar="N", min=1, help="threads the module is built for")] = None,
             output_dir: OutputDirOpt = None, input_shape: InputShapeOpt = None, input_range: InputRangeOpt = None,
             train_data: TrainDataOpt = None,
             check: Annotated[bool, typer.Option("--check/--no-check", help="run the artifact here against its model's "
@@ -602,16 +601,16 @@ def _format(value: str) -> str:
 
 @app.command()
 @_friendly
-def report(store: Annotated[Optional[str], typer.Option("--store", help="results store: a SQLite path or SQLAlchemy URL "
+def report(store: Annotated[Optional[str], typer.Option("--store", metavar="URL", help="results store: a SQLite path or SQLAlchemy URL "
                                                         "(default: a recipe's default \\[output] store)")] = None,
-           fmt: Annotated[str, typer.Option("--format", "-f", help="table, md, json, csv or junit")] = "table",
-           html: Annotated[Optional[Path], typer.Option("--html", help="also write a self-contained HTML report here")] = None,
-           since: Annotated[Optional[str], typer.Option(help="show the history only from this date (UTC, as reports give "
+           fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="table, md, json, csv or junit")] = "table",
+           html: Annotated[Optional[Path], typer.Option("--html", metavar="FILE.html", help="also write a self-contained HTML report here")] = None,
+           since: Annotated[Optional[str], typer.Option(metavar="DATE", help="show the history only from this date (UTC, as reports give "
                                                         "times; or with its offset, e.g. 2026-11-01T06:00+09:00): the "
                                                         "HTML's sparklines and the CSV's rows of other runs (the judged run "
                                                         "is shown whole, and verdicts still weigh the whole history)")] = None,
-           run_id: Annotated[Optional[int], typer.Option("--run", help="the run to judge (default: the newest with measurements)")] = None,
-           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the md/json/csv/junit text here")] = None) -> int:
+           run_id: Annotated[Optional[int], typer.Option("--run", metavar="ID", help="the run to judge (default: the newest with measurements)")] = None,
+           output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="write the md/json/csv/junit text here")] = None) -> int:
     """Report from the store alone: the newest run with measurements (or --run) with a verdict per series against its history."""
     from .report.regress import history_as_of, judge_run
     from .results import DEFAULT_STORE, Store
@@ -644,8 +643,8 @@ app.add_typer(store_app, name="store")
 
 @store_app.command("load")
 @_friendly
-def store_load(file: Annotated[Path, typer.Argument(help="an unsaved-rows-run-*.jsonl file a run named when its store refused rows")],
-               store: Annotated[Optional[str], typer.Option("--store", help="the store to put them in (default: the one that refused them)")] = None) -> int:
+def store_load(file: Annotated[Path, typer.Argument(metavar="FILE", help="an unsaved-rows-run-*.jsonl file a run named when its store refused rows")],
+               store: Annotated[Optional[str], typer.Option("--store", metavar="URL", help="the store to put them in (default: the one that refused them)")] = None) -> int:
     """Put rows a run's store refused (locked, read-only, full, unreachable) into it, or into another store."""
     from .results import Store, UnsavedRows, hides_password
 
@@ -679,10 +678,10 @@ def store_load(file: Annotated[Path, typer.Argument(help="an unsaved-rows-run-*.
 
 @app.command()
 @_friendly
-def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recipes/nightly.toml")],
+def nightly(recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe TOML, e.g. recipes/nightly.toml")],
             store: StoreOpt = None, repeats: RepeatsOpt = None, output_dir: OutputDirOpt = None,
-            out_dir: Annotated[Optional[Path], typer.Option("--out", help="where summary.md, junit.xml and report.html go (default: nightly/ in the output dir)")] = None,
-            fmt: Annotated[str, typer.Option("--format", "-f", help="what to print: table, md, json, csv or junit")] = "table") -> int:
+            out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="where summary.md, junit.xml and report.html go (default: nightly/ in the output dir)")] = None,
+            fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="what to print: table, md, json, csv or junit")] = "table") -> int:
     """Run a recipe, then judge each series against its history; exit 1 when something regressed."""
     from .pipeline import confirm_latency, run_recipe
     from .recipe import load_recipe
@@ -738,12 +737,13 @@ def nightly(recipe: Annotated[Path, typer.Argument(help="recipe TOML, e.g. recip
 @_friendly
 def cache(output_dir: OutputDirOpt = None,
           prune_unused_for: Annotated[Optional[str], typer.Option(
-              "--prune-unused-for", help="remove the entries no command has used for this long, e.g. 14d (a run "
+              "--prune-unused-for", metavar="14d", help="remove the entries no command has used for this long, e.g. 14d (a run "
               "that needs one again makes it again); while no run uses the output folder")] = None,
           json_out: JsonOpt = False) -> int:
-    """What the cache under the output folder holds (builds, exports, int8 models, trained weights), by
-    stage, and when each was last used; --prune-unused-for trims it (a nightly's cache grows by a build
-    of each model whenever its tuning records change)."""
+    """What the cache holds (builds, exports, int8 models, trained weights), by stage; --prune-unused-for trims it.
+
+    Each stage's entries, size and when each was last used. A nightly's cache grows by a build of each
+    model whenever its tuning records change."""
     from datetime import datetime, timezone
 
     from .cache import cache_entries, prune_cache
@@ -858,7 +858,7 @@ tracker_app = typer.Typer(no_args_is_help=True, help="TVM's RPC tracker: it hand
 devkit_app = typer.Typer(no_args_is_help=True, help="Dev kits: TVM's RPC server registered with a tracker.")
 app.add_typer(tracker_app, name="tracker")
 app.add_typer(devkit_app, name="devkit")
-HostOpt = Annotated[str, typer.Option(help="address to listen on; anything but loopback exposes an unauthenticated server")]
+HostOpt = Annotated[str, typer.Option(metavar="ADDRESS", help="address to listen on; anything but loopback exposes an unauthenticated server")]
 
 
 def _warn(text: str) -> None:
@@ -868,7 +868,7 @@ def _warn(text: str) -> None:
 @tracker_app.command("start")
 @_friendly
 def tracker_start(host: HostOpt = "127.0.0.1",
-                  port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 9190) -> int:
+                  port: Annotated[int, typer.Option(metavar="PORT", min=1, max=65535, help="port to listen on")] = 9190) -> int:
     """Run TVM's RPC tracker in the foreground until Ctrl-C."""
     from .remote.tracker import run_tracker, warn_if_wide
 
@@ -895,14 +895,14 @@ def _threads_default() -> int:
     return Measure().threads
 
 
-KitThreadsOpt = Annotated[Optional[int], typer.Option(min=1, help="TVM threads on the kit (default: this machine's physical cores)")]
-PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="first port to try for the kit's server")]
+KitThreadsOpt = Annotated[Optional[int], typer.Option(metavar="N", min=1, help="TVM threads on the kit (default: this machine's physical cores)")]
+PortOpt = Annotated[int, typer.Option(metavar="PORT", min=1, max=65535, help="first port to try for the kit's server")]
 
 
 @devkit_app.command("serve")
 @_friendly
-def devkit_serve(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC tracker")],
-                 key: Annotated[str, typer.Option(help="the key jobs ask the tracker for, e.g. rpi4 or aarch64")],
+def devkit_serve(tracker: Annotated[str, typer.Option(metavar="HOST:PORT", help="HOST:PORT of the RPC tracker")],
+                 key: Annotated[str, typer.Option(metavar="KEY", help="the key jobs ask the tracker for, e.g. rpi4 or aarch64")],
                  host: HostOpt = "127.0.0.1", port: PortOpt = 9090, threads: KitThreadsOpt = None) -> int:
     """Serve this machine as a dev kit (run it on the board) until Ctrl-C."""
     from .remote.devkit import host_python, serve
@@ -913,9 +913,9 @@ def devkit_serve(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC
 
 @devkit_app.command("emulate")
 @_friendly
-def devkit_emulate(arch: Annotated[str, typer.Argument(help="the architecture to emulate: aarch64")],
-                   tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC tracker")],
-                   key: Annotated[str, typer.Option(help="the key jobs ask the tracker for")] = EMULATED_KEY,
+def devkit_emulate(arch: Annotated[str, typer.Argument(metavar="ARCH", help="the architecture to emulate: aarch64")],
+                   tracker: Annotated[str, typer.Option(metavar="HOST:PORT", help="HOST:PORT of the RPC tracker")],
+                   key: Annotated[str, typer.Option(metavar="KEY", help="the key jobs ask the tracker for")] = EMULATED_KEY,
                    host: HostOpt = "127.0.0.1", port: PortOpt = 9090, threads: KitThreadsOpt = None,
                    setup_only: Annotated[bool, typer.Option("--setup-only", help="set the kit up (cached), then exit")] = False) -> int:
     """An aarch64 dev kit emulated here (qemu-user): proves the ARM path end to end, not ARM speed."""
@@ -936,7 +936,7 @@ def devkit_emulate(arch: Annotated[str, typer.Argument(help="the architecture to
 
 @app.command()
 @_friendly
-def devices(tracker: Annotated[str, typer.Option(help="HOST:PORT of the RPC tracker")] = "127.0.0.1:9190",
+def devices(tracker: Annotated[str, typer.Option(metavar="HOST:PORT", help="HOST:PORT of the RPC tracker")] = "127.0.0.1:9190",
             json_out: JsonOpt = False) -> int:
     """The tracker's dev kits: keys, kits free and busy, requests pending (waiting for a free kit)."""
     from dataclasses import asdict
