@@ -867,3 +867,23 @@ def test_the_git_commit_is_the_harness_s_own_not_that_of_a_checkout_it_is_instal
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.git_commit() == "unknown"
+
+
+def test_a_ctrl_c_before_the_run_starts_says_nothing_was_stored(tmp_path):
+    """Ctrl-C while the models load: no run is in the store to be marked unfinished, and none is made."""
+    from tvmharness.errors import Interrupted
+
+    recipe = recipe_from_dict({"name": "early", "models": ["digits_cnn"], "engines": ["torch"],
+                               "output": {"dir": str(tmp_path), "store": str(tmp_path / "h.db")}})
+
+    class CtrlCWhileLoading:
+        def step(self, text):
+            if text.startswith("loading model"):
+                raise KeyboardInterrupt
+
+        def repeat(self, done, total):
+            pass
+
+    with pytest.raises(Interrupted, match="interrupted before anything was measured: nothing was stored"):
+        run_recipe(recipe, CtrlCWhileLoading())
+    assert not (tmp_path / "h.db").exists()

@@ -214,7 +214,7 @@ def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
         _print_json((extra or {}) | {"run": run, "rows": frame.drop(columns=RUN_RECIPE).to_dict("records")})
     else:
         render_run(frame, run, out)
-        err.print(f"stored {len(frame)} rows in {result.store.label} (run {result.run_id}) in {result.seconds:.0f} s", markup=False)
+        err.print(f"stored {counted(len(frame), 'row')} in {result.store.label} (run {result.run_id}) in {result.seconds:.0f} s", markup=False)
     if result.failed:
         err.print(f"[red]{len(result.failed)} row(s) failed or disagree with the baseline; see the reasons above[/red]")
         return FAILED

@@ -115,29 +115,34 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     so that the morning's report is of that night (a run without it says why and stores nothing)."""
     recipe_from_dict(recipe.model_dump(), f"'{recipe.name}'")  # changed in place in code (a list appended to): checked
     writable_folder(recipe.output.dir)  # before anything is imported or built: a failed row per build is no answer
-    import torch
+    try:  # before the run is in the store: nothing to keep, nothing to mark unfinished
+        import torch
 
-    progress = progress or _Silent()
-    started, torch_threads = time.perf_counter(), torch.get_num_threads()
-    threads = recipe.measure.threads
-    targets = resolve_all(recipe.target_names(), threads)
-    host = host_target(targets, threads)
-    for target in targets:
-        check_local_gpu(target)
-        check_local_cpu(target)
-        if any(e not in HOST_ENGINES for e in recipe.engines):  # a compiler missing: said before minutes of building
-            check_toolchain(target)
-    racks = kit_racks(recipe, targets, progress)
-    check_variants(recipe.variants)
-    unloadable: list[tuple[str, HarnessError]] = []  # one model that cannot be made costs its rows, not the night
-    models = load_models(recipe, progress, unloadable, none_left_ok=every_night)
-    for model in models if host.on_gpu else []:
-        _check_gpu_baseline(model, host)
+        progress = progress or _Silent()
+        started, torch_threads = time.perf_counter(), torch.get_num_threads()
+        threads = recipe.measure.threads
+        targets = resolve_all(recipe.target_names(), threads)
+        host = host_target(targets, threads)
+        for target in targets:
+            check_local_gpu(target)
+            check_local_cpu(target)
+            if any(e not in HOST_ENGINES for e in recipe.engines):  # a compiler missing: said before minutes of building
+                check_toolchain(target)
+        racks = kit_racks(recipe, targets, progress)
+        check_variants(recipe.variants)
+        unloadable: list[tuple[str, HarnessError]] = []  # one model that cannot be made costs its rows, not the night
+        models = load_models(recipe, progress, unloadable, none_left_ok=every_night)
+        for model in models if host.on_gpu else []:
+            _check_gpu_baseline(model, host)
 
-    provenance = snapshot() | {"threads": threads, "planned": planned_series(models, targets, host, recipe)} | (
-        {"confirms_run": confirms} if confirms is not None else {})
-    store = Store(recipe.output.store)
-    run_id = store.start_run(recipe.name, recipe.digest(), recipe.model_dump(mode="json"), provenance)
+        provenance = snapshot() | {"threads": threads, "planned": planned_series(models, targets, host, recipe)} | (
+            {"confirms_run": confirms} if confirms is not None else {})
+        store = Store(recipe.output.store)
+        run_id = store.start_run(recipe.name, recipe.digest(), recipe.model_dump(mode="json"), provenance)
+    except Interrupted:  # said already, by the stage it came in
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted before anything was measured: nothing was stored") from None
     result = RunResult(run_id=run_id, recipe=recipe, store=store, provenance=provenance,
                        unsaved=UnsavedRows(store.run(run_id), store.label, store.file))
     options = EngineOptions(frontend=recipe.frontend, cache_dir=recipe.cache_dir, threads=threads,
