@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -175,9 +176,20 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 def _log_when_piped(progress: Progress, text: str) -> None:
-    """A bar does not render in a log file or CI: there, each step becomes a line."""
-    if not progress.console.is_terminal:
+    """A bar does not render in a log file, CI or a dumb terminal: there, each step becomes a line."""
+    if not progress.console.is_interactive:
         progress.console.log(text, markup=False, highlight=False)
+
+
+@contextlib.contextmanager
+def _status(text: str):
+    """A spinner while a step runs; where a spinner does not render, a line saying the step."""
+    if err.is_interactive:
+        with err.status(text):
+            yield
+    else:
+        err.log(text, markup=False, highlight=False)
+        yield
 
 
 class _RichProgress:
@@ -342,7 +354,8 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", help
                   highlight=False)
 
     unloadable: list[tuple[str, HarnessError]] = []  # a model that cannot be made is one failed tune, as in `run`
-    models_ = load_models(chosen, unloadable=unloadable)
+    with _progress() as progress:
+        models_ = load_models(chosen, _RichProgress(progress), unloadable=unloadable)
     for spec, error in unloadable:
         failed(model_name(spec), error)
     if measure:  # a store that cannot be opened is found now, not after the tune
@@ -351,7 +364,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", help
         chosen_variant = parse_variant(spec)
         label = loaded.name if chosen_variant.is_baseline else f"{loaded.name} / {chosen_variant.name}"
         try:  # a variant is tuned as what it compiles to: its own shapes, and int8's integer kernels
-            with err.status(f"compressing {label}"):
+            with _status(f"compressing {label}"):
                 compressed = apply_variant(loaded, chosen_variant, chosen.cache_dir)
         except NotApplicable as why:
             err.print(f"{label}: not tuned: {why.cause}", markup=False, highlight=False)
@@ -498,9 +511,9 @@ def compile(model: Annotated[str, typer.Argument(metavar="MODEL", help="zoo name
     (loaded,) = load_models(defaults)
     name = loaded.name
     if not chosen.is_baseline:
-        with err.status(f"compressing {model}: {chosen.name}"):
+        with _status(f"compressing {model}: {chosen.name}"):
             loaded = apply_variant(loaded, chosen, defaults.cache_dir)
-    with err.status(f"building {model} for {target}"):
+    with _status(f"building {model} for {target}"):
         artifact = build_tvm(loaded, resolved, frontend, defaults.cache_dir, defaults.records_root)
     if out_dir is None:  # one folder per model, variant, frontend, target, thread count and input sizes asked
         parts = [name, *([] if chosen.is_baseline else [re.sub(r"[^\w.-]+", "_", chosen.name)]),
@@ -515,7 +528,7 @@ def compile(model: Annotated[str, typer.Argument(metavar="MODEL", help="zoo name
                                "of the same name, not this one", "give this one a folder of its own with --out DIR")
     check_record = {"checked": False, "summary": "not checked (--no-check)"}
     if check:  # a build that computes something else is not shipped
-        with err.status(f"checking {model} for {target} against its model"):
+        with _status(f"checking {model} for {target} against its model"):
             check_record = check_artifact(loaded, artifact, resolved, defaults, EngineOptions(
                 frontend=frontend, cache_dir=defaults.cache_dir, threads=resolved.tvm_dict.get("num-cores") or defaults.measure.threads,
                 records_root=defaults.records_root))
