@@ -287,3 +287,24 @@ def test_a_postgresql_password_is_neither_stored_with_the_run_nor_kept_with_unsa
     assert "pgpw" not in proc.stderr and f"stored 1 row in {store.label} (run {run_id})" in " ".join(proc.stderr.split())
     assert len(store.frame(run_id=run_id)) == 1
     store.engine.dispose()
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder on a read-only file system (a tmpfs mounted so): root may write anywhere else."""
+    import subprocess
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root and mount)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_new_store_on_a_read_only_file_system_is_said_to_be_read_only(read_only_folder):
+    """SQLite says 'unable to open database file': the message says why, not 'check the path'."""
+    with pytest.raises(StoreError) as refused:
+        Store(str(read_only_folder / "h.db"))
+    assert refused.value.cause == f"the results store {read_only_folder / 'h.db'} is read-only", refused.value.cause
+    assert "make it and its folder writable" in refused.value.fix

@@ -311,8 +311,9 @@ def store_problem(err: SQLAlchemyError, label: str, upgrading: bool = False, fil
     if "locked" in text or "busy" in text:
         return StoreError(f"the results store {label} stayed locked by another process for {BUSY_TIMEOUT_S} s ({said})",
                           "let the other process finish (or close a sqlite3 shell holding a transaction), then run again")
-    if "readonly" in text or "read-only" in text:
-        why = " (it is of an older schema, which is upgraded when it is opened)" if upgrading else ""
+    if "readonly" in text or "read-only" in text or ("unable to open" in text and file is not None and not os.access(
+            file if file.exists() else file.parent, os.W_OK)):  # SQLite's word for a read-only folder or file system
+        why = " (it is of an older schema, which is upgraded when it is opened)" if upgrading and (file is None or file.exists()) else ""
         return StoreError(f"the results store {label} is read-only{why}",
                           "make it and its folder writable, or copy it somewhere writable and give that with --store")
     if "full" in text or "no space" in text:
