@@ -360,8 +360,11 @@ def test_a_file_beside_a_model_named_as_a_package_does_not_replace_it(cli_dir):
 
 
 def test_missing_recipe_and_model_files(cli_dir):
-    assert_usage_error(run_cli("run", "nowhere.toml", cwd=cli_dir), "recipe file not found: nowhere.toml")
-    assert_usage_error(run_cli("bench", "missing.onnx", cwd=cli_dir), "model file not found: missing.onnx")
+    assert_usage_error(run_cli("run", "nowhere.toml", cwd=cli_dir),
+                       f"recipe file not found: nowhere.toml (looked for at {cli_dir / 'nowhere.toml'})")
+    assert_usage_error(run_cli("bench", "missing.onnx", cwd=cli_dir),
+                       f"model file not found: missing.onnx (looked for at {cli_dir / 'missing.onnx'})",
+                       "relative paths start where you run tvmharness")
 
 
 @pytest.mark.parametrize("command", [("bench", "digits_cnn", "--store", "/proc/none/h.db"),

@@ -94,13 +94,12 @@ LABELS = "labels"  # the array of class labels in a data set file
 def load_data_set(path: str, inputs: tuple[ModelInput, ...], batch: int, model: str, role: str) -> DataSet:
     """An .npz of one array per model input, named as the input, samples first (each sample one
     call's input without its batch), and optionally `labels`: class ids, one per sample."""
-    from .errors import HarnessError, counted, one_line
+    from .errors import RELATIVE_PATHS, HarnessError, counted, one_line, path_text
 
     save = (f"save one array per input, samples first, named as the inputs, with the labels if there are: "
             f"np.savez('{Path(path).stem}.npz', {', '.join(f'{i.name}=...' for i in inputs)}, {LABELS}=...)")
     if not Path(path).is_file():
-        raise HarnessError(f"{role} data for {model} not found: {path}", "check the path (relative paths start where you run "
-                                                                        "tvmharness)")
+        raise HarnessError(f"{role} data for {model} not found: {path_text(path)}", RELATIVE_PATHS)
     # numpy reads a .npy as one array and anything else as a pickle, whose errors say neither
     with open(path, "rb") as file:
         if file.read(6) == b"\x93NUMPY":

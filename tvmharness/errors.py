@@ -28,6 +28,14 @@ class HarnessError(Exception):
         return f"{self.cause} ({self.fix})" if self.fix else self.cause
 
 
+RELATIVE_PATHS = "check the path (relative paths start where you run tvmharness)"
+
+
+def path_text(path) -> str:
+    """A path as a message names it: a relative one with where it led, from this folder."""
+    return str(path) if Path(path).is_absolute() else f"{path} (looked for at {Path(path).absolute()})"
+
+
 def path_error(e: OSError) -> HarnessError:
     """An OSError about a path the user gave, as what to fix there."""
     path = Path(e.filename)

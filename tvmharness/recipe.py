@@ -15,7 +15,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, 
 from . import budgets
 from .cache import OUTPUT_DIR, content_hash
 from .engines import ENGINE_NAMES
-from .errors import HarnessError, toml_table, validation_problems
+from .errors import HarnessError, path_text, toml_table, validation_problems
 from .provenance import usable_cores
 from .results import BASELINE, DEFAULT_STORE
 
@@ -301,7 +301,7 @@ def load_recipe(path: str | Path, **overrides) -> Recipe:
     """Read and validate a recipe file; non-empty overrides (see apply_overrides) replace its values."""
     path = Path(path)
     if not path.is_file():
-        raise HarnessError(f"recipe file not found: {path}", "give the path of a .toml recipe, e.g. recipes/quickstart.toml")
+        raise HarnessError(f"recipe file not found: {path_text(path)}", "give the path of a .toml recipe, e.g. recipes/quickstart.toml")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:

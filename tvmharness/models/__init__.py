@@ -25,7 +25,7 @@ import numpy as np
 from ..cache import content_hash, file_hash
 from ..data import (FROM_EXAMPLE, GIVEN_RANGE, DataSet, Feed, ModelInput, data_set, digits_split, fed_text, input_text,
                     load_data_set, random_feeds, sizes_text)
-from ..errors import FAILED, HarnessError, one_line, toml_table
+from ..errors import FAILED, RELATIVE_PATHS, HarnessError, one_line, path_text, toml_table
 from ..measure import output_leaves
 
 SEEDED_NOTE = "seeded init, batch-norm statistics from seeded noise: no pretrained weights are downloaded"
@@ -521,7 +521,7 @@ class ModelNotMade(HarnessError):
 
 def _existing(path: Path) -> Path:
     if not path.is_file():
-        raise ModelNotMade(f"model file not found: {path}", "check the path (relative paths start where you run tvmharness)")
+        raise ModelNotMade(f"model file not found: {path_text(path)}", RELATIVE_PATHS)
     return path
 
 
