@@ -390,14 +390,14 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", help
             if not json_out:
                 tuned = sum(t.best_s is not None for t in result.tasks)
                 emulated = f" (EMULATED kit, {result.emulated}: its timings prove the path, not the board's speed)"
-                err.print(f"{label} on {resolved.name}{emulated if result.emulated else ''}: "
+                out.print(f"{label} on {resolved.name}{emulated if result.emulated else ''}: "  # the tune's result: stdout
                           f"{result.trials_run} trials in {result.seconds:.0f} s; "
                           f"{tuned} of {len(result.tasks)} tasks have records"
                           + (f" ({len(result.skipped_known)} reused from earlier tunes)" if result.skipped_known else "")
                           + (f"; {result.stopped}" if result.stopped else "") + "".join(f"; {n}" for n in result.notes)
                           + f"; records {result.records_dir}"
                           + (f" (sha256 of those its builds read: {result.records_hash[:16]})" if result.records_hash else ""),
-                          markup=False, highlight=False)
+                          markup=False, highlight=False, soft_wrap=True)
     code = max((f["exit_code"] for f in failures), default=0)
     if failures:
         err.print(f"[red]{len(failures)} tune(s) failed[/red]: " + escape("; ".join(
