@@ -654,8 +654,9 @@ def test_a_reader_that_leaves_early_ends_the_command_with_141_and_no_traceback()
     import sys
 
     for args in (["models"], ["models", "--json"]):  # rich's table, and JSON written as it is
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | {"COLUMNS": "200"}  # stdout buffered, as most have it
         proc = subprocess.Popen([sys.executable, "-m", "tvmharness", *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, cwd=ROOT, env=dict(os.environ, COLUMNS="200"))
+                                stderr=subprocess.PIPE, cwd=ROOT, env=env)
         proc.stdout.close()  # before it writes a line: every write of it finds no reader
         assert proc.wait(timeout=120) == 141, proc.stderr.read()
         assert proc.stderr.read() == b""

@@ -29,7 +29,7 @@ def _unit(module: str) -> str:
 
 
 def _imports() -> list[tuple[str, str, int]]:
-    """(importing module's file, imported unit, line) for every relative import in the package."""
+    """(importing module's file, imported unit, line) for every import of the package's own modules."""
     found = []
     for path in PACKAGE.rglob("*.py"):
         if "migrations" in path.parts:  # Alembic's revisions: loaded by Alembic, not imported
@@ -37,6 +37,10 @@ def _imports() -> list[tuple[str, str, int]]:
         parts = ["tvmharness", *path.relative_to(PACKAGE).with_suffix("").parts]
         package = parts[:-1]
         for node in ast.walk(ast.parse(path.read_text())):
+            absolute = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and not node.level and node.module else [])
+            found += [(str(path.relative_to(PACKAGE)), _unit(name), node.lineno)
+                      for name in absolute if name.startswith("tvmharness.")]
             if isinstance(node, ast.ImportFrom) and node.level:
                 base = package[:len(package) - (node.level - 1)]
                 folder = PACKAGE.parent.joinpath(*base)

@@ -240,6 +240,9 @@ def test_latencies_keep_four_significant_figures_in_the_terminal_table(tmp_path)
         assert "a_model_with_a_long_name_of_its_own" in text and "prune:0.5+finetune" in text, text
         assert max(map(len, text.splitlines())) <= width and "UNTUNED" in text, text  # the last column is not cut off
     assert "\na_model_with_a_long_name_of_its_own / prune:0.5+finetune / x86 / tvm / ok\n" in texts[100]
+    from tvmharness.report.terminal import verdict_table
+
+    Console(record=True, width=60).print(fitted(verdict_table([]), console))  # no rows: the header alone
     wide = Console(record=True, width=400)
     wide.print(fitted(run_table(narrow.frame(), narrow.runs()[-1]), wide))
     assert any("a_model_with_a_long_name_of_its_own   prune:0.5+finetune" in line and "UNTUNED" in line

@@ -308,3 +308,6 @@ def test_a_new_store_on_a_read_only_file_system_is_said_to_be_read_only(read_onl
         Store(str(read_only_folder / "h.db"))
     assert refused.value.cause == f"the results store {read_only_folder / 'h.db'} is read-only", refused.value.cause
     assert "make it and its folder writable" in refused.value.fix
+    with pytest.raises(StoreError) as missing:  # a URL's folder that is not there: a path to check, not read-only
+        Store(f"sqlite:///{read_only_folder.parent / 'no-such-folder' / 'h.db'}")
+    assert "read-only" not in missing.value.cause and "check the path" in missing.value.fix, missing.value

@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -30,17 +31,18 @@ from .remote import EMULATED_KEY
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Compile, tune and benchmark PyTorch models through Apache TVM, against PyTorch and ONNX Runtime.")
-# Piped output (CI logs, files) gets a wide page so the report table stays one line per row, unless
-# COLUMNS says how wide; piped messages are not wrapped at all (a command in a fix stays whole to copy).
-# emoji=False: ":fire:" in a path or an address is text, not an emoji
 class _Console(Console):
     def on_broken_pipe(self) -> None:
         """The reader left (`| head`): exit as a shell reports a process a broken pipe ended (141), not
         with rich's 1, which says a row failed."""
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
+        self.quiet = True  # what a `finally` prints on the way out goes nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self.file.fileno())  # nor can the exit's flush fail
         raise SystemExit(128 + signal.SIGPIPE)
 
 
+# Piped output (CI logs, files) gets a wide page so the report table stays one line per row, unless
+# COLUMNS says how wide; piped messages are not wrapped at all (a command in a fix stays whole to copy).
+# emoji=False: ":fire:" in a path or an address is text, not an emoji
 out = _Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200, emoji=False)
 err = _Console(stderr=True, log_path=False, emoji=False, soft_wrap=not sys.stderr.isatty())
 
@@ -94,14 +96,18 @@ def _friendly(command):
         except HarnessError as e:
             code = _user_error(e)
         except KeyboardInterrupt as e:  # an Interrupted says what its stage left behind
-            err.print(str(e) or INTERRUPTED.get(command.__name__, "interrupted"), markup=False, highlight=False)
+            with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) takes no message
+                err.print(str(e) or INTERRUPTED.get(command.__name__, "interrupted"), markup=False, highlight=False)
             code = _interrupted_code()
             if command.__name__ == "tune":  # freeing an interrupted MetaSchedule search can corrupt the heap
                 sys.stdout.flush()          # ("corrupted double-linked list", once in many Ctrl-Cs); its records
                 sys.stderr.flush()          # are on disk, so the process ends here, before anything is freed
                 os._exit(code)
-        except BrokenPipeError:  # a write of ours to stdout, not through rich
-            _Console.on_broken_pipe(out)
+        except BrokenPipeError as e:
+            if not _reader_left():  # another pipe (a subprocess's, a socket's): not the user's reader
+                code = _internal_error(e)
+            else:  # a write of ours to stdout, not through rich
+                out.on_broken_pipe()
         except OSError as e:
             if e.filename is not None:  # most often a path the user gave; TVMHARNESS_DEBUG=1 shows where it came from
                 error = path_error(e)
@@ -118,6 +124,13 @@ def _friendly(command):
             raise typer.Exit(code)
 
     return wrapper
+
+
+def _reader_left() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll says so of its write end)."""
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(event & select.POLLERR for _, event in poller.poll(0))
 
 
 def _user_error(e: HarnessError) -> int:
@@ -141,6 +154,7 @@ def _internal_error(e: Exception) -> int:
 def _print_json(doc) -> None:
     """Plain JSON on stdout: no colour, no wrapping of long strings, one document."""
     sys.stdout.write(_json_text(doc))
+    sys.stdout.flush()  # a reader gone is found here, in the command, not at the interpreter's exit
 
 
 def _json_text(doc) -> str:
@@ -724,7 +738,7 @@ def nightly(recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recip
                 confirm_latency(chosen, result.run_id, [(v.series, v.evidence.get("level_run_id", v.previous_run_id))
                                                         for v in suspects], _RichProgress(progress))
             except KeyboardInterrupt:  # the night itself is measured: its reports still go out
-                interrupted, failure = True, "measuring again was interrupted (Ctrl-C or SIGTERM)"
+                interrupted, failure = True, "measuring again was interrupted (Ctrl-C, SIGTERM or SIGHUP)"
                 err.print(f"{failure}; those changes stay unconfirmed", markup=False, highlight=False)
             except Exception as e:  # the night's rows are stored: its reports still go out, those changes unconfirmed
                 failure = f"measuring again failed: {reason(e, fix=False)}"
@@ -972,7 +986,8 @@ _STOPPED_BY = {"signal": signal.SIGINT}  # what interrupted the command: Ctrl-C 
 
 
 def _interrupted_code() -> int:
-    """An interrupted command's exit code as a shell gives a process that signal ended: 130 for Ctrl-C, 143 for SIGTERM."""
+    """An interrupted command's exit code as a shell gives a process that signal ended: 130 for Ctrl-C, 143 for
+    SIGTERM, 129 for SIGHUP."""
     return 128 + _STOPPED_BY["signal"]
 
 
@@ -994,6 +1009,7 @@ def main() -> None:
     if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:  # nohup's SIG_IGN stays
         signal.signal(signal.SIGHUP, _terminated)
     for stream in (sys.stdout, sys.stderr):  # a terminal or file that is not UTF-8 gets '?' for ±, →, ×
-        stream.reconfigure(errors="replace")
+        if hasattr(stream, "reconfigure"):  # (none where the descriptor was closed: `>&-`)
+            stream.reconfigure(errors="replace")
     logging.raiseExceptions = False  # a log file on a full disk: not a traceback per line (MetaSchedule logs much)
     app()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -104,9 +105,10 @@ def checks() -> list[dict]:
 
         compiler = get_cc()
     except Exception:  # TVM does not import (its row says so): the compiler it would look for first
-        compiler = "g++"
+        compiler = os.environ.get("CXX") or os.environ.get("CC") or "g++"
     found = _tool_version(compiler) if compiler else None
     result.append(_check("C++ compiler", found is not None,
-                         found or (f"{compiler} (from $CXX or $CC) not found" if compiler else "none of $CXX, $CC, g++, gcc, clang++, clang, c++, cc"),
+                         found or (f"{compiler}{' (from $CXX or $CC)' if compiler in (os.environ.get('CXX'), os.environ.get('CC')) else ''} "
+                                   "not found" if compiler else "none of $CXX, $CC, g++, gcc, clang++, clang, c++, cc"),
                          "apt-get install g++ (it links every TVM module), or set CXX to a compiler that is installed", True))
     return result

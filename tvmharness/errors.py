@@ -45,7 +45,7 @@ def path_error(e: OSError) -> HarnessError:
             return HarnessError(f"{file} is a file, not a folder" + (f": cannot make {path}" if file != path else ""),
                                 "give a folder (one that does not exist yet is made), not a file")
     if isinstance(e, FileNotFoundError):
-        return HarnessError(f"cannot use {e.filename}: {e.strerror or e}", "check the path (a typo?), or give another")
+        return HarnessError(f"cannot use {path_text(e.filename)}: {e.strerror or e}", "check the path (a typo?), or give another")
     return HarnessError(f"cannot use {e.filename}: {e.strerror or e}",
                         "check that this user may use the path (read it, or write there), or give another")
 

@@ -3,6 +3,7 @@ of the same run and stored as soon as it is measured. A row that fails does not 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -173,9 +174,10 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
         torch.set_num_threads(torch_threads)  # the torch engine's threads are the run's: a notebook's own are as they were
     try:
         store.finish_run(run_id)  # only a run that went through: one cut short stays unfinished, and reports say so
-        if result.unsaved.rows:  # the store takes writes again: the rows it refused go in now
+        if result.unsaved.rows:  # the store takes writes again (a lock let go, a server back): the rows it refused go in
             store.load_unsaved(result.unsaved)
-            result.unsaved.path.unlink()
+            with contextlib.suppress(OSError):  # (stored: a file left is loaded as rows already there)
+                result.unsaved.path.unlink()
             result.unsaved = UnsavedRows(store.run(run_id), store.label, store.file)
     except StoreError as err:
         result.unsaved.keep_finished(err, recipe.output.dir)
@@ -479,7 +481,7 @@ def _failed(row: dict, status: str, err: Exception) -> dict:
 def _store(store: Store, result: RunResult, row: dict) -> None:
     interrupted = row.pop("_interrupted", False)
     try:
-        if result.unsaved.rows:  # refused before: no second wait per row (a lock's is a minute); tried at the run's end
+        if result.unsaved.rows and result.unsaved.problem.locked:  # no second minute's wait per row; tried at the end
             raise result.unsaved.problem
         row["id"] = store.add(result.run_id, row)
     except StoreError as err:  # the run goes on; the row waits in a file
@@ -549,7 +551,7 @@ def _record_memory(row: dict, model: LoadedModel, target: Target, session, feed,
     except Exception as err:  # a missing figure is said in the row, not a failed row
         row["details"]["memory_error"] = reason(err)
     except KeyboardInterrupt:  # the row's latency is measured: it is stored, then the Ctrl-C goes on (_store)
-        row["details"]["memory_error"] = "interrupted (Ctrl-C or SIGTERM)"
+        row["details"]["memory_error"] = "interrupted (Ctrl-C, SIGTERM or SIGHUP)"
         row["_interrupted"] = True
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import logging
+import os
 import re
 import tempfile
 from datetime import datetime, timezone
@@ -303,16 +303,28 @@ BUSY_TIMEOUT_S = 60
 class StoreError(HarnessError):
     """The store refused a read or a write (locked, read-only, full, damaged, unreachable)."""
 
+    locked = False  # locked past BUSY_TIMEOUT_S: each write would wait that long again
+
+
+def _read_only(file: Path) -> bool:
+    """Whether a SQLite file, or the folder it would be made in, cannot be written: a read-only file
+    system (root writes anywhere else), or a file or folder this user may not write."""
+    place = file if file.exists() else file.parent
+    if not place.exists():
+        return False  # a folder that is not there: a path to check, not a read-only one
+    return bool(os.statvfs(place).f_flag & os.ST_RDONLY) or not os.access(place, os.W_OK)
+
 
 def store_problem(err: SQLAlchemyError, label: str, upgrading: bool = False, file: Path | None = None) -> StoreError:
     """A database error as what it means for the store (`file`: a SQLite store's), and what to do."""
     said = one_line(getattr(err, "orig", None) or err)
     text = said.lower()
     if "locked" in text or "busy" in text:
-        return StoreError(f"the results store {label} stayed locked by another process for {BUSY_TIMEOUT_S} s ({said})",
-                          "let the other process finish (or close a sqlite3 shell holding a transaction), then run again")
-    if "readonly" in text or "read-only" in text or ("unable to open" in text and file is not None and not os.access(
-            file if file.exists() else file.parent, os.W_OK)):  # SQLite's word for a read-only folder or file system
+        locked = StoreError(f"the results store {label} stayed locked by another process for {BUSY_TIMEOUT_S} s ({said})",
+                            "let the other process finish (or close a sqlite3 shell holding a transaction), then run again")
+        locked.locked = True
+        return locked
+    if "readonly" in text or "read-only" in text or ("unable to open" in text and file is not None and _read_only(file)):
         why = " (it is of an older schema, which is upgraded when it is opened)" if upgrading and (file is None or file.exists()) else ""
         return StoreError(f"the results store {label} is read-only{why}",
                           "make it and its folder writable, or copy it somewhere writable and give that with --store")

@@ -142,15 +142,20 @@ def records_hash(directory: Path) -> str | None:
 def model_records_hash(directory: Path, workloads: set[str]) -> str | None:
     """A hash of the folder's records of these workloads (a model's: model_workloads), for build keys:
     another model tuned into the folder changes the folder, not them. None: the folder holds none."""
+    try:
+        workload_lines = (directory / WORKLOADS).read_text().splitlines()
+        record_lines = (directory / RECORDS).read_text().splitlines()
+    except FileNotFoundError:  # moved away since the folder was hashed
+        return None
     keys = []
-    for line in (directory / WORKLOADS).read_text().splitlines():
+    for line in workload_lines:
         if line.strip():
             try:
                 keys.append(json.loads(line)[0])
             except (ValueError, TypeError, IndexError, KeyError):
                 keys.append(None)  # a line cut short (a tune killed, or appending now): no record of it counts
     own = []
-    for line in (directory / RECORDS).read_text().splitlines():
+    for line in record_lines:
         try:
             index, record = json.loads(line)
         except (ValueError, TypeError):
@@ -702,9 +707,10 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
         except Exception as err:
             full = next((reason for reason in FOLDER_REASONS if reason in str(err)), None)
             if full is not None:  # MetaSchedule's own write (a record, a log line), said as a RuntimeError
-                raise HarnessError(f"tuning stopped: cannot write its records or logs in {directory} ({full})",
-                                   f"free space there (or make it writable), or give another --output-dir; {TUNE_RECORDS_KEPT}",
-                                   exit_code=FAILED) from None
+                raise HarnessError(f"tuning stopped: a write failed ({full}); it writes its records and logs in {directory} "
+                                   f"and its candidates in the temporary folder ({tempfile.gettempdir()})",
+                                   f"free space there (or make it writable), or give another --output-dir or TMPDIR; "
+                                   f"{TUNE_RECORDS_KEPT}", exit_code=FAILED) from err
             if not state.stopped and not interrupted():  # else: the loop was ended (_StopTuning), its records are kept
                 raise
         finally:  # candidates a stopped tune had queued never run: they would load the CPU under what comes next
@@ -843,7 +849,7 @@ def _follow_scheduler_log(log_dir: Path, n_tasks: int, progress: TuneProgress, i
         while not stop.wait(0.5):
             if interrupted() and not told:
                 told = True
-                progress.step("interrupted (Ctrl-C or SIGTERM): stopping once the candidates being built are done (a second one stops at once)")
+                progress.step("interrupted (Ctrl-C, SIGTERM or SIGHUP): stopping once the candidates being built are done (a second one stops at once)")
             if not path.is_file():
                 continue
             with open(path) as f:

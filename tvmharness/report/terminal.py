@@ -89,7 +89,7 @@ def fitted(table: Table, console: Console, keys: int = 5):
     (digits_c / nn reads as no name): text wraps between words, the widest first. Where even that
     does not fit the console, each row is a line of its first `keys` cells (model / variant / target /
     engine / status) and an indented line of every other column's name and value: rich would cut
-    the columns on the right off, and break every name into strips."""
+    the columns on the right off, and break every name into strips. Sets the table's column widths."""
     def width(cell) -> int:
         return max((cell_len(line) for line in plain(cell).splitlines()), default=0)
 
@@ -98,8 +98,8 @@ def fitted(table: Table, console: Console, keys: int = 5):
 
     columns = table.columns
     natural = [max(width(cell) for cell in (column.header, *column.cells)) for column in columns]
-    least = [max(longest_word(column.header), *(width(c) if column.justify == "right" else longest_word(c)
-                                                 for c in column.cells)) for column in columns]
+    least = [max([longest_word(column.header), *(width(c) if column.justify == "right" else longest_word(c)
+                                                  for c in column.cells)]) for column in columns]
     room = console.width - (2 if table.show_edge else 0) - (len(columns) - 1) - 2 * len(columns)  # edges, gaps, padding
     if sum(least) <= room:
         widths = natural[:]
