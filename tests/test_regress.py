@@ -526,6 +526,7 @@ def test_a_run_stopped_before_its_first_row_is_not_the_report_s_default(store):
 def test_a_store_without_measurements_is_an_error_not_a_clean_night(tmp_path):
     """A mistyped store path makes an empty store: judging it is an error, never "no regressions"."""
     from tvmharness.errors import HarnessError
+    from tvmharness.provenance import snapshot
     from tvmharness.report.html import render_html
 
     typo = Store(str(tmp_path / "histroy.db"))
@@ -534,6 +535,11 @@ def test_a_store_without_measurements_is_an_error_not_a_clean_night(tmp_path):
             judging()
     with pytest.raises(HarnessError, match="run 7 is not in .*histroy.db"):
         typo.run(7)
+    # a run under way that has stored no row yet is said as that, not as an empty store
+    started = typo.start_run("nightly", "h" * 16, {}, snapshot())
+    with pytest.raises(HarnessError, match=f"no measurements in .*histroy.db yet: run {started}, started .* UTC, has stored "
+                                           "no row \\(it is still running, or it stopped before its first row\\)"):
+        judge_run(typo)
 
 
 def test_the_verdict_tables_name_the_accuracy_measure(store):

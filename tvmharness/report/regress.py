@@ -39,7 +39,7 @@ import numpy as np
 from ..data import input_text
 from ..recipe import Regression
 from ..results import BASELINE, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_RECIPE, plain
-from . import ms_text, peak_memory, points_text, present, target_text
+from . import ms_text, peak_memory, points_text, present, target_text, time_text
 
 SERIES = ("hostname", "target", "model", "variant", "engine")
 
@@ -460,6 +460,11 @@ def judge_run(store, run_id: int | None = None, unconfirmed_why: str | None = No
     runs, frame = store.runs(), store.frame() if frame is None else frame
     ids = set(frame["run_id"])  # a run stopped before its first row (Ctrl-C) has none
     measured = [r for r in runs if r["id"] in ids]
+    if not measured and runs:  # a run under way that has not stored its first row yet
+        newest = runs[-1]
+        raise HarnessError(f"no measurements in {store.label} yet: run {newest['id']}, started {time_text(newest['started'])}, "
+                           "has stored no row (it is still running, or it stopped before its first row)",
+                           "report once it has stored rows, or run a recipe into the store (`tvmharness run RECIPE`)")
     if not measured:
         raise HarnessError(f"no measurements in {store.label}", "run a recipe into it first (`tvmharness run RECIPE`), "
                            "or check the store's path or URL")
