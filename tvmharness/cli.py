@@ -778,9 +778,7 @@ def cache(output_dir: OutputDirOpt = None,
     from .report import size_text
 
     root = (output_dir or Output().dir) / "cache"
-    if prune_unused_for and prune_unused_for.strip().replace(".", "", 1).isdigit():  # bare seconds: "14" would empty it
-        raise HarnessError(f"--prune-unused-for {prune_unused_for} gives no unit", "write it with one, e.g. 14d or 36h")
-    removed = prune_cache(root, parse_duration(prune_unused_for)) if prune_unused_for else []
+    removed = prune_cache(root, parse_duration(prune_unused_for, "--prune-unused-for")) if prune_unused_for else []
     stages: dict[str, dict] = {}
     for entry in cache_entries(root):
         stage = stages.setdefault(entry.stage, {"stage": entry.stage, "entries": 0, "bytes": 0, "oldest_use": entry.last_used})

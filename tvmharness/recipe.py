@@ -22,12 +22,15 @@ from .results import BASELINE, DEFAULT_STORE
 DEFAULT_ENGINES = ("tvm", "torch", "onnxruntime")  # of ENGINE_NAMES; "tvm-untuned" compares tuning, "torch-compile" TorchInductor
 
 
-def parse_duration(text: str | None) -> float | None:
-    """'90s', '30m', '2h', '1h30m', '14d' or plain seconds -> seconds."""
+def parse_duration(text: str | None, unit_required_by: str | None = None) -> float | None:
+    """'90s', '30m', '2h', '1h30m', '14d' or plain seconds -> seconds. `unit_required_by`: the flag the
+    text came from, where plain seconds would surprise (`--prune-unused-for 14` would empty the cache)."""
     if text is None or text == "":
         return None
-    text = str(text).strip().lower()
+    given, text = text, str(text).strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", text):
+        if unit_required_by:
+            raise HarnessError(f"{unit_required_by} {given} gives no unit", "write it with one, e.g. 14d or 36h")
         seconds = float(text)
     else:
         parts = re.findall(r"(\d+(?:\.\d+)?)\s*([dhms])", text)
