@@ -107,8 +107,12 @@ def checks() -> list[dict]:
     except Exception:  # TVM does not import (its row says so): the compiler it would look for first
         compiler = os.environ.get("CXX") or os.environ.get("CC") or "g++"
     found = _tool_version(compiler) if compiler else None
-    result.append(_check("C++ compiler", found is not None,
-                         found or (f"{compiler}{' (from $CXX or $CC)' if compiler in (os.environ.get('CXX'), os.environ.get('CC')) else ''} "
-                                   "not found" if compiler else "none of $CXX, $CC, g++, gcc, clang++, clang, c++, cc"),
+    if not compiler:
+        missing = "none of $CXX, $CC, g++, gcc, clang++, clang, c++, cc"
+    elif compiler in (os.environ.get("CXX"), os.environ.get("CC")):
+        missing = f"{compiler} (from $CXX or $CC) not found"
+    else:
+        missing = f"{compiler} not found"
+    result.append(_check("C++ compiler", found is not None, found or missing,
                          "apt-get install g++ (it links every TVM module), or set CXX to a compiler that is installed", True))
     return result
