@@ -189,20 +189,17 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
     pass
 
 
-def _log_when_piped(progress: Progress, text: str) -> None:
-    """A bar does not render in a log file, CI or a dumb terminal: there, each step becomes a line."""
-    if not progress.console.is_interactive:
-        progress.console.log(text, markup=False, highlight=False)
+def _log_when_piped(console: Console, text: str) -> None:
+    """A bar or spinner does not render in a log file, CI or a dumb terminal: there, each step becomes a line."""
+    if not console.is_interactive:
+        console.log(text, markup=False, highlight=False)
 
 
 @contextlib.contextmanager
 def _status(text: str):
     """A spinner while a step runs; where a spinner does not render, a line saying the step."""
-    if err.is_interactive:
-        with err.status(text):
-            yield
-    else:
-        err.log(text, markup=False, highlight=False)
+    _log_when_piped(err, text)
+    with err.status(text) if err.is_interactive else contextlib.nullcontext():
         yield
 
 
@@ -217,7 +214,7 @@ class _RichProgress:
 
     def step(self, text: str) -> None:
         self.progress.update(self.task, description=text, **self.step_resets)
-        _log_when_piped(self.progress, text)
+        _log_when_piped(self.progress.console, text)
 
     def repeat(self, done: int, total: int) -> None:
         self.progress.update(self.task, total=total, completed=done)
