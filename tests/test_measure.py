@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -21,6 +24,27 @@ def test_time_call_runs_warmup_and_repeats():
     lat = time_call(lambda: calls.append(1), warmup=3, repeats=30)
     assert len(calls) == 33
     assert len(lat.samples_ms) == 30 and all(s >= 0 for s in lat.samples_ms)
+
+
+@pytest.mark.alone  # it reads what else the host's CPUs do
+def test_a_row_timed_beside_another_process_s_work_says_how_many_cpus_that_work_took():
+    """Other processes' busy CPUs are counted while a row is timed; this process's own threads are not."""
+    def spin(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+
+    own = time_call(lambda: spin(0.002), warmup=1, repeats=30, span_s=1.0).other_load  # it keeps a CPU busy itself
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # (the interpreter started)
+        beside = time_interleaved([lambda: time.sleep(0.002)] * 2, warmup=1, repeats=30, span_s=1.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert own["of_cpus"] == len(os.sched_getaffinity(0)) and own["cores"] < 0.5, own
+    assert beside[0].other_load == beside[1].other_load and beside[0].other_load["cores"] >= 0.7, beside[0].other_load
+    assert time_call(lambda: None, warmup=1, repeats=3).other_load is None  # a window of microseconds: too short to tell
 
 
 def test_paced_samples_are_due_evenly_over_the_span_and_the_model_keeps_running_between():

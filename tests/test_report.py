@@ -211,6 +211,28 @@ def test_a_row_timed_while_the_host_was_busy_is_marked_unsteady(tmp_path):
     assert "a / fp32 / tvm 1.6x" in note and "b / fp32 / tvm 1.6x" in note and "c / fp32" not in note
 
 
+def test_a_row_whose_cpus_other_work_shared_is_marked_busy_and_its_verdict_says_so(tmp_path):
+    """BUSY: other processes' work beyond the CPUs a row left free (details.other_load, measured while it was timed)."""
+    from tvmharness.report.regress import provenance_changes, row_provenance
+    from tvmharness.report.terminal import footnotes, row_notes
+
+    store = _one_run(tmp_path / "h.db", [
+        {"engine": "torch", "is_baseline": True, "details": {"other_load": {"cores": 1.4, "of_cpus": 2}}},  # 2 threads of 2 CPUs
+        {"engine": "onnxruntime", "details": {"other_load": {"cores": 0.2, "of_cpus": 2}}},  # the host's own murmur
+        {"engine": "tvm", "threads": 4, "details": {"other_load": {"cores": 9.0, "of_cpus": 16}}},  # 12 CPUs were free
+        {"engine": "tvm", "model": "n", "threads": 4, "details": {"other_load": {"cores": 13.0, "of_cpus": 16}}},
+        {"engine": "tvm", "model": "kit"}])  # a kit's row: not measured, not marked
+    rows = store.frame().to_dict("records")
+    assert ["BUSY" in row_notes(r) for r in rows] == [True, False, False, True, False]
+    (note,) = [line for line in footnotes(store.frame()) if line.startswith("BUSY")]
+    assert "m / fp32 / torch 1.4 of 2 CPUs" in note and "n / fp32 / tvm 13.0 of 16 CPUs" in note
+    assert "onnxruntime" not in note and "9.0" not in note
+    quiet, crowded = row_provenance(rows[1]), row_provenance(rows[0])
+    assert (quiet["host while timing"], crowded["host while timing"]) == ("quiet", "busy")
+    assert "host while timing" not in row_provenance(rows[4])
+    assert {"what": "host while timing", "before": "quiet", "after": "busy"} in provenance_changes([(1, quiet)], crowded)
+
+
 def test_sizes_are_printed_in_decimal_units_everywhere():
     from tvmharness.report import size_text
 

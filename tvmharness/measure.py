@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -18,6 +19,7 @@ class Latency:
     p90_ms: float
     p10_ms: float
     iqr_ms: float
+    other_load: dict | None = None  # OtherLoad.figures() over the timing: what else kept the CPUs busy
 
     @property
     def slowest_quarter_ms(self) -> float:
@@ -32,6 +34,43 @@ class Latency:
         q10, q25, q50, q75, q90 = np.percentile(a, [10, 25, 50, 75, 90])
         return cls(samples_ms=[round(float(s), 6) for s in a], median_ms=float(q50), p90_ms=float(q90),
                    p10_ms=float(q10), iqr_ms=float(q75 - q25))
+
+
+class OtherLoad:
+    """How many of the CPUs this process may run on other processes kept busy, on average, from its
+    making to `figures()`: their busy time (steal too: on a VM, another guest had the CPU) less this
+    process's own CPU time (every thread of it). Rows timed while the host was shared say so."""
+
+    def __init__(self):
+        import psutil
+
+        self._psutil, self._process = psutil, psutil.Process()
+        try:
+            self._cpus = sorted(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            self._cpus = list(range(os.cpu_count() or 1))
+        self._start = self._read()
+
+    def _read(self) -> tuple[float, float, float] | None:
+        """(busy seconds of this process's CPUs, its own CPU seconds, now); None where /proc cannot say."""
+        try:
+            per_cpu = self._psutil.cpu_times(percpu=True)
+            if max(self._cpus) >= len(per_cpu):  # an offline CPU shifts the list: no longer one entry per CPU number
+                return None
+            busy = sum(t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
+                       for t in (per_cpu[i] for i in self._cpus))  # (guest time is counted in user already)
+            own = self._process.cpu_times()
+            return busy, own.user + own.system, time.monotonic()
+        except (OSError, self._psutil.Error):
+            return None
+
+    def figures(self) -> dict | None:
+        """{"cores": other processes' busy CPUs on average, "of_cpus": the CPUs this process may run on}."""
+        end = self._read()
+        if self._start is None or end is None or end[2] - self._start[2] < 0.05:  # (CPU times count in 10 ms ticks)
+            return None
+        busy, own, seconds = (b - a for a, b in zip(self._start, end))
+        return {"cores": round(max(0.0, busy - own) / seconds, 2), "of_cpus": len(self._cpus)}
 
 
 def paced(repeats: int, span_s: float, keep_running: Callable[[], object]) -> Iterator[int]:
@@ -69,6 +108,7 @@ def time_interleaved(calls: list[Callable[[], object]], warmup: int, repeats: in
             call()
 
     samples: list[list[float]] = [[] for _ in calls]
+    load = OtherLoad()
     for i in paced(repeats, span_s, keep_running):
         for k in range(len(calls)):
             j = (i + k) % len(calls)
@@ -77,7 +117,8 @@ def time_interleaved(calls: list[Callable[[], object]], warmup: int, repeats: in
             samples[j].append((time.perf_counter_ns() - start) / 1e6)
         if on_repeat is not None:
             on_repeat(i + 1, repeats)
-    return [Latency.from_samples(s) for s in samples]
+    figures = load.figures()
+    return [replace(Latency.from_samples(s), other_load=figures) for s in samples]
 
 
 def output_leaves(out, tensor_type: type) -> list:

@@ -313,7 +313,7 @@ def _measure_ab(tonight: dict, before: dict, build: Artifact, earlier: Artifact,
                samples_ms=latency.samples_ms)
     row["details"] = {k: tonight["details"].get(k) for k in ("build_key", "artifact_dir", "tuning_records", "compression",
                                                               "model_digest", "inputs", "data")} | {
-        "span_s": m.span_s, "ab_reference": {"run_id": int(before["run_id"]), "build_key": before["details"].get("build_key"),
+        "span_s": m.span_s, "other_load": latency.other_load, "ab_reference": {"run_id": int(before["run_id"]), "build_key": before["details"].get("build_key"),
                          "artifact_dir": str(earlier.dir), "samples_ms": reference.samples_ms}}
     return row
 
@@ -558,6 +558,8 @@ def _record_memory(row: dict, model: LoadedModel, target: Target, session, feed,
 def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, recipe: Recipe) -> None:
     row.update(median_ms=latency.median_ms, p90_ms=latency.p90_ms, iqr_ms=latency.iqr_ms, samples_ms=latency.samples_ms)
     row["details"]["span_s"] = recipe.measure.span_s  # samples spread over seconds of running, or back to back: a setup
+    if latency.other_load is not None:  # what else kept the host's CPUs busy meanwhile (a report marks it BUSY)
+        row["details"]["other_load"] = latency.other_load
     # Whether most calls waited for something else, or a burst of it held a quarter of them (the median
     # may still read well, and the spread shows hundreds of percent): either way, measure it again.
     if latency.p10_ms and latency.slowest_quarter_ms > UNSTEADY * latency.p10_ms:

@@ -39,7 +39,7 @@ import numpy as np
 from ..data import input_text
 from ..recipe import Regression
 from ..results import BASELINE, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_RECIPE, plain
-from . import ms_text, peak_memory, points_text, present, target_text, time_text
+from . import busy, ms_text, peak_memory, points_text, present, target_text, time_text
 
 SERIES = ("hostname", "target", "model", "variant", "engine")
 
@@ -376,6 +376,8 @@ def row_provenance(row: dict) -> dict:
     for key in ("compression", "variant_config"):
         if details.get(key) is not None:
             _flatten(key, details[key], out)
+    if details.get("other_load"):  # whether other work shared its CPUs: a why, not a change of build
+        out["host while timing"] = "busy" if busy(row) else "quiet"
     if details.get("kit"):  # measured on a dev kit: which one, and what it runs
         out["dev kit"] = details["kit"]
         _flatten("dev kit", details.get("kit_info") or {}, out)
@@ -416,7 +418,7 @@ def provenance_changes(references: list[tuple[int, dict]], after: dict, known_on
     return changed
 
 
-NOT_STEPS = ("git commit", "os", "recipe ", "eval data", "usable cores")  # keys (or prefixes) that change no build nor model
+NOT_STEPS = ("git commit", "os", "recipe ", "eval data", "usable cores", "host while timing")  # keys (or prefixes) that change no build nor model
 
 
 def provenance_steps(provenances: list[dict]) -> list[bool]:

@@ -14,7 +14,7 @@ from ..data import input_text
 from ..errors import toml_table
 from ..provenance import cores_text, threads_text
 from ..results import BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
-from . import (baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, points_text, present, shown,
+from . import (baseline_label, busy, gpu_text, kit_text, ms_text, number_text, peak_memory, points_text, present, shown,
                size_cell, size_text, spread_text, time_text, unfinished)
 from .compression import best_variants, compression_table, variant_notes
 from .regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, MORE_ACCURATE, NEW, NOT_MEASURED, SAME, SLOWER,
@@ -41,6 +41,8 @@ def row_notes(r: dict) -> list[str]:
         notes.append("EMULATED")
     if details.get("unsteady"):
         notes.append("UNSTEADY")
+    if busy(r):
+        notes.append("BUSY")
     if details.get("retried_after"):
         notes.append("RETRIED")
     if present(r["cache_hit"]) and r["status"] != BUILD_FAILED:
@@ -269,6 +271,12 @@ def footnotes(frame) -> list[str]:
     if unsteady:
         lines.append(f"UNSTEADY: a quarter of the samples or more are far above the fastest tenth ({', '.join(unsteady)}): "
                      "something else had the host while they ran; measure them again before reading their latency")
+    crowded = [f"{r['model']} / {r['variant']} / {r['engine']} {r['details']['other_load']['cores']:.1f} of "
+               f"{r['details']['other_load']['of_cpus']} CPUs" for r in rows if busy(r)]
+    if crowded:
+        lines.append(f"BUSY: other processes kept the CPUs busy while rows were timed ({', '.join(crowded)}, on average): "
+                     "their threads shared cores with that work, so their latency is the shared host's, not the model's "
+                     "alone; measure them again with the host quiet")
     for r in rows:
         if (r["details"] or {}).get("retried_after"):
             lines.append(f"RETRIED: {r['model']} / {r['variant']} / {r['engine']} was measured on kit {r['details']['kit']} "
