@@ -718,6 +718,7 @@ def test_rows_a_store_refuses_mid_run_are_kept_and_load_into_their_run_later(wor
     proc = run_cli("store", "load", str(kept[0]))
     assert proc.returncode == 0, proc.stderr
     assert f"stored 1 row in {out / 'history.db'} (run 1)" in " ".join(proc.stderr.split())
+    assert f"`tvmharness report --run 1 --store {out / 'history.db'}` shows the run" in " ".join(proc.stderr.split())
     rows = store.frame()
     assert list(rows["engine"]) == ["torch", "onnxruntime"] and set(rows["run_id"]) == {1}
     onnx = rows[rows["engine"] == "onnxruntime"].iloc[0]
@@ -751,6 +752,7 @@ def test_kept_rows_load_into_another_store_as_a_copy_of_their_run_and_a_wrong_fi
     proc = run_cli("store", "load", str(kept.path), "--store", str(other))
     assert proc.returncode == 0, proc.stderr
     assert "(run 2, a copy of run 1's record (that store does not hold it))" in " ".join(proc.stderr.split())
+    assert f"`tvmharness report --run 2 --store {other}` shows the run" in " ".join(proc.stderr.split())
     frame = Store(str(other)).frame()
     assert list(frame["run_id"]) == [2] and frame.iloc[0]["samples_ms"] == [2.0, 2.5]
     assert frame.iloc[0]["recipe_name"] == "r" and frame.iloc[0]["run_provenance"]["git_commit"] == snapshot()["git_commit"]

@@ -689,11 +689,12 @@ def store_load(file: Annotated[Path, typer.Argument(metavar="FILE", help="an uns
         file.unlink()  # in the store now
     where = f"run {run_id}" if same else f"run {run_id}, a copy of run {kept.run['id']}'s record (that store does not hold it)"
     already = f"; {counted(there, 'row')} of them {'was' if there == 1 else 'were'} there already (a copy of the file loaded before)" if there else ""
-    err.print(f"stored {counted(len(kept.rows) - there, 'row')} in {into.label} ({where}){already}; removed {file}",
-              markup=False, highlight=False)
+    report_run = f"`tvmharness report --run {run_id} --store {'URL' if hides_password(into.label) else into.label}`"
+    err.print(f"stored {counted(len(kept.rows) - there, 'row')} in {into.label} ({where}){already}; removed {file}; "
+              f"{report_run} shows the run", markup=False, highlight=False)
     if kept.cut_short == "row":
         err.print(f"warning: its last line was cut short (its disk filled as it was written) and is not stored: measure "
-                  f"that row again (`tvmharness report --run {run_id}` shows which are there)", markup=False, highlight=False)
+                  f"that row again ({report_run} shows which are there)", markup=False, highlight=False)
     elif kept.cut_short == "end":
         err.print(f"warning: its last line, when run {run_id} finished, was cut short: the run stays unfinished, its rows "
                   "all stored", markup=False, highlight=False)
