@@ -484,6 +484,15 @@ def test_variant_rows_are_measured_stored_and_judged(workdir):
     assert rows[("tiny_mlp", "distill:epochs=2", "—")]["status"] == NOT_APPLICABLE
     assert rows[("tiny_mlp", "prune:0.5+finetune:2", "tvm")]["status"] == OK  # data-free fine-tune on noise
     assert not [r for r in result.failed], [(r["variant"], r["engine"], r["reason"]) for r in result.failed]
+    # A variant's speed-up over fp32 on its engine comes from the two timed in turns, not from their rows' windows.
+    for engine in ("tvm", "torch", "onnxruntime"):
+        turns = int8_ort["details"]["fp32_in_turns"] if engine == "onnxruntime" else \
+            rows[("digits_cnn", "prune:0.5+finetune:2", engine)]["details"]["fp32_in_turns"]
+        assert len(turns["samples_ms"]) == len(turns["fp32_samples_ms"]) == 30
+        assert turns["median_ms"] == pytest.approx(float(np.median(turns["samples_ms"])))
+    assert int8_ort["details"]["speedup_vs_fp32"] == pytest.approx(
+        int8_ort["details"]["fp32_in_turns"]["fp32_median_ms"] / int8_ort["details"]["fp32_in_turns"]["median_ms"])
+    assert "fp32_in_turns" not in rows[("digits_cnn", "fp32", "tvm")]["details"]  # fp32 itself: nothing to pair with
 
     stored = result.frame()
     row = stored[(stored["variant"] == "prune:0.5+finetune:2") & (stored["engine"] == "tvm")

@@ -325,6 +325,8 @@ def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: 
     model.compression = baseline_metrics(model)
     baseline = _measure(model, BASELINE, host, baseline_engine, True, inputs, None, recipe, options, progress)
     reference = baseline.pop("_outputs", None)
+    # (target, engine) -> the fp32 row's bound call there: the variants after it are timed in turns with it
+    fp32_calls = {(host.name, baseline["engine"]): baseline.pop("_call", None)}
     if model.cache_hit is not None:
         baseline["details"]["trained_model_from_cache"] = model.cache_hit
     others = len(recipe.variants) > 1 or len(targets) > 1 or any(e != baseline_engine for e in recipe.engines)
@@ -369,8 +371,13 @@ def _run_model(model: LoadedModel, targets: list[Target], host: Target, recipe: 
                 else:
                     _store(store, result, kit_row)
                 continue
-            row = _measure(variant_model, variant.name, target, engine, False, inputs, own, recipe, options, progress)
+            fp32_call = None if variant.is_baseline else fp32_calls.get((target.name, engine))
+            row = _measure(variant_model, variant.name, target, engine, False, inputs, own, recipe, options, progress,
+                           fp32_call)
+            call = row.pop("_call", None)
             compare.apply(row, row.pop("_outputs", None), variant_model, recipe)
+            if variant.is_baseline and row["status"] == OK:
+                fp32_calls[(target.name, engine)] = call
             _store(store, result, row)
 
 
@@ -497,7 +504,11 @@ def _row(model: LoadedModel, variant: str, target: Target, engine, is_baseline: 
 
 
 def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str, is_baseline: bool,
-             inputs, reference, recipe: Recipe, options: EngineOptions, progress: Progress) -> dict:
+             inputs, reference, recipe: Recipe, options: EngineOptions, progress: Progress, fp32_call=None) -> dict:
+    """A row measured: built (or loaded), its outputs checked, timed; with `fp32_call` (the fp32 row's
+    bound call on the same target and engine) timed again in turns with it, for its speed-up over
+    fp32. The row's own bound call comes back as row["_call"] where it ran (an fp32 row's is that of
+    the variants after it)."""
     engine = get_engine(engine_name)
     row = _row(model, variant, target, engine, is_baseline)
     label = f"{model.name} / {variant} / {target.name} / {engine.name}"
@@ -517,9 +528,13 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
     try:
         outputs = [session.run(x) for x in inputs]
         m = recipe.measure
-        latency = time_call(session.bind(inputs[0]), m.warmup, m.repeats, m.span_s, progress.repeat)
+        call = session.bind(inputs[0])
+        latency = time_call(call, m.warmup, m.repeats, m.span_s, progress.repeat)
     except Exception as err:
         return _failed(row, RUN_FAILED, err)
+    if fp32_call is not None:
+        progress.step(f"timing {label} and fp32 in turns")
+        _time_against_fp32(row, call, fp32_call, recipe, progress)
     row["details"]["measure_seconds"] = round(time.perf_counter() - clock, 3)
     if session.profile is not None:  # after the timing, so the profiler's hook never slows a sample
         try:
@@ -527,10 +542,28 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
         except Exception as err:  # a missing profile only loses the operator diff, not the row
             row["details"]["profile_error"] = f"{type(err).__name__}: {one_line(err)}"
     _record_outputs(row, model, latency, outputs, reference, recipe)
-    if recipe.measure.memory:
+    if recipe.measure.memory and not row.get("_interrupted"):
         progress.step(f"measuring the memory of {label} in a process of its own")
         _record_memory(row, model, target, session, inputs[0], options)
+    row["_call"] = call
     return row
+
+
+def _time_against_fp32(row: dict, call, fp32_call, recipe: Recipe, progress: Progress) -> None:
+    """A variant and fp32 on its engine, timed in turns (time_interleaved): a spell of host load between
+    their own rows' windows moves one row's median and not the other's, and a 15% mode switch would
+    read as a 1.15x gain; in turns it falls on both. Their medians there give details.speedup_vs_fp32."""
+    m = recipe.measure
+    try:
+        mine, fp32 = time_interleaved([call, fp32_call], m.warmup, m.repeats, m.span_s, progress.repeat)
+    except Exception as err:  # the row stands; its speed-up over fp32 comes from the two rows' own windows
+        row["details"]["fp32_in_turns_error"] = reason(err)
+        return
+    except KeyboardInterrupt:  # the row itself is measured: it is stored, then the Ctrl-C goes on (_store)
+        row["_interrupted"] = True
+        return
+    row["details"]["fp32_in_turns"] = {"median_ms": mine.median_ms, "fp32_median_ms": fp32.median_ms,
+                                       "samples_ms": mine.samples_ms, "fp32_samples_ms": fp32.samples_ms}
 
 
 def _memory_elsewhere(engine: str, target: str) -> str:
@@ -819,7 +852,10 @@ def _compare_with_baseline(row: dict, baseline: dict, recipe: Recipe, fp32: dict
         return
     details = row["details"]
     row["speedup_vs_baseline"] = baseline["median_ms"] / row["median_ms"]
-    if fp32 is not None and fp32 is not row:
+    in_turns = details.get("fp32_in_turns")
+    if in_turns:  # timed in turns with fp32 (_time_against_fp32): the host's load fell on both alike
+        details["speedup_vs_fp32"] = in_turns["fp32_median_ms"] / in_turns["median_ms"]
+    elif fp32 is not None and fp32 is not row:
         details["speedup_vs_fp32"] = fp32["median_ms"] / row["median_ms"]
     size, reference_bytes = row.get("artifact_bytes"), (fp32 or {}).get("artifact_bytes")
     if size and reference_bytes and fp32 is not row:  # fp32 against itself is no figure, nor a goal to miss

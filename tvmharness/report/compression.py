@@ -8,7 +8,7 @@ from rich import box
 from rich.table import Table
 
 from ..results import BASELINE, DROPS, NOT_APPLICABLE, OK, variant_drop
-from . import baseline_label, ms_text, number_text, points_text, present, shown, size_text, target_text
+from . import baseline_label, busy, ms_text, number_text, points_text, present, shown, size_text, target_text
 
 
 def _variant_rows(frame) -> list[dict]:
@@ -29,6 +29,15 @@ GOALS_STYLE = {PASS: "green", FAIL: "yellow", NO_GOALS: "", NOT_APPLICABLE: "dim
 DROP_SHORT = {"accuracy_drop": "accuracy", "top1_disagreement": "top-1"}  # the table's cells
 
 
+APART = " *"  # a speed-up over fp32 from two rows timed apart, not in turns
+
+
+def _apart(details: dict) -> bool:
+    """A speed-up over fp32 from the two rows' own windows (a kit's row, an older row, or timing in turns
+    that failed): the host's load between them moves it."""
+    return present(details.get("speedup_vs_fp32")) and not details.get("fp32_in_turns")
+
+
 def compression_rows(frame) -> list[list[str]]:
     """Each variant against fp32 on the same target and engine, as the cells of COLUMNS."""
     cells = []
@@ -39,8 +48,9 @@ def compression_rows(frame) -> list[list[str]]:
         else:
             goals = (PASS if r["meets_goals"] else FAIL) if present(r["meets_goals"]) else NO_GOALS
         drop = variant_drop(d)
+        speedup = number_text(d.get("speedup_vs_fp32"), ".2f", "x") + (APART if _apart(d) else "")
         cells.append([r["model"], r["variant"], _target(r), r["engine"], goals,
-                      number_text(d.get("speedup_vs_fp32"), ".2f", "x"), number_text(d.get("size_ratio"), ".2f", "x"),
+                      speedup, number_text(d.get("size_ratio"), ".2f", "x"),
                       f"{points_text(drop[1])} {DROP_SHORT[drop[0]]}" if drop else "—",
                       number_text(d.get("params"), ","), number_text(d["flops"] / 1e6 if present(d.get("flops")) else None, ".2f"),
                       number_text(d.get("sparsity"), ".0%"), size_text(d.get("compressed_bytes"))])
@@ -98,7 +108,9 @@ def best_variants(frame) -> list[str]:
             figures.append(f"size {d['size_ratio']:.2f}x")
         if drop := variant_drop(d):
             figures.append(f"{DROPS[drop[0]]} {points_text(drop[1])}")
-        lines.append(f"best variant of {model} on {target}: {best['variant']} on {best['engine']} ({', '.join(figures)})")
+        shaky = [flag for flag, on in (("UNSTEADY", d.get("unsteady")), ("BUSY", busy(best))) if on]
+        lines.append(f"best variant of {model} on {target}: {best['variant']} on {best['engine']} ({', '.join(figures)})"
+                     + (f"; it was timed {' and '.join(shaky)}: measure again before choosing it" if shaky else ""))
     return lines
 
 
@@ -113,4 +125,9 @@ def variant_notes(frame) -> list[str]:
             continue
         seen.add(key)
         lines.append(f"{r['model']} / {r['variant']}: " + "; ".join(notes))
+    if any(_apart(r["details"] or {}) for r in _variant_rows(frame)):
+        lines.append(f"speed-up vs fp32: each variant is timed again in turns with fp32 on its engine, so that the host's "
+                     f"load falls on both alike;{APART} marks one from the two rows' own windows (a dev kit's row, an older "
+                     "release's, or one whose timing in turns failed: its details.fp32_in_turns_error), which a change of "
+                     "the host's load between them moves")
     return lines

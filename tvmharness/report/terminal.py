@@ -271,6 +271,11 @@ def footnotes(frame) -> list[str]:
     if unsteady:
         lines.append(f"UNSTEADY: a quarter of the samples or more are far above the fastest tenth ({', '.join(unsteady)}): "
                      "something else had the host while they ran; measure them again before reading their latency")
+    shaky = [(r, flag) for r in rows if r["is_baseline"]
+             for flag, on in (("UNSTEADY", (r["details"] or {}).get("unsteady")), ("BUSY", busy(r))) if on]
+    for r, flag in shaky:
+        lines.append(f"{flag} BASELINE: {r['model']} / {r['variant']} / {r['engine']} was timed {flag}, and every "
+                     f"speed-up of {r['model']} against it moves with that: measure it again before reading them")
     crowded = [f"{r['model']} / {r['variant']} / {r['engine']} {r['details']['other_load']['cores']:.1f} of "
                f"{r['details']['other_load']['of_cpus']} CPUs" for r in rows if busy(r)]
     if crowded:
