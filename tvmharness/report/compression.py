@@ -20,7 +20,7 @@ def _target(row: dict) -> str:
 
 
 COLUMNS = [("model", "left"), ("variant", "left"), ("target", "left"), ("engine", "left"), ("goals", "left"),
-           ("speed-up vs fp32", "right"), ("size vs fp32", "right"), ("drop vs fp32", "right"), ("params", "right"),
+           ("speed-up vs fp32", "right"), ("size vs fp32", "right"), ("change vs fp32", "right"), ("params", "right"),
            ("MFLOPs", "right"), ("sparsity", "right"), ("compressed", "right")]
 PASS, FAIL, NO_GOALS = "pass", "fail", "no goals"  # a measured variant's goals cell; another row's holds its status
 GOALS_STYLE = {PASS: "green", FAIL: "yellow", NO_GOALS: "", NOT_APPLICABLE: "dim"}  # another status: red
@@ -51,7 +51,7 @@ def compression_rows(frame) -> list[list[str]]:
         speedup = number_text(d.get("speedup_vs_fp32"), ".2f", "x") + (APART if _apart(d) else "")
         cells.append([r["model"], r["variant"], _target(r), r["engine"], goals,
                       speedup, number_text(d.get("size_ratio"), ".2f", "x"),
-                      f"{points_text(drop[1])} {DROP_SHORT[drop[0]]}" if drop else "—",
+                      f"{points_text(0.0 - drop[1])} {DROP_SHORT[drop[0]]}" if drop else "—",  # a change, signed as verdicts' are (0.0 - x: never "-0.0")
                       number_text(d.get("params"), ","), number_text(d["flops"] / 1e6 if present(d.get("flops")) else None, ".2f"),
                       number_text(d.get("sparsity"), ".0%"), size_text(d.get("compressed_bytes"))])
     return cells

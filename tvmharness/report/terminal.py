@@ -296,6 +296,8 @@ def footnotes(frame) -> list[str]:
         parts = [f"{sum(hits)} of {len(hits)} builds reused"] + ([f"{sum(trained)} of {len(trained)} trained models reused"] if trained else [])
         done = sum(hits) + sum(trained) == len(hits) + len(trained)
         lines.append("cache: " + ", ".join(parts) + (" (nothing rebuilt)" if done else ""))
+    if any(spread_text(r) != "—" for r in rows):
+        lines.append("spread: ± half the interquartile range of a row's samples, as a share of its median")
     details = [d for d in frame["details"] if d]
     prepare, measure = (sum(d.get(k, 0) for d in details) for k in ("prepare_seconds", "measure_seconds"))
     lines.append(f"time: {prepare:.1f} s preparing (import, build, load), {measure:.1f} s measuring")
