@@ -234,6 +234,7 @@ def test_a_row_whose_cpus_other_work_shared_is_marked_busy_and_its_verdict_says_
 
 
 def test_a_speed_up_over_fp32_not_timed_in_turns_and_a_shaky_best_variant_or_baseline_are_said(tmp_path):
+    from tvmharness.report import agreement_texts
     from tvmharness.report.compression import best_variants, compression_rows, variant_notes
     from tvmharness.report.terminal import footnotes
 
@@ -252,6 +253,10 @@ def test_a_speed_up_over_fp32_not_timed_in_turns_and_a_shaky_best_variant_or_bas
         "; it was timed UNSTEADY: measure again before choosing it"), best
     (baseline,) = [line for line in footnotes(store.frame()) if line.startswith("BUSY BASELINE")]
     assert "m / fp32 / torch was timed BUSY, and every speed-up of m against it moves with that" in baseline
+    # the baseline is the reference of max |diff| and top-1 agreement: against itself, its 0 and 100% say nothing
+    rows = store.frame().to_dict("records")
+    assert agreement_texts(rows[0] | {"max_abs_diff": 0.0, "top1_agreement": 1.0}) == ("—", "—")
+    assert agreement_texts(rows[1] | {"max_abs_diff": 2e-6, "top1_agreement": 0.99}) == ("2.00e-06", "99%")
 
 
 def test_sizes_are_printed_in_decimal_units_everywhere():

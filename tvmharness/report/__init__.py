@@ -52,6 +52,14 @@ def spread_text(row: dict) -> str:
     return f"±{iqr / median / 2:.1%}" if present(iqr) and present(median) and median else "—"
 
 
+def agreement_texts(row: dict) -> tuple[str, str]:
+    """A row's max |diff| and top-1 agreement as tables show them: a dash for the baseline, the
+    reference the other rows are compared with (against itself, 0 and 100% say nothing)."""
+    if row.get("is_baseline"):
+        return "—", "—"
+    return number_text(row.get("max_abs_diff"), ".2e"), number_text(row.get("top1_agreement"), ".0%")
+
+
 def points_text(change: float) -> str:
     """An accuracy (or agreement) change in percentage points, as the tables give accuracies in percent."""
     return f"{100 * change:+.1f} pts"

@@ -19,7 +19,7 @@ from plotly.offline import get_plotlyjs
 
 from ..provenance import cores_text, threads_text
 from ..results import OK
-from . import (baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, present, size_text,
+from . import (agreement_texts, baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, present, size_text,
                spread_text, target_text, time_text, unfinished)
 from .regress import (REGRESSIONS, accuracy_metric, fast_latency, history_as_of, is_confirmation, judge_run,
                       row_provenance, setup_changes, setup_of)
@@ -171,8 +171,8 @@ def render_html(store, since=None, judged: tuple | None = None) -> str:
                 "speedup": "baseline" if r["is_baseline"] else number_text(r.get("speedup_vs_baseline"), ".2f", "x"),
                 "size": size_text(r.get("artifact_bytes")),
                 "memory": number_text(peak_memory(r.get("details")), ".1f", " MB"),
-                "accuracy": number_text(r.get("accuracy"), ".2%"), "agreement": number_text(r.get("top1_agreement"), ".0%"),
-                "max_diff": number_text(r.get("max_abs_diff"), ".2e"), "batch": r.get("batch"),
+                "accuracy": number_text(r.get("accuracy"), ".2%"), "agreement": agreement_texts(r)[1],
+                "max_diff": agreement_texts(r)[0], "batch": r.get("batch"),
                 "threads": int(r["threads"]) if present(r.get("threads")) else "—",
                 "tuning": (f"{tuning.get('tasks_tuned')}/{tuning.get('tasks')} tasks, {tuning.get('trials')} trials, "
                            f"sha256 {str(tuning.get('sha256', ''))[:16]}") if tuning else ("untuned" if r["engine"].startswith("tvm") else "—"),

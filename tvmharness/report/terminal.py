@@ -14,7 +14,7 @@ from ..data import input_text
 from ..errors import toml_table
 from ..provenance import cores_text, threads_text
 from ..results import BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
-from . import (baseline_label, busy, gpu_text, kit_text, ms_text, number_text, peak_memory, points_text, present, shown,
+from . import (agreement_texts, baseline_label, busy, gpu_text, kit_text, ms_text, number_text, peak_memory, points_text, present, shown,
                size_cell, size_text, spread_text, time_text, unfinished)
 from .compression import best_variants, compression_table, variant_notes
 from .regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, MORE_ACCURATE, NEW, NOT_MEASURED, SAME, SLOWER,
@@ -76,8 +76,7 @@ def run_table(frame, run: dict) -> Table:
                       ms_text(r["median_ms"]), ms_text(r["p90_ms"]), spread_text(r),
                       speedup,
                       size_text(r["artifact_bytes"]), *([number_text(peak_memory(r["details"]), ".1f")] if with_memory else []),
-                      number_text(r["max_abs_diff"], ".2e"),
-                      number_text(r["top1_agreement"], ".0%"), number_text(r["accuracy"], ".2%"), shown(", ".join(notes)))
+                      *agreement_texts(r), number_text(r["accuracy"], ".2%"), shown(", ".join(notes)))
     return table
 
 
