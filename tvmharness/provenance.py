@@ -20,7 +20,8 @@ NOTABLE_X86_FEATURES = (
 )
 NOTABLE_ARM_FEATURES = ("asimd", "asimddp", "i8mm", "bf16", "sve", "sve2", "fphp", "asimdhp")
 
-PACKAGES = ("apache-tvm", "apache-tvm-ffi", "torch", "torchvision", "onnx", "onnxruntime", "numpy", "xgboost-cpu")
+PACKAGES = ("apache-tvm", "apache-tvm-ffi", "torch", "torchvision", "onnx", "onnxruntime", "numpy", "xgboost-cpu",
+            "scikit-learn", "torch-pruning")  # the last two: the digits data, k-means clustering, structured pruning
 
 
 def threads_text(threads: list[int], cpu: dict) -> str:
