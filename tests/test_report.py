@@ -153,6 +153,11 @@ def test_a_pareto_front_is_one_model_s():
     big, small = html.split('id="p-1"')
     assert "accuracy: big" in big and "small" not in big and "accuracy: small" in small
     assert '"name":"Pareto front","x":[1.0,2.0],"y":[0.9,0.95]' in big
+    # a point timed UNSTEADY is drawn open and named so, and is no trade-off the front claims
+    shaky = row("big", "prune", 0.8, 0.93) | {"details": {"unsteady": 1.9}}
+    html = pareto_chart([row("big", "int8", 1.0, 0.90), row("big", "fp32", 2.0, 0.95), shaky], "p")
+    assert '"name":"Pareto front","x":[1.0,2.0],"y":[0.9,0.95]' in html and "prune \\u002f tvm UNSTEADY" in html
+    assert '"symbol":["circle","circle","circle-open"]' in html
 
 
 def test_the_untuned_note_gives_the_run_s_own_gap_to_onnx_runtime(tmp_path):
@@ -257,6 +262,9 @@ def test_a_speed_up_over_fp32_not_timed_in_turns_and_a_shaky_best_variant_or_bas
     rows = store.frame().to_dict("records")
     assert agreement_texts(rows[0] | {"max_abs_diff": 0.0, "top1_agreement": 1.0}) == ("—", "—")
     assert agreement_texts(rows[1] | {"max_abs_diff": 2e-6, "top1_agreement": 0.99}) == ("2.00e-06", "99%")
+    from tvmharness.report.summary import to_csv  # a spreadsheet's reader sees the flags in a column of their own
+
+    assert [r["timing"] for r in csv.DictReader(io.StringIO(to_csv(store.frame(), [])))] == ["BUSY", "UNSTEADY", ""]
 
 
 def test_sizes_are_printed_in_decimal_units_everywhere():

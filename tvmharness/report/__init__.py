@@ -90,6 +90,12 @@ def busy(row: dict) -> bool:
     return (crowding(row) or 0.0) >= BUSY_CORES
 
 
+def timing_flags(row: dict) -> list[str]:
+    """What makes a row's latency the host's rather than the model's: UNSTEADY (a quarter of its samples
+    far above its fastest tenth), BUSY (other processes' work shared its CPUs)."""
+    return [flag for flag, on in (("UNSTEADY", (row.get("details") or {}).get("unsteady")), ("BUSY", busy(row))) if on]
+
+
 def target_text(target: str, emulated) -> str:
     """A target as reports name it, marked where an emulated dev kit measured it (a row's details'
     "emulated", which the pipeline writes on each row such a kit measured): its numbers prove the

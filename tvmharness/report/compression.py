@@ -8,7 +8,7 @@ from rich import box
 from rich.table import Table
 
 from ..results import BASELINE, DROPS, NOT_APPLICABLE, OK, variant_drop
-from . import baseline_label, busy, ms_text, number_text, points_text, present, shown, size_text, target_text
+from . import baseline_label, ms_text, number_text, points_text, present, shown, size_text, target_text, timing_flags
 
 
 def _variant_rows(frame) -> list[dict]:
@@ -108,7 +108,7 @@ def best_variants(frame) -> list[str]:
             figures.append(f"size {d['size_ratio']:.2f}x")
         if drop := variant_drop(d):
             figures.append(f"{DROPS[drop[0]]} {points_text(drop[1])}")
-        shaky = [flag for flag, on in (("UNSTEADY", d.get("unsteady")), ("BUSY", busy(best))) if on]
+        shaky = timing_flags(best)
         lines.append(f"best variant of {model} on {target}: {best['variant']} on {best['engine']} ({', '.join(figures)})"
                      + (f"; it was timed {' and '.join(shaky)}: measure again before choosing it" if shaky else ""))
     return lines

@@ -1,6 +1,7 @@
 """The HTML report: one self-contained file (plotly's JavaScript inlined), read only from the store.
 
-Per target: a Pareto chart of latency against accuracy per model (marker size: artifact size) and
+Per target: a Pareto chart of latency against accuracy per model (marker size: artifact size; an open
+marker: timed UNSTEADY or BUSY, and left off the front) and
 bars of every row relative to the baseline; per model: a table with full provenance and a sparkline
 of each series' history; on top, the verdicts of the run. Every string from a user goes through jinja2's
 autoescaping (tables) or html.escape (chart text, which plotly decodes back into SVG text)."""
@@ -20,7 +21,7 @@ from plotly.offline import get_plotlyjs
 from ..provenance import cores_text, threads_text
 from ..results import OK
 from . import (agreement_texts, baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, present, size_text,
-               spread_text, target_text, time_text, unfinished)
+               spread_text, target_text, time_text, timing_flags, unfinished)
 from .regress import (REGRESSIONS, accuracy_metric, fast_latency, history_as_of, is_confirmation, judge_run,
                       row_provenance, setup_changes, setup_of)
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
@@ -75,11 +76,15 @@ def _pareto_figure(ok: list[dict], model: str, metric: str, div_id: str) -> str:
         fig.add_trace(go.Scatter(
             x=[r["median_ms"] for r in mine], y=[_quality(r)[1] for r in mine], mode="markers", name=_t(engine),
             marker={"size": [10 + 30 * math.sqrt((r.get("artifact_bytes") or 0) / biggest) if present(r.get("artifact_bytes")) else 10
-                             for r in mine], "sizemode": "diameter", "opacity": 0.75, "line": {"width": 1}},
-            text=[_t(f"{r['model']} / {r['variant']} / {r['engine']}") for r in mine],
+                             for r in mine], "sizemode": "diameter", "opacity": 0.75, "line": {"width": 1},
+                    "symbol": ["circle-open" if timing_flags(r) else "circle" for r in mine]},  # the host's latency
+            text=[_t(f"{r['model']} / {r['variant']} / {r['engine']}" + "".join(f" {f}" for f in timing_flags(r)))
+                  for r in mine],
             customdata=[_t(size_text(r["artifact_bytes"]) if present(r.get("artifact_bytes")) else "no artifact") for r in mine],
             hovertemplate="%{text}<br>%{x:.4g} ms · " + _t(metric) + " %{y:.3f}<br>%{customdata}<extra></extra>"))
-    points = [(r["median_ms"], _quality(r)[1]) for r in ok]
+    # The front claims the best trade-offs: a point timed UNSTEADY or BUSY (open) is the host's, not on it
+    steady = [r for r in ok if not timing_flags(r)] or ok
+    points = [(r["median_ms"], _quality(r)[1]) for r in steady]
     front = pareto_front(points)
     fig.add_trace(go.Scatter(x=[points[i][0] for i in front], y=[points[i][1] for i in front], mode="lines",
                              name="Pareto front", line={"dash": "dot", "color": "grey"}, hoverinfo="skip"))
@@ -98,7 +103,8 @@ def baseline_bars(rows: list[dict], div_id: str, baseline: str) -> str | None:
     for r in ok:
         speedup = 1.0 if r["is_baseline"] else r.get("speedup_vs_baseline")
         if present(speedup):
-            bars.append((_t(f"{r['model']} / {r['variant']} / {r['engine']}"), float(speedup), bool(r["is_baseline"])))
+            bars.append((_t(f"{r['model']} / {r['variant']} / {r['engine']}" + "".join(f" {f}" for f in timing_flags(r))),
+                         float(speedup), bool(r["is_baseline"])))
     if not bars:
         return None
     fig = go.Figure(go.Bar(x=[b[1] for b in bars], y=[b[0] for b in bars], orientation="h",

@@ -8,7 +8,7 @@ import re
 import xml.etree.ElementTree as ET
 
 from ..results import RUN_RECIPE
-from . import gpu_text, present, size_cell, time_text, unfinished
+from . import gpu_text, present, size_cell, time_text, timing_flags, unfinished
 from .regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, MORE_ACCURATE, NEW, NOT_APPLICABLE, NOT_MEASURED, SAME,
                       SLOWER, SMALLER, Verdict, counts)
 
@@ -125,6 +125,7 @@ def to_csv(frame, verdicts: list[Verdict]) -> str:
     """Every row in the frame, flat (JSON columns as JSON text), with the verdict for the judged run's rows."""
     flat = frame.drop(columns=[c for c in ("run_provenance", RUN_RECIPE) if c in frame.columns]).copy()
     flat["emulated"] = frame["details"].map(lambda d: (d or {}).get("emulated") or "")  # its latency proves the path only
+    flat["timing"] = [" ".join(timing_flags(r)) for r in frame.to_dict("records")]  # UNSTEADY, BUSY: the host's, not the model's
     if "run_provenance" in frame.columns:  # the run's versions and OS, and which run a confirmation re-measured (its CPU is a column)
         prov = frame["run_provenance"].map(lambda p: p or {})
         flat["confirms_run"] = prov.map(lambda p: p.get("confirms_run")).astype("Int64")  # blank, not NaN or 3.0

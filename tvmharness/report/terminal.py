@@ -15,7 +15,7 @@ from ..errors import toml_table
 from ..provenance import cores_text, threads_text
 from ..results import BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
 from . import (agreement_texts, baseline_label, busy, gpu_text, kit_text, ms_text, number_text, peak_memory, points_text, present, shown,
-               size_cell, size_text, spread_text, time_text, unfinished)
+               size_cell, size_text, spread_text, time_text, timing_flags, unfinished)
 from .compression import best_variants, compression_table, variant_notes
 from .regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, MORE_ACCURATE, NEW, NOT_MEASURED, SAME, SLOWER,
                       SMALLER)
@@ -39,10 +39,7 @@ def row_notes(r: dict) -> list[str]:
         notes.append(f"kit {details['kit']}")
     if details.get("emulated"):
         notes.append("EMULATED")
-    if details.get("unsteady"):
-        notes.append("UNSTEADY")
-    if busy(r):
-        notes.append("BUSY")
+    notes += timing_flags(r)
     if details.get("retried_after"):
         notes.append("RETRIED")
     if present(r["cache_hit"]) and r["status"] != BUILD_FAILED:
@@ -270,9 +267,7 @@ def footnotes(frame) -> list[str]:
     if unsteady:
         lines.append(f"UNSTEADY: a quarter of the samples or more are far above the fastest tenth ({', '.join(unsteady)}): "
                      "something else had the host while they ran; measure them again before reading their latency")
-    shaky = [(r, flag) for r in rows if r["is_baseline"]
-             for flag, on in (("UNSTEADY", (r["details"] or {}).get("unsteady")), ("BUSY", busy(r))) if on]
-    for r, flag in shaky:
+    for r, flag in [(r, flag) for r in rows if r["is_baseline"] for flag in timing_flags(r)]:
         lines.append(f"{flag} BASELINE: {r['model']} / {r['variant']} / {r['engine']} was timed {flag}, and every "
                      f"speed-up of {r['model']} against it moves with that: measure it again before reading them")
     crowded = [f"{r['model']} / {r['variant']} / {r['engine']} {r['details']['other_load']['cores']:.1f} of "
