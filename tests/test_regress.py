@@ -742,6 +742,35 @@ def test_a_run_is_judged_by_its_own_cpu_where_its_provenance_has_none(store):
     assert {p.get("name"): p.get("value") for p in suite.iter("property")}["cpu"] == run["cpu"]
 
 
+def test_a_night_that_changes_the_span_and_the_model_is_still_judged_on_its_size(store):
+    """A span changed the same night as the model: latency starts a new history, and the artifact
+    that grew is still a regression, with the model named as what changed."""
+    rng = np.random.default_rng(65)
+    for _ in range(5):
+        night(store, 1.0, rng, details={"span_s": 1.0, "model_digest": "a" * 64})
+    grown = night(store, 1.3, rng, artifact_bytes=186_000, details={"span_s": 2.0, "model_digest": "b" * 64})
+    (v,) = judge(store.frame(), grown)
+    assert v.verdict == LARGER and v.aspects["latency"] == NEW and v.evidence["size_change"] == pytest.approx(0.86)
+    assert {"what": "model", "before": "a" * 16, "after": "b" * 16} in v.changed
+    assert "latency: new setup (samples spread over 1 s -> 2 s; run 5 was the last measured the old way): nothing timed" \
+           " this way to compare with" in v.summary() and "size +86.0%" in v.summary(), v.summary()
+    # threads changed: another setup altogether (a build for another thread count), nothing of it judged
+    other = night(store, 1.0, rng, threads=1, artifact_bytes=100_000, details={"span_s": 2.0, "model_digest": "b" * 64})
+    (v,) = judge(store.frame(), other)
+    assert v.verdict == NEW and set(v.aspects) == {"status"}, v.summary()
+
+
+def test_a_min_history_shorter_than_a_sigma_needs_keeps_the_unknown_noise_band(store):
+    """With two or three nights no night-to-night sigma exists: the band is the unknown one, not min_effect."""
+    rng = np.random.default_rng(67)
+    for level in (1.0, 1.35, 1.0):  # nights far apart: a noise the series has not shown enough of to measure
+        night(store, level, rng)
+    run = night(store, 0.85, rng)
+    (v,) = judge(store.frame(), run, Regression(min_history=2))
+    assert v.evidence["night_sigma"] is None and v.evidence["noise_band"] == pytest.approx(0.20), v.summary()
+    assert v.verdict == SAME, v.summary()
+
+
 def test_a_row_an_older_writer_added_after_the_upgrade_takes_its_span_from_its_run_s_recipe(store):
     """A host not yet upgraded kept writing rows without `span_s` into a store another host had upgraded:
     they were spread as their run's recipe says (as migration 0004 reads it), not "any setup"."""

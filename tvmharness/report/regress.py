@@ -14,7 +14,7 @@ Latency is noisy, so a verdict needs two things at once:
   Why the 10th percentile: a shared host runs a model in load modes ~15% apart that last seconds;
   interference only adds time, so the low quantile of samples spread over seconds (`[measure]
   span_s`) tracks the build, while the median tracks how long the host was busy that night.
-  A series with fewer than `min_history` earlier runs has not shown its spread yet: its changes
+  A series with fewer than `min_history` earlier runs (or than SIGMA_RUNS) has not shown its spread yet: its changes
   must also exceed the wide `unknown_noise_band`. A night spent wholly in the slow mode still
   looks like a ~15% step, and a slow spell of the host can last minutes, so `tvmharness nightly`
   measures again before it calls latency slower or faster, and keeps the verdict only when the
@@ -106,13 +106,15 @@ class Verdict:
         e = self.evidence
         if self.verdict in (BROKEN, NOT_APPLICABLE, NOT_MEASURED):
             return f"{self.verdict}: {self.reason}"
-        if self.verdict == NEW and self.new_setup():
-            return f"{self.new_setup()}: nothing measured this way to compare with"
-        if self.verdict == NEW:
+        if self.verdict == NEW and not set(self.aspects) - {"status", "latency"}:  # nothing of it judged
+            if self.new_setup():
+                return f"{self.new_setup()}: nothing measured this way to compare with"
             return "new series: nothing earlier to compare with"
         parts = []
         if latency := self.latency_text():
             parts.append(f"latency {latency}")
+        elif self.aspects.get("latency") == NEW:  # timed another way: its size, memory and accuracy are judged
+            parts.append(f"latency: {self.new_setup()}: nothing timed this way to compare with")
         if e.get("size_change"):
             parts.append(f"size {e['size_change']:+.1%}")
         if e.get("memory_change"):
@@ -149,6 +151,9 @@ class Verdict:
         return asdict(self) | {"name": self.name, "regression": self.regression, "summary": self.summary()}
 
 
+SIGMA_RUNS = 4  # the runs a series' night-to-night sigma needs: three differences
+
+
 def night_sigma(medians: list[float], steps: list[bool] | None = None) -> float | None:
     """Night-to-night relative noise of a series (evidence for the reader): the robust sigma (MAD) of
     successive differences of its log medians, over sqrt 2; a step in the history moves one difference.
@@ -159,7 +164,7 @@ def night_sigma(medians: list[float], steps: list[bool] | None = None) -> float 
     calm = ~np.asarray(steps[1:], dtype=bool) if steps is not None else np.ones(len(diffs), dtype=bool)
     if np.count_nonzero(calm) >= 3:  # else nearly every night is a step (a new build each night): that is its noise
         diffs = diffs[calm]
-    if len(diffs) < 3:  # from two differences a step cannot be told from noise
+    if len(diffs) < SIGMA_RUNS - 1:  # from two differences a step cannot be told from noise
         return None
     from scipy.stats import median_abs_deviation
 
@@ -195,7 +200,7 @@ def latency_verdict(samples: list[float], history: list[list[float]], rules: Reg
     ratio = latency_ms / reference_ms
     sigma = night_sigma(levels, steps[-len(window):] if steps is not None else None)
     band = max(rules.min_effect, 3 * sigma if sigma is not None else 0.0)
-    short = len(history) < rules.min_history
+    short = len(history) < max(rules.min_history, SIGMA_RUNS)  # its noise not shown yet (a min_history of 2 or 3 too)
     if short:
         band = max(band, rules.unknown_noise_band)
     p_value = float(mannwhitneyu(current, reference, alternative="two-sided").pvalue)
@@ -323,6 +328,9 @@ def setup_of(row: dict) -> dict:
             "inputs": ", ".join(input_text(i["name"], i["dtype"], i["shape"]) for i in inputs) if inputs else None,
             "dev kit": ("emulated" if details.get("emulated") else "native") if details.get("kit") else None,
             "samples spread over": f"{span:g} s" if span is not None else None}
+
+
+LATENCY_ONLY = ("samples spread over",)  # setup keys that move latency alone: size, memory, accuracy keep their history
 
 
 def setup_changes(before: dict, after: dict) -> list[dict]:
@@ -597,8 +605,11 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
     series = {k: row[k] for k in SERIES}
     setup = setup_of(row)
     ok_anyhow = [h for h in history if h["status"] == OK]
-    history = [h for h in history if not setup_changes(setup_of(h), setup)]
+    # Size, memory and accuracy against the runs measured the same way but for how the samples were timed;
+    # latency against those timed the same way too (a night that changes both is still judged on the first).
+    history = [h for h in history if all(c["what"] in LATENCY_ONLY for c in setup_changes(setup_of(h), setup))]
     ok_history = [h for h in history if h["status"] == OK]
+    timed = [h for h in ok_history if h.get("samples_ms") and not setup_changes(setup_of(h), setup)]
     previous = ok_history[-1] if ok_history else (history[-1] if history else None)
     verdict = Verdict(series=series, verdict=SAME, aspects={}, run_id=int(row["run_id"]),
                       previous_run_id=int(previous["run_id"]) if previous is not None else None, evidence={},
@@ -627,7 +638,6 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         return verdict
 
     aspects, evidence = {}, {}
-    timed = [h for h in ok_history if h.get("samples_ms")]
     ab = (row.get("details") or {}).get("ab_reference")
     if row.get("samples_ms") and ab:  # a confirmation's A/B: judged within its own window
         aspects["latency"], latency = ab_latency_verdict(row["samples_ms"], ab["samples_ms"], rules, ab["run_id"])
@@ -643,6 +653,10 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         level = next(h for h in timed if int(h["run_id"]) == latency["level_run_id"])
         verdict.operators = operator_diff(level.get("profile_ms"), row.get("profile_ms"))
         evidence["operators_run_id"] = latency["level_run_id"]
+    elif row.get("samples_ms"):  # timed another way than before: a new latency history, its other figures judged
+        aspects["latency"] = NEW
+        evidence.update(median_ms=row.get("median_ms"), setup_changed=setup_changes(setup_of(ok_history[-1]), setup),
+                        setup_run_id=int(ok_history[-1]["run_id"]))
 
     def last_with(figure):  # each figure against the latest earlier run that has it (a run without it skips nothing)
         return next(((h, figure(h)) for h in reversed(ok_history) if figure(h) is not None), (None, None))
