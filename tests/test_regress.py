@@ -677,7 +677,7 @@ def test_a_model_that_could_not_be_made_names_that_as_why_its_other_rows_are_mis
     failed = store.start_run("nightly", "h" * 16, {}, store.run(full)["provenance"])
     store.add(failed, {"model": "m", "variant": "fp32", "target": "x86", "engine": "torch", "engine_version": "",
                        "is_baseline": True, "status": LOAD_FAILED, "reason": "m.py raised ValueError",
-                       "details": {"model_spec": "m.py:m"}})
+                       "batch": 2, "details": {"model_spec": "m.py:m"}})  # the recipe's batch: the model's own is unknown
     store.finish_run(failed)
     run, verdicts = judge_run(store)
     by_engine = {v.series["engine"]: v for v in verdicts}

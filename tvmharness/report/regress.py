@@ -354,7 +354,7 @@ def row_provenance(row: dict) -> dict:
         "engine version": row.get("engine_version"),
         "tuning records": (tuning.get("sha256") or "")[:16] or "none",
         "threads": plain(row.get("threads")),
-        "batch": plain(row.get("batch")),
+        "batch": plain(row.get("batch")) if row.get("status") != LOAD_FAILED else None,  # a model never loaded: unknown
         # the TVM target a build was made for: PyTorch and ONNX Runtime rows do not depend on it
         "target": (row.get("target_spec") or {}).get("tvm") if tvm else None,
         "cpu": row.get("cpu"),  # the run's CPU model (Store.frame() has it from the run)
