@@ -760,6 +760,18 @@ def test_a_night_that_changes_the_span_and_the_model_is_still_judged_on_its_size
     assert v.verdict == NEW and set(v.aspects) == {"status"}, v.summary()
 
 
+def test_a_goal_set_in_the_recipe_is_no_cause_and_a_key_added_was_unset_before(store):
+    rng = np.random.default_rng(69)
+    from tvmharness.report.regress import change_text
+
+    for _ in range(3):
+        night(store, 1.0, rng, recipe={"measure": {"repeats": 30}, "thresholds": {"min_speedup": None}})
+    tonight = night(store, 1.0, rng, recipe={"measure": {"repeats": 60}, "thresholds": {"min_speedup": 1.5}})
+    (v,) = judge(store.frame(), tonight)
+    assert v.changes() == ["recipe measure.repeats 30 -> 60"], v.summary()
+    assert change_text({"what": "recipe measure.warmup", "before": None, "after": 3}) == "recipe measure.warmup unset -> 3"
+
+
 def test_a_min_history_shorter_than_a_sigma_needs_keeps_the_unknown_noise_band(store):
     """With two or three nights no night-to-night sigma exists: the band is the unknown one, not min_effect."""
     rng = np.random.default_rng(67)

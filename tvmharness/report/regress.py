@@ -55,7 +55,8 @@ MEMORY_FLOOR_MB = 1.0  # a peak-memory move smaller than this is the probe's own
 
 def change_text(change: dict, arrow: str = "->") -> str:
     """A change of provenance or setup ({"what", "before", "after"}): "threads 1 -> 2"."""
-    return f"{change['what']} {change['before']} {arrow} {change['after']}"
+    before, after = ("unset" if v is None else v for v in (change["before"], change["after"]))  # a recipe key added
+    return f"{change['what']} {before} {arrow} {after}"
 
 
 @dataclass
@@ -338,7 +339,7 @@ def setup_changes(before: dict, after: dict) -> list[dict]:
             if before.get(k) is not None and after[k] is not None and before[k] != after[k]]
 
 
-RECIPE_CAUSES = ("measure", "thresholds")  # the recipe's tables a row's provenance names by their settings
+RECIPE_CAUSES = ("measure",)  # the recipe's tables a row's provenance names by their settings ([thresholds] only sets goals)
 NOT_RECIPE_CAUSES = {("measure", "threads"), ("measure", "batch"),  # keys of their own
                      ("measure", "memory")}  # measured in a process of its own: the latency is the same
 
