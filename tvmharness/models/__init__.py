@@ -667,7 +667,8 @@ def _load_zoo(name: str, cache_dir: Path, batch: int, settings: dict[str, dict])
     if name == "digits_cnn":
         if inputs[0].shape[1:] != (1, 8, 8):
             raise HarnessError(f"digits_cnn takes 8x8 images of one channel, not {_shape_text(inputs[0].shape)}",
-                               "leave out [inputs.input] shape for digits_cnn")
+                               "leave out the shape that sets digits_cnn's input ([inputs.input] or "
+                               "[inputs.digits_cnn.input] in the recipe, or --input-shape)")
         x_train, y_train, x_test, y_test = digits_split()
         held, cut = fed_text(len(y_test), batch, "image")
         model.eval_data = data_set(f"scikit-learn digits, held-out split ({held}, labelled{cut})", (x_test,), y_test)
