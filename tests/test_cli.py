@@ -902,3 +902,19 @@ def test_the_readme_recipe_shows_every_key_at_its_default():
                 assert key in unset and value is None, f"{name}.{key}: unset by default, so shown commented out"
             elif (name, key) not in (("measure", "threads"), ("models", "models")):  # the host's; an example
                 assert value == default, f"{name}.{key}: README says {value!r}, the default is {default!r}"
+
+
+def test_a_bug_of_the_harness_exits_3_so_that_ci_tells_it_from_a_regression(monkeypatch):
+    """An internal error is said as one, briefly, with exit 3: not 1 (a regression, a failed row), nor 2 (a bad recipe)."""
+    from typer.testing import CliRunner
+
+    import tvmharness.targets
+    from tvmharness.cli import app
+
+    def boom():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(tvmharness.targets, "presets", boom)
+    result = CliRunner().invoke(app, ["targets"])
+    assert result.exit_code == 3, result.output
+    assert "internal error: RuntimeError: boom" in result.output and "Traceback" not in result.output

@@ -26,7 +26,7 @@ from rich.text import Text
 from . import __version__
 from .engines import ENGINE_NAMES
 from .cache import writable_folder
-from .errors import FAILED, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, path_error, reason
+from .errors import FAILED, INTERNAL, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, path_error, reason
 from .remote import EMULATED_KEY
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -148,7 +148,7 @@ def _internal_error(e: Exception) -> int:
         traceback.print_exc()
     err.print(f"[bold red]internal error:[/bold red] {type(e).__name__}: {escape(str(e))}", highlight=False)
     err.print("  rerun with TVMHARNESS_DEBUG=1 for the traceback, and report it")
-    return FAILED
+    return INTERNAL
 
 
 def _print_json(doc) -> None:
