@@ -313,7 +313,8 @@ def _measure_ab(tonight: dict, before: dict, build: Artifact, earlier: Artifact,
                samples_ms=latency.samples_ms)
     row["details"] = {k: tonight["details"].get(k) for k in ("build_key", "artifact_dir", "tuning_records", "compression",
                                                               "model_digest", "inputs", "data")} | {
-        "span_s": m.span_s, "other_load": latency.other_load, "ab_reference": {"run_id": int(before["run_id"]), "build_key": before["details"].get("build_key"),
+        "span_s": m.span_s, "other_load": latency.other_load,
+        "ab_reference": {"run_id": int(before["run_id"]), "build_key": before["details"].get("build_key"),
                          "artifact_dir": str(earlier.dir), "samples_ms": reference.samples_ms}}
     return row
 
@@ -507,8 +508,8 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
              inputs, reference, recipe: Recipe, options: EngineOptions, progress: Progress, fp32_call=None) -> dict:
     """A row measured: built (or loaded), its outputs checked, timed; with `fp32_call` (the fp32 row's
     bound call on the same target and engine) timed again in turns with it, for its speed-up over
-    fp32. The row's own bound call comes back as row["_call"] where it ran (an fp32 row's is that of
-    the variants after it)."""
+    fp32. The row's own bound call comes back as row["_call"] where it ran: the caller keeps an fp32
+    row's, to time the variants after it against."""
     engine = get_engine(engine_name)
     row = _row(model, variant, target, engine, is_baseline)
     label = f"{model.name} / {variant} / {target.name} / {engine.name}"

@@ -73,21 +73,15 @@ def peak_memory(details: dict | None) -> float | None:
 BUSY_CORES = 0.5  # other processes' work beyond the CPUs a row left free, on average, that marks it BUSY
 
 
-def crowding(row: dict) -> float | None:
-    """How many cores of other processes' work shared the CPUs a row's threads ran on while it was
-    timed (details.other_load, from measure.OtherLoad: their busy cores beyond the CPUs the row left
-    free); None where it was not measured (a kit's row, an older row)."""
+def busy(row: dict) -> bool:
+    """Whether other processes' work shared the CPUs a row's threads ran on while it was timed: their
+    busy cores (details.other_load, from measure.OtherLoad) beyond the CPUs the row left free are
+    BUSY_CORES or more. Not where it was not measured (a kit's row, an older row)."""
     load = (row.get("details") or {}).get("other_load")
     if not load:
-        return None
-    threads = row.get("threads")
-    threads = int(threads) if present(threads) else load["of_cpus"]
-    return max(0.0, load["cores"] - max(0, load["of_cpus"] - threads))
-
-
-def busy(row: dict) -> bool:
-    """Whether other processes had the CPUs a row was timed on (see crowding): its latency is the shared host's."""
-    return (crowding(row) or 0.0) >= BUSY_CORES
+        return False
+    threads = int(row["threads"]) if present(row.get("threads")) else load["of_cpus"]
+    return load["cores"] - max(0, load["of_cpus"] - threads) >= BUSY_CORES
 
 
 def timing_flags(row: dict) -> list[str]:

@@ -51,7 +51,8 @@ def compression_rows(frame) -> list[list[str]]:
         speedup = number_text(d.get("speedup_vs_fp32"), ".2f", "x") + (APART if _apart(d) else "")
         cells.append([r["model"], r["variant"], _target(r), r["engine"], goals,
                       speedup, number_text(d.get("size_ratio"), ".2f", "x"),
-                      f"{points_text(0.0 - drop[1])} {DROP_SHORT[drop[0]]}" if drop else "—",  # a change, signed as verdicts' are (0.0 - x: never "-0.0")
+                      # a change, signed as verdicts' are (0.0 - x: never "-0.0")
+                      f"{points_text(0.0 - drop[1])} {DROP_SHORT[drop[0]]}" if drop else "—",
                       number_text(d.get("params"), ","), number_text(d["flops"] / 1e6 if present(d.get("flops")) else None, ".2f"),
                       number_text(d.get("sparsity"), ".0%"), size_text(d.get("compressed_bytes"))])
     return cells

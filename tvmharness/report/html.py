@@ -20,8 +20,8 @@ from plotly.offline import get_plotlyjs
 
 from ..provenance import cores_text, threads_text
 from ..results import OK
-from . import (agreement_texts, baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, present, size_text,
-               spread_text, target_text, time_text, timing_flags, unfinished)
+from . import (agreement_texts, baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, present,
+               size_text, spread_text, target_text, time_text, timing_flags, unfinished)
 from .regress import (REGRESSIONS, accuracy_metric, fast_latency, history_as_of, is_confirmation, judge_run,
                       row_provenance, setup_changes, setup_of)
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes

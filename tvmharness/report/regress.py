@@ -427,7 +427,8 @@ def provenance_changes(references: list[tuple[int, dict]], after: dict, known_on
     return changed
 
 
-NOT_STEPS = ("git commit", "os", "recipe ", "eval data", "usable cores", "host while timing")  # keys (or prefixes) that change no build nor model
+# keys (or prefixes) that change no build nor model
+NOT_STEPS = ("git commit", "os", "recipe ", "eval data", "usable cores", "host while timing")
 
 
 def provenance_steps(provenances: list[dict]) -> list[bool]:
@@ -606,8 +607,8 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
     series = {k: row[k] for k in SERIES}
     setup = setup_of(row)
     ok_anyhow = [h for h in history if h["status"] == OK]
-    # Size, memory and accuracy against the runs measured the same way but for how the samples were timed;
-    # latency against those timed the same way too (a night that changes both is still judged on the first).
+    # Size, memory and accuracy: against the runs measured this way, however their samples were spread
+    # (LATENCY_ONLY); latency: against those timed this way too.
     history = [h for h in history if all(c["what"] in LATENCY_ONLY for c in setup_changes(setup_of(h), setup))]
     ok_history = [h for h in history if h["status"] == OK]
     timed = [h for h in ok_history if h.get("samples_ms") and not setup_changes(setup_of(h), setup)]

@@ -14,8 +14,8 @@ from ..data import input_text
 from ..errors import toml_table
 from ..provenance import cores_text, threads_text
 from ..results import BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
-from . import (agreement_texts, baseline_label, busy, gpu_text, kit_text, ms_text, number_text, peak_memory, points_text, present, shown,
-               size_cell, size_text, spread_text, time_text, timing_flags, unfinished)
+from . import (agreement_texts, baseline_label, busy, gpu_text, kit_text, ms_text, number_text, peak_memory, points_text,
+               present, shown, size_cell, size_text, spread_text, time_text, timing_flags, unfinished)
 from .compression import best_variants, compression_table, variant_notes
 from .regress import (BROKEN, FASTER, LARGER, LESS_ACCURATE, MORE_ACCURATE, NEW, NOT_MEASURED, SAME, SLOWER,
                       SMALLER)
