@@ -51,12 +51,17 @@ class Artifact:
         return bool(self.manifest.get("tuning_records"))
 
 
+# What the library is linked with: a deployed module carries no debug information (TVM's code generator
+# emits DWARF that doubles a small model's library; symbols stay, so a crash still names its function).
+LINK_OPTIONS = ("-Wl,--strip-debug",)
+
+
 def build_key(model: LoadedModel, target: Target, frontend: str, records: str | None) -> str:
     import tvm
 
     linker = [target.preset.cross_compiler] if target.preset.cross_compiler else []  # another toolchain, another .so
     return content_hash("tvm-build", model.digest, IMPORT_VERSION, frontend, target.tvm_dict, tvm.__version__, records,
-                        *linker)
+                        *LINK_OPTIONS, *linker)
 
 
 def load_artifact(directory: Path) -> Artifact | None:
@@ -159,7 +164,7 @@ def _build(model: LoadedModel, target: Target, frontend: str, cache_dir: Path, r
     with native_stderr_to(native_log):
         mod = to_relax(model, frontend, cache_dir)
         executable, tuning = _compile(model, mod, target, records, native_log)
-        export_kwargs = {}
+        export_kwargs = {"options": list(LINK_OPTIONS)}  # (a cross compiler appends them to its own)
         check_toolchain(target)
         if target.preset.cross_compiler:
             from tvm.support import cc
