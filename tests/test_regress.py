@@ -760,6 +760,23 @@ def test_a_night_that_changes_the_span_and_the_model_is_still_judged_on_its_size
     assert v.verdict == NEW and set(v.aspects) == {"status"}, v.summary()
 
 
+def test_a_series_the_recipe_no_longer_lists_says_what_was_dropped(store):
+    from tvmharness.report.regress import NOT_MEASURED
+
+    rng = np.random.default_rng(71)
+    both = {"models": ["m"], "engines": ["tvm", "onnxruntime"]}
+    for _ in range(2):
+        full = night(store, 1.0, rng, recipe=both)
+        row = store.frame(run_id=full).iloc[0].to_dict()
+        store.add(full, {k: row[k] for k in ("model", "variant", "target", "engine_version", "status", "samples_ms")}
+                  | {"engine": "onnxruntime"})
+    tonight = night(store, 1.0, rng, recipe={"models": ["m"], "engines": ["tvm"]})
+    run, verdicts = judge_run(store)
+    (dropped,) = [v for v in verdicts if v.verdict == NOT_MEASURED]
+    assert dropped.series["engine"] == "onnxruntime"
+    assert f"run {tonight}'s recipe no longer lists engines onnxruntime (run {full}'s did)" in dropped.summary()
+
+
 def test_a_goal_set_in_the_recipe_is_no_cause_and_a_key_added_was_unset_before(store):
     rng = np.random.default_rng(69)
     from tvmharness.report.regress import change_text

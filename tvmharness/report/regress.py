@@ -531,8 +531,7 @@ def _not_measured(frame, runs: list[dict], run: dict) -> list[Verdict]:
     if not missing:
         return []
     why = (f"run {run['id']} did not finish (interrupted, or still running)" if run.get("finished") is None else
-           f"run {run['id']}'s recipe lists other series than run {last['id']}'s" if _series_lists(run) != _series_lists(last) else
-           f"run {run['id']} did not measure it")
+           _lists_changed(run, last) or f"run {run['id']} did not measure it")
     lost = set(tonight.loc[tonight["status"] == LOAD_FAILED, "model"])  # a model that could not be made has one row
     model_at = SERIES.index("model")
     return [Verdict(series=dict(zip(SERIES, key)), verdict=NOT_MEASURED, aspects={"status": NOT_MEASURED}, run_id=run["id"],
@@ -542,10 +541,14 @@ def _not_measured(frame, runs: list[dict], run: dict) -> list[Verdict]:
             for key, has in sorted(missing.items())]
 
 
-def _series_lists(run: dict) -> dict:
-    """What a run's recipe lists of the series it measures (its hash changes with any setting)."""
-    recipe = run.get("recipe") or {}
-    return {key: recipe.get(key) for key in ("models", "variants", "targets", "engines")}
+def _lists_changed(run: dict, last: dict) -> str:
+    """What the run's recipe no longer lists of the series the run before measured ("" where it lists them all)."""
+    now, before = ({key: (r.get("recipe") or {}).get(key) or [] for key in ("models", "variants", "targets", "engines")}
+                   for r in (run, last))
+    dropped = [f"{key} {', '.join(gone)}" for key in before if (gone := [str(x) for x in before[key] if x not in now[key]])]
+    if dropped:
+        return f"run {run['id']}'s recipe no longer lists {'; '.join(dropped)} (run {last['id']}'s did)"
+    return f"run {run['id']}'s recipe lists other series than run {last['id']}'s" if now != before else ""
 
 
 def _spans(ids: list[int], most: int = 8) -> str:
