@@ -777,6 +777,17 @@ def test_a_series_the_recipe_no_longer_lists_says_what_was_dropped(store):
     assert f"run {tonight}'s recipe no longer lists engines onnxruntime (run {full}'s did)" in dropped.summary()
 
 
+def test_a_broken_row_names_what_changed_as_its_verdicts_line_says(store):
+    rng = np.random.default_rng(73)
+    for _ in range(2):
+        night(store, 1.0, rng, recipe={"measure": {"tolerance": 0.01}})
+    tonight = night(store, 1.0, rng, recipe={"measure": {"tolerance": 0.0001}}, status="disagrees",
+                    reason="max abs diff 0.002 exceeds the tolerance")
+    (v,) = judge(store.frame(), tonight)
+    assert v.verdict == BROKEN and v.summary() == ("broken: disagrees: max abs diff 0.002 exceeds the tolerance; "
+                                                   "changed: recipe measure.tolerance 0.01 -> 0.0001"), v.summary()
+
+
 def test_a_goal_set_in_the_recipe_is_no_cause_and_a_key_added_was_unset_before(store):
     rng = np.random.default_rng(69)
     from tvmharness.report.regress import change_text

@@ -105,8 +105,8 @@ class Verdict:
     def summary(self) -> str:
         """One line a person reads first: what, by how much, with what confidence, and why."""
         e = self.evidence
-        if self.verdict in (BROKEN, NOT_APPLICABLE, NOT_MEASURED):
-            return f"{self.verdict}: {self.reason}"
+        if self.verdict in (BROKEN, NOT_APPLICABLE, NOT_MEASURED):  # a broken row's changes may be why (a tolerance)
+            return f"{self.verdict}: {self.reason}" + ("; changed: " + "; ".join(self.changes()) if self.changed else "")
         if self.verdict == NEW and not set(self.aspects) - {"status", "latency"}:  # nothing of it judged
             if self.new_setup():
                 return f"{self.new_setup()}: nothing measured this way to compare with"
