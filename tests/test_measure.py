@@ -29,11 +29,6 @@ def test_time_call_runs_warmup_and_repeats():
 @pytest.mark.alone  # it reads what else the host's CPUs do
 def test_a_row_timed_beside_another_process_s_work_says_how_many_cpus_that_work_took():
     """Other processes' busy CPUs are counted while a row is timed; this process's own threads are not."""
-    def spin(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            pass
-
     own = time_call(lambda: spin(0.002), warmup=1, repeats=30, span_s=1.0).other_load  # it keeps a CPU busy itself
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
@@ -45,6 +40,27 @@ def test_a_row_timed_beside_another_process_s_work_says_how_many_cpus_that_work_
     assert own["of_cpus"] == len(os.sched_getaffinity(0)) and own["cores"] < 0.5, own
     assert beside[0].other_load == beside[1].other_load and beside[0].other_load["cores"] >= 0.7, beside[0].other_load
     assert time_call(lambda: None, warmup=1, repeats=3).other_load is None  # a window of microseconds: too short to tell
+
+
+def test_calls_timed_in_turns_each_follow_the_other_so_neither_is_timed_warm_from_itself():
+    """A model called right after itself runs faster (its weights still in cache): the untimed calls between
+    samples must not leave one call always timed after itself, or in turns it reads faster than its twin."""
+    last = [None]
+
+    def twin(name: str):
+        def call():
+            spin(0.0005 if last[0] == name else 0.001)  # warm after itself, cold after the other
+            last[0] = name
+        return call
+
+    a, b = time_interleaved([twin("a"), twin("b")], warmup=1, repeats=30, span_s=0.3)
+    assert b.median_ms / a.median_ms == pytest.approx(1.0, abs=0.15), (a.median_ms, b.median_ms)
+
+
+def spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
 
 def test_paced_samples_are_due_evenly_over_the_span_and_the_model_keeps_running_between():

@@ -102,19 +102,23 @@ def time_interleaved(calls: list[Callable[[], object]], warmup: int, repeats: in
     for _ in range(warmup):
         for call in calls:
             call()
+    upcoming = 0  # the sample paced() waits to give: the untimed calls before it run in its order
 
-    def keep_running():
-        for call in calls:
-            call()
+    def in_turn(i: int) -> list[int]:
+        return [(i + k) % len(calls) for k in range(len(calls))]
+
+    def keep_running():  # in the coming sample's order, so that no call is always timed just after itself
+        for j in in_turn(upcoming):
+            calls[j]()
 
     samples: list[list[float]] = [[] for _ in calls]
     load = OtherLoad()
     for i in paced(repeats, span_s, keep_running):
-        for k in range(len(calls)):
-            j = (i + k) % len(calls)
+        for j in in_turn(i):
             start = time.perf_counter_ns()
             calls[j]()
             samples[j].append((time.perf_counter_ns() - start) / 1e6)
+        upcoming = i + 1
         if on_repeat is not None:
             on_repeat(i + 1, repeats)
     figures = load.figures()
