@@ -39,6 +39,17 @@ def test_a_row_timed_beside_another_process_s_work_says_how_many_cpus_that_work_
         spinner.wait()
     assert own["of_cpus"] == len(os.sched_getaffinity(0)) and own["cores"] < 0.5, own
     assert beside[0].other_load == beside[1].other_load and beside[0].other_load["cores"] >= 0.7, beside[0].other_load
+    # a process on every CPU beside this one's working thread: that thread waits its turn for one
+    cpus = len(os.sched_getaffinity(0))
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpus)]
+    try:
+        time.sleep(0.3)
+        crowded = time_call(lambda: spin(0.002), warmup=1, repeats=30, span_s=1.0).other_load
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    assert own["waited"] < 0.1 and crowded["waited"] >= 0.5 / (cpus + 1), (own, crowded)
     assert time_call(lambda: None, warmup=1, repeats=3).other_load is None  # a window of microseconds: too short to tell
 
 

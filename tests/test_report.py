@@ -226,12 +226,16 @@ def test_a_row_whose_cpus_other_work_shared_is_marked_busy_and_its_verdict_says_
         {"engine": "onnxruntime", "details": {"other_load": {"cores": 0.2, "of_cpus": 2}}},  # the host's own murmur
         {"engine": "tvm", "threads": 4, "details": {"other_load": {"cores": 9.0, "of_cpus": 16}}},  # 12 CPUs were free
         {"engine": "tvm", "model": "n", "threads": 4, "details": {"other_load": {"cores": 13.0, "of_cpus": 16}}},
-        {"engine": "tvm", "model": "kit"}])  # a kit's row: not measured, not marked
+        {"engine": "tvm", "model": "kit"},  # a kit's row: not measured, not marked
+        # one thread, a CPU left free: one other process there is no crowd; two take a third of the row's CPU
+        {"engine": "tvm", "model": "one", "threads": 1, "details": {"other_load": {"cores": 1.0, "of_cpus": 2, "waited": 0.01}}},
+        {"engine": "tvm", "model": "two", "threads": 1, "details": {"other_load": {"cores": 1.3, "of_cpus": 2, "waited": 0.35}}}])
     rows = store.frame().to_dict("records")
-    assert ["BUSY" in row_notes(r) for r in rows] == [True, False, False, True, False]
+    assert ["BUSY" in row_notes(r) for r in rows] == [True, False, False, True, False, False, True]
     (note,) = [line for line in footnotes(store.frame()) if line.startswith("BUSY:")]
     assert "m / fp32 / torch 1.4 of 2 CPUs" in note and "n / fp32 / tvm 13.0 of 16 CPUs" in note
-    assert "onnxruntime" not in note and "9.0" not in note
+    assert "two / fp32 / tvm 1.3 of 2 CPUs, its threads waiting 0.35 s a second for one" in note
+    assert "onnxruntime" not in note and "9.0" not in note and "one /" not in note
     quiet, crowded = row_provenance(rows[1]), row_provenance(rows[0])
     assert (quiet["host while timing"], crowded["host while timing"]) == ("quiet", "busy")
     assert "host while timing" not in row_provenance(rows[4])

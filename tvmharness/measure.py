@@ -39,7 +39,9 @@ class Latency:
 class OtherLoad:
     """How many of the CPUs this process may run on other processes kept busy, on average, from its
     making to `figures()`: their busy time (steal too: on a VM, another guest had the CPU) less this
-    process's own CPU time (every thread of it). Rows timed while the host was shared say so."""
+    process's own CPU time (every thread of it); and how long this process's threads waited, ready to
+    run, for a CPU (Linux's schedstat): other work that took the CPUs its threads needed even where it
+    got no more than its fair share of them. Rows timed while the host was shared say so."""
 
     def __init__(self):
         import psutil
@@ -51,8 +53,9 @@ class OtherLoad:
             self._cpus = list(range(os.cpu_count() or 1))
         self._start = self._read()
 
-    def _read(self) -> tuple[float, float, float] | None:
-        """(busy seconds of this process's CPUs, its own CPU seconds, now); None where /proc cannot say."""
+    def _read(self) -> tuple[float, float, float, float | None] | None:
+        """(busy seconds of this process's CPUs, its own CPU seconds, now, seconds its threads waited for
+        a CPU or None where the kernel keeps no schedstat); None where /proc cannot say."""
         try:
             per_cpu = self._psutil.cpu_times(percpu=True)
             if max(self._cpus) >= len(per_cpu):  # an offline CPU shifts the list: no longer one entry per CPU number
@@ -60,17 +63,38 @@ class OtherLoad:
             busy = sum(t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
                        for t in (per_cpu[i] for i in self._cpus))  # (guest time is counted in user already)
             own = self._process.cpu_times()
-            return busy, own.user + own.system, time.monotonic()
+            return busy, own.user + own.system, time.monotonic(), _threads_waited()
         except (OSError, self._psutil.Error):
             return None
 
     def figures(self) -> dict | None:
-        """{"cores": other processes' busy CPUs on average, "of_cpus": the CPUs this process may run on}."""
+        """{"cores": other processes' busy CPUs on average, "of_cpus": the CPUs this process may run on,
+        "waited": seconds its threads waited for a CPU per second (where the kernel says)}."""
         end = self._read()
         if self._start is None or end is None or end[2] - self._start[2] < 0.05:  # (CPU times count in 10 ms ticks)
             return None
-        busy, own, seconds = (b - a for a, b in zip(self._start, end))
-        return {"cores": round(max(0.0, busy - own) / seconds, 2), "of_cpus": len(self._cpus)}
+        busy, own, seconds = (b - a for a, b in zip(self._start[:3], end[:3]))
+        figures = {"cores": round(max(0.0, busy - own) / seconds, 2), "of_cpus": len(self._cpus)}
+        if self._start[3] is not None and end[3] is not None:  # (a thread that ended meanwhile takes its wait along)
+            figures["waited"] = round(max(0.0, end[3] - self._start[3]) / seconds, 2)
+        return figures
+
+
+def _threads_waited() -> float | None:
+    """Seconds this process's threads have waited, ready to run, for a CPU (/proc/self/task/*/schedstat's
+    second field, in ns); None where the kernel keeps no schedstat."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    waited = 0
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/schedstat") as stat:
+                waited += int(stat.read().split()[1])
+        except (OSError, IndexError, ValueError):  # a thread gone since the listing: its wait goes with it
+            continue
+    return waited / 1e9
 
 
 def paced(repeats: int, span_s: float, keep_running: Callable[[], object]) -> Iterator[int]:

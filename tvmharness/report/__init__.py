@@ -71,17 +71,20 @@ def peak_memory(details: dict | None) -> float | None:
 
 
 BUSY_CORES = 0.5  # other processes' work beyond the CPUs a row left free, on average, that marks it BUSY
+BUSY_WAIT = 0.2  # or the seconds its threads waited for a CPU, per second timed
 
 
 def busy(row: dict) -> bool:
-    """Whether other processes' work shared the CPUs a row's threads ran on while it was timed: their
-    busy cores (details.other_load, from measure.OtherLoad) beyond the CPUs the row left free are
-    BUSY_CORES or more. Not where it was not measured (a kit's row, an older row)."""
+    """Whether other processes' work shared the CPUs a row's threads ran on while it was timed
+    (details.other_load, from measure.OtherLoad): their busy cores beyond the CPUs the row left free
+    are BUSY_CORES or more, or its threads waited BUSY_WAIT s per second for a CPU (two processes on
+    the one CPU a single-threaded row left free each get two thirds of it). Not where it was not
+    measured (a kit's row, an older row)."""
     load = (row.get("details") or {}).get("other_load")
     if not load:
         return False
     threads = int(row["threads"]) if present(row.get("threads")) else load["of_cpus"]
-    return load["cores"] - max(0, load["of_cpus"] - threads) >= BUSY_CORES
+    return load["cores"] - max(0, load["of_cpus"] - threads) >= BUSY_CORES or load.get("waited", 0.0) >= BUSY_WAIT
 
 
 def timing_flags(row: dict) -> list[str]:

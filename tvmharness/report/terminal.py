@@ -270,10 +270,11 @@ def footnotes(frame) -> list[str]:
     for r, flag in [(r, flag) for r in rows if r["is_baseline"] for flag in timing_flags(r)]:
         lines.append(f"{flag} BASELINE: {r['model']} / {r['variant']} / {r['engine']} was timed {flag}, and every "
                      f"speed-up of {r['model']} against it moves with that: measure it again before reading them")
-    crowded = [f"{r['model']} / {r['variant']} / {r['engine']} {r['details']['other_load']['cores']:.1f} of "
-               f"{r['details']['other_load']['of_cpus']} CPUs" for r in rows if busy(r)]
+    crowded = [f"{r['model']} / {r['variant']} / {r['engine']} {load['cores']:.1f} of {load['of_cpus']} CPUs"
+               + (f", its threads waiting {load['waited']:.2f} s a second for one" if load.get("waited") else "")
+               for r in rows if busy(r) for load in [r["details"]["other_load"]]]
     if crowded:
-        lines.append(f"BUSY: other processes kept the CPUs busy while rows were timed ({', '.join(crowded)}, on average): "
+        lines.append(f"BUSY: other processes kept the CPUs busy while rows were timed ({'; '.join(crowded)}, on average): "
                      "their threads shared cores with that work, so their latency is the shared host's, not the model's "
                      "alone; measure them again with the host quiet")
     for r in rows:
