@@ -158,6 +158,8 @@ def test_a_pareto_front_is_one_model_s():
     html = pareto_chart([row("big", "int8", 1.0, 0.90), row("big", "fp32", 2.0, 0.95), shaky], "p")
     assert '"name":"Pareto front","x":[1.0,2.0],"y":[0.9,0.95]' in html and "prune \\u002f tvm UNSTEADY" in html
     assert '"symbol":["circle","circle","circle-open"]' in html
+    html = pareto_chart([shaky], "p")  # every point shaky: no front, and the title says why
+    assert '"name":"Pareto front","x":[],"y":[]' in html and "no Pareto front: every point was timed UNSTEADY or BUSY" in html
 
 
 def test_the_untuned_note_gives_the_run_s_own_gap_to_onnx_runtime(tmp_path):
@@ -266,9 +268,10 @@ def test_a_speed_up_over_fp32_not_timed_in_turns_and_a_shaky_best_variant_or_bas
     rows = store.frame().to_dict("records")
     assert agreement_texts(rows[0] | {"max_abs_diff": 0.0, "top1_agreement": 1.0}) == ("—", "—")
     assert agreement_texts(rows[1] | {"max_abs_diff": 2e-6, "top1_agreement": 0.99}) == ("2.00e-06", "99%")
-    from tvmharness.report.summary import to_csv  # a spreadsheet's reader sees the flags in a column of their own
+    from tvmharness.report.summary import json_rows, to_csv  # a spreadsheet's reader sees the flags in a column
 
     assert [r["timing"] for r in csv.DictReader(io.StringIO(to_csv(store.frame(), [])))] == ["BUSY", "UNSTEADY", ""]
+    assert [r["timing"] for r in json_rows(store.frame())] == [["BUSY"], ["UNSTEADY"], []]  # and JSON, as a list
 
 
 def test_sizes_are_printed_in_decimal_units_everywhere():

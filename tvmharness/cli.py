@@ -227,14 +227,14 @@ def _progress() -> Progress:
 
 def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
     from .pipeline import run_recipe
+    from .report.summary import json_rows
     from .report.terminal import render_run
-    from .results import RUN_RECIPE
 
     with _progress() as progress:
         result = run_recipe(recipe, _RichProgress(progress))
     frame, run = result.frame(), result.store.run(result.run_id)
     if json_out:
-        _print_json((extra or {}) | {"run": run, "rows": frame.drop(columns=RUN_RECIPE).to_dict("records")})
+        _print_json((extra or {}) | {"run": run, "rows": json_rows(frame)})
     else:
         render_run(frame, run, out)
         err.print(f"stored {counted(len(frame), 'row')} in {result.store.label} (run {result.run_id}) in {result.seconds:.0f} s", markup=False)

@@ -83,13 +83,13 @@ def _pareto_figure(ok: list[dict], model: str, metric: str, div_id: str) -> str:
             customdata=[_t(size_text(r["artifact_bytes"]) if present(r.get("artifact_bytes")) else "no artifact") for r in mine],
             hovertemplate="%{text}<br>%{x:.4g} ms · " + _t(metric) + " %{y:.3f}<br>%{customdata}<extra></extra>"))
     # The front claims the best trade-offs: a point timed UNSTEADY or BUSY (open) is the host's, not on it
-    steady = [r for r in ok if not timing_flags(r)] or ok
-    points = [(r["median_ms"], _quality(r)[1]) for r in steady]
+    points = [(r["median_ms"], _quality(r)[1]) for r in ok if not timing_flags(r)]
     front = pareto_front(points)
     fig.add_trace(go.Scatter(x=[points[i][0] for i in front], y=[points[i][1] for i in front], mode="lines",
                              name="Pareto front", line={"dash": "dot", "color": "grey"}, hoverinfo="skip"))
+    title = f"{metric}: {model}" + ("" if points else " (no Pareto front: every point was timed UNSTEADY or BUSY)")
     fig.update_layout(template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 40, "b": 50},
-                      title={"text": _t(f"{metric}: {model}"), "font": {"size": 13}},
+                      title={"text": _t(title), "font": {"size": 13}},
                       xaxis={"title": {"text": "median latency, ms (log)"}, "type": "log"},
                       yaxis={"title": {"text": _t(metric)}}, legend={"title": {"text": "engine (marker size: artifact)"}})
     return _figure_html(fig, div_id, CHART)

@@ -108,9 +108,16 @@ def junit(run: dict, verdicts: list[Verdict]) -> str:
     return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", "", text)  # control characters XML 1.0 forbids
 
 
+def json_rows(frame) -> list[dict]:
+    """Rows as JSON gives them (`run --json`, `report --format json`): as stored (raw samples, figures,
+    goals), with their timing flags (UNSTEADY, BUSY) as the tables show them."""
+    rows = frame.drop(columns=RUN_RECIPE, errors="ignore").to_dict("records")
+    return [r | {"timing": timing_flags(r)} for r in rows]
+
+
 def to_json(run: dict, verdicts: list[Verdict], frame) -> dict:
-    """The run, its rows (as `run --json` gives them: raw samples, figures, goals) and their verdicts."""
-    rows = frame[frame["run_id"] == run["id"]].drop(columns=RUN_RECIPE, errors="ignore").to_dict("records")
+    """The run, its rows (json_rows) and their verdicts."""
+    rows = json_rows(frame[frame["run_id"] == run["id"]])
     return {"run": run, "rows": rows, "regressions": sum(v.regression for v in verdicts), "counts": counts(verdicts),
             "verdicts": [v.to_dict() for v in verdicts]}
 
