@@ -68,6 +68,16 @@ def test_calls_timed_in_turns_each_follow_the_other_so_neither_is_timed_warm_fro
     assert b.median_ms / a.median_ms == pytest.approx(1.0, abs=0.15), (a.median_ms, b.median_ms)
 
 
+def test_two_calls_timed_in_turns_differ_when_their_pairs_say_so():
+    from tvmharness.measure import paired_p
+
+    rng = np.random.default_rng(5)
+    host = rng.lognormal(0, 0.3, 30)  # each turn's load falls on both calls alike
+    same = paired_p(list(host * rng.lognormal(0, 0.02, 30)), list(host * rng.lognormal(0, 0.02, 30)))
+    faster = paired_p(list(0.9 * host * rng.lognormal(0, 0.02, 30)), list(host * rng.lognormal(0, 0.02, 30)))
+    assert same > 0.05 and faster < 1e-4 and paired_p([1.0, 2.0], [1.0, 2.0]) is None
+
+
 def spin(seconds: float) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:

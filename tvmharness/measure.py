@@ -149,6 +149,16 @@ def time_interleaved(calls: list[Callable[[], object]], warmup: int, repeats: in
     return [replace(Latency.from_samples(s), other_load=figures) for s in samples]
 
 
+def paired_p(a_ms: list[float], b_ms: list[float]) -> float | None:
+    """Whether two calls timed in turns differ: the two-sided Wilcoxon signed-rank p of their sample
+    pairs (each sample of a turn against the other's of that turn); None where no pair differs."""
+    from scipy.stats import wilcoxon
+
+    if not any(a != b for a, b in zip(a_ms, b_ms)):
+        return None
+    return float(wilcoxon(a_ms, b_ms).pvalue)
+
+
 def output_leaves(out, tensor_type: type) -> list:
     """Every output of one call as it is, in order: nested tuples, lists (TVM's arrays too) and dict
     values flattened as torch.export and ONNX export number them."""

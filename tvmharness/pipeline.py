@@ -19,7 +19,7 @@ from .engines import EngineOptions, get_engine
 from .errors import FAILED, HarnessError, Interrupted, counted, one_line, reason
 from .gpu import check_local_gpu, cuda_status, ort_cuda_status, torch_cuda_status
 from .export import pt2_file
-from .measure import accuracy, agreement, exact_output, time_call, time_interleaved, top1_agreement
+from .measure import accuracy, agreement, exact_output, paired_p, time_call, time_interleaved, top1_agreement
 from .memory import ENGINES as MEMORY_ENGINES, measure_memory
 from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings, load_model, model_name
 from .provenance import snapshot, tvm_threads_kept
@@ -564,7 +564,8 @@ def _time_against_fp32(row: dict, call, fp32_call, recipe: Recipe, progress: Pro
         row["_interrupted"] = True
         return
     row["details"]["fp32_in_turns"] = {"median_ms": mine.median_ms, "fp32_median_ms": fp32.median_ms,
-                                       "samples_ms": mine.samples_ms, "fp32_samples_ms": fp32.samples_ms}
+                                       "samples_ms": mine.samples_ms, "fp32_samples_ms": fp32.samples_ms,
+                                       "p_value": paired_p(mine.samples_ms, fp32.samples_ms)}
 
 
 def _memory_elsewhere(engine: str, target: str) -> str:

@@ -72,16 +72,20 @@ def compression_table(frame) -> Table | None:
 
 
 GAIN = 0.05  # what a variant must gain on fp32 (on its engine) to be worth shipping: less is within noise
+ALPHA = 0.01  # and, timed in turns with fp32, how surely its turns say it is faster
 
 
 def _gains(row: dict) -> bool:
-    """Whether the variant is faster or smaller than fp32 on its engine by GAIN (or, where that fp32 row
-    is missing, not known to be neither)."""
+    """Whether the variant is faster or smaller than fp32 on its engine by GAIN (faster: in turns with
+    fp32, at p < ALPHA too, where that was measured), or, where that fp32 row is missing, not known to be
+    neither."""
     d = row["details"] or {}
     speedup, size = d.get("speedup_vs_fp32"), d.get("size_ratio")
     if not present(speedup) and not present(size):
         return True
-    return (present(speedup) and speedup >= 1 + GAIN) or (present(size) and size <= 1 - GAIN)
+    p_value = (d.get("fp32_in_turns") or {}).get("p_value", 0.0)  # (none where it was not timed in turns)
+    faster = present(speedup) and speedup >= 1 + GAIN and p_value is not None and p_value < ALPHA
+    return faster or (present(size) and size <= 1 - GAIN)
 
 
 def best_variants(frame) -> list[str]:
