@@ -612,9 +612,10 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
     ok_anyhow = [h for h in history if h["status"] == OK]
     # Size, memory and accuracy: against the runs measured this way, however their samples were spread
     # (LATENCY_ONLY); latency: against those timed this way too.
-    history = [h for h in history if all(c["what"] in LATENCY_ONLY for c in setup_changes(setup_of(h), setup))]
+    moved = [(h, setup_changes(setup_of(h), setup)) for h in history]  # each earlier row's setup against tonight's
+    history = [h for h, changes in moved if all(c["what"] in LATENCY_ONLY for c in changes)]
     ok_history = [h for h in history if h["status"] == OK]
-    timed = [h for h in ok_history if h.get("samples_ms") and not setup_changes(setup_of(h), setup)]
+    timed = [h for h, changes in moved if not changes and h["status"] == OK and h.get("samples_ms")]
     previous = ok_history[-1] if ok_history else (history[-1] if history else None)
     verdict = Verdict(series=series, verdict=SAME, aspects={}, run_id=int(row["run_id"]),
                       previous_run_id=int(previous["run_id"]) if previous is not None else None, evidence={},
