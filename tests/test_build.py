@@ -28,6 +28,22 @@ def digits(workdir):
     return load_model("digits_cnn", workdir / "cache")
 
 
+def test_a_tvm_session_leaves_the_process_on_every_core_it_had(tmp_path):
+    """TVM binds the thread that starts its pool to one core unless told not to: an engine timed after
+    it in the same process (a nightly's torch row measured again) would run on that core alone."""
+    script = (f"import os, json\nfrom tvmharness.engines import EngineOptions, get_engine\n"
+              f"from tvmharness.models import load_model\nfrom tvmharness.targets import resolve\n"
+              f"model = load_model({str(ROOT / 'tests' / 'user_models.py') + ':tiny_mlp'!r}, {str(tmp_path)!r})\n"
+              f"before = sorted(os.sched_getaffinity(0))\n"
+              f"session = get_engine('tvm').prepare(model, resolve('x86', 1), EngineOptions(cache_dir={str(tmp_path)!r}, threads=1))\n"
+              f"session.run(model.samples(1)[0])\nprint(json.dumps([before, sorted(os.sched_getaffinity(0))]))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_BIND_THREADS", "TVM_NUM_THREADS")}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before, after = json.loads(proc.stdout.splitlines()[-1])
+    assert after == before, (before, after)
+
+
 @pytest.mark.parametrize("frontend", ["torch", "onnx"])
 def test_both_frontends_build_and_agree_with_torch(digits, workdir, frontend):
     target = resolve("x86", 2)

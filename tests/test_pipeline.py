@@ -68,8 +68,10 @@ def test_a_failing_row_does_not_stop_the_others(recipe_dict, tmp_path, monkeypat
     recipe = recipe_from_dict(recipe_dict(models=[f"{USER_MODELS}:unsupported_op", f"{USER_MODELS}:weights_gone",
                                                   str(tmp_path / "moved.pt2"), "digits_cnn"], engines=["tvm", "torch"]))
     monkeypatch.delenv("TVM_NUM_THREADS", raising=False)
+    monkeypatch.delenv("TVM_BIND_THREADS", raising=False)
     result = run_recipe(recipe)
-    assert "TVM_NUM_THREADS" not in os.environ  # set for the run's TVM sessions, not for a notebook's later processes
+    # set for the run's TVM sessions, not for a notebook's later processes
+    assert "TVM_NUM_THREADS" not in os.environ and "TVM_BIND_THREADS" not in os.environ
     rows = {(r["model"], r["engine"]): r for r in result.rows}
     failed = rows[("unsupported_op", "tvm")]
     assert failed["status"] == BUILD_FAILED and "erfinv" in failed["reason"]

@@ -116,16 +116,18 @@ def git_commit() -> str:
 
 @contextlib.contextmanager
 def tvm_threads_kept():
-    """TVM_NUM_THREADS as it was once a run or tune ends: each sets it for its own TVM sessions and
-    workers, and a notebook's later processes (an artifact's `load` lines) should not inherit it."""
-    name, before = "TVM_NUM_THREADS", os.environ.get("TVM_NUM_THREADS")
+    """TVM_NUM_THREADS and TVM_BIND_THREADS as they were once a run or tune ends: each sets them for its
+    own TVM sessions and workers, and a notebook's later processes (an artifact's `load` lines) should
+    not inherit them."""
+    before = {name: os.environ.get(name) for name in ("TVM_NUM_THREADS", "TVM_BIND_THREADS")}
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 HOST_LABEL = "TVMHARNESS_HOST"  # the name a host's series go under, where its hostname changes (a CI runner, a container)

@@ -23,8 +23,12 @@ UNTUNED_GPU_NOTE = "untuned: TVM's default GPU schedules (dlight rules, far from
 
 
 def pin_threads(threads: int) -> int:
-    """TVM reads TVM_NUM_THREADS when its thread pool starts (its default here is 1 thread)."""
+    """TVM reads TVM_NUM_THREADS when its thread pool starts (its default here is 1 thread). Unless told
+    otherwise (TVM_BIND_THREADS), it also binds the calling thread to one core then, and every engine
+    timed after it in the process would run there: a nightly's torch row measured again after TVM ran
+    came out 46% slower, on one of the host's two cores."""
     os.environ["TVM_NUM_THREADS"] = str(threads)
+    os.environ.setdefault("TVM_BIND_THREADS", "0")
     import tvm
 
     return tvm.runtime.num_threads()
