@@ -363,16 +363,35 @@ def test_devkit_serve_stops_its_kit_on_sigterm_and_sighup(rack):
     import os
     import signal
 
+    def folder(server):  # its sessions' folder
+        [workdir] = Path(tempfile.gettempdir()).glob(f"tvmharness-kit-{server.pid}-*")
+        return workdir
+
     for signum in (signal.SIGTERM, signal.SIGHUP):
         [serving] = rack.serve("signalled")
         [server] = psutil.Process(serving.pid).children()
-        # its sessions' folder (the newest of its pid's: a kit killed earlier may have left one of a reused pid)
-        workdir = max(Path(tempfile.gettempdir()).glob(f"tvmharness-kit-{server.pid}-*"), key=lambda p: p.stat().st_mtime)
+        workdir = folder(server)
         os.kill(serving.pid, signum)  # to `devkit serve` alone, as a service manager's stop or a closed terminal
         assert serving.wait(30) == 0
         server.wait(30)  # (psutil.TimeoutExpired if the kit's server outlived it)
         rack.wait_for(lambda: not rack.kits("signalled"), 30, "the kit to leave the tracker")
         assert not workdir.exists()
+    # A kit's server killed with -9 leaves its folder, and the next kit to start removes it.
+    [serving] = rack.serve("orphan")
+    [server] = psutil.Process(serving.pid).children()
+    left = folder(server)
+    os.kill(server.pid, signal.SIGKILL)
+    serving.wait(30)
+    rack.wait_for(lambda: not rack.kits("orphan"), 30, "the killed kit to leave the tracker")
+    assert left.exists()
+    [serving] = rack.serve("orphan")
+    assert not left.exists()
+    # Stopped as a group (a terminal's Ctrl-C, a service manager's stop of the unit): both processes
+    # get the signal, and the kit's server one more from `devkit serve`; its folder goes all the same.
+    [server] = psutil.Process(serving.pid).children()
+    workdir = folder(server)
+    stop(serving, gently=True)
+    assert not workdir.exists()
     # killed with -9, it cannot stop its kit: the kernel does (a kit left serving would be taken for two)
     [serving] = rack.serve("killed")
     [server] = psutil.Process(serving.pid).children()

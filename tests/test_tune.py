@@ -212,8 +212,11 @@ def test_a_killed_tune_resumes_without_losing_records(tmp_path):
     # --resume with nothing to resume starts a new tune, and says so.
     args = [sys.executable, "-m", "tvmharness", "tune", "--model", TINY, "--trials", "16", "--resume", "--no-measure"]
     log = tmp_path / "first.log"
+    scratch = tmp_path / "tmp"  # the tunes' temporary folder
+    scratch.mkdir()
     with open(log, "w") as stderr:
-        proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                                env=dict(os.environ, TMPDIR=str(scratch)))
         try:
             _wait_for_records(record_file, proc)
         finally:
@@ -222,9 +225,12 @@ def test_a_killed_tune_resumes_without_losing_records(tmp_path):
     assert "nothing to resume: no interrupted tune of tiny_mlp" in log.read_text(), log.read_text()
     before = record_file.read_text().splitlines()
     assert before
+    [left] = scratch.glob(f"tvmharness-candidates-{proc.pid}-*")  # the killed tune could not remove it
 
-    resumed = run_cli("tune", "--model", TINY, "--resume", "--no-measure", "--json", cwd=tmp_path)
+    resumed = run_cli("tune", "--model", TINY, "--resume", "--no-measure", "--json", cwd=tmp_path,
+                      env={"TMPDIR": str(scratch)})
     assert resumed.returncode == 0, resumed.stderr
+    assert not left.exists()  # the next tune did
     after = record_file.read_text().splitlines()
     assert after[: len(before)] == before  # nothing lost, nothing rewritten
     summary = json.loads(resumed.stdout)["tune"][0]

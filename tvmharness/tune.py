@@ -688,7 +688,7 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
     native_log = log_dir / NATIVE_LOG
     with (_noting_interrupts() as interrupted, _follow_scheduler_log(log_dir / "logs", len(tasks), progress, interrupted),
           native_stderr_to(native_log),
-          tempfile.TemporaryDirectory(prefix="tvmharness-candidates-", ignore_cleanup_errors=True) as candidates):
+          _candidates_folder() as candidates):
         if options.tracker:
             runner = kit_runner(options, evaluator)
         else:
@@ -730,6 +730,22 @@ def _forget_old_runs(runs: Path) -> None:
     folders = sorted(p for p in runs.glob("*") if p.is_dir())
     for folder in folders[:max(0, len(folders) - (RUN_LOGS_KEPT - 1))]:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+CANDIDATES_PREFIX = "tvmharness-candidates-"
+
+
+def _candidates_folder() -> tempfile.TemporaryDirectory:
+    """The temporary folder a tune builds its candidates in, named by its process. A tune killed
+    outright (-9, the kernel's out-of-memory killer) cannot remove its own: the next tune removes
+    those whose process is gone."""
+    import psutil
+
+    for folder in Path(tempfile.gettempdir()).glob(f"{CANDIDATES_PREFIX}*-*"):
+        pid = folder.name[len(CANDIDATES_PREFIX):].split("-")[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or not psutil.pid_exists(int(pid))):  # (a killed one's, pid reused)
+            shutil.rmtree(folder, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{CANDIDATES_PREFIX}{os.getpid()}-", ignore_cleanup_errors=True)
 
 
 # Past waiting for a kit and its session's own timeout: connecting to the tracker and the kit (seconds each).

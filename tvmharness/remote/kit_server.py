@@ -50,7 +50,8 @@ def main(argv=None):
         os.environ.setdefault("TVM_BIND_THREADS", "0")
     # Each session works in a folder of its own under this one; what a killed session leaves is
     # removed when the server registers again, and the whole folder when the server stops.
-    workdir = tempfile.mkdtemp(prefix=f"tvmharness-kit-{os.getpid()}-")
+    _remove_orphaned_folders()
+    workdir = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
     tempfile.tempdir = workdir
     server = os.getpid()
     try:
@@ -60,7 +61,28 @@ def main(argv=None):
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+FOLDER_PREFIX = "tvmharness-kit-"
+
+
+def _remove_orphaned_folders():
+    """What kits killed outright (-9) left: each folder is named by its server's process."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*-*"):
+        pid = folder.name[len(FOLDER_PREFIX):].split("-")[0]
+        try:
+            if int(pid) != os.getpid():  # (this pid's own folder is not made yet: it was a killed one's)
+                os.kill(int(pid), 0)
+                continue
+        except (ValueError, PermissionError):  # not one of these; another user's live kit
+            continue
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _stop(signum, _frame):
+    # One stop is enough: a second (a group's SIGTERM reaches `devkit serve` too, which passes it on)
+    # would interrupt the unwinding that removes the folder.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for session in multiprocessing.active_children():  # else the exit waits for it (a non-daemon process)
         session.terminate()
     raise SystemExit(128 + signum)
