@@ -320,6 +320,37 @@ def test_user_pt2_and_onnx_files_load(tmp_path, workdir):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_a_model_of_a_package_the_user_installed_is_named_by_its_code(tmp_path, monkeypatch):
+    """A package installed into the environment (not editable) is the user's code all the same: its
+    version need not change with an edit, and no row records it. Only the packages whose versions
+    every row records (torch, torchvision) stand for their code by that version."""
+    import importlib
+    import sysconfig
+
+    site = tmp_path / "site-packages"  # where pip puts it: this environment's library folder
+    (site / "mynets").mkdir(parents=True)
+    (site / "mynets" / "__init__.py").write_text("")
+    paths = sysconfig.get_paths() | {"purelib": str(site), "platlib": str(site)}
+    monkeypatch.setattr(sysconfig, "get_paths", lambda *args, **kwargs: paths)
+    monkeypatch.syspath_prepend(str(site))
+    source = ("import torch\nfrom torch import nn\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+              "        super().__init__()\n        self.fc = nn.Linear(4, 2)\n\n    def forward(self, x):\n"
+              "        return torch.relu(self.fc(x))\n\ndef net():\n    torch.manual_seed(0)\n"
+              "    return Net().eval(), torch.randn(1, 4)\n")
+    digests = []
+    for edit in (source, source.replace("torch.relu", "torch.sigmoid")):  # edited, and installed again
+        (site / "mynets" / "nets.py").write_text(edit)
+        for name in [m for m in sys.modules if m.startswith("mynets")]:
+            monkeypatch.delitem(sys.modules, name)  # a new process imports it afresh
+        importlib.invalidate_caches()
+        digests.append(load_model("mynets.nets:net", tmp_path).digest)
+    assert digests[0] != digests[1]
+    # a zoo model, torchvision's code, is named by torchvision's version: none of its files is hashed
+    from tvmharness.models import _own_code
+
+    assert _own_code(load_model("resnet18", tmp_path).torch_module) == []
+
+
 def test_a_forward_edited_with_the_same_layers_and_weights_is_another_model(tmp_path):
     """The user's own code is part of a model's digest, so its caches (ONNX export, int8, TVM build)
     are not reused for a model that now computes something else; a zoo model's digest is its weights'."""

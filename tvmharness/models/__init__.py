@@ -9,7 +9,9 @@ Nothing is downloaded: torchvision models start from a seeded init.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import importlib.metadata
 import importlib.util
 import io
 import logging
@@ -27,6 +29,7 @@ from ..data import (FROM_EXAMPLE, GIVEN_RANGE, DataSet, Feed, ModelInput, data_s
                     load_data_set, random_feeds, sizes_text)
 from ..errors import FAILED, RELATIVE_PATHS, HarnessError, one_line, path_text, toml_table
 from ..measure import output_leaves
+from ..provenance import PACKAGES
 
 SEEDED_NOTE = "seeded init, batch-norm statistics from seeded noise: no pretrained weights are downloaded"
 
@@ -345,17 +348,17 @@ def _own_code(module) -> list[str]:
     """The hashes of the user's files whose code the module runs: those defining the methods of its
     classes (and of the classes they derive from: a torchvision ResNet whose _forward_impl is
     overridden), and, followed from those methods, the functions, classes and modules they name (an
-    activation in the user's utils.py). Installed packages' files are not (torch, torchvision: their
-    versions are in every row), nor the harness's (its commit is), so zoo models keep their digests."""
+    activation in the user's utils.py). A package the user installed is theirs too (its version need
+    not change with its code). Only the packages whose versions every row records (torch, torchvision),
+    the standard library and the harness (its commit) are not, so zoo models keep their digests."""
     import inspect
-    import sysconfig
-
-    paths = sysconfig.get_paths()  # the libraries' and the standard library's folders, not the prefix (/usr)
-    shipped = [Path(paths[k]).resolve() for k in ("purelib", "platlib", "stdlib", "platstdlib")] + [Path(__file__).parents[1]]
 
     def own(file) -> Path | None:
-        path = Path(file) if file else None
-        return path if path and path.is_file() and not any(path.resolve().is_relative_to(f) for f in shipped) else None
+        path = Path(file).resolve() if file else None
+        if not path or not path.is_file():
+            return None
+        recorded = any(path.is_relative_to(f) and not SITE_FOLDERS & set(path.relative_to(f).parts) for f in _recorded_code())
+        return None if recorded else path
 
     def methods(cls) -> list:
         return [f for c in cls.__mro__ for f in vars(c).values() if inspect.isfunction(f)]
@@ -387,6 +390,29 @@ def _own_code(module) -> list[str]:
             elif unfiled and _plain(value):  # a notebook's constant (SCALE = 5.0 in a later cell), in no file either
                 texts.add(content_hash("value", name, repr(value)))
     return sorted(file_hash(f) for f in files) + sorted(texts)
+
+
+SITE_FOLDERS = {"site-packages", "dist-packages"}
+
+
+@functools.cache
+def _recorded_code() -> tuple[Path, ...]:
+    """Where the code lies that a row names by a version rather than by its hashes: the packages of the
+    distributions every row records (found through their metadata: a site folder of another
+    environment on the path holds them too), the standard library's (less its site folders: a package
+    installed without a virtual environment lies in the standard library's folder), and the harness's."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()  # the standard library's folders, not the prefix (/usr)
+    folders = {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib")} | {Path(__file__).resolve().parents[1]}
+    for name in PACKAGES:
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        tops = {f.parts[0] for f in dist.files or [] if len(f.parts) > 1 and not f.parts[0].endswith((".dist-info", ".data"))}
+        folders |= {Path(dist.locate_file(top)).resolve() for top in tops - {".."}}
+    return tuple(folders)
 
 
 def _plain(value) -> bool:
