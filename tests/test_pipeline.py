@@ -852,11 +852,12 @@ def test_the_readme_s_python_example_runs_as_written(tmp_path):
 
 
 def test_the_git_commit_is_the_harness_s_own_not_that_of_a_checkout_it_is_installed_in(tmp_path):
-    """A wheel installed into a virtual env inside the user's project is no checkout of the harness:
-    its rows say 'unknown', not the user's project's commit."""
-    import importlib.util
+    """A wheel installed into a virtual env inside the user's project, or into its top folder, is no
+    checkout of the harness: its rows say 'unknown', not the user's project's commit, and its version
+    carries a hash of its code, so that two builds of one version are told apart."""
     import shutil
     import subprocess
+    import sys
     from pathlib import Path
 
     from tvmharness import provenance
@@ -864,16 +865,28 @@ def test_the_git_commit_is_the_harness_s_own_not_that_of_a_checkout_it_is_instal
     if subprocess.run(["git", "-C", str(Path(provenance.__file__).parent), "rev-parse"], capture_output=True).returncode:
         pytest.skip("the harness is not a git checkout here (a copy, an sdist)")
     assert re.fullmatch(r"[0-9a-f]{12}(\+dirty)?", provenance.git_commit())  # this checkout's
-    installed = tmp_path / "project" / ".venv" / "site-packages" / "tvmharness"
-    installed.mkdir(parents=True)
-    shutil.copy(provenance.__file__, installed / "provenance.py")
+    assert provenance.versions()["tvmharness"] == "0.1.0"  # the commit says which code
+
+    def installed(site: Path) -> tuple[str, str]:
+        probe = "from tvmharness import provenance as p; print(p.git_commit()); print(p.versions()['tvmharness'])"
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, check=True,
+                              env=dict(os.environ, PYTHONPATH=str(site)))
+        commit, version = done.stdout.strip().splitlines()
+        return commit, version
+
     git = ["git", "-C", str(tmp_path / "project"), "-c", "user.name=u", "-c", "user.email=u@example.com"]
+    (tmp_path / "project").mkdir()
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "the user's project"], check=True)
-    spec = importlib.util.spec_from_file_location("installed_provenance", installed / "provenance.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.git_commit() == "unknown"
+    versions = set()
+    for site in (tmp_path / "project" / ".venv" / "site-packages", tmp_path / "project"):  # pip install --target .
+        shutil.copytree(Path(provenance.__file__).parent, site / "tvmharness", ignore=shutil.ignore_patterns("__pycache__"))
+        commit, version = installed(site)
+        assert commit == "unknown" and re.fullmatch(r"0\.1\.0 \(code [0-9a-f]{12}\)", version), (commit, version)
+        versions.add(version)
+    assert len(versions) == 1  # the same code
+    (tmp_path / "project" / "tvmharness" / "pipeline.py").write_text("# another build of 0.1.0\n", "utf-8")
+    assert installed(tmp_path / "project")[1] not in versions
 
 
 def test_a_ctrl_c_before_the_run_starts_says_nothing_was_stored(tmp_path):

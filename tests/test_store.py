@@ -113,11 +113,12 @@ def test_a_store_from_a_newer_release_is_refused(tmp_path):
     path = tmp_path / "new.db"
     Store(str(path))
     store = Store(str(path))
-    run_id = store.start_run("r", "h", {}, snapshot() | {"git_commit": "0123456789ab"})
+    prov = snapshot()
+    run_id = store.start_run("r", "h", {}, prov | {"git_commit": "unknown", "versions": prov["versions"] | {"tvmharness": "0.9.0 (code 0123456789ab)"}})
     with sqlite3.connect(path) as db:
         db.execute("update alembic_version set version_num = '9999'")
         db.execute("update schema_info set version = 99")
-    with pytest.raises(HarnessError, match="newer than this tvmharness.*its newest run was written by tvmharness at commit 0123456789ab"):
+    with pytest.raises(HarnessError, match=r"newer than this tvmharness.*its newest run was written by tvmharness 0\.9\.0 \(code 0123456789ab\) at commit unknown"):
         Store(str(path))
     # A process that opened it before another host upgraded it writes no more rows into it: they would
     # lack what the new schema holds of every row (kept aside, as any row the store refuses)

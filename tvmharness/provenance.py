@@ -12,6 +12,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+from .cache import content_hash
+
 # CPU features that decide what kernels a compiler can use on this host.
 NOTABLE_X86_FEATURES = (
     "sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni",
@@ -81,7 +83,7 @@ def cores_text(cpu: dict) -> str:
 
 @functools.cache
 def versions() -> dict:
-    out = {"python": platform.python_version(), "tvmharness": installed_version("tvmharness")}
+    out = {"python": platform.python_version(), "tvmharness": harness_version()}
     for name in PACKAGES:
         v = installed_version(name)
         if v is not None:
@@ -97,16 +99,31 @@ def installed_version(dist: str) -> str | None:
         return None
 
 
+def harness_version() -> str:
+    """The harness's version; where no checkout gives its commit (an installed package), with a hash
+    of its code as well: two builds of one version (a wheel of each commit) are then told apart."""
+    version = installed_version("tvmharness") or "unknown"
+    if git_commit() != "unknown":
+        return version
+    package = Path(__file__).resolve().parent
+    files = sorted(p for p in package.rglob("*") if p.is_file() and p.suffix in (".py", ".toml", ".mako"))
+    code = content_hash(*(part for p in files for part in (str(p.relative_to(package)), p.read_bytes())))
+    return f"{version} (code {code[:12]})"
+
+
 @functools.cache
 def git_commit() -> str:
     """The commit of the harness code that produced a number ('+dirty' when it has local edits); 'unknown'
-    for an installed package, though its site-packages lie inside another project's checkout."""
+    for an installed package, though it lies inside another project's checkout."""
     repo = Path(__file__).resolve().parents[1]
     try:
         top, sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--show-toplevel", "--short=12", "HEAD"],
                                   capture_output=True, text=True, timeout=10, check=True).stdout.splitlines()
         if Path(top).resolve() != repo:
             return "unknown"
+        # a package installed into a project's own top folder (pip install --target .): not its files
+        subprocess.run(["git", "-C", str(repo), "ls-files", "--error-unmatch", "tvmharness/__init__.py"],
+                       capture_output=True, timeout=10, check=True)
         dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("+dirty" if dirty else "")

@@ -279,12 +279,15 @@ def _migrate(engine, label: str) -> None:
 
 
 def _newest_writer(conn) -> str:
-    """Which tvmharness wrote a store's newest run (its commit), for whoever must upgrade to read it."""
+    """Which tvmharness wrote a store's newest run (its version and commit), for whoever must upgrade to read it."""
     try:
-        commit = conn.execute(select(Run.git_commit).order_by(Run.id.desc()).limit(1)).scalar()
+        newest = conn.execute(select(Run.git_commit, Run.provenance).order_by(Run.id.desc()).limit(1)).first()
     except SQLAlchemyError:  # a schema this release does not know may keep it otherwise
         return ""
-    return f"; its newest run was written by tvmharness at commit {commit}" if commit else ""
+    if newest is None:
+        return ""
+    version = ((newest.provenance or {}).get("versions") or {}).get("tvmharness")
+    return f"; its newest run was written by tvmharness {version or '(version unknown)'} at commit {newest.git_commit}"
 
 
 def check_schema(session) -> None:

@@ -427,8 +427,9 @@ def provenance_changes(references: list[tuple[int, dict]], after: dict, known_on
     return changed
 
 
-# keys (or prefixes) that change no build nor model
-NOT_STEPS = ("git commit", "os", "recipe ", "eval data", "usable cores", "host while timing")
+# keys (or prefixes) that change no build nor model; the harness's own code (its commit, an installed
+# one's version) is named among a verdict's whys, not taken for a step
+NOT_STEPS = ("git commit", "tvmharness", "os", "recipe ", "eval data", "usable cores", "host while timing")
 
 
 def provenance_steps(provenances: list[dict]) -> list[bool]:
