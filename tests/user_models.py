@@ -220,6 +220,31 @@ def tiny_transformer():
     return TinyTransformer().eval(), (torch.randint(0, 50, (1, 8)), mask)
 
 
+class TinyViT(nn.Module):
+    """A vision transformer as small as one gets: patches, a CLS token, two pre-norm encoder layers."""
+
+    def __init__(self, width: int = 64, patch: int = 8, image: int = 32):
+        super().__init__()
+        self.patch = nn.Conv2d(3, width, patch, patch)
+        self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, (image // patch) ** 2 + 1, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, 4, 2 * width, dropout=0.0, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.pos
+        return self.head(self.norm(self.encoder(x)[:, 0]))
+
+
+def tiny_vit():
+    torch.manual_seed(0)
+    return TinyViT().eval(), torch.randn(1, 3, 32, 32)
+
+
 class FixedBatch(nn.Module):
     """A forward built for its example's batch alone: it reshapes to batch 1."""
 

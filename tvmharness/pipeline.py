@@ -619,7 +619,7 @@ def model_tolerance(model: LoadedModel, tolerance: float) -> tuple[float, list[f
     """The tolerance a model's outputs are judged by, and each output's floor under it."""
     # A quantized variant's engines may differ by a few quantization steps: it sets a wider tolerance.
     return (max(tolerance, model.compression.get("tolerance") or 0.0),
-            model.compression.get("tolerance_floors") or [])  # int8: a few of each output's quantization steps
+            model.compression.get("tolerance_floors") or [])  # int8: each output's rounding (quantize._int8_tolerance)
 
 
 def output_agreement(model: LoadedModel, reference: list, outputs: list, tolerance: float) -> tuple[dict, str | None]:
@@ -646,7 +646,8 @@ def output_agreement(model: LoadedModel, reference: list, outputs: list, toleran
     if not agree.within_tolerance:
         return figures, (f"{which}max abs diff {agree.max_abs_diff:.3g} exceeds the tolerance ({tolerance:g} x that "
                          f"output's largest value in the reference"
-                         + (f", or {floors[agree.output]:.3g}: a few of its quantization steps"
+                         + (f", or {floors[agree.output]:.3g}: int8's own rounding, three of the output's quantization "
+                            "steps or twice how far int8 moves it from fp32, whichever is more"
                             if agree.output < len(floors) and floors[agree.output] else "") + ")")
     return figures, None
 
