@@ -371,6 +371,27 @@ def test_int8_static_stores_int8_weights_that_tvm_imports(digits, workdir):
     assert not any("R.dequantize(metadata" in line and "axis=0" in line and ", 3, 3)" in line for line in script.splitlines())
 
 
+def test_int8_runs_1d_convolutions_on_integer_kernels_and_names_what_stays_fp32(workdir):
+    """Audio models are 1-D convolutions: TVM runs them as integer kernels as it does 2-D ones, agreeing
+    with ONNX Runtime's int8; a transposed convolution has no integer kernel here, and the notes say so."""
+    from tvmharness.engines import EngineOptions, get_engine
+    from tvmharness.targets import resolve
+
+    model = load_model(f"{USER_MODELS}:keyword_spotter", workdir / "cache")
+    quantized = apply_variant(model, "int8", workdir / "cache")
+    kernels = quantized.compression["tvm_int8_kernels"]
+    assert kernels["integer"] == {"conv1d": 3, "matmul": 1}
+    assert kernels["float_fallback"] == {"conv1d_transpose: no integer kernel for conv1d_transpose (only for conv1d, "
+                                         "conv2d, matmul)": 1}
+    assert "1 conv1d_transpose: no integer kernel" in " ".join(quantized.notes)
+    options = EngineOptions(cache_dir=workdir / "cache", threads=2)
+    tvm_int8, ort_int8 = (get_engine(e).prepare(quantized, resolve("x86", 2), options) for e in ("tvm", "onnxruntime"))
+    floors = quantized.compression["tolerance_floors"]
+    for feed in model.samples(4):
+        for k, (ours, theirs) in enumerate(zip(tvm_int8.run(feed), ort_int8.run(feed))):
+            assert np.abs(ours - theirs).max() <= max(floors[k], INT8_TOLERANCE * np.abs(theirs).max())
+
+
 def test_int8_records_the_calibration_it_ran_beside_what_was_asked(digits, workdir):
     import dataclasses
 

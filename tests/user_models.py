@@ -245,6 +245,28 @@ def tiny_vit():
     return TinyViT().eval(), torch.randn(1, 3, 32, 32)
 
 
+class KeywordSpotter(nn.Module):
+    """A keyword spotter on raw audio: 1-D convolutions (a strided one, a padded one, a depthwise one),
+    and an upsampling ConvTranspose1d of a decoder head."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv1d(1, 8, 16, stride=4), nn.ReLU(), nn.Conv1d(8, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv1d(16, 16, 3, padding=2, dilation=2, groups=16), nn.ReLU())
+        self.upsample = nn.ConvTranspose1d(16, 4, 2, stride=2)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, audio):
+        x = self.features(audio)
+        return self.head(x.mean(-1)), self.upsample(x)
+
+
+def keyword_spotter():
+    torch.manual_seed(0)
+    return KeywordSpotter().eval(), torch.randn(1, 1, 400)
+
+
 class FixedBatch(nn.Module):
     """A forward built for its example's batch alone: it reshapes to batch 1."""
 

@@ -15,7 +15,7 @@ from .models import LoadedModel
 
 # Bump when what reaches TVM or ONNX Runtime from a model changes (e.g. batch-norm folding, the
 # integer rewrite of QDQ models), so the cached exports and builds keyed by it are redone.
-IMPORT_VERSION = 5  # 5: QDQ scales and zero points as tensors (qdq.VERSION 3)
+IMPORT_VERSION = 6  # 5: QDQ scales and zero points as tensors (qdq.VERSION 3); 6: integer conv1d (qdq.VERSION 4)
 # Bump when only the ONNX export changes (what ONNX Runtime reads), so TVM's builds are kept.
 EXPORT_VERSION = 2  # 2: an output that is an input has a name of its own
 

@@ -2,7 +2,7 @@
 
 TVM 0.27's ONNX frontend imports QuantizeLinear/DequantizeLinear, and they legalize to plain TIR:
 a QDQ model runs dequantize -> fp32 conv/matmul -> quantize, with int8 storage and no integer
-arithmetic. This Relax rewrite turns each conv2d / matmul whose inputs are a dequantized activation
+arithmetic. This Relax rewrite turns each conv1d / conv2d / matmul whose inputs are a dequantized activation
 and a dequantized constant weight into an integer operation on the quantized values (uint8/int8 x
 int8, int32 accumulation) followed by one float rescale (activation scale x per-channel weight
 scale) that the following bias add and quantize fuse into:
@@ -40,7 +40,11 @@ TVM_QUANTIZED_FIX = ("quantize it in QDQ format (quantize_static(..., quant_form
                      f"integer kernels here), or dynamically with op_types_to_quantize={json.dumps(TVM_DYNAMIC_OP_TYPES)}; "
                      "or give the fp32 model and measure --variant int8 (or int8:dynamic)")
 
-VERSION = 3  # 2: MatMul weights stored (in, out), on N-D inputs (Linear layers of transformers); 3: singleton qparams
+VERSION = 4  # 2: MatMul weights stored (in, out), on N-D inputs (Linear layers of transformers); 3: singleton qparams; 4: conv1d
+# The convolutions rewritten to integer kernels, with the layouts they take (ONNX's)
+CONV_LAYOUTS = {"conv1d": ("NCW", "OIW"), "conv2d": ("NCHW", "OIHW")}
+# Compute on a dequantized activation that no integer kernel here takes: it stays fp32, and is said so
+OTHER_COMPUTE = ("conv3d", "conv1d_transpose", "conv2d_transpose", "conv3d_transpose")
 
 
 @dataclass
@@ -66,10 +70,13 @@ def integer_qdq(mod):
         def visit_call_(self, call):
             call = super().visit_call_(call)
             name = getattr(call.op, "name", "")
-            if name not in ("relax.nn.conv2d", "relax.matmul"):
+            kind = name.removeprefix("relax.nn.").removeprefix("relax.")
+            if kind not in CONV_LAYOUTS and kind != "matmul" and kind not in OTHER_COMPUTE:
                 return call
-            kind = "conv2d" if name == "relax.nn.conv2d" else "matmul"
             try:
+                if kind in OTHER_COMPUTE:
+                    self._dequantized(call.args[0])  # (not quantized: no fallback to name)
+                    raise _NoMatch(f"no integer kernel for {kind} (only for {', '.join([*CONV_LAYOUTS, 'matmul'])})")
                 new = self._rewrite(call, kind)
             except _NoMatch as why:
                 if why.counted:
@@ -117,21 +124,24 @@ def integer_qdq(mod):
             if dtype not in ("uint8", "int8"):
                 raise _NoMatch(f"activation is {dtype}")
             zx = int(zx.reshape(-1)[0])
-            if kind == "conv2d":
+            if kind in CONV_LAYOUTS:
                 wq, sw = self._weight(call.args[1], matmul=False)
                 attrs = call.attrs
-                if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
-                    raise _NoMatch("layout is not NCHW/OIHW")
-                top, left, bottom, right = (int(p) for p in attrs.padding)
+                data_layout, kernel_layout = CONV_LAYOUTS[kind]
+                if attrs.data_layout != data_layout or attrs.kernel_layout != kernel_layout:
+                    raise _NoMatch(f"layout is not {data_layout}/{kernel_layout}")
+                padding = [int(p) for p in attrs.padding]  # conv1d: left, right; conv2d: top, left, bottom, right
+                spatial = len(padding) // 2
                 data = xq
-                if top or left or bottom or right:
-                    data = self.builder_.emit(relax.op.nn.pad(xq, [0, 0, 0, 0, top, bottom, left, right],
-                                                              pad_value=float(zx)))
-                acc = self.builder_.emit(relax.op.nn.conv2d(
+                if any(padding):  # pad's widths: (before, after) of each axis, the spatial ones last
+                    widths = [0, 0, 0, 0] + [w for axis in range(spatial) for w in (padding[axis], padding[axis + spatial])]
+                    data = self.builder_.emit(relax.op.nn.pad(xq, widths, pad_value=float(zx)))
+                conv = relax.op.nn.conv2d if kind == "conv2d" else relax.op.nn.conv1d
+                acc = self.builder_.emit(conv(
                     data, relax.const(wq), strides=attrs.strides, padding=0, dilation=attrs.dilation,
-                    groups=attrs.groups, data_layout="NCHW", kernel_layout="OIHW", out_dtype="int32"))
-                shape = (1, -1, 1, 1)
-                wsum = wq.astype(np.int64).sum(axis=(1, 2, 3))
+                    groups=attrs.groups, data_layout=data_layout, kernel_layout=kernel_layout, out_dtype="int32"))
+                shape = (1, -1) + (1,) * spatial
+                wsum = wq.astype(np.int64).sum(axis=tuple(range(1, wq.ndim)))
             else:
                 wq, sw = self._weight(call.args[1], matmul=True)  # (out, in), used transposed
                 acc = self.builder_.emit(relax.op.matmul(xq, relax.const(np.ascontiguousarray(wq.T)), out_dtype="int32"))
