@@ -47,7 +47,11 @@ def test_pruned_attention_layers_train_like_the_others(workdir):
     through it (it crashed on the second step), and a fine-tune trains it, its pruned zeros kept."""
     model = load_model(f"{USER_MODELS}:tiny_transformer", workdir / "cache")
     gradual = apply_variant(model, "prune:0.5,schedule=gradual,steps=2,epochs=1", workdir / "cache")
-    assert sparsity(gradual.torch_module) == pytest.approx(0.5, abs=0.01)
+    assert sparsity(gradual.torch_module, weight_layers(gradual.torch_module)) == pytest.approx(0.5, abs=0.01)
+    # the embedding's table and attention's input projection are no conv/linear layer's: left dense, and said
+    assert gradual.compression["sparsity"] == pytest.approx(0.30, abs=0.01)
+    assert ("left as they are, being no conv/linear layer's: Embedding 800, MultiheadAttention 768 weights "
+            "(40% of the model's)") in gradual.notes[-1]
     pruned, tuned = (apply_variant(model, v, workdir / "cache").torch_module.encoder.layers[0].self_attn.out_proj.weight
                      for v in ("prune:0.5", "prune:0.5+finetune:1"))
     assert not torch.equal(pruned, tuned) and bool(((pruned == 0) == (tuned == 0)).all())
@@ -317,6 +321,19 @@ def test_parametrized_weights_are_compressed_on_a_copy_without_their_parametriza
     assert all(parametrize.is_parametrized(model.torch_module.net[i]) for i in (0, 2, 4))
     with torch.no_grad():
         assert torch.equal(model.torch_module(*example), before)
+
+
+def test_pruning_and_clustering_a_recurrent_model_say_what_they_leave_dense(workdir):
+    """An LSTM's matrices are no conv/linear layer's: pruning half of the conv/linear weights of a
+    keyword spotter is 2% of its weights, and its figures and notes say so, not 50%."""
+    model = load_model(f"{USER_MODELS}:lstm_last_step", workdir / "cache")
+    pruned = apply_variant(model, "prune:0.5", workdir / "cache")
+    assert pruned.compression["sparsity"] == pytest.approx(32 / 1600)  # the Linear's 32 of the model's 1,600 weights
+    assert pruned.notes[-1].endswith("sparsity 50.0% of those, 2.0% of the model's weights; left as they are, being no "
+                                     "conv/linear layer's: LSTM 1,536 weights (96% of the model's)")
+    clustered = apply_variant(model, "cluster:16", workdir / "cache")
+    assert "clustered the weights of 1 conv/linear layers" in clustered.notes[-1] and "LSTM 1,536 weights" in clustered.notes[-1]
+    assert "left as they are" not in apply_variant(load_model("digits_cnn", workdir / "cache"), "prune:0.5", workdir / "cache").notes[-1]
 
 
 def test_pruning_a_model_that_came_pruned_says_so(workdir):

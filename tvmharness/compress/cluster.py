@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import Field
 
 from .base import Technique, Work
-from .metrics import clustered_bytes, weight_layers
+from .metrics import clustered_bytes, left_dense, weight_layers
 from .prune import finalize_pruning
 
 CLUSTERS_ATTR = "_tvmharness_clusters"  # {layer name: N}, kept on the module so a fine-tune can re-cluster
@@ -61,7 +61,8 @@ class Cluster(Technique):
         setattr(module, CLUSTERS_ATTR, clusters)
         work.module = module
         work.metrics["compressed_bytes"] = clustered_bytes(module, clusters)
-        work.notes.append(f"clustered the weights of {len(clusters)} layers to {self.clusters} values each "
+        dense = left_dense(module)
+        work.notes.append(f"clustered the weights of {len(clusters)} conv/linear layers to {self.clusters} values each "
                           f"(k-means); compressed size {work.metrics['compressed_bytes']} B = "
-                          f"{int(np.ceil(np.log2(self.clusters)))}-bit indices + centroids")
+                          f"{int(np.ceil(np.log2(self.clusters)))}-bit indices + centroids" + (f"; {dense}" if dense else ""))
         return work

@@ -25,11 +25,45 @@ def shared_parameters(module) -> dict[int, list[str]]:
     return {key: found for key, found in names.items() if len(found) > 1}
 
 
-def sparsity(module) -> float:
-    """The share of zeros in the conv and linear weights."""
-    weights = [m.weight.detach() for m in weight_layers(module)]
+def model_weights(module) -> list:
+    """Every weight of the model as it computes: each conv/linear layer's (a pruned one's with its mask
+    applied), and each other parameter of two dimensions or more (an embedding's table, a recurrent
+    layer's matrices, attention's input projection), not biases nor the scales of norms."""
+    layers = weight_layers(module)
+    return [m.weight.detach() for m in layers] + [p.detach() for p, _ in _other_weights(module, layers)]
+
+
+def _other_weights(module, layers: list) -> list[tuple]:
+    """The weights outside conv/linear layers, each with the module that holds it (a tied one once)."""
+    seen = {id(p) for m in layers for p in m.parameters()}  # (a pruned layer's weight_orig, a parametrization's original)
+    found = []
+    for m in module.modules():
+        for p in m.parameters(recurse=False):
+            if p.dim() > 1 and id(p) not in seen:
+                seen.add(id(p))
+                found.append((p, m))
+    return found
+
+
+def sparsity(module, layers: list | None = None) -> float:
+    """The share of zeros in the weights of `layers`; by default in every weight of the model."""
+    weights = [m.weight.detach() for m in layers] if layers is not None else model_weights(module)
     total = sum(w.numel() for w in weights)
     return float(sum(int((w == 0).sum()) for w in weights) / total) if total else 0.0
+
+
+def left_dense(module, said_from: float = 0.01) -> str:
+    """What the conv/linear techniques (pruning, clustering) leave as it is, where it is a share of the
+    model's weights worth saying (`said_from`): the weights of its other modules, by kind ("LSTM 1,536
+    weights (96% of the model's)"); "" otherwise."""
+    by_kind: dict[str, int] = {}
+    for p, m in _other_weights(module, weight_layers(module)):
+        by_kind[type(m).__name__] = by_kind.get(type(m).__name__, 0) + p.numel()
+    dense, total = sum(by_kind.values()), sum(w.numel() for w in model_weights(module))
+    if not total or dense < said_from * total:
+        return ""
+    kinds = ", ".join(f"{kind} {n:,}" for kind, n in sorted(by_kind.items(), key=lambda kv: -kv[1]))
+    return f"left as they are, being no conv/linear layer's: {kinds} weights ({dense / total:.0%} of the model's)"
 
 
 def flop_count(module, example: tuple) -> int | None:
@@ -54,7 +88,7 @@ def flop_count(module, example: tuple) -> int | None:
     return int(counter.get_total_flops())
 
 
-def model_metrics(module, example: tuple) -> dict:
+def model_metrics(module, example: tuple) -> dict:  # sparsity: of every weight of the model
     return {"params": parameter_count(module), "flops": flop_count(module, example),
             "sparsity": round(sparsity(module), 6)}
 

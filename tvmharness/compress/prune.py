@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from .base import NotApplicable, Technique, Work
-from .metrics import shared_parameters, sparsity, weight_layers
+from .metrics import left_dense, shared_parameters, sparsity, weight_layers
 from .training import train
 
 
@@ -49,7 +49,7 @@ class Prune(Technique):
         module = self.clone_module(work)
         layers = weight_layers(module)
         # Masks the model came with stay, and prune's amount then counts only the weights they left
-        already = sparsity(module) if any(prune.is_pruned(m) for m in layers) else 0.0
+        already = sparsity(module, layers) if any(prune.is_pruned(m) for m in layers) else 0.0
         if self.schedule == "oneshot":
             targets = [self.amount]
         else:  # Zhu & Gupta's cubic schedule: prune fast first, then slowly as fewer weights remain
@@ -69,8 +69,11 @@ class Prune(Technique):
         work.module = module
         came = (f"the model came pruned to {already:.1%} (torch.nn.utils.prune masks); " if already else "")
         of = " of those left" if already else ""
+        dense = left_dense(module)
         work.notes.append(f"{came}pruned {self.amount:.0%} of conv/linear weights{of} ({self.scope}, {self.schedule}); "
-                          f"sparsity {sparsity(module):.1%}" + (f"; {notes[-1]} after each of {self.steps} steps" if notes else ""))
+                          f"sparsity {sparsity(module, layers):.1%}"
+                          + (f" of those, {sparsity(module):.1%} of the model's weights; {dense}" if dense else "")
+                          + (f"; {notes[-1]} after each of {self.steps} steps" if notes else ""))
         return work
 
 
