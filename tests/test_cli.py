@@ -439,6 +439,22 @@ def test_a_model_that_does_not_export_fails_its_rows_and_keeps_the_baseline(cli_
                        code=1)
 
 
+def test_a_layer_named_as_torch_fx_names_an_attribute_is_named_as_the_cause(cli_dir):
+    """A branch called `meta` exports, but PyTorch cannot rebuild a module from the export (it was an
+    internal error from a .pt2, and an "unsupported operator" for TVM and ONNX from a .py): one message."""
+    import torch
+
+    from tests.user_models import meta_branch
+
+    cause = "has a top-level layer, parameter or buffer named 'meta', a name torch.fx keeps for itself"
+    proc = run_cli("compile", f"{USER_MODELS}:meta_branch", "--out", str(cli_dir / "never-meta"), cwd=cli_dir)
+    assert_usage_error(proc, f"'meta_branch' {cause}", "rename it in the model (self.meta = ...", code=1)
+    module, example = meta_branch()
+    torch.export.save(torch.export.export(module, example), str(cli_dir / "meta.pt2"))
+    proc = run_cli("bench", str(cli_dir / "meta.pt2"), "--store", str(cli_dir / "meta.db"), cwd=cli_dir)
+    assert_usage_error(proc, cause, "and export it again", code=1)
+
+
 @pytest.mark.parametrize("function, cause", [("raises_on_its_example", "ValueError: no head configured"),
                                              ("example_of_the_wrong_shape", "RuntimeError: mat1 and mat2 shapes")])
 def test_a_model_that_raises_on_its_example_is_told_so_not_to_make_it_traceable(cli_dir, function, cause):

@@ -267,6 +267,24 @@ def keyword_spotter():
     return KeywordSpotter().eval(), torch.randn(1, 1, 400)
 
 
+class MetaBranch(nn.Module):
+    """An image and its metadata: a branch named as the metadata it reads (torch.fx names an attribute so)."""
+
+    def __init__(self):
+        super().__init__()
+        self.image = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.meta = nn.Linear(2, 4)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, image, meta):
+        return self.head(torch.cat([self.image(image), self.meta(meta)], 1))
+
+
+def meta_branch():
+    torch.manual_seed(0)
+    return MetaBranch().eval(), (torch.randn(1, 3, 8, 8), torch.randn(1, 2))
+
+
 class FixedBatch(nn.Module):
     """A forward built for its example's batch alone: it reshapes to batch 1."""
 

@@ -89,6 +89,11 @@ class LoadedModel:
         if self.exported is None:
             import torch
 
+            clash = _graph_module_clash(self.name, (name for name, _ in [*self.torch_module.named_children(),
+                                                             *self.torch_module.named_parameters(recurse=False),
+                                                             *self.torch_module.named_buffers(recurse=False)]))
+            if clash:
+                raise HarnessError(*clash, FAILED)
             try:
                 with quiet_torch_export():
                     self.exported = torch.export.export(fold_batchnorm(self.torch_module), self.example())
@@ -684,6 +689,24 @@ def onnx_shapes(proto, inputs) -> dict[str, list[int]]:
     return {i.name: list(i.shape) for i in inputs if i.name in names}
 
 
+# What a torch.fx GraphModule, the module torch.export's program is rebuilt as, holds for itself
+GRAPH_MODULE_NAMES = {"meta", "graph", "code", "shape_env", "recompile", "print_readable", "to_folder", "add_submodule",
+                      "delete_submodule", "delete_all_unused_submodules"}
+
+
+def _graph_module_clash(model: str, names) -> tuple[str, str] | None:
+    """(cause, fix) where the model's top-level layers, parameters or buffers take a name of those: PyTorch
+    cannot rebuild a module from its export then (torch.export, ONNX export and TVM all do)."""
+    clash = sorted(set(names) & GRAPH_MODULE_NAMES)
+    if not clash:
+        return None
+    said = ", ".join(f"'{n}'" for n in clash)
+    return (f"'{model}' has a top-level layer, parameter or buffer named {said}, a name torch.fx keeps for itself in the "
+            "module an export is rebuilt as: PyTorch cannot rebuild the model from its export (nor can ONNX's exporter or "
+            "TVM read it)",
+            f"rename it in the model (self.{clash[0]} = ...: say self.{clash[0]}_net)")
+
+
 def _load_zoo(name: str, cache_dir: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
     entry = ZOO[name]
     module, cache_hit = entry.factory(cache_dir)
@@ -707,6 +730,9 @@ def _load_pt2(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
     import torch
 
     ep = _load_exported(path)
+    clash = _graph_module_clash(str(path), (key.split(".")[0] for key in [*ep.state_dict, *ep.constants]))
+    if clash:
+        raise ModelNotMade(clash[0], clash[1] + " and export it again", FAILED)
     module = ep.module()
     _check_float32(str(path), module)
     names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
