@@ -818,6 +818,13 @@ def test_a_range_the_model_itself_refuses_is_blamed_on_the_range_given(cli_dir):
                        "input 'ids' seeded in [0, 500]: the range given by --input-range or [inputs]",
                        "fix: keep the range within what the model accepts")
     assert "report it" not in proc.stderr and not (cli_dir / "never-checked").exists()
+    # bench's baseline row says it too (and the others are not measured against it)
+    proc = run_cli("bench", f"{USER_MODELS}:token_classifier", "--input-range", "ids=0..500", "--engine", "torch",
+                   "--engine", "tvm", "--store", str(cli_dir / "ranges.db"), cwd=cli_dir)
+    assert proc.returncode == 1, proc.stderr
+    said = " ".join(proc.stdout.split())
+    assert ("token_classifier / torch: IndexError: index out of range in self (input 'ids' seeded in [0, 500]: the range "
+            "given by --input-range or [inputs]) (keep the range within what the model accepts") in said, said
 
 
 def test_a_target_whose_cpu_this_host_lacks_features_of_is_built_not_run(cli_dir):

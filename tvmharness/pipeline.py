@@ -532,7 +532,9 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
         call = session.bind(inputs[0])
         latency = time_call(call, m.warmup, m.repeats, m.span_s, progress.repeat)
     except Exception as err:
-        return _failed(row, RUN_FAILED, err)
+        ranges = model.given_ranges()  # the user's values, the first suspect (an embedding's lookup past its rows)
+        return _failed(row, RUN_FAILED, HarnessError(f"{reason(err)} ({ranges}: the range given by {GIVEN_RANGE})",
+                                                     RANGE_FIX) if ranges else err)
     if fp32_call is not None:
         progress.step(f"timing {label} and fp32 in turns")
         _time_against_fp32(row, call, fp32_call, recipe, progress)
@@ -683,17 +685,18 @@ def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recip
             **({"tolerance_floors": floors} if floors else {}), "max_abs_diff": figures["max_abs_diff"]}
 
 
+RANGE_FIX = "keep the range within what the model accepts (an embedding's ids below its number of rows)"
+
+
 def _reference_failed(model: LoadedModel, err: Exception) -> HarnessError:
     """The reference engine raising on the inputs an artifact is checked with: the user's range where one
     was given (an embedding's lookup past its rows), else the model."""
     fed = f"its held-out data ({model.eval_data.source})" if model.eval_data is not None else "its seeded inputs"
     cause = (f"the reference engine ({model.baseline_engine}), which {model.name}'s artifact is checked against, raised "
              f"on {fed}: {type(err).__name__}: {one_line(err)}")
-    given = [i for i in model.inputs if i.range_from == GIVEN_RANGE] if model.eval_data is None else []
-    if given:
-        ranges = ", ".join(f"input '{i.name}' seeded in [{i.value_range[0]}, {i.value_range[1]}]" for i in given)
-        return HarnessError(f"{cause} ({ranges}: the range given by {GIVEN_RANGE})",
-                            "keep the range within what the model accepts (an embedding's ids below its number of rows)")
+    ranges = model.given_ranges()
+    if ranges:
+        return HarnessError(f"{cause} ({ranges}: the range given by {GIVEN_RANGE})", RANGE_FIX)
     return HarnessError(cause, "fix the model so that it runs on these inputs, or --no-check writes the artifact "
                                "unchecked", exit_code=FAILED)
 

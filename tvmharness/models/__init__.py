@@ -77,6 +77,12 @@ class LoadedModel:
             return None
         return self.eval_data.labels_fed(self.batch)
 
+    def given_ranges(self) -> str:
+        """The value ranges the user gave the seeded inputs ("input 'ids' seeded in [0, 1500]"), the first
+        suspect where the model raises on them (an embedding's lookup past its rows); "" where none."""
+        given = [i for i in self.inputs if i.range_from == GIVEN_RANGE] if self.eval_data is None else []
+        return ", ".join(f"input '{i.name}' seeded in [{i.value_range[0]}, {i.value_range[1]}]" for i in given)
+
     def example(self) -> tuple:
         """One seeded call's inputs as torch tensors: what export, FLOP counting and structured
         pruning trace the model with."""
@@ -113,12 +119,17 @@ class LoadedModel:
                 self.torch_module(*self.example())
         except Exception as err:  # the user's forward may raise anything
             shapes = ", ".join(input_text(i.name, i.dtype, i.shape) for i in self.inputs)
-            if self.shapes_given:  # sizes of the user's that the model refuses (an exported bound, a layer's size)
-                given = ", ".join(f"{i.name}={sizes_text(i.shape)}" for i in self.inputs if i.name in self.shapes_given)
-                raise HarnessError(f"model '{self.name}' raised at the sizes given for it (--input-shape or [inputs]: "
+            ranges = self.given_ranges()
+            if self.shapes_given or ranges:  # sizes or values of the user's that the model refuses (an exported bound, a layer's size, a vocabulary)
+                given = ", ".join([f"{i.name}={sizes_text(i.shape)}" for i in self.inputs if i.name in self.shapes_given]
+                                  + ([ranges] if ranges else []))
+                said = [(w, flag) for w, flag, on in (("sizes", "--input-shape", self.shapes_given),
+                                                      ("value ranges", "--input-range", ranges)) if on]
+                what, flags = " and ".join(w for w, _ in said), ", ".join(f for _, f in said)
+                raise HarnessError(f"model '{self.name}' raised at the {what} given for it ({flags} or [inputs]: "
                                    f"{given}) in PyTorch itself: {type(err).__name__}: {one_line(err)}",
-                                   "give sizes the model takes (its example's, or within the bounds it was exported "
-                                   "with), or drop them") from None
+                                   f"give {what} the model takes (its example's sizes, or within the bounds it was "
+                                   "exported with; ids below an embedding's number of rows), or drop them") from None
             raise HarnessError(f"model '{self.name}' raised on its example ({shapes}) in PyTorch itself: "
                                f"{type(err).__name__}: {one_line(err)}",
                                "fix the model, or its example (the inputs' shapes and dtypes its forward takes)",
