@@ -19,6 +19,7 @@ from .engines import EngineOptions, get_engine
 from .errors import FAILED, HarnessError, Interrupted, counted, one_line, reason
 from .gpu import check_local_gpu, cuda_status, ort_cuda_status, torch_cuda_status
 from .export import pt2_file
+from .frontend import known_faults
 from .measure import accuracy, agreement, exact_output, paired_p, time_call, time_interleaved, top1_agreement
 from .memory import ENGINES as MEMORY_ENGINES, measure_memory
 from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings, load_model, model_name
@@ -609,7 +610,8 @@ def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, 
         row["details"].update(figures.pop("details", {}))
         row.update(figures)
         if problem:
-            row.update(status=DISAGREES, reason=problem)
+            fault = known_faults(model, recipe.frontend) if row["engine"].startswith("tvm") else ""
+            row.update(status=DISAGREES, reason=problem + (f" ({fault})" if fault else ""))
     if model.eval_labels is not None:
         try:
             row["accuracy"] = accuracy(outputs, model.eval_labels)
@@ -674,9 +676,13 @@ def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recip
     figures, problem = output_agreement(model, reference, [session.run(x) for x in inputs], recipe.measure.tolerance)
     engine = model.baseline_engine
     if problem:
+        frontend = artifact.manifest["frontend"]
+        other = "onnx" if frontend == "torch" else "torch"  # a torch model may go the other way; an ONNX one has only its own
+        fixes = [known_faults(model, frontend) or "`tvmharness bench` shows each engine's rows",
+                 *([f"`--frontend {other}` takes another way into TVM"] if model.torch_module is not None and model.frontend is None else []),
+                 "--no-check writes it all the same"]
         raise HarnessError(f"the artifact of {model.name} for {target.name} disagrees with {engine} ({problem}), "
-                           "so it was not written", "`tvmharness bench` shows each engine's rows; `--frontend onnx` takes "
-                           "another way into TVM; --no-check writes it all the same", exit_code=FAILED)
+                           "so it was not written", "; ".join(fixes), exit_code=FAILED)
     tolerance, floors = model_tolerance(model, recipe.measure.tolerance)
     return {"checked": True, "summary": f"checked: agrees with {engine} on {counted(len(inputs), 'input')}",
             "reference": engine, "inputs": len(inputs),

@@ -335,7 +335,7 @@ def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
     for name, value in overrides.items():
         if value is None or (isinstance(value, (str, list, tuple, dict)) and not value):
             continue
-        given.append(f"{name}=")
+        given.append(name)
         (*parents, key), flag = OVERRIDES[name]
         section = data
         for parent in parents:
@@ -355,10 +355,13 @@ def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
             flags[(*parents, key)] = flag
     try:
         result = Recipe.model_validate(data)
-    except ValidationError as err:  # named by its flag, and for a caller from Python by the keywords it gave
+    except ValidationError as err:  # named by its flag, and for a caller from Python by the keyword that set it
+        failing = [tuple(e["loc"]) for e in err.errors()]
+        keywords = [f"{name}=" for name in given if any(loc[:len(OVERRIDES[name][0])] == tuple(OVERRIDES[name][0])
+                                                      for loc in failing)]
         raise HarnessError(f"invalid value: {validation_problems(err, flags)}",
-                           f"fix that value; the command's --help lists what each flag takes (from Python, it is one "
-                           f"of the keywords given: {', '.join(given)})") from None
+                           "fix that value; the command's --help lists what each flag takes"
+                           + (f" (from Python, the keyword {', '.join(keywords)})" if keywords else "")) from None
     if recipe._names_to_match is not None or overrides.get("models"):
         before = recipe._names_to_match or {"inputs": set(), "data": set()}
         result._names_to_match = {section: before[section] | set(overrides.get(section) or {}) for section in before}
