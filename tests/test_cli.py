@@ -439,6 +439,26 @@ def test_a_model_that_does_not_export_fails_its_rows_and_keeps_the_baseline(cli_
                        code=1)
 
 
+def test_a_project_s_module_named_as_the_standard_library_s_breaks_no_worker(tmp_path):
+    """MetaSchedule's workers and the memory probe are started with `python -m` from the user's folder:
+    a random.py there was imported in place of the standard library's (a tune failed, a peak went
+    unmeasured). The installed command, as a user runs it (`python -m tvmharness` has the folder first
+    in its own process too)."""
+    command = Path(sys.executable).parent / "tvmharness"
+    if not command.is_file():
+        pytest.skip("no tvmharness command beside this Python (the package is not installed)")
+    (tmp_path / "random.py").write_text('raise ImportError("the project\'s random.py")\n')
+    tuned = subprocess.run([str(command), "tune", "--model", f"{USER_MODELS}:tiny_mlp", "--trials", "4", "--no-measure",
+                            "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert tuned.returncode == 0, tuned.stderr
+    assert json.loads(tuned.stdout)["tune"][0]["trials_run"] > 0
+    bench = subprocess.run([str(command), "bench", f"{USER_MODELS}:tiny_mlp", "--engine", "tvm", "--memory", "--json"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert bench.returncode == 0, bench.stderr
+    [row] = [r for r in json.loads(bench.stdout)["rows"] if r["engine"] == "tvm"]
+    assert row["details"]["memory"]["peak_mb"] is not None, row["details"]
+
+
 def test_a_layer_named_as_torch_fx_names_an_attribute_is_named_as_the_cause(cli_dir):
     """A branch called `meta` exports, but PyTorch cannot rebuild a module from the export (it was an
     internal error from a .pt2, and an "unsupported operator" for TVM and ONNX from a .py): one message."""

@@ -23,7 +23,7 @@ from .frontend import known_faults
 from .measure import accuracy, agreement, exact_output, paired_p, time_call, time_interleaved, top1_agreement
 from .memory import ENGINES as MEMORY_ENGINES, measure_memory
 from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings, load_model, model_name
-from .provenance import snapshot, tvm_threads_kept
+from .provenance import snapshot, worker_environment_kept
 from .recipe import Recipe, apply_overrides, parse_duration, recipe_from_dict
 from .results import (BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, DROPS, LOAD_FAILED, NOT_APPLICABLE, OK,
                       RUN_FAILED, Store, StoreError, UnsavedRows, hides_password, plain, variant_drop)
@@ -153,7 +153,7 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     for spec, err in unloadable:
         _store(store, result, _unloadable_row(spec, err, host, recipe))
     try:
-        with tvm_threads_kept():  # the TVM sessions' threads are the run's: a notebook's environment is as it was
+        with worker_environment_kept():  # the TVM sessions' threads are the run's: a notebook's environment is as it was
             for model in models:
                 _run_model(model, targets, host, recipe, options, store, result, progress, kit_rows)
             # Kit jobs run last, in parallel over the free kits, with the host quiet.

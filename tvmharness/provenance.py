@@ -131,12 +131,18 @@ def git_commit() -> str:
         return "unknown"
 
 
+# Set for worker processes (MetaSchedule's builders and runners, the memory probe), which `python -m`
+# starts from the user's folder: with it, that folder is not first on their sys.path, so a random.py
+# or logging.py of the user's project does not take the standard library's place there.
+SAFE_PATH = "PYTHONSAFEPATH"
+
+
 @contextlib.contextmanager
-def tvm_threads_kept():
-    """TVM_NUM_THREADS and TVM_BIND_THREADS as they were once a run or tune ends: each sets them for its
-    own TVM sessions and workers, and a notebook's later processes (an artifact's `load` lines) should
-    not inherit them."""
-    before = {name: os.environ.get(name) for name in ("TVM_NUM_THREADS", "TVM_BIND_THREADS")}
+def worker_environment_kept():
+    """TVM_NUM_THREADS, TVM_BIND_THREADS and PYTHONSAFEPATH as they were once a run or tune ends: each
+    sets them for its own TVM sessions and worker processes, and a notebook's later processes (an
+    artifact's `load` lines) should not inherit them."""
+    before = {name: os.environ.get(name) for name in ("TVM_NUM_THREADS", "TVM_BIND_THREADS", SAFE_PATH)}
     try:
         yield
     finally:
