@@ -359,9 +359,19 @@ def test_a_file_beside_a_model_named_as_a_package_does_not_replace_it(cli_dir):
     assert "site-packages" in proc.stdout and "shadow" not in proc.stdout, proc.stdout
 
 
-def test_missing_recipe_and_model_files(cli_dir):
+def test_missing_recipe_and_model_files(cli_dir, monkeypatch):
     assert_usage_error(run_cli("run", "nowhere.toml", cwd=cli_dir),
-                       f"recipe file not found: nowhere.toml (looked for at {cli_dir / 'nowhere.toml'})")
+                       f"recipe file not found: nowhere.toml (looked for at {cli_dir / 'nowhere.toml'})",
+                       "or the name of one tvmharness comes with: edge-compression, nightly, quickstart")
+    # a shipped recipe by its name, where no file of that name is here; a file of that name is the file
+    from tvmharness.recipe import load_recipe
+
+    assert load_recipe("nightly").name == "nightly" and load_recipe("quickstart.toml").name == "quickstart"
+    (cli_dir / "nightly.toml").write_text('name = "mine"\nmodels = ["digits_cnn"]\n')
+    monkeypatch.chdir(cli_dir)  # (the name is the working folder's, as a command line's)
+    assert load_recipe("nightly.toml").name == "mine"
+    (cli_dir / "nightly.toml").unlink()
+    assert_usage_error(run_cli("run", "recipes/nightly.toml", cwd=cli_dir), "recipe file not found: recipes/nightly.toml")
     assert_usage_error(run_cli("bench", "missing.onnx", cwd=cli_dir),
                        f"model file not found: missing.onnx (looked for at {cli_dir / 'missing.onnx'})",
                        "relative paths start where you run tvmharness")
@@ -738,13 +748,18 @@ def test_an_installed_wheel_holds_every_package_and_the_target_presets(tmp_path)
     packages = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "tvmharness").rglob("__init__.py")}
     assert {p for p in packages if not (site / p / "__init__.py").is_file()} == set()
     # run from the unpacked wheel alone, away from the checkout
-    listed = subprocess.run([sys.executable, "-c", "import json, tvmharness.targets as t; "
-                             "print(json.dumps([t.TARGETS_DIR.as_posix(), sorted(t.presets())]))"],
+    listed = subprocess.run([sys.executable, "-c", "import json, tvmharness.targets as t, tvmharness.recipe as r; "
+                             "print(json.dumps([t.TARGETS_DIR.as_posix(), sorted(t.presets()), r.RECIPES_DIR.as_posix(), "
+                             "r.shipped_recipes(), r.load_recipe('quickstart').name]))"],
                             capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(site)))
     assert listed.returncode == 0, listed.stderr
-    where, names = json.loads(listed.stdout)
+    where, names, recipes_where, recipes, quickstart = json.loads(listed.stdout)
     assert where == (site / "tvmharness" / "presets").as_posix()
     assert names == sorted(p.stem for p in (ROOT / "targets").glob("*.toml"))
+    # the recipes too, by name: an installed package has no checkout's recipes/ to give the path of
+    assert recipes_where == (site / "tvmharness" / "recipes").as_posix() and quickstart == "quickstart"
+    assert recipes == sorted(p.stem for p in (ROOT / "recipes").glob("*.toml"))
+    assert (site / "tvmharness" / "py.typed").is_file()  # its annotations are for a type checker of the caller's code
 
 
 def test_a_nightly_that_ends_before_its_reports_leaves_none_of_last_night_s(tmp_path):

@@ -4,7 +4,7 @@ From Python (README, "From Python"): `run` and `bench` are one call, which the C
 
     from tvmharness.recipe import load_recipe
     from tvmharness.pipeline import run_recipe
-    result = run_recipe(load_recipe("recipes/quickstart.toml"))
+    result = run_recipe(load_recipe("quickstart"))  # a recipe file's path, or a shipped recipe's name
     result.frame()          # a pandas DataFrame of the rows
 """
 

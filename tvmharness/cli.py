@@ -246,7 +246,7 @@ def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
 
 @app.command()
 @_friendly
-def run(recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe TOML, e.g. recipes/quickstart.toml")],
+def run(recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe TOML file, or the name of one tvmharness comes with: quickstart, nightly, edge-compression")],
         target: TargetOpt = None, model: ModelOpt = None, engine: EngineOpt = None,
         repeats: RepeatsOpt = None, threads: PinnedThreadsOpt = None, memory: MemoryOpt = None, tracker: TrackerOpt = None,
         key: KeyOpt = None, store: StoreOpt = None, output_dir: OutputDirOpt = None, input_shape: InputShapeOpt = None,
@@ -703,7 +703,7 @@ def store_load(file: Annotated[Path, typer.Argument(metavar="FILE", help="an uns
 
 @app.command()
 @_friendly
-def nightly(recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe TOML, e.g. recipes/nightly.toml")],
+def nightly(recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe TOML file, or the name of one tvmharness comes with: nightly, quickstart, edge-compression")],
             store: StoreOpt = None, repeats: RepeatsOpt = None, output_dir: OutputDirOpt = None,
             out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="where summary.md, junit.xml and report.html go (default: nightly/ in the output dir)")] = None,
             fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="what to print: table, md, json, csv or junit")] = "table") -> int:

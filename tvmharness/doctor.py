@@ -10,6 +10,8 @@ from .gpu import NO_GPU_FIX, cuda_status, ort_cuda_status, torch_cuda_status
 from .provenance import cores_text, cpu_info, installed_version
 from .targets import c_library_package, lacks_c_library
 
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"  # the Makefile's TORCH_INDEX default
+
 
 def _check(name: str, ok: bool, detail: str, fix: str = "", required: bool = False) -> dict:
     """A row; a `required` one that is not ok makes `doctor` exit 1 (the rest: features this host may lack)."""
@@ -31,13 +33,15 @@ def package_checks() -> list[dict]:
             continue
         names = [req.name, *(["onnxruntime-gpu"] if req.name == "onnxruntime" else [])]
         found = next(((n, v) for n in names if (v := installed_version(n)) is not None), None)
+        # PyPI's torch for Linux is the CUDA build (several GB): the CPU build comes from PyTorch's own index
+        install = f"pip install '{req}'" + (f" --extra-index-url {TORCH_CPU_INDEX}" if req.name in ("torch", "torchvision") else "")
         if found is None:
-            rows.append(_check(req.name, False, "not installed", f"make setup (or pip install '{req}')", required=True))
+            rows.append(_check(req.name, False, "not installed", f"{install} (in a checkout: make setup)", required=True))
             continue
         name, version = found
         ok = req.specifier.contains(version, prereleases=True)
         rows.append(_check(f"{name} {version}", ok, "installed" if ok else f"tvmharness needs {req}",
-                           f"pip install '{req}' (make setup installs the pinned set)", required=True))
+                           f"{install} (in a checkout, make setup installs the pinned set)", required=True))
     return rows
 
 
@@ -48,8 +52,8 @@ def tvm_checks() -> list[dict]:
 
         info = tvm.support.libinfo()
     except Exception as err:  # a wheel that does not load (a mismatched apache-tvm-ffi, a missing library)
-        return [_check("TVM imports", False, f"{type(err).__name__}: {err}", "make setup (the pinned apache-tvm and "
-                       "apache-tvm-ffi)", required=True)]
+        return [_check("TVM imports", False, f"{type(err).__name__}: {err}", "pip install the pinned apache-tvm and "
+                       "apache-tvm-ffi (`tvmharness doctor` lists their pins; in a checkout: make setup)", required=True)]
     try:
         llvm = (f"LLVM {tvm.target.codegen.llvm_version_major()}, host CPU "
                 f"'{tvm.target.codegen.llvm_get_system_cpu()}'")

@@ -300,11 +300,35 @@ def recipe_from_dict(data: dict, source: str = "(inline)") -> Recipe:
         raise _format_validation(source, err) from None
 
 
-def load_recipe(path: str | Path, **overrides) -> Recipe:
-    """Read and validate a recipe file; non-empty overrides (see apply_overrides) replace its values."""
+# A checkout's recipes/; an installed package carries them as tvmharness/recipes/ (pyproject maps them there).
+_INSTALLED_RECIPES = Path(__file__).resolve().parent / "recipes"
+RECIPES_DIR = _INSTALLED_RECIPES if _INSTALLED_RECIPES.is_dir() else Path(__file__).resolve().parents[1] / "recipes"
+
+
+def shipped_recipes() -> list[str]:
+    """The names of the recipes tvmharness comes with (quickstart, nightly, edge-compression)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
+
+
+def recipe_file(path: str | Path) -> Path:
+    """A recipe's file: the path given, or, where no file is there and it is a bare name (`quickstart`,
+    `nightly.toml`), the recipe of that name tvmharness comes with: an installed package has no
+    checkout's recipes/ beside it. Its relative paths ([output] dir) are the working folder's all the same."""
     path = Path(path)
+    shipped = RECIPES_DIR / f"{path.name.removesuffix('.toml')}.toml"
+    if not path.is_file() and len(path.parts) == 1 and shipped.is_file():
+        return shipped
     if not path.is_file():
-        raise HarnessError(f"recipe file not found: {path_text(path)}", "give the path of a .toml recipe, e.g. recipes/quickstart.toml")
+        raise HarnessError(f"recipe file not found: {path_text(path)}",
+                           f"give the path of a .toml recipe (README: Recipes), or the name of one tvmharness comes "
+                           f"with: {', '.join(shipped_recipes())}")
+    return path
+
+
+def load_recipe(path: str | Path, **overrides) -> Recipe:
+    """Read and validate a recipe file (or a shipped recipe by its name, see recipe_file); non-empty
+    overrides (see apply_overrides) replace its values."""
+    path = recipe_file(path)
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:

@@ -362,8 +362,8 @@ class Store:
             raise store_problem(err, self.label, upgrading=True, file=self.file) from None
         except ImportError as err:  # the URL names (or defaults to) a database driver that is not installed
             raise HarnessError(f"the results store {self.label} needs the Python module '{err.name}', which is not installed",
-                               "install it, or for PostgreSQL `.venv/bin/pip install -e '.[postgres]'` in the checkout and a "
-                               "postgresql+psycopg2:// URL") from None
+                               "install it; for PostgreSQL, `pip install 'tvmharness[postgres]'` (in a checkout: "
+                               "`.venv/bin/pip install -e '.[postgres]'`) and a postgresql+psycopg2:// URL") from None
 
     @classmethod
     def existing(cls, store: str) -> "Store":
