@@ -907,3 +907,20 @@ def test_a_ctrl_c_before_the_run_starts_says_nothing_was_stored(tmp_path):
     with pytest.raises(Interrupted, match="interrupted before anything was measured: nothing was stored"):
         run_recipe(recipe, CtrlCWhileLoading())
     assert not (tmp_path / "h.db").exists()
+
+
+def test_a_gpu_build_standing_in_for_a_package_is_recorded_and_accepted(monkeypatch):
+    """A GPU machine's onnxruntime-gpu (README: GPU machines) is ONNX Runtime: its rows record its version
+    (they recorded none) and doctor accepts it."""
+    from tvmharness import doctor, provenance
+
+    real = provenance.installed_version
+    fake = {"onnxruntime": None, "onnxruntime-gpu": "1.31.1"}
+    monkeypatch.setattr(provenance, "installed_version", lambda dist: fake[dist] if dist in fake else real(dist))
+    provenance.versions.cache_clear()
+    try:
+        assert provenance.versions()["onnxruntime"] == "1.31.1 (onnxruntime-gpu)"
+        [row] = [r for r in doctor.package_checks() if r["check"].startswith("onnxruntime")]
+        assert row["check"] == "onnxruntime-gpu 1.31.1" and row["ok"]
+    finally:
+        provenance.versions.cache_clear()

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 from .gpu import NO_GPU_FIX, cuda_status, ort_cuda_status, torch_cuda_status
-from .provenance import cores_text, cpu_info, installed_version
+from .provenance import cores_text, cpu_info, installed
 from .targets import c_library_package, lacks_c_library
 
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"  # the Makefile's TORCH_INDEX default
@@ -21,7 +21,7 @@ def _check(name: str, ok: bool, detail: str, fix: str = "", required: bool = Fal
 def package_checks() -> list[dict]:
     """Each package tvmharness depends on, installed at a version its pins allow (TVM's FFI must be the
     one the wheel was built against: a newer one crashes MetaSchedule). onnxruntime-gpu stands in for
-    onnxruntime, as the README's GPU install has it."""
+    onnxruntime, as the README's GPU install has it, and xgboost for xgboost-cpu (provenance.STAND_INS)."""
     import importlib.metadata
 
     from packaging.requirements import Requirement
@@ -31,8 +31,7 @@ def package_checks() -> list[dict]:
         req = Requirement(text)
         if req.marker is not None:  # an extra's (postgres, test)
             continue
-        names = [req.name, *(["onnxruntime-gpu"] if req.name == "onnxruntime" else [])]
-        found = next(((n, v) for n in names if (v := installed_version(n)) is not None), None)
+        found = installed(req.name)
         # PyPI's torch for Linux is the CUDA build (several GB): the CPU build comes from PyTorch's own index
         install = f"pip install '{req}'" + (f" --extra-index-url {TORCH_CPU_INDEX}" if req.name in ("torch", "torchvision") else "")
         if found is None:

@@ -81,13 +81,24 @@ def cores_text(cpu: dict) -> str:
     return f"{cpu.get('logical_cores')} logical cores" + (f", {usable} usable" if usable and usable != cpu.get("logical_cores") else "")
 
 
+# Distributions that install the same modules in another build: a GPU machine's onnxruntime-gpu (README:
+# GPU machines), a project's full xgboost
+STAND_INS = {"onnxruntime": ("onnxruntime-gpu",), "xgboost-cpu": ("xgboost",)}
+
+
+def installed(name: str) -> tuple[str, str] | None:
+    """(distribution, version) of a package tvmharness depends on, or of what stands in for it; None
+    where neither is installed."""
+    return next(((d, v) for d in (name, *STAND_INS.get(name, ())) if (v := installed_version(d)) is not None), None)
+
+
 @functools.cache
 def versions() -> dict:
     out = {"python": platform.python_version(), "tvmharness": harness_version()}
     for name in PACKAGES:
-        v = installed_version(name)
-        if v is not None:
-            out[name.removesuffix("-cpu")] = v
+        found = installed(name)
+        if found is not None:
+            out[name.removesuffix("-cpu")] = found[1] + (f" ({found[0]})" if found[0] != name else "")
     return out
 
 

@@ -29,7 +29,7 @@ from ..data import (FROM_EXAMPLE, GIVEN_RANGE, DataSet, Feed, ModelInput, data_s
                     load_data_set, random_feeds, sizes_text)
 from ..errors import FAILED, RELATIVE_PATHS, HarnessError, one_line, path_text, toml_table
 from ..measure import output_leaves
-from ..provenance import PACKAGES
+from ..provenance import PACKAGES, installed
 
 SEEDED_NOTE = "seeded init, batch-norm statistics from seeded noise: no pretrained weights are downloaded"
 
@@ -422,10 +422,10 @@ def _recorded_code() -> tuple[Path, ...]:
     paths = sysconfig.get_paths()  # the standard library's folders, not the prefix (/usr)
     folders = {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib")} | {Path(__file__).resolve().parents[1]}
     for name in PACKAGES:
-        try:
-            dist = importlib.metadata.distribution(name)
-        except importlib.metadata.PackageNotFoundError:
+        found = installed(name)
+        if found is None:
             continue
+        dist = importlib.metadata.distribution(found[0])
         tops = {f.parts[0] for f in dist.files or [] if len(f.parts) > 1 and not f.parts[0].endswith((".dist-info", ".data"))}
         folders |= {Path(dist.locate_file(top)).resolve() for top in tops - {".."}}
     return tuple(folders)
