@@ -449,7 +449,7 @@ def test_a_model_that_does_not_export_fails_its_rows_and_keeps_the_baseline(cli_
                        code=1)
 
 
-def test_a_project_s_module_named_as_the_standard_library_s_breaks_no_worker(tmp_path):
+def test_a_project_s_module_named_as_the_standard_library_s_breaks_no_worker(tmp_path, monkeypatch):
     """MetaSchedule's workers and the memory probe are started with `python -m` from the user's folder:
     a random.py there was imported in place of the standard library's (a tune failed, a peak went
     unmeasured). The installed command, as a user runs it (`python -m tvmharness` has the folder first
@@ -462,11 +462,15 @@ def test_a_project_s_module_named_as_the_standard_library_s_breaks_no_worker(tmp
                             "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert tuned.returncode == 0, tuned.stderr
     assert json.loads(tuned.stdout)["tune"][0]["trials_run"] > 0
-    bench = subprocess.run([str(command), "bench", f"{USER_MODELS}:tiny_mlp", "--engine", "tvm", "--memory", "--json"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert bench.returncode == 0, bench.stderr
-    [row] = [r for r in json.loads(bench.stdout)["rows"] if r["engine"] == "tvm"]
-    assert row["details"]["memory"]["peak_mb"] is not None, row["details"]
+    import torch
+
+    from tests.user_models import tiny_mlp
+    from tvmharness.memory import measure_memory
+
+    module, example = tiny_mlp()
+    torch.export.save(torch.export.export(module, (example,)), str(tmp_path / "mlp.pt2"))
+    monkeypatch.chdir(tmp_path)
+    assert measure_memory("torch", tmp_path / "mlp.pt2", {"x": example.numpy()}, 1)["peak_mb"] is not None
 
 
 def test_a_layer_named_as_torch_fx_names_an_attribute_is_named_as_the_cause(cli_dir):
