@@ -140,7 +140,11 @@ def test_a_model_of_several_inputs_is_compressed_and_each_variant_agrees_on_ever
     for key, row in measured.items():
         assert row["status"] == OK, (key, row["reason"])  # OK: within tolerance of its own uncompressed engine
         assert row["details"]["inputs"][0]["dtype"] == "int64" and row["details"]["flops"] > 0
-    assert measured[("prune:0.5+finetune:1", "torch")]["details"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    pruned = measured[("prune:0.5+finetune:1", "torch")]
+    # half of its conv/linear weights; of the model's, less: its embedding's table is left as it is, and said
+    assert 0.01 < pruned["details"]["sparsity"] < 0.1
+    notes = " ".join(pruned["details"]["notes"])
+    assert "sparsity 50.0% of those" in notes and "no conv/linear layer's: Embedding" in notes
     assert measured[("int8", "tvm")]["details"]["tvm_int8_kernels"]["integer"]
 
 
@@ -170,8 +174,9 @@ def test_a_fine_tune_without_data_brings_a_pruned_model_back_towards_fp32(workdi
 
 
 def test_a_transformer_s_flops_count_its_attention_and_layers_its_modules_read_stay_whole(tmp_path, workdir):
-    """nn.TransformerEncoderLayer runs one fused kernel at inference, which torch's FLOP counter does
-    not see, and reads its Linear layers' weights itself, so they cannot be swapped for factored ones."""
+    """nn.TransformerEncoderLayer runs one fused kernel at inference, and attention another on a CPU,
+    neither of which torch's FLOP counter sees; it reads its Linear layers' weights itself, so they cannot
+    be swapped for factored ones."""
     from tvmharness.compress import baseline_metrics
     from tvmharness.compress.base import NotApplicable
     from tvmharness.engines import EngineOptions, get_engine
@@ -180,8 +185,9 @@ def test_a_transformer_s_flops_count_its_attention_and_layers_its_modules_read_s
     model = load_model(f"{USER_MODELS}:tiny_transformer", workdir / "cache")
     assert [(i.name, i.dtype, i.value_range) for i in model.inputs] == [("input_ids", "int64", model.inputs[0].value_range),
                                                                         ("attention_mask", "int64", (0, 1))]
-    # in_proj 16->48, out_proj 16->16, linear1 16->64, linear2 64->16: 2 x 3072 FLOPs per token, 8 tokens
-    assert baseline_metrics(model)["flops"] >= 2 * 3072 * 8
+    # in_proj 16->48, out_proj 16->16, linear1 16->64, linear2 64->16: 2 x 3072 FLOPs per token, 8 tokens;
+    # attention's two products, 2 heads of 8 x 8 x 8 each; the head, 16->4 on the first token
+    assert baseline_metrics(model)["flops"] == 2 * 3072 * 8 + 2 * (2 * 2 * 8 * 8 * 8) + 2 * 16 * 4
     read = "encoder.layers.0.self_attn.out_proj encoder.layers.0.linear1 encoder.layers.0.linear2"
     factored = apply_variant(model, parse_variant("lowrank:rank=2"), workdir / "cache")  # the head is called: factored
     assert factored.compression["lowrank_layers"] == ["head:2/4"]

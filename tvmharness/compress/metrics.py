@@ -71,6 +71,7 @@ def flop_count(module, example: tuple) -> int | None:
     multiply-add counts as 2). Zeros left by unstructured pruning still count: dense kernels compute
     them. None where the counter fails."""
     import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     dtype = next((p.dtype for p in module.parameters()), torch.float32)
@@ -79,7 +80,8 @@ def flop_count(module, example: tuple) -> int | None:
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        # and on a CPU attention's fused kernel has no formula either: the plain one's products are counted
+        with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as counter:
             module(*example)
     except Exception:  # an operator the counter cannot trace: the row still gets measured
         return None
