@@ -254,6 +254,18 @@ def test_int8_of_a_deep_model_is_judged_by_int8_s_own_rounding_and_its_artifact_
     assert check["max_abs_diff"] <= check["tolerance_floors"][0]
 
 
+def test_channel_pruning_of_a_transformer_keeps_whole_heads_and_the_model_runs(workdir):
+    """Attention's width must stay a whole number of heads: 30% of 32 channels in 4 heads made a model
+    that raised when measured ("embed_dim must divide evenly by num_heads")."""
+    model = load_model(f"{USER_MODELS}:narrow_vit", workdir / "cache")
+    pruned = apply_variant(model, "channels:0.3", workdir / "cache")
+    attention = [m for m in pruned.torch_module.modules() if isinstance(m, nn.MultiheadAttention)]
+    assert attention and all(m.embed_dim % m.num_heads == 0 for m in attention)
+    assert pruned.compression["params"] < sum(p.numel() for p in model.torch_module.parameters())  # its feed-forward layers
+    with torch.no_grad():
+        assert pruned.torch_module(*model.example()).shape == (1, 10)
+
+
 def test_low_rank_factors_layers_to_the_rank_asked(digits, workdir):
     ranked = apply_variant(digits, "lowrank:rank=4", workdir / "cache").torch_module
     factored = [m for m in ranked.modules() if isinstance(m, nn.Sequential) and len(m) == 2

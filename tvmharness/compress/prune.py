@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..errors import one_line
 from .base import NotApplicable, Technique, Work
 from .metrics import left_dense, shared_parameters, sparsity, weight_layers
 from .training import train
@@ -125,7 +126,9 @@ class ChannelPrune(Technique):
     def apply(self, work: Work) -> Work:
         import warnings
 
+        import torch
         import torch_pruning as tp
+        from torch import nn
 
         module = self.clone_module(work)
         finalize_pruning(module)
@@ -133,13 +136,21 @@ class ChannelPrune(Technique):
         tied = shared_parameters(module)
         untying = self._untying(module, work.base.example(), tied, outputs) if tied else []
         before = sum(p.numel() for p in module.parameters())
+        # attention's width must stay a whole number of heads: told each one's heads, torch-pruning keeps it
+        heads = {m: m.num_heads for m in module.modules() if isinstance(m, nn.MultiheadAttention)}
         with warnings.catch_warnings(record=True) as caught:  # what torch-pruning assumed goes to the row's notes
             warnings.simplefilter("always")
             pruner = tp.pruner.MetaPruner(module, work.base.example(), importance=tp.importance.MagnitudeImportance(p=1),
                                           pruning_ratio=self.amount, global_pruning=self.scope == "global",
-                                          ignored_layers=outputs + untying)
+                                          ignored_layers=outputs + untying, num_heads=heads)
             pruner.step()
         after = sum(p.numel() for p in module.parameters())
+        try:  # a structure torch-pruning does not know may come out inconsistent: refused here, not when measured
+            with torch.no_grad():
+                module.eval()(*work.base.example())
+        except Exception as err:
+            raise NotApplicable(f"channel pruning of {work.base.name} leaves a model that does not run: "
+                                f"{type(err).__name__}: {one_line(err)}", "use unstructured pruning (prune:0.5) for this model") from None
         names = {id(m): n for n, m in module.named_modules()}
         kept_tied = "; ".join(" = ".join(found) for found in tied.values())
         if any(len({id(module.get_parameter(n)) for n in found}) > 1 for found in tied.values()):  # never untied silently
