@@ -341,9 +341,10 @@ def test_parametrized_weights_are_compressed_on_a_copy_without_their_parametriza
         assert torch.equal(model.torch_module(*example), before)
 
 
-def test_pruning_and_clustering_a_recurrent_model_say_what_they_leave_dense(workdir):
+def test_compressing_a_recurrent_model_says_what_it_leaves_as_it_was(workdir):
     """An LSTM's matrices are no conv/linear layer's: pruning half of the conv/linear weights of a
-    keyword spotter is 2% of its weights, and its figures and notes say so, not 50%."""
+    keyword spotter is 2% of its weights, and its figures and notes say so, not 50%; int8 leaves the
+    LSTM float, and says so."""
     model = load_model(f"{USER_MODELS}:lstm_last_step", workdir / "cache")
     pruned = apply_variant(model, "prune:0.5", workdir / "cache")
     assert pruned.compression["sparsity"] == pytest.approx(32 / 1600)  # the Linear's 32 of the model's 1,600 weights
@@ -351,6 +352,12 @@ def test_pruning_and_clustering_a_recurrent_model_say_what_they_leave_dense(work
                                      "conv/linear layer's: LSTM 1,536 weights (96% of the model's)")
     clustered = apply_variant(model, "cluster:16", workdir / "cache")
     assert "clustered the weights of 1 conv/linear layers" in clustered.notes[-1] and "LSTM 1,536 weights" in clustered.notes[-1]
+    # ONNX Runtime's quantizer leaves the LSTM float too, and int8's note says so (not of convolutions it has none of)
+    for variant in ("int8", "int8:dynamic"):
+        quantized = apply_variant(model, variant, workdir / "cache")
+        assert quantized.compression["quantized_ops"]["float"]["LSTM"] == 1
+        note = next(n for n in quantized.notes if n.startswith("int8"))
+        assert "fp32 fallback for {'LSTM': 1}" in note and "ConvInteger" not in note, note
     assert "left as they are" not in apply_variant(load_model("digits_cnn", workdir / "cache"), "prune:0.5", workdir / "cache").notes[-1]
 
 

@@ -37,6 +37,8 @@ QUANTIZER_VERSION = 2  # 2: operators on tensors that are not finite (attention 
 # requantization inside the model moves the output by a step or two. On an output whose range
 # (calibrated over many inputs) is wide against its values, that is more than INT8_TOLERANCE.
 OUTPUT_STEPS_ALLOWED = 3
+# Layers with weights that ONNX Runtime's quantizer leaves float (its recurrent ones, a transposed conv): fallbacks to name
+WEIGHTED_FLOAT_OPS = ("GRU", "LSTM", "RNN", "ConvTranspose")
 ERROR_MARGIN = 2  # engines agree within twice what int8 moves an output from fp32 (_int8_tolerance)
 ERROR_SAMPLES = 8  # inputs that int8's own error is measured on: the agreement check's first ones
 
@@ -129,10 +131,10 @@ class Int8(Technique):
         work.module, work.onnx_path = None, out
         work.metrics["quantized_ops"] = ops
         work.metrics.update(_int8_tolerance(graph, _int8_error(fp32_path, out, work.base)))
-        fallback = {op: n for op, n in ops["float"].items() if op in ("Conv", "Gemm", "MatMul")}
+        fallback = {op: n for op, n in ops["float"].items() if op in ("Conv", "Gemm", "MatMul", *WEIGHTED_FLOAT_OPS)}
         work.notes.append(note + (f"; fp32 fallback for {fallback}" if fallback else "")
-                          + (f" ({', '.join(f'{v} is not imported by TVM' for v in TVM_UNSUPPORTED_INTEGER_OPS.values())})"
-                             if self.mode == "dynamic" else ""))
+                          + (f" ({', '.join(f'{v} is not imported by TVM' for k, v in TVM_UNSUPPORTED_INTEGER_OPS.items() if k in fallback)})"
+                             if self.mode == "dynamic" and set(fallback) & set(TVM_UNSUPPORTED_INTEGER_OPS) else ""))
         if self.mode == "static":  # what TVM will make of it; ONNX Runtime's rows need none of it
             from ..qdq import kernels_note
 
@@ -315,7 +317,8 @@ def _integer_ops(graph) -> dict:
             continue
         if is_quantized_op(node.op_type):
             integer[node.op_type] += 1
-        elif node.op_type in ("Conv", "Gemm", "MatMul", "Add", "Mul", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu"):
+        elif node.op_type in ("Conv", "Gemm", "MatMul", *WEIGHTED_FLOAT_OPS, "Add", "Mul", "MaxPool", "AveragePool",
+                              "GlobalAveragePool", "Relu"):
             (integer if any(i in dequantized for i in node.input) else floating)[node.op_type] += 1
     return {"int8": dict(integer), "float": dict(floating)}
 
