@@ -299,6 +299,13 @@ def test_clustering_leaves_n_values_per_layer_and_reports_the_compressed_size(di
     # fp16 after clustering stores half-precision weights, not cluster indices: no compressed size is claimed
     half = apply_variant(digits, "cluster:16+fp16", workdir / "cache")
     assert half.compression["compressed_bytes"] is None and "no compressed size: fp16 after clustering" in half.notes[-1]
+    # channels removed after clustering leave the others' values: a smaller compressed size, said as such
+    from tvmharness.compress.metrics import clustered_bytes
+
+    narrower = apply_variant(digits, "cluster:16+channels:0.3", workdir / "cache")
+    layers = {n: 16 for n, m in narrower.torch_module.named_modules() if m in weight_layers(narrower.torch_module)}
+    assert narrower.compression["compressed_bytes"] == clustered_bytes(narrower.torch_module, layers) < 20_608
+    assert narrower.notes[-1] == f"compressed size after channels: {narrower.compression['compressed_bytes']} B"
 
 
 def test_a_weight_tied_to_another_module_stays_whole_and_is_counted_once(workdir):

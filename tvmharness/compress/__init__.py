@@ -134,18 +134,21 @@ def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> Load
     if module is not None:
         finalize_pruning(module)
     figures = work.metrics | (model_metrics(_inner(last_module), model.example()) if last_module is not None else {})
-    # A clustered model's size as indices + centroids, where nothing after the clustering changed how its
-    # weights are stored (a fine-tune re-clusters; fp16, int8 or a distilled student do not keep them so).
+    # A clustered model's size as indices + centroids, where what came after the clustering left each
+    # clustered weight with its clusters' values (a fine-tune re-clusters; channel pruning drops some;
+    # pruning adds zero as one more) and stored as such (fp16, int8 or a distilled student are not).
     kinds = [step.kind for step in variant.steps]
-    after = kinds[len(kinds) - kinds[::-1].index("cluster"):] if "cluster" in kinds else []
-    clusters = getattr(_inner(last_module), CLUSTERS_ATTR, None) if set(after) <= {"finetune"} else None
+    after = set(kinds[len(kinds) - kinds[::-1].index("cluster"):] if "cluster" in kinds else [])
+    clusters = getattr(_inner(last_module), CLUSTERS_ATTR, None) if not after & {"fp16", "int8", "distill"} else None
     figures["compressed_bytes"] = None
-    if clusters:
-        present = {n: k for n, k in clusters.items() if _has_weight(_inner(last_module), n)}
-        figures["compressed_bytes"] = clustered_bytes(_inner(last_module), present)
+    values = {n: _distinct_values(_inner(last_module), n) for n in clusters or {} if _has_weight(_inner(last_module), n)}
+    if clusters and all(values[n] <= clusters[n] + 1 for n in values):
+        figures["compressed_bytes"] = clustered_bytes(_inner(last_module), {n: max(clusters[n], values[n]) for n in values})
+        if after - {"finetune"}:  # the clustering's note gave the size before them
+            work.notes.append(f"compressed size after {', '.join(sorted(after))}: {figures['compressed_bytes']} B")
     elif "cluster" in kinds:
-        work.notes.append(f"no compressed size: {', '.join(sorted(set(after) - {'finetune'}))} after clustering stores "
-                          "the weights otherwise than as cluster indices")
+        work.notes.append(f"no compressed size: {', '.join(sorted(after - {'finetune'}))} after clustering left weights "
+                          "that are no longer stored as cluster indices")
     figures["compression"] = variant.config()
     figures["uses_train_data"] = any(step.uses_train_data() for step in variant.steps)
     if module is not None:
@@ -171,6 +174,12 @@ def _no_layers(model: LoadedModel, kind: str) -> NotApplicable:
 def _inner(module):
     """The model inside the fp16 wrapper (its parameters are what the figures count)."""
     return getattr(module, "module", module) if type(module).__name__ == "HalfPrecision" else module
+
+
+def _distinct_values(module, name: str) -> int:
+    import torch
+
+    return int(torch.unique(module.get_submodule(name).weight.detach()).numel())
 
 
 def _has_weight(module, name: str) -> bool:
