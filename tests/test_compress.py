@@ -374,6 +374,10 @@ def test_pruning_a_model_that_came_pruned_says_so(workdir):
     assert ("the model came pruned to 30.8% (torch.nn.utils.prune masks); pruned 50% of conv/linear weights of "
             "those left") in pruned.notes[-1]
     assert pruned.compression["sparsity"] == pytest.approx(0.654, abs=0.001)
+    # pruned twice in one chain: the masks are the chain's own, and its note does not say the model came so
+    twice = apply_variant(load_model("digits_cnn", workdir / "cache"), "prune:0.5+prune:0.5", workdir / "cache")
+    assert "an earlier step pruned it to 50.0%; pruned 50% of conv/linear weights of those left" in twice.notes[-1]
+    assert "came pruned" not in " ".join(twice.notes) and twice.compression["sparsity"] == pytest.approx(0.75, abs=0.005)
 
 
 def test_distillation_trains_a_smaller_student_and_reports_both_trainings(digits, workdir):

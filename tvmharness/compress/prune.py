@@ -68,7 +68,9 @@ class Prune(Technique):
             if self.schedule == "gradual":
                 notes.append(train(module, work.base, self.epochs, self.lr))
         work.module = module
-        came = (f"the model came pruned to {already:.1%} (torch.nn.utils.prune masks); " if already else "")
+        given = work.base.torch_module is not None and any(prune.is_pruned(m) for m in weight_layers(work.base.torch_module))
+        came = (f"the model came pruned to {already:.1%} (torch.nn.utils.prune masks); " if already and given else
+                f"an earlier step pruned it to {already:.1%}; " if already else "")
         of = " of those left" if already else ""
         dense = left_dense(module)
         work.notes.append(f"{came}pruned {self.amount:.0%} of conv/linear weights{of} ({self.scope}, {self.schedule}); "
