@@ -321,34 +321,45 @@ def test_user_pt2_and_onnx_files_load(tmp_path, workdir):
 
 
 def test_a_model_of_a_package_the_user_installed_is_named_by_its_code(tmp_path, monkeypatch):
-    """A package installed into the environment (not editable) is the user's code all the same: its
-    version need not change with an edit, and no row records it. Only the packages whose versions
-    every row records (torch, torchvision) stand for their code by that version."""
+    """A package the user installed from a folder of theirs (pip install ., not editable) is their code:
+    its version need not change with an edit, so its files are hashed (they were taken for a library's
+    and an edited model reused its old builds). One an index installed is named by its version; the
+    packages whose versions every row records (torch, torchvision) are not named at all."""
     import importlib
-    import sysconfig
+
+    from tvmharness import models
 
     site = tmp_path / "site-packages"  # where pip puts it: this environment's library folder
     (site / "mynets").mkdir(parents=True)
     (site / "mynets" / "__init__.py").write_text("")
-    paths = sysconfig.get_paths() | {"purelib": str(site), "platlib": str(site)}
-    monkeypatch.setattr(sysconfig, "get_paths", lambda *args, **kwargs: paths)
+    info = site / "mynets-0.1.dist-info"
+    info.mkdir()
     monkeypatch.syspath_prepend(str(site))
     source = ("import torch\nfrom torch import nn\n\nclass Net(nn.Module):\n    def __init__(self):\n"
               "        super().__init__()\n        self.fc = nn.Linear(4, 2)\n\n    def forward(self, x):\n"
               "        return torch.relu(self.fc(x))\n\ndef net():\n    torch.manual_seed(0)\n"
               "    return Net().eval(), torch.randn(1, 4)\n")
-    digests = []
-    for edit in (source, source.replace("torch.relu", "torch.sigmoid")):  # edited, and installed again
-        (site / "mynets" / "nets.py").write_text(edit)
+
+    def digest(code: str, version: str = "0.1", origin: str | None = None) -> str:
+        (site / "mynets" / "nets.py").write_text(code)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: mynets\nVersion: {version}\n")
+        (info / "RECORD").write_text("mynets/__init__.py,,\nmynets/nets.py,,\n")
+        (info / "direct_url.json").unlink(missing_ok=True)
+        if origin:
+            (info / "direct_url.json").write_text(json.dumps({"url": origin, "dir_info": {}}))
         for name in [m for m in sys.modules if m.startswith("mynets")]:
             monkeypatch.delitem(sys.modules, name)  # a new process imports it afresh
         importlib.invalidate_caches()
-        digests.append(load_model("mynets.nets:net", tmp_path).digest)
-    assert digests[0] != digests[1]
-    # a zoo model, torchvision's code, is named by torchvision's version: none of its files is hashed
-    from tvmharness.models import _own_code
+        models._distributions_of.cache_clear()
+        models._installed_library.cache_clear()
+        return load_model("mynets.nets:net", tmp_path).digest
 
-    assert _own_code(load_model("resnet18", tmp_path).torch_module) == []
+    edited = source.replace("torch.relu", "torch.sigmoid")
+    mine = f"file://{tmp_path / 'mynets-project'}"  # pip install . from the user's own folder
+    assert digest(source, origin=mine) != digest(edited, origin=mine)
+    assert digest(source) == digest(edited) != digest(edited, version="0.2")  # an index's: by its version
+    # a zoo model, torchvision's code, is named by torchvision's version: none of its files is hashed
+    assert models._own_code(load_model("resnet18", tmp_path).torch_module) == []
 
 
 def test_a_forward_edited_with_the_same_layers_and_weights_is_another_model(tmp_path):

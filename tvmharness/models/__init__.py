@@ -14,8 +14,10 @@ import importlib
 import importlib.metadata
 import importlib.util
 import io
+import json
 import logging
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from ..data import (FROM_EXAMPLE, GIVEN_RANGE, DataSet, Feed, ModelInput, data_s
                     load_data_set, random_feeds, sizes_text)
 from ..errors import FAILED, RELATIVE_PATHS, HarnessError, one_line, path_text, toml_table
 from ..measure import output_leaves
-from ..provenance import PACKAGES, installed
+from ..provenance import PACKAGES, STAND_INS
 
 SEEDED_NOTE = "seeded init, batch-norm statistics from seeded noise: no pretrained weights are downloaded"
 
@@ -364,23 +366,26 @@ def _own_code(module) -> list[str]:
     """The hashes of the user's files whose code the module runs: those defining the methods of its
     classes (and of the classes they derive from: a torchvision ResNet whose _forward_impl is
     overridden), and, followed from those methods, the functions, classes and modules they name (an
-    activation in the user's utils.py). A package the user installed is theirs too (its version need
-    not change with its code). Only the packages whose versions every row records (torch, torchvision),
-    the standard library and the harness (its commit) are not, so zoo models keep their digests."""
+    activation in the user's utils.py). A package the user installed from a folder or file of theirs is
+    theirs too (its version need not change with its code); a library an index installed (timm) is named
+    by its version; the packages whose versions every row records (torch, torchvision), the standard
+    library and the harness (its commit) are not named at all, so zoo models keep their digests."""
     import inspect
 
-    def own(file) -> Path | None:
+    def own(file) -> Path | str | None:
+        """The user's file, `name==version` of a library's, or None (recorded code, or no file)."""
         path = Path(file).resolve() if file else None
         if not path or not path.is_file():
             return None
-        recorded = any(path.is_relative_to(f) and not SITE_FOLDERS & set(path.relative_to(f).parts) for f in _recorded_code())
-        return None if recorded else path
+        if any(path.is_relative_to(f) and not SITE_FOLDERS & set(path.relative_to(f).parts) for f in _recorded_code()):
+            return None
+        return _installed_library(path) or path
 
     def methods(cls) -> list:
         return [f for c in cls.__mro__ for f in vars(c).values() if inspect.isfunction(f)]
 
     files: set[Path] = set()
-    texts: set[str] = set()  # code in no file: only where a model has such, so the others keep their digests
+    texts: set[str] = set()  # code in no file, and libraries' versions: only where a model has such
     todo = [f for cls in {type(m) for m in module.modules()} for f in methods(cls)]
     seen: set[int] = set()
     while todo:
@@ -389,16 +394,23 @@ def _own_code(module) -> list[str]:
             continue
         seen.add(id(function))
         unfiled = False
-        if file := own(function.__code__.co_filename):
-            files.add(file)
+        found = own(function.__code__.co_filename)
+        if isinstance(found, str):  # a library's code is not followed: its version stands for it
+            texts.add(content_hash("library", found))
+            continue
+        if found:
+            files.add(found)
         elif unfiled := _unfiled(function):  # a notebook cell's or exec'd code, in no file to hash: its own text
             texts.add(content_hash("code", _code_text(function)))
         else:
-            continue  # a library's code is not followed: its version stands for it
+            continue  # recorded code (torch's): the row's versions name it
         for name in _names(function.__code__):
             value = function.__globals__.get(name)
-            if inspect.ismodule(value) and (file := own(getattr(value, "__file__", None))):
-                files.add(file)
+            if inspect.ismodule(value) and (found := own(getattr(value, "__file__", None))):
+                if isinstance(found, str):
+                    texts.add(content_hash("library", found))
+                else:
+                    files.add(found)
             elif inspect.isfunction(value):
                 todo.append(value)
             elif inspect.isclass(value):
@@ -411,24 +423,50 @@ def _own_code(module) -> list[str]:
 SITE_FOLDERS = {"site-packages", "dist-packages"}
 
 
+def _canonical(dist: str) -> str:
+    """A distribution's name as PEP 503 compares them (scikit_learn, Torch-Pruning)."""
+    return re.sub(r"[-_.]+", "-", dist).lower()
+
+
+@functools.cache
+def _distributions_of() -> dict[str, list[str]]:
+    """Each top-level module's distributions (importlib's mapping: its file lists, read once)."""
+    return importlib.metadata.packages_distributions()
+
+
 @functools.cache
 def _recorded_code() -> tuple[Path, ...]:
     """Where the code lies that a row names by a version rather than by its hashes: the packages of the
-    distributions every row records (found through their metadata: a site folder of another
-    environment on the path holds them too), the standard library's (less its site folders: a package
-    installed without a virtual environment lies in the standard library's folder), and the harness's."""
+    distributions every row records (or their stand-ins, found through their metadata: a site folder of
+    another environment on the path holds them too), the standard library's (less its site folders: a
+    package installed without a virtual environment lies in the standard library's folder), and the harness's."""
     import sysconfig
 
+    recorded = {_canonical(n) for name in PACKAGES for n in (name, *STAND_INS.get(name, ()))}
     paths = sysconfig.get_paths()  # the standard library's folders, not the prefix (/usr)
     folders = {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib")} | {Path(__file__).resolve().parents[1]}
-    for name in PACKAGES:
-        found = installed(name)
-        if found is None:
-            continue
-        dist = importlib.metadata.distribution(found[0])
-        tops = {f.parts[0] for f in dist.files or [] if len(f.parts) > 1 and not f.parts[0].endswith((".dist-info", ".data"))}
-        folders |= {Path(dist.locate_file(top)).resolve() for top in tops - {".."}}
+    for top, dists in _distributions_of().items():
+        for dist in (d for d in dists if _canonical(d) in recorded):
+            located = Path(importlib.metadata.distribution(dist).locate_file(top))
+            folders |= {p.resolve() for p in (located, located.with_name(f"{top}.py")) if p.exists()}
     return tuple(folders)
+
+
+@functools.cache
+def _installed_library(path: Path) -> str | None:
+    """`name==version` of the distribution an index installed the file from (timm, einops): its version
+    names its code. None for a file of no distribution's, or of one the user installed from a folder or
+    file of theirs (pip install ., a wheel they built: its direct_url.json says file:), whose version
+    need not change with its code."""
+    site = next((Path(p).resolve() for p in sys.path if p and Path(p).name in SITE_FOLDERS
+                 and path.is_relative_to(Path(p).resolve())), None)
+    if site is None:
+        return None
+    for name in _distributions_of().get(path.relative_to(site).parts[0].removesuffix(".py"), []):
+        dist = importlib.metadata.distribution(name)
+        origin = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
+        return None if origin.startswith("file:") else f"{name}=={dist.version}"
+    return None
 
 
 def _plain(value) -> bool:
