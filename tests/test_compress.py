@@ -243,15 +243,19 @@ def test_int8_of_a_deep_model_is_judged_by_int8_s_own_rounding_and_its_artifact_
 
     import onnx
 
-    from tvmharness.compress.quantize import OUTPUT_STEPS_ALLOWED, _output_steps
+    from tvmharness.compress.quantize import OUTPUT_STEPS_ALLOWED, _int8_tolerance, _output_steps
 
     done = run_cli("compile", f"{USER_MODELS}:tiny_vit", "--variant", "int8", "--output-dir", str(tmp_path), "--json")
     assert done.returncode == 0, done.stderr
     check = json.loads(done.stdout)["manifest"]["check"]
     [int8] = (tmp_path / "cache" / "int8").glob("*/*-int8.onnx")
-    [step] = _output_steps(onnx.load(str(int8)).graph)
-    assert check["checked"] and check["max_abs_diff"] > OUTPUT_STEPS_ALLOWED * step  # beyond the old floor
-    assert check["max_abs_diff"] <= check["tolerance_floors"][0]
+    graph = onnx.load(str(int8)).graph
+    [step] = _output_steps(graph)
+    [floor] = check["tolerance_floors"]
+    assert check["checked"] and check["max_abs_diff"] <= floor
+    assert floor > OUTPUT_STEPS_ALLOWED * step  # int8's own distance from fp32 is more than three steps here
+    assert _int8_tolerance(graph, [floor])["tolerance_floors"] == [2 * floor]  # twice that distance
+    assert _int8_tolerance(graph, [0.0])["tolerance_floors"] == [OUTPUT_STEPS_ALLOWED * step]  # or three steps
 
 
 def test_channel_pruning_of_a_transformer_keeps_whole_heads_and_the_model_runs(workdir):
@@ -365,6 +369,10 @@ def test_compressing_a_recurrent_model_says_what_it_leaves_as_it_was(workdir):
         assert quantized.compression["quantized_ops"]["float"]["LSTM"] == 1
         note = next(n for n in quantized.notes if n.startswith("int8"))
         assert "fp32 fallback for {'LSTM': 1}" in note and "ConvInteger" not in note, note
+    # a GRU fed by a quantized convolution reads an int8 activation, and its weights are float all the same
+    quantized = apply_variant(load_model(f"{USER_MODELS}:conv_gru", workdir / "cache"), "int8", workdir / "cache")
+    assert quantized.compression["quantized_ops"]["int8"]["Conv"] == 1 and quantized.compression["quantized_ops"]["float"]["GRU"] == 1
+    assert "fp32 fallback for {'GRU': 1}" in next(n for n in quantized.notes if n.startswith("int8"))
     assert "left as they are" not in apply_variant(load_model("digits_cnn", workdir / "cache"), "prune:0.5", workdir / "cache").notes[-1]
 
 

@@ -290,6 +290,23 @@ def meta_branch():
     return MetaBranch().eval(), (torch.randn(1, 3, 8, 8), torch.randn(1, 2))
 
 
+class ConvGRU(nn.Module):
+    """A keyword spotter: a 1-D convolution's features, then a GRU over time."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.rnn, self.fc = nn.Conv1d(4, 8, 3), nn.GRU(8, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        features = torch.relu(self.conv(x)).permute(2, 0, 1)  # (time, batch, channels)
+        return self.fc(self.rnn(features)[0].mean(0))
+
+
+def conv_gru():
+    torch.manual_seed(0)
+    return ConvGRU().eval(), torch.randn(1, 4, 20)
+
+
 class FixedBatch(nn.Module):
     """A forward built for its example's batch alone: it reshapes to batch 1."""
 

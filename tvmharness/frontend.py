@@ -24,8 +24,8 @@ def known_faults(model: LoadedModel, frontend: str) -> str:
     recurrent = sorted({type(m).__name__ for m in model.torch_module.modules() if isinstance(m, (nn.LSTM, nn.GRU))}
                        ) if frontend_for(model, frontend) == "torch" else []
     if recurrent:  # (a GRU's final state and its last step's output come out wrong, batch_first or not)
-        return (f"TVM 0.27's torch frontend computes nn.LSTM and nn.GRU wrongly, and its onnx frontend has neither: "
-                f"measure this model's {' and '.join(recurrent)} on torch and onnxruntime")
+        return (f"this model has {' and '.join(recurrent)}: TVM 0.27's torch frontend computes nn.LSTM and nn.GRU "
+                "wrongly, and its onnx frontend has neither; measure this model on torch and onnxruntime")
     return ""
 
 

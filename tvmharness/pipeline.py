@@ -533,7 +533,7 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
         call = session.bind(inputs[0])
         latency = time_call(call, m.warmup, m.repeats, m.span_s, progress.repeat)
     except Exception as err:
-        ranges = model.given_ranges()  # the user's values, the first suspect (an embedding's lookup past its rows)
+        ranges = model.given_ranges() if _lookup_past_end(err) else ""  # the user's values: an embedding's ids past its rows
         return _failed(row, RUN_FAILED, HarnessError(f"{reason(err)} ({ranges}: the range given by {GIVEN_RANGE})",
                                                      RANGE_FIX) if ranges else err)
     if fp32_call is not None:
@@ -678,8 +678,10 @@ def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recip
     if problem:
         frontend = artifact.manifest["frontend"]
         other = "onnx" if frontend == "torch" else "torch"  # a torch model may go the other way; an ONNX one has only its own
-        fixes = [known_faults(model, frontend) or "`tvmharness bench` shows each engine's rows",
-                 *([f"`--frontend {other}` takes another way into TVM"] if model.torch_module is not None and model.frontend is None else []),
+        fault = known_faults(model, frontend)
+        fixes = [fault or "`tvmharness bench` shows each engine's rows",
+                 *([f"`--frontend {other}` takes another way into TVM"]
+                   if not fault and model.torch_module is not None and model.frontend is None else []),
                  "--no-check writes it all the same"]
         raise HarnessError(f"the artifact of {model.name} for {target.name} disagrees with {engine} ({problem}), "
                            "so it was not written", "; ".join(fixes), exit_code=FAILED)
@@ -694,13 +696,18 @@ def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recip
 RANGE_FIX = "keep the range within what the model accepts (an embedding's ids below its number of rows)"
 
 
+def _lookup_past_end(err: Exception) -> bool:
+    """An index out of a table's range, as PyTorch (IndexError) and ONNX Runtime (Gather's "out of bounds") say it."""
+    return isinstance(err, IndexError) or "out of bounds" in str(err)
+
+
 def _reference_failed(model: LoadedModel, err: Exception) -> HarnessError:
     """The reference engine raising on the inputs an artifact is checked with: the user's range where one
     was given (an embedding's lookup past its rows), else the model."""
     fed = f"its held-out data ({model.eval_data.source})" if model.eval_data is not None else "its seeded inputs"
     cause = (f"the reference engine ({model.baseline_engine}), which {model.name}'s artifact is checked against, raised "
              f"on {fed}: {type(err).__name__}: {one_line(err)}")
-    ranges = model.given_ranges()
+    ranges = model.given_ranges() if _lookup_past_end(err) else ""
     if ranges:
         return HarnessError(f"{cause} ({ranges}: the range given by {GIVEN_RANGE})", RANGE_FIX)
     return HarnessError(cause, "fix the model so that it runs on these inputs, or --no-check writes the artifact "
