@@ -452,14 +452,12 @@ def test_a_model_that_does_not_export_fails_its_rows_and_keeps_the_baseline(cli_
 def test_a_project_s_module_named_as_the_standard_library_s_breaks_no_worker(tmp_path, monkeypatch):
     """MetaSchedule's workers and the memory probe are started with `python -m` from the user's folder:
     a random.py there was imported in place of the standard library's (a tune failed, a peak went
-    unmeasured). The installed command, as a user runs it (`python -m tvmharness` has the folder first
-    in its own process too)."""
-    command = Path(sys.executable).parent / "tvmharness"
-    if not command.is_file():
-        pytest.skip("no tvmharness command beside this Python (the package is not installed)")
+    unmeasured). The command runs as the installed `tvmharness` does, without the folder on its own
+    path (`python -P`; `python -m tvmharness` puts it first in its own process too)."""
     (tmp_path / "random.py").write_text('raise ImportError("the project\'s random.py")\n')
-    tuned = subprocess.run([str(command), "tune", "--model", f"{USER_MODELS}:tiny_mlp", "--trials", "4", "--no-measure",
-                            "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    tuned = subprocess.run([sys.executable, "-P", "-m", "tvmharness", "tune", "--model", f"{USER_MODELS}:tiny_mlp",
+                            "--trials", "4", "--no-measure", "--json"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=600)
     assert tuned.returncode == 0, tuned.stderr
     assert json.loads(tuned.stdout)["tune"][0]["trials_run"] > 0
     import torch
@@ -817,7 +815,7 @@ def test_a_recipe_changed_in_code_is_checked_like_a_file():
     # a keyword is named as such (no flag was given), and one name where a list goes is that one
     with pytest.raises(HarnessError, match=r"'--repeats': Input should be greater") as err:
         apply_overrides(recipe_from_dict({"name": "n", "models": ["digits_cnn"]}), repeats=5, frontend="torch")
-    assert err.value.fix.endswith("(from Python, the keyword repeats=)")  # not frontend=, a good value
+    assert err.value.fix.endswith("(from Python, set by repeats=)")  # not frontend=, a good value
     assert apply_overrides(recipe_from_dict({"name": "n", "models": ["digits_cnn"]}), variants="int8").variants == ["int8"]
 
 

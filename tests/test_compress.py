@@ -144,7 +144,7 @@ def test_a_model_of_several_inputs_is_compressed_and_each_variant_agrees_on_ever
     # half of its conv/linear weights; of the model's, less: its embedding's table is left as it is, and said
     assert 0.01 < pruned["details"]["sparsity"] < 0.1
     notes = " ".join(pruned["details"]["notes"])
-    assert "sparsity 50.0% of those" in notes and "no conv/linear layer's: Embedding" in notes
+    assert "sparsity 50.0% of conv/linear weights" in notes and "no conv/linear layer's: Embedding" in notes
     assert measured[("int8", "tvm")]["details"]["tvm_int8_kernels"]["integer"]
 
 
@@ -359,7 +359,7 @@ def test_compressing_a_recurrent_model_says_what_it_leaves_as_it_was(workdir):
     model = load_model(f"{USER_MODELS}:lstm_last_step", workdir / "cache")
     pruned = apply_variant(model, "prune:0.5", workdir / "cache")
     assert pruned.compression["sparsity"] == pytest.approx(32 / 1600)  # the Linear's 32 of the model's 1,600 weights
-    assert pruned.notes[-1].endswith("sparsity 50.0% of those, 2.0% of the model's weights; left as they are, being no "
+    assert pruned.notes[-1].endswith("sparsity 50.0% of conv/linear weights, 2.0% of the model's weights; left as they are, being no "
                                      "conv/linear layer's: LSTM 1,536 weights (96% of the model's)")
     clustered = apply_variant(model, "cluster:16", workdir / "cache")
     assert "clustered the weights of 1 conv/linear layers" in clustered.notes[-1] and "LSTM 1,536 weights" in clustered.notes[-1]

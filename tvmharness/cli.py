@@ -311,7 +311,7 @@ class _TuneProgress(_RichProgress):
 
 @app.command()
 @_friendly
-def tune(recipe: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", help="recipe TOML (its models, targets and \\[tune] budget)")] = None,
+def tune(recipe: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", help="recipe TOML file or a shipped recipe's name (its models, targets and \\[tune] budget)")] = None,
          model: ModelOpt = None, target: TargetOpt = None,
          variant: Annotated[Optional[list[str]], typer.Option("--variant", metavar="V", help="compression variant to tune (repeatable, "
                                                               "e.g. int8); default: the recipe's variants, or fp32")] = None,

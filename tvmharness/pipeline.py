@@ -533,9 +533,7 @@ def _measure(model: LoadedModel, variant: str, target: Target, engine_name: str,
         call = session.bind(inputs[0])
         latency = time_call(call, m.warmup, m.repeats, m.span_s, progress.repeat)
     except Exception as err:
-        ranges = model.given_ranges() if _lookup_past_end(err) else ""  # the user's values: an embedding's ids past its rows
-        return _failed(row, RUN_FAILED, HarnessError(f"{reason(err)} ({ranges}: the range given by {GIVEN_RANGE})",
-                                                     RANGE_FIX) if ranges else err)
+        return _failed(row, RUN_FAILED, _blamed_on_range(model, err, reason(err)) or err)
     if fp32_call is not None:
         progress.step(f"timing {label} and fp32 in turns")
         _time_against_fp32(row, call, fp32_call, recipe, progress)
@@ -693,12 +691,15 @@ def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recip
             **({"tolerance_floors": floors} if floors else {}), "max_abs_diff": figures["max_abs_diff"]}
 
 
-RANGE_FIX = "keep the range within what the model accepts (an embedding's ids below its number of rows)"
-
-
-def _lookup_past_end(err: Exception) -> bool:
-    """An index out of a table's range, as PyTorch (IndexError) and ONNX Runtime (Gather's "out of bounds") say it."""
-    return isinstance(err, IndexError) or "out of bounds" in str(err)
+def _blamed_on_range(model: LoadedModel, err: Exception, cause: str) -> HarnessError | None:
+    """`cause` as the user's value range's doing, where one was given and `err` is an index past a table's
+    end (an embedding's ids past its rows), as PyTorch (IndexError) and ONNX Runtime (Gather's "out of
+    bounds") say it; None otherwise."""
+    ranges = model.given_ranges() if isinstance(err, IndexError) or "out of bounds" in str(err) else ""
+    if not ranges:
+        return None
+    return HarnessError(f"{cause} ({ranges}: the range given by {GIVEN_RANGE})",
+                        "keep the range within what the model accepts (an embedding's ids below its number of rows)")
 
 
 def _reference_failed(model: LoadedModel, err: Exception) -> HarnessError:
@@ -707,11 +708,8 @@ def _reference_failed(model: LoadedModel, err: Exception) -> HarnessError:
     fed = f"its held-out data ({model.eval_data.source})" if model.eval_data is not None else "its seeded inputs"
     cause = (f"the reference engine ({model.baseline_engine}), which {model.name}'s artifact is checked against, raised "
              f"on {fed}: {type(err).__name__}: {one_line(err)}")
-    ranges = model.given_ranges() if _lookup_past_end(err) else ""
-    if ranges:
-        return HarnessError(f"{cause} ({ranges}: the range given by {GIVEN_RANGE})", RANGE_FIX)
-    return HarnessError(cause, "fix the model so that it runs on these inputs, or --no-check writes the artifact "
-                               "unchecked", exit_code=FAILED)
+    return _blamed_on_range(model, err, cause) or HarnessError(
+        cause, "fix the model so that it runs on these inputs, or --no-check writes the artifact unchecked", exit_code=FAILED)
 
 
 def _why_not_checked_here(target: Target) -> str | None:

@@ -382,10 +382,10 @@ def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
     except ValidationError as err:  # named by its flag, and for a caller from Python by the keyword that set it
         failing = [tuple(e["loc"]) for e in err.errors()]
         keywords = [f"{name}=" for name in given if any(loc[:len(OVERRIDES[name][0])] == tuple(OVERRIDES[name][0])
-                                                      for loc in failing)]
+                                                      for loc in failing)] or [f"{name}=" for name in given]  # (a check across keys has no place)
         raise HarnessError(f"invalid value: {validation_problems(err, flags)}",
                            "fix that value; the command's --help lists what each flag takes"
-                           + (f" (from Python, the keyword {', '.join(keywords)})" if keywords else "")) from None
+                           + (f" (from Python, set by {', '.join(keywords)})" if keywords else "")) from None
     if recipe._names_to_match is not None or overrides.get("models"):
         before = recipe._names_to_match or {"inputs": set(), "data": set()}
         result._names_to_match = {section: before[section] | set(overrides.get(section) or {}) for section in before}

@@ -280,14 +280,18 @@ def _migrate(engine, label: str) -> None:
 
 def _newest_writer(conn) -> str:
     """Which tvmharness wrote a store's newest run (its version and commit), for whoever must upgrade to read it."""
-    try:
-        newest = conn.execute(select(Run.git_commit, Run.provenance).order_by(Run.id.desc()).limit(1)).first()
-    except SQLAlchemyError:  # a schema this release does not know may keep it otherwise
+    said = []
+    for column in (Run.provenance, Run.git_commit):  # each on its own: a schema this release does not know may keep one otherwise
+        try:
+            said.append(conn.execute(select(column).order_by(Run.id.desc()).limit(1)).scalar())
+        except SQLAlchemyError:
+            said.append(None)
+    provenance, commit = said
+    version = ((provenance or {}).get("versions") or {}).get("tvmharness")
+    if not version and not commit:
         return ""
-    if newest is None:
-        return ""
-    version = ((newest.provenance or {}).get("versions") or {}).get("tvmharness")
-    return f"; its newest run was written by tvmharness {version or '(version unknown)'} at commit {newest.git_commit}"
+    return (f"; its newest run was written by tvmharness {version or '(version unknown)'}"
+            + (f" at commit {commit}" if commit and commit != "unknown" else ""))
 
 
 def check_schema(session) -> None:

@@ -739,7 +739,7 @@ CANDIDATES_PREFIX = "tvmharness-candidates-"
 def _candidates_folder() -> tempfile.TemporaryDirectory:
     """The temporary folder a tune builds its candidates in, named by its process. A tune killed
     outright (-9, the kernel's out-of-memory killer) cannot remove its own: the next tune removes
-    those whose process is gone."""
+    those whose process is gone (as a kit does its own: kit_server, on a kit's Python, imports no harness code)."""
     import psutil
 
     for folder in Path(tempfile.gettempdir()).glob(f"{CANDIDATES_PREFIX}*-*"):

@@ -142,7 +142,7 @@ def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> Load
     clusters = getattr(_inner(last_module), CLUSTERS_ATTR, None) if not after & {"fp16", "int8", "distill"} else None
     figures["compressed_bytes"] = None
     values = {n: _distinct_values(_inner(last_module), n) for n in clusters or {} if _has_weight(_inner(last_module), n)}
-    if clusters and all(values[n] <= clusters[n] + 1 for n in values):
+    if values and all(values[n] <= clusters[n] + 1 for n in values):  # (none left: a later step factored them all)
         figures["compressed_bytes"] = clustered_bytes(_inner(last_module), {n: max(clusters[n], values[n]) for n in values})
         if after - {"finetune"}:  # the clustering's note gave the size before them
             work.notes.append(f"compressed size after {', '.join(sorted(after))}: {figures['compressed_bytes']} B")

@@ -68,14 +68,15 @@ class Prune(Technique):
             if self.schedule == "gradual":
                 notes.append(train(module, work.base, self.epochs, self.lr))
         work.module = module
-        given = work.base.torch_module is not None and any(prune.is_pruned(m) for m in weight_layers(work.base.torch_module))
-        came = (f"the model came pruned to {already:.1%} (torch.nn.utils.prune masks); " if already and given else
-                f"an earlier step pruned it to {already:.1%}; " if already else "")
+        base = weight_layers(work.base.torch_module) if work.base.torch_module is not None else []
+        given = sparsity(work.base.torch_module, base) if any(prune.is_pruned(m) for m in base) else 0.0
+        came = (f"the model came pruned to {given:.1%} (torch.nn.utils.prune masks); " if given else "") + (
+            f"an earlier step pruned it to {already:.1%}; " if already > given else "")  # (of this variant's chain)
         of = " of those left" if already else ""
         dense = left_dense(module)
         work.notes.append(f"{came}pruned {self.amount:.0%} of conv/linear weights{of} ({self.scope}, {self.schedule}); "
-                          f"sparsity {sparsity(module, layers):.1%}"
-                          + (f" of those, {sparsity(module):.1%} of the model's weights; {dense}" if dense else "")
+                          f"sparsity {sparsity(module, layers):.1%} of conv/linear weights"
+                          + (f", {sparsity(module):.1%} of the model's weights; {dense}" if dense else "")
                           + (f"; {notes[-1]} after each of {self.steps} steps" if notes else ""))
         return work
 

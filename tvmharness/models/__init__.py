@@ -97,19 +97,18 @@ class LoadedModel:
         if self.exported is None:
             import torch
 
-            clash = _graph_module_clash(self.name, (name for name, _ in [*self.torch_module.named_children(),
-                                                             *self.torch_module.named_parameters(recurse=False),
-                                                             *self.torch_module.named_buffers(recurse=False)]))
-            if clash:
-                raise HarnessError(*clash, FAILED)
             try:
                 with quiet_torch_export():
-                    self.exported = torch.export.export(fold_batchnorm(self.torch_module), self.example())
+                    exported = torch.export.export(fold_batchnorm(self.torch_module), self.example())
             except Exception as err:  # torch raises many types here; all mean "does not export"
                 self._check_runs_eagerly()  # a model that fails on its own example is no tracing problem
                 raise HarnessError(f"model '{self.name}' does not export with torch.export: {one_line(err)}",
                                    "make the forward pass traceable (no data-dependent Python control flow), "
                                    "or give an .onnx file instead", FAILED) from None  # a build that failed, not usage
+            clash = _graph_module_clash(self.name, exported)
+            if clash:
+                raise HarnessError(*clash, FAILED)
+            self.exported = exported
         return self.exported
 
     def _check_runs_eagerly(self) -> None:
@@ -128,10 +127,13 @@ class LoadedModel:
                 said = [(w, flag) for w, flag, on in (("sizes", "--input-shape", self.shapes_given),
                                                       ("value ranges", "--input-range", ranges)) if on]
                 what, flags = " and ".join(w for w, _ in said), ", ".join(f for _, f in said)
+                fixes = [fix for fix, on in (("give sizes the model takes (its example's, or within the bounds it was "
+                                              "exported with)", self.shapes_given),
+                                             ("keep the ranges within what it accepts (an embedding's ids below its "
+                                              "number of rows)", ranges)) if on]
                 raise HarnessError(f"model '{self.name}' raised at the {what} given for it ({flags} or [inputs]: "
                                    f"{given}) in PyTorch itself: {type(err).__name__}: {one_line(err)}",
-                                   f"give {what} the model takes (its example's sizes, or within the bounds it was "
-                                   "exported with; ids below an embedding's number of rows), or drop them") from None
+                                   "; ".join(fixes) + ", or drop them") from None
             raise HarnessError(f"model '{self.name}' raised on its example ({shapes}) in PyTorch itself: "
                                f"{type(err).__name__}: {one_line(err)}",
                                "fix the model, or its example (the inputs' shapes and dtypes its forward takes)",
@@ -743,10 +745,10 @@ GRAPH_MODULE_NAMES = {"meta", "graph", "code", "shape_env", "recompile", "print_
                       "delete_submodule", "delete_all_unused_submodules"}
 
 
-def _graph_module_clash(model: str, names) -> tuple[str, str] | None:
-    """(cause, fix) where the model's top-level layers, parameters or buffers take a name of those: PyTorch
-    cannot rebuild a module from its export then (torch.export, ONNX export and TVM all do)."""
-    clash = sorted(set(names) & GRAPH_MODULE_NAMES)
+def _graph_module_clash(model: str, exported) -> tuple[str, str] | None:
+    """(cause, fix) where an export's parameters, buffers or constants sit under a top-level name of
+    those: PyTorch cannot rebuild a module from it then (ONNX's exporter and TVM's importer both do)."""
+    clash = sorted({key.split(".")[0] for key in [*exported.state_dict, *exported.constants]} & GRAPH_MODULE_NAMES)
     if not clash:
         return None
     said = ", ".join(f"'{n}'" for n in clash)
@@ -779,7 +781,7 @@ def _load_pt2(path: Path, batch: int, settings: dict[str, dict]) -> LoadedModel:
     import torch
 
     ep = _load_exported(path)
-    clash = _graph_module_clash(str(path), (key.split(".")[0] for key in [*ep.state_dict, *ep.constants]))
+    clash = _graph_module_clash(str(path), ep)
     if clash:
         raise ModelNotMade(clash[0], clash[1] + " and export it again", FAILED)
     module = ep.module()

@@ -58,6 +58,8 @@ def main(argv=None):
         _serve(args, workdir)
     finally:
         if os.getpid() == server:  # (not a session's forked process on its way out)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # a later stop must not cut the removal short
+                signal.signal(signum, signal.SIG_IGN)
             shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -80,19 +82,22 @@ def _remove_orphaned_folders():
 
 
 def _stop(signum, _frame):
-    # One stop is enough: a second (a group's SIGTERM reaches `devkit serve` too, which passes it on)
+    # One stop is enough: a second (a group's signal reaches `devkit serve` too, which passes it on)
     # would interrupt the unwinding that removes the folder.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     for session in multiprocessing.active_children():  # else the exit waits for it (a non-daemon process)
         session.terminate()
     raise SystemExit(128 + signum)
 
 
 def _serve(args, workdir):
-    # A stop (SIGTERM from `devkit serve` or a service manager) unwinds, so that the folder goes too.
+    # A stop (SIGTERM from `devkit serve` or a service manager, SIGHUP from a closed terminal) unwinds,
+    # so that the folder goes too.
     # A session's process (forked) keeps the default: it is stopped while blocked in TVM's C++.
     signal.signal(signal.SIGTERM, _stop)
-    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    signal.signal(signal.SIGHUP, _stop)  # a closed terminal hangs up the whole group
+    os.register_at_fork(after_in_child=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGTERM, signal.SIGHUP)])
 
     import tvm
     import tvm_ffi
