@@ -243,7 +243,7 @@ def test_int8_of_a_deep_model_is_judged_by_int8_s_own_rounding_and_its_artifact_
 
     import onnx
 
-    from tvmharness.compress.quantize import OUTPUT_STEPS_ALLOWED, _int8_tolerance, _output_steps
+    from tvmharness.compress.quantize import ERROR_MARGIN, OUTPUT_STEPS_ALLOWED, _int8_tolerance, _output_steps
 
     done = run_cli("compile", f"{USER_MODELS}:tiny_vit", "--variant", "int8", "--output-dir", str(tmp_path), "--json")
     assert done.returncode == 0, done.stderr
@@ -256,6 +256,8 @@ def test_int8_of_a_deep_model_is_judged_by_int8_s_own_rounding_and_its_artifact_
     assert floor > OUTPUT_STEPS_ALLOWED * step  # int8's own distance from fp32 is more than three steps here
     assert _int8_tolerance(graph, [floor])["tolerance_floors"] == [2 * floor]  # twice that distance
     assert _int8_tolerance(graph, [0.0])["tolerance_floors"] == [OUTPUT_STEPS_ALLOWED * step]  # or three steps
+    [kept] = int8.parent.glob("error-*.json")  # the measured distance, kept for the next run's apply
+    assert json.loads(kept.read_text()) == [floor / ERROR_MARGIN]
 
 
 def test_channel_pruning_of_a_transformer_keeps_whole_heads_and_the_model_runs(workdir):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
+import json
 import logging
 from pathlib import Path
 from typing import Literal
@@ -130,10 +131,7 @@ class Int8(Technique):
         ops = _integer_ops(graph)
         work.module, work.onnx_path = None, out
         work.metrics["quantized_ops"] = ops
-        try:
-            errors = _int8_error(fp32_path, out, work.base)
-        except Exception:  # ONNX Runtime's rows will say what fails; the floors stay the quantization steps'
-            errors = None
+        errors = _int8_error(fp32_path, out, work.base)
         work.metrics.update(_int8_tolerance(graph, errors))
         fallback = {op: n for op, n in ops["float"].items() if op in ("Conv", "Gemm", "MatMul", *WEIGHTED_FLOAT_OPS)}
         work.notes.append(note + (f"; fp32 fallback for {fallback}" if fallback else "")
@@ -265,13 +263,32 @@ def _int8_tolerance(graph, errors: list[float] | None = None) -> dict:
     return {"tolerance": INT8_TOLERANCE, "tolerance_floors": floors}
 
 
-def _int8_error(fp32_path: Path, int8_path: Path, base: LoadedModel) -> list[float]:
+def _int8_error(fp32_path: Path, int8_path: Path, base: LoadedModel) -> list[float] | None:
     """How far int8 moves each output from fp32, on ONNX Runtime (the int8 rows' reference engine): the
     largest absolute difference over the first few of the inputs rows are checked on. 0 for an output
-    with values that are not finite (NaN, an infinity): it widens nothing."""
+    with values that are not finite (NaN, an infinity): it widens nothing. Kept beside the int8 file,
+    by the inputs' hash (a second run's apply runs no session). None where ONNX Runtime fails on it:
+    its rows will say what fails, and the floors stay the quantization steps'."""
+    feeds = base.samples(ERROR_SAMPLES)[:ERROR_SAMPLES]
+    arrays = [np.ascontiguousarray(a) for feed in feeds for a in feed]
+    inputs = content_hash(*(part for a in arrays for part in (f"{a.dtype}{a.shape}", a.tobytes())))
+    kept = int8_path.with_name(f"error-{inputs[:16]}.json")
+    with contextlib.suppress(OSError, ValueError):
+        errors = json.loads(kept.read_text())
+        if isinstance(errors, list) and all(isinstance(e, float) for e in errors):
+            return errors
+    try:
+        errors = _measured_error(fp32_path, int8_path, base, feeds)
+    except Exception:
+        return None
+    with contextlib.suppress(OSError), written_whole(kept) as partial:
+        partial.write_text(json.dumps(errors))
+    return errors
+
+
+def _measured_error(fp32_path: Path, int8_path: Path, base: LoadedModel, feeds: list[Feed]) -> list[float]:
     import onnxruntime as ort
 
-    feeds = base.samples(ERROR_SAMPLES)[:ERROR_SAMPLES]
     sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32_path, int8_path)]
     errors: list[float] = []
     for feed in feeds:
