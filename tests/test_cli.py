@@ -471,6 +471,27 @@ def test_a_project_s_module_named_as_the_standard_library_s_breaks_no_worker(tmp
     assert measure_memory("torch", tmp_path / "mlp.pt2", {"x": example.numpy()}, 1)["peak_mb"] is not None
 
 
+def test_a_worker_imports_the_harness_the_command_runs_from_an_uninstalled_checkout(tmp_path):
+    """`python -m tvmharness` from a checkout that is not installed imports the harness from the first
+    entry of its path, which a worker started with PYTHONSAFEPATH has not: the worker must be told
+    where it is (it failed to import, or imported another install's)."""
+
+    import tvmharness
+
+    checkout = tmp_path / "checkout"
+    shutil.copytree(Path(tvmharness.__file__).parent, checkout / "tvmharness",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import os, subprocess, sys; from tvmharness.provenance import worker_environment; "
+            "print(subprocess.run([sys.executable, '-m', 'tvmharness', '--version'], cwd='/', capture_output=True, "
+            "env=os.environ | worker_environment()).returncode, end=' '); "
+            "print(subprocess.run([sys.executable, '-c', 'import tvmharness; print(tvmharness.__file__)'], cwd='/', "
+            "capture_output=True, text=True, env=os.environ | worker_environment()).stdout)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=checkout, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    status, imported = proc.stdout.split()
+    assert status == "0" and Path(imported).is_relative_to(checkout), proc.stdout
+
+
 def test_a_layer_named_as_torch_fx_names_an_attribute_is_named_as_the_cause(cli_dir):
     """A branch called `meta` exports, but PyTorch cannot rebuild a module from the export (it was an
     internal error from a .pt2, and an "unsupported operator" for TVM and ONNX from a .py): one message."""

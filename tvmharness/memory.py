@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HarnessError, one_line
-from .provenance import SAFE_PATH
+from .provenance import worker_environment
 from .remote.kit_server import MEMORY_CALLS, mark_memory, memory_since  # the kit's own probe: one way to read a peak
 
 ENGINES = ("tvm", "tvm-untuned", "onnxruntime", "torch")
@@ -34,7 +34,7 @@ def measure_memory(engine: str, artifact: Path, feed: dict[str, np.ndarray], thr
         # One malloc arena: with one per thread, ONNX Runtime's peak on resnet18 took 142 or 162 MB from run to
         # run, by which thread ran which op; with one it is the same every run, and the higher of the two.
         proc = subprocess.run([sys.executable, "-m", "tvmharness.memory", engine, str(artifact), str(inputs), str(threads)],
-                              capture_output=True, text=True, timeout=timeout_s, env=os.environ | {"MALLOC_ARENA_MAX": "1", SAFE_PATH: "1"})
+                              capture_output=True, text=True, timeout=timeout_s, env=os.environ | {"MALLOC_ARENA_MAX": "1"} | worker_environment())
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
         raise HarnessError(f"measuring the memory of {artifact} on {engine} failed: {one_line(last)}",

@@ -10,6 +10,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 from .cache import content_hash
@@ -148,12 +149,24 @@ def git_commit() -> str:
 SAFE_PATH = "PYTHONSAFEPATH"
 
 
+def worker_environment() -> dict[str, str]:
+    """What a worker process's environment adds: SAFE_PATH, and, where this harness is imported only
+    because `python -m tvmharness` started from its uninstalled checkout (the first entry of sys.path),
+    that checkout on PYTHONPATH: without the first entry, a worker could not import it."""
+    added = {SAFE_PATH: "1"}
+    root = Path(__file__).resolve().parent.parent
+    entries = [Path(e or ".").resolve() for e in sys.path]
+    if entries and entries[0] == root and root not in entries[1:]:
+        added["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+    return added
+
+
 @contextlib.contextmanager
 def worker_environment_kept():
-    """TVM_NUM_THREADS, TVM_BIND_THREADS and PYTHONSAFEPATH as they were once a run or tune ends: each
-    sets them for its own TVM sessions and worker processes, and a notebook's later processes (an
+    """TVM_NUM_THREADS, TVM_BIND_THREADS and worker_environment's as they were once a run or tune ends:
+    each sets them for its own TVM sessions and worker processes, and a notebook's later processes (an
     artifact's `load` lines) should not inherit them."""
-    before = {name: os.environ.get(name) for name in ("TVM_NUM_THREADS", "TVM_BIND_THREADS", SAFE_PATH)}
+    before = {name: os.environ.get(name) for name in ("TVM_NUM_THREADS", "TVM_BIND_THREADS", SAFE_PATH, "PYTHONPATH")}
     try:
         yield
     finally:

@@ -33,7 +33,7 @@ from .frontend import to_relax
 from .gpu import check_local_gpu
 from .models import LoadedModel
 from .native_log import NATIVE_LOG, native_log_note, native_stderr_to
-from .provenance import SAFE_PATH, worker_environment_kept
+from .provenance import worker_environment, worker_environment_kept
 from .remote.tracker import KITS_GONE, TRACKER_GONE, Address, request_kit
 from .targets import Target, check_local_cpu
 
@@ -488,7 +488,7 @@ def tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fron
                records_root: Path, threads: int, progress: TuneProgress | None = None) -> TuneResult:
     """Tune a model's tasks for the target, appending to the target's records."""
     with worker_environment_kept():
-        os.environ[SAFE_PATH] = "1"  # (see provenance.SAFE_PATH)
+        os.environ.update(worker_environment())  # (see provenance.SAFE_PATH)
         return _tune_model(model, target, options, frontend=frontend, cache_dir=cache_dir, records_root=records_root,
                            threads=threads, progress=progress)
 
