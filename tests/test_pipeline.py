@@ -183,6 +183,63 @@ class Cell(torch.nn.Module):
         assert scaled != digest("torch.relu(self.fc(x)) * SCALE", f"/tmp/ipykernel_0/{keep_source}6.py", keep_source, 5.0)
 
 
+def test_what_a_forward_reads_outside_its_layers_is_the_model_too(tmp_path, monkeypatch):
+    """A constant imported from another file (or read from the environment), a layer's private or
+    dict-held setting, a hook and a forward set on one layer: each changed is another model, never the
+    cached build of the old one (each was served the old build, and its rows disagreed)."""
+    import functools
+    import importlib
+
+    import torch
+
+    from tvmharness.data import ModelInput
+    from tvmharness.models import torch_digest
+
+    (tmp_path / "net_settings.py").write_text("SCALE = 1.0\n")
+    (tmp_path / "net_of_settings.py").write_text(
+        "import torch\nfrom net_settings import SCALE\n\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self, private=1.0, config=None):\n"
+        "        super().__init__()\n"
+        "        torch.manual_seed(0)\n"
+        "        self.fc = torch.nn.Linear(4, 4)\n"
+        "        self._private = private\n"
+        "        self.config = config or {'shift': 0.0}\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x) * SCALE * self._private + self.config['shift']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    net = importlib.import_module("net_of_settings")
+    inputs = (ModelInput("x", (1, 4), "float32"),)
+
+    def digest(*args, **kwargs) -> str:
+        return torch_digest(net.Net(*args, **kwargs), inputs)
+
+    plain = digest()
+    assert plain == digest()  # the same model, the same digest
+    monkeypatch.setattr(net, "SCALE", 3.0)  # its settings file edited
+    assert digest() != plain
+    monkeypatch.setattr(net, "SCALE", 1.0)
+    assert digest() == plain and digest(4.0) != plain and digest(config={"shift": 1.0}) != plain
+
+    def scaled(factor):
+        def hook(module, args, output):
+            return output * factor
+        return hook
+
+    def hooked(hook, pre=False) -> str:
+        model = net.Net()
+        (model.fc.register_forward_pre_hook if pre else model.fc.register_forward_hook)(hook)
+        return torch_digest(model, inputs)
+
+    twice = hooked(scaled(2.0))
+    assert twice != plain and twice == hooked(scaled(2.0)) and twice != hooked(scaled(5.0))
+    assert hooked(functools.partial(lambda f, m, a, o: o * f, 2.0)) != hooked(functools.partial(lambda f, m, a, o: o * f, 5.0))
+    assert hooked(lambda m, args: (args[0] * 2,), pre=True) != plain
+    patched = net.Net()
+    patched.forward = lambda x: patched.fc(x) * 2
+    assert torch_digest(patched, inputs) != plain
+
+
 def test_terminal_report_of_a_rerun_says_nothing_was_rebuilt(first_run):
     from rich.console import Console
 

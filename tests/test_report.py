@@ -242,6 +242,10 @@ def test_a_row_whose_cpus_other_work_shared_is_marked_busy_and_its_verdict_says_
     assert (quiet["host while timing"], crowded["host while timing"]) == ("quiet", "busy")
     assert "host while timing" not in row_provenance(rows[4])
     assert {"what": "host while timing", "before": "quiet", "after": "busy"} in provenance_changes([(1, quiet)], crowded)
+    # a row timed too briefly to be read (under 50 ms) before: tonight's busy host is still named
+    unread = row_provenance(rows[4])
+    assert {"what": "host while timing", "before": "not read", "after": "busy"} in provenance_changes([(1, unread)], crowded)
+    assert not any(c["what"] == "host while timing" for c in provenance_changes([(1, unread)], quiet))
 
 
 def test_a_speed_up_over_fp32_not_timed_in_turns_and_a_shaky_best_variant_or_baseline_are_said(tmp_path):

@@ -301,6 +301,8 @@ def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
                 for key, value in sorted(vars(sub).items()) if isinstance(value, torch.Tensor)]
     for name, tensor in unsaved:
         parts += ["unsaved", name, str(tensor.dtype), list(tensor.shape), _tensor_bytes(tensor)]
+    if hidden := _hidden_settings(module):  # only where a model has such, as above
+        parts += ["hidden", hidden]
     return content_hash(*parts, *_own_code(module))
 
 
@@ -342,26 +344,122 @@ def _settings(module) -> list:
     """Each layer's plain attributes, which its repr may not show (nn.MultiheadAttention's num_heads, a
     user's temperature) and its forward reads: two models of the same weights that differ only there
     compute different things. Functions (an activation) by name."""
-    import inspect
-
-    def plain(value):
-        if value is None or isinstance(value, (bool, int, float, str)):
-            return value
-        if isinstance(value, (tuple, list)):
-            items = [plain(v) for v in value]
-            return items if all(i is not _SKIP for i in items) else _SKIP
-        if inspect.isroutine(value):
-            return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
-        return _SKIP  # tensors are in the state dict, submodules have their own entry
-
     out = []
     for name, sub in module.named_modules():
-        fields = {k: plain(v) for k, v in sorted(vars(sub).items()) if not k.startswith("_") and k != "training"}
+        fields = {k: _settings_plain(v) for k, v in sorted(vars(sub).items()) if not k.startswith("_") and k != "training"}
         out.append([name, {k: v for k, v in fields.items() if v is not _SKIP}])
     return out
 
 
 _SKIP = object()
+
+
+@functools.cache
+def _module_internals() -> frozenset[str]:
+    """The attributes every nn.Module keeps for itself (its parameters, submodules, hooks): not settings."""
+    import torch
+
+    return frozenset(vars(torch.nn.Module()))
+
+
+def _hidden_settings(module) -> list:
+    """What a layer's forward may read that _settings and the state dict leave out: a layer of the user's
+    (or a library's) own class's private settings (self._scale) and settings held in a dict, a
+    dataclass or an object of its own (self.cfg = {"scale": 2.0}); and, on any layer, the hooks
+    registered on it and a forward set on it alone (the user's code: _own_code follows it)."""
+    out = []
+    for name, sub in module.named_modules():
+        found = {}
+        if not _recorded_class(type(sub)):  # torch's and torchvision's layers: their versions name them
+            for key, value in sorted(vars(sub).items()):
+                if key in _module_internals() or isinstance(value, torch_types()):
+                    continue
+                if key.startswith("_") or _settings_plain(value) is _SKIP:
+                    if (held := _held_value(value)) is not _SKIP:
+                        found[key] = held
+        hooks = _instance_functions(sub)
+        if hooks:
+            found["hooks and forward"] = [_held_value(h) for h in hooks]  # a hook object's settings too
+        if found:
+            out.append([name, found])
+    return out
+
+
+def torch_types() -> tuple[type, ...]:
+    """Values a layer holds that are hashed elsewhere: tensors (its state, `unsaved`), layers (their own entry)."""
+    import torch
+
+    return (torch.Tensor, torch.nn.Module)
+
+
+def _settings_plain(value):
+    """A public attribute's value as _settings keeps it, or _SKIP: tensors are in the state dict,
+    submodules have their own entry, what else a layer holds is _hidden_settings'."""
+    import inspect
+
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        items = [_settings_plain(v) for v in value]
+        return items if all(i is not _SKIP for i in items) else _SKIP
+    if inspect.isroutine(value):
+        return _callable_text(value)
+    return _SKIP
+
+
+def _held_value(value, depth: int = 0):
+    """A setting's value by its parts: numbers and strings as they are, a dict's, a list's, a
+    dataclass's or a plain object's items by theirs (a few levels deep), functions by name; _SKIP for
+    what has none of those (a lock, a file handle)."""
+    import dataclasses
+    import inspect
+
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return repr(value)
+    if depth > 4 or isinstance(value, torch_types()):
+        return _SKIP
+    if isinstance(value, (tuple, list, set, frozenset)):
+        items = [i for i in (_held_value(v, depth + 1) for v in value) if i is not _SKIP]
+        return sorted(items, key=repr) if isinstance(value, (set, frozenset)) else items
+    if isinstance(value, dict):
+        return {str(k): v for k, v in ((k, _held_value(v, depth + 1)) for k, v in value.items()) if v is not _SKIP}
+    if inspect.isroutine(value) or inspect.isclass(value) or inspect.ismodule(value) or isinstance(value, functools.partial):
+        return _callable_text(value)
+    if isinstance(value, np.ndarray):
+        return [str(value.dtype), list(value.shape), content_hash(np.ascontiguousarray(value).tobytes())]
+    if dataclasses.is_dataclass(value) and not hasattr(value, "__dict__"):  # (slots)
+        return [type(value).__qualname__, _held_value({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, depth + 1)]
+    if hasattr(value, "__dict__"):
+        return [type(value).__qualname__, _held_value(dict(vars(value)), depth + 1)]
+    text = repr(value)  # a torch.dtype, an enum: its repr, unless that holds an address (new each process)
+    return _SKIP if " at 0x" in text else text
+
+
+def _instance_functions(sub) -> list:
+    """The hooks registered on a layer (forward and pre-forward) and a forward set on the layer itself."""
+    hooks = [h for table in (sub._forward_pre_hooks, sub._forward_hooks) for h in table.values()]
+    return hooks + ([vars(sub)["forward"]] if "forward" in vars(sub) else [])
+
+
+def _callable_text(function) -> str:
+    """A function's, class's or module's name (a hook's, an activation's), with a partial's arguments."""
+    if isinstance(function, functools.partial):
+        return repr([_callable_text(function.func), _held_value(list(function.args)), _held_value(function.keywords)])
+    function = getattr(function, "__func__", function)  # a bound method: its function
+    if not hasattr(function, "__qualname__"):  # a module, a callable object
+        return getattr(function, "__name__", type(function).__qualname__)
+    return f"{getattr(function, '__module__', '')}.{function.__qualname__}"
+
+
+def _recorded_class(cls) -> bool:
+    """Whether a class's code is one the rows name by a version (torch's, torchvision's, the harness's)."""
+    import inspect
+
+    try:
+        file = inspect.getfile(cls)
+    except (TypeError, OSError):  # a notebook's class: the user's
+        return False
+    return _own(file) is None and Path(file).is_file()
 
 
 def _own_code(module) -> list[str]:
@@ -374,40 +472,50 @@ def _own_code(module) -> list[str]:
     library and the harness (its commit) are not named at all, so zoo models keep their digests."""
     import inspect
 
-    def own(file) -> Path | str | None:
-        """The user's file, `name==version` of a library's, or None (recorded code, or no file)."""
-        path = Path(file).resolve() if file else None
-        if not path or not path.is_file():
-            return None
-        if any(path.is_relative_to(f) and not SITE_FOLDERS & set(path.relative_to(f).parts) for f in _recorded_code()):
-            return None
-        return _installed_library(path) or path
+    import torch
+
+    own = _own
 
     def methods(cls) -> list:
         return [f for c in cls.__mro__ for f in vars(c).values() if inspect.isfunction(f)]
 
+    def functions(value) -> list:
+        """A hook's code: a function's, a bound method's, a partial's, a callable object's methods."""
+        if isinstance(value, functools.partial):
+            return functions(value.func)
+        value = getattr(value, "__func__", value)
+        return [value] if inspect.isfunction(value) else methods(type(value)) if callable(value) else []
+
     files: set[Path] = set()
-    texts: set[str] = set()  # code in no file, and libraries' versions: only where a model has such
+    texts: set[str] = set()  # code in no file, values, libraries' versions: only where a model has such
     todo = [f for cls in {type(m) for m in module.modules()} for f in methods(cls)]
+    todo += [f for m in module.modules() for hook in _instance_functions(m) for f in functions(hook)]
     seen: set[int] = set()
     while todo:
         function = todo.pop()
         if id(function) in seen:
             continue
         seen.add(id(function))
-        unfiled = False
         found = own(function.__code__.co_filename)
         if isinstance(found, str):  # a library's code is not followed: its version stands for it
             texts.add(content_hash("library", found))
             continue
         if found:
             files.add(found)
-        elif unfiled := _unfiled(function):  # a notebook cell's or exec'd code, in no file to hash: its own text
+        elif _unfiled(function):  # a notebook cell's or exec'd code, in no file to hash: its own text
             texts.add(content_hash("code", _code_text(function)))
         else:
             continue  # recorded code (torch's): the row's versions name it
+        for cell in function.__closure__ or ():  # a hook's or a nested forward's captured values
+            with contextlib.suppress(ValueError):  # (a cell not yet filled)
+                if inspect.isfunction(cell.cell_contents):
+                    todo.append(cell.cell_contents)
+                elif inspect.isclass(cell.cell_contents):  # super()'s __class__: code followed where it runs
+                    continue
+                elif (held := _held_value(cell.cell_contents)) is not _SKIP:
+                    texts.add(content_hash("captured", held))
         for name in _names(function.__code__):
-            value = function.__globals__.get(name)
+            value = function.__globals__.get(name, _SKIP)  # (an attribute's name, a builtin's: none)
             if inspect.ismodule(value) and (found := own(getattr(value, "__file__", None))):
                 if isinstance(found, str):
                     texts.add(content_hash("library", found))
@@ -417,9 +525,23 @@ def _own_code(module) -> list[str]:
                 todo.append(value)
             elif inspect.isclass(value):
                 todo += methods(value)
-            elif unfiled and _plain(value):  # a notebook's constant (SCALE = 5.0 in a later cell), in no file either
+            elif _plain(value):  # a constant: a notebook cell's, one imported from a file, one read from the environment
                 texts.add(content_hash("value", name, repr(value)))
+            elif isinstance(value, (torch.Tensor, np.ndarray)):  # a module's tensor (a normalisation's mean)
+                array = value.detach().cpu() if isinstance(value, torch.Tensor) else value
+                texts.add(content_hash("value", name, str(array.dtype), list(array.shape),
+                                       _tensor_bytes(array) if isinstance(array, torch.Tensor) else array.tobytes()))
     return sorted(file_hash(f) for f in files) + sorted(texts)
+
+
+def _own(file) -> Path | str | None:
+    """The user's file, `name==version` of a library's, or None (recorded code, or no file)."""
+    path = Path(file).resolve() if file else None
+    if not path or not path.is_file():
+        return None
+    if any(path.is_relative_to(f) and not SITE_FOLDERS & set(path.relative_to(f).parts) for f in _recorded_code()):
+        return None
+    return _installed_library(path) or path
 
 
 SITE_FOLDERS = {"site-packages", "dist-packages"}

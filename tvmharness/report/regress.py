@@ -50,6 +50,7 @@ NOT_MEASURED = "not measured"  # a series the run before measured and this one d
 ORDER = (BROKEN, LESS_ACCURATE, SLOWER, LARGER, FASTER, SMALLER, MORE_ACCURATE, NEW, SAME, NOT_APPLICABLE, NOT_MEASURED)
 REGRESSIONS = {BROKEN, LESS_ACCURATE, SLOWER, LARGER}
 TOP_OPERATORS = 5
+HOST_LOAD = "host while timing"  # quiet or busy (other_load): a why, never a step
 MEMORY_FLOOR_MB = 1.0  # a peak-memory move smaller than this is the probe's own noise, whatever its share
 
 
@@ -386,7 +387,7 @@ def row_provenance(row: dict) -> dict:
         if details.get(key) is not None:
             _flatten(key, details[key], out)
     if details.get("other_load"):  # whether other work shared its CPUs: a why, not a change of build
-        out["host while timing"] = "busy" if busy(row) else "quiet"
+        out[HOST_LOAD] = "busy" if busy(row) else "quiet"
     if details.get("kit"):  # measured on a dev kit: which one, and what it runs
         out["dev kit"] = details["kit"]
         _flatten("dev kit", details.get("kit_info") or {}, out)
@@ -424,12 +425,15 @@ def provenance_changes(references: list[tuple[int, dict]], after: dict, known_on
             if start < len(recorded):
                 change["run"] = recorded[start][0]
             changed.append(change)
+    if after.get(HOST_LOAD) == "busy" and not any(HOST_LOAD in prov for _, prov in references):
+        # rows timed too briefly to tell (under 50 ms) have no reading: tonight's busy host is still a why
+        changed.append({"what": HOST_LOAD, "before": "not read", "after": "busy"})
     return changed
 
 
 # keys (or prefixes) that change no build nor model; the harness's own code (its commit, an installed
 # one's version) is named among a verdict's whys, not taken for a step
-NOT_STEPS = ("git commit", "tvmharness", "os", "recipe ", "eval data", "usable cores", "host while timing")
+NOT_STEPS = ("git commit", "tvmharness", "os", "recipe ", "eval data", "usable cores", HOST_LOAD)
 
 
 def provenance_steps(provenances: list[dict]) -> list[bool]:
