@@ -686,9 +686,11 @@ def test_compile_keeps_two_functions_of_one_file_and_two_thread_counts_apart(cli
 
     module, example = tiny_mlp()
     torch.export.save(torch.export.export(module, (example,)), str(cli_dir / "tiny_mlp.pt2"))
+    builds = set((cli_dir / "results" / "cache" / "tvm").iterdir())
     assert_usage_error(run_cli("compile", "tiny_mlp.pt2", cwd=cli_dir),
                        f"{Path('results/artifacts/tiny_mlp-x86')} holds tiny_mlp from {Path(USER_MODELS).resolve()}:tiny_mlp, "
                        f"and this tiny_mlp is from {(cli_dir / 'tiny_mlp.pt2').resolve()}", "--out DIR")
+    assert set((cli_dir / "results" / "cache" / "tvm").iterdir()) == builds  # said before building, not after
     # so is a function of the same name in another file, and the same model compiled again is not
     (cli_dir / "other.py").write_text(Path(USER_MODELS).read_text())
     assert_usage_error(run_cli("compile", "other.py:tiny_mlp", cwd=cli_dir), "holds tiny_mlp from")

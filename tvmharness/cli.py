@@ -492,6 +492,7 @@ def compile(model: Annotated[str, typer.Argument(metavar="MODEL", help="zoo name
     from .compress import apply_variant, parse_variant
     from .engines.tvm import describe_artifact
     from .engines import EngineOptions
+    from .frontend import frontend_for
     from .native_log import NATIVE_LOG
     from .pipeline import check_artifact, load_models
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
@@ -524,11 +525,10 @@ def compile(model: Annotated[str, typer.Argument(metavar="MODEL", help="zoo name
     if not chosen.is_baseline:
         with _status(f"compressing {model}: {chosen.name}"):
             loaded = apply_variant(loaded, chosen, defaults.cache_dir)
-    with _status(f"building {model} for {target}"):
-        artifact = build_tvm(loaded, resolved, frontend, defaults.cache_dir, defaults.records_root)
     if out_dir is None:  # one folder per model, variant, frontend, target, thread count and input sizes asked
+        built_through = frontend_for(loaded, frontend)  # (before building: a folder another model holds is said at once)
         parts = [name, *([] if chosen.is_baseline else [re.sub(r"[^\w.-]+", "_", chosen.name)]),
-                 *([] if artifact.manifest["frontend"] == "torch" else [artifact.manifest["frontend"]]), resolved.name,
+                 *([] if built_through == "torch" else [built_through]), resolved.name,
                  *([f"{threads}threads"] if threads and threads != defaults.measure.threads else []),
                  *(re.sub(r"[^\w.-]+", "_", text.replace("=", "")) for text in input_shape or [])]
         out_dir = defaults.output.dir / "artifacts" / short_name("-".join(parts))
@@ -537,6 +537,8 @@ def compile(model: Annotated[str, typer.Argument(metavar="MODEL", help="zoo name
         if there and there != loaded.origin:
             raise HarnessError(f"{out_dir} holds {name} from {there}, and this {name} is from {loaded.origin}: a model "
                                "of the same name, not this one", "give this one a folder of its own with --out DIR")
+    with _status(f"building {model} for {target}"):
+        artifact = build_tvm(loaded, resolved, frontend, defaults.cache_dir, defaults.records_root)
     check_record = {"checked": False, "summary": "not checked (--no-check)"}
     if check:  # a build that computes something else is not shipped
         with _status(f"checking {model} for {target} against its model"):

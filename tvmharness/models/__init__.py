@@ -455,11 +455,11 @@ def _recorded_class(cls) -> bool:
     """Whether a class's code is one the rows name by a version (torch's, torchvision's, the harness's)."""
     import inspect
 
-    try:
-        file = inspect.getfile(cls)
-    except (TypeError, OSError):  # a notebook's class: the user's
-        return False
-    return _own(file) is None and Path(file).is_file()
+    # its module's file, else its methods' (a file loaded by path is in no sys.modules entry); not
+    # inspect.getfile, which TVM replaces with one that raises there
+    file = getattr(sys.modules.get(cls.__module__), "__file__", None) or next(
+        (f.__code__.co_filename for f in vars(cls).values() if inspect.isfunction(f)), None)
+    return file is not None and Path(file).is_file() and _own(file) is None  # (no file: a notebook's class, the user's)
 
 
 def _own_code(module) -> list[str]:
