@@ -600,6 +600,38 @@ def test_a_kit_that_stops_answering_mid_tune_costs_a_candidate_not_the_night(rac
     assert "tvmharness tune --resume" in error.fix
 
 
+def test_a_tune_for_a_board_never_times_a_candidate_on_an_emulated_kit_under_its_key(rack, tmp_path):
+    """One key serving an emulated kit and boards: a board's records must hold no emulated timing
+    (which kit the tune's first check got decided what its records were). Here the key's only kit
+    says it is emulated, and the board's tune measures nothing on it and says why."""
+    import subprocess
+    import sys
+
+    from tvmharness.models import load_model
+    from tvmharness.remote.devkit import KIT_SERVER
+    from tvmharness.targets import resolve
+    from tvmharness.tune import TuneOptions, tune_model
+
+    kit = subprocess.Popen([sys.executable, str(KIT_SERVER), "--tracker", rack.tracker, "--key", "mixed", "--host",
+                            "127.0.0.1", "--port", str(free_port()), "--threads", "1", "--emulated", "a test's stand-in"],
+                           start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        rack.wait_for(lambda: rack.kits("mixed"), 60, "the stand-in kit")
+        model = load_model(f"{USER_MODELS}:tiny_mlp", tmp_path / "cache")
+        target = resolve("x86-rpc", 2)  # a board's: target.emulated unset
+        target.tvm_dict["num-cores"] = 1
+        options = TuneOptions(trials=4, tracker=parse_address(rack.tracker), key="mixed", kit_wait_s=10)
+        with pytest.raises(HarnessError) as refused:
+            tune_model(model, target, options, frontend="torch", cache_dir=tmp_path / "cache",
+                       records_root=tmp_path / "tuning", threads=2)
+    finally:
+        stop(kit)
+    assert "no kit under 'mixed' fits this tune: kit 127.0.0.1:" in refused.value.cause
+    assert "is emulated by a test's stand-in, and this tune's records are a board's" in refused.value.cause
+    assert not list((tmp_path / "tuning").glob("*/database_tuning_record.json")) or not any(
+        f.read_text().strip() for f in (tmp_path / "tuning").glob("*/database_tuning_record.json"))
+
+
 def test_a_tracker_outage_stops_a_tune_and_spends_none_of_its_budget(tmp_path):
     import json
 

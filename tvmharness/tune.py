@@ -691,7 +691,7 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
           native_stderr_to(native_log),
           _candidates_folder() as candidates):
         if options.tracker:
-            runner = kit_runner(options, evaluator)
+            runner = kit_runner(options, evaluator, target)
         else:
             runner = ms.runner.LocalRunner(timeout_sec=options.runner_timeout_s, evaluator_config=evaluator)
         try:
@@ -753,7 +753,7 @@ def _candidates_folder() -> tempfile.TemporaryDirectory:
 KIT_MARGIN_S = 30.0
 
 
-def kit_runner(options: TuneOptions, evaluator):
+def kit_runner(options: TuneOptions, evaluator, target: Target):
     """MetaSchedule's RPC runner, one worker per kit, each candidate bounded in time. Its own pool waits
     for a worker for ever, and a kit that stops answering mid-measurement (a board that loses power or
     its network) never closes the connection: the candidate would block the tune in a receive. Here a
@@ -767,18 +767,31 @@ def kit_runner(options: TuneOptions, evaluator):
     rpc_config = ms.runner.RPCConfig(tracker_host=options.tracker.host, tracker_port=options.tracker.port,
                                      tracker_key=options.key, session_timeout_sec=int(options.runner_timeout_s))
     runner = ms.runner.RPCRunner(rpc_config=rpc_config, evaluator_config=evaluator, max_workers=options.kits,
-                                 f_create_session=functools.partial(_kit_session, wait_s=options.kit_wait_s))
+                                 f_create_session=functools.partial(_kit_session, wait_s=options.kit_wait_s,
+                                                                    emulated=target.emulated))
     runner.pool.shutdown()  # RPCRunner takes no timeout: its pool is replaced by one with a timeout
     runner.pool = PopenPoolExecutor(max_workers=options.kits,
                                     timeout=options.kit_wait_s + options.runner_timeout_s + KIT_MARGIN_S)
     return runner
 
 
-def _kit_session(rpc_config, wait_s: float):
+def _kit_session(rpc_config, wait_s: float, emulated: str):
     """The session a candidate is measured in: MetaSchedule's own asks the tracker for a kit and waits
-    for ever; this one gives up after wait_s, or within seconds once the key has no kit left."""
-    return request_kit(Address(rpc_config.tracker_host, rpc_config.tracker_port), rpc_config.tracker_key, wait_s,
-                       rpc_config.session_timeout_sec)[0]
+    for ever; this one gives up after wait_s, or within seconds once the key has no kit left. A kit
+    emulated where the tune's records are a board's (or the other way round: one key serving both) is
+    refused, and the candidate counted as never measured: its timing would go into the wrong records."""
+    key = rpc_config.tracker_key
+    session, kit = request_kit(Address(rpc_config.tracker_host, rpc_config.tracker_port), key, wait_s,
+                               rpc_config.session_timeout_sec)
+    try:
+        found = json.loads(session.get_function("tvmharness.kit_info")()).get("emulated") or ""
+    except Exception:  # TVM's own server says nothing of itself: a board's
+        found = ""
+    if bool(found) != bool(emulated):
+        said = f"emulated by {found}" if found else "a board"
+        raise RuntimeError(f"{_no_kit_said_for(key)} fits this tune: kit {kit} is {said}, and this tune's records are "
+                           f"{'an emulated kit' if emulated else 'a board'}'s (serve emulated kits under a key of their own)")
+    return session
 
 
 class _StopTuning(Exception):
@@ -923,9 +936,13 @@ def _reset_meta_schedule_logging() -> None:
     logger.setLevel(logging.ERROR)
 
 
+def _no_kit_said_for(key: str) -> str:
+    return f"no kit under '{key}'"
+
+
 def _no_kit_said(options: TuneOptions) -> tuple[str, ...]:
-    """What a runner result's error says when its candidate found no kit, or no tracker to ask."""
-    return f"no kit under '{options.key}'", TRACKER_GONE
+    """What a runner result's error says when its candidate found no kit (or none that fits), or no tracker to ask."""
+    return _no_kit_said_for(options.key), TRACKER_GONE
 
 
 def _never_measured(builder_results, runner_results, options: TuneOptions) -> list[int]:

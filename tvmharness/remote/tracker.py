@@ -167,7 +167,7 @@ class NoKitError(Exception):
 class KitUnreachable(Exception):
     """The tracker handed out a kit this host cannot open a session on: another kit may do."""
 
-    def __init__(self, kit: str, message: str):
+    def __init__(self, message: str, kit: str = ""):  # (message first: a tune's worker rebuilds it from its text)
         super().__init__(message)
         self.kit = kit
 
@@ -224,11 +224,11 @@ def request_kit(address: Address, key: str, wait_s: float, session_timeout_s: fl
         _reach(url, kit_port)
     except OSError as err:
         why = err.strerror or str(err) or type(err).__name__
-        raise KitUnreachable(kit, f"kit {kit} under '{key}' cannot be reached from this host ({why})") from None
+        raise KitUnreachable(f"kit {kit} under '{key}' cannot be reached from this host ({why})", kit) from None
     try:
         return rpc.connect(url, kit_port, matchkey, session_timeout=session_timeout_s), kit
     except Exception as err:
-        raise KitUnreachable(kit, f"kit {kit} under '{key}' did not open a session: {one_line(err)}") from None
+        raise KitUnreachable(f"kit {kit} under '{key}' did not open a session: {one_line(err)}", kit) from None
 
 
 def run_tracker(host: str, port: int, listening: Callable[[], None] = lambda: None) -> None:
