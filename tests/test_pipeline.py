@@ -794,6 +794,9 @@ def test_kept_rows_load_into_another_store_as_a_copy_of_their_run_and_a_wrong_fi
     import sys
     import time
 
+    import tempfile
+    from unittest import mock
+
     from tests.conftest import ROOT, run_cli
     from tvmharness.provenance import snapshot
     from tvmharness.results import UnsavedRows, StoreError
@@ -858,6 +861,17 @@ def test_kept_rows_load_into_another_store_as_a_copy_of_their_run_and_a_wrong_fi
     assert proc.returncode == 0, proc.stderr
     assert "its last line was cut short" in " ".join(proc.stderr.split())
     assert list(Store(str(tmp_path / "c.db")).frame()["median_ms"]) == [1.0]
+
+    # its outputs folder refused a later row (the disk filled between two): every row goes on elsewhere
+    moving = UnsavedRows(first.run(run_id), str(tmp_path / "c.db"), tmp_path / "c.db")
+    moving.keep(row | {"median_ms": 1.0}, StoreError("the disk is full", "free space"), tmp_path / "full")
+    moving.path.unlink()
+    moving.path.mkdir()  # appending to it fails as a full disk's would
+    (tmp_path / "spare").mkdir()
+    with mock.patch.object(tempfile, "tempdir", str(tmp_path / "spare")):
+        moving.keep(row | {"median_ms": 2.0}, StoreError("the disk is full", "free space"), tmp_path / "full")
+    assert moving.path.parent == tmp_path / "spare"
+    assert [r["median_ms"] for _, r in UnsavedRows.read(moving.path).rows] == [1.0, 2.0]
 
     (tmp_path / "notes.jsonl").write_text('{"hello": 1}\n')
     proc = run_cli("store", "load", str(tmp_path / "notes.jsonl"))

@@ -70,6 +70,8 @@ def written_whole(path: Path):
             stale.unlink(missing_ok=True)
     try:
         yield partial
+        with open(partial, "rb") as written:  # on disk before its name: after a power loss, no empty file under it
+            os.fsync(written.fileno())
         os.replace(partial, path)  # atomic: a reader sees the old file or the new one
     except BaseException:
         partial.unlink(missing_ok=True)

@@ -528,6 +528,7 @@ class UnsavedRows:
         self.run, self.store_label, self.path = run, store_label, path
         self.store_file = store_file.resolve() if store_file is not None else None
         self.rows: list[tuple[datetime, dict]] = []
+        self._lines: list[str] = []  # what keep() wrote, the run's record first: written again elsewhere if need be
         self.finished: datetime | None = None
         self.problem: StoreError | None = None  # the first refusal, said when the run ends
         # read(): what its last line held, where it was cut short (the disk that refused the store filled) and left out
@@ -543,22 +544,38 @@ class UnsavedRows:
         self._write({"finished": self.finished}, folder)
 
     def _write(self, line: dict, folder: Path) -> None:
-        if self.path is None:  # the first refusal: the run's outputs folder, else the system's temporary one
-            stamp = as_utc(self.run["started"]).strftime("%Y%m%dT%H%M%S")
-            head = _json_line({"run": self.run, "store": self.store_label,
-                               "store_file": str(self.store_file) if self.store_file else None})
-            for place in (folder, Path(tempfile.gettempdir())):
-                path = place / f"unsaved-rows-run-{self.run['id']}-{stamp}.jsonl"
+        """Appends a line; where that fails (the disk filled), the whole file again in the next place:
+        the run's outputs folder, else the system's temporary one. A row once kept is never dropped."""
+        if not self._lines:
+            self._lines.append(_json_line({"run": self.run, "store": self.store_label,
+                                           "store_file": str(self.store_file) if self.store_file else None}))
+        self._lines.append(_json_line(line))
+        if self.path is not None:
+            try:
+                with self.path.open("a") as f:
+                    f.write(self._lines[-1])
+                return
+            except OSError:
+                pass
+        stamp = as_utc(self.run["started"]).strftime("%Y%m%dT%H%M%S")
+        for place in (folder, Path(tempfile.gettempdir())):
+            path = place / f"unsaved-rows-run-{self.run['id']}-{stamp}.jsonl"
+            if self.path is not None and path.parent.resolve() == self.path.parent.resolve():
+                continue  # the place that just refused
+            try:
+                place.mkdir(parents=True, exist_ok=True)
+                path.write_text("".join(self._lines))
+            except OSError:
                 with contextlib.suppress(OSError):
-                    place.mkdir(parents=True, exist_ok=True)
-                    path.write_text(head)
-                    self.path = path
-                    break
-            else:
-                raise StoreError(f"{self.problem.cause}, and its rows cannot be kept in {folder} nor in "
-                                 f"{tempfile.gettempdir()}", self.problem.fix)
-        with self.path.open("a") as f:
-            f.write(_json_line(line))
+                    path.unlink()  # no empty or cut-off file left where the disk is full
+                continue
+            if self.path is not None:  # its rows are all in the new file: a load of both would repeat them
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+            self.path = path
+            return
+        raise StoreError(f"{self.problem.cause}, and its rows cannot be kept in {folder} nor in "
+                         f"{tempfile.gettempdir()}", self.problem.fix)
 
     @classmethod
     @contextlib.contextmanager
