@@ -666,3 +666,26 @@ def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_is_quoted(tmp_path):
     (row,) = csv.DictReader(io.StringIO(to_csv(store.frame(), [])))
     assert row["model"] == "'=1+2" and row["reason"] == "'@SUM(A1)"
     assert float(row["median_ms"]) > 0 and row["variant"] == "fp32"  # numbers and plain text as they were
+
+
+def test_a_report_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A disk that fills as a page or junit.xml is written leaves the file that was there, not half a
+    page a CI job would publish; the message names the file."""
+    import errno
+
+    from tvmharness.cache import write_whole
+    from tvmharness.errors import HarnessError
+
+    page = tmp_path / "report.html"
+    write_whole(page, "last night's page")
+    written = Path.write_text
+
+    def filling(self, text, *args, **kwargs):
+        written(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", filling)
+    with pytest.raises(HarnessError, match=f"cannot write {page}: No space left on device"):
+        write_whole(page, "tonight's page, longer than the space left")
+    monkeypatch.undo()
+    assert page.read_text() == "last night's page" and [p.name for p in tmp_path.iterdir()] == ["report.html"]

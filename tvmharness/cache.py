@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import path_error
+from .errors import HarnessError, path_error
 
 OUTPUT_DIR = Path("results")  # a recipe's [output] dir, and so the cache's, tuning records' and store's, unless told otherwise
 CACHE_DIR = OUTPUT_DIR / "cache"
@@ -76,6 +76,17 @@ def written_whole(path: Path):
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def write_whole(path: Path, text: str) -> None:
+    """A report's file (a page, junit.xml) written whole or not at all: a disk that fills leaves the
+    file that was there, not half a page a CI job would publish, and the message names the file."""
+    try:
+        with written_whole(Path(path)) as partial:
+            partial.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise HarnessError(f"cannot write {path}: {err.strerror or err}",
+                           "free space there (or make it writable), or give another path") from None
 
 
 def _writer_alive(name: str) -> bool:

@@ -25,7 +25,7 @@ from rich.text import Text
 
 from . import __version__
 from .engines import ENGINE_NAMES
-from .cache import writable_folder
+from .cache import writable_folder, write_whole
 from .errors import FAILED, INTERNAL, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, path_error, reason
 from .remote import EMULATED_KEY
 
@@ -599,7 +599,7 @@ def _render_verdicts(run: dict, verdicts, frame, fmt: str, output: Optional[Path
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text)
+        write_whole(output, text)
 
 
 def _writable(path: Optional[Path]) -> None:
@@ -749,8 +749,8 @@ def nightly(recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recip
     if not any(r["id"] < result.run_id for r in result.store.runs()):  # every series "new", every night green: say why
         err.print(f"note: {result.store.label} held no runs before this one: a new history, nothing to judge against "
                   "(if a history was meant, check --store or the recipe's [output] store)", markup=False, highlight=False)
-    (dest / "summary.md").write_text(summary.markdown(run, verdicts))
-    (dest / "junit.xml").write_text(summary.junit(run, verdicts))
+    write_whole(dest / "summary.md", summary.markdown(run, verdicts))
+    write_whole(dest / "junit.xml", summary.junit(run, verdicts))
     write_html(result.store, dest / "report.html", judged=(run, verdicts, frame))
     bad = regressions(verdicts)
     err.print(f"run {run['id']}: {len(verdicts)} verdicts, {len(bad)} regression(s); wrote {dest}/summary.md, "

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from ..cache import write_whole
 from ..provenance import cores_text, threads_text
 from ..results import OK
 from . import (agreement_texts, baseline_label, gpu_text, kit_text, ms_text, number_text, peak_memory, present,
@@ -211,7 +212,7 @@ def write_html(store, path: Path | str, since=None, judged: tuple | None = None)
     store.refuse_as_output(path, "write_html's path")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(store, since, judged), encoding="utf-8")
+    write_whole(path, render_html(store, since, judged))
     return path
 
 
