@@ -756,9 +756,10 @@ def kit_racks(recipe: Recipe, targets: list[Target], progress: Progress) -> dict
     racks = {}
     for target in remote:
         check_toolchain(target)
-        rack = Rack(address, resolve_key(address, devices.key, target.preset.rpc_keys, emulable=not target.on_gpu),
+        emulable = target.preset.arch == "aarch64" and not target.on_gpu  # the one kit emulated here: a CPU's
+        rack = Rack(address, resolve_key(address, devices.key, target.preset.rpc_keys, emulable=emulable),
                     job_timeout_s=parse_duration(devices.job_timeout), wait_s=parse_duration(devices.wait),
-                    retries=devices.retries, emulable=not target.on_gpu)
+                    retries=devices.retries, emulable=emulable)
         progress.step(f"checking a kit under '{rack.key}' at {address} for target {target.name}")
         info = rack.check_kit(target.preset.arch)
         if target.on_gpu and not info.get("cuda"):
