@@ -190,8 +190,6 @@ def test_what_a_forward_reads_outside_its_layers_is_the_model_too(tmp_path, monk
     import functools
     import importlib
 
-    import torch
-
     from tvmharness.data import ModelInput
     from tvmharness.models import torch_digest
 
