@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, USER_MODELS, run_cli
 from tvmharness.build import build_tvm, load_artifact
 from tvmharness.cache import file_hash
 from tvmharness.engines import EngineOptions, get_engine
@@ -577,3 +577,23 @@ def test_a_killed_writer_s_partial_file_goes_and_a_running_one_s_stays(tmp_path)
     with written_whole(tmp_path / "model.so") as partial:
         partial.write_text("whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"model.partial-{os.getppid()}-live.so", "model.so"]
+
+
+def test_a_damaged_cached_export_is_made_again_not_reused(tmp_path):
+    """A cached ONNX or .pt2 export cut short (a disk that failed, a crash before the file reached it)
+    failed every later run that took it from the cache: its hash, kept beside it, tells, and it is
+    exported again."""
+    import onnx
+
+    from tvmharness.export import onnx_file, pt2_file
+
+    model = load_model(f"{USER_MODELS}:tiny_mlp", tmp_path / "cache")
+    path, hit = onnx_file(model, tmp_path / "cache")
+    assert hit is False and onnx_file(model, tmp_path / "cache") == (path, True)
+    whole = path.read_bytes()
+    path.write_bytes(whole[:200])
+    assert onnx_file(model, tmp_path / "cache") == (path, False)  # exported again
+    onnx.checker.check_model(str(path))
+    exported = pt2_file(model, tmp_path / "cache")
+    exported.write_bytes(exported.read_bytes()[:500])
+    assert torch.export.load(str(pt2_file(model, tmp_path / "cache"))) is not None

@@ -56,11 +56,11 @@ def file_hash(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def written_whole(path: Path):
+def written_whole(path: Path, checked: bool = False):
     """A path beside `path` to write to, which becomes `path` only when the block ends without an
     error: a stopped run never leaves half a file that a later one would take as done. Each writer has
     its own partial file (two processes building one model at once), and the last to finish replaces
-    the other's whole file with its own."""
+    the other's whole file with its own. `checked`: its hash kept beside it, for `intact`."""
     # the suffix kept: writers go by it (.so, .onnx); a long name's stem hashed, so that the partial's fits NAME_MAX
     stem = path.stem if len(path.name) <= 200 else content_hash(path.stem)[:16]
     partial = path.with_name(f"{stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
@@ -72,10 +72,38 @@ def written_whole(path: Path):
         yield partial
         with open(partial, "rb") as written:  # on disk before its name: after a power loss, no empty file under it
             os.fsync(written.fileno())
+        if checked:  # (first: a stop between the two leaves a hash the file does not match, so it is made again)
+            _hash_file(path).write_text(file_hash(partial))
         os.replace(partial, path)  # atomic: a reader sees the old file or the new one
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def _hash_file(path: Path) -> Path:
+    return path.with_name(f"{path.name}.sha256")
+
+
+def intact(path: Path) -> bool:
+    """Whether a cached file written `checked` is there and whole: one its hash no longer matches (a disk
+    that failed, an edit by hand) is removed, so that it is made again rather than fail every run.
+    A file of an older release has no hash beside it: taken as it is."""
+    if not path.is_file():
+        return False
+    kept = _hash_file(path)
+    with contextlib.suppress(OSError):
+        if kept.is_file() and file_hash(path) != kept.read_text().strip():
+            path.unlink()
+            kept.unlink()
+            return False
+    return True
+
+
+def torch_write_failed(err: BaseException) -> bool:
+    """Whether torch.save (or torch.export.save) failed to write rather than to pickle: its zip writer
+    says a full disk as a RuntimeError ("[enforce fail at inline_container.cc] unexpected pos")."""
+    return isinstance(err, OSError) or isinstance(err, RuntimeError) and (
+        "inline_container" in str(err) or "file write failed" in str(err))
 
 
 def write_whole(path: Path, text: str) -> None:

@@ -9,7 +9,7 @@ import re
 import warnings
 from pathlib import Path
 
-from .cache import content_hash, short_name, stage_dir, written_whole
+from .cache import content_hash, intact, short_name, stage_dir, torch_write_failed, written_whole
 from .errors import FAILED, HarnessError, one_line
 from .models import LoadedModel
 
@@ -28,12 +28,12 @@ def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool | None]:
     import torch
 
     path = stage_dir(cache_dir, "onnx", content_hash("onnx", model.digest, torch.__version__, IMPORT_VERSION, EXPORT_VERSION)) / f"{short_name(model.name)}.onnx"
-    if path.is_file():
+    if intact(path):
         return path, True
     ep = model.exported_program()
     try:
         # The exporter prints its steps; keep the harness's own progress readable.
-        with written_whole(path) as partial, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with written_whole(path, checked=True) as partial, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(ep, (), str(partial), dynamo=True, external_data=False,
                               input_names=[i.name for i in model.inputs], verbose=False)
@@ -83,9 +83,15 @@ def pt2_file(model: LoadedModel, cache_dir: Path) -> Path:
     import torch
 
     path = stage_dir(cache_dir, "pt2", content_hash("pt2", model.digest, torch.__version__)) / f"{short_name(model.name)}.pt2"
-    if not path.is_file():
-        with written_whole(path) as partial:
-            torch.export.save(model.exported_program(), str(partial))
+    if not intact(path):
+        try:
+            with written_whole(path, checked=True) as partial:
+                torch.export.save(model.exported_program(), str(partial))
+        except (OSError, RuntimeError) as err:
+            if not torch_write_failed(err):
+                raise
+            raise HarnessError(f"cannot write model '{model.name}''s .pt2 export to {path.parent}: {one_line(err)}",
+                               "free space there or make it writable, or give another --output-dir", FAILED) from None
     return path
 
 

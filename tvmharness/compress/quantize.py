@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ..cache import content_hash, file_hash, short_name, stage_dir, written_whole
+from ..cache import content_hash, file_hash, intact, short_name, stage_dir, written_whole
 from ..data import DataSet, Feed, ModelInput, feed_dict, random_feeds
 from ..errors import HarnessError, counted, one_line
 from ..models import LoadedModel, graph_inputs, onnx_shapes, onnx_weights_files, torch_digest
@@ -121,8 +121,8 @@ class Int8(Technique):
                     f"{self.activations} activations, {self.calibration} calibration on {counted(len(data), 'call')} of {source}")
         else:
             data, note = None, "int8 dynamic: int8 weights, activations quantized at run time"
-        if not out.is_file():
-            with written_whole(out) as partial:
+        if not intact(out):
+            with written_whole(out, checked=True) as partial:
                 self._quantize(fp32_path, partial, data, work.base.inputs)
         import onnx
 

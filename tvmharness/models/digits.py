@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..cache import content_hash, entry_lock, stage_dir, written_whole
+from ..cache import content_hash, entry_lock, intact, stage_dir, torch_write_failed, written_whole
 from ..data import digits_split
+from ..errors import HarnessError, one_line
 
 # Bump when the architecture or the training changes: the cached weights are keyed by it.
 TRAINING = {"version": 1, "epochs": 40, "lr": 3e-3, "batch": 64, "seed": 0, "weight_decay": 1e-4}
@@ -51,12 +52,18 @@ def digits_cnn(cache_dir: Path) -> tuple[DigitsCNN, bool]:
     """The trained CNN, from the cache when it was trained before: (model, cache_hit)."""
     key = content_hash("digits_cnn", TRAINING, torch.__version__)
     path = stage_dir(cache_dir, "models", key) / "digits_cnn.pt"
-    if not path.is_file():
+    if not intact(path):
         with entry_lock(path.parent):  # another process training it now: wait for it, then load its weights
-            if not path.is_file():
+            if not intact(path):
                 model = train_digits_cnn()
-                with written_whole(path) as partial:
-                    torch.save(model.state_dict(), partial)
+                try:
+                    with written_whole(path, checked=True) as partial:
+                        torch.save(model.state_dict(), partial)
+                except (OSError, RuntimeError) as err:
+                    if not torch_write_failed(err):
+                        raise
+                    raise HarnessError(f"cannot write digits_cnn's trained weights to {path.parent}: {one_line(err)}",
+                                       "free space there or make it writable, or give another --output-dir") from None
                 return model, False
     model = DigitsCNN()
     model.load_state_dict(torch.load(path, weights_only=True))
