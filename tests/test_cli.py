@@ -1008,3 +1008,16 @@ def test_a_bug_of_the_harness_exits_3_so_that_ci_tells_it_from_a_regression(monk
     result = CliRunner().invoke(app, ["targets"])
     assert result.exit_code == 3, result.output
     assert "internal error: RuntimeError: boom" in result.output and "Traceback" not in result.output
+
+
+def test_a_tune_s_resume_hint_is_the_command_that_was_run(monkeypatch):
+    """A bare `tvmharness tune --resume` names no recipe nor model: run as the hint says, it found nothing to tune."""
+    from tvmharness.cli import _own_resume
+    from tvmharness.errors import TUNE_RECORDS_KEPT
+
+    monkeypatch.setattr(sys, "argv", ["tvmharness", "tune", "my recipe.toml", "--trials", "64"])
+    assert "(`tvmharness tune 'my recipe.toml' --trials 64 --resume` continues)" in _own_resume(TUNE_RECORDS_KEPT)
+    monkeypatch.setattr(sys, "argv", ["tvmharness", "tune", "--model", "m.py:f", "--resume"])
+    assert "`tvmharness tune --model m.py:f --resume`" in _own_resume(TUNE_RECORDS_KEPT)
+    monkeypatch.setattr(sys, "argv", ["tvmharness", "run", "r.toml"])
+    assert _own_resume(TUNE_RECORDS_KEPT) == TUNE_RECORDS_KEPT

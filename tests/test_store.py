@@ -233,6 +233,16 @@ def test_a_damaged_store_and_half_a_url_are_said_as_such(tmp_path):
     assert not list(tmp_path.glob("sqlite:*"))
 
 
+def test_a_store_in_a_folder_named_with_a_question_mark_or_a_percent_sign_is_there(tmp_path):
+    """A path is no URL: `q?x=1/h.db` made a store at `q` (the rest read as a query), and `pc%41t`
+    was decoded to `pcAt` (a CI's branch folder, feature%2Fx)."""
+    for folder in ("q?x=1", "pc%41t"):
+        (tmp_path / folder).mkdir()
+        store = Store(str(tmp_path / folder / "h.db"))
+        assert store.file == tmp_path / folder / "h.db" and store.file.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pc%41t", "q?x=1"]
+
+
 def test_a_store_url_is_said_and_kept_without_its_password():
     from tvmharness.results import hides_password, masked
 

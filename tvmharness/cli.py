@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import select
+import shlex
 import signal
 import socket
 import sys
@@ -86,6 +87,14 @@ INTERRUPTED = {"tune": f"interrupted while tuning: {TUNE_RECORDS_KEPT}; nothing 
                **{name: "interrupted: " + _ROWS_KEPT for name in ("run", "bench", "nightly")}}
 
 
+def _own_resume(text: str) -> str:
+    """A tune's "`tvmharness tune --resume`" as the command that was run, with --resume: a bare one
+    names no recipe nor model, and says "nothing to tune"."""
+    given = sys.argv[1:]
+    command = shlex.join(["tvmharness", *given, *([] if "--resume" in given else ["--resume"])])
+    return text.replace("`tvmharness tune --resume`", f"`{command}`") if given[:1] == ["tune"] else text
+
+
 def _friendly(command):
     """User errors become one message and an exit code, never a traceback; a command's int is its exit code."""
 
@@ -94,10 +103,12 @@ def _friendly(command):
         try:
             code = command(*args, **kwargs)
         except HarnessError as e:
+            e.cause, e.fix = _own_resume(e.cause), _own_resume(e.fix)
             code = _user_error(e)
         except KeyboardInterrupt as e:  # an Interrupted says what its stage left behind
             with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) takes no message
-                err.print(str(e) or INTERRUPTED.get(command.__name__, "interrupted"), markup=False, highlight=False)
+                err.print(_own_resume(str(e) or INTERRUPTED.get(command.__name__, "interrupted")), markup=False,
+                          highlight=False)
             code = _interrupted_code()
             if command.__name__ == "tune":  # freeing an interrupted MetaSchedule search can corrupt the heap
                 sys.stdout.flush()          # ("corrupted double-linked list", once in many Ctrl-Cs); its records

@@ -189,7 +189,10 @@ def store_url(store: str) -> str:
     if path.is_dir():
         raise HarnessError(f"the results store {store} is a folder", f"give a file in it, e.g. {path / 'history.db'}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+    from sqlalchemy.engine import URL
+
+    # escaped: a folder named with ? or % (a CI's branch folder, feature%2Fx) is that folder, not a query
+    return URL.create("sqlite", database=str(path)).render_as_string(hide_password=False)
 
 
 def _alembic_config(connection):
