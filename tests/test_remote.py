@@ -79,6 +79,17 @@ def test_a_tiny_model_runs_on_the_kits_and_agrees_with_the_host_baseline(rack, w
         assert not rows["x86-rpc"]["details"].get("emulated")
     stored = result.frame()
     assert set(stored["target"]) == {"x86", *targets}
+    # the CSV names the kit that measured a row beside the host that built it
+    import csv
+    import io
+
+    from tvmharness.report.summary import to_csv
+
+    by_target = {r["target"]: r for r in csv.DictReader(io.StringIO(to_csv(stored, [])))}
+    kit_row = by_target["x86-rpc"]
+    assert kit_row["kit"] == rows["x86-rpc"]["details"]["kit"] and kit_row["kit_key"] == "x86"
+    assert kit_row["kit_machine"] == "x86_64" and kit_row["kit_hostname"]
+    assert by_target["x86"]["kit"] == "" and by_target["x86"]["kit_machine"] == ""
 
 
 def test_a_variant_back_from_its_kit_before_fp32_is_still_compared_with_fp32(rack, workdir, monkeypatch):

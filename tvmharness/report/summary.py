@@ -132,6 +132,12 @@ def to_csv(frame, verdicts: list[Verdict]) -> str:
     """Every row in the frame, flat (JSON columns as JSON text), with the verdict for the judged run's rows."""
     flat = frame.drop(columns=[c for c in ("run_provenance", RUN_RECIPE) if c in frame.columns]).copy()
     flat["emulated"] = frame["details"].map(lambda d: (d or {}).get("emulated") or "")  # its latency proves the path only
+    # a kit's row: the kit measured it (its hostname, cpu and os columns are the host's that built it)
+    details = frame["details"].map(lambda d: d or {})
+    flat["kit"] = details.map(lambda d: d.get("kit") or "")
+    flat["kit_key"] = details.map(lambda d: (d.get("rack") or {}).get("key") or "")
+    flat["kit_hostname"] = details.map(lambda d: (d.get("kit_info") or {}).get("hostname") or "")
+    flat["kit_machine"] = details.map(lambda d: (d.get("kit_info") or {}).get("machine") or "")
     flat["timing"] = [" ".join(timing_flags(r)) for r in frame.to_dict("records")]  # UNSTEADY, BUSY: the host's, not the model's
     if "run_provenance" in frame.columns:  # the run's versions and OS, and which run a confirmation re-measured (its CPU is a column)
         prov = frame["run_provenance"].map(lambda p: p or {})
