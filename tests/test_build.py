@@ -597,3 +597,25 @@ def test_a_damaged_cached_export_is_made_again_not_reused(tmp_path):
     exported = pt2_file(model, tmp_path / "cache")
     exported.write_bytes(exported.read_bytes()[:500])
     assert torch.export.load(str(pt2_file(model, tmp_path / "cache"))) is not None
+
+
+def test_a_full_disk_while_a_build_is_written_is_one_message_naming_the_folder(tmp_path, monkeypatch):
+    """It was a bare "OSError: [Errno 28] No space left on device" on the row; the half-made entry is
+    not reused: the next build makes it whole."""
+    import tvmharness.build as build
+
+    model = load_model(f"{USER_MODELS}:tiny_mlp", tmp_path / "cache")
+    target = resolve("x86", 1)
+    real = build.written_whole
+
+    def full_at_the_manifest(path, *args, **kwargs):
+        if path.name == "manifest.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(build, "written_whole", full_at_the_manifest)
+    with pytest.raises(HarnessError, match=r"cannot write model 'tiny_mlp''s build to .*/tvm/\w+: No space left on device"):
+        build_tvm(model, target, "torch", tmp_path / "cache")
+    monkeypatch.undo()
+    artifact = build_tvm(model, target, "torch", tmp_path / "cache")
+    assert not artifact.cache_hit and (artifact.dir / "manifest.json").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import shutil
 import time
@@ -137,10 +138,23 @@ def _build_or_load(model: LoadedModel, target: Target, frontend: str, cache_dir:
     own = model_records_hash(records, model_workloads(model, target, frontend, cache_dir))
     key = build_key(model, target, frontend, own)  # none of its tasks' records: the untuned build itself
     artifact = _cached_or_built(model, target, frontend, cache_dir, records if own else None, key)
-    seen.parent.mkdir(parents=True, exist_ok=True)
-    with written_whole(seen) as partial:
-        partial.write_text(key)
+    with _cache_write(model, seen.parent):
+        seen.parent.mkdir(parents=True, exist_ok=True)
+        with written_whole(seen) as partial:
+            partial.write_text(key)
     return artifact
+
+
+@contextlib.contextmanager
+def _cache_write(model: LoadedModel, directory: Path):
+    """A write to the build cache that fails (a full or read-only disk) as one message naming the folder."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise HarnessError(f"cannot write model '{model.name}''s build to {directory}: {err.strerror or err}",
+                           "free space there or make it writable, or give another --output-dir", FAILED) from None
 
 
 def _cached_or_built(model: LoadedModel, target: Target, frontend: str, cache_dir: Path, records: Path | None,
@@ -153,7 +167,8 @@ def _cached_or_built(model: LoadedModel, target: Target, frontend: str, cache_di
         cached = load_artifact(directory)
         if cached is not None:
             return cached
-        return _build(model, target, frontend, cache_dir, records, key, directory)
+        with _cache_write(model, directory):
+            return _build(model, target, frontend, cache_dir, records, key, directory)
 
 
 def _build(model: LoadedModel, target: Target, frontend: str, cache_dir: Path, records: Path | None, key: str,

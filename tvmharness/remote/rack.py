@@ -33,9 +33,9 @@ from .tracker import TRACKER_GONE, Address, KeyStatus, KitUnreachable, NoKitErro
 KIT_LOST = "kit lost"  # the kit died, dropped the connection mid-job, or cannot be reached: retry elsewhere
 KIT_HUNG = "kit hung"  # no answer within the job timeout: retry elsewhere
 NO_KIT = "no free kit"
-WRONG_ARCH = "wrong architecture"
+WRONG_ARCH = "wrong architecture"  # retried too: one kit of another architecture may sit among the right ones
 JOB_FAILED = "job failed"  # the model itself failed on the kit: another kit would fail the same way
-RETRYABLE = (KIT_LOST, KIT_HUNG)
+RETRYABLE = (KIT_LOST, KIT_HUNG, WRONG_ARCH)
 
 
 @dataclass
@@ -128,11 +128,14 @@ class Rack:
         try:
             return self._retrying(KitJob("check", None, [], 0, 0, arch), lambda _text: None)[1]["info"]
         except KitFailure as failure:
-            fix = {WRONG_ARCH: f"pass --key with the key of {arch} kits (`tvmharness devices --tracker {self.tracker}` lists them)",
+            fix = {WRONG_ARCH: f"pass --key with the key of {arch} kits (`tvmharness devices --tracker {self.tracker}` lists "
+                               "them); a kit of another architecture among them: serve it under a key of its own",
                    NO_KIT: "wait for the rack to free a kit, add kits, or raise wait in the recipe's [devices]"}
             other = ("check the kit's log, and that this host reaches the address the tracker lists it at "
                      f"(`tvmharness devices --tracker {self.tracker}`); restart it if it is stuck")
-            raise HarnessError("; ".join([*failure.attempts, str(failure)]), fix.get(failure.kind, other)) from None
+            # no kit free after one failed (it hung: the tracker holds it busy): that one is the cause to fix
+            kind = KIT_LOST if failure.kind == NO_KIT and failure.attempts else failure.kind
+            raise HarnessError("; ".join([*failure.attempts, str(failure)]), fix.get(kind, other)) from None
 
     def run_all(self, jobs: list[KitJob], on_result: Callable[[KitJob, KitResult | KitFailure], None],
                 on_stage: Callable[[KitJob, str], None] | None = None) -> None:
