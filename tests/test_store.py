@@ -314,6 +314,19 @@ def read_only_folder(tmp_path):
     subprocess.run(["umount", str(folder)], check=True)
 
 
+def test_a_store_that_cannot_be_written_is_said_before_anything_is_measured(read_only_folder, tmp_path):
+    """The store has its own place (results/ here, whatever --output-dir says): a read-only one was
+    found only when the run began storing, after models were loaded and built, as a folder's error."""
+    from tests.conftest import USER_MODELS, run_cli
+
+    store = read_only_folder / "h.db"
+    proc = run_cli("bench", f"{USER_MODELS}:tiny_mlp", "--store", str(store), "--output-dir", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert f"the results store {store} cannot be made or written" in said and "give --store PATH" in said, said
+    assert not (tmp_path / "out" / "cache").exists()  # nothing exported nor built
+
+
 def test_a_new_store_on_a_read_only_file_system_is_said_to_be_read_only(read_only_folder):
     """SQLite says 'unable to open database file': the message says why, not 'check the path'."""
     with pytest.raises(StoreError) as refused:

@@ -26,7 +26,8 @@ from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings
 from .provenance import snapshot, worker_environment_kept
 from .recipe import Recipe, apply_overrides, parse_duration, recipe_from_dict
 from .results import (BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, DROPS, LOAD_FAILED, NOT_APPLICABLE, OK,
-                      RUN_FAILED, Store, StoreError, UnsavedRows, hides_password, plain, variant_drop)
+                      RUN_FAILED, Store, StoreError, UnsavedRows, hides_password, plain, store_folder_writable,
+                      variant_drop)
 from .remote.rack import KitFailure, KitJob, KitResult, Rack, resolve_key
 from .remote.tracker import parse_address, probe
 from .targets import Target, check_local_cpu, check_toolchain, host_target, resolve_all
@@ -117,6 +118,7 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     so that the morning's report is of that night (a run without it says why and stores nothing)."""
     recipe_from_dict(recipe.model_dump(), f"'{recipe.name}'")  # changed in place in code (a list appended to): checked
     writable_folder(recipe.output.dir)  # before anything is imported or built: a failed row per build is no answer
+    store_folder_writable(recipe.output.store)  # (its own place: results/ here, whatever --output-dir says)
     try:  # before the run is in the store: nothing to keep, nothing to mark unfinished
         import torch
 

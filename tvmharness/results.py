@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from .cache import OUTPUT_DIR, file_lock
+from .cache import OUTPUT_DIR, file_lock, writable_folder
 from .errors import HarnessError, one_line
 
 SCHEMA_VERSION = 4  # schema_info.version: what a tvmharness without migrations checks before writing
@@ -178,6 +178,18 @@ def sqlite_file(url) -> Path | None:
     SQLite in memory. An unreadable URL raises sqlalchemy.exc.ArgumentError."""
     url = make_url(url)
     return Path(url.database) if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") else None
+
+
+def store_folder_writable(store: str) -> None:
+    """A SQLite store's folder, made and written to before a run measures anything: a store that cannot
+    be made there is said as the store's, not as a folder's of no name the user gave."""
+    if "://" in store:
+        return
+    try:
+        writable_folder(Path(store).parent)
+    except HarnessError as err:
+        raise HarnessError(f"the results store {store} cannot be made or written: {err.cause}",
+                           "give --store PATH (or the recipe's [output] store) in a folder this user may write") from None
 
 
 def store_url(store: str) -> str:
