@@ -8,7 +8,9 @@ Nothing is downloaded: torchvision models start from a seeded init.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import enum
 import functools
 import importlib
 import importlib.metadata
@@ -19,6 +21,7 @@ import logging
 import os
 import re
 import sys
+import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -370,7 +373,7 @@ def _hidden_settings(module) -> list:
     out = []
     for name, sub in module.named_modules():
         found = {}
-        if not _recorded_class(type(sub)):  # torch's and torchvision's layers: their versions name them
+        if _class_origin(type(sub)) != "recorded":  # torch's and torchvision's layers: their versions name them
             for key, value in sorted(vars(sub).items()):
                 if key in _module_internals() or isinstance(value, torch_types()):
                     continue
@@ -427,11 +430,17 @@ def _held_value(value, depth: int = 0):
         return _callable_text(value)
     if isinstance(value, np.ndarray):
         return [str(value.dtype), list(value.shape), content_hash(np.ascontiguousarray(value).tobytes())]
-    if dataclasses.is_dataclass(value) and not hasattr(value, "__dict__"):  # (slots)
+    if isinstance(value, enum.Enum):
+        return repr(value)
+    if dataclasses.is_dataclass(value):  # (one with slots has no __dict__)
         return [type(value).__qualname__, _held_value({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, depth + 1)]
     if hasattr(value, "__dict__"):
-        return [type(value).__qualname__, _held_value(dict(vars(value)), depth + 1)]
-    text = repr(value)  # a torch.dtype, an enum: its repr, unless that holds an address (new each process)
+        # a settings object: a namespace's or the user's own class's, by its fields; another library's
+        # (a logger, whose state is the process's) by its type alone
+        if isinstance(value, (types.SimpleNamespace, argparse.Namespace)) or _class_origin(type(value)) == "user":
+            return [type(value).__qualname__, _held_value(dict(vars(value)), depth + 1)]
+        return type(value).__qualname__
+    text = repr(value)  # a torch.dtype: its repr, unless that holds an address (new each process)
     return _SKIP if " at 0x" in text else text
 
 
@@ -451,15 +460,20 @@ def _callable_text(function) -> str:
     return f"{getattr(function, '__module__', '')}.{function.__qualname__}"
 
 
-def _recorded_class(cls) -> bool:
-    """Whether a class's code is one the rows name by a version (torch's, torchvision's, the harness's)."""
+def _class_origin(cls) -> str:
+    """Whose code a class is: "recorded" (torch's, torchvision's, the standard library's, the harness's:
+    rows name them by a version), "library" (an index installed it) or "user" (a file of the user's, a
+    notebook's class)."""
     import inspect
 
     # its module's file, else its methods' (a file loaded by path is in no sys.modules entry); not
     # inspect.getfile, which TVM replaces with one that raises there
     file = getattr(sys.modules.get(cls.__module__), "__file__", None) or next(
         (f.__code__.co_filename for f in vars(cls).values() if inspect.isfunction(f)), None)
-    return file is not None and Path(file).is_file() and _own(file) is None  # (no file: a notebook's class, the user's)
+    if file is None or not Path(file).is_file():
+        return "recorded" if cls.__module__ == "builtins" or cls.__module__ in sys.builtin_module_names else "user"
+    found = _own(file)
+    return "recorded" if found is None else "library" if isinstance(found, str) else "user"
 
 
 def _own_code(module) -> list[str]:
