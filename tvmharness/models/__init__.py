@@ -375,7 +375,7 @@ def _hidden_settings(module) -> list:
         found = {}
         if _class_origin(type(sub)) != "recorded":  # torch's and torchvision's layers: their versions name them
             for key, value in sorted(vars(sub).items()):
-                if key in _module_internals() or isinstance(value, torch_types()):
+                if key in _module_internals() or isinstance(value, _torch_types()):
                     continue
                 if key.startswith("_") or _settings_plain(value) is _SKIP:
                     if (held := _held_value(value)) is not _SKIP:
@@ -388,7 +388,7 @@ def _hidden_settings(module) -> list:
     return out
 
 
-def torch_types() -> tuple[type, ...]:
+def _torch_types() -> tuple[type, ...]:
     """Values a layer holds that are hashed elsewhere: tensors (its state, `unsaved`), layers (their own entry)."""
     import torch
 
@@ -419,7 +419,7 @@ def _held_value(value, depth: int = 0):
 
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
         return repr(value)
-    if depth > 4 or isinstance(value, torch_types()):
+    if depth > 4 or isinstance(value, _torch_types()):
         return _SKIP
     if isinstance(value, (tuple, list, set, frozenset)):
         items = [i for i in (_held_value(v, depth + 1) for v in value) if i is not _SKIP]
@@ -488,8 +488,6 @@ def _own_code(module) -> list[str]:
 
     import torch
 
-    own = _own
-
     def methods(cls) -> list:
         return [f for c in cls.__mro__ for f in vars(c).values() if inspect.isfunction(f)]
 
@@ -510,7 +508,7 @@ def _own_code(module) -> list[str]:
         if id(function) in seen:
             continue
         seen.add(id(function))
-        found = own(function.__code__.co_filename)
+        found = _own(function.__code__.co_filename)
         if isinstance(found, str):  # a library's code is not followed: its version stands for it
             texts.add(content_hash("library", found))
             continue
@@ -530,7 +528,7 @@ def _own_code(module) -> list[str]:
                     texts.add(content_hash("captured", held))
         for name in _names(function.__code__):
             value = function.__globals__.get(name, _SKIP)  # (an attribute's name, a builtin's: none)
-            if inspect.ismodule(value) and (found := own(getattr(value, "__file__", None))):
+            if inspect.ismodule(value) and (found := _own(getattr(value, "__file__", None))):
                 if isinstance(found, str):
                     texts.add(content_hash("library", found))
                 else:
