@@ -619,3 +619,24 @@ def test_a_full_disk_while_a_build_is_written_is_one_message_naming_the_folder(t
     monkeypatch.undo()
     artifact = build_tvm(model, target, "torch", tmp_path / "cache")
     assert not artifact.cache_hit and (artifact.dir / "manifest.json").is_file()
+
+
+def test_pruning_a_cache_it_cannot_write_says_so(tmp_path):
+    """A read-only cache's unused entries stayed, and the prune said nothing and exited 0."""
+    cache = tmp_path / "results" / "cache"
+    entry = cache / "onnx" / "0123456789abcdef"
+    entry.mkdir(parents=True)
+    (entry / "m.onnx").write_bytes(b"x" * 10)
+    then = time.time() - 40 * 86400
+    os.utime(entry, (then, then))
+    if subprocess.run(["mount", "--bind", str(cache), str(cache)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount here (needs root and mount)")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(cache)], check=True, capture_output=True)
+        proc = run_cli("cache", "--output-dir", str(tmp_path / "results"), "--prune-unused-for", "30d")
+    finally:
+        subprocess.run(["umount", str(cache)], check=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert f"could not remove 1 unused entry (the first: {entry}: Read-only file system)" in said, said
+    assert "make the cache writable" in said and entry.is_dir()

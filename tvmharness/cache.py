@@ -171,12 +171,13 @@ def _size(path: Path) -> int:
         return 0
 
 
-def prune_cache(cache_root: Path, unused_for_s: float) -> list[CacheEntry]:
+def prune_cache(cache_root: Path, unused_for_s: float) -> tuple[list[CacheEntry], list[str]]:
     """Removes the entries no lookup has used for `unused_for_s` seconds (a later run that needs one
-    makes it again); returns them. An entry looked up since the listing, or being built (its entry
-    lock held), stays. Meant for an output folder no run is using at the time (a run's reads take no lock)."""
+    makes it again); returns them, and why each entry that could not be removed was not (a read-only
+    cache). An entry looked up since the listing, or being built (its entry lock held), stays. Meant
+    for an output folder no run is using at the time (a run's reads take no lock)."""
     cutoff = time.time() - unused_for_s
-    removed = []
+    removed, refused = [], []
     for entry in cache_entries(cache_root):
         if entry.last_used >= cutoff:
             break
@@ -185,11 +186,13 @@ def prune_cache(cache_root: Path, unused_for_s: float) -> list[CacheEntry]:
                 continue
             with file_lock(entry.path / ".lock", wait=False) as free:
                 if free:
-                    shutil.rmtree(entry.path, ignore_errors=True)
+                    shutil.rmtree(entry.path)
                     removed.append(entry)
-        except OSError:  # gone meanwhile (another prune)
+        except FileNotFoundError:  # gone meanwhile (another prune)
             continue
-    return removed
+        except OSError as err:
+            refused.append(f"{entry.path}: {err.strerror or err}")
+    return removed, refused
 
 
 @contextlib.contextmanager

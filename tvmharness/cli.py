@@ -789,7 +789,7 @@ def cache(output_dir: OutputDirOpt = None,
     from .report import size_text
 
     root = (output_dir or Output().dir) / "cache"
-    removed = prune_cache(root, parse_duration(prune_unused_for, "--prune-unused-for")) if prune_unused_for else []
+    removed, refused = prune_cache(root, parse_duration(prune_unused_for, "--prune-unused-for")) if prune_unused_for else ([], [])
     stages: dict[str, dict] = {}
     for entry in cache_entries(root):
         stage = stages.setdefault(entry.stage, {"stage": entry.stage, "entries": 0, "bytes": 0, "oldest_use": entry.last_used})
@@ -804,19 +804,26 @@ def cache(output_dir: OutputDirOpt = None,
     if json_out:
         _print_json({"cache": str(root), "stages": kept, "removed": {"entries": len(removed),
                                                                      "bytes": sum(e.bytes for e in removed)}})
-        return 0
+        return _not_pruned(refused)
     if removed:
         out.print(f"removed {len(removed)} entries unused for {prune_unused_for} "
                   f"({size_text(sum(e.bytes for e in removed))})", markup=False, highlight=False)
     if not kept:
         out.print(f"nothing cached under {root}", markup=False, highlight=False)
-        return 0
+        return _not_pruned(refused)
     table = Table("stage", "entries", "size", "least recently used (UTC)", "most recently used (UTC)",
                   title=Text(f"cache: {root}"))
     for s in kept:
         table.add_row(s["stage"], str(s["entries"]), size_text(s["bytes"]), s["oldest_use"][:16].replace("T", " "),
                       s["newest_use"][:16].replace("T", " "))
     out.print(table)
+    return _not_pruned(refused)
+
+
+def _not_pruned(refused: list[str]) -> int:
+    if refused:  # a read-only cache: said, not passed over as if nothing were unused
+        raise HarnessError(f"could not remove {len(refused)} unused {'entry' if len(refused) == 1 else 'entries'} (the first: "
+                           f"{refused[0]})", "make the cache writable for this user, then prune again")
     return 0
 
 
