@@ -355,6 +355,7 @@ def own_data(tmp_path):
     np.savez(tmp_path / "eval.npz", x=x, labels=labels)
     np.savez(tmp_path / "train.npz", x=x_train, labels=train_labels)
     np.savez(tmp_path / "unlabelled.npz", x=x_train)
+    np.savez(tmp_path / "unlabelled_eval.npz", x=x)
     return tmp_path
 
 
@@ -386,7 +387,8 @@ def test_a_model_s_own_data_is_what_every_engine_is_fed_and_what_its_variants_tr
     # Samples without labels: every engine is fed them and variants learn to match fp32 on them; no accuracy
     unlabelled = str(own_data / "unlabelled.npz")
     rows = run_recipe(recipe_from_dict(recipe.model_dump(mode="json") | {
-        "data": {"tiny_mlp": {"eval": unlabelled, "train": unlabelled}}, "variants": ["fp32", "prune:0.5+finetune:1"],
+        "data": {"tiny_mlp": {"eval": str(own_data / "unlabelled_eval.npz"), "train": unlabelled}},
+        "variants": ["fp32", "prune:0.5+finetune:1"],
         "engines": ["torch"]})).rows
     assert all(r.get("accuracy") is None and r["status"] == OK for r in rows)
     assert "to match the fp32 model on " + str(own_data / "unlabelled.npz") in rows[-1]["details"]["notes"][-1]
@@ -485,6 +487,58 @@ def test_labels_that_do_not_fit_the_first_output_fail_its_rows_saying_why(own_da
     rows = run_recipe(recipe).rows
     assert [r["status"] for r in rows] == ["failed to run"] * 2
     assert "labels (40, in [0, 11]) do not fit the first output's 40 samples of 10 classes" in rows[0]["reason"]
+
+
+def test_data_that_would_mislead_every_figure_is_refused_before_anything_runs(own_data):
+    """A NaN (or a float64 past float32's range) trained variants into NaN weights that agreed with
+    themselves and scored the first class's share; training on the held-out samples scored what was
+    learned; a model input named `labels` was fed and scored the same array."""
+    import numpy as np
+
+    from tvmharness.errors import HarnessError
+    from tvmharness.pipeline import load_models
+
+    data = np.load(own_data / "eval.npz")
+    x = data["x"].copy()
+    x[3, 5] = np.nan
+    np.savez(own_data / "nan.npz", x=x, labels=data["labels"])
+    np.savez(own_data / "huge.npz", x=np.full((40, 16), 1e300), labels=data["labels"])
+    (own_data / "copy.npz").write_bytes((own_data / "eval.npz").read_bytes())
+    (own_data / "scored.py").write_text(
+        "import torch\n\nclass Scored(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(16, 10)\n\n    def forward(self, x, labels):\n        return self.fc(x) + labels\n\n"
+        "def scored():\n    return Scored(), (torch.zeros(1, 16), torch.zeros(1, 10))\n")
+    np.savez(own_data / "with_labels.npz", x=data["x"], labels=data["labels"])
+    cases = [({"eval": "nan.npz"}, "array 'x' holds NaN or infinite values in 1 sample (the first: sample 3)"),
+             ({"eval": "huge.npz"}, "holds NaN or infinite values (or past float32's range) in 40 samples"),
+             ({"eval": "eval.npz", "train": "copy.npz"}, "is its held-out data (" + str(own_data / "eval.npz")),
+             ({"eval": "with_labels.npz"}, "scored takes an input named 'labels'")]
+    for setting, needle in cases:
+        model = "scored" if "with_labels" in setting["eval"] else "tiny_mlp"
+        spec = str(own_data / "scored.py") + ":scored" if model == "scored" else f"{USER_MODELS}:tiny_mlp"
+        recipe = recipe_from_dict({"models": [spec], "data": {model: {k: str(own_data / v) for k, v in setting.items()}}})
+        with pytest.raises(HarnessError) as refused:
+            load_models(recipe)
+        assert needle in str(refused.value), str(refused.value)
+
+
+def test_accuracy_is_not_scored_on_one_column_nor_trained_on_labels_past_the_classes(own_data):
+    """argmax over one column is always 0 (every sample "right"); a label past the first output's
+    classes was torch's bare "Target 12 is out of bounds"."""
+    import numpy as np
+
+    from tvmharness.errors import HarnessError
+    from tvmharness.measure import accuracy
+
+    with pytest.raises(HarnessError, match="first output has one column per sample"):
+        accuracy([[np.zeros((1, 1))]] * 3, np.zeros(3, dtype=np.int64))
+    data = np.load(own_data / "train.npz")
+    np.savez(own_data / "twelve.npz", x=data["x"], labels=np.arange(64) % 12)  # tiny_mlp has 10 classes
+    recipe = recipe_from_dict({"models": [f"{USER_MODELS}:tiny_mlp"], "engines": ["torch"], "variants": ["fp32", "finetune:1"],
+                               "data": {"tiny_mlp": {"eval": str(own_data / "eval.npz"), "train": str(own_data / "twelve.npz")}},
+                               "output": {"dir": str(own_data), "store": str(own_data / "h.db")}})
+    tuned = next(r for r in run_recipe(recipe).rows if r["variant"] == "finetune:1")
+    assert "labels hold classes in [0, 11], and tiny_mlp's first output has 10 classes (0 to 9)" in tuned["reason"], tuned
 
 
 def test_an_inputs_range_past_the_vocabulary_is_refused():

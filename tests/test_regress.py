@@ -440,6 +440,25 @@ def test_each_figure_is_compared_with_the_last_run_that_has_it(store):
     assert "threads" not in changed and v.previous_run_id is not None  # not a change, nor another setup
 
 
+def test_accuracy_is_compared_only_on_the_same_held_out_samples(store):
+    """Half the held-out file one night and the other half the next gave "less accurate" (82% -> 80.67%)
+    of an unchanged model: scores on other samples are not compared."""
+    rng = np.random.default_rng(62)
+
+    def fed(content_hash):
+        return {"data": {"eval": {"source": "val.npz", "content_hash": content_hash}, "train": None}}
+
+    for _ in range(3):
+        night(store, 1.0, rng, model="own", accuracy=0.82, details=fed("a1"))
+    run = night(store, 1.0, rng, model="own", accuracy=0.60, details=fed("b2"))
+    (v,) = judge(store.frame(), run)
+    assert "accuracy" not in v.aspects and v.verdict != LESS_ACCURATE, v.summary()
+    assert "accuracy: other held-out samples than before" in v.summary()
+    run = night(store, 1.0, rng, model="own", accuracy=0.50, details=fed("b2"))  # on those samples, now lower
+    (v,) = judge(store.frame(), run)
+    assert v.aspects["accuracy"] == LESS_ACCURATE and v.evidence["previous_accuracy"] == 0.60
+
+
 def test_a_cause_that_came_a_night_before_the_step_is_still_named(store):
     rng = np.random.default_rng(61)
     for _ in range(6):

@@ -285,7 +285,7 @@ def bench(model: Annotated[str, typer.Argument(metavar="MODEL", help="zoo name, 
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
     from .results import BASELINE
 
-    if train_data and not [v for v in variant or [] if v != BASELINE]:  # it would change nothing measured
+    if train_data and not _trains(variant or []):  # it would change nothing measured
         raise _train_data_without_variant("bench measures")
     base = recipe_from_dict({"name": f"bench {model}", "models": [model]}, "(bench)")
     variants = [BASELINE, *(v for v in variant if v != BASELINE)] if variant else None  # what variants are judged against
@@ -529,7 +529,7 @@ def compile(model: Annotated[str, typer.Argument(metavar="MODEL", help="zoo name
                            f"{threads} (--target path.toml)")
     check_toolchain(resolved)  # before minutes of TVM compiling, not after
     threads_note = fit_kit_threads(resolved, threads, defaults.records_root)
-    if train_data and chosen.is_baseline:  # else it would be ignored, unsaid
+    if train_data and not _trains([chosen.name]):  # else it would be ignored, unsaid
         raise _train_data_without_variant("compile builds")
     (loaded,) = load_models(defaults)
     name = loaded.name
@@ -625,9 +625,17 @@ def _writable(path: Optional[Path]) -> None:
         path.unlink()
 
 
+def _trains(variants: list[str]) -> bool:
+    """Whether any of the variants trains or calibrates on training data."""
+    from .compress import parse_variant
+
+    return any(step.uses_train_data() for v in variants for step in parse_variant(v).steps)
+
+
 def _train_data_without_variant(what: str) -> HarnessError:
-    return HarnessError(f"--train-data is what variants train and calibrate on (finetune, int8), and this {what} no "
-                        "variant", "add --variant (e.g. --variant int8), or leave --train-data out")
+    return HarnessError(f"--train-data is what variants train and calibrate on (finetune, distill, static int8, a "
+                        f"gradual prune), and this {what} no variant that does", "add such a --variant (e.g. --variant "
+                        "int8), or leave --train-data out")
 
 
 def _format(value: str) -> str:

@@ -114,6 +114,10 @@ def load_data_set(path: str, inputs: tuple[ModelInput, ...], batch: int, model: 
     except Exception as err:  # numpy raises several types for a file that is not an .npz
         raise HarnessError(f"{role} data {path} is not a readable .npz file: {one_line(err)}", save) from None
     names = [i.name for i in inputs]
+    if LABELS in names:  # (a Hugging Face model's forward takes labels)
+        raise HarnessError(f"{model} takes an input named '{LABELS}', the name a data set's class ids go under: "
+                           f"{role} data {path} cannot tell the model's '{LABELS}' from the ones accuracy is scored on",
+                           f"measure it on seeded inputs (leave out its {role} data), or rename the model's input")
     missing = [n for n in names if n not in found]
     unknown = sorted(set(found) - set(names) - {LABELS})
     if missing or unknown:
@@ -151,7 +155,16 @@ def load_data_set(path: str, inputs: tuple[ModelInput, ...], batch: int, model: 
                 raise HarnessError(f"{role} data {path}: array '{spec.name}' holds values in [{int(array.min())}, "
                                    f"{int(array.max())}], which input '{spec.name}' of {model} ({spec.dtype}) cannot hold",
                                    f"give values within [{low}, {high}]")
-        arrays.append(np.ascontiguousarray(array.astype(spec.dtype, copy=False)))
+        with np.errstate(over="ignore"):  # a float64 past float32's range becomes an infinity: found below
+            converted = np.ascontiguousarray(array.astype(spec.dtype, copy=False))
+        if spec.is_float and not np.all(np.isfinite(converted)):  # one NaN trains a variant into NaN weights
+            bad = np.flatnonzero(~np.isfinite(converted.reshape(len(converted), -1)).all(axis=1))
+            beyond = " (or past float32's range)" if array.dtype.itemsize > converted.dtype.itemsize else ""
+            raise HarnessError(f"{role} data {path}: array '{spec.name}' holds NaN or infinite values{beyond} in "
+                               f"{counted(len(bad), 'sample')} (the first: sample {bad[0]})",
+                               "drop or fix those samples: a model fed them outputs NaN, and a variant trained on "
+                               "them learns NaN weights")
+        arrays.append(converted)
     counts = {len(a) for a in arrays}
     labels = found.get(LABELS)
     if labels is not None:

@@ -263,9 +263,13 @@ def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
     if odd is not None:
         raise HarnessError(f"the data's labels score a first output of (batch, classes), and this model's is "
                            f"{list(odd)} per call", fix)
+    classes = firsts[0].shape[1]
+    if classes < 2:  # one column's argmax is always 0: every sample "right"
+        raise HarnessError("the data's labels score a classifier's classes, and this model's first output has one "
+                           "column per sample (a regressor's, or one logit): no class to pick",
+                           "save the data without 'labels' (agreement with fp32 still compares the outputs)")
     predicted = np.concatenate([f.argmax(axis=1) for f in firsts])
     labels = np.asarray(labels)
-    classes = firsts[0].shape[1]
     if len(predicted) != len(labels) or labels.min() < 0 or labels.max() >= classes:
         raise HarnessError(f"the data's labels ({len(labels)}, in [{labels.min()}, {labels.max()}]) do not fit the first "
                            f"output's {len(predicted)} samples of {classes} classes", fix)

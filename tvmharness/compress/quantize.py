@@ -157,7 +157,8 @@ class Int8(Technique):
             return [feeds[i] for i in picked], (f"{data.source}" + (
                 f" (picked at random from its {len(feeds)})" if len(picked) < len(feeds) else "") + (
                 f" (all it has: {self.samples} were asked for)" if len(picked) < self.samples else "") + (
-                "" if data is base.train_data else ", the held-out data: no training data was given"))
+                "" if data is base.train_data else (", the held-out data: no training data was given (accuracy measured "
+                                                    "on what calibrated may read a little high)")))
         return random_feeds(base.inputs, self.samples, seed=7), "seeded model inputs (no data set for this model)"
 
     def _quantize(self, fp32_path: Path, out: Path, data, inputs: tuple[ModelInput, ...]) -> None:

@@ -64,10 +64,16 @@ def train(module, base: LoadedModel, epochs: int, lr: float, teacher=None, tempe
                 loss = sum(F.mse_loss(out, target) / target.square().mean().clamp(min=1e-6)
                            for out, target in zip(outputs, targets, strict=True))
             else:  # labels classify with the first output; a teacher's softened first output guides it
-                if outputs[0].ndim != 2:
+                if outputs[0].ndim != 2 or outputs[0].shape[1] < 2:
                     raise HarnessError(f"{data.source}'s labels train a first output of (batch, classes), and "
                                        f"{base.name}'s is {list(outputs[0].shape)}",
                                        "give labels for a classifier, or save the training data without 'labels'")
+                classes = outputs[0].shape[1]
+                if int(y.min()) < 0 or int(y.max()) >= classes:  # (torch's own: "Target 5 is out of bounds")
+                    raise HarnessError(f"{data.source}'s labels hold classes in [{int(data.labels.min())}, "
+                                       f"{int(data.labels.max())}], and {base.name}'s first output has {classes} "
+                                       f"classes (0 to {classes - 1})", "give labels of the model's classes, 0 to "
+                                       f"{classes - 1}")
                 loss = (1.0 - alpha) * F.cross_entropy(outputs[0], y)
                 if targets and alpha > 0.0:
                     soft = F.softmax(targets[0] / temperature, dim=-1)

@@ -702,6 +702,12 @@ def attach_data(model: LoadedModel, setting: dict) -> None:
         model.eval_data = load_data_set(setting["eval"], model.inputs, model.batch, model.name, "eval")
     if setting.get("train"):
         model.train_data = load_data_set(setting["train"], model.inputs, model.batch, model.name, "train")
+        held_out = model.eval_data
+        if held_out is not None and held_out.digest == model.train_data.digest:  # a variant would score what it learned
+            raise HarnessError(f"the training data of {model.name} ({setting['train']}) is its held-out data "
+                               f"({setting.get('eval') or 'the split it comes with'}): the same samples", "give held-out samples the variants do not "
+                               "train on, or leave the training data out (int8 then calibrates on the held-out data, "
+                               "and says so)")
 
 
 def check_input_settings(models: list[LoadedModel], entries: dict[str, object]) -> None:

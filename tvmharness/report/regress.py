@@ -123,6 +123,8 @@ class Verdict:
             parts.append(f"peak memory {e['memory_change']:+.1%} ({e['previous_peak_mb']:.1f} -> {e['peak_mb']:.1f} MB)")
         if e.get("accuracy_change"):
             parts.append(f"{e['accuracy_metric']} {points_text(e['accuracy_change'])}")
+        elif e.get("accuracy_data_changed"):
+            parts.append("accuracy: other held-out samples than before, nothing scored on these to compare with")
         if self.changed:
             parts.append("changed: " + "; ".join(self.changes()))
         if operators := self.operators_text():
@@ -298,6 +300,18 @@ def confirm(first: Verdict, second: Verdict | None, missing_why: str | None = No
                                  "confirmation_noise_band": second.evidence.get("noise_band")}
     aspects = first.aspects if agreed else first.aspects | {"latency": SAME}
     return replace(first, aspects=aspects, evidence=evidence, verdict=min(aspects.values(), key=ORDER.index))
+
+
+_UNNAMED = object()
+
+
+def _eval_data_hash(row: dict):
+    """The content hash of the held-out samples a row was fed (None: seeded inputs); _UNNAMED for a row
+    of an older release, which does not say."""
+    data = (row.get("details") or {}).get("data")
+    if not isinstance(data, dict) or "eval" not in data:
+        return _UNNAMED
+    return (data["eval"] or {}).get("content_hash")
 
 
 def accuracy_metric(row: dict) -> tuple[str, float | None]:
@@ -688,8 +702,13 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         evidence.update(peak_mb=memory, previous_peak_mb=before, memory_change=change, memory_run_id=int(before_row["run_id"]))
         moved = abs(memory - before) > MEMORY_FLOOR_MB and abs(change) > rules.max_memory_growth
         aspects["memory"] = SAME if not moved else LARGER if change > 0 else SMALLER
-    metric, value = accuracy_metric(row)  # compared only with the same measure: accuracy is not top-1 agreement
-    before_row, before = last_with(lambda r: accuracy_metric(r)[1] if accuracy_metric(r)[0] == metric else None)
+    # compared only with the same measure (accuracy is not top-1 agreement) on the same held-out samples
+    # (a row of an older release names none: taken as the same)
+    metric, value, fed = *accuracy_metric(row), _eval_data_hash(row)
+    before_row, before = last_with(lambda r: accuracy_metric(r)[1] if accuracy_metric(r)[0] == metric
+                                   and _eval_data_hash(r) in (fed, _UNNAMED) else None)
+    if value is not None and before is None and last_with(lambda r: accuracy_metric(r)[1])[1] is not None:
+        evidence["accuracy_data_changed"] = True  # scored before, on other samples: nothing to compare with
     if value is not None and before is not None:
         change = value - before
         evidence.update(accuracy_metric=metric, accuracy=value, previous_accuracy=before, accuracy_change=change,
