@@ -893,6 +893,18 @@ def test_a_range_the_model_itself_refuses_is_blamed_on_the_range_given(cli_dir):
     said = " ".join(proc.stdout.split())
     assert ("token_classifier / torch: IndexError: index out of range in self (input 'ids' seeded in [0, 500]: the range "
             "given by --input-range or [inputs]) (keep the range within what the model accepts") in said, said
+    # so are ids the user's own held-out data feeds: -1 for padding, past the 50 rows
+    import numpy as np
+
+    ids = np.random.default_rng(0).integers(0, 50, (6, 12))
+    ids[2, 3], ids[4, 0] = -1, 200
+    np.savez(cli_dir / "ids.npz", ids=ids, mask=np.ones((6, 12), np.float32))
+    proc = run_cli("bench", f"{USER_MODELS}:token_classifier", "--eval-data", "ids.npz", "--engine", "torch",
+                   "--store", str(cli_dir / "ranges.db"), cwd=cli_dir)
+    assert proc.returncode == 1, proc.stderr
+    said = " ".join(proc.stdout.split())
+    assert "IndexError: index out of range in self (input 'ids' of ids.npz holds [-1, 200])" in said, said
+    assert "keep the data's ids within what the model accepts" in said, said
 
 
 def test_a_target_whose_cpu_this_host_lacks_features_of_is_built_not_run(cli_dir):

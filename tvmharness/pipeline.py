@@ -694,14 +694,18 @@ def check_artifact(model: LoadedModel, artifact: Artifact, target: Target, recip
 
 
 def _blamed_on_range(model: LoadedModel, err: Exception, cause: str) -> HarnessError | None:
-    """`cause` as the user's value range's doing, where one was given and `err` is an index past a table's
-    end (an embedding's ids past its rows), as PyTorch (IndexError) and ONNX Runtime (Gather's "out of
-    bounds") say it; None otherwise."""
-    ranges = model.given_ranges() if isinstance(err, IndexError) or "out of bounds" in str(err) else ""
-    if not ranges:
+    """`cause` as the user's values' doing, where `err` is an index past a table's end (an embedding's ids
+    past its rows), as PyTorch (IndexError) and ONNX Runtime (Gather's "out of bounds") say it: the range
+    given for seeded inputs, else the ids the held-out data feeds; None otherwise."""
+    if not (isinstance(err, IndexError) or "out of bounds" in str(err)):
         return None
-    return HarnessError(f"{cause} ({ranges}: the range given by {GIVEN_RANGE})",
-                        "keep the range within what the model accepts (an embedding's ids below its number of rows)")
+    if ranges := model.given_ranges():
+        return HarnessError(f"{cause} ({ranges}: the range given by {GIVEN_RANGE})",
+                            "keep the range within what the model accepts (an embedding's ids below its number of rows)")
+    if ranges := model.data_ranges():  # the user's own samples: an id past the vocabulary, a -1 for padding
+        return HarnessError(f"{cause} ({ranges})", "keep the data's ids within what the model accepts (an "
+                            "embedding's ids from 0 to its number of rows - 1)")
+    return None
 
 
 def _reference_failed(model: LoadedModel, err: Exception) -> HarnessError:

@@ -82,6 +82,15 @@ class LoadedModel:
             return None
         return self.eval_data.labels_fed(self.batch)
 
+    def data_ranges(self) -> str:
+        """The values the held-out data feeds integer inputs ("input 'ids' of val.npz holds [-1, 200]"), the
+        first suspect where the model raises on them (an embedding's lookup past its rows); "" where none."""
+        if self.eval_data is None:
+            return ""
+        fed = [(i, a) for i, a in zip(self.inputs, self.eval_data.arrays) if not i.is_float and a.size]
+        return ", ".join(f"input '{i.name}' of {self.eval_data.source.split(' (')[0]} holds [{int(a.min())}, {int(a.max())}]"
+                         for i, a in fed)
+
     def given_ranges(self) -> str:
         """The value ranges the user gave the seeded inputs ("input 'ids' seeded in [0, 1500]"), the first
         suspect where the model raises on them (an embedding's lookup past its rows); "" where none."""
