@@ -673,6 +673,26 @@ def test_a_tracker_outage_stops_a_tune_and_spends_none_of_its_budget(tmp_path):
     assert json.loads(session.read_text())["trials_done"] == 0  # --resume has the whole budget left
 
 
+def test_a_job_waiting_while_the_tracker_restarts_gets_a_kit_once_it_is_back(tmp_path):
+    """A tracker restarted (a deploy) answers again within seconds and its kits register again: the
+    jobs waiting meanwhile failed at once, every queued row of the night with them."""
+    import threading
+
+    from tvmharness.remote.tracker import request_kit
+
+    with LoopbackRack() as own:
+        own.serve("x86")
+        address = parse_address(own.tracker)
+        stop(own.processes[0])  # the tracker
+        got = []
+        waiting = threading.Thread(target=lambda: got.append(request_kit(address, "x86", 60, 30)[1]), daemon=True)
+        waiting.start()
+        time.sleep(3)
+        own.start("tracker", "start", "--port", str(address.port))
+        waiting.join(60)
+        assert got and got[0] in own.kits("x86"), got
+
+
 def test_binding_beyond_loopback_warns_and_addresses_are_checked():
     from tvmharness.errors import HarnessError
     from tvmharness.remote.tracker import parse_address, warn_if_wide

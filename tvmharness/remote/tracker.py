@@ -28,6 +28,10 @@ def kits_gone(key: str, address) -> str:
     """What a job or a tune says when no kit is left under the key (tune.py knows it by KITS_GONE)."""
     return f"no kit under '{key}' at {address} {KITS_GONE}"
 _empty_since: dict[tuple[str, str], float] = {}  # (tracker, key) -> when this process first saw no kit there
+# A tracker restarted (a deploy) answers again within seconds, and its kits register again: requests wait
+# this long for both before failing (remembered across requests, as _empty_since is).
+TRACKER_GRACE_S = 20.0
+_tracker_down_since: dict[str, float] = {}
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,41 @@ def request_kit(address: Address, key: str, wait_s: float, session_timeout_s: fl
     from tvm.rpc import base
 
     deadline, seen = time.monotonic() + wait_s, (str(address), key)
+    while True:
+        try:
+            code, url, kit_port, matchkey = _matched(address, key, wait_s, deadline, seen)
+            break
+        except _TrackerDown as down:  # restarted (a deploy) or gone: waited for a while, remembered across requests
+            now = time.monotonic()
+            if now - _tracker_down_since.setdefault(str(address), now) >= TRACKER_GRACE_S or now >= deadline:
+                raise NoKitError(down.cause) from None
+            _empty_since[seen] = now + TRACKER_GRACE_S - GONE_AFTER_S  # once it is back, its kits take seconds to register
+            time.sleep(1.0)
+    _tracker_down_since.pop(str(address), None)
+    if code != base.TrackerCode.SUCCESS:
+        raise RuntimeError(f"the tracker refused the request ({code})")
+    kit = f"{url}:{kit_port}"
+    try:
+        _reach(url, kit_port)
+    except OSError as err:
+        why = err.strerror or str(err) or type(err).__name__
+        raise KitUnreachable(f"kit {kit} under '{key}' cannot be reached from this host ({why})", kit) from None
+    try:
+        return rpc.connect(url, kit_port, matchkey, session_timeout=session_timeout_s), kit
+    except Exception as err:
+        raise KitUnreachable(f"kit {kit} under '{key}' did not open a session: {one_line(err)}", kit) from None
+
+
+class _TrackerDown(Exception):
+    def __init__(self, cause: str):
+        super().__init__(cause)
+        self.cause = cause
+
+
+def _matched(address: Address, key: str, wait_s: float, deadline: float, seen: tuple[str, str]):
+    """The tracker's answer to a request for a kit under the key: (code, kit host, kit port, match key)."""
+    from tvm.rpc import base
+
     try:
         with connect(address, timeout=10) as sock:
             base.sendjson(sock, [base.TrackerCode.REQUEST, key, "", 1])
@@ -213,22 +252,11 @@ def request_kit(address: Address, key: str, wait_s: float, session_timeout_s: fl
                     break
             _empty_since.pop(seen, None)
             code, (url, kit_port, matchkey) = base.recvjson(sock)
-    except OSError as err:  # the tracker went away: no kit can be had, like none being registered
-        raise NoKitError(_unreachable(address, err).cause) from None
-    except HarnessError as err:  # (summary's)
-        raise NoKitError(err.cause) from None
-    if code != base.TrackerCode.SUCCESS:
-        raise RuntimeError(f"the tracker refused the request ({code})")
-    kit = f"{url}:{kit_port}"
-    try:
-        _reach(url, kit_port)
-    except OSError as err:
-        why = err.strerror or str(err) or type(err).__name__
-        raise KitUnreachable(f"kit {kit} under '{key}' cannot be reached from this host ({why})", kit) from None
-    try:
-        return rpc.connect(url, kit_port, matchkey, session_timeout=session_timeout_s), kit
-    except Exception as err:
-        raise KitUnreachable(f"kit {kit} under '{key}' did not open a session: {one_line(err)}", kit) from None
+            return code, url, kit_port, matchkey
+    except OSError as err:  # the tracker went away: no kit can be had until it is back
+        raise _TrackerDown(_unreachable(address, err).cause) from None
+    except HarnessError as err:  # (summary's: the tracker went away meanwhile)
+        raise _TrackerDown(err.cause) from None
 
 
 def run_tracker(host: str, port: int, listening: Callable[[], None] = lambda: None) -> None:
