@@ -640,3 +640,17 @@ def test_pruning_a_cache_it_cannot_write_says_so(tmp_path):
     said = " ".join(proc.stderr.split())
     assert f"could not remove 1 unused entry (the first: {entry}: Read-only file system)" in said, said
     assert "make the cache writable" in said and entry.is_dir()
+
+
+def test_a_folder_another_compile_is_writing_is_no_stranger_s(tmp_path):
+    """Two compiles of one model at once: the second saw the first's partial files, no manifest yet, and
+    refused the folder as someone else's; a dead writer's partial file is still a stranger's."""
+    from tvmharness.build import earlier_artifact_files
+
+    out = tmp_path / "art"
+    out.mkdir()
+    (out / f"model.partial-{os.getpid()}-0a1b2c3d.so").write_bytes(b"being written")
+    assert earlier_artifact_files(out) == set()
+    (out / "model.partial-999999999-0a1b2c3d.so").write_bytes(b"left by a killed writer")
+    with pytest.raises(HarnessError, match="holds files and no artifact of tvmharness"):
+        earlier_artifact_files(out)

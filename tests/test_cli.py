@@ -430,7 +430,10 @@ def test_a_full_disk_is_said_as_such_not_as_an_internal_error(cli_dir, tmp_path)
         pytest.skip("no /dev/full here")
     night(Store(str(tmp_path / "h.db")), 1.0, np.random.default_rng(0))
     proc = run_cli("report", "--store", str(tmp_path / "h.db"), "--format", "md", "--output", "/dev/full", cwd=cli_dir)
-    assert_usage_error(proc, "cannot write: No space left on device", "give another path")
+    assert_usage_error(proc, "cannot write /dev/full: No space left on device", "give another path")
+    assert not Path("/dev/full").is_file()  # written through, never replaced by a file
+    proc = run_cli("report", "--store", str(tmp_path / "h.db"), "--format", "md", "--output", "-", cwd=cli_dir)
+    assert proc.returncode == 0 and proc.stdout.startswith("## tvmharness") and not (cli_dir / "-").exists(), proc.stdout
 
 
 def test_a_model_that_does_not_export_fails_its_rows_and_keeps_the_baseline(cli_dir):

@@ -689,3 +689,34 @@ def test_a_report_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
         write_whole(page, "tonight's page, longer than the space left")
     monkeypatch.undo()
     assert page.read_text() == "last night's page" and [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_a_report_written_to_a_link_a_pipe_or_a_device_goes_through_it(tmp_path):
+    """-o /dev/stdout replaced the machine's /dev/stdout link with a file (and -o /dev/null, as root,
+    /dev/null itself); a link to the latest report became a file, its target left as it was."""
+    import os
+    import stat
+    import threading
+
+    from tvmharness.cache import write_whole
+
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "target.json").write_text("old")
+    link = tmp_path / "latest.json"
+    link.symlink_to(Path("reports") / "target.json")
+    write_whole(link, "new")
+    assert link.is_symlink() and (tmp_path / "reports" / "target.json").read_text() == "new"
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    read = []
+    reader = threading.Thread(target=lambda: read.append(pipe.read_text()))
+    reader.start()
+    write_whole(pipe, "through the pipe")
+    reader.join(10)
+    assert read == ["through the pipe"] and stat.S_ISFIFO(pipe.stat().st_mode)
+    try:
+        os.mknod(tmp_path / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        return  # (not root: no device to make)
+    write_whole(tmp_path / "null", "gone")
+    assert stat.S_ISCHR((tmp_path / "null").stat().st_mode)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .cache import content_hash, entry_lock, file_hash, stage_dir, written_whole
+from .cache import content_hash, entry_lock, file_hash, stage_dir, writer_alive, written_whole
 from .errors import FAILED, FOLDER_REASONS, HarnessError, one_line
 from .export import IMPORT_VERSION, onnx_file
 from .frontend import frontend_for, to_relax
@@ -365,8 +365,8 @@ def earlier_artifact_files(out_dir: Path) -> set[str]:
     """The files an earlier artifact in `out_dir` has besides its manifest: what an export there replaces or
     removes. A folder that holds anything and no manifest of ours is refused, before it is written: an
     export would overwrite or remove files that are not its own (someone's model.so, or / itself)."""
-    try:
-        if not any(out_dir.iterdir()):
+    try:  # empty, or holding only another compile's files being written (its process alive): the same export
+        if not any(p for p in out_dir.iterdir() if not writer_alive(p.name)):
             return set()
     except FileNotFoundError:
         return set()

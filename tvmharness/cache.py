@@ -66,7 +66,7 @@ def written_whole(path: Path, checked: bool = False):
     partial = path.with_name(f"{stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f"{stem}.partial*{path.suffix}"):  # a killed writer's: its process is gone
-        if not _writer_alive(stale.name):
+        if not writer_alive(stale.name):
             stale.unlink(missing_ok=True)
     try:
         yield partial
@@ -108,16 +108,23 @@ def torch_write_failed(err: BaseException) -> bool:
 
 def write_whole(path: Path, text: str) -> None:
     """A report's file (a page, junit.xml) written whole or not at all: a disk that fills leaves the
-    file that was there, not half a page a CI job would publish, and the message names the file."""
+    file that was there, not half a page a CI job would publish, and the message names the file. A
+    link is written through to its file (a "latest.json" stays a link); a device or a pipe
+    (/dev/stdout, /dev/null, a shell's >(...)) is written to as it is, never replaced by a file."""
+    path = Path(path)
     try:
-        with written_whole(Path(path)) as partial:
+        if path.exists() and not path.is_file():
+            with open(path, "w", encoding="utf-8") as out:
+                out.write(text)
+            return
+        with written_whole(path.resolve() if path.is_symlink() else path) as partial:
             partial.write_text(text, encoding="utf-8")
     except OSError as err:
         raise HarnessError(f"cannot write {path}: {err.strerror or err}",
                            "free space there (or make it writable), or give another path") from None
 
 
-def _writer_alive(name: str) -> bool:
+def writer_alive(name: str) -> bool:
     """Whether the process a partial file names (NAME.partial-PID-RANDOM.EXT; an older one's names none) runs here."""
     match = re.search(r"\.partial-(\d+)-", name)
     if match is None:

@@ -617,6 +617,10 @@ def _writable(path: Optional[Path]) -> None:
     """A file a report goes to, tried before the report is made: a bad path fails first, not after a table."""
     if path is None:
         return
+    if path.exists() and not path.is_file():  # a device or a pipe: opening a pipe to try it would wait for a reader
+        if not os.access(path, os.W_OK):
+            raise HarnessError(f"cannot write {path}: permission denied", "give a path this user may write")
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     existed = path.exists()
     with open(path, "a"):  # what write_text will need; an existing file is left as it is
@@ -655,13 +659,14 @@ def report(store: Annotated[Optional[str], typer.Option("--store", metavar="URL"
                                                         "HTML's sparklines and the CSV's rows of other runs (the judged run "
                                                         "is shown whole, and verdicts still weigh the whole history)")] = None,
            run_id: Annotated[Optional[int], typer.Option("--run", metavar="ID", help="the run to judge (default: the newest with measurements)")] = None,
-           output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="write the md/json/csv/junit text here")] = None) -> int:
+           output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="write the md/json/csv/junit text here (- : stdout)")] = None) -> int:
     """Report from the store alone: the newest run with measurements (or --run) with a verdict per series against its history."""
     from .report.regress import history_as_of, judge_run
     from .results import DEFAULT_STORE, Store
 
     store = DEFAULT_STORE if store is None else store  # imported here: the store's module slows every command's start
     fmt = _format(fmt)
+    output = None if output == Path("-") else output  # the usual "-": stdout
     for path in (output, html):
         _writable(path)  # (it writes nothing: the store itself passes, and is refused below)
     history = Store.existing(store)
