@@ -1048,3 +1048,12 @@ def test_a_gpu_build_standing_in_for_a_package_is_recorded_and_accepted(monkeypa
         assert row["check"] == "onnxruntime-gpu 1.31.1" and row["ok"]
     finally:
         provenance.versions.cache_clear()
+
+
+def test_an_example_of_no_sample_is_refused(tmp_path):
+    """A batch of 0 ran: every row "ok", its figures of no sample (and numpy warned of an empty mean)."""
+    from tvmharness.models import ModelNotMade, load_model
+
+    (tmp_path / "empty.py").write_text("import torch\n\ndef empty():\n    return torch.nn.Linear(4, 2), torch.randn(0, 4)\n")
+    with pytest.raises(ModelNotMade, match=r"input 'input' of the example is \[0, 4\]: a size of 0 holds no value"):
+        load_model(f"{tmp_path / 'empty.py'}:empty", tmp_path / "cache")

@@ -250,7 +250,8 @@ def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
         render_run(frame, run, out)
         err.print(f"stored {counted(len(frame), 'row')} in {result.store.label} (run {result.run_id}) in {result.seconds:.0f} s", markup=False)
     if result.failed:
-        err.print(f"[red]{len(result.failed)} row(s) failed or disagree with the baseline; see the reasons above[/red]")
+        where = "each row's reason in the JSON (rows[].reason)" if json_out else "the reasons above"
+        err.print(f"[red]{len(result.failed)} row(s) failed or disagree with the baseline; see {where}[/red]")
         return FAILED
     return 0
 

@@ -1072,6 +1072,9 @@ def _model_input(name: str, example, shape: tuple, known_values: bool) -> ModelI
     """A float example is fed as float32 (the harness's fp32 baseline); an integer or bool one keeps
     its dtype, and seeded inputs stay within the example's values (indices must stay in range)."""
     dtype = str(example.dtype).removeprefix("torch.")
+    if 0 in shape:  # nothing to time nor compare: every figure would be of no sample
+        raise ModelNotMade(f"input '{name}' of the example is {list(shape)}: a size of 0 holds no value",
+                           "give an example of at least one sample in every dimension")
     if example.is_floating_point():
         return ModelInput(name, shape, "float32")
     if example.is_complex():
