@@ -174,7 +174,7 @@ def test_a_report_file_that_cannot_be_written_fails_before_the_report(cli_dir, t
     night(Store(str(tmp_path / "h.db")), 1.0, np.random.default_rng(0))
     write(cli_dir / "afile", "")
     history = (tmp_path / "h.db").read_bytes()
-    for fmt, flag, path, needle in (("table", "--html", tmp_path, "Is a directory"),
+    for fmt, flag, path, needle in (("table", "--html", tmp_path, f"{tmp_path} is a folder"),
                                     ("md", "--output", cli_dir / "afile" / "x.md", "is a file, not a folder"),
                                     ("csv", "--output", tmp_path / "h.db", f"--output {tmp_path / 'h.db'} is the results store itself"),
                                     ("table", "--html", tmp_path / ".." / tmp_path.name / "h.db", "is the results store itself")):
@@ -906,7 +906,8 @@ def test_a_range_the_model_itself_refuses_is_blamed_on_the_range_given(cli_dir):
                    "--store", str(cli_dir / "ranges.db"), cwd=cli_dir)
     assert proc.returncode == 1, proc.stderr
     said = " ".join(proc.stdout.split())
-    assert "IndexError: index out of range in self (input 'ids' of ids.npz holds [-1, 200])" in said, said
+    assert ("IndexError: index out of range in self (the likely cause, the ids the held-out data feeds: input 'ids' "
+            "of ids.npz holds [-1, 200])") in said, said
     assert "keep the data's ids within what the model accepts" in said, said
 
 

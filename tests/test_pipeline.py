@@ -190,6 +190,8 @@ def test_what_a_forward_reads_outside_its_layers_is_the_model_too(tmp_path, monk
     import functools
     import importlib
 
+    import torch
+
     from tvmharness.data import ModelInput
     from tvmharness.models import torch_digest
 
@@ -236,6 +238,52 @@ def test_what_a_forward_reads_outside_its_layers_is_the_model_too(tmp_path, monk
     patched = net.Net()
     patched.forward = lambda x: patched.fc(x) * 2
     assert torch_digest(patched, inputs) != plain
+
+    def with_table(shift) -> str:  # a tensor held in a dict, and one a hook's closure captured
+        model = net.Net(config={"shift": 0.0, "table": torch.full((4,), shift)})
+        offset = torch.full((4,), shift)
+        model.fc.register_forward_hook(lambda m, args, out: out + offset)
+        return torch_digest(model, inputs)
+
+    assert with_table(1.0) == with_table(1.0) and with_table(1.0) != with_table(2.0)
+
+
+def test_a_variant_s_digest_is_not_moved_by_its_model_having_run(tmp_path, monkeypatch):
+    """A forward that counts its calls (self._calls += 1), a decorated forward reading an imported
+    constant, a settings object's class defaults: the count moved with every timed call, so a variant's
+    digest (taken from a copy of the model after its baseline ran) changed from run to run; the
+    decorated forward's constant and the class default were not read at all."""
+    import importlib
+
+    import torch
+
+    from tvmharness.compress import apply_variant, parse_variant
+    from tvmharness.models import load_model, torch_digest
+
+    (tmp_path / "counted_settings.py").write_text("SCALE = 1.0\n\nclass Settings:\n    shift = 0.0\n")
+    (tmp_path / "counted.py").write_text(
+        "import torch\nfrom counted_settings import SCALE, Settings\n\n"
+        "class Counted(torch.nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        torch.manual_seed(0)\n"
+        "        self.fc = torch.nn.Linear(4, 4)\n        self._calls = 0\n        self.settings = Settings()\n\n"
+        "    @torch.no_grad()\n"
+        "    def forward(self, x):\n        self._calls += 1\n        return self.fc(x) * SCALE + self.settings.shift\n\n"
+        "def counted():\n    return Counted().eval(), torch.randn(1, 4)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = f"{tmp_path / 'counted.py'}:counted"
+    model = load_model(spec, tmp_path / "cache")
+    variant = parse_variant("prune:0.5")
+    before = apply_variant(model, variant, tmp_path / "cache").digest
+    for _ in range(3):
+        model.torch_module(torch.randn(1, 4))
+    assert apply_variant(model, variant, tmp_path / "cache").digest == before
+    net = type(model.torch_module)
+    assert torch_digest(net(), model.inputs) == model.digest
+    monkeypatch.setitem(net.forward.__wrapped__.__globals__, "SCALE", 3.0)  # the settings file edited
+    assert torch_digest(net(), model.inputs) != model.digest
+    monkeypatch.setitem(net.forward.__wrapped__.__globals__, "SCALE", 1.0)
+    monkeypatch.setattr(importlib.import_module("counted_settings").Settings, "shift", 1.0)  # a class default edited
+    assert torch_digest(net(), model.inputs) != model.digest
 
 
 def test_terminal_report_of_a_rerun_says_nothing_was_rebuilt(first_run):

@@ -153,7 +153,8 @@ def _cache_write(model: LoadedModel, directory: Path):
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
             raise
-        raise HarnessError(f"cannot write model '{model.name}''s build to {directory}: {err.strerror or err}",
+        where = Path(err.filename).parent if err.filename else directory  # (the tuning records' folder, or the cache's)
+        raise HarnessError(f"cannot write model '{model.name}''s build to {where}: {err.strerror or err}",
                            "free space there or make it writable, or give another --output-dir", FAILED) from None
 
 

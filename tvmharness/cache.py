@@ -72,8 +72,10 @@ def written_whole(path: Path, checked: bool = False):
         yield partial
         with open(partial, "rb") as written:  # on disk before its name: after a power loss, no empty file under it
             os.fsync(written.fileno())
-        if checked:  # (first: a stop between the two leaves a hash the file does not match, so it is made again)
-            _hash_file(path).write_text(file_hash(partial))
+        if checked:  # (first, and whole: a stop between the two leaves a hash the file does not match: made again)
+            kept = _hash_file(path).with_name(f"{_hash_file(path).name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            kept.write_text(file_hash(partial))
+            os.replace(kept, _hash_file(path))
         os.replace(partial, path)  # atomic: a reader sees the old file or the new one
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -91,12 +93,15 @@ def intact(path: Path) -> bool:
     if not path.is_file():
         return False
     kept = _hash_file(path)
-    with contextlib.suppress(OSError):
-        if kept.is_file() and file_hash(path) != kept.read_text().strip():
-            path.unlink()
-            kept.unlink()
-            return False
-    return True
+    try:
+        whole = not kept.is_file() or file_hash(path) == kept.read_text().strip()
+    except OSError:  # unreadable: not to be trusted either
+        whole = False
+    if not whole:
+        for gone in (path, kept):
+            with contextlib.suppress(OSError):  # (a read-only cache: making it again says why it cannot be kept)
+                gone.unlink()
+    return whole
 
 
 def torch_write_failed(err: BaseException) -> bool:
@@ -113,7 +118,8 @@ def write_whole(path: Path, text: str) -> None:
     (/dev/stdout, /dev/null, a shell's >(...)) is written to as it is, never replaced by a file."""
     path = Path(path)
     try:
-        if path.exists() and not path.is_file():
+        # /dev/stdout, /proc/self/fd/1: a link to whatever the shell opened (a file it redirected to too), written in place
+        if str(path).startswith(("/dev/", "/proc/")) or path.exists() and not path.is_file():
             with open(path, "w", encoding="utf-8") as out:
                 out.write(text)
             return

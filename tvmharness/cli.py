@@ -530,7 +530,7 @@ def compile(model: Annotated[str, typer.Argument(metavar="MODEL", help="zoo name
                            f"{threads} (--target path.toml)")
     check_toolchain(resolved)  # before minutes of TVM compiling, not after
     threads_note = fit_kit_threads(resolved, threads, defaults.records_root)
-    if train_data and not _trains([chosen.name]):  # else it would be ignored, unsaid
+    if train_data and not _trains([chosen]):  # else it would be ignored, unsaid
         raise _train_data_without_variant("compile builds")
     (loaded,) = load_models(defaults)
     name = loaded.name
@@ -618,16 +618,15 @@ def _writable(path: Optional[Path]) -> None:
     """A file a report goes to, tried before the report is made: a bad path fails first, not after a table."""
     if path is None:
         return
+    if path.is_dir():
+        raise HarnessError(f"{path} is a folder", "give a file's path (one in that folder, e.g. "
+                           f"{path / 'report.md'})")
     if path.exists() and not path.is_file():  # a device or a pipe: opening a pipe to try it would wait for a reader
         if not os.access(path, os.W_OK):
             raise HarnessError(f"cannot write {path}: permission denied", "give a path this user may write")
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    existed = path.exists()
-    with open(path, "a"):  # what write_text will need; an existing file is left as it is
-        pass
-    if not existed:
-        path.unlink()
+    # written beside, then renamed over it (write_whole): its folder must take a new file
+    writable_folder((path.resolve() if path.is_symlink() else path).parent)
 
 
 def _trains(variants: list[str]) -> bool:

@@ -90,7 +90,8 @@ def pt2_file(model: LoadedModel, cache_dir: Path) -> Path:
         except (OSError, RuntimeError) as err:
             if not torch_write_failed(err):
                 raise
-            raise HarnessError(f"cannot write model '{model.name}''s .pt2 export to {path.parent}: {one_line(err)}",
+            raise HarnessError(f"cannot write model '{model.name}''s .pt2 export to {path.parent} (is the disk full?): "
+                               f"{one_line(err)}",
                                "free space there or make it writable, or give another --output-dir", FAILED) from None
     return path
 

@@ -703,8 +703,8 @@ def _blamed_on_range(model: LoadedModel, err: Exception, cause: str) -> HarnessE
         return HarnessError(f"{cause} ({ranges}: the range given by {GIVEN_RANGE})",
                             "keep the range within what the model accepts (an embedding's ids below its number of rows)")
     if ranges := model.data_ranges():  # the user's own samples: an id past the vocabulary, a -1 for padding
-        return HarnessError(f"{cause} ({ranges})", "keep the data's ids within what the model accepts (an "
-                            "embedding's ids from 0 to its number of rows - 1)")
+        return HarnessError(f"{cause} (the likely cause, the ids the held-out data feeds: {ranges})", "keep the "
+                            "data's ids within what the model accepts (an embedding's ids from 0 to its number of rows - 1)")
     return None
 
 

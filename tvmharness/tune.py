@@ -34,7 +34,7 @@ from .gpu import check_local_gpu
 from .models import LoadedModel
 from .native_log import NATIVE_LOG, native_log_note, native_stderr_to
 from .provenance import worker_environment, worker_environment_kept
-from .remote.tracker import KITS_GONE, TRACKER_GONE, Address, request_kit
+from .remote.tracker import KITS_GONE, TRACKER_GONE, Address, NoKitError, request_kit
 from .targets import Target, check_local_cpu
 
 WORKLOADS = "database_workload.json"
@@ -775,23 +775,35 @@ def kit_runner(options: TuneOptions, evaluator, target: Target):
     return runner
 
 
+KIT_ASKS = 3  # kits a candidate asks for before it gives up on a key whose kits are of the other kind
+KIT_ASK_AGAIN_S = 10.0  # how long it waits for another kit once it has refused one
+
+
 def _kit_session(rpc_config, wait_s: float, emulated: str):
     """The session a candidate is measured in: MetaSchedule's own asks the tracker for a kit and waits
     for ever; this one gives up after wait_s, or within seconds once the key has no kit left. A kit
     emulated where the tune's records are a board's (or the other way round: one key serving both) is
     refused, and the candidate counted as never measured: its timing would go into the wrong records."""
     key = rpc_config.tracker_key
-    session, kit = request_kit(Address(rpc_config.tracker_host, rpc_config.tracker_port), key, wait_s,
-                               rpc_config.session_timeout_sec)
-    try:
-        found = json.loads(session.get_function("tvmharness.kit_info")()).get("emulated") or ""
-    except Exception:  # TVM's own server says nothing of itself: a board's
-        found = ""
-    if bool(found) != bool(emulated):
-        said = f"emulated by {found}" if found else "a board"
-        raise RuntimeError(f"{_no_kit_said_for(key)} fits this tune: kit {kit} is {said}, and this tune's records are "
-                           f"{'an emulated kit' if emulated else 'a board'}'s (serve emulated kits under a key of their own)")
-    return session
+    refused = []  # (session, kit, what it is): sessions held while asking again, so that the tracker hands out another kit
+    for _ in range(KIT_ASKS):
+        try:  # asked again: a while for another kit, not the whole wait
+            session, kit = request_kit(Address(rpc_config.tracker_host, rpc_config.tracker_port), key,
+                                       min(wait_s, KIT_ASK_AGAIN_S) if refused else wait_s, rpc_config.session_timeout_sec)
+        except NoKitError:
+            if not refused:
+                raise
+            break
+        try:
+            found = json.loads(session.get_function("tvmharness.kit_info")()).get("emulated") or ""
+        except Exception:  # TVM's own server says nothing of itself: a board's
+            found = ""
+        if bool(found) == bool(emulated):
+            return session
+        refused.append((session, kit, f"emulated by {found}" if found else "a board"))
+    said = "; ".join(f"kit {kit} is {what}" for _, kit, what in refused)
+    raise RuntimeError(f"{_no_kit_said_for(key)} fits this tune: {said}, and this tune's records are "
+                       f"{'an emulated kit' if emulated else 'a board'}'s (serve emulated kits under a key of their own)")
 
 
 class _StopTuning(Exception):

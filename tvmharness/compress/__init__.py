@@ -152,7 +152,7 @@ def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> Load
     figures["compression"] = variant.config()
     figures["uses_train_data"] = any(step.uses_train_data() for step in variant.steps)
     if module is not None:
-        digest, onnx_path, source = torch_digest(module, model.inputs), None, model.source
+        digest, onnx_path, source = torch_digest(module, model.inputs, model.behaviour), None, model.source
     else:
         from ..cache import file_hash
 
@@ -160,7 +160,7 @@ def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> Load
     return LoadedModel(name=model.name, source=source, inputs=model.inputs, digest=digest,
                        torch_module=module, onnx_path=onnx_path, eval_data=model.eval_data, train_data=model.train_data,
                        notes=[*model.notes, *work.notes], compression=figures, frontend=work.frontend, origin=model.origin,
-                       shapes_given=model.shapes_given)
+                       shapes_given=model.shapes_given, behaviour=model.behaviour)
 
 
 def _no_layers(model: LoadedModel, kind: str) -> NotApplicable:

@@ -352,6 +352,6 @@ def _onnx_of(module, work: Work) -> Path:
 
     base = work.base
     current = LoadedModel(name=base.name, source=base.source, inputs=base.inputs,
-                          digest=torch_digest(module, base.inputs), torch_module=module)
+                          digest=torch_digest(module, base.inputs, base.behaviour), torch_module=module)
     path, _ = onnx_file(current, work.cache_dir)
     return path

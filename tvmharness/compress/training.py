@@ -51,6 +51,7 @@ def train(module, base: LoadedModel, epochs: int, lr: float, teacher=None, tempe
             m.eval()
     if teacher is not None:
         teacher.eval()
+    checked_labels = False
     for batches in epochs_batches:
         for x, y in batches:  # x: one tensor per model input
             opt.zero_grad()
@@ -69,11 +70,12 @@ def train(module, base: LoadedModel, epochs: int, lr: float, teacher=None, tempe
                                        f"{base.name}'s is {list(outputs[0].shape)}",
                                        "give labels for a classifier, or save the training data without 'labels'")
                 classes = outputs[0].shape[1]
-                if int(y.min()) < 0 or int(y.max()) >= classes:  # (torch's own: "Target 5 is out of bounds")
+                if not checked_labels and (data.labels.min() < 0 or data.labels.max() >= classes):  # (torch's: "Target 5 is out of bounds")
                     raise HarnessError(f"{data.source}'s labels hold classes in [{int(data.labels.min())}, "
                                        f"{int(data.labels.max())}], and {base.name}'s first output has {classes} "
                                        f"classes (0 to {classes - 1})", "give labels of the model's classes, 0 to "
                                        f"{classes - 1}")
+                checked_labels = True  # (every label, once: the first batch's output says how many classes)
                 loss = (1.0 - alpha) * F.cross_entropy(outputs[0], y)
                 if targets and alpha > 0.0:
                     soft = F.softmax(targets[0] / temperature, dim=-1)

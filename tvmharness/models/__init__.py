@@ -56,6 +56,9 @@ class LoadedModel:
     frontend: str | None = None  # the TVM frontend this model needs, where the other one cannot import it
     origin: str = ""  # where it came from: a zoo name, a file's absolute path, a module:function
     shapes_given: tuple[str, ...] = ()  # inputs whose sizes the user gave (--input-shape, [inputs]), not the model
+    # what the module's code and its settings beyond its layers were at load (torch_behaviour), before anything
+    # ran it: its variants' digests take this, not their copy's (a forward's counter moved by every timed call)
+    behaviour: list | None = None
 
     @property
     def batch(self) -> int:
@@ -292,10 +295,11 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
-def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
+def torch_digest(module, inputs: tuple[ModelInput, ...], behaviour: list | None = None) -> str:
     """Architecture (its repr, and each layer's plain settings), the inputs it is measured on, every
-    weight's bytes, and the user's own code the layers run (a forward edited with no layer or weight
-    changed is another model)."""
+    weight's bytes, and its behaviour: the user's own code the layers run (a forward edited with no layer
+    or weight changed is another model) and what that code reads beyond the layers (torch_behaviour;
+    given, for a variant: its model's at load)."""
     import torch
 
     # A model of one float input keeps the digest it had when models took only that (its history).
@@ -313,9 +317,15 @@ def torch_digest(module, inputs: tuple[ModelInput, ...]) -> str:
                 for key, value in sorted(vars(sub).items()) if isinstance(value, torch.Tensor)]
     for name, tensor in unsaved:
         parts += ["unsaved", name, str(tensor.dtype), list(tensor.shape), _tensor_bytes(tensor)]
-    if hidden := _hidden_settings(module):  # only where a model has such, as above
-        parts += ["hidden", hidden]
-    return content_hash(*parts, *_own_code(module))
+    return content_hash(*parts, *(torch_behaviour(module) if behaviour is None else behaviour))
+
+
+def torch_behaviour(module) -> list:
+    """What a module computes with beyond its layers' weights and plain settings: its layers' hidden
+    settings (only where a model has such, as `unsaved` above) and the user's code it runs, with what
+    that code reads (_own_code)."""
+    hidden = _hidden_settings(module)
+    return (["hidden", hidden] if hidden else []) + _own_code(module)
 
 
 def _state_parts(value) -> list:
@@ -426,15 +436,20 @@ def _held_value(value, depth: int = 0):
     import dataclasses
     import inspect
 
+    import torch
+
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
         return repr(value)
-    if depth > 4 or isinstance(value, _torch_types()):
+    if isinstance(value, torch.Tensor):  # one in a dict or a hook's closure (a layer's own are its state, `unsaved`)
+        return [str(value.dtype), list(value.shape), content_hash(_tensor_bytes(value))]
+    if depth > 4 or isinstance(value, torch.nn.Module):  # (a layer has its own entry)
         return _SKIP
     if isinstance(value, (tuple, list, set, frozenset)):
         items = [i for i in (_held_value(v, depth + 1) for v in value) if i is not _SKIP]
         return sorted(items, key=repr) if isinstance(value, (set, frozenset)) else items
-    if isinstance(value, dict):
-        return {str(k): v for k, v in ((k, _held_value(v, depth + 1)) for k, v in value.items()) if v is not _SKIP}
+    if isinstance(value, dict):  # keys by their value too (an object's key by its own, not by its address)
+        items = [(_held_value(k, depth + 1), _held_value(v, depth + 1)) for k, v in value.items()]
+        return sorted(([k, v] for k, v in items if k is not _SKIP and v is not _SKIP), key=repr)
     if inspect.isroutine(value) or inspect.isclass(value) or inspect.ismodule(value) or isinstance(value, functools.partial):
         return _callable_text(value)
     if isinstance(value, np.ndarray):
@@ -446,10 +461,17 @@ def _held_value(value, depth: int = 0):
     if hasattr(value, "__dict__"):
         # a settings object: a namespace's or the user's own class's, by its fields; another library's
         # (a logger, whose state is the process's) by its type alone
-        if isinstance(value, (types.SimpleNamespace, argparse.Namespace)) or _class_origin(type(value)) == "user":
+        if isinstance(value, (types.SimpleNamespace, argparse.Namespace)):
             return [type(value).__qualname__, _held_value(dict(vars(value)), depth + 1)]
+        if _class_origin(type(value)) == "user":  # its class's defaults too (class Cfg: scale = 1.0)
+            defaults = {k: v for c in reversed(type(value).__mro__[:-1]) for k, v in vars(c).items()
+                        if not k.startswith("__") and not callable(v) and not isinstance(v, (property, staticmethod, classmethod))}
+            return [type(value).__qualname__, _held_value(defaults | dict(vars(value)), depth + 1)]
         return type(value).__qualname__
-    text = repr(value)  # a torch.dtype: its repr, unless that holds an address (new each process)
+    try:
+        text = repr(value)  # a torch.dtype: its repr, unless that holds an address (new each process)
+    except Exception:  # a repr of the user's that raises: nothing to go by
+        return _SKIP
     return _SKIP if " at 0x" in text else text
 
 
@@ -475,10 +497,10 @@ def _class_origin(cls) -> str:
     notebook's class)."""
     import inspect
 
-    # its module's file, else its methods' (a file loaded by path is in no sys.modules entry); not
-    # inspect.getfile, which TVM replaces with one that raises there
-    file = getattr(sys.modules.get(cls.__module__), "__file__", None) or next(
-        (f.__code__.co_filename for f in vars(cls).values() if inspect.isfunction(f)), None)
+    # its methods' file, else its module's (a file loaded by path is in no sys.modules entry, or in another
+    # module's of its name); not inspect.getfile, which TVM replaces with one that raises there
+    file = next((f.__code__.co_filename for f in vars(cls).values() if inspect.isfunction(f)), None) or getattr(
+        sys.modules.get(cls.__module__), "__file__", None)
     if file is None or not Path(file).is_file():
         return "recorded" if cls.__module__ == "builtins" or cls.__module__ in sys.builtin_module_names else "user"
     found = _own(file)
@@ -517,6 +539,8 @@ def _own_code(module) -> list[str]:
         if id(function) in seen:
             continue
         seen.add(id(function))
+        if inspect.isfunction(getattr(function, "__wrapped__", None)):  # a decorated forward (@torch.no_grad()): the user's under it
+            todo.append(function.__wrapped__)
         found = _own(function.__code__.co_filename)
         if isinstance(found, str):  # a library's code is not followed: its version stands for it
             texts.add(content_hash("library", found))
@@ -911,8 +935,9 @@ def _load_zoo(name: str, cache_dir: Path, batch: int, settings: dict[str, dict])
     entry = ZOO[name]
     module, cache_hit = entry.factory(cache_dir)
     inputs = _settle(name, list(entry.inputs), settings, batch, fixed=False)
-    model = LoadedModel(name=name, source="zoo", inputs=inputs, digest=torch_digest(module, inputs),
-                        torch_module=module, cache_hit=cache_hit, notes=[entry.description])
+    behaviour = torch_behaviour(module)
+    model = LoadedModel(name=name, source="zoo", inputs=inputs, digest=torch_digest(module, inputs, behaviour),
+                        torch_module=module, cache_hit=cache_hit, notes=[entry.description], behaviour=behaviour)
     if name == "digits_cnn":
         if inputs[0].shape[1:] != (1, 8, 8):
             raise HarnessError(f"digits_cnn takes 8x8 images of one channel, not {_shape_text(inputs[0].shape)}",
@@ -1201,8 +1226,10 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
     names = _forward_names(net, len(examples))
     found = [_model_input(name, e, tuple(e.shape), True) for name, e in zip(names, examples)]
     inputs = _settle(spec, found, settings, batch=1, fixed=False)  # batch: unused, an example has no dynamic size
-    return LoadedModel(name=func_name, source="python", inputs=inputs, digest=torch_digest(net, inputs),
-                       torch_module=net, notes=[f"user model {spec}" + _outputs_note(_count_outputs(spec, net, examples))])
+    behaviour = torch_behaviour(net)  # (before _count_outputs runs it)
+    return LoadedModel(name=func_name, source="python", inputs=inputs, digest=torch_digest(net, inputs, behaviour),
+                       torch_module=net, notes=[f"user model {spec}" + _outputs_note(_count_outputs(spec, net, examples))],
+                       behaviour=behaviour)
 
 
 def _check_not_torch_quantized(spec: str, module) -> None:

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..cache import content_hash, entry_lock, intact, stage_dir, torch_write_failed, written_whole
 from ..data import digits_split
-from ..errors import HarnessError, one_line
+from ..errors import FAILED, HarnessError, one_line
 
 # Bump when the architecture or the training changes: the cached weights are keyed by it.
 TRAINING = {"version": 1, "epochs": 40, "lr": 3e-3, "batch": 64, "seed": 0, "weight_decay": 1e-4}
@@ -62,8 +62,9 @@ def digits_cnn(cache_dir: Path) -> tuple[DigitsCNN, bool]:
                 except (OSError, RuntimeError) as err:
                     if not torch_write_failed(err):
                         raise
-                    raise HarnessError(f"cannot write digits_cnn's trained weights to {path.parent}: {one_line(err)}",
-                                       "free space there or make it writable, or give another --output-dir") from None
+                    raise HarnessError(f"cannot write digits_cnn's trained weights to {path.parent} (is the disk full?): "
+                                       f"{one_line(err)}", "free space there or make it writable, or give another "
+                                       "--output-dir", FAILED) from None
                 return model, False
     model = DigitsCNN()
     model.load_state_dict(torch.load(path, weights_only=True))

@@ -73,6 +73,7 @@ class KitFailure(Exception):
     def __init__(self, kind: str, message: str, kit: str | None = None, attempts: list[str] | None = None):
         super().__init__(message)
         self.kind, self.kit, self.attempts = kind, kit, attempts or []
+        self.earlier: str | None = None  # the kind of the retried failure before this one, if any
 
 
 @dataclass
@@ -116,6 +117,7 @@ class Rack:
             except KitFailure as failure:
                 if failure.kind not in RETRYABLE:
                     failure.attempts, failure.kit = attempts, failure.kit or (last and last.kit)
+                    failure.earlier = last.kind if last is not None else None
                     raise
                 attempts.append(str(failure) if failure.kit is None or failure.kit in str(failure)
                                 else f"kit {failure.kit}: {failure}")
@@ -133,8 +135,9 @@ class Rack:
                    NO_KIT: "wait for the rack to free a kit, add kits, or raise wait in the recipe's [devices]"}
             other = ("check the kit's log, and that this host reaches the address the tracker lists it at "
                      f"(`tvmharness devices --tracker {self.tracker}`); restart it if it is stuck")
-            # no kit free after one failed (it hung: the tracker holds it busy): that one is the cause to fix
-            kind = KIT_LOST if failure.kind == NO_KIT and failure.attempts else failure.kind
+            # no kit free after one failed (it hung: the tracker holds it busy; or it was of another architecture):
+            # that one is the cause to fix
+            kind = (failure.earlier or failure.kind) if failure.kind == NO_KIT else failure.kind
             raise HarnessError("; ".join([*failure.attempts, str(failure)]), fix.get(kind, other)) from None
 
     def run_all(self, jobs: list[KitJob], on_result: Callable[[KitJob, KitResult | KitFailure], None],
@@ -232,7 +235,7 @@ class Rack:
                 elif tag == "stage":
                     on_stage(f"{message[1]} on kit {kit}")
                 elif tag == "error":  # ("error", kind, message[, the kit it names when the job never reached it])
-                    clean = message[1] not in RETRYABLE
+                    clean = message[1] not in (KIT_LOST, KIT_HUNG)  # (a worker told of the wrong architecture is fine)
                     raise KitFailure(message[1], message[2], message[3] if len(message) > 3 else kit)
                 elif tag == "result":
                     clean = True

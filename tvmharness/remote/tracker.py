@@ -202,14 +202,18 @@ def request_kit(address: Address, key: str, wait_s: float, session_timeout_s: fl
     while True:
         try:
             code, url, kit_port, matchkey = _matched(address, key, wait_s, deadline, seen)
-            break
         except _TrackerDown as down:  # restarted (a deploy) or gone: waited for a while, remembered across requests
             now = time.monotonic()
             if now - _tracker_down_since.setdefault(str(address), now) >= TRACKER_GRACE_S or now >= deadline:
                 raise NoKitError(down.cause) from None
             _empty_since[seen] = now + TRACKER_GRACE_S - GONE_AFTER_S  # once it is back, its kits take seconds to register
             time.sleep(1.0)
-    _tracker_down_since.pop(str(address), None)
+            continue
+        except NoKitError:  # the tracker answered: a later outage gets its grace again
+            _tracker_down_since.pop(str(address), None)
+            raise
+        _tracker_down_since.pop(str(address), None)
+        break
     if code != base.TrackerCode.SUCCESS:
         raise RuntimeError(f"the tracker refused the request ({code})")
     kit = f"{url}:{kit_port}"

@@ -707,7 +707,8 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
     metric, value, fed = *accuracy_metric(row), _eval_data_hash(row)
     before_row, before = last_with(lambda r: accuracy_metric(r)[1] if accuracy_metric(r)[0] == metric
                                    and _eval_data_hash(r) in (fed, _UNNAMED) else None)
-    if value is not None and before is None and last_with(lambda r: accuracy_metric(r)[1])[1] is not None:
+    if value is not None and before is None and last_with(lambda r: accuracy_metric(r)[1] if accuracy_metric(r)[0]
+                                                          == metric else None)[1] is not None:
         evidence["accuracy_data_changed"] = True  # scored before, on other samples: nothing to compare with
     if value is not None and before is not None:
         change = value - before
