@@ -632,7 +632,7 @@ def test_a_tune_for_a_board_never_times_a_candidate_on_an_emulated_kit_under_its
         model = load_model(f"{USER_MODELS}:tiny_mlp", tmp_path / "cache")
         target = resolve("x86-rpc", 2)  # a board's: target.emulated unset
         target.tvm_dict["num-cores"] = 1
-        options = TuneOptions(trials=4, tracker=parse_address(rack.tracker), key="mixed", kit_wait_s=10)
+        options = TuneOptions(trials=4, tracker=parse_address(rack.tracker), key="mixed", kit_wait_s=3)
         with pytest.raises(HarnessError) as refused:
             tune_model(model, target, options, frontend="torch", cache_dir=tmp_path / "cache",
                        records_root=tmp_path / "tuning", threads=2)
