@@ -573,9 +573,7 @@ def _own_code(module) -> list[str]:
             elif _plain(value):  # a constant: a notebook cell's, one imported from a file, one read from the environment
                 texts.add(content_hash("value", name, repr(value)))
             elif isinstance(value, (torch.Tensor, np.ndarray)):  # a module's tensor (a normalisation's mean)
-                array = value.detach().cpu() if isinstance(value, torch.Tensor) else value
-                texts.add(content_hash("value", name, str(array.dtype), list(array.shape),
-                                       _tensor_bytes(array) if isinstance(array, torch.Tensor) else array.tobytes()))
+                texts.add(content_hash("value", name, _held_value(value)))
     return sorted(file_hash(f) for f in files) + sorted(texts)
 
 
