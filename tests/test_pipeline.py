@@ -1,5 +1,6 @@
 import os
 import re
+import time
 
 import pytest
 
@@ -884,6 +885,48 @@ def test_rows_a_store_refuses_mid_run_are_kept_and_load_into_their_run_later(wor
     assert onnx["status"] == OK and len(onnx["samples_ms"]) == 30 and onnx["speedup_vs_baseline"] > 0
     assert store.run(1)["finished"] is not None  # its end, refused too, is recorded now
     assert not kept[0].exists()  # loaded once: a second load would put them in twice
+
+
+def test_a_ctrl_c_while_a_row_waits_for_a_locked_store_is_taken_at_once_and_keeps_the_row(workdir):
+    """SQLite's wait for a lock runs in C, where a Ctrl-C waits until it ends (a minute): a write waits a
+    second at a time, and the row measured goes to the file, not away with the interrupt."""
+    import signal
+    import sqlite3
+    import threading
+
+    from tvmharness.errors import Interrupted
+    from tvmharness.results import UnsavedRows
+
+    out = workdir / "interrupted-locked"
+    recipe = recipe_from_dict({"name": "interrupted", "models": [f"{USER_MODELS}:tiny_mlp"], "engines": ["torch"],
+                               "measure": {"warmup": 1, "repeats": 30, "threads": 2},
+                               "output": {"dir": str(out), "store": str(out / "history.db")}})
+    reader, locked_at = [], []
+
+    class LockedWhileMeasuring:
+        def step(self, text):
+            if text.startswith("measuring ") and not reader:
+                reader.append(sqlite3.connect(out / "history.db", isolation_level=None))
+                reader[0].execute("BEGIN")
+                reader[0].execute("SELECT count(*) FROM runs").fetchone()
+                locked_at.append(time.monotonic())
+                threading.Timer(2, os.kill, (os.getpid(), signal.SIGINT)).start()  # a Ctrl-C while the row waits
+
+        def repeat(self, done, total):
+            pass
+
+    try:
+        with pytest.raises(Interrupted) as caught:
+            run_recipe(recipe, LockedWhileMeasuring())
+        waited = time.monotonic() - locked_at[0]
+    finally:
+        reader[0].execute("COMMIT")
+        reader[0].close()
+    assert waited < 10, waited  # not the lock's minute
+    (kept,) = out.glob("unsaved-rows-run-*.jsonl")
+    assert f"1 row of 1 measured in run 1 could not be stored in {out / 'history.db'}, and is kept in {kept}" in str(caught.value)
+    rows = [row for _, row in UnsavedRows.read(kept).rows]
+    assert [(r["engine"], r["status"], len(r["samples_ms"])) for r in rows] == [("torch", OK, 30)]
 
 
 def test_kept_rows_load_into_another_store_as_a_copy_of_their_run_and_a_wrong_file_is_refused(tmp_path):

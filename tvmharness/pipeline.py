@@ -498,6 +498,12 @@ def _store(store: Store, result: RunResult, row: dict) -> None:
     except StoreError as err:  # the run goes on; the row waits in a file
         row["id"] = None  # handled: a kit row handed over again after a Ctrl-C is not kept twice
         result.unsaved.keep(row, err, result.recipe.output.dir)
+    except KeyboardInterrupt:  # (waiting for another process's lock): the row measured is kept, and the run stops
+        row["id"] = None
+        result.unsaved.keep(row, StoreError(f"the run was interrupted while it wrote to the results store {store.label}",
+                                            "run again"), result.recipe.output.dir)
+        result.rows.append(row)
+        raise
     result.rows.append(row)
     if interrupted:
         raise KeyboardInterrupt

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -320,6 +321,9 @@ def check_schema(session) -> None:
 
 # SQLite waits this long for another process's lock (a long report, a writer) before it gives up
 BUSY_TIMEOUT_S = 60
+# A write waits for it a second at a time: SQLite's wait runs in C, where a Ctrl-C is not taken until
+# it ends, and a run's writes come while rows are measured (the row in flight is then kept aside)
+WRITE_WAIT_STEP_S = 1
 
 
 class StoreError(HarnessError):
@@ -370,7 +374,9 @@ class Store:
     def __init__(self, store: str):
         self.url, self.label, self.file = store_url(store), masked(store), None
         try:
-            self.engine = create_engine(self.url, connect_args={"timeout": BUSY_TIMEOUT_S} if self.url.startswith("sqlite") else {})
+            sqlite = self.url.startswith("sqlite")
+            self.engine = create_engine(self.url, connect_args={"timeout": BUSY_TIMEOUT_S} if sqlite else {})
+            self._writer = create_engine(self.url, connect_args={"timeout": WRITE_WAIT_STEP_S}) if sqlite else self.engine
             self.file = sqlite_file(self.engine.url)
             migrate(self.engine, self.label)
         except (ArgumentError, NoSuchModuleError):  # not a URL, or of a database SQLAlchemy does not know
@@ -408,17 +414,31 @@ class Store:
                                f"give {what} another file")
 
     @contextlib.contextmanager
-    def _session(self):
+    def _session(self, engine=None):
         """A session whose failure is said as the store's problem; what it wrote is rolled back (SQLite
         keeps a transaction open after a COMMIT it could not make: a later commit would take it along)."""
-        with Session(self.engine) as s:
+        engine = engine or self.engine
+        with Session(engine) as s:
             try:
                 yield s
             except SQLAlchemyError as err:
                 with contextlib.suppress(SQLAlchemyError):
                     s.rollback()
-                self.engine.dispose()  # no pooled connection keeps the failed transaction
+                engine.dispose()  # no pooled connection keeps the failed transaction
                 raise store_problem(err, self.label, file=self.file) from None
+
+    def _write(self, work):
+        """`work(session)`, which commits what it writes, waiting for another process's lock for up to
+        BUSY_TIMEOUT_S a step at a time (a Ctrl-C is taken between two steps)."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                with self._session(self._writer) as s:
+                    check_schema(s)
+                    return work(s)
+            except StoreError as err:
+                if not err.locked or time.monotonic() >= deadline:
+                    raise
 
     @contextlib.contextmanager
     def _connection(self):
@@ -430,8 +450,8 @@ class Store:
 
     def start_run(self, recipe_name: str, recipe_hash: str, recipe: dict, provenance: dict) -> int:
         recipe = masked_recipe(recipe)  # every reader of the store sees it
-        with self._session() as s:
-            check_schema(s)
+
+        def write(s: Session) -> int:
             run = Run(recipe_name=recipe_name, recipe_hash=recipe_hash, recipe=recipe,
                       hostname=provenance["host"]["hostname"], cpu=provenance["host"]["cpu"]["model"],
                       git_commit=provenance["git_commit"], provenance=provenance)
@@ -439,18 +459,23 @@ class Store:
             s.commit()
             return run.id
 
+        return self._write(write)
+
     def add(self, run_id: int, row: dict) -> int:
-        with self._session() as s:
-            check_schema(s)
+        def write(s: Session) -> int:
             m = _measurement(run_id, row)
             s.add(m)
             s.commit()
             return m.id
 
+        return self._write(write)
+
     def finish_run(self, run_id: int) -> None:
-        with self._session() as s:
+        def write(s: Session) -> None:
             s.get(Run, run_id).finished = _now()
             s.commit()
+
+        self._write(write)
 
     def load_unsaved(self, kept: "UnsavedRows") -> tuple[int, bool, int]:
         """Put rows the store refused in, in one transaction: into their run when this store holds it
