@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -44,6 +45,19 @@ def writable_folder(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
     except OSError as e:  # named by the folder, not by the temporary file's random name
+        raise path_error(OSError(e.errno, e.strerror, str(path))) from None
+
+
+def folder_can_be_made(path: Path) -> None:
+    """A folder a command makes only once its work succeeds (a failed one leaves none behind), checked
+    before that work: a folder is made and removed where the nearest existing one is, else refused as
+    writable_folder refuses it."""
+    there = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    try:
+        if there.is_file():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+        os.rmdir(tempfile.mkdtemp(prefix=".tvmharness-probe-", dir=there))
+    except OSError as e:  # named by the folder asked for, not by the probe's random name
         raise path_error(OSError(e.errno, e.strerror, str(path))) from None
 
 

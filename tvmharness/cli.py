@@ -26,7 +26,7 @@ from rich.text import Text
 
 from . import __version__
 from .engines import ENGINE_NAMES
-from .cache import writable_folder, write_whole
+from .cache import folder_can_be_made, writable_folder, write_whole
 from .errors import FAILED, INTERNAL, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, path_error, reason
 from .remote import EMULATED_KEY
 
@@ -518,8 +518,9 @@ def compile(model: Annotated[str, typer.Argument(metavar="MODEL", help="zoo name
     defaults = apply_overrides(recipe_from_dict({"models": [model]}, "(compile)"), frontend=frontend, output_dir=output_dir,
                                inputs=parse_input_flags(input_shape, input_range), data=_data_flags(model, None, train_data))
     writable_folder(defaults.output.dir)  # its cache: before anything is imported
-    if out_dir is not None:  # someone's folder is refused before minutes of building, not after
+    if out_dir is not None:  # someone's folder, or one that cannot be made, is refused before minutes of building
         earlier_artifact_files(out_dir)
+        folder_can_be_made(out_dir)
     chosen = parse_variant(variant[0] if variant else BASELINE)
     target = target or defaults.target_names()[0]
     resolved = resolve(target, threads or defaults.measure.threads)
