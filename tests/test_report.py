@@ -390,8 +390,9 @@ def test_tuning_then_losing_the_records_is_confirmed_by_a_b_against_the_earlier_
     recipe = (ROOT / "recipes" / "nightly.toml").read_text()
     recipe = recipe.replace("repeats = 60", "repeats = 30").replace("span_s = 8", "span_s = 1").replace(
         'engines = ["tvm", "torch", "onnxruntime"]', 'engines = ["tvm"]').replace(
-        "min_history = 5", "min_history = 3").replace("unknown_noise_band = 0.20", "unknown_noise_band = 0.10")
-    assert "min_history = 3" in recipe and "unknown_noise_band = 0.10" in recipe
+        "min_history = 5", "min_history = 3").replace("unknown_noise_band = 0.20", "unknown_noise_band = 0.10").replace(
+        "memory = true", "memory = false")
+    assert "min_history = 3" in recipe and "unknown_noise_band = 0.10" in recipe and "memory = false" in recipe
     (tmp_path / "nightly.toml").write_text(recipe)
 
     def tvm_verdict(proc) -> dict:
