@@ -965,7 +965,13 @@ def devkit_serve(tracker: Annotated[str, typer.Option(metavar="HOST:PORT", help=
     from .remote.devkit import host_python, serve
     from .remote.tracker import parse_address
 
-    return serve(parse_address(tracker), key, host_python(), host, port, threads or _threads_default(), _warn)
+    serve(parse_address(tracker), key, host_python(), host, port, threads or _threads_default(), _warn)
+    return _kit_stopped(key)
+
+
+def _kit_stopped(key: str) -> int:
+    err.print(f"kit {key} stopped; it is off the tracker", markup=False, highlight=False)
+    return 0
 
 
 @devkit_app.command("emulate")
@@ -988,7 +994,8 @@ def devkit_emulate(arch: Annotated[str, typer.Argument(metavar="ARCH", help="the
         err.print(f"emulated aarch64 kit ready in {kit.root}", markup=False, highlight=False)
         return 0
     err.print(f"emulated aarch64 kit ({kit.emulated}); its rows are marked emulated", highlight=False)
-    return serve(address, key, kit, host, port, threads or _threads_default(), _warn)
+    serve(address, key, kit, host, port, threads or _threads_default(), _warn)
+    return _kit_stopped(key)
 
 
 @app.command()

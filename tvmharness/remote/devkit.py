@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import HarnessError
+from ..errors import FAILED, HarnessError
 from ..provenance import installed_version
 from . import die_with_parent
 from .tracker import Address, is_loopback, probe, warn_if_wide
@@ -53,7 +53,8 @@ class _Stopped(Exception):
 
 def serve(tracker: Address, key: str, kit: KitPython, host: str = "127.0.0.1", port: int = 9090,
           threads: int = 0, on_warning: Callable[[str], None] = print) -> int:
-    """Run a kit in the foreground until interrupted; returns the server's exit code."""
+    """Run a kit in the foreground until interrupted (Ctrl-C, SIGTERM, SIGHUP), which returns 0; a
+    server that stops of itself (killed: the out-of-memory killer) is an error, said with how it stopped."""
     if is_loopback(host) and is_loopback(tracker.host) is False:  # (a name that does not resolve: probe says so)
         # The tracker hands out the address it sees the kit at; a kit on loopback is not there.
         raise HarnessError(f"the tracker at {tracker} is reached over the network, and this kit would listen on {host}, "
@@ -77,7 +78,10 @@ def serve(tracker: Address, key: str, kit: KitPython, host: str = "127.0.0.1", p
     try:
         parent = os.getpid()  # the kit's server goes with this command, even one killed with -9
         process = subprocess.Popen(command, env=kit.env, preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent))
-        return process.wait()
+        code = process.wait()
+        raise HarnessError(f"the kit's server (process {process.pid}) {_how_it_ended(code)}, and kit {key} is off the "
+                           "tracker", "see its messages above, then start the kit again (a kill by SIGKILL is often "
+                           "the out-of-memory killer's: `dmesg` says)", FAILED)
     except (KeyboardInterrupt, _Stopped):
         if process is not None:
             process.terminate()
@@ -89,6 +93,15 @@ def serve(tracker: Address, key: str, kit: KitPython, host: str = "127.0.0.1", p
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _how_it_ended(code: int) -> str:
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"was killed by signal {-code}"
 
 
 # ---------------------------------------------------------------------------------------------

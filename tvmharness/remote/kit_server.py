@@ -111,7 +111,8 @@ def _serve(args, workdir):
         return True
 
     rpc_server.logger.addFilter(explain_probe)
-    log = logging.getLogger("tvmharness.kit")
+    global _serve_session
+    _serve_session, rpc_server._serve_loop = rpc_server._serve_loop, _session
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     def cuda():
@@ -160,6 +161,21 @@ def _serve(args, workdir):
             for name in os.listdir(workdir):
                 shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
             time.sleep(0.5)
+
+
+log = logging.getLogger("tvmharness.kit")
+_serve_session = None  # TVM's session loop, which _session runs
+
+
+def _session(*args):
+    """A session's process: one that fails (its client went away mid-job: killed, a Ctrl-C) says so in
+    a line, not in a traceback on the kit's terminal; the server then registers again."""
+    try:
+        _serve_session(*args)
+    except Exception as err:
+        said = next((line.strip() for line in reversed(str(err).splitlines()) if line.strip()), type(err).__name__)
+        log.warning("a session ended: %s", said)
+        sys.exit(1)
 
 
 def status_kb(field):
