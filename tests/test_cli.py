@@ -92,6 +92,36 @@ def test_a_value_of_the_wrong_type_is_refused_not_coerced(tmp_path, section, nee
     assert needle in err.value.cause
 
 
+@pytest.mark.parametrize("section, needle", [
+    # a percentage written as a share: 5 for 5% would let every row through
+    ("[thresholds]\nmax_accuracy_drop = 5", "'thresholds.max_accuracy_drop': 5.0 is more than the whole: a share is written 0.05 for 5%"),
+    ("[regression]\nmin_effect = 5", "'regression.min_effect': 5.0 is more than the whole"),
+    # the value given is said, though the bound's digits hold it ("30" holds "0")
+    ("[measure]\nrepeats = 0", "'measure.repeats': Input should be greater than or equal to 30 (got 0)"),
+    # past any use: a typo that would crash deep in an engine, or run for days
+    ("[measure]\nthreads = 100000", "'measure.threads': Input should be less than or equal to 1024 (got 100000)"),
+    ("[measure]\nrepeats = 100000000000", "'measure.repeats': Input should be less than or equal to 100000"),
+    # "" is no path: the working folder filled with a cache, or the digits split fed for the user's file
+    ("[output]\ndir = \"\"", "'output.dir': is empty: give a folder"),
+    ("[data.digits_cnn]\neval = \"\"", "'data.digits_cnn.eval': String should have at least 1 character"),
+])
+def test_a_value_that_cannot_mean_what_was_meant_is_refused_with_it(tmp_path, section, needle):
+    from tvmharness.recipe import load_recipe
+
+    with pytest.raises(HarnessError) as err:
+        load_recipe(write(tmp_path / "meant.toml", f'models = ["digits_cnn"]\n{section}\n'))
+    assert needle in err.value.cause
+
+
+def test_a_model_that_is_no_model_and_data_for_none_are_refused_before_any_model_is_made(tmp_path):
+    """The zoo's digits CNN trains first in a new folder (seconds to minutes): a typo is said before it."""
+    for body, needle in (('models = ["digits_cnn", "digitscnn"]', "unknown model 'digitscnn'"),
+                         ('models = ["digits_cnn"]\n[data.digitscnn]\neval = "x.npz"', "[data] names 'digitscnn'")):
+        proc = run_cli("run", str(write(tmp_path / "typo.toml", body)), cwd=tmp_path)
+        assert_usage_error(proc, needle)
+        assert not (tmp_path / "results" / "cache" / "models").exists()  # nothing trained
+
+
 def test_values_of_their_own_type_still_load(tmp_path):
     """An int where a float is asked, and the strings that validators read (durations, paths, variants)."""
     from tvmharness.recipe import load_recipe

@@ -98,6 +98,7 @@ def validation_problems(err, names: dict[tuple, str] | None = None) -> str:
     union's types is one problem ("a valid string or a valid list")."""
     problems: dict[str, list[str]] = {}  # what is wrong, by where (a union's branches share a place)
     inputs: dict[str, object] = {}
+    said_value: set[str] = set()
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and (p in UNION_BRANCHES or "[" in p)))
         named = [name for path, name in (names or {}).items() if loc[:len(path)] == path]
@@ -112,9 +113,12 @@ def validation_problems(err, names: dict[tuple, str] | None = None) -> str:
         else:
             problems.setdefault(f"'{where}': ", []).append(msg)
             inputs[f"'{where}': "] = e.get("input")
+            if e["type"] == "value_error" and repr(e.get("input")) in msg:  # a check of ours that says the value
+                said_value.add(f"'{where}': ")
     texts = []
     for head, msgs in problems.items():
         what = msgs[0] + "".join(" or " + m.removeprefix("Input should be ") for m in msgs[1:]) if msgs else ""
-        got = f" (got {inputs[head]!r})" if msgs and repr(inputs[head]) not in what else ""  # unless it says it
+        # pydantic's own messages never say the value (a bound's digits, "30", are not the 0 given)
+        got = f" (got {inputs[head]!r})" if msgs and head not in said_value else ""
         texts.append(head + what + got)
     return "; ".join(texts)

@@ -22,7 +22,7 @@ from .export import pt2_file
 from .frontend import known_faults
 from .measure import accuracy, agreement, exact_output, paired_p, time_call, time_interleaved, top1_agreement
 from .memory import ENGINES as MEMORY_ENGINES, measure_memory
-from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings, load_model, model_name
+from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings, check_spec, load_model, model_name
 from .provenance import snapshot, worker_environment_kept
 from .recipe import Recipe, apply_overrides, parse_duration, recipe_from_dict
 from .results import (BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, DROPS, LOAD_FAILED, NOT_APPLICABLE, OK,
@@ -79,11 +79,18 @@ def load_models(recipe: Recipe, progress: Progress | None = None,
     file gone, its import or function failing; not a spec that names no model) goes there as
     (spec, error) and the others go on, unless none can be made (then its error is raised, or with
     `none_left_ok` an empty list is returned)."""
+    for spec in recipe.models:  # (each refused before any is loaded: a model trains first)
+        check_spec(spec)
     names = [model_name(spec) for spec in recipe.models]
     for i, name in enumerate(names):  # rows, verdicts and history know a model by its name
         if name in names[:i]:
             raise HarnessError(f"models {recipe.models[names.index(name)]} and {recipe.models[i]} are both named "
                                f"'{name}'", "rename one of the files (or functions)")
+    unknown = sorted(recipe.names_to_match("data") - set(names))
+    if unknown:
+        raise HarnessError(f"[data] names {', '.join(repr(n) for n in unknown)}, and the models are called "
+                           f"{', '.join(sorted(names))}", "name a model's data by what rows call it: a zoo name, a "
+                                                          "file's stem or a function's name")
     models: list[LoadedModel] = []
     for spec in recipe.models:
         (progress or _Silent()).step(f"loading model {spec}")
@@ -100,11 +107,6 @@ def load_models(recipe: Recipe, progress: Progress | None = None,
         lost = {model_name(spec) for spec, _ in unloadable}
         entries = {name: entry for name, entry in entries.items() if isinstance(entry, dict) and name not in lost}
     check_input_settings(models, entries)
-    unknown = sorted(recipe.names_to_match("data") - set(names))
-    if unknown:
-        raise HarnessError(f"[data] names {', '.join(repr(n) for n in unknown)}, and the models are called "
-                           f"{', '.join(sorted(names))}", "name a model's data by what rows call it: a zoo name, a "
-                                                          "file's stem or a function's name")
     for model in models:
         attach_data(model, recipe.data[model.name].model_dump() if model.name in recipe.data else {})
     return models

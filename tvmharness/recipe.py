@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError, field_validator,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError, field_validator,
                       model_validator)
 
 from . import budgets
@@ -66,24 +66,36 @@ def _default_threads() -> int:
     return min(psutil.cpu_count(logical=False) or os.cpu_count() or 1, usable_cores())
 
 
-class Measure(_Strict):
-    """The one timing protocol, shared by every engine."""
+def _share(value: float) -> float:
+    if value > 1:  # 5 for 5%: a share over all of it is a percentage written as one
+        raise ValueError(f"{value!r} is more than the whole: a share is written 0.05 for 5%")
+    return value
 
-    warmup: int = Field(5, ge=1, description="untimed runs before the repeats")
-    repeats: int = Field(30, ge=30, description="timed runs; the median and p90 come from these")
-    span_s: float = Field(0.0, ge=0, description="the repeats are spread over this many seconds of running "
+
+Share = Annotated[float, Field(ge=0), AfterValidator(_share)]  # of a whole: 0.05 = 5%
+Given = Annotated[str, Field(min_length=1)]  # a path, URL, address or duration: "" is no value (nor "here")
+
+
+class Measure(_Strict):
+    """The one timing protocol, shared by every engine. The upper bounds are far past any use: a
+    value past them is a typo, which would run for days or fail deep in an engine (a thread count
+    of 100000 crashes the process)."""
+
+    warmup: int = Field(5, ge=1, le=100_000, description="untimed runs before the repeats")
+    repeats: int = Field(30, ge=30, le=100_000, description="timed runs; the median and p90 come from these")
+    span_s: float = Field(0.0, ge=0, le=3600, description="the repeats are spread over this many seconds of running "
                           "(untimed runs between them), so a row sees the host's load modes rather than one")
-    threads: int = Field(default_factory=_default_threads, ge=1, description="threads every engine is pinned to")
-    batch: int = Field(1, ge=1)
-    agreement_samples: int = Field(4, ge=1, description="seeded inputs compared with the baseline (models without [data] eval)")
+    threads: int = Field(default_factory=_default_threads, ge=1, le=1024, description="threads every engine is pinned to")
+    batch: int = Field(1, ge=1, le=65_536)
+    agreement_samples: int = Field(4, ge=1, le=10_000, description="seeded inputs compared with the baseline (models without [data] eval)")
     memory: bool = Field(False, description="also measure each row's peak memory, in a process of its own (seconds a row)")
-    tolerance: float = Field(1e-3, gt=0, description="max abs diff allowed, relative to the baseline's largest output")
+    tolerance: Share = Field(1e-3, gt=0, description="max abs diff allowed, relative to the baseline's largest output")
 
 
 class Thresholds(_Strict):
     """Goals relative to the baseline measured in the same run."""
 
-    max_accuracy_drop: float | None = Field(0.01, ge=0, description="absolute drop in accuracy (0.01 = 1 point)")
+    max_accuracy_drop: Share | None = Field(0.01, description="absolute drop in accuracy (0.01 = 1 point)")
     min_speedup: float | None = Field(None, gt=0, description="baseline latency / row latency")
     max_size_ratio: float | None = Field(None, gt=0, description="row size / the fp32 row's on the same target and engine")
 
@@ -104,7 +116,7 @@ class Tune(_Strict):
     # MetaSchedule counts trials in a 32-bit int: past it a budget wraps (to none, silently)
     trials: int = Field(budgets.TRIALS, gt=0, le=2**31 - 1,
                         description="trials per model, variant and target, spread over its tasks")
-    time_budget: str | None = Field(None, description="a cap such as 30m or 2h; unset: no cap")
+    time_budget: Given | None = Field(None, description="a cap such as 30m or 2h; unset: no cap")
     patience: int | None = Field(budgets.PATIENCE, gt=0,
                                  description="stop after this many trials without a 1% better model estimate")
     builder_timeout: float = Field(budgets.BUILDER_TIMEOUT_S, gt=0, description="seconds per candidate build")
@@ -120,11 +132,11 @@ class Devices(_Strict):
     """Dev kits behind an RPC tracker, for the targets that run on kits (see `tvmharness targets`). The
     defaults are the library's too (tvmharness.budgets)."""
 
-    tracker: str | None = Field(None, description="HOST:PORT of the RPC tracker")
-    key: str | None = Field(None, description="the kits' key at the tracker; unset: the target's usual keys")
-    job_timeout: str = Field(_duration_text(budgets.JOB_TIMEOUT_S),
+    tracker: Given | None = Field(None, description="HOST:PORT of the RPC tracker")
+    key: Given | None = Field(None, description="the kits' key at the tracker; unset: the target's usual keys")
+    job_timeout: Given = Field(_duration_text(budgets.JOB_TIMEOUT_S),
                              description="per job once a kit has it: upload, warm-up and repeats")
-    wait: str = Field(_duration_text(budgets.KIT_WAIT_S), description="how long a job waits for a free kit")
+    wait: Given = Field(_duration_text(budgets.KIT_WAIT_S), description="how long a job waits for a free kit")
     retries: int = Field(budgets.KIT_RETRIES, ge=0, description="further kits tried when a kit dies or hangs mid-job")
 
     @field_validator("job_timeout", "wait")
@@ -136,15 +148,15 @@ class Devices(_Strict):
 class Regression(_Strict):
     """When `tvmharness nightly` calls a change in a series a regression (see report/regress.py)."""
 
-    min_effect: float = Field(0.05, ge=0, description="the least latency change called slower or faster (0.05 = 5%)")
+    min_effect: Share = Field(0.05, description="the least latency change called slower or faster (0.05 = 5%)")
     alpha: float = Field(0.002, gt=0, lt=1, description="Mann-Whitney U p-value both runs' samples must reach")
     window: int = Field(10, ge=1, description="earlier runs the night-to-night sigma is taken over")
     min_history: int = Field(5, ge=2, description="earlier runs a series needs before its own noise is trusted")
-    unknown_noise_band: float = Field(0.20, ge=0, description="the change a series with fewer runs must also exceed")
-    max_size_growth: float = Field(0.01, ge=0, description="artifact growth flagged as larger (0.01 = 1%)")
-    max_memory_growth: float = Field(0.05, ge=0, description="peak memory growth flagged as larger (0.05 = 5%, and at "
+    unknown_noise_band: Share = Field(0.20, description="the change a series with fewer runs must also exceed")
+    max_size_growth: Share = Field(0.01, description="artifact growth flagged as larger (0.01 = 1%)")
+    max_memory_growth: Share = Field(0.05, description="peak memory growth flagged as larger (0.05 = 5%, and at "
                                                              "least 1 MB), where [measure] memory is on")
-    max_accuracy_drop: float = Field(0.005, ge=0, description="accuracy (or top-1 agreement) drop flagged as less accurate")
+    max_accuracy_drop: Share = Field(0.005, description="accuracy (or top-1 agreement) drop flagged as less accurate")
 
 
 class InputSetting(_Strict):
@@ -198,14 +210,21 @@ def parse_input_flags(shapes: list[str] | None, ranges: list[str] | None) -> dic
 class DataSetting(_Strict):
     """A model's own samples, by the model's name (README: 'Your data')."""
 
-    eval: str | None = Field(None, description=".npz of held-out samples, labelled or not: what every engine is fed, "
+    eval: Given | None = Field(None, description=".npz of held-out samples, labelled or not: what every engine is fed, "
                                                "and accuracy where labelled")
-    train: str | None = Field(None, description=".npz of training samples: fine-tuning and int8 calibration")
+    train: Given | None = Field(None, description=".npz of training samples: fine-tuning and int8 calibration")
 
 
 class Output(_Strict):
     dir: Path = Field(OUTPUT_DIR, strict=False)  # TOML and JSON give a path as a string
-    store: str = Field(DEFAULT_STORE, description="a path to a SQLite file or any SQLAlchemy URL")
+    store: Given = Field(DEFAULT_STORE, description="a path to a SQLite file or any SQLAlchemy URL")
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _given(cls, value):
+        if value == "":  # else Path("") is the working folder, filled with a cache unasked
+            raise ValueError("is empty: give a folder (results, or . for the working folder)")
+        return value
 
 
 class Recipe(_Strict):

@@ -182,20 +182,29 @@ def sqlite_file(url) -> Path | None:
 
 
 def store_folder_writable(store: str) -> None:
-    """A SQLite store's folder, made and written to before a run measures anything: a store that cannot
-    be made there is said as the store's, not as a folder's of no name the user gave."""
-    if "://" in store:
-        return
-    try:
-        writable_folder(Path(store).parent)
-    except HarnessError as err:
-        raise HarnessError(f"the results store {store} cannot be made or written: {err.cause}",
-                           "give --store PATH (or the recipe's [output] store) in a folder this user may write") from None
+    """What a run checks of its store before it measures anything, without making it: a SQLite store's
+    folder, made and written to (a store that cannot be made there is said as the store's, not as a
+    folder's of no name the user gave), and a store that is no store (a folder, half a URL, a URL
+    whose database driver is not installed)."""
+    if "://" not in store:
+        check_not_half_a_url(store)
+        try:
+            writable_folder(Path(store).parent)
+        except HarnessError as err:
+            raise HarnessError(f"the results store {store} cannot be made or written: {err.cause}",
+                               "give --store PATH (or the recipe's [output] store) in a folder this user may write") from None
+    _engine(store_url(store), masked(store)).dispose()  # (connects to nothing)
 
 
 def store_url(store: str) -> str:
-    """A path becomes a SQLite URL (its folder created); a URL is used as given."""
+    """A path becomes a SQLite URL (its folder created); a URL is used as given. A SQLite store that is
+    a folder is refused either way."""
     if "://" in store:
+        with contextlib.suppress(ArgumentError):  # (an unreadable URL: the engine says so)
+            path = sqlite_file(store)
+            if path is not None and path.is_dir():
+                raise HarnessError(f"the results store {masked(store)} is a folder",
+                                   f"give a file in it, e.g. sqlite:///{path / 'history.db'}")
         return store
     check_not_half_a_url(store)
     path = Path(store)
@@ -368,27 +377,33 @@ def store_problem(err: SQLAlchemyError, label: str, upgrading: bool = False, fil
                       "check the path or URL and that the database is reachable")
 
 
+def _engine(url: str, label: str, **options):
+    """SQLAlchemy's engine for a store's URL (it connects to nothing yet), or what is wrong with the URL."""
+    try:
+        return create_engine(url, **options)
+    except (ArgumentError, NoSuchModuleError):  # not a URL, or of a database SQLAlchemy does not know
+        raise HarnessError(f"the results store {label} is neither a file path nor a database URL SQLAlchemy knows",
+                           f"give a SQLite file's path ({DEFAULT_STORE}) or a URL such as "
+                           "postgresql+psycopg2://user@host/db") from None
+    except ImportError as err:  # the URL names (or defaults to) a database driver that is not installed
+        raise HarnessError(f"the results store {label} needs the Python module '{err.name}', which is not installed",
+                           "install it; for PostgreSQL, `pip install 'tvmharness[postgres]'` (in a checkout: "
+                           "`.venv/bin/pip install -e '.[postgres]'`) and a postgresql+psycopg2:// URL") from None
+
+
 class Store:
     """Writes each row as soon as it is measured, so a later failure loses nothing."""
 
     def __init__(self, store: str):
         self.url, self.label, self.file = store_url(store), masked(store), None
+        sqlite = self.url.startswith("sqlite")
+        self.engine = _engine(self.url, self.label, connect_args={"timeout": BUSY_TIMEOUT_S} if sqlite else {})
+        self._writer = _engine(self.url, self.label, connect_args={"timeout": WRITE_WAIT_STEP_S}) if sqlite else self.engine
+        self.file = sqlite_file(self.engine.url)
         try:
-            sqlite = self.url.startswith("sqlite")
-            self.engine = create_engine(self.url, connect_args={"timeout": BUSY_TIMEOUT_S} if sqlite else {})
-            self._writer = create_engine(self.url, connect_args={"timeout": WRITE_WAIT_STEP_S}) if sqlite else self.engine
-            self.file = sqlite_file(self.engine.url)
             migrate(self.engine, self.label)
-        except (ArgumentError, NoSuchModuleError):  # not a URL, or of a database SQLAlchemy does not know
-            raise HarnessError(f"the results store {self.label} is neither a file path nor a database URL SQLAlchemy knows",
-                               f"give a SQLite file's path ({DEFAULT_STORE}) or a URL such as "
-                               "postgresql+psycopg2://user@host/db") from None
         except SQLAlchemyError as err:
             raise store_problem(err, self.label, upgrading=True, file=self.file) from None
-        except ImportError as err:  # the URL names (or defaults to) a database driver that is not installed
-            raise HarnessError(f"the results store {self.label} needs the Python module '{err.name}', which is not installed",
-                               "install it; for PostgreSQL, `pip install 'tvmharness[postgres]'` (in a checkout: "
-                               "`.venv/bin/pip install -e '.[postgres]'`) and a postgresql+psycopg2:// URL") from None
 
     @classmethod
     def existing(cls, store: str) -> "Store":

@@ -683,6 +683,7 @@ def load_model(spec: str, cache_dir: Path, batch: int = 1, settings: dict[str, d
     """A zoo name, .pt2, .onnx or module:function -> LoadedModel. `batch` is the first size of zoo
     models' inputs and of a file's dynamic first dimension; `settings` (a recipe's [inputs] for this
     model, by input name: Recipe.input_settings) give sizes and integer ranges. Raises HarnessError on bad specs."""
+    check_spec(spec)
     settings = settings or {}
     path = Path(spec)
     if spec in ZOO:
@@ -691,16 +692,20 @@ def load_model(spec: str, cache_dir: Path, batch: int = 1, settings: dict[str, d
         model = _load_pt2(_existing(path), batch, settings)
     elif spec.endswith(".onnx"):
         model = _load_onnx(_existing(path), batch, settings)
-    elif ":" in spec:
-        model = _load_python(spec, settings)
     else:
-        model = None
-    if model is not None:
-        model.origin = _origin(spec)
-        model.shapes_given = tuple(i.name for i in model.inputs if (settings.get(i.name) or {}).get("shape"))
-        if model.shapes_given and model.torch_module is not None:  # a layer sized for its example's image: the
-            model._check_runs_eagerly()                           # user's sizes, said before anything runs
-        return model
+        model = _load_python(spec, settings)
+    model.origin = _origin(spec)
+    model.shapes_given = tuple(i.name for i in model.inputs if (settings.get(i.name) or {}).get("shape"))
+    if model.shapes_given and model.torch_module is not None:  # a layer sized for its example's image: the
+        model._check_runs_eagerly()                           # user's sizes, said before anything runs
+    return model
+
+
+def check_spec(spec: str) -> None:
+    """A spec that names no model (no zoo name, model file or module:function) is refused, before any
+    model of a recipe is loaded (a digits CNN trained first, and then a typo said, is minutes lost)."""
+    if spec in ZOO or spec.endswith((".pt2", ".onnx")) or ":" in spec:
+        return
     if spec.endswith(".py"):  # a file of functions: which one builds the model
         raise HarnessError(f"'{spec}' names a Python file but not the function in it that builds the model",
                            f"add :FUNCTION, the function returning (nn.Module, example): {spec}:FUNCTION")
