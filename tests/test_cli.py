@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -111,6 +112,19 @@ def test_a_value_that_cannot_mean_what_was_meant_is_refused_with_it(tmp_path, se
     with pytest.raises(HarnessError) as err:
         load_recipe(write(tmp_path / "meant.toml", f'models = ["digits_cnn"]\n{section}\n'))
     assert needle in err.value.cause
+
+
+def test_a_recipe_saved_with_a_bom_loads_and_one_not_in_utf8_or_a_folder_is_named(tmp_path):
+    from tvmharness.recipe import load_recipe
+
+    (tmp_path / "bom.toml").write_bytes(b'\xef\xbb\xbfname = "bom"\nmodels = ["digits_cnn"]\n')
+    assert load_recipe(tmp_path / "bom.toml").name == "bom"
+    (tmp_path / "latin.toml").write_bytes('name = "café"\nmodels = ["digits_cnn"]\n'.encode("latin-1"))
+    (tmp_path / "folder.toml").mkdir()
+    for path, needle in ((tmp_path / "latin.toml", "is not UTF-8 text (byte 0xe9 at offset 11)"),
+                         (tmp_path / "folder.toml", "is a folder")):
+        with pytest.raises(HarnessError, match=re.escape(needle)):
+            load_recipe(path)
 
 
 def test_a_model_that_is_no_model_and_data_for_none_are_refused_before_any_model_is_made(tmp_path):

@@ -27,7 +27,7 @@ from rich.text import Text
 from . import __version__
 from .engines import ENGINE_NAMES
 from .cache import folder_can_be_made, writable_folder, write_whole
-from .errors import FAILED, INTERNAL, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, path_error, reason
+from .errors import FAILED, INTERNAL, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, one_line, path_error, reason
 from .remote import EMULATED_KEY
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -129,6 +129,11 @@ def _friendly(command):
                                                 "free space there (or make it writable), or give another path"))
             else:  # not about a path the user gave
                 code = _internal_error(e)
+        except MemoryError as e:  # sizes past this host's memory (a batch, an input's shape), not a bug
+            error = HarnessError(f"out of memory: {one_line(e)}", "give smaller sizes ([measure] batch, --input-shape), "
+                                 "fewer models at once, or a host with more memory", FAILED)
+            error.__cause__ = e
+            code = _user_error(error)
         except Exception as e:
             code = _internal_error(e)
         if code:

@@ -337,6 +337,8 @@ def recipe_file(path: str | Path) -> Path:
     shipped = RECIPES_DIR / f"{path.name.removesuffix('.toml')}.toml"
     if not path.is_file() and len(path.parts) == 1 and shipped.is_file():
         return shipped
+    if path.is_dir():
+        raise HarnessError(f"recipe {path} is a folder", "give the path of a .toml recipe file in it")
     if not path.is_file():
         raise HarnessError(f"recipe file not found: {path_text(path)}",
                            f"give the path of a .toml recipe (README: Recipes), or the name of one tvmharness comes "
@@ -348,8 +350,11 @@ def load_recipe(path: str | Path, **overrides) -> Recipe:
     """Read and validate a recipe file (or a shipped recipe by its name, see recipe_file); non-empty
     overrides (see apply_overrides) replace its values."""
     path = recipe_file(path)
-    try:
-        data = tomllib.loads(path.read_text())
+    try:  # a BOM (some Windows editors write one) is no part of the TOML
+        data = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise HarnessError(f"recipe {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})",
+                           "save it as UTF-8, as TOML asks") from None
     except tomllib.TOMLDecodeError as err:
         raise HarnessError(f"recipe {path} is not valid TOML: {err}", "fix the TOML syntax at that line") from None
     return apply_overrides(recipe_from_dict(data, str(path)), **overrides)
