@@ -82,7 +82,8 @@ def _data_flags(model: str, eval_data: str | None, train_data: str | None) -> di
     return {model_name(model): fields} if fields else {}
 
 
-_ROWS_KEPT = "the rows measured so far are stored, in a run marked unfinished (every report says so)"
+# (a run's own stages say what they stored: this is said where none did, before a run began or after it ended)
+_ROWS_KEPT = "what was measured before it is stored (a run cut short is marked unfinished, and every report says so)"
 INTERRUPTED = {"tune": f"interrupted while tuning: {TUNE_RECORDS_KEPT}; nothing was measured",
                **{name: "interrupted: " + _ROWS_KEPT for name in ("run", "bench", "nightly")}}
 
@@ -1054,4 +1055,12 @@ def main() -> None:
         if hasattr(stream, "reconfigure"):  # (none where the descriptor was closed: `>&-`)
             stream.reconfigure(errors="replace")
     logging.raiseExceptions = False  # a log file on a full disk: not a traceback per line (MetaSchedule logs much)
+    sys.unraisablehook = _unraisable
     app()
+
+
+def _unraisable(unraisable) -> None:
+    """A second Ctrl-C that lands in a finalizer (SQLAlchemy's, run by the garbage collector) is the
+    stop already said, not a traceback to print."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)

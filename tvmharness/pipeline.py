@@ -163,11 +163,15 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
             # Kit jobs run last, in parallel over the free kits, with the host quiet.
             for target_name, rack in racks.items():
                 _run_on_kits([k for k in kit_rows if k.row["target"] == target_name], rack, recipe, store, result, progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if result.unsaved.path is not None:
             raise Interrupted(f"interrupted: {_unsaved_said(result)} ({_load_command(result, store)} "
                               "puts them in once the store takes writes again)") from None
-        raise
+        if isinstance(stop, Interrupted):  # said by the stage it came in
+            raise
+        raise Interrupted(f"interrupted: {counted(len(result.rows), 'row')} measured in run {result.run_id} "
+                          f"{'is' if len(result.rows) == 1 else 'are'} stored, and the run is marked unfinished "
+                          "(every report says so)") from None
     except Exception as err:  # whatever stopped the run, the rows kept aside are said
         if result.unsaved.path is not None:
             raise HarnessError(f"{reason(err)}; {_unsaved_said(result)}", f"{_load_command(result, store)} puts them "
