@@ -61,6 +61,18 @@ def folder_can_be_made(path: Path) -> None:
         raise path_error(OSError(e.errno, e.strerror, str(path))) from None
 
 
+def process_temp_folder(prefix: str) -> tempfile.TemporaryDirectory:
+    """A temporary folder named by this process. One killed outright (-9, the kernel's out-of-memory
+    killer) cannot remove its own: those of `prefix` whose process is gone are removed first."""
+    import psutil
+
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        pid = folder.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or not psutil.pid_exists(int(pid))):  # (a killed one's, pid reused)
+            shutil.rmtree(folder, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-", ignore_cleanup_errors=True)
+
+
 def file_hash(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

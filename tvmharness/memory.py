@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .cache import process_temp_folder
 from .errors import HarnessError, one_line
 from .provenance import worker_environment
+from .remote import die_with_parent
 from .remote.kit_server import MEMORY_CALLS, mark_memory, memory_since  # the kit's own probe: one way to read a peak
 
 ENGINES = ("tvm", "tvm-untuned", "onnxruntime", "torch")
@@ -28,13 +31,15 @@ def measure_memory(engine: str, artifact: Path, feed: dict[str, np.ndarray], thr
                    timeout_s: float = 300) -> dict:
     """{"peak_mb", "resident_mb"} of running `artifact` on `engine` in a process of its own, over
     what the runtime holds before it loads anything. Raises HarnessError when the probe fails."""
-    with tempfile.TemporaryDirectory() as tmp:
+    parent = os.getpid()
+    with process_temp_folder("tvmharness-memory-") as tmp:
         inputs = Path(tmp) / "inputs.npz"
         np.savez(inputs, **feed)  # by input name, in the model's order
         # One malloc arena: with one per thread, ONNX Runtime's peak on resnet18 took 142 or 162 MB from run to
         # run, by which thread ran which op; with one it is the same every run, and the higher of the two.
         proc = subprocess.run([sys.executable, "-m", "tvmharness.memory", engine, str(artifact), str(inputs), str(threads)],
-                              capture_output=True, text=True, timeout=timeout_s, env=os.environ | {"MALLOC_ARENA_MAX": "1"} | worker_environment())
+                              capture_output=True, text=True, timeout=timeout_s, env=os.environ | {"MALLOC_ARENA_MAX": "1"} | worker_environment(),
+                              preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent))  # no orphan probe of a killed run
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
         raise HarnessError(f"measuring the memory of {artifact} on {engine} failed: {one_line(last)}",

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from .budgets import BUILDER_TIMEOUT_S, KIT_WAIT_S, PATIENCE, POPULATION, TRIALS
-from .cache import content_hash, file_lock, short_name, written_whole
+from .cache import content_hash, file_lock, process_temp_folder, short_name, written_whole
 from .errors import FAILED, FOLDER_REASONS, TUNE_RECORDS_KEPT, HarnessError, one_line
 from .frontend import to_relax
 from .gpu import check_local_gpu
@@ -733,20 +733,10 @@ def _forget_old_runs(runs: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-CANDIDATES_PREFIX = "tvmharness-candidates-"
-
-
 def _candidates_folder() -> tempfile.TemporaryDirectory:
-    """The temporary folder a tune builds its candidates in, named by its process. A tune killed
-    outright (-9, the kernel's out-of-memory killer) cannot remove its own: the next tune removes
-    those whose process is gone (as a kit does its own: kit_server, on a kit's Python, imports no harness code)."""
-    import psutil
-
-    for folder in Path(tempfile.gettempdir()).glob(f"{CANDIDATES_PREFIX}*-*"):
-        pid = folder.name[len(CANDIDATES_PREFIX):].split("-")[0]
-        if pid.isdigit() and (int(pid) == os.getpid() or not psutil.pid_exists(int(pid))):  # (a killed one's, pid reused)
-            shutil.rmtree(folder, ignore_errors=True)
-    return tempfile.TemporaryDirectory(prefix=f"{CANDIDATES_PREFIX}{os.getpid()}-", ignore_cleanup_errors=True)
+    """The temporary folder a tune builds its candidates in (as a kit does its own: kit_server, on a
+    kit's Python, imports no harness code)."""
+    return process_temp_folder("tvmharness-candidates-")
 
 
 # Past waiting for a kit and its session's own timeout: connecting to the tracker and the kit (seconds each).
