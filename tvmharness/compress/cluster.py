@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from .base import Technique, Work
+from .base import NotApplicable, Technique, Work
 from .metrics import clustered_bytes, left_dense, weight_layers
 from .prune import finalize_pruning
 
@@ -47,7 +47,7 @@ def apply_clusters(module, clusters: dict[str, int]) -> None:
 
 class Cluster(Technique):
     kind: Literal["cluster"] = "cluster"
-    version: Literal[2] = 2  # 2: exact zeros (pruned weights) stay zero
+    version: Literal[3] = 3  # 2: exact zeros (pruned weights) stay zero; 3: a layer no smaller clustered stays fp32
     clusters: int = Field(16, ge=2, le=65536, description="shared values per layer")
     primary = "clusters"
     on_layers = True
@@ -56,13 +56,20 @@ class Cluster(Technique):
         module = self.clone_module(work)
         finalize_pruning(module)
         names = {id(m): n for n, m in module.named_modules()}
-        clusters = {names[id(m)]: self.clusters for m in weight_layers(module)}
+        bits = int(np.ceil(np.log2(self.clusters)))
+        # a layer of few weights (fewer than the values) stores no smaller as indices + centroids: left fp32
+        layers = weight_layers(module)
+        clusters = {names[id(m)]: self.clusters for m in layers if m.weight.numel() * bits + self.clusters * 32 < m.weight.numel() * 32}
+        if not clusters:
+            raise NotApplicable(f"no conv/linear layer is smaller as {self.clusters} shared values ({bits}-bit indices "
+                                "+ centroids) than as fp32: clustering would change nothing; give fewer clusters")
         apply_clusters(module, clusters)
         setattr(module, CLUSTERS_ATTR, clusters)
         work.module = module
         work.metrics["compressed_bytes"] = clustered_bytes(module, clusters)
         dense = left_dense(module)
+        small = len(layers) - len(clusters)
         work.notes.append(f"clustered the weights of {len(clusters)} conv/linear layers to {self.clusters} values each "
-                          f"(k-means); compressed size {work.metrics['compressed_bytes']} B = "
-                          f"{int(np.ceil(np.log2(self.clusters)))}-bit indices + centroids" + (f"; {dense}" if dense else ""))
+                          f"(k-means); compressed size {work.metrics['compressed_bytes']} B = {bits}-bit indices + centroids"
+                          + (f"; {small} layer(s) too small to gain left fp32" if small else "") + (f"; {dense}" if dense else ""))
         return work
