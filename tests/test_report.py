@@ -609,6 +609,10 @@ def test_a_model_without_labels_has_its_top1_disagreement_named_not_an_accuracy_
     row["meets_goals"], row["speedup_vs_baseline"] = True, 2.0
     (line,) = best_variants(pd.DataFrame([base, row]))
     assert "top-1 disagreement with fp32 +25.0 pts" in line and "accuracy" not in line
+    # what the variant gains on fp32 is not known, and said: and why, where fp32 was left out of the variants
+    assert "not compared with fp32 on tvm, " in line
+    (line,) = best_variants(pd.DataFrame([base | {"engine": "torch"}, row]))
+    assert "not compared with fp32 on tvm: no such row (list fp32 among the variants)" in line
     # a variant that passes and yet is no faster nor smaller than fp32 on its engine is no best variant
     same = row | {"details": row["details"] | {"speedup_vs_fp32": 0.97, "size_ratio": 1.0}}
     (line,) = best_variants(pd.DataFrame([base, same]))

@@ -111,6 +111,11 @@ def best_variants(frame) -> list[str]:
             figures.append(f"{d['speedup_vs_fp32']:.2f}x fp32 {best['engine']}")
         if present(d.get("size_ratio")):
             figures.append(f"size {d['size_ratio']:.2f}x")
+        if not present(d.get("speedup_vs_fp32")) and not present(d.get("size_ratio")):  # what it gains is not known
+            fp32 = any(r["model"] == model and _target(r) == target and r["engine"] == best["engine"]
+                       and r["variant"] == BASELINE for r in every)
+            figures.append(f"not compared with fp32 on {best['engine']}" + ("" if fp32 else ": no such row (list fp32 "
+                                                                                          "among the variants)"))
         if drop := variant_drop(d):
             figures.append(f"{DROPS[drop[0]]} {points_text(drop[1])}")
         shaky = timing_flags(best)
