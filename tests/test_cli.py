@@ -289,6 +289,9 @@ def test_dynamic_sizes_are_named_until_given_and_then_measured_at_them(cli_dir):
                            (("--input-shape", "ids=3x20", "--input-shape", "mask=3x20"), ("changes sizes", "export it at the sizes wanted")),
                            (("--input-range", "mask=0..1"), ("range is for integer and bool inputs", "drop the range of 'mask'")),
                            (("--input-shape", "idz=1x20"), ("names 'idz', which no model takes", "ids, mask")),
+                           # a model's name where its input's goes: [inputs.MODEL] shape = ..., one table too few
+                           (("--input-shape", "dynamic_seq=1x20"), ("names 'dynamic_seq', which no model takes",
+                                                                    "give a model's input its own table, [inputs.dynamic_seq.ids]")),
                            (("--input-range", "ids=9..1"), ("'--input-range ids': [9, 1] is empty",)),
                            (("--input-range", "ids=0..9223372036854775808"), ("does not fit input 'ids'", "int64")),
                            (("--input-shape", "ids=1by20"), ("cannot read --input-shape 'ids=1by20'", "ids=1x128")),

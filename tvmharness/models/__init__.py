@@ -764,9 +764,11 @@ def check_input_settings(models: list[LoadedModel], entries: dict[str, object]) 
                                f"take; its inputs are {', '.join(sorted(by_model[model]))}", "use those names (README: 'Models')")
     unknown = sorted(n for n, v in entries.items() if not isinstance(v, dict) and n not in names)
     if unknown:
+        model = next((n for n in unknown if n in by_model), None)  # [inputs.MODEL] shape = ...: one table too few
         raise HarnessError(f"[inputs] (or --input-shape/--input-range) names {', '.join(repr(n) for n in unknown)}, "
                            f"which no model takes; the models' inputs are {', '.join(sorted(names))}",
-                           "use those names (README: 'Models')")
+                           f"give a model's input its own table, [inputs.{model}.{sorted(by_model[model])[0]}]" if model
+                           else "use those names (README: 'Models')")
 
 
 class ModelNotMade(HarnessError):
