@@ -96,7 +96,7 @@ def test_a_value_of_the_wrong_type_is_refused_not_coerced(tmp_path, section, nee
 @pytest.mark.parametrize("section, needle", [
     # a percentage written as a share: 5 for 5% would let every row through
     ("[thresholds]\nmax_accuracy_drop = 5", "'thresholds.max_accuracy_drop': 5.0 is more than the whole: a share is written 0.05 for 5%"),
-    ("[regression]\nmin_effect = 5", "'regression.min_effect': 5.0 is more than the whole"),
+    ("[regression]\nmax_accuracy_drop = 5", "'regression.max_accuracy_drop': 5.0 is more than the whole"),
     # the value given is said, though the bound's digits hold it ("30" holds "0")
     ("[measure]\nrepeats = 0", "'measure.repeats': Input should be greater than or equal to 30 (got 0)"),
     # past any use: a typo that would crash deep in an engine, or run for days
@@ -291,7 +291,8 @@ def test_dynamic_sizes_are_named_until_given_and_then_measured_at_them(cli_dir):
                            (("--input-shape", "idz=1x20"), ("names 'idz', which no model takes", "ids, mask")),
                            # a model's name where its input's goes: [inputs.MODEL] shape = ..., one table too few
                            (("--input-shape", "dynamic_seq=1x20"), ("names 'dynamic_seq', which no model takes",
-                                                                    "give a model's input its own table, [inputs.dynamic_seq.ids]")),
+                                                                    "name one of dynamic_seq's inputs (ids, mask): --input-shape ids=...",
+                                                                    "its own table, [inputs.dynamic_seq.ids]")),
                            (("--input-range", "ids=9..1"), ("'--input-range ids': [9, 1] is empty",)),
                            (("--input-range", "ids=0..9223372036854775808"), ("does not fit input 'ids'", "int64")),
                            (("--input-shape", "ids=1by20"), ("cannot read --input-shape 'ids=1by20'", "ids=1x128")),

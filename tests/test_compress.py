@@ -312,7 +312,7 @@ def test_clustering_leaves_n_values_per_layer_and_reports_the_compressed_size(di
     layers = {n: 16 for n, m in narrower.torch_module.named_modules() if m in weight_layers(narrower.torch_module)}
     assert narrower.compression["compressed_bytes"] == clustered_bytes(narrower.torch_module, layers) < 20_608
     assert narrower.notes[-1] == f"compressed size after channels: {narrower.compression['compressed_bytes']} B"
-    # a layer of fewer weights than values (the first conv's 144 at 256) stays fp32; a count no layer gains from does nothing
+    # a layer no smaller as indices + centroids (the first conv: 144 weights, 256 values) stays fp32; a count no layer gains from does nothing
     wide = apply_variant(digits, "cluster:256", workdir / "cache")
     assert len(wide.torch_module.features[0].weight.unique()) == 144 and "1 layer(s) too small to gain left fp32" in wide.notes[-1]
     assert wide.compression["compressed_bytes"] < wide.compression["params"] * 4

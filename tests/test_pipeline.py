@@ -902,6 +902,7 @@ def test_a_ctrl_c_while_a_row_waits_for_a_locked_store_is_taken_at_once_and_keep
                                "measure": {"warmup": 1, "repeats": 30, "threads": 2},
                                "output": {"dir": str(out), "store": str(out / "history.db")}})
     reader, locked_at = [], []
+    ctrl_c = threading.Timer(2, os.kill, (os.getpid(), signal.SIGINT))  # a Ctrl-C while the row waits
 
     class LockedWhileMeasuring:
         def step(self, text):
@@ -910,18 +911,22 @@ def test_a_ctrl_c_while_a_row_waits_for_a_locked_store_is_taken_at_once_and_keep
                 reader[0].execute("BEGIN")
                 reader[0].execute("SELECT count(*) FROM runs").fetchone()
                 locked_at.append(time.monotonic())
-                threading.Timer(2, os.kill, (os.getpid(), signal.SIGINT)).start()  # a Ctrl-C while the row waits
+                ctrl_c.start()
 
         def repeat(self, done, total):
             pass
 
+    as_it_was = signal.signal(signal.SIGINT, signal.default_int_handler)  # (a pytest-xdist worker ignores SIGINT)
     try:
         with pytest.raises(Interrupted) as caught:
             run_recipe(recipe, LockedWhileMeasuring())
         waited = time.monotonic() - locked_at[0]
     finally:
-        reader[0].execute("COMMIT")
-        reader[0].close()
+        ctrl_c.cancel()  # (a run that failed first: no SIGINT into a later test)
+        signal.signal(signal.SIGINT, as_it_was)
+        for held in reader:
+            held.execute("COMMIT")
+            held.close()
     assert waited < 10, waited  # not the lock's minute
     (kept,) = out.glob("unsaved-rows-run-*.jsonl")
     assert f"1 row of 1 measured in run 1 could not be stored in {out / 'history.db'}, and is kept in {kept}" in str(caught.value)

@@ -449,9 +449,10 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", help
     try:
         return max(code, _measure(apply_overrides(chosen, engines=engines, targets=still), json_out,
                                   extra={"tune": summaries, "failed": failures}))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # (a run's own message says what it stored)
         raise Interrupted("interrupted while measuring the tuned builds: the tuning is done and its records kept; "
-                          + _ROWS_KEPT) from None
+                          + (str(stop).removeprefix("interrupted: ") if isinstance(stop, Interrupted) and str(stop)
+                             else _ROWS_KEPT)) from None
 
 
 def _kits_left(rack) -> bool:
@@ -976,7 +977,8 @@ def devkit_serve(tracker: Annotated[str, typer.Option(metavar="HOST:PORT", help=
 
 
 def _kit_stopped(key: str) -> int:
-    err.print(f"kit {key} stopped; it is off the tracker", markup=False, highlight=False)
+    with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) takes no message
+        err.print(f"kit {key} stopped; it is off the tracker", markup=False, highlight=False)
     return 0
 
 

@@ -31,15 +31,14 @@ def measure_memory(engine: str, artifact: Path, feed: dict[str, np.ndarray], thr
                    timeout_s: float = 300) -> dict:
     """{"peak_mb", "resident_mb"} of running `artifact` on `engine` in a process of its own, over
     what the runtime holds before it loads anything. Raises HarnessError when the probe fails."""
-    parent = os.getpid()
     with process_temp_folder("tvmharness-memory-") as tmp:
         inputs = Path(tmp) / "inputs.npz"
         np.savez(inputs, **feed)  # by input name, in the model's order
         # One malloc arena: with one per thread, ONNX Runtime's peak on resnet18 took 142 or 162 MB from run to
         # run, by which thread ran which op; with one it is the same every run, and the higher of the two.
-        proc = subprocess.run([sys.executable, "-m", "tvmharness.memory", engine, str(artifact), str(inputs), str(threads)],
-                              capture_output=True, text=True, timeout=timeout_s, env=os.environ | {"MALLOC_ARENA_MAX": "1"} | worker_environment(),
-                              preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent))  # no orphan probe of a killed run
+        proc = subprocess.run([sys.executable, "-m", "tvmharness.memory", engine, str(artifact), str(inputs), str(threads),
+                               str(os.getpid())], capture_output=True, text=True, timeout=timeout_s,
+                              env=os.environ | {"MALLOC_ARENA_MAX": "1"} | worker_environment())
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
         raise HarnessError(f"measuring the memory of {artifact} on {engine} failed: {one_line(last)}",
@@ -113,4 +112,6 @@ def _probe(engine: str, artifact: str, inputs: str, threads: int) -> dict:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 5:  # the run's pid: no orphan probe of a run killed outright (set here, not between
+        die_with_parent(signal.SIGTERM, int(sys.argv[5]))  # fork and exec in a process of threads)
     print(json.dumps(_probe(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))))

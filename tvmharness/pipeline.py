@@ -190,6 +190,12 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
             result.unsaved = UnsavedRows(store.run(run_id), store.label, store.file)
     except StoreError as err:
         result.unsaved.keep_finished(err, recipe.output.dir)
+    except KeyboardInterrupt:  # waiting for the store at the end: every row is measured, some kept aside or not
+        if result.unsaved.path is not None:
+            raise Interrupted(f"interrupted: {_unsaved_said(result)} ({_load_command(result, store)} puts them in "
+                              "once the store takes writes again)") from None
+        raise Interrupted(f"interrupted: the {counted(len(result.rows), 'row')} of run {run_id} are stored, and the run "
+                          "is marked unfinished (every report says so)") from None
     if result.unsaved.path is not None:
         problem = result.unsaved.problem
         raise StoreError(f"{problem.cause}; {_unsaved_said(result)}", problem.fix.removesuffix(", then run again") +

@@ -72,7 +72,9 @@ def _share(value: float) -> float:
     return value
 
 
-Share = Annotated[float, Field(ge=0), AfterValidator(_share)]  # of a whole: 0.05 = 5%
+# Of a whole (accuracy, an output's largest value): 0.05 = 5%. A change (min_effect, max_size_growth)
+# may be more than 1: 1.0 flags only a doubling.
+Share = Annotated[float, Field(ge=0), AfterValidator(_share)]
 Given = Annotated[str, Field(min_length=1)]  # a path, URL, address or duration: "" is no value (nor "here")
 
 
@@ -148,13 +150,13 @@ class Devices(_Strict):
 class Regression(_Strict):
     """When `tvmharness nightly` calls a change in a series a regression (see report/regress.py)."""
 
-    min_effect: Share = Field(0.05, description="the least latency change called slower or faster (0.05 = 5%)")
+    min_effect: float = Field(0.05, ge=0, description="the least latency change called slower or faster (0.05 = 5%)")
     alpha: float = Field(0.002, gt=0, lt=1, description="Mann-Whitney U p-value both runs' samples must reach")
     window: int = Field(10, ge=1, description="earlier runs the night-to-night sigma is taken over")
     min_history: int = Field(5, ge=2, description="earlier runs a series needs before its own noise is trusted")
-    unknown_noise_band: Share = Field(0.20, description="the change a series with fewer runs must also exceed")
-    max_size_growth: Share = Field(0.01, description="artifact growth flagged as larger (0.01 = 1%)")
-    max_memory_growth: Share = Field(0.05, description="peak memory growth flagged as larger (0.05 = 5%, and at "
+    unknown_noise_band: float = Field(0.20, ge=0, description="the change a series with fewer runs must also exceed")
+    max_size_growth: float = Field(0.01, ge=0, description="artifact growth flagged as larger (0.01 = 1%)")
+    max_memory_growth: float = Field(0.05, ge=0, description="peak memory growth flagged as larger (0.05 = 5%, and at "
                                                              "least 1 MB), where [measure] memory is on")
     max_accuracy_drop: Share = Field(0.005, description="accuracy (or top-1 agreement) drop flagged as less accurate")
 

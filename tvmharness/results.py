@@ -200,7 +200,7 @@ def store_url(store: str) -> str:
     """A path becomes a SQLite URL (its folder created); a URL is used as given. A SQLite store that is
     a folder is refused either way."""
     if "://" in store:
-        with contextlib.suppress(ArgumentError):  # (an unreadable URL: the engine says so)
+        with contextlib.suppress(ArgumentError, ValueError):  # (an unreadable URL: the engine says so)
             path = sqlite_file(store)
             if path is not None and path.is_dir():
                 raise HarnessError(f"the results store {masked(store)} is a folder",
@@ -381,7 +381,7 @@ def _engine(url: str, label: str, **options):
     """SQLAlchemy's engine for a store's URL (it connects to nothing yet), or what is wrong with the URL."""
     try:
         return create_engine(url, **options)
-    except (ArgumentError, NoSuchModuleError):  # not a URL, or of a database SQLAlchemy does not know
+    except (ArgumentError, NoSuchModuleError, ValueError):  # not a URL (a port not a number), or of a database SQLAlchemy does not know
         raise HarnessError(f"the results store {label} is neither a file path nor a database URL SQLAlchemy knows",
                            f"give a SQLite file's path ({DEFAULT_STORE}) or a URL such as "
                            "postgresql+psycopg2://user@host/db") from None
@@ -398,8 +398,9 @@ class Store:
         self.url, self.label, self.file = store_url(store), masked(store), None
         sqlite = self.url.startswith("sqlite")
         self.engine = _engine(self.url, self.label, connect_args={"timeout": BUSY_TIMEOUT_S} if sqlite else {})
-        self._writer = _engine(self.url, self.label, connect_args={"timeout": WRITE_WAIT_STEP_S}) if sqlite else self.engine
         self.file = sqlite_file(self.engine.url)
+        # (a SQLite store in memory is one engine's own: a second would write to another, empty one)
+        self._writer = _engine(self.url, self.label, connect_args={"timeout": WRITE_WAIT_STEP_S}) if self.file else self.engine
         try:
             migrate(self.engine, self.label)
         except SQLAlchemyError as err:
@@ -443,8 +444,9 @@ class Store:
                 raise store_problem(err, self.label, file=self.file) from None
 
     def _write(self, work):
-        """`work(session)`, which commits what it writes, waiting for another process's lock for up to
-        BUSY_TIMEOUT_S a step at a time (a Ctrl-C is taken between two steps)."""
+        """`work(session)`, which commits what it writes and reads nothing after (a read that waits for a
+        lock and fails would have the committed write tried again), waiting for another process's lock
+        for up to BUSY_TIMEOUT_S a step at a time (a Ctrl-C is taken between two steps)."""
         deadline = time.monotonic() + BUSY_TIMEOUT_S
         while True:
             try:
@@ -454,6 +456,7 @@ class Store:
             except StoreError as err:
                 if not err.locked or time.monotonic() >= deadline:
                     raise
+                time.sleep(0.1)  # (a lock SQLite refuses to wait for, to break a deadlock, fails at once)
 
     @contextlib.contextmanager
     def _connection(self):
@@ -471,8 +474,10 @@ class Store:
                       hostname=provenance["host"]["hostname"], cpu=provenance["host"]["cpu"]["model"],
                       git_commit=provenance["git_commit"], provenance=provenance)
             s.add(run)
+            s.flush()
+            run_id = run.id  # read before the commit, which expires it (a read after it is a query)
             s.commit()
-            return run.id
+            return run_id
 
         return self._write(write)
 
@@ -480,8 +485,10 @@ class Store:
         def write(s: Session) -> int:
             m = _measurement(run_id, row)
             s.add(m)
+            s.flush()
+            row_id = m.id  # (as start_run's)
             s.commit()
-            return m.id
+            return row_id
 
         return self._write(write)
 

@@ -57,7 +57,7 @@ class Cluster(Technique):
         finalize_pruning(module)
         names = {id(m): n for n, m in module.named_modules()}
         bits = int(np.ceil(np.log2(self.clusters)))
-        # a layer of few weights (fewer than the values) stores no smaller as indices + centroids: left fp32
+        # a layer whose indices + centroids take no less than its fp32 weights (few weights, many values): left fp32
         layers = weight_layers(module)
         clusters = {names[id(m)]: self.clusters for m in layers if m.weight.numel() * bits + self.clusters * 32 < m.weight.numel() * 32}
         if not clusters:

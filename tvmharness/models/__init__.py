@@ -767,8 +767,9 @@ def check_input_settings(models: list[LoadedModel], entries: dict[str, object]) 
         model = next((n for n in unknown if n in by_model), None)  # [inputs.MODEL] shape = ...: one table too few
         raise HarnessError(f"[inputs] (or --input-shape/--input-range) names {', '.join(repr(n) for n in unknown)}, "
                            f"which no model takes; the models' inputs are {', '.join(sorted(names))}",
-                           f"give a model's input its own table, [inputs.{model}.{sorted(by_model[model])[0]}]" if model
-                           else "use those names (README: 'Models')")
+                           f"name one of {model}'s inputs ({', '.join(sorted(by_model[model]))}): --input-shape "
+                           f"{sorted(by_model[model])[0]}=..., or in a recipe its own table, [inputs.{model}.{sorted(by_model[model])[0]}]"
+                           if model else "use those names (README: 'Models')")
 
 
 class ModelNotMade(HarnessError):

@@ -168,8 +168,8 @@ _serve_session = None  # TVM's session loop, which _session runs
 
 
 def _session(*args):
-    """A session's process: one that fails (its client went away mid-job: killed, a Ctrl-C) says so in
-    a line, not in a traceback on the kit's terminal; the server then registers again."""
+    """A session's process: one that fails (its client went away mid-job: killed, a Ctrl-C) says why in
+    a line, not in a traceback on the kit's terminal; the server then registers again (and says so)."""
     try:
         _serve_session(*args)
     except Exception as err:

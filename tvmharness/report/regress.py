@@ -35,6 +35,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
+from pydantic import ValidationError
 
 from ..data import input_text
 from ..recipe import Regression
@@ -475,7 +476,11 @@ def rules_of(run: dict) -> Regression:
     """The regression rules a run was made with (its stored recipe), defaults where it has none."""
     stored = (run.get("recipe") or {}).get("regression") or {}
     # A run stored by another release may name rules this one does not know: those are left out.
-    return Regression.model_validate({k: v for k, v in stored.items() if k in Regression.model_fields})
+    known = {k: v for k, v in stored.items() if k in Regression.model_fields}
+    try:
+        return Regression.model_validate(known)
+    except ValidationError:  # a value that release took and this one refuses: the run was judged by it
+        return Regression.model_construct(**(Regression().model_dump() | known))
 
 
 def judge_run(store, run_id: int | None = None, unconfirmed_why: str | None = None, frame=None) -> tuple[dict, list[Verdict]]:
