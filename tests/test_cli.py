@@ -84,16 +84,6 @@ def test_malformed_recipes(cli_dir, body, needle):
     ("[regression]\nalpha = \"0.002\"", "'regression.alpha': Input should be a valid number (got '0.002')"),
     ("[measure]\nrepeats = \"30\"", "'measure.repeats': Input should be a valid integer (got '30')"),
     ("[measure]\nthreads = 1.0", "'measure.threads': Input should be a valid integer (got 1.0)"),
-])
-def test_a_value_of_the_wrong_type_is_refused_not_coerced(tmp_path, section, needle):
-    from tvmharness.recipe import load_recipe
-
-    with pytest.raises(HarnessError) as err:
-        load_recipe(write(tmp_path / "typed.toml", f'models = ["digits_cnn"]\n{section}\n'))
-    assert needle in err.value.cause
-
-
-@pytest.mark.parametrize("section, needle", [
     # a percentage written as a share: 5 for 5% would let every row through
     ("[thresholds]\nmax_accuracy_drop = 5", "'thresholds.max_accuracy_drop': 5.0 is more than the whole: a share is written 0.05 for 5%"),
     ("[regression]\nmax_accuracy_drop = 5", "'regression.max_accuracy_drop': 5.0 is more than the whole"),
@@ -106,11 +96,11 @@ def test_a_value_of_the_wrong_type_is_refused_not_coerced(tmp_path, section, nee
     ("[output]\ndir = \"\"", "'output.dir': is empty: give a folder"),
     ("[data.digits_cnn]\neval = \"\"", "'data.digits_cnn.eval': String should have at least 1 character"),
 ])
-def test_a_value_that_cannot_mean_what_was_meant_is_refused_with_it(tmp_path, section, needle):
+def test_a_value_of_the_wrong_type_or_past_what_it_can_mean_is_refused_not_coerced(tmp_path, section, needle):
     from tvmharness.recipe import load_recipe
 
     with pytest.raises(HarnessError) as err:
-        load_recipe(write(tmp_path / "meant.toml", f'models = ["digits_cnn"]\n{section}\n'))
+        load_recipe(write(tmp_path / "typed.toml", f'models = ["digits_cnn"]\n{section}\n'))
     assert needle in err.value.cause
 
 
