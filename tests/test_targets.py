@@ -41,6 +41,16 @@ def test_a_local_cpu_preset_without_num_cores_is_built_for_the_recipe_s_threads(
     assert "num-cores" not in resolve("x86-rpc", 3).tvm_dict  # a kit's: its own thread count (fit_kit_threads)
 
 
+def test_a_preset_saved_with_a_bom_resolves_and_one_not_in_utf8_is_named(tmp_path):
+    """As a recipe is read (one way to read the TOML a user writes)."""
+    path = preset(tmp_path, CPU + 'mcpu = "skylake"\n')
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert resolve(str(path), 2).tvm_dict["mcpu"] == "skylake"
+    path.write_bytes(path.read_bytes()[3:].replace(b'"mine"', b'"m\xe9"'))
+    with pytest.raises(HarnessError, match=r"target preset .*mine.toml is not UTF-8 text \(byte 0xe9"):
+        resolve(str(path), 2)
+
+
 @on_x86
 @pytest.mark.parametrize("body, named, near", [
     ('arch = "x86_64"\n[tvm]\nkind = "llvm"\nmcpu = "skylake-avx5120"\n', 'mcpu = "skylake-avx5120" is not a CPU LLVM knows',

@@ -76,6 +76,20 @@ def toml_table(*keys: str) -> str:
                     for k in keys)
 
 
+def toml_file(path: Path, what: str) -> dict:
+    """A recipe's or preset's TOML (`what` names it: "recipe x.toml"), read past a BOM (some Windows
+    editors write one); text that is not UTF-8, or not TOML, is said with where."""
+    import tomllib
+
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise HarnessError(f"{what} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})",
+                           "save it as UTF-8, as TOML asks") from None
+    except tomllib.TOMLDecodeError as err:
+        raise HarnessError(f"{what} is not valid TOML: {err}", "fix the TOML syntax at that line") from None
+
+
 def counted(count: int, noun: str) -> str:
     """'1 sample', '21 samples'."""
     return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -15,7 +14,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Fiel
 from . import budgets
 from .cache import OUTPUT_DIR, content_hash
 from .engines import ENGINE_NAMES
-from .errors import HarnessError, path_text, toml_table, validation_problems
+from .errors import HarnessError, path_text, toml_file, toml_table, validation_problems
 from .provenance import usable_cores
 from .results import BASELINE, DEFAULT_STORE
 
@@ -352,14 +351,7 @@ def load_recipe(path: str | Path, **overrides) -> Recipe:
     """Read and validate a recipe file (or a shipped recipe by its name, see recipe_file); non-empty
     overrides (see apply_overrides) replace its values."""
     path = recipe_file(path)
-    try:  # a BOM (some Windows editors write one) is no part of the TOML
-        data = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as err:
-        raise HarnessError(f"recipe {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})",
-                           "save it as UTF-8, as TOML asks") from None
-    except tomllib.TOMLDecodeError as err:
-        raise HarnessError(f"recipe {path} is not valid TOML: {err}", "fix the TOML syntax at that line") from None
-    return apply_overrides(recipe_from_dict(data, str(path)), **overrides)
+    return apply_overrides(recipe_from_dict(toml_file(path, f"recipe {path}"), str(path)), **overrides)
 
 
 # What each command-line override sets in a recipe, and the flag that gives it.

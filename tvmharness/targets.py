@@ -8,14 +8,13 @@ import json
 import os
 import platform
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
 
-from .errors import HarnessError, validation_problems
+from .errors import HarnessError, toml_file, validation_problems
 from .native_log import native_stderr_to
 
 # A checkout's targets/; an installed package carries them as tvmharness/presets/ (pyproject maps them there).
@@ -221,9 +220,7 @@ def _search_dirs() -> list[Path]:
 
 def _read_preset(path: Path) -> TargetPreset:
     try:
-        preset = TargetPreset.model_validate(tomllib.loads(path.read_text()))
-    except tomllib.TOMLDecodeError as err:
-        raise HarnessError(f"target preset {path} is not valid TOML: {err}", "fix the TOML syntax at that line") from None
+        preset = TargetPreset.model_validate(toml_file(path, f"target preset {path}"))
     except ValidationError as err:
         raise HarnessError(f"target preset {path} is invalid: {validation_problems(err)}",
                            f"fix the preset file; the presets in {TARGETS_DIR} show the schema") from None
