@@ -887,7 +887,7 @@ def test_a_recipe_changed_in_code_is_checked_like_a_file():
     # a keyword is named as such (no flag was given), and one name where a list goes is that one
     with pytest.raises(HarnessError, match=r"'--repeats': Input should be greater") as err:
         apply_overrides(recipe_from_dict({"name": "n", "models": ["digits_cnn"]}), repeats=5, frontend="torch")
-    assert err.value.fix.endswith("(from Python, set by repeats=)")  # not frontend=, a good value
+    assert err.value.fix.endswith("(called from Python: the keyword repeats=)")  # not frontend=, a good value
     assert apply_overrides(recipe_from_dict({"name": "n", "models": ["digits_cnn"]}), variants="int8").variants == ["int8"]
 
 

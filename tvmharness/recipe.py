@@ -403,7 +403,7 @@ def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
                                                       for loc in failing)] or [f"{name}=" for name in given]  # (a check across keys has no place)
         raise HarnessError(f"invalid value: {validation_problems(err, flags)}",
                            "fix that value; the command's --help lists what each flag takes"
-                           + (f" (from Python, set by {', '.join(keywords)})" if keywords else "")) from None
+                           + (f" (called from Python: the keyword {', '.join(keywords)})" if keywords else "")) from None
     if recipe._names_to_match is not None or overrides.get("models"):
         before = recipe._names_to_match or {"inputs": set(), "data": set()}
         result._names_to_match = {section: before[section] | set(overrides.get(section) or {}) for section in before}
