@@ -164,14 +164,9 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
             for target_name, rack in racks.items():
                 _run_on_kits([k for k in kit_rows if k.row["target"] == target_name], rack, recipe, store, result, progress)
     except KeyboardInterrupt as stop:
-        if result.unsaved.path is not None:
-            raise Interrupted(f"interrupted: {_unsaved_said(result)} ({_load_command(result, store)} "
-                              "puts them in once the store takes writes again)") from None
-        if isinstance(stop, Interrupted):  # said by the stage it came in
+        if isinstance(stop, Interrupted) and result.unsaved.path is None:  # said by the stage it came in
             raise
-        raise Interrupted(f"interrupted: {counted(len(result.rows), 'row')} measured in run {result.run_id} "
-                          f"{'is' if len(result.rows) == 1 else 'are'} stored, and the run is marked unfinished "
-                          "(every report says so)") from None
+        raise _interrupted(result, store) from None
     except Exception as err:  # whatever stopped the run, the rows kept aside are said
         if result.unsaved.path is not None:
             raise HarnessError(f"{reason(err)}; {_unsaved_said(result)}", f"{_load_command(result, store)} puts them "
@@ -191,16 +186,22 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
     except StoreError as err:
         result.unsaved.keep_finished(err, recipe.output.dir)
     except KeyboardInterrupt:  # waiting for the store at the end: every row is measured, some kept aside or not
-        if result.unsaved.path is not None:
-            raise Interrupted(f"interrupted: {_unsaved_said(result)} ({_load_command(result, store)} puts them in "
-                              "once the store takes writes again)") from None
-        raise Interrupted(f"interrupted: the {counted(len(result.rows), 'row')} of run {run_id} are stored, and the run "
-                          "is marked unfinished (every report says so)") from None
+        raise _interrupted(result, store) from None
     if result.unsaved.path is not None:
         problem = result.unsaved.problem
         raise StoreError(f"{problem.cause}; {_unsaved_said(result)}", problem.fix.removesuffix(", then run again") +
                          f"; then {_load_command(result, store)} puts them in (with --store, into another store)")
     return result
+
+
+def _interrupted(result: RunResult, store: Store) -> Interrupted:
+    """What a run cut short kept: its rows stored (the run marked unfinished), or those the store refused, where."""
+    if result.unsaved.path is not None:
+        return Interrupted(f"interrupted: {_unsaved_said(result)} ({_load_command(result, store)} puts them in once "
+                           "the store takes writes again)")
+    return Interrupted(f"interrupted: {counted(len(result.rows), 'row')} measured in run {result.run_id} "
+                       f"{'is' if len(result.rows) == 1 else 'are'} stored, and the run is marked unfinished "
+                       "(every report says so)")
 
 
 def _load_command(result: RunResult, store: Store) -> str:
