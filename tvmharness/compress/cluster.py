@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import Field
 
 from .base import NotApplicable, Technique, Work
-from .metrics import clustered_bytes, left_dense, weight_layers
+from .metrics import clustered_bits, clustered_bytes, left_dense, weight_layers
 from .prune import finalize_pruning
 
 CLUSTERS_ATTR = "_tvmharness_clusters"  # {layer name: N}, kept on the module so a fine-tune can re-cluster
@@ -59,7 +59,7 @@ class Cluster(Technique):
         bits = int(np.ceil(np.log2(self.clusters)))
         # a layer whose indices + centroids take no less than its fp32 weights (few weights, many values): left fp32
         layers = weight_layers(module)
-        clusters = {names[id(m)]: self.clusters for m in layers if m.weight.numel() * bits + self.clusters * 32 < m.weight.numel() * 32}
+        clusters = {names[id(m)]: self.clusters for m in layers if clustered_bits(m.weight.numel(), self.clusters) < m.weight.numel() * 32}
         if not clusters:
             raise NotApplicable(f"no conv/linear layer is smaller as {self.clusters} shared values ({bits}-bit indices "
                                 "+ centroids) than as fp32: clustering would change nothing; give fewer clusters")

@@ -95,6 +95,11 @@ def model_metrics(module, example: tuple) -> dict:  # sparsity: of every weight 
             "sparsity": round(sparsity(module), 6)}
 
 
+def clustered_bits(weights: int, n: int) -> int:
+    """A layer's weights clustered to n values: their indices (ceil(log2 n) bits each) plus n fp32 centroids."""
+    return weights * max(1, int(np.ceil(np.log2(n)))) + n * 32
+
+
 def clustered_bytes(module, clustered: dict[str, int]) -> int:
     """Storage of a weight-clustered model as the literature counts it: each clustered layer's weight
     as cluster indices (ceil(log2 N) bits each) plus N fp32 centroids; every other parameter fp32."""
@@ -102,8 +107,7 @@ def clustered_bytes(module, clustered: dict[str, int]) -> int:
     total_bits = 0
     for param in module.parameters():  # a tensor shared by several modules (tied weights) counts once
         if id(param) in n_of:
-            n = n_of[id(param)]
-            total_bits += param.numel() * max(1, int(np.ceil(np.log2(n)))) + n * 32
+            total_bits += clustered_bits(param.numel(), n_of[id(param)])
         else:
             total_bits += param.numel() * 32
     for buffer in module.buffers():
