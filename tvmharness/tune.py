@@ -689,7 +689,7 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
     native_log = log_dir / NATIVE_LOG
     with (_noting_interrupts() as interrupted, _follow_scheduler_log(log_dir / "logs", len(tasks), progress, interrupted),
           native_stderr_to(native_log),
-          _candidates_folder() as candidates):
+          process_temp_folder("tvmharness-candidates-") as candidates):  # (a kit's: kit_server's own, no harness code)
         if options.tracker:
             runner = kit_runner(options, evaluator, target)
         else:
@@ -731,12 +731,6 @@ def _forget_old_runs(runs: Path) -> None:
     folders = sorted(p for p in runs.glob("*") if p.is_dir())
     for folder in folders[:max(0, len(folders) - (RUN_LOGS_KEPT - 1))]:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _candidates_folder() -> tempfile.TemporaryDirectory:
-    """The temporary folder a tune builds its candidates in (as a kit does its own: kit_server, on a
-    kit's Python, imports no harness code)."""
-    return process_temp_folder("tvmharness-candidates-")
 
 
 # Past waiting for a kit and its session's own timeout: connecting to the tracker and the kit (seconds each).
