@@ -765,11 +765,11 @@ def check_input_settings(models: list[LoadedModel], entries: dict[str, object]) 
     unknown = sorted(n for n, v in entries.items() if not isinstance(v, dict) and n not in names)
     if unknown:
         model = next((n for n in unknown if n in by_model), None)  # [inputs.MODEL] shape = ...: one table too few
+        its = sorted(by_model.get(model, ()))
         raise HarnessError(f"[inputs] (or --input-shape/--input-range) names {', '.join(repr(n) for n in unknown)}, "
                            f"which no model takes; the models' inputs are {', '.join(sorted(names))}",
-                           f"name one of {model}'s inputs ({', '.join(sorted(by_model[model]))}): --input-shape "
-                           f"{sorted(by_model[model])[0]}=..., or in a recipe its own table, [inputs.{model}.{sorted(by_model[model])[0]}]"
-                           if model else "use those names (README: 'Models')")
+                           f"name one of {model}'s inputs ({', '.join(its)}): --input-shape {its[0]}=..., or in a recipe "
+                           f"its own table, [inputs.{model}.{its[0]}]" if model else "use those names (README: 'Models')")
 
 
 class ModelNotMade(HarnessError):
