@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import NO_CROSS_LINK, ROOT, USER_MODELS, run_cli
+from tvmharness.cache import file_lock
 from tvmharness.errors import HarnessError
 from tvmharness.report import size_text
 from tvmharness.results import Store
@@ -845,9 +846,15 @@ def test_a_nightly_that_ends_before_its_reports_leaves_none_of_last_night_s(tmp_
     recipe = tmp_path / "r.toml"
     recipe.write_text(f'name = "n"\nmodels = ["resnet81"]\n[output]\ndir = "{tmp_path}"\nstore = "{tmp_path / "h.db"}"\n')
     assert_usage_error(run_cli("nightly", str(recipe), "--out", str(out), cwd=tmp_path), "unknown model 'resnet81'")
-    assert list(out.iterdir()) == []
+    assert [p.name for p in out.iterdir()] == [".lock"]  # (the lock file stays: taking it again needs no write)
     # a model that cannot be made is that night's news: the night is stored, and its reports say so
     recipe.write_text(recipe.read_text().replace("resnet81", f"{USER_MODELS}:weights_gone"))
+    # but while another nightly writes there (cron started tonight's before last night's ended), not here
+    (out / "junit.xml").write_text("the other night's")
+    with file_lock(out / ".lock"):
+        assert_usage_error(run_cli("nightly", str(recipe), "--out", str(out), cwd=tmp_path),
+                           f"another nightly is writing its reports to {out}")
+    assert (out / "junit.xml").read_text() == "the other night's"
     proc = run_cli("nightly", str(recipe), "--out", str(out), cwd=tmp_path)
     assert proc.returncode == 1 and "broken: failed to load" in " ".join(proc.stderr.split()), proc.stderr
     assert "checkpoint.pt is missing" in (out / "summary.md").read_text() and (out / "junit.xml").is_file()

@@ -26,7 +26,7 @@ from rich.text import Text
 
 from . import __version__
 from .engines import ENGINE_NAMES
-from .cache import folder_can_be_made, writable_folder, write_whole
+from .cache import file_lock, folder_can_be_made, writable_folder, write_whole
 from .errors import FAILED, INTERNAL, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, one_line, path_error, reason
 from .remote import EMULATED_KEY
 
@@ -742,18 +742,29 @@ def nightly(recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recip
             out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="where summary.md, junit.xml and report.html go (default: nightly/ in the output dir)")] = None,
             fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="what to print: table, md, json, csv or junit")] = "table") -> int:
     """Run a recipe, then judge each series against its history; exit 1 when something regressed."""
-    from .pipeline import confirm_latency, run_recipe
     from .recipe import load_recipe
-    from .report import summary
-    from .report.html import write_html
-    from .report.regress import judge_run, needs_confirmation, regressions
-    from .results import Store
 
     fmt = _format(fmt)
     chosen = load_recipe(recipe, repeats=repeats, store=store, output_dir=output_dir)
     dest = out_dir or chosen.output.dir / "nightly"
     writable_folder(chosen.output.dir)
     writable_folder(dest)  # before measuring: a bad --out or --store must not cost a night, nor last night's reports
+    with file_lock(dest / ".lock", wait=False) as alone:  # cron starting tonight's before last night's ended
+        if not alone:
+            raise HarnessError(f"another nightly is writing its reports to {dest}",
+                               "wait for it to finish, or give this one another --out (two at once on one host "
+                               "also time each other's load)")
+        return _nightly(chosen, dest, fmt)
+
+
+def _nightly(chosen, dest: Path, fmt: str) -> int:
+    """The night, its verdicts and its reports, while it alone holds the reports folder."""
+    from .pipeline import confirm_latency, run_recipe
+    from .report import summary
+    from .report.html import write_html
+    from .report.regress import judge_run, needs_confirmation, regressions
+    from .results import Store
+
     Store(chosen.output.store)
     for name in ("summary.md", "junit.xml", "report.html"):  # a night that ends before its reports leaves none, not last night's
         (dest / name).unlink(missing_ok=True)
