@@ -47,6 +47,21 @@ def test_unknown_target_prints_one_line_naming_it_and_the_known_ones(cli_dir):
     assert not (cli_dir / "results" / "history.db").exists()  # nothing ran
 
 
+def test_a_command_asked_for_json_that_fails_prints_a_json_document_of_its_error(cli_dir):
+    """A script parsing stdout gets JSON either way: the error's message, its fix and the exit code."""
+    proc = run_cli("run", str(ROOT / "recipes/quickstart.toml"), "--target", "sparc", "--json", cwd=cli_dir)
+    assert_usage_error(proc, "unknown target 'sparc'")
+    error = json.loads(proc.stdout)["error"]
+    assert error["message"].startswith("unknown target 'sparc'") and error["exit_code"] == 2 and error["fix"]
+    proc = run_cli("report", "--store", str(cli_dir / "none.db"), "--format", "json", cwd=cli_dir)
+    assert_usage_error(proc, "none.db")
+    assert json.loads(proc.stdout)["error"]["message"] in " ".join(proc.stderr.split())
+    # a report written to a file, or a table asked for: stdout stays as it was, empty
+    proc = run_cli("report", "--store", str(cli_dir / "none.db"), "--format", "json", "-o", str(cli_dir / "r.json"), cwd=cli_dir)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert run_cli("run", str(ROOT / "recipes/quickstart.toml"), "--target", "sparc", cwd=cli_dir).stdout == ""
+
+
 def test_a_preset_whose_device_does_not_fit_its_tvm_kind_is_refused_by_name(cli_dir):
     preset = write(cli_dir / "gpu-on-cpu.toml", 'name = "gpu-on-cpu"\narch = "x86_64"\n[tvm]\nkind = "cuda"\narch = "sm_86"\n')
     proc = run_cli("compile", "digits_cnn", "--target", str(preset), cwd=cli_dir)

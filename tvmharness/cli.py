@@ -101,17 +101,19 @@ def _friendly(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        _said.clear()
         try:
             code = command(*args, **kwargs)
         except HarnessError as e:
             e.cause, e.fix = _own_resume(e.cause), _own_resume(e.fix)
             code = _user_error(e)
         except KeyboardInterrupt as e:  # an Interrupted says what its stage left behind
+            _said["error"] = _own_resume(str(e) or INTERRUPTED.get(command.__name__, "interrupted"))
             with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) takes no message
-                err.print(_own_resume(str(e) or INTERRUPTED.get(command.__name__, "interrupted")), markup=False,
-                          highlight=False)
+                err.print(_said["error"], markup=False, highlight=False)
             code = _interrupted_code()
             if command.__name__ == "tune":  # freeing an interrupted MetaSchedule search can corrupt the heap
+                _error_document(kwargs, code)
                 sys.stdout.flush()          # ("corrupted double-linked list", once in many Ctrl-Cs); its records
                 sys.stderr.flush()          # are on disk, so the process ends here, before anything is freed
                 os._exit(code)
@@ -138,9 +140,22 @@ def _friendly(command):
         except Exception as e:
             code = _internal_error(e)
         if code:
+            _error_document(kwargs, code)
             raise typer.Exit(code)
 
     return wrapper
+
+
+_said: dict = {}  # this command's JSON document, once printed; its error and fix, once said
+
+
+def _error_document(options: dict, code: int) -> None:
+    """Where JSON was asked for on stdout (--json, --format json) and the command ended before printing
+    its document, a document of the error: a script reading stdout gets JSON either way."""
+    asked = options.get("json_out") or (options.get("fmt") == "json" and options.get("output") in (None, Path("-")))
+    if asked and "error" in _said and "printed" not in _said:
+        with contextlib.suppress(OSError):  # the reader gone: nothing to tell it
+            _print_json({"error": {"message": _said["error"], "fix": _said.get("fix") or None, "exit_code": code}})
 
 
 def _reader_left() -> bool:
@@ -153,6 +168,7 @@ def _reader_left() -> bool:
 def _user_error(e: HarnessError) -> int:
     if os.environ.get("TVMHARNESS_DEBUG") and e.__cause__ is not None:  # the user's code raised: where
         traceback.print_exception(e.__cause__)
+    _said.update(error=e.cause, fix=e.fix)
     err.print(f"[bold red]error:[/bold red] {escape(e.cause)}", highlight=False)
     if e.fix:
         err.print(f"  [bold]fix:[/bold] {escape(e.fix)}", highlight=False)
@@ -163,13 +179,15 @@ def _internal_error(e: Exception) -> int:
     """A bug, not a user error: say so briefly, the full trace on request."""
     if os.environ.get("TVMHARNESS_DEBUG"):
         traceback.print_exc()
+    _said.update(error=f"internal error: {type(e).__name__}: {e}", fix="rerun with TVMHARNESS_DEBUG=1 for the traceback, and report it")
     err.print(f"[bold red]internal error:[/bold red] {type(e).__name__}: {escape(str(e))}", highlight=False)
-    err.print("  rerun with TVMHARNESS_DEBUG=1 for the traceback, and report it")
+    err.print(f"  {_said['fix']}")
     return INTERNAL
 
 
 def _print_json(doc) -> None:
     """Plain JSON on stdout: no colour, no wrapping of long strings, one document."""
+    _said["printed"] = True
     sys.stdout.write(_json_text(doc))
     sys.stdout.flush()  # a reader gone is found here, in the command, not at the interpreter's exit
 
@@ -617,6 +635,7 @@ def _render_verdicts(run: dict, verdicts, frame, fmt: str, output: Optional[Path
             "csv": lambda: summary.to_csv(frame, verdicts),
             "junit": lambda: summary.junit(run, verdicts)}[fmt]()
     if output is None:
+        _said["printed"] = True
         sys.stdout.write(text)
     else:
         write_whole(output, text)
