@@ -617,6 +617,9 @@ def test_bench_json_and_compile(cli_dir):
     assert {r["engine"] for r in doc["rows"]} == {"torch", "tvm", "onnxruntime"}
     assert all(r["status"] == "ok" and r["median_ms"] > 0 for r in doc["rows"])
     assert doc["run"]["provenance"]["host"]["cpu"]["arch"]
+    # piped, each step is a line with its time, not padded with blanks to a terminal's width
+    steps = [line for line in proc.stderr.splitlines() if re.match(r"\[\d\d:\d\d:\d\d\] measuring digits_cnn", line)]
+    assert len(steps) == 3 and not any(line.endswith(" ") for line in steps), proc.stderr
 
     out = cli_dir / "artifact"
     proc = run_cli("compile", "digits_cnn", "--target", "x86", "--out", str(out), "--json", cwd=cli_dir)

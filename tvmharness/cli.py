@@ -227,7 +227,15 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
 def _log_when_piped(console: Console, text: str) -> None:
     """A bar or spinner does not render in a log file, CI or a dumb terminal: there, each step becomes a line."""
     if not console.is_interactive:
-        console.log(text, markup=False, highlight=False)
+        _log_line(console, text)
+
+
+def _log_line(console: Console, text: str) -> None:
+    """A line with the time, as rich's log gives it, without the padding to the console's width that
+    log adds (trailing blanks on every line of a CI log)."""
+    from datetime import datetime
+
+    console.print(f"[{datetime.now():%H:%M:%S}] {text}", markup=False, highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -340,9 +348,8 @@ class _TuneProgress(_RichProgress):
                 best += f" ({task.flop / task.best_s / 1e9:.1f} GFLOP/s)"
             errors = f", {task.errors} failed" if task.errors else ""
             tasks_done = sum(t.best_s is not None for t in state.tasks)
-            self.progress.console.log(f"{task.name}: {task.trials} trials, {best}{errors} · tasks with a record "
-                                      f"{tasks_done}/{len(state.tasks)} · {state.trials_done}/{state.trials_total} trials "
-                                      f"· {state.elapsed_s:.0f} s", highlight=False)
+            _log_line(self.progress.console, f"{task.name}: {task.trials} trials, {best}{errors} · tasks with a record "
+                      f"{tasks_done}/{len(state.tasks)} · {state.trials_done}/{state.trials_total} trials · {state.elapsed_s:.0f} s")
 
 
 @app.command()
