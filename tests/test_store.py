@@ -1,4 +1,7 @@
 import logging
+import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -224,7 +227,11 @@ def test_a_damaged_store_and_half_a_url_are_said_as_such(tmp_path):
     with pytest.raises(HarnessError) as caught:
         Store(str(path)).frame()
     assert caught.value.cause == f"the results store {path} is damaged (database disk image is malformed)"
-    assert f"sqlite3 {path} .recover" in caught.value.fix
+    salvage = re.search(r"`(.*)`", caught.value.fix).group(1)
+    if shutil.which("sqlite3"):  # the fix works: what could be read is a store again
+        subprocess.run(["bash", "-c", salvage], cwd=tmp_path, check=True, capture_output=True)
+        salvaged = Store(str(tmp_path / "salvaged.db"))
+        assert salvaged.runs() or len(salvaged.frame())  # (which, depends on the pages the damage hit)
     (tmp_path / "recipe.toml").write_text("x = 1\n" * 100)
     with pytest.raises(HarnessError, match="recipe.toml is not a SQLite database"):
         Store(str(tmp_path / "recipe.toml"))

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -370,7 +371,9 @@ def store_problem(err: SQLAlchemyError, label: str, upgrading: bool = False, fil
         return StoreError(f"the results store {label} is not a SQLite database ({said})",
                           f"point --store at the results file ({DEFAULT_STORE}), or at a new path to start one")
     if "malformed" in text or "corrupt" in text:
-        salvage = f"`sqlite3 {file} .recover | sqlite3 salvaged.db`, then --store salvaged.db" if file else "its database's tools"
+        # .dump, not .recover (which Debian 12's sqlite3 lacks): it ends in a ROLLBACK at the first bad page, made a COMMIT
+        salvage = (f"`sqlite3 {shlex.quote(str(file))} .dump | sed 's/^ROLLBACK; -- due to errors$/COMMIT;/' | sqlite3 "
+                   "salvaged.db`, then --store salvaged.db") if file else "its database's tools"
         return StoreError(f"the results store {label} is damaged ({said})",
                           f"restore it from a backup, or salvage what can be read: {salvage}")
     return StoreError(f"cannot use the results store {label}: {said}",
