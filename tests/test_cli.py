@@ -615,6 +615,8 @@ def test_bench_json_and_compile(cli_dir):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert {r["engine"] for r in doc["rows"]} == {"torch", "tvm", "onnxruntime"}
+    # the cache, in a project's repository, is none of its changes
+    assert (cli_dir / "results" / "cache" / ".gitignore").read_text().splitlines()[-1] == "*"
     assert all(r["status"] == "ok" and r["median_ms"] > 0 for r in doc["rows"])
     assert doc["run"]["provenance"]["host"]["cpu"]["arch"]
     # piped, each step is a line with its time, not padded with blanks to a terminal's width

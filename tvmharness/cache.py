@@ -182,7 +182,17 @@ def stage_dir(cache_root: Path, stage: str, key: str) -> Path:
     path = Path(cache_root) / stage / key[:16]
     with contextlib.suppress(OSError):  # (none yet: made when written)
         os.utime(path)
+    _kept_out_of_git(Path(cache_root))
     return path
+
+
+def _kept_out_of_git(cache_root: Path) -> None:
+    """A cache in a project's own repository is no change to commit: it says so to git, as pytest's
+    does (once made; gigabytes of builds, each made again from its sources when needed)."""
+    ignore = cache_root / ".gitignore"
+    if cache_root.is_dir() and not ignore.exists():
+        with contextlib.suppress(OSError):  # a read-only cache: its owner's business
+            ignore.write_text("# made by tvmharness: everything here is made again when needed\n*\n")
 
 
 @dataclass
