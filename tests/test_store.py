@@ -1,4 +1,5 @@
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -39,6 +40,16 @@ def test_store_round_trips_rows_with_samples_and_provenance(tmp_path):
     run = reopened.run(run_id)
     assert run["recipe_hash"] == "abc" and run["finished"] is not None
     assert run["provenance"]["versions"]["tvmharness"]
+
+    def open_on_the_file() -> int:  # this process's descriptors open on the store's file
+        return sum(os.path.realpath(f"/proc/self/fd/{fd}") == str(path) for fd in os.listdir("/proc/self/fd"))
+
+    with Store(str(path)) as used:
+        assert len(used.frame()) == 2 and open_on_the_file() > 0
+    reopened.close()
+    store.close()
+    assert open_on_the_file() == 0  # closed: a loop over stores keeps none open
+    assert len(store.frame()) == 2  # and one used again connects again
 
 
 def test_since_honours_the_offset_it_is_given(tmp_path):

@@ -409,6 +409,18 @@ class Store:
         except SQLAlchemyError as err:
             raise store_problem(err, self.label, upgrading=True, file=self.file) from None
 
+    def close(self) -> None:
+        """Closes its connections (a notebook's loop over stores keeps none open, nor a server's slots);
+        a store used after this connects again."""
+        for engine in {self.engine, self._writer}:
+            engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
     @classmethod
     def existing(cls, store: str) -> "Store":
         """A store to read (a report's): one that is not there is an error, not a new empty one made."""
