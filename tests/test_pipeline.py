@@ -447,8 +447,13 @@ def test_a_model_s_own_data_is_what_every_engine_is_fed_and_what_its_variants_tr
     ({"inputs": (40, 16)}, {}, ("eval data", "holds arrays ['inputs'], and tiny_mlp takes inputs ['x'] (no array for ['x'])",
                                 "np.savez('bad.npz', x=..., labels=...)")),
     ({"x": (40, 15)}, {}, ("array 'x' is [40, 15], samples of [15], and input 'x' of tiny_mlp takes [1, 16]: samples of [16]",)),
-    ({"x": (40, 16), "labels": (39,)}, {}, ("holds [39, 40] samples in its arrays",)),
+    ({"x": (40, 16), "labels": (39,)}, {}, ("its arrays hold different numbers of samples: 'x' 40 samples, 'labels' "
+                                           "39 samples", "give every array (and the labels) the same number of samples")),
     ({"x": (40, 16), "labels": (40, 10)}, {}, ("'labels' is int64 [40, 10], not one class id per sample",)),
+    # a regressor's float targets: the fix is to leave them out (outputs are compared with fp32's), not integers
+    ({"x": (40, 16), "labels": ((40,), "float32")}, {}, ("'labels' is float32 [40]: floats, and 'labels' are class ids",
+                                                         "for a regression model (float targets), leave 'labels' out of "
+                                                         "the .npz: its outputs are then compared with the fp32 model's")),
     ({"x": (40, 16)}, {"nope": {"eval": "bad.npz"}}, ("[data] names 'nope', and the models are called tiny_mlp",)),
     ({"x": ((40, 16), "uint8")}, {}, ("array 'x' is uint8, and input 'x' of tiny_mlp is float32",
                                       "save 'x' as float32, scaled as the model takes it")),

@@ -165,19 +165,30 @@ def load_data_set(path: str, inputs: tuple[ModelInput, ...], batch: int, model: 
                                "drop or fix those samples: a model fed them outputs NaN, and a variant trained on "
                                "them learns NaN weights")
         arrays.append(converted)
-    counts = {len(a) for a in arrays}
+    counts = {spec.name: len(a) for spec, a in zip(inputs, arrays)}
     labels = found.get(LABELS)
     if labels is not None:
+        if labels.dtype.kind == "f":  # a regressor's targets: no class ids, and its outputs need none to be compared
+            raise HarnessError(f"{role} data {path}: '{LABELS}' is {labels.dtype} {list(labels.shape)}: floats, and "
+                               f"'{LABELS}' are class ids (integers) that a classifier's first output is scored against",
+                               f"for a regression model (float targets), leave '{LABELS}' out of the .npz: its outputs "
+                               "are then compared with the fp32 model's; for a classifier, save its class ids as "
+                               "integers, one per sample")
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
             raise HarnessError(f"{role} data {path}: '{LABELS}' is {labels.dtype} {list(labels.shape)}, not one class id per sample",
                                f"save '{LABELS}' as integers, one per sample")
-        counts.add(len(labels))
+        counts[LABELS] = len(labels)
         labels = labels.astype(np.int64)
-    if len(counts) > 1 or min(counts) < batch:
-        raise HarnessError(f"{role} data {path} holds {sorted(counts)} samples in its arrays" if len(counts) > 1 else
-                           f"{role} data {path} holds {counted(min(counts), 'sample')}, fewer than one batch of {batch}",
-                           "give every array (and the labels) the same number of samples, at least one batch")
-    held, cut = fed_text(min(counts), batch if role == "eval" else 1)
+    if len(set(counts.values())) > 1:
+        raise HarnessError(f"{role} data {path}: its arrays hold different numbers of samples: "
+                           + ", ".join(f"'{name}' {counted(n, 'sample')}" for name, n in counts.items()),
+                           "give every array (and the labels) the same number of samples, one per row of its first "
+                           "dimension")
+    count = min(counts.values())
+    if count < batch:
+        raise HarnessError(f"{role} data {path} holds {counted(count, 'sample')}, fewer than one batch of {batch}",
+                           "give every array (and the labels) at least one batch of samples")
+    held, cut = fed_text(count, batch if role == "eval" else 1)
     return data_set(f"{path} ({held}{', labelled' if labels is not None else ''}{cut})", tuple(arrays), labels)
 
 
