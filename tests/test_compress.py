@@ -386,6 +386,37 @@ def test_compressing_a_recurrent_model_says_what_it_leaves_as_it_was(workdir):
     assert "left as they are" not in apply_variant(load_model("digits_cnn", workdir / "cache"), "prune:0.5", workdir / "cache").notes[-1]
 
 
+def test_a_variant_that_changed_nothing_says_so_and_is_never_the_best(workdir):
+    """Dynamic int8 leaves convolutions float: of a model of one convolution it quantizes no operator,
+    and is the fp32 model under another name. Its note says so plainly, and the best variant is one
+    that compressed the model (static int8), the other named as left out."""
+    from tvmharness.report.compression import best_variants
+
+    recipe = recipe_from_dict({"name": "unchanged", "models": [f"{USER_MODELS}:one_conv"],
+                               "variants": ["int8", "int8:dynamic"], "engines": ["onnxruntime"],
+                               "measure": {"repeats": 30, "threads": 2}, "thresholds": {"min_speedup": 0.01},
+                               "output": {"dir": str(workdir), "store": str(workdir / "unchanged.db")}})
+    result = run_recipe(recipe)
+    rows = {r["variant"]: r for r in result.rows}
+    dynamic, static = rows["int8:dynamic"], rows["int8"]
+    assert dynamic["status"] == OK and dynamic["meets_goals"] is True, dynamic["reason"]
+    assert dynamic["details"]["quantized_ops"]["int8"] == {} and dynamic["details"]["same_as_fp32"] is True
+    assert ("int8 dynamic: quantized no operator, every one stayed fp32 (this step changed nothing); fp32 fallback for "
+            "{'Conv': 1} (ConvInteger is not imported by TVM; int8 static quantizes them)") in dynamic["details"]["notes"]
+    assert static["details"]["quantized_ops"]["int8"] == {"Conv": 1} and static["details"]["same_as_fp32"] is False
+    frame = result.frame()
+    (line,) = best_variants(frame)
+    assert line.startswith("best variant of one_conv on x86: int8 on onnxruntime (")
+    assert line.endswith("; left out, being the fp32 model under another name: int8:dynamic (int8 quantized no operator)")
+    # alone it is no best variant (it was: there is no fp32 row on its engine for it to be no faster than)
+    (line,) = best_variants(frame[frame["variant"] != "int8"])
+    assert line == ("best variant of one_conv on x86: none that passes the goals compresses it; left out, being the fp32 "
+                    "model under another name: int8:dynamic (int8 quantized no operator)")
+    # after a step that changed the model, the variant is that model, int8 or not
+    pruned = apply_variant(load_model(f"{USER_MODELS}:one_conv", workdir / "cache"), "prune:0.5+int8:dynamic", workdir / "cache")
+    assert pruned.compression["quantized_ops"]["int8"] == {} and pruned.compression["same_as_fp32"] is False
+
+
 def test_pruning_a_model_that_came_pruned_says_so(workdir):
     model = load_model(f"{USER_MODELS}:already_pruned", workdir / "cache")
     pruned = apply_variant(model, "prune:0.5", workdir / "cache")

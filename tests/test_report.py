@@ -624,6 +624,12 @@ def test_a_model_without_labels_has_its_top1_disagreement_named_not_an_accuracy_
         turns = row | {"details": row["details"] | {"speedup_vs_fp32": 1.07, "size_ratio": 1.0,
                                                      "fp32_in_turns": {"p_value": p_value}}}
         assert best_variants(pd.DataFrame([base, turns]))[0].startswith("best variant of m on x86: int8 on tvm") is best
+    # a variant that changed nothing (a fine-tune with nothing to learn) is no compression, however fast it was timed
+    unchanged = row | {"variant": "finetune:1", "details": row["details"] | {
+        "speedup_vs_fp32": 1.3, "fp32_in_turns": {"p_value": 0.001}, "same_as_fp32": True}}
+    (line,) = best_variants(pd.DataFrame([base, unchanged]))
+    assert line == ("best variant of m on x86: none that passes the goals compresses it; left out, being the fp32 model "
+                    "under another name: finetune:1 (no step changed the model)")
 
 
 def test_every_row_status_and_verdict_has_its_colour(tmp_path):

@@ -130,6 +130,12 @@ def one_linear():
     return nn.Linear(16, 4).eval(), torch.randn(1, 16)
 
 
+def one_conv():
+    """A convolution alone: dynamic int8 quantizes no operator of it (it leaves convolutions to static int8)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()).eval(), torch.randn(1, 3, 8, 8)
+
+
 class TwoHeads(nn.Module):
     """Logits and an embedding: two outputs."""
 

@@ -17,7 +17,7 @@ from ..cache import CACHE_DIR
 from ..errors import HarnessError
 from ..models import LoadedModel, torch_digest
 from ..results import BASELINE
-from .base import NotApplicable, Technique, Work, parse_alias
+from .base import NotApplicable, Technique, Work, parse_alias, same_model
 from .cluster import CLUSTERS_ATTR, Cluster
 from .distill import Distill
 from .finetune import Finetune
@@ -153,10 +153,14 @@ def apply_variant(model: LoadedModel, spec: VariantSpec, cache_dir=None) -> Load
     figures["uses_train_data"] = any(step.uses_train_data() for step in variant.steps)
     if module is not None:
         digest, onnx_path, source = torch_digest(module, model.inputs, model.behaviour), None, model.source
+        same = digest == model.digest
     else:
         from ..cache import file_hash
 
         digest, onnx_path, source = file_hash(work.onnx_path), work.onnx_path, "onnx"
+        # int8 that quantized no operator of the model as given (an ONNX file's too: no module before it)
+        same = not work.metrics["quantized_ops"]["int8"] and (last_module is None or same_model(last_module, model))
+    figures["same_as_fp32"] = same  # no step changed the model: no compression to credit (the report's best variant)
     return LoadedModel(name=model.name, source=source, inputs=model.inputs, digest=digest,
                        torch_module=module, onnx_path=onnx_path, eval_data=model.eval_data, train_data=model.train_data,
                        notes=[*model.notes, *work.notes], compression=figures, frontend=work.frontend, origin=model.origin,

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ..errors import HarnessError, validation_problems
-from ..models import LoadedModel, copy_module
+from ..models import LoadedModel, copy_module, torch_digest
 
 
 class NotApplicable(HarnessError):
@@ -98,6 +98,12 @@ class Technique(BaseModel):
                 work.notes.append(f"parametrizations removed on this variant's copy, each weight kept as it computes "
                                   f"(outputs unchanged; fp32 keeps them): {' '.join(removed)}")
         return copy
+
+
+def same_model(module, base: LoadedModel) -> bool:
+    """Whether a step's module is still the model as given: the same object, or the same architecture
+    and weights (its digest)."""
+    return module is base.torch_module or torch_digest(module, base.inputs, base.behaviour) == base.digest
 
 
 def remove_parametrizations(module) -> list[str]:

@@ -134,9 +134,13 @@ class Int8(Technique):
         errors = _int8_error(fp32_path, out, work.base)
         work.metrics.update(_int8_tolerance(graph, errors))
         fallback = {op: n for op, n in ops["float"].items() if op in ("Conv", "Gemm", "MatMul", *WEIGHTED_FLOAT_OPS)}
-        work.notes.append(note + (f"; fp32 fallback for {fallback}" if fallback else "")
-                          + (f" ({', '.join(f'{v} is not imported by TVM' for k, v in TVM_UNSUPPORTED_INTEGER_OPS.items() if k in fallback)})"
-                             if self.mode == "dynamic" and set(fallback) & set(TVM_UNSUPPORTED_INTEGER_OPS) else ""))
+        if not ops["int8"]:  # (dynamic int8 of a model of convolutions alone): said plainly, not as int8 weights
+            note = f"int8 {self.mode}: quantized no operator, every one stayed fp32 (this step changed nothing)"
+        why = ""
+        if self.mode == "dynamic" and (unsupported := [k for k in TVM_UNSUPPORTED_INTEGER_OPS if k in fallback]):
+            why = (f" ({', '.join(f'{TVM_UNSUPPORTED_INTEGER_OPS[k]} is not imported by TVM' for k in unsupported)}"
+                   + ("; int8 static quantizes them" if not ops["int8"] else "") + ")")
+        work.notes.append(note + (f"; fp32 fallback for {fallback}{why}" if fallback else ""))
         if self.mode == "static":  # what TVM will make of it; ONNX Runtime's rows need none of it
             from ..qdq import kernels_note
 

@@ -88,9 +88,18 @@ def _gains(row: dict) -> bool:
     return faster or (present(size) and size <= 1 - GAIN)
 
 
+def _unchanged(row: dict) -> str | None:
+    """Why a variant is the fp32 model under another name (no step changed it: an int8 that quantized
+    no operator, a fine-tune with nothing to learn), or None."""
+    d = row["details"] or {}
+    if not d.get("same_as_fp32"):
+        return None
+    return "int8 quantized no operator" if "quantized_ops" in d else "no step changed the model"
+
+
 def best_variants(frame) -> list[str]:
-    """Per model and target: of the variants that pass the goals and gain on fp32, the one with the
-    lowest latency, on whichever engine."""
+    """Per model and target: of the variants that pass the goals, gain on fp32 and changed the model,
+    the one with the lowest latency, on whichever engine."""
     lines = []
     rows, every = _variant_rows(frame), frame.to_dict("records")
     for model, target in sorted({(r["model"], _target(r)) for r in rows}):
@@ -99,9 +108,16 @@ def best_variants(frame) -> list[str]:
         if not passing:
             lines.append(f"best variant of {model} on {target}: none passes the goals")
             continue
+        # A variant that changed nothing is no compression, whatever its timing's noise gives it
+        unchanged = {r["variant"]: why for r in passing if (why := _unchanged(r))}
+        left_out = ("; left out, being the fp32 model under another name: "
+                    + ", ".join(f"{v} ({why})" for v, why in unchanged.items())) if unchanged else ""
+        if not (passing := [r for r in passing if r["variant"] not in unchanged]):
+            lines.append(f"best variant of {model} on {target}: none that passes the goals compresses it{left_out}")
+            continue
         if not (passing := [r for r in passing if _gains(r)]):
             lines.append(f"best variant of {model} on {target}: none that passes the goals is {GAIN:.0%} faster or smaller "
-                         "than fp32 on its own engine (fp32 does as well)")
+                         f"than fp32 on its own engine (fp32 does as well){left_out}")
             continue
         best = min(passing, key=lambda r: r["median_ms"])
         d = best["details"] or {}
@@ -120,7 +136,8 @@ def best_variants(frame) -> list[str]:
             figures.append(f"{DROPS[drop[0]]} {points_text(drop[1])}")
         shaky = timing_flags(best)
         lines.append(f"best variant of {model} on {target}: {best['variant']} on {best['engine']} ({', '.join(figures)})"
-                     + (f"; it was timed {' and '.join(shaky)}: measure again before choosing it" if shaky else ""))
+                     + (f"; it was timed {' and '.join(shaky)}: measure again before choosing it" if shaky else "")
+                     + left_out)
     return lines
 
 
