@@ -417,6 +417,28 @@ def test_a_variant_that_changed_nothing_says_so_and_is_never_the_best(workdir):
     assert pruned.compression["quantized_ops"]["int8"] == {} and pruned.compression["same_as_fp32"] is False
 
 
+def test_a_fine_tune_without_labels_of_the_model_as_given_does_nothing_and_says_how_to_fix_it(digits, workdir):
+    """Without labels a fine-tune trains the model to match the fp32 model's outputs, which the model as
+    given already does: nothing is learnt, and the note says so and what would train it."""
+    import dataclasses
+
+    unlabelled = dataclasses.replace(digits, train_data=dataclasses.replace(digits.train_data, labels=None))
+    tuned = apply_variant(unlabelled, "finetune:1", workdir / "cache")
+    assert tuned.notes[-1].startswith(f"fine-tune: did nothing: {digits.train_data.source} has no labels, ")
+    assert ("for a classifier, give its class ids under 'labels' in the train .npz, or put finetune after a step that "
+            "changes the model (prune:0.5+finetune)") in tuned.notes[-1]
+    assert tuned.compression["same_as_fp32"] is True and tuned.digest == digits.digest
+    assert tuned.torch_module is not digits.torch_module  # a copy: nothing done to it reaches the model given
+    # after a step that changed the model, it learns to match fp32's outputs, no labels needed
+    recovered = apply_variant(unlabelled, "prune:0.5+finetune:1", workdir / "cache")
+    assert "trained 1 epoch(s) to match the fp32 model on " in recovered.notes[-1]
+    assert recovered.compression["same_as_fp32"] is False
+    # no training data at all: the fix is to give some, with labels
+    bare = apply_variant(load_model(f"{USER_MODELS}:tiny_mlp", workdir / "cache"), "finetune:1", workdir / "cache")
+    assert bare.notes[-1].startswith("fine-tune: did nothing: tiny_mlp has no training data, ")
+    assert "give it training data with labels ([data.tiny_mlp] train, or --train-data)" in bare.notes[-1]
+
+
 def test_pruning_a_model_that_came_pruned_says_so(workdir):
     model = load_model(f"{USER_MODELS}:already_pruned", workdir / "cache")
     pruned = apply_variant(model, "prune:0.5", workdir / "cache")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Technique, Work
+from .base import Technique, Work, same_model
 from .cluster import CLUSTERS_ATTR, apply_clusters
 from .metrics import weight_layers
 from .training import train
@@ -33,7 +33,21 @@ class Finetune(Technique):
         import torch
         from torch.nn.utils import prune
 
+        data = work.base.train_data
+        # Without labels, fine-tuning trains the model to match the fp32 model's outputs: the model as
+        # given (no step before it changed it) already does, and would learn nothing
+        unchanged = (data is None or data.labels is None) and same_model(work.require_module(self.kind), work.base)
         module = self.clone_module(work)
+        if unchanged:
+            work.module = module
+            lacks, labels = ((f"{data.source} has no labels", "its class ids under 'labels' in the train .npz")
+                             if data is not None else (f"{work.base.name} has no training data",
+                                                       f"it training data with labels ([data.{work.base.name}] train, or --train-data)"))
+            work.notes.append(f"fine-tune: did nothing: {lacks}, and without labels fine-tuning trains the model to "
+                              "match the fp32 model's outputs, which the model as given already does (no step before it "
+                              f"changed it); for a classifier, give {labels}, or put finetune after a step that changes "
+                              "the model (prune:0.5+finetune), where it recovers the fp32 model's outputs")
+            return work
         clusters = getattr(module, CLUSTERS_ATTR, None)
         # After clustering the pruning masks are permanent: pruned zeros are kept zero by hand (only then,
         # so that a layer a model starts at zero, an adapter, still trains)
