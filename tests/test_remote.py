@@ -51,13 +51,42 @@ def test_tracker_and_kits_listen_on_loopback_only(rack):
 
 
 def test_devices_lists_the_kits_per_key(rack):
-    import json
+    """Each kit with what it said of itself when it registered: a busy one too (no session is needed),
+    and TVM's own server, which says nothing, as unknown."""
+    import subprocess
+    import sys
 
-    done = run_cli("devices", "--tracker", rack.tracker, "--json")
+    from tvmharness.remote import EMULATED_KEY
+    from tvmharness.remote.tracker import request_kit
+
+    port = free_port()
+    plain = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", rack.tracker, "--key", "stock",
+                              "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)], start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        rack.wait_for(lambda: rack.kits("stock"), 60, "TVM's own server")
+        session, held = request_kit(parse_address(rack.tracker), "x86", wait_s=30, session_timeout_s=60)
+        done = run_cli("devices", "--tracker", rack.tracker, "--json")
+        table = run_cli("devices", "--tracker", rack.tracker)
+        del session  # (the kit is free again once the session ends)
+    finally:
+        stop(plain)
     assert done.returncode == 0, done.stderr
     keys = {k["key"]: k for k in json.loads(done.stdout)["keys"]}
-    assert len(keys["x86"]["kits"]) == 2
+    assert len(keys["x86"]["kits"]) == 2 and keys["x86"]["busy"] >= 1
     assert all(kit.startswith("127.0.0.1:") for kit in keys["x86"]["kits"])
+    x86 = {kit["address"]: kit for kit in keys["x86"]["kit_info"]}
+    assert set(x86) == set(keys["x86"]["kits"]) and held in x86
+    assert all(kit | {"address": ""} == {"address": "", "machine": "x86_64", "bits": 64, "emulated": "", "threads": 1}
+               for kit in x86.values()), x86
+    [stock] = keys["stock"]["kit_info"]
+    assert stock == {"address": f"127.0.0.1:{port}", "machine": None, "bits": None, "emulated": None, "threads": None}
+    if HAS_EMULATOR:
+        [emulated] = keys[EMULATED_KEY]["kit_info"]
+        assert emulated["machine"] == "aarch64" and emulated["emulated"].startswith("qemu-user"), emulated
+    assert table.returncode == 0, table.stderr
+    cells = [[cell.strip() for cell in line.split("│")[6:10]] for line in table.stdout.splitlines() if line.startswith("│")]
+    assert [held, "x86_64", "no", "1"] in cells and [f"127.0.0.1:{port}", "?", "?", "?"] in cells, table.stdout
 
 
 def test_a_tiny_model_runs_on_the_kits_and_agrees_with_the_host_baseline(rack, workdir):
@@ -782,11 +811,14 @@ def _summary_reply(server_info: list, queue_info: dict) -> bytes:
 
 def test_devices_shows_kit_keys_and_addresses_as_text_not_markup():
     evil = "[red]EVIL[/red][link=https://evil.example]click[/link]"
-    reply = _summary_reply([{"key": f"server:{evil}", "addr": ["[b]10.0.0.9[/b]", 9091]}], {evil: {"free": 1, "pending": 0}})
+    said = {"machine": "[b]arm[/b]", "emulated": "[red]qemu[/red]"}
+    reply = _summary_reply([{"key": f"server:{evil}", "addr": ["[b]10.0.0.9[/b]", 9091], "kit_info": said}],
+                           {evil: {"free": 1, "pending": 0}})
     with fake_tracker(reply) as tracker:
         done = run_cli("devices", "--tracker", tracker)
     assert done.returncode == 0, done.stderr
     assert evil in done.stdout and "[b]10.0.0.9[/b]:9091" in done.stdout
+    assert "[b]arm[/b]" in done.stdout and "[red]qemu[/red]" in done.stdout
 
 
 def test_emoji_codes_in_what_a_user_gives_are_printed_as_written():
@@ -797,13 +829,19 @@ def test_emoji_codes_in_what_a_user_gives_are_printed_as_written():
 
 
 def test_a_tracker_s_unreadable_entries_are_left_out_and_a_reply_not_a_tracker_s_is_said():
+    from tvmharness.remote.tracker import KitInfo
+
     kit = {"key": "server:x86", "addr": ["10.0.0.9", 9091]}
     odd = [{"key": "server"}, {"key": 7, "addr": ["h", 1]}, {"addr": ["h", 1]}, {"key": "server:y", "addr": "h:1"},
            {"key": "server:y", "addr": ["h"]}, "server:y", None]
-    reply = _summary_reply([*odd, kit], {"x86": {"free": 1, "pending": 0}, "z": {"free": "1"}, "w": None})
+    # what a kit says of itself, unreadable: the kit is listed, what it said unknown
+    garbled = [kit | {"kit_info": {"machine": 7, "bits": True, "emulated": ["qemu"], "threads": "2"}},
+               kit | {"addr": ["10.0.0.9", 9092], "kit_info": "aarch64"}]
+    reply = _summary_reply([*odd, *garbled], {"x86": {"free": 1, "pending": 0}, "z": {"free": "1"}, "w": None})
     with fake_tracker(reply) as tracker:
         keys = summary(parse_address(tracker))
-        assert list(keys) == ["x86"] and keys["x86"].kits == ["10.0.0.9:9091"] and keys["x86"].free == 1
+        assert list(keys) == ["x86"] and keys["x86"].kits == ["10.0.0.9:9091", "10.0.0.9:9092"] and keys["x86"].free == 1
+        assert keys["x86"].kit_info == [KitInfo("10.0.0.9:9091"), KitInfo("10.0.0.9:9092")]
         done = run_cli("devices", "--tracker", tracker, "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["keys"][0]["key"] == "x86", done.stderr
     for garbage in (b"{not json", b'[0, {"server_info": "x"}]', b"[0]", b"7", b'[0, "x"]', b"\xff\xfe"):

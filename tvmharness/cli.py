@@ -1047,7 +1047,9 @@ def devkit_emulate(arch: Annotated[str, typer.Argument(metavar="ARCH", help="the
 @_friendly
 def devices(tracker: Annotated[str, typer.Option(metavar="HOST:PORT", help="HOST:PORT of the RPC tracker")] = "127.0.0.1:9190",
             json_out: JsonOpt = False) -> int:
-    """The tracker's dev kits: keys, kits free and busy, requests pending (waiting for a free kit)."""
+    """The tracker's dev kits: keys, kits free and busy, requests pending (waiting for a free kit), and
+    each kit's address, architecture and whether it is emulated ("?": a kit that does not say, such as
+    TVM's own server)."""
     from dataclasses import asdict
 
     from .remote.tracker import parse_address, summary
@@ -1057,11 +1059,24 @@ def devices(tracker: Annotated[str, typer.Option(metavar="HOST:PORT", help="HOST
     if json_out:
         _print_json({"tracker": str(address), "keys": [asdict(k) | {"busy": k.busy} for k in keys.values()]})
         return 0
-    table = Table("key", "kits", "free", "busy", "pending", "addresses", title=Text(f"dev kits at {address}"))
-    for k in keys.values():  # text, not markup: keys and addresses are whatever the tracker's clients said
-        table.add_row(Text(k.key), str(len(k.kits)), str(k.free), str(k.busy), str(k.pending), Text(" ".join(k.kits)))
+    table = Table("key", "kits", "free", "busy", "pending", "address", "arch", "emulated", "threads",
+                  title=Text(f"dev kits at {address}"))
+    for k in keys.values():  # text, not markup: keys, addresses and what kits say are whatever the tracker's clients said
+        counts = [Text(k.key), str(len(k.kits)), str(k.free), str(k.busy), str(k.pending)]
+        for kit in k.kit_info or [None]:  # (a key with requests pending and no kit: its row alone)
+            table.add_row(*counts, *(_kit_cells(kit) if kit else []))
+            counts = [""] * len(counts)  # the key's figures once, on its first kit's row
     out.print(table if keys else Text(f"no kits at {address}: start one with `tvmharness devkit serve --tracker {address} --key KEY`"))
     return 0
+
+
+def _kit_cells(kit) -> list[Text]:
+    """A kit's address, architecture, emulated or not and threads; "?" for what it did not say."""
+    arch = kit.machine or "?"
+    if kit.bits == 32 and "64" in arch:  # a 32-bit userland on a 64-bit kernel: the libraries it loads are 32-bit
+        arch += " (32-bit Python)"
+    emulated = "?" if kit.emulated is None else kit.emulated or "no"
+    return [Text(kit.address), Text(arch), Text(emulated), Text("?" if kit.threads is None else str(kit.threads))]
 
 
 _STOPPED_BY = {"signal": signal.SIGINT}  # what interrupted the command: Ctrl-C unless SIGTERM or SIGHUP came

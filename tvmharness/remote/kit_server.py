@@ -101,9 +101,18 @@ def _serve(args, workdir):
 
     import tvm
     import tvm_ffi
+    from tvm.rpc import base
     from tvm.rpc import server as rpc_server
 
     rpc_server.logger.setLevel(logging.WARNING)
+    # What the kit is, known without TVM's runtime: the server's process must not start TVM's thread
+    # pool (or CUDA) before it forks a session's.
+    described = {
+        "machine": platform.machine(),  # the kernel's: a 32-bit userland on a 64-bit kernel says aarch64 too
+        "bits": 8 * struct.calcsize("P"),  # the kit's Python's pointers: what a library it loads is built for
+        "emulated": args.emulated,
+    }
+    _register_with(base, {**described, "threads": args.threads or None})
 
     def explain_probe(record):  # the host checks it can reach a kit before each job with a key no session has
         if record.getMessage().startswith("mismatch key"):
@@ -125,14 +134,12 @@ def _serve(args, workdir):
     @tvm_ffi.register_global_func("tvmharness.kit_info")
     def kit_info():
         return json.dumps({
+            **described,
             "cuda": cuda(),
-            "machine": platform.machine(),  # the kernel's: a 32-bit userland on a 64-bit kernel says aarch64 too
-            "bits": 8 * struct.calcsize("P"),  # the kit's Python's pointers: what a library it loads is built for
             "hostname": socket.gethostname(),
             "python": platform.python_version(),
             "tvm": tvm.__version__,
             "threads": tvm.runtime.num_threads(),
-            "emulated": args.emulated,
         })
 
     @tvm_ffi.register_global_func("tvmharness.memory_mark")
@@ -161,6 +168,20 @@ def _serve(args, workdir):
             for name in os.listdir(workdir):
                 shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
             time.sleep(0.5)
+
+
+def _register_with(base, info):
+    """TVM's server registers with the tracker as {"key", "addr"} (UPDATE_INFO); its tracker keeps any
+    other field of that dict and lists it in its summary. So the kit adds what it is under "kit_info"
+    (tvmharness.remote.tracker.KIT_INFO), and `tvmharness devices` shows it with no session on the kit."""
+    sendjson = base.sendjson
+
+    def registering(sock, data):
+        if isinstance(data, list) and len(data) == 2 and data[0] == base.TrackerCode.UPDATE_INFO:
+            data = [data[0], {**data[1], "kit_info": info}]
+        return sendjson(sock, data)
+
+    base.sendjson = registering  # (the server's process talks to no tracker but its own)
 
 
 log = logging.getLogger("tvmharness.kit")

@@ -112,12 +112,31 @@ def probe(address: Address, timeout: float = PROBE_TIMEOUT_S) -> None:
         raise _unreachable(address, err) from None
 
 
+# The field of a kit's registration with the tracker that says what the kit is: TVM's tracker keeps
+# whatever a server's UPDATE_INFO dict holds beyond {"key", "addr"} and hands it back in its summary,
+# so a kit served by kit_server.py says it without a session on it (a busy one included).
+KIT_INFO = "kit_info"
+
+
+@dataclass(frozen=True)
+class KitInfo:
+    """A registered kit, and what it said of itself when it registered; None where it said nothing
+    (TVM's own server, a phone app)."""
+
+    address: str  # HOST:PORT
+    machine: str | None = None  # the kit's architecture, as its kernel says it (x86_64, aarch64)
+    bits: int | None = None  # its Python's pointer width
+    emulated: str | None = None  # what emulates it ("qemu-user ..."); "": a real machine
+    threads: int | None = None  # TVM threads it runs with, when it was told
+
+
 @dataclass
 class KeyStatus:
     key: str
     kits: list[str] = field(default_factory=list)  # HOST:PORT of each registered kit
     free: int = 0
     pending: int = 0  # requests waiting for a kit
+    kit_info: list[KitInfo] = field(default_factory=list)  # each of the kits, in the same order
 
     @property
     def busy(self) -> int:
@@ -144,7 +163,9 @@ def summary(address: Address) -> dict[str, KeyStatus]:
     for server in data["server_info"]:
         kit = _kit(server)
         if kit:
-            keys.setdefault(kit[0], KeyStatus(kit[0])).kits.append(kit[1])
+            status = keys.setdefault(kit[0], KeyStatus(kit[0]))
+            status.kits.append(kit[1].address)
+            status.kit_info.append(kit[1])
     for key, queue in data["queue_info"].items():
         if isinstance(queue, dict) and all(type(queue.get(n)) is int for n in ("free", "pending")):
             status = keys.setdefault(key, KeyStatus(key))
@@ -152,15 +173,22 @@ def summary(address: Address) -> dict[str, KeyStatus]:
     return {k: v for k, v in sorted(keys.items()) if v.kits or v.pending}
 
 
-def _kit(server) -> tuple[str, str] | None:
-    """A kit's key and HOST:PORT from its entry in a tracker's summary ({"key": "server:KEY", "addr":
-    [HOST, PORT]}); None for an entry of any other shape."""
+def _kit(server) -> tuple[str, KitInfo] | None:
+    """A kit's key and what it is from its entry in a tracker's summary ({"key": "server:KEY", "addr":
+    [HOST, PORT], and KIT_INFO where kit_server.py registered it}); None for an entry of any other shape.
+    A field of the wrong type is unknown, not an error: any client of the tracker may have written it."""
     if not isinstance(server, dict) or not isinstance(server.get("key"), str) or ":" not in server["key"]:
         return None
     addr = server.get("addr")
     if not (isinstance(addr, list) and len(addr) == 2 and isinstance(addr[0], str) and type(addr[1]) is int):
         return None
-    return server["key"].split(":", 1)[1], f"{addr[0]}:{addr[1]}"
+    said = server.get(KIT_INFO) if isinstance(server.get(KIT_INFO), dict) else {}
+
+    def field_of(name: str, kind: type):
+        return said[name] if type(said.get(name)) is kind else None  # (type, not isinstance: True is no thread count)
+
+    return server["key"].split(":", 1)[1], KitInfo(f"{addr[0]}:{addr[1]}", field_of("machine", str), field_of("bits", int),
+                                                   field_of("emulated", str), field_of("threads", int))
 
 
 class NoKitError(Exception):
