@@ -627,6 +627,7 @@ def test_a_kit_that_stops_answering_mid_tune_costs_a_candidate_not_the_night(rac
             outcome.append(err)
 
     [stalled] = rack.serve("stalled")
+    [address] = rack.kits("stalled")
     os.killpg(stalled.pid, signal.SIGSTOP)
     thread = threading.Thread(target=tune, daemon=True)
     try:
@@ -637,7 +638,10 @@ def test_a_kit_that_stops_answering_mid_tune_costs_a_candidate_not_the_night(rac
     assert not thread.is_alive(), "the tune still waited on the kit that stopped answering"
     (error,) = outcome
     assert isinstance(error, HarnessError), error
-    assert f"no kit under 'stalled' at {rack.tracker} was free within 5 s" in error.cause
+    # the kit named: the tracker still lists it (as busy), so its address is where to look
+    assert (f"the kit {address} (key stalled) stopped answering; no kit under 'stalled' at {rack.tracker} was free "
+            "within 5 s") in error.cause, error.cause
+    assert error.fix.startswith(f"restart the server of the kit {address}, or free a kit under 'stalled'"), error.fix
     assert "tvmharness tune --resume" in error.fix
 
 

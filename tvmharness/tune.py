@@ -34,7 +34,7 @@ from .gpu import check_local_gpu
 from .models import LoadedModel
 from .native_log import NATIVE_LOG, native_log_note, native_stderr_to
 from .provenance import worker_environment, worker_environment_kept
-from .remote.tracker import KITS_GONE, TRACKER_GONE, Address, NoKitError, request_kit
+from .remote.tracker import KITS_GONE, TRACKER_GONE, Address, NoKitError, named_kit, request_kit
 from .targets import Target, check_local_cpu
 
 WORKLOADS = "database_workload.json"
@@ -396,6 +396,8 @@ class TuneState:
     time_budget_s: float | None = None
     stopped: str = ""
     kits_lost: bool = False  # stopped: a batch found no kit (or no tracker) to measure on, so would the next
+    # HOST:PORT of the kits that candidates could not reach or open a session on, since a candidate was last measured
+    unreachable_kits: list[str] = field(default_factory=list)
     on_batch: Callable[[], None] | None = None  # after each batch of measurements is counted
 
     @property
@@ -557,6 +559,9 @@ def _tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fro
         if state.kits_lost:
             save_progress()
             kept = f"the tune stopped after {ok} measured trials (their records are kept)" if ok else "no trial was measured"
+            # the kits named where the tracker is up: its outage is the cause to fix
+            lost = [] if state.stopped.startswith(TRACKER_GONE) else state.unreachable_kits
+            kits = f"the kit{'s' * (len(lost) > 1)} {' and '.join(lost)}"
             if state.stopped.startswith(TRACKER_GONE):
                 fix = (f"start the tracker again (`tvmharness tracker start --port {options.tracker.port}`; "
                        "kits served by `tvmharness devkit serve` register again)")
@@ -564,8 +569,11 @@ def _tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fro
                 fix = f"start a kit under '{options.key}'"
             else:
                 fix = f"free a kit under '{options.key}', or raise wait in the recipe's [devices]"
-            raise HarnessError(f"{state.stopped}; {kept}", f"{fix} (`tvmharness devices --tracker {options.tracker}` lists "
-                               "the kits), then continue with `tvmharness tune --resume`", exit_code=FAILED)
+            if lost:
+                fix = f"restart the server of {kits}, or {fix}"
+            said = f"{kits} (key {options.key}) stopped answering; " if lost else ""
+            raise HarnessError(f"{said}{state.stopped}; {kept}", f"{fix} (`tvmharness devices --tracker {options.tracker}` "
+                               "lists the kits), then continue with `tvmharness tune --resume`", exit_code=FAILED)
         session["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         # what builds will read: every record replays (before the last save: setting some aside shortens the file)
         reloaded, set_aside = _load_database(directory, locked=True)
@@ -982,7 +990,7 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
             # Candidates that found no kit (or no tracker to ask for one) were never measured: they spend
             # no budget (--resume gets it back).
             no_kit = _never_measured(builder_results, runner_results, options)
-            measured, unbuilt = 0, 0
+            measured, unbuilt, unreachable = 0, 0, []
             for i, (built, ran) in enumerate(zip(builder_results, runner_results)):
                 if i in no_kit:
                     continue
@@ -993,10 +1001,15 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
                     task.errors += 1
                     task.first_error = task.first_error or one_line(error or "no timing returned")
                     unbuilt += bool(built.error_msg)
+                    kit = None if built.error_msg else named_kit(ran.error_msg or "", options.key)  # (KitUnreachable's)
+                    unreachable += [kit] if kit else []
                     continue
                 measured += 1
                 secs = sum(float(s) for s in ran.run_secs) / len(ran.run_secs)
                 task.best_s = secs if task.best_s is None else min(task.best_s, secs)
+            if measured:  # (which kit measured it is unknown: the kits named before may be back)
+                state.unreachable_kits.clear()
+            state.unreachable_kits += [k for k in dict.fromkeys(unreachable) if k not in state.unreachable_kits]
             if state.on_batch is not None:
                 state.on_batch()
             estimate = state.model_estimate_ms

@@ -196,6 +196,17 @@ class NoKitError(Exception):
     tracker stopped answering."""
 
 
+def kit_under(kit: str, key: str) -> str:
+    """How an error about one kit names it: `named_kit` reads it back (a tune's runner passes its errors on as text)."""
+    return f"kit {kit} under '{key}'"
+
+
+def named_kit(text: str, key: str) -> str | None:
+    """The HOST:PORT of the kit under the key that an error's text names (kit_under), if any."""
+    found = re.search(r"\bkit (\S+) under " + re.escape(f"'{key}'"), text)
+    return found.group(1) if found else None
+
+
 class KitUnreachable(Exception):
     """The tracker handed out a kit this host cannot open a session on: another kit may do."""
 
@@ -249,11 +260,11 @@ def request_kit(address: Address, key: str, wait_s: float, session_timeout_s: fl
         _reach(url, kit_port)
     except OSError as err:
         why = err.strerror or str(err) or type(err).__name__
-        raise KitUnreachable(f"kit {kit} under '{key}' cannot be reached from this host ({why})", kit) from None
+        raise KitUnreachable(f"{kit_under(kit, key)} cannot be reached from this host ({why})", kit) from None
     try:
         return rpc.connect(url, kit_port, matchkey, session_timeout=session_timeout_s), kit
     except Exception as err:
-        raise KitUnreachable(f"kit {kit} under '{key}' did not open a session: {one_line(err)}", kit) from None
+        raise KitUnreachable(f"{kit_under(kit, key)} did not open a session: {one_line(err)}", kit) from None
 
 
 class _TrackerDown(Exception):
