@@ -873,7 +873,7 @@ def test_a_nightly_that_ends_before_its_reports_leaves_none_of_last_night_s(tmp_
     (out / "junit.xml").write_text("the other night's")
     with file_lock(out / ".lock"):
         assert_usage_error(run_cli("nightly", str(recipe), "--out", str(out), cwd=tmp_path),
-                           f"another nightly is writing its reports to {out}")
+                           f"another nightly is writing its reports to {out}", code=75)
     assert (out / "junit.xml").read_text() == "the other night's"
     proc = run_cli("nightly", str(recipe), "--out", str(out), cwd=tmp_path)
     assert proc.returncode == 1 and "broken: failed to load" in " ".join(proc.stderr.split()), proc.stderr

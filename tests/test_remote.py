@@ -445,7 +445,7 @@ def test_a_dead_tracker_address_fails_in_seconds_and_touches_no_store(workdir):
     started = time.monotonic()
     done = run_cli("run", str(ROOT / "recipes" / "quickstart.toml"), "--target", "arm", "--tracker",
                    f"127.0.0.1:{free_port()}", "--store", str(store))
-    assert done.returncode == 2
+    assert done.returncode == 75  # a tracker that may come back: the same command may well work later
     assert time.monotonic() - started < 30  # most of it is starting Python and importing TVM
     assert "no RPC tracker answers at 127.0.0.1" in done.stderr and "tvmharness tracker start" in done.stderr
     assert "Traceback" not in done.stderr

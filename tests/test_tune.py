@@ -439,6 +439,10 @@ def test_a_cut_short_last_record_is_set_aside_only_when_no_tune_is_writing(tmp_p
     (directory / RECORDS).write_text(cut)
     with _exclusive(directory):  # a tune holds the folder: its append may be under way
         check_records(directory)
+        with pytest.raises(HarnessError, match="another tune is writing") as caught:  # a second tune of it waits its turn
+            with _exclusive(directory):
+                pass
+        assert caught.value.exit_code == 75  # (later, the same command may well work: CI can retry on it)
     assert (directory / RECORDS).read_text() == cut and not list(directory.glob("*.interrupted-*"))
     check_records(directory)  # no tune: the kill's leftover goes aside, every complete record stays
     assert (directory / RECORDS).read_text() == "[0, [1, 2, 3, 4]]\n"

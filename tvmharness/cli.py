@@ -27,7 +27,7 @@ from rich.text import Text
 from . import __version__
 from .engines import ENGINE_NAMES
 from .cache import file_lock, folder_can_be_made, writable_folder, write_whole
-from .errors import FAILED, INTERNAL, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, one_line, path_error, reason
+from .errors import FAILED, INTERNAL, RETRY, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, one_line, path_error, reason
 from .remote import EMULATED_KEY
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -779,7 +779,7 @@ def nightly(recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recip
         if not alone:
             raise HarnessError(f"another nightly is writing its reports to {dest}",
                                "wait for it to finish, or give this one another --out (two at once on one host "
-                               "also time each other's load)")
+                               "also time each other's load)", RETRY)
         return _nightly(chosen, dest, fmt)
 
 

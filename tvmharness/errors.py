@@ -6,6 +6,10 @@ from pathlib import Path
 USAGE = 2  # bad recipe, unknown name, missing file
 FAILED = 1  # the work ran but something in it failed
 INTERNAL = 3  # a bug of the harness: a CI job tells it from a regression (1) and a bad recipe (2)
+# Another process holds what the command needs (a store past its wait, a tune's records folder, a
+# nightly's reports), or the tracker does not answer: the same command may well succeed later, so a
+# CI job can retry on it (sysexits.h's EX_TEMPFAIL)
+RETRY = 75
 
 TUNE_RECORDS_KEPT = "the tuning records written so far are kept (`tvmharness tune --resume` continues)"
 # What a tool says (strerror's words, in its own message) when the folder it writes to is the trouble

@@ -21,7 +21,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from .cache import OUTPUT_DIR, file_lock, writable_folder
-from .errors import HarnessError, one_line
+from .errors import RETRY, HarnessError, one_line
 
 SCHEMA_VERSION = 4  # schema_info.version: what a tvmharness without migrations checks before writing
 MIGRATIONS = "tvmharness:migrations"  # Alembic revisions; 0001 is version 1, the schema before migrations
@@ -357,7 +357,8 @@ def store_problem(err: SQLAlchemyError, label: str, upgrading: bool = False, fil
     text = said.lower()
     if "locked" in text or "busy" in text:
         locked = StoreError(f"the results store {label} stayed locked by another process for {BUSY_TIMEOUT_S} s ({said})",
-                            "let the other process finish (or close a sqlite3 shell holding a transaction), then run again")
+                            "let the other process finish (or close a sqlite3 shell holding a transaction), then run again",
+                            RETRY)
         locked.locked = True
         return locked
     if "readonly" in text or "read-only" in text or ("unable to open" in text and file is not None and _read_only(file)):

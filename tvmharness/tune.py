@@ -28,7 +28,7 @@ from typing import Callable, Protocol
 
 from .budgets import BUILDER_TIMEOUT_S, KIT_WAIT_S, PATIENCE, POPULATION, TRIALS
 from .cache import content_hash, file_lock, process_temp_folder, short_name, written_whole
-from .errors import FAILED, FOLDER_REASONS, TUNE_RECORDS_KEPT, HarnessError, one_line
+from .errors import FAILED, FOLDER_REASONS, RETRY, TUNE_RECORDS_KEPT, HarnessError, one_line
 from .frontend import to_relax
 from .gpu import check_local_gpu
 from .models import LoadedModel
@@ -314,7 +314,7 @@ def _exclusive(directory: Path):
     """One tune per records folder at a time: two writers would interleave the append-only file."""
     with contextlib.ExitStack() as held:
         if not _try_lock(directory, held):
-            raise HarnessError(f"another tune is writing {directory}", "wait for it to finish")
+            raise HarnessError(f"another tune is writing {directory}", "wait for it to finish", RETRY)
         yield
 
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..errors import HarnessError, one_line
+from ..errors import RETRY, HarnessError, one_line
 
 DEFAULT_PORT = 9190
 PROBE_TIMEOUT_S = 3.0
@@ -100,7 +100,7 @@ def connect(address: Address, timeout: float = PROBE_TIMEOUT_S):
 def _unreachable(address: Address, err: OSError) -> HarnessError:
     why = err.strerror or str(err) or type(err).__name__
     return HarnessError(f"{TRACKER_GONE} {address} ({why})",
-                        f"start one with `tvmharness tracker start --port {address.port}`, or check --tracker")
+                        f"start one with `tvmharness tracker start --port {address.port}`, or check --tracker", RETRY)
 
 
 def probe(address: Address, timeout: float = PROBE_TIMEOUT_S) -> None:
