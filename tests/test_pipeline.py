@@ -1,6 +1,7 @@
 import os
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -838,11 +839,28 @@ def test_a_store_that_takes_writes_again_by_the_run_s_end_gets_the_rows_it_refus
     assert list(store.frame()["engine"]) == ["torch", "onnxruntime", "tvm-untuned"] and store.run(1)["finished"] is not None
 
 
+def _lock_at_second_measurement(store: Path, reader: list):
+    """A progress step that locks the store (a sqlite3 shell in a read transaction, appended to `reader`) as the
+    second engine is timed, the baseline's row stored by then: every write after it is refused."""
+    import sqlite3
+
+    timed = []
+
+    def step(text: str) -> None:
+        if not text.startswith("measuring ") or text.startswith("measuring the memory"):
+            return
+        if not reader and len(timed) == 1:
+            reader.append(sqlite3.connect(store, isolation_level=None))
+            reader[0].execute("BEGIN")
+            reader[0].execute("SELECT count(*) FROM runs").fetchone()
+        timed.append(text)
+
+    return step
+
+
 def test_rows_a_store_refuses_mid_run_are_kept_and_load_into_their_run_later(workdir, monkeypatch):
     """A store locked mid-run (a sqlite3 shell in a read transaction) costs no measurement: the run goes
     on, the refused rows and its end wait in a file, and `tvmharness store load` puts them in."""
-    import sqlite3
-
     import tvmharness.results as results
     from tests.conftest import run_cli
     from tvmharness.results import StoreError
@@ -855,14 +873,7 @@ def test_rows_a_store_refuses_mid_run_are_kept_and_load_into_their_run_later(wor
     reader = []
 
     class LockAtSecondMeasurement:
-        measured = 0  # the baseline's row is stored when the second engine is measured
-
-        def step(self, text):
-            if text.startswith("measuring ") and not reader and self.measured == 1:
-                reader.append(sqlite3.connect(out / "history.db", isolation_level=None))
-                reader[0].execute("BEGIN")
-                reader[0].execute("SELECT count(*) FROM runs").fetchone()
-            self.measured += text.startswith("measuring ")
+        step = staticmethod(_lock_at_second_measurement(out / "history.db", reader))
 
         def repeat(self, done, total):
             pass
@@ -877,6 +888,9 @@ def test_rows_a_store_refuses_mid_run_are_kept_and_load_into_their_run_later(wor
     assert "stayed locked by another process" in message
     assert f"1 row of 2 measured in run 1 could not be stored in {out / 'history.db'}, and is kept in {kept[0]}" in message
     assert f"`tvmharness store load {kept[0]}`" in caught.value.fix
+    shown = caught.value.result.frame()  # every row measured, for a table beside the error: the store's and the refused
+    assert list(zip(shown["engine"], shown["stored"], shown["run_id"])) == [("torch", True, 1), ("onnxruntime", False, 1)]
+    assert shown.iloc[1]["recipe_name"] == "refused" and shown.iloc[1]["run_provenance"]["host"]
     store = Store(str(out / "history.db"))
     assert list(store.frame()["engine"]) == ["torch"] and store.run(1)["finished"] is None
 
@@ -890,6 +904,57 @@ def test_rows_a_store_refuses_mid_run_are_kept_and_load_into_their_run_later(wor
     assert onnx["status"] == OK and len(onnx["samples_ms"]) == 30 and onnx["speedup_vs_baseline"] > 0
     assert store.run(1)["finished"] is not None  # its end, refused too, is recorded now
     assert not kept[0].exists()  # loaded once: a second load would put them in twice
+
+
+def test_run_shows_every_row_measured_when_its_store_refused_some_then_the_error(workdir, monkeypatch):
+    """`tvmharness run` whose store is locked mid-run: the table (or the JSON document) holds the rows the store
+    took and those it refused, each refused one marked as not stored, and then the error names the file
+    that keeps them, with its exit code."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import tvmharness.cli as cli
+    import tvmharness.results as results
+
+    monkeypatch.setattr(results, "BUSY_TIMEOUT_S", 1)  # not a minute per refused write
+    out = workdir / "refused-shown"
+    store = out / "history.db"
+    args = ["run", "quickstart", "--model", "digits_cnn", "--engine", "torch", "--engine", "onnxruntime", "--repeats", "30",
+            "--threads", "2", "--no-memory", "--store", str(store), "--output-dir", str(out)]
+    step = cli._RichProgress.step
+    for run_id, json_out in ((1, False), (2, True)):
+        reader = []
+        lock = _lock_at_second_measurement(store, reader)
+        monkeypatch.setattr(cli._RichProgress, "step", lambda self, text, lock=lock: lock(text) or step(self, text))
+        try:
+            said = CliRunner().invoke(cli.app, args + ["--json"] * json_out)
+        finally:
+            for held in reader:
+                held.execute("COMMIT")
+                held.close()
+        (kept,) = out.glob(f"unsaved-rows-run-{run_id}-*.jsonl")
+        error = " ".join(said.stderr.split())
+        assert said.exit_code == 2, said.stderr
+        assert f"1 row of 2 measured in run {run_id} could not be stored in {store}, and is kept in {kept}" in error
+        assert f"`tvmharness store load {kept}`" in error
+        if json_out:
+            document = json.loads(said.stdout)
+            assert document["run"]["id"] == run_id and document["error"]["exit_code"] == 2
+            assert str(kept) in document["error"]["message"]
+            torch_row, onnx_row = document["rows"]
+            assert (torch_row["engine"], torch_row["stored"]) == ("torch", True) and torch_row["id"] is not None
+            assert (onnx_row["engine"], onnx_row["stored"], onnx_row["id"]) == ("onnxruntime", False, None)
+            assert onnx_row["status"] == OK and len(onnx_row["samples_ms"]) == 30 and onnx_row["speedup_vs_baseline"] > 0
+            kept_at = json.loads(kept.read_text().splitlines()[1])["created"]  # the time `store load` will store it with
+            assert onnx_row["created"][:19] == kept_at[:19]  # (JSON gives whole seconds)
+        else:
+            table = said.stdout
+            assert "NOT STORED: 1 of the 2 rows below is not in the results store" in " ".join(table.split())
+            (torch_line,) = [line for line in table.splitlines() if " torch " in line and " ok " in line]
+            (onnx_line,) = [line for line in table.splitlines() if " onnxruntime " in line and " ok " in line]
+            assert "NOT STORED" in onnx_line and "NOT STORED" not in torch_line and "baseline" in torch_line
+    assert list(Store(str(store)).frame()["engine"]) == ["torch", "torch"]  # what the store took, no more
 
 
 def test_a_ctrl_c_while_a_row_waits_for_a_locked_store_is_taken_at_once_and_keeps_the_row(workdir):

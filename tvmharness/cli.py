@@ -146,16 +146,18 @@ def _friendly(command):
     return wrapper
 
 
-_said: dict = {}  # this command's JSON document, once printed; its error and fix, once said
+_said: dict = {}  # this command's JSON document, once printed (or to print with its error); its error and fix, once said
 
 
 def _error_document(options: dict, code: int) -> None:
     """Where JSON was asked for on stdout (--json, --format json) and the command ended before printing
-    its document, a document of the error: a script reading stdout gets JSON either way."""
+    its document, a document of the error (with what the command had of its own: a run's rows the store
+    refused): a script reading stdout gets JSON either way."""
     asked = options.get("json_out") or (options.get("fmt") == "json" and options.get("output") in (None, Path("-")))
     if asked and "error" in _said and "printed" not in _said:
         with contextlib.suppress(OSError):  # the reader gone: nothing to tell it
-            _print_json({"error": {"message": _said["error"], "fix": _said.get("fix") or None, "exit_code": code}})
+            _print_json(_said.get("document", {}) | {"error": {"message": _said["error"], "fix": _said.get("fix") or None,
+                                                               "exit_code": code}})
 
 
 def _reader_left() -> bool:
@@ -269,17 +271,28 @@ def _progress() -> Progress:
 
 
 def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
-    from .pipeline import run_recipe
+    from .pipeline import RowsNotStored, run_recipe
     from .report.summary import json_rows
     from .report.terminal import render_run
 
+    refused = None
     with _progress() as progress:
-        result = run_recipe(recipe, _RichProgress(progress))
-    frame, run = result.frame(), result.store.run(result.run_id)
+        try:
+            result = run_recipe(recipe, _RichProgress(progress))
+        except RowsNotStored as error:  # every row measured: shown, then the error naming the file that keeps them
+            result, refused = error.result, error
+    frame, run = result.frame(), result.record()
     if json_out:
-        _print_json((extra or {}) | {"run": run, "rows": json_rows(frame)})
+        document = (extra or {}) | {"run": run, "rows": json_rows(frame)}
+        if refused:
+            _said["document"] = document  # printed with the error: one document
+        else:
+            _print_json(document)
     else:
         render_run(frame, run, out)
+    if refused:
+        raise refused
+    if not json_out:
         err.print(f"stored {counted(len(frame), 'row')} in {result.store.label} (run {result.run_id}) in {result.seconds:.0f} s", markup=False)
     if result.failed:
         where = "each row's reason in the JSON (rows[].reason)" if json_out else "the reasons above"

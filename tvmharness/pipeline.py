@@ -8,6 +8,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
@@ -63,13 +64,40 @@ class RunResult:
     unsaved: UnsavedRows
     rows: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    finished: datetime | None = None  # when it ended, as the store or the file of rows it refused records it
 
     @property
     def failed(self) -> list[dict]:
         return [r for r in self.rows if r["status"] not in (OK, NOT_APPLICABLE)]
 
     def frame(self):
-        return self.store.frame(run_id=self.run_id)
+        """The run's rows as the store gives them back. Where it refused some, the rows as measured, read back
+        through a store in memory (the same columns, joined the same way: the store itself may not answer), each
+        with `stored`, whether the store holds it, and the store's id (none yet for a refused row)."""
+        if self.unsaved.path is None:
+            return self.store.frame(run_id=self.run_id)
+        import pandas as pd
+
+        with Store.holding(self.record(), self.rows) as copy:
+            frame = copy.frame(run_id=self.run_id)
+        frame["id"] = pd.Series([row["id"] for row in self.rows], dtype=object)  # (object: an int or None, not a float)
+        frame["stored"] = [row["id"] is not None for row in self.rows]
+        return frame
+
+    def record(self) -> dict:
+        """The run's record: the store's, or where it refused rows, the one this run started with, and its end."""
+        if self.unsaved.path is None:
+            return self.store.run(self.run_id)
+        return self.unsaved.run | {"finished": self.finished}
+
+
+class RowsNotStored(StoreError):
+    """A run measured every row, and its store refused some (kept in a file): `result` holds them all, for the run's
+    table before this error."""
+
+    def __init__(self, cause: str, fix: str, result: RunResult):
+        super().__init__(cause, fix)
+        self.result = result
 
 
 def load_models(recipe: Recipe, progress: Progress | None = None,
@@ -177,7 +205,7 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
         result.seconds = time.perf_counter() - started
         torch.set_num_threads(torch_threads)  # the torch engine's threads are the run's: a notebook's own are as they were
     try:
-        store.finish_run(run_id)  # only a run that went through: one cut short stays unfinished, and reports say so
+        result.finished = store.finish_run(run_id)  # only a run that went through: one cut short stays unfinished, and reports say so
         if result.unsaved.rows:  # the store takes writes again (a lock let go, a server back): the rows it refused go in
             store.load_unsaved(result.unsaved)
             with contextlib.suppress(OSError):  # (stored: a file left is loaded as rows already there)
@@ -185,12 +213,13 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
             result.unsaved = UnsavedRows(store.run(run_id), store.label, store.file)
     except StoreError as err:
         result.unsaved.keep_finished(err, recipe.output.dir)
+        result.finished = result.finished or result.unsaved.finished
     except KeyboardInterrupt:  # waiting for the store at the end: every row is measured, some kept aside or not
         raise _interrupted(result, store) from None
     if result.unsaved.path is not None:
         problem = result.unsaved.problem
-        raise StoreError(f"{problem.cause}; {_unsaved_said(result)}", problem.fix.removesuffix(", then run again") +
-                         f"; then {_load_command(result, store)} puts them in (with --store, into another store)")
+        raise RowsNotStored(f"{problem.cause}; {_unsaved_said(result)}", problem.fix.removesuffix(", then run again") +
+                            f"; then {_load_command(result, store)} puts them in (with --store, into another store)", result)
     return result
 
 
@@ -504,6 +533,7 @@ def _failed(row: dict, status: str, err: Exception) -> dict:
 
 def _store(store: Store, result: RunResult, row: dict) -> None:
     interrupted = row.pop("_interrupted", False)
+    row["created"] = datetime.now(timezone.utc)  # its time in the store, or in the file of rows the store refused
     try:
         if result.unsaved.rows and result.unsaved.problem.locked:  # no second minute's wait per row; tried at the end
             raise result.unsaved.problem

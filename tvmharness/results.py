@@ -423,6 +423,17 @@ class Store:
         self.close()
 
     @classmethod
+    def holding(cls, run: dict, rows: list[dict]) -> "Store":
+        """A SQLite store in memory holding a run's record and rows as given (run() and the rows' dicts as a run
+        wrote them): its frame() reads them back as any store's does (what a run shows of rows its store refused)."""
+        copy = cls("sqlite://")
+        with copy._session() as s:
+            s.add(Run(**run))
+            s.add_all(_measurement(run["id"], row) for row in rows)
+            s.commit()
+        return copy
+
+    @classmethod
     def existing(cls, store: str) -> "Store":
         """A store to read (a report's): one that is not there is an error, not a new empty one made."""
         check_not_half_a_url(store)
@@ -508,12 +519,14 @@ class Store:
 
         return self._write(write)
 
-    def finish_run(self, run_id: int) -> None:
-        def write(s: Session) -> None:
-            s.get(Run, run_id).finished = _now()
+    def finish_run(self, run_id: int) -> datetime:
+        """Records the run's end; returns the time it recorded."""
+        def write(s: Session) -> datetime:
+            finished = s.get(Run, run_id).finished = _now()
             s.commit()
+            return finished
 
-        self._write(write)
+        return self._write(write)
 
     def load_unsaved(self, kept: "UnsavedRows") -> tuple[int, bool, int]:
         """Put rows the store refused in, in one transaction: into their run when this store holds it
@@ -592,8 +605,9 @@ class Store:
 
 
 def _measurement(run_id: int, row: dict, **stored) -> Measurement:
-    """A row as the store keeps it: its columns (not its id, which the store gives)."""
-    return Measurement(run_id=run_id, **stored, **{k: v for k, v in row.items() if k in COLUMNS and k != "id"})
+    """A row as the store keeps it: its columns (not its id, which the store gives), `stored` over the row's own
+    (a kept row's time, as its file's line gives it)."""
+    return Measurement(run_id=run_id, **({k: v for k, v in row.items() if k in COLUMNS and k != "id"} | stored))
 
 
 class UnsavedRows:
@@ -614,7 +628,7 @@ class UnsavedRows:
 
     def keep(self, row: dict, problem: StoreError, folder: Path) -> None:
         self.problem = self.problem or problem
-        self.rows.append((_now(), row))
+        self.rows.append((row.get("created") or _now(), row))  # the time a run gave it, which its table showed
         self._write({"row": row, "created": self.rows[-1][0]}, folder)
 
     def keep_finished(self, problem: StoreError, folder: Path) -> None:

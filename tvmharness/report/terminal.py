@@ -27,7 +27,7 @@ STATUS_STYLE = {OK: "green", DISAGREES: "yellow", BUILD_FAILED: "red", RUN_FAILE
 
 def row_notes(r: dict) -> list[str]:
     """The flags a reader needs beside a row's numbers (the footnotes say what each means)."""
-    notes = []
+    notes = [] if r.get("stored", True) else ["NOT STORED"]  # a row its store refused (kept in a file): not_stored()
     if r["is_baseline"]:
         notes.append("baseline")
     if r["engine"].startswith("tvm") and r["status"] != BUILD_FAILED:
@@ -319,9 +319,20 @@ def provenance_lines(run: dict, frame) -> list[str]:
     ]
 
 
+def not_stored(frame) -> str:
+    """What a table of a run whose store refused rows says first ("" where the store holds them all: a frame
+    of a run's rows as measured has `stored`, RunResult.frame())."""
+    if "stored" not in frame or frame["stored"].all():
+        return ""
+    refused = int((~frame["stored"]).sum())
+    return (f"NOT STORED: {refused} of the {len(frame)} rows below {'is' if refused == 1 else 'are'} not in the results "
+            "store, which refused them; the error after the table names the file that keeps them, and how to put them in")
+
+
 def render_run(frame, run: dict, console: Console) -> None:
-    if unfinished(run):
-        console.print(shown(unfinished(run), style="bold yellow"))
+    for warning in (unfinished(run), not_stored(frame)):
+        if warning:
+            console.print(shown(warning, style="bold yellow"))
     console.print(fitted(run_table(frame, run), console))
     console.print(Group(*[shown(line, style="dim" if not line.startswith("[") else "") for line in footnotes(frame)]))
     compressed = compression_table(frame)
