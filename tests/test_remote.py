@@ -243,8 +243,20 @@ def test_a_kit_that_dies_mid_job_gets_a_failure_row_and_earlier_rows_stay(rack, 
     assert failed["status"] == RUN_FAILED, failed["reason"]
     assert failed["details"]["kit"] and failed["details"]["kit"] in failed["reason"], failed["reason"]
     assert f"no kit under 'doomed' at {rack.tracker} is registered any more" in failed["reason"], failed["reason"]
+    # the fix is for the kit that died (the cause), not for the key it left empty
+    assert failed["reason"].endswith(f"(restart the server of kit {failed['details']['kit']} (`tvmharness devkit serve "
+                                     f"--tracker {rack.tracker} --key doomed` on the board) and check its log; if it is "
+                                     "up, check that this host reaches the address the tracker lists it at (`tvmharness "
+                                     f"devices --tracker {rack.tracker}` lists the kits))"), failed["reason"]
     stored = result.frame()
     assert len(stored) == 4 and set(stored["status"]) == {OK, RUN_FAILED}
+    # The run's time: the kit jobs' own, the failed one's included, apart from what the host measured
+    on_kits = [r["details"]["kit_seconds"] for r in kit_rows.values()]
+    assert all(seconds > 0 for seconds in on_kits), on_kits
+    here = sum(r["details"].get("measure_seconds", 0) for r in result.rows if r["target"] != "x86-rpc")
+    (time_line,) = [line for line in footnotes(stored) if line.startswith("time: ")]
+    assert time_line.endswith(f", {here:.1f} s measuring on this host, {sum(on_kits):.1f} s in 2 dev kit jobs (added up: "
+                              "they ran in parallel on the kits)"), time_line
 
 
 def test_kits_that_leave_during_the_builds_fail_their_rows_and_the_rows_are_stored(rack, workdir):
@@ -267,6 +279,8 @@ def test_kits_that_leave_during_the_builds_fail_their_rows_and_the_rows_are_stor
     row = next(r for r in Store(str(store)).frame().to_dict("records") if r["target"] == "x86-rpc")
     assert row["status"] == RUN_FAILED and row["details"]["kit_failure"] == "no free kit"
     assert f"no kit under 'leaving' at {rack.tracker} is registered any more" in row["reason"], row["reason"]
+    assert row["reason"].endswith(f"(start a kit: `tvmharness devkit serve --tracker {rack.tracker} --key leaving` on the "
+                                  "board)"), row["reason"]
     assert row["artifact_bytes"]  # built: what the build says is kept
     assert len(result.rows) == len(Store(str(store)).frame())
 
@@ -394,6 +408,8 @@ def test_a_kit_the_host_cannot_reach_is_a_lost_kit_named_by_its_address(rack, wo
             kits.run(job)
         assert time.monotonic() - started < 30
         assert caught.value.kind == KIT_LOST and caught.value.kit == unreachable and caught.value.attempts == [unreached]
+        fix = kits.error(caught.value, "x86_64").fix  # what its row would say
+        assert fix.startswith(f"restart the server of kit {unreachable} (") and "this host reaches the address" in fix, fix
     finally:
         kits.close()
         stop(astray)
@@ -643,6 +659,41 @@ def test_a_kit_that_stops_answering_mid_tune_costs_a_candidate_not_the_night(rac
             "within 5 s") in error.cause, error.cause
     assert error.fix.startswith(f"restart the server of the kit {address}, or free a kit under 'stalled'"), error.fix
     assert "tvmharness tune --resume" in error.fix
+
+
+def test_a_kit_lost_while_it_measures_a_candidate_is_named(rack, tmp_path):
+    """A kit killed while a candidate runs on it (TVM's kShutdown) or hung (the pool kills the candidate's
+    worker, in another process) leaves an error that names no kit: the candidate's runner noted it. The
+    runner's own steps are taken here one by one, on a real kit: killing a kit inside a real tune's candidate
+    would race the candidate's milliseconds."""
+    import tvm
+    from tvm import te
+    from tvm.s_tir.meta_schedule.runner import RPCConfig
+
+    from tvmharness._ms_build import export_shared_library
+    from tvmharness.tune import POOL_KILLED, _kit_session, _upload_noting_kit, lost_kit
+
+    a = te.placeholder((4,), name="a")
+    library = tvm.compile(tvm.IRModule({"main": te.create_prim_func([a, te.compute((4,), lambda i: a[i] + 1.0)])}),
+                          target=tvm.target.Target({"kind": "llvm"}))
+    candidate = export_shared_library(library, folder=str(tmp_path))  # as the tune's builder exports one
+    [doomed] = rack.serve("candidate")
+    [address] = rack.kits("candidate")
+    tracker = parse_address(rack.tracker)
+    config = RPCConfig(tracker_host=tracker.host, tracker_port=tracker.port, tracker_key="candidate", session_timeout_sec=60)
+    try:
+        session = _kit_session(config, wait_s=30, emulated="")
+        _upload_noting_kit(session, candidate, "candidate.so")
+    finally:
+        stop(doomed)
+    shutil.rmtree(Path(candidate).parent)  # MetaSchedule's measure callbacks remove it before ours reads the results
+    with pytest.raises(Exception) as killed:  # the runner's next call on the kit (its cleanup at least)
+        session.remove("candidate.so")
+    assert lost_kit(candidate, "RPCRunner: An exception occurred\n" + str(killed.value)) == address, killed.value
+    assert lost_kit(candidate, f"{POOL_KILLED} 155.0 seconds") == address
+    # the candidate's own failure (a kernel that does not load, a wrong result) is no lost kit
+    assert lost_kit(candidate, "RPCRunner: An exception occurred\nInternalError: cannot find function") is None
+    assert lost_kit(str(tmp_path / "candidate-never-ran" / "candidate.so"), POOL_KILLED) is None
 
 
 def test_a_tune_for_a_board_never_times_a_candidate_on_an_emulated_kit_under_its_key(rack, tmp_path):

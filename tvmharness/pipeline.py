@@ -870,8 +870,9 @@ def _run_on_kits(kit_rows: list[_KitRow], rack: Rack, recipe: Recipe, store: Sto
         if "id" in row:  # stored already: handed over again after a Ctrl-C that came as it returned
             return
         row["details"]["rack"] = {"tracker": str(rack.tracker), "key": rack.key}
+        row["details"]["kit_seconds"] = outcome.seconds
         if isinstance(outcome, KitFailure):
-            row.update(status=RUN_FAILED, reason="; ".join([*outcome.attempts, str(outcome)]))
+            row.update(status=RUN_FAILED, reason=reason(rack.error(outcome, pending.job.arch)))
             row["details"].update(kit=outcome.kit, kit_failure=outcome.kind)
         else:
             _record_kit_result(row, outcome, pending, recipe)
@@ -899,8 +900,7 @@ def _run_on_kits(kit_rows: list[_KitRow], rack: Rack, recipe: Recipe, store: Sto
 def _record_kit_result(row: dict, outcome: KitResult, pending: _KitRow, recipe: Recipe) -> None:
     info = outcome.info
     row.update(threads=info.get("threads"))
-    row["details"].update(kit=outcome.kit, kit_info=info, upload_seconds=outcome.upload_seconds,
-                          measure_seconds=round(sum(outcome.latency.samples_ms) / 1e3, 3))
+    row["details"].update(kit=outcome.kit, kit_info=info, upload_seconds=outcome.upload_seconds)
     if outcome.attempts:
         row["details"]["retried_after"] = outcome.attempts
     if outcome.emulated:

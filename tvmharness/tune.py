@@ -34,7 +34,7 @@ from .gpu import check_local_gpu
 from .models import LoadedModel
 from .native_log import NATIVE_LOG, native_log_note, native_stderr_to
 from .provenance import worker_environment, worker_environment_kept
-from .remote.tracker import KITS_GONE, TRACKER_GONE, Address, NoKitError, named_kit, request_kit
+from .remote.tracker import KITS_GONE, LOST_WORDS, TRACKER_GONE, Address, NoKitError, named_kit, request_kit
 from .targets import Target, check_local_cpu
 
 WORKLOADS = "database_workload.json"
@@ -396,7 +396,8 @@ class TuneState:
     time_budget_s: float | None = None
     stopped: str = ""
     kits_lost: bool = False  # stopped: a batch found no kit (or no tracker) to measure on, so would the next
-    # HOST:PORT of the kits that candidates could not reach or open a session on, since a candidate was last measured
+    # HOST:PORT of the kits that candidates could not reach or open a session on, or lost (killed or hung) while
+    # measuring one, since a candidate was last measured
     unreachable_kits: list[str] = field(default_factory=list)
     on_batch: Callable[[], None] | None = None  # after each batch of measurements is counted
 
@@ -765,7 +766,8 @@ def kit_runner(options: TuneOptions, evaluator, target: Target):
                                      tracker_key=options.key, session_timeout_sec=int(options.runner_timeout_s))
     runner = ms.runner.RPCRunner(rpc_config=rpc_config, evaluator_config=evaluator, max_workers=options.kits,
                                  f_create_session=functools.partial(_kit_session, wait_s=options.kit_wait_s,
-                                                                    emulated=target.emulated))
+                                                                    emulated=target.emulated),
+                                 f_upload_module=_upload_noting_kit)
     runner.pool.shutdown()  # RPCRunner takes no timeout: its pool is replaced by one with a timeout
     runner.pool = PopenPoolExecutor(max_workers=options.kits,
                                     timeout=options.kit_wait_s + options.runner_timeout_s + KIT_MARGIN_S)
@@ -796,11 +798,42 @@ def _kit_session(rpc_config, wait_s: float, emulated: str):
         except Exception:  # TVM's own server says nothing of itself: a board's
             found = ""
         if bool(found) == bool(emulated):
+            session.kit = kit  # (_upload_noting_kit notes it)
             return session
         refused.append((session, kit, f"emulated by {found}" if found else "a board"))
     said = "; ".join(f"kit {kit} is {what}" for _, kit, what in refused)
     raise RuntimeError(f"{_no_kit_said_for(key)} fits this tune: {said}, and this tune's records are "
                        f"{'an emulated kit' if emulated else 'a board'}'s (serve emulated kits under a key of their own)")
+
+
+# MetaSchedule's error for a candidate whose runner worker its pool killed: the kit it waited on hung
+POOL_KILLED = "RPCRunner: Timeout, killed after"
+
+
+def _kit_note(artifact_path: str) -> Path:
+    """Where a candidate's runner notes the kit it runs on: beside the candidate's folder, which MetaSchedule
+    removes before the measure callbacks read the results."""
+    folder = Path(artifact_path).parent
+    return folder.with_name(folder.name + ".kit")
+
+
+def _upload_noting_kit(session, local_path: str, remote_path: str):
+    """MetaSchedule's upload, after noting the candidate's kit: a kit killed mid-candidate (TVM's kShutdown)
+    or hung (its worker killed by the pool, in another process) leaves an error that does not name it."""
+    from tvm.s_tir.meta_schedule.runner.rpc_runner import default_upload_module
+
+    _kit_note(local_path).write_text(session.kit)
+    return default_upload_module(session, local_path, remote_path)
+
+
+def lost_kit(artifact_path: str, error: str) -> str | None:
+    """The kit a candidate was measured on where its error says the kit was lost on the way (killed or hung),
+    as its session's runner noted it; None for any other error, or a candidate that reached no kit."""
+    if POOL_KILLED not in error and not any(w in error for w in LOST_WORDS):
+        return None
+    with contextlib.suppress(OSError):
+        return _kit_note(artifact_path).read_text()
+    return None
 
 
 class _StopTuning(Exception):
@@ -1006,7 +1039,9 @@ def _progress_callback(state: TuneState, progress: TuneProgress, options: TuneOp
                     task.errors += 1
                     task.first_error = task.first_error or one_line(error or "no timing returned")
                     unbuilt += bool(built.error_msg)
-                    kit = None if built.error_msg else named_kit(ran.error_msg or "", options.key)  # (KitUnreachable's)
+                    # named by the error (KitUnreachable's), or the kit the candidate was on when it was killed or hung
+                    kit = None if built.error_msg else (named_kit(ran.error_msg or "", options.key)
+                                                        or lost_kit(built.artifact_path, ran.error_msg or ""))
                     unreachable += [kit] if kit else []
                     continue
                 measured += 1

@@ -27,7 +27,8 @@ from ..data import Feed
 from ..errors import HarnessError, one_line
 from ..measure import Latency, output_arrays, paced
 from .kit_server import MEMORY_CALLS
-from .tracker import TRACKER_GONE, Address, KeyStatus, KitUnreachable, NoKitError, kits_gone, request_kit, summary
+from .tracker import (KITS_GONE, LOST_WORDS, TRACKER_GONE, Address, KeyStatus, KitUnreachable, NoKitError, kits_gone,
+                      request_kit, summary)
 
 # How a job failed, and whether another kit may succeed where this one did not.
 KIT_LOST = "kit lost"  # the kit died, dropped the connection mid-job, or cannot be reached: retry elsewhere
@@ -36,6 +37,7 @@ NO_KIT = "no free kit"
 WRONG_ARCH = "wrong architecture"  # retried too: one kit of another architecture may sit among the right ones
 JOB_FAILED = "job failed"  # the model itself failed on the kit: another kit would fail the same way
 RETRYABLE = (KIT_LOST, KIT_HUNG, WRONG_ARCH)
+STOPPED = "stopped: the run was interrupted"  # (a JOB_FAILED: no other kit is tried)
 
 
 @dataclass
@@ -61,6 +63,7 @@ class KitResult:
     latency: Latency
     upload_seconds: float
     attempts: list[str] = field(default_factory=list)  # earlier failures that were retried
+    seconds: float = 0.0  # the job's time on the rack: from asking for a kit to the answer, retries included
     memory: dict | None = None  # {"peak_mb", "resident_mb"} where the job asked for it and the kit measured it
     memory_error: str | None = None  # why the kit did not
 
@@ -74,6 +77,7 @@ class KitFailure(Exception):
         super().__init__(message)
         self.kind, self.kit, self.attempts = kind, kit, attempts or []
         self.earlier: str | None = None  # the kind of the retried failure before this one, if any
+        self.seconds = 0.0  # as KitResult.seconds
 
 
 @dataclass
@@ -130,15 +134,42 @@ class Rack:
         try:
             return self._retrying(KitJob("check", None, [], 0, 0, arch), lambda _text: None)[1]["info"]
         except KitFailure as failure:
-            fix = {WRONG_ARCH: f"pass --key with the key of {arch} kits (`tvmharness devices --tracker {self.tracker}` lists "
-                               "them); a kit of another architecture among them: serve it under a key of its own",
-                   NO_KIT: "wait for the rack to free a kit, add kits, or raise wait in the recipe's [devices]"}
-            other = ("check the kit's log, and that this host reaches the address the tracker lists it at "
-                     f"(`tvmharness devices --tracker {self.tracker}`); restart it if it is stuck")
-            # no kit free after one failed (it hung: the tracker holds it busy; or it was of another architecture):
-            # that one is the cause to fix
-            kind = (failure.earlier or failure.kind) if failure.kind == NO_KIT else failure.kind
-            raise HarnessError("; ".join([*failure.attempts, str(failure)]), fix.get(kind, other)) from None
+            raise self.error(failure, arch) from None
+
+    def error(self, failure: KitFailure, arch: str) -> HarnessError:
+        """A job's failure as a user's error: the attempts and the last failure, and the fix for its kind
+        (what a kit row's reason says, and the run's check of a kit before anything is built)."""
+        return HarnessError("; ".join([*failure.attempts, str(failure)]), self.fix(failure, arch))
+
+    def fix(self, failure: KitFailure, arch: str) -> str:
+        """What to do about a failed job, by its kind; `arch`: the architecture the job's library was built for."""
+        text, kit, devices = str(failure), failure.kit, f"`tvmharness devices --tracker {self.tracker}` lists the kits"
+        if failure.kind == NO_KIT and text.startswith(TRACKER_GONE):  # no kit can be had until it is back
+            return (f"start the tracker again (`tvmharness tracker start --port {self.tracker.port}`; kits served by "
+                    "`tvmharness devkit serve` register with it again), then run again")
+        # no kit free, or none left, after one failed (it hung: the tracker holds it busy; it died; it was of
+        # another architecture): that one is the cause to fix
+        kind = (failure.earlier or failure.kind) if failure.kind == NO_KIT else failure.kind
+        which = f"kit {kit}" if kit else "the kit"
+        serve = _serve_a_kit(self.tracker, self.key, self.emulable)
+        if kind == KIT_LOST:
+            return (f"restart the server of {which} ({serve}) and check its log; if it is up, check that this host "
+                    f"reaches the address the tracker lists it at ({devices})")
+        if kind == KIT_HUNG:
+            return (f"restart the server of {which} if it is stuck ({serve}), or raise job_timeout in the recipe's "
+                    f"[devices] (now {self.job_timeout_s:.0f} s) if the job needs longer")
+        if kind == WRONG_ARCH:
+            return (f"pass --key with the key of {arch} kits ({devices}); a kit of another "
+                    "architecture among them: serve it under a key of its own")
+        if kind == NO_KIT and KITS_GONE in text:
+            return _start_a_kit(self.tracker, self.key, self.emulable)
+        if kind == NO_KIT:
+            return (f"raise wait in the recipe's [devices] (now {self.wait_s:.0f} s), or add kits under '{self.key}' "
+                    "(another run may hold them)")
+        if text == STOPPED:
+            return "run again to measure it"
+        return (f"the model itself failed on {which}, as it would on any kit: its server's log there holds the whole "
+                "error; fix the model or its build for the target")
 
     def run_all(self, jobs: list[KitJob], on_result: Callable[[KitJob, KitResult | KitFailure], None],
                 on_stage: Callable[[KitJob, str], None] | None = None) -> None:
@@ -187,10 +218,13 @@ class Rack:
             worker.kill()
 
     def _run_caught(self, job: KitJob, on_stage) -> KitResult | KitFailure:
+        started = time.perf_counter()
         try:
-            return self.run(job, (lambda text: on_stage(job, text)) if on_stage else None)
+            outcome = self.run(job, (lambda text: on_stage(job, text)) if on_stage else None)
         except KitFailure as failure:
-            return failure
+            outcome = failure
+        outcome.seconds = round(time.perf_counter() - started, 3)
+        return outcome
 
     def _attempt(self, job: KitJob, on_stage: Callable[[str], None]) -> tuple[str, dict]:
         spec = {"tracker": self.tracker, "key": self.key, "wait_s": self.wait_s,
@@ -199,7 +233,7 @@ class Rack:
                 "memory": job.memory}
         with self._lock:
             if self._stopping.is_set():  # checked under the lock run_all stops the busy workers under
-                raise KitFailure(JOB_FAILED, "stopped: the run was interrupted")
+                raise KitFailure(JOB_FAILED, STOPPED)
             worker = self._idle.pop() if self._idle else _Worker()
             self._busy.add(worker)
         on_stage(f"waiting for a free kit under '{self.key}'")
@@ -212,7 +246,7 @@ class Rack:
                 raise KitFailure(KIT_LOST, f"the job's worker ended before the job ({err})") from None
             while True:
                 if self._stopping.is_set():
-                    raise KitFailure(JOB_FAILED, "stopped: the run was interrupted", kit)
+                    raise KitFailure(JOB_FAILED, STOPPED, kit)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     if kit is None:
@@ -287,8 +321,12 @@ def _keys_with_kits(keys: dict[str, KeyStatus]) -> str:
 
 
 def _start_a_kit(tracker: Address, key: str, emulable: bool = True) -> str:
+    return "start a kit: " + _serve_a_kit(tracker, key, emulable)
+
+
+def _serve_a_kit(tracker: Address, key: str, emulable: bool = True) -> str:
     """The commands that put a kit under `key` (an emulated one says so in its rows; none serves a GPU)."""
-    return (f"start a kit: `tvmharness devkit serve --tracker {tracker} --key {key}` on the board"
+    return (f"`tvmharness devkit serve --tracker {tracker} --key {key}` on the board"
             + (f" (or `tvmharness devkit emulate aarch64 --tracker {tracker} --key {key}` here)" if emulable else ""))
 
 
@@ -420,5 +458,4 @@ def _kind(err: Exception) -> str:
     text = str(err)
     if "RPCSessionTimeoutError" in text:  # the kit's server ended a session that overran
         return KIT_HUNG
-    lost = ("kShutdown", "connection", "Connection", "Broken pipe", "socket")
-    return KIT_LOST if isinstance(err, OSError) or any(w in text for w in lost) else JOB_FAILED
+    return KIT_LOST if isinstance(err, OSError) or any(w in text for w in LOST_WORDS) else JOB_FAILED

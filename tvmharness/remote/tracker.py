@@ -201,6 +201,11 @@ def kit_under(kit: str, key: str) -> str:
     return f"kit {kit} under '{key}'"
 
 
+# What TVM's client says of a kit gone in the middle of a session: killed (kShutdown; "code=1" from a call made
+# after that, as MetaSchedule's runner cleans up), its connection dropped
+LOST_WORDS = ("kShutdown", "RPCCode::kReturn) is false: code=1", "connection", "Connection", "Broken pipe", "socket")
+
+
 def named_kit(text: str, key: str) -> str | None:
     """The HOST:PORT of the kit under the key that an error's text names (kit_under), if any."""
     found = re.search(r"\bkit (\S+) under " + re.escape(f"'{key}'"), text)

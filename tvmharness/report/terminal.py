@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..data import input_text
-from ..errors import toml_table
+from ..errors import counted, toml_table
 from ..provenance import cores_text, threads_text
 from ..results import BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_FAILED
 from . import (agreement_texts, baseline_label, busy, gpu_text, kit_text, ms_text, number_text, peak_memory, points_text,
@@ -294,8 +294,13 @@ def footnotes(frame) -> list[str]:
     if any(spread_text(r) != "—" for r in rows):
         lines.append("spread: ± half the interquartile range of a row's samples, as a share of its median")
     details = [d for d in frame["details"] if d]
-    prepare, measure = (sum(d.get(k, 0) for d in details) for k in ("prepare_seconds", "measure_seconds"))
-    lines.append(f"time: {prepare:.1f} s preparing (import, build, load), {measure:.1f} s measuring")
+    prepare, measure, on_kits = (sum(d.get(k, 0) for d in details) for k in ("prepare_seconds", "measure_seconds", "kit_seconds"))
+    # A kit row's job: from asking the tracker for a kit to the kit's answer (upload, load, runs, retries);
+    # several run at once, one a kit, so their sum is more than the wall time they took.
+    jobs = len([d for d in details if "kit_seconds" in d])
+    kits = (f" on this host, {on_kits:.1f} s in {counted(jobs, 'dev kit job')}"
+            + (" (added up: they ran in parallel on the kits)" if jobs > 1 else "")) if jobs else ""
+    lines.append(f"time: {prepare:.1f} s preparing (import, build, load), {measure:.1f} s measuring{kits}")
     return lines
 
 
