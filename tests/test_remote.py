@@ -53,18 +53,11 @@ def test_tracker_and_kits_listen_on_loopback_only(rack):
 def test_devices_lists_the_kits_per_key(rack):
     """Each kit with what it said of itself when it registered: a busy one too (no session is needed),
     and TVM's own server, which says nothing, as unknown."""
-    import subprocess
-    import sys
-
     from tvmharness.remote import EMULATED_KEY
     from tvmharness.remote.tracker import request_kit
 
-    port = free_port()
-    plain = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", rack.tracker, "--key", "stock",
-                              "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)], start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    plain, port = rack.serve_stock("stock")
     try:
-        rack.wait_for(lambda: rack.kits("stock"), 60, "TVM's own server")
         session, held = request_kit(parse_address(rack.tracker), "x86", wait_s=30, session_timeout_s=60)
         done = run_cli("devices", "--tracker", rack.tracker, "--json")
         table = run_cli("devices", "--tracker", rack.tracker)
@@ -167,15 +160,8 @@ def test_the_arm_command_line_marks_rows_emulated(rack, workdir):
 def test_a_kit_measures_the_peak_memory_of_loading_and_running_the_model(rack, workdir):
     """16 MiB of weights: the kit's process holds them, as the host's probe of the same library does. A
     kit served by TVM's own server has no probe: its row says so and is measured all the same."""
-    import subprocess
-    import sys
-
-    port = free_port()
-    plain = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", rack.tracker, "--key", "plain",
-                              "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)], start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    plain, _ = rack.serve_stock("plain")
     try:
-        rack.wait_for(lambda: rack.kits("plain"), 60, "TVM's own server")
         rows = {}
         for key in ("x86", "plain"):
             recipe = _recipe(workdir, rack.tracker, models=[f"{USER_MODELS}:wide_linear"], engines=["tvm"],
@@ -364,9 +350,6 @@ def test_a_session_killed_on_one_kit_is_retried_and_the_kit_comes_back(rack, wor
 def test_a_kit_the_host_cannot_reach_is_a_lost_kit_named_by_its_address(rack, workdir):
     """The tracker hands out the address a kit registered (here TVM's own server saying 127.0.0.2, where
     nothing listens): the job fails within seconds, retryable, naming the kit, and the next kit serves it."""
-    import subprocess
-    import sys
-
     from tvmharness.engines import EngineOptions, get_engine
     from tvmharness.models import load_model
     from tvmharness.remote.rack import KIT_LOST, KitFailure, KitJob, Rack
@@ -381,14 +364,9 @@ def test_a_kit_the_host_cannot_reach_is_a_lost_kit_named_by_its_address(rack, wo
         status = summary(address).get("astray")
         return status and status.kits == [unreachable] and status.free == 1
 
-    port = free_port()
-    astray = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", rack.tracker, "--key", "astray",
-                               "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1),
-                               "--custom-addr", "127.0.0.2"], start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    astray, port = rack.serve_stock("astray", "--custom-addr", "127.0.0.2")
     kits = Rack(address, "astray", wait_s=30)
     try:
-        rack.wait_for(lambda: rack.kits("astray"), 60, "TVM's own server")
         [unreachable] = rack.kits("astray")
         assert unreachable == f"127.0.0.2:{port}"
         unreached = f"kit {unreachable} under 'astray' cannot be reached from this host (Connection refused)"

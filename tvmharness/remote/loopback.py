@@ -62,6 +62,17 @@ class LoopbackRack:
         self.wait_for(lambda: self.kits(key), timeout, "the emulated aarch64 kit")
         return started
 
+    def serve_stock(self, key: str, *args: str, timeout: float = 60) -> tuple[subprocess.Popen, int]:
+        """TVM's own RPC server under `key` (`args`: more of its flags), a kit that says nothing of itself
+        as a phone app's does; returns it and its port once it has registered."""
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", self.tracker, "--key", key,
+                                    "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1), *args],
+                                   start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.processes.append(process)
+        self.wait_for(lambda: self.kits(key), timeout, "TVM's own server")
+        return process, port
+
     def kits(self, key: str) -> list[str]:
         try:
             keys = summary(parse_address(self.tracker))
