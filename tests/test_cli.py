@@ -53,6 +53,10 @@ def test_a_command_asked_for_json_that_fails_prints_a_json_document_of_its_error
     assert_usage_error(proc, "unknown target 'sparc'")
     error = json.loads(proc.stdout)["error"]
     assert error["message"].startswith("unknown target 'sparc'") and error["exit_code"] == 2 and error["fix"]
+    # the parser's own refusals too (a flag's value of the wrong type, an argument missing), before any command runs
+    proc = run_cli("run", "--json", "--repeats", "many", cwd=cli_dir)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert json.loads(proc.stdout)["error"]["message"].startswith("Invalid value for '--repeats'"), proc.stdout
     proc = run_cli("report", "--store", str(cli_dir / "none.db"), "--format", "json", cwd=cli_dir)
     assert_usage_error(proc, "none.db")
     assert json.loads(proc.stdout)["error"]["message"] in " ".join(proc.stderr.split())

@@ -819,8 +819,11 @@ def test_a_store_that_takes_writes_again_by_the_run_s_end_gets_the_rows_it_refus
     reader, tries = [], []
     monkeypatch.setattr(results.Store, "add", lambda self, *a, _add=results.Store.add: tries.append(a[1]["engine"]) or _add(self, *a))
 
+    said = []
+
     class LockedWhileOnnxRuntimeIsMeasured:
         def step(self, text):
+            said.append(text)
             if text.startswith("measuring ") and text.endswith("onnxruntime"):  # torch's row is stored by now
                 reader.append(sqlite3.connect(out / "history.db", isolation_level=None))
                 reader[0].execute("BEGIN")
@@ -835,6 +838,9 @@ def test_a_store_that_takes_writes_again_by_the_run_s_end_gets_the_rows_it_refus
     result = run_recipe(recipe, LockedWhileOnnxRuntimeIsMeasured())
     assert tries == ["torch", "onnxruntime"]  # tvm-untuned's row went to the file without a try
     assert result.unsaved.path is None and not list(out.glob("unsaved-rows-run-*.jsonl"))
+    # the log says why it stopped for a while, and where the rows went
+    assert f"the results store {out / 'history.db'} is locked by another process: waiting up to 1 s for it" in said, said
+    assert said[-1] == "stored the 2 rows the results store refused while it was locked: it takes writes again"
     store = Store(str(out / "history.db"))
     assert list(store.frame()["engine"]) == ["torch", "onnxruntime", "tvm-untuned"] and store.run(1)["finished"] is not None
 
@@ -935,12 +941,12 @@ def test_run_shows_every_row_measured_when_its_store_refused_some_then_the_error
                 held.close()
         (kept,) = out.glob(f"unsaved-rows-run-{run_id}-*.jsonl")
         error = " ".join(said.stderr.split())
-        assert said.exit_code == 2, said.stderr
+        assert said.exit_code == 75, said.stderr
         assert f"1 row of 2 measured in run {run_id} could not be stored in {store}, and is kept in {kept}" in error
         assert f"`tvmharness store load {kept}`" in error
         if json_out:
             document = json.loads(said.stdout)
-            assert document["run"]["id"] == run_id and document["error"]["exit_code"] == 2
+            assert document["run"]["id"] == run_id and document["error"]["exit_code"] == 75
             assert str(kept) in document["error"]["message"]
             torch_row, onnx_row = document["rows"]
             assert (torch_row["engine"], torch_row["stored"]) == ("torch", True) and torch_row["id"] is not None

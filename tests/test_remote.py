@@ -70,13 +70,15 @@ def test_devices_lists_the_kits_per_key(rack):
     assert all(kit.startswith("127.0.0.1:") for kit in keys["x86"]["kits"])
     x86 = {kit["address"]: kit for kit in keys["x86"]["kit_info"]}
     assert set(x86) == set(keys["x86"]["kits"]) and held in x86
-    assert all(kit | {"address": ""} == {"address": "", "machine": "x86_64", "bits": 64, "emulated": "", "threads": 1}
-               for kit in x86.values()), x86
+    assert all(kit | {"address": ""} == {"address": "", "arch": "x86_64", "bits": 64, "emulated": False, "emulator": None,
+                                         "threads": 1} for kit in x86.values()), x86
     [stock] = keys["stock"]["kit_info"]
-    assert stock == {"address": f"127.0.0.1:{port}", "machine": None, "bits": None, "emulated": None, "threads": None}
+    assert stock == {"address": f"127.0.0.1:{port}", "arch": None, "bits": None, "emulated": None, "emulator": None,
+                     "threads": None}
     if HAS_EMULATOR:
         [emulated] = keys[EMULATED_KEY]["kit_info"]
-        assert emulated["machine"] == "aarch64" and emulated["emulated"].startswith("qemu-user"), emulated
+        assert emulated["arch"] == "aarch64" and emulated["emulated"] is True, emulated
+        assert emulated["emulator"].startswith("qemu-user"), emulated
     assert table.returncode == 0, table.stderr
     cells = [[cell.strip() for cell in line.split("│")[6:10]] for line in table.stdout.splitlines() if line.startswith("│")]
     assert [held, "x86_64", "no", "1"] in cells and [f"127.0.0.1:{port}", "?", "?", "?"] in cells, table.stdout
@@ -406,6 +408,9 @@ def test_devkit_serve_stops_its_kit_on_sigterm_and_sighup(rack):
         [server] = psutil.Process(serving.pid).children()
         workdir = folder(server)
         os.kill(serving.pid, signum)  # to `devkit serve` alone, as a service manager's stop or a closed terminal
+        if signum == signal.SIGTERM:  # and again while it stops, as `timeout` does (to the process, then its group)
+            time.sleep(0.1)
+            os.kill(serving.pid, signum)
         assert serving.wait(30) == 0
         server.wait(30)  # (psutil.TimeoutExpired if the kit's server outlived it)
         rack.wait_for(lambda: not rack.kits("signalled"), 30, "the kit to leave the tracker")
@@ -444,6 +449,9 @@ def test_a_dead_tracker_address_fails_in_seconds_and_touches_no_store(workdir):
     assert "no RPC tracker answers at 127.0.0.1" in done.stderr and "tvmharness tracker start" in done.stderr
     assert "Traceback" not in done.stderr
     assert not store.exists()
+    # a host name that does not resolve is the address to fix (2), not a tracker to wait for (75)
+    done = run_cli("devices", "--tracker", "no-such-host.invalid:9190")
+    assert done.returncode == 2 and "no-such-host.invalid is no host name this machine knows" in done.stderr, done.stderr
 
 
 def test_a_remote_target_without_a_tracker_says_how_to_start_one(workdir):

@@ -233,12 +233,16 @@ def test_a_damaged_store_and_half_a_url_are_said_as_such(tmp_path):
     rng = __import__("numpy").random.default_rng(0)
     for _ in range(5):
         night(store, 1.0, rng)
+    store.check_intact()  # (every page read: a nightly's check before it measures)
     with open(path, "r+b") as f:  # a page of garbage in the middle of the file
         f.seek(os.path.getsize(path) // 2)
         f.write(b"\xff" * 8192)
     with pytest.raises(HarnessError) as caught:
         Store(str(path)).frame()
     assert caught.value.cause == f"the results store {path} is damaged (database disk image is malformed)"
+    with pytest.raises(HarnessError, match=f"the results store {path} is damaged") as checked:
+        Store(str(path)).check_intact()
+    assert checked.value.fix == caught.value.fix
     salvage = re.search(r"`(.*)`", caught.value.fix).group(1)
     if shutil.which("sqlite3"):  # the fix works: what could be read is a store again
         subprocess.run(["bash", "-c", salvage], cwd=tmp_path, check=True, capture_output=True)

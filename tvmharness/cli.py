@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import os
+import re
 import select
 import shlex
 import signal
@@ -23,6 +24,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
+from typer.exceptions import TyperException
 
 from . import __version__
 from .engines import ENGINE_NAMES
@@ -44,7 +46,8 @@ class _Console(Console):
 # Piped output (CI logs, files) gets a wide page so the report table stays one line per row, unless
 # COLUMNS says how wide; piped messages are not wrapped at all (a command in a fix stays whole to copy).
 # emoji=False: ":fire:" in a path or an address is text, not an emoji
-out = _Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200, emoji=False)
+out = _Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200, emoji=False,
+               soft_wrap=not sys.stdout.isatty())
 err = _Console(stderr=True, log_path=False, emoji=False, soft_wrap=not sys.stderr.isatty())
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
@@ -804,7 +807,7 @@ def _nightly(chosen, dest: Path, fmt: str) -> int:
     from .report.regress import judge_run, needs_confirmation, regressions
     from .results import Store
 
-    Store(chosen.output.store)
+    Store(chosen.output.store).check_intact()  # a night measured into a damaged store would not be reported
     for name in ("summary.md", "junit.xml", "report.html"):  # a night that ends before its reports leaves none, not last night's
         (dest / name).unlink(missing_ok=True)
     interrupted = False
@@ -1070,7 +1073,8 @@ def devices(tracker: Annotated[str, typer.Option(metavar="HOST:PORT", help="HOST
     address = parse_address(tracker)
     keys = summary(address)
     if json_out:
-        _print_json({"tracker": str(address), "keys": [asdict(k) | {"busy": k.busy} for k in keys.values()]})
+        _print_json({"tracker": str(address), "keys": [asdict(k) | {"busy": k.busy, "kit_info": [_kit_json(kit) for kit in k.kit_info]}
+                                                       for k in keys.values()]})
         return 0
     table = Table("key", "kits", "free", "busy", "pending", "address", "arch", "emulated", "threads",
                   title=Text(f"dev kits at {address}"))
@@ -1081,6 +1085,14 @@ def devices(tracker: Annotated[str, typer.Option(metavar="HOST:PORT", help="HOST
             counts = [""] * len(counts)  # the key's figures once, on its first kit's row
     out.print(table if keys else Text(f"no kits at {address}: start one with `tvmharness devkit serve --tracker {address} --key KEY`"))
     return 0
+
+
+def _kit_json(kit) -> dict:
+    """A kit as `devices --json` gives it: the table's names, `emulated` a yes or no a script can test
+    (and what emulates it, apart); null for what the kit did not say."""
+    return {"address": kit.address, "arch": kit.machine, "bits": kit.bits,
+            "emulated": None if kit.emulated is None else bool(kit.emulated), "emulator": kit.emulated or None,
+            "threads": kit.threads}
 
 
 def _kit_cells(kit) -> list[Text]:
@@ -1106,7 +1118,9 @@ def _terminated(signum, frame) -> None:
     kept, run marked unfinished, one message, exit 143 (129). The SIGINT handler of the moment is called
     with it (a tune's notes it and stops at its next call into Python); not re-raised as SIGINT, which a
     job started with `&` from a script ignores."""
-    _STOPPED_BY["signal"] = signum
+    if _STOPPED_BY.get("terminated"):  # a second one (`timeout` signals the process, then its group): the
+        return                          # stop under way goes on; SIGKILL is the way to end it at once
+    _STOPPED_BY.update(signal=signum, terminated=True)
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
         handler(signum, frame)  # (Python's own Ctrl-C handler raises KeyboardInterrupt whatever the signal)
@@ -1123,7 +1137,29 @@ def main() -> None:
             stream.reconfigure(errors="replace")
     logging.raiseExceptions = False  # a log file on a full disk: not a traceback per line (MetaSchedule logs much)
     sys.unraisablehook = _unraisable
-    app()
+    try:
+        code = app(standalone_mode=False)  # (the parser's own errors come here: standalone, typer would exit with them)
+    except TyperException as e:  # a flag or argument the parser refused, before any command ran
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(e)  # as typer shows them
+        if _json_asked(sys.argv[1:]):
+            _said.update(error=e.format_message(), fix="the command's --help lists what it takes")
+            _error_document({"json_out": True}, e.exit_code)
+        code = e.exit_code
+    except typer.Abort:  # end of input at a prompt
+        from typer import rich_utils
+
+        rich_utils.rich_abort_error()
+        code = 1
+    sys.exit(code or 0)
+
+
+def _json_asked(args: list[str]) -> bool:
+    """Whether a command line asks for JSON on stdout: --json, or --format json without --output FILE."""
+    text = " ".join(args)
+    to_file = re.search(r"(?:^| )(?:--output|-o)(?:=| )(?!- |-$)", text)
+    return "--json" in args or bool(re.search(r"(?:^| )(?:--format|-f)(?:=| )?json(?: |$)", text)) and not to_file
 
 
 def _unraisable(unraisable) -> None:

@@ -96,7 +96,7 @@ class RowsNotStored(StoreError):
     table before this error."""
 
     def __init__(self, cause: str, fix: str, result: RunResult):
-        super().__init__(cause, fix)
+        super().__init__(cause, fix, result.unsaved.problem.exit_code)  # (75 for a lock: `store load` later works)
         self.result = result
 
 
@@ -172,6 +172,7 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
         provenance = snapshot() | {"threads": threads, "planned": planned_series(models, targets, host, recipe)} | (
             {"confirms_run": confirms} if confirms is not None else {})
         store = Store(recipe.output.store)
+        store.on_wait = progress.step
         run_id = store.start_run(recipe.name, recipe.digest(), recipe.model_dump(mode="json"), provenance)
     except Interrupted:  # said already, by the stage it came in
         raise
@@ -208,6 +209,8 @@ def run_recipe(recipe: Recipe, progress: Progress | None = None, confirms: int |
         result.finished = store.finish_run(run_id)  # only a run that went through: one cut short stays unfinished, and reports say so
         if result.unsaved.rows:  # the store takes writes again (a lock let go, a server back): the rows it refused go in
             store.load_unsaved(result.unsaved)
+            progress.step(f"stored the {counted(len(result.unsaved.rows), 'row')} the results store refused while it was "
+                          f"{'locked' if result.unsaved.problem.locked else 'unwritable'}: it takes writes again")
             with contextlib.suppress(OSError):  # (stored: a file left is loaded as rows already there)
                 result.unsaved.path.unlink()
             result.unsaved = UnsavedRows(store.run(run_id), store.label, store.file)

@@ -14,6 +14,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, inspect, or_, select
 from sqlalchemy.engine import make_url
@@ -372,13 +373,17 @@ def store_problem(err: SQLAlchemyError, label: str, upgrading: bool = False, fil
         return StoreError(f"the results store {label} is not a SQLite database ({said})",
                           f"point --store at the results file ({DEFAULT_STORE}), or at a new path to start one")
     if "malformed" in text or "corrupt" in text:
-        # .dump, not .recover (which Debian 12's sqlite3 lacks): it ends in a ROLLBACK at the first bad page, made a COMMIT
-        salvage = (f"`sqlite3 {shlex.quote(str(file))} .dump | sed 's/^ROLLBACK; -- due to errors$/COMMIT;/' | sqlite3 "
-                   "salvaged.db`, then --store salvaged.db") if file else "its database's tools"
-        return StoreError(f"the results store {label} is damaged ({said})",
-                          f"restore it from a backup, or salvage what can be read: {salvage}")
+        return _damaged(label, file, said)
     return StoreError(f"cannot use the results store {label}: {said}",
                       "check the path or URL and that the database is reachable")
+
+
+def _damaged(label: str, file: Path | None, said: str) -> StoreError:
+    # .dump, not .recover (which Debian 12's sqlite3 lacks): it ends in a ROLLBACK at the first bad page, made a COMMIT
+    salvage = (f"`sqlite3 {shlex.quote(str(file))} .dump | sed 's/^ROLLBACK; -- due to errors$/COMMIT;/' | sqlite3 "
+               "salvaged.db`, then --store salvaged.db") if file else "its database's tools"
+    return StoreError(f"the results store {label} is damaged ({said})",
+                      f"restore it from a backup, or salvage what can be read: {salvage}")
 
 
 def _engine(url: str, label: str, **options):
@@ -405,10 +410,21 @@ class Store:
         self.file = sqlite_file(self.engine.url)
         # (a SQLite store in memory is one engine's own: a second would write to another, empty one)
         self._writer = _engine(self.url, self.label, connect_args={"timeout": WRITE_WAIT_STEP_S}) if self.file else self.engine
+        self.on_wait: Callable[[str], None] | None = None  # told once a write waits for another process's lock
         try:
             migrate(self.engine, self.label)
         except SQLAlchemyError as err:
             raise store_problem(err, self.label, upgrading=True, file=self.file) from None
+
+    def check_intact(self) -> None:
+        """A SQLite store's every page read once (its quick_check, a second or so for a year of nights): a damaged
+        one is said before a night is measured into it, not when its report reads it."""
+        if self.file is None:
+            return
+        with self._connection() as conn:
+            problems = conn.exec_driver_sql("PRAGMA quick_check").scalars().all()
+        if problems != ["ok"]:
+            raise _damaged(self.label, self.file, "; ".join(problems[:3]))
 
     def close(self) -> None:
         """Closes its connections (a notebook's loop over stores keeps none open, nor a server's slots);
@@ -474,13 +490,17 @@ class Store:
         """`work(session)`, which commits what it writes and reads nothing after (a read that waits for a
         lock and fails would have the committed write tried again), waiting for another process's lock
         for up to BUSY_TIMEOUT_S a step at a time (a Ctrl-C is taken between two steps)."""
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        deadline, told = time.monotonic() + BUSY_TIMEOUT_S, False
         while True:
             try:
                 with self._session(self._writer) as s:
                     check_schema(s)
                     return work(s)
             except StoreError as err:
+                if err.locked and self.on_wait is not None and not told:  # a log that stops for a minute says why
+                    self.on_wait(f"the results store {self.label} is locked by another process: waiting up to "
+                                 f"{BUSY_TIMEOUT_S} s for it")
+                    told = True
                 if not err.locked or time.monotonic() >= deadline:
                     raise
                 time.sleep(0.1)  # (a lock SQLite refuses to wait for, to break a deadlock, fails at once)

@@ -474,7 +474,7 @@ class TuneResult:
     emulated: str = ""  # what emulated the kit the candidates were timed on: its records prove the path, not speed
 
     def summary(self) -> dict:
-        return {"model": self.model, "target": self.target, "emulated": self.emulated, "records_dir": str(self.records_dir),
+        return {"model": self.model, "target": self.target, "emulated": self.emulated or None, "records_dir": str(self.records_dir),
                 "records_hash": (self.records_hash or "")[:16], "trials_run": self.trials_run,
                 "seconds": round(self.seconds, 1), "stopped": self.stopped, "notes": self.notes,
                 "skipped_known_tasks": self.skipped_known,

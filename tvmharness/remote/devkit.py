@@ -68,8 +68,12 @@ def serve(tracker: Address, key: str, kit: KitPython, host: str = "127.0.0.1", p
     command = [*kit.command, str(KIT_SERVER), "--tracker", str(tracker), "--key", key, "--host", host,
                "--port", str(port), "--threads", str(threads), "--emulated", kit.emulated]
 
+    stopping = []
+
     def stop(signum, _frame):
-        raise _Stopped(signum)
+        if not stopping:  # a second SIGTERM (`timeout` sends one to the group too) waits for the first's stop
+            stopping.append(signum)
+            raise _Stopped(signum)
 
     # A service manager stops the kit with SIGTERM and a closed terminal hangs it up: either stops the
     # kit's server too, as Ctrl-C does, rather than leaving it registered with the tracker.

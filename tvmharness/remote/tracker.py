@@ -99,6 +99,9 @@ def connect(address: Address, timeout: float = PROBE_TIMEOUT_S):
 
 def _unreachable(address: Address, err: OSError) -> HarnessError:
     why = err.strerror or str(err) or type(err).__name__
+    if isinstance(err, socket.gaierror):  # a name that does not resolve: the address to fix, not a tracker to wait for
+        return HarnessError(f"{TRACKER_GONE} {address}: {address.host} is no host name this machine knows ({why})",
+                            "check --tracker (HOST:PORT of the machine the tracker runs on)")
     return HarnessError(f"{TRACKER_GONE} {address} ({why})",
                         f"start one with `tvmharness tracker start --port {address.port}`, or check --tracker", RETRY)
 
