@@ -528,12 +528,7 @@ def _tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fro
             notes = [f"resumed the tune started {session['started']}: {done_before} of its {session['trials']} trials "
                      "were done"]
         else:
-            # (a session is the model's, by its digest: one of the same name is of the model before it changed)
-            own = re.compile(rf"{re.escape(short_name(model.name))}-[0-9a-f]{{12}}\.json")
-            changed = any(own.fullmatch(p.name) and p != session_file for p in session_file.parent.glob("*.json"))
-            notes = [f"nothing to resume: no interrupted tune of {model.name} "
-                     + ("as it is now (it changed since the one interrupted: its records stay and seed this one) "
-                        if changed else "") + f"in {directory}, so a new one started"]
+            notes = [f"nothing to resume: no interrupted tune of {model.name} in {directory}, so a new one started"]
         for note in notes:
             progress.step(note)
         states = [TaskState(t.task_name, float(t.weight), _flop(t), known[t.task_name][0], best_s=known[t.task_name][1])
