@@ -47,6 +47,14 @@ def test_unknown_target_prints_one_line_naming_it_and_the_known_ones(cli_dir):
     assert not (cli_dir / "results" / "history.db").exists()  # nothing ran
 
 
+def test_of_several_failures_the_exit_code_is_the_one_to_act_on():
+    """A tune of several models: a retry (75) must not hide a usage error or a failure that will not go away."""
+    from tvmharness.errors import worst
+
+    assert worst([75, 1]) == 1 and worst([2, 75, 1]) == 2 and worst([1, 3, 2]) == 3
+    assert worst([75, 75]) == 75 and worst([0, 75]) == 75 and worst([]) == 0
+
+
 def test_a_command_asked_for_json_that_fails_prints_a_json_document_of_its_error(cli_dir):
     """A script parsing stdout gets JSON either way: the error's message, its fix and the exit code."""
     proc = run_cli("run", str(ROOT / "recipes/quickstart.toml"), "--target", "sparc", "--json", cwd=cli_dir)
@@ -57,6 +65,11 @@ def test_a_command_asked_for_json_that_fails_prints_a_json_document_of_its_error
     proc = run_cli("run", "--json", "--repeats", "many", cwd=cli_dir)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert json.loads(proc.stdout)["error"]["message"].startswith("Invalid value for '--repeats'"), proc.stdout
+    # and a reader gone from the help (`| head -c1`) is a broken pipe's 141, as from a command's output
+    helped = subprocess.Popen([sys.executable, "-m", "tvmharness", "run", "--help"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, cwd=cli_dir)
+    helped.stdout.close()  # gone before the help is written (Python takes a second to start)
+    assert helped.wait(60) == 141, helped.stderr.read()
     proc = run_cli("report", "--store", str(cli_dir / "none.db"), "--format", "json", cwd=cli_dir)
     assert_usage_error(proc, "none.db")
     assert json.loads(proc.stdout)["error"]["message"] in " ".join(proc.stderr.split())

@@ -188,10 +188,11 @@ def stage_dir(cache_root: Path, stage: str, key: str) -> Path:
 
 def _kept_out_of_git(cache_root: Path) -> None:
     """A cache in a project's own repository is no change to commit: it says so to git, as pytest's
-    does (once made; gigabytes of builds, each made again from its sources when needed)."""
+    does, from its first lookup on (gigabytes of builds, each made again from its sources when needed)."""
     ignore = cache_root / ".gitignore"
-    if cache_root.is_dir() and not ignore.exists():
+    if not ignore.exists():
         with contextlib.suppress(OSError):  # a read-only cache: its owner's business
+            cache_root.mkdir(parents=True, exist_ok=True)
             ignore.write_text("# made by tvmharness: everything here is made again when needed\n*\n")
 
 

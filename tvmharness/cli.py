@@ -7,6 +7,7 @@ import errno
 import functools
 import json
 import logging
+import math
 import os
 import re
 import select
@@ -14,6 +15,7 @@ import shlex
 import signal
 import socket
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Annotated, Optional
@@ -29,7 +31,8 @@ from typer.exceptions import TyperException
 from . import __version__
 from .engines import ENGINE_NAMES
 from .cache import file_lock, folder_can_be_made, writable_folder, write_whole
-from .errors import FAILED, INTERNAL, RETRY, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, one_line, path_error, reason
+from .errors import (FAILED, INTERNAL, RETRY, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, one_line, path_error,
+                     reason, worst)
 from .remote import EMULATED_KEY
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -105,6 +108,8 @@ def _friendly(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         _said.clear()
+        _STOPPED_BY.clear()
+        _STOPPED_BY["signal"] = signal.SIGINT
         try:
             code = command(*args, **kwargs)
         except HarnessError as e:
@@ -468,7 +473,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", help
                           + f"; records {result.records_dir}"
                           + (f" (sha256 of those its builds read: {result.records_hash[:16]})" if result.records_hash else ""),
                           markup=False, highlight=False, soft_wrap=True)
-    code = max((f["exit_code"] for f in failures), default=0)
+    code = worst((f["exit_code"] for f in failures))
     if failures:
         err.print(f"[red]{len(failures)} tune(s) failed[/red]: " + escape("; ".join(
             f"{f['model']}{' on ' + f['target'] if f['target'] else ''}: {f['error']}" for f in failures)), highlight=False)
@@ -488,8 +493,9 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", help
                   "--resume` once one is back)", markup=False, highlight=False)
     engines = ["tvm", "tvm-untuned", "torch", "onnxruntime"]
     try:
-        return max(code, _measure(apply_overrides(chosen, engines=engines, targets=still), json_out,
-                                  extra={"tune": summaries, "failed": failures}))
+        _said["document"] = {"tune": summaries, "failed": failures}  # the tunes, where measuring them fails
+        return worst([code, _measure(apply_overrides(chosen, engines=engines, targets=still), json_out,
+                                     extra={"tune": summaries, "failed": failures})])
     except KeyboardInterrupt as stop:  # (a run's own message says what it stored)
         raise Interrupted("interrupted while measuring the tuned builds: the tuning is done and its records kept; "
                           + (str(stop).removeprefix("interrupted: ") if isinstance(stop, Interrupted) and str(stop)
@@ -545,8 +551,6 @@ def compile(model: Annotated[str, typer.Argument(metavar="MODEL", help="zoo name
                                                 "reference engine first, and write it only if they agree")] = True,
             json_out: JsonOpt = False) -> int:
     """Build a deployable artifact: model.so and manifest.json (hashes, target, compression, versions, git commit)."""
-    import re
-
     from .build import build_tvm, earlier_artifact_files, export_artifact, fit_kit_threads, load_artifact
     from .cache import short_name
     from .compress import apply_variant, parse_variant
@@ -1104,7 +1108,8 @@ def _kit_cells(kit) -> list[Text]:
     return [Text(kit.address), Text(arch), Text(emulated), Text("?" if kit.threads is None else str(kit.threads))]
 
 
-_STOPPED_BY = {"signal": signal.SIGINT}  # what interrupted the command: Ctrl-C unless SIGTERM or SIGHUP came
+_STOPPED_BY: dict = {"signal": signal.SIGINT}  # what interrupted the command: Ctrl-C unless SIGTERM or SIGHUP came
+REPEATED_SIGNAL_S = 2.0  # a SIGTERM or SIGHUP this soon after the last is the same stop, sent twice
 
 
 def _interrupted_code() -> int:
@@ -1118,9 +1123,10 @@ def _terminated(signum, frame) -> None:
     kept, run marked unfinished, one message, exit 143 (129). The SIGINT handler of the moment is called
     with it (a tune's notes it and stops at its next call into Python); not re-raised as SIGINT, which a
     job started with `&` from a script ignores."""
-    if _STOPPED_BY.get("terminated"):  # a second one (`timeout` signals the process, then its group): the
-        return                          # stop under way goes on; SIGKILL is the way to end it at once
-    _STOPPED_BY.update(signal=signum, terminated=True)
+    now = time.monotonic()
+    if now - _STOPPED_BY.get("terminated_at", -math.inf) < REPEATED_SIGNAL_S:  # `timeout` signals the process, then
+        return                                                                 # its group: one stop, under way
+    _STOPPED_BY.update(signal=signum, terminated_at=now)
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
         handler(signum, frame)  # (Python's own Ctrl-C handler raises KeyboardInterrupt whatever the signal)
@@ -1144,14 +1150,21 @@ def main() -> None:
 
         rich_utils.rich_format_error(e)  # as typer shows them
         if _json_asked(sys.argv[1:]):
+            _said.clear()
             _said.update(error=e.format_message(), fix="the command's --help lists what it takes")
             _error_document({"json_out": True}, e.exit_code)
         code = e.exit_code
+    except SystemExit as e:  # rich's or typer's for a reader gone outside a command (`--help | head -c1`): 1, which
+        if e.code != 1 or not isinstance(e.__context__, BrokenPipeError):  # says a row failed
+            raise
+        code = 128 + signal.SIGPIPE
     except typer.Abort:  # end of input at a prompt
         from typer import rich_utils
 
         rich_utils.rich_abort_error()
         code = 1
+    if code == 130 and "terminated_at" in _STOPPED_BY:  # typer's Ctrl-C outside a command, which a SIGTERM took the way of
+        code = _interrupted_code()
     sys.exit(code or 0)
 
 

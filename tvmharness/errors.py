@@ -11,6 +11,12 @@ INTERNAL = 3  # a bug of the harness: a CI job tells it from a regression (1) an
 # CI job can retry on it (sysexits.h's EX_TEMPFAIL)
 RETRY = 75
 
+
+def worst(codes) -> int:
+    """Of several failures' exit codes, the one a CI job must act on: a bug (3) over a usage error (2) over
+    a failure (1) over a retry (75), which would not fix the others; 0 where none failed."""
+    return max(codes, key=[0, RETRY, FAILED, USAGE, INTERNAL].index, default=0)
+
 TUNE_RECORDS_KEPT = "the tuning records written so far are kept (`tvmharness tune --resume` continues)"
 # What a tool says (strerror's words, in its own message) when the folder it writes to is the trouble
 FOLDER_REASONS = ("No space left on device", "Disk quota exceeded", "Read-only file system")

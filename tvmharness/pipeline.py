@@ -273,6 +273,7 @@ def confirm_latency(recipe: Recipe, run_id: int, moved: list[tuple[dict, int | N
     models, variants and engines."""
     progress = progress or _Silent()
     store = Store(recipe.output.store)
+    store.on_wait = progress.step
     rows = store.frame().to_dict("records")
 
     def row_of(run: int | None, series: dict) -> dict | None:

@@ -428,7 +428,7 @@ class Store:
 
     def close(self) -> None:
         """Closes its connections (a notebook's loop over stores keeps none open, nor a server's slots);
-        a store used after this connects again."""
+        a file's or a server's store used after this connects again (one in memory is gone with them)."""
         for engine in {self.engine, self._writer}:
             engine.dispose()
 
@@ -652,7 +652,7 @@ class UnsavedRows:
         self._write({"row": row, "created": self.rows[-1][0]}, folder)
 
     def keep_finished(self, problem: StoreError, folder: Path) -> None:
-        self.problem, self.finished = self.problem or problem, _now()
+        self.problem, self.finished = problem, _now()  # the store as the run ends it: what to fix, or wait for
         self._write({"finished": self.finished}, folder)
 
     def _write(self, line: dict, folder: Path) -> None:

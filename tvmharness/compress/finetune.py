@@ -34,8 +34,8 @@ class Finetune(Technique):
         from torch.nn.utils import prune
 
         data = work.base.train_data
-        # Without labels, fine-tuning trains the model to match the fp32 model's outputs: the model as
-        # given (no step before it changed it) already does, and would learn nothing
+        # Without labels, fine-tuning trains the model toward the fp32 model's outputs: the model as given
+        # (no step before it changed it) gives them already, and training would only fit dropout's noise
         unchanged = (data is None or data.labels is None) and same_model(work.require_module(self.kind), work.base)
         module = self.clone_module(work)
         if unchanged:

@@ -94,9 +94,9 @@ def serve(tracker: Address, key: str, kit: KitPython, host: str = "127.0.0.1", p
             except subprocess.TimeoutExpired:
                 process.kill()
         return 0
-    finally:
+    finally:  # once stopping, a late second signal is that stop still: ignored until the command has exited
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_IGN if stopping else handler)
 
 
 def _how_it_ended(code: int) -> str:

@@ -88,7 +88,7 @@ def _gains(row: dict) -> bool:
     return faster or (present(size) and size <= 1 - GAIN)
 
 
-def _unchanged(row: dict) -> str | None:
+def _why_unchanged(row: dict) -> str | None:
     """Why a variant is the fp32 model under another name (no step changed it: an int8 that quantized
     no operator, a fine-tune with nothing to learn), or None."""
     d = row["details"] or {}
@@ -109,7 +109,7 @@ def best_variants(frame) -> list[str]:
             lines.append(f"best variant of {model} on {target}: none passes the goals")
             continue
         # A variant that changed nothing is no compression, whatever its timing's noise gives it
-        unchanged = {r["variant"]: why for r in passing if (why := _unchanged(r))}
+        unchanged = {r["variant"]: why for r in passing if (why := _why_unchanged(r))}
         left_out = ("; left out, being the fp32 model under another name: "
                     + ", ".join(f"{v} ({why})" for v, why in unchanged.items())) if unchanged else ""
         if not (passing := [r for r in passing if r["variant"] not in unchanged]):
