@@ -883,7 +883,8 @@ def test_a_nightly_that_ends_before_its_reports_leaves_none_of_last_night_s(tmp_
     recipe = tmp_path / "r.toml"
     recipe.write_text(f'name = "n"\nmodels = ["resnet81"]\n[output]\ndir = "{tmp_path}"\nstore = "{tmp_path / "h.db"}"\n')
     assert_usage_error(run_cli("nightly", str(recipe), "--out", str(out), cwd=tmp_path), "unknown model 'resnet81'")
-    assert [p.name for p in out.iterdir()] == [".lock"]  # (the lock file stays: taking it again needs no write)
+    # (the lock file stays, taking it again needs no write; git is told it is no report)
+    assert sorted(p.name for p in out.iterdir()) == [".gitignore", ".lock"]
     # a model that cannot be made is that night's news: the night is stored, and its reports say so
     recipe.write_text(recipe.read_text().replace("resnet81", f"{USER_MODELS}:weights_gone"))
     # but while another nightly writes there (cron started tonight's before last night's ended), not here

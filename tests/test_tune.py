@@ -460,11 +460,17 @@ def test_a_records_file_cut_in_its_first_line_is_emptied_and_read_and_one_being_
     the record to be whole, then says so if it stays cut short (not "an operator TVM cannot build")."""
     import shutil
 
-    from tvmharness.tune import _exclusive, open_database
+    from tvmharness.tune import WORKLOADS, _exclusive, open_database
 
     root, target, model, result = tuned
     directory = tmp_path / "tuning" / result.records_dir.name
     shutil.copytree(result.records_dir, directory)
+    if shutil.which("git"):  # records shared through a project's git: only they are changes to commit, not a tune's own files
+        subprocess.run(["git", "init", "-q", str(directory)], check=True)
+        listed = subprocess.run(["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=all"],
+                                capture_output=True, text=True, check=True).stdout
+        assert {line[3:] for line in listed.splitlines()} == {".gitignore", RECORDS, WORKLOADS, TARGET_FILE}, listed
+        shutil.rmtree(directory / ".git")
     good = (directory / RECORDS).read_text()
     for damaged in (good[:700], "\n"):
         (directory / RECORDS).write_text(damaged)

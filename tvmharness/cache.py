@@ -182,18 +182,18 @@ def stage_dir(cache_root: Path, stage: str, key: str) -> Path:
     path = Path(cache_root) / stage / key[:16]
     with contextlib.suppress(OSError):  # (none yet: made when written)
         os.utime(path)
-    _kept_out_of_git(Path(cache_root))
+    ignored_by_git(Path(cache_root), ["*"], "everything here is made again when needed")  # (gigabytes of builds)
     return path
 
 
-def _kept_out_of_git(cache_root: Path) -> None:
-    """A cache in a project's own repository is no change to commit: it says so to git, as pytest's
-    does, from its first lookup on (gigabytes of builds, each made again from its sources when needed)."""
-    ignore = cache_root / ".gitignore"
+def ignored_by_git(folder: Path, patterns: list[str], why: str) -> None:
+    """A folder of ours in a project's own repository tells git which of its files are no change to
+    commit, as pytest's cache does: a .gitignore, written once (one the user edited stays as it is)."""
+    ignore = folder / ".gitignore"
     if not ignore.exists():
-        with contextlib.suppress(OSError):  # a read-only cache: its owner's business
-            cache_root.mkdir(parents=True, exist_ok=True)
-            ignore.write_text("# made by tvmharness: everything here is made again when needed\n*\n")
+        with contextlib.suppress(OSError):  # a read-only folder: its owner's business
+            folder.mkdir(parents=True, exist_ok=True)
+            ignore.write_text(f"# made by tvmharness: {why}\n" + "".join(f"{p}\n" for p in patterns))
 
 
 @dataclass

@@ -30,7 +30,7 @@ from typer.exceptions import TyperException
 
 from . import __version__
 from .engines import ENGINE_NAMES
-from .cache import file_lock, folder_can_be_made, writable_folder, write_whole
+from .cache import file_lock, folder_can_be_made, ignored_by_git, writable_folder, write_whole
 from .errors import (FAILED, INTERNAL, RETRY, TUNE_RECORDS_KEPT, HarnessError, Interrupted, counted, one_line, path_error,
                      reason, worst)
 from .remote import EMULATED_KEY
@@ -795,6 +795,7 @@ def nightly(recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recip
     dest = out_dir or chosen.output.dir / "nightly"
     writable_folder(chosen.output.dir)
     writable_folder(dest)  # before measuring: a bad --out or --store must not cost a night, nor last night's reports
+    ignored_by_git(dest, [".lock"], "the lock a nightly holds while it writes here")
     with file_lock(dest / ".lock", wait=False) as alone:  # cron starting tonight's before last night's ended
         if not alone:
             raise HarnessError(f"another nightly is writing its reports to {dest}",

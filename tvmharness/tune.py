@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from .budgets import BUILDER_TIMEOUT_S, KIT_WAIT_S, PATIENCE, POPULATION, TRIALS
-from .cache import content_hash, file_lock, process_temp_folder, short_name, written_whole
+from .cache import content_hash, file_lock, ignored_by_git, process_temp_folder, short_name, written_whole
 from .errors import FAILED, FOLDER_REASONS, RETRY, TUNE_RECORDS_KEPT, HarnessError, one_line
 from .frontend import to_relax
 from .gpu import check_local_gpu
@@ -228,6 +228,8 @@ def model_workloads(model: LoadedModel, target: Target, frontend: str, cache_dir
 
 def open_database(directory: Path, target: Target, locked: bool = False):
     directory.mkdir(parents=True, exist_ok=True)
+    ignored_by_git(directory, [".lock", "sessions/", "runs/", "*.interrupted-*"],
+                   f"a tune's own working files; {RECORDS}, {WORKLOADS} and {TARGET_FILE} are the records to keep")
     check_records(directory, target, locked)
     meta = directory / TARGET_FILE
     if not meta.is_file():
