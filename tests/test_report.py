@@ -396,24 +396,28 @@ def test_tuning_then_losing_the_records_is_confirmed_by_a_b_against_the_earlier_
     (tmp_path / "nightly.toml").write_text(recipe)
 
     def tvm_verdict(proc) -> dict:
-        return next(v for v in json.loads(proc.stdout)["verdicts"] if v["series"]["engine"] == "tvm")
+        """The TVM series' verdict, the exit code following the night's verdicts: the torch baseline's series, timed
+        with it, is at a shared host's mercy (a spell of load over both its runs is a confirmed regression)."""
+        verdicts = json.loads(proc.stdout)["verdicts"]
+        assert proc.returncode == (1 if any(v["regression"] for v in verdicts) else 0), proc.stderr
+        return next(v for v in verdicts if v["series"]["engine"] == "tvm")
 
     assert run_cli("nightly", "nightly.toml", "--format", "json", cwd=tmp_path).returncode == 0
     tuned = run_cli("tune", "nightly.toml", "--trials", "16", "--no-measure", cwd=tmp_path)
     assert tuned.returncode == 0, tuned.stderr
     faster = run_cli("nightly", "nightly.toml", "--format", "json", cwd=tmp_path)
     v = tvm_verdict(faster)
-    assert faster.returncode == 0 and v["verdict"] == "faster", v["summary"]
+    assert v["verdict"] == "faster", v["summary"]
     runs = Store(str(tmp_path / "results" / "history.db")).runs()
     assert f"; confirmed by an A/B in turns with run {runs[0]['id']}'s build" in v["summary"]
     assert v["evidence"]["confirmation_change"] < -0.05
     # The tuned build again: whatever the first look says, the A/B finds no change.
     again = run_cli("nightly", "nightly.toml", "--format", "json", cwd=tmp_path)
-    assert again.returncode == 0 and tvm_verdict(again)["verdict"] == "same", tvm_verdict(again)["summary"]
+    assert tvm_verdict(again)["verdict"] == "same", tvm_verdict(again)["summary"]
     shutil.rmtree(tmp_path / "results" / "tuning")
     slower = run_cli("nightly", "nightly.toml", "--format", "json", cwd=tmp_path)
     v = tvm_verdict(slower)
-    assert slower.returncode == 1 and v["verdict"] == "slower", v["summary"]
+    assert slower.returncode == 1 and v["verdict"] == "slower", v["summary"]  # (a regression: exit 1, whatever torch did)
     nights = [r["id"] for r in Store(str(tmp_path / "results" / "history.db")).runs() if "confirms_run" not in r["provenance"]]
     ab = re.search(r"; confirmed by an A/B in turns with run (\d+)'s build", v["summary"])
     assert ab and int(ab[1]) in nights[1:-1], v["summary"]  # a tuned night's build: one at the reference level
