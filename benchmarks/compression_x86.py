@@ -21,6 +21,8 @@ from tvmharness.compress import parse_variant
 from tvmharness.pipeline import run_recipe
 from tvmharness.recipe import recipe_from_dict
 
+import figures  # benchmarks/figures.py: the closing JSON line, also on failure
+
 INT8 = "int8"
 DIGITS_VARIANTS = ["fp32", INT8, "int8:dynamic", "fp16", "prune:0.5+finetune", "prune:0.5+finetune+int8",
                    "channels:0.5+finetune", "lowrank:energy=0.9", "cluster:16+finetune:1", "distill"]
@@ -96,4 +98,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    figures.run(main)

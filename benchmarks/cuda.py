@@ -27,6 +27,8 @@ from tvmharness.gpu import cuda_status
 from tvmharness.pipeline import run_recipe
 from tvmharness.recipe import recipe_from_dict
 
+import figures  # benchmarks/figures.py: the closing JSON line, also on failure
+
 ENGINES = ["tvm", "torch", "onnxruntime"]
 
 
@@ -90,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    figures.run(main)

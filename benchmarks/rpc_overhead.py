@@ -30,6 +30,8 @@ from tvmharness.remote.rack import KitJob, Rack  # noqa: E402
 from tvmharness.remote.tracker import parse_address  # noqa: E402
 from tvmharness.targets import resolve  # noqa: E402
 
+import figures  # benchmarks/figures.py: the closing JSON line, also on failure
+
 REPEATS = 30
 
 
@@ -107,4 +109,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    figures.run(main)

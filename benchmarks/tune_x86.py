@@ -28,6 +28,8 @@ from tvmharness.models import load_model
 from tvmharness.pipeline import run_recipe
 from tvmharness.recipe import recipe_from_dict
 
+import figures  # benchmarks/figures.py: the closing JSON line, also on failure
+
 MODELS = ["resnet18", "mobilenet_v2"]
 ENGINES = ["tvm", "tvm-untuned", "torch", "onnxruntime"]
 
@@ -142,4 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    figures.run(main)

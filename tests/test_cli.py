@@ -1128,3 +1128,15 @@ def test_a_tune_s_resume_hint_is_the_command_that_was_run(monkeypatch):
     assert "`tvmharness tune --model m.py:f --resume`" in _own_resume(TUNE_RECORDS_KEPT)
     monkeypatch.setattr(sys, "argv", ["tvmharness", "run", "r.toml"])
     assert _own_resume(TUNE_RECORDS_KEPT) == TUNE_RECORDS_KEPT
+
+
+def test_a_failing_benchmark_still_ends_with_its_json_line(tmp_path):
+    """A script reads a benchmark's last line: a benchmark refused its arguments by the recipe's own
+    checks says why there, with the exit code, rather than leaving a table's last line to parse."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "baseline_x86.py"), "--repeats", "2",
+                           "--store", str(tmp_path / "b.db")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 2 == last["exit_code"], proc.stderr
+    assert "measure.repeats" in last["error"] and "Recipes" in last["fix"]
+    assert "Traceback" not in proc.stderr and "measure.repeats" in proc.stderr
+    assert not (tmp_path / "b.db").exists()  # refused before anything was measured

@@ -34,7 +34,8 @@ from .gpu import check_local_gpu
 from .models import LoadedModel
 from .native_log import NATIVE_LOG, native_log_note, native_stderr_to
 from .provenance import worker_environment, worker_environment_kept
-from .remote.tracker import KITS_GONE, LOST_WORDS, TRACKER_GONE, Address, NoKitError, named_kit, request_kit
+from .remote.tracker import (KITS_GONE, LOST_WORDS, TRACKER_GONE, Address, NoKitError, named_kit, request_kit,
+                             start_tracker_again)
 from .targets import Target, check_local_cpu
 
 WORKLOADS = "database_workload.json"
@@ -566,8 +567,7 @@ def _tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fro
             lost = [] if state.stopped.startswith(TRACKER_GONE) else state.unreachable_kits
             kits = f"the kit{'s' * (len(lost) > 1)} {' and '.join(lost)}"
             if state.stopped.startswith(TRACKER_GONE):
-                fix = (f"start the tracker again (`tvmharness tracker start --port {options.tracker.port}`; "
-                       "kits served by `tvmharness devkit serve` register again)")
+                fix = start_tracker_again(options.tracker)
             elif state.stopped.endswith(KITS_GONE):
                 fix = f"start a kit under '{options.key}'"
             else:

@@ -28,7 +28,7 @@ from ..errors import HarnessError, one_line
 from ..measure import Latency, output_arrays, paced
 from .kit_server import MEMORY_CALLS
 from .tracker import (KITS_GONE, LOST_WORDS, TRACKER_GONE, Address, KeyStatus, KitUnreachable, NoKitError, kits_gone,
-                      request_kit, summary)
+                      request_kit, start_tracker_again, summary)
 
 # How a job failed, and whether another kit may succeed where this one did not.
 KIT_LOST = "kit lost"  # the kit died, dropped the connection mid-job, or cannot be reached: retry elsewhere
@@ -145,8 +145,7 @@ class Rack:
         """What to do about a failed job, by its kind; `arch`: the architecture the job's library was built for."""
         text, kit, devices = str(failure), failure.kit, f"`tvmharness devices --tracker {self.tracker}` lists the kits"
         if failure.kind == NO_KIT and text.startswith(TRACKER_GONE):  # no kit can be had until it is back
-            return (f"start the tracker again (`tvmharness tracker start --port {self.tracker.port}`; kits served by "
-                    "`tvmharness devkit serve` register with it again), then run again")
+            return f"{start_tracker_again(self.tracker)}, then run again"
         # no kit free, or none left, after one failed (it hung: the tracker holds it busy; it died; it was of
         # another architecture): that one is the cause to fix
         kind = (failure.earlier or failure.kind) if failure.kind == NO_KIT else failure.kind

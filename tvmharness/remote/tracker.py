@@ -27,6 +27,14 @@ TRACKER_GONE = "no RPC tracker answers at"  # starts one: no kit can be had unti
 def kits_gone(key: str, address) -> str:
     """What a job or a tune says when no kit is left under the key (tune.py knows it by KITS_GONE)."""
     return f"no kit under '{key}' at {address} {KITS_GONE}"
+
+
+def start_tracker_again(address) -> str:
+    """The fix for TRACKER_GONE, said alike by a kit row, a run's check of a kit and a tune."""
+    return (f"start the tracker again (`tvmharness tracker start --port {address.port}`; kits served by "
+            "`tvmharness devkit serve` register with it again)")
+
+
 _empty_since: dict[tuple[str, str], float] = {}  # (tracker, key) -> when this process first saw no kit there
 # A tracker restarted (a deploy) answers again within seconds, and its kits register again: requests wait
 # this long for both before failing (remembered across requests, as _empty_since is).
