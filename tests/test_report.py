@@ -72,6 +72,9 @@ def test_report_formats_read_the_store(seeded):
 
     table = run_cli("report", "--store", str(seeded))
     assert table.returncode == 0 and "slower" in table.stdout and "stepped" in table.stdout
+    gated = run_cli("report", "--store", str(seeded), "--format", "md", "--fail-on-regression")
+    assert gated.returncode == 1 and gated.stdout == md.stdout and "1 regression(s)" in gated.stderr
+    assert run_cli("report", "--store", str(seeded), "--run", "5", "--fail-on-regression").returncode == 0  # a flat night
 
     # an earlier run's report holds the history it was judged against, not the runs after it
     earlier = list(csv.DictReader(io.StringIO(run_cli("report", "--store", str(seeded), "--run", "5", "--format", "csv").stdout)))

@@ -713,9 +713,11 @@ def report(store: Annotated[Optional[str], typer.Option("--store", metavar="URL"
                                                         "HTML's sparklines and the CSV's rows of other runs (the judged run "
                                                         "is shown whole, and verdicts still weigh the whole history)")] = None,
            run_id: Annotated[Optional[int], typer.Option("--run", metavar="ID", help="the run to judge (default: the newest with measurements)")] = None,
-           output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="write the md/json/csv/junit text here (- : stdout)")] = None) -> int:
+           output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="write the md/json/csv/junit text here (- : stdout)")] = None,
+           fail_on_regression: Annotated[bool, typer.Option("--fail-on-regression", help="exit 1 when the run has a regression (as "
+                                                            "`nightly` does), so a CI job that runs, then reports, can gate on it")] = False) -> int:
     """Report from the store alone: the newest run with measurements (or --run) with a verdict per series against its history."""
-    from .report.regress import history_as_of, judge_run
+    from .report.regress import history_as_of, judge_run, regressions
     from .results import DEFAULT_STORE, Store
 
     store = DEFAULT_STORE if store is None else store  # imported here: the store's module slows every command's start
@@ -738,6 +740,9 @@ def report(store: Annotated[Optional[str], typer.Option("--store", metavar="URL"
 
         write_html(history, html, since=when, judged=(run, verdicts, frame))
         err.print(f"wrote {html}", markup=False)
+    if fail_on_regression and (bad := regressions(verdicts)):
+        err.print(f"run {run['id']}: {len(bad)} regression(s)", highlight=False)
+        return FAILED
     return 0
 
 
