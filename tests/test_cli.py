@@ -634,7 +634,7 @@ def test_bench_json_and_compile(cli_dir):
     assert {r["engine"] for r in doc["rows"]} == {"torch", "tvm", "onnxruntime"}
     # the cache, in a project's repository, is none of its changes
     assert (cli_dir / "results" / "cache" / ".gitignore").read_text().splitlines()[-1] == "*"
-    assert all(r["status"] == "ok" and r["median_ms"] > 0 for r in doc["rows"])
+    assert all(r["status"] == "ok" and r["median_ms"] > 0 and r["stored"] is True for r in doc["rows"])
     assert doc["run"]["provenance"]["host"]["cpu"]["arch"]
     # piped, each step is a line with its time, not padded with blanks to a terminal's width
     steps = [line for line in proc.stderr.splitlines() if re.match(r"\[\d\d:\d\d:\d\d\] measuring digits_cnn", line)]

@@ -75,7 +75,9 @@ class RunResult:
         through a store in memory (the same columns, joined the same way: the store itself may not answer), each
         with `stored`, whether the store holds it, and the store's id (none yet for a refused row)."""
         if self.unsaved.path is None:
-            return self.store.frame(run_id=self.run_id)
+            frame = self.store.frame(run_id=self.run_id)
+            frame["stored"] = True  # the same columns either way, for `--json`'s reader
+            return frame
         import pandas as pd
 
         with Store.holding(self.record(), self.rows) as copy:
