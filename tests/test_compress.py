@@ -260,6 +260,24 @@ def test_int8_of_a_deep_model_is_judged_by_int8_s_own_rounding_and_its_artifact_
     assert json.loads(kept.read_text()) == [floor / ERROR_MARGIN]
 
 
+def test_every_variant_s_artifact_returns_the_outputs_of_the_fp32_one(tmp_path):
+    """A deployer swaps an int8 or fp16 artifact in for the fp32 one: the same outputs, by the same names
+    (int8 gave the ONNX graph's node names) and dtypes (fp16 gave a float argmax and mask)."""
+    import json
+
+    manifests = {}
+    for variant in ("fp32", "int8", "fp16"):
+        done = run_cli("compile", f"{USER_MODELS}:picks", "--variant", variant, "--output-dir", str(tmp_path), "--json")
+        assert done.returncode == 0, done.stderr
+        manifests[variant] = json.loads(done.stdout)["manifest"]
+    assert manifests["fp32"]["outputs"] == [{"name": "logits", "shape": [1, 4], "dtype": "float32"},
+                                            {"name": "picked.0", "shape": [1], "dtype": "int64"},
+                                            {"name": "picked.1", "shape": [1, 4], "dtype": "bool"}]
+    assert manifests["int8"]["outputs"] == manifests["fp16"]["outputs"] == manifests["fp32"]["outputs"]
+    assert all(m["check"]["checked"] for m in manifests.values())
+    assert manifests["int8"]["check"]["tolerance_floors"][1:] == [0.0, 0.0]  # no distance between two classes
+
+
 def test_channel_pruning_of_a_transformer_keeps_whole_heads_and_the_model_runs(workdir):
     """Attention's width must stay a whole number of heads: 30% of 32 channels in 4 heads made a model
     that raised when measured ("embed_dim must divide evenly by num_heads")."""

@@ -166,6 +166,20 @@ def named_outputs():
     return NamedOutputs().eval(), torch.randn(1, 16)
 
 
+class Picks(TwoHeads):
+    """TwoHeads' layers, returning its logits with what a deployer reads of them: the picked class (int64)
+    and a mask (bool), in a dict."""
+
+    def forward(self, x):
+        logits = self.head(torch.relu(self.body(x)))
+        return {"logits": logits, "picked": (logits.argmax(1), logits > 0)}
+
+
+def picks():
+    torch.manual_seed(0)
+    return Picks().eval(), torch.randn(1, 16)
+
+
 class InputPassedOn(nn.Module):
     """Returns its input as it came, and one output twice."""
 

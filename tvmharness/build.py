@@ -254,26 +254,11 @@ def _outputs(model: LoadedModel, mod, cache_dir: Path) -> list[dict]:
     tuple's positions, as torch.export flattens them, or the ONNX graph's), shape and dtype."""
     returned = mod["main"].ret_ty
     types = list(returned.fields) if hasattr(returned, "fields") else [returned]
-    names = _output_names(model, cache_dir)
+    names = model.output_names()
     if len(names) != len(types):  # a frontend that returns them otherwise: by position
         names = [f"output.{k}" for k in range(len(types))]
     return [{"name": name, "shape": [int(v) for v in t.shape.values], "dtype": str(t.dtype)}
             for name, t in zip(names, types)]
-
-
-def _output_names(model: LoadedModel, cache_dir: Path) -> list[str]:
-    if model.torch_module is None:
-        import onnx
-
-        path, _ = onnx_file(model, cache_dir)
-        return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
-    from torch.utils import _pytree
-
-    spec = model.exported_program().call_spec.out_spec
-    paths, _ = _pytree.tree_flatten_with_path(_pytree.tree_unflatten(list(range(spec.num_leaves)), spec))
-    names = [".".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path) for path, _ in paths]
-    # one tensor: "output"; a tuple's: "output.0", "output.1"; a dict's: its keys ("aux.0" for a tuple in it)
-    return [name if name and not name[0].isdigit() else ".".join(filter(None, ("output", name))) for name in names]
 
 
 def _cuda_source(module) -> str | None:

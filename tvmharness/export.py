@@ -17,7 +17,7 @@ from .models import LoadedModel
 # integer rewrite of QDQ models), so the cached exports and builds keyed by it are redone.
 IMPORT_VERSION = 6  # 5: QDQ scales and zero points as tensors (qdq.VERSION 3); 6: integer conv1d (qdq.VERSION 4)
 # Bump when only the ONNX export changes (what ONNX Runtime reads), so TVM's builds are kept.
-EXPORT_VERSION = 2  # 2: an output that is an input has a name of its own
+EXPORT_VERSION = 3  # 2: an output that is an input has a name of its own; 3: outputs named as torch.export flattens them
 
 
 def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool | None]:
@@ -36,7 +36,7 @@ def onnx_file(model: LoadedModel, cache_dir: Path) -> tuple[Path, bool | None]:
         with written_whole(path, checked=True) as partial, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(ep, (), str(partial), dynamo=True, external_data=False,
-                              input_names=[i.name for i in model.inputs], verbose=False)
+                              input_names=[i.name for i in model.inputs], output_names=model.output_names(), verbose=False)
             _outputs_apart_from_inputs(partial)
     except OSError as err:  # the cache's folder, not the model: read-only, full
         raise HarnessError(f"cannot write model '{model.name}''s ONNX export to {path.parent}: {err.strerror or err}",

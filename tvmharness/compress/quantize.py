@@ -56,9 +56,12 @@ def _half_module(inner):
             super().__init__()
             self.module = module.half()
 
-        def forward(self, *inputs):  # float inputs to fp16 (integer ones as they are); every output back to fp32
+        def forward(self, *inputs):  # float inputs to fp16, float outputs back to fp32 (integer and bool ones as they are)
             halved = (t.half() if t.is_floating_point() else t for t in inputs)
-            return tree_map_only(torch.Tensor, lambda t: t.float(), self.module(*halved))
+            return tree_map_only(torch.Tensor, lambda t: t.float() if t.is_floating_point() else t, self.module(*halved))
+
+        def extra_repr(self) -> str:  # in the repr, and so in the digest: builds of the forward before this are redone
+            return "float edges fp32, integer and bool outputs kept"
 
     return HalfPrecision(inner).eval()
 
@@ -299,7 +302,9 @@ def _measured_error(fp32_path: Path, int8_path: Path, base: LoadedModel, feeds: 
     for feed in feeds:
         outputs = [s.run(None, feed_dict(base.inputs, feed, [i.name for i in s.get_inputs()])) for s in sessions]
         diffs = [np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)) for a, b in zip(*outputs)]
-        found = [float(d.max()) if d.size and np.all(np.isfinite(d)) else 0.0 for d in diffs]
+        # 0 for an integer output (an argmax): how far apart two class ids are is no floor (measure.agreement)
+        exact = [np.asarray(a).dtype.kind in "biu" for a in outputs[0]]
+        found = [float(d.max()) if d.size and np.all(np.isfinite(d)) and not e else 0.0 for d, e in zip(diffs, exact)]
         errors = [max(pair) for pair in zip(errors, found)] if errors else found
     return errors
 

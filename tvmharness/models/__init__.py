@@ -126,6 +126,21 @@ class LoadedModel:
             self.exported = exported
         return self.exported
 
+    def output_names(self) -> list[str]:
+        """Each output's name, flattened as torch.export flattens them: one tensor "output", a tuple's
+        "output.0", "output.1", a dict's its keys ("aux.0" for a tuple in it); an ONNX file's its graph's
+        (the ONNX export names them as torch.export does, and an int8 variant keeps them)."""
+        if self.onnx_path is not None:
+            import onnx
+
+            return [o.name for o in onnx.load(str(self.onnx_path), load_external_data=False).graph.output]
+        from torch.utils import _pytree
+
+        spec = self.exported_program().call_spec.out_spec
+        paths, _ = _pytree.tree_flatten_with_path(_pytree.tree_unflatten(list(range(spec.num_leaves)), spec))
+        names = [".".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path) for path, _ in paths]
+        return [name if name and not name[0].isdigit() else ".".join(filter(None, ("output", name))) for name in names]
+
     def _check_runs_eagerly(self) -> None:
         """Raises HarnessError where the module, run as plain PyTorch on the example's shapes, raises."""
         import torch
