@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .cache import content_hash, entry_lock, file_hash, stage_dir, writer_alive, written_whole
 from .errors import FAILED, FOLDER_REASONS, HarnessError, one_line
-from .export import IMPORT_VERSION, onnx_file
+from .export import IMPORT_VERSION
 from .frontend import frontend_for, to_relax
 from .models import LoadedModel
 from .native_log import NATIVE_LOG, RELOWERED, native_stderr_to, native_warnings
@@ -206,7 +206,7 @@ def _build(model: LoadedModel, target: Target, frontend: str, cache_dir: Path, r
         "compression": model.compression.get("compression") or [],  # each step's kind and parameters
         "calibration": model.compression.get("calibration"),  # int8's calibration as it ran (calls, data's hash)
         "inputs": [i.signature() for i in model.inputs],  # what to feed
-        "outputs": _outputs(model, mod, cache_dir),  # what comes back, in order
+        "outputs": _outputs(model, mod),  # what comes back, in order
         "frontend": frontend,
         "target": target.describe(),
         "build_host": {"cpu": cpu_info()["model"], "llvm_cpu": host_cpu(), "cpuinfo_flags": cpu_info()["features"]},
@@ -249,7 +249,7 @@ def link_failure(err: Exception, model: str, target: Target, folder: Path | None
                         exit_code=FAILED)
 
 
-def _outputs(model: LoadedModel, mod, cache_dir: Path) -> list[dict]:
+def _outputs(model: LoadedModel, mod) -> list[dict]:
     """Each output the module returns, flattened as the model's are: its name (a dict's keys and a
     tuple's positions, as torch.export flattens them, or the ONNX graph's), shape and dtype."""
     returned = mod["main"].ret_ty
