@@ -453,10 +453,27 @@ def test_accuracy_is_compared_only_on_the_same_held_out_samples(store):
     run = night(store, 1.0, rng, model="own", accuracy=0.60, details=fed("b2"))
     (v,) = judge(store.frame(), run)
     assert "accuracy" not in v.aspects and v.verdict != LESS_ACCURATE, v.summary()
-    assert "accuracy: other held-out samples than before" in v.summary()
+    assert "accuracy on other held-out samples than before, nothing scored" in v.summary()
     run = night(store, 1.0, rng, model="own", accuracy=0.50, details=fed("b2"))  # on those samples, now lower
     (v,) = judge(store.frame(), run)
     assert v.aspects["accuracy"] == LESS_ACCURATE and v.evidence["previous_accuracy"] == 0.60
+
+
+def test_top1_agreement_is_compared_only_on_as_many_seeded_inputs(store):
+    """`agreement_samples = 16` one night and the default 4 the next gave "less accurate: top-1 agreement
+    -6.2 pts" of an unchanged model (9 of 16, then 2 of 4): a share of other inputs is not compared."""
+    rng = np.random.default_rng(63)
+    seeded = {"data": {"eval": None, "train": None}}
+    for _ in range(3):
+        night(store, 1.0, rng, model="text", accuracy=None, top1_agreement=0.5625, details=seeded | {"inputs_checked": 16})
+    run = night(store, 1.0, rng, model="text", accuracy=None, top1_agreement=0.5, details=seeded | {"inputs_checked": 4})
+    (v,) = judge(store.frame(), run)
+    assert "accuracy" not in v.aspects and v.verdict == SAME, v.summary()
+    assert "top-1 agreement on 4 inputs where it was on 16, nothing scored on these to compare with" in v.summary()
+    run = night(store, 1.0, rng, model="text", accuracy=None, top1_agreement=0.25, details=seeded | {"inputs_checked": 4})
+    (v,) = judge(store.frame(), run)
+    assert v.aspects["accuracy"] == LESS_ACCURATE and v.evidence["previous_accuracy"] == 0.5  # on those 4, now lower
+    assert "top-1 agreement of 4 inputs -25.0 pts" in v.summary()
 
 
 def test_a_cause_that_came_a_night_before_the_step_is_still_named(store):

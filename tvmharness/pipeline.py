@@ -658,6 +658,7 @@ def _record_outputs(row: dict, model: LoadedModel, latency, outputs, reference, 
     if latency.p10_ms and latency.slowest_quarter_ms > UNSTEADY * latency.p10_ms:
         row["details"]["unsteady"] = round(latency.slowest_quarter_ms / latency.p10_ms, 2)
     row["_outputs"] = outputs
+    row["details"]["inputs_checked"] = len(outputs)  # what its top-1 agreement (and accuracy) is a share of
     if reference is None:
         row.update(max_abs_diff=0.0, top1_agreement=top1_agreement(outputs, outputs))  # None without classes
     else:

@@ -122,10 +122,13 @@ class Verdict:
             parts.append(f"size {e['size_change']:+.1%}")
         if e.get("memory_change"):
             parts.append(f"peak memory {e['memory_change']:+.1%} ({e['previous_peak_mb']:.1f} -> {e['peak_mb']:.1f} MB)")
-        if e.get("accuracy_change"):
-            parts.append(f"{e['accuracy_metric']} {points_text(e['accuracy_change'])}")
-        elif e.get("accuracy_data_changed"):
-            parts.append("accuracy: other held-out samples than before, nothing scored on these to compare with")
+        if e.get("accuracy_change"):  # a top-1 agreement of seeded inputs: of how few (one of 4 is 25 points)
+            inputs = f" of {e['accuracy_inputs']} inputs" if e.get("accuracy_inputs") and e["accuracy_metric"] != "accuracy" else ""
+            parts.append(f"{e['accuracy_metric']}{inputs} {points_text(e['accuracy_change'])}")
+        elif e.get("accuracy_data_changed"):  # (True from an older release)
+            measured = e["accuracy_data_changed"]
+            measured = measured if isinstance(measured, str) else "accuracy on other held-out samples than before"
+            parts.append(f"{measured}, nothing scored on these to compare with")
         if self.changed:
             parts.append("changed: " + "; ".join(self.changes()))
         if operators := self.operators_text():
@@ -313,6 +316,19 @@ def _eval_data_hash(row: dict):
     if not isinstance(data, dict) or "eval" not in data:
         return _UNNAMED
     return (data["eval"] or {}).get("content_hash")
+
+
+def _inputs_checked(row: dict):
+    """How many inputs a row's outputs were checked on (`[measure] agreement_samples` of seeded ones):
+    a top-1 agreement of 2 in 4 is no less than one of 9 in 16; _UNNAMED for a row of an older release."""
+    count = (row.get("details") or {}).get("inputs_checked")
+    return count if isinstance(count, int) else _UNNAMED
+
+
+def _same_samples(row: dict, other: dict) -> bool:
+    """Whether two rows' accuracy figures are scores on the same samples (what a row of an older release
+    does not say is taken as the same)."""
+    return all(_UNNAMED in (f(row), f(other)) or f(row) == f(other) for f in (_eval_data_hash, _inputs_checked))
 
 
 def accuracy_metric(row: dict) -> tuple[str, float | None]:
@@ -709,16 +725,20 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         aspects["memory"] = SAME if not moved else LARGER if change > 0 else SMALLER
     # compared only with the same measure (accuracy is not top-1 agreement) on the same held-out samples
     # (a row of an older release names none: taken as the same)
-    metric, value, fed = *accuracy_metric(row), _eval_data_hash(row)
+    metric, value = accuracy_metric(row)
     before_row, before = last_with(lambda r: accuracy_metric(r)[1] if accuracy_metric(r)[0] == metric
-                                   and _eval_data_hash(r) in (fed, _UNNAMED) else None)
-    if value is not None and before is None and last_with(lambda r: accuracy_metric(r)[1] if accuracy_metric(r)[0]
-                                                          == metric else None)[1] is not None:
-        evidence["accuracy_data_changed"] = True  # scored before, on other samples: nothing to compare with
+                                   and _same_samples(row, r) else None)
+    scored_row, scored = last_with(lambda r: accuracy_metric(r)[1] if accuracy_metric(r)[0] == metric else None)
+    if value is not None and before is None and scored is not None:  # scored before, on other samples: nothing to compare with
+        counts = [_inputs_checked(r) for r in (scored_row, row)]
+        evidence["accuracy_data_changed"] = (f"{metric} on {counts[1]} inputs where it was on {counts[0]}"
+                                             if _UNNAMED not in counts and counts[0] != counts[1]
+                                             else f"{metric} on other held-out samples than before")
     if value is not None and before is not None:
         change = value - before
         evidence.update(accuracy_metric=metric, accuracy=value, previous_accuracy=before, accuracy_change=change,
-                        accuracy_run_id=int(before_row["run_id"]))
+                        accuracy_run_id=int(before_row["run_id"]),
+                        **({"accuracy_inputs": _inputs_checked(row)} if _inputs_checked(row) is not _UNNAMED else {}))
         aspects["accuracy"] = (LESS_ACCURATE if change < -rules.max_accuracy_drop
                                else MORE_ACCURATE if change > rules.max_accuracy_drop else SAME)
     verdict.aspects, verdict.evidence = aspects, evidence
