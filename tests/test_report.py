@@ -738,3 +738,26 @@ def test_a_report_written_to_a_link_a_pipe_or_a_device_goes_through_it(tmp_path)
         return  # (not root: no device to make)
     write_whole(tmp_path / "null", "gone")
     assert stat.S_ISCHR((tmp_path / "null").stat().st_mode)
+
+
+def test_a_new_variant_that_collapses_says_its_accuracy_and_missed_goals_in_every_report(tmp_path):
+    """A variant renamed prune:0.3 -> prune:0.8 is a new series: nothing to judge it against, and the night
+    passes. Its accuracy (98.9% -> 11.7% of fp32's) and the goals it missed must still reach the PR comment,
+    JUnit and the terminal, not "new | — | —"."""
+    path = tmp_path / "h.db"
+    store = Store(str(path))
+    rng = np.random.default_rng(8)
+    for _ in range(3):
+        night(store, 1.0, rng, model="digits", variant="prune:0.3", accuracy=0.9889)
+    run = night(store, 1.0, rng, model="digits", variant="prune:0.8", accuracy=0.1167,
+                meets_goals=False, details={"goal_misses": ["accuracy drop 0.872 > 0.01"]})
+    md = run_cli("report", "--store", str(path), "--format", "md", "--fail-on-regression")
+    assert md.returncode == 0, md.stderr  # a new series is no regression
+    assert "### Goals missed" in md.stdout and "digits / prune:0.8 / x86 / tvm" in md.stdout.split("### Goals missed")[1]
+    assert "accuracy 11.67%" in md.stdout and "accuracy drop 0.872 &gt; 0.01" in md.stdout  # (Markdown's escape)
+    assert "1 new, 1 not measured; 1 series missed goals" in md.stdout
+    suite = ET.fromstring(run_cli("report", "--store", str(path), "--format", "junit").stdout.split("?>", 1)[1])
+    [case] = [c for c in suite.iter("testcase") if c.get("name").startswith("prune:0.8")]
+    assert "accuracy 11.67%; goals missed: accuracy drop 0.872 > 0.01" in case.find("system-out").text
+    table = run_cli("report", "--store", str(path), "--run", str(run))
+    assert "11.67%" in table.stdout and "goals missed" in " ".join(table.stdout.split())

@@ -109,10 +109,12 @@ class Verdict:
         e = self.evidence
         if self.verdict in (BROKEN, NOT_APPLICABLE, NOT_MEASURED):  # a broken row's changes may be why (a tolerance)
             return f"{self.verdict}: {self.reason}" + ("; changed: " + "; ".join(self.changes()) if self.changed else "")
+        missed = f"; goals missed: {'; '.join(e['goal_misses'])}" if e.get("goal_misses") else ""
         if self.verdict == NEW and not set(self.aspects) - {"status", "latency"}:  # nothing of it judged
+            scored = f"; {e['accuracy_metric']} {e['accuracy']:.2%}" if e.get("accuracy_metric") else ""
             if self.new_setup():
-                return f"{self.new_setup()}: nothing measured this way to compare with"
-            return "new series: nothing earlier to compare with"
+                return f"{self.new_setup()}: nothing measured this way to compare with{scored}{missed}"
+            return f"new series: nothing earlier to compare with{scored}{missed}"
         parts = []
         if latency := self.latency_text():
             parts.append(f"latency {latency}")
@@ -133,6 +135,8 @@ class Verdict:
             parts.append("changed: " + "; ".join(self.changes()))
         if operators := self.operators_text():
             parts.append(operators)
+        if e.get("goal_misses"):
+            parts.append(f"goals missed: {'; '.join(e['goal_misses'])}")
         return f"{self.verdict}: " + "; ".join(parts)
 
     def latency_text(self, arrow: str = "->", band: bool = True) -> str | None:
@@ -634,8 +638,12 @@ def judge(frame, run_id: int, rules: Regression | None = None, history_before: i
     for r in rows:
         if r["run_id"] < cutoff and not is_confirmation(r):  # one night, one point of history
             earlier.setdefault(tuple(r[k] for k in SERIES), []).append(r)
+    tonight = [r for r in rows if r["run_id"] == run_id]
     verdicts = [judge_row(r, sorted(earlier.get(tuple(r[k] for k in SERIES), []), key=lambda x: x["id"]), rules)
-                for r in rows if r["run_id"] == run_id]
+                for r in tonight]
+    for v, r in zip(verdicts, tonight):  # the recipe's goals it missed ([thresholds]): said with the verdict, judged by none
+        if misses := (r.get("details") or {}).get("goal_misses"):
+            v.evidence["goal_misses"] = list(misses)
     for v in verdicts:
         if v.verdict == NEW and not v.evidence.get("setup_changed"):  # a host renamed (a CI runner's hostname)?
             same = [key[0] for key, history in earlier.items() if key[1:] == tuple(v.series[k] for k in SERIES[1:])
@@ -678,6 +686,9 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         return verdict
     if not ok_history:
         verdict.verdict, verdict.aspects, verdict.evidence = NEW, {"status": NEW}, {"median_ms": row.get("median_ms")}
+        metric, value = accuracy_metric(row)
+        if value is not None:  # nothing to compare it with, but a reader of a new variant wants it (a collapse shows)
+            verdict.evidence.update(accuracy_metric=metric, accuracy=value)
         if ok_anyhow:  # measured before, but not this way: no history to judge against, and the report says why
             verdict.evidence["setup_changed"] = setup_changes(setup_of(ok_anyhow[-1]), setup)
             verdict.evidence["setup_run_id"] = int(ok_anyhow[-1]["run_id"])

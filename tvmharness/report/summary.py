@@ -38,6 +38,8 @@ def _why(v: Verdict) -> str:
         parts.append("changed: " + ", ".join(v.changes("→")))
     if operators := v.operators_text():
         parts.append(operators)
+    if v.evidence.get("goal_misses"):
+        parts.append("goals missed: " + "; ".join(v.evidence["goal_misses"]))
     return md_escape("; ".join(parts)) or "—"
 
 
@@ -45,6 +47,8 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
     """The nightly summary: regressions first with evidence and cause, then every verdict."""
     bad = [v for v in verdicts if v.regression]
     tally = ", ".join(f"{n} {k}" for k, n in counts(verdicts).items()) or "no rows"
+    if missed := sum(bool(v.evidence.get("goal_misses")) for v in verdicts):
+        tally += f"; {missed} series missed goals"
     head = "❌ regressions found" if bad else "⚠️ unfinished run" if unfinished(run) else "✅ no regressions"
     prov = run.get("provenance") or {}
     versions = " · ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v)
@@ -59,13 +63,18 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
         for v in rows:
             e = v.evidence
             acc = (f"{e['accuracy_metric']} {e['previous_accuracy']:.2%} → {e['accuracy']:.2%}"  # a model without labels: top-1 agreement
-                   if e.get("accuracy_metric") else "—")
+                   if "previous_accuracy" in e else f"{e['accuracy_metric']} {e['accuracy']:.2%}" if e.get("accuracy_metric")
+                   else "—")  # (a new series: its own, nothing to compare with)
             out.append(f"| {ICON.get(v.verdict, '')} | {md_escape(v.name)} | **{v.verdict}** | {_latency_cell(v)} | "
                        f"{size_cell(e)} | {acc} | {_why(v)} |")
         return out
 
     if bad:
         lines += ["### Regressions", "", *table(bad), ""]
+    if missed:  # not regressions, and a reviewer must see them
+        lines += ["### Goals missed", "", "The recipe's `[thresholds]`: they do not fail the night.", "",
+                  *(f"- {md_escape(v.name)}: {md_escape('; '.join(v.evidence['goal_misses']))}"
+                    for v in verdicts if v.evidence.get("goal_misses")), ""]
     lines += ["<details><summary>All verdicts</summary>", "", *table(verdicts), "", "</details>", "",
               f"<sub>{md_escape(versions)} · latency verdicts need a Mann-Whitney U p below alpha, a 10th percentile "
               f"beyond the noise band (the minimum effect, or 3 sigma of the series' recent runs), and a second "

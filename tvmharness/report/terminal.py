@@ -363,12 +363,14 @@ def verdict_table(verdicts) -> Table:
     for v in verdicts:
         e = v.evidence
         latency = v.latency_text("→", band=False) or "—"  # the band and p have columns here
-        why = [text for text in (v.reason, v.new_setup("→"), *v.changes("→"), v.operators_text()) if text]
+        missed = "goals missed: " + "; ".join(e["goal_misses"]) if e.get("goal_misses") else ""
+        why = [text for text in (v.reason, v.new_setup("→"), *v.changes("→"), v.operators_text(), missed) if text]
         table.add_row(*(shown(str(x)) for x in (v.series["model"], v.series["variant"], v.target, v.series["engine"])),
                       shown(v.verdict, style=VERDICT_STYLE.get(v.verdict, "")), shown(latency),  # it may hold a reason
                       f"±{e['noise_band']:.1%}" if "noise_band" in e else "—",
                       f"{e['p_value']:.2g}" if "p_value" in e else "—",
                       size_cell(e),
-                      f"{e['accuracy_metric']} {points_text(e['accuracy_change'])}" if e.get("accuracy_change") is not None else "—",
+                      f"{e['accuracy_metric']} {points_text(e['accuracy_change'])}" if e.get("accuracy_change") is not None
+                      else f"{e['accuracy_metric']} {e['accuracy']:.2%}" if e.get("accuracy_metric") else "—",  # a new series' own
                       shown("; ".join(map(str, why)) or "—"))
     return table
