@@ -18,7 +18,8 @@ def night(store: Store, level_ms: float, rng: np.random.Generator, *, model: str
           versions: dict | None = None, tuning_sha: str = "a" * 64, git: str = "c0ffee", recipe: dict | None = None,
           confirms: int | None = None, **row) -> int:
     """One run with one row, its samples drawn around `level_ms` times that night's drift
-    (`confirms`: the run it measures again, as a nightly's confirmation does)."""
+    (`confirms`: the run it measures again, as a nightly's confirmation does). A night at another level
+    is of another build, as a TVM row's step is: a host's slow spell on one build gives its build_key."""
     prov = copy.deepcopy(snapshot())
     prov["versions"].update(versions or {})
     prov["git_commit"] = git
@@ -33,7 +34,7 @@ def night(store: Store, level_ms: float, rng: np.random.Generator, *, model: str
             "artifact_bytes": 100_000, "accuracy": 0.97, "top1_agreement": 1.0, "max_abs_diff": 1e-6,
             "target_spec": {"tvm": {"kind": "llvm", "mcpu": "znver5"}},
             "details": {"tuning_records": {"sha256": tuning_sha, "tasks": 10, "tasks_tuned": 10, "trials": 64,
-                                           "dir": "results/tuning/x86"}, "build_key": git + tuning_sha[:4]},
+                                           "dir": "results/tuning/x86"}, "build_key": f"{git}{tuning_sha[:4]}@{level_ms:g}"},
             "profile_ms": {"conv2d": 0.5 * level_ms, "matmul": 0.3 * level_ms, "add": 0.01}}
     data.update(row)
     store.add(run_id, data)

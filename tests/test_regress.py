@@ -247,7 +247,7 @@ def test_a_night_mostly_in_the_host_s_slow_mode_is_judged_by_its_fast_samples(st
     night(store, 1.0, rng, samples_ms=_two_mode_samples(rng, 1.0, 0.8))  # the median is in the slow mode
     (v,) = judge_run(store)[1]
     assert v.evidence["median_ms"] > 1.1 and v.verdict == SAME, v.summary()
-    night(store, 1.0, rng, samples_ms=_two_mode_samples(rng, 1.12, 0.3))  # both modes 12% slower
+    night(store, 1.12, rng, samples_ms=_two_mode_samples(rng, 1.12, 0.3))  # another build: both modes 12% slower
     (v,) = judge_run(store)[1]
     assert v.verdict == SLOWER and v.evidence["statistic"] == "p10", v.summary()
 
@@ -330,6 +330,32 @@ def test_an_a_b_confirmation_outranks_a_second_run(store, change, expected):
     assert v.evidence["confirmed"] is (expected == SLOWER)
     said = "; confirmed" if expected == SLOWER else "; not confirmed"
     assert f"{said} by an A/B in turns with run {earlier}'s build (" in v.summary()
+
+
+def test_a_move_of_the_very_build_it_was_compared_with_is_the_host_s_not_a_change(store):
+    """Nothing in the TVM build changed (the reference run's build key, a cache hit) and the host was
+    busy: the night looks like a step, and an A/B of that library against itself under load swings as
+    far (+43% here), so nothing can confirm the move as the build's. "same", saying why; not measured again."""
+    from tvmharness.report.summary import junit, markdown
+
+    rng = np.random.default_rng(89)
+    build, quiet, busy = {"build_key": "0123456789abcdef"}, {"cores": 0.0, "of_cpus": 2}, {"cores": 2.0, "of_cpus": 2}
+    for _ in range(6):
+        night(store, 1.0, rng, details=build | {"other_load": quiet})
+    first = night(store, 2.4, rng, details=build | {"other_load": busy})
+    level = judge(store.frame(), first)[0].evidence["level_run_id"]
+    samples, reference = _ab_pairs(rng, 0.43)  # as an A/B of that .so against itself came out, stored anyway
+    night(store, 1.0, rng, confirms=first, samples_ms=samples,
+          details=build | {"ab_reference": {"run_id": level, "samples_ms": reference}})
+    run, (v,) = judge_run(store)
+    assert v.verdict == SAME and not v.regression and not needs_confirmation(v), v.summary()
+    assert v.evidence["confirmed"] is False and v.evidence["same_build_run_id"] == level
+    said = f"not confirmed: the same build as run {level}'s, so the move is the host's, not the model's"
+    assert said in v.summary() and "host while timing quiet -> busy" in v.summary() and "operators" not in v.summary()
+    assert said in markdown(run, [v]) and "<failure" not in junit(run, [v])
+    # another build (its key, tonight) is a change an A/B can confirm, as before
+    other = night(store, 2.4, rng, details={"build_key": "fedcba9876543210", "other_load": busy})
+    assert judge(store.frame(), other)[0].verdict == SLOWER
 
 
 def test_a_return_to_an_old_level_is_flagged_though_the_window_holds_both(store):

@@ -316,7 +316,8 @@ def _ab_builds(tonight: dict | None, before: dict | None, cache_dir: Path):
     """(tonight's artifact, the earlier one) when both are TVM builds for this host still in the cache
     and run in the same TVM at the same threads: the earlier build is loaded in tonight's runtime, so
     a change of TVM itself (or of threads) would slow or speed both sides, and only a second run sees it.
-    The same build on both sides is an answer too: nothing changed since that run."""
+    The same build on both sides times that library against itself: `nightly` sends no such series, whose
+    move the verdict already calls the host's (regress.same_build)."""
     if tonight is None or before is None or tonight["engine"] not in AB_ENGINES:
         return None
     if plain(tonight.get("threads")) != plain(before.get("threads")) or tonight.get("engine_version") != before.get("engine_version"):

@@ -20,7 +20,8 @@ Latency is noisy, so a verdict needs two things at once:
   measures again before it calls latency slower or faster, and keeps the verdict only when the
   second measurement agrees (`confirm`). For a TVM build that second measurement is an A/B: the
   build and the one it was compared with, timed in turns in one process (`ab_latency_verdict`),
-  so the host's load falls on both alike and only a change of the build remains.
+  so the host's load falls on both alike and only a change of the build remains. A build that is the
+  reference level's own (same_build) has nothing to confirm: its move is the host's, "same".
 Size, memory and accuracy are deterministic: any change past the recipe's thresholds counts, each
 against the last run that has the figure. Every verdict carries its evidence, what changed in
 provenance against the reference runs, and for latency the operators that moved most (from the
@@ -265,6 +266,8 @@ def confirmation(evidence: dict) -> str:
     """What the second measurement of a latency change said, or that none was taken."""
     if "confirmed" not in evidence:
         return ""
+    if evidence.get("same_build_run_id") is not None:
+        return f"; not confirmed: {evidence['confirmation']}, so the move is the host's, not the model's"
     if evidence["confirmed"] is None:
         return f"; unconfirmed: {evidence.get('unconfirmed_why') or 'no second measurement (`nightly` takes one)'}"
     change, p, band = (evidence.get(k) for k in ("confirmation_change", "confirmation_p_value", "confirmation_noise_band"))
@@ -276,6 +279,13 @@ def confirmation(evidence: dict) -> str:
             figures.append(f"within ±{band:.1%}")
     return (f"; {'confirmed' if evidence['confirmed'] else 'not confirmed'} by {evidence['confirmation']}"
             + (f" ({', '.join(figures)})" if figures else ""))
+
+
+def same_build(row: dict, other: dict) -> bool:
+    """Whether two rows timed one build: the same build key (model, importer, target, TVM version,
+    tuning records and linker all hash into it)."""
+    key = (row.get("details") or {}).get("build_key")
+    return bool(key) and key == (other.get("details") or {}).get("build_key")
 
 
 def needs_confirmation(verdict: Verdict) -> bool:
@@ -710,6 +720,12 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         level = next(h for h in timed if int(h["run_id"]) == latency["level_run_id"])
         verdict.operators = operator_diff(level.get("profile_ms"), row.get("profile_ms"))
         evidence["operators_run_id"] = latency["level_run_id"]
+        if aspects["latency"] in (SLOWER, FASTER) and same_build(row, level):
+            # the library the reference level was timed of (a cache hit): the move is not the build's, and
+            # no second measurement could make it so (an A/B would time that library against itself)
+            aspects["latency"] = SAME
+            evidence.update(confirmed=False, same_build_run_id=latency["level_run_id"],
+                            confirmation=f"the same build as run {latency['level_run_id']}'s")
     elif row.get("samples_ms"):  # timed another way than before: a new latency history, its other figures judged
         aspects["latency"] = NEW
         evidence.update(median_ms=row.get("median_ms"), setup_changed=setup_changes(setup_of(ok_history[-1]), setup),

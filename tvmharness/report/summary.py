@@ -79,7 +79,8 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
               f"<sub>{md_escape(versions)} · latency verdicts need a Mann-Whitney U p below alpha, a 10th percentile "
               f"beyond the noise band (the minimum effect, or 3 sigma of the series' recent runs), and a second "
               f"measurement that agrees where the run has one (`nightly` takes one; for a TVM build, an A/B in turns "
-              f"with the build it was compared with); a change without one says \"unconfirmed\"</sub>", ""]
+              f"with the build it was compared with, and none where it is that build: its move is the host's); a change "
+              f"without one says \"unconfirmed\"</sub>", ""]
     return "\n".join(lines)
 
 
