@@ -439,20 +439,42 @@ def test_a_file_beside_a_model_named_as_a_package_does_not_replace_it(cli_dir):
 
 def test_missing_recipe_and_model_files(cli_dir, monkeypatch):
     assert_usage_error(run_cli("run", "nowhere.toml", cwd=cli_dir),
-                       f"recipe file not found: nowhere.toml (looked for at {cli_dir / 'nowhere.toml'})",
+                       f"no recipe file nowhere.toml (looked for at {cli_dir / 'nowhere.toml'})",
                        "or the name of one tvmharness comes with: edge-compression, nightly, quickstart")
-    # a shipped recipe by its name, where no file of that name is here; a file of that name is the file
-    from tvmharness.recipe import load_recipe
+    # a shipped recipe by its bare name, where no file of that name is here; a file of that name is the file
+    from tvmharness.errors import HarnessError
+    from tvmharness.recipe import RECIPES_DIR, load_recipe
 
-    assert load_recipe("nightly").name == "nightly" and load_recipe("quickstart.toml").name == "quickstart"
-    (cli_dir / "nightly.toml").write_text('name = "mine"\nmodels = ["digits_cnn"]\n')
     monkeypatch.chdir(cli_dir)  # (the name is the working folder's, as a command line's)
-    assert load_recipe("nightly.toml").name == "mine"
+    assert load_recipe("nightly").name == "nightly"
+    with pytest.raises(HarnessError, match="no recipe file quickstart.toml") as refused:
+        load_recipe("quickstart.toml")  # a path, not a name: never the shipped one in its place
+    assert "its name alone, quickstart, is the one of that name tvmharness comes with" in refused.value.fix
+    (cli_dir / "nightly.toml").write_text('name = "mine"\nmodels = ["digits_cnn"]\n')
+    assert load_recipe("nightly.toml").name == "mine" and load_recipe("nightly").name == "nightly"
     (cli_dir / "nightly.toml").unlink()
-    assert_usage_error(run_cli("run", "recipes/nightly.toml", cwd=cli_dir), "recipe file not found: recipes/nightly.toml")
+    assert_usage_error(run_cli("run", "recipes/nightly.toml", cwd=cli_dir), "no recipe file recipes/nightly.toml",
+                       "`tvmharness run nightly` runs the one of that name tvmharness comes with")
+    # the shipped one, by its name, says so; with a file of that name here, how to take that instead
+    (cli_dir / "quickstart.toml").write_text('name = "mine"\nmodels = ["digits_cnn"]\n')
+    shipped = run_cli("run", "quickstart", "--target", "sparc", cwd=cli_dir)
+    (cli_dir / "quickstart.toml").unlink()
+    assert_usage_error(shipped, f"recipe: quickstart (shipped, {RECIPES_DIR / 'quickstart.toml'}); give quickstart.toml "
+                       "for the one here", "unknown target 'sparc'")
     assert_usage_error(run_cli("bench", "missing.onnx", cwd=cli_dir),
                        f"model file not found: missing.onnx (looked for at {cli_dir / 'missing.onnx'})",
                        "relative paths start where you run tvmharness")
+
+
+def test_a_missing_recipe_path_is_refused_not_swapped_for_the_shipped_one(tmp_path):
+    """`tvmharness nightly nightly.toml` where there is none: refused before anything runs or is written,
+    naming the shipped recipe's own command line."""
+    for command, arg in (("nightly", "nightly.toml"), ("tune", "ci/nightly.toml"), ("run", "ci/quickstart")):
+        proc = run_cli(command, arg, cwd=tmp_path)
+        assert_usage_error(proc, f"no recipe file {arg} (looked for at {tmp_path / arg})",
+                           f"`tvmharness {command} {Path(arg).stem}` runs the one of that name tvmharness comes with")
+        assert "shipped" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no results/ made for a night that did not run
 
 
 @pytest.mark.parametrize("command", [("bench", "digits_cnn", "--store", "/proc/none/h.db"),

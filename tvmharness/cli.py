@@ -278,6 +278,19 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=err, transient=True)
 
 
+def _load_recipe(recipe: Path, command: str, **overrides):
+    """The recipe a command's RECIPE names; a shipped one, found by its name, is said once on stderr (where it
+    came from, and a file of that name here that was not taken)."""
+    from .recipe import RECIPES_DIR, load_recipe, recipe_file
+
+    path = recipe_file(recipe, command)
+    if path != Path(recipe) and path.parent == RECIPES_DIR:
+        mine = Path(f"{recipe}.toml")
+        err.print(f"recipe: {path.stem} (shipped, {path})" + (f"; give {mine} for the one here" if mine.is_file() else ""),
+                  markup=False, highlight=False)
+    return load_recipe(path, **overrides)
+
+
 def _measure(recipe, json_out: bool, extra: dict | None = None) -> int:
     from .pipeline import RowsNotStored, run_recipe
     from .report.summary import json_rows
@@ -317,9 +330,9 @@ def run(recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe TO
         key: KeyOpt = None, store: StoreOpt = None, output_dir: OutputDirOpt = None, input_shape: InputShapeOpt = None,
         input_range: InputRangeOpt = None, json_out: JsonOpt = False) -> int:
     """Run a recipe: every model x variant x target x engine, against the fp32 PyTorch baseline."""
-    from .recipe import load_recipe, parse_input_flags
+    from .recipe import parse_input_flags
 
-    chosen = load_recipe(recipe, models=model, targets=target, engines=engine, repeats=repeats, threads=threads,
+    chosen = _load_recipe(recipe, "run", models=model, targets=target, engines=engine, repeats=repeats, threads=threads,
                          memory=memory, store=store, output_dir=output_dir, tracker=tracker, key=key,
                          inputs=parse_input_flags(input_shape, input_range))
     _kit_flags_need_a_kit_target(chosen, tracker, key)
@@ -394,7 +407,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", help
     from .gpu import check_local_gpu
     from .models import model_name
     from .pipeline import load_models
-    from .recipe import apply_overrides, load_recipe, parse_duration, parse_input_flags, recipe_from_dict
+    from .recipe import apply_overrides, parse_duration, parse_input_flags, recipe_from_dict
     from .results import Store
     from .targets import check_local_cpu, resolve_all
     from .tune import TuneOptions, tune_model
@@ -408,7 +421,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", help
     if recipe is None:
         chosen = apply_overrides(recipe_from_dict({"name": "tune", "models": model}, "(tune)"), **overrides)
     else:
-        chosen = load_recipe(recipe, **overrides)
+        chosen = _load_recipe(recipe, "tune", **overrides)
     _kit_flags_need_a_kit_target(chosen, tracker, key)
     for folder in (chosen.records_root, chosen.cache_dir):  # before minutes of importing, not after
         writable_folder(folder)
@@ -793,10 +806,8 @@ def nightly(recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="recip
             out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="where summary.md, junit.xml and report.html go (default: nightly/ in the output dir)")] = None,
             fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="what to print: table, md, json, csv or junit")] = "table") -> int:
     """Run a recipe, then judge each series against its history; exit 1 when something regressed."""
-    from .recipe import load_recipe
-
     fmt = _format(fmt)
-    chosen = load_recipe(recipe, repeats=repeats, store=store, output_dir=output_dir)
+    chosen = _load_recipe(recipe, "nightly", repeats=repeats, store=store, output_dir=output_dir)
     dest = out_dir or chosen.output.dir / "nightly"
     writable_folder(chosen.output.dir)
     writable_folder(dest)  # before measuring: a bad --out or --store must not cost a night, nor last night's reports

@@ -330,20 +330,27 @@ def shipped_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
 
 
-def recipe_file(path: str | Path) -> Path:
-    """A recipe's file: the path given, or, where no file is there and it is a bare name (`quickstart`,
-    `nightly.toml`), the recipe of that name tvmharness comes with: an installed package has no
-    checkout's recipes/ beside it. Its relative paths ([output] dir) are the working folder's all the same."""
+def recipe_file(path: str | Path, command: str | None = None) -> Path:
+    """A recipe's file: the path given, or, where it is a bare name (`quickstart`: no `.toml`, no folder)
+    and no file of that name is here, the recipe of that name tvmharness comes with: an installed package has
+    no checkout's recipes/ beside it. What is clearly a path (`nightly.toml`, `ci/nightly`) is that file
+    alone: one missing is refused, never swapped for a shipped recipe. Its relative paths ([output] dir) are
+    the working folder's all the same. `command` (`nightly`) words the fix as that command's line."""
     path = Path(path)
+    bare = len(path.parts) == 1 and path.suffix != ".toml"
     shipped = RECIPES_DIR / f"{path.name.removesuffix('.toml')}.toml"
-    if not path.is_file() and len(path.parts) == 1 and shipped.is_file():
+    if bare and not path.is_file() and shipped.is_file():
         return shipped
     if path.is_dir():
         raise HarnessError(f"recipe {path} is a folder", "give the path of a .toml recipe file in it")
     if not path.is_file():
-        raise HarnessError(f"recipe file not found: {path_text(path)}",
-                           f"give the path of a .toml recipe (README: Recipes), or the name of one tvmharness comes "
-                           f"with: {', '.join(shipped_recipes())}")
+        if shipped.is_file():  # `nightly.toml` meant as the shipped `nightly`, or a path that is wrong
+            fix = ("give the path of your recipe file; " + (f"`tvmharness {command} {shipped.stem}` runs" if command else
+                   f"its name alone, {shipped.stem}, is") + " the one of that name tvmharness comes with")
+        else:
+            fix = (f"give the path of a .toml recipe (README: Recipes), or the name of one tvmharness comes with: "
+                   f"{', '.join(shipped_recipes())}")
+        raise HarnessError(f"no recipe file {path_text(path)}", fix)
     return path
 
 
