@@ -242,6 +242,9 @@ def test_a_report_file_that_cannot_be_written_fails_before_the_report(cli_dir, t
     write(cli_dir / "afile", "")
     history = (tmp_path / "h.db").read_bytes()
     for fmt, flag, path, needle in (("table", "--html", tmp_path, f"{tmp_path} is a folder"),
+                                    ("md", "--html", tmp_path, f"e.g. {tmp_path / 'report.html'}"),  # as the option says
+                                    ("csv", "--output", tmp_path, f"e.g. {tmp_path / 'report.csv'}"),
+                                    ("junit", "--output", tmp_path, f"e.g. {tmp_path / 'report.xml'}"),
                                     ("md", "--output", cli_dir / "afile" / "x.md", "is a file, not a folder"),
                                     ("csv", "--output", tmp_path / "h.db", f"--output {tmp_path / 'h.db'} is the results store itself"),
                                     ("table", "--html", tmp_path / ".." / tmp_path.name / "h.db", "is the results store itself")):

@@ -681,13 +681,14 @@ def _render_verdicts(run: dict, verdicts, frame, fmt: str, output: Optional[Path
         write_whole(output, text)
 
 
-def _writable(path: Optional[Path]) -> None:
-    """A file a report goes to, tried before the report is made: a bad path fails first, not after a table."""
+def _writable(path: Optional[Path], example: str) -> None:
+    """A file a report goes to, tried before the report is made: a bad path fails first, not after a table.
+    `example` is a file name the fix offers in a folder given in its place (report.html for --html)."""
     if path is None:
         return
     if path.is_dir():
         raise HarnessError(f"{path} is a folder", "give a file's path (one in that folder, e.g. "
-                           f"{path / 'report.md'})")
+                           f"{path / example})")
     if path.exists() and not path.is_file():  # a device or a pipe: opening a pipe to try it would wait for a reader
         if not os.access(path, os.W_OK):
             raise HarnessError(f"cannot write {path}: permission denied", "give a path this user may write")
@@ -736,8 +737,9 @@ def report(store: Annotated[Optional[str], typer.Option("--store", metavar="URL"
     store = DEFAULT_STORE if store is None else store  # imported here: the store's module slows every command's start
     fmt = _format(fmt)
     output = None if output == Path("-") else output  # the usual "-": stdout
-    for path in (output, html):
-        _writable(path)  # (it writes nothing: the store itself passes, and is refused below)
+    suffix = {"table": "md", "junit": "xml"}.get(fmt, fmt)  # what --output holds: the --format's text (table's: none)
+    for path, example in ((output, f"report.{suffix}"), (html, "report.html")):
+        _writable(path, example)  # (it writes nothing: the store itself passes, and is refused below)
     history = Store.existing(store)
     for flag, path in (("--output", output), ("--html", html)):
         history.refuse_as_output(path, flag)
