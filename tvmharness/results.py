@@ -281,11 +281,11 @@ def _migrate(engine, label: str) -> None:
         tables = set(inspect(conn).get_table_names())
         current = _revision(conn)
         config = _alembic_config(conn)
-        known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
-        if current is not None and current not in known:
-            version = conn.execute(select(SchemaInfo.version)).scalar()
-            raise HarnessError(f"results store {label} has schema {version} (revision {current}), newer than this "
-                               f"tvmharness ({SCHEMA_VERSION}){_newest_writer(conn)}",
+        scripts = ScriptDirectory.from_config(config)
+        known = {rev.revision for rev in scripts.walk_revisions()}
+        if current is not None and current not in known:  # (its schema version may be this one's: a migration of data alone)
+            raise HarnessError(f"results store {label} was migrated by a newer tvmharness (revision {current}; this one "
+                               f"knows up to {scripts.get_current_head()}){_newest_writer(conn)}",
                                "upgrade tvmharness, or point --store at another file")
         foreign = "runs" in tables and "measurements" not in tables  # a table of that name, in another's database
         if current is None and (foreign or ("runs" not in tables and tables and conn.dialect.name == "sqlite")):
