@@ -623,6 +623,22 @@ def test_a_model_that_raises_on_its_example_is_told_so_not_to_make_it_traceable(
     assert "traceable" not in proc.stderr
 
 
+def test_a_model_function_or_module_that_raises_is_one_plain_reason(cli_dir):
+    """What a row's reason says of a user's function that raised: cause, then its fix in one pair of parentheses."""
+    from tvmharness.errors import reason
+    from tvmharness.models import load_model
+
+    write(cli_dir / "raising.py", "def boom():\n    raise ValueError('no weights')\n")
+    write(cli_dir / "raising_import.py", "raise ImportError('half installed')\n\ndef net():\n    pass\n")
+    for spec, cause in ((f"{cli_dir / 'raising.py'}:boom", "boom() raised ValueError: no weights"),
+                        (f"{cli_dir / 'raising_import.py'}:net", "ImportError: half installed")):
+        with pytest.raises(HarnessError) as made:
+            load_model(spec, cli_dir / "cache")
+        said = reason(made.value)
+        assert cause in said and said.endswith("(fix what it raised; TVMHARNESS_DEBUG=1 shows the traceback)"), said
+        assert "(" not in made.value.fix, said  # no parentheses inside the fix's own
+
+
 def test_a_model_with_a_scalar_output_is_measured_on_every_engine(cli_dir):
     store = cli_dir / "[v2]" / "scalar.db"
     proc = run_cli("bench", f"{USER_MODELS}:sum_output", "--store", str(store), cwd=cli_dir)

@@ -1218,7 +1218,7 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
                            "the folder that holds it") from None
     except Exception as err:  # the user's code raised: a model that fails (exit 1), not a spec mistyped
         raise ModelNotMade(f"could not import '{target}' for model '{spec}': {type(err).__name__}: {one_line(err)}",
-                           "fix what it raised (TVMHARNESS_DEBUG=1 shows the traceback)", exit_code=FAILED) from err
+                           "fix what it raised; TVMHARNESS_DEBUG=1 shows the traceback", exit_code=FAILED) from err
     function = getattr(module, func_name, None)
     if not callable(function):
         raise ModelNotMade(f"could not make model '{spec}': '{target}' has no function '{func_name}'",
@@ -1229,7 +1229,7 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
         raise
     except Exception as err:
         raise ModelNotMade(f"could not make model '{spec}': {func_name}() raised {type(err).__name__}: {one_line(err)}",
-                           "fix what it raised (TVMHARNESS_DEBUG=1 shows the traceback)", exit_code=FAILED) from err
+                           "fix what it raised; TVMHARNESS_DEBUG=1 shows the traceback", exit_code=FAILED) from err
     if not (isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module)):
         pair = isinstance(made, tuple) and len(made) == 2  # a pair of the wrong things: say which
         raise ModelNotMade(f"'{spec}' returned " + (f"a {type(made[0]).__name__} as its first item, not an nn.Module"
