@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -195,10 +196,18 @@ class Int8(Technique):
 
                     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                               "percentile": CalibrationMethod.Percentile}[self.calibration]
-                    quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                                    per_channel=self.per_channel, weight_type=weight_type,
-                                    activation_type=QuantType.QUInt8 if self.activations == "uint8" else QuantType.QInt8,
-                                    calibrate_method=method, nodes_to_exclude=_non_finite_nodes(prepared, feeds))
+                    excluded = _non_finite_nodes(prepared, feeds)
+                    with warnings.catch_warnings():
+                        # ORT computes a scale and zero point for every tensor it calibrated, quantized or not. A
+                        # tensor holding -inf (a padding mask's) has an infinite range: its zero point divides inf
+                        # by inf ("invalid value encountered in divide ... zero_point"). Its operators are the
+                        # excluded ones, left float, so that zero point is never used (no Q/DQ node takes it).
+                        warnings.filterwarnings("ignore", r"invalid value encountered in (divide|cast)", RuntimeWarning,
+                                                r"onnxruntime\.quantization\.quant_utils")
+                        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                                        per_channel=self.per_channel, weight_type=weight_type,
+                                        activation_type=QuantType.QUInt8 if self.activations == "uint8" else QuantType.QInt8,
+                                        calibrate_method=method, nodes_to_exclude=excluded)
         except Exception as err:  # the quantizer raises assorted errors for graphs it cannot handle
             raise HarnessError(f"ONNX Runtime could not quantize the model to int8 ({self.mode}): {one_line(err)}",
                                "try int8:dynamic, or quantize fewer layers") from None
