@@ -69,7 +69,7 @@ KeyOpt = Annotated[Optional[str], typer.Option(metavar="KEY", help="the dev kits
 StoreOpt = Annotated[Optional[str], typer.Option("--store", metavar="URL", help="results store: a SQLite path or SQLAlchemy URL")]
 OutputDirOpt = Annotated[Optional[Path], typer.Option("--output-dir", metavar="DIR", help="where builds, tuning records and artifacts "
                                                      "go (cache/, tuning/, artifacts/); default: the \\[output] dir of the "
-                                                     "recipe, where one is given, else results")]
+                                                     "recipe, where one is given, else results (the results store is not moved by it)")]
 InputShapeOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", metavar="NAME=1x128", help="NAME=1x128 (repeatable): a model "
                                                             "input's sizes, the batch first, e.g. a dynamic sequence length")]
 InputRangeOpt = Annotated[Optional[list[str]], typer.Option("--input-range", metavar="NAME=0..99", help="NAME=0..30521 (repeatable): the "
