@@ -44,7 +44,7 @@ def seeded(tmp_path_factory) -> Path:
 def test_report_formats_read_the_store(seeded):
     md = run_cli("report", "--store", str(seeded), "--format", "md")
     assert md.returncode == 0, md.stderr
-    assert "regressions found" in md.stdout and "**slower**" in md.stdout and "tuning records" in md.stdout
+    assert "❌ 1 regression found" in md.stdout and "**slower**" in md.stdout and "tuning records" in md.stdout
     assert "unconfirmed: no second measurement" in md.stdout  # the history has no confirmation run
     assert EVIL not in md.stdout and "&lt;script&gt;" in md.stdout
 
@@ -335,6 +335,11 @@ def test_html_report_draws_its_charts_in_headless_chromium(seeded, tmp_path):
     first = tmp_path / "first.html"
     assert run_cli("report", "--store", str(seeded), "--run", "1", "--html", str(first)).returncode == 0
     assert "8 runs" in text and "8 runs" not in first.read_text() and ">1 run<" in first.read_text()
+    # the night's outcome opens the page, with the regressed series and why, before any table
+    head = text.split("<h2>")[0]
+    assert '<p class="headline regression" id="headline">1 regression found</p>' in head and "1 slower" in head
+    assert re.search(r'<ul class="regression"><li>stepped / fp32 / x86 / tvm @ \S+: slower: latency', head), head[-1500:]
+    assert '<p class="headline fine" id="headline">no regressions</p>' in first.read_text()
     browser = _chromium()
     if browser is None:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium); the page was written but not opened")

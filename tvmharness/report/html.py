@@ -26,6 +26,7 @@ from . import (agreement_texts, baseline_label, gpu_text, kit_text, ms_text, num
 from .regress import (REGRESSIONS, accuracy_metric, fast_latency, history_as_of, is_confirmation, judge_run,
                       row_provenance, setup_changes, setup_of)
 from .compression import COLUMNS as COMPRESSION_COLUMNS, best_variants, compression_rows, variant_notes
+from .summary import headline
 from .terminal import footnotes, row_notes
 
 SPARK = {"displayModeBar": False, "staticPlot": True, "responsive": True}
@@ -199,6 +200,8 @@ def render_html(store, since=None, judged: tuple | None = None) -> str:
         run=run, prov=prov, cpu=cpu, cores=cores_text(cpu), gpu=gpu_text(prov),
         threads=threads_text([prov["threads"]], cpu) if prov.get("threads") else "?", versions=prov.get("versions") or {},
         verdicts=verdicts, regressions=REGRESSIONS, targets=targets, models=models, started=time_text(run["started"]),
+        headline=headline(run, verdicts), regressed=[v for v in verdicts if v.regression],
+        missed=[v for v in verdicts if v.evidence.get("goal_misses")],
         since=time_text(since) if since else None, unfinished=unfinished(run),
         notes=[line for line in footnotes(tonight) if not line.startswith("[")],  # reasons sit in the status cells
         compression={"columns": [name for name, _ in COMPRESSION_COLUMNS], "rows": compression_rows(tonight),
@@ -217,7 +220,7 @@ def write_html(store, path: Path | str, since=None, judged: tuple | None = None)
 
 
 TEMPLATE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>tvmharness report: {{ run.recipe_name }} run {{ run.id }}</title>
 <script>
   // Script errors land in the page itself, where a reader (or a test) sees them.
@@ -234,10 +237,17 @@ TEMPLATE = """<!DOCTYPE html>
  th { background: #f4f4f4; }
  .regression { color: #b00020; font-weight: bold; } .num { text-align: right; }
  .prov { color: #555; font-size: 12px; } .chart { max-width: 1000px; } #js-errors { color: #b00020; }
+ .wide { overflow-x: auto; } .headline { font-size: 18px; font-weight: bold; margin: .3em 0; } .fine { color: #1b7a2b; }
+ td.evidence { min-width: 24em; }
 </style></head>
 <body>
 <h1>tvmharness: {{ run.recipe_name }} (run {{ run.id }})</h1>
 <pre id="js-errors" hidden></pre>
+<p class="headline {{ 'regression' if regressed else 'fine' if headline[0] == '✅' else '' }}" id="headline">{{ headline[1] }}</p>
+<p>{{ headline[2] }}</p>
+{% if regressed %}<ul class="regression">{% for v in regressed %}<li>{{ v.name }}: {{ v.summary() }}</li>{% endfor %}</ul>{% endif %}
+{% if missed %}<p>Goals missed (the recipe's [thresholds]; they do not fail the night):</p>
+<ul>{% for v in missed %}<li>{{ v.name }}: {{ v.evidence.goal_misses | join("; ") }}</li>{% endfor %}</ul>{% endif %}
 {% if unfinished %}<p class="regression">{{ unfinished }}</p>{% endif %}
 <p class="prov">host {{ run.hostname }} · {{ cpu.get("model") }} ({{ cpu.get("arch") }}, {{ cores }}; features
  {{ (cpu.get("features") or []) | join(" ") }}){% if gpu %} · {{ gpu }}{% endif %} · threads {{ threads }} · git {{ run.git_commit }} · recipe {{ run.recipe_name }}
@@ -245,11 +255,11 @@ TEMPLATE = """<!DOCTYPE html>
  versions: {% for k, v in versions.items() if v %}{{ k }} {{ v }}{% if not loop.last %} · {% endif %}{% endfor %}</p>
 
 <h2>Verdicts against each series' history</h2>
-<table><tr><th>model</th><th>variant</th><th>target</th><th>engine</th><th>verdict</th><th>evidence and cause</th></tr>
-{% for v in verdicts %}<tr><td>{{ v.series.model }}</td><td>{{ v.series.variant }}</td><td>{{ v.target }}</td>
-<td>{{ v.series.engine }}</td><td class="{{ 'regression' if v.verdict in regressions else '' }}">{{ v.verdict }}</td>
-<td>{{ v.summary() }}</td></tr>
-{% endfor %}</table>
+<div class="wide"><table><tr><th>verdict</th><th>model</th><th>variant</th><th>target</th><th>engine</th><th>evidence and cause</th></tr>
+{% for v in verdicts %}<tr><td class="{{ 'regression' if v.verdict in regressions else '' }}">{{ v.verdict }}</td>
+<td>{{ v.series.model }}</td><td>{{ v.series.variant }}</td><td>{{ v.target }}</td><td>{{ v.series.engine }}</td>
+<td class="evidence">{{ v.summary() }}</td></tr>
+{% endfor %}</table></div>
 
 {% for t in targets %}<h2>Target {{ t.name }}</h2>
 <p class="prov">{{ t.spec }}</p>
@@ -260,12 +270,12 @@ TEMPLATE = """<!DOCTYPE html>
 {% if notes %}<h2>Notes</h2>
 <ul>{% for line in notes %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 {% if compression.rows %}<h2>Compression: each variant against fp32 on the same target and engine</h2>
-<table><tr>{% for name in compression.columns %}<th>{{ name }}</th>{% endfor %}</tr>
-{% for cells in compression.rows %}<tr>{% for cell in cells %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}</table>
+<div class="wide"><table><tr>{% for name in compression.columns %}<th>{{ name }}</th>{% endfor %}</tr>
+{% for cells in compression.rows %}<tr>{% for cell in cells %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}</table></div>
 <ul>{% for line in compression.best %}<li><b>{{ line }}</b></li>{% endfor %}
 {% for line in compression.notes %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 {% for m in models %}<h2>Model {{ m.name }}</h2>
-<table><tr><th>variant</th><th>target</th><th>engine</th><th>status</th><th>median</th><th>p90</th><th>spread</th>
+<div class="wide"><table><tr><th>variant</th><th>target</th><th>engine</th><th>status</th><th>median</th><th>p90</th><th>spread</th>
 <th>speed-up vs {{ m.baseline }}</th><th>size</th><th>peak memory</th><th>accuracy</th><th>top-1 agree</th><th>max |diff|</th><th>verdict</th><th>history (p10 ms)</th>
 <th>provenance</th></tr>
 {% for r in m.rows %}<tr><td>{{ r.variant }}</td><td>{{ r.target }}</td><td>{{ r.engine }}</td>
@@ -276,7 +286,7 @@ TEMPLATE = """<!DOCTYPE html>
 <td>{{ charts(r.spark) }}<span class="prov">{{ r.runs }} run{{ "s" if r.runs != 1 }}</span></td>
 <td class="prov">{{ r.engine }} {{ r.engine_version }} · threads {{ r.threads }} · batch {{ r.batch }} · tuning {{ r.tuning }}
  · build {{ r.build }}{% if r.target_spec %} · target {{ r.target_spec }}{% endif %}{% if r.kit %} · dev kit {{ r.kit }}{% endif %}</td></tr>
-{% endfor %}</table>
+{% endfor %}</table></div>
 {% endfor %}
 <script>
   // How many charts plotly drew: a reader's check, and a headless browser's.

@@ -43,13 +43,23 @@ def _why(v: Verdict) -> str:
     return md_escape("; ".join(parts)) or "—"
 
 
-def markdown(run: dict, verdicts: list[Verdict]) -> str:
-    """The nightly summary: regressions first with evidence and cause, then every verdict."""
-    bad = [v for v in verdicts if v.regression]
+def headline(run: dict, verdicts: list[Verdict]) -> tuple[str, str, str]:
+    """How every report of a run opens: its outcome (regressions, a run cut short, or neither) with its
+    icon (for Markdown: a page may lack the emoji font), and the tally."""
     tally = ", ".join(f"{n} {k}" for k, n in counts(verdicts).items()) or "no rows"
     if missed := sum(bool(v.evidence.get("goal_misses")) for v in verdicts):
         tally += f"; {missed} series missed goals"
-    head = "❌ regressions found" if bad else "⚠️ unfinished run" if unfinished(run) else "✅ no regressions"
+    if bad := sum(v.regression for v in verdicts):
+        return "❌", f"{bad} regression{'s' * (bad > 1)} found", tally
+    return ("⚠️", "unfinished run", tally) if unfinished(run) else ("✅", "no regressions", tally)
+
+
+def markdown(run: dict, verdicts: list[Verdict]) -> str:
+    """The nightly summary: regressions first with evidence and cause, then every verdict."""
+    bad = [v for v in verdicts if v.regression]
+    icon, head, tally = headline(run, verdicts)
+    head = f"{icon} {head}"
+    missed = any(v.evidence.get("goal_misses") for v in verdicts)
     prov = run.get("provenance") or {}
     versions = " · ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v)
     machine = ", ".join(filter(None, [run.get("cpu", ""), gpu_text(prov)]))
