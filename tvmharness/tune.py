@@ -220,11 +220,14 @@ def _record_workloads(directory: Path, since: int = 0, until: int | None = None)
 
 def model_workloads(model: LoadedModel, target: Target, frontend: str, cache_dir: Path) -> set[str]:
     """The structural hashes MetaSchedule's database keys this model's tasks by (the same at any thread
-    count): a second or so of lowering."""
+    count): a second or so of lowering. TVM's C++ warnings on the way (an embedding's "Fast mode
+    segfaults ...") are the build's own, which logs them: not printed under the progress here."""
     from tvm.s_tir import meta_schedule as ms
 
-    _, mod_zero = lower_for_tuning(to_relax(model, frontend, cache_dir), target)
-    return {ms.database.Workload(task.dispatched[0]).as_json()[0] for task in extract_tasks(mod_zero, target)}
+    with native_stderr_to(Path(os.devnull)):
+        _, mod_zero = lower_for_tuning(to_relax(model, frontend, cache_dir), target)
+        tasks = extract_tasks(mod_zero, target)
+    return {ms.database.Workload(task.dispatched[0]).as_json()[0] for task in tasks}
 
 
 def open_database(directory: Path, target: Target, locked: bool = False):
