@@ -62,9 +62,10 @@ def test_a_preset_saved_with_a_bom_resolves_and_one_not_in_utf8_is_named(tmp_pat
     (BOARD + 'cross_compiler = "aarch64-linux-gnu-gcc"\n[tvm]\nkind = "llvm"\nmtriple = "aarch64-linux-gnu"\n'
      'mattr = ["+neon", "+avx2"]\n', "mattr names avx2", "llvm_get_cpu_features"),
 ])
-def test_a_cpu_or_feature_llvm_does_not_know_is_refused_not_built_for_its_generic_cpu(tmp_path, body, named, near):
+def test_a_cpu_or_feature_llvm_does_not_know_is_refused_not_built_for_its_generic_cpu(tmp_path, body, named, near, capfd):
     message = refused(str(preset(tmp_path, body)))
     assert str(tmp_path / "mine.toml") in message and named in message and near in message
+    assert "llvm_instance.cc" not in capfd.readouterr().err  # LLVM's own line about it, before ours: one message
 
 
 @on_x86

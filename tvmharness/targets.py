@@ -395,7 +395,8 @@ def _check_with_tvm(preset: TargetPreset, tvm_dict: dict) -> None:
                                + (f" (did you mean {near[0]}?)" if near else ""),
                                f"fix or drop it; they take {', '.join(sorted(options))}")
         try:
-            tvm.target.Target(values)
+            with native_stderr_to(Path(os.devnull)):  # LLVM's line for an mcpu it does not know: said below, with the fix
+                tvm.target.Target(values)
         except Exception as err:  # TVM's own check: its message names the key
             text = str(err).strip().splitlines()[-1].split(". Target creation from config dict failed")[0]
             key = re.match(r"Option '([^']+)': expected type '[^']+'", text)  # "but got 'ffi.SmallStr'": say the value
