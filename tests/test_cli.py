@@ -404,6 +404,19 @@ def test_a_bad_frontend_flag_is_named_by_its_flag(cli_dir):
 def test_a_file_that_is_not_an_exported_program_is_one_message(cli_dir):
     proc = run_cli("bench", str(write(cli_dir / "junk.pt2", "junk")), cwd=cli_dir)
     assert_usage_error(proc, "junk.pt2 is not a loadable ExportedProgram", "torch.export.save")  # and no traceback
+    # PyTorch's other saves, which torch.export.load calls "corrupted": said as what they are
+    import torch
+
+    from tests.user_models import tiny_mlp
+
+    module, example = tiny_mlp()
+    torch.save(module.state_dict(), cli_dir / "weights.pt2")
+    torch.jit.save(torch.jit.trace(module, example), str(cli_dir / "scripted.pt2"))
+    for name, kind in (("weights", "is a torch.save file (a state dict or a pickled module), not an ExportedProgram"),
+                       ("scripted", "is a TorchScript file (torch.jit.save), not an ExportedProgram")):
+        proc = run_cli("bench", f"{name}.pt2", cwd=cli_dir)
+        assert_usage_error(proc, f"{name}.pt2 {kind}", "torch.export.save")
+        assert "corrupted" not in proc.stderr
 
 
 def test_a_module_beside_the_user_is_found_by_the_installed_command(cli_dir):

@@ -1033,10 +1033,29 @@ def _load_exported(path: Path):
             raise ModelNotMade(f"{path} holds the operator {op[1]}, which no library loaded here registers",
                                "give the model as path/to/file.py:function instead, whose imports register that operator "
                                "(its own library's), or export it without that operator") from None
-        raise ModelNotMade(f"{path} is not a loadable ExportedProgram: {one_line(cause)}",
-                           "save one with torch.export.save(torch.export.export(model, (x,)), 'model.pt2')") from None
+        kind = _torch_file_kind(path)
+        said = f"a {kind}, not an ExportedProgram" if kind else f"not a loadable ExportedProgram: {one_line(cause)}"
+        raise ModelNotMade(f"{path} is {said}",
+                           "save one with torch.export.save(torch.export.export(model, (x,)), 'model.pt2'), or give the "
+                           "model as path/to/file.py:function") from None
     finally:
         log.handlers, log.propagate = handlers, propagate
+
+
+def _torch_file_kind(path: Path) -> str | None:
+    """What another PyTorch save is (both are zip archives as .pt2 is; torch calls either "corrupted"):
+    TorchScript keeps its code, torch.save a pickle alone; None for anything else."""
+    import zipfile
+
+    try:
+        names = zipfile.ZipFile(path).namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if any("/code/" in n for n in names) and any(n.endswith("/constants.pkl") for n in names):
+        return "TorchScript file (torch.jit.save)"
+    if any(n.endswith("/data.pkl") for n in names) and not any(n.endswith("/archive_format") for n in names):
+        return "torch.save file (a state dict or a pickled module)"
+    return None
 
 
 def _check_export_bounds(path: Path, ep, values: list, inputs: tuple[ModelInput, ...], settings: dict[str, dict]) -> None:
