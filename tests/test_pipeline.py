@@ -112,6 +112,25 @@ def test_any_model_its_files_cannot_make_costs_its_rows_alone(recipe_dict, tmp_p
         assert rows[name]["status"] == LOAD_FAILED and why in rows[name]["reason"], rows[name]["reason"]
 
 
+def test_a_model_spec_naming_no_function_to_call_says_what_it_names(tmp_path):
+    """A value, an empty name and a function that needs arguments: each said as what it is, with the file's
+    functions tvmharness could call (it calls them with no arguments)."""
+    from tvmharness.errors import HarnessError
+    from tvmharness.models import load_model
+
+    (tmp_path / "nets.py").write_text("import torch\n\n\ndef sized(width):\n    return torch.nn.Linear(width, 2), "
+                                      "torch.randn(1, width)\n\n\ndef net():\n    return sized(4)\n\n\ng = 3\n")
+    for function, cause in (("g", "nets.py' has 'g' of type int, not a function"), ("", "names no function after its colon"),
+                            ("sized", "sized() needs width; tvmharness calls it with no arguments")):
+        with pytest.raises(HarnessError) as err:
+            load_model(f"{tmp_path / 'nets.py'}:{function}", tmp_path)
+        assert cause in err.value.cause, err.value.cause
+    assert err.value.fix.startswith("give its parameters defaults")
+    with pytest.raises(HarnessError) as err:
+        load_model(f"{tmp_path / 'nets.py'}:g", tmp_path)
+    assert err.value.fix.endswith(f"{tmp_path / 'nets.py'} has net")  # not sized, which needs an argument
+
+
 def test_a_model_s_digest_holds_every_tensor_its_forward_reads():
     """Buffers left out of the state dict (persistent=False) and plain tensor attributes are the model
     too: one changed is another build, never a cached one (a bfloat16 one included)."""

@@ -15,6 +15,7 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import io
 import json
 import logging
@@ -1176,6 +1177,17 @@ def _count_outputs(spec: str, net, examples: tuple) -> int:
 
 
 _MODEL_FOLDERS: set[str] = set()  # folders of model files whose imports were given the files beside them
+_MISSING = object()
+
+
+def _required_parameters(function) -> list[str]:
+    """The parameters a call with no arguments leaves without a value (none where it cannot tell)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin or a C function: let the call say
+        return []
+    return [p.name for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD,
+                                                                            p.KEYWORD_ONLY)]
 
 
 def _files_beside(file: Path) -> str:
@@ -1238,10 +1250,19 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
     except Exception as err:  # the user's code raised: a model that fails (exit 1), not a spec mistyped
         raise ModelNotMade(f"could not import '{target}' for model '{spec}': {type(err).__name__}: {one_line(err)}",
                            "fix what it raised; TVMHARNESS_DEBUG=1 shows the traceback", exit_code=FAILED) from err
-    function = getattr(module, func_name, None)
+    function = getattr(module, func_name, _MISSING)
     if not callable(function):
-        raise ModelNotMade(f"could not make model '{spec}': '{target}' has no function '{func_name}'",
-                           "name the function that returns (nn.Module, example)")
+        functions = sorted(n for n, f in vars(module).items() if inspect.isfunction(f) and f.__module__ == module.__name__
+                           and not n.startswith("_") and not _required_parameters(f))
+        found = (f"'{target}' has '{func_name}' of type {type(function).__name__}, not a function" if function is not _MISSING
+                 else f"'{spec}' names no function after its colon" if not func_name
+                 else f"'{target}' has no function '{func_name}'")
+        raise ModelNotMade(f"could not make model '{spec}': {found}",
+                           "name the function that returns (nn.Module, example)"
+                           + (f"; {target} has {', '.join(functions)}" if functions else ""))
+    if needed := _required_parameters(function):
+        raise ModelNotMade(f"could not make model '{spec}': {func_name}() needs {', '.join(needed)}; tvmharness calls it "
+                           "with no arguments", "give its parameters defaults, or name a function without parameters that calls it with them")
     try:
         made = function()
     except HarnessError:
