@@ -114,7 +114,8 @@ def test_any_model_its_files_cannot_make_costs_its_rows_alone(recipe_dict, tmp_p
 
 def test_a_model_spec_naming_no_function_to_call_says_what_it_names(tmp_path):
     """A value, an empty name and a function that needs arguments: each said as what it is, with the file's
-    functions tvmharness could call (it calls them with no arguments)."""
+    functions tvmharness could call (it calls them with no arguments). A function that returns its model in
+    training mode gets it measured in eval mode, and a note that says so."""
     from tvmharness.errors import HarnessError
     from tvmharness.models import load_model
 
@@ -129,6 +130,9 @@ def test_a_model_spec_naming_no_function_to_call_says_what_it_names(tmp_path):
     with pytest.raises(HarnessError) as err:
         load_model(f"{tmp_path / 'nets.py'}:g", tmp_path)
     assert err.value.fix.endswith(f"{tmp_path / 'nets.py'} has net")  # not sized, which needs an argument
+    trained = load_model(f"{USER_MODELS}:in_training_mode", tmp_path)  # measured as deployed, and said so
+    assert not trained.torch_module.training and "is measured in eval mode (model.eval())" in trained.notes[0]
+    assert "eval mode" not in load_model(f"{USER_MODELS}:tiny_mlp", tmp_path).notes[0]
 
 
 def test_a_model_s_digest_holds_every_tensor_its_forward_reads():

@@ -175,6 +175,12 @@ class Picks(TwoHeads):
         return {"logits": logits, "picked": (logits.argmax(1), logits > 0)}
 
 
+def in_training_mode():
+    """tiny_mlp as a notebook often leaves it: in training mode."""
+    module, example = tiny_mlp()
+    return module.train(), example
+
+
 def picks():
     torch.manual_seed(0)
     return Picks().eval(), torch.randn(1, 16)

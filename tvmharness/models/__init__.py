@@ -1281,6 +1281,9 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
         what = ", ".join(type(e).__name__ for e in examples) or "nothing"
         raise ModelNotMade(f"'{spec}' gave {what} as its example; the engines take tensors, one per input of forward",
                            "return one example tensor, or a tuple of tensors in forward's order (no dicts or keywords)")
+    # measured as deployed: dropout off, batch norm on its running statistics (said: its training-mode outputs differ)
+    trained = ("; it came in training mode and is measured in eval mode (model.eval()), as it is deployed"
+               if any(m.training for m in net.modules()) else "")
     net.eval()
     _check_not_torch_quantized(spec, net)
     _check_float32(spec, net)
@@ -1289,7 +1292,8 @@ def _load_python(spec: str, settings: dict[str, dict]) -> LoadedModel:
     inputs = _settle(spec, found, settings, batch=1, fixed=False)  # batch: unused, an example has no dynamic size
     behaviour = torch_behaviour(net)  # (before _count_outputs runs it)
     return LoadedModel(name=func_name, source="python", inputs=inputs, digest=torch_digest(net, inputs, behaviour),
-                       torch_module=net, notes=[f"user model {spec}" + _outputs_note(_count_outputs(spec, net, examples))],
+                       torch_module=net, notes=[f"user model {spec}" + _outputs_note(_count_outputs(spec, net, examples))
+                                                + trained],
                        behaviour=behaviour)
 
 
