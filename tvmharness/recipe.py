@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -379,7 +380,9 @@ def apply_overrides(recipe: Recipe, **overrides) -> Recipe:
     data, flags = recipe.model_dump(), {}
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:  # a library caller's keyword: the recipe's names, not the flags' (models=, not model=)
-        raise HarnessError(f"no recipe value is set by {', '.join(unknown)}", f"give some of {', '.join(OVERRIDES)}")
+        near = [f"{name} (not {typo})" for typo in unknown for name in difflib.get_close_matches(typo, OVERRIDES, 1)]
+        raise HarnessError(f"no recipe value is set by {', '.join(unknown)}",
+                           (f"did you mean {', '.join(near)}? " if near else "") + f"give some of {', '.join(OVERRIDES)}")
     given = []  # the keywords that set something: a Python caller's bad value is one of them
     for name, value in overrides.items():
         if value is None or (isinstance(value, (str, list, tuple, dict)) and not value):
