@@ -189,6 +189,19 @@ def test_bench_measures_one_model_on_the_kits(rack, workdir):
     assert row["status"] == OK and row["details"]["kit"] in rack.kits("x86")
 
 
+def test_a_preset_that_fixes_its_cores_says_so_where_a_kit_runs_fewer_threads(rack, workdir, tmp_path):
+    """A board preset that fixes num-cores (rpi4's 4) timed on a kit of fewer threads: the row says that it was
+    built for one and timed on the other, not only its threads column."""
+    preset = tmp_path / "quad.toml"
+    preset.write_text((ROOT / "targets" / "x86-rpc.toml").read_text().replace('name = "x86-rpc"', 'name = "quad"')
+                      + "num-cores = 4\n")
+    (row,) = [r for r in run_recipe(recipe_from_dict(_recipe(workdir, rack.tracker, targets=[str(preset)],
+                                                             engines=["tvm"]))).rows if r["target"] == "quad"]
+    assert row["status"] == OK and row["threads"] < 4, row["reason"]
+    assert f"built for 4 cores (the target's num-cores), timed on kit {row['details']['kit']}'s {row['threads']} threads" \
+        in row["details"]["engine_notes"]
+
+
 def test_a_model_of_several_inputs_runs_on_a_kit(rack, workdir):
     recipe = _recipe(workdir, rack.tracker, targets=["x86-rpc"], models=[f"{USER_MODELS}:token_classifier"],
                      measure={"warmup": 1, "repeats": 30, "threads": 2, "agreement_samples": 3})

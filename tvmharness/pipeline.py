@@ -909,6 +909,10 @@ def _record_kit_result(row: dict, outcome: KitResult, pending: _KitRow, recipe: 
     info = outcome.info
     row.update(threads=info.get("threads"))
     row["details"].update(kit=outcome.kit, kit_info=info, upload_seconds=outcome.upload_seconds)
+    built_for = ((row.get("target_spec") or {}).get("tvm") or {}).get("num-cores")
+    if built_for and info.get("threads") and built_for != info["threads"]:  # a preset that fixes its cores, another kit
+        row["details"]["engine_notes"].append(f"built for {built_for} cores (the target's num-cores), timed on kit "
+                                              f"{outcome.kit}'s {info['threads']} threads")
     if outcome.attempts:
         row["details"]["retried_after"] = outcome.attempts
     if outcome.emulated:
