@@ -837,6 +837,10 @@ def test_compile_keeps_two_functions_of_one_file_and_two_thread_counts_apart(cli
     assert_usage_error(run_cli("compile", "other.py:tiny_mlp", cwd=cli_dir), "holds tiny_mlp from")
     assert run_cli("compile", f"{USER_MODELS}:tiny_mlp", cwd=cli_dir).returncode == 0
     assert folders["tiny_mlp-x86"] == json.loads((cli_dir / "results/artifacts/tiny_mlp-x86/manifest.json").read_text())
+    # one file named as a module here, then as a path: one model, not "a model of the same name"
+    (cli_dir / "mine.py").write_text(Path(USER_MODELS).read_text() + "\n\ndef mine_mlp():\n    return tiny_mlp()\n")
+    for spec in ("mine:mine_mlp", "mine.py:mine_mlp"):
+        assert run_cli("compile", spec, cwd=cli_dir).returncode == 0, spec
     # a board's preset fixes its cores: --threads cannot apply, and says so rather than name a folder for it
     assert_usage_error(run_cli("compile", "tiny_mlp.pt2", "--target", "rpi4", "--threads", "2", cwd=cli_dir),
                        "target rpi4 builds for the 4 threads its preset fixes (num-cores = 4), not --threads 2",

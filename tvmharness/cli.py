@@ -570,6 +570,7 @@ def compile(model: Annotated[str, typer.Argument(metavar="MODEL", help="zoo name
     from .engines.tvm import describe_artifact
     from .engines import EngineOptions
     from .frontend import frontend_for
+    from .models import same_origin
     from .native_log import NATIVE_LOG
     from .pipeline import check_artifact, load_models
     from .recipe import apply_overrides, parse_input_flags, recipe_from_dict
@@ -612,7 +613,7 @@ def compile(model: Annotated[str, typer.Argument(metavar="MODEL", help="zoo name
         out_dir = defaults.output.dir / "artifacts" / short_name("-".join(parts))
         before = load_artifact(out_dir)
         there = before.manifest.get("model_origin") if before is not None else None
-        if there and there != loaded.origin:
+        if there and not same_origin(there, loaded.origin):
             raise HarnessError(f"{out_dir} holds {name} from {there}, and this {name} is from {loaded.origin}: a model "
                                "of the same name, not this one", "give this one a folder of its own with --out DIR")
     with _status(f"building {model} for {target}"):

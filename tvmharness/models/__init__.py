@@ -738,6 +738,26 @@ def _origin(spec: str) -> str:
     return f"{Path(module).resolve()}:{function}" if module.endswith(".py") else spec
 
 
+def same_origin(one: str, other: str) -> bool:
+    """Whether two origins name one model: `mynet:small_net` and `/abs/mynet.py:small_net` do where the
+    module `mynet` here is that file."""
+    return one == other or _origin_file(one) == _origin_file(other)
+
+
+def _origin_file(origin: str) -> str:
+    """A module:function origin as path.py:function, where the module is found here (from this folder, as a
+    model spec's module is); any other origin as it is."""
+    module, sep, function = origin.rpartition(":")
+    if not sep or module.endswith(".py") or os.sep in module:
+        return origin
+    try:
+        with _first_on_path(os.getcwd()):
+            found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return origin
+    return f"{Path(found.origin).resolve()}:{function}" if found is not None and found.origin else origin
+
+
 def model_name(spec: str) -> str:
     """What rows call the model a spec loads: a zoo name, a file's stem, a function's name."""
     if spec in ZOO:
