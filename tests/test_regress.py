@@ -826,17 +826,21 @@ def test_a_series_the_recipe_no_longer_lists_says_what_was_dropped(store):
     from tvmharness.report.regress import NOT_MEASURED
 
     rng = np.random.default_rng(71)
-    both = {"models": ["m"], "engines": ["tvm", "onnxruntime"]}
+    both = {"models": ["m", "k"], "engines": ["tvm", "onnxruntime"]}
     for _ in range(2):
         full = night(store, 1.0, rng, recipe=both)
         row = store.frame(run_id=full).iloc[0].to_dict()
-        store.add(full, {k: row[k] for k in ("model", "variant", "target", "engine_version", "status", "samples_ms")}
-                  | {"engine": "onnxruntime"})
+        kept = {k: row[k] for k in ("model", "variant", "target", "engine", "engine_version", "status", "samples_ms")}
+        store.add(full, kept | {"engine": "onnxruntime"})
+        store.add(full, kept | {"model": "k"})
     tonight = night(store, 1.0, rng, recipe={"models": ["m"], "engines": ["tvm"]})
     run, verdicts = judge_run(store)
-    (dropped,) = [v for v in verdicts if v.verdict == NOT_MEASURED]
-    assert dropped.series["engine"] == "onnxruntime"
-    assert f"run {tonight}'s recipe no longer lists engines onnxruntime (run {full}'s did)" in dropped.summary()
+    dropped = {(v.series["model"], v.series["engine"]): v for v in verdicts if v.verdict == NOT_MEASURED}
+    assert set(dropped) == {("m", "onnxruntime"), ("k", "tvm")}
+    # each says what of it was dropped, not all that the recipe dropped
+    assert (f"run {tonight}'s recipe no longer lists its engine onnxruntime (run {full}'s did)"
+            in dropped[("m", "onnxruntime")].summary())
+    assert f"no longer lists its model k (run {full}'s did)" in dropped[("k", "tvm")].summary()
 
 
 def test_a_broken_row_names_what_changed_as_its_verdicts_line_says(store):

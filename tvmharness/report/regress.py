@@ -584,24 +584,34 @@ def _not_measured(frame, runs: list[dict], run: dict) -> list[Verdict]:
                 missing.setdefault(key, None)
     if not missing:
         return []
-    why = (f"run {run['id']} did not finish (interrupted, or still running)" if run.get("finished") is None else
-           _lists_changed(run, last) or f"run {run['id']} did not measure it")
     lost = set(tonight.loc[tonight["status"] == LOAD_FAILED, "model"])  # a model that could not be made has one row
-    model_at = SERIES.index("model")
-    return [Verdict(series=dict(zip(SERIES, key)), verdict=NOT_MEASURED, aspects={"status": NOT_MEASURED}, run_id=run["id"],
-                    previous_run_id=has, evidence={},
-                    reason=(f"model {key[model_at]} could not be made in run {run['id']} (see its broken {BASELINE} row)"
-                            if key[model_at] in lost else why) + (f"; run {has} has it" if has is not None else ""))
-            for key, has in sorted(missing.items())]
+
+    def why(series: dict) -> str:
+        if series["model"] in lost:
+            return f"model {series['model']} could not be made in run {run['id']} (see its broken {BASELINE} row)"
+        if run.get("finished") is None:
+            return f"run {run['id']} did not finish (interrupted, or still running)"
+        return _lists_changed(run, last, series) or f"run {run['id']} did not measure it"
+
+    verdicts = []
+    for key, has in sorted(missing.items()):
+        series = dict(zip(SERIES, key))
+        verdicts.append(Verdict(series=series, verdict=NOT_MEASURED, aspects={"status": NOT_MEASURED}, run_id=run["id"],
+                                previous_run_id=has, evidence={},
+                                reason=why(series) + (f"; run {has} has it" if has is not None else "")))
+    return verdicts
 
 
-def _lists_changed(run: dict, last: dict) -> str:
-    """What the run's recipe no longer lists of the series the run before measured ("" where it lists them all)."""
+def _lists_changed(run: dict, last: dict, series: dict) -> str:
+    """What the run's recipe no longer lists of a series the run before measured: its model, variant, target
+    or engine ("" where it lists them all)."""
     now, before = ({key: (r.get("recipe") or {}).get(key) or [] for key in ("models", "variants", "targets", "engines")}
                    for r in (run, last))
-    dropped = [f"{key} {', '.join(gone)}" for key in before if (gone := [str(x) for x in before[key] if x not in now[key]])]
+    listed = {"models": "model", "variants": "variant", "targets": "target", "engines": "engine"}
+    dropped = [f"{field} {series[field]}" for key, field in listed.items()
+               if series[field] in map(str, before[key]) and series[field] not in map(str, now[key])]
     if dropped:
-        return f"run {run['id']}'s recipe no longer lists {'; '.join(dropped)} (run {last['id']}'s did)"
+        return f"run {run['id']}'s recipe no longer lists its {' and '.join(dropped)} (run {last['id']}'s did)"
     return f"run {run['id']}'s recipe lists other series than run {last['id']}'s" if now != before else ""
 
 
