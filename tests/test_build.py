@@ -471,6 +471,15 @@ def test_an_exported_manifest_names_outputs_and_value_ranges_and_no_stale_file_s
     assert built.manifest["outputs"] == [{"name": "logits", "shape": [1, 4], "dtype": "float32"},
                                          {"name": "aux.0", "shape": [1], "dtype": "float32"},
                                          {"name": "aux.1", "shape": [1, 8], "dtype": "float32"}]
+    # names that would define a value twice in ONNX (the input's, a flattened one's) get names of their own
+    import onnxruntime
+
+    from tvmharness.export import onnx_file
+
+    keyed = load_model(f"{USER_MODELS}:keyed_like_its_input", workdir / "cache")
+    session = onnxruntime.InferenceSession(str(onnx_file(keyed, workdir / "cache")[0]))
+    assert [o.name for o in session.get_outputs()] == keyed.output_names() == ["x_out", "output.0", "output.1", "output.0_out"]
+    assert [o["name"] for o in get_engine("tvm").build(keyed, target, options).manifest["outputs"]] == keyed.output_names()
     tokens = load_model(f"{USER_MODELS}:token_classifier", workdir / "cache", settings={"ids": {"range": [0, 49]}})
     warned = get_engine("tvm").build(tokens, target, options)
     assert warned.manifest["tvm_warnings"] and warned.manifest["outputs"] == [{"name": "output", "shape": [1, 4], "dtype": "float32"}]

@@ -175,6 +175,23 @@ class Picks(TwoHeads):
         return {"logits": logits, "picked": (logits.argmax(1), logits > 0)}
 
 
+class KeyedLikeItsInput(nn.Module):
+    """A dict whose keys are its input's name and a flattened name of another key: unique names for ONNX."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return {"x": y + 1, "output": (y, y * 2), "output.0": y - 1}
+
+
+def keyed_like_its_input():
+    torch.manual_seed(0)
+    return KeyedLikeItsInput().eval(), torch.randn(1, 16)
+
+
 def in_training_mode():
     """tiny_mlp as a notebook often leaves it: in training mode."""
     module, example = tiny_mlp()

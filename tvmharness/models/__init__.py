@@ -140,7 +140,16 @@ class LoadedModel:
         spec = self.exported_program().call_spec.out_spec
         paths, _ = _pytree.tree_flatten_with_path(_pytree.tree_unflatten(list(range(spec.num_leaves)), spec))
         names = [".".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path) for path, _ in paths]
-        return [name if name and not name[0].isdigit() else ".".join(filter(None, ("output", name))) for name in names]
+        names = [name if name and not name[0].isdigit() else ".".join(filter(None, ("output", name))) for name in names]
+        # each its own name, none an input's (a dict key "x" of forward(x)): ONNX refuses a value defined twice
+        taken, unique = {i.name for i in self.inputs}, []
+        for name in names:
+            mine, k = name, 1
+            while mine in taken:
+                mine, k = f"{name}_out{k if k > 1 else ''}", k + 1
+            taken.add(mine)
+            unique.append(mine)
+        return unique
 
     def _check_runs_eagerly(self) -> None:
         """Raises HarnessError where the module, run as plain PyTorch on the example's shapes, raises."""
