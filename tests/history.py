@@ -32,7 +32,7 @@ def night(store: Store, level_ms: float, rng: np.random.Generator, *, model: str
             "status": "ok", "threads": 2, "batch": 1, "samples_ms": samples, "median_ms": float(np.median(samples)),
             "p90_ms": float(np.percentile(samples, 90)), "iqr_ms": float(np.subtract(*np.percentile(samples, [75, 25]))),
             "artifact_bytes": 100_000, "accuracy": 0.97, "top1_agreement": 1.0, "max_abs_diff": 1e-6,
-            "target_spec": {"tvm": {"kind": "llvm", "mcpu": "znver5"}},
+            "target_spec": {"tvm": {"kind": "llvm", "mcpu": "znver5"}, "runs_on": "local"},
             "details": {"tuning_records": {"sha256": tuning_sha, "tasks": 10, "tasks_tuned": 10, "trials": 64,
                                            "dir": "results/tuning/x86"}, "build_key": f"{git}{tuning_sha[:4]}@{level_ms:g}"},
             "profile_ms": {"conv2d": 0.5 * level_ms, "matmul": 0.3 * level_ms, "add": 0.01}}

@@ -356,6 +356,13 @@ def test_a_move_of_the_very_build_it_was_compared_with_is_the_host_s_not_a_chang
     # another build (its key, tonight) is a change an A/B can confirm, as before
     other = night(store, 2.4, rng, details={"build_key": "fedcba9876543210", "other_load": busy})
     assert judge(store.frame(), other)[0].verdict == SLOWER
+    # the same build timed by another commit of the harness (how it binds and times a call) is a change a
+    # second run confirms: not the host's for being the same library
+    for _ in range(6):
+        night(store, 1.0, rng, model="h", details=build | {"other_load": quiet})
+    harness = night(store, 2.4, rng, model="h", git="beef", details=build | {"other_load": quiet})
+    (v,) = judge(store.frame(), harness)
+    assert v.verdict == SLOWER and needs_confirmation(v) and "same_build_run_id" not in v.evidence, v.summary()
 
 
 def test_a_return_to_an_old_level_is_flagged_though_the_window_holds_both(store):

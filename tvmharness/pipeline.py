@@ -27,8 +27,8 @@ from .models import LoadedModel, ModelNotMade, attach_data, check_input_settings
 from .provenance import snapshot, worker_environment_kept
 from .recipe import Recipe, apply_overrides, parse_duration, recipe_from_dict
 from .results import (BASELINE, BUILD_FAILED, COMPRESS_FAILED, DISAGREES, DROPS, LOAD_FAILED, NOT_APPLICABLE, OK,
-                      RUN_FAILED, Store, StoreError, UnsavedRows, hides_password, plain, store_folder_writable,
-                      variant_drop)
+                      RUN_FAILED, Store, StoreError, UnsavedRows, hides_password, plain, same_build,
+                      store_folder_writable, variant_drop)
 from .remote.rack import KitFailure, KitJob, KitResult, Rack, resolve_key
 from .remote.tracker import parse_address, probe
 from .targets import Target, check_local_cpu, check_toolchain, host_target, resolve_all
@@ -316,13 +316,15 @@ def _ab_builds(tonight: dict | None, before: dict | None, cache_dir: Path):
     """(tonight's artifact, the earlier one) when both are TVM builds for this host still in the cache
     and run in the same TVM at the same threads: the earlier build is loaded in tonight's runtime, so
     a change of TVM itself (or of threads) would slow or speed both sides, and only a second run sees it.
-    The same build on both sides times that library against itself: `nightly` sends no such series, whose
-    move the verdict already calls the host's (regress.same_build)."""
+    The same build on both sides is None: that library timed against itself confirms nothing, and a second
+    run does (where nothing but the host's load moved, the verdict already calls the move the host's)."""
     if tonight is None or before is None or tonight["engine"] not in AB_ENGINES:
         return None
     if plain(tonight.get("threads")) != plain(before.get("threads")) or tonight.get("engine_version") != before.get("engine_version"):
         return None
     if (tonight.get("target_spec") or {}).get("runs_on") != "local":  # as the row's target was resolved
+        return None
+    if same_build(tonight, before):
         return None
     found = [_cached_build(row, cache_dir) for row in (tonight, before)]
     return None if None in found else tuple(found)

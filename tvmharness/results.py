@@ -103,6 +103,13 @@ class Measurement(Base):
 COLUMNS = [c.name for c in Measurement.__table__.columns]
 
 
+def same_build(row: dict, other: dict) -> bool:
+    """Whether two rows timed one TVM build: the same build key (model, importer, target, TVM version,
+    tuning records and linker all hash into it); False where either row does not say."""
+    key = (row.get("details") or {}).get("build_key")
+    return bool(key) and key == (other.get("details") or {}).get("build_key")
+
+
 def plain(value):
     """A value of a Store.frame() row as Python's, as the store takes it back: numpy scalars as Python's,
     NaN (pandas' missing value) as None, a whole float (an int column with a gap) as int."""

@@ -21,7 +21,8 @@ Latency is noisy, so a verdict needs two things at once:
   second measurement agrees (`confirm`). For a TVM build that second measurement is an A/B: the
   build and the one it was compared with, timed in turns in one process (`ab_latency_verdict`),
   so the host's load falls on both alike and only a change of the build remains. A build that is the
-  reference level's own (same_build) has nothing to confirm: its move is the host's, "same".
+  reference level's own (same_build), timed on this host with nothing else changed but its load, has
+  nothing to confirm: its move is the host's, "same" (with another change, a second run confirms it).
 Size, memory and accuracy are deterministic: any change past the recipe's thresholds counts, each
 against the last run that has the figure. Every verdict carries its evidence, what changed in
 provenance against the reference runs, and for latency the operators that moved most (from the
@@ -40,7 +41,7 @@ from pydantic import ValidationError
 
 from ..data import input_text
 from ..recipe import Regression
-from ..results import BASELINE, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_RECIPE, plain
+from ..results import BASELINE, LOAD_FAILED, NOT_APPLICABLE, OK, RUN_RECIPE, plain, same_build
 from . import busy, ms_text, peak_memory, points_text, present, target_text, time_text
 
 SERIES = ("hostname", "target", "model", "variant", "engine")
@@ -281,11 +282,14 @@ def confirmation(evidence: dict) -> str:
             + (f" ({', '.join(figures)})" if figures else ""))
 
 
-def same_build(row: dict, other: dict) -> bool:
-    """Whether two rows timed one build: the same build key (model, importer, target, TVM version,
-    tuning records and linker all hash into it)."""
-    key = (row.get("details") or {}).get("build_key")
-    return bool(key) and key == (other.get("details") or {}).get("build_key")
+def _only_load_moved(level: dict, row: dict, verdict: Verdict) -> bool:
+    """Whether nothing but the host's load differs between the reference level's row and tonight's (the harness's
+    commit, the recipe's timing, the OS or a library could move the time of one build), on this host's CPU (a
+    dev kit's runtime and board are not in its build key)."""
+    if (row.get("target_spec") or {}).get("runs_on") != "local":
+        return False
+    before, after = row_provenance(level), verdict.provenance
+    return all(before.get(k) == after.get(k) for k in {*before, *after} - {HOST_LOAD})
 
 
 def needs_confirmation(verdict: Verdict) -> bool:
@@ -730,9 +734,10 @@ def judge_row(row: dict, history: list[dict], rules: Regression) -> Verdict:
         level = next(h for h in timed if int(h["run_id"]) == latency["level_run_id"])
         verdict.operators = operator_diff(level.get("profile_ms"), row.get("profile_ms"))
         evidence["operators_run_id"] = latency["level_run_id"]
-        if aspects["latency"] in (SLOWER, FASTER) and same_build(row, level):
-            # the library the reference level was timed of (a cache hit): the move is not the build's, and
-            # no second measurement could make it so (an A/B would time that library against itself)
+        if aspects["latency"] in (SLOWER, FASTER) and same_build(row, level) and _only_load_moved(level, row, verdict):
+            # the library the reference level was timed of (a cache hit), timed by the same harness and recipe
+            # on the same host: the move is not the build's, and no second measurement could make it so (an
+            # A/B would time that library against itself)
             aspects["latency"] = SAME
             evidence.update(confirmed=False, same_build_run_id=latency["level_run_id"],
                             confirmation=f"the same build as run {latency['level_run_id']}'s")
