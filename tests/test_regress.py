@@ -830,7 +830,7 @@ def test_a_night_that_changes_the_span_and_the_model_is_still_judged_on_its_size
 
 
 def test_a_series_the_recipe_no_longer_lists_says_what_was_dropped(store):
-    from tvmharness.report.regress import NOT_MEASURED
+    from tvmharness.report.regress import NOT_MEASURED, _lists_changed
 
     rng = np.random.default_rng(71)
     both = {"models": ["m", "k"], "engines": ["tvm", "onnxruntime"]}
@@ -848,6 +848,13 @@ def test_a_series_the_recipe_no_longer_lists_says_what_was_dropped(store):
     assert (f"run {tonight}'s recipe no longer lists its engine onnxruntime (run {full}'s did)"
             in dropped[("m", "onnxruntime")].summary())
     assert f"no longer lists its model k (run {full}'s did)" in dropped[("k", "tvm")].summary()
+    # entries as a recipe writes them: a model's file:function, a variant's chain, a preset's file
+    for key, entry, name in (("models", "nets.py:small", "small"), ("variants", ["prune:0.5", "finetune"], "prune:0.5+finetune"),
+                             ("targets", "boards/pi.toml", "pi")):
+        field = key[:-1]
+        said = _lists_changed({"id": 9, "recipe": {key: []}}, {"id": 8, "recipe": {key: [entry]}}, {field: name} | {
+            k: "-" for k in ("model", "variant", "target", "engine") if k != field})
+        assert said == f"run 9's recipe no longer lists its {field} {name} (run 8's did)", said
 
 
 def test_a_broken_row_names_what_changed_as_its_verdicts_line_says(store):

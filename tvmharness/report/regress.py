@@ -35,6 +35,7 @@ import collections
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 from pydantic import ValidationError
@@ -608,15 +609,36 @@ def _not_measured(frame, runs: list[dict], run: dict) -> list[Verdict]:
 
 def _lists_changed(run: dict, last: dict, series: dict) -> str:
     """What the run's recipe no longer lists of a series the run before measured: its model, variant, target
-    or engine ("" where it lists them all)."""
+    or engine, as rows name them; else every entry it dropped ("" where it lists them all)."""
     now, before = ({key: (r.get("recipe") or {}).get(key) or [] for key in ("models", "variants", "targets", "engines")}
                    for r in (run, last))
-    listed = {"models": "model", "variants": "variant", "targets": "target", "engines": "engine"}
-    dropped = [f"{field} {series[field]}" for key, field in listed.items()
-               if series[field] in map(str, before[key]) and series[field] not in map(str, now[key])]
+    mine = [f"{key[:-1]} {series[key[:-1]]}" for key in before
+            if series[key[:-1]] in map(_as_rows_name(key), before[key]) and series[key[:-1]] not in map(_as_rows_name(key), now[key])]
+    if mine:
+        return f"run {run['id']}'s recipe no longer lists its {' and '.join(mine)} (run {last['id']}'s did)"
+    dropped = [f"{key} {', '.join(gone)}" for key in before if (gone := [str(x) for x in before[key] if x not in now[key]])]
     if dropped:
-        return f"run {run['id']}'s recipe no longer lists its {' and '.join(dropped)} (run {last['id']}'s did)"
+        return f"run {run['id']}'s recipe no longer lists {'; '.join(dropped)} (run {last['id']}'s did)"
     return f"run {run['id']}'s recipe lists other series than run {last['id']}'s" if now != before else ""
+
+
+def _as_rows_name(key: str):
+    """How rows name a recipe's entry of `key`: a model spec by its model's name (nets.py:small is small), a
+    variant by its canonical alias, a preset file by its stem; as written where it cannot be read."""
+    from ..compress import parse_variant
+    from ..models import model_name
+
+    def name(entry) -> str:
+        try:
+            if key == "models":
+                return model_name(str(entry))
+            if key == "variants":
+                return parse_variant(entry).name
+        except Exception:  # an entry this release cannot read: compared as written
+            return str(entry)
+        return Path(entry).stem if key == "targets" and str(entry).endswith(".toml") else str(entry)
+
+    return name
 
 
 def _spans(ids: list[int], most: int = 8) -> str:
