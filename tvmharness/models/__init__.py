@@ -13,6 +13,7 @@ import contextlib
 import enum
 import functools
 import importlib
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import inspect
@@ -757,12 +758,11 @@ def _origin_file(origin: str) -> str:
     """A module:function origin as path.py:function, where the module is found here (from this folder, as a
     model spec's module is); any other origin as it is."""
     module, sep, function = origin.rpartition(":")
-    if not sep or module.endswith(".py") or os.sep in module:
+    if not sep or module.endswith(".py") or os.sep in module or "." in module:  # (a package's: finding it runs it)
         return origin
-    try:
-        with _first_on_path(os.getcwd()):
-            found = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
+    try:  # found on the path, not imported: nothing of the user's runs
+        found = importlib.machinery.PathFinder.find_spec(module, [os.getcwd(), *sys.path])
+    except Exception:  # a path entry it cannot read: the origins are compared as written
         return origin
     return f"{Path(found.origin).resolve()}:{function}" if found is not None and found.origin else origin
 
