@@ -674,6 +674,10 @@ def test_a_run_cut_short_says_so_and_names_each_series_it_did_not_measure(store)
     assert suite.get("skipped") == "1" and suite.get("failures") == "0" and suite.get("errors") == "1"
     (error,) = suite.iter("error")  # CI publishing it shows red
     assert f"run {cut} did not finish" in error.get("message")
+    from tests.conftest import run_cli
+
+    gated = run_cli("report", "--store", str(store.file), "--fail-on-regression")  # and a gate does not pass it
+    assert gated.returncode == 1 and f"run {cut} did not finish" in gated.stderr, gated.stderr
     # a first run cut short names what its own plan did not reach, though no earlier run had it
     first = store.start_run("first-night", "f" * 16, {}, store.run(cut)["provenance"] | {
         "planned": [["a", "fp32", "x86", "tvm"], ["c", "fp32", "x86", "tvm"], ["c", "int8", "x86", "tvm"]]})

@@ -730,8 +730,10 @@ def report(store: Annotated[Optional[str], typer.Option("--store", metavar="URL"
            run_id: Annotated[Optional[int], typer.Option("--run", metavar="ID", help="the run to judge (default: the newest with measurements)")] = None,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="write the md/json/csv/junit text here (- : stdout)")] = None,
            fail_on_regression: Annotated[bool, typer.Option("--fail-on-regression", help="exit 1 when the run has a regression (as "
-                                                            "`nightly` does), so a CI job that runs, then reports, can gate on it")] = False) -> int:
+                                                            "`nightly` does) or did not finish, so a CI job that runs, then "
+                                                            "reports, can gate on it")] = False) -> int:
     """Report from the store alone: the newest run with measurements (or --run) with a verdict per series against its history."""
+    from .report import unfinished
     from .report.regress import history_as_of, judge_run, regressions
     from .results import DEFAULT_STORE, Store
 
@@ -758,6 +760,9 @@ def report(store: Annotated[Optional[str], typer.Option("--store", metavar="URL"
         err.print(f"wrote {html}", markup=False)
     if fail_on_regression and (bad := regressions(verdicts)):
         err.print(f"run {run['id']}: {len(bad)} regression(s)", highlight=False)
+        return FAILED
+    if fail_on_regression and unfinished(run):  # what it did not reach is no pass (JUnit says it as an error)
+        err.print(unfinished(run), highlight=False, markup=False)
         return FAILED
     return 0
 
