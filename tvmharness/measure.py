@@ -193,7 +193,7 @@ def agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]
     scale), or <= its floor where one is given (a quantized output may differ by a few of its steps).
     An integer or bool output (token ids, an argmax, a mask) must match exactly: its values are no
     scale for how far an index may be off. Unless not `exact_integers`: a lossy variant's engines may
-    pick another index at a near tie, so a tenth of its elements may differ (one, of fewer than ten).
+    pick another index at a near tie, so a tenth of its elements may differ (none of fewer than ten).
     Top-1 agreement: see top1_agreement. Another number of outputs, or an output of another shape,
     raises ValueError (broadcasting would hide it)."""
     count = len(reference[0])
@@ -214,11 +214,13 @@ def agreement(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]
     for k in range(count):
         if exact_output(reference[0][k]):  # elements that differ, against those that may
             differ = sum(int(np.count_nonzero(ref[k] != out[k])) for ref, out in zip(reference, outputs))
-            may = 0 if exact_integers else max(1, math.floor(LOSSY_INDEX_SHARE * sum(ref[k].size for ref in reference)))
+            may = 0 if exact_integers else math.floor(LOSSY_INDEX_SHARE * sum(ref[k].size for ref in reference))
             excess.append(differ / may if may else math.inf if differ else 0.0)
         else:
             excess.append(diffs[k] / allowed[k] if allowed[k] else math.inf if diffs[k] else 0.0)
-    worst = max(range(count), key=lambda k: excess[k])
+    # the output furthest out, or where all are within, the float one closest to its limit: an integer output's
+    # distance (two class ids') is no figure of how close it came
+    worst = max(range(count), key=lambda k: excess[k] if excess[k] > 1.0 or not exact_output(reference[0][k]) else -1.0)
     return Agreement(max_abs_diff=diffs[worst], top1_agreement=top1_agreement(reference, outputs, allowed[0]),
                      within_tolerance=excess[worst] <= 1.0, output=worst, outputs=count)
 
