@@ -69,7 +69,7 @@ def _half_module(inner):
 
 class FP16(Technique):
     kind: Literal["fp16"] = "fp16"
-    version: Literal[1] = 1
+    version: Literal[2] = 2  # 2: integer and bool outputs keep their dtype (were made float32)
 
     def apply(self, work: Work) -> Work:
         module = self.clone_module(work)
