@@ -202,8 +202,10 @@ class Int8(Technique):
                         # tensor holding -inf (a padding mask's) has an infinite range: its zero point divides inf
                         # by inf ("invalid value encountered in divide ... zero_point"). Its operators are the
                         # excluded ones, left float, so that zero point is never used (no Q/DQ node takes it).
-                        warnings.filterwarnings("ignore", r"invalid value encountered in (divide|cast)", RuntimeWarning,
-                                                r"onnxruntime\.quantization\.quant_utils")
+                        # A model with no such tensor keeps the warning: there it would mean something.
+                        if excluded:
+                            warnings.filterwarnings("ignore", r"invalid value encountered in (divide|cast)", RuntimeWarning,
+                                                    r"onnxruntime\.quantization\.quant_utils")
                         quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ,
                                         per_channel=self.per_channel, weight_type=weight_type,
                                         activation_type=QuantType.QUInt8 if self.activations == "uint8" else QuantType.QInt8,
