@@ -21,7 +21,7 @@ from tvmharness.compress import parse_variant
 from tvmharness.pipeline import run_recipe
 from tvmharness.recipe import recipe_from_dict
 
-import figures  # benchmarks/figures.py: the closing JSON line, also on failure
+import last_line  # benchmarks/last_line.py: the closing JSON line, also on failure
 
 INT8 = "int8"
 DIGITS_VARIANTS = ["fp32", INT8, "int8:dynamic", "fp16", "prune:0.5+finetune", "prune:0.5+finetune+int8",
@@ -98,4 +98,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    figures.run(main)
+    last_line.run(main)

@@ -27,7 +27,7 @@ from tvmharness.gpu import cuda_status
 from tvmharness.pipeline import run_recipe
 from tvmharness.recipe import recipe_from_dict
 
-import figures  # benchmarks/figures.py: the closing JSON line, also on failure
+import last_line  # benchmarks/last_line.py: the closing JSON line, also on failure
 
 ENGINES = ["tvm", "torch", "onnxruntime"]
 
@@ -92,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    figures.run(main)
+    last_line.run(main)

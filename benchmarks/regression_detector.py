@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import figures  # benchmarks/figures.py: the closing JSON line, also on failure
+import last_line  # benchmarks/last_line.py: the closing JSON line, also on failure
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOWDOWNS = (0.03, 0.10, 0.25)
@@ -249,4 +249,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    figures.run(main)
+    last_line.run(main)

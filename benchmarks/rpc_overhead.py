@@ -30,7 +30,7 @@ from tvmharness.remote.rack import KitJob, Rack  # noqa: E402
 from tvmharness.remote.tracker import parse_address  # noqa: E402
 from tvmharness.targets import resolve  # noqa: E402
 
-import figures  # benchmarks/figures.py: the closing JSON line, also on failure
+import last_line  # benchmarks/last_line.py: the closing JSON line, also on failure
 
 REPEATS = 30
 
@@ -109,4 +109,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    figures.run(main)
+    last_line.run(main)

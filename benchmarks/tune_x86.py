@@ -28,7 +28,7 @@ from tvmharness.models import load_model
 from tvmharness.pipeline import run_recipe
 from tvmharness.recipe import recipe_from_dict
 
-import figures  # benchmarks/figures.py: the closing JSON line, also on failure
+import last_line  # benchmarks/last_line.py: the closing JSON line, also on failure
 
 MODELS = ["resnet18", "mobilenet_v2"]
 ENGINES = ["tvm", "tvm-untuned", "torch", "onnxruntime"]
@@ -144,4 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    figures.run(main)
+    last_line.run(main)
