@@ -112,7 +112,7 @@ class Verdict:
         e = self.evidence
         if self.verdict in (BROKEN, NOT_APPLICABLE, NOT_MEASURED):  # a broken row's changes may be why (a tolerance)
             return f"{self.verdict}: {self.reason}" + ("; changed: " + "; ".join(self.changes()) if self.changed else "")
-        missed = f"; goals missed: {'; '.join(e['goal_misses'])}" if e.get("goal_misses") else ""
+        missed = f"; {self.goals_text()}" if self.goals_text() else ""
         if self.verdict == NEW and not set(self.aspects) - {"status", "latency"}:  # nothing of it judged
             scored = f"; {e['accuracy_metric']} {e['accuracy']:.2%}" if e.get("accuracy_metric") else ""
             if self.new_setup():
@@ -138,9 +138,14 @@ class Verdict:
             parts.append("changed: " + "; ".join(self.changes()))
         if operators := self.operators_text():
             parts.append(operators)
-        if e.get("goal_misses"):
-            parts.append(f"goals missed: {'; '.join(e['goal_misses'])}")
+        if self.goals_text():
+            parts.append(self.goals_text())
         return f"{self.verdict}: " + "; ".join(parts)
+
+    def goals_text(self) -> str:
+        """The recipe's goals ([thresholds]) its row missed, as every report says them ("" where none)."""
+        misses = self.evidence.get("goal_misses")
+        return f"goals missed: {'; '.join(misses)}" if misses else ""
 
     def latency_text(self, arrow: str = "->", band: bool = True) -> str | None:
         """The latency move with its evidence (`band`: its noise band and p, which a table may show in

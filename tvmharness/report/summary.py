@@ -38,8 +38,8 @@ def _why(v: Verdict) -> str:
         parts.append("changed: " + ", ".join(v.changes("→")))
     if operators := v.operators_text():
         parts.append(operators)
-    if v.evidence.get("goal_misses"):
-        parts.append("goals missed: " + "; ".join(v.evidence["goal_misses"]))
+    if v.goals_text():
+        parts.append(v.goals_text())
     return md_escape("; ".join(parts)) or "—"
 
 
@@ -89,8 +89,8 @@ def markdown(run: dict, verdicts: list[Verdict]) -> str:
               f"<sub>{md_escape(versions)} · latency verdicts need a Mann-Whitney U p below alpha, a 10th percentile "
               f"beyond the noise band (the minimum effect, or 3 sigma of the series' recent runs), and a second "
               f"measurement that agrees where the run has one (`nightly` takes one; for a TVM build, an A/B in turns "
-              f"with the build it was compared with, and none where it is that build: its move is the host's); a change "
-              f"without one says \"unconfirmed\"</sub>", ""]
+              f"with the build it was compared with, a second run where it is that build, and none where only the "
+              f"host's load moved: its move is the host's); a change without one says \"unconfirmed\"</sub>", ""]
     return "\n".join(lines)
 
 

@@ -363,8 +363,7 @@ def verdict_table(verdicts) -> Table:
     for v in verdicts:
         e = v.evidence
         latency = v.latency_text("→", band=False) or "—"  # the band and p have columns here
-        missed = "goals missed: " + "; ".join(e["goal_misses"]) if e.get("goal_misses") else ""
-        why = [text for text in (v.reason, v.new_setup("→"), *v.changes("→"), v.operators_text(), missed) if text]
+        why = [text for text in (v.reason, v.new_setup("→"), *v.changes("→"), v.operators_text(), v.goals_text()) if text]
         table.add_row(*(shown(str(x)) for x in (v.series["model"], v.series["variant"], v.target, v.series["engine"])),
                       shown(v.verdict, style=VERDICT_STYLE.get(v.verdict, "")), shown(latency),  # it may hold a reason
                       f"±{e['noise_band']:.1%}" if "noise_band" in e else "—",
