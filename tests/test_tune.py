@@ -313,6 +313,24 @@ def test_an_output_folder_that_is_a_file_or_not_writable_is_refused_before_any_i
         assert "fix:" in proc.stderr and "not tuned" not in proc.stderr and time.perf_counter() - started < 30
 
 
+def test_a_file_in_the_records_folder_s_place_is_named_and_more_threads_than_cores_are_said(tmp_path):
+    """A file where the target's records folder goes: the usage error of a folder given as a file (it was
+    "FileExistsError: [Errno 17]", exit 1). And threads past this host's cores: said before the tune (its
+    candidates would be timed oversubscribed, under records kept for that thread count)."""
+    from tvmharness.provenance import usable_cores
+
+    threads = usable_cores() + 7
+    folder = records_dir(tmp_path / "results" / "tuning", resolve("x86", threads))
+    folder.parent.mkdir(parents=True)
+    folder.write_text("")
+    proc = run_cli("tune", "--model", "digits_cnn", "--trials", "4", "--threads", str(threads), "--no-measure", "--json",
+                   cwd=tmp_path)
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and f"{folder.relative_to(tmp_path)} is a file, not a folder" in said and "Errno" not in said, proc.stderr
+    assert json.loads(proc.stdout)["failed"][0]["exit_code"] == 2
+    assert f"note: {threads} threads, more than the {usable_cores()} usable cores here" in said
+
+
 def test_a_time_budget_or_a_ctrl_c_ends_a_tune_cleanly_and_keeps_its_records(tmp_path):
     record_file = records_dir(tmp_path / "results" / "tuning", resolve("x86", 2)) / RECORDS
     scratch = tmp_path / "tmp"  # the tunes' temporary folder: the candidates of a batch cut short are removed too
@@ -338,6 +356,7 @@ def test_a_time_budget_or_a_ctrl_c_ends_a_tune_cleanly_and_keeps_its_records(tmp
     assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, stderr)
     assert "interrupted" in stderr and "internal error" not in stderr, stderr
     assert "nothing was measured" in stderr and " stored" not in stderr  # --no-measure: it measured nothing, and says so
+    assert "the tuning records written so far are kept" in " ".join(stderr.split())  # (trials were: else it says none)
     assert len(record_file.read_text().splitlines()) > kept  # what it tuned before the Ctrl-C is kept
     assert not [p.name for p in scratch.iterdir() if p.name.startswith("tvmharness")]  # (torch keeps a cache there)
 

@@ -407,6 +407,7 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", help
     from .gpu import check_local_gpu
     from .models import model_name
     from .pipeline import load_models
+    from .provenance import usable_cores
     from .recipe import apply_overrides, parse_duration, parse_input_flags, recipe_from_dict
     from .results import Store
     from .targets import check_local_cpu, resolve_all
@@ -428,6 +429,11 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", help
     budget = chosen.tune
     threads = chosen.measure.threads
     targets_ = resolve_all(chosen.target_names(), threads)
+    if threads > usable_cores() and any(t.preset.runs_on == "local" and not t.on_gpu for t in targets_):
+        err.print(f"note: {threads} threads, more than the {usable_cores()} usable cores here: candidates are timed "
+                  "oversubscribed (they read slow, and the host's scheduling steers the search), and the records are "
+                  f"kept for {threads} threads; tune at the thread count the model is deployed with",
+                  markup=False, highlight=False)
     for resolved in targets_:  # one this host cannot run is refused before minutes of importing, as `run` does
         check_local_gpu(resolved)
         check_local_cpu(resolved)

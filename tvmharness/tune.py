@@ -28,7 +28,7 @@ from typing import Callable, Protocol
 
 from .budgets import BUILDER_TIMEOUT_S, KIT_WAIT_S, PATIENCE, POPULATION, TRIALS
 from .cache import content_hash, file_lock, ignored_by_git, process_temp_folder, short_name, written_whole
-from .errors import FAILED, FOLDER_REASONS, RETRY, TUNE_RECORDS_KEPT, HarnessError, one_line
+from .errors import FAILED, FOLDER_REASONS, RETRY, TUNE_RECORDS_KEPT, HarnessError, Interrupted, one_line, path_error
 from .frontend import to_relax
 from .gpu import check_local_gpu
 from .models import LoadedModel
@@ -517,7 +517,10 @@ def _tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fro
     extracted = extract_tasks(mod_zero, target)
     if not extracted:
         raise HarnessError(f"'{model.name}' has no tunable tasks for {target.name}", "nothing to tune")
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:  # a file where the records folder goes
+        raise path_error(err) from None
     with _exclusive(directory):
         database = open_database(directory, target, locked=True)
         session_file = _session_path(directory, model)
@@ -731,8 +734,10 @@ def _run_meta_schedule(database, tasks, directory: Path, target: Target, options
         finally:  # candidates a stopped tune had queued never run: they would load the CPU under what comes next
             runner.pool._threadpool.shutdown(wait=False, cancel_futures=True)
             runner.pool.shutdown(wait=False)  # and its worker processes end
-        if interrupted():
-            raise KeyboardInterrupt
+        if interrupted():  # what it leaves: the first round of candidates takes a while before a record is written
+            kept = (TUNE_RECORDS_KEPT if state.trials_done else "it stopped before its first trial was measured, so it "
+                    "wrote no record (`tvmharness tune --resume` goes on from the records there are)")
+            raise Interrupted(f"interrupted while tuning: {kept}; nothing was measured")
     return native_log
 
 
