@@ -265,7 +265,8 @@ def test_a_speed_up_over_fp32_not_timed_in_turns_and_a_shaky_best_variant_or_bas
          "details": {"speedup_vs_fp32": 1.2, "kit": "k"}}])  # a kit's row: timed apart from fp32's
     cells = {r[1]: r[5] for r in compression_rows(store.frame())}
     assert cells == {"int8": "1.80x", "cluster": "1.20x *"}
-    assert any(line.startswith("speed-up vs fp32: each variant is timed again in turns") for line in variant_notes(store.frame()))
+    (said,) = [line for line in variant_notes(store.frame()) if line.startswith("speed-up vs fp32: each variant is timed")]
+    assert "not from the two rows' medians in the tables above" in said and " * marks one from the two rows' own" in said
     (best,) = best_variants(store.frame())
     assert best.startswith("best variant of m on x86: int8 on tvm") and best.endswith(
         "; it was timed UNSTEADY: measure again before choosing it"), best

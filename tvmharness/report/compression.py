@@ -152,9 +152,12 @@ def variant_notes(frame) -> list[str]:
             continue
         seen.add(key)
         lines.append(f"{r['model']} / {r['variant']}: " + "; ".join(notes))
-    if any(_apart(r["details"] or {}) for r in _variant_rows(frame)):
-        lines.append(f"speed-up vs fp32: each variant is timed again in turns with fp32 on its engine, so that the host's "
-                     f"load falls on both alike;{APART} marks one from the two rows' own windows (a dev kit's row, an older "
-                     "release's, or one whose timing in turns failed: its details.fp32_in_turns_error), which a change of "
-                     "the host's load between them moves")
+    variants = _variant_rows(frame)
+    if variants:  # (its ratio may disagree with the rows' medians, each timed in a window of its own, under other load)
+        apart = any(_apart(r["details"] or {}) for r in variants)
+        lines.append("speed-up vs fp32: each variant is timed again in turns with fp32 on its engine, so that the host's "
+                     "load falls on both alike, not from the two rows' medians in the tables above, each timed on its own"
+                     + (f";{APART} marks one from the two rows' own windows (a dev kit's row, an older release's, or one "
+                        "whose timing in turns failed: its details.fp32_in_turns_error), which a change of the host's load "
+                        "between them moves" if apart else ""))
     return lines
