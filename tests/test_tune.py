@@ -265,7 +265,7 @@ def test_a_resume_counts_the_trials_its_records_show_though_the_kill_came_before
     again = tune_model(model, target, TuneOptions(trials=8, resume=True), frontend="torch", cache_dir=root / "cache",
                        records_root=tmp_path / "tuning", threads=2)
     assert again.trials_run == 0 and again.stopped == "nothing to do: the budget of 8 trials is spent", again.stopped
-    assert f"{done} of its 8 trials were done" in again.notes[0], again.notes
+    assert f"its {done} trials reach the 8 asked, so none are left" in again.notes[0], again.notes
     # Saved after its third record, then another tune (a variant, a model sharing layers) began
     # appending at that very byte: the records from there on are its trials, not this session's.
     third = sum(len(line) for line in (copy / RECORDS).read_bytes().splitlines(keepends=True)[:3])
@@ -274,7 +274,7 @@ def test_a_resume_counts_the_trials_its_records_show_though_the_kill_came_before
                                                   "start_mark": 0}))
     counted = tune_model(model, target, TuneOptions(trials=3, resume=True), frontend="torch", cache_dir=root / "cache",
                          records_root=tmp_path / "tuning", threads=2)
-    assert counted.trials_run == 0 and "3 of its 3 trials were done" in counted.notes[0], counted.notes
+    assert counted.trials_run == 0 and "its 3 trials reach the 3 asked, so none are left" in counted.notes[0], counted.notes
     # an offset saved before records were set aside (the file then shorter) reads from the next whole line, or nothing
     from tvmharness.tune import _record_workloads
 
