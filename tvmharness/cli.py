@@ -429,8 +429,9 @@ def tune(recipe: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", help
     budget = chosen.tune
     threads = chosen.measure.threads
     targets_ = resolve_all(chosen.target_names(), threads)
-    if threads > usable_cores() and any(t.preset.runs_on == "local" and not t.on_gpu for t in targets_):
-        err.print(f"note: {threads} threads, more than the {usable_cores()} usable cores here: candidates are timed "
+    cores = usable_cores()
+    if threads > cores and any(t.preset.runs_on == "local" and not t.on_gpu for t in targets_):
+        err.print(f"note: {threads} threads, more than the {cores} usable cores here: candidates are timed "
                   "oversubscribed (they read slow, and the host's scheduling steers the search), and the records are "
                   f"kept for {threads} threads; tune at the thread count the model is deployed with",
                   markup=False, highlight=False)

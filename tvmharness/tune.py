@@ -534,10 +534,10 @@ def _tune_model(model: LoadedModel, target: Target, options: TuneOptions, *, fro
         if not options.resume:
             notes = []
         elif "resumed" in session:
-            notes = [f"resumed the tune started {session['started']}: {done_before} of its {session['trials']} trials "
-                     "were done" if done_before < session["trials"] else
-                     f"resumed the tune started {session['started']}: its {done_before} trials reach the {session['trials']} "
-                     "asked, so none are left (--trials more than that goes on)"]
+            done = (f"{done_before} of its {session['trials']} trials were done" if done_before < session["trials"] else
+                    f"its {done_before} trials reach the {session['trials']} asked, so none are left (--trials more than "
+                    "that goes on)")
+            notes = [f"resumed the tune started {session['started']}: {done}"]
         else:
             notes = [f"nothing to resume: no interrupted tune of {model.name} in {directory}, so a new one started"]
         for note in notes:

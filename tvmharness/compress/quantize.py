@@ -20,6 +20,7 @@ from pydantic import Field
 from ..cache import content_hash, file_hash, intact, short_name, stage_dir, written_whole
 from ..data import DataSet, Feed, ModelInput, feed_dict, random_feeds
 from ..errors import HarnessError, counted, one_line
+from ..measure import exact_output
 from ..models import LoadedModel, graph_inputs, onnx_shapes, onnx_weights_files, torch_digest
 from ..qdq import TVM_DYNAMIC_OP_TYPES, TVM_UNSUPPORTED_INTEGER_OPS, is_quantized_op, quantized_ops
 from .base import NotApplicable, Technique, Work
@@ -314,7 +315,7 @@ def _measured_error(fp32_path: Path, int8_path: Path, base: LoadedModel, feeds: 
         outputs = [s.run(None, feed_dict(base.inputs, feed, [i.name for i in s.get_inputs()])) for s in sessions]
         diffs = [np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)) for a, b in zip(*outputs)]
         # 0 for an integer output (an argmax): how far apart two class ids are is no floor (measure.agreement)
-        exact = [np.asarray(a).dtype.kind in "biu" for a in outputs[0]]
+        exact = [exact_output(np.asarray(a)) for a in outputs[0]]
         found = [float(d.max()) if d.size and np.all(np.isfinite(d)) and not e else 0.0 for d, e in zip(diffs, exact)]
         errors = [max(pair) for pair in zip(errors, found)] if errors else found
     return errors
